@@ -1,0 +1,36 @@
+# Kanga build, test and demo entry points. `make test` and `make demo` need
+# root on a Debian 12 host (see scripts/install-deps.sh).
+
+GO        ?= go
+BIN       := bin/kanga
+IMAGES    := testdata/images
+GOFLAGS_TEST ?= -count=1 -timeout 60m
+
+.PHONY: all build deps images vet test demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/kanga
+
+deps:
+	./scripts/install-deps.sh
+
+# Deterministic: rerunning rewrites byte-identical files.
+images:
+	$(GO) run ./hack/mkimage -o $(IMAGES)
+
+vet:
+	$(GO) vet ./...
+
+# Integration tests start containerd, runtimes, CNI and a registry, so they
+# need root; they skip (and the run proves little) otherwise.
+test: deps images vet
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make test: run as root for the integration tests" >&2; exit 1; fi
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+demo: deps build images
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin $(IMAGES)

@@ -1,0 +1,189 @@
+// Package api holds the wire types of Kanga's public REST API. The OpenAPI
+// document in openapi.yaml describes the same shapes; a test in
+// internal/server keeps the two from drifting.
+package api
+
+import "time"
+
+// RestartPolicy says what happens to a container of an instance when it exits.
+type RestartPolicy string
+
+const (
+	RestartNever     RestartPolicy = "Never"
+	RestartOnFailure RestartPolicy = "OnFailure"
+	RestartAlways    RestartPolicy = "Always"
+)
+
+// Phase is the coarse lifecycle state of an instance.
+type Phase string
+
+const (
+	PhasePending   Phase = "Pending"
+	PhaseCreating  Phase = "Creating"
+	PhaseRunning   Phase = "Running"
+	PhaseSucceeded Phase = "Succeeded"
+	PhaseFailed    Phase = "Failed"
+)
+
+// Terminal reports whether no container of the instance will run again.
+func (p Phase) Terminal() bool { return p == PhaseSucceeded || p == PhaseFailed }
+
+// EnvVar is one environment variable of a container.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// ContainerSpec describes one container of an instance. Command replaces
+// the image's entrypoint and Args its cmd, as in a Kubernetes pod.
+type ContainerSpec struct {
+	Name       string   `json:"name"`
+	Image      string   `json:"image"`
+	Command    []string `json:"command,omitempty"`
+	Args       []string `json:"args,omitempty"`
+	Env        []EnvVar `json:"env,omitempty"`
+	WorkingDir string   `json:"workingDir,omitempty"`
+}
+
+// Resources is the instance-wide resource spec. Quantities are strings in
+// Kubernetes notation: cpu "0.5" or "500m", memory "256Mi" or "1G".
+type Resources struct {
+	CPU    string `json:"cpu,omitempty"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// PortMapping publishes a container port on a host address.
+type PortMapping struct {
+	HostIP        string `json:"hostIP,omitempty"`
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol,omitempty"` // tcp (default) or udp
+}
+
+// InstanceSpec is what the user asked for.
+type InstanceSpec struct {
+	Containers    []ContainerSpec `json:"containers"`
+	Resources     Resources       `json:"resources,omitempty"`
+	RestartPolicy RestartPolicy   `json:"restartPolicy,omitempty"`
+	Ports         []PortMapping   `json:"ports,omitempty"`
+	// Runtime is the runtime class: runc (default) or crun.
+	Runtime string `json:"runtime,omitempty"`
+}
+
+// ContainerState is the state of one container.
+type ContainerState string
+
+const (
+	ContainerWaiting    ContainerState = "Waiting"
+	ContainerRunning    ContainerState = "Running"
+	ContainerTerminated ContainerState = "Terminated"
+)
+
+// ContainerStatus is what the host reports about one container.
+type ContainerStatus struct {
+	Name         string         `json:"name"`
+	State        ContainerState `json:"state"`
+	Reason       string         `json:"reason,omitempty"`
+	ExitCode     *int           `json:"exitCode,omitempty"`
+	RestartCount int            `json:"restartCount"`
+	StartedAt    *time.Time     `json:"startedAt,omitempty"`
+	FinishedAt   *time.Time     `json:"finishedAt,omitempty"`
+	PID          int            `json:"pid,omitempty"`
+}
+
+// Event is a notable moment in an instance's life.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"` // Normal or Warning
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+}
+
+// InstanceStatus is what the platform observed.
+type InstanceStatus struct {
+	Phase      Phase             `json:"phase"`
+	Reason     string            `json:"reason,omitempty"`
+	Message    string            `json:"message,omitempty"`
+	Host       string            `json:"host,omitempty"`
+	IP         string            `json:"ip,omitempty"`
+	StartedAt  *time.Time        `json:"startedAt,omitempty"`
+	FinishedAt *time.Time        `json:"finishedAt,omitempty"`
+	Containers []ContainerStatus `json:"containers,omitempty"`
+	Events     []Event           `json:"events,omitempty"`
+}
+
+// Instance is a Pod-like group of containers sharing one sandbox.
+type Instance struct {
+	Name      string    `json:"name"`
+	Tenant    string    `json:"tenant"`
+	UID       string    `json:"uid"`
+	CreatedAt time.Time `json:"createdAt"`
+	// StopRequested is set by `kanga stop`: the host stops every container
+	// and does not restart them.
+	StopRequested bool `json:"stopRequested,omitempty"`
+	// StopGraceSeconds is how long the host waits after SIGTERM before
+	// it sends SIGKILL.
+	StopGraceSeconds int `json:"stopGraceSeconds,omitempty"`
+	// DeletionRequested is set by `kanga rm`; the host tears the sandbox down
+	// and then removes the record.
+	DeletionRequested bool           `json:"deletionRequested,omitempty"`
+	Spec              InstanceSpec   `json:"spec"`
+	Status            InstanceStatus `json:"status"`
+}
+
+// CreateInstanceRequest is the body of POST /v1/instances.
+type CreateInstanceRequest struct {
+	Name string       `json:"name,omitempty"`
+	Spec InstanceSpec `json:"spec"`
+}
+
+// InstanceList is the body of GET /v1/instances.
+type InstanceList struct {
+	Items []Instance `json:"items"`
+}
+
+// Image is an image known to the platform.
+type Image struct {
+	Name      string    `json:"name"`
+	Digest    string    `json:"digest"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ImageList is the body of GET /v1/images.
+type ImageList struct {
+	Items []Image `json:"items"`
+}
+
+// PullRequest is the body of POST /v1/images/pull.
+type PullRequest struct {
+	Ref string `json:"ref"`
+}
+
+// Progress is one line of the newline-delimited JSON stream returned by
+// image pull and import. The last line has Done set, or Error.
+type Progress struct {
+	Status  string  `json:"status,omitempty"`
+	Current int64   `json:"current,omitempty"`
+	Total   int64   `json:"total,omitempty"`
+	Done    bool    `json:"done,omitempty"`
+	Images  []Image `json:"images,omitempty"`
+	Error   *Error  `json:"error,omitempty"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ErrorResponse wraps Error.
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}
+
+// Version is the body of GET /v1/version.
+type Version struct {
+	Version string `json:"version"`
+	Tenant  string `json:"tenant"`
+}

@@ -1,0 +1,315 @@
+package client_test
+
+// This file runs the client against the real API handlers of
+// internal/server, over a fake store and a fake host, so that the two sides
+// of the wire cannot drift apart unnoticed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/server"
+)
+
+// fakeStore keeps instances in memory and plays the host agent: instances
+// run as soon as they are stored, stop when asked and vanish when deleted.
+type fakeStore struct {
+	mu        sync.Mutex
+	instances map[string]*api.Instance
+	changed   chan struct{} // closed and replaced on every change
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{instances: map[string]*api.Instance{}, changed: make(chan struct{})}
+}
+
+func (s *fakeStore) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func notFound(name string) error {
+	return fmt.Errorf("instance %q not found: %w", name, errdefs.ErrNotFound)
+}
+
+func (s *fakeStore) CreateInstance(ctx context.Context, inst *api.Instance) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.instances[inst.Name]; ok {
+		return fmt.Errorf("instance %q already exists: %w", inst.Name, errdefs.ErrAlreadyExists)
+	}
+	c := *inst
+	c.Status.Phase = api.PhaseRunning
+	c.Status.IP = "10.211.0.2"
+	s.instances[c.Name] = &c
+	s.notify()
+	return nil
+}
+
+func (s *fakeStore) GetInstance(ctx context.Context, name string) (*api.Instance, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[name]
+	if !ok {
+		return nil, notFound(name)
+	}
+	c := *inst
+	return &c, nil
+}
+
+func (s *fakeStore) ListInstances(ctx context.Context) ([]api.Instance, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []api.Instance
+	for _, inst := range s.instances {
+		out = append(out, *inst)
+	}
+	return out, nil
+}
+
+func (s *fakeStore) UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[name]
+	if !ok {
+		return nil, notFound(name)
+	}
+	c := *inst
+	if err := fn(&c); err != nil {
+		return nil, err
+	}
+	// The "agent" reacts at once.
+	if c.StopRequested && !c.Status.Phase.Terminal() {
+		code := 143
+		c.Status.Phase = api.PhaseFailed
+		c.Status.Containers = []api.ContainerStatus{{Name: c.Spec.Containers[0].Name, State: api.ContainerTerminated, ExitCode: &code}}
+	}
+	if c.DeletionRequested {
+		delete(s.instances, name)
+	} else {
+		s.instances[name] = &c
+	}
+	s.notify()
+	return &c, nil
+}
+
+func (s *fakeStore) WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error) {
+	for {
+		s.mu.Lock()
+		inst, ok := s.instances[name]
+		changed := s.changed
+		var c api.Instance
+		if ok {
+			c = *inst
+		}
+		s.mu.Unlock()
+		if !ok {
+			return nil, notFound(name)
+		}
+		if cond(&c) {
+			return &c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
+	for {
+		s.mu.Lock()
+		_, ok := s.instances[name]
+		changed := s.changed
+		s.mu.Unlock()
+		if !ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func (s *fakeStore) LookupToken(ctx context.Context, token string) (string, error) {
+	if token != "good" {
+		return "", fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
+	}
+	return "acme", nil
+}
+
+// fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
+type fakeHost struct{}
+
+func (fakeHost) Name() string             { return "host-1" }
+func (fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
+func (fakeHost) DefaultRuntime() string   { return "runc" }
+
+func (fakeHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
+	if ref != "busybox" {
+		return server.ImageConfig{}, fmt.Errorf("image %q is not known: %w", ref, errdefs.ErrNotFound)
+	}
+	return server.ImageConfig{Cmd: []string{"sh"}}, nil
+}
+
+func (fakeHost) ListImages(ctx context.Context) ([]api.Image, error) {
+	return []api.Image{{Name: "busybox:latest", Digest: "sha256:abc"}}, nil
+}
+
+func (fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	n, err := io.Copy(io.Discard, r)
+	if err != nil {
+		return nil, err
+	}
+	progress(api.Progress{Status: "read", Current: n})
+	if n == 0 {
+		return nil, fmt.Errorf("empty archive: %w", errdefs.ErrInvalidArgument)
+	}
+	return []api.Image{{Name: "imported:latest", Size: n}}, nil
+}
+
+func (fakeHost) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
+	return api.Image{Name: ref}, nil
+}
+
+func (fakeHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
+	_, err := fmt.Fprintf(w, "logs of %s/%s follow=%v\n", inst.Name, container, follow)
+	return err
+}
+
+func (fakeHost) Exec(ctx context.Context, inst *api.Instance, req server.ExecRequest) (int, error) {
+	if req.Cmd[0] == "missing" {
+		return 0, fmt.Errorf("executable %q not found in the container: %w", req.Cmd[0], errdefs.ErrNotFound)
+	}
+	if req.Stdin != nil {
+		if _, err := io.Copy(req.Stdout, req.Stdin); err != nil {
+			return 0, err
+		}
+	}
+	fmt.Fprintf(req.Stderr, "%s env=%v tty=%v", strings.Join(req.Cmd, " "), req.Env, req.TTY)
+	return 7, nil
+}
+
+func TestAgainstServer(t *testing.T) {
+	srv := httptest.NewServer(server.New(newFakeStore(), fakeHost{}, server.Options{Version: "test"}).Handler())
+	defer srv.Close()
+	c, err := client.New(srv.URL, "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	if err := c.Healthz(ctx); err != nil {
+		t.Fatalf("Healthz: %v", err)
+	}
+	v, err := c.Version(ctx)
+	if err != nil || v.Tenant != "acme" || v.Version != "test" {
+		t.Fatalf("Version = %+v, %v", v, err)
+	}
+	bad, _ := client.New(srv.URL, "bad")
+	if _, err := bad.Version(ctx); !errors.Is(err, errdefs.ErrUnauthenticated) {
+		t.Errorf("Version with a bad token: %v", err)
+	}
+
+	req := api.CreateInstanceRequest{Name: "web", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{{Name: "busybox", Image: "busybox"}}}}
+	inst, err := c.CreateInstance(ctx, req)
+	if err != nil || inst.Name != "web" || inst.Tenant != "acme" {
+		t.Fatalf("CreateInstance = %+v, %v", inst, err)
+	}
+	if _, err := c.CreateInstance(ctx, req); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Errorf("second CreateInstance: %v", err)
+	}
+	missing := api.CreateInstanceRequest{Spec: api.InstanceSpec{Containers: []api.ContainerSpec{{Name: "x", Image: "nope"}}}}
+	if _, err := c.CreateInstance(ctx, missing); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), `image "nope" is not known`) {
+		t.Errorf("CreateInstance of an unknown image: %v", err)
+	}
+	invalid := api.CreateInstanceRequest{Spec: api.InstanceSpec{Containers: []api.ContainerSpec{{Name: "x", Image: "busybox"}}, Resources: api.Resources{Memory: "lots"}}}
+	if _, err := c.CreateInstance(ctx, invalid); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("CreateInstance with a bad quantity: %v", err)
+	}
+
+	if inst, err = c.WaitInstance(ctx, "web", client.WaitRunning); err != nil || inst.Status.Phase != api.PhaseRunning {
+		t.Fatalf("WaitInstance(running) = %+v, %v", inst.Status, err)
+	}
+	list, err := c.ListInstances(ctx)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListInstances = %+v, %v", list, err)
+	}
+	if _, err := c.GetInstance(ctx, "ghost"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("GetInstance of a missing instance: %v", err)
+	}
+
+	rc, err := c.Logs(ctx, "web", client.LogsOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "logs of web/busybox follow=true\n" {
+		t.Errorf("Logs = %q", b)
+	}
+	if _, err := c.Logs(ctx, "web", client.LogsOptions{Container: "nope"}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Logs of a missing container: %v", err)
+	}
+
+	var stdout, stderr strings.Builder
+	code, err := c.Exec(ctx, "web", client.ExecOptions{
+		Cmd: []string{"cat"}, Env: []string{"A=1"}, Stdin: strings.NewReader("ping"), Stdout: &stdout, Stderr: &stderr,
+	})
+	if err != nil || code != 7 || stdout.String() != "ping" || stderr.String() != "cat env=[A=1] tty=false" {
+		t.Errorf("Exec = %d, %v, stdout %q, stderr %q", code, err, stdout.String(), stderr.String())
+	}
+	if _, err := c.Exec(ctx, "web", client.ExecOptions{Cmd: []string{"missing"}}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Exec of a missing executable: %v", err)
+	}
+	if _, err := c.Exec(ctx, "ghost", client.ExecOptions{Cmd: []string{"true"}}); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("Exec in a missing instance: %v", err)
+	}
+
+	if err := c.DeleteInstance(ctx, "web", false); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("DeleteInstance of a running instance without force: %v", err)
+	}
+	inst, err = c.StopInstance(ctx, "web", 0)
+	if err != nil || inst.Status.Phase != api.PhaseFailed {
+		t.Errorf("StopInstance = %+v, %v", inst.Status, err)
+	}
+	if inst, err = c.WaitInstance(ctx, "web", client.WaitTerminal); err != nil || !inst.Status.Phase.Terminal() {
+		t.Errorf("WaitInstance(terminal) = %+v, %v", inst.Status, err)
+	}
+	if err := c.DeleteInstance(ctx, "web", false); err != nil {
+		t.Errorf("DeleteInstance of a stopped instance: %v", err)
+	}
+	if _, err := c.GetInstance(ctx, "web"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("GetInstance after delete: %v", err)
+	}
+
+	images, err := c.ImportImage(ctx, strings.NewReader("tarball"), 7, nil)
+	if err != nil || len(images) != 1 || images[0].Size != 7 {
+		t.Errorf("ImportImage = %+v, %v", images, err)
+	}
+	if _, err := c.ImportImage(ctx, strings.NewReader(""), -1, nil); !errors.Is(err, errdefs.ErrInvalidArgument) || err.Error() != "empty archive: invalid argument" {
+		t.Errorf("ImportImage of an empty archive: %v", err)
+	}
+	img, err := c.PullImage(ctx, "127.0.0.1:5000/busybox:1", nil)
+	if err != nil || img.Name != "127.0.0.1:5000/busybox:1" {
+		t.Errorf("PullImage = %+v, %v", img, err)
+	}
+	if _, err := c.PullImage(ctx, "", nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("PullImage without a ref: %v", err)
+	}
+	if imgs, err := c.ListImages(ctx); err != nil || len(imgs) != 1 {
+		t.Errorf("ListImages = %+v, %v", imgs, err)
+	}
+}

@@ -1,0 +1,145 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+func instancePath(name string, sub ...string) string {
+	p := "/v1/instances/" + url.PathEscape(name)
+	for _, s := range sub {
+		p += "/" + s
+	}
+	return p
+}
+
+// CreateInstance asks for a new instance and returns it as recorded; it does
+// not wait for it to run (see WaitInstance).
+func (c *Client) CreateInstance(ctx context.Context, req api.CreateInstanceRequest) (api.Instance, error) {
+	var inst api.Instance
+	err := c.doJSON(ctx, http.MethodPost, "/v1/instances", nil, req, &inst)
+	return inst, err
+}
+
+// ListInstances returns all of the tenant's instances, in any phase.
+func (c *Client) ListInstances(ctx context.Context) ([]api.Instance, error) {
+	var list api.InstanceList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/instances", nil, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// GetInstance returns one instance.
+func (c *Client) GetInstance(ctx context.Context, name string) (api.Instance, error) {
+	var inst api.Instance
+	err := c.doJSON(ctx, http.MethodGet, instancePath(name), nil, nil, &inst)
+	return inst, err
+}
+
+// DeleteInstance removes an instance and returns once it is torn down (or,
+// when the host does not answer in time, once the deletion is recorded: the
+// server then answers 202 and finishes the teardown later).
+// Without force the server refuses (errdefs.ErrConflict or
+// ErrFailedPrecondition) to delete an instance that is not terminal.
+func (c *Client) DeleteInstance(ctx context.Context, name string, force bool) error {
+	q := url.Values{}
+	if force {
+		q.Set("force", "true")
+	}
+	return c.doJSON(ctx, http.MethodDelete, instancePath(name), q, nil, nil)
+}
+
+// StopInstance stops every container of an instance, giving each timeout to
+// exit after SIGTERM before it is killed, and returns the stopped instance.
+// A negative timeout leaves the grace period to the server's default.
+func (c *Client) StopInstance(ctx context.Context, name string, timeout time.Duration) (api.Instance, error) {
+	q := url.Values{}
+	if timeout >= 0 {
+		secs := int64(math.Ceil(timeout.Seconds()))
+		q.Set("timeout", strconv.FormatInt(secs, 10))
+	}
+	var inst api.Instance
+	err := c.doJSON(ctx, http.MethodPost, instancePath(name, "stop"), q, nil, &inst)
+	return inst, err
+}
+
+// WaitCondition is what WaitInstance waits for.
+type WaitCondition string
+
+const (
+	// WaitRunning is met when the instance is Running or terminal.
+	WaitRunning WaitCondition = "running"
+	// WaitTerminal is met when the instance is Succeeded or Failed.
+	WaitTerminal WaitCondition = "terminal"
+)
+
+// WaitInstance blocks until the instance meets cond, or ctx ends, and
+// returns the instance as it was then.
+func (c *Client) WaitInstance(ctx context.Context, name string, cond WaitCondition) (api.Instance, error) {
+	q := url.Values{"condition": {string(cond)}}
+	for {
+		start := time.Now()
+		var inst api.Instance
+		err := c.doJSON(ctx, http.MethodGet, instancePath(name, "wait"), q, nil, &inst)
+		// The server bounds each wait and answers 504 when its own timeout
+		// passes first: ask again.
+		ae, ok := errorsAsAPI(err)
+		if !ok || ae.StatusCode != http.StatusGatewayTimeout {
+			return inst, err
+		}
+		// A proxy that fails fast with 504 must not make this a busy loop.
+		if time.Since(start) < time.Second {
+			select {
+			case <-ctx.Done():
+				return inst, ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// LogsOptions selects the logs to read.
+type LogsOptions struct {
+	// Follow streams new output until the instance is terminal.
+	Follow bool
+	// Container names the container; empty means the server's default
+	// (the only or the first container).
+	Container string
+}
+
+// Logs returns the output of a container of an instance. The caller must
+// close the reader; with Follow it ends when the instance is terminal or
+// ctx ends.
+func (c *Client) Logs(ctx context.Context, name string, opts LogsOptions) (io.ReadCloser, error) {
+	q := url.Values{}
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	if opts.Container != "" {
+		q.Set("container", opts.Container)
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, instancePath(name, "logs"), q, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// errIncomplete reports a stream that ended without its final message.
+func errIncomplete(what string) error {
+	return fmt.Errorf("%s: the server closed the stream before reporting a result: %w", what, errdefs.ErrUnavailable)
+}

@@ -1,0 +1,277 @@
+// Package agent is the host side of Kanga: it watches the instances
+// assigned to its host, runs each through a small lifecycle (sandbox,
+// containers, restarts, teardown) on containerd, and reports status back
+// to the store. It also serves the host-local operations of the API:
+// images, logs and exec.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// Store is what the agent needs of the state store: a host-wide view to
+// find its instances, and tenant-scoped writes of their status.
+type Store interface {
+	ListAllInstances(ctx context.Context) ([]api.Instance, int64, error)
+	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
+	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
+	DeleteInstance(ctx context.Context, name string) error
+}
+
+// Network is the sandbox network of instances.
+type Network interface {
+	Setup(ctx context.Context, id string, ports []network.Port) (*network.Attachment, error)
+	Teardown(ctx context.Context, id string, ports []network.Port) error
+	List() ([]string, error)
+}
+
+// Config wires an Agent.
+type Config struct {
+	HostName string
+	DataDir  string
+	Store    Store
+	Client   *containerd.Client
+	Classes  map[string]runtime.Class
+	Images   *image.Service
+	Network  Network
+	Logger   *slog.Logger
+}
+
+// Agent runs the instances of one host.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	runners map[string]*runner // by instance UID
+	wg      sync.WaitGroup
+}
+
+// Compile-time check: the agent is the API's host in the all-in-one.
+var _ server.Host = (*Agent)(nil)
+
+// New returns an Agent.
+func New(cfg Config) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{}}
+}
+
+func (a *Agent) logDir(uid string) string { return filepath.Join(a.cfg.DataDir, "logs", uid) }
+
+func (a *Agent) ns(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, runtime.Namespace)
+}
+
+// Run reconciles until ctx ends: it first adopts what a previous run left
+// (running containers keep running), removes what no instance owns any
+// more, then follows the store.
+func (a *Agent) Run(ctx context.Context) error {
+	var (
+		insts []api.Instance
+		rev   int64
+		err   error
+	)
+	for {
+		insts, rev, err = a.cfg.Store.ListAllInstances(ctx)
+		if err == nil {
+			break
+		}
+		a.log.Warn("listing instances failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	known := map[string]bool{}
+	for i := range insts {
+		if insts[i].Status.Host == a.cfg.HostName {
+			known[insts[i].UID] = true
+		}
+	}
+	a.cleanupOrphans(ctx, known)
+	for i := range insts {
+		a.dispatch(ctx, &insts[i], false)
+	}
+	for ev := range a.cfg.Store.WatchAllInstances(ctx, rev) {
+		if ev.Instance != nil {
+			a.dispatch(ctx, ev.Instance, ev.Deleted)
+		}
+	}
+	a.wg.Wait()
+	return ctx.Err()
+}
+
+// dispatch hands the newest version of an instance to its runner, starting
+// one if needed.
+func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) {
+	if inst.Status.Host != a.cfg.HostName {
+		return
+	}
+	a.mu.Lock()
+	r, ok := a.runners[inst.UID]
+	if !ok {
+		if deleted {
+			a.mu.Unlock()
+			return
+		}
+		r = newRunner(a, inst)
+		a.runners[inst.UID] = r
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			// The runner's own context ends its task waiters with it.
+			rctx, cancel := context.WithCancel(ctx)
+			r.run(rctx)
+			cancel()
+			a.mu.Lock()
+			delete(a.runners, inst.UID)
+			a.mu.Unlock()
+		}()
+	}
+	a.mu.Unlock()
+	r.update(inst, deleted)
+}
+
+func (a *Agent) runner(uid string) *runner {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runners[uid]
+}
+
+// cleanupOrphans removes containers, sandboxes and logs whose instance no
+// longer exists, e.g. deleted while the agent was down mid-teardown.
+func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
+	nctx := a.ns(ctx)
+	ctrs, err := a.cfg.Client.Containers(nctx)
+	if err != nil {
+		a.log.Warn("listing containers for orphan cleanup failed", "err", err)
+	}
+	for _, c := range ctrs {
+		labels, err := c.Labels(nctx)
+		if err != nil {
+			continue
+		}
+		uid := labels[labelUID]
+		if uid == "" || known[uid] {
+			continue
+		}
+		a.log.Info("removing orphaned container", "container", c.ID(), "uid", uid)
+		removeContainer(nctx, c)
+	}
+	ids, err := a.cfg.Network.List()
+	if err != nil {
+		a.log.Warn("listing sandboxes for orphan cleanup failed", "err", err)
+	}
+	for _, id := range ids {
+		if !known[id] {
+			a.log.Info("removing orphaned sandbox", "uid", id)
+			if err := a.cfg.Network.Teardown(ctx, id, nil); err != nil {
+				a.log.Warn("removing orphaned sandbox failed", "uid", id, "err", err)
+			}
+			removeCgroup(id)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logs"))
+	for _, e := range entries {
+		if !known[e.Name()] {
+			_ = os.RemoveAll(a.logDir(e.Name()))
+		}
+	}
+}
+
+// Name implements server.Host.
+func (a *Agent) Name() string { return a.cfg.HostName }
+
+// RuntimeClasses implements server.Host.
+func (a *Agent) RuntimeClasses() []string {
+	var names []string
+	for n := range a.cfg.Classes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// DefaultRuntime implements server.Host.
+func (a *Agent) DefaultRuntime() string { return runtime.DefaultClass }
+
+func tenantOf(ctx context.Context) (string, error) { return tenant.Name(ctx) }
+
+// ImageConfig implements server.Host.
+func (a *Agent) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
+	t, err := tenantOf(ctx)
+	if err != nil {
+		return server.ImageConfig{}, err
+	}
+	cfg, err := a.cfg.Images.Config(a.ns(ctx), t, ref)
+	if err != nil {
+		return server.ImageConfig{}, err
+	}
+	return server.ImageConfig{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd}, nil
+}
+
+// ListImages implements server.Host.
+func (a *Agent) ListImages(ctx context.Context) ([]api.Image, error) {
+	t, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.cfg.Images.List(a.ns(ctx), t)
+}
+
+// ImportImage implements server.Host.
+func (a *Agent) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	t, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.cfg.Images.Import(a.ns(ctx), t, r, progress)
+}
+
+// PullImage implements server.Host.
+func (a *Agent) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
+	t, err := tenantOf(ctx)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return a.cfg.Images.Pull(a.ns(ctx), t, ref, progress)
+}
+
+// checkTenant makes sure a host operation on an instance is asked for by
+// the instance's own tenant.
+func checkTenant(ctx context.Context, inst *api.Instance) error {
+	t, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	if t != inst.Tenant {
+		return fmt.Errorf("instance %q not found: %w", inst.Name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+var errInstanceGone = errors.New("instance is gone")

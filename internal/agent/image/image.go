@@ -1,0 +1,560 @@
+// Package image imports, pulls and resolves container images in Kanga's
+// containerd, scoped by tenant.
+//
+// containerd keeps one image record per name in Kanga's namespace, shared
+// by every tenant so that content and snapshots are stored once. Each tenant
+// that imported or pulled an image has the label kanga.dev/tenant.<tenant>
+// on the record, and only sees records with its label. When a tenant puts
+// different content under an existing name, the other tenants lose the name
+// (their label is dropped) rather than silently run content they never
+// asked for.
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	containerd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/content"
+	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/images/archive"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// TenantLabelPrefix prefixes the label that grants a tenant an image.
+const TenantLabelPrefix = "kanga.dev/tenant."
+
+// tenantRe keeps tenant names safe inside a label key and a filter string.
+var tenantRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// Service manages images for all tenants of one host.
+type Service struct {
+	client      *containerd.Client
+	snapshotter string
+	platform    platforms.MatchComparer
+	locks       keyedLocks
+	log         *slog.Logger
+}
+
+// New returns a Service that unpacks into snapshotter (overlayfs in Kanga).
+func New(client *containerd.Client, snapshotter string) *Service {
+	return &Service{
+		client:      client,
+		snapshotter: snapshotter,
+		platform:    platforms.Default(),
+		log:         slog.Default().With("component", "image"),
+	}
+}
+
+// Config is the part of an OCI image config a container is built from.
+type Config struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+}
+
+// Normalize returns the canonical form of an image reference, the way
+// Docker spells it: busybox -> docker.io/library/busybox:latest,
+// kanga.test/busybox -> kanga.test/busybox:latest. Records are stored under
+// this form, so every lookup goes through it.
+func Normalize(ref string) (string, error) {
+	if strings.TrimSpace(ref) == "" {
+		return "", fmt.Errorf("image reference is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q (%v); use the form [registry/]name[:tag][@digest] in lowercase: %w", ref, err, errdefs.ErrInvalidArgument)
+	}
+	// Docker's grammar reads "UPPER/case" as registry host UPPER. Hosts are
+	// case-insensitive, so such a spelling is a typo far more often than
+	// a registry: refuse it rather than store a second name for one host.
+	if d := reference.Domain(named); d != strings.ToLower(d) {
+		return "", fmt.Errorf("invalid image reference %q: registry host %q must be lowercase: %w", ref, d, errdefs.ErrInvalidArgument)
+	}
+	return named.String(), nil
+}
+
+// Import reads an OCI or Docker image archive (as written by `skopeo copy
+// ... oci-archive:` or `docker save`), records every image it names for the
+// tenant, and unpacks them so that the first run does not wait for it.
+// progress, if not nil, receives the bytes read so far; the caller sends the
+// final Done line.
+func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withNamespace(ctx)
+	// The lease keeps the blobs from the garbage collector until records
+	// point at them.
+	ctx, done, err := s.client.WithLease(ctx)
+	if err != nil {
+		return nil, classify("import: take a lease", err)
+	}
+	defer done(context.WithoutCancel(ctx))
+
+	pr := newProgressReader(r, progress)
+	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), pr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("read image archive: %v; expected an OCI archive (skopeo copy ... oci-archive:FILE:NAME) or a docker archive (docker save): %w", err, errdefs.ErrInvalidArgument)
+	}
+	pr.flush()
+
+	named, err := s.namedManifests(ctx, index)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Image, 0, len(named))
+	for _, img := range named {
+		report(progress, api.Progress{Status: "unpacking " + img.Name})
+		rec, err := s.bind(ctx, label, img)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.unpack(ctx, rec); err != nil {
+			return nil, err
+		}
+		out = append(out, s.toAPI(ctx, rec))
+	}
+	return out, nil
+}
+
+// namedManifests walks the imported index like containerd's client.Import
+// does (labelling children so the collector keeps them), and returns one
+// record per named manifest, with the name normalized.
+func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) ([]images.Image, error) {
+	cs := s.client.ContentStore()
+	var (
+		named   []images.Image
+		skipped []string
+	)
+	var handler images.HandlerFunc = func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		if desc.Digest != index.Digest {
+			return images.Children(ctx, cs, desc)
+		}
+		p, err := content.ReadBlob(ctx, cs, desc)
+		if err != nil {
+			return nil, err
+		}
+		var idx ocispec.Index
+		if err := json.Unmarshal(p, &idx); err != nil {
+			return nil, fmt.Errorf("archive index: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+		for _, m := range idx.Manifests {
+			name, ok := archiveName(m.Annotations)
+			if !ok {
+				skipped = append(skipped, m.Digest.String())
+				continue
+			}
+			norm, err := Normalize(name)
+			if err != nil {
+				return nil, fmt.Errorf("image archive names %q: %w", name, err)
+			}
+			named = append(named, images.Image{Name: norm, Target: m})
+		}
+		return idx.Manifests, nil
+	}
+	h := images.SetChildrenLabels(cs, images.FilterPlatforms(handler, s.platform))
+	if err := images.WalkNotEmpty(ctx, h, index); err != nil {
+		if errors.Is(err, errdefs.ErrInvalidArgument) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("read image archive: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if len(named) == 0 {
+		return nil, fmt.Errorf("image archive names no image for %s (unnamed manifests: %v); name the image with a full reference, e.g. skopeo copy ... oci-archive:FILE:kanga.test/app:v1: %w",
+			platforms.DefaultString(), skipped, errdefs.ErrInvalidArgument)
+	}
+	return named, nil
+}
+
+// archiveName returns the image name an index entry carries. containerd's
+// own name annotation wins; an OCI ref.name counts only when it is a
+// reference, not a bare tag such as "latest" (which names no repository).
+func archiveName(ann map[string]string) (string, bool) {
+	if name := ann[images.AnnotationImageName]; name != "" {
+		return name, true
+	}
+	name := ann[ocispec.AnnotationRefName]
+	if name == "" || !strings.ContainsAny(name, "/:@") {
+		return "", false
+	}
+	return name, true
+}
+
+// Pull fetches ref from its registry and unpacks it. Plain HTTP is used
+// only for registries on loopback (localhost, 127.0.0.1, ::1). progress, if
+// not nil, receives download progress; the caller sends the final Done line.
+func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(api.Progress)) (api.Image, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return api.Image{}, err
+	}
+	name, err := Normalize(ref)
+	if err != nil {
+		return api.Image{}, err
+	}
+	ctx = withNamespace(ctx)
+	unlock := s.locks.lock(name)
+	defer unlock()
+
+	is := s.client.ImageService()
+	prev, err := is.Get(ctx, name)
+	havePrev := err == nil
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return api.Image{}, classify("pull "+name, err)
+	}
+	// Pull replaces the record's labels wholesale: hand it the merged set
+	// so that other tenants keep the name while it is updated.
+	labels := map[string]string{label: "1"}
+	if havePrev {
+		labels = maps.Clone(prev.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[label] = "1"
+	}
+
+	report(progress, api.Progress{Status: "pulling " + name})
+	stop := s.watchIngests(ctx, progress)
+	img, err := s.client.Pull(ctx, name,
+		containerd.WithResolver(newResolver()),
+		containerd.WithPlatformMatcher(s.platform),
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(s.snapshotter),
+		containerd.WithPullLabels(labels),
+	)
+	stop()
+	if err != nil {
+		return api.Image{}, classifyPull(name, err)
+	}
+	rec := img.Metadata()
+	if havePrev && prev.Target.Digest != rec.Target.Digest {
+		if rec, err = s.takeOver(ctx, rec, label); err != nil {
+			return api.Image{}, err
+		}
+	}
+	report(progress, api.Progress{Status: "pulled " + name})
+	return s.toAPI(ctx, rec), nil
+}
+
+// List returns the tenant's images, sorted by name.
+func (s *Service) List(ctx context.Context, tenant string) ([]api.Image, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withNamespace(ctx)
+	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
+	if err != nil {
+		return nil, classify("list images", err)
+	}
+	out := make([]api.Image, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, s.toAPI(ctx, rec))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Get resolves ref for the tenant. An image the tenant has not imported or
+// pulled is not found, whether or not another tenant has it.
+func (s *Service) Get(ctx context.Context, tenant, ref string) (containerd.Image, error) {
+	rec, err := s.get(withNamespace(ctx), tenant, ref)
+	if err != nil {
+		return nil, err
+	}
+	return containerd.NewImageWithPlatform(s.client, rec, s.platform), nil
+}
+
+func (s *Service) get(ctx context.Context, tenant, ref string) (images.Image, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return images.Image{}, err
+	}
+	name, err := Normalize(ref)
+	if err != nil {
+		return images.Image{}, err
+	}
+	rec, err := s.client.ImageService().Get(ctx, name)
+	if err == nil && rec.Labels[label] != "1" {
+		err = cerrdefs.ErrNotFound
+	}
+	if cerrdefs.IsNotFound(err) {
+		return images.Image{}, fmt.Errorf("image %s not found; add it with `kanga image import` or `kanga image pull %s`: %w", name, ref, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return images.Image{}, classify("get image "+name, err)
+	}
+	return rec, nil
+}
+
+// Config returns the OCI image config of the tenant's image ref.
+func (s *Service) Config(ctx context.Context, tenant, ref string) (Config, error) {
+	img, err := s.Get(ctx, tenant, ref)
+	if err != nil {
+		return Config{}, err
+	}
+	spec, err := img.Spec(withNamespace(ctx))
+	if err != nil {
+		return Config{}, classify("read config of image "+img.Name(), err)
+	}
+	c := spec.Config
+	return Config{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User}, nil
+}
+
+// Remove takes ref away from the tenant. The record goes when no tenant has
+// it any more; content and snapshots follow through containerd's garbage
+// collector once no container uses them.
+func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
+	ctx = withNamespace(ctx)
+	name, err := Normalize(ref)
+	if err != nil {
+		return err
+	}
+	unlock := s.locks.lock(name)
+	defer unlock()
+	rec, err := s.get(ctx, tenant, name)
+	if err != nil {
+		return err
+	}
+	label, _ := tenantLabel(tenant)
+	delete(rec.Labels, label)
+	is := s.client.ImageService()
+	if len(tenantsOf(rec.Labels)) == 0 {
+		if err := is.Delete(ctx, name); err != nil && !cerrdefs.IsNotFound(err) {
+			return classify("remove image "+name, err)
+		}
+		return nil
+	}
+	if _, err := is.Update(ctx, rec, "labels"); err != nil {
+		return classify("remove image "+name, err)
+	}
+	return nil
+}
+
+// bind records img for the tenant owning label.
+func (s *Service) bind(ctx context.Context, label string, img images.Image) (images.Image, error) {
+	unlock := s.locks.lock(img.Name)
+	defer unlock()
+	is := s.client.ImageService()
+	for {
+		cur, err := is.Get(ctx, img.Name)
+		if cerrdefs.IsNotFound(err) {
+			img.Labels = map[string]string{label: "1"}
+			created, err := is.Create(ctx, img)
+			if cerrdefs.IsAlreadyExists(err) {
+				continue // created by someone else meanwhile
+			}
+			if err != nil {
+				return images.Image{}, classify("record image "+img.Name, err)
+			}
+			return created, nil
+		}
+		if err != nil {
+			return images.Image{}, classify("record image "+img.Name, err)
+		}
+		if cur.Target.Digest != img.Target.Digest {
+			cur.Target = img.Target
+			return s.takeOver(ctx, cur, label)
+		}
+		if cur.Labels[label] == "1" {
+			return cur, nil
+		}
+		if cur.Labels == nil {
+			cur.Labels = map[string]string{}
+		}
+		cur.Labels[label] = "1"
+		updated, err := is.Update(ctx, cur, "labels."+label)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return images.Image{}, classify("record image "+img.Name, err)
+		}
+		return updated, nil
+	}
+}
+
+// takeOver stores rec (whose target is new content) with only label's
+// tenant on it: the other tenants asked for the old content, not this one.
+func (s *Service) takeOver(ctx context.Context, rec images.Image, label string) (images.Image, error) {
+	labels := map[string]string{label: "1"}
+	var dropped []string
+	for k, v := range rec.Labels {
+		switch {
+		case k == label:
+		case strings.HasPrefix(k, TenantLabelPrefix):
+			dropped = append(dropped, strings.TrimPrefix(k, TenantLabelPrefix))
+		default:
+			labels[k] = v
+		}
+	}
+	rec.Labels = labels
+	updated, err := s.client.ImageService().Update(ctx, rec, "target", "labels")
+	if err != nil {
+		return images.Image{}, classify("record image "+rec.Name, err)
+	}
+	if len(dropped) > 0 {
+		s.log.Info("image name now points at new content; other tenants lost it",
+			"image", rec.Name, "digest", rec.Target.Digest, "tenant", strings.TrimPrefix(label, TenantLabelPrefix), "dropped", dropped)
+	}
+	return updated, nil
+}
+
+func (s *Service) unpack(ctx context.Context, rec images.Image) error {
+	img := containerd.NewImageWithPlatform(s.client, rec, s.platform)
+	if err := img.Unpack(ctx, s.snapshotter); err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("image %s has no content for %s: %v: %w", rec.Name, platforms.DefaultString(), err, errdefs.ErrInvalidArgument)
+		}
+		return classify("unpack image "+rec.Name, err)
+	}
+	return nil
+}
+
+func (s *Service) toAPI(ctx context.Context, rec images.Image) api.Image {
+	size, err := containerd.NewImageWithPlatform(s.client, rec, s.platform).Size(ctx)
+	if err != nil {
+		// Only the reported size suffers; the image may be for another
+		// platform or have lost content.
+		s.log.Debug("image size unknown", "image", rec.Name, "err", err)
+	}
+	return api.Image{Name: rec.Name, Digest: rec.Target.Digest.String(), Size: size, CreatedAt: rec.CreatedAt}
+}
+
+// newResolver returns a docker resolver that speaks plain HTTP to loopback
+// registries only.
+func newResolver() remotes.Resolver {
+	return docker.NewResolver(docker.ResolverOptions{
+		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
+	})
+}
+
+func tenantLabel(tenant string) (string, error) {
+	if !tenantRe.MatchString(tenant) {
+		return "", fmt.Errorf("tenant %q is not a valid tenant name: %w", tenant, errdefs.ErrInvalidArgument)
+	}
+	return TenantLabelPrefix + tenant, nil
+}
+
+func tenantsOf(labels map[string]string) []string {
+	var ts []string
+	for k := range labels {
+		if strings.HasPrefix(k, TenantLabelPrefix) {
+			ts = append(ts, strings.TrimPrefix(k, TenantLabelPrefix))
+		}
+	}
+	return ts
+}
+
+// withNamespace puts Kanga's containerd namespace on ctx unless a caller
+// chose one: some client-side helpers require it on the context, beyond the
+// client's default.
+func withNamespace(ctx context.Context) context.Context {
+	if _, ok := namespaces.Namespace(ctx); ok {
+		return ctx
+	}
+	return namespaces.WithNamespace(ctx, runtime.Namespace)
+}
+
+func report(progress func(api.Progress), p api.Progress) {
+	if progress != nil {
+		progress(p)
+	}
+}
+
+// classify maps a containerd error onto Kanga's classes.
+func classify(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for _, c := range []struct {
+		is    func(error) bool
+		class error
+	}{
+		{cerrdefs.IsNotFound, errdefs.ErrNotFound},
+		{cerrdefs.IsInvalidArgument, errdefs.ErrInvalidArgument},
+		{cerrdefs.IsAlreadyExists, errdefs.ErrAlreadyExists},
+		{cerrdefs.IsFailedPrecondition, errdefs.ErrFailedPrecondition},
+		{cerrdefs.IsConflict, errdefs.ErrConflict},
+		{cerrdefs.IsUnavailable, errdefs.ErrUnavailable},
+		{cerrdefs.IsNotImplemented, errdefs.ErrNotImplemented},
+	} {
+		if c.is(err) {
+			return fmt.Errorf("%s: %v: %w", what, err, c.class)
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// classifyPull turns registry failures into not found (the registry does
+// not have it) or unavailable (we could not ask).
+func classifyPull(name string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("pull %s: %w", name, err)
+	}
+	if cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("pull %s: the registry has no such image (%v): %w", name, err, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("pull %s: %v: %w", name, err, errdefs.ErrUnavailable)
+}
+
+// keyedLocks serializes record updates per image name within this process;
+// the agent is the only writer of its containerd namespace.
+type keyedLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	refs int
+}
+
+func (k *keyedLocks) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyedLock{}
+		k.m[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

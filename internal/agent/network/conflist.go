@@ -1,0 +1,59 @@
+package network
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// cniVersion is the spec version of the generated conflist. Debian's plugins
+// 1.1.1 speak up to 1.0.0, and 1.0.0 makes libcni cache results so that DEL
+// works after an agent restart.
+const cniVersion = "1.0.0"
+
+// buildConfList renders the CNI network list for cfg. It is the one place the
+// instance network is described: bandwidth shaping, DNS, firewall and tenant
+// isolation plug in here later as extra entries of "plugins".
+//
+// The loopback interface is not part of the list: it is brought up when the
+// namespace is created, which saves a plugin exec per instance.
+func buildConfList(cfg Config) ([]byte, error) {
+	list := map[string]any{
+		"cniVersion": cniVersion,
+		"name":       cfg.NetworkName,
+		"plugins": []any{
+			map[string]any{
+				"type":   "bridge",
+				"bridge": cfg.Bridge,
+				// The bridge gets the gateway address, so the host can reach
+				// instance IPs directly and instances reach the host.
+				"isGateway": true,
+				// Outbound traffic is masqueraded behind the host's address.
+				"ipMasq": true,
+				// Hairpin lets an instance reach itself through a published port.
+				"hairpinMode": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": cfg.Subnet}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": cfg.ipamDir(),
+				},
+			},
+			map[string]any{
+				"type":         "portmap",
+				"capabilities": map[string]bool{"portMappings": true},
+				// snat masquerades hairpin and 127.0.0.1 traffic and sets
+				// route_localnet on the bridge, so a port published on
+				// 127.0.0.1 is reachable from the host itself.
+				"snat": true,
+			},
+		},
+	}
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode CNI conflist: %w", err)
+	}
+	return b, nil
+}
+
+// pluginTypes returns the plugin binaries the conflist needs.
+func pluginTypes() []string { return []string{"bridge", "host-local", "portmap"} }

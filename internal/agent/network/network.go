@@ -1,0 +1,422 @@
+// Package network gives each instance its own network namespace, attached
+// to a host bridge through CNI (bridge + host-local + portmap) via libcni.
+//
+// All state that CNI DEL needs lives under Config.StateDir (libcni's result
+// cache, host-local's leases), so an agent that restarts can still tear down
+// what its previous incarnation set up, including published ports.
+package network
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultBridge      = "kanga0"
+	DefaultSubnet      = "10.211.0.0/16"
+	DefaultNetworkName = "kanga"
+	// defaultNetNSRoot holds one directory per StateDir, so two agents (or
+	// an agent and its tests) on one host never share namespace names.
+	defaultNetNSRoot = "/run/kanga/netns"
+	// ifName is the instance's interface inside its namespace.
+	ifName = "eth0"
+)
+
+// DefaultPluginDirs is where CNI plugins are searched when
+// Config.PluginDirs is empty: Debian's package, then the upstream location.
+var DefaultPluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
+
+// Config describes the host's instance network.
+type Config struct {
+	// StateDir holds the generated conflist, host-local's IPAM data and
+	// libcni's cache. It must persist across agent restarts.
+	StateDir string
+	// NetNSDir is where namespace files live, one per instance, named after
+	// the instance ID. Default: /run/kanga/netns/<hash of StateDir>.
+	NetNSDir string
+	// PluginDirs are searched for CNI plugin binaries.
+	PluginDirs []string
+	// Bridge is the host bridge name (at most 15 bytes).
+	Bridge string
+	// Subnet is the IPv4 CIDR instances get addresses from; the bridge
+	// takes the first address as gateway.
+	Subnet string
+	// NetworkName names the CNI network; it appears in iptables comments
+	// and in the cache file names.
+	NetworkName string
+}
+
+// Port publishes ContainerPort of an instance on HostIP:HostPort. An empty
+// HostIP means every host address, 127.0.0.1 included.
+type Port struct {
+	HostIP        string
+	HostPort      int
+	ContainerPort int
+	Protocol      string // tcp (default) or udp
+}
+
+// Attachment is an instance's place on the network.
+type Attachment struct {
+	NetNS   string // path of the bind-mounted namespace, for the OCI spec
+	IP      string // instance address, without prefix length
+	Gateway string // bridge address, reachable from the instance
+}
+
+// Manager sets up and tears down instance networks. It is safe for
+// concurrent use; operations on one ID are serialised.
+type Manager struct {
+	cfg  Config
+	cni  *libcni.CNIConfig
+	list *libcni.NetworkConfigList
+	mu   idLocks
+
+	// The first ADD creates host-wide state (the bridge, portmap's shared
+	// chains and their jump rules) with check-then-create steps that race
+	// between plugin processes and leave duplicate rules. Running the first
+	// ADD alone avoids that; later ADDs only add per-instance state.
+	primeMu sync.Mutex
+	primed  atomic.Bool
+}
+
+// New validates cfg, fills defaults, writes the conflist to StateDir and
+// checks that the plugins it needs are installed.
+func New(cfg Config) (*Manager, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{cfg.StateDir, cfg.NetNSDir, cfg.ipamDir(), cfg.cacheDir()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create network state dir: %w", err)
+		}
+	}
+	for _, p := range pluginTypes() {
+		if _, err := invoke.FindInPath(p, cfg.PluginDirs); err != nil {
+			return nil, fmt.Errorf("CNI plugin %q not found in %v (install containernetworking-plugins): %w",
+				p, cfg.PluginDirs, errdefs.ErrFailedPrecondition)
+		}
+	}
+	b, err := buildConfList(cfg)
+	if err != nil {
+		return nil, err
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
+	}
+	// Written for operators to inspect; the Manager uses the bytes in
+	// memory and DEL uses the copy libcni cached at ADD time.
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), b); err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg:  cfg,
+		cni:  libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
+		list: list,
+	}, nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.StateDir == "" {
+		return c, fmt.Errorf("network: StateDir is required: %w", errdefs.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(c.StateDir)
+	if err != nil {
+		return c, fmt.Errorf("network: StateDir %q: %w", c.StateDir, errdefs.ErrInvalidArgument)
+	}
+	c.StateDir = abs
+	if c.NetNSDir == "" {
+		sum := sha256.Sum256([]byte(c.StateDir))
+		c.NetNSDir = filepath.Join(defaultNetNSRoot, hex.EncodeToString(sum[:])[:12])
+	}
+	if len(c.PluginDirs) == 0 {
+		c.PluginDirs = DefaultPluginDirs
+	}
+	if c.Bridge == "" {
+		c.Bridge = DefaultBridge
+	}
+	if len(c.Bridge) > 15 || strings.ContainsAny(c.Bridge, "/ \t\n") {
+		return c, fmt.Errorf("network: bridge name %q is not a valid interface name (max 15 bytes): %w",
+			c.Bridge, errdefs.ErrInvalidArgument)
+	}
+	if c.Subnet == "" {
+		c.Subnet = DefaultSubnet
+	}
+	ip, ipnet, err := net.ParseCIDR(c.Subnet)
+	if err != nil || ip.To4() == nil {
+		return c, fmt.Errorf("network: subnet %q is not an IPv4 CIDR: %w", c.Subnet, errdefs.ErrInvalidArgument)
+	}
+	if ones, _ := ipnet.Mask.Size(); ones > 30 {
+		return c, fmt.Errorf("network: subnet %q is too small (need at least /30): %w", c.Subnet, errdefs.ErrInvalidArgument)
+	}
+	c.Subnet = ipnet.String()
+	if c.NetworkName == "" {
+		c.NetworkName = DefaultNetworkName
+	}
+	if !validID.MatchString(c.NetworkName) {
+		return c, fmt.Errorf("network: network name %q: %w", c.NetworkName, errdefs.ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+func (c Config) ipamDir() string  { return filepath.Join(c.StateDir, "ipam") }
+func (c Config) cacheDir() string { return filepath.Join(c.StateDir, "cache") }
+
+// validID is libcni's container ID rule; IDs also name files, so no slashes.
+var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,127}$`)
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("network: instance id %q must match %s: %w", id, validID, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// NetNSPath is the namespace file of instance id.
+func (m *Manager) NetNSPath(id string) string { return filepath.Join(m.cfg.NetNSDir, id) }
+
+// Setup gives instance id a network namespace with an address on the bridge
+// and publishes ports. It is idempotent: if id is already attached, the
+// existing attachment is returned and ports are not changed.
+func (m *Manager) Setup(ctx context.Context, id string, ports []Port) (*Attachment, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	pm, err := portMappings(ports)
+	if err != nil {
+		return nil, err
+	}
+	unlock := m.mu.lock(id)
+	defer unlock()
+
+	nsPath := m.NetNSPath(id)
+	state, err := statNetNS(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	rt := m.runtimeConf(id, nsPath, pm)
+	cached, err := m.cni.GetNetworkListCachedResult(m.list, rt)
+	if err != nil {
+		slog.WarnContext(ctx, "ignoring unreadable CNI cache", "id", id, "error", err)
+		cached = nil
+	}
+	if cached != nil {
+		if state == netnsMounted {
+			return attachmentFrom(nsPath, cached)
+		}
+		// The namespace is gone (host reboot, manual cleanup) but the lease
+		// and rules may not be: release them before starting over.
+		if err := m.teardown(ctx, id, nsPath, pm); err != nil {
+			return nil, fmt.Errorf("network: clean up stale attachment of %s: %w", id, err)
+		}
+		state = netnsAbsent
+	}
+
+	switch state {
+	case netnsStale:
+		if err := removeNetNS(nsPath); err != nil {
+			return nil, err
+		}
+		fallthrough
+	case netnsAbsent:
+		if err := createNetNS(nsPath); err != nil {
+			return nil, fmt.Errorf("network: %s: %w", id, err)
+		}
+	}
+
+	res, err := m.add(ctx, rt)
+	if err == nil {
+		var att *Attachment
+		if att, err = attachmentFrom(nsPath, res); err == nil {
+			return att, nil
+		}
+	}
+	// Undo the half-done ADD: plugins that ran may hold an address or rules.
+	// A fresh context, because ctx may be the reason ADD failed.
+	if derr := m.teardown(context.WithoutCancel(ctx), id, nsPath, pm); derr != nil {
+		slog.WarnContext(ctx, "network cleanup after failed setup", "id", id, "error", derr)
+	}
+	return nil, fmt.Errorf("network: CNI ADD for %s: %w", id, err)
+}
+
+// Teardown releases instance id's address and published ports and removes
+// its namespace. It works from libcni's cache, so it also tears down what a
+// previous agent set up; ports is only used when there is no cache entry.
+// Tearing down an unknown or already torn down id is not an error.
+func (m *Manager) Teardown(ctx context.Context, id string, ports []Port) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	pm, err := portMappings(ports)
+	if err != nil {
+		return err
+	}
+	unlock := m.mu.lock(id)
+	defer unlock()
+	if err := m.teardown(ctx, id, m.NetNSPath(id), pm); err != nil {
+		return fmt.Errorf("network: teardown %s: %w", id, err)
+	}
+	return nil
+}
+
+func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[string]any) error {
+	state, err := statNetNS(nsPath)
+	if err != nil {
+		return err
+	}
+	rt := m.runtimeConf(id, nsPath, pm)
+	list := m.list
+	confBytes, cachedRT, err := m.cni.GetNetworkListCachedConfig(m.list, rt)
+	if err != nil {
+		slog.WarnContext(ctx, "ignoring unreadable CNI cache", "id", id, "error", err)
+	} else if confBytes != nil {
+		// DEL with the config and port mappings used at ADD time, which may
+		// differ from today's.
+		if l, err := libcni.ConfListFromBytes(confBytes); err == nil {
+			list, rt = l, cachedRT
+		} else {
+			slog.WarnContext(ctx, "ignoring unparsable cached CNI config", "id", id, "error", err)
+		}
+	}
+	var cached *types100.Result
+	if r, err := m.cni.GetNetworkListCachedResult(list, rt); err == nil && r != nil {
+		cached, _ = types100.NewResultFromResult(r)
+	}
+	if state != netnsMounted {
+		// Plugins skip in-namespace work when NetNS is empty, and the bridge
+		// plugin treats a missing path as already cleaned up.
+		rt.NetNS = ""
+	}
+	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
+		return fmt.Errorf("CNI DEL: %w", err)
+	}
+	if state != netnsMounted && cached != nil {
+		// Without the namespace the bridge plugin cannot learn the address
+		// and leaves its masquerade chain behind; remove it ourselves.
+		if err := teardownIPMasq(ctx, list.Name, id, cached); err != nil {
+			return err
+		}
+	}
+	return removeNetNS(nsPath)
+}
+
+func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Result, error) {
+	if !m.primed.Load() {
+		m.primeMu.Lock()
+		defer m.primeMu.Unlock()
+	}
+	res, err := m.cni.AddNetworkList(ctx, m.list, rt)
+	if err == nil {
+		m.primed.Store(true)
+	}
+	return res, err
+}
+
+func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: nsPath, IfName: ifName}
+	if len(pm) > 0 {
+		rt.CapabilityArgs = map[string]any{"portMappings": pm}
+	}
+	return rt
+}
+
+// List returns the IDs that have a namespace or a cached CNI attachment,
+// sorted. The agent compares them with the instances it knows to clean up
+// after a crash or reboot.
+func (m *Manager) List() ([]string, error) {
+	seen := map[string]bool{}
+	entries, err := os.ReadDir(m.cfg.NetNSDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("network: list namespaces: %w", err)
+	}
+	for _, e := range entries {
+		if validID.MatchString(e.Name()) {
+			seen[e.Name()] = true
+		}
+	}
+	atts, err := m.cni.GetCachedAttachments("")
+	if err != nil {
+		return nil, fmt.Errorf("network: list CNI cache: %w", err)
+	}
+	for _, a := range atts {
+		if a.Network == m.list.Name {
+			seen[a.ContainerID] = true
+		}
+	}
+	ids := make([]string, 0, len(seen))
+	for id := range seen {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+func portMappings(ports []Port) ([]map[string]any, error) {
+	var pm []map[string]any
+	for _, p := range ports {
+		proto := strings.ToLower(p.Protocol)
+		if proto == "" {
+			proto = "tcp"
+		}
+		if proto != "tcp" && proto != "udp" {
+			return nil, fmt.Errorf("network: port protocol %q (want tcp or udp): %w", p.Protocol, errdefs.ErrInvalidArgument)
+		}
+		if p.HostPort < 1 || p.HostPort > 65535 || p.ContainerPort < 1 || p.ContainerPort > 65535 {
+			return nil, fmt.Errorf("network: port %d->%d out of range 1-65535: %w", p.HostPort, p.ContainerPort, errdefs.ErrInvalidArgument)
+		}
+		m := map[string]any{"hostPort": p.HostPort, "containerPort": p.ContainerPort, "protocol": proto}
+		if p.HostIP != "" {
+			ip := net.ParseIP(p.HostIP)
+			if ip == nil || ip.To4() == nil {
+				return nil, fmt.Errorf("network: host IP %q is not an IPv4 address: %w", p.HostIP, errdefs.ErrInvalidArgument)
+			}
+			m["hostIP"] = ip.String()
+		}
+		pm = append(pm, m)
+	}
+	return pm, nil
+}
+
+// attachmentFrom picks the address CNI put on the instance's interface.
+func attachmentFrom(nsPath string, r cnitypes.Result) (*Attachment, error) {
+	res, err := types100.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("convert CNI result: %w", err)
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Address.IP.To4() == nil {
+			continue
+		}
+		// Skip addresses on host-side interfaces; CNI marks the instance's
+		// with its sandbox path.
+		if ipc.Interface != nil && *ipc.Interface < len(res.Interfaces) && res.Interfaces[*ipc.Interface].Sandbox == "" {
+			continue
+		}
+		att := &Attachment{NetNS: nsPath, IP: ipc.Address.IP.String()}
+		if ipc.Gateway != nil {
+			att.Gateway = ipc.Gateway.String()
+		}
+		return att, nil
+	}
+	return nil, fmt.Errorf("CNI result has no IPv4 address for the instance")
+}

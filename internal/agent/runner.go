@@ -1,0 +1,627 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	cerrdefs "github.com/containerd/containerd/errdefs"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+const (
+	restartBackoffMin = time.Second
+	restartBackoffMax = 30 * time.Second
+	// A container that ran this long before exiting restarts without delay
+	// growth, as kubelet resets its crash-loop backoff.
+	restartBackoffReset = 10 * time.Second
+)
+
+// exit is a container's task ending.
+type exit struct {
+	container  string
+	generation int
+	code       int
+	at         time.Time
+}
+
+// ctr is the runner's view of one container.
+type ctr struct {
+	spec       api.ContainerSpec
+	status     api.ContainerStatus
+	c          containerd.Container
+	task       containerd.Task
+	generation int
+	backoff    time.Duration
+	restartAt  time.Time // zero unless a restart is scheduled
+	oomKills   uint64
+}
+
+// runner drives one instance through its lifecycle on this host. It owns
+// the instance's containers, sandbox and status; nothing else writes them.
+type runner struct {
+	a      *Agent
+	uid    string
+	tenant string
+	name   string
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	latest   *api.Instance
+	gone     bool // the record no longer exists (or belongs to a new UID)
+	notify   chan struct{}
+	phase    api.Phase
+	phaseCh  chan struct{} // closed and replaced whenever phase changes
+	ctrs     []*ctr
+	exits    chan exit
+	events   []api.Event
+	ip       string
+	stopping bool
+	killAt   time.Time
+	failure  *api.InstanceStatus
+}
+
+func newRunner(a *Agent, inst *api.Instance) *runner {
+	return &runner{
+		a: a, uid: inst.UID, tenant: inst.Tenant, name: inst.Name,
+		log:     a.log.With("instance", inst.Name, "tenant", inst.Tenant, "uid", inst.UID),
+		latest:  inst,
+		notify:  make(chan struct{}, 1),
+		phase:   inst.Status.Phase,
+		phaseCh: make(chan struct{}),
+		exits:   make(chan exit, 16),
+	}
+}
+
+// update gives the runner a newer version of its instance.
+func (r *runner) update(inst *api.Instance, deleted bool) {
+	r.mu.Lock()
+	if deleted || inst.UID != r.uid {
+		r.gone = true
+	} else {
+		r.latest = inst
+	}
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *runner) snapshot() (api.Instance, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *r.latest, r.gone
+}
+
+// currentPhase returns the phase and a channel closed when it changes.
+func (r *runner) currentPhase() (api.Phase, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.phase, r.phaseCh
+}
+
+func (r *runner) setPhase(p api.Phase) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.phase != p {
+		r.phase = p
+		close(r.phaseCh)
+		r.phaseCh = make(chan struct{})
+	}
+}
+
+func (r *runner) tctx(ctx context.Context) context.Context {
+	return tenant.WithName(r.a.ns(ctx), r.tenant)
+}
+
+func (r *runner) event(typ, reason, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if typ == "Warning" {
+		r.log.Warn(msg, "reason", reason)
+	} else {
+		r.log.Info(msg, "reason", reason)
+	}
+	r.events = append(r.events, api.Event{Time: time.Now().UTC(), Type: typ, Reason: reason, Message: msg})
+}
+
+func ports(spec api.InstanceSpec) []network.Port {
+	var ps []network.Port
+	for _, p := range spec.Ports {
+		ps = append(ps, network.Port{HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: p.Protocol})
+	}
+	return ps
+}
+
+// run is the lifecycle. It returns when the instance is deleted, or when
+// ctx ends (the agent is stopping), leaving containers running for the
+// next agent to adopt.
+func (r *runner) run(ctx context.Context) {
+	inst, gone := r.snapshot()
+	if gone || inst.DeletionRequested {
+		r.teardown(ctx, !gone)
+		return
+	}
+	for _, cs := range inst.Spec.Containers {
+		c := &ctr{spec: cs, status: api.ContainerStatus{Name: cs.Name, State: api.ContainerWaiting, Reason: "ContainerCreating"}}
+		for _, old := range inst.Status.Containers {
+			if old.Name == cs.Name {
+				c.status = old
+			}
+		}
+		r.ctrs = append(r.ctrs, c)
+	}
+	if inst.Status.Phase.Terminal() {
+		// Nothing will run again; only a delete can change this instance.
+		r.setPhase(inst.Status.Phase)
+		r.waitForDelete(ctx)
+		return
+	}
+	if err := r.start(ctx, &inst); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		r.event("Warning", "StartFailed", "%v", err)
+		r.fail(ctx, "StartFailed", err)
+		r.waitForDelete(ctx)
+		return
+	}
+	r.loop(ctx)
+}
+
+// start prepares the sandbox and starts or adopts every container.
+func (r *runner) start(ctx context.Context, inst *api.Instance) error {
+	if inst.Status.Phase == api.PhasePending {
+		r.publish(ctx, api.PhaseCreating)
+	}
+	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec))
+	if err != nil {
+		return fmt.Errorf("setting up the network sandbox: %w", err)
+	}
+	r.ip = att.IP
+	if err := createCgroup(r.uid, inst.Spec.Resources); err != nil {
+		return fmt.Errorf("creating the instance cgroup: %w", err)
+	}
+	if err := writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP); err != nil {
+		return err
+	}
+	nctx := r.tctx(ctx)
+	for _, c := range r.ctrs {
+		if err := r.ensureContainer(nctx, inst, att.NetNS, c); err != nil {
+			return fmt.Errorf("container %s: %w", c.spec.Name, err)
+		}
+	}
+	for _, c := range r.ctrs {
+		if err := r.adoptOrStart(nctx, inst, c); err != nil {
+			return fmt.Errorf("container %s: %w", c.spec.Name, err)
+		}
+	}
+	r.publish(ctx, "")
+	return nil
+}
+
+// adoptOrStart attaches to a task a previous agent left running, or starts
+// one. It never starts a second task for a container that has one running.
+func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) error {
+	task, err := c.c.Task(ctx, nil)
+	if err == nil {
+		st, err := task.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("reading task status: %w", err)
+		}
+		switch st.Status {
+		case containerd.Running, containerd.Paused, containerd.Pausing:
+			c.task = task
+			c.generation++
+			statusC, err := task.Wait(ctx)
+			if err != nil {
+				return err
+			}
+			go r.waitTask(ctx, c.spec.Name, c.generation, task, statusC)
+			c.status.State = api.ContainerRunning
+			c.status.PID = int(task.Pid())
+			c.status.Reason = ""
+			r.log.Info("adopted running container", "container", c.spec.Name, "pid", task.Pid())
+			return nil
+		case containerd.Stopped:
+			// It ended while nobody watched; account for it like any exit.
+			c.task = task
+			c.generation++
+			r.exits <- exit{container: c.spec.Name, generation: c.generation, code: int(st.ExitStatus), at: st.ExitTime}
+			return nil
+		}
+	} else if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("loading task: %w", err)
+	}
+	if c.status.State == api.ContainerTerminated {
+		code := -1
+		if c.status.ExitCode != nil {
+			code = *c.status.ExitCode
+		}
+		if inst.StopRequested || !model.WillRestart(inst.Spec.RestartPolicy, code) {
+			return nil // finished for good before the agent restarted
+		}
+	}
+	return r.startTask(ctx, c)
+}
+
+func (r *runner) startTask(ctx context.Context, c *ctr) error {
+	if old, err := c.c.Task(ctx, nil); err == nil {
+		if _, err := old.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("removing the previous task: %w", err)
+		}
+	}
+	task, err := c.c.NewTask(ctx, cio.LogFile(r.a.logPath(r.uid, c.spec.Name)))
+	if err != nil {
+		return fmt.Errorf("creating task: %w", err)
+	}
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		return err
+	}
+	if err := task.Start(ctx); err != nil {
+		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		return fmt.Errorf("starting task: %w", err)
+	}
+	c.task = task
+	c.generation++
+	c.oomKills = oomKills(r.uid)
+	go r.waitTask(ctx, c.spec.Name, c.generation, task, statusC)
+	now := time.Now().UTC()
+	c.status.State = api.ContainerRunning
+	c.status.Reason = ""
+	c.status.ExitCode = nil
+	c.status.StartedAt = &now
+	c.status.FinishedAt = nil
+	c.status.PID = int(task.Pid())
+	r.event("Normal", "Started", "started container %s", c.spec.Name)
+	return nil
+}
+
+// waitTask forwards a task's exit to the runner. If containerd goes away
+// (it is restarted under us) the wait is re-established; shims keep the
+// container and its exit status meanwhile.
+func (r *runner) waitTask(ctx context.Context, name string, gen int, task containerd.Task, statusC <-chan containerd.ExitStatus) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case st := <-statusC:
+			if st.Error() == nil {
+				select {
+				case r.exits <- exit{container: name, generation: gen, code: int(st.ExitCode()), at: st.ExitTime()}:
+				case <-ctx.Done():
+				}
+				return
+			}
+			r.log.Debug("waiting on task failed; retrying", "container", name, "err", st.Error())
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			var err error
+			statusC, err = task.Wait(ctx)
+			if err == nil {
+				break
+			}
+			if cerrdefs.IsNotFound(err) {
+				select {
+				case r.exits <- exit{container: name, generation: gen, code: 255, at: time.Now()}:
+				case <-ctx.Done():
+				}
+				return
+			}
+		}
+	}
+}
+
+func (r *runner) loop(ctx context.Context) {
+	for {
+		var (
+			timer <-chan time.Time
+			t     *time.Timer
+		)
+		if next := r.nextDeadline(); !next.IsZero() {
+			t = time.NewTimer(time.Until(next))
+			timer = t.C
+		}
+		done := false
+		select {
+		case <-ctx.Done():
+			done = true
+		case ex := <-r.exits:
+			r.handleExit(ctx, ex)
+		case <-timer:
+			r.handleDeadlines(ctx)
+		case <-r.notify:
+			inst, gone := r.snapshot()
+			if gone || inst.DeletionRequested {
+				r.teardown(ctx, !gone)
+				done = true
+			} else if inst.StopRequested && !r.stopping {
+				r.stop(ctx, inst.StopGraceSeconds)
+			}
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if done {
+			return
+		}
+		r.publish(ctx, "")
+	}
+}
+
+func (r *runner) nextDeadline() time.Time {
+	var next time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	consider(r.killAt)
+	for _, c := range r.ctrs {
+		consider(c.restartAt)
+	}
+	return next
+}
+
+func (r *runner) handleDeadlines(ctx context.Context) {
+	now := time.Now()
+	nctx := r.tctx(ctx)
+	if !r.killAt.IsZero() && !now.Before(r.killAt) {
+		r.killAt = time.Time{}
+		for _, c := range r.ctrs {
+			if c.status.State == api.ContainerRunning && c.task != nil {
+				r.event("Normal", "Killing", "container %s did not stop in time: sending SIGKILL", c.spec.Name)
+				_ = c.task.Kill(nctx, syscall.SIGKILL)
+			}
+		}
+	}
+	for _, c := range r.ctrs {
+		if c.restartAt.IsZero() || now.Before(c.restartAt) {
+			continue
+		}
+		c.restartAt = time.Time{}
+		if r.stopping {
+			continue
+		}
+		c.status.RestartCount++
+		if err := r.startTask(nctx, c); err != nil {
+			r.event("Warning", "RestartFailed", "restarting container %s: %v", c.spec.Name, err)
+			r.scheduleRestart(c)
+		}
+	}
+}
+
+func (r *runner) scheduleRestart(c *ctr) {
+	ran := time.Duration(0)
+	if c.status.StartedAt != nil && c.status.FinishedAt != nil {
+		ran = c.status.FinishedAt.Sub(*c.status.StartedAt)
+	}
+	switch {
+	case c.backoff == 0 || ran >= restartBackoffReset:
+		c.backoff = restartBackoffMin
+	default:
+		c.backoff = min(c.backoff*2, restartBackoffMax)
+	}
+	c.restartAt = time.Now().Add(c.backoff)
+	c.status.State = api.ContainerTerminated
+}
+
+func (r *runner) handleExit(ctx context.Context, ex exit) {
+	var c *ctr
+	for _, cc := range r.ctrs {
+		if cc.spec.Name == ex.container {
+			c = cc
+		}
+	}
+	if c == nil || ex.generation != c.generation {
+		return // a stale exit of a task already replaced
+	}
+	inst, _ := r.snapshot()
+	code := ex.code
+	at := ex.at.UTC()
+	if at.IsZero() || at.Year() < 2000 {
+		at = time.Now().UTC()
+	}
+	c.status.State = api.ContainerTerminated
+	c.status.ExitCode = &code
+	c.status.FinishedAt = &at
+	c.status.PID = 0
+	switch {
+	case r.stopping:
+		c.status.Reason = "Stopped"
+	case code == 137 && oomKills(r.uid) > c.oomKills:
+		c.status.Reason = "OOMKilled"
+	case code == 0:
+		c.status.Reason = "Completed"
+	default:
+		c.status.Reason = "Error"
+	}
+	r.event("Normal", "Exited", "container %s exited with code %d (%s)", c.spec.Name, code, c.status.Reason)
+	if !r.stopping && !inst.StopRequested && model.WillRestart(inst.Spec.RestartPolicy, code) {
+		r.scheduleRestart(c)
+		r.event("Normal", "BackOff", "restarting container %s in %s (restart policy %s)", c.spec.Name, c.backoff, inst.Spec.RestartPolicy)
+	}
+}
+
+// stop sends SIGTERM to every running container and SIGKILL after grace.
+func (r *runner) stop(ctx context.Context, grace int) {
+	r.stopping = true
+	nctx := r.tctx(ctx)
+	if grace <= 0 {
+		grace = 10
+	}
+	for _, c := range r.ctrs {
+		c.restartAt = time.Time{}
+		if c.status.State == api.ContainerRunning && c.task != nil {
+			if err := c.task.Kill(nctx, syscall.SIGTERM); err != nil && !cerrdefs.IsNotFound(err) {
+				r.log.Warn("SIGTERM failed", "container", c.spec.Name, "err", err)
+			}
+		}
+	}
+	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
+	r.event("Normal", "Stopping", "sent SIGTERM; SIGKILL in %ds", grace)
+}
+
+// fail records that the instance cannot run.
+func (r *runner) fail(ctx context.Context, reason string, err error) {
+	for _, c := range r.ctrs {
+		if c.status.State != api.ContainerRunning {
+			c.status.State = api.ContainerTerminated
+			c.status.Reason = reason
+		}
+	}
+	r.failure = &api.InstanceStatus{Reason: reason, Message: err.Error()}
+	r.publish(ctx, api.PhaseFailed)
+}
+
+// waitForDelete parks a finished runner until the instance is deleted.
+func (r *runner) waitForDelete(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.notify:
+			inst, gone := r.snapshot()
+			if gone || inst.DeletionRequested {
+				r.teardown(ctx, !gone)
+				return
+			}
+		}
+	}
+}
+
+// publish writes the runner's view into the store. force sets the phase
+// instead of deriving it.
+func (r *runner) publish(ctx context.Context, force api.Phase) {
+	events := r.events
+	r.events = nil
+	statuses := make([]api.ContainerStatus, len(r.ctrs))
+	for i, c := range r.ctrs {
+		statuses[i] = c.status
+	}
+	var phase api.Phase
+	updated, err := r.a.cfg.Store.UpdateInstance(r.tctx(ctx), r.name, func(inst *api.Instance) error {
+		if inst.UID != r.uid {
+			return errInstanceGone
+		}
+		st := &inst.Status
+		st.Containers = statuses
+		st.IP = r.ip
+		phase = force
+		if phase == "" {
+			phase = model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, statuses)
+		}
+		now := time.Now().UTC()
+		if phase == api.PhaseRunning && st.StartedAt == nil {
+			st.StartedAt = &now
+		}
+		if phase.Terminal() && st.FinishedAt == nil {
+			st.FinishedAt = &now
+		}
+		st.Phase = phase
+		st.Reason, st.Message = "", ""
+		if r.failure != nil {
+			st.Reason, st.Message = r.failure.Reason, r.failure.Message
+		} else if phase == api.PhaseFailed {
+			for _, c := range statuses {
+				if c.ExitCode != nil && *c.ExitCode != 0 {
+					st.Reason = c.Reason
+					st.Message = fmt.Sprintf("container %s exited with code %d", c.Name, *c.ExitCode)
+					break
+				}
+			}
+		}
+		for _, e := range events {
+			st.Events = appendEvent(st.Events, e)
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		r.update(updated, false)
+		r.setPhase(phase)
+	case errors.Is(err, errInstanceGone), errors.Is(err, errdefs.ErrNotFound):
+		r.mu.Lock()
+		r.gone = true
+		r.mu.Unlock()
+		select {
+		case r.notify <- struct{}{}:
+		default:
+		}
+	default:
+		if ctx.Err() == nil {
+			r.log.Warn("publishing status failed", "err", err)
+			r.events = append(events, r.events...)
+		}
+	}
+}
+
+func appendEvent(evs []api.Event, e api.Event) []api.Event {
+	const maxEvents = 50
+	evs = append(evs, e)
+	if len(evs) > maxEvents {
+		evs = evs[len(evs)-maxEvents:]
+	}
+	return evs
+}
+
+// teardown kills and removes everything of the instance on this host;
+// with deleteRecord it then removes the instance from the store.
+func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
+	nctx := r.tctx(ctx)
+	inst, _ := r.snapshot()
+	for _, cs := range inst.Spec.Containers {
+		c, err := r.a.cfg.Client.LoadContainer(nctx, containerID(r.uid, cs.Name))
+		if err == nil {
+			removeContainer(nctx, c)
+		} else if !cerrdefs.IsNotFound(err) {
+			r.log.Warn("loading container for removal failed", "container", cs.Name, "err", err)
+		}
+	}
+	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
+		r.log.Warn("network teardown failed", "err", err)
+	}
+	removeCgroup(r.uid)
+	r.a.removeFiles(r.uid)
+	r.setPhase(api.PhaseSucceeded) // wakes log followers
+	if deleteRecord {
+		err := r.a.cfg.Store.DeleteInstance(tenant.WithName(ctx, r.tenant), r.name)
+		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			r.log.Warn("deleting the instance record failed", "err", err)
+			return
+		}
+	}
+	r.log.Info("instance removed")
+}
+
+// removeContainer kills a container's task and deletes it with its
+// snapshot. Errors are logged, not returned: teardown goes on regardless.
+func removeContainer(ctx context.Context, c containerd.Container) {
+	if task, err := c.Task(ctx, nil); err == nil {
+		_ = task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
+			slog.Warn("deleting task failed", "container", c.ID(), "err", err)
+		}
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
+		slog.Warn("deleting container failed", "container", c.ID(), "err", err)
+	}
+}

@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	cgroups "github.com/containerd/cgroups"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/oci"
+	cerrdefs "github.com/containerd/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
+)
+
+// Labels on containerd objects tie them to their instance, so that a
+// restarted agent can find what it owns and what is orphaned.
+const (
+	labelUID       = "kanga.dev/uid"
+	labelTenant    = "kanga.dev/tenant"
+	labelInstance  = "kanga.dev/instance"
+	labelContainer = "kanga.dev/container"
+)
+
+// cgroupRoot is the parent of every instance's cgroup, in each v1
+// hierarchy. The instance cgroup carries the instance-wide limits; each
+// container gets a child of it.
+const cgroupRoot = "/kanga"
+
+func containerID(uid, name string) string { return uid + "-" + name }
+
+func instanceCgroup(uid string) string { return cgroupRoot + "/" + uid }
+
+func (a *Agent) sandboxDir(uid string) string {
+	return filepath.Join(a.cfg.DataDir, "sandboxes", uid)
+}
+
+func (a *Agent) logPath(uid, container string) string {
+	return filepath.Join(a.logDir(uid), container+".log")
+}
+
+func (a *Agent) removeFiles(uid string) {
+	_ = os.RemoveAll(a.logDir(uid))
+	_ = os.RemoveAll(a.sandboxDir(uid))
+}
+
+// createCgroup makes the instance cgroup with the spec's limits. It is
+// idempotent, so an adopting agent may call it again.
+func createCgroup(uid string, res api.Resources) error {
+	lr := &specs.LinuxResources{}
+	if res.CPU != "" {
+		milli, err := model.ParseCPU(res.CPU)
+		if err != nil {
+			return err
+		}
+		period := uint64(100000)
+		quota := milli * int64(period) / 1000
+		lr.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+	}
+	if res.Memory != "" {
+		b, err := model.ParseMemory(res.Memory)
+		if err != nil {
+			return err
+		}
+		lr.Memory = &specs.LinuxMemory{Limit: &b}
+	}
+	cg, err := cgroups.New(hierarchy, cgroups.StaticPath(instanceCgroup(uid)), lr)
+	if err != nil {
+		return err
+	}
+	return cg.Update(lr)
+}
+
+// hierarchy limits Kanga to the controllers it manages; named
+// hierarchies such as name=systemd and the v2 mount are left alone.
+func hierarchy() ([]cgroups.Subsystem, error) {
+	subs, err := cgroups.V1()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroups.Subsystem
+	for _, s := range subs {
+		switch s.Name() {
+		case cgroups.Cpu, cgroups.Cpuacct, cgroups.Cpuset, cgroups.Memory, cgroups.Pids, cgroups.Blkio, cgroups.Freezer, cgroups.Devices, cgroups.Hugetlb:
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func removeCgroup(uid string) {
+	cg, err := cgroups.Load(hierarchy, cgroups.StaticPath(instanceCgroup(uid)))
+	if err != nil {
+		return
+	}
+	_ = cg.Delete()
+}
+
+// oomKills reads the kernel's count of OOM kills in the instance cgroup.
+func oomKills(uid string) uint64 {
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", instanceCgroup(uid), "memory.oom_control"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// writeHosts writes the /etc/hosts every container of the instance
+// shares, so the instance resolves its own name.
+func writeHosts(dir, name, ip string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	content := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if ip != "" {
+		content += ip + "\t" + name + "\n"
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644)
+}
+
+// processArgs combines the image's entrypoint and cmd with the spec's
+// command and args, with Kubernetes' rules.
+func processArgs(entrypoint, cmd []string, spec api.ContainerSpec) []string {
+	switch {
+	case len(spec.Command) > 0:
+		return append(append([]string{}, spec.Command...), spec.Args...)
+	case len(spec.Args) > 0:
+		return append(append([]string{}, entrypoint...), spec.Args...)
+	}
+	return append(append([]string{}, entrypoint...), cmd...)
+}
+
+// ensureContainer creates the containerd container for c, or loads the
+// one a previous agent created.
+func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns string, c *ctr) error {
+	id := containerID(r.uid, c.spec.Name)
+	if existing, err := r.a.cfg.Client.LoadContainer(ctx, id); err == nil {
+		c.c = existing
+		return nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return err
+	}
+	class, ok := r.a.cfg.Classes[inst.Spec.Runtime]
+	if !ok {
+		return fmt.Errorf("runtime class %q is not available on host %s", inst.Spec.Runtime, r.a.cfg.HostName)
+	}
+	img, err := r.a.cfg.Images.Get(ctx, r.tenant, c.spec.Image)
+	if err != nil {
+		return err
+	}
+	icfg, err := r.a.cfg.Images.Config(ctx, r.tenant, c.spec.Image)
+	if err != nil {
+		return err
+	}
+	args := processArgs(icfg.Entrypoint, icfg.Cmd, c.spec)
+	if len(args) == 0 {
+		return errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
+	}
+	env := make([]string, 0, len(c.spec.Env)+1)
+	env = append(env, "HOSTNAME="+inst.Name)
+	for _, e := range c.spec.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithProcessArgs(args...),
+		oci.WithEnv(env),
+		oci.WithHostname(inst.Name),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
+		oci.WithCgroup(instanceCgroup(r.uid) + "/" + c.spec.Name),
+		oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/hosts", Type: "bind",
+			Source:  filepath.Join(r.a.sandboxDir(r.uid), "hosts"),
+			Options: []string{"rbind", "ro"},
+		}}),
+	}
+	if c.spec.WorkingDir != "" {
+		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
+	}
+	ctrd, err := r.a.cfg.Client.NewContainer(ctx, id,
+		containerd.WithImage(img),
+		containerd.WithNewSnapshot(id, img),
+		containerd.WithRuntime(class.Runtime, class.Options),
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerLabels(map[string]string{
+			labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("creating container: %w", err)
+	}
+	c.c = ctrd
+	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
+	return nil
+}

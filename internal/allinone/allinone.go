@@ -1,0 +1,175 @@
+// Package allinone assembles `kanga up`: the control plane and a host
+// agent in one process, with embedded etcd and a containerd that the agent
+// starts and supervises itself.
+package allinone
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// Options configure `kanga up`.
+type Options struct {
+	DataDir    string
+	Listen     string // host:port of the API
+	HostName   string
+	ConfigPath string // client config to write; empty: don't write one
+	Bridge     string
+	Subnet     string
+	Version    string
+	Logger     *slog.Logger
+	// Ready, if set, is called once the API serves.
+	Ready func(addr string)
+}
+
+// PIDFile is where a running `kanga up` records its pid, for `kanga down`.
+func PIDFile(dataDir string) string { return filepath.Join(dataDir, "kanga.pid") }
+
+// Run serves until ctx ends, then stops the API and containerd. Instances
+// keep running: the shims outlive containerd, and the next Run adopts them.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	// Listen first: a busy port is the most likely mistake and should fail
+	// before anything is started.
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
+	}
+	defer ln.Close()
+
+	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening the store: %w", err)
+	}
+	defer st.Close()
+
+	token, err := adminToken(dataDir)
+	if err != nil {
+		return err
+	}
+	if err := st.PutToken(ctx, token, tenant.Default); err != nil {
+		return fmt.Errorf("registering the admin token: %w", err)
+	}
+
+	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
+	if err := ctrd.Start(ctx); err != nil {
+		return fmt.Errorf("starting containerd: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := ctrd.Stop(sctx); err != nil {
+			log.Warn("stopping containerd", "err", err)
+		}
+	}()
+
+	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: o.Bridge, Subnet: o.Subnet})
+	if err != nil {
+		return fmt.Errorf("preparing the instance network: %w", err)
+	}
+	hostName := o.HostName
+	if hostName == "" {
+		hostName, _ = os.Hostname()
+	}
+	ag := agent.New(agent.Config{
+		HostName: hostName,
+		DataDir:  filepath.Join(dataDir, "agent"),
+		Store:    st,
+		Client:   ctrd.Client(),
+		Classes:  runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Images:   image.New(ctrd.Client(), "overlayfs"),
+		Network:  netw,
+		Logger:   log,
+	})
+	actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- ag.Run(actx) }()
+	defer func() {
+		stopAgent()
+		<-agentDone
+	}()
+
+	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	addr := "http://" + ln.Addr().String()
+	if o.ConfigPath != "" {
+		if err := client.WriteConfig(o.ConfigPath, client.Config{Addr: addr, Token: token}); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(PIDFile(dataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(PIDFile(dataDir))
+	log.Info("kanga is up", "api", addr, "data_dir", dataDir, "host", hostName, "config", o.ConfigPath)
+	if o.Ready != nil {
+		o.Ready(addr)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("API server: %w", err)
+		}
+	}
+	log.Info("shutting down; instances keep running")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	return nil
+}
+
+// adminToken returns the data dir's admin token, making one on first use.
+func adminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the admin token: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/allinone"
+)
+
+func newDownCommand() *cobra.Command {
+	var (
+		dataDir string
+		purge   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop a kanga up started with the same --data-dir",
+		Long: `Stop the kanga up process that uses --data-dir. Instances keep running and are
+adopted by the next kanga up, unless --purge removes them all first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := os.ReadFile(allinone.PIDFile(dataDir))
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("no kanga up is running with data dir %s (no %s)", dataDir, allinone.PIDFile(dataDir))
+				}
+				return err
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("pid file %s is corrupt: remove it", allinone.PIDFile(dataDir))
+			}
+			if purge {
+				if err := purgeInstances(ctx, cmd); err != nil {
+					return err
+				}
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				if errors.Is(err, syscall.ESRCH) {
+					_ = os.Remove(allinone.PIDFile(dataDir))
+					fmt.Fprintln(cmd.OutOrStdout(), "kanga was not running")
+					return nil
+				}
+				return err
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				if syscall.Kill(pid, 0) != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), "kanga stopped")
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			return fmt.Errorf("kanga (pid %d) did not stop within 30s", pid)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "data dir of the kanga up to stop")
+	cmd.Flags().BoolVar(&purge, "purge", false, "remove every instance (kanga rm -f) before stopping")
+	return cmd
+}
+
+func purgeInstances(ctx context.Context, cmd *cobra.Command) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := client.FromEnv()
+	if err != nil {
+		return err
+	}
+	insts, err := c.ListInstances(ctx)
+	if err != nil {
+		return fmt.Errorf("listing instances to purge: %w", err)
+	}
+	for _, inst := range insts {
+		if err := c.DeleteInstance(ctx, inst.Name, true); err != nil {
+			return fmt.Errorf("removing %s: %w", inst.Name, err)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), "removed", inst.Name)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+func newImageCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Manage images",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"))
+	return cmd
+}
+
+// newImagesCommand is `kanga images`, docker's alias of `image ls`.
+func newImagesCommand(o *options) *cobra.Command {
+	return newImageLsCommand(o, "images")
+}
+
+func newImageImportCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: `Import images from an archive (docker save or OCI layout tar; "-" reads stdin)`,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			var (
+				r    io.Reader = cmd.InOrStdin()
+				size int64     = -1
+			)
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+					size = st.Size()
+				}
+				r = f
+			}
+			pp := newProgressPrinter(cmd.ErrOrStderr(), o.now)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			cr := &countingReader{r: r, onEOF: func(n int64) {
+				pp.finish("upload", uploadLine("Uploaded", n, size))
+			}}
+			ticked := make(chan struct{})
+			go func() {
+				defer close(ticked)
+				tickUpload(ctx, pp, cr, size)
+			}()
+			images, err := c.ImportImage(ctx, cr, size, func(pr api.Progress) {
+				pp.update(pr.Status, progressLine(pr))
+			})
+			cancel()
+			<-ticked
+			pp.end()
+			if err != nil {
+				return err
+			}
+			for _, img := range images {
+				fmt.Fprintln(cmd.OutOrStdout(), img.Name)
+			}
+			return nil
+		},
+	}
+}
+
+// tickUpload redraws the upload progress until ctx ends.
+func tickUpload(ctx context.Context, pp *progressPrinter, cr *countingReader, size int64) {
+	interval := time.Second
+	if pp.tty {
+		interval = 200 * time.Millisecond
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		pp.update("upload", uploadLine("Uploading", cr.n.Load(), size))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func newImagePullCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from a registry",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			pp := newProgressPrinter(cmd.ErrOrStderr(), o.now)
+			img, err := c.PullImage(cmd.Context(), args[0], func(pr api.Progress) {
+				pp.update(pr.Status, progressLine(pr))
+			})
+			pp.end()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", img.Name, img.Digest)
+			return nil
+		},
+	}
+}
+
+func newImageLsCommand(o *options, use string) *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:     use,
+		Aliases: []string{"list"},
+		Short:   "List images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			images, err := c.ListImages(cmd.Context())
+			if err != nil {
+				return err
+			}
+			sort.Slice(images, func(i, j int) bool { return images[i].Name < images[j].Name })
+			if quiet {
+				for _, img := range images {
+					fmt.Fprintln(cmd.OutOrStdout(), img.Name)
+				}
+				return nil
+			}
+			return writeImages(cmd.OutOrStdout(), images, o.now())
+		},
+	}
+	if use == "images" {
+		cmd.Aliases = nil
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print names")
+	return cmd
+}
+
+func writeImages(w io.Writer, images []api.Image, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED")
+	for _, img := range images {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", img.Name, shortDigest(img.Digest), humanSize(img.Size), ago(now, img.CreatedAt))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,137 @@
+// Package cli implements the kanga command line: the docker-like client
+// verbs, one file per verb, on top of the client SDK.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/client"
+)
+
+// Version is the version of the kanga binary, set at build time with
+// -ldflags "-X github.com/kanga-run/kanga/internal/cli.Version=v0.1.0".
+var Version = "dev"
+
+// ExitError makes the process exit with Code. When Err is nil nothing is
+// printed: the command has already said what happened (or, as for `kanga
+// run`, the code is the container's own).
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit status %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// ExitCode reports err on w as "Error: ..." where needed and returns the
+// code the process should exit with: 0 for nil, ExitError's code, else 1.
+func ExitCode(w io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			printError(w, ee.Err)
+		}
+		return ee.Code
+	}
+	printError(w, err)
+	return 1
+}
+
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "Error: %v\n", err)
+}
+
+// options are shared by the client verbs.
+type options struct {
+	configPath string
+	// now is the clock for relative times ("5 seconds ago").
+	now func() time.Time
+}
+
+// client builds an API client from --config, the environment and the
+// config file.
+func (o *options) client() (*client.Client, error) {
+	cfg, err := client.ResolveConfig(o.configPath)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg.Addr, cfg.Token, client.WithUserAgent("kanga-cli/"+Version))
+}
+
+// NewRootCommand returns the kanga command with all its verbs.
+func NewRootCommand() *cobra.Command {
+	return newRootCommand(&options{now: time.Now})
+}
+
+func newRootCommand(o *options) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kanga",
+		Short: "Kanga runs container instances on a shared pool of hosts",
+		Long: `Kanga runs container instances on a shared pool of hosts.
+
+The client verbs talk to the server at $KANGA_ADDR with the token $KANGA_TOKEN;
+unset, they come from the config file (--config, $KANGA_CONFIG or
+~/.kanga/config.json) that ` + "`kanga up`" + ` writes.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&o.configPath, "config", "", "client config file (default $KANGA_CONFIG or ~/.kanga/config.json)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())
+	})
+
+	root.AddCommand(
+		newRunCommand(o),
+		newPsCommand(o),
+		newInspectCommand(o),
+		newLogsCommand(o),
+		newExecCommand(o),
+		newStopCommand(o),
+		newRmCommand(o),
+		newImageCommand(o),
+		newImagesCommand(o),
+		newVersionCommand(o),
+	)
+	root.AddCommand(daemonCommands()...)
+	disableFlagsInUseLine(root)
+	return root
+}
+
+// disableFlagsInUseLine stops cobra from appending "[flags]" to usage lines
+// that already say [OPTIONS].
+func disableFlagsInUseLine(c *cobra.Command) {
+	c.DisableFlagsInUseLine = true
+	for _, sub := range c.Commands() {
+		disableFlagsInUseLine(sub)
+	}
+}
+
+// forEachName runs fn for each name, reports each failure on w and returns
+// a silent ExitError{1} if any failed, as docker does for stop and rm.
+func forEachName(w io.Writer, names []string, fn func(name string) error) error {
+	failed := false
+	for _, n := range names {
+		if err := fn(n); err != nil {
+			printError(w, err)
+			failed = true
+		}
+	}
+	if failed {
+		return &ExitError{Code: 1}
+	}
+	return nil
+}

@@ -1,0 +1,474 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+)
+
+// runExitCode is docker's code for a failure of `run` itself, as opposed to
+// the container's own exit code.
+const runExitCode = 125
+
+type runFlags struct {
+	detach     bool
+	rm         bool
+	name       string
+	env        []string
+	cpu        string
+	memory     string
+	restart    string
+	runtime    string
+	ports      []string
+	workdir    string
+	entrypoint string
+	file       string
+}
+
+func newRunCommand(o *options) *cobra.Command {
+	cmd, _ := runCommandWithFlags(o)
+	return cmd
+}
+
+// runCommandWithFlags returns the run command and the flags it binds.
+func runCommandWithFlags(o *options) (*cobra.Command, *runFlags) {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Create and start an instance",
+		Long: `Create and start an instance.
+
+Without -d, run streams the instance's logs until it ends and exits with the
+exit code of the first container that failed. With -f, the instance comes from
+an api.CreateInstanceRequest JSON file ("-" reads stdin), for multi-container
+instances; --name and the instance-wide flags (--cpu, --memory, --restart,
+--runtime, -p) override it.`,
+		Example: `  kanga run --rm busybox echo hello
+  kanga run -d --name web -p 8080:80 --memory 128Mi busybox httpd -f -p 80
+  kanga run -f instance.json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := runRun(cmd, o, f, args)
+			var ee *ExitError
+			if err != nil && !errors.As(err, &ee) {
+				return &ExitError{Code: runExitCode, Err: err}
+			}
+			return err
+		},
+	}
+	// Everything after IMAGE belongs to the container's command.
+	cmd.Flags().SetInterspersed(false)
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &ExitError{Code: runExitCode, Err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+	})
+	fl := cmd.Flags()
+	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the instance name")
+	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
+	fl.StringVar(&f.name, "name", "", "instance name (default: chosen by the server)")
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable: KEY=VALUE, or KEY to copy it from your environment")
+	fl.StringVar(&f.cpu, "cpu", "", `CPU limit, e.g. "0.5" or "500m"`)
+	fl.StringVar(&f.memory, "memory", "", `memory limit, e.g. "256Mi" or "1G"`)
+	fl.StringVar(&f.restart, "restart", "", "restart policy: no, on-failure or always (default no)")
+	fl.StringVar(&f.runtime, "runtime", "", "runtime class, e.g. runc or crun")
+	fl.StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]")
+	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
+	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
+	fl.StringVarP(&f.file, "file", "f", "", `create the instance from a CreateInstanceRequest JSON file ("-" for stdin)`)
+	return cmd, f
+}
+
+func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
+	if f.detach && f.rm {
+		return errors.New("--rm cannot be combined with -d: the server does not remove instances on its own; run without -d, or remove it later with `kanga rm -f NAME`")
+	}
+	req, err := buildRunRequest(f, cmd.Flags().Changed, args, cmd.InOrStdin(), os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	inst, err := c.CreateInstance(ctx, req)
+	if err != nil {
+		return err
+	}
+
+	if f.detach {
+		inst, err = c.WaitInstance(ctx, inst.Name, client.WaitRunning)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, inst.Name)
+		if _, ok := exitCode(inst.Status); inst.Status.Phase == api.PhaseFailed && !ok {
+			return &ExitError{Code: runExitCode, Err: errors.New(failureText(inst))}
+		}
+		return nil
+	}
+
+	inst, err = attach(ctx, c, inst.Name, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	var result error
+	if code, ok := exitCode(inst.Status); code != 0 {
+		result = &ExitError{Code: code}
+	} else if inst.Status.Phase == api.PhaseFailed && !ok {
+		result = &ExitError{Code: runExitCode, Err: errors.New(failureText(inst))}
+	}
+	if f.rm {
+		if err := c.DeleteInstance(ctx, inst.Name, true); err != nil {
+			printError(stderr, fmt.Errorf("removing %s: %w", inst.Name, err))
+		}
+	}
+	return result
+}
+
+// attach streams the logs of a new instance until it is terminal and
+// returns it then. The first interrupt stops the instance (its exit is then
+// reported as usual); a second one detaches.
+func attach(ctx context.Context, c *client.Client, name string, stdout, stderr io.Writer) (api.Instance, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	detached := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+			return
+		}
+		fmt.Fprintf(stderr, "Stopping %s (interrupt again to detach)\n", name)
+		go func() {
+			if _, err := c.StopInstance(ctx, name, -1); err != nil && ctx.Err() == nil {
+				printError(stderr, fmt.Errorf("stopping %s: %w", name, err))
+			}
+		}()
+		select {
+		case <-sigs:
+			close(detached)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	inst, err := c.WaitInstance(ctx, name, client.WaitRunning)
+	if err == nil {
+		// An instance that ran and ended before we looked still has logs
+		// to show; only a running one has logs to follow.
+		follow := !inst.Status.Phase.Terminal()
+		if err := copyLogs(ctx, c, inst, follow, stdout); err != nil && ctx.Err() == nil && !inst.Status.Phase.Terminal() {
+			fmt.Fprintf(stderr, "kanga: logs of %s: %v\n", name, err)
+		}
+		inst, err = c.WaitInstance(ctx, name, client.WaitTerminal)
+	}
+	select {
+	case <-detached:
+		return inst, &ExitError{Code: 130, Err: fmt.Errorf("detached from %s, which is still stopping; see `kanga ps -a`", name)}
+	default:
+	}
+	return inst, err
+}
+
+// copyLogs copies the logs of every container to w, prefixing lines with
+// the container name when there is more than one.
+func copyLogs(ctx context.Context, c *client.Client, inst api.Instance, follow bool, w io.Writer) error {
+	if len(inst.Spec.Containers) <= 1 {
+		return copyContainerLogs(ctx, c, inst.Name, "", follow, w)
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs = make([]error, len(inst.Spec.Containers))
+	)
+	for i, ct := range inst.Spec.Containers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw := &prefixWriter{mu: &mu, w: w, prefix: ct.Name + " | "}
+			errs[i] = copyContainerLogs(ctx, c, inst.Name, ct.Name, follow, pw)
+			pw.flush()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func copyContainerLogs(ctx context.Context, c *client.Client, name, container string, follow bool, w io.Writer) error {
+	rc, err := c.Logs(ctx, name, client.LogsOptions{Follow: follow, Container: container})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(w, rc)
+	return err
+}
+
+// prefixWriter writes whole lines, each with a prefix, under a shared lock
+// so that the lines of several containers do not interleave.
+type prefixWriter struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		if err := p.emit(p.buf[:i+1]); err != nil {
+			return 0, err
+		}
+		p.buf = p.buf[i+1:]
+	}
+}
+
+func (p *prefixWriter) flush() {
+	if len(p.buf) > 0 {
+		_ = p.emit(append(p.buf, '\n'))
+		p.buf = nil
+	}
+}
+
+func (p *prefixWriter) emit(line []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := io.WriteString(p.w, p.prefix+string(line))
+	return err
+}
+
+// buildRunRequest turns the flags and arguments of run into a request.
+// changed reports whether a flag was set; lookupEnv resolves "-e KEY".
+func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdin io.Reader, lookupEnv func(string) (string, bool)) (api.CreateInstanceRequest, error) {
+	var req api.CreateInstanceRequest
+	if f.file != "" {
+		if len(args) > 0 {
+			return req, fmt.Errorf("-f takes the whole instance from %s: give no IMAGE or COMMAND (got %q)", f.file, args)
+		}
+		for _, name := range []string{"env", "workdir", "entrypoint"} {
+			if changed(name) {
+				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
+			}
+		}
+		var err error
+		if req, err = readRequestFile(f.file, stdin); err != nil {
+			return req, err
+		}
+	} else {
+		if len(args) == 0 {
+			return req, errors.New("run needs an IMAGE (or -f FILE)\nUsage: kanga run [OPTIONS] IMAGE [COMMAND] [ARG...]")
+		}
+		env, err := parseEnv(f.env, lookupEnv)
+		if err != nil {
+			return req, err
+		}
+		image := args[0]
+		ct := api.ContainerSpec{
+			Name:       containerName(image),
+			Image:      image,
+			Env:        env,
+			WorkingDir: f.workdir,
+		}
+		if len(args) > 1 {
+			ct.Args = args[1:]
+		}
+		if f.entrypoint != "" {
+			ct.Command = []string{f.entrypoint}
+		}
+		req.Spec.Containers = []api.ContainerSpec{ct}
+	}
+
+	if f.name != "" {
+		req.Name = f.name
+	}
+	if changed("cpu") {
+		req.Spec.Resources.CPU = f.cpu
+	}
+	if changed("memory") {
+		req.Spec.Resources.Memory = f.memory
+	}
+	if changed("restart") {
+		p, err := parseRestart(f.restart)
+		if err != nil {
+			return req, err
+		}
+		req.Spec.RestartPolicy = p
+	}
+	if changed("runtime") {
+		req.Spec.Runtime = f.runtime
+	}
+	for _, s := range f.ports {
+		p, err := parsePort(s)
+		if err != nil {
+			return req, err
+		}
+		req.Spec.Ports = append(req.Spec.Ports, p)
+	}
+	return req, nil
+}
+
+func readRequestFile(path string, stdin io.Reader) (api.CreateInstanceRequest, error) {
+	var req api.CreateInstanceRequest
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return req, fmt.Errorf("reading the instance file: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	// Unknown fields are typos; say so rather than silently drop them.
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("%s is not a valid CreateInstanceRequest (JSON with name and spec.containers): %w", path, err)
+	}
+	if len(req.Spec.Containers) == 0 {
+		return req, fmt.Errorf("%s has no containers: set spec.containers", path)
+	}
+	return req, nil
+}
+
+// containerName derives the container's name from its image: the last path
+// element without tag or digest ("127.0.0.1:5000/library/busybox:1.36" is
+// "busybox"), made a valid DNS label.
+func containerName(image string) string {
+	ref, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndexByte(ref, '/'); i >= 0 {
+		ref = ref[i+1:]
+	}
+	ref, _, _ = strings.Cut(ref, ":")
+	var b strings.Builder
+	for _, r := range strings.ToLower(ref) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	if name == "" {
+		return "main"
+	}
+	return name
+}
+
+// parseRestart maps docker's and the API's spellings of a restart policy.
+func parseRestart(s string) (api.RestartPolicy, error) {
+	switch s {
+	case "no", "never", string(api.RestartNever):
+		return api.RestartNever, nil
+	case "on-failure", string(api.RestartOnFailure):
+		return api.RestartOnFailure, nil
+	case "always", string(api.RestartAlways):
+		return api.RestartAlways, nil
+	}
+	return "", fmt.Errorf("invalid --restart value %q: expected no, on-failure or always", s)
+}
+
+// parseEnv parses -e values: KEY=VALUE, or KEY to copy a variable of the
+// caller's environment.
+func parseEnv(vals []string, lookupEnv func(string) (string, bool)) ([]api.EnvVar, error) {
+	var env []api.EnvVar
+	for _, v := range vals {
+		key, value, hasValue := strings.Cut(v, "=")
+		if key == "" || strings.ContainsAny(key, " \t\n") {
+			return nil, fmt.Errorf("invalid -e value %q: expected KEY=VALUE", v)
+		}
+		if !hasValue {
+			var ok bool
+			if value, ok = lookupEnv(key); !ok {
+				return nil, fmt.Errorf("invalid -e value %q: expected KEY=VALUE (KEY alone copies a variable of your environment, and %s is not set)", v, key)
+			}
+		}
+		env = append(env, api.EnvVar{Name: key, Value: value})
+	}
+	return env, nil
+}
+
+// parsePort parses -p [IP:]HOSTPORT:PORT[/PROTO]; IPv6 addresses go in
+// brackets.
+func parsePort(s string) (api.PortMapping, error) {
+	var p api.PortMapping
+	bad := func(why string) (api.PortMapping, error) {
+		return api.PortMapping{}, fmt.Errorf("invalid -p value %q: %s; expected [IP:]HOSTPORT:PORT[/tcp|udp], e.g. 8080:80 or 127.0.0.1:8080:80/udp", s, why)
+	}
+	rest, proto, hasProto := strings.Cut(s, "/")
+	if hasProto {
+		proto = strings.ToLower(proto)
+		if proto != "tcp" && proto != "udp" {
+			return bad("protocol must be tcp or udp")
+		}
+		p.Protocol = proto
+	}
+	var ports string
+	if strings.HasPrefix(rest, "[") {
+		end := strings.Index(rest, "]:")
+		if end < 0 {
+			return bad("unterminated [IPv6] address")
+		}
+		p.HostIP, ports = rest[1:end], rest[end+2:]
+		if ip := net.ParseIP(p.HostIP); ip == nil || ip.To4() != nil {
+			return bad(fmt.Sprintf("%q is not an IPv6 address", p.HostIP))
+		}
+	} else {
+		switch parts := strings.Split(rest, ":"); len(parts) {
+		case 2:
+			ports = rest
+		case 3:
+			p.HostIP, ports = parts[0], parts[1]+":"+parts[2]
+			if net.ParseIP(p.HostIP) == nil {
+				return bad(fmt.Sprintf("%q is not an IP address", p.HostIP))
+			}
+		default:
+			return bad("need a host port and a container port")
+		}
+	}
+	host, ctr, ok := strings.Cut(ports, ":")
+	if !ok {
+		return bad("need a host port and a container port")
+	}
+	var err error
+	if p.HostPort, err = parsePortNumber(host); err != nil {
+		return bad("host port " + err.Error())
+	}
+	if p.ContainerPort, err = parsePortNumber(ctr); err != nil {
+		return bad("container port " + err.Error())
+	}
+	return p, nil
+}
+
+func parsePortNumber(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%q is not a number from 1 to 65535", s)
+	}
+	return n, nil
+}

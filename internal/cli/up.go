@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/allinone"
+)
+
+// DefaultDataDir is where `kanga up` keeps its state unless told otherwise.
+const DefaultDataDir = "/var/lib/kanga"
+
+func daemonCommands() []*cobra.Command {
+	return []*cobra.Command{newUpCommand(), newDownCommand()}
+}
+
+func newUpCommand() *cobra.Command {
+	var (
+		o          allinone.Options
+		configPath string
+		debug      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the all-in-one platform: API, embedded etcd and a host agent with its own containerd",
+		Long: `Run the all-in-one platform in this process: the API server with its state in an
+embedded etcd under --data-dir, and a host agent that starts and supervises its own
+containerd. It writes a client config with the API address and an admin token, so
+the other commands work with no flags. Stopping it (SIGINT/SIGTERM, or kanga down)
+leaves instances running; the next kanga up adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("kanga up must run as root: it drives containerd, cgroups and network namespaces")
+			}
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(o.Logger)
+			if configPath == "" {
+				p, err := client.DefaultConfigPath()
+				if err != nil {
+					return err
+				}
+				configPath = p
+			}
+			o.ConfigPath = configPath
+			o.Version = Version
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return allinone.Run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", DefaultDataDir, "directory for all state: etcd, containerd, logs")
+	f.StringVar(&o.Listen, "listen", "127.0.0.1:7420", "address of the API")
+	f.StringVar(&o.HostName, "host-name", "", "name of this host (default: the hostname)")
+	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
+	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
+	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
+	f.BoolVar(&debug, "debug", false, "log at debug level")
+	return cmd
+}

@@ -1,0 +1,125 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// maxBody bounds JSON request bodies; image archives are streamed instead.
+const maxBody = 1 << 20
+
+func errNoRoute(r *http.Request) error {
+	return fmt.Errorf("no API endpoint %s %s: see GET /v1/openapi.yaml for the API: %w", r.Method, r.URL.Path, errdefs.ErrNotFound)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code, status := errdefs.Code(err)
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: err.Error()}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decodeJSON reads a JSON body strictly: unknown fields are an error, so a
+// typo in a spec is reported instead of silently ignored.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("request body is empty: send a JSON document: %w", errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("request body is not valid JSON for this endpoint: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if dec.More() {
+		return fmt.Errorf("request body has data after the JSON document: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if h == "" || !ok || strings.TrimSpace(token) == "" {
+			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
+			return
+		}
+		name, err := s.store.LookupToken(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			if errors.Is(err, errdefs.ErrUnauthenticated) || errors.Is(err, errdefs.ErrNotFound) {
+				err = fmt.Errorf("the bearer token is not valid: check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(tenant.WithName(r.Context(), name)))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+	})
+}
+
+// flushWriter flushes after every write so streamed output (logs,
+// progress) reaches the client as it happens.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func newFlushWriter(w http.ResponseWriter) *flushWriter {
+	return &flushWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}

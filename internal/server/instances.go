@@ -1,0 +1,332 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, err := w.Write(api.OpenAPI)
+	return err
+}
+
+func (s *Server) getVersion(w http.ResponseWriter, r *http.Request) error {
+	t, err := tenant.Name(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.Version{Version: s.version, Tenant: t})
+	return nil
+}
+
+func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	var req api.CreateInstanceRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	spec := req.Spec
+	model.Defaults(&spec, s.host.DefaultRuntime())
+	if err := model.Validate(&spec, s.host.RuntimeClasses()); err != nil {
+		return err
+	}
+	name := req.Name
+	if name == "" && len(spec.Containers) > 0 {
+		name = model.GenerateName(spec.Containers[0].Image)
+	}
+	if err := model.ValidateName("name", name); err != nil {
+		return err
+	}
+	// Check images before anything is stored, so bad input leaves nothing
+	// behind.
+	for i, c := range spec.Containers {
+		cfg, err := s.host.ImageConfig(ctx, c.Image)
+		if err != nil {
+			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
+		}
+		if len(c.Command) == 0 && len(c.Args) == 0 && len(cfg.Entrypoint) == 0 && len(cfg.Cmd) == 0 {
+			return fmt.Errorf("spec.containers[%d]: image %q has no entrypoint or cmd, so there is nothing to run: give a command, e.g. kanga run %s sh -c '...': %w", i, c.Image, c.Image, errdefs.ErrInvalidArgument)
+		}
+	}
+	now := s.now().UTC()
+	inst := &api.Instance{
+		Name:      name,
+		Tenant:    t,
+		UID:       model.NewUID(),
+		CreatedAt: now,
+		Spec:      spec,
+		Status: api.InstanceStatus{
+			Phase: api.PhasePending,
+			Host:  s.host.Name(),
+			Events: []api.Event{{Time: now, Type: "Normal", Reason: "Scheduled",
+				Message: fmt.Sprintf("assigned to host %s", s.host.Name())}},
+		},
+	}
+	if err := s.store.CreateInstance(ctx, inst); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, inst)
+	return nil
+}
+
+func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
+	items, err := s.store.ListInstances(r.Context())
+	if err != nil {
+		return err
+	}
+	if items == nil {
+		items = []api.Instance{}
+	}
+	writeJSON(w, http.StatusOK, api.InstanceList{Items: items})
+	return nil
+}
+
+func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) error {
+	inst, err := s.store.GetInstance(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, inst)
+	return nil
+}
+
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("query parameter %s=%q is not a boolean: use true or false: %w", name, v, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
+
+func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	force, err := boolParam(r, "force")
+	if err != nil {
+		return err
+	}
+	_, err = s.store.UpdateInstance(ctx, name, func(inst *api.Instance) error {
+		if !force && (inst.Status.Phase == api.PhaseRunning || inst.Status.Phase == api.PhaseCreating) && !inst.StopRequested {
+			return fmt.Errorf("instance %q is %s: stop it first with 'kanga stop %s' or remove it anyway with 'kanga rm -f %s': %w",
+				name, inst.Status.Phase, name, name, errdefs.ErrFailedPrecondition)
+		}
+		inst.StopRequested = true
+		inst.DeletionRequested = true
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.waitTimeout)
+	defer cancel()
+	if err := s.store.WaitInstanceGone(wctx, name); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The host has not torn it down yet (it may be down itself);
+			// the deletion stays recorded and completes when it returns.
+			inst, gerr := s.store.GetInstance(ctx, name)
+			if gerr != nil {
+				return gerr
+			}
+			writeJSON(w, http.StatusAccepted, inst)
+			return nil
+		}
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	grace := 10
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 3600 {
+			return fmt.Errorf("query parameter timeout=%q must be a number of seconds between 0 and 3600: %w", v, errdefs.ErrInvalidArgument)
+		}
+		grace = n
+	}
+	inst, err := s.store.UpdateInstance(ctx, name, func(inst *api.Instance) error {
+		if inst.Status.Phase.Terminal() {
+			return nil
+		}
+		inst.StopRequested = true
+		inst.Status.Events = appendEvent(inst.Status.Events, api.Event{Time: s.now().UTC(), Type: "Normal", Reason: "Stopping",
+			Message: fmt.Sprintf("stop requested with a %ds grace period", grace)})
+		if inst.StopGraceSeconds == 0 || grace < inst.StopGraceSeconds {
+			inst.StopGraceSeconds = grace
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !inst.Status.Phase.Terminal() {
+		wctx, cancel := context.WithTimeout(ctx, time.Duration(grace)*time.Second+s.waitTimeout)
+		defer cancel()
+		inst, err = s.store.WaitInstance(wctx, name, func(i *api.Instance) bool { return i.Status.Phase.Terminal() })
+		if err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, inst)
+	return nil
+}
+
+// appendEvent keeps the newest events; an instance that restarts forever
+// must not grow without bound.
+func appendEvent(evs []api.Event, e api.Event) []api.Event {
+	const maxEvents = 50
+	evs = append(evs, e)
+	if len(evs) > maxEvents {
+		evs = evs[len(evs)-maxEvents:]
+	}
+	return evs
+}
+
+func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var cond func(*api.Instance) bool
+	switch c := r.URL.Query().Get("condition"); c {
+	case "", "terminal":
+		cond = func(i *api.Instance) bool { return i.Status.Phase.Terminal() }
+	case "running":
+		cond = func(i *api.Instance) bool { return i.Status.Phase == api.PhaseRunning || i.Status.Phase.Terminal() }
+	default:
+		return fmt.Errorf("query parameter condition=%q is not one of running, terminal: %w", c, errdefs.ErrInvalidArgument)
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.waitTimeout)
+	defer cancel()
+	inst, err := s.store.WaitInstance(wctx, r.PathValue("name"), cond)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, inst)
+	return nil
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	follow, err := boolParam(r, "follow")
+	if err != nil {
+		return err
+	}
+	inst, err := s.store.GetInstance(ctx, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	container, err := pickContainer(inst, r.URL.Query().Get("container"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if err := s.host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
+		// The status line is gone; the best we can do is say so in-band.
+		s.log.Warn("logs ended with an error", "instance", inst.Name, "err", err)
+		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
+	}
+	return nil
+}
+
+// pickContainer resolves the container a request names, defaulting to the
+// only one, or the first, as kubectl does.
+func pickContainer(inst *api.Instance, name string) (string, error) {
+	if name == "" {
+		return inst.Spec.Containers[0].Name, nil
+	}
+	for _, c := range inst.Spec.Containers {
+		if c.Name == name {
+			return name, nil
+		}
+	}
+	names := make([]string, 0, len(inst.Spec.Containers))
+	for _, c := range inst.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	return "", fmt.Errorf("instance %q has no container %q: it has %v: %w", inst.Name, name, names, errdefs.ErrNotFound)
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
+	imgs, err := s.host.ListImages(r.Context())
+	if err != nil {
+		return err
+	}
+	if imgs == nil {
+		imgs = []api.Image{}
+	}
+	writeJSON(w, http.StatusOK, api.ImageList{Items: imgs})
+	return nil
+}
+
+// progressStream writes newline-delimited api.Progress documents.
+type progressStream struct {
+	enc *json.Encoder
+}
+
+func newProgressStream(w http.ResponseWriter) *progressStream {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	return &progressStream{enc: json.NewEncoder(newFlushWriter(w))}
+}
+
+func (p *progressStream) send(pr api.Progress) { _ = p.enc.Encode(pr) }
+
+func (p *progressStream) fail(err error) {
+	code, _ := errdefs.Code(err)
+	p.send(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
+}
+
+func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
+	ps := newProgressStream(w)
+	imgs, err := s.host.ImportImage(r.Context(), r.Body, ps.send)
+	if err != nil {
+		ps.fail(err)
+		return nil
+	}
+	ps.send(api.Progress{Status: "imported", Done: true, Images: imgs})
+	return nil
+}
+
+func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
+	var req api.PullRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Ref == "" {
+		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
+	}
+	ps := newProgressStream(w)
+	img, err := s.host.PullImage(r.Context(), req.Ref, ps.send)
+	if err != nil {
+		ps.fail(err)
+		return nil
+	}
+	ps.send(api.Progress{Status: "pulled", Done: true, Images: []api.Image{img}})
+	return nil
+}

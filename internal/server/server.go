@@ -1,0 +1,144 @@
+// Package server is Kanga's control plane API: REST/JSON handlers,
+// authentication, and the mapping of the error taxonomy to HTTP.
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+// Store is the state the API reads and writes. Every method takes the
+// tenant from the context.
+type Store interface {
+	CreateInstance(ctx context.Context, inst *api.Instance) error
+	GetInstance(ctx context.Context, name string) (*api.Instance, error)
+	ListInstances(ctx context.Context) ([]api.Instance, error)
+	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
+	WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error)
+	WaitInstanceGone(ctx context.Context, name string) error
+	LookupToken(ctx context.Context, token string) (string, error)
+}
+
+// ImageConfig is the part of an image's configuration the API checks
+// before it accepts an instance.
+type ImageConfig struct {
+	Entrypoint []string
+	Cmd        []string
+}
+
+// ExecRequest describes a process to run in a container of an instance.
+type ExecRequest struct {
+	Container string
+	Cmd       []string
+	Env       []string
+	WorkDir   string
+	TTY       bool
+	// Size is the terminal's initial size, so that the process never sees
+	// a 0x0 terminal before the first resize arrives.
+	Size   *api.TerminalSize
+	Stdin  io.Reader // nil when the client sends no input
+	Stdout io.Writer
+	Stderr io.Writer
+	Resize <-chan api.TerminalSize
+}
+
+// Host is what the API needs of the host agent that runs instances. All
+// methods take the tenant from the context.
+type Host interface {
+	Name() string
+	RuntimeClasses() []string
+	DefaultRuntime() string
+	ImageConfig(ctx context.Context, ref string) (ImageConfig, error)
+	ListImages(ctx context.Context) ([]api.Image, error)
+	ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error)
+	PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error)
+	// Logs writes the container's output to w; with follow it returns
+	// once the instance is terminal and all output is written, or ctx ends.
+	Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error
+	Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error)
+}
+
+// Server serves the public API.
+type Server struct {
+	store   Store
+	host    Host
+	log     *slog.Logger
+	now     func() time.Time
+	version string
+	// waitTimeout bounds how long a request blocks on a state change before
+	// answering; clients retry.
+	waitTimeout time.Duration
+}
+
+// Options configure a Server.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	Now     func() time.Time
+}
+
+// New returns a Server.
+func New(store Store, host Host, opts Options) *Server {
+	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version, waitTimeout: 60 * time.Second}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// Route is one endpoint of the API. Patterns use net/http's syntax, which
+// for the paths used here is also OpenAPI's path template syntax.
+type Route struct {
+	Method  string
+	Pattern string
+	Public  bool // served without a token
+	handler func(*Server, http.ResponseWriter, *http.Request) error
+}
+
+// Routes is the API. internal/server's OpenAPI test checks it against
+// api/openapi.yaml.
+var Routes = []Route{
+	{"GET", "/v1/healthz", true, (*Server).healthz},
+	{"GET", "/v1/openapi.yaml", true, (*Server).openapi},
+	{"GET", "/v1/version", false, (*Server).getVersion},
+	{"POST", "/v1/instances", false, (*Server).createInstance},
+	{"GET", "/v1/instances", false, (*Server).listInstances},
+	{"GET", "/v1/instances/{name}", false, (*Server).getInstance},
+	{"DELETE", "/v1/instances/{name}", false, (*Server).deleteInstance},
+	{"POST", "/v1/instances/{name}/stop", false, (*Server).stopInstance},
+	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
+	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
+	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
+	{"GET", "/v1/images", false, (*Server).listImages},
+	{"POST", "/v1/images/import", false, (*Server).importImage},
+	{"POST", "/v1/images/pull", false, (*Server).pullImage},
+}
+
+// Handler returns the HTTP handler for the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, r := range Routes {
+		h := r.handler
+		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if err := h(s, w, req); err != nil {
+				s.writeError(w, req, err)
+			}
+		})
+		if !r.Public {
+			hf = s.authenticate(hf)
+		}
+		mux.Handle(r.Method+" "+r.Pattern, hf)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, errNoRoute(req))
+	})
+	return s.logRequests(mux)
+}

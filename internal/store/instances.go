@@ -1,0 +1,309 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+const instancesPrefix = "/kanga/instances/"
+
+// tenantPrefix ends in a slash so that tenant "a" never lists tenant "ab".
+func tenantPrefix(t string) string { return instancesPrefix + t + "/" }
+
+func instanceKey(t, name string) string { return tenantPrefix(t) + name }
+
+// parseInstanceKey splits /kanga/instances/<tenant>/<name>. Tenant names
+// are DNS labels and instance names contain no slash, so the split is
+// unambiguous.
+func parseInstanceKey(key string) (tenantName, name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, instancesPrefix)
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(rest, "/")
+}
+
+// scope returns the caller's tenant and the key of the named instance.
+func scope(ctx context.Context, name string) (string, string, error) {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if err := checkName(name); err != nil {
+		return "", "", err
+	}
+	return t, instanceKey(t, name), nil
+}
+
+// checkName rejects only names that would break the key layout; the model
+// package owns the real naming rules.
+func checkName(name string) error {
+	if name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("instance name %q is invalid: it must be non-empty and contain no '/': %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func notFound(name string) error {
+	return fmt.Errorf("instance %q not found: %w", name, errdefs.ErrNotFound)
+}
+
+func decodeInstance(kv *mvccpb.KeyValue) (*api.Instance, error) {
+	var inst api.Instance
+	if err := json.Unmarshal(kv.Value, &inst); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", kv.Key, err)
+	}
+	return &inst, nil
+}
+
+// CreateInstance stores a new instance in the caller's tenant. The
+// instance's Tenant must be the caller's: nobody creates in another
+// tenant. It fails with ErrAlreadyExists when the name is taken there.
+func (s *Store) CreateInstance(ctx context.Context, inst *api.Instance) error {
+	t, key, err := scope(ctx, inst.Name)
+	if err != nil {
+		return err
+	}
+	if inst.Tenant != t {
+		return fmt.Errorf("instance %q belongs to tenant %q, not to the caller's tenant %q: %w",
+			inst.Name, inst.Tenant, t, errdefs.ErrPermissionDenied)
+	}
+	val, err := json.Marshal(inst)
+	if err != nil {
+		return fmt.Errorf("store: encode instance %q: %w", inst.Name, err)
+	}
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(val))).
+		Commit()
+	if err != nil {
+		return s.etcdErr(ctx, "create instance", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("instance %q already exists in tenant %q: choose another --name or remove it with kanga rm: %w",
+			inst.Name, t, errdefs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// GetInstance returns the caller's instance name.
+func (s *Store) GetInstance(ctx context.Context, name string) (*api.Instance, error) {
+	_, key, err := scope(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get instance", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, notFound(name)
+	}
+	return decodeInstance(resp.Kvs[0])
+}
+
+// ListInstances returns the caller's instances, oldest first (ties by
+// name).
+func (s *Store) ListInstances(ctx context.Context) ([]api.Instance, error) {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Get(ctx, tenantPrefix(t), clientv3.WithPrefix())
+	if err != nil {
+		return nil, s.etcdErr(ctx, "list instances", err)
+	}
+	out := make([]api.Instance, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		inst, err := decodeInstance(kv)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *inst)
+	}
+	slices.SortFunc(out, func(a, b api.Instance) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	return out, nil
+}
+
+// UpdateInstance applies fn to the current version of the caller's
+// instance and stores the result if nobody changed the instance in
+// between; otherwise it runs fn again on the newer version. fn may thus
+// run several times and must only modify the instance it is given. An
+// error from fn aborts the update and is returned as is. fn may not change
+// the instance's name or tenant.
+func (s *Store) UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error) {
+	t, key, err := scope(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get instance", err)
+	}
+	kvs := resp.Kvs
+	for {
+		if len(kvs) == 0 {
+			return nil, notFound(name)
+		}
+		cur := kvs[0]
+		inst, err := decodeInstance(cur)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(inst); err != nil {
+			return nil, err
+		}
+		if inst.Name != name || inst.Tenant != t {
+			return nil, fmt.Errorf("instance %q: an update may not change the name or tenant (to %q in tenant %q): %w",
+				name, inst.Name, inst.Tenant, errdefs.ErrInvalidArgument)
+		}
+		val, err := json.Marshal(inst)
+		if err != nil {
+			return nil, fmt.Errorf("store: encode instance %q: %w", name, err)
+		}
+		// On conflict the Else branch returns the newer version, which
+		// saves a round trip per retry.
+		tresp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision)).
+			Then(clientv3.OpPut(key, string(val))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, s.etcdErr(ctx, "update instance", err)
+		}
+		if tresp.Succeeded {
+			return inst, nil
+		}
+		kvs = tresp.Responses[0].GetResponseRange().Kvs
+	}
+}
+
+// DeleteInstance removes the caller's instance. It fails with ErrNotFound
+// when there is none, so that a caller learns about a wrong name.
+func (s *Store) DeleteInstance(ctx context.Context, name string) error {
+	_, key, err := scope(ctx, name)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Delete(ctx, key)
+	if err != nil {
+		return s.etcdErr(ctx, "delete instance", err)
+	}
+	if resp.Deleted == 0 {
+		return notFound(name)
+	}
+	return nil
+}
+
+// WaitInstance returns the first version of the caller's instance, the
+// current one or a later one, for which cond returns true. It fails with
+// ErrNotFound when the instance does not exist or is deleted while
+// waiting, and with the context's error when ctx ends first. cond is
+// never called with nil.
+func (s *Store) WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error) {
+	_, key, err := scope(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var found *api.Instance
+	err = s.waitKey(ctx, key, func(kv *mvccpb.KeyValue) (bool, error) {
+		if kv == nil {
+			return false, notFound(name)
+		}
+		inst, err := decodeInstance(kv)
+		if err != nil {
+			return false, err
+		}
+		if cond(inst) {
+			found = inst
+			return true, nil
+		}
+		return false, nil
+	})
+	return found, err
+}
+
+// WaitInstanceGone returns once the caller's instance does not exist,
+// immediately if it never did.
+func (s *Store) WaitInstanceGone(ctx context.Context, name string) error {
+	_, key, err := scope(ctx, name)
+	if err != nil {
+		return err
+	}
+	return s.waitKey(ctx, key, func(kv *mvccpb.KeyValue) (bool, error) {
+		return kv == nil, nil
+	})
+}
+
+// waitKey calls check with the current value of key (nil when absent) and
+// then with every later value, until check returns true or an error. It
+// reads the key, then watches from the revision after that read, so no
+// change is missed; when the watch is broken or its revision compacted, it
+// starts over with a fresh read.
+func (s *Store) waitKey(ctx context.Context, key string, check func(kv *mvccpb.KeyValue) (bool, error)) error {
+	for {
+		resp, err := s.client.Get(ctx, key)
+		if err != nil {
+			return s.etcdErr(ctx, "get", err)
+		}
+		var kv *mvccpb.KeyValue
+		if len(resp.Kvs) > 0 {
+			kv = resp.Kvs[0]
+		}
+		if done, err := check(kv); done || err != nil {
+			return err
+		}
+
+		done, err := s.watchKey(ctx, key, resp.Header.Revision+1, check)
+		if done || err != nil {
+			return err
+		}
+		// The watch ended without an answer: resynchronise after a pause,
+		// unless the caller or the store is done.
+		if err := s.pause(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// watchKey feeds check the changes of key from revision rev on. It returns
+// false, nil when the watch broke and must be restarted from a fresh read.
+func (s *Store) watchKey(ctx context.Context, key string, rev int64, check func(kv *mvccpb.KeyValue) (bool, error)) (bool, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range s.client.Watch(wctx, key, clientv3.WithRev(rev)) {
+		if err := wr.Err(); err != nil {
+			s.logger.Debug("watch interrupted; resynchronising", "key", key, "error", err)
+			return false, nil
+		}
+		for _, ev := range wr.Events {
+			var kv *mvccpb.KeyValue
+			if ev.Type == clientv3.EventTypePut {
+				kv = ev.Kv
+			}
+			if done, err := check(kv); done || err != nil {
+				return done, err
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return false, nil
+}

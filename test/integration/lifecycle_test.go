@@ -1,0 +1,292 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv"
+)
+
+// TestLifecycle shares one platform across the foundation's scenarios;
+// each subtest cleans up its own instances.
+func TestLifecycle(t *testing.T) {
+	p := startPlatform(t)
+	p.importImages()
+
+	t.Run("ImageList", func(t *testing.T) {
+		out := p.must("image", "ls")
+		for _, want := range []string{"kanga.test/busybox", "kanga.test/httpd", "kanga.test/noentry"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("image ls does not list %s:\n%s", want, out)
+			}
+		}
+	})
+
+	t.Run("RunAttachedExitCode", func(t *testing.T) {
+		r := p.kanga("run", "--rm", "--name", "attached", "kanga.test/busybox", "sh", "-c", "echo hello from inside; echo oops >&2; exit 3")
+		if r.code != 3 {
+			t.Fatalf("exit code %d, want 3\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stdout, "hello from inside") {
+			t.Fatalf("output not streamed: %q", r.stdout)
+		}
+		if strings.Contains(p.must("ps", "-aq"), "attached") {
+			t.Fatal("--rm left the instance behind")
+		}
+		r = p.kanga("run", "--rm", "kanga.test/busybox", "true")
+		if r.code != 0 {
+			t.Fatalf("true exited %d: %s", r.code, r.stderr)
+		}
+	})
+
+	t.Run("DetachedLogsFollow", func(t *testing.T) {
+		p.must("run", "-d", "--name", "ticker", "kanga.test/busybox", "sh", "-c", "for i in 1 2 3 4; do echo tick $i; sleep 0.3; done")
+		out := p.must("logs", "-f", "ticker")
+		if !strings.Contains(out, "tick 1\ntick 2\ntick 3\ntick 4\n") {
+			t.Fatalf("logs -f = %q", out)
+		}
+		inst := p.inspect("ticker")
+		if inst.Status.Phase != api.PhaseSucceeded {
+			t.Fatalf("phase %s after logs -f ended, want Succeeded", inst.Status.Phase)
+		}
+		p.must("rm", "ticker")
+	})
+
+	t.Run("ExecAndTTY", func(t *testing.T) {
+		p.must("run", "-d", "--name", "sleeper", "-e", "GREETING=hi there", "kanga.test/busybox", "sleep", "1000")
+		if out := p.must("exec", "sleeper", "sh", "-c", "echo $GREETING; hostname"); out != "hi there\nsleeper\n" {
+			t.Fatalf("exec output %q", out)
+		}
+		if r := p.kanga("exec", "sleeper", "sh", "-c", "exit 7"); r.code != 7 {
+			t.Fatalf("exec exit code %d, want 7", r.code)
+		}
+		if out := p.kangaIn([]byte("piped input\n"), "exec", "-i", "sleeper", "cat").stdout; out != "piped input\n" {
+			t.Fatalf("exec -i cat = %q", out)
+		}
+		// Without -t there is no terminal.
+		if r := p.kanga("exec", "sleeper", "tty"); r.code == 0 {
+			t.Fatalf("tty succeeded without -t: %q", r.stdout)
+		}
+		// With -it the process gets a real terminal of the size we set.
+		cmd := exec.Command(p.bin, "exec", "-it", "sleeper", "sh", "-c", "tty; stty size")
+		cmd.Env = p.env()
+		f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 97})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(f)
+		_ = cmd.Wait()
+		f.Close()
+		if !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "33 97") {
+			t.Fatalf("exec -it output %q: want a /dev/pts tty of 33x97", out)
+		}
+		p.must("rm", "-f", "sleeper")
+	})
+
+	t.Run("StopAndRemove", func(t *testing.T) {
+		p.must("run", "-d", "--name", "victim", "kanga.test/busybox", "sleep", "1000")
+		inst := p.inspect("victim")
+		if inst.Status.Phase != api.PhaseRunning || inst.Status.IP == "" {
+			t.Fatalf("want Running with an IP, got %s %q", inst.Status.Phase, inst.Status.IP)
+		}
+		uid := inst.UID
+		r := p.kanga("rm", "victim")
+		if r.code == 0 || !strings.Contains(r.stderr, "kanga rm -f") {
+			t.Fatalf("rm of a running instance: exit %d, stderr %q; want a refusal that suggests rm -f", r.code, r.stderr)
+		}
+		p.must("stop", "-t", "1", "victim")
+		inst = p.inspect("victim")
+		if !inst.Status.Phase.Terminal() || inst.Status.Containers[0].Reason != "Stopped" {
+			t.Fatalf("after stop: phase %s, reason %q", inst.Status.Phase, inst.Status.Containers[0].Reason)
+		}
+		p.must("rm", "victim")
+		if strings.Contains(p.ctr("containers", "ls", "-q"), uid) {
+			t.Fatal("containerd still has the removed instance's container")
+		}
+
+		p.must("run", "-d", "--name", "victim2", "kanga.test/busybox", "sleep", "1000")
+		uid = p.inspect("victim2").UID
+		p.must("rm", "-f", "victim2")
+		if strings.Contains(p.ctr("containers", "ls", "-q"), uid) || strings.Contains(p.ctr("tasks", "ls"), uid) {
+			t.Fatal("rm -f left a container or task behind")
+		}
+		if _, err := os.Stat(filepath.Join("/run/kanga/netns")); err == nil {
+			matches, _ := filepath.Glob("/run/kanga/netns/*/" + uid)
+			if len(matches) > 0 {
+				t.Fatalf("rm -f left the network namespace %v", matches)
+			}
+		}
+		if r := p.kanga("inspect", "victim2"); r.code == 0 {
+			t.Fatal("inspect found a removed instance")
+		}
+	})
+
+	t.Run("MultiContainerSharesLocalhost", func(t *testing.T) {
+		spec := api.CreateInstanceRequest{Name: "pair", Spec: api.InstanceSpec{
+			Containers: []api.ContainerSpec{
+				{Name: "web", Image: "kanga.test/httpd"},
+				{Name: "probe", Image: "kanga.test/busybox", Command: []string{"sh", "-c",
+					"for i in $(seq 50); do wget -q -O - http://127.0.0.1:80/ && exit 0; sleep 0.1; done; exit 1"}},
+			},
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		p.eventually("the probe container to finish", 30*time.Second, func() bool {
+			st := p.inspect("pair").Status
+			return len(st.Containers) == 2 && st.Containers[1].State == api.ContainerTerminated
+		})
+		if out := p.must("logs", "-c", "probe", "pair"); !strings.Contains(out, "hello from kanga") {
+			t.Fatalf("probe could not reach web over localhost: %q", out)
+		}
+		p.must("rm", "-f", "pair")
+	})
+
+	t.Run("PublishedPort", func(t *testing.T) {
+		port := freePort(t)
+		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
+		var body string
+		p.eventually("the published port to answer", 30*time.Second, func() bool {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == 200
+		})
+		if body != "hello from kanga\n" {
+			t.Fatalf("published port served %q", body)
+		}
+		p.must("rm", "-f", "web")
+	})
+
+	t.Run("RestartPolicies", func(t *testing.T) {
+		p.must("run", "-d", "--name", "flaky", "--restart", "on-failure", "kanga.test/busybox", "sh", "-c", "exit 1")
+		p.eventually("on-failure to restart twice", 30*time.Second, func() bool {
+			return p.inspect("flaky").Status.Containers[0].RestartCount >= 2
+		})
+		p.must("run", "-d", "--name", "loop", "--restart", "always", "kanga.test/busybox", "true")
+		p.eventually("always to restart after a clean exit", 30*time.Second, func() bool {
+			return p.inspect("loop").Status.Containers[0].RestartCount >= 1
+		})
+		if ph := p.inspect("loop").Status.Phase; ph != api.PhaseRunning {
+			t.Fatalf("an always-restarting instance is %s, want Running", ph)
+		}
+		p.must("run", "-d", "--name", "once", "--restart", "no", "kanga.test/busybox", "sh", "-c", "exit 2")
+		p.eventually("never to fail for good", 30*time.Second, func() bool {
+			return p.inspect("once").Status.Phase == api.PhaseFailed
+		})
+		if st := p.inspect("once").Status; st.Containers[0].RestartCount != 0 || *st.Containers[0].ExitCode != 2 {
+			t.Fatalf("never policy: %+v", st.Containers[0])
+		}
+		p.must("rm", "-f", "flaky", "loop", "once")
+	})
+
+	t.Run("BadInput", func(t *testing.T) {
+		before := p.must("ps", "-aq")
+		for _, tc := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"unknown image", []string{"run", "-d", "kanga.test/nope:latest"}, "not found"},
+			{"malformed memory", []string{"run", "-d", "--memory", "lots", "kanga.test/busybox", "true"}, "spec.resources.memory"},
+			{"no command", []string{"run", "-d", "kanga.test/noentry"}, "no entrypoint or cmd"},
+			{"bad runtime", []string{"run", "-d", "--runtime", "kata", "kanga.test/busybox", "true"}, "spec.runtime"},
+		} {
+			r := p.kanga(tc.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%s: exit %d, stderr %q; want an error mentioning %q", tc.name, r.code, r.stderr, tc.want)
+			}
+		}
+		p.must("run", "-d", "--name", "dup", "kanga.test/busybox", "sleep", "100")
+		if r := p.kanga("run", "-d", "--name", "dup", "kanga.test/busybox", "true"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+			t.Errorf("duplicate name: exit %d, stderr %q", r.code, r.stderr)
+		}
+		p.must("rm", "-f", "dup")
+		if after := p.must("ps", "-aq"); after != before {
+			t.Errorf("bad input left instances behind: before %q, after %q", before, after)
+		}
+	})
+
+	t.Run("Auth", func(t *testing.T) {
+		cfg := readConfig(t, p.config)
+		for _, tc := range []struct {
+			name, token string
+		}{{"missing", ""}, {"wrong", "not-the-token"}} {
+			req, _ := http.NewRequest("GET", cfg.Addr+"/v1/instances", nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e api.ErrorResponse
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode != 401 || e.Error.Code != "Unauthenticated" || e.Error.Message == "" {
+				t.Errorf("%s token: status %d, error %+v", tc.name, resp.StatusCode, e.Error)
+			}
+		}
+		r := p.kanga("ps")
+		if r.code != 0 {
+			t.Fatalf("ps with the admin token failed: %s", r.stderr)
+		}
+	})
+
+	t.Run("PullFromLocalRegistry", func(t *testing.T) {
+		addr := testenv.StartRegistry(t)
+		ref := testenv.PushImage(t, addr, filepath.Join(testenv.Images(t), "busybox.tar"), "pulled/busybox:v1")
+		p.must("image", "pull", ref)
+		if out := p.must("image", "ls"); !strings.Contains(out, "pulled/busybox") {
+			t.Fatalf("pulled image not listed:\n%s", out)
+		}
+		r := p.kanga("run", "--rm", ref, "echo", "pulled ok")
+		if r.code != 0 || !strings.Contains(r.stdout, "pulled ok") {
+			t.Fatalf("running the pulled image: exit %d %q %q", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("DockerArchiveImport", func(t *testing.T) {
+		out := p.must("image", "import", filepath.Join(testenv.Images(t), "busybox-docker.tar"))
+		if !strings.Contains(out, "kanga.test/busybox") {
+			t.Fatalf("docker archive import printed %q", out)
+		}
+	})
+
+	t.Run("Crun", func(t *testing.T) {
+		testenv.RequireBinaries(t, "crun")
+		r := p.kanga("run", "--rm", "--runtime", "crun", "kanga.test/busybox", "echo", "via crun")
+		if r.code != 0 || !strings.Contains(r.stdout, "via crun") {
+			t.Fatalf("crun: exit %d %q %q", r.code, r.stdout, r.stderr)
+		}
+	})
+}
+
+func readConfig(t *testing.T, path string) struct{ Addr, Token string } {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct{ Addr, Token string }
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

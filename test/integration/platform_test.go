@@ -1,0 +1,341 @@
+// Package integration runs the kanga binary end to end as root: a real
+// `kanga up` with its own containerd, runc/crun, CNI and etcd, driven
+// through the CLI exactly as a user would.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	kangaBin  string
+	buildErr  error
+)
+
+// binary builds bin/kanga once per test run, into a temp dir.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kanga-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		kangaBin = filepath.Join(dir, "kanga")
+		cmd := exec.Command("go", "build", "-o", kangaBin, "./cmd/kanga")
+		cmd.Dir = testenv.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return kangaBin
+}
+
+// platform is one `kanga up` under test.
+type platform struct {
+	t       *testing.T
+	bin     string
+	dataDir string
+	config  string
+	listen  string
+	bridge  string
+	subnet  string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+var netSeq = 0
+
+// startPlatform starts `kanga up` in a fresh data dir with its own bridge
+// and subnet, and tears everything down (instances included) at the end.
+func startPlatform(t *testing.T) *platform {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinaries(t, "containerd", "runc")
+	netSeq++
+	dir, err := os.MkdirTemp("", "kanga-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &platform{
+		t:       t,
+		bin:     binary(t),
+		dataDir: dir,
+		config:  filepath.Join(dir, "client.json"),
+		listen:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
+		bridge:  fmt.Sprintf("kangait%d", netSeq),
+		subnet:  fmt.Sprintf("10.214.%d.0/24", netSeq),
+		logPath: filepath.Join(dir, "kanga.log"),
+	}
+	p.start()
+	t.Cleanup(func() {
+		p.purge()
+		p.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.logPath); err == nil {
+				t.Logf("kanga up log:\n%s", tail(string(b), 6000))
+			}
+		}
+		// Snapshots are unmounted by containerd on delete; anything left
+		// mounted under the data dir would make RemoveAll fail loudly.
+		unmountUnder(dir)
+		_ = exec.Command("ip", "link", "del", p.bridge).Run()
+		os.RemoveAll(dir)
+	})
+	return p
+}
+
+func (p *platform) start() {
+	p.t.Helper()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd := exec.Command(p.bin, "up", "--data-dir", p.dataDir, "--listen", p.listen,
+		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	logf.Close()
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(p.logPath)
+			p.t.Fatalf("kanga up exited early:\n%s", tail(string(b), 4000))
+		default:
+		}
+		if _, err := os.Stat(p.config); err == nil {
+			if r := p.kanga("version"); r.code == 0 {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(p.logPath)
+	p.t.Fatalf("kanga up did not become ready:\n%s", tail(string(b), 4000))
+}
+
+// stop ends kanga up gracefully; instances keep running.
+func (p *platform) stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.cmd = nil
+	p.killContainerd()
+}
+
+// crash kills kanga up with SIGKILL, as a power cut of the process would.
+func (p *platform) crash() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	p.cmd = nil
+}
+
+// containerdPID reads the pid of the containerd the agent supervises.
+func (p *platform) containerdPID() int {
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "containerd", "containerd", "containerd.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
+}
+
+func (p *platform) killContainerd() {
+	if pid := p.containerdPID(); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// purge removes every instance, so that no container, netns or rule
+// outlives the test.
+func (p *platform) purge() {
+	if p.cmd == nil {
+		return
+	}
+	r := p.kanga("ps", "-aq")
+	for _, name := range strings.Fields(r.stdout) {
+		p.kanga("rm", "-f", name)
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (p *platform) env() []string {
+	env := []string{"KANGA_CONFIG=" + p.config}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "KANGA_") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+// kanga runs the CLI and returns what it printed and its exit code.
+func (p *platform) kanga(args ...string) result {
+	return p.kangaIn(nil, args...)
+}
+
+func (p *platform) kangaIn(stdin []byte, args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, p.bin, args...)
+	cmd.Env = p.env()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		p.t.Fatalf("kanga %v: %v", args, err)
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// must runs the CLI and fails the test unless it exits 0.
+func (p *platform) must(args ...string) string {
+	p.t.Helper()
+	r := p.kanga(args...)
+	if r.code != 0 {
+		p.t.Fatalf("kanga %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+func (p *platform) inspect(name string) api.Instance {
+	p.t.Helper()
+	out := p.must("inspect", name)
+	var insts []api.Instance
+	if err := json.Unmarshal([]byte(out), &insts); err != nil || len(insts) != 1 {
+		p.t.Fatalf("inspect %s: %v\n%s", name, err, out)
+	}
+	return insts[0]
+}
+
+// summary is `kanga ps -a` reduced to names and phases.
+func (p *platform) summary() string {
+	p.t.Helper()
+	var list api.InstanceList
+	out := p.must("ps", "-a", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		p.t.Fatalf("ps -a -o json: %v\n%s", err, out)
+	}
+	var b strings.Builder
+	for _, i := range list.Items {
+		fmt.Fprintf(&b, "%s %s\n", i.Name, i.Status.Phase)
+	}
+	return b.String()
+}
+
+// eventually polls cond until it holds or the deadline passes. It is a
+// wait for a state, not a timing assertion: the deadline is generous.
+func (p *platform) eventually(what string, timeout time.Duration, cond func() bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+}
+
+// importImages imports the test images built from busybox-static.
+func (p *platform) importImages() {
+	p.t.Helper()
+	dir := testenv.Images(p.t)
+	for _, f := range []string{"busybox.tar", "httpd.tar", "noentry.tar"} {
+		p.must("image", "import", filepath.Join(dir, f))
+	}
+}
+
+// ctr runs containerd's own CLI against the platform's containerd, to
+// check what really exists underneath.
+func (p *platform) ctr(args ...string) string {
+	p.t.Helper()
+	sock := filepath.Join(p.dataDir, "containerd", "containerd.sock")
+	out, err := exec.Command("ctr", append([]string{"-a", sock, "-n", "kanga"}, args...)...).CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("ctr %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
