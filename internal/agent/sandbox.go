@@ -11,8 +11,8 @@ import (
 
 	cgroups "github.com/containerd/cgroups"
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/oci"
 	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kanga-run/kanga/api"

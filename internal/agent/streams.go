@@ -200,4 +200,3 @@ func (e *eofNotifier) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
