@@ -4,7 +4,9 @@
 GO        ?= go
 BIN       := bin/kanga
 IMAGES    := testdata/images
-GOFLAGS_TEST ?= -count=1 -timeout 60m
+# -p 1: root tests share host-wide state (iptables nat chains, ip_forward,
+# /run/containerd), so packages run one at a time.
+GOFLAGS_TEST ?= -count=1 -p 1 -timeout 60m
 
 .PHONY: all build deps images vet test demo clean
 

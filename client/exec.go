@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
@@ -36,7 +37,11 @@ type ExecOptions struct {
 	Stdin io.Reader
 	// Stdout and Stderr receive the process's output; nil discards it.
 	Stdout, Stderr io.Writer
-	// Resize, if not nil, carries terminal sizes to forward to the TTY.
+	// Size, if not nil, is the terminal's size when the process starts.
+	Size *api.TerminalSize
+	// Resize, if not nil, carries terminal sizes to forward to the TTY. A
+	// size already in the channel when Exec starts is sent before any
+	// input.
 	Resize <-chan api.TerminalSize
 }
 
@@ -57,6 +62,10 @@ func (c *Client) Exec(ctx context.Context, name string, opts ExecOptions) (int, 
 	}
 	if opts.Stdin != nil {
 		q.Set("stdin", "true")
+	}
+	if opts.TTY && opts.Size != nil {
+		q.Set("width", strconv.Itoa(int(opts.Size.Width)))
+		q.Set("height", strconv.Itoa(int(opts.Size.Height)))
 	}
 	if len(opts.Env) > 0 {
 		q["env"] = opts.Env
@@ -99,6 +108,19 @@ func (c *Client) Exec(ctx context.Context, name string, opts ExecOptions) (int, 
 	}
 
 	fw := api.NewFrameWriter(conn)
+	// A size already waiting goes first, so that the terminal has its
+	// size before the process reads any input.
+	if opts.Resize != nil {
+		select {
+		case size, ok := <-opts.Resize:
+			if ok {
+				if err := fw.WriteJSON(api.StreamResize, size); err != nil {
+					return -1, c.streamError(ctx, name, err)
+				}
+			}
+		default:
+		}
+	}
 	done := make(chan struct{})
 	defer close(done)
 	go func() {

@@ -5,7 +5,7 @@
 #
 # Environment overrides:
 #   KANGA            kanga binary             (bin/kanga)
-#   KANGA_DATA_DIR   data dir for `kanga up`  (/var/lib/kanga-demo)
+#   KANGA_DATA_DIR   data dir for `kanga up`  (/var/lib/kanga, kanga's default)
 #   KANGA_DEMO_LOG   log of `kanga up`        (/var/log/kanga-demo.log)
 #   KANGA_DEMO_PORT  host port on 127.0.0.1   (8080)
 set -euo pipefail
@@ -13,13 +13,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KANGA="${KANGA:-bin/kanga}"
-DATA_DIR="${KANGA_DATA_DIR:-/var/lib/kanga-demo}"
+DATA_DIR="${KANGA_DATA_DIR:-/var/lib/kanga}"
 LOG="${KANGA_DEMO_LOG:-/var/log/kanga-demo.log}"
 PORT="${KANGA_DEMO_PORT:-8080}"
 IMAGE_TAR=testdata/images/httpd.tar
 IMAGE=kanga.test/httpd:latest
 NAME=web
-PIDFILE=/run/kanga-demo.pid
+PIDFILE="$DATA_DIR/kanga.pid" # written by kanga up itself
 TIMEOUT=30
 
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
@@ -109,5 +109,7 @@ Kanga is running (pid $pid, data in $DATA_DIR, log in $LOG). Try:
   $KANGA logs $NAME
   $KANGA exec -it $NAME sh
 Stop it with:
-  $KANGA down        (or: kill $pid && rm -f $PIDFILE)
+  $KANGA down --purge --data-dir $DATA_DIR   (removes every instance, then stops kanga)
+  $KANGA down --data-dir $DATA_DIR           (stops kanga; instances keep running and
+                                             are adopted by the next kanga up)
 MSG

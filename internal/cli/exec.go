@@ -69,11 +69,14 @@ func runExec(cmd *cobra.Command, o *options, f *execFlags, name string, argv []s
 	defer cancel()
 	if file, ok := stdin.(*os.File); ok && f.tty && term.IsTerminal(int(file.Fd())) {
 		fd := int(file.Fd())
-		state, err := term.GetState(fd)
+		state, err := term.MakeRaw(fd)
 		if err != nil {
 			return err
 		}
 		defer term.Restore(fd, state)
+		if sz, ok := terminalSize(fd); ok {
+			opts.Size = &sz
+		}
 		opts.Resize = watchTerminalSize(ctx, fd)
 	}
 	code, err := c.Exec(ctx, name, opts)

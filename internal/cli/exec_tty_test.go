@@ -1,3 +1,5 @@
+//go:build linux
+
 package cli
 
 import (
@@ -5,11 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/api"
 )
@@ -48,6 +52,10 @@ func TestExecTTY(t *testing.T) {
 		}
 		var size api.TerminalSize
 		json.Unmarshal(p, &size)
+		if canonical(t, tty) {
+			t.Error("the terminal is in canonical mode during exec -t, want raw")
+			return
+		}
 		var input []byte
 		for !strings.Contains(string(input), "q") {
 			stream, p, err := api.ReadFrame(rw.Reader)
@@ -69,8 +77,7 @@ func TestExecTTY(t *testing.T) {
 	t.Setenv("KANGA_TOKEN", fakeToken)
 	t.Setenv("KANGA_CONFIG", filepath.Join(t.TempDir(), "none.json"))
 
-	// In cooked mode the line discipline would hold "q" back until a
-	// newline; raw mode lets it through at once.
+	// Raw mode lets a keystroke through without a newline.
 	if _, err := ptmx.Write([]byte("q")); err != nil {
 		t.Fatal(err)
 	}
@@ -85,4 +92,15 @@ func TestExecTTY(t *testing.T) {
 	if want := `size=111x33 input="q"`; out.String() != want {
 		t.Errorf("output %q, want %q", out.String(), want)
 	}
+	if !canonical(t, tty) {
+		t.Error("the terminal was not restored after exec")
+	}
+}
+
+func canonical(t *testing.T, tty *os.File) bool {
+	tios, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tios.Lflag&unix.ICANON != 0
 }
