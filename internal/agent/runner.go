@@ -277,7 +277,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	}
 	c.task = task
 	c.generation++
-	c.oomKills = oomKills(r.uid)
+	c.oomKills = oomKills(r.uid, c.spec.Name)
 	go r.waitTask(ctx, c.spec.Name, c.generation, task, statusC)
 	now := time.Now().UTC()
 	c.status.State = api.ContainerRunning
@@ -447,7 +447,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) {
 	switch {
 	case r.stopping:
 		c.status.Reason = "Stopped"
-	case code == 137 && oomKills(r.uid) > c.oomKills:
+	case code == 137 && oomKills(r.uid, c.spec.Name) > c.oomKills:
 		c.status.Reason = "OOMKilled"
 	case code == 0:
 		c.status.Reason = "Completed"

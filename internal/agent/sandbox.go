@@ -102,9 +102,16 @@ func removeCgroup(uid string) {
 	_ = cg.Delete()
 }
 
-// oomKills reads the kernel's count of OOM kills in the instance cgroup.
-func oomKills(uid string) uint64 {
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", instanceCgroup(uid), "memory.oom_control"))
+// oomKills reads the kernel's count of OOM kills charged to a container:
+// cgroup v1 counts a kill in the victim's own memory cgroup, not in its
+// parents, so the container's cgroup (alive until its task is deleted) and
+// the instance's are summed.
+func oomKills(uid, container string) uint64 {
+	return readOOMKills(instanceCgroup(uid)) + readOOMKills(instanceCgroup(uid)+"/"+container)
+}
+
+func readOOMKills(cgroup string) uint64 {
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.oom_control"))
 	if err != nil {
 		return 0
 	}

@@ -196,6 +196,19 @@ func TestLifecycle(t *testing.T) {
 		p.must("rm", "-f", "flaky", "loop", "once")
 	})
 
+	t.Run("MemoryLimitOOMKilled", func(t *testing.T) {
+		r := p.kanga("run", "--name", "hog", "--memory", "16Mi", "kanga.test/busybox", "sh", "-c",
+			`x=$(head -c 100000000 /dev/zero | tr "\0" a); echo survived`)
+		if r.code != 137 || strings.Contains(r.stdout, "survived") {
+			t.Fatalf("a 100MB allocation under a 16Mi limit: exit %d, stdout %q", r.code, r.stdout)
+		}
+		inst := p.inspect("hog")
+		if inst.Status.Phase != api.PhaseFailed || inst.Status.Reason != "OOMKilled" || inst.Status.Containers[0].Reason != "OOMKilled" {
+			t.Fatalf("want Failed/OOMKilled, got %s/%s (container %q)", inst.Status.Phase, inst.Status.Reason, inst.Status.Containers[0].Reason)
+		}
+		p.must("rm", "hog")
+	})
+
 	t.Run("BadInput", func(t *testing.T) {
 		before := p.must("ps", "-aq")
 		for _, tc := range []struct {

@@ -102,6 +102,12 @@ func startPlatform(t *testing.T) *platform {
 		unmountUnder(dir)
 		_ = exec.Command("ip", "link", "del", p.bridge).Run()
 		os.RemoveAll(dir)
+		// The netns directory of a data dir outlives its last namespace;
+		// remove it when empty (Remove fails on a directory in use).
+		dirs, _ := filepath.Glob("/run/kanga/netns/*")
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
 	})
 	return p
 }

@@ -1,0 +1,46 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+func TestProcessArgs(t *testing.T) {
+	ep, cmd := []string{"httpd", "-f"}, []string{"-p", "80"}
+	for _, tc := range []struct {
+		name string
+		spec api.ContainerSpec
+		want []string
+	}{
+		{"image defaults", api.ContainerSpec{}, []string{"httpd", "-f", "-p", "80"}},
+		{"args replace cmd", api.ContainerSpec{Args: []string{"-p", "8080"}}, []string{"httpd", "-f", "-p", "8080"}},
+		{"command replaces both", api.ContainerSpec{Command: []string{"sh"}}, []string{"sh"}},
+		{"command and args", api.ContainerSpec{Command: []string{"sh"}, Args: []string{"-c", "true"}}, []string{"sh", "-c", "true"}},
+	} {
+		if got := processArgs(ep, cmd, tc.spec); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := processArgs(nil, nil, api.ContainerSpec{}); len(got) != 0 {
+		t.Errorf("no entrypoint, cmd or command: got %q, want nothing", got)
+	}
+}
+
+func TestWriteHosts(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeHosts(dir, "web", "10.211.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "hosts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb\n"
+	if string(b) != want {
+		t.Fatalf("hosts = %q, want %q", b, want)
+	}
+}
