@@ -122,8 +122,8 @@ type Instance struct {
 	// and does not restart them.
 	StopRequested bool `json:"stopRequested,omitempty"`
 	// StopGraceSeconds is how long the host waits after SIGTERM before
-	// it sends SIGKILL.
-	StopGraceSeconds int `json:"stopGraceSeconds,omitempty"`
+	// it sends SIGKILL; 0 kills at once. Set together with StopRequested.
+	StopGraceSeconds *int `json:"stopGraceSeconds,omitempty"`
 	// DeletionRequested is set by `kanga rm`; the host tears the sandbox down
 	// and then removes the record.
 	DeletionRequested bool           `json:"deletionRequested,omitempty"`

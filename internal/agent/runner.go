@@ -462,11 +462,12 @@ func (r *runner) handleExit(ctx context.Context, ex exit) {
 }
 
 // stop sends SIGTERM to every running container and SIGKILL after grace.
-func (r *runner) stop(ctx context.Context, grace int) {
+func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
 	nctx := r.tctx(ctx)
-	if grace <= 0 {
-		grace = 10
+	grace := 10
+	if gracePtr != nil {
+		grace = *gracePtr
 	}
 	for _, c := range r.ctrs {
 		c.restartAt = time.Time{}

@@ -69,7 +69,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan api.TerminalSize, 4)
-	go readClientFrames(brw.Reader, stdinW, resize)
+	go readClientFrames(brw.Reader, stdinW, withStdin, resize)
 
 	req := ExecRequest{
 		Container: container,
@@ -114,9 +114,14 @@ func terminalSize(r *http.Request) (*api.TerminalSize, error) {
 
 // readClientFrames feeds stdin and resize frames to the process until the
 // client closes its side or the connection ends.
-func readClientFrames(r *bufio.Reader, stdin *io.PipeWriter, resize chan<- api.TerminalSize) {
+func readClientFrames(r *bufio.Reader, stdin *io.PipeWriter, withStdin bool, resize chan<- api.TerminalSize) {
 	defer close(resize)
-	stdinOpen := true
+	// Without stdin nobody reads the pipe: drop such frames rather than
+	// block the reader and with it terminal resizes.
+	stdinOpen := withStdin
+	if !withStdin {
+		stdin.Close()
+	}
 	closeStdin := func(err error) {
 		if stdinOpen {
 			stdin.CloseWithError(err)

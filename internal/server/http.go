@@ -57,8 +57,13 @@ func decodeJSON(r *http.Request, v any) error {
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Get("Authorization")
-		token, ok := strings.CutPrefix(h, "Bearer ")
-		if h == "" || !ok || strings.TrimSpace(token) == "" {
+		// RFC 7235: the scheme name is case-insensitive.
+		ok := len(h) > 7 && strings.EqualFold(h[:7], "Bearer ")
+		token := ""
+		if ok {
+			token = h[7:]
+		}
+		if !ok || strings.TrimSpace(token) == "" {
 			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
 			return
 		}

@@ -148,6 +148,10 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 			// The host has not torn it down yet (it may be down itself);
 			// the deletion stays recorded and completes when it returns.
 			inst, gerr := s.store.GetInstance(ctx, name)
+			if errors.Is(gerr, errdefs.ErrNotFound) {
+				w.WriteHeader(http.StatusNoContent) // removed just now
+				return nil
+			}
 			if gerr != nil {
 				return gerr
 			}
@@ -178,8 +182,9 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 		inst.StopRequested = true
 		inst.Status.Events = appendEvent(inst.Status.Events, api.Event{Time: s.now().UTC(), Type: "Normal", Reason: "Stopping",
 			Message: fmt.Sprintf("stop requested with a %ds grace period", grace)})
-		if inst.StopGraceSeconds == 0 || grace < inst.StopGraceSeconds {
-			inst.StopGraceSeconds = grace
+		// Repeated stops keep the shortest grace period.
+		if inst.StopGraceSeconds == nil || grace < *inst.StopGraceSeconds {
+			inst.StopGraceSeconds = &grace
 		}
 		return nil
 	})
@@ -191,11 +196,23 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 		defer cancel()
 		inst, err = s.store.WaitInstance(wctx, name, func(i *api.Instance) bool { return i.Status.Phase.Terminal() })
 		if err != nil {
-			return err
+			return waitError(ctx, err, name, "stopped")
 		}
 	}
 	writeJSON(w, http.StatusOK, inst)
 	return nil
+}
+
+// waitError explains a wait that ran out of time; the request's own
+// cancellation passes through unchanged.
+func waitError(ctx context.Context, err error, name, what string) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		if what == "" {
+			what = "terminal"
+		}
+		return fmt.Errorf("instance %q is not %s yet: repeat the request to keep waiting: %w", name, what, err)
+	}
+	return err
 }
 
 // appendEvent keeps the newest events; an instance that restarts forever
@@ -224,7 +241,7 @@ func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	inst, err := s.store.WaitInstance(wctx, r.PathValue("name"), cond)
 	if err != nil {
-		return err
+		return waitError(ctx, err, r.PathValue("name"), r.URL.Query().Get("condition"))
 	}
 	writeJSON(w, http.StatusOK, inst)
 	return nil
@@ -303,6 +320,10 @@ func (p *progressStream) fail(err error) {
 }
 
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
+	// Progress is written while the archive is still being read; without
+	// full duplex net/http discards or closes the unread body at the first
+	// write.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	ps := newProgressStream(w)
 	imgs, err := s.host.ImportImage(r.Context(), r.Body, ps.send)
 	if err != nil {

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Images the fake host knows.
+const (
+	imgBusybox = "kanga.test/busybox:latest" // has a cmd
+	imgScratch = "kanga.test/scratch:latest" // has neither entrypoint nor cmd
+)
+
+// fakeHost is a Host without containers: images are a map, logs are a
+// canned string, exec echoes stdin. It records what the server asked of it
+// so tests can check what crossed the interface.
+type fakeHost struct {
+	images map[string]ImageConfig
+
+	mu       sync.Mutex
+	exitCode int          // returned by Exec
+	lastExec *ExecRequest // the last ExecRequest, without its streams
+	logCalls []logCall
+	imported int64 // bytes of the last import body
+}
+
+type logCall struct {
+	instance, container string
+	follow              bool
+}
+
+func newFakeHost() *fakeHost {
+	return &fakeHost{images: map[string]ImageConfig{
+		imgBusybox: {Cmd: []string{"sh"}},
+		imgScratch: {},
+	}}
+}
+
+var fakeImageTime = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+func fakeImage(ref string) api.Image {
+	return api.Image{Name: ref, Digest: "sha256:" + fmt.Sprintf("%064x", len(ref)), Size: 1234, CreatedAt: fakeImageTime}
+}
+
+func (h *fakeHost) Name() string             { return "fake-host" }
+func (h *fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
+func (h *fakeHost) DefaultRuntime() string   { return "runc" }
+
+func (h *fakeHost) ImageConfig(ctx context.Context, ref string) (ImageConfig, error) {
+	cfg, ok := h.images[ref]
+	if !ok {
+		// The real host's wording, so that tests check the server passes
+		// it through.
+		return ImageConfig{}, fmt.Errorf("image %s not found; add it with `kanga image import` or `kanga image pull %s`: %w", ref, ref, errdefs.ErrNotFound)
+	}
+	return cfg, nil
+}
+
+func (h *fakeHost) ListImages(ctx context.Context) ([]api.Image, error) {
+	return []api.Image{fakeImage(imgBusybox), fakeImage(imgScratch)}, nil
+}
+
+func (h *fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	progress(api.Progress{Status: "reading archive"})
+	n, err := io.Copy(io.Discard, r)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.imported = n
+	h.mu.Unlock()
+	if n == 0 {
+		return nil, fmt.Errorf("the archive is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	progress(api.Progress{Status: "unpacking", Current: n, Total: n})
+	return []api.Image{fakeImage("kanga.test/imported:latest")}, nil
+}
+
+func (h *fakeHost) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
+	progress(api.Progress{Status: "resolving " + ref})
+	if ref == "kanga.test/missing:latest" {
+		return api.Image{}, fmt.Errorf("pull %s: manifest unknown: %w", ref, errdefs.ErrNotFound)
+	}
+	progress(api.Progress{Status: "downloading", Current: 10, Total: 10})
+	return fakeImage(ref), nil
+}
+
+// fakeLogs is what Logs writes for a container.
+func fakeLogs(container string) string {
+	return "hello from " + container + "\nsecond line\n"
+}
+
+func (h *fakeHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
+	h.mu.Lock()
+	h.logCalls = append(h.logCalls, logCall{inst.Name, container, follow})
+	h.mu.Unlock()
+	_, err := io.WriteString(w, fakeLogs(container))
+	return err
+}
+
+// Exec echoes stdin to stdout, names the container on stderr and returns
+// the chosen exit code. The command "fail" fails to start.
+func (h *fakeHost) Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error) {
+	h.mu.Lock()
+	rec := req
+	rec.Stdin, rec.Stdout, rec.Stderr, rec.Resize = nil, nil, nil, nil
+	if req.Stdin == nil {
+		rec.Env = append(rec.Env, "FAKE_NO_STDIN=1")
+	}
+	h.lastExec = &rec
+	code := h.exitCode
+	h.mu.Unlock()
+
+	if req.Cmd[0] == "fail" {
+		return -1, fmt.Errorf("exec %q in container %s: executable file not found in $PATH: %w", req.Cmd[0], req.Container, errdefs.ErrNotFound)
+	}
+	if req.Stdin != nil {
+		if _, err := io.Copy(req.Stdout, req.Stdin); err != nil {
+			return -1, err
+		}
+	}
+	if _, err := fmt.Fprintf(req.Stderr, "ran %v in %s\n", req.Cmd, req.Container); err != nil {
+		return -1, err
+	}
+	return code, nil
+}
+
+func (h *fakeHost) setExitCode(code int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.exitCode = code
+}
+
+func (h *fakeHost) lastExecRequest() *ExecRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastExec
+}
+
+func (h *fakeHost) logCallsSeen() []logCall {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]logCall(nil), h.logCalls...)
+}
+
+var _ Host = (*fakeHost)(nil)

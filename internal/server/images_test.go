@@ -1,0 +1,161 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// progressLines decodes an NDJSON progress stream strictly.
+func progressLines(t *testing.T, r response) []api.Progress {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Errorf("Content-Type = %q, want application/x-ndjson", ct)
+	}
+	var out []api.Progress
+	sc := bufio.NewScanner(bytes.NewReader(r.body))
+	for sc.Scan() {
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.DisallowUnknownFields()
+		var p api.Progress
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("progress line %q: %v", sc.Bytes(), err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		t.Fatalf("empty progress stream: %s", r)
+	}
+	return out
+}
+
+func TestListImages(t *testing.T) {
+	e := newEnv(t, 0)
+	r := e.do(t, "GET", "/v1/images", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var list api.ImageList
+	decode(t, r, &list)
+	want := []api.Image{fakeImage(imgBusybox), fakeImage(imgScratch)}
+	if !reflect.DeepEqual(list.Items, want) {
+		t.Errorf("images = %+v, want %+v", list.Items, want)
+	}
+	imgs, err := e.client(e.a).ListImages(t.Context())
+	if err != nil || !reflect.DeepEqual(imgs, want) {
+		t.Errorf("SDK ListImages = %+v, %v", imgs, err)
+	}
+}
+
+func TestImportImage(t *testing.T) {
+	e := newEnv(t, 0)
+	r := e.do(t, "POST", "/v1/images/import", e.a.token, "", "Content-Type", "application/x-tar")
+	// An empty archive: the stream starts with 200 and reports the
+	// failure in its last line.
+	wantStatus(t, r, http.StatusOK)
+	lines := progressLines(t, r)
+	if last := lines[len(lines)-1]; last.Error == nil || last.Error.Code != "InvalidArgument" || last.Done {
+		t.Errorf("last line = %+v, want an InvalidArgument error", last)
+	}
+
+	// The host reports progress before it has read the whole archive,
+	// as the real one does. Both sizes matter: net/http treats the unread
+	// rest of a body differently below and above 256 KiB once the handler
+	// writes.
+	for _, size := range []int{3000, 1 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			archive := strings.Repeat("t", size)
+			req, err := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/images/import", strings.NewReader(archive))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+e.a.token)
+			req.Header.Set("Content-Type", "application/x-tar")
+			resp, err := e.hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := progressLines(t, response{status: resp.StatusCode, header: resp.Header, body: body})
+			if len(lines) != 3 || lines[0].Status != "reading archive" || lines[1].Current != int64(size) {
+				t.Errorf("progress = %+v, want the host's two lines, the second with all %d bytes read, and the final one", lines, size)
+			}
+			last := lines[len(lines)-1]
+			if !last.Done || last.Error != nil || len(last.Images) != 1 || last.Images[0].Name != "kanga.test/imported:latest" {
+				t.Errorf("last line = %+v, want done with the imported image", last)
+			}
+		})
+	}
+
+	// The SDK sees the same.
+	archive := strings.Repeat("t", 1000)
+	var seen []api.Progress
+	imgs, err := e.client(e.a).ImportImage(t.Context(), strings.NewReader(archive), int64(len(archive)), func(p api.Progress) { seen = append(seen, p) })
+	if err != nil || len(imgs) != 1 || len(seen) != 3 {
+		t.Errorf("SDK ImportImage = %+v, %v; progress %+v", imgs, err, seen)
+	}
+}
+
+func TestPullImage(t *testing.T) {
+	e := newEnv(t, 0)
+	tests := []struct {
+		name   string
+		body   string
+		status int
+		code   string
+		msgs   []string
+	}{
+		{"empty ref", `{"ref":""}`, 400, "InvalidArgument", []string{"ref is empty"}},
+		{"no ref", `{}`, 400, "InvalidArgument", []string{"ref is empty"}},
+		{"empty body", ``, 400, "InvalidArgument", []string{"empty"}},
+		{"unknown field", `{"ref":"x","platform":"arm64"}`, 400, "InvalidArgument", []string{"platform"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.do(t, "POST", "/v1/images/pull", e.a.token, tt.body)
+			wantError(t, r, tt.status, tt.code, tt.msgs...)
+		})
+	}
+
+	t.Run("pulled", func(t *testing.T) {
+		const ref = "127.0.0.1:5000/busybox:latest"
+		r := e.do(t, "POST", "/v1/images/pull", e.a.token, `{"ref":"`+ref+`"}`)
+		wantStatus(t, r, http.StatusOK)
+		lines := progressLines(t, r)
+		last := lines[len(lines)-1]
+		if len(lines) != 3 || !last.Done || len(last.Images) != 1 || last.Images[0] != fakeImage(ref) {
+			t.Errorf("progress = %+v, want two host lines and done with the image", lines)
+		}
+		img, err := e.client(e.a).PullImage(t.Context(), ref, nil)
+		if err != nil || img != fakeImage(ref) {
+			t.Errorf("SDK PullImage = %+v, %v", img, err)
+		}
+	})
+
+	t.Run("failed", func(t *testing.T) {
+		const ref = "kanga.test/missing:latest"
+		r := e.do(t, "POST", "/v1/images/pull", e.a.token, `{"ref":"`+ref+`"}`)
+		wantStatus(t, r, http.StatusOK)
+		lines := progressLines(t, r)
+		last := lines[len(lines)-1]
+		if last.Done || last.Error == nil || last.Error.Code != "NotFound" || !strings.Contains(last.Error.Message, "manifest unknown") {
+			t.Errorf("last line = %+v, want the host's NotFound error", last)
+		}
+		_, err := e.client(e.a).PullImage(t.Context(), ref, nil)
+		if !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("SDK PullImage = %v, want NotFound", err)
+		}
+	})
+}
