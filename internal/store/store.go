@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,7 @@ type Config struct {
 type Store struct {
 	client *clientv3.Client
 	server *embed.Etcd // nil with an external cluster
+	lock   *os.File    // the data directory's lock, with server
 	logger *slog.Logger
 	// closing silences etcd's log during Close.
 	closing atomic.Bool
@@ -68,11 +70,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if cfg.DataDir == "" {
 			return nil, fmt.Errorf("store: a data directory or etcd endpoints are required: %w", errdefs.ErrInvalidArgument)
 		}
-		srv, ep, err := startEmbedded(ctx, cfg.DataDir, zl)
+		dir, lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
 			return nil, err
 		}
-		s.server = srv
+		srv, ep, err := startEmbedded(ctx, dir, zl)
+		if err != nil {
+			lock.Close()
+			return nil, err
+		}
+		s.server, s.lock = srv, lock
 		endpoints = []string{ep}
 	}
 
@@ -112,7 +119,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // Close closes the client and stops the embedded server, if any.
 func (s *Store) Close() error {
-	s.closing.Store(true)
 	var err error
 	if s.client != nil {
 		err = s.client.Close()
@@ -127,9 +133,15 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) closeServer() {
+	s.closing.Store(true)
 	if s.server != nil {
 		s.server.Close()
 		<-s.server.Server.StopNotify()
+		s.server = nil
+	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock
+		s.lock = nil
 	}
 }
 

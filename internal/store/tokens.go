@@ -16,6 +16,14 @@ const tokensPrefix = "/kanga/tokens/"
 // tokenRecord is the value stored for a token.
 type tokenRecord struct {
 	Tenant string `json:"tenant"`
+	// Admin tokens may also manage tenants.
+	Admin bool `json:"admin,omitempty"`
+}
+
+// Principal is who a bearer token speaks for.
+type Principal struct {
+	Tenant string
+	Admin  bool
 }
 
 // tokenKey stores only the token's SHA-256: a copy of the database does
@@ -29,13 +37,23 @@ func tokenKey(token string) string {
 // PutToken makes token a bearer token of tenantName, replacing any
 // earlier mapping of the same token.
 func (s *Store) PutToken(ctx context.Context, token, tenantName string) error {
+	return s.putToken(ctx, token, tokenRecord{Tenant: tenantName})
+}
+
+// PutAdminToken makes token an administrator's token acting in tenantName.
+func (s *Store) PutAdminToken(ctx context.Context, token, tenantName string) error {
+	return s.putToken(ctx, token, tokenRecord{Tenant: tenantName, Admin: true})
+}
+
+func (s *Store) putToken(ctx context.Context, token string, rec tokenRecord) error {
+	tenantName := rec.Tenant
 	if token == "" {
 		return fmt.Errorf("token must not be empty: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := tenant.Validate(tenantName); err != nil {
 		return err
 	}
-	val, err := json.Marshal(tokenRecord{Tenant: tenantName})
+	val, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("store: encode token: %w", err)
 	}
@@ -48,21 +66,28 @@ func (s *Store) PutToken(ctx context.Context, token, tenantName string) error {
 // LookupToken returns the tenant of a bearer token. An unknown token fails
 // with ErrUnauthenticated; the error never contains the token.
 func (s *Store) LookupToken(ctx context.Context, token string) (string, error) {
+	p, err := s.LookupPrincipal(ctx, token)
+	return p.Tenant, err
+}
+
+// LookupPrincipal returns the tenant of a bearer token and whether it is
+// an administrator's.
+func (s *Store) LookupPrincipal(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
-		return "", fmt.Errorf("no token given: %w", errdefs.ErrUnauthenticated)
+		return Principal{}, fmt.Errorf("no token given: %w", errdefs.ErrUnauthenticated)
 	}
 	resp, err := s.client.Get(ctx, tokenKey(token))
 	if err != nil {
-		return "", s.etcdErr(ctx, "look up token", err)
+		return Principal{}, s.etcdErr(ctx, "look up token", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("unknown token: %w", errdefs.ErrUnauthenticated)
+		return Principal{}, fmt.Errorf("unknown token: %w", errdefs.ErrUnauthenticated)
 	}
 	var rec tokenRecord
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
-		return "", fmt.Errorf("store: decode token record: %w", err)
+		return Principal{}, fmt.Errorf("store: decode token record: %w", err)
 	}
-	return rec.Tenant, nil
+	return Principal{Tenant: rec.Tenant, Admin: rec.Admin}, nil
 }
 
 // DeleteToken revokes a bearer token. It fails with ErrNotFound when the

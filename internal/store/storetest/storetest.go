@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -44,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"WatchAllInstances", testWatchAllInstances},
 		{"WatchAllInstancesFromZero", testWatchAllInstancesFromZero},
 		{"Tokens", testTokens},
+		{"Tenants", testTenants},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -632,4 +634,60 @@ func testTokens(t *testing.T, s *store.Store) {
 	_, err := s.LookupToken(ctx, tokA)
 	wantErr(t, "LookupToken(revoked)", err, errdefs.ErrUnauthenticated)
 	wantErr(t, "DeleteToken(revoked)", s.DeleteToken(ctx, tokA), errdefs.ErrNotFound)
+}
+
+func testTenants(t *testing.T, s *store.Store) {
+	ctx, tn := newTenant(t)
+	token := "first-token-of-" + tn
+	if err := s.CreateTenant(ctx, &api.Tenant{Name: tn, DefaultRuntime: "crun"}, token); err != nil {
+		t.Fatalf("CreateTenant: %v", err)
+	}
+	wantErr(t, "CreateTenant(again)", s.CreateTenant(ctx, &api.Tenant{Name: tn}, "other-"+token), errdefs.ErrAlreadyExists)
+	wantErr(t, "CreateTenant(bad name)", s.CreateTenant(ctx, &api.Tenant{Name: "Bad_Name"}, "x"), errdefs.ErrInvalidArgument)
+
+	p, err := s.LookupPrincipal(ctx, token)
+	if err != nil || p.Tenant != tn || p.Admin {
+		t.Fatalf("LookupPrincipal = %+v, %v; want tenant %s, not admin", p, err, tn)
+	}
+	// EnsureTenant leaves an existing tenant as it is.
+	if err := s.EnsureTenant(ctx, &api.Tenant{Name: tn, DefaultRuntime: "runc"}); err != nil {
+		t.Fatalf("EnsureTenant: %v", err)
+	}
+	got, err := s.GetTenant(ctx, tn)
+	if err != nil || got.DefaultRuntime != "crun" {
+		t.Fatalf("GetTenant = %+v, %v; want DefaultRuntime crun", got, err)
+	}
+	all, err := s.ListTenants(ctx)
+	if err != nil {
+		t.Fatalf("ListTenants: %v", err)
+	}
+	if !slices.ContainsFunc(all, func(x api.Tenant) bool { return x.Name == tn }) {
+		t.Fatalf("ListTenants = %+v, want it to contain %s", all, tn)
+	}
+
+	// A tenant with instances cannot be deleted.
+	mustCreate(t, ctx, s, newInstance(tn, "web"))
+	wantErr(t, "DeleteTenant(with instances)", s.DeleteTenant(ctx, tn), errdefs.ErrFailedPrecondition)
+	if err := s.DeleteInstance(ctx, "web"); err != nil {
+		t.Fatalf("DeleteInstance: %v", err)
+	}
+	if err := s.DeleteTenant(ctx, tn); err != nil {
+		t.Fatalf("DeleteTenant: %v", err)
+	}
+	_, err = s.GetTenant(ctx, tn)
+	wantErr(t, "GetTenant(deleted)", err, errdefs.ErrNotFound)
+	_, err = s.LookupToken(ctx, token)
+	wantErr(t, "LookupToken(token of deleted tenant)", err, errdefs.ErrUnauthenticated)
+	wantErr(t, "DeleteTenant(deleted)", s.DeleteTenant(ctx, tn), errdefs.ErrNotFound)
+
+	admin := "admin-token-of-" + tn
+	if err := s.PutAdminToken(ctx, admin, tenant.Default); err != nil {
+		t.Fatalf("PutAdminToken: %v", err)
+	}
+	if p, err := s.LookupPrincipal(ctx, admin); err != nil || !p.Admin || p.Tenant != tenant.Default {
+		t.Fatalf("LookupPrincipal(admin) = %+v, %v; want admin in %s", p, err, tenant.Default)
+	}
+	if err := s.DeleteToken(ctx, admin); err != nil {
+		t.Fatalf("DeleteToken: %v", err)
+	}
 }

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+const (
+	tenantsPrefix = "/kanga/tenants/"
+	// tenantTokensPrefix indexes token hashes by tenant, so that deleting
+	// a tenant revokes its tokens.
+	tenantTokensPrefix = "/kanga/tenant-tokens/"
+)
+
+func tenantKey(name string) string { return tenantsPrefix + name }
+
+// CreateTenant stores a new tenant with its first bearer token.
+func (s *Store) CreateTenant(ctx context.Context, t *api.Tenant, token string) error {
+	if err := tenant.Validate(t.Name); err != nil {
+		return err
+	}
+	if token == "" {
+		return fmt.Errorf("token must not be empty: %w", errdefs.ErrInvalidArgument)
+	}
+	val, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	tok, err := json.Marshal(tokenRecord{Tenant: t.Name})
+	if err != nil {
+		return err
+	}
+	hash := strings.TrimPrefix(tokenKey(token), tokensPrefix)
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(tenantKey(t.Name)), "=", 0)).
+		Then(
+			clientv3.OpPut(tenantKey(t.Name), string(val)),
+			clientv3.OpPut(tokenKey(token), string(tok)),
+			clientv3.OpPut(tenantTokensPrefix+t.Name+"/"+hash, ""),
+		).Commit()
+	if err != nil {
+		return s.etcdErr(ctx, "create tenant", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("tenant %q already exists: %w", t.Name, errdefs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// EnsureTenant stores t unless a tenant of that name exists.
+func (s *Store) EnsureTenant(ctx context.Context, t *api.Tenant) error {
+	val, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(tenantKey(t.Name)), "=", 0)).
+		Then(clientv3.OpPut(tenantKey(t.Name), string(val))).Commit()
+	if err != nil {
+		return s.etcdErr(ctx, "ensure tenant", err)
+	}
+	return nil
+}
+
+// GetTenant returns a tenant's record.
+func (s *Store) GetTenant(ctx context.Context, name string) (*api.Tenant, error) {
+	resp, err := s.client.Get(ctx, tenantKey(name))
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get tenant", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+	}
+	var t api.Tenant
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return nil, fmt.Errorf("store: decode tenant %q: %w", name, err)
+	}
+	return &t, nil
+}
+
+// ListTenants returns every tenant, by name.
+func (s *Store) ListTenants(ctx context.Context) ([]api.Tenant, error) {
+	resp, err := s.client.Get(ctx, tenantsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, s.etcdErr(ctx, "list tenants", err)
+	}
+	out := make([]api.Tenant, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var t api.Tenant
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("store: decode tenant %s: %w", kv.Key, err)
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// DeleteTenant removes a tenant and revokes its tokens. It refuses while
+// the tenant still has instances, so that nothing is orphaned.
+func (s *Store) DeleteTenant(ctx context.Context, name string) error {
+	if _, err := s.GetTenant(ctx, name); err != nil {
+		return err
+	}
+	insts, err := s.client.Get(ctx, tenantPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return s.etcdErr(ctx, "count instances", err)
+	}
+	if insts.Count > 0 {
+		return fmt.Errorf("tenant %q still has %d instances: remove them first: %w", name, insts.Count, errdefs.ErrFailedPrecondition)
+	}
+	idx, err := s.client.Get(ctx, tenantTokensPrefix+name+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return s.etcdErr(ctx, "list tenant tokens", err)
+	}
+	ops := []clientv3.Op{
+		clientv3.OpDelete(tenantKey(name)),
+		clientv3.OpDelete(tenantTokensPrefix+name+"/", clientv3.WithPrefix()),
+	}
+	for _, kv := range idx.Kvs {
+		hash := strings.TrimPrefix(string(kv.Key), tenantTokensPrefix+name+"/")
+		ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))
+	}
+	if _, err := s.client.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return s.etcdErr(ctx, "delete tenant", err)
+	}
+	return nil
+}
