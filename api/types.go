@@ -187,3 +187,52 @@ type Version struct {
 	Version string `json:"version"`
 	Tenant  string `json:"tenant"`
 }
+
+// Tenant is an isolation and policy boundary: every instance and image
+// belongs to one.
+type Tenant struct {
+	Name string `json:"name"`
+	// DefaultRuntime is the runtime class of instances that name none.
+	DefaultRuntime string `json:"defaultRuntime,omitempty"`
+	// AllowedRuntimes limits the classes the tenant may use; empty allows
+	// every class.
+	AllowedRuntimes []string  `json:"allowedRuntimes,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"`
+}
+
+// CreateTenantRequest is the body of POST /v1/tenants.
+type CreateTenantRequest struct {
+	Name            string   `json:"name"`
+	DefaultRuntime  string   `json:"defaultRuntime,omitempty"`
+	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
+}
+
+// CreateTenantResponse carries the new tenant's first bearer token; it is
+// shown once and stored only as a hash.
+type CreateTenantResponse struct {
+	Tenant Tenant `json:"tenant"`
+	Token  string `json:"token"`
+}
+
+// TenantList is the body of GET /v1/tenants.
+type TenantList struct {
+	Items []Tenant `json:"items"`
+}
+
+// RuntimeClass describes a runtime class of the platform's catalog.
+type RuntimeClass struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Requires    []string `json:"requires,omitempty"`
+	// Hosts lists the hosts that can run the class now.
+	Hosts []string `json:"hosts"`
+	// Allowed says whether the calling tenant may use the class.
+	Allowed bool `json:"allowed"`
+	// Default marks the calling tenant's default class.
+	Default bool `json:"default,omitempty"`
+}
+
+// RuntimeClassList is the body of GET /v1/runtimes.
+type RuntimeClassList struct {
+	Items []RuntimeClass `json:"items"`
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/store"
 )
 
 // fakeStore keeps instances in memory and plays the host agent: instances
@@ -143,11 +144,37 @@ func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
 	}
 }
 
-func (s *fakeStore) LookupToken(ctx context.Context, token string) (string, error) {
+func (s *fakeStore) LookupPrincipal(ctx context.Context, token string) (store.Principal, error) {
 	if token != "good" {
-		return "", fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
+		return store.Principal{}, fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
 	}
-	return "acme", nil
+	return store.Principal{Tenant: "acme"}, nil
+}
+
+func (s *fakeStore) DeleteInstance(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.instances[name]; !ok {
+		return notFound(name)
+	}
+	delete(s.instances, name)
+	s.notify()
+	return nil
+}
+
+// The fake has no tenant records: every tenant is unrestricted.
+func (s *fakeStore) CreateTenant(ctx context.Context, t *api.Tenant, token string) error {
+	return fmt.Errorf("fake store has no tenants: %w", errdefs.ErrNotImplemented)
+}
+
+func (s *fakeStore) GetTenant(ctx context.Context, name string) (*api.Tenant, error) {
+	return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+}
+
+func (s *fakeStore) ListTenants(ctx context.Context) ([]api.Tenant, error) { return nil, nil }
+
+func (s *fakeStore) DeleteTenant(ctx context.Context, name string) error {
+	return fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
 }
 
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.

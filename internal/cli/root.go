@@ -105,6 +105,8 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newImageCommand(o),
 		newImagesCommand(o),
 		newVersionCommand(o),
+		newTenantCommand(o),
+		newRuntimesCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -63,7 +63,7 @@ func TestValidate(t *testing.T) {
 		{"tiny memory", func(s *api.InstanceSpec) { s.Resources.Memory = "1Mi" }, "below the minimum"},
 		{"bad cpu", func(s *api.InstanceSpec) { s.Resources.CPU = "fast" }, "spec.resources.cpu"},
 		{"bad restart", func(s *api.InstanceSpec) { s.RestartPolicy = "sometimes" }, "spec.restartPolicy"},
-		{"bad runtime", func(s *api.InstanceSpec) { s.Runtime = "kata" }, "choose one of runc"},
+		{"bad runtime", func(s *api.InstanceSpec) { s.Runtime = "kata" }, "choose one of runc, crun, gvisor, enclave"},
 		{"dup container", func(s *api.InstanceSpec) { s.Containers = append(s.Containers, s.Containers[0]) }, "unique"},
 		{"bad env", func(s *api.InstanceSpec) { s.Containers[0].Env = []api.EnvVar{{Name: "1X"}} }, "env[0].name"},
 		{"relative workdir", func(s *api.InstanceSpec) { s.Containers[0].WorkingDir = "tmp" }, "absolute"},
@@ -84,7 +84,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good()
 			tc.mutate(&s)
-			err := Validate(&s, []string{"runc", "crun"})
+			err := Validate(&s)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -141,5 +141,21 @@ func TestGenerateName(t *testing.T) {
 		if !strings.HasPrefix(n, prefix) || ValidateName("name", n) != nil {
 			t.Errorf("GenerateName(%q) = %q, want valid name with prefix %q", in, n, prefix)
 		}
+	}
+}
+
+func TestUnplaceable(t *testing.T) {
+	hosts := map[string][]string{"a": {"runc", "crun"}, "b": {"runc", "gvisor"}}
+	if why := Unplaceable("gvisor", hosts); why != "" {
+		t.Errorf("gvisor is offered by host b, got %q", why)
+	}
+	if why := Unplaceable("enclave", hosts); why != "0/2 hosts offer runtime class enclave: it needs host capability sgx, which no host advertises" {
+		t.Errorf("enclave: %q", why)
+	}
+	if why := Unplaceable("crun", map[string][]string{"a": {"runc"}}); why != "0/1 hosts offer runtime class crun" {
+		t.Errorf("crun: %q", why)
+	}
+	if err := ValidateRuntimeClasses("allowed", []string{"gvisor", "kata"}); err == nil || !strings.Contains(err.Error(), `"kata"`) {
+		t.Errorf("ValidateRuntimeClasses: %v", err)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"path"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
@@ -103,9 +102,10 @@ func Defaults(spec *api.InstanceSpec, defaultRuntime string) {
 	}
 }
 
-// Validate checks a spec after Defaults. runtimes lists the runtime classes
-// that exist. Every problem is reported, each naming its field.
-func Validate(spec *api.InstanceSpec, runtimes []string) error {
+// Validate checks a spec after Defaults. Every problem is reported, each
+// naming its field. Whether a host can run the spec's runtime class is a
+// question for placement, not validation.
+func Validate(spec *api.InstanceSpec) error {
 	var errs []error
 	if len(spec.Containers) == 0 {
 		errs = append(errs, invalid("spec.containers is empty: an instance needs at least one container with an image"))
@@ -148,8 +148,8 @@ func Validate(spec *api.InstanceSpec, runtimes []string) error {
 	default:
 		errs = append(errs, invalid("spec.restartPolicy %q is not one of Never, OnFailure, Always", spec.RestartPolicy))
 	}
-	if !slices.Contains(runtimes, spec.Runtime) {
-		errs = append(errs, invalid("spec.runtime %q is not available: choose one of %s", spec.Runtime, strings.Join(runtimes, ", ")))
+	if _, ok := LookupRuntimeClass(spec.Runtime); !ok {
+		errs = append(errs, invalid("spec.runtime %q is not a runtime class: choose one of %s (see kanga runtimes)", spec.Runtime, strings.Join(RuntimeClassNames(), ", ")))
 	}
 	hostPorts := map[string]bool{}
 	for i, p := range spec.Ports {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
 			return
 		}
-		name, err := s.store.LookupToken(r.Context(), strings.TrimSpace(token))
+		p, err := s.store.LookupPrincipal(r.Context(), strings.TrimSpace(token))
 		if err != nil {
 			if errors.Is(err, errdefs.ErrUnauthenticated) || errors.Is(err, errdefs.ErrNotFound) {
 				err = fmt.Errorf("the bearer token is not valid: check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
@@ -75,9 +76,25 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(tenant.WithName(r.Context(), name)))
+		ctx := tenant.WithName(r.Context(), p.Tenant)
+		if p.Admin {
+			ctx = context.WithValue(ctx, adminKey{}, true)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+type adminKey struct{}
+
+// requireAdmin fails unless the caller's token is an administrator's.
+func requireAdmin(ctx context.Context) error {
+	if admin, _ := ctx.Value(adminKey{}).(bool); !admin {
+		return fmt.Errorf("managing tenants needs an administrator's token (the one kanga up writes): %w", errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+func isAdmin(ctx context.Context) bool { return requireAdmin(ctx) == nil }
 
 type statusRecorder struct {
 	http.ResponseWriter

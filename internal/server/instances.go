@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -46,9 +48,17 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	spec := req.Spec
-	model.Defaults(&spec, s.host.DefaultRuntime())
-	if err := model.Validate(&spec, s.host.RuntimeClasses()); err != nil {
+	policy, err := s.tenantPolicy(ctx, t)
+	if err != nil {
 		return err
+	}
+	model.Defaults(&spec, policy.DefaultRuntime)
+	if err := model.Validate(&spec); err != nil {
+		return err
+	}
+	if len(policy.AllowedRuntimes) > 0 && !slices.Contains(policy.AllowedRuntimes, spec.Runtime) {
+		return fmt.Errorf("spec.runtime: tenant %q may not use runtime class %s: it may use %s: %w",
+			t, spec.Runtime, strings.Join(policy.AllowedRuntimes, ", "), errdefs.ErrPermissionDenied)
 	}
 	name := req.Name
 	if name == "" && len(spec.Containers) > 0 {
@@ -75,13 +85,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		UID:       model.NewUID(),
 		CreatedAt: now,
 		Spec:      spec,
-		Status: api.InstanceStatus{
-			Phase: api.PhasePending,
-			Host:  s.host.Name(),
-			Events: []api.Event{{Time: now, Type: "Normal", Reason: "Scheduled",
-				Message: fmt.Sprintf("assigned to host %s", s.host.Name())}},
-		},
+		Status:    api.InstanceStatus{Phase: api.PhasePending},
 	}
+	s.place(inst, now)
 	if err := s.store.CreateInstance(ctx, inst); err != nil {
 		return err
 	}
@@ -129,7 +135,9 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	placed := true
 	_, err = s.store.UpdateInstance(ctx, name, func(inst *api.Instance) error {
+		placed = inst.Status.Host != ""
 		if !force && (inst.Status.Phase == api.PhaseRunning || inst.Status.Phase == api.PhaseCreating) && !inst.StopRequested {
 			return fmt.Errorf("instance %q is %s: stop it first with 'kanga stop %s' or remove it anyway with 'kanga rm -f %s': %w",
 				name, inst.Status.Phase, name, name, errdefs.ErrFailedPrecondition)
@@ -140,6 +148,14 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil {
 		return err
+	}
+	if !placed {
+		// No host ever had it: nothing to tear down.
+		if err := s.store.DeleteInstance(ctx, name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.waitTimeout)
 	defer cancel()

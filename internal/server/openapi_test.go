@@ -135,6 +135,12 @@ var schemaTypes = map[string]any{
 	"Version":               api.Version{},
 	"ExitStatus":            api.ExitStatus{},
 	"TerminalSize":          api.TerminalSize{},
+	"Tenant":                api.Tenant{},
+	"CreateTenantRequest":   api.CreateTenantRequest{},
+	"CreateTenantResponse":  api.CreateTenantResponse{},
+	"TenantList":            api.TenantList{},
+	"RuntimeClass":          api.RuntimeClass{},
+	"RuntimeClassList":      api.RuntimeClassList{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -154,6 +160,12 @@ var fieldValues = map[string]any{
 	"PortMapping.Protocol": "udp",
 	"PortMapping.HostIP":   "127.0.0.1",
 	"Error.Code":           "NotFound",
+
+	"Tenant.DefaultRuntime":               "gvisor",
+	"Tenant.AllowedRuntimes":              []string{"gvisor"},
+	"CreateTenantRequest.DefaultRuntime":  "gvisor",
+	"CreateTenantRequest.AllowedRuntimes": []string{"gvisor"},
+	"RuntimeClass.Name":                   "enclave",
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/store"
 )
 
 // Store is the state the API reads and writes. Every method takes the
@@ -21,7 +22,13 @@ type Store interface {
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error)
 	WaitInstanceGone(ctx context.Context, name string) error
-	LookupToken(ctx context.Context, token string) (string, error)
+	DeleteInstance(ctx context.Context, name string) error
+	LookupPrincipal(ctx context.Context, token string) (store.Principal, error)
+
+	CreateTenant(ctx context.Context, t *api.Tenant, token string) error
+	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
+	ListTenants(ctx context.Context) ([]api.Tenant, error)
+	DeleteTenant(ctx context.Context, name string) error
 }
 
 // ImageConfig is the part of an image's configuration the API checks
@@ -51,8 +58,8 @@ type ExecRequest struct {
 // methods take the tenant from the context.
 type Host interface {
 	Name() string
+	// RuntimeClasses lists the classes the host can run now.
 	RuntimeClasses() []string
-	DefaultRuntime() string
 	ImageConfig(ctx context.Context, ref string) (ImageConfig, error)
 	ListImages(ctx context.Context) ([]api.Image, error)
 	ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error)
@@ -117,6 +124,11 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
+	{"GET", "/v1/runtimes", false, (*Server).listRuntimes},
+	{"POST", "/v1/tenants", false, (*Server).createTenant},
+	{"GET", "/v1/tenants", false, (*Server).listTenants},
+	{"GET", "/v1/tenants/{name}", false, (*Server).getTenant},
+	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},

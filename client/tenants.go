@@ -1,0 +1,48 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+// ListRuntimes returns the runtime classes, where they run and whether the
+// caller's tenant may use them.
+func (c *Client) ListRuntimes(ctx context.Context) ([]api.RuntimeClass, error) {
+	var list api.RuntimeClassList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/runtimes", nil, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// CreateTenant creates a tenant and returns it with its first token
+// (administrators only).
+func (c *Client) CreateTenant(ctx context.Context, req api.CreateTenantRequest) (api.CreateTenantResponse, error) {
+	var out api.CreateTenantResponse
+	err := c.doJSON(ctx, http.MethodPost, "/v1/tenants", nil, req, &out)
+	return out, err
+}
+
+// ListTenants lists tenants (administrators only).
+func (c *Client) ListTenants(ctx context.Context) ([]api.Tenant, error) {
+	var list api.TenantList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/tenants", nil, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// GetTenant returns a tenant's policy.
+func (c *Client) GetTenant(ctx context.Context, name string) (api.Tenant, error) {
+	var t api.Tenant
+	err := c.doJSON(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(name), nil, nil, &t)
+	return t, err
+}
+
+// DeleteTenant deletes a tenant without instances and revokes its tokens.
+func (c *Client) DeleteTenant(ctx context.Context, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(name), nil, nil, nil)
+}

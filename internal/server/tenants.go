@@ -1,0 +1,176 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// tenantPolicy returns the runtime policy of tenant t. A tenant without a
+// record (the default tenant before it was stored) has no restrictions.
+func (s *Server) tenantPolicy(ctx context.Context, t string) (api.Tenant, error) {
+	rec, err := s.store.GetTenant(ctx, t)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return api.Tenant{Name: t, DefaultRuntime: model.DefaultRuntimeClass}, nil
+	case err != nil:
+		return api.Tenant{}, err
+	}
+	if rec.DefaultRuntime == "" {
+		rec.DefaultRuntime = model.DefaultRuntimeClass
+	}
+	return *rec, nil
+}
+
+// place assigns the instance to a host that can run it, or leaves it
+// Pending with the reason, as kube-scheduler reports "0/N nodes are
+// available".
+func (s *Server) place(inst *api.Instance, now time.Time) {
+	hosts := map[string][]string{s.host.Name(): s.host.RuntimeClasses()}
+	if why := model.Unplaceable(inst.Spec.Runtime, hosts); why != "" {
+		inst.Status.Reason = "Unschedulable"
+		inst.Status.Message = why
+		inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Warning", Reason: "Unschedulable", Message: why})
+		return
+	}
+	inst.Status.Host = s.host.Name()
+	inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Normal", Reason: "Scheduled",
+		Message: fmt.Sprintf("assigned to host %s", s.host.Name())})
+}
+
+func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	policy, err := s.tenantPolicy(ctx, t)
+	if err != nil {
+		return err
+	}
+	hostClasses := s.host.RuntimeClasses()
+	out := api.RuntimeClassList{Items: []api.RuntimeClass{}}
+	for _, c := range model.RuntimeClasses {
+		rc := api.RuntimeClass{
+			Name: c.Name, Description: c.Description, Requires: c.Requires, Hosts: []string{},
+			Allowed: len(policy.AllowedRuntimes) == 0 || slices.Contains(policy.AllowedRuntimes, c.Name),
+			Default: policy.DefaultRuntime == c.Name,
+		}
+		if slices.Contains(hostClasses, c.Name) {
+			rc.Hosts = append(rc.Hosts, s.host.Name())
+		}
+		out.Items = append(out.Items, rc)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := requireAdmin(ctx); err != nil {
+		return err
+	}
+	var req api.CreateTenantRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := tenant.Validate(req.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if err := model.ValidateRuntimeClasses("allowedRuntimes", req.AllowedRuntimes); err != nil {
+		return err
+	}
+	if req.DefaultRuntime != "" {
+		if err := model.ValidateRuntimeClasses("defaultRuntime", []string{req.DefaultRuntime}); err != nil {
+			return err
+		}
+	}
+	def := req.DefaultRuntime
+	if def == "" {
+		def = model.DefaultRuntimeClass
+		if len(req.AllowedRuntimes) > 0 {
+			def = req.AllowedRuntimes[0]
+		}
+	}
+	if len(req.AllowedRuntimes) > 0 && !slices.Contains(req.AllowedRuntimes, def) {
+		return fmt.Errorf("defaultRuntime %s is not among allowedRuntimes %v: %w", def, req.AllowedRuntimes, errdefs.ErrInvalidArgument)
+	}
+	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes, CreatedAt: s.now().UTC()}
+	token, err := newToken()
+	if err != nil {
+		return err
+	}
+	if err := s.store.CreateTenant(ctx, t, token); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, api.CreateTenantResponse{Tenant: *t, Token: token})
+	return nil
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) error {
+	if err := requireAdmin(r.Context()); err != nil {
+		return err
+	}
+	ts, err := s.store.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.TenantList{Items: ts})
+	return nil
+}
+
+func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	name := r.PathValue("name")
+	self, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	if name != self && !isAdmin(ctx) {
+		// Other tenants' names are not revealed.
+		return fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+	}
+	t, err := s.tenantPolicy(ctx, name)
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.GetTenant(ctx, name); errors.Is(err, errdefs.ErrNotFound) && name != self {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := requireAdmin(ctx); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if self, _ := tenant.Name(ctx); self == name {
+		return fmt.Errorf("tenant %q is the one your token belongs to: use another administrator's token: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.store.DeleteTenant(ctx, name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

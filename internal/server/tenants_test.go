@@ -1,0 +1,97 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+// adminEnv adds an administrator's token in tenant a.
+func adminEnv(t *testing.T) (*testEnv, string) {
+	t.Helper()
+	e := newEnv(t, 0)
+	admin := "admin-" + randomHex(t, 8)
+	if err := e.store.PutAdminToken(t.Context(), admin, e.a.name); err != nil {
+		t.Fatal(err)
+	}
+	return e, admin
+}
+
+func TestTenantAdministration(t *testing.T) {
+	e, admin := adminEnv(t)
+	name := "sandboxed-" + randomHex(t, 3)
+	body := fmt.Sprintf(`{"name":%q,"allowedRuntimes":["gvisor"]}`, name)
+
+	wantError(t, e.do(t, "POST", "/v1/tenants", e.b.token, body), http.StatusForbidden, "PermissionDenied", "administrator")
+	wantError(t, e.do(t, "GET", "/v1/tenants", e.b.token, ""), http.StatusForbidden, "PermissionDenied")
+	for _, tc := range []struct{ body, msg string }{
+		{`{"name":"Bad_Name"}`, "name"},
+		{`{"name":"x1","allowedRuntimes":["kata"]}`, `"kata"`},
+		{`{"name":"x2","defaultRuntime":"runc","allowedRuntimes":["gvisor"]}`, "not among allowedRuntimes"},
+	} {
+		wantError(t, e.do(t, "POST", "/v1/tenants", admin, tc.body), http.StatusBadRequest, "InvalidArgument", tc.msg)
+	}
+
+	r := e.do(t, "POST", "/v1/tenants", admin, body)
+	wantStatus(t, r, http.StatusCreated)
+	var created api.CreateTenantResponse
+	decode(t, r, &created)
+	if created.Token == "" || created.Tenant.DefaultRuntime != "gvisor" {
+		t.Fatalf("created %+v: want a token and default runtime gvisor (the only allowed one)", created)
+	}
+	wantError(t, e.do(t, "POST", "/v1/tenants", admin, body), http.StatusConflict, "AlreadyExists")
+
+	// The new tenant's token works and sees its own policy, not others'.
+	r = e.do(t, "GET", "/v1/tenants/"+name, created.Token, "")
+	wantStatus(t, r, http.StatusOK)
+	wantError(t, e.do(t, "GET", "/v1/tenants/"+e.a.name, created.Token, ""), http.StatusNotFound, "NotFound")
+
+	// A tenant forced onto gvisor cannot ask for runc.
+	req := `{"name":"web","spec":{"runtime":"runc","containers":[{"image":"kanga.test/busybox:latest"}]}}`
+	wantError(t, e.do(t, "POST", "/v1/instances", created.Token, req), http.StatusForbidden, "PermissionDenied", "may not use runtime class runc", "gvisor")
+	// Without a class it gets gvisor.
+	r = e.do(t, "POST", "/v1/instances", created.Token, `{"name":"web","spec":{"containers":[{"image":"kanga.test/busybox:latest"}]}}`)
+	wantStatus(t, r, http.StatusCreated)
+	var inst api.Instance
+	decode(t, r, &inst)
+	if inst.Spec.Runtime != "gvisor" {
+		t.Fatalf("runtime %q, want the tenant default gvisor", inst.Spec.Runtime)
+	}
+
+	wantError(t, e.do(t, "DELETE", "/v1/tenants/"+name, admin, ""), http.StatusConflict, "FailedPrecondition", "instances")
+	// The fake host does not run gvisor, so the instance was never placed
+	// and is removed at once.
+	wantStatus(t, e.do(t, "DELETE", "/v1/instances/web", created.Token, ""), http.StatusNoContent)
+	wantStatus(t, e.do(t, "DELETE", "/v1/tenants/"+name, admin, ""), http.StatusNoContent)
+	// Its token is revoked with it.
+	wantError(t, e.do(t, "GET", "/v1/instances", created.Token, ""), http.StatusUnauthorized, "Unauthenticated")
+}
+
+func TestUnschedulableRuntimeStaysPending(t *testing.T) {
+	e := newEnv(t, 0)
+	r := e.do(t, "POST", "/v1/instances", e.a.token, `{"name":"secret","spec":{"runtime":"enclave","containers":[{"image":"kanga.test/busybox:latest"}]}}`)
+	wantStatus(t, r, http.StatusCreated)
+	var inst api.Instance
+	decode(t, r, &inst)
+	if inst.Status.Phase != api.PhasePending || inst.Status.Host != "" || inst.Status.Reason != "Unschedulable" ||
+		inst.Status.Message != "0/1 hosts offer runtime class enclave: it needs host capability sgx, which no host advertises" {
+		t.Fatalf("enclave instance: %+v", inst.Status)
+	}
+
+	r = e.do(t, "GET", "/v1/runtimes", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var list api.RuntimeClassList
+	decode(t, r, &list)
+	hosts := map[string]int{}
+	for _, c := range list.Items {
+		hosts[c.Name] = len(c.Hosts)
+		if !c.Allowed {
+			t.Errorf("class %s not allowed for an unrestricted tenant", c.Name)
+		}
+	}
+	if hosts["runc"] != 1 || hosts["enclave"] != 0 || len(list.Items) != 4 {
+		t.Fatalf("runtimes: %+v", list.Items)
+	}
+}
