@@ -124,8 +124,8 @@ func readOOMKills(cgroup string) uint64 {
 	return 0
 }
 
-// writeHosts writes the /etc/hosts every container of the instance
-// shares, so the instance resolves its own name.
+// writeHosts writes the /etc/hosts and /etc/hostname every container of
+// the instance shares, so the instance resolves its own name.
 func writeHosts(dir, name, ip string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -134,7 +134,10 @@ func writeHosts(dir, name, ip string) error {
 	if ip != "" {
 		content += ip + "\t" + name + "\n"
 	}
-	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "hostname"), []byte(name+"\n"), 0o644)
 }
 
 // processArgs combines the image's entrypoint and cmd with the spec's
@@ -187,11 +190,10 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		oci.WithHostname(inst.Name),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
 		oci.WithCgroup(instanceCgroup(r.uid) + "/" + c.spec.Name),
-		oci.WithMounts([]specs.Mount{{
-			Destination: "/etc/hosts", Type: "bind",
-			Source:  filepath.Join(r.a.sandboxDir(r.uid), "hosts"),
-			Options: []string{"rbind", "ro"},
-		}}),
+		oci.WithMounts([]specs.Mount{
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hosts"), Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hostname"), Options: []string{"rbind", "ro"}},
+		}),
 	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))

@@ -116,12 +116,20 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 			return err
 		}
 		fmt.Fprintln(stdout, inst.Name)
+		if unschedulable(inst) {
+			fmt.Fprintf(stderr, "kanga: %s is Pending: %s\n", inst.Name, inst.Status.Message)
+			return nil
+		}
 		if _, ok := exitCode(inst.Status); inst.Status.Phase == api.PhaseFailed && !ok {
 			return &ExitError{Code: runExitCode, Err: errors.New(failureText(inst))}
 		}
 		return nil
 	}
 
+	if unschedulable(inst) {
+		return &ExitError{Code: runExitCode, Err: fmt.Errorf("%s cannot start: %s; it stays Pending until a host can run it (remove it with kanga rm %s)",
+			inst.Name, inst.Status.Message, inst.Name)}
+	}
 	inst, err = attach(ctx, c, inst.Name, stdout, stderr)
 	if err != nil {
 		return err
@@ -471,4 +479,9 @@ func parsePortNumber(s string) (int, error) {
 		return 0, fmt.Errorf("%q is not a number from 1 to 65535", s)
 	}
 	return n, nil
+}
+
+// unschedulable reports an instance that no host can run now.
+func unschedulable(inst api.Instance) bool {
+	return inst.Status.Phase == api.PhasePending && inst.Status.Host == "" && inst.Status.Reason == "Unschedulable"
 }

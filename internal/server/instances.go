@@ -219,6 +219,10 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func unschedulable(i *api.Instance) bool {
+	return i.Status.Phase == api.PhasePending && i.Status.Host == "" && i.Status.Reason == "Unschedulable"
+}
+
 // waitError explains a wait that ran out of time; the request's own
 // cancellation passes through unchanged.
 func waitError(ctx context.Context, err error, name, what string) error {
@@ -249,7 +253,11 @@ func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {
 	case "", "terminal":
 		cond = func(i *api.Instance) bool { return i.Status.Phase.Terminal() }
 	case "running":
-		cond = func(i *api.Instance) bool { return i.Status.Phase == api.PhaseRunning || i.Status.Phase.Terminal() }
+		// An instance no host can run will not get further until one
+		// can; waiting for it would only time out.
+		cond = func(i *api.Instance) bool {
+			return i.Status.Phase == api.PhaseRunning || i.Status.Phase.Terminal() || unschedulable(i)
+		}
 	default:
 		return fmt.Errorf("query parameter condition=%q is not one of running, terminal: %w", c, errdefs.ErrInvalidArgument)
 	}

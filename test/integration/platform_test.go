@@ -300,6 +300,10 @@ func (p *platform) importImages() {
 	}
 }
 
+func (p *platform) imagePath(file string) string {
+	return filepath.Join(testenv.Images(p.t), file)
+}
+
 // ctr runs containerd's own CLI against the platform's containerd, to
 // check what really exists underneath.
 func (p *platform) ctr(args ...string) string {
