@@ -107,6 +107,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newVersionCommand(o),
 		newTenantCommand(o),
 		newRuntimesCommand(o),
+		newBenchCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -5,6 +5,8 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -102,12 +104,11 @@ func startPlatform(t *testing.T) *platform {
 		unmountUnder(dir)
 		_ = exec.Command("ip", "link", "del", p.bridge).Run()
 		os.RemoveAll(dir)
-		// The netns directory of a data dir outlives its last namespace;
-		// remove it when empty (Remove fails on a directory in use).
-		dirs, _ := filepath.Glob("/run/kanga/netns/*")
-		for _, d := range dirs {
-			_ = os.Remove(d)
-		}
+		// The netns directory of this data dir outlives its last
+		// namespace; remove it if empty (Remove fails otherwise). Its name
+		// is derived from the network state dir, as the agent does.
+		sum := sha256.Sum256([]byte(filepath.Join(dir, "network")))
+		_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
 	})
 	return p
 }

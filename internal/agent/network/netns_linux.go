@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	cnins "github.com/containernetworking/plugins/pkg/ns"
@@ -41,6 +42,11 @@ func statNetNS(path string) (netnsState, error) {
 // containerd's pkg/netns does the same but picks a random file name; Kanga
 // names the file after the instance so that List can find orphans by name.
 func createNetNS(path string) error {
+	// /run is a tmpfs that others may tidy; recreate the directory rather
+	// than fail every instance.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create netns directory: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return fmt.Errorf("create netns mount point: %w", err)

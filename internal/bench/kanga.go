@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// InstanceAPI is the part of the Go SDK (*client.Client) the Kanga path
+// uses.
+type InstanceAPI interface {
+	CreateInstance(ctx context.Context, req api.CreateInstanceRequest) (api.Instance, error)
+	WaitInstance(ctx context.Context, name string, cond client.WaitCondition) (api.Instance, error)
+	DeleteInstance(ctx context.Context, name string, force bool) error
+}
+
+// PathKanga names the path through Kanga's public API.
+const PathKanga = "kanga API"
+
+// KangaStarter starts instances through Kanga's public API, as a user
+// would: one create call, then a wait for Running.
+type KangaStarter struct {
+	API     InstanceAPI
+	Image   string
+	Runtime string
+	// Command is the container's command; it must keep running, so that
+	// Running is a stable state to wait for.
+	Command []string
+	// now is the clock; nil means time.Now.
+	now func() time.Time
+}
+
+var _ Starter = (*KangaStarter)(nil)
+
+func (k *KangaStarter) Path() string                  { return PathKanga }
+func (k *KangaStarter) Prepare(context.Context) error { return nil }
+func (k *KangaStarter) Close(context.Context) error   { return nil }
+
+func (k *KangaStarter) clock() time.Time {
+	if k.now != nil {
+		return k.now()
+	}
+	return time.Now()
+}
+
+// Start times from just before the create call to the wait returning the
+// instance Running. Besides the two client calls, it reports the server's
+// own timeline from the instance record (CreatedAt and the Created and
+// Started events): the server and this client share the machine's clock
+// in the benchmark setup, so the differences are meaningful there.
+func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
+	req := api.CreateInstanceRequest{
+		Name: id,
+		Spec: api.InstanceSpec{
+			Containers: []api.ContainerSpec{{Name: "main", Image: k.Image, Command: k.Command}},
+			Runtime:    k.Runtime,
+		},
+	}
+	t0 := k.clock()
+	created, err := k.API.CreateInstance(ctx, req)
+	if err != nil {
+		return Sample{}, fmt.Errorf("create: %w", err)
+	}
+	// Without a host for the runtime class the instance stays Pending:
+	// waiting for Running would only burn the timeout.
+	if created.Status.Reason == "Unschedulable" {
+		return Sample{}, fmt.Errorf("unschedulable: %s: %w", created.Status.Message, errdefs.ErrFailedPrecondition)
+	}
+	t1 := k.clock()
+	inst, err := k.API.WaitInstance(ctx, id, client.WaitRunning)
+	if err != nil {
+		return Sample{}, fmt.Errorf("wait for running: %w", err)
+	}
+	t2 := k.clock()
+	if inst.Status.Phase != api.PhaseRunning {
+		msg := inst.Status.Message
+		if msg == "" {
+			msg = inst.Status.Reason
+		}
+		return Sample{}, fmt.Errorf("instance is %s, not Running: %s: %w", inst.Status.Phase, msg, errdefs.ErrFailedPrecondition)
+	}
+	s := Sample{Total: t2.Sub(t0), Phases: []Phase{
+		{Name: "client: create call", Duration: t1.Sub(t0)},
+		{Name: "client: wait call", Duration: t2.Sub(t1)},
+	}}
+	s.Phases = append(s.Phases, serverPhases(inst, t0, t2)...)
+	return s, nil
+}
+
+// serverPhases splits a start along the instance's own timeline:
+// request -> record written (CreatedAt) -> container created (event
+// Created: after network, cgroup and containerd container) -> task started
+// (event Started) -> the client sees Running. It returns nothing when the
+// record lacks a timestamp, rather than a misleading partial split.
+func serverPhases(inst api.Instance, sent, seen time.Time) []Phase {
+	created, ok1 := firstEvent(inst, "Created")
+	started, ok2 := firstEvent(inst, "Started")
+	if inst.CreatedAt.IsZero() || !ok1 || !ok2 {
+		return nil
+	}
+	return []Phase{
+		{Name: "server: request -> record", Duration: inst.CreatedAt.Sub(sent)},
+		{Name: "server: record -> container created", Duration: created.Sub(inst.CreatedAt)},
+		{Name: "server: created -> task started", Duration: started.Sub(created)},
+		{Name: "server: started -> client sees Running", Duration: seen.Sub(started)},
+	}
+}
+
+func firstEvent(inst api.Instance, reason string) (time.Time, bool) {
+	for _, e := range inst.Status.Events {
+		if e.Reason == reason {
+			return e.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// Remove force-deletes the instance; one that was never created is fine.
+func (k *KangaStarter) Remove(ctx context.Context, id string) error {
+	err := k.API.DeleteInstance(ctx, id, true)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/distribution/reference"
+
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// DefaultContainerd is the socket of the containerd that `kanga up`
+// supervises with the default data dir.
+const DefaultContainerd = "/var/lib/kanga/containerd/containerd.sock"
+
+// DefaultCommand keeps the container running, so that "running" is a
+// stable state to wait for.
+var DefaultCommand = []string{"sleep", "3600"}
+
+// runtimeBinaries maps runtime classes to the OCI runtime they run, as the
+// agent's runtime classes do.
+var runtimeBinaries = map[string][]string{
+	"runc":   {"runc"},
+	"crun":   {"crun"},
+	"gvisor": {"runsc", "/usr/local/bin/runsc"},
+}
+
+// RuntimeBinary returns the path of the OCI runtime of a runtime class.
+func RuntimeBinary(class string) (string, error) {
+	cands, ok := runtimeBinaries[class]
+	if !ok {
+		return "", fmt.Errorf("runtime class %q has no OCI runtime binary to compare with; use runc, crun or gvisor: %w", class, errdefs.ErrInvalidArgument)
+	}
+	for _, c := range cands {
+		if p, err := exec.LookPath(c); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("runtime class %s needs %s, which is not installed: %w", class, cands[0], errdefs.ErrFailedPrecondition)
+}
+
+// Config is one benchmark invocation.
+type Config struct {
+	N           int
+	Concurrency int
+	// Runtime is the runtime class: runc, crun or gvisor.
+	Runtime string
+	Image   string
+	// Command is the container's process; nil means DefaultCommand.
+	Command []string
+	// API is the platform's API (a *client.Client).
+	API InstanceAPI
+	// Baseline also runs the containerd client and raw runtime paths,
+	// against the containerd at Containerd.
+	Baseline   bool
+	Containerd string
+	// Timeout bounds each start; 0 means 2 minutes.
+	Timeout time.Duration
+	// TempDir holds the baselines' work directories; "" means os.TempDir().
+	TempDir string
+	Logger  *slog.Logger
+}
+
+// RunSuite runs the Kanga path and, with Baseline, the containerd client
+// and raw runtime paths, one after the other with the same n and
+// concurrency, and reports them with ratios to the raw runtime's p50. The
+// report is valid even when an error (a cleanup failure) is returned.
+func RunSuite(ctx context.Context, cfg Config) (Report, error) {
+	rep := Report{Runtime: cfg.Runtime, Image: cfg.Image, N: cfg.N, Concurrency: max(cfg.Concurrency, 1), Date: time.Now().UTC()}
+	if cfg.N < 1 {
+		return rep, fmt.Errorf("--n must be at least 1: %w", errdefs.ErrInvalidArgument)
+	}
+	args := cfg.Command
+	if len(args) == 0 {
+		args = DefaultCommand
+	}
+	var (
+		starters []Starter
+		cc       *containerd.Client
+	)
+	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args})
+
+	if cfg.Baseline {
+		// The baselines look images up in Kanga's containerd namespace;
+		// the Kanga path ignores it.
+		ctx = namespaces.WithNamespace(ctx, Namespace)
+		bin, err := RuntimeBinary(cfg.Runtime)
+		if err != nil {
+			return rep, err
+		}
+		named, err := reference.ParseDockerRef(cfg.Image)
+		if err != nil {
+			return rep, fmt.Errorf("image %q: %v: %w", cfg.Image, err, errdefs.ErrInvalidArgument)
+		}
+		image := named.String()
+		cc, err = containerd.New(cfg.Containerd, containerd.WithTimeout(10*time.Second))
+		if err != nil {
+			return rep, fmt.Errorf("connecting to containerd at %s (set --containerd to the socket of kanga up's containerd, <data-dir>/containerd/containerd.sock): %w: %w", cfg.Containerd, errdefs.ErrUnavailable, err)
+		}
+		defer cc.Close()
+		starters = append(starters,
+			&ContainerdStarter{Client: cc, Image: image, Binary: bin, Args: args, TempDir: cfg.TempDir},
+			&RawStarter{Runtime: cfg.Runtime, Binary: bin, Args: args, TempDir: cfg.TempDir,
+				Rootfs: func(ctx context.Context, dir string) ([]oci.SpecOpts, error) {
+					img, err := cc.GetImage(ctx, image)
+					if err != nil {
+						return nil, fmt.Errorf("looking up image %s in containerd namespace %s: %w", image, Namespace, err)
+					}
+					if err := UnpackImage(ctx, cc.ContentStore(), img.Target(), dir); err != nil {
+						return nil, err
+					}
+					return []oci.SpecOpts{oci.WithImageConfig(img)}, nil
+				}},
+		)
+		rep.Baseline = "raw " + cfg.Runtime
+	}
+
+	prefix := "bench-" + randomHex(3) + "-"
+	rep.IDPrefix = prefix
+	var results []Result
+	var errs []error
+	for _, s := range starters {
+		if ctx.Err() != nil {
+			break
+		}
+		res, err := Run(ctx, s, Options{
+			N: cfg.N, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout,
+			Prefix: prefix, Logger: cfg.Logger,
+		})
+		results = append(results, res)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if _, ok := s.(*KangaStarter); ok && cc != nil {
+			// The API reports an instance deleted once the record is gone;
+			// check that the host really removed its containers too.
+			if left := kangaLeftovers(ctx, cc, prefix); len(left) > 0 {
+				errs = append(errs, fmt.Errorf("%s: the deleted instances left %d containers in containerd namespace %s (%s...): the host did not tear them down: %w",
+					PathKanga, len(left), Namespace, left[0], errdefs.ErrFailedPrecondition))
+			}
+		}
+	}
+	rep.Paths = Summarize(results, rep.Baseline)
+	return rep, errors.Join(errs...)
+}
+
+// labelInstance is the agent's label naming a container's instance.
+const labelInstance = "kanga.dev/instance"
+
+// leftoverGrace is how long a host may take to finish a teardown that the
+// API answered before it was done (202 Accepted).
+const leftoverGrace = 10 * time.Second
+
+// kangaLeftovers returns the ids of containers in Namespace that belong to
+// instances named with prefix, after giving the host leftoverGrace to
+// remove them.
+func kangaLeftovers(ctx context.Context, cc *containerd.Client, prefix string) []string {
+	ctx = namespaces.WithNamespace(context.WithoutCancel(ctx), Namespace)
+	filter := fmt.Sprintf("labels.%q~=%q", labelInstance, "^"+regexp.QuoteMeta(prefix))
+	deadline := time.Now().Add(leftoverGrace)
+	for {
+		ctrs, err := cc.Containers(ctx, filter)
+		if err != nil {
+			return nil // cannot tell; the cleanup itself succeeded
+		}
+		if len(ctrs) == 0 || time.Now().After(deadline) {
+			ids := make([]string, len(ctrs))
+			for i, c := range ctrs {
+				ids[i] = c.ID()
+			}
+			return ids
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
