@@ -10,6 +10,9 @@
 #      this hybrid layout.
 #   3. enable net.ipv4.ip_forward, which bridged containers need to reach
 #      published ports and each other through the host.
+#   4. build and install gVisor's runsc (scripts/install-runsc.sh), for the
+#      gvisor runtime class. Skipped with a note when go is not installed or
+#      KANGA_SKIP_RUNSC=1; the class is then simply unavailable.
 #
 # Must run as root.
 set -euo pipefail
@@ -150,4 +153,18 @@ if [[ "$(cat /proc/sys/net/ipv4/ip_forward)" != "1" ]]; then
 	log "enabled net.ipv4.ip_forward"
 else
 	info "net.ipv4.ip_forward already enabled"
+fi
+
+# --- 4. gVisor runsc -------------------------------------------------------------
+
+if [[ "${KANGA_SKIP_RUNSC:-}" == "1" ]]; then
+	info "KANGA_SKIP_RUNSC=1; not installing runsc"
+elif ! command -v "${GO:-go}" >/dev/null 2>&1; then
+	log "note: go not found; skipping runsc (the gvisor runtime class stays unavailable)"
+else
+	runsc_args=()
+	if ((verbose)); then
+		runsc_args+=(-v)
+	fi
+	"$(dirname "${BASH_SOURCE[0]}")/install-runsc.sh" "${runsc_args[@]}"
 fi

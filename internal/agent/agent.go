@@ -180,7 +180,10 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 			continue
 		}
 		a.log.Info("removing orphaned container", "container", c.ID(), "uid", uid)
-		removeContainer(nctx, c)
+		if err := removeContainer(nctx, c); err != nil {
+			a.log.Warn("removing orphaned container failed", "container", c.ID(), "err", err)
+			known[uid] = true // keep its sandbox until a later cleanup succeeds
+		}
 	}
 	ids, err := a.cfg.Network.List()
 	if err != nil {

@@ -258,7 +258,7 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 
 func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	if old, err := c.c.Task(ctx, nil); err == nil {
-		if _, err := old.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := deleteTask(ctx, old); err != nil {
 			return fmt.Errorf("removing the previous task: %w", err)
 		}
 	}
@@ -402,11 +402,36 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 			continue
 		}
 		c.status.RestartCount++
+		if err := r.renewNetwork(ctx); err != nil {
+			r.event("Warning", "RestartFailed", "renewing the network of container %s: %v", c.spec.Name, err)
+			r.scheduleRestart(c)
+			continue
+		}
 		if err := r.startTask(nctx, c); err != nil {
 			r.event("Warning", "RestartFailed", "restarting container %s: %v", c.spec.Name, err)
 			r.scheduleRestart(c)
 		}
 	}
+}
+
+// renewNetwork sets the sandbox's network up again before a restart, for
+// runtimes whose own network stack took the namespace's addresses with it
+// when the previous sandbox exited (gVisor's netstack).
+func (r *runner) renewNetwork(ctx context.Context) error {
+	inst, _ := r.snapshot()
+	class, ok := r.a.cfg.Classes[inst.Spec.Runtime]
+	if !ok || !class.ExclusiveNetns || len(inst.Spec.Containers) > 1 {
+		return nil
+	}
+	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
+		return err
+	}
+	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec))
+	if err != nil {
+		return err
+	}
+	r.ip = att.IP
+	return writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP)
 }
 
 func (r *runner) scheduleRestart(c *ctr) {
@@ -585,23 +610,22 @@ func appendEvent(evs []api.Event, e api.Event) []api.Event {
 }
 
 // teardown kills and removes everything of the instance on this host;
-// with deleteRecord it then removes the instance from the store.
+// with deleteRecord it then removes the instance from the store. It keeps
+// trying until everything is gone (or the agent stops): the record is
+// removed last, so a failure never hides a leaked container.
 func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
-	nctx := r.tctx(ctx)
-	inst, _ := r.snapshot()
-	for _, cs := range inst.Spec.Containers {
-		c, err := r.a.cfg.Client.LoadContainer(nctx, containerID(r.uid, cs.Name))
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
+		err := r.teardownOnce(ctx)
 		if err == nil {
-			removeContainer(nctx, c)
-		} else if !cerrdefs.IsNotFound(err) {
-			r.log.Warn("loading container for removal failed", "container", cs.Name, "err", err)
+			break
+		}
+		r.log.Warn("teardown incomplete; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
 		}
 	}
-	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
-		r.log.Warn("network teardown failed", "err", err)
-	}
-	removeCgroup(r.uid)
-	r.a.removeFiles(r.uid)
 	r.setPhase(api.PhaseSucceeded) // wakes log followers
 	if deleteRecord {
 		err := r.a.cfg.Store.DeleteInstance(tenant.WithName(ctx, r.tenant), r.name)
@@ -613,16 +637,77 @@ func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
 	r.log.Info("instance removed")
 }
 
-// removeContainer kills a container's task and deletes it with its
-// snapshot. Errors are logged, not returned: teardown goes on regardless.
-func removeContainer(ctx context.Context, c containerd.Container) {
-	if task, err := c.Task(ctx, nil); err == nil {
-		_ = task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !cerrdefs.IsNotFound(err) {
-			slog.Warn("deleting task failed", "container", c.ID(), "err", err)
+func (r *runner) teardownOnce(ctx context.Context) error {
+	nctx := r.tctx(ctx)
+	inst, _ := r.snapshot()
+	var errs []error
+	for _, cs := range inst.Spec.Containers {
+		c, err := r.a.cfg.Client.LoadContainer(nctx, containerID(r.uid, cs.Name))
+		if err == nil {
+			err = removeContainer(nctx, c)
+		} else if cerrdefs.IsNotFound(err) {
+			err = nil
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
-		slog.Warn("deleting container failed", "container", c.ID(), "err", err)
+	if len(errs) > 0 {
+		// Keep the sandbox while containers may still use it.
+		return errors.Join(errs...)
 	}
+	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
+		return fmt.Errorf("network teardown: %w", err)
+	}
+	removeCgroup(r.uid)
+	r.a.removeFiles(r.uid)
+	return nil
+}
+
+// removeContainer kills a container's task and deletes it with its
+// snapshot.
+func removeContainer(ctx context.Context, c containerd.Container) error {
+	if task, err := c.Task(ctx, nil); err == nil {
+		if err := deleteTask(ctx, task); err != nil {
+			return fmt.Errorf("deleting the task of %s: %w", c.ID(), err)
+		}
+	} else if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("loading the task of %s: %w", c.ID(), err)
+	}
+	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("deleting container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// deleteTask kills a task if it still runs, waits for it to stop and
+// deletes it. A stopped task is deleted without another kill: runsc answers
+// a kill of an exited sandbox with an error the shim does not treat as
+// "already gone", which makes WithProcessKill fail.
+func deleteTask(ctx context.Context, task containerd.Task) error {
+	st, err := task.Status(ctx)
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return err
+	}
+	if err == nil && st.Status != containerd.Stopped {
+		statusC, werr := task.Wait(ctx)
+		if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !cerrdefs.IsNotFound(err) {
+			slog.Debug("SIGKILL failed", "task", task.ID(), "err", err)
+		}
+		if werr == nil {
+			select {
+			case <-statusC:
+			case <-time.After(10 * time.Second):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	if _, err := task.Delete(ctx); err != nil && !cerrdefs.IsNotFound(err) {
+		// Last resort for a task that did not stop.
+		if _, err2 := task.Delete(ctx, containerd.WithProcessKill); err2 != nil && !cerrdefs.IsNotFound(err2) {
+			return err
+		}
+	}
+	return nil
 }

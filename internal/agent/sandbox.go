@@ -198,10 +198,14 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
+	opt := class.Options
+	if len(inst.Spec.Containers) > 1 && class.SharedNetnsOptions != nil {
+		opt = class.SharedNetnsOptions
+	}
 	ctrd, err := r.a.cfg.Client.NewContainer(ctx, id,
 		containerd.WithImage(img),
 		containerd.WithNewSnapshot(id, img),
-		containerd.WithRuntime(class.Runtime, class.Options),
+		containerd.WithRuntime(class.Runtime, opt),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{
 			labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,

@@ -149,6 +149,21 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req server.ExecReq
 		}
 		return 0, fmt.Errorf("exec in container %s: %w", req.Container, err)
 	}
+	if req.TTY && req.Size != nil {
+		// gVisor ignores consoleSize for exec'd processes, and a resize
+		// that reaches it before its terminal is set up is lost; repeat
+		// the initial size over the first moments of the process.
+		go func(sz api.TerminalSize) {
+			for _, d := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+				_ = proc.Resize(nctx, uint32(sz.Width), uint32(sz.Height))
+			}
+		}(*req.Size)
+	}
 	if req.TTY && req.Resize != nil {
 		go func() {
 			for sz := range req.Resize {

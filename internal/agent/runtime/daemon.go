@@ -1,6 +1,6 @@
 // Package runtime runs and supervises the containerd daemon that Kanga owns
-// on a host, and describes the runtime classes (runc, crun) containers can
-// use.
+// on a host, and describes the runtime classes (runc, crun, gvisor)
+// containers can use.
 //
 // Kanga starts its own containerd with all state under one data dir instead
 // of sharing the system one: nothing else on the host sees or garbage

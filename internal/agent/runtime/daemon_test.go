@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return namespaces.WithNamespace(ctx, runtime.Namespace)
@@ -70,33 +70,6 @@ func TestAddress(t *testing.T) {
 	b := runtime.NewDaemon(runtime.DaemonConfig{DataDir: long}).Address()
 	if a == b {
 		t.Fatalf("two long data dirs share socket %s", a)
-	}
-}
-
-func TestClasses(t *testing.T) {
-	dataDir := "/var/lib/kanga"
-	classes := runtime.Classes(dataDir)
-	for _, name := range []string{"runc", "crun"} {
-		_, err := exec.LookPath(name)
-		c, ok := classes[name]
-		if (err == nil) != ok {
-			t.Fatalf("class %s present=%v, binary in PATH=%v", name, ok, err == nil)
-		}
-		if !ok {
-			continue
-		}
-		if c.Name != name || c.Runtime != "io.containerd.runc.v2" {
-			t.Errorf("class %s = %+v", name, c)
-		}
-		if !filepath.IsAbs(c.Options.BinaryName) || filepath.Base(c.Options.BinaryName) != name {
-			t.Errorf("class %s BinaryName = %q, want absolute path to %s", name, c.Options.BinaryName, name)
-		}
-		if c.Options.Root != filepath.Join(dataDir, "runtime", name) {
-			t.Errorf("class %s Root = %q, want it under the data dir", name, c.Options.Root)
-		}
-	}
-	if _, ok := classes[runtime.DefaultClass]; !ok {
-		t.Skipf("default class %s not installed", runtime.DefaultClass)
 	}
 }
 
@@ -267,34 +240,6 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 	}
 	if d.Restarts() != 1 {
 		t.Fatalf("Restarts() = %d, want 1", d.Restarts())
-	}
-}
-
-// TestRuntimeClasses runs a container with every installed class and checks
-// the exit code travels back.
-func TestRuntimeClasses(t *testing.T) {
-	d := runtimetest.StartDaemon(t)
-	runtimetest.EnsureHugetlb(t)
-	ctx := testContext(t)
-	c := d.Client()
-	img := runtimetest.ImportBusybox(ctx, t, c, "kanga.test/busybox:latest")
-	classes := runtime.Classes(filepath.Dir(d.Address()))
-	if len(classes) == 0 {
-		t.Skip("neither runc nor crun installed")
-	}
-	for name, class := range classes {
-		t.Run(name, func(t *testing.T) {
-			_, exit := runtimetest.StartTask(ctx, t, c, img, class, "exit-"+name, "sh", "-c", "test \"$KANGA_TEST\" = 1 && exit 7")
-			s := <-exit
-			if s.Error() != nil || s.ExitCode() != 7 {
-				t.Fatalf("exit = %d, %v; want 7", s.ExitCode(), s.Error())
-			}
-			if _, err := os.Stat(filepath.Join(class.Options.Root, runtime.Namespace)); err != nil {
-				// runc and crun keep state in <root>/<id>; the shim makes root
-				// <Root>/<namespace>.
-				t.Errorf("runtime state not under the class Root: %v", err)
-			}
-		})
 	}
 }
 

@@ -61,6 +61,7 @@ func Teardown(t testing.TB, d *runtime.Daemon, dataDir string) {
 		t.Logf("stop containerd: %v", err)
 	}
 	KillShims(t, d.Address())
+	KillSandboxes(t, dataDir)
 	UnmountUnder(t, dataDir)
 	if strings.HasPrefix(d.Address(), "/run/kanga/") {
 		os.RemoveAll(filepath.Dir(d.Address()))
@@ -85,8 +86,14 @@ func DeleteAll(ctx context.Context, t testing.TB, c *containerd.Client) {
 				case <-time.After(10 * time.Second):
 				}
 			}
-			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
-				t.Logf("delete task %s: %v", ctr.ID(), err)
+			// A plain Delete first: the task is normally stopped by now, and
+			// WithProcessKill would kill it again, which runsc answers with
+			// "sandbox is not running", an error the runc shim does not map
+			// to not-found, failing the delete.
+			if _, err := task.Delete(ctx); err != nil {
+				if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+					t.Logf("delete task %s: %v", ctr.ID(), err)
+				}
 			}
 		}
 		if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
@@ -116,6 +123,34 @@ func KillShims(t testing.TB, address string) {
 			if args[i] == "-address" && args[i+1] == address {
 				t.Logf("killing leftover shim %d", pid)
 				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// KillSandboxes kills gVisor sandbox and gofer processes whose runtime
+// root lies under dataDir. They are children of the shim and outlive it when
+// it is killed, so KillShims alone would leak them.
+func KillSandboxes(t testing.TB, dataDir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if args[0] != "runsc-sandbox" && args[0] != "runsc-gofer" {
+			continue
+		}
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "--root="+dataDir+"/") {
+				t.Logf("killing leftover %s %d", args[0], pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				break
 			}
 		}
 	}
