@@ -50,6 +50,22 @@ type ContainerSpec struct {
 type Resources struct {
 	CPU    string `json:"cpu,omitempty"`
 	Memory string `json:"memory,omitempty"`
+	// CPUPolicy is shared (CFS quota on shared cores, the default) or
+	// dedicated (whole cores that no other dedicated instance gets; cpu
+	// must then be a whole number).
+	CPUPolicy string `json:"cpuPolicy,omitempty"`
+	// Pids caps the number of processes and threads.
+	Pids int64 `json:"pids,omitempty"`
+	// Disk throttles apply to the device backing the writable layer.
+	// Byte rates are quantities ("10M", "1Mi"); IOPS are counts.
+	DiskReadBPS   string `json:"diskReadBps,omitempty"`
+	DiskWriteBPS  string `json:"diskWriteBps,omitempty"`
+	DiskReadIOPS  int64  `json:"diskReadIops,omitempty"`
+	DiskWriteIOPS int64  `json:"diskWriteIops,omitempty"`
+	// Bandwidths are bit rates: "5M" or "5Mbit" is 5,000,000 bit/s,
+	// "100k" 100,000; Bandwidth sets both directions.
+	IngressBandwidth string `json:"ingressBandwidth,omitempty"`
+	EgressBandwidth  string `json:"egressBandwidth,omitempty"`
 }
 
 // PortMapping publishes a container port on a host address.
@@ -66,8 +82,11 @@ type InstanceSpec struct {
 	Resources     Resources       `json:"resources,omitempty"`
 	RestartPolicy RestartPolicy   `json:"restartPolicy,omitempty"`
 	Ports         []PortMapping   `json:"ports,omitempty"`
-	// Runtime is the runtime class: runc (default) or crun.
+	// Runtime is the runtime class (see GET /v1/runtimes).
 	Runtime string `json:"runtime,omitempty"`
+	// InstanceType names a catalog entry (see GET /v1/types) whose
+	// resources fill in what Resources leaves empty.
+	InstanceType string `json:"instanceType,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -235,4 +254,61 @@ type RuntimeClass struct {
 // RuntimeClassList is the body of GET /v1/runtimes.
 type RuntimeClassList struct {
 	Items []RuntimeClass `json:"items"`
+}
+
+// InstanceType is a named bundle of resources.
+type InstanceType struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Resources   Resources `json:"resources"`
+}
+
+// InstanceTypeList is the body of GET /v1/types.
+type InstanceTypeList struct {
+	Items []InstanceType `json:"items"`
+}
+
+// InstanceStats is one sample of an instance's counters, read from its
+// cgroups and network interface. Counters are cumulative since the
+// sandbox was created.
+type InstanceStats struct {
+	Time time.Time `json:"time"`
+	// CPU time used and time spent throttled by the CFS quota.
+	CPUUsageNanos       uint64 `json:"cpuUsageNanos"`
+	CPUThrottledNanos   uint64 `json:"cpuThrottledNanos"`
+	CPUThrottledPeriods uint64 `json:"cpuThrottledPeriods"`
+	CPUPeriods          uint64 `json:"cpuPeriods"`
+	// CPUs are the cores the instance may run on.
+	CPUs           string `json:"cpus,omitempty"`
+	MemoryUsage    uint64 `json:"memoryUsage"`
+	MemoryPeak     uint64 `json:"memoryPeak"`
+	MemoryLimit    uint64 `json:"memoryLimit,omitempty"`
+	OOMKills       uint64 `json:"oomKills"`
+	Pids           uint64 `json:"pids"`
+	PidsLimit      uint64 `json:"pidsLimit,omitempty"`
+	DiskReadBytes  uint64 `json:"diskReadBytes"`
+	DiskWriteBytes uint64 `json:"diskWriteBytes"`
+	DiskReadOps    uint64 `json:"diskReadOps"`
+	DiskWriteOps   uint64 `json:"diskWriteOps"`
+	NetRxBytes     uint64 `json:"netRxBytes"`
+	NetTxBytes     uint64 `json:"netTxBytes"`
+}
+
+// SLAItem says, for one promised resource, whether the promise was kept.
+type SLAItem struct {
+	Resource  string `json:"resource"`
+	Promised  string `json:"promised"`
+	Delivered string `json:"delivered"`
+	// Kept is false when the instance wanted the resource and got less
+	// than promised (or was let past a limit).
+	Kept   bool   `json:"kept"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// SLAReport is the body of GET /v1/instances/{name}/sla.
+type SLAReport struct {
+	Instance string    `json:"instance"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+	Items    []SLAItem `json:"items"`
 }

@@ -159,3 +159,20 @@ func TestUnplaceable(t *testing.T) {
 		t.Errorf("ValidateRuntimeClasses: %v", err)
 	}
 }
+
+func TestParseBandwidth(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"5M", 5e6, false}, {"5Mbit", 5e6, false}, {"100Mbit", 100e6, false}, {"500k", 500e3, false},
+		{"1G", 1e9, false}, {"8Mi", 8 << 20, false}, {"64000", 64000, false}, {"5Mbps", 5e6, false},
+		{"", 0, true}, {"fast", 0, true}, {"-1M", 0, true}, {"1", 0, true}, {"1T", 0, true},
+	} {
+		got, err := ParseBandwidth(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseBandwidth(%q) = %d, %v; want %d, err=%v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

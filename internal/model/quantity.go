@@ -87,3 +87,45 @@ func ParseMemory(s string) (int64, error) {
 	}
 	return int64(v), nil
 }
+
+// ParseBandwidth parses a bit rate the way tc and the Kubernetes
+// bandwidth annotations write it: "5M", "5Mbit", "100k", "1G", "5Mi"
+// (binary), or plain bits per second. It returns bits per second.
+func ParseBandwidth(s string) (int64, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("bandwidth %q %s: use a bit rate such as 5M, 100Mbit or 500k (bits per second): %w", s, why, errdefs.ErrInvalidArgument)
+	}
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return 0, bad("is empty")
+	}
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "bps"), "bit")
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{
+		{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30},
+		{"k", 1e3}, {"K", 1e3}, {"m", 1e6}, {"M", 1e6}, {"g", 1e9}, {"G", 1e9},
+	} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, bad("is not a valid rate")
+	}
+	if f <= 0 {
+		return 0, bad("must be positive")
+	}
+	v := f * float64(mult)
+	if v < 8000 {
+		return 0, bad("is below 8kbit")
+	}
+	if v > 100e9 {
+		return 0, bad("is above 100Gbit")
+	}
+	return int64(v), nil
+}
