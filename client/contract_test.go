@@ -180,9 +180,10 @@ func (s *fakeStore) DeleteTenant(ctx context.Context, name string) error {
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
 type fakeHost struct{}
 
-func (fakeHost) Name() string             { return "host-1" }
-func (fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
-func (fakeHost) DefaultRuntime() string   { return "runc" }
+func (fakeHost) Name() string              { return "host-1" }
+func (fakeHost) RuntimeClasses() []string  { return []string{"runc", "crun"} }
+func (fakeHost) Capacity() server.Capacity { return server.Capacity{CPUs: 2, Memory: 4 << 30} }
+func (fakeHost) DefaultRuntime() string    { return "runc" }
 
 func (fakeHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
 	if ref != "busybox" {

@@ -13,7 +13,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,6 +220,26 @@ func (a *Agent) RuntimeClasses() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// Capacity implements server.Host.
+func (a *Agent) Capacity() server.Capacity {
+	return server.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal()}
+}
+
+// memTotal reads the host's memory from /proc/meminfo.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // DefaultRuntime implements server.Host.

@@ -152,6 +152,17 @@ func TestBuildRunRequest(t *testing.T) {
 			want: api.CreateInstanceRequest{Spec: api.InstanceSpec{Containers: []api.ContainerSpec{busybox(nil)}}},
 		},
 		{
+			name: "resource spec",
+			args: []string{"--cpu", "1", "--cpu-policy", "dedicated", "--pids", "64", "--disk-write-iops", "200",
+				"--disk-read-bps", "2Mi", "--bandwidth", "8M", "--egress-bandwidth", "16M", "--type", "k1.small", "busybox"},
+			want: api.CreateInstanceRequest{Spec: api.InstanceSpec{
+				Containers:   []api.ContainerSpec{busybox(nil)},
+				InstanceType: "k1.small",
+				Resources: api.Resources{CPU: "1", CPUPolicy: "dedicated", Pids: 64, DiskWriteIOPS: 200, DiskReadBPS: "2Mi",
+					IngressBandwidth: "8M", EgressBandwidth: "16M"},
+			}},
+		},
+		{
 			name: "flags after the image belong to the command",
 			args: []string{"--name", "web", "-e", "A=1", "-w", "/srv", "--cpu", "0.5", "--memory", "256Mi", "--restart", "on-failure",
 				"--runtime", "crun", "-p", "8080:80", "-p", "127.0.0.1:53:53/udp", "busybox", "sh", "-c", "echo -e hi --name x"},

@@ -38,6 +38,17 @@ type runFlags struct {
 	workdir    string
 	entrypoint string
 	file       string
+
+	cpuPolicy        string
+	pids             int64
+	diskReadBPS      string
+	diskWriteBPS     string
+	diskReadIOPS     int64
+	diskWriteIOPS    int64
+	bandwidth        string
+	ingressBandwidth string
+	egressBandwidth  string
+	instanceType     string
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -83,7 +94,17 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringVar(&f.cpu, "cpu", "", `CPU limit, e.g. "0.5" or "500m"`)
 	fl.StringVar(&f.memory, "memory", "", `memory limit, e.g. "256Mi" or "1G"`)
 	fl.StringVar(&f.restart, "restart", "", "restart policy: no, on-failure or always (default no)")
-	fl.StringVar(&f.runtime, "runtime", "", "runtime class, e.g. runc or crun")
+	fl.StringVar(&f.runtime, "runtime", "", "runtime class: runc, crun, gvisor (see kanga runtimes)")
+	fl.StringVar(&f.cpuPolicy, "cpu-policy", "", "shared (CFS quota, the default) or dedicated (whole cores of its own)")
+	fl.Int64Var(&f.pids, "pids", 0, "maximum number of processes and threads")
+	fl.StringVar(&f.diskReadBPS, "disk-read-bps", "", `disk read limit in bytes per second, e.g. "10Mi"`)
+	fl.StringVar(&f.diskWriteBPS, "disk-write-bps", "", `disk write limit in bytes per second, e.g. "10Mi"`)
+	fl.Int64Var(&f.diskReadIOPS, "disk-read-iops", 0, "disk read operations per second")
+	fl.Int64Var(&f.diskWriteIOPS, "disk-write-iops", 0, "disk write operations per second")
+	fl.StringVar(&f.bandwidth, "bandwidth", "", `network bandwidth each way in bits per second, e.g. "5M" or "100Mbit"`)
+	fl.StringVar(&f.ingressBandwidth, "ingress-bandwidth", "", "bandwidth into the instance (overrides --bandwidth)")
+	fl.StringVar(&f.egressBandwidth, "egress-bandwidth", "", "bandwidth out of the instance (overrides --bandwidth)")
+	fl.StringVar(&f.instanceType, "type", "", "instance type whose resources fill in the rest (see kanga types)")
 	fl.StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
@@ -326,6 +347,37 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 	}
 	if changed("runtime") {
 		req.Spec.Runtime = f.runtime
+	}
+	res := &req.Spec.Resources
+	if changed("cpu-policy") {
+		res.CPUPolicy = f.cpuPolicy
+	}
+	if changed("pids") {
+		res.Pids = f.pids
+	}
+	if changed("disk-read-bps") {
+		res.DiskReadBPS = f.diskReadBPS
+	}
+	if changed("disk-write-bps") {
+		res.DiskWriteBPS = f.diskWriteBPS
+	}
+	if changed("disk-read-iops") {
+		res.DiskReadIOPS = f.diskReadIOPS
+	}
+	if changed("disk-write-iops") {
+		res.DiskWriteIOPS = f.diskWriteIOPS
+	}
+	if changed("bandwidth") {
+		res.IngressBandwidth, res.EgressBandwidth = f.bandwidth, f.bandwidth
+	}
+	if changed("ingress-bandwidth") {
+		res.IngressBandwidth = f.ingressBandwidth
+	}
+	if changed("egress-bandwidth") {
+		res.EgressBandwidth = f.egressBandwidth
+	}
+	if changed("type") {
+		req.Spec.InstanceType = f.instanceType
 	}
 	for _, s := range f.ports {
 		p, err := parsePort(s)

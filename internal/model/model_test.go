@@ -176,3 +176,46 @@ func TestParseBandwidth(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateResources(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  api.Resources
+		typ  string
+		want string
+	}{
+		{"full spec", api.Resources{CPU: "2", CPUPolicy: "dedicated", Memory: "1Gi", Pids: 100, DiskReadBPS: "10Mi", DiskWriteIOPS: 200, IngressBandwidth: "8M", EgressBandwidth: "100Mbit"}, "", ""},
+		{"dedicated fraction", api.Resources{CPU: "0.5", CPUPolicy: "dedicated"}, "", "whole number of cores"},
+		{"dedicated without cpu", api.Resources{CPUPolicy: "dedicated"}, "", "whole number of cores"},
+		{"bad policy", api.Resources{CPUPolicy: "burst"}, "", "cpuPolicy"},
+		{"few pids", api.Resources{Pids: 2}, "", "spec.resources.pids"},
+		{"bad disk bps", api.Resources{DiskWriteBPS: "fast"}, "", "diskWriteBps"},
+		{"tiny iops", api.Resources{DiskReadIOPS: 3}, "", "diskReadIops"},
+		{"bad bandwidth", api.Resources{EgressBandwidth: "lots"}, "", "egressBandwidth"},
+		{"unknown type", api.Resources{}, "x9.huge", "spec.instanceType"},
+		{"type", api.Resources{}, "k1.large", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox"}}, Resources: tc.res, InstanceType: tc.typ}
+			Defaults(&s, "runc")
+			err := Validate(&s)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v does not mention %q", err, tc.want)
+			}
+		})
+	}
+	s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "x"}}, InstanceType: "k1.small", Resources: api.Resources{Memory: "512Mi"}}
+	Defaults(&s, "runc")
+	if err := Validate(&s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Resources.CPU != "0.5" || s.Resources.Memory != "512Mi" || s.Resources.EgressBandwidth != "10M" {
+		t.Fatalf("type k1.small with memory override: %+v", s.Resources)
+	}
+}

@@ -80,6 +80,7 @@ func ContainerNameFromImage(image string) string {
 
 // Defaults fills in what the user may leave out.
 func Defaults(spec *api.InstanceSpec, defaultRuntime string) {
+	applyInstanceType(spec)
 	if spec.RestartPolicy == "" {
 		spec.RestartPolicy = api.RestartNever
 	}
@@ -131,9 +132,51 @@ func Validate(spec *api.InstanceSpec) error {
 			errs = append(errs, invalid("%s.workingDir %q must be an absolute path", f, c.WorkingDir))
 		}
 	}
-	if spec.Resources.CPU != "" {
-		if _, err := ParseCPU(spec.Resources.CPU); err != nil {
+	if err := checkInstanceType(spec.InstanceType); err != nil {
+		errs = append(errs, err)
+	}
+	res := &spec.Resources
+	if res.CPU != "" {
+		if _, err := ParseCPU(res.CPU); err != nil {
 			errs = append(errs, fmt.Errorf("spec.resources.cpu: %w", err))
+		}
+	}
+	switch res.CPUPolicy {
+	case "", "shared":
+	case "dedicated":
+		if m, err := ParseCPU(res.CPU); res.CPU == "" || (err == nil && m%1000 != 0) {
+			errs = append(errs, invalid("spec.resources.cpu %q: a dedicated cpu policy needs a whole number of cores, e.g. --cpu 1", res.CPU))
+		}
+	default:
+		errs = append(errs, invalid("spec.resources.cpuPolicy %q is not shared or dedicated", res.CPUPolicy))
+	}
+	if res.Pids < 0 || (res.Pids > 0 && res.Pids < 4) {
+		errs = append(errs, invalid("spec.resources.pids %d: give at least 4 processes (or 0 for no limit)", res.Pids))
+	}
+	for _, f := range []struct{ name, v string }{{"diskReadBps", res.DiskReadBPS}, {"diskWriteBps", res.DiskWriteBPS}} {
+		if f.v == "" {
+			continue
+		}
+		if b, err := ParseMemory(f.v); err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.%s: %w", f.name, err))
+		} else if b < 4096 {
+			errs = append(errs, invalid("spec.resources.%s %q is below 4Ki per second", f.name, f.v))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"diskReadIops", res.DiskReadIOPS}, {"diskWriteIops", res.DiskWriteIOPS}} {
+		if f.v < 0 || (f.v > 0 && f.v < 10) {
+			errs = append(errs, invalid("spec.resources.%s %d: give at least 10 operations per second (or 0 for no limit)", f.name, f.v))
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"ingressBandwidth", res.IngressBandwidth}, {"egressBandwidth", res.EgressBandwidth}} {
+		if f.v == "" {
+			continue
+		}
+		if _, err := ParseBandwidth(f.v); err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.%s: %w", f.name, err))
 		}
 	}
 	if spec.Resources.Memory != "" {

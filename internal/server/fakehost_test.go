@@ -50,7 +50,10 @@ func fakeImage(ref string) api.Image {
 
 func (h *fakeHost) Name() string             { return "fake-host" }
 func (h *fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
-func (h *fakeHost) DefaultRuntime() string   { return "runc" }
+
+// Capacity is a small fake host: 2 cores, 4 GiB.
+func (h *fakeHost) Capacity() Capacity     { return Capacity{CPUs: 2, Memory: 4 << 30} }
+func (h *fakeHost) DefaultRuntime() string { return "runc" }
 
 func (h *fakeHost) ImageConfig(ctx context.Context, ref string) (ImageConfig, error) {
 	cfg, ok := h.images[ref]

@@ -56,6 +56,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := model.Validate(&spec); err != nil {
 		return err
 	}
+	if err := s.checkFits(&spec); err != nil {
+		return err
+	}
 	if len(policy.AllowedRuntimes) > 0 && !slices.Contains(policy.AllowedRuntimes, spec.Runtime) {
 		return fmt.Errorf("spec.runtime: tenant %q may not use runtime class %s: it may use %s: %w",
 			t, spec.Runtime, strings.Join(policy.AllowedRuntimes, ", "), errdefs.ErrPermissionDenied)

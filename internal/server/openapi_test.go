@@ -141,6 +141,11 @@ var schemaTypes = map[string]any{
 	"TenantList":            api.TenantList{},
 	"RuntimeClass":          api.RuntimeClass{},
 	"RuntimeClassList":      api.RuntimeClassList{},
+	"InstanceType":          api.InstanceType{},
+	"InstanceTypeList":      api.InstanceTypeList{},
+	"InstanceStats":         api.InstanceStats{},
+	"SLAItem":               api.SLAItem{},
+	"SLAReport":             api.SLAReport{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -166,6 +171,7 @@ var fieldValues = map[string]any{
 	"CreateTenantRequest.DefaultRuntime":  "gvisor",
 	"CreateTenantRequest.AllowedRuntimes": []string{"gvisor"},
 	"RuntimeClass.Name":                   "enclave",
+	"Resources.CPUPolicy":                 "dedicated",
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are

@@ -38,6 +38,12 @@ type ImageConfig struct {
 	Cmd        []string
 }
 
+// Capacity is a host's total resources.
+type Capacity struct {
+	CPUs   int
+	Memory int64
+}
+
 // ExecRequest describes a process to run in a container of an instance.
 type ExecRequest struct {
 	Container string
@@ -60,6 +66,8 @@ type Host interface {
 	Name() string
 	// RuntimeClasses lists the classes the host can run now.
 	RuntimeClasses() []string
+	// Capacity is what the host has in all, whatever it runs now.
+	Capacity() Capacity
 	ImageConfig(ctx context.Context, ref string) (ImageConfig, error)
 	ListImages(ctx context.Context) ([]api.Image, error)
 	ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error)
@@ -125,6 +133,7 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
 	{"GET", "/v1/runtimes", false, (*Server).listRuntimes},
+	{"GET", "/v1/types", false, (*Server).listTypes},
 	{"POST", "/v1/tenants", false, (*Server).createTenant},
 	{"GET", "/v1/tenants", false, (*Server).listTenants},
 	{"GET", "/v1/tenants/{name}", false, (*Server).getTenant},

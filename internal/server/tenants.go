@@ -174,3 +174,28 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+func (s *Server) listTypes(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, api.InstanceTypeList{Items: model.InstanceTypes})
+	return nil
+}
+
+// checkFits rejects a spec that no host could ever hold, however empty;
+// one that does not fit now waits, Pending, on the host.
+func (s *Server) checkFits(spec *api.InstanceSpec) error {
+	c := s.host.Capacity()
+	res := spec.Resources
+	if res.CPU != "" && c.CPUs > 0 {
+		if m, err := model.ParseCPU(res.CPU); err == nil && m > int64(c.CPUs)*1000 {
+			return fmt.Errorf("spec.resources.cpu %s is more than any host has (the largest has %d cores): ask for at most %d: %w",
+				res.CPU, c.CPUs, c.CPUs, errdefs.ErrInvalidArgument)
+		}
+	}
+	if res.Memory != "" && c.Memory > 0 {
+		if b, err := model.ParseMemory(res.Memory); err == nil && b > c.Memory {
+			return fmt.Errorf("spec.resources.memory %s is more than any host has (the largest has %d MiB): %w",
+				res.Memory, c.Memory>>20, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}

@@ -95,3 +95,25 @@ func TestUnschedulableRuntimeStaysPending(t *testing.T) {
 		t.Fatalf("runtimes: %+v", list.Items)
 	}
 }
+
+func TestSpecsNoHostCanHold(t *testing.T) {
+	e := newEnv(t, 0)
+	for _, tc := range []struct{ res, msg string }{
+		{`{"cpu":"8"}`, "more than any host has (the largest has 2 cores)"},
+		{`{"memory":"64Gi"}`, "spec.resources.memory 64Gi is more than any host has"},
+		{`{"cpu":"0.5","cpuPolicy":"dedicated"}`, "whole number of cores"},
+	} {
+		body := `{"spec":{"resources":` + tc.res + `,"containers":[{"image":"kanga.test/busybox:latest"}]}}`
+		wantError(t, e.do(t, "POST", "/v1/instances", e.a.token, body), http.StatusBadRequest, "InvalidArgument", tc.msg)
+	}
+	if names := e.storedNames(t, e.a); len(names) != 0 {
+		t.Fatalf("rejected specs left %v", names)
+	}
+	r := e.do(t, "GET", "/v1/types", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var types api.InstanceTypeList
+	decode(t, r, &types)
+	if len(types.Items) == 0 || types.Items[0].Name != "k1.small" {
+		t.Fatalf("types: %+v", types.Items)
+	}
+}
