@@ -11,8 +11,8 @@ import (
 const cniVersion = "1.0.0"
 
 // buildConfList renders the CNI network list for cfg. It is the one place the
-// instance network is described: bandwidth shaping, DNS, firewall and tenant
-// isolation plug in here later as extra entries of "plugins".
+// instance network is described; firewall and tenant isolation plug in here
+// later as extra entries of "plugins".
 //
 // The loopback interface is not part of the list: it is brought up when the
 // namespace is created, which saves a plugin exec per instance.
@@ -46,6 +46,13 @@ func buildConfList(cfg Config) ([]byte, error) {
 				// 127.0.0.1 is reachable from the host itself.
 				"snat": true,
 			},
+			map[string]any{
+				// Shapes the instance's traffic when the runtime config
+				// carries rates; without them it passes the result through.
+				// DEL removes its ifb device; its qdiscs go with the veth.
+				"type":         "bandwidth",
+				"capabilities": map[string]bool{"bandwidth": true},
+			},
 		},
 	}
 	b, err := json.MarshalIndent(list, "", "  ")
@@ -56,4 +63,4 @@ func buildConfList(cfg Config) ([]byte, error) {
 }
 
 // pluginTypes returns the plugin binaries the conflist needs.
-func pluginTypes() []string { return []string{"bridge", "host-local", "portmap"} }
+func pluginTypes() []string { return []string{"bridge", "host-local", "portmap", "bandwidth"} }

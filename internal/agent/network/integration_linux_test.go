@@ -132,7 +132,7 @@ func TestSetupTeardown(t *testing.T) {
 		{HostPort: anyPort, ContainerPort: containerPort},
 		{HostIP: "127.0.0.1", HostPort: loPort, ContainerPort: containerPort, Protocol: "tcp"},
 	}
-	att, err := m.Setup(ctx, id, ports)
+	att, err := m.Setup(ctx, id, ports, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestSetupTeardown(t *testing.T) {
 	}
 
 	// Setup is idempotent.
-	again, err := m.Setup(ctx, id, ports)
+	again, err := m.Setup(ctx, id, ports, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestTwoAttachmentsDistinctIPs(t *testing.T) {
 	ids := []string{fmt.Sprintf("kt-%d-b", os.Getpid()), fmt.Sprintf("kt-%d-c", os.Getpid())}
 	atts := map[string]*Attachment{}
 	for _, id := range ids {
-		att, err := m.Setup(ctx, id, nil)
+		att, err := m.Setup(ctx, id, nil, Limits{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -292,7 +292,7 @@ func TestTeardownAfterRestart(t *testing.T) {
 
 	id := fmt.Sprintf("kt-%d-d", os.Getpid())
 	ports := []Port{{HostIP: "127.0.0.1", HostPort: freePort(t), ContainerPort: 80}}
-	att, err := m1.Setup(ctx, id, ports)
+	att, err := m1.Setup(ctx, id, ports, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ func TestTeardownMissingNetNS(t *testing.T) {
 
 	id := fmt.Sprintf("kt-%d-e", os.Getpid())
 	ports := []Port{{HostPort: freePort(t), ContainerPort: 80}}
-	att, err := m.Setup(ctx, id, ports)
+	att, err := m.Setup(ctx, id, ports, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestSetupAfterNetNSLost(t *testing.T) {
 	m := newTestManager(t, testConfig(t))
 
 	id := fmt.Sprintf("kt-%d-f", os.Getpid())
-	att, err := m.Setup(ctx, id, nil)
+	att, err := m.Setup(ctx, id, nil, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestSetupAfterNetNSLost(t *testing.T) {
 	if err := removeNetNS(att.NetNS); err != nil {
 		t.Fatal(err)
 	}
-	again, err := m.Setup(ctx, id, nil)
+	again, err := m.Setup(ctx, id, nil, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,7 @@ func TestConcurrentSetupTeardown(t *testing.T) {
 		ports := []Port{{HostIP: "127.0.0.1", HostPort: freePort(t), ContainerPort: 80}}
 		t.Cleanup(func() { m.Teardown(ctx, id, ports) })
 		go func() {
-			att, err := m.Setup(ctx, id, ports)
+			att, err := m.Setup(ctx, id, ports, Limits{})
 			results <- result{id, att, err}
 		}()
 	}

@@ -1,5 +1,6 @@
 // Package network gives each instance its own network namespace, attached
-// to a host bridge through CNI (bridge + host-local + portmap) via libcni.
+// to a host bridge through CNI (bridge + host-local + portmap + bandwidth)
+// via libcni.
 //
 // All state that CNI DEL needs lives under Config.StateDir (libcni's result
 // cache, host-local's leases), so an agent that restarts can still tear down
@@ -195,15 +196,19 @@ func checkID(id string) error {
 // NetNSPath is the namespace file of instance id.
 func (m *Manager) NetNSPath(id string) string { return filepath.Join(m.cfg.NetNSDir, id) }
 
-// Setup gives instance id a network namespace with an address on the bridge
-// and publishes ports. It is idempotent: if id is already attached, the
-// existing attachment is returned and ports are not changed.
-func (m *Manager) Setup(ctx context.Context, id string, ports []Port) (*Attachment, error) {
+// Setup gives instance id a network namespace with an address on the bridge,
+// publishes ports and shapes its traffic to limits. It is idempotent: if id
+// is already attached, the existing attachment is returned and ports and
+// limits are not changed.
+func (m *Manager) Setup(ctx context.Context, id string, ports []Port, limits Limits) (*Attachment, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
 	pm, err := portMappings(ports)
 	if err != nil {
+		return nil, err
+	}
+	if err := limits.validate(); err != nil {
 		return nil, err
 	}
 	unlock := m.mu.lock(id)
@@ -214,7 +219,7 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []Port) (*Attachme
 	if err != nil {
 		return nil, err
 	}
-	rt := m.runtimeConf(id, nsPath, pm)
+	rt := m.runtimeConf(id, nsPath, pm, limits)
 	cached, err := m.cni.GetNetworkListCachedResult(m.list, rt)
 	if err != nil {
 		slog.WarnContext(ctx, "ignoring unreadable CNI cache", "id", id, "error", err)
@@ -284,7 +289,7 @@ func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[stri
 	if err != nil {
 		return err
 	}
-	rt := m.runtimeConf(id, nsPath, pm)
+	rt := m.runtimeConf(id, nsPath, pm, Limits{})
 	list := m.list
 	confBytes, cachedRT, err := m.cni.GetNetworkListCachedConfig(m.list, rt)
 	if err != nil {
@@ -310,9 +315,12 @@ func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[stri
 	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL: %w", err)
 	}
-	if state != netnsMounted && cached != nil {
-		// Without the namespace the bridge plugin cannot learn the address
-		// and leaves its masquerade chain behind; remove it ourselves.
+	if cached != nil {
+		// The bridge plugin learns the address to unmasquerade from the
+		// interface in the namespace. Without the namespace, or when a
+		// sandbox took the address off the interface (gVisor's netstack
+		// does), it finds none and leaves its masquerade chain behind;
+		// remove it ourselves (missing rules are fine).
 		if err := teardownIPMasq(ctx, list.Name, id, cached); err != nil {
 			return err
 		}
@@ -332,10 +340,13 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 	return res, err
 }
 
-func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any) *libcni.RuntimeConf {
-	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: nsPath, IfName: ifName}
+func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any, limits Limits) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: nsPath, IfName: ifName, CapabilityArgs: map[string]any{}}
 	if len(pm) > 0 {
-		rt.CapabilityArgs = map[string]any{"portMappings": pm}
+		rt.CapabilityArgs["portMappings"] = pm
+	}
+	if bw := limits.bandwidthArgs(); bw != nil {
+		rt.CapabilityArgs["bandwidth"] = bw
 	}
 	return rt
 }
