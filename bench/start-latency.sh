@@ -1,29 +1,37 @@
 #!/bin/sh
 # Reproduces bench/start-latency.md: starts a throwaway `kanga up`, runs
 # `kanga bench start` for each runtime class that has a host (n=20
-# sequential, n=40 with 4 in flight) and stops the platform again.
+# sequential, n=40 with 4 in flight), checks after each run that nothing was
+# left in containerd or in the NAT table, and stops the platform again.
 # Needs root. Output goes to $OUT (default /tmp/kanga-bench-results).
+# NOBUILD=1 uses the bin/kanga that is there instead of running make.
 set -eu
 
 cd "$(dirname "$0")/.."
-DATA=${DATA:-/tmp/kb}
+DATA=${DATA:-/tmp/kbench}
 OUT=${OUT:-/tmp/kanga-bench-results}
-LISTEN=${LISTEN:-127.0.0.1:7491}
+LISTEN=${LISTEN:-127.0.0.1:7450}
 BRIDGE=${BRIDGE:-kangabench0}
 SUBNET=${SUBNET:-10.216.0.0/24}
 RUNTIMES=${RUNTIMES:-runc crun gvisor}
+export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/kbench.json}
 
-make build images >/dev/null
+[ -n "${NOBUILD:-}" ] || make build images >/dev/null
 rm -rf "$DATA"
 mkdir -p "$DATA" "$OUT"
-export KANGA_CONFIG="$DATA/client.json"
 
 bin/kanga up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-	--bridge "$BRIDGE" --subnet "$SUBNET" --host-name bench-host >"$OUT/kanga-up.log" 2>&1 &
+	--bridge "$BRIDGE" --subnet "$SUBNET" >"$OUT/kanga-up.log" 2>&1 &
 cleanup() {
 	bin/kanga down --data-dir "$DATA" --purge || true
+	# The gvisor class leaves runsc's empty network namespace bind-mounted
+	# under the data dir (see internal/agent/runtime/class.go); rm -rf
+	# fails on it while it is mounted.
+	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
+		umount "$m" || true
+	done
 	ip link del "$BRIDGE" 2>/dev/null || true
-	rm -rf "$DATA"
+	rm -rf "$DATA" "$KANGA_CONFIG"
 }
 trap cleanup EXIT INT TERM
 i=0
@@ -36,6 +44,10 @@ bin/kanga image import testdata/images/busybox.tar >/dev/null
 bin/kanga runtimes | tee "$OUT/runtimes.txt"
 
 SOCK="$DATA/containerd/containerd.sock"
+# Masquerade rules the bridge plugin made for instances in $SUBNET (a /24).
+nat_rules() {
+	iptables-save -t nat | grep -c -- "-A POSTROUTING -s ${SUBNET%.0/*}\." || true
+}
 for rt in $RUNTIMES; do
 	# A class without a host cannot run through the platform: skip it.
 	if ! bin/kanga runtimes | awk -v rt="$rt" '
@@ -46,8 +58,18 @@ for rt in $RUNTIMES; do
 	fi
 	for run in "20 1" "40 4"; do
 		set -- $run
+		f="$OUT/$rt-n$1-c$2"
 		echo "== kanga bench start --runtime $rt --n $1 --concurrency $2 --containerd $SOCK"
+		{ date -u +%FT%TZ; cat /proc/loadavg; } >"$f.meta"
+		before=$(nat_rules)
+		rc=0
 		bin/kanga bench start --runtime "$rt" --n "$1" --concurrency "$2" --containerd "$SOCK" \
-			| tee "$OUT/$rt-n$1-c$2.txt" || true
+			>"$f.txt" || rc=$?
+		cat "$f.txt"
+		{ echo "exit $rc"; date -u +%FT%TZ; cat /proc/loadavg; } >>"$f.meta"
+		left=$(ctr -a "$SOCK" -n kanga containers ls -q | wc -l)
+		nat=$(($(nat_rules) - before))
+		echo "left behind: $left containers, $nat NAT masquerade rules" | tee -a "$f.meta"
+		[ "$left" -eq 0 ] && [ "$nat" -le 0 ] || echo "LEAK after $rt n=$1 c=$2" | tee -a "$OUT/leaks.txt" >&2
 	done
 done

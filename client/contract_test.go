@@ -341,3 +341,11 @@ func TestAgainstServer(t *testing.T) {
 		t.Errorf("ListImages = %+v, %v", imgs, err)
 	}
 }
+
+func (fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {
+	return api.InstanceStats{Pids: 1}, nil
+}
+
+func (fakeHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
+	return api.SLAReport{Instance: inst.Name, Items: []api.SLAItem{}}, nil
+}

@@ -143,3 +143,18 @@ func (c *Client) Logs(ctx context.Context, name string, opts LogsOptions) (io.Re
 func errIncomplete(what string) error {
 	return fmt.Errorf("%s: the server closed the stream before reporting a result: %w", what, errdefs.ErrUnavailable)
 }
+
+// Stats returns a fresh sample of an instance's resource counters.
+func (c *Client) Stats(ctx context.Context, name string) (api.InstanceStats, error) {
+	var st api.InstanceStats
+	err := c.doJSON(ctx, http.MethodGet, instancePath(name, "stats"), nil, nil, &st)
+	return st, err
+}
+
+// SLA returns the instance's report of promised against delivered
+// resources.
+func (c *Client) SLA(ctx context.Context, name string) (api.SLAReport, error) {
+	var r api.SLAReport
+	err := c.doJSON(ctx, http.MethodGet, instancePath(name, "sla"), nil, nil, &r)
+	return r, err
+}

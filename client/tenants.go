@@ -46,3 +46,12 @@ func (c *Client) GetTenant(ctx context.Context, name string) (api.Tenant, error)
 func (c *Client) DeleteTenant(ctx context.Context, name string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(name), nil, nil, nil)
 }
+
+// ListTypes returns the instance types.
+func (c *Client) ListTypes(ctx context.Context) ([]api.InstanceType, error) {
+	var list api.InstanceTypeList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/types", nil, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}

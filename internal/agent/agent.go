@@ -44,9 +44,10 @@ type Store interface {
 
 // Network is the sandbox network of instances.
 type Network interface {
-	Setup(ctx context.Context, id string, ports []network.Port) (*network.Attachment, error)
+	Setup(ctx context.Context, id string, ports []network.Port, limits network.Limits) (*network.Attachment, error)
 	Teardown(ctx context.Context, id string, ports []network.Port) error
 	List() ([]string, error)
+	Stats(ctx context.Context, id string) (network.Stats, error)
 }
 
 // Config wires an Agent.
@@ -59,6 +60,9 @@ type Config struct {
 	Images   *image.Service
 	Network  Network
 	Logger   *slog.Logger
+	// SnapshotDir is where the snapshotter keeps the instances' writable
+	// layers; disk limits throttle the device under it.
+	SnapshotDir string
 }
 
 // Agent runs the instances of one host.
@@ -69,6 +73,9 @@ type Agent struct {
 	mu      sync.Mutex
 	runners map[string]*runner // by instance UID
 	wg      sync.WaitGroup
+
+	cpus      *cpuAllocator // dedicated cores
+	histories histories     // SLA samples of running instances
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -79,7 +86,10 @@ func New(cfg Config) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{}}
+	return &Agent{
+		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
+		cpus: newCPUAllocator(hostCPUList()),
+	}
 }
 
 func (a *Agent) logDir(uid string) string { return filepath.Join(a.cfg.DataDir, "logs", uid) }
@@ -116,6 +126,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.cleanupOrphans(ctx, known)
+	// Adopted instances keep their cores before any new one asks.
+	a.restoreCPUs(insts)
 	for i := range insts {
 		a.dispatch(ctx, &insts[i], false)
 	}

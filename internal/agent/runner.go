@@ -70,6 +70,7 @@ type runner struct {
 	stopping bool
 	killAt   time.Time
 	failure  *api.InstanceStatus
+	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
 }
 
 func newRunner(a *Agent, inst *api.Instance) *runner {
@@ -144,6 +145,23 @@ func ports(spec api.InstanceSpec) []network.Port {
 	return ps
 }
 
+// netLimits are the bandwidth limits of the spec; unset is unlimited.
+func netLimits(res api.Resources) (network.Limits, error) {
+	var l network.Limits
+	var err error
+	if res.IngressBandwidth != "" {
+		if l.IngressBPS, err = model.ParseBandwidth(res.IngressBandwidth); err != nil {
+			return l, err
+		}
+	}
+	if res.EgressBandwidth != "" {
+		if l.EgressBPS, err = model.ParseBandwidth(res.EgressBandwidth); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
 // run is the lifecycle. It returns when the instance is deleted, or when
 // ctx ends (the agent is stopping), leaving containers running for the
 // next agent to adopt.
@@ -168,6 +186,9 @@ func (r *runner) run(ctx context.Context) {
 		r.waitForDelete(ctx)
 		return
 	}
+	if !r.reserveCPUs(ctx, &inst) {
+		return
+	}
 	if err := r.start(ctx, &inst); err != nil {
 		if ctx.Err() != nil {
 			return
@@ -177,6 +198,8 @@ func (r *runner) run(ctx context.Context) {
 		r.waitForDelete(ctx)
 		return
 	}
+	stopSampling := r.a.startSampling(ctx, r.uid)
+	defer stopSampling()
 	r.loop(ctx)
 }
 
@@ -185,12 +208,16 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	if inst.Status.Phase == api.PhasePending {
 		r.publish(ctx, api.PhaseCreating)
 	}
-	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec))
+	limits, err := netLimits(inst.Spec.Resources)
+	if err != nil {
+		return err
+	}
+	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec), limits)
 	if err != nil {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
 	r.ip = att.IP
-	if err := createCgroup(r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("creating the instance cgroup: %w", err)
 	}
 	if err := writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP); err != nil {
@@ -426,7 +453,11 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
 		return err
 	}
-	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec))
+	limits, err := netLimits(inst.Spec.Resources)
+	if err != nil {
+		return err
+	}
+	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec), limits)
 	if err != nil {
 		return err
 	}
@@ -566,6 +597,8 @@ func (r *runner) publish(ctx context.Context, force api.Phase) {
 		st.Reason, st.Message = "", ""
 		if r.failure != nil {
 			st.Reason, st.Message = r.failure.Reason, r.failure.Message
+		} else if r.hold != nil {
+			st.Reason, st.Message = r.hold.Reason, r.hold.Message
 		} else if phase == api.PhaseFailed {
 			for _, c := range statuses {
 				if c.ExitCode != nil && *c.ExitCode != 0 {
@@ -660,6 +693,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		return fmt.Errorf("network teardown: %w", err)
 	}
 	removeCgroup(r.uid)
+	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
 // Labels on containerd objects tie them to their instance, so that a
@@ -50,26 +50,11 @@ func (a *Agent) removeFiles(uid string) {
 	_ = os.RemoveAll(a.sandboxDir(uid))
 }
 
-// createCgroup makes the instance cgroup with the spec's limits. It is
-// idempotent, so an adopting agent may call it again.
-func createCgroup(uid string, res api.Resources) error {
-	lr := &specs.LinuxResources{}
-	if res.CPU != "" {
-		milli, err := model.ParseCPU(res.CPU)
-		if err != nil {
-			return err
-		}
-		period := uint64(100000)
-		quota := milli * int64(period) / 1000
-		lr.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
-	}
-	if res.Memory != "" {
-		b, err := model.ParseMemory(res.Memory)
-		if err != nil {
-			return err
-		}
-		lr.Memory = &specs.LinuxMemory{Limit: &b}
-	}
+// applyCgroup creates or updates the instance cgroup in every hierarchy
+// Kanga manages. containerd/cgroups does the v1 chores (a new cpuset
+// cgroup inherits its parent's cpus and mems before it can hold tasks);
+// the limits themselves come from cgroupResources.
+func applyCgroup(uid string, lr *specs.LinuxResources) error {
 	cg, err := cgroups.New(hierarchy, cgroups.StaticPath(instanceCgroup(uid)), lr)
 	if err != nil {
 		return err
@@ -124,8 +109,9 @@ func readOOMKills(cgroup string) uint64 {
 	return 0
 }
 
-// writeHosts writes the /etc/hosts and /etc/hostname every container of
-// the instance shares, so the instance resolves its own name.
+// writeHosts writes the /etc/hosts, /etc/hostname and /etc/resolv.conf
+// every container of the instance shares, so the instance resolves its own
+// name and, through the host's upstream nameservers, everything else.
 func writeHosts(dir, name, ip string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -137,7 +123,14 @@ func writeHosts(dir, name, ip string) error {
 	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "hostname"), []byte(name+"\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(name+"\n"), 0o644); err != nil {
+		return err
+	}
+	resolv, err := network.ResolvConf(network.HostResolvConf)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644)
 }
 
 // processArgs combines the image's entrypoint and cmd with the spec's
@@ -193,11 +186,17 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		oci.WithMounts([]specs.Mount{
 			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hosts"), Options: []string{"rbind", "ro"}},
 			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hostname"), Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "resolv.conf"), Options: []string{"rbind", "ro"}},
 		}),
 	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
+	diskLimits, err := r.a.withDiskLimits(inst.Spec.Resources)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, diskLimits)
 	opt := class.Options
 	if len(inst.Spec.Containers) > 1 && class.SharedNetnsOptions != nil {
 		opt = class.SharedNetnsOptions

@@ -63,10 +63,14 @@ func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, 
 				return err
 			}
 		}
-		// Read to the end once more after the phase turns terminal: the
-		// last output lands before the exit is reported.
-		if !follow || r == nil || phase.Terminal() {
+		if !follow || r == nil {
 			return nil
+		}
+		if phase.Terminal() {
+			// The shim copies output to the file on its own and may report
+			// the exit before the last bytes land: read until the file has
+			// stopped growing for a moment.
+			return drainSettled(ctx, f, w)
 		}
 		select {
 		case <-ctx.Done():
@@ -75,6 +79,34 @@ func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, 
 		case <-time.After(logPoll):
 		}
 	}
+}
+
+// drainSettled copies what still arrives in f until nothing has for
+// logSettle, or a second has passed.
+func drainSettled(ctx context.Context, f *os.File, w io.Writer) error {
+	if f == nil {
+		return nil
+	}
+	const logSettle = 150 * time.Millisecond
+	deadline := time.Now().Add(time.Second)
+	quiet := time.Duration(0)
+	for quiet < logSettle && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+		n, err := io.Copy(w, f)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			quiet = 0
+		} else {
+			quiet += 50 * time.Millisecond
+		}
+	}
+	return nil
 }
 
 // Exec implements server.Host.

@@ -107,14 +107,15 @@ func Run(ctx context.Context, o Options) error {
 		hostName, _ = os.Hostname()
 	}
 	ag := agent.New(agent.Config{
-		HostName: hostName,
-		DataDir:  filepath.Join(dataDir, "agent"),
-		Store:    st,
-		Client:   ctrd.Client(),
-		Classes:  runtime.Classes(filepath.Join(dataDir, "containerd")),
-		Images:   image.New(ctrd.Client(), "overlayfs"),
-		Network:  netw,
-		Logger:   log,
+		HostName:    hostName,
+		DataDir:     filepath.Join(dataDir, "agent"),
+		Store:       st,
+		Client:      ctrd.Client(),
+		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Images:      image.New(ctrd.Client(), "overlayfs"),
+		Network:     netw,
+		Logger:      log,
+		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 	})
 	actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
 	agentDone := make(chan error, 1)

@@ -107,6 +107,9 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newVersionCommand(o),
 		newTenantCommand(o),
 		newRuntimesCommand(o),
+		newStatsCommand(o),
+		newSLACommand(o),
+		newTypesCommand(o),
 		newBenchCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)

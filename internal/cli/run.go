@@ -137,8 +137,8 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 			return err
 		}
 		fmt.Fprintln(stdout, inst.Name)
-		if unschedulable(inst) {
-			fmt.Fprintf(stderr, "kanga: %s is Pending: %s\n", inst.Name, inst.Status.Message)
+		if waiting(inst) {
+			fmt.Fprintf(stderr, "kanga: %s is Pending (%s): %s\n", inst.Name, inst.Status.Reason, inst.Status.Message)
 			return nil
 		}
 		if _, ok := exitCode(inst.Status); inst.Status.Phase == api.PhaseFailed && !ok {
@@ -147,7 +147,7 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 		return nil
 	}
 
-	if unschedulable(inst) {
+	if inst.Status.Reason == "Unschedulable" && inst.Status.Phase == api.PhasePending {
 		return &ExitError{Code: runExitCode, Err: fmt.Errorf("%s cannot start: %s; it stays Pending until a host can run it (remove it with kanga rm %s)",
 			inst.Name, inst.Status.Message, inst.Name)}
 	}
@@ -533,7 +533,8 @@ func parsePortNumber(s string) (int, error) {
 	return n, nil
 }
 
-// unschedulable reports an instance that no host can run now.
-func unschedulable(inst api.Instance) bool {
-	return inst.Status.Phase == api.PhasePending && inst.Status.Host == "" && inst.Status.Reason == "Unschedulable"
+// waiting reports an instance held Pending for resources (no host offers
+// its runtime class, or no dedicated core is free).
+func waiting(inst api.Instance) bool {
+	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU")
 }

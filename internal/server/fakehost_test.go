@@ -153,3 +153,14 @@ func (h *fakeHost) logCallsSeen() []logCall {
 }
 
 var _ Host = (*fakeHost)(nil)
+
+// Stats returns a fixed sample for a known instance.
+func (h *fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {
+	return api.InstanceStats{Time: testNow, CPUUsageNanos: 5e8, MemoryUsage: 1 << 20, Pids: 2}, nil
+}
+
+// SLA returns a report with one kept promise.
+func (h *fakeHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
+	return api.SLAReport{Instance: inst.Name, Since: testNow, Until: testNow,
+		Items: []api.SLAItem{{Resource: "memory", Promised: "64Mi", Delivered: "peak 1Mi", Kept: true}}}, nil
+}

@@ -76,6 +76,10 @@ type Host interface {
 	// once the instance is terminal and all output is written, or ctx ends.
 	Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error
 	Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error)
+	// Stats samples the instance's counters now; SLA reports promised
+	// against delivered resources from the samples the host kept.
+	Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error)
+	SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error)
 }
 
 // Server serves the public API.
@@ -132,6 +136,8 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
+	{"GET", "/v1/instances/{name}/stats", false, (*Server).stats},
+	{"GET", "/v1/instances/{name}/sla", false, (*Server).sla},
 	{"GET", "/v1/runtimes", false, (*Server).listRuntimes},
 	{"GET", "/v1/types", false, (*Server).listTypes},
 	{"POST", "/v1/tenants", false, (*Server).createTenant},

@@ -117,3 +117,25 @@ func TestSpecsNoHostCanHold(t *testing.T) {
 		t.Fatalf("types: %+v", types.Items)
 	}
 }
+
+func TestStatsAndSLA(t *testing.T) {
+	e := newEnv(t, 0)
+	e.mustCreate(t, e.a, "web")
+	r := e.do(t, "GET", "/v1/instances/web/stats", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var st api.InstanceStats
+	decode(t, r, &st)
+	if st.CPUUsageNanos != 5e8 || st.Pids != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	r = e.do(t, "GET", "/v1/instances/web/sla", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var rep api.SLAReport
+	decode(t, r, &rep)
+	if rep.Instance != "web" || len(rep.Items) != 1 || !rep.Items[0].Kept {
+		t.Fatalf("sla %+v", rep)
+	}
+	// Another tenant's instance is not found, and the host is not asked.
+	wantError(t, e.do(t, "GET", "/v1/instances/web/stats", e.b.token, ""), http.StatusNotFound, "NotFound")
+	wantError(t, e.do(t, "GET", "/v1/instances/web/sla", e.b.token, ""), http.StatusNotFound, "NotFound")
+}

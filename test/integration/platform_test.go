@@ -5,9 +5,9 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -75,7 +75,10 @@ func startPlatform(t *testing.T) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
+	// Bridges and subnets must not collide with another test process
+	// running at the same time (go test runs packages side by side).
 	netSeq++
+	seq := (os.Getpid()*7+netSeq)%250 + 1
 	dir, err := os.MkdirTemp("", "kanga-it-")
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +89,8 @@ func startPlatform(t *testing.T) *platform {
 		dataDir: dir,
 		config:  filepath.Join(dir, "client.json"),
 		listen:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
-		bridge:  fmt.Sprintf("kangait%d", netSeq),
-		subnet:  fmt.Sprintf("10.214.%d.0/24", netSeq),
+		bridge:  fmt.Sprintf("kangait%d", seq),
+		subnet:  fmt.Sprintf("10.214.%d.0/24", seq),
 		logPath: filepath.Join(dir, "kanga.log"),
 	}
 	p.start()

@@ -201,8 +201,10 @@ func TestGVisorIsolation(t *testing.T) {
 	if out := probe("runc", "adjtimex >/dev/null && echo allowed"); !strings.Contains(out, "allowed") {
 		t.Errorf("control: adjtimex under runc: %q", out)
 	}
-	if r := p.kanga("run", "--rm", "--runtime", "gvisor", "kanga.test/busybox", "adjtimex"); r.code == 0 || !strings.Contains(r.stderr+r.stdout, "not permitted") {
-		t.Errorf("adjtimex under gvisor was not refused: exit %d %q %q", r.code, r.stdout, r.stderr)
+	// The exit status, not the message: gVisor at times loses the first
+	// write of a process that exits at once (see the closing note).
+	if out := probe("gvisor", `adjtimex >/dev/null 2>&1; echo "status=$?"`); !strings.Contains(out, "status=1") {
+		t.Errorf("adjtimex under gvisor was not refused: %q", out)
 	}
 	p.must("rm", "-f", "neighbour")
 }

@@ -1,0 +1,316 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+const (
+	// sampleInterval is how often a running instance's counters are read.
+	sampleInterval = time.Second
+	// historyLen bounds each instance's history: ten minutes at 1 s.
+	historyLen = 600
+	// unlimited memory reads as PAGE_COUNTER_MAX pages; anything this big
+	// is no limit.
+	memoryUnlimited = 1 << 62
+)
+
+// sample is one reading of an instance's counters: what the API shows,
+// plus what the SLA report needs to tell "wanted more" from "was idle".
+type sample struct {
+	api.InstanceStats
+	// IngressOverlimits and EgressOverlimits grow while the instance's
+	// traffic exceeds its rate (network.Stats).
+	IngressOverlimits uint64
+	EgressOverlimits  uint64
+	// SharedCores is set when a dedicated instance's cpuset overlapped
+	// another dedicated instance's, as the kernel had them.
+	SharedCores bool
+}
+
+var errNoCgroup = errors.New("the instance has no cgroup on this host")
+
+// readCgroupStats reads the instance cgroup's counters from the v1
+// hierarchies. cgroup v1 charges CPU, memory, pids and (through the
+// _recursive files) blkio of the container cgroups to the instance's; OOM
+// kills are the exception, counted in the victim's own cgroup only.
+func readCgroupStats(root, uid string) (api.InstanceStats, error) {
+	cg := instanceCgroup(uid)
+	path := func(ctrl, file string) string { return filepath.Join(root, ctrl, cg, file) }
+	var st api.InstanceStats
+	usage, err := readUint(path("cpuacct", "cpuacct.usage"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, errNoCgroup
+	}
+	if err != nil {
+		return st, err
+	}
+	st.CPUUsageNanos = usage
+	if kv, err := readKeyValues(path("cpu", "cpu.stat")); err == nil {
+		st.CPUPeriods, st.CPUThrottledPeriods, st.CPUThrottledNanos = kv["nr_periods"], kv["nr_throttled"], kv["throttled_time"]
+	}
+	if b, err := os.ReadFile(path("cpuset", "cpuset.cpus")); err == nil {
+		st.CPUs = strings.TrimSpace(string(b))
+	}
+	st.MemoryUsage, _ = readUint(path("memory", "memory.usage_in_bytes"))
+	st.MemoryPeak, _ = readUint(path("memory", "memory.max_usage_in_bytes"))
+	if l, err := readUint(path("memory", "memory.limit_in_bytes")); err == nil && l < memoryUnlimited {
+		st.MemoryLimit = l
+	}
+	oom := func(dir string) uint64 {
+		kv, _ := readKeyValues(filepath.Join(dir, "memory.oom_control"))
+		return kv["oom_kill"]
+	}
+	st.OOMKills = oom(filepath.Join(root, "memory", cg))
+	if entries, err := os.ReadDir(filepath.Join(root, "memory", cg)); err == nil {
+		for _, e := range entries {
+			if e.IsDir() {
+				st.OOMKills += oom(filepath.Join(root, "memory", cg, e.Name()))
+			}
+		}
+	}
+	st.Pids, _ = readUint(path("pids", "pids.current"))
+	st.PidsLimit, _ = readUint(path("pids", "pids.max")) // "max" reads as 0: no limit
+	for _, f := range []struct {
+		file        string
+		read, write *uint64
+	}{
+		{"blkio.throttle.io_service_bytes", &st.DiskReadBytes, &st.DiskWriteBytes},
+		{"blkio.throttle.io_serviced", &st.DiskReadOps, &st.DiskWriteOps},
+	} {
+		b, err := os.ReadFile(path("blkio", f.file+"_recursive"))
+		if err != nil {
+			b, _ = os.ReadFile(path("blkio", f.file))
+		}
+		*f.read, *f.write = parseBlkioStat(string(b))
+	}
+	return st, nil
+}
+
+// parseBlkioStat sums the Read and Write lines of a blkio stat file
+// ("8:0 Read 4096") over its devices.
+func parseBlkioStat(s string) (read, write uint64) {
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[2], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch f[1] {
+		case "Read":
+			read += n
+		case "Write":
+			write += n
+		}
+	}
+	return read, write
+}
+
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0, nil
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+// readKeyValues reads a "key value" per line file such as cpu.stat.
+func readKeyValues(path string) (map[string]uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kv := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+			kv[k] = n
+		}
+	}
+	return kv, nil
+}
+
+// takeSample reads the instance's cgroup and network counters now.
+func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
+	st, err := readCgroupStats(cgroupV1Root, uid)
+	if err != nil {
+		return sample{}, err
+	}
+	st.Time = time.Now().UTC()
+	s := sample{InstanceStats: st}
+	if ns, err := a.cfg.Network.Stats(ctx, uid); err == nil {
+		s.NetRxBytes, s.NetTxBytes = ns.RxBytes, ns.TxBytes
+		s.IngressOverlimits, s.EgressOverlimits = ns.IngressOverlimits, ns.EgressOverlimits
+	} else {
+		a.log.Debug("reading network counters failed", "uid", uid, "err", err)
+	}
+	s.SharedCores = a.sharesDedicatedCores(uid, st.CPUs)
+	return s, nil
+}
+
+// sharesDedicatedCores checks, against the kernel's cpusets rather than
+// the allocator's bookkeeping, whether dedicated instance uid runs on a
+// core another dedicated instance also has.
+func (a *Agent) sharesDedicatedCores(uid, cpus string) bool {
+	if _, ok := a.cpus.heldBy(uid); !ok {
+		return false
+	}
+	mine, err := parseCPUList(cpus)
+	if err != nil {
+		return false
+	}
+	for _, other := range a.cpus.holders() {
+		if other == uid {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", instanceCgroup(other), "cpuset.cpus"))
+		if err != nil {
+			continue
+		}
+		theirs, err := parseCPUList(string(b))
+		if err != nil {
+			continue
+		}
+		for _, c := range theirs {
+			if slices.Contains(mine, c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// history is an instance's recent samples, oldest first.
+type history struct {
+	mu      sync.Mutex
+	samples []sample
+}
+
+func (h *history) add(s sample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.samples) == historyLen {
+		copy(h.samples, h.samples[1:])
+		h.samples = h.samples[:historyLen-1]
+	}
+	h.samples = append(h.samples, s)
+}
+
+func (h *history) all() []sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.samples)
+}
+
+// histories holds the history of every instance being sampled.
+type histories struct {
+	mu sync.Mutex
+	m  map[string]*history
+}
+
+func (hs *histories) get(uid string) *history {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.m[uid]
+}
+
+// startSampling samples the instance every second until stop is called;
+// stop returns once sampling has ended and drops the history.
+func (a *Agent) startSampling(ctx context.Context, uid string) (stop func()) {
+	h := &history{}
+	a.histories.mu.Lock()
+	if a.histories.m == nil {
+		a.histories.m = map[string]*history{}
+	}
+	a.histories.m[uid] = h
+	a.histories.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(sampleInterval)
+		defer t.Stop()
+		for {
+			if s, err := a.takeSample(ctx, uid); err == nil {
+				h.add(s)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		a.histories.mu.Lock()
+		if a.histories.m[uid] == h {
+			delete(a.histories.m, uid)
+		}
+		a.histories.mu.Unlock()
+	}
+}
+
+// Stats returns a fresh sample of the instance's counters.
+func (a *Agent) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {
+	if err := checkTenant(ctx, inst); err != nil {
+		return api.InstanceStats{}, err
+	}
+	s, err := a.takeSample(ctx, inst.UID)
+	if errors.Is(err, errNoCgroup) {
+		return api.InstanceStats{}, fmt.Errorf("instance %q has no sandbox on host %s (phase %s): %w", inst.Name, a.cfg.HostName, inst.Status.Phase, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return api.InstanceStats{}, fmt.Errorf("reading the counters of instance %q: %w", inst.Name, err)
+	}
+	return s.InstanceStats, nil
+}
+
+// SLA reports, for each resource the instance was promised, whether it got
+// it, judged from the samples of the last ten minutes.
+func (a *Agent) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
+	if err := checkTenant(ctx, inst); err != nil {
+		return api.SLAReport{}, err
+	}
+	var samples []sample
+	if h := a.histories.get(inst.UID); h != nil {
+		samples = h.all()
+	}
+	if len(samples) == 0 {
+		// Not (or no longer) sampled: a single fresh reading still shows
+		// peaks, limits and OOM kills.
+		if s, err := a.takeSample(ctx, inst.UID); err == nil {
+			samples = []sample{s}
+		}
+	}
+	rep := api.SLAReport{Instance: inst.Name, Items: evaluateSLA(inst.Spec.Resources, samples)}
+	if len(samples) > 0 {
+		rep.Since, rep.Until = samples[0].Time, samples[len(samples)-1].Time
+	}
+	return rep, nil
+}

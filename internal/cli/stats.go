@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+func newStatsCommand(o *options) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats NAME",
+		Short: "Show an instance's resource use: CPU, memory, pids, disk and network counters",
+		Long: `Show an instance's resource use. Two samples a second apart give the rates
+(CPU cores in use, disk and network per second); --json prints one raw sample.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			a, err := c.Stats(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(a)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+			b, err := c.Stats(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return writeStats(cmd.OutOrStdout(), args[0], a, b)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one sample as JSON")
+	return cmd
+}
+
+func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api.InstanceStats) error {
+	dt := b.Time.Sub(a.Time).Seconds()
+	if dt <= 0 {
+		dt = 1
+	}
+	rate := func(x, y uint64) float64 {
+		if y < x {
+			return 0
+		}
+		return float64(y-x) / dt
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCPU\tTHROTTLED\tMEM\tPEAK\tLIMIT\tOOM\tPIDS\tDISK R/W\tNET RX/TX")
+	limit := "-"
+	if b.MemoryLimit > 0 {
+		limit = humanSize(int64(b.MemoryLimit))
+	}
+	pids := fmt.Sprint(b.Pids)
+	if b.PidsLimit > 0 {
+		pids += "/" + fmt.Sprint(b.PidsLimit)
+	}
+	throttled := "0%"
+	if p := b.CPUPeriods - a.CPUPeriods; b.CPUPeriods > a.CPUPeriods && p > 0 {
+		throttled = fmt.Sprintf("%.0f%%", 100*float64(b.CPUThrottledPeriods-a.CPUThrottledPeriods)/float64(p))
+	}
+	fmt.Fprintf(tw, "%s\t%.2f cores\t%s\t%s\t%s\t%s\t%d\t%s\t%s/s %s/s\t%s/s %s/s\n",
+		name, rate(a.CPUUsageNanos, b.CPUUsageNanos)/1e9, throttled,
+		humanSize(int64(b.MemoryUsage)), humanSize(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
+		humanSize(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), humanSize(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
+		humanBits(rate(a.NetRxBytes, b.NetRxBytes)*8), humanBits(rate(a.NetTxBytes, b.NetTxBytes)*8))
+	return tw.Flush()
+}
+
+func humanBits(bps float64) string {
+	switch {
+	case bps >= 1e9:
+		return fmt.Sprintf("%.1fGbit", bps/1e9)
+	case bps >= 1e6:
+		return fmt.Sprintf("%.1fMbit", bps/1e6)
+	case bps >= 1e3:
+		return fmt.Sprintf("%.1fkbit", bps/1e3)
+	}
+	return fmt.Sprintf("%.0fbit", bps)
+}
+
+func newSLACommand(o *options) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "sla NAME",
+		Short: "Show, for each promised resource, whether the instance got what it was promised",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			r, err := c.SLA(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+			fmt.Fprintf(tw, "RESOURCE\tPROMISED\tDELIVERED\tKEPT\tDETAIL\n")
+			for _, it := range r.Items {
+				kept := "yes"
+				if !it.Kept {
+					kept = "NO"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", it.Resource, it.Promised, it.Delivered, kept, it.Detail)
+			}
+			if len(r.Items) == 0 {
+				fmt.Fprintln(tw, "(no resource promises in this instance's spec)")
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func newTypesCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "types",
+		Short: "List the instance types (named bundles of resources for --type)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.ListTypes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "TYPE\tCPU\tMEMORY\tPIDS\tBANDWIDTH IN/OUT\tDISK\tDESCRIPTION")
+			for _, t := range ts {
+				r := t.Resources
+				cpu := r.CPU
+				if r.CPUPolicy == "dedicated" {
+					cpu += " dedicated"
+				}
+				var disk []string
+				if r.DiskReadBPS != "" || r.DiskWriteBPS != "" {
+					disk = append(disk, fmt.Sprintf("%s/%s per s", orDash(r.DiskReadBPS), orDash(r.DiskWriteBPS)))
+				}
+				if r.DiskReadIOPS > 0 || r.DiskWriteIOPS > 0 {
+					disk = append(disk, fmt.Sprintf("%d/%d iops", r.DiskReadIOPS, r.DiskWriteIOPS))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\n", t.Name, cpu, r.Memory, r.Pids,
+					orDash(r.IngressBandwidth), orDash(r.EgressBandwidth), orDash(strings.Join(disk, ", ")), t.Description)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
