@@ -100,6 +100,14 @@ func TestLifecycle(t *testing.T) {
 		if inst.Status.Phase != api.PhaseRunning || inst.Status.IP == "" {
 			t.Fatalf("want Running with an IP, got %s %q", inst.Status.Phase, inst.Status.IP)
 		}
+		// inspect carries the running instance's counters.
+		var withStats []struct {
+			Stats *api.InstanceStats `json:"stats"`
+		}
+		if err := json.Unmarshal([]byte(p.must("inspect", "victim")), &withStats); err != nil || len(withStats) != 1 ||
+			withStats[0].Stats == nil || withStats[0].Stats.MemoryUsage == 0 || withStats[0].Stats.Pids == 0 {
+			t.Fatalf("inspect of a running instance lacks its stats: %+v %v", withStats, err)
+		}
 		uid := inst.UID
 		r := p.kanga("rm", "victim")
 		if r.code == 0 || !strings.Contains(r.stderr, "kanga rm -f") {
