@@ -1,0 +1,194 @@
+package scheduler
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// reason is the first filter a host failed for a request.
+type reason uint8
+
+const (
+	fits reason = iota
+	notReady
+	cordoned
+	runtimeClassNotOffered
+	missingCapability
+	selectorMismatch
+	insufficientCPU
+	insufficientMemory
+	insufficientPids
+	insufficientBandwidth
+	insufficientDedicated
+	numReasons
+)
+
+// reasonText is the text of every reason but the two that name what is
+// missing (runtime class and capability), which unplacedReason builds.
+var reasonText = [numReasons]string{
+	notReady:              "not ready",
+	cordoned:              "cordoned",
+	selectorMismatch:      "selector mismatch",
+	insufficientCPU:       "insufficient cpu",
+	insufficientMemory:    "insufficient memory",
+	insufficientPids:      "insufficient pids",
+	insufficientBandwidth: "insufficient bandwidth",
+	insufficientDedicated: "insufficient dedicated cores",
+}
+
+// label is one selector term.
+type label struct{ key, value string }
+
+// need is a request's host constraints as masks over the state's bits.
+// slow is set when one of its terms got no bit (more than 64 distinct terms
+// in one call); the filter then checks the Host itself.
+type need struct {
+	class, caps, labels uint64
+	slow                bool
+}
+
+// compile turns r's runtime class, capabilities and selector into a need.
+func (s *state) compile(r *Request) need {
+	var nd need
+	if r.RuntimeClass != "" {
+		nd.class = s.classBits.m[r.RuntimeClass]
+		nd.slow = nd.class == 0
+	}
+	for _, c := range r.Requires {
+		b := s.capBits.m[c]
+		nd.caps |= b
+		nd.slow = nd.slow || b == 0
+	}
+	for k, v := range r.Selector {
+		b := s.labelBits.m[label{k, v}]
+		nd.labels |= b
+		nd.slow = nd.slow || b == 0
+	}
+	return nd
+}
+
+// filter returns why host i cannot run r, or fits. The order of the checks
+// is the order of the reasons above, which fixes the reason a host failing
+// several filters is counted under. capIdx is the index in r.Requires of
+// the missing capability.
+func (s *state) filter(i int, r *Request, need *need) (why reason, capIdx int) {
+	nd := &s.nodes[i]
+	if nd.unavailable != fits {
+		return nd.unavailable, 0
+	}
+	if need.slow {
+		if why, j := s.filterTerms(i, r); why != fits {
+			return why, j
+		}
+	} else {
+		switch {
+		case nd.classes&need.class != need.class:
+			return runtimeClassNotOffered, 0
+		case nd.caps&need.caps != need.caps:
+			return missingCapability, s.missingCapability(i, r)
+		case nd.labels&need.labels != need.labels:
+			return selectorMismatch, 0
+		}
+	}
+	free, want := &nd.free, &r.Resources
+	// A request asking for none of a resource fits even an over-committed
+	// host (after a capacity shrink), whose free amount is negative.
+	switch {
+	case want.MilliCPU > 0 && want.MilliCPU > free.MilliCPU:
+		return insufficientCPU, 0
+	case want.Memory > 0 && want.Memory > free.Memory:
+		return insufficientMemory, 0
+	case want.Pids > 0 && want.Pids > free.Pids:
+		return insufficientPids, 0
+	case want.BandwidthBPS > 0 && want.BandwidthBPS > free.BandwidthBPS:
+		return insufficientBandwidth, 0
+	case r.DedicatedCores > 0 && r.DedicatedCores > nd.dedicatedFree:
+		return insufficientDedicated, 0
+	}
+	return fits, 0
+}
+
+// filterTerms is the runtime class, capability and selector filter the
+// slow way, on the Host, for requests with a term that got no bit.
+func (s *state) filterTerms(i int, r *Request) (why reason, capIdx int) {
+	h := s.hosts[i]
+	if r.RuntimeClass != "" && !slices.Contains(h.RuntimeClasses, r.RuntimeClass) {
+		return runtimeClassNotOffered, 0
+	}
+	if j := s.missingCapability(i, r); j >= 0 {
+		return missingCapability, j
+	}
+	for k, v := range r.Selector {
+		if hv, ok := h.Labels[k]; !ok || hv != v {
+			return selectorMismatch, 0
+		}
+	}
+	return fits, 0
+}
+
+// missingCapability returns the index in r.Requires of the first
+// capability host i lacks, or -1.
+func (s *state) missingCapability(i int, r *Request) int {
+	for j, c := range r.Requires {
+		if !slices.Contains(s.hosts[i].Capabilities, c) {
+			return j
+		}
+	}
+	return -1
+}
+
+// unplacedReason formats the per-filter counts the way kube-scheduler does:
+// "0/5 hosts available: 3 insufficient memory, 2 runtime class gvisor not
+// offered." Counts are sorted by count, largest first, then by text, so the
+// message is stable.
+func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) string {
+	type item struct {
+		n    int
+		text string
+	}
+	var items []item
+	for why, n := range counts {
+		if n == 0 {
+			continue
+		}
+		switch reason(why) {
+		case runtimeClassNotOffered:
+			items = append(items, item{n, fmt.Sprintf("runtime class %s not offered", r.RuntimeClass)})
+		case missingCapability:
+			for j, m := range capCounts {
+				if m > 0 {
+					items = append(items, item{m, "missing capability " + r.Requires[j]})
+				}
+			}
+		default:
+			items = append(items, item{n, reasonText[why]})
+		}
+	}
+	// Two capabilities of the same name would give two items with one text;
+	// merge them so that each text appears once.
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.text, b.text) })
+	merged := items[:0]
+	for _, it := range items {
+		if k := len(merged) - 1; k >= 0 && merged[k].text == it.text {
+			merged[k].n += it.n
+			continue
+		}
+		merged = append(merged, it)
+	}
+	slices.SortStableFunc(merged, func(a, b item) int { return cmp.Compare(b.n, a.n) })
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "0/%d hosts available", total)
+	for k, it := range merged {
+		if k == 0 {
+			sb.WriteString(": ")
+		} else {
+			sb.WriteString(", ")
+		}
+		fmt.Fprintf(&sb, "%d %s", it.n, it.text)
+	}
+	sb.WriteByte('.')
+	return sb.String()
+}
