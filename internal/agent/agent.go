@@ -26,6 +26,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/server"
@@ -63,6 +64,9 @@ type Config struct {
 	// SnapshotDir is where the snapshotter keeps the instances' writable
 	// layers; disk limits throttle the device under it.
 	SnapshotDir string
+	// Pool, if set, hands out ready network sandboxes to instances it can
+	// serve (see package pool). It must use the same Network.
+	Pool *pool.Pool
 }
 
 // Agent runs the instances of one host.
@@ -76,6 +80,7 @@ type Agent struct {
 
 	cpus      *cpuAllocator // dedicated cores
 	histories histories     // SLA samples of running instances
+	netIDs    sync.Map      // instance UID -> network attachment id, once known
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -126,6 +131,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.cleanupOrphans(ctx, known)
+	// Only after the cleanup, which would take fresh pool sandboxes for
+	// leftovers of a previous run.
+	if a.cfg.Pool != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.cfg.Pool.Run(ctx)
+		}()
+	}
 	// Adopted instances keep their cores before any new one asks.
 	a.restoreCPUs(insts)
 	for i := range insts {
@@ -200,17 +214,37 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 			known[uid] = true // keep its sandbox until a later cleanup succeeds
 		}
 	}
+	// Network attachments are named after their instance, or are pooled
+	// sandboxes an instance recorded as its own (netns-id). Every other
+	// pool id was ready but unclaimed when the previous agent stopped or
+	// crashed: it is destroyed like any orphan.
+	knownNet := map[string]bool{}
+	for uid := range known {
+		knownNet[uid] = true
+		if id := a.readNetID(uid); id != "" {
+			knownNet[id] = true
+		}
+	}
 	ids, err := a.cfg.Network.List()
 	if err != nil {
 		a.log.Warn("listing sandboxes for orphan cleanup failed", "err", err)
 	}
 	for _, id := range ids {
-		if !known[id] {
-			a.log.Info("removing orphaned sandbox", "uid", id)
+		if !knownNet[id] {
+			a.log.Info("removing orphaned sandbox", "uid", id, "pooled", pool.IsPoolID(id))
 			if err := a.cfg.Network.Teardown(ctx, id, nil); err != nil {
 				a.log.Warn("removing orphaned sandbox failed", "uid", id, "err", err)
+				known[id] = true // keep its sandbox dir for a later cleanup
 			}
-			removeCgroup(id)
+			if !pool.IsPoolID(id) {
+				removeCgroup(id)
+			}
+		}
+	}
+	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
+	for _, e := range sandboxes {
+		if !known[e.Name()] {
+			_ = os.RemoveAll(a.sandboxDir(e.Name()))
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logs"))

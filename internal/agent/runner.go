@@ -212,7 +212,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	if err != nil {
 		return err
 	}
-	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec), limits)
+	att, err := r.attach(ctx, inst, limits)
 	if err != nil {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
@@ -236,6 +236,38 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	}
 	r.publish(ctx, "")
 	return nil
+}
+
+// attach gives the instance its network: the attachment it already has
+// (after an agent restart), a ready one from the pool, or a new one set up
+// under its own id.
+func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.Limits) (*network.Attachment, error) {
+	nw := r.a.cfg.Network
+	if id := r.a.readNetID(r.uid); id != "" {
+		// A pooled sandbox recorded as ours: Setup returns it as it is.
+		r.a.netIDs.Store(r.uid, id)
+		return nw.Setup(ctx, id, ports(inst.Spec), limits)
+	}
+	if p := r.a.cfg.Pool; p != nil && poolable(inst.Spec, limits) {
+		if sb, ok := p.Take(); ok {
+			// Recorded before use, so that teardown (by this agent or the
+			// next) destroys this sandbox; if the agent dies before the
+			// record exists, the orphan cleanup destroys it as unclaimed.
+			if err := r.a.writeNetID(r.uid, sb.ID); err != nil {
+				r.log.Warn("recording the pooled sandbox failed; setting up a new one", "sandbox", sb.ID, "err", err)
+				if err := nw.Teardown(ctx, sb.ID, nil); err != nil {
+					r.log.Warn("destroying the pooled sandbox failed", "sandbox", sb.ID, "err", err)
+				}
+			} else {
+				r.a.netIDs.Store(r.uid, sb.ID)
+				r.log.Debug("using a pooled network sandbox", "sandbox", sb.ID, "ip", sb.IP)
+				att := sb.Attachment
+				return &att, nil
+			}
+		}
+	}
+	r.a.netIDs.Store(r.uid, r.uid)
+	return nw.Setup(ctx, r.uid, ports(inst.Spec), limits)
 }
 
 // adoptOrStart attaches to a task a previous agent left running, or starts
@@ -450,14 +482,17 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 	if !ok || !class.ExclusiveNetns || len(inst.Spec.Containers) > 1 {
 		return nil
 	}
-	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
+	// The same id again, pooled or not: a fresh attachment under the id
+	// the instance has recorded.
+	id := r.a.netID(r.uid)
+	if err := r.a.cfg.Network.Teardown(ctx, id, ports(inst.Spec)); err != nil {
 		return err
 	}
 	limits, err := netLimits(inst.Spec.Resources)
 	if err != nil {
 		return err
 	}
-	att, err := r.a.cfg.Network.Setup(ctx, r.uid, ports(inst.Spec), limits)
+	att, err := r.a.cfg.Network.Setup(ctx, id, ports(inst.Spec), limits)
 	if err != nil {
 		return err
 	}
@@ -689,9 +724,18 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		// Keep the sandbox while containers may still use it.
 		return errors.Join(errs...)
 	}
-	if err := r.a.cfg.Network.Teardown(ctx, r.uid, ports(inst.Spec)); err != nil {
+	ip := r.ip
+	if ip == "" {
+		ip = inst.Status.IP
+	}
+	// Before the DEL releases the address: afterwards it may already
+	// belong to someone else.
+	flushConntrack(ctx, ip)
+	// A pooled sandbox is destroyed with its instance, never handed on.
+	if err := r.a.cfg.Network.Teardown(ctx, r.a.netID(r.uid), ports(inst.Spec)); err != nil {
 		return fmt.Errorf("network teardown: %w", err)
 	}
+	r.a.netIDs.Delete(r.uid)
 	removeCgroup(r.uid)
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)

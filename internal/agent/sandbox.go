@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	cgroups "github.com/containerd/cgroups"
 	"github.com/containerd/containerd"
@@ -39,6 +41,58 @@ func instanceCgroup(uid string) string { return cgroupRoot + "/" + uid }
 
 func (a *Agent) sandboxDir(uid string) string {
 	return filepath.Join(a.cfg.DataDir, "sandboxes", uid)
+}
+
+// netIDFile records which network attachment an instance uses when it is
+// not the one named after the instance: a pooled sandbox it was given.
+// It lives as long as the sandbox dir, so teardown, stats and a restarted
+// agent find the attachment; api.InstanceStatus has no place for it.
+//
+// It is written without fsync on purpose: a process crash keeps it, and a
+// host crash also loses the network namespaces (they live on /run), after
+// which the agent's orphan cleanup destroys the unclaimed pool attachment
+// and the instance sets up a fresh one under its own id.
+func (a *Agent) netIDFile(uid string) string {
+	return filepath.Join(a.sandboxDir(uid), "netns-id")
+}
+
+// readNetID returns the pooled sandbox id recorded for uid, or "".
+func (a *Agent) readNetID(uid string) string {
+	b, err := os.ReadFile(a.netIDFile(uid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (a *Agent) writeNetID(uid, id string) error {
+	if err := os.MkdirAll(a.sandboxDir(uid), 0o755); err != nil {
+		return err
+	}
+	tmp := a.netIDFile(uid) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.netIDFile(uid))
+}
+
+// netID is the network attachment id of instance uid: its pooled
+// sandbox's if it has one, else its own uid.
+func (a *Agent) netID(uid string) string {
+	if id, ok := a.netIDs.Load(uid); ok {
+		return id.(string)
+	}
+	if id := a.readNetID(uid); id != "" {
+		return id
+	}
+	return uid
+}
+
+// poolable tells whether the pool can serve an instance: published ports
+// and bandwidth limits are CNI runtime config (portmap, bandwidth) given
+// at ADD time, so instances with either set up their own attachment.
+func poolable(spec api.InstanceSpec, limits network.Limits) bool {
+	return len(spec.Ports) == 0 && limits == (network.Limits{})
 }
 
 func (a *Agent) logPath(uid, container string) string {
@@ -216,4 +270,24 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	c.c = ctrd
 	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
 	return nil
+}
+
+var conntrackPath = sync.OnceValue(func() string {
+	p, _ := exec.LookPath("conntrack")
+	return p
+})
+
+// flushConntrack deletes the kernel's connection-tracking entries to and
+// from ip, so that an instance that gets the address next inherits no
+// NAT or state of this one. Best effort: without the conntrack tool (not
+// installed by default) the entries expire on their own timeouts.
+func flushConntrack(ctx context.Context, ip string) {
+	bin := conntrackPath()
+	if bin == "" || ip == "" {
+		return
+	}
+	for _, dir := range []string{"-s", "-d"} {
+		// Exit status 1 means "no entries"; nothing to report either way.
+		_ = exec.CommandContext(ctx, bin, "-D", dir, ip).Run()
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
 func TestProcessArgs(t *testing.T) {
@@ -42,5 +43,41 @@ func TestWriteHosts(t *testing.T) {
 	want := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb\n"
 	if string(b) != want {
 		t.Fatalf("hosts = %q, want %q", b, want)
+	}
+}
+
+func TestPoolable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		spec   api.InstanceSpec
+		limits network.Limits
+		want   bool
+	}{
+		{"plain", api.InstanceSpec{}, network.Limits{}, true},
+		{"published port", api.InstanceSpec{Ports: []api.PortMapping{{HostPort: 8080, ContainerPort: 80}}}, network.Limits{}, false},
+		{"ingress limit", api.InstanceSpec{}, network.Limits{IngressBPS: 1e6}, false},
+		{"egress limit", api.InstanceSpec{}, network.Limits{EgressBPS: 1e6}, false},
+	} {
+		if got := poolable(tc.spec, tc.limits); got != tc.want {
+			t.Errorf("%s: poolable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNetID(t *testing.T) {
+	a := New(Config{HostName: "h", DataDir: t.TempDir()})
+	if got := a.netID("u1"); got != "u1" {
+		t.Errorf("without a record: netID = %q, want the uid", got)
+	}
+	if err := a.writeNetID("u1", "pool-abc"); err != nil {
+		t.Fatal(err)
+	}
+	// As a restarted agent sees it: from the file, not the cache.
+	if got := New(Config{HostName: "h", DataDir: a.cfg.DataDir}).netID("u1"); got != "pool-abc" {
+		t.Errorf("recorded: netID = %q, want pool-abc", got)
+	}
+	a.removeFiles("u1")
+	if got := a.readNetID("u1"); got != "" {
+		t.Errorf("after removeFiles the record is still there: %q", got)
 	}
 }

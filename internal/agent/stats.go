@@ -162,7 +162,7 @@ func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
 	}
 	st.Time = time.Now().UTC()
 	s := sample{InstanceStats: st}
-	if ns, err := a.cfg.Network.Stats(ctx, uid); err == nil {
+	if ns, err := a.cfg.Network.Stats(ctx, a.netID(uid)); err == nil {
 		s.NetRxBytes, s.NetTxBytes = ns.RxBytes, ns.TxBytes
 		s.IngressOverlimits, s.EgressOverlimits = ns.IngressOverlimits, ns.EgressOverlimits
 	} else {

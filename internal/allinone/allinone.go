@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
@@ -39,7 +40,10 @@ type Options struct {
 	Bridge     string
 	Subnet     string
 	Version    string
-	Logger     *slog.Logger
+	// Pool sizes the warm pool of network sandboxes (see package pool);
+	// Max 0 turns it off.
+	Pool   pool.Policy
+	Logger *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 }
@@ -102,6 +106,13 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("preparing the instance network: %w", err)
 	}
+	var warm *pool.Pool
+	if o.Pool.Max > 0 {
+		warm = pool.New(pool.Config{
+			Network: netw, Policy: o.Pool, Logger: log,
+			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
+		})
+	}
 	hostName := o.HostName
 	if hostName == "" {
 		hostName, _ = os.Hostname()
@@ -114,6 +125,7 @@ func Run(ctx context.Context, o Options) error {
 		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
 		Images:      image.New(ctrd.Client(), "overlayfs"),
 		Network:     netw,
+		Pool:        warm,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 )
 
@@ -67,6 +68,9 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
 	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
+	f.IntVar(&o.Pool.Min, "pool-min", pool.DefaultMin, "network sandboxes kept ready even when idle")
+	f.IntVar(&o.Pool.Max, "pool-max", pool.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
+	f.DurationVar(&o.Pool.Window, "pool-window", pool.DefaultWindow, "how far back the pool counts creates to size itself, and how long it waits idle before shrinking to --pool-min")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

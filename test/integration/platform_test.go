@@ -63,6 +63,7 @@ type platform struct {
 	bridge  string
 	subnet  string
 	logPath string
+	upArgs  []string // extra flags of kanga up
 	cmd     *exec.Cmd
 	done    chan struct{}
 }
@@ -71,7 +72,16 @@ var netSeq = 0
 
 // startPlatform starts `kanga up` in a fresh data dir with its own bridge
 // and subnet, and tears everything down (instances included) at the end.
+// The warm pool is off: these tests count veths, rules and addresses, and
+// pooled sandboxes appearing and going in the background would blur that.
+// test/integration/pool_test.go covers the pool.
 func startPlatform(t *testing.T) *platform {
+	t.Helper()
+	return startPlatformWith(t, "--pool-max", "0")
+}
+
+// startPlatformWith is startPlatform with extra flags for kanga up.
+func startPlatformWith(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
@@ -92,6 +102,7 @@ func startPlatform(t *testing.T) *platform {
 		bridge:  fmt.Sprintf("kangait%d", seq),
 		subnet:  fmt.Sprintf("10.214.%d.0/24", seq),
 		logPath: filepath.Join(dir, "kanga.log"),
+		upArgs:  upArgs,
 	}
 	p.start()
 	t.Cleanup(func() {
@@ -122,8 +133,9 @@ func (p *platform) start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, "up", "--data-dir", p.dataDir, "--listen", p.listen,
-		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host")
+	args := append([]string{"up", "--data-dir", p.dataDir, "--listen", p.listen,
+		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host"}, p.upArgs...)
+	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -33,20 +33,21 @@ func TestSLAEnforcement(t *testing.T) {
 		p.must("run", "-d", "--name", "cpuhalf", "--cpu", "0.5", "kanga.test/busybox", "sh", "-c", busy)
 		uid := p.inspect("cpuhalf").UID
 		throttled0 := cpuStat(t, uid)["nr_throttled"]
+		idle0 := hostIdleTicks(t)
 		rate := cpuRate(t, uid, 4*time.Second)
-		t.Logf("busy loop with --cpu 0.5 got %.3f CPU", rate)
+		idleCores := float64(hostIdleTicks(t)-idle0) / 100 / 4 // USER_HZ is 100
+		t.Logf("busy loop with --cpu 0.5 got %.3f CPU; the host had %.2f cores idle meanwhile", rate, idleCores)
+		if rate < 0.425 && idleCores < 0.1 {
+			// The promise is a quota, not a reservation: on a host that
+			// others saturate, no 0.5 exists to be delivered.
+			t.Skipf("the host was saturated (%.2f cores idle): the quota cannot be measured now", idleCores)
+		}
 		within(t, "CPU of a 0.5-CPU busy loop", rate, 0.5, 0.15)
 		if cpuStat(t, uid)["nr_throttled"] <= throttled0 {
 			t.Fatal("the busy loop was never throttled: no quota is enforced")
 		}
 		// The agent's own report agrees: it wanted more and got its quota.
-		if r := p.kanga("sla", "--help"); r.code != 0 || !strings.Contains(r.stdout, "sla NAME") {
-			t.Skip("kanga sla is not available in this build")
-		}
 		r := p.kanga("sla", "cpuhalf", "--json")
-		if r.code != 0 && strings.Contains(r.stderr, "no API endpoint") {
-			t.Skip("the server has no SLA endpoint in this build")
-		}
 		if r.code != 0 {
 			t.Fatalf("kanga sla cpuhalf --json: exit %d: %s", r.code, r.stderr)
 		}
@@ -494,4 +495,21 @@ func slaItem(t *testing.T, rep api.SLAReport, resource string) api.SLAItem {
 	}
 	t.Fatalf("no %s item in the SLA report %+v", resource, rep)
 	return api.SLAItem{}
+}
+
+// hostIdleTicks reads the host's idle and iowait time, in USER_HZ ticks,
+// summed over all CPUs.
+func hostIdleTicks(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	if len(f) < 6 || f[0] != "cpu" {
+		t.Fatalf("unexpected /proc/stat: %q", f)
+	}
+	idle, _ := strconv.ParseUint(f[4], 10, 64)
+	iowait, _ := strconv.ParseUint(f[5], 10, 64)
+	return idle + iowait
 }

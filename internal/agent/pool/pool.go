@@ -1,0 +1,336 @@
+// Package pool keeps network sandboxes ready ahead of demand, so that an
+// instance start does not pay for creating a network namespace and
+// running CNI ADD (about 70 ms on a 2-core host, more under load).
+//
+// A pooled sandbox is a network namespace with CNI ADD done under a pool
+// id (Prefix + random hex) and its address known. It serves instances
+// without published ports and without bandwidth limits only: those shape
+// the attachment through CNI runtime config (portmap, bandwidth) that
+// exists only at ADD time, so such instances keep setting up their own.
+//
+// Sandboxes are never recycled: a sandbox serves exactly one instance and
+// is destroyed (CNI DEL, namespace unmounted and removed) when that
+// instance is deleted. Nothing of one tenant can therefore reach another
+// through the pool: a pooled namespace has never held a process or file
+// of anyone before it is handed out, and its address returns to IPAM only
+// through a full CNI DEL, after which it is as fresh as any other.
+//
+// The pool does not survive the agent: ready sandboxes are destroyed when
+// Run returns, and after a crash the agent tears down every attachment
+// with the prefix that no instance records as its own (see IsPoolID).
+package pool
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kanga-run/kanga/internal/agent/network"
+)
+
+// Prefix starts the id of every pooled sandbox, so that a restarted agent
+// recognises the ones a previous run left behind.
+const Prefix = "pool-"
+
+// IsPoolID tells whether id names a pooled sandbox.
+func IsPoolID(id string) bool { return strings.HasPrefix(id, Prefix) }
+
+// Network is the part of the host network the pool drives.
+type Network interface {
+	Setup(ctx context.Context, id string, ports []network.Port, limits network.Limits) (*network.Attachment, error)
+	Teardown(ctx context.Context, id string, ports []network.Port) error
+}
+
+// Sandbox is a ready network sandbox.
+type Sandbox struct {
+	ID string
+	network.Attachment
+}
+
+// Status is the pool's state, written to Config.StatusFile whenever it
+// changes, for operators and tests (the API has no place for it).
+type Status struct {
+	Target   int     `json:"target"`
+	Ready    int     `json:"ready"`
+	Filling  int     `json:"filling"`
+	Hits     uint64  `json:"hits"`     // creates served from the pool
+	Misses   uint64  `json:"misses"`   // eligible creates that found it empty
+	Recent   int     `json:"recent"`   // eligible creates within the window
+	RefillMS float64 `json:"refillMs"` // smoothed setup time of one sandbox
+}
+
+// Config configures a Pool.
+type Config struct {
+	Network Network
+	Policy  Policy
+	// StatusFile, if set, receives the Status as JSON.
+	StatusFile string
+	Logger     *slog.Logger
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// initialRefill is the setup time assumed before one is measured: CNI
+// ADD with bridge, host-local and portmap on this kind of host.
+const initialRefill = 100 * time.Millisecond
+
+// Pool keeps sandboxes ready. Take is safe for concurrent use; Run must
+// be running for the pool to fill.
+type Pool struct {
+	cfg  Config
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu       sync.Mutex
+	ready    []Sandbox
+	creates  []time.Time // eligible creates, oldest first
+	inflight int         // setups and teardowns running
+	filling  int         // of inflight, setups
+	refill   time.Duration
+	failures int       // consecutive setup failures
+	retryAt  time.Time // no setup before this, after failures
+	hits     uint64
+	misses   uint64
+	target   int
+	last     Status // last written
+}
+
+// New returns a pool; it fills once Run runs.
+func New(cfg Config) *Pool {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Policy = cfg.Policy.WithDefaults()
+	return &Pool{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "pool"),
+		wake:   make(chan struct{}, 1),
+		refill: initialRefill,
+		target: cfg.Policy.Min,
+	}
+}
+
+// Take hands out a ready sandbox, which then belongs to the caller for
+// good: it is the caller's to tear down (Network.Teardown with its ID).
+// Call it only for instances the pool can serve (no published ports, no
+// bandwidth limits): every call counts as demand, served or not.
+func (p *Pool) Take() (Sandbox, bool) {
+	p.mu.Lock()
+	now := p.cfg.Now()
+	p.creates = append(p.creates, now)
+	p.trimLocked(now)
+	var (
+		sb Sandbox
+		ok bool
+	)
+	if n := len(p.ready); n > 0 {
+		sb, ok = p.ready[n-1], true
+		p.ready = p.ready[:n-1]
+		p.hits++
+	} else {
+		p.misses++
+	}
+	p.mu.Unlock()
+	p.poke()
+	return sb, ok
+}
+
+func (p *Pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// trimLocked forgets creates older than the window.
+func (p *Pool) trimLocked(now time.Time) {
+	from := now.Add(-p.cfg.Policy.Window)
+	i := 0
+	for i < len(p.creates) && p.creates[i].Before(from) {
+		i++
+	}
+	p.creates = p.creates[i:]
+}
+
+// Status reports the pool's current state.
+func (p *Pool) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.statusLocked()
+}
+
+func (p *Pool) statusLocked() Status {
+	return Status{
+		Target: p.target, Ready: len(p.ready), Filling: p.filling,
+		Hits: p.hits, Misses: p.misses, Recent: len(p.creates),
+		RefillMS: float64(p.refill.Microseconds()) / 1000,
+	}
+}
+
+// Run keeps the pool at its target until ctx ends, then destroys the
+// sandboxes still ready. At most Policy.Parallel setups or teardowns run
+// at a time, so the filler never crowds out the request path.
+func (p *Pool) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait() // setups cut short by ctx undo themselves
+		p.drain(context.WithoutCancel(ctx))
+	}()
+	// Re-evaluate once a second too: the target shrinks with time alone.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for {
+			job := p.next()
+			if job == nil {
+				break
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				job(ctx)
+				p.poke()
+			}()
+		}
+		p.writeStatus()
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// next picks the next setup or teardown to run, if any is due and a slot
+// is free, and accounts for it as in flight.
+func (p *Pool) next() func(context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.cfg.Now()
+	p.trimLocked(now)
+	target := p.cfg.Policy.Target(now, p.creates, p.refill)
+	if target != p.target {
+		p.log.Info("pool target changed", "from", p.target, "to", target,
+			"recent_creates", len(p.creates), "refill", p.refill, "ready", len(p.ready))
+		p.target = target
+	}
+	if p.inflight >= p.cfg.Policy.Parallel {
+		return nil
+	}
+	switch {
+	case len(p.ready)+p.filling < target && !now.Before(p.retryAt):
+		p.inflight++
+		p.filling++
+		return p.fill
+	case len(p.ready) > target:
+		// The oldest first: the newest are handed out first (Take pops the
+		// end), so this keeps the pool's order simple.
+		sb := p.ready[0]
+		p.ready = p.ready[1:]
+		p.inflight++
+		return func(ctx context.Context) {
+			p.destroy(ctx, sb.ID)
+			p.mu.Lock()
+			p.inflight--
+			p.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// fill sets up one sandbox and adds it to the ready list.
+func (p *Pool) fill(ctx context.Context) {
+	id := newID()
+	start := p.cfg.Now()
+	att, err := p.cfg.Network.Setup(ctx, id, nil, network.Limits{})
+	took := p.cfg.Now().Sub(start)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inflight--
+	p.filling--
+	if err != nil {
+		// Setup undoes its own partial work. Back off so that a broken
+		// network (subnet exhausted, plugin missing) does not spin.
+		p.failures++
+		backoff := min(time.Second<<min(p.failures-1, 5), 30*time.Second)
+		p.retryAt = p.cfg.Now().Add(backoff)
+		if ctx.Err() == nil {
+			p.log.Warn("setting up a pooled sandbox failed", "id", id, "err", err, "retry_in", backoff)
+		}
+		return
+	}
+	p.failures = 0
+	if ctx.Err() != nil {
+		// Stopping: do not hand out what nobody will destroy.
+		p.mu.Unlock()
+		p.destroy(context.WithoutCancel(ctx), id)
+		p.mu.Lock()
+		return
+	}
+	// Smoothed, so one slow setup under load does not swing the target.
+	p.refill = (p.refill*3 + took) / 4
+	p.ready = append(p.ready, Sandbox{ID: id, Attachment: *att})
+}
+
+func (p *Pool) destroy(ctx context.Context, id string) {
+	if err := p.cfg.Network.Teardown(ctx, id, nil); err != nil {
+		// The next agent start removes it as an unclaimed pool id.
+		p.log.Warn("destroying a pooled sandbox failed", "id", id, "err", err)
+	}
+}
+
+// drain destroys every ready sandbox, with a bound on the time it takes
+// (the next start cleans up whatever is left).
+func (p *Pool) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	p.mu.Lock()
+	ready := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	for _, sb := range ready {
+		p.destroy(ctx, sb.ID)
+	}
+	p.writeStatus()
+}
+
+func (p *Pool) writeStatus() {
+	if p.cfg.StatusFile == "" {
+		return
+	}
+	p.mu.Lock()
+	st := p.statusLocked()
+	changed := st != p.last
+	p.last = st
+	p.mu.Unlock()
+	if !changed {
+		return
+	}
+	b, _ := json.Marshal(st)
+	tmp := p.cfg.StatusFile + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err == nil {
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+			err = os.Rename(tmp, p.cfg.StatusFile)
+		}
+		if err != nil {
+			p.log.Debug("writing the pool status failed", "err", err)
+		}
+	}
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return Prefix + hex.EncodeToString(b)
+}

@@ -1,0 +1,278 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
+)
+
+// poolStatus reads the status file the agent's pool keeps.
+func (p *platform) poolStatus() pool.Status {
+	p.t.Helper()
+	var st pool.Status
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "pool.json"))
+	if err == nil {
+		_ = json.Unmarshal(b, &st)
+	}
+	return st
+}
+
+// netnsDir is where the agent keeps this platform's namespace files.
+func (p *platform) netnsDir() string {
+	sum := sha256.Sum256([]byte(filepath.Join(p.dataDir, "network")))
+	return filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12])
+}
+
+// netID is the network sandbox instance uid uses, as the agent records it.
+func (p *platform) netID(uid string) string {
+	p.t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "sandboxes", uid, "netns-id"))
+	if err != nil {
+		p.t.Fatalf("no netns-id for %s: %v", uid, err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// poolNetNS lists the pooled sandboxes that have a namespace file.
+func (p *platform) poolNetNS() map[string]bool {
+	ids := map[string]bool{}
+	entries, _ := os.ReadDir(p.netnsDir())
+	for _, e := range entries {
+		if pool.IsPoolID(e.Name()) {
+			ids[e.Name()] = true
+		}
+	}
+	return ids
+}
+
+// leases maps the holder of each host-local address lease to the address.
+func (p *platform) leases() map[string]string {
+	held := map[string]string{}
+	dir := filepath.Join(p.dataDir, "network", "ipam", network.DefaultNetworkName)
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			held[f[0]] = e.Name()
+		}
+	}
+	return held
+}
+
+// gone tells whether nothing of network sandbox id is left; assertGone
+// says what is.
+func (p *platform) gone(id string) bool {
+	if _, err := os.Stat(filepath.Join(p.netnsDir(), id)); !os.IsNotExist(err) {
+		return false
+	}
+	if _, ok := p.leases()[id]; ok {
+		return false
+	}
+	return !strings.Contains(iptablesRules(p.t), id)
+}
+
+// assertGone checks that nothing of network sandbox id is left: namespace
+// file, address lease, iptables rule.
+func (p *platform) assertGone(id string) {
+	p.t.Helper()
+	if _, err := os.Stat(filepath.Join(p.netnsDir(), id)); !os.IsNotExist(err) {
+		p.t.Errorf("netns file of %s left (%v)", id, err)
+	}
+	if ip, ok := p.leases()[id]; ok {
+		p.t.Errorf("address %s still leased to %s", ip, id)
+	}
+	if rules := iptablesRules(p.t); strings.Contains(rules, id) {
+		p.t.Errorf("iptables rules of %s left:\n%s", id, grepLines(rules, id))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestPoolInstanceNetwork: instances started from the warm pool get a
+// working network of their own (distinct sandboxes and addresses, the
+// gateway and each other reachable), and deleting them destroys their
+// sandboxes: nothing is handed on.
+func TestPoolInstanceNetwork(t *testing.T) {
+	p := startPlatformWith(t, "--pool-min", "2", "--pool-max", "4")
+	p.importImages()
+	p.eventually("2 pooled sandboxes", 60*time.Second, func() bool { return p.poolStatus().Ready == 2 })
+
+	p.must("run", "-d", "--name", "pool-a", "kanga.test/busybox", "sleep", "1000")
+	p.must("run", "-d", "--name", "pool-b", "kanga.test/busybox", "sleep", "1000")
+	a, b := p.running("pool-a"), p.running("pool-b")
+	ida, idb := p.netID(a.UID), p.netID(b.UID)
+	if !pool.IsPoolID(ida) || !pool.IsPoolID(idb) {
+		t.Fatalf("sandboxes %q and %q are not pooled", ida, idb)
+	}
+	if ida == idb {
+		t.Fatalf("both instances use sandbox %s", ida)
+	}
+	if a.Status.IP == b.Status.IP {
+		t.Fatalf("both instances have address %s", a.Status.IP)
+	}
+	if st := p.poolStatus(); st.Hits < 2 {
+		t.Errorf("pool status %+v: want 2 hits", st)
+	}
+	held := p.leases()
+	if held[ida] != a.Status.IP || held[idb] != b.Status.IP {
+		t.Errorf("leases %v do not match %s=%s, %s=%s", held, ida, a.Status.IP, idb, b.Status.IP)
+	}
+	// The instance's own name resolves to the pooled sandbox's address.
+	if hosts := p.must("exec", "pool-a", "cat", "/etc/hosts"); !strings.Contains(hosts, a.Status.IP+"\tpool-a\n") {
+		t.Errorf("/etc/hosts of pool-a lacks %s:\n%s", a.Status.IP, hosts)
+	}
+	p.must("exec", "pool-a", "ping", "-c", "1", "-W", "5", p.gateway())
+	p.must("exec", "pool-a", "ping", "-c", "1", "-W", "5", b.Status.IP)
+	p.must("exec", "pool-b", "ping", "-c", "1", "-W", "5", a.Status.IP)
+
+	p.must("rm", "-f", "pool-a", "pool-b")
+	p.eventually("both gone", 60*time.Second, func() bool {
+		return p.kanga("inspect", "pool-a").code != 0 && p.kanga("inspect", "pool-b").code != 0
+	})
+	p.assertGone(ida)
+	p.assertGone(idb)
+	if _, err := os.Stat(filepath.Join(p.dataDir, "agent", "sandboxes", a.UID)); !os.IsNotExist(err) {
+		t.Errorf("sandbox dir of pool-a left (%v)", err)
+	}
+}
+
+// TestPoolFollowsBurst: a burst of creates raises the pool's target above
+// its minimum, and a window without creates brings it back.
+func TestPoolFollowsBurst(t *testing.T) {
+	p := startPlatformWith(t, "--pool-min", "1", "--pool-max", "8", "--pool-window", "10s")
+	p.importImages()
+	p.eventually("1 pooled sandbox", 60*time.Second, func() bool { return p.poolStatus().Ready == 1 })
+
+	const n = 10
+	var runs []<-chan result
+	for i := 0; i < n; i++ {
+		runs = append(runs, p.kangaAsync("run", "-d", "--name", fmt.Sprintf("burst-%d", i), "kanga.test/busybox", "sleep", "1000"))
+	}
+	for i, ch := range runs {
+		if r := <-ch; r.code != 0 {
+			t.Fatalf("run burst-%d: exit %d: %s", i, r.code, r.stderr)
+		}
+	}
+	grew := 0
+	p.eventually("the target to grow", 60*time.Second, func() bool {
+		grew = p.poolStatus().Target
+		return grew > 1
+	})
+	ips, ids := map[string]string{}, map[string]string{}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("burst-%d", i)
+		inst := p.running(name)
+		if other, ok := ips[inst.Status.IP]; ok {
+			t.Errorf("%s and %s share address %s", name, other, inst.Status.IP)
+		}
+		ips[inst.Status.IP] = name
+		if b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "sandboxes", inst.UID, "netns-id")); err == nil {
+			id := strings.TrimSpace(string(b))
+			if other, ok := ids[id]; ok {
+				t.Errorf("%s and %s share sandbox %s", name, other, id)
+			}
+			ids[id] = name
+		}
+	}
+	log, _ := os.ReadFile(p.logPath)
+	if !strings.Contains(string(log), "pool target changed") {
+		t.Error("the agent did not log the target change")
+	}
+	t.Logf("target grew to %d; %d of %d instances got a pooled sandbox; status %+v", grew, len(ids), n, p.poolStatus())
+
+	p.eventually("the pool to shrink back to 1", 90*time.Second, func() bool {
+		st := p.poolStatus()
+		return st.Target == 1 && st.Ready == 1 && st.Filling == 0
+	})
+	p.eventually("one pooled namespace", 30*time.Second, func() bool {
+		return len(p.poolNetNS())-len(ids) == 1
+	})
+}
+
+// TestPoolCrashLeaksNothing: kill -9 of kanga up with sandboxes ready in
+// the pool and one in use by an instance. After a restart the unclaimed
+// ones are destroyed, the claimed one keeps serving its instance and goes
+// with it, and a clean stop leaves no pooled sandbox at all.
+func TestPoolCrashLeaksNothing(t *testing.T) {
+	baseline := iptablesRules(t)
+	p := startPlatformWith(t, "--pool-min", "3", "--pool-max", "3")
+	p.importImages()
+	p.eventually("3 pooled sandboxes", 60*time.Second, func() bool { return p.poolStatus().Ready == 3 })
+	p.must("run", "-d", "--name", "survivor", "kanga.test/busybox", "sleep", "1000")
+	inst := p.running("survivor")
+	used := p.netID(inst.UID)
+	if !pool.IsPoolID(used) {
+		t.Fatalf("survivor's sandbox %q is not pooled", used)
+	}
+	p.eventually("the pool refilled", 60*time.Second, func() bool {
+		return p.poolStatus().Ready == 3 && len(p.poolNetNS()) == 4
+	})
+	unclaimed := p.poolNetNS()
+	delete(unclaimed, used)
+	held := p.leases()
+	for id := range unclaimed {
+		if _, ok := held[id]; !ok {
+			t.Fatalf("pooled sandbox %s holds no lease before the crash", id)
+		}
+	}
+
+	p.crash()
+	p.start()
+	again := p.running("survivor")
+	if again.Status.IP != inst.Status.IP || p.netID(inst.UID) != used {
+		t.Errorf("after restart survivor has %s in %s, want %s in %s", again.Status.IP, p.netID(inst.UID), inst.Status.IP, used)
+	}
+	if _, err := os.Stat(filepath.Join(p.netnsDir(), used)); err != nil {
+		t.Errorf("survivor's sandbox is gone after the restart: %v", err)
+	}
+	p.must("exec", "survivor", "ping", "-c", "1", "-W", "5", p.gateway())
+	// The restarted agent cleans up in the background of the API.
+	p.eventually("the unclaimed sandboxes to be destroyed", 60*time.Second, func() bool {
+		for id := range unclaimed {
+			if !p.gone(id) {
+				return false
+			}
+		}
+		return true
+	})
+	for id := range unclaimed {
+		p.assertGone(id)
+	}
+
+	p.must("rm", "-f", "survivor")
+	p.eventually("survivor to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "survivor").code != 0 })
+	p.assertGone(used)
+
+	p.stop() // a clean stop destroys the pool
+	if left := p.poolNetNS(); len(left) > 0 {
+		t.Errorf("pooled namespaces left after stop: %v", left)
+	}
+	for id, ip := range p.leases() {
+		if pool.IsPoolID(id) {
+			t.Errorf("address %s still leased to %s after stop", ip, id)
+		}
+	}
+	if added := diffLines(baseline, iptablesRules(t)); strings.Contains(added, pool.Prefix) {
+		t.Errorf("iptables rules of pooled sandboxes left:\n%s", grepLines(added, pool.Prefix))
+	}
+}
