@@ -194,9 +194,10 @@ func TestSLAEnforcement(t *testing.T) {
 
 	t.Run("PidsForkBomb", func(t *testing.T) {
 		defer p.kanga("rm", "-f", "bomb")
-		// The classic bomb; pid 1 then execs sleep, so that a refused fork
-		// (which ends a busybox shell) does not end the instance.
-		p.must("run", "-d", "--name", "bomb", "--pids", "50", "kanga.test/busybox", "sh", "-c", "b(){ b|b& }; b; exec sleep 3600")
+		// The classic bomb, in a child shell: a refused fork ends the
+		// busybox shell that tried it, so pid 1 forks only once, before
+		// the bomb, and then execs sleep, which needs no fork.
+		p.must("run", "-d", "--name", "bomb", "--pids", "50", "kanga.test/busybox", "sh", "-c", `sh -c 'b(){ b|b& }; b'; exec sleep 3600`)
 		uid := p.inspect("bomb").UID
 		// Wait for the bomb to reach the limit: forks are refused.
 		p.eventually("the fork bomb to reach its limit", 30*time.Second, func() bool {
