@@ -20,6 +20,10 @@ const (
 	// slaWanting: in an interval where at least this share of the CFS
 	// periods ended throttled, the instance wanted more CPU than its quota.
 	slaWanting = 0.5
+	// slaStarved: in an interval where the instance's tasks waited for a
+	// CPU at least this share of the time, it wanted more than it got,
+	// whether or not the quota throttled it.
+	slaStarved = 0.1
 	// slaNearLimit: an OOM kill is the instance's own doing when its
 	// memory peak was at least this share of its limit.
 	slaNearLimit = 0.90
@@ -111,7 +115,8 @@ func evaluateSLA(res api.Resources, samples []sample) []api.SLAItem {
 const notEnough = "not enough samples yet"
 
 // cpuItem: a shared instance that wanted more than its quota (throttled
-// in most periods of an interval) must have got about its quota then; a
+// in most periods of an interval, or kept waiting for a CPU by a busy
+// host) must have got about its quota then; a
 // dedicated one must never be throttled and never share a core with
 // another dedicated instance.
 func cpuItem(res api.Resources, samples []sample, ivs []interval) (api.SLAItem, bool) {
@@ -137,7 +142,9 @@ func cpuItem(res api.Resources, samples []sample, ivs []interval) (api.SLAItem, 
 		peak = max(peak, used/1e9/iv.seconds)
 		periods := iv.cur.CPUPeriods - iv.prev.CPUPeriods
 		throttled := iv.cur.CPUThrottledPeriods - iv.prev.CPUThrottledPeriods
-		if periods > 0 && float64(throttled) >= slaWanting*float64(periods) {
+		starved := iv.cur.RunDelayNanos >= iv.prev.RunDelayNanos &&
+			float64(iv.cur.RunDelayNanos-iv.prev.RunDelayNanos)/1e9/iv.seconds >= slaStarved
+		if (periods > 0 && float64(throttled) >= slaWanting*float64(periods)) || starved {
 			wantNanos += used
 			wantSeconds += iv.seconds
 		}
@@ -151,7 +158,7 @@ func cpuItem(res api.Resources, samples []sample, ivs []interval) (api.SLAItem, 
 	switch {
 	case got < slaAtLeast*promise:
 		item.Kept = false
-		item.Detail = "throttled below its quota: the host could not give it the CPU it was promised"
+		item.Detail = "got less than its quota while it wanted more: the host could not give it the CPU it was promised"
 	case got > slaAtMost*promise:
 		item.Kept = false
 		item.Detail = "ran past its quota: the limit is not enforced"

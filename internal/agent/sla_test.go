@@ -12,6 +12,7 @@ import (
 // read at its end.
 type step struct {
 	cpuNanos, periods, throttled uint64
+	runDelay                     uint64
 	writeBytes, writeOps         uint64
 	txBytes, egressOver          uint64
 	rxBytes, ingressOver         uint64
@@ -38,6 +39,7 @@ func series(steps ...step) []sample {
 		cur.CPUUsageNanos += s.cpuNanos
 		cur.CPUPeriods += s.periods
 		cur.CPUThrottledPeriods += s.throttled
+		cur.RunDelayNanos += s.runDelay
 		cur.DiskWriteBytes += s.writeBytes
 		cur.DiskWriteOps += s.writeOps
 		cur.NetTxBytes += s.txBytes
@@ -141,5 +143,20 @@ func TestIntervalsSkipCountersGoingBack(t *testing.T) {
 	s[2].CPUUsageNanos = 0 // cgroup recreated
 	if n := len(intervals(s)); n != 1 {
 		t.Fatalf("%d intervals, want 1", n)
+	}
+}
+
+// A busy loop that a saturated host keeps waiting for a CPU is not
+// throttled by its quota, yet it wanted more and did not get it.
+func TestSLACPUStarvedByHost(t *testing.T) {
+	res := api.Resources{CPU: "0.5"}
+	starved := evaluateSLA(res, series(repeat(5, step{cpuNanos: 3e8, periods: 10, runDelay: 6e8})...))
+	if len(starved) != 1 || starved[0].Kept || !strings.Contains(starved[0].Delivered, "0.30 CPU while it wanted more") {
+		t.Fatalf("starved instance: %+v", starved)
+	}
+	// Waiting briefly, as any task does now and then, is not wanting more.
+	idle := evaluateSLA(res, series(repeat(5, step{cpuNanos: 1e8, periods: 10, runDelay: 1e7})...))
+	if len(idle) != 1 || !idle[0].Kept || !strings.Contains(idle[0].Delivered, "never wanted more") {
+		t.Fatalf("mostly idle instance: %+v", idle)
 	}
 }

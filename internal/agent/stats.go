@@ -39,6 +39,40 @@ type sample struct {
 	// SharedCores is set when a dedicated instance's cpuset overlapped
 	// another dedicated instance's, as the kernel had them.
 	SharedCores bool
+	// RunDelayNanos is the time the instance's tasks spent runnable but
+	// waiting for a CPU (from /proc/<tid>/schedstat): cgroup v1 counts
+	// throttling by the quota, but not starvation by a busy host.
+	RunDelayNanos uint64
+}
+
+// runDelay sums the run-queue wait of every task in the instance's cpu
+// cgroup and its containers' cgroups. Tasks that exited take their delay
+// with them, so the sum can drop; the SLA skips such intervals.
+func runDelay(root, uid string) uint64 {
+	var total uint64
+	dir := filepath.Join(root, "cpu", instanceCgroup(uid))
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "tasks" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for _, tid := range strings.Fields(string(b)) {
+			ss, err := os.ReadFile("/proc/" + tid + "/schedstat")
+			if err != nil {
+				continue
+			}
+			if f := strings.Fields(string(ss)); len(f) >= 2 {
+				if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+					total += v
+				}
+			}
+		}
+		return nil
+	})
+	return total
 }
 
 var errNoCgroup = errors.New("the instance has no cgroup on this host")
@@ -169,6 +203,7 @@ func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
 		a.log.Debug("reading network counters failed", "uid", uid, "err", err)
 	}
 	s.SharedCores = a.sharesDedicatedCores(uid, st.CPUs)
+	s.RunDelayNanos = runDelay(cgroupV1Root, uid)
 	return s, nil
 }
 
