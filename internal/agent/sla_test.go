@@ -77,7 +77,7 @@ func TestEvaluateSLA(t *testing.T) {
 		{name: "cpu: one sample is not enough", res: api.Resources{CPU: "0.5"}, samples: series(), resource: "cpu", kept: true, contains: notEnough},
 		{name: "cpu: busy loop gets its quota", res: api.Resources{CPU: "0.5"}, samples: series(repeat(5, busyHalf)...), resource: "cpu", kept: true, contains: "0.50 CPU while it wanted more"},
 		{name: "cpu: within tolerance", res: api.Resources{CPU: "500m"}, samples: series(repeat(5, step{cpuNanos: 4.6e8, periods: 10, throttled: 10})...), resource: "cpu", kept: true},
-		{name: "cpu: starved while wanting", res: api.Resources{CPU: "0.5"}, samples: series(repeat(5, step{cpuNanos: 3e8, periods: 10, throttled: 9})...), resource: "cpu", kept: false, contains: "below its quota"},
+		{name: "cpu: starved while wanting", res: api.Resources{CPU: "0.5"}, samples: series(repeat(5, step{cpuNanos: 3e8, periods: 10, throttled: 9})...), resource: "cpu", kept: false, contains: "less than its quota"},
 		{name: "cpu: past its quota", res: api.Resources{CPU: "0.5"}, samples: series(repeat(5, step{cpuNanos: 8e8, periods: 10, throttled: 10})...), resource: "cpu", kept: false, contains: "not enforced"},
 		{name: "cpu: idle is not starved", res: api.Resources{CPU: "1"}, samples: series(repeat(5, step{cpuNanos: 1e8, periods: 10})...), resource: "cpu", kept: true, contains: "never wanted more"},
 		{name: "cpu: a burst throttled once is not wanting", res: api.Resources{CPU: "1"}, samples: series(repeat(5, step{cpuNanos: 1e8, periods: 10, throttled: 1})...), resource: "cpu", kept: true, contains: "never wanted more"},
