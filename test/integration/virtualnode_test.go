@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +25,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/virtualnode"
@@ -433,6 +438,94 @@ func TestVirtualNode(t *testing.T) {
 		return err == nil && len(l.Items) == 0
 	})
 	waitFor(t, "all instances gone", 2*time.Minute, func() bool { return len(instanceNames(t, p)) == 0 })
+
+	// kubectl port-forward: API server -> kubelet API -> the instance.
+	www := webPod("www", node)
+	www.Labels = map[string]string{"app": "www"}
+	www.Spec.Containers[0].Image = "kanga.test/httpd"
+	www.Spec.Containers[0].Command = nil
+	if _, err := pods.Create(ctx, www, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "www Ready", 2*time.Minute, func() bool {
+		pod, err := pods.Get(ctx, "www", metav1.GetOptions{})
+		return err == nil && podReady(pod)
+	})
+	if body := portForwardGet(t, kube, restCfg, "www", 80); !strings.Contains(body, "hello from kanga") {
+		t.Errorf("port-forward GET /: %q", body)
+	}
+
+	// The burst figure: pods created at once until all are Ready.
+	const burst = 20
+	start = time.Now()
+	for i := 0; i < burst; i++ {
+		pod := webPod(fmt.Sprintf("burst-%d", i), node)
+		pod.Labels = map[string]string{"app": "burst"}
+		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the burst Ready", 5*time.Minute, func() bool {
+		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: "app=burst"})
+		if err != nil {
+			return false
+		}
+		n := 0
+		for i := range list.Items {
+			if podReady(&list.Items[i]) {
+				n++
+			}
+		}
+		return n == burst
+	})
+	took = time.Since(start)
+	t.Logf("burst: %d pods Ready in %s (%.0f pods/minute)", burst, took.Round(time.Millisecond), burst/took.Minutes())
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "all instances gone after the burst", 3*time.Minute, func() bool { return len(instanceNames(t, p)) == 0 })
+}
+
+// portForwardGet forwards a local port to the pod's port through the API
+// server, as kubectl port-forward does, and GETs / through it.
+func portForwardGet(t *testing.T, kube *kubernetes.Clientset, restCfg *rest.Config, pod string, port int) string {
+	t.Helper()
+	transport, upgrader, err := spdy.RoundTripperFor(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kube.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name(pod).SubResource("portforward")
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", req.URL())
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- fw.ForwardPorts() }()
+	defer func() {
+		close(stop)
+		<-errc
+	}()
+	select {
+	case <-ready:
+	case err := <-errc:
+		t.Fatalf("port-forward: %v", err)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("port-forward ports %v: %v", ports, err)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", ports[0].Local))
+	if err != nil {
+		t.Fatalf("GET through port-forward: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func instanceNames(t *testing.T, p *platform) []string {
