@@ -245,7 +245,12 @@ func webPod(name, node string) *corev1.Pod {
 				Name:    "web",
 				Image:   "kanga.test/busybox",
 				Command: []string{"sh", "-c", "echo hello from $POD; exec sleep 3600"},
-				Env:     []corev1.EnvVar{{Name: "POD", Value: name}},
+				Env: []corev1.EnvVar{
+					{Name: "POD", Value: name},
+					{Name: "GREETING", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+						LocalObjectReference: corev1.LocalObjectReference{Name: "web"}, Key: "greeting",
+					}}},
+				},
 			}},
 		},
 	}
@@ -313,6 +318,12 @@ func TestVirtualNode(t *testing.T) {
 		t.Errorf("node cpu capacity %s, want 8", got)
 	}
 
+	if _, err := kube.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Data:       map[string]string{"greeting": "hi"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// Three replicas, as a ReplicaSet would create them.
 	start := time.Now()
 	for i := 0; i < 3; i++ {
@@ -372,8 +383,9 @@ func TestVirtualNode(t *testing.T) {
 		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errb})
 		return out.String() + errb.String(), err
 	}
-	out, err := exec("sh", "-c", "echo in $POD")
-	if err != nil || strings.TrimSpace(out) != "in web-1" {
+	// GREETING comes from a ConfigMap, resolved through the API.
+	out, err := exec("sh", "-c", "echo in $POD $GREETING")
+	if err != nil || strings.TrimSpace(out) != "in web-1 hi" {
 		t.Errorf("exec: %q, %v", out, err)
 	}
 	if _, err := exec("sh", "-c", "exit 3"); err == nil || !strings.Contains(err.Error(), "3") {
