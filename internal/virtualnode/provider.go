@@ -112,7 +112,15 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 			return vkError(gerr)
 		}
 		if uid := instanceEnv(&inst, EnvPodUID); uid != string(pod.UID) {
-			return fmt.Errorf("instance %s still belongs to pod %s/%s with uid %s: %w", name, pod.Namespace, pod.Name, uid, errdefs.ErrUnavailable)
+			// A pod of the same name was deleted and re-created while
+			// this node was not watching: the instance is the old pod's.
+			// Remove it; the controller retries the create.
+			if !inst.DeletionRequested {
+				if derr := p.kanga.DeleteInstance(ctx, name, true); derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
+					return fmt.Errorf("delete instance %s of an earlier pod %s/%s: %w", name, pod.Namespace, pod.Name, derr)
+				}
+			}
+			return fmt.Errorf("instance %s still belongs to an earlier pod %s/%s (uid %s); it is being deleted: %w", name, pod.Namespace, pod.Name, uid, errdefs.ErrUnavailable)
 		}
 		err = nil
 	}
@@ -169,6 +177,10 @@ func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.
 	if node := instanceEnv(&inst, EnvNode); node != p.node {
 		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to virtual node %q", namespace, name, inst.Name, node)
 	}
+	if lp, err := p.pods.Pods(namespace).Get(name); err == nil && string(lp.UID) != instanceEnv(&inst, EnvPodUID) {
+		// The instance is an earlier pod's of the same name.
+		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to an earlier pod", namespace, name, inst.Name)
+	}
 	return p.podOf(&inst), nil
 }
 
@@ -211,8 +223,15 @@ func (p *Provider) podOf(inst *api.Instance) *corev1.Pod {
 	case known != nil:
 		pod = known.DeepCopy()
 	default:
-		if lp, err := p.pods.Pods(ns).Get(name); err == nil {
+		if lp, err := p.pods.Pods(ns).Get(name); err == nil && string(lp.UID) == instanceEnv(inst, EnvPodUID) {
 			pod = lp.DeepCopy()
+			// Adopt it (after a restart): the poll loop reports the
+			// status of known pods only.
+			p.mu.Lock()
+			if p.known[podKey(ns, name)] == nil && !inst.DeletionRequested {
+				p.known[podKey(ns, name)] = pod.DeepCopy()
+			}
+			p.mu.Unlock()
 		} else {
 			pod = stubPod(inst, ns, name)
 		}
