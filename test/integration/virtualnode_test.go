@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -277,10 +278,11 @@ func TestVirtualNode(t *testing.T) {
 	pods := kube.CoreV1().Pods("default")
 	const node = "kanga-vn"
 
+	kubeletPort := freePort(t)
 	vn := &virtualNode{
 		t: t, p: p, logPath: filepath.Join(t.TempDir(), "virtual-node.log"),
 		args: []string{"virtual-node", "--kubeconfig", cp.kubeconfig, "--name", node,
-			"--addr", "127.0.0.1", "--port", strconv.Itoa(freePort(t)), "--cpu", "8", "--memory", "16Gi", "--pods", "100"},
+			"--addr", "127.0.0.1", "--port", strconv.Itoa(kubeletPort), "--cpu", "8", "--memory", "16Gi", "--pods", "100"},
 	}
 	vn.start()
 	t.Cleanup(func() {
@@ -365,6 +367,36 @@ func TestVirtualNode(t *testing.T) {
 	waitFor(t, "logs of web-0", time.Minute, func() bool {
 		b, err := pods.GetLogs("web-0", &corev1.PodLogOptions{}).DoRaw(ctx)
 		return err == nil && strings.Contains(string(b), "hello from web-0")
+	})
+
+	// The kubelet stats endpoints, read as metrics-server does, straight
+	// from the node's kubelet API (the API server's node proxy refuses
+	// loopback addresses). The node runs without --client-ca here.
+	kubelet := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(path string) string {
+		resp, err := kubelet.Get(fmt.Sprintf("https://127.0.0.1:%d%s", kubeletPort, path))
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	var lastStats string
+	defer func() {
+		if t.Failed() && lastStats != "" {
+			t.Logf("last kubelet stats read:\n%s", tail(lastStats, 2000))
+		}
+	}()
+	waitFor(t, "web-0 in the stats summary and resource metrics", time.Minute, func() bool {
+		sum := get("/stats/summary")
+		lastStats = sum
+		if !strings.Contains(sum, `"name":"web-0"`) || !strings.Contains(sum, "usageCoreNanoSeconds") {
+			return false
+		}
+		m := get("/metrics/resource")
+		lastStats = m
+		return strings.Contains(m, `pod_memory_working_set_bytes{namespace="default",pod="web-0"}`)
 	})
 
 	// kubectl exec, with an exit code.
