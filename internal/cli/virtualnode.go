@@ -36,6 +36,9 @@ instances it made.`,
 				return err
 			}
 			cfg.Kanga = c
+			if cfg.Addr == "" {
+				cfg.Addr = virtualnode.DefaultAddr()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return virtualnode.Run(ctx, cfg)
@@ -47,7 +50,7 @@ instances it made.`,
 	fl.StringVar(&cfg.CPU, "cpu", "64", "CPU capacity the node advertises")
 	fl.StringVar(&cfg.Memory, "memory", "256Gi", "memory capacity the node advertises")
 	fl.IntVar(&cfg.Pods, "pods", 1000, "number of pods the node accepts")
-	fl.StringVar(&cfg.Addr, "addr", virtualnode.DefaultAddr(), "address of the node's kubelet API, as the API server reaches it")
+	fl.StringVar(&cfg.Addr, "addr", "", "address of the node's kubelet API, as the API server reaches it (default: the host's first non-loopback IPv4 address)")
 	fl.IntVar(&cfg.Port, "port", 10250, "port of the node's kubelet API")
 	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")
 	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
