@@ -8,7 +8,7 @@ IMAGES    := testdata/images
 # /run/containerd), so packages run one at a time.
 GOFLAGS_TEST ?= -count=1 -p 1 -timeout 60m
 
-.PHONY: all build deps images vet test demo clean
+.PHONY: all build deps images k8s vet test demo clean
 
 all: build
 
@@ -22,12 +22,17 @@ deps:
 images:
 	$(GO) run ./hack/mkimage -o $(IMAGES)
 
+# kube-apiserver and etcd for the virtual-node test, from the Go module
+# proxy; cached, so only the first run on a machine pays the ~10 minutes.
+k8s:
+	./scripts/build-k8s.sh
+
 vet:
 	$(GO) vet ./...
 
 # Integration tests start containerd, runtimes, CNI and a registry, so they
 # need root; they skip (and the run proves little) otherwise.
-test: deps images vet
+test: deps images k8s vet
 	@if [ "$$(id -u)" -ne 0 ]; then echo "make test: run as root for the integration tests" >&2; exit 1; fi
 	$(GO) test $(GOFLAGS_TEST) ./...
 

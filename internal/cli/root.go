@@ -111,6 +111,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newSLACommand(o),
 		newTypesCommand(o),
 		newBenchCommand(o),
+		newVirtualNodeCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/internal/virtualnode"
+)
+
+func newVirtualNodeCommand(o *options) *cobra.Command {
+	cfg := virtualnode.Config{}
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "virtual-node --kubeconfig FILE [OPTIONS]",
+		Short: "Join a Kubernetes cluster as a virtual node that runs its pods as Kanga instances",
+		Long: `Register a node in the Kubernetes cluster of --kubeconfig that stands for the
+Kanga pool. Pods scheduled onto it (they must tolerate the taint
+virtual-kubelet.io/provider=kanga:NoSchedule) become instances in the tenant of
+the Kanga token ($KANGA_TOKEN or the client config); their status, logs, exec
+and port-forward come from Kanga. Restarting the command re-adopts the
+instances it made.`,
+		Example: `  kanga virtual-node --kubeconfig ~/.kube/config --name kanga --cpu 64 --memory 256Gi`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			cfg.Kanga = c
+			if cfg.Addr == "" {
+				cfg.Addr = virtualnode.DefaultAddr()
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return virtualnode.Run(ctx, cfg)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster to join (default $KUBECONFIG)")
+	fl.StringVar(&cfg.Name, "name", "kanga", "node name")
+	fl.StringVar(&cfg.CPU, "cpu", "64", "CPU capacity the node advertises")
+	fl.StringVar(&cfg.Memory, "memory", "256Gi", "memory capacity the node advertises")
+	fl.IntVar(&cfg.Pods, "pods", 1000, "number of pods the node accepts")
+	fl.StringVar(&cfg.Addr, "addr", "", "address of the node's kubelet API, as the API server reaches it (default: the host's first non-loopback IPv4 address)")
+	fl.IntVar(&cfg.Port, "port", 10250, "port of the node's kubelet API")
+	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")
+	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
+	fl.StringVar(&cfg.ClientCA, "client-ca", "", "accept only kubelet API clients with a certificate from this CA (the API server's --kubelet-client-certificate)")
+	fl.BoolVar(&debug, "debug", false, "log at debug level")
+	return cmd
+}

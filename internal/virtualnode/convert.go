@@ -1,0 +1,208 @@
+package virtualnode
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Annotations a pod may carry to steer its Kanga instance.
+const (
+	// AnnotationRuntime names the Kanga runtime class (see `kanga
+	// runtimes`); it wins over spec.runtimeClassName.
+	AnnotationRuntime = "kanga.run/runtime-class"
+	// AnnotationInstanceType names a catalog entry (see `kanga types`)
+	// whose resources fill in what the containers' limits leave empty.
+	AnnotationInstanceType = "kanga.run/instance-type"
+	// The Kubernetes bandwidth annotations, honoured as the CNI bandwidth
+	// plugin of a kubelet would.
+	AnnotationIngressBandwidth = "kubernetes.io/ingress-bandwidth"
+	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
+)
+
+// Environment variables that tie an instance to its pod. Instances carry
+// no labels, so these are how a restarted virtual node finds the pods it
+// already created (and the ones deleted while it was down).
+const (
+	EnvNamespace = "KANGA_POD_NAMESPACE"
+	EnvPodName   = "KANGA_POD_NAME"
+	EnvPodUID    = "KANGA_POD_UID"
+	EnvNode      = "KANGA_VIRTUAL_NODE"
+)
+
+// maxName is the longest instance name Kanga accepts (a DNS label).
+const maxName = 63
+
+// InstanceName is the Kanga instance name of a pod. It is a function of
+// namespace and name only, so that a restarted virtual node maps each pod
+// to the instance it already has instead of creating a second one. The
+// hash suffix keeps "a-b"/"c" and "a"/"b-c" apart and keeps long names
+// within a DNS label.
+func InstanceName(namespace, pod string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + pod))
+	suffix := hex.EncodeToString(sum[:])[:8]
+	base := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r - 'A' + 'a'
+		default:
+			return '-'
+		}
+	}, namespace+"-"+pod)
+	if max := maxName - len(suffix) - 1; len(base) > max {
+		base = base[:max]
+	}
+	base = strings.Trim(base, "-")
+	if base == "" {
+		return "pod-" + suffix
+	}
+	return base + "-" + suffix
+}
+
+// InstanceSpec translates a pod into the spec of its Kanga instance, or
+// says why Kanga cannot run it. Env references to ConfigMaps and Secrets
+// are already resolved by virtual-kubelet's pod controller.
+func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
+	if err := checkSupported(pod); err != nil {
+		return api.InstanceSpec{}, err
+	}
+	spec := api.InstanceSpec{
+		RestartPolicy: restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:  pod.Annotations[AnnotationInstanceType],
+		Runtime:       pod.Annotations[AnnotationRuntime],
+	}
+	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
+		spec.Runtime = *pod.Spec.RuntimeClassName
+	}
+	marker := []api.EnvVar{
+		{Name: EnvNamespace, Value: pod.Namespace},
+		{Name: EnvPodName, Value: pod.Name},
+		{Name: EnvPodUID, Value: string(pod.UID)},
+		{Name: EnvNode, Value: node},
+	}
+	var cpu, mem resource.Quantity
+	for _, c := range pod.Spec.Containers {
+		cs := api.ContainerSpec{
+			Name:       c.Name,
+			Image:      c.Image,
+			Command:    c.Command,
+			Args:       c.Args,
+			WorkingDir: c.WorkingDir,
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil {
+				// The pod controller resolves ConfigMap, Secret and
+				// downward-API references before CreatePod; one left
+				// here is a field ref it could not resolve.
+				return api.InstanceSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
+			}
+			cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
+		}
+		cs.Env = append(cs.Env, marker...)
+		spec.Containers = append(spec.Containers, cs)
+		// Kanga's resources are instance-wide: the sum of the containers'
+		// limits, or their requests where no limit is set.
+		cpu.Add(limitOrRequest(c.Resources, corev1.ResourceCPU))
+		mem.Add(limitOrRequest(c.Resources, corev1.ResourceMemory))
+	}
+	if !cpu.IsZero() {
+		spec.Resources.CPU = cpu.String()
+	}
+	if !mem.IsZero() {
+		spec.Resources.Memory = mem.String()
+	}
+	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
+	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
+	return spec, nil
+}
+
+func limitOrRequest(r corev1.ResourceRequirements, name corev1.ResourceName) resource.Quantity {
+	if q, ok := r.Limits[name]; ok {
+		return q
+	}
+	return r.Requests[name]
+}
+
+func restartPolicy(p corev1.RestartPolicy) api.RestartPolicy {
+	switch p {
+	case corev1.RestartPolicyNever:
+		return api.RestartNever
+	case corev1.RestartPolicyOnFailure:
+		return api.RestartOnFailure
+	default:
+		return api.RestartAlways
+	}
+}
+
+// serviceAccountVolume reports whether v is the projected API token volume
+// that the ServiceAccount admission plugin adds to every pod. Kanga
+// instances cannot reach the cluster's API anyway, so the volume is
+// dropped rather than refused (refusing it would refuse every pod).
+func serviceAccountVolume(v corev1.Volume) bool {
+	return v.Projected != nil && strings.HasPrefix(v.Name, "kube-api-access-")
+}
+
+// checkSupported refuses pod fields Kanga cannot honour; running the pod
+// without them would silently change its meaning.
+func checkSupported(pod *corev1.Pod) error {
+	var bad []string
+	if pod.Spec.HostNetwork {
+		bad = append(bad, "hostNetwork")
+	}
+	if pod.Spec.HostPID {
+		bad = append(bad, "hostPID")
+	}
+	if pod.Spec.HostIPC {
+		bad = append(bad, "hostIPC")
+	}
+	if len(pod.Spec.InitContainers) > 0 {
+		bad = append(bad, "initContainers")
+	}
+	skip := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case serviceAccountVolume(v):
+			skip[v.Name] = true
+		case v.HostPath != nil:
+			bad = append(bad, "volume "+v.Name+": hostPath")
+		default:
+			bad = append(bad, "volume "+v.Name+": volumes are not supported")
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if sc := c.SecurityContext; sc != nil {
+			if sc.Privileged != nil && *sc.Privileged {
+				bad = append(bad, "container "+c.Name+": privileged")
+			}
+			if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+				bad = append(bad, "container "+c.Name+": capabilities.add")
+			}
+		}
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				bad = append(bad, fmt.Sprintf("container %s: hostPort %d", c.Name, p.HostPort))
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			if !skip[m.Name] {
+				bad = append(bad, "container "+c.Name+": volumeMount "+m.Name)
+			}
+		}
+		if c.Stdin || c.TTY {
+			bad = append(bad, "container "+c.Name+": stdin/tty")
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("kanga cannot run this pod: unsupported %s: %w", strings.Join(bad, ", "), errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package virtualnode
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Taint keeps pods off the virtual node unless they tolerate it: bursting
+// to Kanga is a choice, not where the scheduler spills everything.
+var Taint = corev1.Taint{Key: "virtual-kubelet.io/provider", Value: "kanga", Effect: corev1.TaintEffectNoSchedule}
+
+// Config describes one virtual node.
+type Config struct {
+	// Name is the node's name in the cluster.
+	Name string
+	// Kubeconfig is the path of the cluster's kubeconfig.
+	Kubeconfig string
+	// Kanga is the client whose tenant runs the pods.
+	Kanga *client.Client
+	// CPU, Memory and Pods are the node's capacity: the share of the pool
+	// the cluster may schedule onto it.
+	CPU, Memory string
+	Pods        int
+	// Addr is the address pods report as their host's and where the API
+	// server reaches the node's kubelet API (logs, exec, port-forward).
+	Addr string
+	// Port is the kubelet API's port.
+	Port int
+	// TLSCert and TLSKey are the kubelet API's serving pair; empty makes
+	// a self-signed one (the API server does not verify kubelets unless
+	// told to with --kubelet-certificate-authority).
+	TLSCert, TLSKey string
+	// ClientCA, if set, makes the kubelet API accept only clients with a
+	// certificate it signed (the API server's --kubelet-client-certificate).
+	ClientCA string
+	Log      *slog.Logger
+}
+
+// Run registers the node and serves its pods until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Name == "" || cfg.Kanga == nil {
+		return fmt.Errorf("virtual node: a name and a Kanga client are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	capacity := corev1.ResourceList{}
+	for name, v := range map[corev1.ResourceName]string{
+		corev1.ResourceCPU:    cfg.CPU,
+		corev1.ResourceMemory: cfg.Memory,
+		corev1.ResourcePods:   strconv.Itoa(cfg.Pods),
+	} {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return fmt.Errorf("virtual node capacity %s %q: %v: %w", name, v, err, errdefs.ErrInvalidArgument)
+		}
+		capacity[name] = q
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	tlsCfg, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	var provider *Provider
+	n, err := nodeutil.NewNode(cfg.Name,
+		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log)
+			return provider, nil, nil
+		},
+		nodeutil.WithClient(kube),
+		nodeutil.AttachProviderRoutes(mux),
+		func(nc *nodeutil.NodeConfig) error {
+			nc.HTTPListenAddr = net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.Port))
+			nc.Handler = mux
+			nc.TLSConfig = tlsCfg
+			spec := &nc.NodeSpec
+			spec.Labels["kubernetes.io/os"] = "linux"
+			spec.Labels["kubernetes.io/arch"] = runtime.GOARCH
+			spec.Labels["node.kubernetes.io/instance-type"] = "kanga"
+			spec.Spec.Taints = []corev1.Taint{Taint}
+			spec.Status.Capacity = capacity
+			spec.Status.Allocatable = capacity.DeepCopy()
+			spec.Status.Addresses = []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: cfg.Addr},
+				{Type: corev1.NodeHostName, Address: cfg.Name},
+			}
+			spec.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(cfg.Port)
+			spec.Status.NodeInfo = corev1.NodeSystemInfo{
+				OperatingSystem: "linux",
+				Architecture:    runtime.GOARCH,
+				KubeletVersion:  "kanga",
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("virtual node %s: %w", cfg.Name, err)
+	}
+	cfg.Log.Info("virtual node starting", "node", cfg.Name, "addr", cfg.Addr, "port", cfg.Port)
+	go func() {
+		if err := n.WaitReady(ctx, 0); err == nil {
+			cfg.Log.Info("virtual node ready", "node", cfg.Name)
+		}
+	}()
+	if err := n.Run(ctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("virtual node %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// serverTLS is the kubelet API's TLS config.
+func serverTLS(cfg Config) (*tls.Config, error) {
+	var opts []func(*tls.Config) error
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		opts = append(opts, nodeutil.WithKeyPairFromPath(cfg.TLSCert, cfg.TLSKey))
+	} else {
+		cert, err := selfSigned(cfg.Name, cfg.Addr)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, func(c *tls.Config) error {
+			c.Certificates = append(c.Certificates, cert)
+			return nil
+		})
+	}
+	if cfg.ClientCA != "" {
+		opts = append(opts, nodeutil.WithCAFromPath(cfg.ClientCA))
+	} else {
+		cfg.Log.Warn("no --client-ca: the kubelet API (logs, exec, port-forward) accepts any client that reaches it", "addr", cfg.Addr, "port", cfg.Port)
+	}
+	var nc nodeutil.NodeConfig
+	if err := nodeutil.WithTLSConfig(opts...)(&nc); err != nil {
+		return nil, fmt.Errorf("kubelet API TLS: %w", err)
+	}
+	return nc.TLSConfig, nil
+}
+
+// selfSigned makes a serving certificate for the node's name and address.
+func selfSigned(name, addr string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{name},
+	}
+	if ip := net.ParseIP(addr); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("self-signed kubelet certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// DefaultAddr is the first non-loopback IPv4 address of the host, or
+// 127.0.0.1.
+func DefaultAddr() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,487 @@
+// Package virtualnode is a virtual-kubelet provider that runs the pods
+// bound to its node as Kanga instances. It talks to Kanga only through the
+// public API (the client package), so it can run anywhere a kubeconfig and
+// a Kanga token reach.
+package virtualnode
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	vkerrdefs "github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	vkapi "github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Provider implements virtual-kubelet's nodeutil.Provider and
+// node.PodNotifier on top of a Kanga tenant.
+type Provider struct {
+	kanga    *client.Client
+	node     string
+	hostIP   string
+	pods     corev1listers.PodLister
+	interval time.Duration
+	log      *slog.Logger
+
+	mu sync.Mutex
+	// known holds the pods this node runs, as the pod controller last
+	// handed them over (with env references resolved): GetPod must return
+	// them unchanged or the controller sees a spec change on every sync.
+	known map[string]*corev1.Pod
+	// sent is the status last reported for each pod, so that a poll
+	// notifies only changes.
+	sent   map[string]corev1.PodStatus
+	notify func(*corev1.Pod)
+	// cpu keeps the previous CPU sample of each instance for the usage
+	// rate of the stats summary.
+	cpu map[string]cpuSample
+}
+
+type cpuSample struct {
+	at    time.Time
+	nanos uint64
+}
+
+// NewProvider returns a provider for node that creates instances with c
+// (and so in c's tenant). pods is the lister of the pods bound to node;
+// hostIP is the address the pods report as their host's.
+func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLister, log *slog.Logger) *Provider {
+	return &Provider{
+		kanga:    c,
+		node:     node,
+		hostIP:   hostIP,
+		pods:     pods,
+		interval: time.Second,
+		log:      log,
+		known:    map[string]*corev1.Pod{},
+		sent:     map[string]corev1.PodStatus{},
+		cpu:      map[string]cpuSample{},
+	}
+}
+
+func podKey(namespace, name string) string { return namespace + "/" + name }
+
+// vkError translates a Kanga error into the classes virtual-kubelet's pod
+// controller understands.
+func vkError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errdefs.ErrNotFound):
+		return vkerrdefs.AsNotFound(err)
+	case errors.Is(err, errdefs.ErrInvalidArgument):
+		return vkerrdefs.AsInvalidInput(err)
+	}
+	return err
+}
+
+// CreatePod creates the pod's instance. A pod Kanga cannot run is refused
+// with the reason, which the pod controller records as an event and as the
+// pod's status message.
+func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	spec, err := InstanceSpec(pod, p.node)
+	if err != nil {
+		return vkError(err)
+	}
+	name := InstanceName(pod.Namespace, pod.Name)
+	_, err = p.kanga.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: spec})
+	if errors.Is(err, errdefs.ErrAlreadyExists) {
+		// Created before a restart, or a retry after a lost answer: adopt
+		// it if it is this pod's, wait for it to go if it is a previous
+		// pod's of the same name.
+		inst, gerr := p.kanga.GetInstance(ctx, name)
+		if gerr != nil {
+			return vkError(gerr)
+		}
+		if uid := instanceEnv(&inst, EnvPodUID); uid != string(pod.UID) {
+			// A pod of the same name was deleted and re-created while
+			// this node was not watching: the instance is the old pod's.
+			// Remove it; the controller retries the create.
+			if !inst.DeletionRequested {
+				if derr := p.kanga.DeleteInstance(ctx, name, true); derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
+					return fmt.Errorf("delete instance %s of an earlier pod %s/%s: %w", name, pod.Namespace, pod.Name, derr)
+				}
+			}
+			return fmt.Errorf("instance %s still belongs to an earlier pod %s/%s (uid %s); it is being deleted: %w", name, pod.Namespace, pod.Name, uid, errdefs.ErrUnavailable)
+		}
+		err = nil
+	}
+	if err != nil {
+		return vkError(fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
+	}
+	p.log.Info("created instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
+	p.mu.Lock()
+	p.known[podKey(pod.Namespace, pod.Name)] = pod.DeepCopy()
+	p.mu.Unlock()
+	return nil
+}
+
+// UpdatePod records the pod: Kanga instances are immutable and the fields
+// Kubernetes lets change on a running pod (labels, annotations, the
+// deletion grace period, an image) are not applied to the instance.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	p.known[podKey(pod.Namespace, pod.Name)] = pod.DeepCopy()
+	p.mu.Unlock()
+	return nil
+}
+
+// DeletePod force-deletes the instance and reports every container
+// terminated, which lets the pod controller remove the pod at once.
+func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	name := InstanceName(pod.Namespace, pod.Name)
+	if err := p.kanga.DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("delete instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
+	}
+	p.log.Info("deleted instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
+	key := podKey(pod.Namespace, pod.Name)
+	p.mu.Lock()
+	delete(p.known, key)
+	delete(p.sent, key)
+	delete(p.cpu, name)
+	notify := p.notify
+	p.mu.Unlock()
+	if notify != nil {
+		done := pod.DeepCopy()
+		done.Status = deletedStatus(pod, time.Now())
+		notify(done)
+	}
+	return nil
+}
+
+// GetPod returns the pod with its status read from Kanga, or a NotFound
+// error when it has no instance.
+func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	inst, err := p.kanga.GetInstance(ctx, InstanceName(namespace, name))
+	if err != nil {
+		return nil, vkError(err)
+	}
+	if node := instanceEnv(&inst, EnvNode); node != p.node {
+		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to virtual node %q", namespace, name, inst.Name, node)
+	}
+	if lp, err := p.pods.Pods(namespace).Get(name); err == nil && string(lp.UID) != instanceEnv(&inst, EnvPodUID) {
+		// The instance is an earlier pod's of the same name.
+		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to an earlier pod", namespace, name, inst.Name)
+	}
+	return p.podOf(&inst), nil
+}
+
+// GetPodStatus returns the status part of GetPod.
+func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns a pod for each instance this node created, including
+// instances whose pod is gone: the pod controller deletes those.
+func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
+	insts, err := p.kanga.ListInstances(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var pods []*corev1.Pod
+	for i := range insts {
+		if instanceEnv(&insts[i], EnvNode) != p.node {
+			continue
+		}
+		pods = append(pods, p.podOf(&insts[i]))
+	}
+	return pods, nil
+}
+
+// podOf returns the pod of an instance of this node, with its status: the
+// known pod, the API's, or, for an instance whose pod is gone, a stub that
+// carries enough for the pod controller to delete it.
+func (p *Provider) podOf(inst *api.Instance) *corev1.Pod {
+	ns, name := instanceEnv(inst, EnvNamespace), instanceEnv(inst, EnvPodName)
+	p.mu.Lock()
+	known := p.known[podKey(ns, name)]
+	p.mu.Unlock()
+	var pod *corev1.Pod
+	switch {
+	case known != nil:
+		pod = known.DeepCopy()
+	default:
+		if lp, err := p.pods.Pods(ns).Get(name); err == nil && string(lp.UID) == instanceEnv(inst, EnvPodUID) {
+			pod = lp.DeepCopy()
+			// Adopt it (after a restart): the poll loop reports the
+			// status of known pods only.
+			p.mu.Lock()
+			if p.known[podKey(ns, name)] == nil && !inst.DeletionRequested {
+				p.known[podKey(ns, name)] = pod.DeepCopy()
+			}
+			p.mu.Unlock()
+		} else {
+			pod = stubPod(inst, ns, name)
+		}
+	}
+	pod.Status = PodStatus(pod, inst, p.hostIP)
+	return pod
+}
+
+func stubPod(inst *api.Instance, ns, name string) *corev1.Pod {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:         ns,
+			Name:              name,
+			UID:               types.UID(instanceEnv(inst, EnvPodUID)),
+			CreationTimestamp: metav1.NewTime(inst.CreatedAt),
+		},
+	}
+	for _, c := range inst.Spec.Containers {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	return pod
+}
+
+// instanceEnv returns the value of a marker variable of the instance's
+// first container.
+func instanceEnv(inst *api.Instance, key string) string {
+	if len(inst.Spec.Containers) == 0 {
+		return ""
+	}
+	for _, e := range inst.Spec.Containers[0].Env {
+		if e.Name == key {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+// NotifyPods registers the pod controller's callback and starts the loop
+// that reports status changes. Kanga has no watch on instance lists, so the
+// loop polls once per interval: one list call for all pods.
+func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
+	p.mu.Lock()
+	p.notify = cb
+	p.mu.Unlock()
+	go p.pollLoop(ctx)
+}
+
+func (p *Provider) pollLoop(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		if err := p.poll(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("poll instances", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// poll reads every instance once and notifies the pods whose status
+// changed since the last report.
+func (p *Provider) poll(ctx context.Context) error {
+	insts, err := p.kanga.ListInstances(ctx)
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]*api.Instance, len(insts))
+	for i := range insts {
+		byName[insts[i].Name] = &insts[i]
+	}
+	p.mu.Lock()
+	known := make(map[string]*corev1.Pod, len(p.known))
+	for k, v := range p.known {
+		known[k] = v
+	}
+	p.mu.Unlock()
+
+	for key, pod := range known {
+		var status corev1.PodStatus
+		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
+			status = PodStatus(pod, inst, p.hostIP)
+		} else {
+			// Someone removed the instance behind the node's back: say so
+			// rather than leave the pod Running forever.
+			status = deletedStatus(pod, time.Now())
+			status.Phase = corev1.PodFailed
+			status.Reason = "KangaInstanceMissing"
+			status.Message = "the Kanga instance of this pod no longer exists"
+		}
+		p.mu.Lock()
+		_, still := p.known[key]
+		last, sent := p.sent[key]
+		if !still || (sent && equality.Semantic.DeepEqual(last, status)) || (sent && last.Reason == "KangaInstanceMissing") {
+			p.mu.Unlock()
+			continue
+		}
+		p.sent[key] = status
+		notify := p.notify
+		p.mu.Unlock()
+		out := pod.DeepCopy()
+		out.Status = status
+		notify(out)
+	}
+	return nil
+}
+
+// GetContainerLogs returns a container's output. Kanga keeps one log per
+// container across restarts, so --previous shows it too, and --timestamps
+// and --since are not available.
+func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts vkapi.ContainerLogOpts) (io.ReadCloser, error) {
+	rc, err := p.kanga.Logs(ctx, InstanceName(namespace, podName), client.LogsOptions{Follow: opts.Follow, Container: containerName})
+	if err != nil {
+		return nil, vkError(err)
+	}
+	if opts.Tail > 0 && !opts.Follow {
+		defer rc.Close()
+		data, err := tail(rc, opts.Tail)
+		if err != nil {
+			return nil, err
+		}
+		rc = io.NopCloser(bytes.NewReader(data))
+	}
+	if opts.LimitBytes > 0 {
+		rc = limitedReadCloser{io.LimitReader(rc, int64(opts.LimitBytes)), rc}
+	}
+	return rc, nil
+}
+
+type limitedReadCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// tail returns the last n lines of r.
+func tail(r io.Reader, n int) ([]byte, error) {
+	lines := make([][]byte, 0, n)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		if len(lines) == n {
+			lines = lines[1:]
+		}
+		lines = append(lines, append([]byte(nil), sc.Bytes()...))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.Write(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes(), nil
+}
+
+// RunInContainer runs a command in a container (kubectl exec), with a
+// terminal and its resizes when asked.
+func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach vkapi.AttachIO) error {
+	opts := client.ExecOptions{
+		Container: containerName,
+		Cmd:       cmd,
+		TTY:       attach.TTY(),
+		Stdin:     attach.Stdin(),
+	}
+	if w := attach.Stdout(); w != nil {
+		opts.Stdout = w
+		defer w.Close()
+	}
+	if w := attach.Stderr(); w != nil {
+		opts.Stderr = w
+		defer w.Close()
+	}
+	if rs := attach.Resize(); rs != nil {
+		ch := make(chan api.TerminalSize, 1)
+		opts.Resize = ch
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case sz, ok := <-rs:
+					if !ok {
+						return
+					}
+					select {
+					case ch <- api.TerminalSize{Width: sz.Width, Height: sz.Height}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
+	}
+	code, err := p.kanga.Exec(ctx, InstanceName(namespace, podName), opts)
+	if err != nil {
+		return vkError(err)
+	}
+	if code != 0 {
+		// The exec server type-asserts this exact type to report the
+		// exit code to kubectl.
+		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", code), Code: code}
+	}
+	return nil
+}
+
+// AttachToContainer is not supported: Kanga has no attach to a
+// container's main process.
+func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach vkapi.AttachIO) error {
+	return fmt.Errorf("attach to %s/%s: Kanga has no attach; use kubectl exec or logs -f: %w", namespace, podName, errdefs.ErrNotImplemented)
+}
+
+// PortForward connects stream to a port of the pod's instance. The
+// instance's address must be routable from where the virtual node runs:
+// true when it runs on a Kanga host.
+func (p *Provider) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	inst, err := p.kanga.GetInstance(ctx, InstanceName(namespace, pod))
+	if err != nil {
+		return vkError(err)
+	}
+	if inst.Status.IP == "" {
+		return fmt.Errorf("port-forward to %s/%s: the instance has no address yet: %w", namespace, pod, errdefs.ErrUnavailable)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(inst.Status.IP, strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("port-forward to %s/%s port %d: %w", namespace, pod, port, err)
+	}
+	defer conn.Close()
+	go func() {
+		io.Copy(conn, stream)
+		// Half-close: the client is done sending, the server may still
+		// answer.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(stream, conn)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package virtualnode
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+// PodStatus is what the pod's status says about its Kanga instance. Ready
+// means every container is running, not merely that the instance exists.
+func PodStatus(pod *corev1.Pod, inst *api.Instance, hostIP string) corev1.PodStatus {
+	st := corev1.PodStatus{
+		Phase:    podPhase(inst.Status.Phase),
+		Reason:   inst.Status.Reason,
+		Message:  inst.Status.Message,
+		HostIP:   hostIP,
+		PodIP:    inst.Status.IP,
+		QOSClass: pod.Status.QOSClass,
+	}
+	if hostIP != "" {
+		st.HostIPs = []corev1.HostIP{{IP: hostIP}}
+	}
+	if inst.Status.IP != "" {
+		st.PodIPs = []corev1.PodIP{{IP: inst.Status.IP}}
+	}
+	created := metav1.NewTime(inst.CreatedAt)
+	st.StartTime = &created
+
+	byName := make(map[string]api.ContainerStatus, len(inst.Status.Containers))
+	for _, c := range inst.Status.Containers {
+		byName[c.Name] = c
+	}
+	ready := inst.Status.Phase == api.PhaseRunning && !inst.DeletionRequested
+	for _, c := range pod.Spec.Containers {
+		cs := containerStatus(c, byName[c.Name], inst)
+		if !cs.Ready {
+			ready = false
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+
+	readyStatus := corev1.ConditionFalse
+	if ready {
+		readyStatus = corev1.ConditionTrue
+	}
+	since := created
+	if inst.Status.StartedAt != nil {
+		since = metav1.NewTime(*inst.Status.StartedAt)
+	}
+	st.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: created},
+		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: created},
+		{Type: corev1.ContainersReady, Status: readyStatus, LastTransitionTime: since},
+		{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: since},
+	}
+	return st
+}
+
+func podPhase(p api.Phase) corev1.PodPhase {
+	switch p {
+	case api.PhaseRunning:
+		return corev1.PodRunning
+	case api.PhaseSucceeded:
+		return corev1.PodSucceeded
+	case api.PhaseFailed:
+		return corev1.PodFailed
+	default: // Pending, Creating
+		return corev1.PodPending
+	}
+}
+
+func containerStatus(spec corev1.Container, c api.ContainerStatus, inst *api.Instance) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{
+		Name:         spec.Name,
+		Image:        spec.Image,
+		RestartCount: int32(c.RestartCount),
+	}
+	if inst.UID != "" {
+		cs.ContainerID = "kanga://" + inst.UID + "/" + spec.Name
+	}
+	switch c.State {
+	case api.ContainerRunning:
+		// Never "now": the status must not change between two polls of
+		// an unchanged instance, or every poll would update the pod.
+		started := metav1.NewTime(inst.CreatedAt)
+		if c.StartedAt != nil {
+			started = metav1.NewTime(*c.StartedAt)
+		}
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: started}
+		cs.Ready = inst.Status.Phase == api.PhaseRunning && !inst.DeletionRequested
+		t := true
+		cs.Started = &t
+	case api.ContainerTerminated:
+		cs.State.Terminated = terminated(c)
+	default:
+		reason := c.Reason
+		if reason == "" {
+			// Kanga's own reason (image pull, scheduling) is the best
+			// explanation for a container that has not started.
+			reason = inst.Status.Reason
+		}
+		if reason == "" {
+			reason = "ContainerCreating"
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: inst.Status.Message}
+	}
+	return cs
+}
+
+func terminated(c api.ContainerStatus) *corev1.ContainerStateTerminated {
+	t := &corev1.ContainerStateTerminated{Reason: c.Reason}
+	if c.ExitCode != nil {
+		t.ExitCode = int32(*c.ExitCode)
+	}
+	if t.Reason == "" {
+		t.Reason = "Completed"
+		if t.ExitCode != 0 {
+			t.Reason = "Error"
+		}
+	}
+	if c.StartedAt != nil {
+		t.StartedAt = metav1.NewTime(*c.StartedAt)
+	}
+	if c.FinishedAt != nil {
+		t.FinishedAt = metav1.NewTime(*c.FinishedAt)
+	}
+	return t
+}
+
+// deletedStatus is the status reported once a pod's instance was deleted:
+// every container terminated, so that the pod controller removes the pod
+// at once instead of waiting out its grace period.
+func deletedStatus(pod *corev1.Pod, now time.Time) corev1.PodStatus {
+	st := *pod.Status.DeepCopy()
+	st.Phase = corev1.PodSucceeded
+	st.Reason = "KangaInstanceDeleted"
+	st.Message = "the Kanga instance was deleted"
+	fin := metav1.NewTime(now)
+	st.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		cs := corev1.ContainerStatus{
+			Name:  c.Name,
+			Image: c.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				Reason:     "KangaInstanceDeleted",
+				FinishedAt: fin,
+			}},
+		}
+		for _, old := range pod.Status.ContainerStatuses {
+			if old.Name == c.Name {
+				cs.RestartCount = old.RestartCount
+				cs.ContainerID = old.ContainerID
+				if old.State.Running != nil {
+					cs.State.Terminated.StartedAt = old.State.Running.StartedAt
+				}
+			}
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == corev1.PodReady || st.Conditions[i].Type == corev1.ContainersReady {
+			st.Conditions[i].Status = corev1.ConditionFalse
+			st.Conditions[i].LastTransitionTime = fin
+		}
+	}
+	return st
+}
