@@ -31,6 +31,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary built for the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kangaBin != "" {
+		os.RemoveAll(filepath.Dir(kangaBin))
+	}
+	os.Exit(code)
+}
+
 // binary builds bin/kanga once per test run, into a temp dir.
 func binary(t *testing.T) string {
 	t.Helper()
