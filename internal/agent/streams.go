@@ -182,11 +182,15 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req server.ExecReq
 		return 0, fmt.Errorf("exec in container %s: %w", req.Container, err)
 	}
 	if req.TTY && req.Size != nil {
-		// gVisor ignores consoleSize for exec'd processes, and a resize
-		// that reaches it before its terminal is set up is lost; repeat
-		// the initial size over the first moments of the process.
+		// Runtimes differ in honouring consoleSize for exec'd processes
+		// (gVisor ignores it), and a resize that arrives before the
+		// shim's console is set up is lost: repeat the initial size over
+		// the first seconds of the process.
 		go func(sz api.TerminalSize) {
-			for _, d := range []time.Duration{0, 50 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond} {
+			// Delays between attempts: the shim's console may come up late
+			// on a loaded host.
+			for _, d := range []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 150 * time.Millisecond,
+				300 * time.Millisecond, 600 * time.Millisecond, 1200 * time.Millisecond} {
 				select {
 				case <-ctx.Done():
 					return

@@ -82,7 +82,7 @@ func TestRuntimeConformance(t *testing.T) {
 			// initial console size of an exec, so the size may arrive a
 			// moment after the process starts; stty waits for it.
 			cmd := exec.Command(p.bin, "exec", "-it", name, "sh", "-c",
-				"test -t 0 && test -t 1 && echo on-a-tty; for i in $(seq 20); do s=$(stty size 2>/dev/null) && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo $s")
+				"test -t 0 && test -t 1 && echo on-a-tty; for i in $(seq 40); do s=$(stty size 2>/dev/null) && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo $s")
 			cmd.Env = p.env()
 			f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 21, Cols: 77})
 			if err != nil {
