@@ -644,7 +644,7 @@ func (r *runner) publish(ctx context.Context, force api.Phase) {
 			}
 		}
 		for _, e := range events {
-			st.Events = appendEvent(st.Events, e)
+			st.Events = model.AppendEvent(st.Events, e)
 		}
 		return nil
 	})
@@ -666,15 +666,6 @@ func (r *runner) publish(ctx context.Context, force api.Phase) {
 			r.events = append(events, r.events...)
 		}
 	}
-}
-
-func appendEvent(evs []api.Event, e api.Event) []api.Event {
-	const maxEvents = 50
-	evs = append(evs, e)
-	if len(evs) > maxEvents {
-		evs = evs[len(evs)-maxEvents:]
-	}
-	return evs
 }
 
 // teardown kills and removes everything of the instance on this host;

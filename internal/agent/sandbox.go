@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -150,17 +149,8 @@ func oomKills(uid, container string) uint64 {
 }
 
 func readOOMKills(cgroup string) uint64 {
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroup, "memory.oom_control"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
+	kv, _ := readKeyValues(filepath.Join(cgroupV1Root, "memory", cgroup, "memory.oom_control"))
+	return kv["oom_kill"]
 }
 
 // writeHosts writes the /etc/hosts, /etc/hostname and /etc/resolv.conf

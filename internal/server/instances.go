@@ -199,7 +199,7 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		inst.StopRequested = true
-		inst.Status.Events = appendEvent(inst.Status.Events, api.Event{Time: s.now().UTC(), Type: "Normal", Reason: "Stopping",
+		inst.Status.Events = model.AppendEvent(inst.Status.Events, api.Event{Time: s.now().UTC(), Type: "Normal", Reason: "Stopping",
 			Message: fmt.Sprintf("stop requested with a %ds grace period", grace)})
 		// Repeated stops keep the shortest grace period.
 		if inst.StopGraceSeconds == nil || grace < *inst.StopGraceSeconds {
@@ -239,17 +239,6 @@ func waitError(ctx context.Context, err error, name, what string) error {
 		return fmt.Errorf("instance %q is not %s yet: repeat the request to keep waiting: %w", name, what, err)
 	}
 	return err
-}
-
-// appendEvent keeps the newest events; an instance that restarts forever
-// must not grow without bound.
-func appendEvent(evs []api.Event, e api.Event) []api.Event {
-	const maxEvents = 50
-	evs = append(evs, e)
-	if len(evs) > maxEvents {
-		evs = evs[len(evs)-maxEvents:]
-	}
-	return evs
 }
 
 func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {

@@ -102,9 +102,8 @@ func DeleteAll(ctx context.Context, t testing.TB, c *containerd.Client) {
 	}
 }
 
-// KillShims kills shims serving the daemon at address. Normally none are
-// left: a shim exits when its last task is deleted.
-func KillShims(t testing.TB, address string) {
+// eachProcess calls fn with the pid and argv of every process.
+func eachProcess(fn func(pid int, args []string)) {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -115,9 +114,16 @@ func KillShims(t testing.TB, address string) {
 		if err != nil {
 			continue
 		}
-		args := strings.Split(string(raw), "\x00")
+		fn(pid, strings.Split(string(raw), "\x00"))
+	}
+}
+
+// KillShims kills shims serving the daemon at address. Normally none are
+// left: a shim exits when its last task is deleted.
+func KillShims(t testing.TB, address string) {
+	eachProcess(func(pid int, args []string) {
 		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			continue
+			return
 		}
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == "-address" && args[i+1] == address {
@@ -125,26 +131,16 @@ func KillShims(t testing.TB, address string) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
-	}
+	})
 }
 
 // KillSandboxes kills gVisor sandbox and gofer processes whose runtime
 // root lies under dataDir. They are children of the shim and outlive it when
 // it is killed, so KillShims alone would leak them.
 func KillSandboxes(t testing.TB, dataDir string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(raw), "\x00")
+	eachProcess(func(pid int, args []string) {
 		if args[0] != "runsc-sandbox" && args[0] != "runsc-gofer" {
-			continue
+			return
 		}
 		for _, a := range args[1:] {
 			if strings.HasPrefix(a, "--root="+dataDir+"/") {
@@ -153,7 +149,7 @@ func KillSandboxes(t testing.TB, dataDir string) {
 				break
 			}
 		}
-	}
+	})
 }
 
 // UnmountUnder lazily unmounts every mount point below dir, deepest first.
