@@ -183,7 +183,6 @@ type fakeHost struct{}
 func (fakeHost) Name() string              { return "host-1" }
 func (fakeHost) RuntimeClasses() []string  { return []string{"runc", "crun"} }
 func (fakeHost) Capacity() server.Capacity { return server.Capacity{CPUs: 2, Memory: 4 << 30} }
-func (fakeHost) DefaultRuntime() string    { return "runc" }
 
 func (fakeHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
 	if ref != "busybox" {

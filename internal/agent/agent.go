@@ -288,8 +288,6 @@ func memTotal() int64 {
 	return 0
 }
 
-// DefaultRuntime implements server.Host.
-func (a *Agent) DefaultRuntime() string { return runtime.DefaultClass }
 
 func tenantOf(ctx context.Context) (string, error) { return tenant.Name(ctx) }
 

@@ -52,8 +52,7 @@ func (h *fakeHost) Name() string             { return "fake-host" }
 func (h *fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
 
 // Capacity is a small fake host: 2 cores, 4 GiB.
-func (h *fakeHost) Capacity() Capacity     { return Capacity{CPUs: 2, Memory: 4 << 30} }
-func (h *fakeHost) DefaultRuntime() string { return "runc" }
+func (h *fakeHost) Capacity() Capacity { return Capacity{CPUs: 2, Memory: 4 << 30} }
 
 func (h *fakeHost) ImageConfig(ctx context.Context, ref string) (ImageConfig, error) {
 	cfg, ok := h.images[ref]
