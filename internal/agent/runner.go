@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +48,9 @@ type ctr struct {
 	backoff    time.Duration
 	restartAt  time.Time // zero unless a restart is scheduled
 	oomKills   uint64
+	// fresh is set when this runner created the container: it then has
+	// no task yet, and starting it needs no lookup.
+	fresh bool
 }
 
 // runner drives one instance through its lifecycle on this host. It owns
@@ -71,6 +76,15 @@ type runner struct {
 	killAt   time.Time
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
+	prof     *startProfile       // set while start runs
+	pending  chan struct{}       // closed when an asynchronous status write ends
+}
+
+// mark ends a profiled step of the start, if one is being profiled.
+func (r *runner) mark(step string) {
+	if r.prof != nil {
+		r.prof.step(step)
+	}
 }
 
 func newRunner(a *Agent, inst *api.Instance) *runner {
@@ -205,9 +219,13 @@ func (r *runner) run(ctx context.Context) {
 
 // start prepares the sandbox and starts or adopts every container.
 func (r *runner) start(ctx context.Context, inst *api.Instance) error {
+	prof := newStartProfile(inst.CreatedAt)
+	r.prof = prof
+	defer func() { r.prof = nil }()
 	if inst.Status.Phase == api.PhasePending {
-		r.publish(ctx, api.PhaseCreating)
+		r.publishAsync(ctx, api.PhaseCreating)
 	}
+	prof.step("creating-status")
 	limits, err := netLimits(inst.Spec.Resources)
 	if err != nil {
 		return err
@@ -217,24 +235,31 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
 	r.ip = att.IP
+	prof.step("network")
 	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("creating the instance cgroup: %w", err)
 	}
+	prof.step("cgroup")
 	if err := writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP); err != nil {
 		return err
 	}
+	prof.step("files")
 	nctx := r.tctx(ctx)
 	for _, c := range r.ctrs {
 		if err := r.ensureContainer(nctx, inst, att.NetNS, c); err != nil {
 			return fmt.Errorf("container %s: %w", c.spec.Name, err)
 		}
 	}
+	prof.step("containers-rest")
 	for _, c := range r.ctrs {
 		if err := r.adoptOrStart(nctx, inst, c); err != nil {
 			return fmt.Errorf("container %s: %w", c.spec.Name, err)
 		}
 	}
+	prof.step("tasks-rest")
 	r.publish(ctx, "")
+	prof.step("running-status")
+	r.log.Info("instance started", prof.attrs()...)
 	return nil
 }
 
@@ -273,6 +298,9 @@ func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.
 // adoptOrStart attaches to a task a previous agent left running, or starts
 // one. It never starts a second task for a container that has one running.
 func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) error {
+	if c.fresh {
+		return r.startTask(ctx, c)
+	}
 	task, err := c.c.Task(ctx, nil)
 	if err == nil {
 		st, err := task.Status(ctx)
@@ -316,24 +344,30 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 }
 
 func (r *runner) startTask(ctx context.Context, c *ctr) error {
-	if old, err := c.c.Task(ctx, nil); err == nil {
+	if c.fresh {
+		c.fresh = false // from now on, a task may exist
+	} else if old, err := c.c.Task(ctx, nil); err == nil {
 		if err := deleteTask(ctx, old); err != nil {
 			return fmt.Errorf("removing the previous task: %w", err)
 		}
 	}
+	r.mark("task-lookup")
 	task, err := c.c.NewTask(ctx, cio.LogFile(r.a.logPath(r.uid, c.spec.Name)))
 	if err != nil {
 		return fmt.Errorf("creating task: %w", err)
 	}
+	r.mark("task-create")
 	statusC, err := task.Wait(ctx)
 	if err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
 		return err
 	}
+	r.mark("task-wait")
 	if err := task.Start(ctx); err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
 		return fmt.Errorf("starting task: %w", err)
 	}
+	r.mark("task-start")
 	c.task = task
 	c.generation++
 	c.oomKills = oomKills(r.uid, c.spec.Name)
@@ -603,54 +637,96 @@ func (r *runner) waitForDelete(ctx context.Context) {
 // publish writes the runner's view into the store. force sets the phase
 // instead of deriving it.
 func (r *runner) publish(ctx context.Context, force api.Phase) {
-	events := r.events
-	r.events = nil
-	statuses := make([]api.ContainerStatus, len(r.ctrs))
-	for i, c := range r.ctrs {
-		statuses[i] = c.status
+	r.waitPublished()
+	w := r.statusWrite(force)
+	if !r.writeStatus(ctx, w) {
+		r.events = append(w.events, r.events...)
 	}
+}
+
+// publishAsync starts writing the runner's view, with the phase forced,
+// while the runner goes on; the next publish waits for it first, so that
+// writes land in order and the record never goes back to an older phase.
+// It serves the Creating write, which would otherwise hold up every
+// start for an etcd round trip before anything is made.
+func (r *runner) publishAsync(ctx context.Context, force api.Phase) {
+	r.waitPublished()
+	w := r.statusWrite(force)
+	done := make(chan struct{})
+	r.pending = done
+	go func() {
+		defer close(done)
+		if !r.writeStatus(ctx, w) && len(w.events) > 0 {
+			r.log.Warn("events lost with a failed status write", "events", len(w.events))
+		}
+	}()
+}
+
+// waitPublished waits for an asynchronous status write to finish.
+func (r *runner) waitPublished() {
+	if r.pending != nil {
+		<-r.pending
+		r.pending = nil
+	}
+}
+
+// statusUpdate is the runner's view at one moment, ready to be written.
+type statusUpdate struct {
+	force    api.Phase
+	events   []api.Event
+	statuses []api.ContainerStatus
+	ip       string
+	stopping bool
+	failure  *api.InstanceStatus
+	hold     *api.InstanceStatus
+}
+
+// statusWrite takes the runner's view (and its pending events) for a write.
+func (r *runner) statusWrite(force api.Phase) statusUpdate {
+	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold}
+	r.events = nil
+	w.statuses = make([]api.ContainerStatus, len(r.ctrs))
+	for i, c := range r.ctrs {
+		w.statuses[i] = c.status
+	}
+	return w
+}
+
+// writeStatus writes w into the store. It returns false when the write
+// failed and should be retried with the next one (its events included).
+// It touches only the runner's mutex-guarded state, so it may run beside
+// the runner.
+func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 	var phase api.Phase
+	var unchanged *api.Instance
 	updated, err := r.a.cfg.Store.UpdateInstance(r.tctx(ctx), r.name, func(inst *api.Instance) error {
 		if inst.UID != r.uid {
 			return errInstanceGone
 		}
-		st := &inst.Status
-		st.Containers = statuses
-		st.IP = r.ip
-		phase = force
-		if phase == "" {
-			phase = model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, statuses)
-		}
-		now := time.Now().UTC()
-		if phase == api.PhaseRunning && st.StartedAt == nil {
-			st.StartedAt = &now
-		}
-		if phase.Terminal() && st.FinishedAt == nil {
-			st.FinishedAt = &now
-		}
-		st.Phase = phase
-		st.Reason, st.Message = "", ""
-		if r.failure != nil {
-			st.Reason, st.Message = r.failure.Reason, r.failure.Message
-		} else if r.hold != nil {
-			st.Reason, st.Message = r.hold.Reason, r.hold.Message
-		} else if phase == api.PhaseFailed {
-			for _, c := range statuses {
-				if c.ExitCode != nil && *c.ExitCode != 0 {
-					st.Reason = c.Reason
-					st.Message = fmt.Sprintf("container %s exited with code %d", c.Name, *c.ExitCode)
-					break
-				}
-			}
-		}
-		for _, e := range events {
-			st.Events = model.AppendEvent(st.Events, e)
+		before, _ := json.Marshal(inst.Status)
+		w.apply(inst, &phase)
+		// Writing the record as it is would only wake every watcher, this
+		// runner included (its own write comes back as a watch event and
+		// a notify, after which the loop publishes again): each running
+		// instance would rewrite its record over and over.
+		if after, _ := json.Marshal(inst.Status); bytes.Equal(before, after) {
+			unchanged = inst
+			return errUnchanged
 		}
 		return nil
 	})
+	if unchanged != nil && errors.Is(err, errUnchanged) {
+		updated, err = unchanged, nil
+	}
 	switch {
 	case err == nil:
-		r.update(updated, false)
+		// No notify: this is the runner's own view; a change anyone else
+		// made meanwhile (stop, delete) arrives through the watch.
+		r.mu.Lock()
+		if !r.gone {
+			r.latest = updated
+		}
+		r.mu.Unlock()
 		r.setPhase(phase)
 	case errors.Is(err, errInstanceGone), errors.Is(err, errdefs.ErrNotFound):
 		r.mu.Lock()
@@ -663,8 +739,48 @@ func (r *runner) publish(ctx context.Context, force api.Phase) {
 	default:
 		if ctx.Err() == nil {
 			r.log.Warn("publishing status failed", "err", err)
-			r.events = append(events, r.events...)
+			return false
 		}
+	}
+	return true
+}
+
+// errUnchanged ends an update that would write the record as it is.
+var errUnchanged = errors.New("status unchanged")
+
+// apply writes the update into inst's status and reports the phase.
+func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
+	st := &inst.Status
+	st.Containers = w.statuses
+	st.IP = w.ip
+	*phase = w.force
+	if *phase == "" {
+		*phase = model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || w.stopping, w.statuses)
+	}
+	now := time.Now().UTC()
+	if *phase == api.PhaseRunning && st.StartedAt == nil {
+		st.StartedAt = &now
+	}
+	if phase.Terminal() && st.FinishedAt == nil {
+		st.FinishedAt = &now
+	}
+	st.Phase = *phase
+	st.Reason, st.Message = "", ""
+	if w.failure != nil {
+		st.Reason, st.Message = w.failure.Reason, w.failure.Message
+	} else if w.hold != nil {
+		st.Reason, st.Message = w.hold.Reason, w.hold.Message
+	} else if *phase == api.PhaseFailed {
+		for _, c := range w.statuses {
+			if c.ExitCode != nil && *c.ExitCode != 0 {
+				st.Reason = c.Reason
+				st.Message = fmt.Sprintf("container %s exited with code %d", c.Name, *c.ExitCode)
+				break
+			}
+		}
+	}
+	for _, e := range w.events {
+		st.Events = model.AppendEvent(st.Events, e)
 	}
 }
 
