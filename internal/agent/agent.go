@@ -78,9 +78,10 @@ type Agent struct {
 	runners map[string]*runner // by instance UID
 	wg      sync.WaitGroup
 
-	cpus      *cpuAllocator // dedicated cores
-	histories histories     // SLA samples of running instances
-	netIDs    sync.Map      // instance UID -> network attachment id, once known
+	cpus       *cpuAllocator // dedicated cores
+	histories  histories     // SLA samples of running instances
+	netIDs     sync.Map      // instance UID -> network attachment id, once known
+	imageSpecs imageSpecs    // what each image's config makes of a spec
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -287,7 +288,6 @@ func memTotal() int64 {
 	}
 	return 0
 }
-
 
 func tenantOf(ctx context.Context) (string, error) { return tenant.Name(ctx) }
 

@@ -7,16 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
 	cgroups "github.com/containerd/cgroups"
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/containers"
 	cerrdefs "github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
@@ -193,25 +196,29 @@ func processArgs(entrypoint, cmd []string, spec api.ContainerSpec) []string {
 // one a previous agent created.
 func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns string, c *ctr) error {
 	id := containerID(r.uid, c.spec.Name)
-	if existing, err := r.a.cfg.Client.LoadContainer(ctx, id); err == nil {
-		c.c = existing
-		return nil
-	} else if !cerrdefs.IsNotFound(err) {
-		return err
+	// An instance still Pending has never had a container on this host,
+	// unless an agent died between making one and writing Creating (which
+	// is written asynchronously): that case surfaces as "already exists"
+	// below and is handled there, so the common case skips a lookup.
+	if inst.Status.Phase != api.PhasePending {
+		if existing, err := r.a.cfg.Client.LoadContainer(ctx, id); err == nil {
+			c.c = existing
+			return nil
+		} else if !cerrdefs.IsNotFound(err) {
+			return err
+		}
 	}
+	r.mark("container-lookup")
 	class, ok := r.a.cfg.Classes[inst.Spec.Runtime]
 	if !ok {
 		return fmt.Errorf("runtime class %q is not available on host %s", inst.Spec.Runtime, r.a.cfg.HostName)
 	}
-	img, err := r.a.cfg.Images.Get(ctx, r.tenant, c.spec.Image)
+	img, err := r.a.cfg.Images.Resolve(ctx, r.tenant, c.spec.Image)
 	if err != nil {
 		return err
 	}
-	icfg, err := r.a.cfg.Images.Config(ctx, r.tenant, c.spec.Image)
-	if err != nil {
-		return err
-	}
-	args := processArgs(icfg.Entrypoint, icfg.Cmd, c.spec)
+	r.mark("image-resolve")
+	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, c.spec)
 	if len(args) == 0 {
 		return errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
 	}
@@ -221,7 +228,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		env = append(env, e.Name+"="+e.Value)
 	}
 	opts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
+		r.a.imageSpecs.withImageConfig(img),
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(inst.Name),
@@ -245,21 +252,108 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if len(inst.Spec.Containers) > 1 && class.SharedNetnsOptions != nil {
 		opt = class.SharedNetnsOptions
 	}
-	ctrd, err := r.a.cfg.Client.NewContainer(ctx, id,
-		containerd.WithImage(img),
-		containerd.WithNewSnapshot(id, img),
-		containerd.WithRuntime(class.Runtime, opt),
-		containerd.WithNewSpec(opts...),
-		containerd.WithContainerLabels(map[string]string{
-			labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,
-		}),
-	)
+	r.mark("spec-opts")
+	newContainer := func() (containerd.Container, error) {
+		return r.a.cfg.Client.NewContainer(ctx, id,
+			containerd.WithImageName(img.Name),
+			withNewSnapshot(id, img),
+			containerd.WithRuntime(class.Runtime, opt),
+			containerd.WithNewSpec(opts...),
+			containerd.WithContainerLabels(map[string]string{
+				labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,
+			}),
+		)
+	}
+	ctrd, err := newContainer()
+	if cerrdefs.IsAlreadyExists(err) {
+		// Made by an agent that died before it recorded Creating.
+		if existing, lerr := r.a.cfg.Client.LoadContainer(ctx, id); lerr == nil {
+			c.c = existing
+			return nil
+		}
+		// Only the snapshot exists: a leftover of a create cut short,
+		// which no container uses. Start over with a fresh one.
+		r.log.Info("removing a leftover snapshot", "snapshot", id)
+		if rerr := r.a.cfg.Client.SnapshotService(img.Snapshotter).Remove(ctx, id); rerr != nil && !cerrdefs.IsNotFound(rerr) {
+			return fmt.Errorf("removing leftover snapshot %s: %w", id, rerr)
+		}
+		ctrd, err = newContainer()
+	}
 	if err != nil {
 		return fmt.Errorf("creating container: %w", err)
 	}
 	c.c = ctrd
+	c.fresh = true
+	r.mark("new-container")
 	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
 	return nil
+}
+
+// withNewSnapshot prepares the container's writable snapshot on top of the
+// image's layers, like containerd.WithNewSnapshot but from the resolved
+// chain id and with the snapshotter named: WithNewSnapshot reads the
+// image's manifest and config again, and asks containerd for the
+// namespace's default snapshotter, on every create.
+func withNewSnapshot(id string, img image.Resolved) containerd.NewContainerOpts {
+	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
+		if _, err := client.SnapshotService(img.Snapshotter).Prepare(ctx, id, img.ChainID); err != nil {
+			return err
+		}
+		c.Snapshotter = img.Snapshotter
+		c.SnapshotKey = id
+		return nil
+	}
+}
+
+// imageSpecs remembers, per image content, what oci.WithImageConfig made
+// of a fresh spec's process: environment, arguments, working directory
+// and user. The user's additional groups come from the image's
+// /etc/group, which WithImageConfig reads by mounting the container's
+// snapshot on the host (a mount and unmount on every create); the
+// content, and so the result, is fixed by the manifest digest.
+type imageSpecs struct {
+	m sync.Map // imageSpecKey -> imageProcess
+}
+
+type imageSpecKey struct {
+	digest      string
+	snapshotter string
+}
+
+type imageProcess struct {
+	env  []string
+	args []string
+	cwd  string
+	user specs.User
+}
+
+// withImageConfig applies the image config to a spec as
+// oci.WithImageConfig does. It must come first among the spec options:
+// what it remembers is WithImageConfig's effect on containerd's default
+// spec.
+func (s *imageSpecs) withImageConfig(img image.Resolved) oci.SpecOpts {
+	key := imageSpecKey{img.Digest.String(), img.Snapshotter}
+	return func(ctx context.Context, client oci.Client, c *containers.Container, sp *oci.Spec) error {
+		if v, ok := s.m.Load(key); ok && sp.Process != nil {
+			p := v.(imageProcess)
+			sp.Process.Env = slices.Clone(p.env)
+			sp.Process.Args = slices.Clone(p.args)
+			sp.Process.Cwd = p.cwd
+			sp.Process.User = p.user
+			sp.Process.User.AdditionalGids = slices.Clone(p.user.AdditionalGids)
+			return nil
+		}
+		if err := oci.WithImageConfig(img.Image)(ctx, client, c, sp); err != nil {
+			return err
+		}
+		u := sp.Process.User
+		u.AdditionalGids = slices.Clone(u.AdditionalGids)
+		s.m.Store(key, imageProcess{
+			env: slices.Clone(sp.Process.Env), args: slices.Clone(sp.Process.Args),
+			cwd: sp.Process.Cwd, user: u,
+		})
+		return nil
+	}
 }
 
 var conntrackPath = sync.OnceValue(func() string {

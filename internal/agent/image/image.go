@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/content"
@@ -53,6 +54,9 @@ type Service struct {
 	platform    platforms.MatchComparer
 	locks       keyedLocks
 	log         *slog.Logger
+	content     contentCache
+	usage       usage
+	now         func() time.Time
 }
 
 // New returns a Service that unpacks into snapshotter (overlayfs in Kanga).
@@ -62,6 +66,7 @@ func New(client *containerd.Client, snapshotter string) *Service {
 		snapshotter: snapshotter,
 		platform:    platforms.Default(),
 		log:         slog.Default().With("component", "image"),
+		now:         time.Now,
 	}
 }
 
@@ -349,11 +354,13 @@ func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 		if err := is.Delete(ctx, name); err != nil && !cerrdefs.IsNotFound(err) {
 			return classify("remove image "+name, err)
 		}
+		s.usage.forget(tenant, name)
 		return nil
 	}
 	if _, err := is.Update(ctx, rec, "labels"); err != nil {
 		return classify("remove image "+name, err)
 	}
+	s.usage.forget(tenant, name)
 	return nil
 }
 
