@@ -15,6 +15,10 @@
 // of anyone before it is handed out, and its address returns to IPAM only
 // through a full CNI DEL, after which it is as fresh as any other.
 //
+// The filler sets sandboxes up at the lowest CPU priority while the pool
+// has more than one ready (see lowPriority): on a 2-core host its CNI
+// plugin processes otherwise slow down the starts it prepares for.
+//
 // The pool does not survive the agent: ready sandboxes are destroyed when
 // Run returns, and after a crash the agent tears down every attachment
 // with the prefix that no instance records as its own (see IsPoolID).
@@ -232,7 +236,12 @@ func (p *Pool) next() func(context.Context) {
 	case len(p.ready)+p.filling < target && !now.Before(p.retryAt):
 		p.inflight++
 		p.filling++
-		return p.fill
+		// At low CPU priority while the pool still has sandboxes to give:
+		// the starts it serves win the CPU. When it is about to run dry, a
+		// start would pay the whole network setup, so the refill competes
+		// at normal priority.
+		low := len(p.ready) > 1
+		return func(ctx context.Context) { p.fill(ctx, low) }
 	case len(p.ready) > target:
 		// The oldest first: the newest are handed out first (Take pops the
 		// end), so this keeps the pool's order simple.
@@ -250,10 +259,19 @@ func (p *Pool) next() func(context.Context) {
 }
 
 // fill sets up one sandbox and adds it to the ready list.
-func (p *Pool) fill(ctx context.Context) {
+func (p *Pool) fill(ctx context.Context, low bool) {
 	id := newID()
 	start := p.cfg.Now()
-	att, err := p.cfg.Network.Setup(ctx, id, nil, network.Limits{})
+	var (
+		att *network.Attachment
+		err error
+	)
+	setup := func() { att, err = p.cfg.Network.Setup(ctx, id, nil, network.Limits{}) }
+	if low {
+		lowPriority(setup)
+	} else {
+		setup()
+	}
 	took := p.cfg.Now().Sub(start)
 	p.mu.Lock()
 	defer p.mu.Unlock()

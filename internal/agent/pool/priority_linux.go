@@ -1,0 +1,30 @@
+package pool
+
+import (
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// fillNice is the CPU priority (nice value) the filler runs at, and with
+// it the CNI plugins and iptables processes it starts. On a 2-core host a
+// refill (about 70 ms of plugin processes) would otherwise take CPU from
+// the very starts it prepares for: the request path wins every contended
+// time slice, and the filler catches up in the gaps.
+const fillNice = 19
+
+// lowPriority runs fn on an OS thread of its own at nice fillNice. Child
+// processes inherit the nice value of the thread that forks them, and
+// os/exec forks from the calling goroutine's thread, which LockOSThread
+// pins. The thread is never unlocked: it exits with the goroutine, so its
+// priority never passes to other goroutines.
+func lowPriority(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), fillNice)
+		fn()
+	}()
+	<-done
+}
