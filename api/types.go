@@ -167,6 +167,11 @@ type Image struct {
 	Digest    string    `json:"digest"`
 	Size      int64     `json:"size"`
 	CreatedAt time.Time `json:"createdAt"`
+	// LastUsedAt is when the tenant last started a container from the
+	// image on its host, since the host's agent started; unset if never.
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	// Starts counts those starts.
+	Starts int64 `json:"starts,omitempty"`
 }
 
 // ImageList is the body of GET /v1/images.
@@ -177,6 +182,31 @@ type ImageList struct {
 // PullRequest is the body of POST /v1/images/pull.
 type PullRequest struct {
 	Ref string `json:"ref"`
+}
+
+// PrewarmRequest is the body of POST /v1/images/prewarm: make an image
+// ready to start on Hosts hosts ahead of a burst.
+type PrewarmRequest struct {
+	Ref string `json:"ref"`
+	// Hosts is how many hosts should have the image ready; 0 means every
+	// host that can run instances.
+	Hosts int `json:"hosts,omitempty"`
+}
+
+// PrewarmResult is the answer to POST /v1/images/prewarm.
+type PrewarmResult struct {
+	Image Image `json:"image"`
+	// Hosts are the hosts that have the image ready now. There may be
+	// fewer than asked for when the platform has fewer hosts.
+	Hosts []PrewarmedHost `json:"hosts"`
+}
+
+// PrewarmedHost is one host of a PrewarmResult.
+type PrewarmedHost struct {
+	Host string `json:"host"`
+	// Pulled is set when the host fetched the image for this request;
+	// otherwise it had it already.
+	Pulled bool `json:"pulled,omitempty"`
 }
 
 // Progress is one line of the newline-delimited JSON stream returned by

@@ -92,3 +92,12 @@ func (c *Client) progressStream(req *http.Request, what string, progress func(ap
 		}
 	}
 }
+
+// PrewarmImage makes ref ready to start on hosts hosts (0: every host)
+// ahead of a burst: pulled where missing, unpacked, resolved. The result
+// lists the hosts that have it ready.
+func (c *Client) PrewarmImage(ctx context.Context, ref string, hosts int) (api.PrewarmResult, error) {
+	var res api.PrewarmResult
+	err := c.doJSON(ctx, http.MethodPost, "/v1/images/prewarm", nil, api.PrewarmRequest{Ref: ref, Hosts: hosts}, &res)
+	return res, err
+}

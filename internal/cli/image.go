@@ -23,7 +23,7 @@ func newImageCommand(o *options) *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"))
+	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"), newImagePrewarmCommand(o))
 	return cmd
 }
 
@@ -127,6 +127,47 @@ func newImagePullCommand(o *options) *cobra.Command {
 	}
 }
 
+func newImagePrewarmCommand(o *options) *cobra.Command {
+	var hosts int
+	cmd := &cobra.Command{
+		Use:   "prewarm REF",
+		Short: "Make an image ready to start on hosts ahead of a burst",
+		Long: `Make an image ready to start on hosts ahead of a burst: each host pulls
+it if it is missing (an imported image must be there already), unpacks it
+and resolves its layers and config, so the first start of the burst is as
+fast as the others. Prints the hosts that have it ready.`,
+		Example: "  kanga image prewarm kanga.test/busybox:latest --hosts 3",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if hosts < 0 {
+				return fmt.Errorf("--hosts %d: give how many hosts should have the image ready, or 0 for all", hosts)
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.PrewarmImage(cmd.Context(), args[0], hosts)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tIMAGE\tDIGEST\tPULLED")
+			for _, h := range res.Hosts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", h.Host, res.Image.Name, shortDigest(res.Image.Digest), h.Pulled)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if hosts > len(res.Hosts) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "asked for %d hosts; the platform has %d that can run it\n", hosts, len(res.Hosts))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&hosts, "hosts", 0, "how many hosts should have the image ready (0: every host)")
+	return cmd
+}
+
 func newImageLsCommand(o *options, use string) *cobra.Command {
 	var quiet bool
 	cmd := &cobra.Command{
@@ -162,9 +203,13 @@ func newImageLsCommand(o *options, use string) *cobra.Command {
 
 func writeImages(w io.Writer, images []api.Image, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED")
+	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED\tLAST STARTED")
 	for _, img := range images {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", img.Name, shortDigest(img.Digest), humanSize(img.Size), ago(now, img.CreatedAt))
+		last := "-"
+		if img.LastUsedAt != nil {
+			last = ago(now, *img.LastUsedAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Name, shortDigest(img.Digest), humanSize(img.Size), ago(now, img.CreatedAt), last)
 	}
 	return tw.Flush()
 }

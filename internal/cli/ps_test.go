@@ -122,11 +122,16 @@ func TestStatusText(t *testing.T) {
 
 func TestWriteImages(t *testing.T) {
 	var b strings.Builder
-	images := []api.Image{{Name: "busybox:latest", Digest: "sha256:0123456789abcdef0123", Size: 2_150_000, CreatedAt: *at(72 * time.Hour)}}
+	images := []api.Image{
+		{Name: "busybox:latest", Digest: "sha256:0123456789abcdef0123", Size: 2_150_000, CreatedAt: *at(72 * time.Hour)},
+		{Name: "httpd:2", Digest: "sha256:abcdef0123456789abcd", Size: 1_000, CreatedAt: *at(72 * time.Hour), LastUsedAt: at(2 * time.Minute), Starts: 3},
+	}
 	if err := writeImages(&b, images, testNow); err != nil {
 		t.Fatal(err)
 	}
-	want := "IMAGE            DIGEST         SIZE     CREATED\nbusybox:latest   0123456789ab   2.15MB   3 days ago\n"
+	want := "IMAGE            DIGEST         SIZE     CREATED      LAST STARTED\n" +
+		"busybox:latest   0123456789ab   2.15MB   3 days ago   -\n" +
+		"httpd:2          abcdef012345   1kB      3 days ago   2 minutes ago\n"
 	if b.String() != want {
 		t.Errorf("images output:\n%q\nwant\n%q", b.String(), want)
 	}

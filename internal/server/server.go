@@ -147,6 +147,7 @@ var Routes = []Route{
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
+	{"POST", "/v1/images/prewarm", false, (*Server).prewarmImage},
 }
 
 // Handler returns the HTTP handler for the API.

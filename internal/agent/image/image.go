@@ -283,6 +283,7 @@ func (s *Service) List(ctx context.Context, tenant string) ([]api.Image, error) 
 		out = append(out, s.toAPI(ctx, rec))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	s.withUsage(tenant, out)
 	return out, nil
 }
 

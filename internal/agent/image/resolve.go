@@ -9,6 +9,8 @@ import (
 	containerd "github.com/containerd/containerd"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
+
+	"github.com/kanga-run/kanga/api"
 )
 
 // Resolved is an image resolved for a container start.
@@ -64,6 +66,20 @@ func (c *contentCache) put(d digest.Digest, rc resolvedContent) {
 // has resolved the same content before. Every call counts as a use of the
 // image (see Hot).
 func (s *Service) Resolve(ctx context.Context, tenant, ref string) (Resolved, error) {
+	res, err := s.resolve(ctx, tenant, ref)
+	if err == nil {
+		s.usage.record(tenant, res.Name, s.now())
+	}
+	return res, err
+}
+
+// Warm resolves ref like Resolve, filling the cache, without counting a
+// use: for prewarming ahead of starts.
+func (s *Service) Warm(ctx context.Context, tenant, ref string) (Resolved, error) {
+	return s.resolve(ctx, tenant, ref)
+}
+
+func (s *Service) resolve(ctx context.Context, tenant, ref string) (Resolved, error) {
 	ctx = withNamespace(ctx)
 	rec, err := s.get(ctx, tenant, ref)
 	if err != nil {
@@ -88,7 +104,6 @@ func (s *Service) Resolve(ctx context.Context, tenant, ref string) (Resolved, er
 		}
 		s.content.put(d, rc)
 	}
-	s.usage.record(tenant, rec.Name, s.now())
 	return Resolved{Image: img, Name: rec.Name, Digest: d, ChainID: rc.chainID, Snapshotter: s.snapshotter, Config: rc.config}, nil
 }
 
@@ -183,3 +198,36 @@ func compareStrings(a, b string) int {
 
 // Snapshotter is the snapshotter images are unpacked into.
 func (s *Service) Snapshotter() string { return s.snapshotter }
+
+// Unpack makes sure the tenant's image ref is unpacked into the
+// snapshotter (import and pull unpack; the garbage collector may have
+// removed the snapshots since, if no container used them).
+func (s *Service) Unpack(ctx context.Context, tenant, ref string) error {
+	ctx = withNamespace(ctx)
+	rec, err := s.get(ctx, tenant, ref)
+	if err != nil {
+		return err
+	}
+	img := containerd.NewImageWithPlatform(s.client, rec, s.platform)
+	ok, err := img.IsUnpacked(ctx, s.snapshotter)
+	if err != nil {
+		return classify("check unpacked layers of image "+rec.Name, err)
+	}
+	if ok {
+		return nil
+	}
+	return s.unpack(ctx, rec)
+}
+
+// withUsage adds the tenant's use of each image (see Hot) to imgs.
+func (s *Service) withUsage(tenant string, imgs []api.Image) {
+	s.usage.mu.Lock()
+	defer s.usage.mu.Unlock()
+	for i := range imgs {
+		if e := s.usage.m[usageKey{tenant, imgs[i].Name}]; e != nil {
+			last := e.last.UTC()
+			imgs[i].LastUsedAt = &last
+			imgs[i].Starts = int64(e.starts)
+		}
+	}
+}
