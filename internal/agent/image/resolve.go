@@ -132,7 +132,9 @@ func (u *usage) record(tenant, name string, now time.Time) {
 		e = &use{}
 		u.m[k] = e
 	}
-	e.last = now
+	if now.After(e.last) { // concurrent starts may record out of order
+		e.last = now
+	}
 	e.starts++
 }
 
