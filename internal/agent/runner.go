@@ -837,7 +837,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	}
 	// Before the DEL releases the address: afterwards it may already
 	// belong to someone else.
-	flushConntrack(ctx, ip)
+	flushConntrack(ip)
 	// A pooled sandbox is destroyed with its instance, never handed on.
 	if err := r.a.cfg.Network.Teardown(ctx, r.a.netID(r.uid), ports(inst.Spec)); err != nil {
 		return fmt.Errorf("network teardown: %w", err)

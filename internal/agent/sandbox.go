@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	cerrdefs "github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/image"
@@ -356,22 +359,28 @@ func (s *imageSpecs) withImageConfig(img image.Resolved) oci.SpecOpts {
 	}
 }
 
-var conntrackPath = sync.OnceValue(func() string {
-	p, _ := exec.LookPath("conntrack")
-	return p
-})
-
 // flushConntrack deletes the kernel's connection-tracking entries to and
-// from ip, so that an instance that gets the address next inherits no
-// NAT or state of this one. Best effort: without the conntrack tool (not
-// installed by default) the entries expire on their own timeouts.
-func flushConntrack(ctx context.Context, ip string) {
-	bin := conntrackPath()
-	if bin == "" || ip == "" {
+// from ip (in either direction, NAT included), so that whoever gets the
+// address next inherits no NAT or state of this instance. It asks the
+// kernel over netlink: no conntrack tool (not installed by default) and
+// no process per call. Best effort: entries it misses expire on their own
+// timeouts.
+func flushConntrack(ip string) {
+	addr := net.ParseIP(ip)
+	if addr == nil {
 		return
 	}
-	for _, dir := range []string{"-s", "-d"} {
-		// Exit status 1 means "no entries"; nothing to report either way.
-		_ = exec.CommandContext(ctx, bin, "-D", dir, ip).Run()
+	family := netlink.InetFamily(unix.AF_INET)
+	if addr.To4() == nil {
+		family = unix.AF_INET6
+	}
+	for _, tp := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstIP, netlink.ConntrackReplyAnyIP} {
+		f := &netlink.ConntrackFilter{}
+		if err := f.AddIP(tp, addr); err != nil {
+			continue
+		}
+		if _, err := netlink.ConntrackDeleteFilter(netlink.ConntrackTable, family, f); err != nil {
+			slog.Debug("flushing conntrack entries failed", "ip", ip, "err", err)
+		}
 	}
 }

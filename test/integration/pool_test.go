@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 )
@@ -275,4 +277,120 @@ func TestPoolCrashLeaksNothing(t *testing.T) {
 	if added := diffLines(baseline, iptablesRules(t)); strings.Contains(added, pool.Prefix) {
 		t.Errorf("iptables rules of pooled sandboxes left:\n%s", grepLines(added, pool.Prefix))
 	}
+}
+
+// asTenant runs the CLI with another tenant's token.
+func (p *platform) asTenant(token string, args ...string) result {
+	p.t.Helper()
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env = append(p.env(), "KANGA_TOKEN="+token)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		p.t.Fatalf("kanga %v: %v", args, err)
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// conntrackOf lists the host's connection-tracking entries that name ip.
+func conntrackOf(t *testing.T, ip string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/nf_conntrack")
+	if err != nil {
+		t.Skipf("no /proc/net/nf_conntrack: %v", err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "src="+ip+" ") || strings.Contains(l, "dst="+ip+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestPoolSandboxCarriesNothing: an instance of another tenant, started
+// from the pool after one was deleted, finds nothing of it: not its files,
+// environment or processes, not its sandbox or address, and the host keeps
+// no connection-tracking entry of the deleted instance's address for
+// whoever gets it next.
+func TestPoolSandboxCarriesNothing(t *testing.T) {
+	p := startPlatformWith(t, "--pool-min", "2", "--pool-max", "2")
+	p.importImages()
+	token := strings.TrimSpace(p.must("tenant", "create", "second-tenant"))
+	if r := p.asTenant(token, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+		t.Fatalf("import as second-tenant: %s", r.stderr)
+	}
+	p.eventually("2 pooled sandboxes", 60*time.Second, func() bool { return p.poolStatus().Ready == 2 })
+
+	p.must("run", "-d", "--name", "first", "-e", "SECRET=first-secret", "kanga.test/busybox",
+		"sh", "-c", "echo first-secret > /tmp/left-behind; sleep 1001 & exec sleep 1000")
+	first := p.running("first")
+	firstNet := p.netID(first.UID)
+	if !pool.IsPoolID(firstNet) {
+		t.Fatalf("first's sandbox %q is not pooled", firstNet)
+	}
+	p.eventually("first's file", 30*time.Second, func() bool {
+		return p.kanga("exec", "first", "cat", "/tmp/left-behind").code == 0
+	})
+	// Traffic to the host leaves connection-tracking entries of first's
+	// address in the host's table: the premise of the check after delete.
+	p.must("exec", "first", "ping", "-c", "1", "-W", "5", p.gateway())
+	if len(conntrackOf(t, first.Status.IP)) == 0 {
+		t.Fatalf("no conntrack entry of %s after a ping: the check below would prove nothing", first.Status.IP)
+	}
+
+	p.must("rm", "-f", "first")
+	p.eventually("first to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "first").code != 0 })
+	p.assertGone(firstNet)
+	if left := conntrackOf(t, first.Status.IP); len(left) > 0 {
+		t.Errorf("conntrack entries of deleted first's address %s left:\n%s", first.Status.IP, strings.Join(left, "\n"))
+	}
+
+	if r := p.asTenant(token, "run", "-d", "--name", "second", "kanga.test/busybox", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("run as second-tenant: %s", r.stderr)
+	}
+	var second api.Instance
+	p.eventually("second to run", 60*time.Second, func() bool {
+		r := p.asTenant(token, "inspect", "second")
+		var insts []api.Instance
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &insts) != nil || len(insts) != 1 {
+			return false
+		}
+		second = insts[0]
+		return second.Status.Phase == api.PhaseRunning && second.Status.IP != ""
+	})
+	secondNet := p.netID(second.UID)
+	if !pool.IsPoolID(secondNet) || secondNet == firstNet {
+		t.Errorf("second's sandbox is %q; want a pooled one other than first's %q", secondNet, firstNet)
+	}
+	inSecond := func(args ...string) result {
+		return p.asTenant(token, append([]string{"exec", "second"}, args...)...)
+	}
+	if r := inSecond("cat", "/tmp/left-behind"); r.code == 0 {
+		t.Errorf("second reads first's file: %q", r.stdout)
+	}
+	if r := inSecond("env"); r.code != 0 || strings.Contains(r.stdout, "first-secret") {
+		t.Errorf("second's environment (exit %d) holds first's: %q", r.code, r.stdout)
+	}
+	if r := inSecond("ps"); r.code != 0 || strings.Contains(r.stdout, "1001") || !strings.Contains(r.stdout, "sleep 1000") {
+		t.Errorf("second's processes (exit %d):\n%s", r.code, r.stdout)
+	}
+	r := inSecond("ip", "-o", "-4", "addr")
+	if r.code != 0 || !strings.Contains(r.stdout, second.Status.IP+"/") {
+		t.Errorf("second's addresses (exit %d) lack its own %s:\n%s", r.code, second.Status.IP, r.stdout)
+	}
+	if second.Status.IP != first.Status.IP && strings.Contains(r.stdout, first.Status.IP+"/") {
+		t.Errorf("second's namespace holds first's address %s:\n%s", first.Status.IP, r.stdout)
+	}
+	if r := p.asTenant(token, "rm", "-f", "second"); r.code != 0 {
+		t.Errorf("rm second: %s", r.stderr)
+	}
+	p.eventually("second to be gone", 60*time.Second, func() bool {
+		return p.asTenant(token, "inspect", "second").code != 0
+	})
+	p.assertGone(secondNet)
 }
