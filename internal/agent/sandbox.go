@@ -362,9 +362,9 @@ func (s *imageSpecs) withImageConfig(img image.Resolved) oci.SpecOpts {
 // flushConntrack deletes the kernel's connection-tracking entries to and
 // from ip (in either direction, NAT included), so that whoever gets the
 // address next inherits no NAT or state of this instance. It asks the
-// kernel over netlink: no conntrack tool (not installed by default) and
-// no process per call. Best effort: entries it misses expire on their own
-// timeouts.
+// kernel over netlink, in one walk of the table: no conntrack tool (not
+// installed by default) and no process per call. Best effort: entries it
+// misses expire on their own timeouts.
 func flushConntrack(ip string) {
 	addr := net.ParseIP(ip)
 	if addr == nil {
@@ -374,13 +374,16 @@ func flushConntrack(ip string) {
 	if addr.To4() == nil {
 		family = unix.AF_INET6
 	}
-	for _, tp := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstIP, netlink.ConntrackReplyAnyIP} {
-		f := &netlink.ConntrackFilter{}
-		if err := f.AddIP(tp, addr); err != nil {
-			continue
-		}
-		if _, err := netlink.ConntrackDeleteFilter(netlink.ConntrackTable, family, f); err != nil {
-			slog.Debug("flushing conntrack entries failed", "ip", ip, "err", err)
-		}
+	if _, err := netlink.ConntrackDeleteFilter(netlink.ConntrackTable, family, anyIP{addr}); err != nil {
+		slog.Debug("flushing conntrack entries failed", "ip", ip, "err", err)
 	}
+}
+
+// anyIP matches the flows with ip as source or destination in either
+// direction: conntrack -D -s, -D -d and the reply side at once.
+type anyIP struct{ ip net.IP }
+
+func (f anyIP) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	return f.ip.Equal(fl.Forward.SrcIP) || f.ip.Equal(fl.Forward.DstIP) ||
+		f.ip.Equal(fl.Reverse.SrcIP) || f.ip.Equal(fl.Reverse.DstIP)
 }
