@@ -22,7 +22,9 @@ var _ server.ImagePrewarmer = (*Agent)(nil)
 // must be there already), unpacked, its layers and config resolved into
 // the per-digest caches, and the spec its config makes remembered (which
 // needs a look into its /etc/group), so that the first start of the burst
-// costs what the others do. pulled tells whether it was fetched now.
+// costs what the others do; and the warm pool fills to its maximum for a
+// while (pool.Expect), so the burst finds network sandboxes ready. pulled
+// tells whether it was fetched now.
 func (a *Agent) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {
@@ -47,6 +49,10 @@ func (a *Agent) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, 
 	}
 	if err := a.warmSpec(ctx, res); err != nil {
 		return api.Image{}, false, fmt.Errorf("prewarm %s: %w", res.Name, err)
+	}
+	// A prewarm announces a burst: have network sandboxes ready for it.
+	if a.cfg.Pool != nil {
+		a.cfg.Pool.Expect()
 	}
 	imgs, err := a.ListImages(ctx)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 //	demand  = max(rate × refill latency × Safety, busiest second in Window)
 //	target  = clamp(ceil(demand), Min, Max)
 //	target  = Min once Window passes without a create (idle)
+//	target  = Max for one Window after Expect (an announced burst)
 //
 // The first term is Little's law: while the filler makes one sandbox,
 // rate × refill creates arrive and each needs one ready. The second covers
@@ -20,7 +21,9 @@ import (
 // Parallel sandboxes per refill latency (about 10 a second here, fewer
 // under load), so a second with k creates in it drains k from the pool.
 // Both are sized from the recent past on the bet that a host's next burst
-// looks like its last one.
+// looks like its last one. A burst after a quiet Window finds only Min
+// ready; one announced ahead (kanga image prewarm calls Expect) finds up
+// to Max.
 type Policy struct {
 	// Min sandboxes stay ready even when idle, so a lone create never pays
 	// for the network setup. Default 2: one taken while the next refills.

@@ -103,7 +103,8 @@ type Pool struct {
 	hits     uint64
 	misses   uint64
 	target   int
-	last     Status // last written
+	expect   time.Time // keep Max ready until then (see Expect)
+	last     Status    // last written
 }
 
 // New returns a pool; it fills once Run runs.
@@ -147,6 +148,16 @@ func (p *Pool) Take() (Sandbox, bool) {
 	p.mu.Unlock()
 	p.poke()
 	return sb, ok
+}
+
+// Expect announces a burst: the pool fills to Policy.Max and stays there
+// for one Policy.Window (longer if creates keep coming), then sizes itself
+// from demand again.
+func (p *Pool) Expect() {
+	p.mu.Lock()
+	p.expect = p.cfg.Now().Add(p.cfg.Policy.Window)
+	p.mu.Unlock()
+	p.poke()
 }
 
 func (p *Pool) poke() {
@@ -224,6 +235,9 @@ func (p *Pool) next() func(context.Context) {
 	now := p.cfg.Now()
 	p.trimLocked(now)
 	target := p.cfg.Policy.Target(now, p.creates, p.refill)
+	if now.Before(p.expect) {
+		target = p.cfg.Policy.Max
+	}
 	if target != p.target {
 		p.log.Info("pool target changed", "from", p.target, "to", target,
 			"recent_creates", len(p.creates), "refill", p.refill, "ready", len(p.ready))

@@ -230,6 +230,30 @@ func TestPoolGrowsOnBurstAndShrinksWhenIdle(t *testing.T) {
 	})
 }
 
+// TestPoolExpectFillsToMax: an announced burst fills the pool to Max
+// without a create, and after one window it shrinks back to Min.
+func TestPoolExpectFillsToMax(t *testing.T) {
+	fn := newFakeNetwork()
+	p, clk, _ := startPool(t, fn, Policy{Min: 1, Max: 6, Window: 30 * time.Second})
+	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
+
+	p.Expect()
+	eventually(t, "6 ready", func() bool {
+		st := p.Status()
+		return st.Target == 6 && st.Ready == 6
+	})
+	if st := p.Status(); st.Hits != 0 || st.Misses != 0 || st.Recent != 0 {
+		t.Errorf("Expect counted as demand: %+v", st)
+	}
+
+	clk.advance(31 * time.Second)
+	p.poke()
+	eventually(t, "back to 1 ready", func() bool {
+		st := p.Status()
+		return st.Target == 1 && st.Ready == 1 && len(fn.liveIDs()) == 1
+	})
+}
+
 func TestPoolNeverExceedsParallel(t *testing.T) {
 	fn := newFakeNetwork()
 	p, clk, taken := startPool(t, fn, Policy{Min: 0, Max: 12, Parallel: 1})
