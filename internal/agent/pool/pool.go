@@ -15,9 +15,10 @@
 // of anyone before it is handed out, and its address returns to IPAM only
 // through a full CNI DEL, after which it is as fresh as any other.
 //
-// The filler sets sandboxes up at the lowest CPU priority while the pool
-// has more than one ready (see lowPriority): on a 2-core host its CNI
-// plugin processes otherwise slow down the starts it prepares for.
+// The filler sets sandboxes up at the lowest CPU priority while starts are
+// under way and the pool has more than one ready (see lowPriority): on a
+// 2-core host its CNI plugin processes otherwise slow down the starts it
+// prepares for.
 //
 // The pool does not survive the agent: ready sandboxes are destroyed when
 // Run returns, and after a crash the agent tears down every attachment
@@ -81,6 +82,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// busyFor is how long after a create the host counts as busy starting
+// instances: about one start's time on a 2-core host.
+const busyFor = 250 * time.Millisecond
+
 // initialRefill is the setup time assumed before one is measured: CNI
 // ADD with bridge, host-local and portmap on this kind of host.
 const initialRefill = 100 * time.Millisecond
@@ -104,7 +109,8 @@ type Pool struct {
 	misses   uint64
 	target   int
 	expect   time.Time // keep Max ready until then (see Expect)
-	last     Status    // last written
+	lastTake time.Time
+	last     Status // last written
 }
 
 // New returns a pool; it fills once Run runs.
@@ -133,6 +139,7 @@ func (p *Pool) Take() (Sandbox, bool) {
 	p.mu.Lock()
 	now := p.cfg.Now()
 	p.creates = append(p.creates, now)
+	p.lastTake = now
 	p.trimLocked(now)
 	var (
 		sb Sandbox
@@ -250,11 +257,13 @@ func (p *Pool) next() func(context.Context) {
 	case len(p.ready)+p.filling < target && !now.Before(p.retryAt):
 		p.inflight++
 		p.filling++
-		// At low CPU priority while the pool still has sandboxes to give:
-		// the starts it serves win the CPU. When it is about to run dry, a
-		// start would pay the whole network setup, so the refill competes
-		// at normal priority.
-		low := len(p.ready) > 1
+		// At low CPU priority while starts are under way and the pool
+		// still has sandboxes to give: the starts win the CPU. When the
+		// host is quiet there is nothing to give way to (and at the lowest
+		// priority a busy neighbour would starve the filler); when the
+		// pool is about to run dry, a start would pay the whole network
+		// setup. Either way the refill runs at normal priority.
+		low := len(p.ready) > 1 && now.Before(p.lastTake.Add(busyFor))
 		return func(ctx context.Context) { p.fill(ctx, low) }
 	case len(p.ready) > target:
 		// The oldest first: the newest are handed out first (Take pops the
