@@ -17,7 +17,25 @@ const cniVersion = "1.0.0"
 // The loopback interface is not part of the list: it is brought up when the
 // namespace is created, which saves a plugin exec per instance.
 func buildConfList(cfg Config) ([]byte, error) {
-	list := map[string]any{
+	return encodeConfList(confList(cfg))
+}
+
+// buildPlainConfList renders the list for an attachment without published
+// ports and bandwidth limits: the bridge alone, under the same network
+// name (so the same address leases). portmap and bandwidth would pass such
+// an ADD through unchanged, but each is a process to start, and portmap's
+// DEL runs iptables to look for chains it never made: about a third of
+// the plugin time of an instance's whole network lifecycle. DEL uses the
+// list cached at ADD, so an attachment is always torn down by the plugins
+// that set it up.
+func buildPlainConfList(cfg Config) ([]byte, error) {
+	list := confList(cfg)
+	list["plugins"] = list["plugins"].([]any)[:1]
+	return encodeConfList(list)
+}
+
+func confList(cfg Config) map[string]any {
+	return map[string]any{
 		"cniVersion": cniVersion,
 		"name":       cfg.NetworkName,
 		"plugins": []any{
@@ -55,6 +73,9 @@ func buildConfList(cfg Config) ([]byte, error) {
 			},
 		},
 	}
+}
+
+func encodeConfList(list map[string]any) ([]byte, error) {
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode CNI conflist: %w", err)

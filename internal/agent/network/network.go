@@ -89,7 +89,10 @@ type Manager struct {
 	cfg  Config
 	cni  *libcni.CNIConfig
 	list *libcni.NetworkConfigList
-	mu   idLocks
+	// plain is list without portmap and bandwidth, for attachments with
+	// neither ports nor limits (see buildPlainConfList).
+	plain *libcni.NetworkConfigList
+	mu    idLocks
 
 	// The first ADD creates host-wide state (the bridge, portmap's shared
 	// chains and their jump rules) with check-then-create steps that race
@@ -125,15 +128,24 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
 	}
+	pb, err := buildPlainConfList(cfg)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := libcni.ConfListFromBytes(pb)
+	if err != nil {
+		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
+	}
 	// Written for operators to inspect; the Manager uses the bytes in
 	// memory and DEL uses the copy libcni cached at ADD time.
 	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), b); err != nil {
 		return nil, err
 	}
 	return &Manager{
-		cfg:  cfg,
-		cni:  libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
-		list: list,
+		cfg:   cfg,
+		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
+		list:  list,
+		plain: plain,
 	}, nil
 }
 
@@ -333,7 +345,11 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 		m.primeMu.Lock()
 		defer m.primeMu.Unlock()
 	}
-	res, err := m.cni.AddNetworkList(ctx, m.list, rt)
+	list := m.list
+	if len(rt.CapabilityArgs) == 0 {
+		list = m.plain
+	}
+	res, err := m.cni.AddNetworkList(ctx, list, rt)
 	if err == nil {
 		m.primed.Store(true)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -309,5 +310,38 @@ func TestParseTBFOverlimits(t *testing.T) {
 				t.Errorf("got %d, %v; want %d, err=%v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestBuildPlainConfList: the list for attachments without ports or limits
+// is the full list's bridge alone, under the same name, so both share the
+// address leases.
+func TestBuildPlainConfList(t *testing.T) {
+	c, err := Config{StateDir: "/state", Bridge: "br9", Subnet: "10.9.0.0/16", NetworkName: "n9"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type list struct {
+		CNIVersion string           `json:"cniVersion"`
+		Name       string           `json:"name"`
+		Plugins    []map[string]any `json:"plugins"`
+	}
+	decode := func(build func(Config) ([]byte, error)) list {
+		raw, err := build(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l list
+		if err := json.Unmarshal(raw, &l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	full, plain := decode(buildConfList), decode(buildPlainConfList)
+	if plain.Name != full.Name || plain.CNIVersion != full.CNIVersion || len(plain.Plugins) != 1 || len(full.Plugins) != 3 {
+		t.Fatalf("plain list %+v, full list %+v", plain, full)
+	}
+	if !reflect.DeepEqual(plain.Plugins[0], full.Plugins[0]) {
+		t.Errorf("plain bridge %v differs from the full list's %v", plain.Plugins[0], full.Plugins[0])
 	}
 }
