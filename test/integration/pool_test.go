@@ -394,3 +394,47 @@ func TestPoolSandboxCarriesNothing(t *testing.T) {
 	})
 	p.assertGone(secondNet)
 }
+
+// TestImagePrewarm: kanga image prewarm makes the image ready on the host
+// and fills the pool to its maximum ahead of a burst; an image the tenant
+// does not have and cannot pull is refused with a clear error; image ls
+// reports when an image was last started.
+func TestImagePrewarm(t *testing.T) {
+	p := startPlatformWith(t, "--pool-min", "1", "--pool-max", "5")
+	p.importImages()
+	p.eventually("1 pooled sandbox", 60*time.Second, func() bool { return p.poolStatus().Ready == 1 })
+
+	if ls := p.must("image", "ls"); !strings.Contains(ls, "LAST STARTED") ||
+		!strings.HasSuffix(strings.TrimSpace(grepLines(ls, "kanga.test/busybox:latest")), " -") {
+		t.Errorf("image ls before any start:\n%s", ls)
+	}
+	out := p.must("image", "prewarm", "kanga.test/busybox", "--hosts", "2")
+	if !strings.Contains(out, "kanga.test/busybox:latest") || !strings.Contains(out, "false") {
+		t.Errorf("prewarm output:\n%s", out)
+	}
+	p.eventually("the pool to fill to its maximum", 60*time.Second, func() bool {
+		st := p.poolStatus()
+		return st.Target == 5 && st.Ready == 5
+	})
+	if st := p.poolStatus(); st.Recent != 0 || st.Hits != 0 {
+		t.Errorf("prewarm counted as creates: %+v", st)
+	}
+
+	// A local archive name cannot be pulled: the answer names the image
+	// and says why, and nothing is left half done.
+	r := p.kanga("image", "prewarm", "127.0.0.1:1/nothing/here:v1")
+	if r.code == 0 || !strings.Contains(r.stderr, "127.0.0.1:1/nothing/here:v1") {
+		t.Errorf("prewarm of a missing image: exit %d, %q", r.code, r.stderr)
+	}
+	if r := p.kanga("image", "prewarm", "kanga.test/busybox", "--hosts", "-1"); r.code == 0 || !strings.Contains(r.stderr, "--hosts") {
+		t.Errorf("prewarm --hosts -1: exit %d, %q", r.code, r.stderr)
+	}
+
+	p.must("run", "-d", "--name", "warm", "kanga.test/busybox", "sleep", "1000")
+	p.running("warm")
+	ls := p.must("image", "ls")
+	if line := strings.TrimSpace(grepLines(ls, "kanga.test/busybox:latest")); !strings.HasSuffix(line, "ago") {
+		t.Errorf("image ls after a start shows no last start:\n%s", ls)
+	}
+	p.must("rm", "-f", "warm")
+}
