@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -76,6 +78,7 @@ type runner struct {
 	killAt   time.Time
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
+	att      *network.Attachment // once the sandbox is set up
 	prof     *startProfile       // set while start runs
 	pending  chan struct{}       // closed when an asynchronous status write ends
 }
@@ -235,6 +238,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
 	r.ip = att.IP
+	r.att = att
 	prof.step("network")
 	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("creating the instance cgroup: %w", err)
@@ -274,7 +278,7 @@ func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.
 		return nw.Setup(ctx, id, ports(inst.Spec), limits)
 	}
 	if p := r.a.cfg.Pool; p != nil && poolable(inst.Spec, limits) {
-		if sb, ok := p.Take(); ok {
+		if sb, ok := p.Take(r.tenant); ok {
 			// Recorded before use, so that teardown (by this agent or the
 			// next) destroys this sandbox; if the agent dies before the
 			// record exists, the orphan cleanup destroys it as unclaimed.
@@ -835,18 +839,51 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	if ip == "" {
 		ip = inst.Status.IP
 	}
-	// Before the DEL releases the address: afterwards it may already
-	// belong to someone else.
+	// Before the DEL releases the address (afterwards it may already
+	// belong to someone else), and before a recycled sandbox serves the
+	// tenant's next instance.
 	flushConntrack(ip)
-	// A pooled sandbox is destroyed with its instance, never handed on.
-	if err := r.a.cfg.Network.Teardown(ctx, r.a.netID(r.uid), ports(inst.Spec)); err != nil {
-		return fmt.Errorf("network teardown: %w", err)
+	if !r.recycleSandbox(inst) {
+		if err := r.a.cfg.Network.Teardown(ctx, r.a.netID(r.uid), ports(inst.Spec)); err != nil {
+			return fmt.Errorf("network teardown: %w", err)
+		}
 	}
 	r.a.netIDs.Delete(r.uid)
 	removeCgroup(r.uid)
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)
 	return nil
+}
+
+// recycleSandbox hands the instance's pooled network sandbox back to the
+// pool for the tenant's next instance, instead of destroying it, when it
+// can: its containers are deleted (teardownOnce removed them), the
+// conntrack entries of its address are flushed, and the runtime leaves
+// the namespace as it found it (not gVisor, whose netstack takes the
+// addresses). The instance's record of the sandbox goes first, so that an
+// agent dying in between leaves an unclaimed pool id, which the next one
+// destroys.
+func (r *runner) recycleSandbox(inst api.Instance) bool {
+	p := r.a.cfg.Pool
+	id := r.a.netID(r.uid)
+	if p == nil || r.att == nil || !pool.IsPoolID(id) || r.att.IP != r.ip {
+		return false
+	}
+	if class, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok || class.ExclusiveNetns {
+		return false
+	}
+	if limits, err := netLimits(inst.Spec.Resources); err != nil || !poolable(inst.Spec, limits) {
+		return false
+	}
+	if err := os.Remove(r.a.netIDFile(r.uid)); err != nil && !os.IsNotExist(err) {
+		r.log.Warn("unrecording the pooled sandbox failed; destroying it", "sandbox", id, "err", err)
+		return false
+	}
+	if !p.Recycle(r.tenant, pool.Sandbox{ID: id, Attachment: *r.att}) {
+		return false
+	}
+	r.log.Debug("recycled the network sandbox for the tenant", "sandbox", id, "ip", r.ip)
+	return true
 }
 
 // removeContainer kills a container's task and deletes it with its

@@ -112,8 +112,8 @@ func grepLines(s, sub string) string {
 
 // TestPoolInstanceNetwork: instances started from the warm pool get a
 // working network of their own (distinct sandboxes and addresses, the
-// gateway and each other reachable), and deleting them destroys their
-// sandboxes: nothing is handed on.
+// gateway and each other reachable); deleting them hands their sandboxes
+// back for the tenant only, and stopping the platform destroys them.
 func TestPoolInstanceNetwork(t *testing.T) {
 	p := startPlatformWith(t, "--pool-min", "2", "--pool-max", "4")
 	p.importImages()
@@ -151,11 +151,13 @@ func TestPoolInstanceNetwork(t *testing.T) {
 	p.eventually("both gone", 60*time.Second, func() bool {
 		return p.kanga("inspect", "pool-a").code != 0 && p.kanga("inspect", "pool-b").code != 0
 	})
-	p.assertGone(ida)
-	p.assertGone(idb)
 	if _, err := os.Stat(filepath.Join(p.dataDir, "agent", "sandboxes", a.UID)); !os.IsNotExist(err) {
 		t.Errorf("sandbox dir of pool-a left (%v)", err)
 	}
+	p.eventually("both sandboxes recycled", 30*time.Second, func() bool { return p.poolStatus().Recycled == 2 })
+	p.stop()
+	p.assertGone(ida)
+	p.assertGone(idb)
 }
 
 // TestPoolFollowsBurst: a burst of creates raises the pool's target above
@@ -263,9 +265,10 @@ func TestPoolCrashLeaksNothing(t *testing.T) {
 
 	p.must("rm", "-f", "survivor")
 	p.eventually("survivor to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "survivor").code != 0 })
-	p.assertGone(used)
+	p.eventually("survivor's sandbox recycled", 30*time.Second, func() bool { return p.poolStatus().Recycled == 1 })
 
-	p.stop() // a clean stop destroys the pool
+	p.stop() // a clean stop destroys the pool, recycled sandboxes included
+	p.assertGone(used)
 	if left := p.poolNetNS(); len(left) > 0 {
 		t.Errorf("pooled namespaces left after stop: %v", left)
 	}
@@ -345,7 +348,10 @@ func TestPoolSandboxCarriesNothing(t *testing.T) {
 
 	p.must("rm", "-f", "first")
 	p.eventually("first to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "first").code != 0 })
-	p.assertGone(firstNet)
+	// first's sandbox is kept for the default tenant only (or destroyed).
+	p.eventually("first's sandbox recycled or destroyed", 30*time.Second, func() bool {
+		return p.poolStatus().Recycled == 1 || p.gone(firstNet)
+	})
 	if left := conntrackOf(t, first.Status.IP); len(left) > 0 {
 		t.Errorf("conntrack entries of deleted first's address %s left:\n%s", first.Status.IP, strings.Join(left, "\n"))
 	}
@@ -392,6 +398,8 @@ func TestPoolSandboxCarriesNothing(t *testing.T) {
 	p.eventually("second to be gone", 60*time.Second, func() bool {
 		return p.asTenant(token, "inspect", "second").code != 0
 	})
+	p.stop() // destroys the sandboxes kept for their tenants
+	p.assertGone(firstNet)
 	p.assertGone(secondNet)
 }
 
@@ -437,4 +445,80 @@ func TestImagePrewarm(t *testing.T) {
 		t.Errorf("image ls after a start shows no last start:\n%s", ls)
 	}
 	p.must("rm", "-f", "warm")
+}
+
+// TestPoolRecyclesWithinTenant: a deleted instance's pooled sandbox serves
+// the same tenant's next instance (same namespace and address, no CNI),
+// which finds nothing of the previous one: no file, environment, process
+// or connection-tracking entry; another tenant never gets it.
+func TestPoolRecyclesWithinTenant(t *testing.T) {
+	p := startPlatformWith(t, "--pool-min", "1", "--pool-max", "4")
+	p.importImages()
+	token := strings.TrimSpace(p.must("tenant", "create", "other-tenant"))
+	if r := p.asTenant(token, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+		t.Fatalf("import as other-tenant: %s", r.stderr)
+	}
+	p.eventually("1 pooled sandbox", 60*time.Second, func() bool { return p.poolStatus().Ready == 1 })
+
+	p.must("run", "-d", "--name", "one", "-e", "SECRET=one-secret", "kanga.test/busybox",
+		"sh", "-c", "echo one-secret > /tmp/left-behind; sleep 1001 & exec sleep 1000")
+	one := p.running("one")
+	sb := p.netID(one.UID)
+	if !pool.IsPoolID(sb) {
+		t.Fatalf("one's sandbox %q is not pooled", sb)
+	}
+	p.eventually("one's file", 30*time.Second, func() bool {
+		return p.kanga("exec", "one", "cat", "/tmp/left-behind").code == 0
+	})
+	p.must("exec", "one", "ping", "-c", "1", "-W", "5", p.gateway())
+	p.must("rm", "-f", "one")
+	p.eventually("one to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "one").code != 0 })
+	p.eventually("one's sandbox recycled", 30*time.Second, func() bool { return p.poolStatus().Recycled == 1 })
+	if left := conntrackOf(t, one.Status.IP); len(left) > 0 {
+		t.Errorf("conntrack entries of %s left for the recycled sandbox:\n%s", one.Status.IP, strings.Join(left, "\n"))
+	}
+
+	// Another tenant gets a fresh sandbox, never the recycled one.
+	if r := p.asTenant(token, "run", "-d", "--name", "stranger", "kanga.test/busybox", "sleep", "1000"); r.code != 0 {
+		t.Fatalf("run as other-tenant: %s", r.stderr)
+	}
+	p.eventually("stranger to run", 60*time.Second, func() bool {
+		r := p.asTenant(token, "inspect", "stranger")
+		return r.code == 0 && strings.Contains(r.stdout, `"phase": "Running"`)
+	})
+	if st := p.poolStatus(); st.Recycled != 1 || st.Reused != 0 {
+		t.Errorf("pool status %+v after another tenant's create: the recycled sandbox must stay", st)
+	}
+
+	p.must("run", "-d", "--name", "two", "kanga.test/busybox", "sleep", "1000")
+	two := p.running("two")
+	if got := p.netID(two.UID); got != sb || two.Status.IP != one.Status.IP {
+		t.Errorf("two has sandbox %s with %s; want one's recycled %s with %s", got, two.Status.IP, sb, one.Status.IP)
+	}
+	if st := p.poolStatus(); st.Reused != 1 || st.Recycled != 0 {
+		t.Errorf("pool status %+v: want the recycled sandbox reused", st)
+	}
+	if r := p.kanga("exec", "two", "cat", "/tmp/left-behind"); r.code == 0 {
+		t.Errorf("two reads one's file: %q", r.stdout)
+	}
+	if env := p.must("exec", "two", "env"); strings.Contains(env, "one-secret") {
+		t.Errorf("two's environment holds one's: %q", env)
+	}
+	if ps := p.must("exec", "two", "ps"); strings.Contains(ps, "1001") {
+		t.Errorf("two sees one's process:\n%s", ps)
+	}
+	if hosts := p.must("exec", "two", "cat", "/etc/hosts"); !strings.Contains(hosts, two.Status.IP+"\ttwo\n") || strings.Contains(hosts, "\tone\n") {
+		t.Errorf("/etc/hosts of two:\n%s", hosts)
+	}
+	p.must("exec", "two", "ping", "-c", "1", "-W", "5", p.gateway())
+
+	p.must("rm", "-f", "two")
+	if r := p.asTenant(token, "rm", "-f", "stranger"); r.code != 0 {
+		t.Errorf("rm stranger: %s", r.stderr)
+	}
+	p.eventually("both gone", 60*time.Second, func() bool {
+		return p.kanga("inspect", "two").code != 0 && p.asTenant(token, "inspect", "stranger").code != 0
+	})
+	p.stop()
+	p.assertGone(sb)
 }

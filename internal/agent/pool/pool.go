@@ -8,12 +8,17 @@
 // the attachment through CNI runtime config (portmap, bandwidth) that
 // exists only at ADD time, so such instances keep setting up their own.
 //
-// Sandboxes are never recycled: a sandbox serves exactly one instance and
-// is destroyed (CNI DEL, namespace unmounted and removed) when that
-// instance is deleted. Nothing of one tenant can therefore reach another
-// through the pool: a pooled namespace has never held a process or file
-// of anyone before it is handed out, and its address returns to IPAM only
-// through a full CNI DEL, after which it is as fresh as any other.
+// A sandbox is recycled only within its tenant: when an instance that
+// used one is deleted, the agent may hand it back (Recycle) once the
+// instance's containers are gone and the connection-tracking entries of
+// its address are flushed, and only a later Take for the same tenant gets
+// it again, with the same address. That saves CNI DEL and ADD (most of the
+// CPU of an instance's network) for a tenant that keeps creating and
+// deleting. Nothing of one tenant can reach another through the pool: a
+// fresh sandbox has never held a process or file of anyone, a recycled one
+// never leaves its tenant, and an address returns to IPAM only through a
+// full CNI DEL, after which it is as fresh as any other. Recycled
+// sandboxes unused for a Window, or beyond Max, are destroyed.
 //
 // The filler sets sandboxes up at the lowest CPU priority while starts are
 // under way and the pool has more than one ready (see lowPriority): on a
@@ -59,12 +64,21 @@ type Sandbox struct {
 	network.Attachment
 }
 
+// recycled is a sandbox handed back by an instance of tenant.
+type recycled struct {
+	Sandbox
+	tenant string
+	at     time.Time
+}
+
 // Status is the pool's state, written to Config.StatusFile whenever it
 // changes, for operators and tests (the API has no place for it).
 type Status struct {
 	Target   int     `json:"target"`
 	Ready    int     `json:"ready"`
 	Filling  int     `json:"filling"`
+	Recycled int     `json:"recycled"` // handed back, held for their tenant
+	Reused   uint64  `json:"reused"`   // creates served a recycled sandbox
 	Hits     uint64  `json:"hits"`     // creates served from the pool
 	Misses   uint64  `json:"misses"`   // eligible creates that found it empty
 	Recent   int     `json:"recent"`   // eligible creates within the window
@@ -99,6 +113,7 @@ type Pool struct {
 
 	mu       sync.Mutex
 	ready    []Sandbox
+	recycled []recycled  // oldest first
 	creates  []time.Time // eligible creates, oldest first
 	inflight int         // setups and teardowns running
 	filling  int         // of inflight, setups
@@ -106,8 +121,10 @@ type Pool struct {
 	failures int       // consecutive setup failures
 	retryAt  time.Time // no setup before this, after failures
 	hits     uint64
+	reused   uint64
 	misses   uint64
 	target   int
+	stopped  bool      // Run returned: nothing is kept any more
 	expect   time.Time // keep Max ready until then (see Expect)
 	lastTake time.Time
 	last     Status // last written
@@ -131,11 +148,13 @@ func New(cfg Config) *Pool {
 	}
 }
 
-// Take hands out a ready sandbox, which then belongs to the caller for
-// good: it is the caller's to tear down (Network.Teardown with its ID).
-// Call it only for instances the pool can serve (no published ports, no
-// bandwidth limits): every call counts as demand, served or not.
-func (p *Pool) Take() (Sandbox, bool) {
+// Take hands out a ready sandbox for an instance of tenant: one the
+// tenant's instances recycled, else a fresh one. It then belongs to the
+// caller: it is the caller's to tear down (Network.Teardown with its ID)
+// or to Recycle. Call it only for instances the pool can serve (no
+// published ports, no bandwidth limits): every call counts as demand,
+// served or not.
+func (p *Pool) Take(tenant string) (Sandbox, bool) {
 	p.mu.Lock()
 	now := p.cfg.Now()
 	p.creates = append(p.creates, now)
@@ -145,16 +164,45 @@ func (p *Pool) Take() (Sandbox, bool) {
 		sb Sandbox
 		ok bool
 	)
-	if n := len(p.ready); n > 0 {
-		sb, ok = p.ready[n-1], true
-		p.ready = p.ready[:n-1]
-		p.hits++
-	} else {
-		p.misses++
+	for i := len(p.recycled) - 1; i >= 0; i-- {
+		if p.recycled[i].tenant == tenant {
+			sb, ok = p.recycled[i].Sandbox, true
+			p.recycled = append(p.recycled[:i], p.recycled[i+1:]...)
+			p.hits++
+			p.reused++
+			break
+		}
+	}
+	if !ok {
+		if n := len(p.ready); n > 0 {
+			sb, ok = p.ready[n-1], true
+			p.ready = p.ready[:n-1]
+			p.hits++
+		} else {
+			p.misses++
+		}
 	}
 	p.mu.Unlock()
 	p.poke()
 	return sb, ok
+}
+
+// Recycle hands sb back for later instances of tenant. The caller must
+// have made it clean: no process left in the namespace (every container
+// of the instance deleted), the host's connection-tracking entries of its
+// address flushed, nothing recording it as the instance's any more. It
+// reports false when the pool does not keep it (it holds Max already, or
+// is stopping): the caller then tears it down as usual.
+func (p *Pool) Recycle(tenant string, sb Sandbox) bool {
+	p.mu.Lock()
+	if p.stopped || tenant == "" || len(p.recycled) >= p.cfg.Policy.Max {
+		p.mu.Unlock()
+		return false
+	}
+	p.recycled = append(p.recycled, recycled{Sandbox: sb, tenant: tenant, at: p.cfg.Now()})
+	p.mu.Unlock()
+	p.poke() // for the status file
+	return true
 }
 
 // Expect announces a burst: the pool fills to Policy.Max and stays there
@@ -194,6 +242,7 @@ func (p *Pool) Status() Status {
 func (p *Pool) statusLocked() Status {
 	return Status{
 		Target: p.target, Ready: len(p.ready), Filling: p.filling,
+		Recycled: len(p.recycled), Reused: p.reused,
 		Hits: p.hits, Misses: p.misses, Recent: len(p.creates),
 		RefillMS: float64(p.refill.Microseconds()) / 1000,
 	}
@@ -252,6 +301,18 @@ func (p *Pool) next() func(context.Context) {
 	}
 	if p.inflight >= p.cfg.Policy.Parallel {
 		return nil
+	}
+	// A recycled sandbox nobody of its tenant took within a window goes.
+	if len(p.recycled) > 0 && !now.Before(p.recycled[0].at.Add(p.cfg.Policy.Window)) {
+		sb := p.recycled[0].Sandbox
+		p.recycled = p.recycled[1:]
+		p.inflight++
+		return func(ctx context.Context) {
+			p.destroy(ctx, sb.ID)
+			p.mu.Lock()
+			p.inflight--
+			p.mu.Unlock()
+		}
 	}
 	switch {
 	case len(p.ready)+p.filling < target && !now.Before(p.retryAt):
@@ -338,7 +399,10 @@ func (p *Pool) drain(ctx context.Context) {
 	defer cancel()
 	p.mu.Lock()
 	ready := p.ready
-	p.ready = nil
+	for _, r := range p.recycled {
+		ready = append(ready, r.Sandbox)
+	}
+	p.ready, p.recycled, p.stopped = nil, nil, true
 	p.mu.Unlock()
 	for _, sb := range ready {
 		p.destroy(ctx, sb.ID)

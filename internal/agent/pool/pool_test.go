@@ -159,7 +159,7 @@ func TestPoolHandsOutFreshSandboxesOnce(t *testing.T) {
 	seenIP, seenNS := map[string]string{}, map[string]string{}
 	for i := 0; i < 10; i++ {
 		eventually(t, "a ready sandbox", func() bool { return p.Status().Ready > 0 })
-		sb, ok := p.Take()
+		sb, ok := p.Take("t1")
 		if !ok {
 			t.Fatal("Take found the pool empty with one ready")
 		}
@@ -189,7 +189,7 @@ func TestPoolEmptyTakeIsAMiss(t *testing.T) {
 	fn := newFakeNetwork()
 	fn.block = make(chan struct{}) // nothing ever gets ready
 	p, _, _ := startPool(t, fn, Policy{Min: 2, Max: 4})
-	if _, ok := p.Take(); ok {
+	if _, ok := p.Take("t1"); ok {
 		t.Fatal("Take handed out a sandbox from an empty pool")
 	}
 	if st := p.Status(); st.Misses != 1 || st.Hits != 0 {
@@ -204,7 +204,7 @@ func TestPoolGrowsOnBurstAndShrinksWhenIdle(t *testing.T) {
 
 	// A burst of 10 creates within one (fake) second.
 	for i := 0; i < 10; i++ {
-		if sb, ok := p.Take(); ok {
+		if sb, ok := p.Take("t1"); ok {
 			taken[sb.ID] = true
 		}
 	}
@@ -258,7 +258,7 @@ func TestPoolNeverExceedsParallel(t *testing.T) {
 	fn := newFakeNetwork()
 	p, clk, taken := startPool(t, fn, Policy{Min: 0, Max: 12, Parallel: 1})
 	for i := 0; i < 12; i++ {
-		if sb, ok := p.Take(); ok {
+		if sb, ok := p.Take("t1"); ok {
 			taken[sb.ID] = true
 		}
 	}
@@ -308,7 +308,7 @@ func TestPoolStopDestroysReady(t *testing.T) {
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	eventually(t, "3 ready", func() bool { return p.Status().Ready == 3 })
-	sb, ok := p.Take()
+	sb, ok := p.Take("t1")
 	if !ok {
 		t.Fatal("Take failed with 3 ready")
 	}
