@@ -319,3 +319,42 @@ func TestPoolStopDestroysReady(t *testing.T) {
 		t.Errorf("after stop attached: %v, want only the handed-out %s", live, sb.ID)
 	}
 }
+
+// TestPoolRecycleStaysWithTenant: a recycled sandbox goes only to its
+// tenant's next Take, another tenant gets a fresh one, and one unused for
+// a window is destroyed.
+func TestPoolRecycleStaysWithTenant(t *testing.T) {
+	fn := newFakeNetwork()
+	p, clk, taken := startPool(t, fn, Policy{Min: 1, Max: 2, Window: 30 * time.Second})
+	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
+
+	sb, ok := p.Take("a")
+	if !ok {
+		t.Fatal("no sandbox for a")
+	}
+	if !p.Recycle("a", sb) {
+		t.Fatal("the pool refused a recycled sandbox")
+	}
+	eventually(t, "refilled", func() bool { return p.Status().Ready == 1 })
+	other, ok := p.Take("b")
+	if !ok || other.ID == sb.ID {
+		t.Fatalf("tenant b got %q (ok %v); a's recycled sandbox is %s", other.ID, ok, sb.ID)
+	}
+	taken[other.ID] = true
+	again, ok := p.Take("a")
+	if !ok || again.ID != sb.ID || again.IP != sb.IP {
+		t.Fatalf("tenant a got %+v, want its recycled %+v", again, sb)
+	}
+	if st := p.Status(); st.Reused != 1 || st.Recycled != 0 || st.Hits != 3 {
+		t.Errorf("status %+v: want 1 reused of 3 hits, none left recycled", st)
+	}
+
+	if !p.Recycle("a", again) {
+		t.Fatal("the pool refused a recycled sandbox")
+	}
+	clk.advance(31 * time.Second)
+	p.poke()
+	eventually(t, "the unused recycled sandbox destroyed", func() bool {
+		return !fn.liveIDs()[sb.ID] && p.Status().Recycled == 0
+	})
+}
