@@ -26,6 +26,7 @@ import (
 
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // Taint keeps pods off the virtual node unless they tolerate it: bursting
@@ -40,6 +41,11 @@ type Config struct {
 	Kubeconfig string
 	// Kanga is the client whose tenant runs the pods.
 	Kanga *client.Client
+	// TenantPerNamespace runs the pods of namespace N in Kanga tenant
+	// TenantPrefix+N (created on first use) instead of in Kanga's tenant;
+	// Kanga's token must then be an administrator's.
+	TenantPerNamespace bool
+	TenantPrefix       string
 	// CPU, Memory and Pods are the node's capacity: the share of the pool
 	// the cluster may schedule onto it.
 	CPU, Memory string
@@ -66,6 +72,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.TenantPerNamespace {
+		// The longest namespace must still leave room for a readable
+		// tenant name; TenantName hashes what does not fit.
+		if probe := cfg.TenantPrefix + "a"; len(cfg.TenantPrefix) > 40 || tenant.Validate(probe) != nil {
+			return fmt.Errorf("tenant prefix %q: use at most 40 lower-case letters, digits and '-', starting with a letter or digit: %w", cfg.TenantPrefix, errdefs.ErrInvalidArgument)
+		}
 	}
 	capacity := corev1.ResourceList{}
 	for name, v := range map[corev1.ResourceName]string{
@@ -96,7 +109,11 @@ func Run(ctx context.Context, cfg Config) error {
 	var provider *Provider
 	n, err := nodeutil.NewNode(cfg.Name,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log)
+			var opts []ProviderOption
+			if cfg.TenantPerNamespace {
+				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix))
+			}
+			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil
 		},
 		nodeutil.WithClient(kube),
