@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -24,7 +26,9 @@ import (
 
 // startVirtualNode starts `kanga virtual-node` for node against cp with the
 // platform's credentials (plus extra flags) and waits until the node is
-// Ready and schedulable: no taint left but the virtual node's own.
+// Ready and, when a controller-manager runs, schedulable: no taint left but
+// the virtual node's own (without one the API server's not-ready taint
+// stays; tests then bind pods themselves).
 func startVirtualNode(t *testing.T, p *platform, cp *controlPlane, node string, extra ...string) *virtualNode {
 	t.Helper()
 	vn := &virtualNode{
@@ -46,7 +50,7 @@ func startVirtualNode(t *testing.T, p *platform, cp *controlPlane, node string, 
 			return false
 		}
 		for _, taint := range n.Spec.Taints {
-			if !taint.MatchTaint(&virtualnode.Taint) {
+			if cp.controllers && !taint.MatchTaint(&virtualnode.Taint) {
 				return false
 			}
 		}
@@ -266,4 +270,56 @@ func TestVirtualNodeDeployment(t *testing.T) {
 	if err := deps.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestVirtualNodeBurst measures the burst figure, pods Ready per minute
+// through the real controller-manager and scheduler, for
+// bench/virtual-node.md. It is a measurement, not a check: it runs only
+// with KANGA_VN_BURST=<replicas> (KANGA_VN_BURST_RUNS runs, default 3) and
+// logs each run and the median.
+func TestVirtualNodeBurst(t *testing.T) {
+	replicas, _ := strconv.Atoi(os.Getenv("KANGA_VN_BURST"))
+	if replicas <= 0 {
+		t.Skip("set KANGA_VN_BURST=<replicas> to measure the virtual node's burst rate")
+	}
+	runs, _ := strconv.Atoi(os.Getenv("KANGA_VN_BURST_RUNS"))
+	if runs <= 0 {
+		runs = 3
+	}
+	bin := k8sBinaries(t, "kube-controller-manager", "kube-scheduler")
+	p := startPlatform(t)
+	p.importImages()
+	cp := startControlPlaneWith(t, bin, true)
+	ctx := context.Background()
+	kube := cp.client
+	const node, ns = "kanga-vn", "default"
+	startVirtualNode(t, p, cp, node)
+	deps := kube.AppsV1().Deployments(ns)
+
+	var rates []float64
+	for run := 0; run < runs; run++ {
+		name := fmt.Sprintf("burst-%d", run)
+		d := kangaDeployment(name, node, int32(replicas))
+		start := time.Now()
+		if _, err := deps.Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("%s %d/%d ready", name, replicas, replicas), 10*time.Minute, func() bool {
+			return readyReplicas(kube, ns, name) == int32(replicas)
+		})
+		took := time.Since(start)
+		rate := float64(replicas) / took.Minutes()
+		rates = append(rates, rate)
+		t.Logf("run %d: %d pods Ready in %s: %.0f pods/minute", run+1, replicas, took.Round(time.Millisecond), rate)
+		if len(instanceNames(t, p)) != replicas {
+			t.Errorf("run %d: %d instances, want %d", run+1, len(instanceNames(t, p)), replicas)
+		}
+		scaleDeployment(t, kube, ns, name, 0)
+		waitFor(t, "every instance gone", 5*time.Minute, func() bool { return len(instanceNames(t, p)) == 0 })
+		if err := deps.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Float64s(rates)
+	t.Logf("burst of %d replicas, %d runs: median %.0f pods/minute (min %.0f, max %.0f)", replicas, runs, rates[len(rates)/2], rates[0], rates[len(rates)-1])
 }

@@ -65,6 +65,8 @@ func k8sBinaries(t *testing.T, extra ...string) string {
 type controlPlane struct {
 	kubeconfig string
 	client     *kubernetes.Clientset
+	// controllers says whether a controller-manager and a scheduler run.
+	controllers bool
 }
 
 // controllers are the kube-controller-manager controllers a Deployment on
@@ -177,7 +179,7 @@ current-context: test
 			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(freePort(t)),
 			"--leader-elect=false")
 	}
-	return &controlPlane{kubeconfig: kubeconfig, client: cs}
+	return &controlPlane{kubeconfig: kubeconfig, client: cs, controllers: withControllers}
 }
 
 // startDaemon starts a process in its own group, logging to logPath, and
