@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -274,9 +275,11 @@ func TestVirtualNodeDeployment(t *testing.T) {
 
 // TestVirtualNodeBurst measures the burst figure, pods Ready per minute
 // through the real controller-manager and scheduler, for
-// bench/virtual-node.md. It is a measurement, not a check: it runs only
-// with KANGA_VN_BURST=<replicas> (KANGA_VN_BURST_RUNS runs, default 3) and
-// logs each run and the median.
+// bench/virtual-node.md, against a baseline taken in the same run: as many
+// instances created at once straight through the Kanga SDK, until each is
+// Running. It is a measurement, not a check: it runs only with
+// KANGA_VN_BURST=<replicas> (KANGA_VN_BURST_RUNS runs, default 3) and logs
+// each run and the medians.
 func TestVirtualNodeBurst(t *testing.T) {
 	replicas, _ := strconv.Atoi(os.Getenv("KANGA_VN_BURST"))
 	if replicas <= 0 {
@@ -289,6 +292,14 @@ func TestVirtualNodeBurst(t *testing.T) {
 	bin := k8sBinaries(t, "kube-controller-manager", "kube-scheduler")
 	p := startPlatform(t)
 	p.importImages()
+	cfg, err := client.LoadConfig(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kanga, err := client.New(cfg.Addr, cfg.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cp := startControlPlaneWith(t, bin, true)
 	ctx := context.Background()
 	kube := cp.client
@@ -296,23 +307,56 @@ func TestVirtualNodeBurst(t *testing.T) {
 	startVirtualNode(t, p, cp, node)
 	deps := kube.AppsV1().Deployments(ns)
 
-	var rates []float64
+	median := func(v []float64) float64 {
+		s := append([]float64(nil), v...)
+		sort.Float64s(s)
+		return s[len(s)/2]
+	}
+	var rates, baseline []float64
 	for run := 0; run < runs; run++ {
+		// Baseline: the same containers straight through the Kanga API.
+		start := time.Now()
+		errc := make(chan error, replicas)
+		for i := 0; i < replicas; i++ {
+			go func(name string) {
+				_, err := kanga.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: api.InstanceSpec{
+					Containers: []api.ContainerSpec{{Name: "web", Image: "kanga.test/httpd", Command: []string{"sh", "-c", "echo hello from $POD; exec httpd -f -v -p 80 -h /var/www"}}},
+				}})
+				if err == nil {
+					_, err = kanga.WaitInstance(ctx, name, client.WaitRunning)
+				}
+				errc <- err
+			}(fmt.Sprintf("base-%d-%d", run, i))
+		}
+		for i := 0; i < replicas; i++ {
+			if err := <-errc; err != nil {
+				t.Fatalf("baseline instance: %v", err)
+			}
+		}
+		took := time.Since(start)
+		baseline = append(baseline, float64(replicas)/took.Minutes())
+		t.Logf("run %d: baseline: %d instances Running through the Kanga SDK in %s: %.0f per minute", run+1, replicas, took.Round(time.Millisecond), baseline[run])
+		for _, name := range instanceNames(t, p) {
+			if err := kanga.DeleteInstance(ctx, name, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, "every baseline instance gone", 5*time.Minute, func() bool { return len(instanceNames(t, p)) == 0 })
+
 		name := fmt.Sprintf("burst-%d", run)
 		d := kangaDeployment(name, node, int32(replicas))
-		start := time.Now()
+		start = time.Now()
 		if _, err := deps.Create(ctx, d, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, fmt.Sprintf("%s %d/%d ready", name, replicas, replicas), 10*time.Minute, func() bool {
 			return readyReplicas(kube, ns, name) == int32(replicas)
 		})
-		took := time.Since(start)
-		rate := float64(replicas) / took.Minutes()
-		rates = append(rates, rate)
-		t.Logf("run %d: %d pods Ready in %s: %.0f pods/minute", run+1, replicas, took.Round(time.Millisecond), rate)
-		if len(instanceNames(t, p)) != replicas {
-			t.Errorf("run %d: %d instances, want %d", run+1, len(instanceNames(t, p)), replicas)
+		took = time.Since(start)
+		rates = append(rates, float64(replicas)/took.Minutes())
+		t.Logf("run %d: virtual node: %d pods Ready in %s: %.0f pods/minute", run+1, replicas, took.Round(time.Millisecond), rates[run])
+		if n := len(instanceNames(t, p)); n != replicas {
+			t.Errorf("run %d: %d instances, want %d", run+1, n, replicas)
 		}
 		scaleDeployment(t, kube, ns, name, 0)
 		waitFor(t, "every instance gone", 5*time.Minute, func() bool { return len(instanceNames(t, p)) == 0 })
@@ -320,6 +364,14 @@ func TestVirtualNodeBurst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sort.Float64s(rates)
-	t.Logf("burst of %d replicas, %d runs: median %.0f pods/minute (min %.0f, max %.0f)", replicas, runs, rates[len(rates)/2], rates[0], rates[len(rates)-1])
+	t.Logf("burst of %d, %d runs: virtual node median %.0f pods/minute %v; Kanga SDK baseline median %.0f per minute %v; ratio %.2f",
+		replicas, runs, median(rates), rounded(rates), median(baseline), rounded(baseline), median(rates)/median(baseline))
+}
+
+func rounded(v []float64) []int {
+	var out []int
+	for _, x := range v {
+		out = append(out, int(x+0.5))
+	}
+	return out
 }
