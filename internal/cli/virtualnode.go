@@ -58,6 +58,7 @@ it made.`,
 	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")
 	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
 	fl.StringVar(&cfg.ClientCA, "client-ca", "", "accept only kubelet API clients with a certificate from this CA (the API server's --kubelet-client-certificate)")
+	fl.IntVar(&cfg.Workers, "workers", 16, "pods created, updated or deleted at once (a burst is bound by this over the Kanga API's create latency)")
 	fl.BoolVar(&cfg.TenantPerNamespace, "tenant-per-namespace", false, "run each namespace's pods in its own Kanga tenant, <tenant-prefix><namespace>, created on first use (needs an administrator's token)")
 	fl.StringVar(&cfg.TenantPrefix, "tenant-prefix", "k8s-", "prefix of the tenant names --tenant-per-namespace makes")
 	fl.BoolVar(&debug, "debug", false, "log at debug level")

@@ -62,7 +62,12 @@ type Config struct {
 	// ClientCA, if set, makes the kubelet API accept only clients with a
 	// certificate it signed (the API server's --kubelet-client-certificate).
 	ClientCA string
-	Log      *slog.Logger
+	// Workers is the number of pods the node creates, updates and
+	// deletes at once (virtual-kubelet's default is one per CPU). Each
+	// create is one Kanga API call that waits for the instance to be
+	// recorded, so a burst is bound by Workers over that call's latency.
+	Workers int
+	Log     *slog.Logger
 }
 
 // Run registers the node and serves its pods until ctx ends.
@@ -120,6 +125,9 @@ func Run(ctx context.Context, cfg Config) error {
 		nodeutil.AttachProviderRoutes(mux),
 		func(nc *nodeutil.NodeConfig) error {
 			nc.HTTPListenAddr = net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.Port))
+			if cfg.Workers > 0 {
+				nc.NumWorkers = cfg.Workers
+			}
 			nc.Handler = mux
 			nc.TLSConfig = tlsCfg
 			spec := &nc.NodeSpec
