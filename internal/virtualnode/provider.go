@@ -364,10 +364,16 @@ func (p *Provider) poll(ctx context.Context) error {
 }
 
 // GetContainerLogs returns a container's output. Kanga keeps one log per
-// container across restarts, so --previous shows it too, and --timestamps
-// and --since are not available.
+// container in which each restart appends: without --previous it holds
+// every run, with it only the run before the latest restart. --tail and
+// --limit-bytes are honoured; --timestamps and --since are not available
+// (the log stores no times).
 func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts vkapi.ContainerLogOpts) (io.ReadCloser, error) {
-	rc, err := p.tenants.client(namespace).Logs(ctx, InstanceName(namespace, podName), client.LogsOptions{Follow: opts.Follow, Container: containerName})
+	rc, err := p.tenants.client(namespace).Logs(ctx, InstanceName(namespace, podName), client.LogsOptions{
+		Follow:    opts.Follow && !opts.Previous,
+		Container: containerName,
+		Previous:  opts.Previous,
+	})
 	if err != nil {
 		return nil, vkError(err)
 	}
