@@ -59,6 +59,8 @@ it made.`,
 	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
 	fl.StringVar(&cfg.ClientCA, "client-ca", "", "accept only kubelet API clients with a certificate from this CA (the API server's --kubelet-client-certificate)")
 	fl.IntVar(&cfg.Workers, "workers", 16, "pods created, updated or deleted at once (a burst is bound by this over the Kanga API's create latency)")
+	fl.Float32Var(&cfg.KubeQPS, "kube-api-qps", 50, "requests per second to the Kubernetes API server (client-go's default of 5 throttles pod status updates in a burst)")
+	fl.IntVar(&cfg.KubeBurst, "kube-api-burst", 100, "burst of requests to the Kubernetes API server")
 	fl.BoolVar(&cfg.TenantPerNamespace, "tenant-per-namespace", false, "run each namespace's pods in its own Kanga tenant, <tenant-prefix><namespace>, created on first use (needs an administrator's token)")
 	fl.StringVar(&cfg.TenantPrefix, "tenant-prefix", "k8s-", "prefix of the tenant names --tenant-per-namespace makes")
 	fl.BoolVar(&debug, "debug", false, "log at debug level")

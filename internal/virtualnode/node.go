@@ -67,7 +67,12 @@ type Config struct {
 	// create is one Kanga API call that waits for the instance to be
 	// recorded, so a burst is bound by Workers over that call's latency.
 	Workers int
-	Log     *slog.Logger
+	// KubeQPS and KubeBurst bound the node's requests to the API server
+	// (client-go's defaults, 5 and 10, throttle the status updates of a
+	// burst of pods to a few pods per second).
+	KubeQPS   float32
+	KubeBurst int
+	Log       *slog.Logger
 }
 
 // Run registers the node and serves its pods until ctx ends.
@@ -100,6 +105,12 @@ func Run(ctx context.Context, cfg Config) error {
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	if cfg.KubeQPS > 0 {
+		restCfg.QPS = cfg.KubeQPS
+	}
+	if cfg.KubeBurst > 0 {
+		restCfg.Burst = cfg.KubeBurst
 	}
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
