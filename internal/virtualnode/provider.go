@@ -375,6 +375,11 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		Previous:  opts.Previous,
 	})
 	if err != nil {
+		if opts.Previous && errors.Is(err, errdefs.ErrNotFound) {
+			// A bad request, as from a kubelet: the API server hands
+			// its message on to kubectl, while it hides a 404's.
+			return nil, vkerrdefs.AsInvalidInput(err)
+		}
 		return nil, vkError(err)
 	}
 	if opts.Tail > 0 && !opts.Follow {
