@@ -22,8 +22,9 @@ deps:
 images:
 	$(GO) run ./hack/mkimage -o $(IMAGES)
 
-# kube-apiserver and etcd for the virtual-node test, from the Go module
-# proxy; cached, so only the first run on a machine pays the ~10 minutes.
+# kube-apiserver, kube-controller-manager, kube-scheduler and etcd for the
+# virtual-node tests, from the Go module
+# proxy; cached, so only the first run on a machine pays the ~15 minutes.
 k8s:
 	./scripts/build-k8s.sh
 

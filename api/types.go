@@ -237,6 +237,12 @@ type Version struct {
 	Tenant  string `json:"tenant"`
 }
 
+// HeaderTenant names the tenant an administrator's request acts in, in
+// place of the token's own: an operator component (the Kubernetes virtual
+// node) serves many tenants with one token. Other tokens may only name
+// their own tenant.
+const HeaderTenant = "Kanga-Tenant"
+
 // Tenant is an isolation and policy boundary: every instance and image
 // belongs to one.
 type Tenant struct {

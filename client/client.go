@@ -39,6 +39,7 @@ type Client struct {
 	hc        *http.Client
 	tlsConfig *tls.Config
 	userAgent string
+	tenant    string // sent as the Kanga-Tenant header when set
 }
 
 // Option configures a Client.
@@ -59,6 +60,21 @@ func WithTLSConfig(cfg *tls.Config) Option {
 // WithUserAgent sets the User-Agent header of every request.
 func WithUserAgent(ua string) Option {
 	return func(c *Client) { c.userAgent = ua }
+}
+
+// WithTenant makes every request act in the named tenant (the
+// Kanga-Tenant header). Only an administrator's token may name a tenant
+// other than its own.
+func WithTenant(name string) Option {
+	return func(c *Client) { c.tenant = name }
+}
+
+// ForTenant returns a client that shares c's connections and token and
+// acts in the named tenant (see WithTenant).
+func (c *Client) ForTenant(name string) *Client {
+	cc := *c
+	cc.tenant = name
+	return &cc
 }
 
 // New returns a client of the server at addr, authenticating with token.
@@ -144,6 +160,9 @@ func (c *Client) setHeaders(req *http.Request) {
 	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if c.tenant != "" {
+		req.Header.Set(api.HeaderTenant, c.tenant)
 	}
 }
 

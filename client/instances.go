@@ -115,6 +115,10 @@ type LogsOptions struct {
 	// Container names the container; empty means the server's default
 	// (the only or the first container).
 	Container string
+	// Previous returns only the output of the container's run before its
+	// latest restart (kubectl logs --previous); not found when it has not
+	// restarted.
+	Previous bool
 }
 
 // Logs returns the output of a container of an instance. The caller must
@@ -127,6 +131,9 @@ func (c *Client) Logs(ctx context.Context, name string, opts LogsOptions) (io.Re
 	}
 	if opts.Container != "" {
 		q.Set("container", opts.Container)
+	}
+	if opts.Previous {
+		q.Set("previous", "true")
 	}
 	req, err := c.newRequest(ctx, http.MethodGet, instancePath(name, "logs"), q, nil)
 	if err != nil {

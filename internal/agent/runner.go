@@ -343,6 +343,7 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 		if inst.StopRequested || !model.WillRestart(inst.Spec.RestartPolicy, code) {
 			return nil // finished for good before the agent restarted
 		}
+		return r.restartTask(ctx, c)
 	}
 	return r.startTask(ctx, c)
 }
@@ -504,7 +505,7 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 			r.scheduleRestart(c)
 			continue
 		}
-		if err := r.startTask(nctx, c); err != nil {
+		if err := r.restartTask(nctx, c); err != nil {
 			r.event("Warning", "RestartFailed", "restarting container %s: %v", c.spec.Name, err)
 			r.scheduleRestart(c)
 		}

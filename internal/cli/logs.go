@@ -30,5 +30,6 @@ func newLogsCommand(o *options) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep streaming until the instance ends")
 	cmd.Flags().StringVarP(&opts.Container, "container", "c", "", "container name (default: the first)")
+	cmd.Flags().BoolVarP(&opts.Previous, "previous", "p", false, "only the output of the run before the container's latest restart")
 	return cmd
 }

@@ -58,6 +58,8 @@ func printError(w io.Writer, err error) {
 // options are shared by the client verbs.
 type options struct {
 	configPath string
+	// tenant, if set, is the tenant an administrator's requests act in.
+	tenant string
 	// now is the clock for relative times ("5 seconds ago").
 	now func() time.Time
 }
@@ -69,7 +71,7 @@ func (o *options) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg.Addr, cfg.Token, client.WithUserAgent("kanga-cli/"+Version))
+	return client.New(cfg.Addr, cfg.Token, client.WithUserAgent("kanga-cli/"+Version), client.WithTenant(o.tenant))
 }
 
 // NewRootCommand returns the kanga command with all its verbs.
@@ -90,6 +92,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&o.configPath, "config", "", "client config file (default $KANGA_CONFIG or ~/.kanga/config.json)")
+	root.PersistentFlags().StringVar(&o.tenant, "tenant", "", "act in this tenant instead of the token's (administrators only), e.g. to pull images into a virtual node's namespace tenant")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())
 	})

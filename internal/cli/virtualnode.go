@@ -20,11 +20,14 @@ func newVirtualNodeCommand(o *options) *cobra.Command {
 		Long: `Register a node in the Kubernetes cluster of --kubeconfig that stands for the
 Kanga pool. Pods scheduled onto it (they must tolerate the taint
 virtual-kubelet.io/provider=kanga:NoSchedule) become instances in the tenant of
-the Kanga token ($KANGA_TOKEN or the client config); their status, logs, exec
-and port-forward come from Kanga. Restarting the command re-adopts the
-instances it made.`,
-		Example: `  kanga virtual-node --kubeconfig ~/.kube/config --name kanga --cpu 64 --memory 256Gi`,
-		Args:    cobra.NoArgs,
+the Kanga token ($KANGA_TOKEN or the client config), or, with
+--tenant-per-namespace, in tenant <prefix><namespace>, created on first use
+(the token must then be an administrator's). Their status, logs, exec and
+port-forward come from Kanga. Restarting the command re-adopts the instances
+it made.`,
+		Example: `  kanga virtual-node --kubeconfig ~/.kube/config --name kanga --cpu 64 --memory 256Gi
+  kanga virtual-node --kubeconfig ~/.kube/config --tenant-per-namespace --tenant-prefix prod-`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			level := slog.LevelInfo
 			if debug {
@@ -55,6 +58,11 @@ instances it made.`,
 	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")
 	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
 	fl.StringVar(&cfg.ClientCA, "client-ca", "", "accept only kubelet API clients with a certificate from this CA (the API server's --kubelet-client-certificate)")
+	fl.IntVar(&cfg.Workers, "workers", 16, "pods created, updated or deleted at once (a burst is bound by this over the Kanga API's create latency)")
+	fl.Float32Var(&cfg.KubeQPS, "kube-api-qps", 50, "requests per second to the Kubernetes API server (client-go's default of 5 throttles pod status updates in a burst)")
+	fl.IntVar(&cfg.KubeBurst, "kube-api-burst", 100, "burst of requests to the Kubernetes API server")
+	fl.BoolVar(&cfg.TenantPerNamespace, "tenant-per-namespace", false, "run each namespace's pods in its own Kanga tenant, <tenant-prefix><namespace>, created on first use (needs an administrator's token)")
+	fl.StringVar(&cfg.TenantPrefix, "tenant-prefix", "k8s-", "prefix of the tenant names --tenant-per-namespace makes")
 	fl.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

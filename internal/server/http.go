@@ -76,12 +76,39 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		ctx := tenant.WithName(r.Context(), p.Tenant)
+		name, err := s.actingTenant(r, p.Tenant, p.Admin)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ctx := tenant.WithName(r.Context(), name)
 		if p.Admin {
 			ctx = context.WithValue(ctx, adminKey{}, true)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// actingTenant is the tenant a request acts in: the token's, or, for an
+// administrator, the existing tenant that the Kanga-Tenant header names.
+func (s *Server) actingTenant(r *http.Request, own string, admin bool) (string, error) {
+	name := strings.TrimSpace(r.Header.Get(api.HeaderTenant))
+	if name == "" || name == own {
+		return own, nil
+	}
+	if !admin {
+		return "", fmt.Errorf("header %s names tenant %q, but only an administrator's token may act in another tenant: drop the header or use an administrator's token: %w", api.HeaderTenant, name, errdefs.ErrPermissionDenied)
+	}
+	if err := tenant.Validate(name); err != nil {
+		return "", fmt.Errorf("header %s: %w", api.HeaderTenant, err)
+	}
+	if _, err := s.store.GetTenant(r.Context(), name); err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return "", fmt.Errorf("header %s names tenant %q, which does not exist: create it with POST /v1/tenants: %w", api.HeaderTenant, name, errdefs.ErrNotFound)
+		}
+		return "", err
+	}
+	return name, nil
 }
 
 type adminKey struct{}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -272,6 +273,10 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	previous, err := boolParam(r, "previous")
+	if err != nil {
+		return err
+	}
 	inst, err := s.store.GetInstance(ctx, r.PathValue("name"))
 	if err != nil {
 		return err
@@ -280,11 +285,42 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if previous {
+		return s.previousLogs(w, r, inst, container)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	if err := s.host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
 		// The status line is gone; the best we can do is say so in-band.
 		s.log.Warn("logs ended with an error", "instance", inst.Name, "err", err)
+		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
+	}
+	return nil
+}
+
+// PreviousLogger is implemented by hosts that can serve the output of a
+// container's run before its latest restart on its own. It is optional so
+// that a host which keeps one stream per container still serves logs.
+type PreviousLogger interface {
+	PreviousLogs(ctx context.Context, inst *api.Instance, container string) (io.ReadCloser, error)
+}
+
+// previousLogs serves ?previous=true. The previous run has ended, so
+// follow has nothing to wait for and is ignored, as kubectl does.
+func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, inst *api.Instance, container string) error {
+	pl, ok := s.host.(PreviousLogger)
+	if !ok {
+		return fmt.Errorf("logs of a previous run of instance %q: this host keeps one log per container; drop previous=true: %w", inst.Name, errdefs.ErrNotImplemented)
+	}
+	rc, err := pl.PreviousLogs(r.Context(), inst, container)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil && r.Context().Err() == nil {
+		s.log.Warn("previous logs ended with an error", "instance", inst.Name, "err", err)
 		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
 	}
 	return nil

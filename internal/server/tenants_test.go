@@ -139,3 +139,42 @@ func TestStatsAndSLA(t *testing.T) {
 	wantError(t, e.do(t, "GET", "/v1/instances/web/stats", e.b.token, ""), http.StatusNotFound, "NotFound")
 	wantError(t, e.do(t, "GET", "/v1/instances/web/sla", e.b.token, ""), http.StatusNotFound, "NotFound")
 }
+
+// An administrator acts in another tenant with the Kanga-Tenant header;
+// nobody else can, and a missing tenant is named.
+func TestAdminActsInTenant(t *testing.T) {
+	e, admin := adminEnv(t)
+	name := "ns-" + randomHex(t, 3)
+	wantStatus(t, e.do(t, "POST", "/v1/tenants", admin, fmt.Sprintf(`{"name":%q}`, name)), http.StatusCreated)
+	as := []string{api.HeaderTenant, name}
+
+	web := `{"name":"web","spec":{"containers":[{"image":"kanga.test/busybox:latest"}]}}`
+	r := e.do(t, "POST", "/v1/instances", admin, web, as...)
+	wantStatus(t, r, http.StatusCreated)
+	var inst api.Instance
+	decode(t, r, &inst)
+	if inst.Tenant != name {
+		t.Fatalf("instance created in tenant %q, want %q", inst.Tenant, name)
+	}
+	count := func(token string, hdr ...string) int {
+		t.Helper()
+		r := e.do(t, "GET", "/v1/instances", token, "", hdr...)
+		wantStatus(t, r, http.StatusOK)
+		var l api.InstanceList
+		decode(t, r, &l)
+		return len(l.Items)
+	}
+	if n := count(admin, as...); n != 1 {
+		t.Errorf("admin in %s sees %d instances, want 1", name, n)
+	}
+	if n := count(admin); n != 0 {
+		t.Errorf("admin in its own tenant sees %d instances, want 0", n)
+	}
+	// Naming one's own tenant is harmless; naming another is refused.
+	if n := count(e.b.token, api.HeaderTenant, e.b.name); n != 0 {
+		t.Errorf("tenant b sees %d instances, want 0", n)
+	}
+	wantError(t, e.do(t, "GET", "/v1/instances", e.b.token, "", as...), http.StatusForbidden, "PermissionDenied", api.HeaderTenant, "administrator")
+	wantError(t, e.do(t, "GET", "/v1/instances", admin, "", api.HeaderTenant, "nope-"+randomHex(t, 3)), http.StatusNotFound, "NotFound", "does not exist", "POST /v1/tenants")
+	wantError(t, e.do(t, "GET", "/v1/instances", admin, "", api.HeaderTenant, "Bad_Name"), http.StatusBadRequest, "InvalidArgument", api.HeaderTenant)
+}

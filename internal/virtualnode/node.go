@@ -26,6 +26,7 @@ import (
 
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // Taint keeps pods off the virtual node unless they tolerate it: bursting
@@ -40,6 +41,11 @@ type Config struct {
 	Kubeconfig string
 	// Kanga is the client whose tenant runs the pods.
 	Kanga *client.Client
+	// TenantPerNamespace runs the pods of namespace N in Kanga tenant
+	// TenantPrefix+N (created on first use) instead of in Kanga's tenant;
+	// Kanga's token must then be an administrator's.
+	TenantPerNamespace bool
+	TenantPrefix       string
 	// CPU, Memory and Pods are the node's capacity: the share of the pool
 	// the cluster may schedule onto it.
 	CPU, Memory string
@@ -56,7 +62,17 @@ type Config struct {
 	// ClientCA, if set, makes the kubelet API accept only clients with a
 	// certificate it signed (the API server's --kubelet-client-certificate).
 	ClientCA string
-	Log      *slog.Logger
+	// Workers is the number of pods the node creates, updates and
+	// deletes at once (virtual-kubelet's default is one per CPU). Each
+	// create is one Kanga API call that waits for the instance to be
+	// recorded, so a burst is bound by Workers over that call's latency.
+	Workers int
+	// KubeQPS and KubeBurst bound the node's requests to the API server
+	// (client-go's defaults, 5 and 10, throttle the status updates of a
+	// burst of pods to a few pods per second).
+	KubeQPS   float32
+	KubeBurst int
+	Log       *slog.Logger
 }
 
 // Run registers the node and serves its pods until ctx ends.
@@ -66,6 +82,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.TenantPerNamespace {
+		// The longest namespace must still leave room for a readable
+		// tenant name; TenantName hashes what does not fit.
+		if probe := cfg.TenantPrefix + "a"; len(cfg.TenantPrefix) > 40 || tenant.Validate(probe) != nil {
+			return fmt.Errorf("tenant prefix %q: use at most 40 lower-case letters, digits and '-', starting with a letter or digit: %w", cfg.TenantPrefix, errdefs.ErrInvalidArgument)
+		}
 	}
 	capacity := corev1.ResourceList{}
 	for name, v := range map[corev1.ResourceName]string{
@@ -83,6 +106,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig %s: %w", cfg.Kubeconfig, err)
 	}
+	if cfg.KubeQPS > 0 {
+		restCfg.QPS = cfg.KubeQPS
+	}
+	if cfg.KubeBurst > 0 {
+		restCfg.Burst = cfg.KubeBurst
+	}
 	kube, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -96,13 +125,20 @@ func Run(ctx context.Context, cfg Config) error {
 	var provider *Provider
 	n, err := nodeutil.NewNode(cfg.Name,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
-			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log)
+			var opts []ProviderOption
+			if cfg.TenantPerNamespace {
+				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix))
+			}
+			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil
 		},
 		nodeutil.WithClient(kube),
 		nodeutil.AttachProviderRoutes(mux),
 		func(nc *nodeutil.NodeConfig) error {
 			nc.HTTPListenAddr = net.JoinHostPort(cfg.Addr, strconv.Itoa(cfg.Port))
+			if cfg.Workers > 0 {
+				nc.NumWorkers = cfg.Workers
+			}
 			nc.Handler = mux
 			nc.TLSConfig = tlsCfg
 			spec := &nc.NodeSpec

@@ -34,7 +34,7 @@ import (
 // Provider implements virtual-kubelet's nodeutil.Provider and
 // node.PodNotifier on top of a Kanga tenant.
 type Provider struct {
-	kanga    *client.Client
+	tenants  *tenancy
 	node     string
 	hostIP   string
 	pods     corev1listers.PodLister
@@ -60,12 +60,23 @@ type cpuSample struct {
 	nanos uint64
 }
 
+// ProviderOption configures a Provider.
+type ProviderOption func(*Provider)
+
+// TenantPerNamespace runs the pods of namespace N in the Kanga tenant
+// TenantName(prefix, N), created on first use, instead of in the token's
+// tenant. The client's token must be an administrator's.
+func TenantPerNamespace(prefix string) ProviderOption {
+	return func(p *Provider) { p.tenants = newTenancy(p.tenants.base, true, prefix) }
+}
+
 // NewProvider returns a provider for node that creates instances with c
-// (and so in c's tenant). pods is the lister of the pods bound to node;
-// hostIP is the address the pods report as their host's.
-func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLister, log *slog.Logger) *Provider {
-	return &Provider{
-		kanga:    c,
+// (and so in c's tenant, unless TenantPerNamespace says otherwise). pods
+// is the lister of the pods bound to node; hostIP is the address the pods
+// report as their host's.
+func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLister, log *slog.Logger, opts ...ProviderOption) *Provider {
+	p := &Provider{
+		tenants:  newTenancy(c, false, ""),
 		node:     node,
 		hostIP:   hostIP,
 		pods:     pods,
@@ -75,6 +86,10 @@ func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLi
 		sent:     map[string]corev1.PodStatus{},
 		cpu:      map[string]cpuSample{},
 	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 func podKey(namespace, name string) string { return namespace + "/" + name }
@@ -102,12 +117,16 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return vkError(err)
 	}
 	name := InstanceName(pod.Namespace, pod.Name)
-	_, err = p.kanga.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: spec})
+	kanga, err := p.tenants.ensure(ctx, pod.Namespace)
+	if err != nil {
+		return err
+	}
+	_, err = kanga.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: spec})
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		// Created before a restart, or a retry after a lost answer: adopt
 		// it if it is this pod's, wait for it to go if it is a previous
 		// pod's of the same name.
-		inst, gerr := p.kanga.GetInstance(ctx, name)
+		inst, gerr := kanga.GetInstance(ctx, name)
 		if gerr != nil {
 			return vkError(gerr)
 		}
@@ -116,7 +135,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 			// this node was not watching: the instance is the old pod's.
 			// Remove it; the controller retries the create.
 			if !inst.DeletionRequested {
-				if derr := p.kanga.DeleteInstance(ctx, name, true); derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
+				if derr := kanga.DeleteInstance(ctx, name, true); derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
 					return fmt.Errorf("delete instance %s of an earlier pod %s/%s: %w", name, pod.Namespace, pod.Name, derr)
 				}
 			}
@@ -148,7 +167,7 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // terminated, which lets the pod controller remove the pod at once.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	name := InstanceName(pod.Namespace, pod.Name)
-	if err := p.kanga.DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+	if err := p.tenants.client(pod.Namespace).DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("delete instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
 	}
 	p.log.Info("deleted instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
@@ -170,7 +189,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 // GetPod returns the pod with its status read from Kanga, or a NotFound
 // error when it has no instance.
 func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
-	inst, err := p.kanga.GetInstance(ctx, InstanceName(namespace, name))
+	inst, err := p.tenants.client(namespace).GetInstance(ctx, InstanceName(namespace, name))
 	if err != nil {
 		return nil, vkError(err)
 	}
@@ -196,7 +215,7 @@ func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*c
 // GetPods returns a pod for each instance this node created, including
 // instances whose pod is gone: the pod controller deletes those.
 func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
-	insts, err := p.kanga.ListInstances(ctx)
+	insts, err := p.tenants.listInstances(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +316,16 @@ func (p *Provider) pollLoop(ctx context.Context) {
 // poll reads every instance once and notifies the pods whose status
 // changed since the last report.
 func (p *Provider) poll(ctx context.Context) error {
-	insts, err := p.kanga.ListInstances(ctx)
+	p.mu.Lock()
+	known := make(map[string]*corev1.Pod, len(p.known))
+	namespaces := map[string]bool{}
+	for k, v := range p.known {
+		known[k] = v
+		namespaces[v.Namespace] = true
+	}
+	p.mu.Unlock()
+	// One list call per tenant of the known pods' namespaces.
+	insts, err := p.tenants.listInstances(ctx, namespaces)
 	if err != nil {
 		return err
 	}
@@ -305,12 +333,6 @@ func (p *Provider) poll(ctx context.Context) error {
 	for i := range insts {
 		byName[insts[i].Name] = &insts[i]
 	}
-	p.mu.Lock()
-	known := make(map[string]*corev1.Pod, len(p.known))
-	for k, v := range p.known {
-		known[k] = v
-	}
-	p.mu.Unlock()
 
 	for key, pod := range known {
 		var status corev1.PodStatus
@@ -342,11 +364,22 @@ func (p *Provider) poll(ctx context.Context) error {
 }
 
 // GetContainerLogs returns a container's output. Kanga keeps one log per
-// container across restarts, so --previous shows it too, and --timestamps
-// and --since are not available.
+// container in which each restart appends: without --previous it holds
+// every run, with it only the run before the latest restart. --tail and
+// --limit-bytes are honoured; --timestamps and --since are not available
+// (the log stores no times).
 func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts vkapi.ContainerLogOpts) (io.ReadCloser, error) {
-	rc, err := p.kanga.Logs(ctx, InstanceName(namespace, podName), client.LogsOptions{Follow: opts.Follow, Container: containerName})
+	rc, err := p.tenants.client(namespace).Logs(ctx, InstanceName(namespace, podName), client.LogsOptions{
+		Follow:    opts.Follow && !opts.Previous,
+		Container: containerName,
+		Previous:  opts.Previous,
+	})
 	if err != nil {
+		if opts.Previous && errors.Is(err, errdefs.ErrNotFound) {
+			// A bad request, as from a kubelet: the API server hands
+			// its message on to kubectl, while it hides a 404's.
+			return nil, vkerrdefs.AsInvalidInput(err)
+		}
 		return nil, vkError(err)
 	}
 	if opts.Tail > 0 && !opts.Follow {
@@ -430,7 +463,7 @@ func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, conta
 			}
 		}()
 	}
-	code, err := p.kanga.Exec(ctx, InstanceName(namespace, podName), opts)
+	code, err := p.tenants.client(namespace).Exec(ctx, InstanceName(namespace, podName), opts)
 	if err != nil {
 		return vkError(err)
 	}
@@ -453,7 +486,7 @@ func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, co
 // true when it runs on a Kanga host.
 func (p *Provider) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
-	inst, err := p.kanga.GetInstance(ctx, InstanceName(namespace, pod))
+	inst, err := p.tenants.client(namespace).GetInstance(ctx, InstanceName(namespace, pod))
 	if err != nil {
 		return vkError(err)
 	}

@@ -35,7 +35,7 @@ func (p *Provider) samples(ctx context.Context) []podSample {
 	p.mu.Unlock()
 	kept := out[:0]
 	for _, s := range out {
-		st, err := p.kanga.Stats(ctx, InstanceName(s.namespace, s.name))
+		st, err := p.tenants.client(s.namespace).Stats(ctx, InstanceName(s.namespace, s.name))
 		if err != nil {
 			continue
 		}

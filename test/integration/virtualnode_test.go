@@ -39,9 +39,9 @@ import (
 // k8sVersion must match scripts/build-k8s.sh.
 const k8sVersion = "v1.37.2"
 
-// k8sBinaries returns the directory with kube-apiserver and etcd built by
-// scripts/build-k8s.sh, or skips the test.
-func k8sBinaries(t *testing.T) string {
+// k8sBinaries returns the directory with kube-apiserver and etcd (and the
+// extra binaries named) built by scripts/build-k8s.sh, or skips the test.
+func k8sBinaries(t *testing.T, extra ...string) string {
 	t.Helper()
 	dir := os.Getenv("KANGA_K8S_BIN")
 	if dir == "" {
@@ -51,7 +51,7 @@ func k8sBinaries(t *testing.T) string {
 		}
 		dir = filepath.Join(cache, k8sVersion)
 	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
+	for _, b := range append([]string{"kube-apiserver", "etcd"}, extra...) {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			t.Skipf("%s not built in %s: run scripts/build-k8s.sh (about 10 minutes cold) to enable the virtual-node tests", b, dir)
 		}
@@ -59,14 +59,37 @@ func k8sBinaries(t *testing.T) string {
 	return dir
 }
 
-// controlPlane is an etcd and a kube-apiserver on 127.0.0.1, with no
-// controller-manager and no scheduler: the test binds pods itself.
+// controlPlane is an etcd and a kube-apiserver on 127.0.0.1, and, when
+// asked for, a kube-controller-manager and a kube-scheduler; without them
+// the test binds pods itself.
 type controlPlane struct {
 	kubeconfig string
 	client     *kubernetes.Clientset
+	// controllers says whether a controller-manager and a scheduler run.
+	controllers bool
+}
+
+// controllers are the kube-controller-manager controllers a Deployment on
+// a virtual node needs: Deployments make ReplicaSets make pods; the node
+// lifecycle controller lifts the not-ready taint once the node reports
+// Ready (the scheduler keeps pods off the node until then); the service
+// account controllers give pods the default account and its token (the
+// ServiceAccount admission plugin requires both); the garbage collector
+// removes the ReplicaSets of a deleted Deployment.
+var controllers = []string{
+	"deployment-controller", "replicaset-controller", "node-lifecycle-controller",
+	"serviceaccount-controller", "serviceaccount-token-controller",
+	"root-ca-certificate-publisher-controller", "garbage-collector-controller",
 }
 
 func startControlPlane(t *testing.T, bin string) *controlPlane {
+	t.Helper()
+	return startControlPlaneWith(t, bin, false)
+}
+
+// startControlPlaneWith starts the control plane, with a real
+// kube-controller-manager and kube-scheduler when withControllers is set.
+func startControlPlaneWith(t *testing.T, bin string, withControllers bool) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
 	etcdPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
@@ -89,7 +112,13 @@ func startControlPlane(t *testing.T, bin string) *controlPlane {
 	writeFile(t, filepath.Join(dir, "sa.key"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	writeFile(t, filepath.Join(dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
 	writeFile(t, filepath.Join(dir, "tokens.csv"), []byte("kanga-test-token,admin,admin,system:masters\n"))
-	startDaemon(t, filepath.Join(dir, "apiserver.log"), filepath.Join(bin, "kube-apiserver"),
+	admission := []string{"--disable-admission-plugins", "ServiceAccount"}
+	if withControllers {
+		// The service account controllers run: every pod gets the
+		// projected API token volume, which the virtual node drops.
+		admission = nil
+	}
+	apiArgs := []string{
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(apiPort), "--cert-dir", filepath.Join(dir, "certs"),
@@ -100,11 +129,13 @@ func startControlPlane(t *testing.T, bin string) *controlPlane {
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		// A loopback advertise address makes the endpoint reconciler
-		// fail, and with no controller-manager no service account
-		// token would ever exist for the ServiceAccount plugin.
+		// fail.
 		"--endpoint-reconciler-type", "none",
-		"--disable-admission-plugins", "ServiceAccount",
-		"--kubelet-preferred-address-types", "InternalIP")
+		"--kubelet-preferred-address-types", "InternalIP",
+	}
+	// With no controller-manager no service account would ever exist
+	// for the ServiceAccount admission plugin.
+	startDaemon(t, filepath.Join(dir, "apiserver.log"), filepath.Join(bin, "kube-apiserver"), append(apiArgs, admission...)...)
 
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	writeFile(t, kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
@@ -132,7 +163,23 @@ current-context: test
 		_, err := cs.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{})
 		return err == nil
 	})
-	return &controlPlane{kubeconfig: kubeconfig, client: cs}
+	if withControllers {
+		startDaemon(t, filepath.Join(dir, "controller-manager.log"), filepath.Join(bin, "kube-controller-manager"),
+			"--kubeconfig", kubeconfig,
+			"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(freePort(t)),
+			"--leader-elect=false",
+			"--controllers", strings.Join(controllers, ","),
+			"--service-account-private-key-file", filepath.Join(dir, "sa.key"),
+			"--use-service-account-credentials=false",
+			"--root-ca-file", filepath.Join(dir, "certs", "apiserver.crt"))
+		startDaemon(t, filepath.Join(dir, "scheduler.log"), filepath.Join(bin, "kube-scheduler"),
+			"--kubeconfig", kubeconfig,
+			"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(freePort(t)),
+			"--leader-elect=false")
+	}
+	return &controlPlane{kubeconfig: kubeconfig, client: cs, controllers: withControllers}
 }
 
 // startDaemon starts a process in its own group, logging to logPath, and
