@@ -312,3 +312,52 @@ type SLAReport struct {
 	Until    time.Time `json:"until"`
 	Items    []SLAItem `json:"items"`
 }
+
+// Host phases.
+const (
+	HostReady    = "Ready"
+	HostNotReady = "NotReady"
+)
+
+// Host is one machine of the pool as the control plane sees it.
+type Host struct {
+	Name string `json:"name"`
+	// Address is https://host:port of the agent's host API.
+	Address string `json:"address,omitempty"`
+	// Labels describe the host for selectors, e.g. "zone": "a".
+	Labels         map[string]string `json:"labels,omitempty"`
+	Capacity       HostCapacity      `json:"capacity"`
+	RuntimeClasses []string          `json:"runtimeClasses,omitempty"`
+	Capabilities   []string          `json:"capabilities,omitempty"`
+	// Images are the image refs present on the host, for locality.
+	Images []string `json:"images,omitempty"`
+	// Cordoned hosts get no new instances; set by kanga host cordon.
+	Cordoned bool       `json:"cordoned,omitempty"`
+	Version  string     `json:"version,omitempty"`
+	Status   HostStatus `json:"status"`
+}
+
+// HostCapacity is what a host offers to instances.
+type HostCapacity struct {
+	CPUs        int   `json:"cpus"`
+	MemoryBytes int64 `json:"memoryBytes"`
+	// Pods is the most instances the host runs at once.
+	Pods int `json:"pods"`
+	// BandwidthBPS is the bit rate the host can promise in total.
+	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
+	Pids         int64 `json:"pids,omitempty"`
+}
+
+// HostStatus is the control plane's view of a host's health.
+type HostStatus struct {
+	// Phase is Ready while the host holds its lease, NotReady otherwise.
+	Phase         string    `json:"phase"`
+	Reason        string    `json:"reason,omitempty"`
+	RegisteredAt  time.Time `json:"registeredAt,omitempty"`
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitempty"`
+}
+
+// HostList is the body of GET /v1/hosts.
+type HostList struct {
+	Items []Host `json:"items"`
+}

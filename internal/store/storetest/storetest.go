@@ -46,6 +46,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"WatchAllInstancesFromZero", testWatchAllInstancesFromZero},
 		{"Tokens", testTokens},
 		{"Tenants", testTenants},
+		{"HostRegistry", testHostRegistry},
+		{"HostLease", testHostLease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
