@@ -143,7 +143,7 @@ func (s *state) missingCapability(i int, r *Request) int {
 // "0/5 hosts available: 3 insufficient memory, 2 runtime class gvisor not
 // offered." Counts are sorted by count, largest first, then by text, so the
 // message is stable.
-func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) string {
+func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) (string, []string) {
 	type item struct {
 		n    int
 		text string
@@ -181,7 +181,9 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "0/%d hosts available", total)
+	filters := make([]string, 0, len(merged))
 	for k, it := range merged {
+		filters = append(filters, it.text)
 		if k == 0 {
 			sb.WriteString(": ")
 		} else {
@@ -190,5 +192,5 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []
 		fmt.Fprintf(&sb, "%d %s", it.n, it.text)
 	}
 	sb.WriteByte('.')
-	return sb.String()
+	return sb.String(), filters
 }

@@ -394,8 +394,8 @@ func TestPlanOrderAndFields(t *testing.T) {
 			{ID: "3", Tenant: "t1", SpreadKey: "web", Host: "a"},
 		},
 		Unplaced: []Unplaced{
-			{ID: "2", Reason: "0/1 hosts available: 1 insufficient cpu."},
-			{ID: "4", Reason: "0/1 hosts available: 1 insufficient cpu."},
+			{ID: "2", Reason: "0/1 hosts available: 1 insufficient cpu.", Filters: []string{"insufficient cpu"}},
+			{ID: "4", Reason: "0/1 hosts available: 1 insufficient cpu.", Filters: []string{"insufficient cpu"}},
 		},
 	}
 	if !reflect.DeepEqual(plan, want) {

@@ -157,6 +157,10 @@ type Policy struct {
 type Unplaced struct {
 	ID     string
 	Reason string
+	// Filters are the distinct filters hosts failed ("insufficient
+	// memory", "cordoned", ...), in the order of Reason, so that a caller
+	// can tell waiting for resources from waiting for a kind of host.
+	Filters []string
 }
 
 // Plan is the scheduler's answer, in the order of the pending requests.
