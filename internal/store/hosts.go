@@ -314,6 +314,12 @@ func (s *Store) DeleteHost(ctx context.Context, name string) error {
 	return nil
 }
 
+// HostsSnapshot is the list of all hosts as of an etcd revision.
+type HostsSnapshot struct {
+	Hosts    []api.Host
+	Revision int64
+}
+
 // WatchHosts sends the list of all hosts (as ListHosts) at once and again
 // after every change to a host record or a host's lease. Lists that the
 // consumer has not taken yet are replaced by newer ones, so a slow
@@ -321,7 +327,23 @@ func (s *Store) DeleteHost(ctx context.Context, name string) error {
 // closes when ctx ends or the store is closed; the watch survives etcd
 // failures by listing again.
 func (s *Store) WatchHosts(ctx context.Context) <-chan []api.Host {
-	ch := make(chan []api.Host, 1)
+	out := make(chan []api.Host)
+	go func() {
+		defer close(out)
+		for snap := range s.WatchHostSnapshots(ctx) {
+			select {
+			case out <- snap.Hosts:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// WatchHostSnapshots is WatchHosts with the revision of each list.
+func (s *Store) WatchHostSnapshots(ctx context.Context) <-chan HostsSnapshot {
+	ch := make(chan HostsSnapshot, 1)
 	go func() {
 		defer close(ch)
 		for {
@@ -333,7 +355,7 @@ func (s *Store) WatchHosts(ctx context.Context) <-chan []api.Host {
 				}
 				continue
 			}
-			if !s.offerHosts(ctx, ch, hosts) {
+			if !offerHosts(ctx, ch, HostsSnapshot{Hosts: hosts, Revision: rev}) {
 				return
 			}
 			if !s.waitHostChange(ctx, rev) {
@@ -349,9 +371,29 @@ func (s *Store) WatchHosts(ctx context.Context) <-chan []api.Host {
 	return ch
 }
 
+// ListHostSnapshot is ListHosts with the revision of the list.
+func (s *Store) ListHostSnapshot(ctx context.Context) (HostsSnapshot, error) {
+	hosts, rev, err := s.listHosts(ctx)
+	return HostsSnapshot{Hosts: hosts, Revision: rev}, err
+}
+
+// HostsChangedSince reports whether a host record or lease was written
+// after rev. (A lease that expired is a deletion, which it does not see:
+// it serves to order an operator's cordon before later placements, not
+// to detect failures.)
+func (s *Store) HostsChangedSince(ctx context.Context, rev int64) (bool, error) {
+	// Keys only, not a count: etcd counts before it filters by revision.
+	resp, err := s.client.Get(ctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinModRev(rev+1))
+	if err != nil {
+		return false, s.etcdErr(ctx, "check hosts", err)
+	}
+	return len(resp.Kvs) > 0, nil
+}
+
 // offerHosts puts hosts into ch, replacing a list the consumer has not
 // taken. It is only called from the one producer goroutine.
-func (s *Store) offerHosts(ctx context.Context, ch chan []api.Host, hosts []api.Host) bool {
+func offerHosts[T any](ctx context.Context, ch chan T, hosts T) bool {
 	for {
 		select {
 		case ch <- hosts:

@@ -205,3 +205,24 @@ func waitHeartbeatAfter(t *testing.T, ch <-chan []api.Host, name string, after t
 	}
 	t.Fatalf("host watch closed before %s renewed its lease", name)
 }
+
+func testHostsChangedSince(t *testing.T, s *store.Store) {
+	ctx := t.Context()
+	name := newHostName(t)
+	if err := s.RegisterHost(ctx, newHost(name)); err != nil {
+		t.Fatalf("RegisterHost: %v", err)
+	}
+	snap, err := s.ListHostSnapshot(ctx)
+	if err != nil {
+		t.Fatalf("ListHostSnapshot: %v", err)
+	}
+	if changed, err := s.HostsChangedSince(ctx, snap.Revision); err != nil || changed {
+		t.Fatalf("HostsChangedSince(list revision) = %v, %v; want false", changed, err)
+	}
+	if _, err := s.UpdateHost(ctx, name, func(h *api.Host) error { h.Cordoned = true; return nil }); err != nil {
+		t.Fatalf("UpdateHost: %v", err)
+	}
+	if changed, err := s.HostsChangedSince(ctx, snap.Revision); err != nil || !changed {
+		t.Fatalf("HostsChangedSince after a cordon = %v, %v; want true", changed, err)
+	}
+}

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Tenants", testTenants},
 		{"HostRegistry", testHostRegistry},
 		{"HostLease", testHostLease},
+		{"HostsChangedSince", testHostsChangedSince},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
