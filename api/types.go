@@ -87,6 +87,12 @@ type InstanceSpec struct {
 	// InstanceType names a catalog entry (see GET /v1/types) whose
 	// resources fill in what Resources leaves empty.
 	InstanceType string `json:"instanceType,omitempty"`
+	// HostSelector lists host labels (e.g. "zone": "a") that the host
+	// running the instance must carry with exactly these values.
+	HostSelector map[string]string `json:"hostSelector,omitempty"`
+	// SchedulingPolicy is binpack (fill busy hosts first, the default) or
+	// spread (prefer the least loaded host).
+	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -360,4 +366,21 @@ type HostStatus struct {
 // HostList is the body of GET /v1/hosts.
 type HostList struct {
 	Items []Host `json:"items"`
+}
+
+// DrainReport is the body of POST /v1/hosts/{name}/drain: the host is
+// cordoned and its restartable instances are re-created elsewhere.
+type DrainReport struct {
+	Host string `json:"host"`
+	// Moved are the instances (tenant/name) re-created to be placed on
+	// other hosts.
+	Moved []string `json:"moved"`
+	// Remaining are the instances left on the host, with why.
+	Remaining []DrainRemaining `json:"remaining"`
+}
+
+// DrainRemaining is an instance a drain could not move.
+type DrainRemaining struct {
+	Instance string `json:"instance"`
+	Reason   string `json:"reason"`
 }

@@ -90,12 +90,34 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		Spec:      spec,
 		Status:    api.InstanceStatus{Phase: api.PhasePending},
 	}
-	s.place(inst, now)
+	// Stored Pending without a host: the control plane's scheduler loop
+	// places it (internal/controlplane).
 	if err := s.store.CreateInstance(ctx, inst); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, inst)
+	writeJSON(w, http.StatusCreated, s.scheduled(ctx, inst))
 	return nil
+}
+
+// scheduled waits briefly for the scheduler's decision on a new instance
+// (a host, or the reason it has none) and returns the instance as it is
+// then. The decision comes within milliseconds and is on the way to the
+// instance's start anyway; answering with it lets `kanga run` report at
+// once an instance that cannot run. Without a decision in time (no
+// control-plane leader just now) the instance is returned as stored.
+func (s *Server) scheduled(ctx context.Context, inst *api.Instance) *api.Instance {
+	if s.scheduleWait <= 0 {
+		return inst
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.scheduleWait)
+	defer cancel()
+	got, err := s.store.WaitInstance(wctx, inst.Name, func(i *api.Instance) bool {
+		return i.UID != inst.UID || i.Status.Host != "" || i.Status.Reason != "" || i.Status.Phase != api.PhasePending
+	})
+	if err != nil || got.UID != inst.UID {
+		return inst
+	}
+	return got
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {

@@ -29,6 +29,8 @@ type Store interface {
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	DeleteTenant(ctx context.Context, name string) error
+
+	HostStore
 }
 
 // ImageConfig is the part of an image's configuration the API checks
@@ -92,6 +94,9 @@ type Server struct {
 	// waitTimeout bounds how long a request blocks on a state change before
 	// answering; clients retry.
 	waitTimeout time.Duration
+	// scheduleWait bounds how long a create waits for the scheduler's
+	// decision before it answers with the instance as stored.
+	scheduleWait time.Duration
 }
 
 // Options configure a Server.
@@ -99,11 +104,19 @@ type Options struct {
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
+	// ScheduleWait bounds how long POST /v1/instances waits for the
+	// scheduler to place the new instance (default 2 s; negative: not at
+	// all).
+	ScheduleWait time.Duration
 }
 
 // New returns a Server.
 func New(store Store, host Host, opts Options) *Server {
-	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version, waitTimeout: 60 * time.Second}
+	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
+		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait}
+	if s.scheduleWait == 0 {
+		s.scheduleWait = 2 * time.Second
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -147,6 +160,11 @@ var Routes = []Route{
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
+	{"GET", "/v1/hosts", false, (*Server).listHosts},
+	{"GET", "/v1/hosts/{name}", false, (*Server).getHost},
+	{"POST", "/v1/hosts/{name}/cordon", false, (*Server).cordonHost},
+	{"POST", "/v1/hosts/{name}/uncordon", false, (*Server).uncordonHost},
+	{"POST", "/v1/hosts/{name}/drain", false, (*Server).drainHost},
 }
 
 // Handler returns the HTTP handler for the API.

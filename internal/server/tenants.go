@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -30,22 +29,6 @@ func (s *Server) tenantPolicy(ctx context.Context, t string) (api.Tenant, error)
 		rec.DefaultRuntime = model.DefaultRuntimeClass
 	}
 	return *rec, nil
-}
-
-// place assigns the instance to a host that can run it, or leaves it
-// Pending with the reason, as kube-scheduler reports "0/N nodes are
-// available".
-func (s *Server) place(inst *api.Instance, now time.Time) {
-	hosts := map[string][]string{s.host.Name(): s.host.RuntimeClasses()}
-	if why := model.Unplaceable(inst.Spec.Runtime, hosts); why != "" {
-		inst.Status.Reason = "Unschedulable"
-		inst.Status.Message = why
-		inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Warning", Reason: "Unschedulable", Message: why})
-		return
-	}
-	inst.Status.Host = s.host.Name()
-	inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Normal", Reason: "Scheduled",
-		Message: fmt.Sprintf("assigned to host %s", s.host.Name())})
 }
 
 func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {

@@ -76,7 +76,7 @@ func TestUnschedulableRuntimeStaysPending(t *testing.T) {
 	var inst api.Instance
 	decode(t, r, &inst)
 	if inst.Status.Phase != api.PhasePending || inst.Status.Host != "" || inst.Status.Reason != "Unschedulable" ||
-		inst.Status.Message != "0/1 hosts offer runtime class enclave: it needs host capability sgx, which no host advertises" {
+		inst.Status.Message != "0/1 hosts available: 1 runtime class enclave not offered. Runtime class enclave needs host capability sgx." {
 		t.Fatalf("enclave instance: %+v", inst.Status)
 	}
 
