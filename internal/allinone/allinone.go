@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -137,6 +139,15 @@ func Run(ctx context.Context, o Options) error {
 		<-agentDone
 	}()
 
+	// The host registers and holds its lease before the control plane
+	// starts, so that a restart after a long stop never finds its own host
+	// NotReady and re-creates what still runs here.
+	stopCP, err := runControlPlane(ctx, st, ag, hostName, o.Version, log)
+	if err != nil {
+		return err
+	}
+	defer stopCP()
+
 	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -169,6 +180,65 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// hostLeaseTTL is how long the host stays Ready after this process stops
+// answering; the failure detector acts when it runs out.
+const hostLeaseTTL = 5 * time.Second
+
+// runControlPlane registers this machine as a host (capacity from the
+// agent), keeps its lease alive and runs the scheduler loop and failure
+// detector in-process. The returned function stops them; the lease is then
+// left to expire, as after a crash.
+func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, version string, log *slog.Logger) (func(), error) {
+	c := ag.Capacity()
+	h := &api.Host{
+		Name:           hostName,
+		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
+		RuntimeClasses: ag.RuntimeClasses(),
+		Version:        version,
+	}
+	if err := st.RegisterHost(ctx, h); err != nil {
+		return nil, fmt.Errorf("registering host %s: %w", hostName, err)
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for bg.Err() == nil {
+			err := st.KeepHostAlive(bg, hostName, hostLeaseTTL)
+			if bg.Err() == nil {
+				log.Warn("host lease lost; taking a new one", "host", hostName, "err", err)
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+	}()
+	// Wait for the lease before the failure detector looks at this host.
+	wctx, stopWatch := context.WithCancel(ctx)
+	ready := false
+	for hosts := range st.WatchHosts(wctx) {
+		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == hostName }); i >= 0 && hosts[i].Status.Phase == api.HostReady {
+			ready = true
+			break
+		}
+	}
+	stopWatch()
+	if !ready {
+		cancel()
+		<-done
+		return nil, fmt.Errorf("host %s did not become ready: %w", hostName, ctx.Err())
+	}
+	cp := controlplane.New(controlplane.Config{Store: st, ID: hostName, Logger: log,
+		Policy: controlplane.DefaultPolicy})
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_ = cp.Run(bg)
+	}()
+	return func() {
+		cancel()
+		<-done
+		<-done
+	}, nil
 }
 
 // adminToken returns the data dir's admin token, making one on first use.
