@@ -611,7 +611,9 @@ func (r *runner) publish(ctx context.Context, force api.Phase) {
 	}
 	var phase api.Phase
 	updated, err := r.a.cfg.Store.UpdateInstance(r.tctx(ctx), r.name, func(inst *api.Instance) error {
-		if inst.UID != r.uid {
+		if inst.UID != r.uid || inst.Status.Host != r.a.cfg.HostName {
+			// Replaced, or assigned to another host: the record is no
+			// longer this runner's to write.
 			return errInstanceGone
 		}
 		st := &inst.Status
