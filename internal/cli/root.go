@@ -106,6 +106,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newImagesCommand(o),
 		newVersionCommand(o),
 		newTenantCommand(o),
+		newHostCommand(o),
 		newRuntimesCommand(o),
 		newStatsCommand(o),
 		newSLACommand(o),
