@@ -175,6 +175,41 @@ func (s *fakeStore) WaitInstance(ctx context.Context, name string, cond func(*ap
 	}
 }
 
+// WatchInstance sends the instance after every change until it is gone.
+func (s *fakeStore) WatchInstance(ctx context.Context, name string) (<-chan *api.Instance, error) {
+	out := make(chan *api.Instance)
+	s.mu.Lock()
+	changed := s.changed
+	s.mu.Unlock()
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			s.mu.Lock()
+			inst, ok := s.instances[name]
+			changed = s.changed
+			var c api.Instance
+			if ok {
+				c = *inst
+			}
+			s.mu.Unlock()
+			if !ok {
+				return
+			}
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
 func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
 	for {
 		s.mu.Lock()

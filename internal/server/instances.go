@@ -91,33 +91,43 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		Status:    api.InstanceStatus{Phase: api.PhasePending},
 	}
 	// Stored Pending without a host: the control plane's scheduler loop
-	// places it (internal/controlplane).
+	// places it (internal/controlplane). The watch for its decision starts
+	// first, so that the decision is seen the moment it is written.
+	var decisions <-chan *api.Instance
+	wctx, cancel := context.WithTimeout(ctx, s.scheduleWait)
+	defer cancel()
+	if s.scheduleWait > 0 {
+		var err error
+		if decisions, err = s.store.WatchInstance(wctx, name); err != nil {
+			s.log.Warn("cannot watch a new instance for its placement", "instance", name, "err", err)
+		}
+	}
 	if err := s.store.CreateInstance(ctx, inst); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, s.scheduled(ctx, inst))
+	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))
 	return nil
 }
 
-// scheduled waits briefly for the scheduler's decision on a new instance
-// (a host, or the reason it has none) and returns the instance as it is
-// then. The decision comes within milliseconds and is on the way to the
+// scheduled returns the scheduler's decision on a new instance (a host,
+// or the reason it has none) as it arrives on decisions, or inst as
+// stored when none arrives in time (no control-plane leader just now).
+// The decision comes within milliseconds and is on the way to the
 // instance's start anyway; answering with it lets `kanga run` report at
-// once an instance that cannot run. Without a decision in time (no
-// control-plane leader just now) the instance is returned as stored.
-func (s *Server) scheduled(ctx context.Context, inst *api.Instance) *api.Instance {
-	if s.scheduleWait <= 0 {
+// once an instance that cannot run.
+func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance {
+	if decisions == nil {
 		return inst
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.scheduleWait)
-	defer cancel()
-	got, err := s.store.WaitInstance(wctx, inst.Name, func(i *api.Instance) bool {
-		return i.UID != inst.UID || i.Status.Host != "" || i.Status.Reason != "" || i.Status.Phase != api.PhasePending
-	})
-	if err != nil || got.UID != inst.UID {
-		return inst
+	for got := range decisions {
+		if got.UID != inst.UID {
+			break
+		}
+		if got.Status.Host != "" || got.Status.Reason != "" || got.Status.Phase != api.PhasePending {
+			return got
+		}
 	}
-	return got
+	return inst
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {

@@ -22,6 +22,8 @@ type Store interface {
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error)
 	WaitInstanceGone(ctx context.Context, name string) error
+	// WatchInstance streams the versions written after it returns.
+	WatchInstance(ctx context.Context, name string) (<-chan *api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
 	LookupPrincipal(ctx context.Context, token string) (store.Principal, error)
 

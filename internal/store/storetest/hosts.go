@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -225,4 +226,35 @@ func testHostsChangedSince(t *testing.T, s *store.Store) {
 	if changed, err := s.HostsChangedSince(ctx, snap.Revision); err != nil || !changed {
 		t.Fatalf("HostsChangedSince after a cordon = %v, %v; want true", changed, err)
 	}
+}
+
+// testWatchInstance: a watch that returned sees every later write of the
+// instance, in order, and ends with its deletion.
+func testWatchInstance(t *testing.T, s *store.Store) {
+	ctx, tn := newTenant(t)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := s.WatchInstance(wctx, "web")
+	if err != nil {
+		t.Fatalf("WatchInstance: %v", err)
+	}
+	mustCreate(t, ctx, s, newInstance(tn, "web"))
+	if _, err := s.UpdateInstance(ctx, "web", func(in *api.Instance) error {
+		in.Status.Host = "h1"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteInstance(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for in := range ch {
+		hosts = append(hosts, in.Status.Host)
+	}
+	if fmt.Sprint(hosts) != "[ h1]" {
+		t.Fatalf("watched versions with hosts %q, want the create and the update", hosts)
+	}
+	_, err = s.WatchInstance(t.Context(), "web")
+	wantErr(t, "WatchInstance without a tenant", err, errdefs.ErrFailedPrecondition)
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"HostRegistry", testHostRegistry},
 		{"HostLease", testHostLease},
 		{"HostsChangedSince", testHostsChangedSince},
+		{"WatchInstance", testWatchInstance},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
