@@ -347,9 +347,10 @@ type Host struct {
 type HostCapacity struct {
 	CPUs        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memoryBytes"`
-	// Pods is the most instances the host runs at once.
+	// Pods is the most instances the host runs at once; 0 is no limit.
 	Pods int `json:"pods"`
-	// BandwidthBPS is the bit rate the host can promise in total.
+	// BandwidthBPS is the bit rate the host can promise in total, and
+	// Pids the processes; 0 means the host does not meter it.
 	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
 	Pids         int64 `json:"pids,omitempty"`
 }

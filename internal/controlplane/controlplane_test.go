@@ -338,3 +338,19 @@ func TestFailover(t *testing.T) {
 		}
 	}
 }
+
+func TestInstanceLimit(t *testing.T) {
+	e := newEnv(t)
+	e.addHost("a", 64, nil) // Pods: 100
+	if _, err := e.st.UpdateHost(t.Context(), "a", func(h *api.Host) error { h.Capacity.Pods = 2; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	e.runCP("cp1")
+	for _, n := range []string{"p1", "p2", "p3"} {
+		e.create(n, "", api.RestartNever)
+		e.wait(n, "decided", decided)
+	}
+	if got, _ := e.st.GetInstance(e.ctx, "p3"); got.Status.Host != "" || got.Status.Message != "0/1 hosts available: 1 too many instances." {
+		t.Fatalf("third instance on a 2-instance host: %+v", got.Status)
+	}
+}

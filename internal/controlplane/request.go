@@ -12,7 +12,7 @@ import (
 )
 
 // unmetered stands for a capacity a host does not report (pids,
-// bandwidth): the scheduler treats zero capacity as nothing to give, but a
+// bandwidth, instance count): the scheduler treats zero capacity as nothing to give, but a
 // host that does not meter a resource should not refuse requests for it.
 // It is far from MaxInt64 so that sums of allocations cannot overflow.
 const unmetered = math.MaxInt64 / 4
@@ -26,7 +26,7 @@ type demand struct {
 
 // demandOf computes an instance's demand from its (validated) spec.
 func demandOf(spec *api.InstanceSpec) (demand, error) {
-	var d demand
+	d := demand{res: scheduler.Resources{Instances: 1}}
 	r := spec.Resources
 	if r.CPU != "" {
 		m, err := model.ParseCPU(r.CPU)
@@ -99,6 +99,7 @@ func hostOf(h *api.Host, alloc *allocation) scheduler.Host {
 			Memory:       c.MemoryBytes,
 			Pids:         c.Pids,
 			BandwidthBPS: c.BandwidthBPS,
+			Instances:    int64(c.Pods),
 		},
 		DedicatedFree:  c.CPUs,
 		RuntimeClasses: h.RuntimeClasses,
@@ -110,6 +111,9 @@ func hostOf(h *api.Host, alloc *allocation) scheduler.Host {
 	}
 	if sh.Capacity.BandwidthBPS == 0 {
 		sh.Capacity.BandwidthBPS = unmetered
+	}
+	if sh.Capacity.Instances == 0 {
+		sh.Capacity.Instances = unmetered
 	}
 	if alloc != nil {
 		sh.Allocated = alloc.res

@@ -22,6 +22,7 @@ const (
 	insufficientPids
 	insufficientBandwidth
 	insufficientDedicated
+	tooManyInstances
 	numReasons
 )
 
@@ -36,6 +37,7 @@ var reasonText = [numReasons]string{
 	insufficientPids:      "insufficient pids",
 	insufficientBandwidth: "insufficient bandwidth",
 	insufficientDedicated: "insufficient dedicated cores",
+	tooManyInstances:      "too many instances",
 }
 
 // label is one selector term.
@@ -106,6 +108,8 @@ func (s *state) filter(i int, r *Request, need *need) (why reason, capIdx int) {
 		return insufficientBandwidth, 0
 	case r.DedicatedCores > 0 && r.DedicatedCores > nd.dedicatedFree:
 		return insufficientDedicated, 0
+	case want.Instances > 0 && want.Instances > free.Instances:
+		return tooManyInstances, 0
 	}
 	return fits, 0
 }

@@ -154,6 +154,7 @@ func newState(snap Snapshot, pending []Request) *state {
 			Memory:       h.Capacity.Memory - h.Allocated.Memory,
 			Pids:         h.Capacity.Pids - h.Allocated.Pids,
 			BandwidthBPS: h.Capacity.BandwidthBPS - h.Allocated.BandwidthBPS,
+			Instances:    h.Capacity.Instances - h.Allocated.Instances,
 		}
 		nd.dedicatedFree = h.DedicatedFree
 		if h.Capacity.MilliCPU > 0 {
@@ -370,6 +371,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		Memory:       nd.free.Memory - r.Resources.Memory,
 		Pids:         nd.free.Pids - r.Resources.Pids,
 		BandwidthBPS: nd.free.BandwidthBPS - r.Resources.BandwidthBPS,
+		Instances:    nd.free.Instances - r.Resources.Instances,
 	}
 	nd.dedicatedFree -= r.DedicatedCores
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
@@ -400,6 +402,8 @@ func validate(r *Request) string {
 		return "negative pids"
 	case r.Resources.BandwidthBPS < 0:
 		return "negative bandwidth"
+	case r.Resources.Instances < 0:
+		return "negative instance count"
 	case r.DedicatedCores < 0:
 		return "negative dedicated cores"
 	}

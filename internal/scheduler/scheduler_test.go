@@ -574,3 +574,21 @@ func TestManyTerms(t *testing.T) {
 		}
 	}
 }
+
+func TestInstanceLimit(t *testing.T) {
+	h := host("a")
+	h.Capacity.Instances = 2
+	h.Allocated.Instances = 1
+	reqs := []Request{request("1"), request("2"), request("3")}
+	for i := range reqs {
+		reqs[i].Resources.Instances = 1
+	}
+	reqs[2].Resources.Instances = 0 // a host without a limit asks none
+	got, reasons := placedOn(t, Snapshot{Hosts: []Host{h}}, reqs, Policy{})
+	if got[0] != "a" || got[1] != "" || got[2] != "a" {
+		t.Fatalf("placed on %q, want a, nowhere, a", got)
+	}
+	if reasons["2"] != "0/1 hosts available: 1 too many instances." {
+		t.Fatalf("reason %q", reasons["2"])
+	}
+}
