@@ -221,15 +221,19 @@ type Tenant struct {
 	DefaultRuntime string `json:"defaultRuntime,omitempty"`
 	// AllowedRuntimes limits the classes the tenant may use; empty allows
 	// every class.
-	AllowedRuntimes []string  `json:"allowedRuntimes,omitempty"`
-	CreatedAt       time.Time `json:"createdAt"`
+	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
+	// SchedulingPolicy is the default of the tenant's instances that name
+	// none: binpack or spread; empty is the platform's default (binpack).
+	SchedulingPolicy string    `json:"schedulingPolicy,omitempty"`
+	CreatedAt        time.Time `json:"createdAt"`
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.
 type CreateTenantRequest struct {
-	Name            string   `json:"name"`
-	DefaultRuntime  string   `json:"defaultRuntime,omitempty"`
-	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
+	Name             string   `json:"name"`
+	DefaultRuntime   string   `json:"defaultRuntime,omitempty"`
+	AllowedRuntimes  []string `json:"allowedRuntimes,omitempty"`
+	SchedulingPolicy string   `json:"schedulingPolicy,omitempty"`
 }
 
 // CreateTenantResponse carries the new tenant's first bearer token; it is

@@ -53,6 +53,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	model.Defaults(&spec, policy.DefaultRuntime)
+	if spec.SchedulingPolicy == "" {
+		spec.SchedulingPolicy = policy.SchedulingPolicy
+	}
 	if err := model.Validate(&spec); err != nil {
 		return err
 	}

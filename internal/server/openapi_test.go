@@ -172,14 +172,16 @@ var fieldValues = map[string]any{
 	"PortMapping.HostIP":   "127.0.0.1",
 	"Error.Code":           "NotFound",
 
-	"Tenant.DefaultRuntime":               "gvisor",
-	"Tenant.AllowedRuntimes":              []string{"gvisor"},
-	"CreateTenantRequest.DefaultRuntime":  "gvisor",
-	"CreateTenantRequest.AllowedRuntimes": []string{"gvisor"},
-	"RuntimeClass.Name":                   "enclave",
-	"Resources.CPUPolicy":                 "dedicated",
-	"InstanceSpec.SchedulingPolicy":       "spread",
-	"HostStatus.Phase":                    api.HostNotReady,
+	"Tenant.DefaultRuntime":                "gvisor",
+	"Tenant.AllowedRuntimes":               []string{"gvisor"},
+	"CreateTenantRequest.DefaultRuntime":   "gvisor",
+	"CreateTenantRequest.AllowedRuntimes":  []string{"gvisor"},
+	"RuntimeClass.Name":                    "enclave",
+	"Resources.CPUPolicy":                  "dedicated",
+	"InstanceSpec.SchedulingPolicy":        "spread",
+	"Tenant.SchedulingPolicy":              "spread",
+	"CreateTenantRequest.SchedulingPolicy": "spread",
+	"HostStatus.Phase":                     api.HostNotReady,
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are

@@ -88,7 +88,13 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if len(req.AllowedRuntimes) > 0 && !slices.Contains(req.AllowedRuntimes, def) {
 		return fmt.Errorf("defaultRuntime %s is not among allowedRuntimes %v: %w", def, req.AllowedRuntimes, errdefs.ErrInvalidArgument)
 	}
-	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes, CreatedAt: s.now().UTC()}
+	switch req.SchedulingPolicy {
+	case "", "binpack", "spread":
+	default:
+		return fmt.Errorf("schedulingPolicy %q is not binpack or spread: %w", req.SchedulingPolicy, errdefs.ErrInvalidArgument)
+	}
+	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
+		SchedulingPolicy: req.SchedulingPolicy, CreatedAt: s.now().UTC()}
 	token, err := newToken()
 	if err != nil {
 		return err

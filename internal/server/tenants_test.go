@@ -139,3 +139,29 @@ func TestStatsAndSLA(t *testing.T) {
 	wantError(t, e.do(t, "GET", "/v1/instances/web/stats", e.b.token, ""), http.StatusNotFound, "NotFound")
 	wantError(t, e.do(t, "GET", "/v1/instances/web/sla", e.b.token, ""), http.StatusNotFound, "NotFound")
 }
+
+func TestTenantSchedulingPolicy(t *testing.T) {
+	e, admin := adminEnv(t)
+	wantError(t, e.do(t, "POST", "/v1/tenants", admin, `{"name":"x3","schedulingPolicy":"random"}`),
+		http.StatusBadRequest, "InvalidArgument", "schedulingPolicy")
+	name := "spreader-" + randomHex(t, 3)
+	r := e.do(t, "POST", "/v1/tenants", admin, fmt.Sprintf(`{"name":%q,"schedulingPolicy":"spread"}`, name))
+	wantStatus(t, r, http.StatusCreated)
+	var created api.CreateTenantResponse
+	decode(t, r, &created)
+	if created.Tenant.SchedulingPolicy != "spread" {
+		t.Fatalf("created tenant %+v, want scheduling policy spread", created.Tenant)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"name":"default-policy","spec":{"containers":[{"image":"kanga.test/busybox:latest"}]}}`, "spread"},
+		{`{"name":"own-policy","spec":{"schedulingPolicy":"binpack","containers":[{"image":"kanga.test/busybox:latest"}]}}`, "binpack"},
+	} {
+		r := e.do(t, "POST", "/v1/instances", created.Token, tc.body)
+		wantStatus(t, r, http.StatusCreated)
+		var inst api.Instance
+		decode(t, r, &inst)
+		if inst.Spec.SchedulingPolicy != tc.want || inst.Status.Host != "fake-host" {
+			t.Errorf("instance %s: policy %q on host %q, want %s placed on fake-host", inst.Name, inst.Spec.SchedulingPolicy, inst.Status.Host, tc.want)
+		}
+	}
+}
