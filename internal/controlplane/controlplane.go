@@ -413,12 +413,7 @@ type write struct {
 // arrive. A conflict is not an error: the instance changed, and its newer
 // version, coming through the watch, is looked at again.
 func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, writes []write) (int, error) {
-	type result struct {
-		w      write
-		modRev int64
-		err    error
-	}
-	results := make([]result, len(writes))
+	results := make([]commitResult, len(writes))
 	sem := make(chan struct{}, c.cfg.ApplyParallelism)
 	var wg sync.WaitGroup
 	for i, w := range writes {
@@ -447,6 +442,11 @@ func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, wr
 				placed++
 			}
 			st.apply(&store.InstanceEvent{Instance: r.w.inst, Tenant: r.w.inst.Tenant, Name: r.w.inst.Name, ModRevision: r.modRev})
+			if _, wrote := st.unplaced[r.w.key]; wrote && isPending(r.w.inst) {
+				// Our own "does not fit" write: nothing changed that
+				// could make it fit.
+				st.unplaced[r.w.key] = r.modRev
+			}
 		case errors.Is(r.err, errdefs.ErrConflict):
 		case store.IsNotLeader(r.err):
 			return placed, r.err
@@ -457,7 +457,8 @@ func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, wr
 	return placed, errors.Join(errs...)
 }
 
-type commitResult = struct {
+// commitResult is the outcome of one write.
+type commitResult struct {
 	w      write
 	modRev int64
 	err    error

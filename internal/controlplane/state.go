@@ -82,6 +82,7 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	if ev.Deleted {
 		if old != nil {
 			s.uncharge(k, old)
+			s.freed = s.freed || old.host != ""
 			delete(s.instances, k)
 		}
 		delete(s.pending, k)
@@ -93,6 +94,13 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	}
 	if old != nil {
 		s.uncharge(k, old)
+		// Capacity frees when an instance leaves its host or ends; status
+		// updates of a running instance (most events) free nothing, so
+		// they do not make every unplaced instance be tried again.
+		inst := ev.Instance
+		if old.host != "" && (inst.Status.Host != old.host || inst.Status.Phase.Terminal()) {
+			s.freed = true
+		}
 	}
 	e := &entry{inst: ev.Instance, modRev: ev.ModRevision}
 	s.instances[k] = e
@@ -158,7 +166,6 @@ func (s *state) uncharge(k string, e *entry) {
 			delete(s.perTenant, e.inst.Tenant)
 		}
 	}
-	s.freed = true
 }
 
 // setHosts replaces the host list unless it is older than the one known.
