@@ -40,6 +40,7 @@ type Store interface {
 	HostsChangedSince(ctx context.Context, rev int64) (bool, error)
 	ListHostSnapshot(ctx context.Context) (store.HostsSnapshot, error)
 	PutInstanceIf(ctx context.Context, l *store.Leader, inst *api.Instance, modRev int64) (int64, error)
+	PutInstancesIf(ctx context.Context, l *store.Leader, writes []store.InstanceWrite) (int64, error)
 	DeleteInstanceIf(ctx context.Context, l *store.Leader, tenantName, name string, modRev int64) error
 }
 
@@ -408,27 +409,66 @@ type write struct {
 	del    bool
 }
 
-// apply commits writes concurrently and folds the successful ones into st
-// at once, so that the next pass sees them even before their watch events
-// arrive. A conflict is not an error: the instance changed, and its newer
-// version, coming through the watch, is looked at again.
+// apply commits writes and folds the successful ones into st at once, so
+// that the next pass sees them even before their watch events arrive.
+// Puts go in transactions of up to store.MaxBatch (one etcd commit for
+// many placements), several in flight; a batch that meets a changed
+// instance is retried one by one. A conflict is not an error: the
+// instance changed, and its newer version, coming through the watch, is
+// looked at again.
 func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, writes []write) (int, error) {
 	results := make([]commitResult, len(writes))
-	sem := make(chan struct{}, c.cfg.ApplyParallelism)
-	var wg sync.WaitGroup
+	var groups [][]int
+	var cur []int
 	for i, w := range writes {
-		if len(writes) == 1 {
-			results[i] = c.commit(ctx, l, w)
-			break
+		if w.del {
+			groups = append(groups, []int{i})
+			continue
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			results[i] = c.commit(ctx, l, w)
-		}()
+		cur = append(cur, i)
+		if len(cur) == store.MaxBatch {
+			groups = append(groups, cur)
+			cur = nil
+		}
 	}
-	wg.Wait()
+	if len(cur) > 0 {
+		groups = append(groups, cur)
+	}
+	run := func(g []int) {
+		if len(g) == 1 {
+			results[g[0]] = c.commit(ctx, l, writes[g[0]])
+			return
+		}
+		batch := make([]store.InstanceWrite, len(g))
+		for j, i := range g {
+			batch[j] = store.InstanceWrite{Instance: writes[i].inst, ModRev: writes[i].modRev}
+		}
+		rev, err := c.cfg.Store.PutInstancesIf(ctx, l, batch)
+		if errors.Is(err, errdefs.ErrConflict) {
+			for _, i := range g {
+				results[i] = c.commit(ctx, l, writes[i])
+			}
+			return
+		}
+		for _, i := range g {
+			results[i] = commitResult{w: writes[i], modRev: rev, err: err}
+		}
+	}
+	if len(groups) == 1 {
+		run(groups[0])
+	} else {
+		sem := make(chan struct{}, c.cfg.ApplyParallelism)
+		var wg sync.WaitGroup
+		for _, g := range groups {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				run(g)
+			}()
+		}
+		wg.Wait()
+	}
 	placed := 0
 	var errs []error
 	for _, r := range results {

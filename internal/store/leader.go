@@ -150,3 +150,53 @@ func (s *Store) ListAllInstanceVersions(ctx context.Context) ([]InstanceEvent, i
 	}
 	return out, resp.Header.Revision, nil
 }
+
+// InstanceWrite is one instance version for PutInstancesIf, with the mod
+// revision it replaces.
+type InstanceWrite struct {
+	Instance *api.Instance
+	ModRev   int64
+}
+
+// PutInstancesIf stores every write in one transaction if each instance's
+// mod revision is still the one given and l still leads: all or nothing.
+// It returns the revision of the transaction (the new mod revision of
+// every instance); ErrConflict when any instance changed (the caller
+// retries them one by one); ErrNotLeader when the leadership ended. One
+// transaction for many placements costs one etcd commit instead of many.
+// At most MaxBatch writes.
+func (s *Store) PutInstancesIf(ctx context.Context, l *Leader, writes []InstanceWrite) (int64, error) {
+	if len(writes) > MaxBatch {
+		return 0, fmt.Errorf("store: %d writes in one transaction, at most %d: %w", len(writes), MaxBatch, errdefs.ErrInvalidArgument)
+	}
+	cmps := []clientv3.Cmp{l.fence()}
+	ops := make([]clientv3.Op, 0, len(writes))
+	for _, w := range writes {
+		if err := checkName(w.Instance.Name); err != nil {
+			return 0, err
+		}
+		key := instanceKey(w.Instance.Tenant, w.Instance.Name)
+		val, err := json.Marshal(w.Instance)
+		if err != nil {
+			return 0, fmt.Errorf("store: encode instance %q: %w", w.Instance.Name, err)
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", w.ModRev))
+		ops = append(ops, clientv3.OpPut(key, string(val)))
+	}
+	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).
+		Else(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return 0, s.etcdErr(ctx, "put instances", err)
+	}
+	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().Count == 0 {
+			return 0, ErrNotLeader
+		}
+		return 0, fmt.Errorf("one of %d instances changed meanwhile: %w", len(writes), errdefs.ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
+
+// MaxBatch bounds PutInstancesIf: etcd refuses transactions of more than
+// 128 operations by default, and the fence takes one compare.
+const MaxBatch = 100

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"HostLease", testHostLease},
 		{"HostsChangedSince", testHostsChangedSince},
 		{"WatchInstance", testWatchInstance},
+		{"FencedWrites", testFencedWrites},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
