@@ -27,6 +27,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -207,10 +208,17 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 		defer func() { done <- struct{}{} }()
 		for bg.Err() == nil {
 			err := st.KeepHostAlive(bg, hostName, hostLeaseTTL)
-			if bg.Err() == nil {
-				log.Warn("host lease lost; taking a new one", "host", hostName, "err", err)
-				time.Sleep(250 * time.Millisecond)
+			if bg.Err() != nil {
+				break
 			}
+			log.Warn("host lease lost; taking a new one", "host", hostName, "err", err)
+			if errors.Is(err, errdefs.ErrFailedPrecondition) {
+				// The host record was removed: register again.
+				if err := st.RegisterHost(bg, h); err != nil {
+					log.Warn("registering the host again failed", "host", hostName, "err", err)
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}()
 	// Wait for the lease before the failure detector looks at this host.
