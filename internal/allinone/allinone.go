@@ -36,13 +36,16 @@ import (
 
 // Options configure `kanga up`.
 type Options struct {
-	DataDir    string
-	Listen     string // host:port of the API
-	HostName   string
-	ConfigPath string // client config to write; empty: don't write one
-	Bridge     string
-	Subnet     string
-	Version    string
+	DataDir  string
+	Listen   string // host:port of the API
+	HostName string
+	// EtcdEndpoints, if set, are an external etcd cluster's client URLs;
+	// nothing is embedded then.
+	EtcdEndpoints []string
+	ConfigPath    string // client config to write; empty: don't write one
+	Bridge        string
+	Subnet        string
+	Version       string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
 	Pool   pool.Policy
@@ -76,7 +79,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer ln.Close()
 
-	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Logger: log})
+	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Endpoints: o.EtcdEndpoints, Logger: log})
 	if err != nil {
 		return fmt.Errorf("opening the store: %w", err)
 	}
