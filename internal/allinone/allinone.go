@@ -239,8 +239,12 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 		<-done
 		return nil, fmt.Errorf("host %s did not become ready: %w", hostName, ctx.Err())
 	}
+	// Every kanga up holds its own host's lease directly in etcd, whoever
+	// leads the control plane, so a new leader need not wait long for
+	// hosts to reconnect: a short grace, not the default (meant for agents
+	// whose leases go through the control plane).
 	cp := controlplane.New(controlplane.Config{Store: st, ID: hostName, Logger: log,
-		Policy: controlplane.DefaultPolicy})
+		Policy: controlplane.DefaultPolicy, StartupGrace: time.Second})
 	go func() {
 		defer func() { done <- struct{}{} }()
 		_ = cp.Run(bg)

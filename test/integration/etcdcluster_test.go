@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -519,4 +520,128 @@ func (simAPIHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceSt
 }
 func (simAPIHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
 	return api.SLAReport{}, errdefs.ErrNotImplemented
+}
+
+// TestTwoUpsOnEtcdCluster: two kanga up processes (each an API, a
+// control-plane replica and a real agent with its own containerd, data
+// dir and subnet) share a real three-member etcd cluster. Killing the
+// process that leads the control plane (SIGKILL) moves the leadership to
+// the other, and the dead host's restartable instances are re-created and
+// run on the surviving host once its lease expires. When the killed
+// process comes back, its agent removes its copies of the moved instances
+// (no duplicates) and its host is Ready again.
+func TestTwoUpsOnEtcdCluster(t *testing.T) {
+	bin := k8sBinaries(t)
+	endpoints, _ := startEtcdCluster(t, filepath.Join(bin, "etcd"), t.TempDir())
+	eps := strings.Join(endpoints, ",")
+	suffix := strconv.Itoa(os.Getpid())
+	pa := startPlatformWith(t, "--pool-max", "0", "--etcd-endpoints", eps, "--host-name", "it-a-"+suffix)
+	pb := startPlatformWith(t, "--pool-max", "0", "--etcd-endpoints", eps, "--host-name", "it-b-"+suffix)
+	pa.importImages()
+	pb.importImages()
+
+	names := []string{"r0", "r1", "r2", "r3"}
+	for _, n := range names {
+		pa.must("run", "-d", "--restart", "always", "--name", n, "kanga.test/busybox", "sleep", "1000")
+	}
+	before := map[string]api.Instance{}
+	perHost := map[string]int{}
+	for _, n := range names {
+		in := pa.inspect(n)
+		if in.Status.Phase != api.PhaseRunning {
+			t.Fatalf("%s: %s", n, in.Status.Phase)
+		}
+		before[n] = in
+		perHost[in.Status.Host]++
+	}
+	if perHost["it-a-"+suffix] != 2 || perHost["it-b-"+suffix] != 2 {
+		t.Fatalf("one tenant's four instances per host: %v, want two on each", perHost)
+	}
+
+	// Kill the process that leads the control plane.
+	leaderID := electionLeader(t, endpoints)
+	victim, survivor := pa, pb
+	if leaderID == "it-b-"+suffix {
+		victim, survivor = pb, pa
+	} else if leaderID != "it-a-"+suffix {
+		t.Fatalf("control-plane leader %q is neither kanga up", leaderID)
+	}
+	victimHost := "it-a-" + suffix
+	if victim == pb {
+		victimHost = "it-b-" + suffix
+	}
+	t.Logf("killing %s, which leads the control plane", victimHost)
+	killed := time.Now()
+	victim.crash()
+
+	survivorHost := survivor.inspect("r0").Status.Host
+	if survivorHost == victimHost {
+		survivorHost = map[bool]string{true: "it-a-" + suffix, false: "it-b-" + suffix}[victim == pb]
+	}
+	survivor.eventually("every instance to run on the surviving host", 60*time.Second, func() bool {
+		for _, n := range names {
+			in := survivor.inspect(n)
+			if in.Status.Host != survivorHost || in.Status.Phase != api.PhaseRunning {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all instances running on %s %.1f s after the kill (lease TTL 5 s)", survivorHost, time.Since(killed).Seconds())
+	var moved []api.Instance
+	for _, n := range names {
+		if before[n].Status.Host == victimHost {
+			in := survivor.inspect(n)
+			if in.UID == before[n].UID {
+				t.Fatalf("%s moved from the dead host but kept its UID", n)
+			}
+			moved = append(moved, before[n])
+		}
+	}
+	if len(moved) != 2 {
+		t.Fatalf("%d instances moved, want 2", len(moved))
+	}
+
+	// The killed process comes back: its containers of the moved
+	// instances are removed, nothing else of them runs there.
+	victim.start()
+	victim.eventually("the old copies to be gone from the returning host", 60*time.Second, func() bool {
+		tasks := victim.ctr("tasks", "ls")
+		for _, in := range moved {
+			if strings.Contains(tasks, in.UID) || syscall.Kill(in.Status.Containers[0].PID, 0) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	victim.eventually("the returning host to be Ready", 30*time.Second, func() bool {
+		return strings.Contains(victim.must("host", "ls"), victimHost+"   Ready")
+	})
+	for _, n := range names {
+		if in := survivor.inspect(n); in.Status.Host != survivorHost || in.Status.Phase != api.PhaseRunning {
+			t.Fatalf("%s after the host came back: %s on %s", n, in.Status.Phase, in.Status.Host)
+		}
+	}
+	// Each platform removes what runs on its own host: its API reaches
+	// only its own agent for the teardown wait, and both agents act on
+	// the shared store.
+	for _, n := range names {
+		survivor.must("rm", "-f", n)
+	}
+}
+
+// electionLeader returns the ID of the control-plane leader: the value of
+// the oldest key under the election prefix.
+func electionLeader(t *testing.T, endpoints []string) string {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(t.Context(), "/kanga/election/controlplane/", clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("election keys: %+v, %v", resp, err)
+	}
+	return string(resp.Kvs[0].Value)
 }
