@@ -41,7 +41,26 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hostClasses := s.host.RuntimeClasses()
+	// The Ready hosts of the pool that offer each class; before any host
+	// registered, the API's own host.
+	offering := map[string][]string{}
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if h.Status.Phase != api.HostReady {
+			continue
+		}
+		for _, c := range h.RuntimeClasses {
+			offering[c] = append(offering[c], h.Name)
+		}
+	}
+	if len(hosts) == 0 {
+		for _, c := range s.host.RuntimeClasses() {
+			offering[c] = []string{s.host.Name()}
+		}
+	}
 	out := api.RuntimeClassList{Items: []api.RuntimeClass{}}
 	for _, c := range model.RuntimeClasses {
 		rc := api.RuntimeClass{
@@ -49,9 +68,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 			Allowed: len(policy.AllowedRuntimes) == 0 || slices.Contains(policy.AllowedRuntimes, c.Name),
 			Default: policy.DefaultRuntime == c.Name,
 		}
-		if slices.Contains(hostClasses, c.Name) {
-			rc.Hosts = append(rc.Hosts, s.host.Name())
-		}
+		rc.Hosts = append(rc.Hosts, offering[c.Name]...)
 		out.Items = append(out.Items, rc)
 	}
 	writeJSON(w, http.StatusOK, out)

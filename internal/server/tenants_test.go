@@ -165,3 +165,24 @@ func TestTenantSchedulingPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestRuntimesListReadyHosts: the hosts of a class are the Ready hosts of
+// the registry offering it; a host without a lease is not one.
+func TestRuntimesListReadyHosts(t *testing.T) {
+	e := newEnv(t, 0)
+	if err := e.store.RegisterHost(t.Context(), &api.Host{Name: "down-host", RuntimeClasses: []string{"runc", "gvisor"},
+		Capacity: api.HostCapacity{CPUs: 4, MemoryBytes: 8 << 30}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(t, "GET", "/v1/runtimes", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var list api.RuntimeClassList
+	decode(t, r, &list)
+	got := map[string][]string{}
+	for _, c := range list.Items {
+		got[c.Name] = c.Hosts
+	}
+	if fmt.Sprint(got["runc"]) != "[fake-host]" || len(got["gvisor"]) != 0 {
+		t.Fatalf("hosts per class: %v; want runc on fake-host only, gvisor nowhere", got)
+	}
+}
