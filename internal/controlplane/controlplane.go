@@ -289,6 +289,9 @@ func (c *ControlPlane) pass(ctx context.Context, l *store.Leader, st *state) err
 	if err := c.detect(ctx, l, st); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.endStopped(ctx, l, st); err != nil {
+		errs = append(errs, err)
+	}
 	n, err := c.schedule(ctx, l, st)
 	if err != nil {
 		errs = append(errs, err)
@@ -511,6 +514,28 @@ func (c *ControlPlane) commit(ctx context.Context, l *store.Leader, w write) com
 	}
 	rev, err := c.cfg.Store.PutInstanceIf(ctx, l, w.inst, w.modRev)
 	return commitResult{w: w, modRev: rev, err: err}
+}
+
+// endStopped makes instances that were stopped before any host ran them
+// terminal, which `kanga stop` waits for.
+func (c *ControlPlane) endStopped(ctx context.Context, l *store.Leader, st *state) error {
+	if len(st.stopped) == 0 {
+		return nil
+	}
+	now := c.cfg.Now().UTC()
+	var writes []write
+	for key := range st.stopped {
+		e := st.instances[key]
+		inst := *e.inst
+		inst.Status.Phase = api.PhaseFailed
+		inst.Status.Reason, inst.Status.Message = "Stopped", "stopped before any host ran it"
+		inst.Status.FinishedAt = &now
+		inst.Status.Events = model.AppendEvent(slices.Clone(inst.Status.Events), api.Event{
+			Time: now, Type: "Normal", Reason: "Stopped", Message: "stopped before any host ran it"})
+		writes = append(writes, write{key: key, inst: &inst, modRev: e.modRev})
+	}
+	_, err := c.apply(ctx, l, st, writes)
+	return err
 }
 
 // detect handles the instances of lost hosts: a host that holds no lease

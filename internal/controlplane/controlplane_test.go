@@ -354,3 +354,19 @@ func TestInstanceLimit(t *testing.T) {
 		t.Fatalf("third instance on a 2-instance host: %+v", got.Status)
 	}
 }
+
+// TestStopUnplaced: an instance stopped while no host can take it ends.
+func TestStopUnplaced(t *testing.T) {
+	e := newEnv(t)
+	e.addHost("a", 1, nil)
+	e.runCP("cp1")
+	e.create("big", "4", api.RestartNever)
+	e.wait("big", "decided", decided)
+	if _, err := e.st.UpdateInstance(e.ctx, "big", func(i *api.Instance) error { i.StopRequested = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	got := e.wait("big", "terminal", func(i *api.Instance) bool { return i.Status.Phase.Terminal() })
+	if got.Status.Phase != api.PhaseFailed || got.Status.Reason != "Stopped" || got.Status.Host != "" {
+		t.Fatalf("stopped unplaced instance: %+v", got.Status)
+	}
+}

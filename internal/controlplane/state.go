@@ -29,6 +29,9 @@ type allocation struct {
 type state struct {
 	instances map[string]*entry // by tenant/name
 	pending   map[string]struct{}
+	// stopped are unplaced instances a user stopped: no host will ever
+	// end them, so the loop does.
+	stopped map[string]struct{}
 	// unplaced records the mod revision at which a pending instance last
 	// failed to fit; it is tried again when it changes or capacity frees.
 	unplaced map[string]int64
@@ -55,6 +58,7 @@ func newState(now time.Time) *state {
 	return &state{
 		instances: map[string]*entry{},
 		pending:   map[string]struct{}{},
+		stopped:   map[string]struct{}{},
 		unplaced:  map[string]int64{},
 		byHost:    map[string]map[string]struct{}{},
 		alloc:     map[string]*allocation{},
@@ -86,6 +90,7 @@ func (s *state) apply(ev *store.InstanceEvent) {
 			delete(s.instances, k)
 		}
 		delete(s.pending, k)
+		delete(s.stopped, k)
 		delete(s.unplaced, k)
 		return
 	}
@@ -110,6 +115,11 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	} else {
 		delete(s.pending, k)
 		delete(s.unplaced, k)
+	}
+	if inst.Status.Host == "" && inst.Status.Phase == api.PhasePending && inst.StopRequested && !inst.DeletionRequested {
+		s.stopped[k] = struct{}{}
+	} else {
+		delete(s.stopped, k)
 	}
 	if inst.Status.Host != "" && !inst.Status.Phase.Terminal() {
 		d, err := demandOf(&inst.Spec)
