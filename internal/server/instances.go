@@ -76,7 +76,7 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	// Check images before anything is stored, so bad input leaves nothing
 	// behind.
 	for i, c := range spec.Containers {
-		cfg, err := s.host.ImageConfig(ctx, c.Image)
+		cfg, err := s.imageConfig(ctx, c.Image)
 		if err != nil {
 			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
 		}
@@ -315,9 +315,13 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return err
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
-	if err := s.host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
+	if err := host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
 		// The status line is gone; the best we can do is say so in-band.
 		s.log.Warn("logs ended with an error", "instance", inst.Name, "err", err)
 		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
@@ -344,7 +348,7 @@ func pickContainer(inst *api.Instance, name string) (string, error) {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
-	imgs, err := s.host.ListImages(r.Context())
+	imgs, err := s.listAllImages(r.Context())
 	if err != nil {
 		return err
 	}
@@ -379,7 +383,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	ps := newProgressStream(w)
-	imgs, err := s.host.ImportImage(r.Context(), r.Body, ps.send)
+	imgs, err := s.importAll(r.Context(), r.Body, ps.send)
 	if err != nil {
 		ps.fail(err)
 		return nil
@@ -397,7 +401,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
 	}
 	ps := newProgressStream(w)
-	img, err := s.host.PullImage(r.Context(), req.Ref, ps.send)
+	img, err := s.pullAll(r.Context(), req.Ref, ps.send)
 	if err != nil {
 		ps.fail(err)
 		return nil

@@ -89,7 +89,8 @@ type Host interface {
 // Server serves the public API.
 type Server struct {
 	store   Store
-	host    Host
+	host    Host  // the all-in-one's own host; nil for kanga server
+	hosts   Hosts // where instances run
 	log     *slog.Logger
 	now     func() time.Time
 	version string
@@ -110,12 +111,18 @@ type Options struct {
 	// scheduler to place the new instance (default 2 s; negative: not at
 	// all).
 	ScheduleWait time.Duration
+	// Hosts, if set, finds the hosts instances run on (kanga server);
+	// otherwise every instance is on the host given to New.
+	Hosts Hosts
 }
 
 // New returns a Server.
 func New(store Store, host Host, opts Options) *Server {
 	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
-		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait}
+		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts}
+	if s.hosts == nil {
+		s.hosts = singleHost{host}
+	}
 	if s.scheduleWait == 0 {
 		s.scheduleWait = 2 * time.Second
 	}

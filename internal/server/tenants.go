@@ -56,7 +56,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 			offering[c] = append(offering[c], h.Name)
 		}
 	}
-	if len(hosts) == 0 {
+	if len(hosts) == 0 && s.host != nil {
 		for _, c := range s.host.RuntimeClasses() {
 			offering[c] = []string{s.host.Name()}
 		}
@@ -189,7 +189,7 @@ func (s *Server) listTypes(w http.ResponseWriter, r *http.Request) error {
 // checkFits rejects a spec that no host could ever hold, however empty;
 // one that does not fit now waits, Pending, on the host.
 func (s *Server) checkFits(spec *api.InstanceSpec) error {
-	c := s.host.Capacity()
+	c := s.largest()
 	res := spec.Resources
 	if res.CPU != "" && c.CPUs > 0 {
 		if m, err := model.ParseCPU(res.CPU); err == nil && m > int64(c.CPUs)*1000 {
