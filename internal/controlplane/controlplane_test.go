@@ -370,3 +370,43 @@ func TestStopUnplaced(t *testing.T) {
 		t.Fatalf("stopped unplaced instance: %+v", got.Status)
 	}
 }
+
+// TestStartupGrace: a new leader gives hosts that were already NotReady
+// when it took over the startup grace to come back (as agents reconnect
+// after a control-plane restart); one that returns in time keeps its
+// instances, one that does not loses them.
+func TestStartupGrace(t *testing.T) {
+	e := newEnv(t)
+	for _, h := range []string{"back", "gone"} {
+		if err := e.st.RegisterHost(t.Context(), &api.Host{Name: h, RuntimeClasses: []string{"runc"},
+			Capacity: api.HostCapacity{CPUs: 4, MemoryBytes: 8 << 30}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.addHost("spare", 8, nil)
+	for _, h := range []string{"back", "gone"} {
+		e.create("on-"+h, "1", api.RestartAlways, func(i *api.Instance) {
+			i.Status.Host, i.Status.Phase = h, api.PhaseRunning
+		})
+	}
+	cp := controlplane.New(controlplane.Config{Store: e.st, ID: "cp", Logger: quiet(), Policy: controlplane.DefaultPolicy,
+		LeaderTTL: time.Second, StartupGrace: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for !cp.Leading() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// "back" reconnects within the grace.
+	e.addHost("back", 4, nil)
+
+	moved := e.wait("on-gone", "re-created on spare", func(i *api.Instance) bool { return i.Status.Host == "spare" })
+	if moved.UID == "uid-on-gone" {
+		t.Fatal("re-created instance kept its UID")
+	}
+	// By now the grace is over; the returned host kept its instance.
+	if got, _ := e.st.GetInstance(e.ctx, "on-back"); got.UID != "uid-on-back" || got.Status.Host != "back" {
+		t.Fatalf("instance of the host that returned in time: uid %s host %s", got.UID, got.Status.Host)
+	}
+}
