@@ -1,6 +1,8 @@
 // Package allinone assembles `kanga up`: the control plane and a host
 // agent in one process, with embedded etcd and a containerd that the agent
-// starts and supervises itself.
+// starts and supervises itself. It also assembles the same parts split
+// over machines: `kanga server` (server.go), the control plane alone, and
+// `kanga agent` (agent.go), one host joined to it over package hostlink.
 package allinone
 
 import (
@@ -85,15 +87,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 
-	token, err := adminToken(dataDir)
+	token, err := EnsureAdmin(ctx, st, dataDir)
 	if err != nil {
 		return err
-	}
-	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
-		return fmt.Errorf("registering the admin token: %w", err)
-	}
-	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
-		return fmt.Errorf("creating the default tenant: %w", err)
 	}
 
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
@@ -254,6 +250,23 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 		<-done
 		<-done
 	}, nil
+}
+
+// EnsureAdmin returns the data dir's admin token (made on first use),
+// registered in the store, and makes sure the default tenant exists.
+// `kanga server` does the same.
+func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, error) {
+	token, err := adminToken(dataDir)
+	if err != nil {
+		return "", err
+	}
+	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
+		return "", fmt.Errorf("registering the admin token: %w", err)
+	}
+	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
+		return "", fmt.Errorf("creating the default tenant: %w", err)
+	}
+	return token, nil
 }
 
 // adminToken returns the data dir's admin token, making one on first use.

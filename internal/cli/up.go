@@ -19,7 +19,7 @@ import (
 const DefaultDataDir = "/var/lib/kanga"
 
 func daemonCommands() []*cobra.Command {
-	return []*cobra.Command{newUpCommand(), newDownCommand()}
+	return []*cobra.Command{newUpCommand(), newDownCommand(), newServerCommand(), newAgentCommand()}
 }
 
 func newUpCommand() *cobra.Command {
