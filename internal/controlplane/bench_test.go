@@ -19,7 +19,7 @@ import (
 // scheduled and committed with one fenced transaction each. Hosts are
 // simulated (records with leases; nothing runs).
 func BenchmarkBacklog(b *testing.B) {
-	for _, bc := range []struct{ hosts, instances int }{{100, 1000}, {1000, 1000}} {
+	for _, bc := range []struct{ hosts, instances int }{{100, 1000}, {1000, 1000}, {10000, 1000}} {
 		b.Run(fmt.Sprintf("hosts=%d/instances=%d", bc.hosts, bc.instances), func(b *testing.B) {
 			st, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
 			if err != nil {
@@ -29,21 +29,31 @@ func BenchmarkBacklog(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			defer func() { cancel(); wg.Wait() }()
+			// Hosts register 32 at a time; each then keeps its lease.
+			sem := make(chan struct{}, 32)
+			var reg sync.WaitGroup
 			for i := range bc.hosts {
-				name := fmt.Sprintf("host-%04d", i)
-				if err := st.RegisterHost(ctx, &api.Host{Name: name, RuntimeClasses: []string{"runc"},
-					Labels:   map[string]string{"zone": fmt.Sprint("z", i%3)},
-					Capacity: api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 1000}}); err != nil {
-					b.Fatal(err)
-				}
-				wg.Add(1)
+				name := fmt.Sprintf("host-%05d", i)
+				sem <- struct{}{}
+				reg.Add(1)
 				go func() {
-					defer wg.Done()
-					for ctx.Err() == nil {
-						_ = st.KeepHostAlive(ctx, name, 30*time.Second)
+					defer func() { <-sem; reg.Done() }()
+					if err := st.RegisterHost(ctx, &api.Host{Name: name, RuntimeClasses: []string{"runc"},
+						Labels:   map[string]string{"zone": fmt.Sprint("z", i%3)},
+						Capacity: api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 1000}}); err != nil {
+						b.Error(err)
+						return
 					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for ctx.Err() == nil {
+							_ = st.KeepHostAlive(ctx, name, 60*time.Second)
+						}
+					}()
 				}()
 			}
+			reg.Wait()
 			b.ResetTimer()
 			round := 0
 			for b.Loop() {
