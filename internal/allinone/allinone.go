@@ -1,8 +1,7 @@
 // Package allinone assembles `kanga up`: the control plane and a host
 // agent in one process, with embedded etcd and a containerd that the agent
-// starts and supervises itself. It also assembles the same parts split
-// over machines: `kanga server` (server.go), the control plane alone, and
-// `kanga agent` (agent.go), one host joined to it over package hostlink.
+// starts and supervises itself. The same parts split over machines are
+// assembled by package daemon (`kanga server`, `kanga agent`).
 package allinone
 
 import (
