@@ -310,7 +310,6 @@ func memTotal() int64 {
 	return 0
 }
 
-
 func tenantOf(ctx context.Context) (string, error) { return tenant.Name(ctx) }
 
 // ImageConfig implements server.Host.
