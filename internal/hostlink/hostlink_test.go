@@ -38,6 +38,9 @@ func (f *fakeStore) WatchAllInstances(ctx context.Context, _ int64) <-chan store
 	go func() { <-ctx.Done(); close(ch) }()
 	return ch
 }
+func (f *fakeStore) InstancesAt(context.Context, int64) ([]api.Instance, error) {
+	return f.insts, nil
+}
 func (f *fakeStore) GetInstance(ctx context.Context, name string) (*api.Instance, error) {
 	t, _ := tenant.Name(ctx)
 	for i := range f.insts {

@@ -27,6 +27,7 @@ type Store interface {
 	KeepHostAlive(ctx context.Context, name string, ttl time.Duration) error
 	ListAllInstances(ctx context.Context) ([]api.Instance, int64, error)
 	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
+	InstancesAt(ctx context.Context, rev int64) ([]api.Instance, error)
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
@@ -200,35 +201,48 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error
 }
 
 // watch streams the instance events the host must see: every event of an
-// instance placed on it, the event that moves an instance away from it
-// (the agent then stops its copy), and the first event of every instance
-// the stream has not seen yet, since after a reconnect it cannot know
-// where those were before. The agent ignores the rest, as it does for a
-// local store.
+// instance placed on it, and the event that moves an instance away from it
+// (the agent then stops its copy). Which instances were on the host when
+// the stream resumes is read at the agent's revision; if that revision was
+// compacted away, the first event of every instance is forwarded too, as
+// nothing else tells whether it was here before. The agent ignores what is
+// not its own, as it does with a local store.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) error {
 	rev, err := strconv.ParseInt(r.URL.Query().Get("rev"), 10, 64)
-	if err != nil {
-		return fmt.Errorf("rev must be a revision number: %w", errdefs.ErrInvalidArgument)
+	if err != nil || rev <= 0 {
+		return fmt.Errorf("rev must be the revision of the agent's list: %w", errdefs.ErrInvalidArgument)
 	}
 	ctx := r.Context()
+	// on: tenant/name -> placed on this host (false: seen, elsewhere).
+	on := map[string]bool{}
+	exact := true
+	insts, err := s.Store.InstancesAt(ctx, rev)
+	if err != nil {
+		s.Logger.Warn("hostlink: cannot read the host's instances at the stream's revision; forwarding more", "host", host, "rev", rev, "err", err)
+		exact = false
+	}
+	for _, in := range insts {
+		if in.Status.Host == host {
+			on[in.Tenant+"/"+in.Name] = true
+		}
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	last := map[string]string{} // tenant/name -> host in the last event seen
 	for ev := range s.Store.WatchAllInstances(ctx, rev) {
 		key := ev.Tenant + "/" + ev.Name
-		newHost := ""
-		if ev.Instance != nil {
-			newHost = ev.Instance.Status.Host
+		nowOn := !ev.Deleted && ev.Instance != nil && ev.Instance.Status.Host == host
+		wasOn, seen := on[key]
+		switch {
+		case nowOn:
+			on[key] = true
+		case exact:
+			delete(on, key)
+		default:
+			on[key] = false
 		}
-		prev, seen := last[key]
-		if ev.Deleted {
-			delete(last, key)
-		} else {
-			last[key] = newHost
-		}
-		if newHost != host && prev != host && seen {
+		if !nowOn && !wasOn && (exact || seen) {
 			continue
 		}
 		if enc.Encode(ev) != nil || rc.Flush() != nil {
