@@ -42,6 +42,8 @@ type Server struct {
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
 	LeaseTTL time.Duration
+
+	hub *hub
 }
 
 // TLSConfig is the listener's configuration: the serving certificate, and
@@ -64,6 +66,9 @@ func (s *Server) Handler() http.Handler {
 	if s.LeaseTTL == 0 {
 		s.LeaseTTL = 5 * time.Second
 	}
+	// The hub lives as long as the store's watch: until the store closes.
+	s.hub = newHub(s.Store, s.Logger)
+	go s.hub.run(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathJoin, s.join)
 	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
@@ -185,6 +190,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	}
 }
 
+// list reads the store, not the hub: an agent's list must be exact (it
+// decides which containers are orphans), and the hub may lag by a few
+// events; the stream then continues from the list's revision.
 func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error {
 	insts, rev, err := s.Store.ListAllInstances(r.Context())
 	if err != nil {
@@ -200,6 +208,33 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error
 	return nil
 }
 
+// stream sends host's events from the hub; it ends when the hub drops
+// the stream, and the agent resumes from its last revision.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, sb *sub) error {
+	defer s.hub.unsubscribe(sb)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case ev, ok := <-sb.ch:
+			if !ok {
+				return nil
+			}
+			if enc.Encode(ev) != nil {
+				return nil
+			}
+			// Flush once the burst is written, not per event.
+			if len(sb.ch) == 0 && rc.Flush() != nil {
+				return nil
+			}
+		}
+	}
+}
+
 // watch streams the instance events the host must see: every event of an
 // instance placed on it, and the event that moves an instance away from it
 // (the agent then stops its copy). Which instances were on the host when
@@ -213,6 +248,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) erro
 		return fmt.Errorf("rev must be the revision of the agent's list: %w", errdefs.ErrInvalidArgument)
 	}
 	ctx := r.Context()
+	if sb, err := s.hub.subscribe(ctx, host, rev); err == nil {
+		return s.stream(w, r, sb)
+	} else if !errors.Is(err, errTooOld) {
+		return err
+	}
+	// Older than the hub's history: a watch of the stream's own.
 	// on: tenant/name -> placed on this host (false: seen, elsewhere).
 	on := map[string]bool{}
 	exact := true
