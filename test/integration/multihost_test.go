@@ -544,6 +544,7 @@ func TestMultiHostAgentLost(t *testing.T) {
 	p.must("run", "-d", "--name", "once", "--host-selector", "zone="+strings.TrimPrefix(victim.name, "mh-"), "kanga.test/busybox", "sleep", "1000")
 	p.eventually("once to run", 60*time.Second, func() bool { return p.inspect("once").Status.Phase == api.PhaseRunning })
 
+	killed := time.Now()
 	p.crashAgent(victim)
 	if syscall.Kill(oldPID, 0) != nil {
 		t.Fatalf("web's process %d died with its agent; the test needs it alive (a partition)", oldPID)
@@ -554,6 +555,7 @@ func TestMultiHostAgentLost(t *testing.T) {
 		w := p.inspect("web")
 		return w.Status.Phase == api.PhaseRunning && w.Status.Host != "" && w.Status.Host != victim.name
 	})
+	t.Logf("web Running on %s %.1fs after its host %s was killed (observed by polling)", p.inspect("web").Status.Host, time.Since(killed).Seconds(), victim.name)
 	moved := p.inspect("web")
 	if moved.UID == web.UID {
 		t.Fatalf("re-created web kept its UID %s", web.UID)
