@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -153,12 +154,27 @@ type Link struct {
 	log  *slog.Logger
 }
 
-// NewLink returns the link of host to the server at serverURL.
-func NewLink(serverURL, host string, creds *Credentials, log *slog.Logger) *Link {
+// LinkOption configures a Link.
+type LinkOption func(*http.Transport)
+
+// WithDialer makes the link dial with d (the simulated hosts of `kanga
+// bench schedule` connect through in-memory pipes: ten thousand hosts
+// would need more file descriptors than a process may have).
+func WithDialer(d func(ctx context.Context, network, addr string) (net.Conn, error)) LinkOption {
+	return func(t *http.Transport) { t.DialContext = d }
+}
+
+// NewLink returns the link of host to the server at serverURL. The link
+// speaks HTTP/2 when the server does, so that its heartbeat, stream and
+// writes share one connection.
+func NewLink(serverURL, host string, creds *Credentials, log *slog.Logger, opts ...LinkOption) *Link {
 	if log == nil {
 		log = slog.Default()
 	}
-	tr := &http.Transport{TLSClientConfig: creds.ClientTLS(), MaxIdleConnsPerHost: 16}
+	tr := &http.Transport{TLSClientConfig: creds.ClientTLS(), MaxIdleConnsPerHost: 16, ForceAttemptHTTP2: true}
+	for _, o := range opts {
+		o(tr)
+	}
 	return &Link{url: serverURL, host: host, hc: &http.Client{Transport: tr}, log: log.With("component", "hostlink")}
 }
 
