@@ -588,3 +588,46 @@ func TestMultiHostAgentLost(t *testing.T) {
 		t.Fatalf("web after the agent returned: uid %s %s", w.UID, w.Status.Phase)
 	}
 }
+
+// TestMultiHostServerRestart: the control plane's process is killed
+// (SIGKILL, embedded etcd with it) and started again on its data dir.
+// The agents reconnect with their certificates, and nothing is taken for
+// lost: the running instances keep their UID, host and process, and new
+// instances are placed again.
+func TestMultiHostServerRestart(t *testing.T) {
+	p := startPool(t, map[string]string{"mh-a": "a", "mh-b": "b"})
+	p.importEverywhere()
+	before := map[string]api.Instance{}
+	for _, zone := range []string{"a", "b"} {
+		name := "svc-" + zone
+		p.must("run", "-d", "--name", name, "--restart", "always", "--host-selector", "zone="+zone, "kanga.test/busybox", "sleep", "1000")
+		p.eventually(name+" to run", 60*time.Second, func() bool { return p.inspect(name).Status.Phase == api.PhaseRunning })
+		before[name] = p.inspect(name)
+	}
+
+	_ = p.srv.Process.Kill()
+	<-p.srvDone
+	p.srv = nil
+	p.startServer()
+	p.waitReady("mh-a", "mh-b")
+	// Longer than the lease and the new leader's startup grace together:
+	// had anything been declared lost, it would show by now.
+	time.Sleep(12 * time.Second)
+	for name, b := range before {
+		a := p.inspect(name)
+		if a.UID != b.UID || a.Status.Host != b.Status.Host || a.Status.Phase != api.PhaseRunning ||
+			a.Status.Containers[0].PID != b.Status.Containers[0].PID {
+			t.Errorf("%s after the control plane restarted: uid %s on %s %s pid %d; before: uid %s on %s pid %d",
+				name, a.UID, a.Status.Host, a.Status.Phase, a.Status.Containers[0].PID, b.UID, b.Status.Host, b.Status.Containers[0].PID)
+		}
+	}
+	for n, h := range p.hosts() {
+		if h.Status.Phase != api.HostReady {
+			t.Errorf("host %s is %s after the restart", n, h.Status.Phase)
+		}
+	}
+	out := p.must("run", "--rm", "--host-selector", "zone=b", "kanga.test/busybox", "echo", "after the restart")
+	if !strings.Contains(out, "after the restart") {
+		t.Fatalf("attached run after the restart printed %q", out)
+	}
+}
