@@ -79,6 +79,9 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if err != nil {
 		return fmt.Errorf("--advertise %q: %w", advertise, err)
 	}
+	if ip := net.ParseIP(advHost); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("the host API listens on %s, which the control plane cannot dial: set --advertise HOST:PORT to the address it reaches this host at", advertise)
+	}
 	osHost, _ := os.Hostname()
 	creds, err := hostlink.Join(ctx, o.Join, o.Token, filepath.Join(dataDir, "pki"), hostName,
 		[]string{advHost, "127.0.0.1", "localhost", osHost})
