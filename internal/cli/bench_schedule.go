@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ func newBenchScheduleCommand() *cobra.Command {
 	var (
 		cfg    bench.ScheduleConfig
 		asJSON bool
+		prof   string
 	)
 	cmd := &cobra.Command{
 		Use:   "schedule [OPTIONS]",
@@ -38,6 +40,17 @@ nothing behind.`,
 			defer stop()
 			cfg.Progress = func(format string, a ...any) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+			}
+			if prof != "" {
+				f, err := os.Create(prof)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			rep, err := bench.Schedule(ctx, cfg)
 			if err != nil {
@@ -64,5 +77,6 @@ nothing behind.`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 32, "API clients creating instances at once")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 30*time.Second, "host lease TTL (heartbeats keep it)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&prof, "cpuprofile", "", "write a CPU profile of the run to this file (where the time goes)")
 	return cmd
 }

@@ -169,7 +169,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	t := time.NewTicker(s.LeaseTTL / 3)
+	// Often enough for the agent's watchdog (heartbeatIdle), whatever the TTL.
+	t := time.NewTicker(min(s.LeaseTTL/3, heartbeatIdle/3))
 	defer t.Stop()
 	for {
 		if _, err := fmt.Fprintf(w, "{\"time\":%q}\n", time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
