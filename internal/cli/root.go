@@ -69,7 +69,11 @@ func (o *options) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg.Addr, cfg.Token, client.WithUserAgent("kanga-cli/"+Version))
+	opts, err := cfg.Options()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg.Addr, cfg.Token, append(opts, client.WithUserAgent("kanga-cli/"+Version))...)
 }
 
 // NewRootCommand returns the kanga command with all its verbs.
