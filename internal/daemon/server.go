@@ -30,9 +30,11 @@ import (
 // ServerOptions configure `kanga server`.
 type ServerOptions struct {
 	DataDir string
-	// Listen is the public API's address (plain HTTP with bearer tokens,
-	// as kanga up serves it).
-	Listen string
+	// Listen is the public API's address: HTTPS with the cluster CA's
+	// certificate and bearer tokens, or plain HTTP (as kanga up serves
+	// it) with PlainAPI.
+	Listen   string
+	PlainAPI bool
 	// AgentListen is the agents' link: HTTPS with the cluster CA, client
 	// certificates required past the join.
 	AgentListen string
@@ -99,15 +101,17 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}
 	hostname, _ := os.Hostname()
 	sans := append([]string{"127.0.0.1", "localhost", hostname}, o.SANs...)
-	if h, _, err := net.SplitHostPort(aln.Addr().String()); err == nil {
-		sans = append(sans, h)
+	for _, l := range []net.Listener{ln, aln} {
+		if h, _, err := net.SplitHostPort(l.Addr().String()); err == nil {
+			sans = append(sans, h)
+		}
 	}
 	replica := o.ReplicaName
 	if replica == "" {
 		replica = hostname + "-" + strconv.Itoa(os.Getpid())
 	}
-	// One certificate serves the agents' link and, as a client certificate
-	// of organization Servers, calls the agents' host API.
+	// One certificate serves the API and the agents' link and, as a client
+	// certificate of organization Servers, calls the agents' host API.
 	cert, err := ca.ServingCert(replica, pki.Servers, sans)
 	if err != nil {
 		return fmt.Errorf("issuing the server certificate: %w", err)
@@ -133,18 +137,27 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
 	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir})
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}
 	as := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- hs.Serve(ln) }()
+	apiAddr := "https://" + ln.Addr().String()
+	cfg := client.Config{Addr: apiAddr, Token: adminTok, CACert: string(ca.CertPEM)}
+	if o.PlainAPI {
+		apiAddr = "http://" + ln.Addr().String()
+		cfg = client.Config{Addr: apiAddr, Token: adminTok}
+		go func() { serveErr <- hs.Serve(ln) }()
+	} else {
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
+	}
 	go func() { serveErr <- as.ServeTLS(aln, "", "") }()
 
-	apiAddr := "http://" + ln.Addr().String()
 	agentAddr := "https://" + aln.Addr().String()
 	if o.ConfigPath != "" {
-		if err := client.WriteConfig(o.ConfigPath, client.Config{Addr: apiAddr, Token: adminTok}); err != nil {
+		if err := client.WriteConfig(o.ConfigPath, cfg); err != nil {
 			return err
 		}
 	}

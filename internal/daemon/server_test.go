@@ -9,18 +9,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/pki"
 )
 
 // runServer runs RunServer on dataDir until the returned stop is called.
 func runServer(t *testing.T, dataDir string) (stop func()) {
+	return runServerWith(t, ServerOptions{DataDir: dataDir})
+}
+
+func runServerWith(t *testing.T, o ServerOptions) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- RunServer(ctx, ServerOptions{DataDir: dataDir, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0",
-			ReplicaName: "test", Logger: slog.New(slog.DiscardHandler), Ready: func(string, string) { close(ready) }})
+		o.Listen, o.AgentListen, o.ReplicaName = "127.0.0.1:0", "127.0.0.1:0", "test"
+		o.Logger = slog.New(slog.DiscardHandler)
+		o.Ready = func(string, string) { close(ready) }
+		done <- RunServer(ctx, o)
 	}()
 	select {
 	case <-ready:
@@ -78,5 +85,40 @@ func TestServerKeepsCAAndTokenAcrossRestarts(t *testing.T) {
 	stop()
 	if tok2 != tok1 || hash2 != hash1 {
 		t.Fatalf("after a restart: token %v CA %s; before: token %v CA %s", tok2, hash2, tok1, hash1)
+	}
+}
+
+// TestServerAPIOverTLS: the client config the server writes reaches the
+// API over HTTPS, verifying the server against the cluster CA it carries;
+// a client that trusts only the system roots is refused.
+func TestServerAPIOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "client.json")
+	stop := runServerWith(t, ServerOptions{DataDir: filepath.Join(dir, "srv"), ConfigPath: cfgPath})
+	defer stop()
+	cfg, err := client.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(cfg.Addr, "https://") || cfg.CACert == "" {
+		t.Fatalf("client config: addr %q, CA %d bytes; want https and the CA", cfg.Addr, len(cfg.CACert))
+	}
+	opts, err := cfg.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg.Addr, cfg.Token, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Version(t.Context()); err != nil {
+		t.Fatalf("version over TLS with the config's CA: %v", err)
+	}
+	plain, err := client.New(cfg.Addr, cfg.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Version(t.Context()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("version without the CA: %v, want a certificate verification error", err)
 	}
 }

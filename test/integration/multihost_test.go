@@ -191,7 +191,11 @@ func (p *hostPool) hosts() map[string]api.Host {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		p.t.Fatal(err)
 	}
-	c, err := client.New(cfg.Addr, cfg.Token)
+	opts, err := cfg.Options()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	c, err := client.New(cfg.Addr, cfg.Token, opts...)
 	if err != nil {
 		p.t.Fatal(err)
 	}
