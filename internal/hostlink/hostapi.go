@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 
@@ -303,6 +304,9 @@ func (d *Directory) All() []server.Host {
 	for _, h := range d.m {
 		out = append(out, h)
 	}
+	// In name order, so that "the first host that has the image" is the
+	// same on every call.
+	slices.SortFunc(out, func(a, b server.Host) int { return strings.Compare(a.Name(), b.Name()) })
 	return out
 }
 
