@@ -108,7 +108,7 @@ func (s *Server) pullAll(ctx context.Context, ref string, progress func(api.Prog
 	}
 	var img api.Image
 	for i, h := range hs {
-		im, err := h.PullImage(ctx, ref, progress)
+		im, err := h.PullImage(ctx, ref, notDone(progress))
 		if err != nil {
 			return api.Image{}, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -127,7 +127,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		return nil, err
 	}
 	if len(hs) == 1 {
-		return hs[0].ImportImage(ctx, r, progress)
+		return hs[0].ImportImage(ctx, r, notDone(progress))
 	}
 	f, err := os.CreateTemp("", "kanga-import-*.tar")
 	if err != nil {
@@ -143,7 +143,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
-		imgs, err := h.ImportImage(ctx, f, progress)
+		imgs, err := h.ImportImage(ctx, f, notDone(progress))
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -164,4 +164,17 @@ func (s *Server) largest() Capacity {
 		c.Memory = max(c.Memory, hc.Memory)
 	}
 	return c
+}
+
+// notDone passes a host's progress on without its final event: a remote
+// host reports Done when its own part is over, and a client that saw it
+// would hang up (and so cancel the rest) before the other hosts have the
+// image. The handler sends the one Done when every host is through.
+func notDone(progress func(api.Progress)) func(api.Progress) {
+	return func(p api.Progress) {
+		if p.Done {
+			return
+		}
+		progress(p)
+	}
 }
