@@ -62,6 +62,13 @@ const (
 // heartbeat request breaks: the agent reconnects well within it.
 const hostLeaseTTL = 5 * time.Second
 
+// An agent link silent for linkPingIdle is pinged; without an answer
+// within linkPingTimeout it is closed.
+const (
+	linkPingIdle    = 2 * time.Second
+	linkPingTimeout = 2 * time.Second
+)
+
 // RunServer serves until ctx ends.
 func RunServer(ctx context.Context, o ServerOptions) error {
 	log := o.Logger
@@ -141,7 +148,14 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}
 	as := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// The lease is held while the agent's heartbeat request is open,
+		// and a hung agent, or one behind a partition that drops packets
+		// silently, keeps its connection open until TCP gives up minutes
+		// later: the server's writes still land in socket buffers. An
+		// HTTP/2 ping that goes unanswered closes the connection, and the
+		// lease then runs out as after a crash.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}}
 	serveErr := make(chan error, 2)
 	apiAddr := "https://" + ln.Addr().String()
 	cfg := client.Config{Addr: apiAddr, Token: adminTok, CACert: string(ca.CertPEM)}

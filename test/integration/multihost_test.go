@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -180,15 +179,11 @@ func (p *hostPool) startAgent(a *hostAgent, token string) {
 	go func() { _ = cmd.Wait(); close(a.done) }()
 }
 
-// hosts returns the registry as the API shows it, through the SDK.
-func (p *hostPool) hosts() map[string]api.Host {
+// sdk returns an API client from the config the server wrote.
+func (p *hostPool) sdk() *client.Client {
 	p.t.Helper()
-	b, err := os.ReadFile(p.config)
+	cfg, err := client.LoadConfig(p.config)
 	if err != nil {
-		p.t.Fatal(err)
-	}
-	var cfg client.Config
-	if err := json.Unmarshal(b, &cfg); err != nil {
 		p.t.Fatal(err)
 	}
 	opts, err := cfg.Options()
@@ -199,7 +194,13 @@ func (p *hostPool) hosts() map[string]api.Host {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	list, err := c.ListHosts(p.t.Context())
+	return c
+}
+
+// hosts returns the registry as the API shows it, through the SDK.
+func (p *hostPool) hosts() map[string]api.Host {
+	p.t.Helper()
+	list, err := p.sdk().ListHosts(p.t.Context())
 	if err != nil {
 		p.t.Fatalf("listing hosts: %v", err)
 	}
@@ -208,6 +209,17 @@ func (p *hostPool) hosts() map[string]api.Host {
 		m[h.Name] = h
 	}
 	return m
+}
+
+// get reads an instance through the SDK; unlike kanga inspect it asks no
+// host for counters, so it answers while a host hangs.
+func (p *hostPool) get(name string) api.Instance {
+	p.t.Helper()
+	in, err := p.sdk().GetInstance(p.t.Context(), name)
+	if err != nil {
+		p.t.Fatalf("get %s: %v", name, err)
+	}
+	return in
 }
 
 func (p *hostPool) waitReady(names ...string) {
@@ -322,7 +334,7 @@ func (a *hostAgent) ctrOut(args ...string) string {
 func (p *hostPool) importEverywhere() {
 	p.t.Helper()
 	missing := ""
-	p.eventually("every host to have the imported image", 30*time.Second, func() bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		p.must("image", "import", p.imagePath("busybox.tar"))
 		missing = ""
 		for _, a := range p.agents {
@@ -330,8 +342,11 @@ func (p *hostPool) importEverywhere() {
 				missing += a.name + ": " + out + "\n"
 			}
 		}
-		return missing == ""
-	})
+		if missing == "" {
+			return
+		}
+	}
+	p.t.Fatalf("hosts without the imported image after 30s:\n%s", missing)
 }
 
 // TestMultiHost: three real agents joined to one server. Placement
@@ -634,4 +649,62 @@ func TestMultiHostServerRestart(t *testing.T) {
 	if !strings.Contains(out, "after the restart") {
 		t.Fatalf("attached run after the restart printed %q", out)
 	}
+}
+
+// TestMultiHostAgentFrozen: an agent stops answering without its
+// connections breaking (SIGSTOP: the kernel still acknowledges its TCP
+// segments, as a hung process or a host behind a silent partition would
+// look until TCP gives up many minutes later). The server must still see
+// it gone: its restartable instance runs elsewhere, and when the agent
+// wakes up it stops its own copy without being restarted.
+func TestMultiHostAgentFrozen(t *testing.T) {
+	p := startPool(t, map[string]string{"mh-a": "a", "mh-b": "b"})
+	p.importEverywhere()
+	// web starts on mh-a (mh-b cordoned), and may only move to mh-b.
+	p.must("host", "cordon", "mh-b")
+	p.must("run", "-d", "--name", "web", "--restart", "always", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("web to run", 60*time.Second, func() bool { return p.get("web").Status.Phase == api.PhaseRunning })
+	web := p.get("web")
+	if web.Status.Host != "mh-a" {
+		t.Fatalf("web runs on %q with mh-b cordoned", web.Status.Host)
+	}
+	oldPID := web.Status.Containers[0].PID
+	frozen := p.agents["mh-a"]
+	p.must("host", "cordon", "mh-a")
+	p.must("host", "uncordon", "mh-b")
+
+	if err := syscall.Kill(frozen.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = syscall.Kill(frozen.cmd.Process.Pid, syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	stopped := time.Now()
+	var last api.Instance
+	defer func() {
+		if t.Failed() {
+			t.Logf("web last seen: uid %s %s on %q: %s %s", last.UID, last.Status.Phase, last.Status.Host, last.Status.Reason, last.Status.Message)
+		}
+	}()
+	p.eventually("web to run on mh-b while mh-a is frozen", 60*time.Second, func() bool {
+		last = p.get("web")
+		return last.Status.Phase == api.PhaseRunning && last.Status.Host == "mh-b"
+	})
+	t.Logf("web Running on mh-b %.1fs after mh-a's agent was frozen (observed by polling)", time.Since(stopped).Seconds())
+	moved := p.get("web")
+
+	thaw()
+	p.eventually("the thawed agent to stop its copy of web", 60*time.Second, func() bool {
+		return syscall.Kill(oldPID, 0) != nil && !strings.Contains(frozen.ctrOut("tasks", "ls"), web.UID)
+	})
+	p.waitReady("mh-a")
+	if n := strings.Count(p.agents["mh-b"].ctrOut("tasks", "ls"), moved.UID); n != 1 {
+		t.Fatalf("%d copies of the re-created web on mh-b, want 1", n)
+	}
+	p.must("host", "uncordon", "mh-a")
 }
