@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -56,8 +58,31 @@ const (
 // certificate chain must contain the CA whose hash the token carries
 // (nothing is trusted before that), then the token's secret buys a
 // certificate for name, signed from a CSR whose key never leaves dataDir.
-// sans are the names and IPs of the agent's host API.
+// sans are the names and IPs of the agent's host API. serverURL may list
+// several replicas, comma-separated; they are tried in turn.
 func Join(ctx context.Context, serverURL, token, dataDir, name string, sans []string) (*Credentials, error) {
+	var err error
+	for _, u := range splitURLs(serverURL) {
+		var c *Credentials
+		if c, err = join(ctx, u, token, dataDir, name, sans); err == nil || !errors.Is(err, errdefs.ErrUnavailable) {
+			return c, err
+		}
+	}
+	return nil, err
+}
+
+// splitURLs splits a comma-separated list of server URLs.
+func splitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func join(ctx context.Context, serverURL, token, dataDir, name string, sans []string) (*Credentials, error) {
 	if c, err := loadCredentials(dataDir, name); err == nil {
 		return c, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -100,7 +125,7 @@ func Join(ctx context.Context, serverURL, token, dataDir, name string, sans []st
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("joining %s: %w", serverURL, err)
+		return nil, fmt.Errorf("joining %s: %v: %w", serverURL, err, errdefs.ErrUnavailable)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -148,7 +173,8 @@ func loadCredentials(dataDir, name string) (*Credentials, error) {
 // (internal/agent) runs against, and the registration and heartbeat of
 // its host.
 type Link struct {
-	url  string
+	urls []string     // the server replicas
+	cur  atomic.Int64 // index of the one in use
 	host string
 	hc   *http.Client
 	log  *slog.Logger
@@ -164,23 +190,46 @@ func WithDialer(d func(ctx context.Context, network, addr string) (net.Conn, err
 	return func(t *http.Transport) { t.DialContext = d }
 }
 
-// NewLink returns the link of host to the server at serverURL. The link
-// speaks HTTP/2 when the server does, so that its heartbeat, stream and
-// writes share one connection.
+// NewLink returns the link of host to the server at serverURL, or to the
+// first of several comma-separated replicas that answers: when one fails
+// (dial error, broken stream) the link moves to the next. The link speaks
+// HTTP/2 when the server does, so that its heartbeat, stream and writes
+// share one connection, and pings it, so that a hung server is noticed.
 func NewLink(serverURL, host string, creds *Credentials, log *slog.Logger, opts ...LinkOption) *Link {
 	if log == nil {
 		log = slog.Default()
 	}
-	tr := &http.Transport{TLSClientConfig: creds.ClientTLS(), MaxIdleConnsPerHost: 16, ForceAttemptHTTP2: true}
+	tr := &http.Transport{TLSClientConfig: creds.ClientTLS(), MaxIdleConnsPerHost: 16, ForceAttemptHTTP2: true,
+		TLSHandshakeTimeout: 5 * time.Second,
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 5 * time.Second, PingTimeout: 5 * time.Second}}
 	for _, o := range opts {
 		o(tr)
 	}
-	return &Link{url: serverURL, host: host, hc: &http.Client{Transport: tr}, log: log.With("component", "hostlink")}
+	return &Link{urls: splitURLs(serverURL), host: host, hc: &http.Client{Transport: tr}, log: log.With("component", "hostlink")}
 }
 
-func (l *Link) hostURL(rest string) string { return l.url + pathHost + url.PathEscape(l.host) + rest }
+// server returns the replica in use and its index.
+func (l *Link) server() (string, int64) {
+	i := l.cur.Load()
+	return l.urls[int(i)%len(l.urls)], i
+}
 
-func (l *Link) do(ctx context.Context, method, u string, in, out any) error {
+// failed moves to the next replica after the one at index i failed,
+// unless another caller moved already.
+func (l *Link) failed(i int64) {
+	if len(l.urls) > 1 && l.cur.CompareAndSwap(i, i+1) {
+		next, _ := l.server()
+		l.log.Warn("control plane replica failed; trying the next", "next", next)
+	}
+}
+
+func (l *Link) hostURL(base, rest string) string {
+	return base + pathHost + url.PathEscape(l.host) + rest
+}
+
+func (l *Link) do(ctx context.Context, method, rest string, in, out any) error {
+	base, idx := l.server()
+	u := l.hostURL(base, rest)
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -198,7 +247,8 @@ func (l *Link) do(ctx context.Context, method, u string, in, out any) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("control plane %s: %v: %w", l.url, err, errdefs.ErrUnavailable)
+		l.failed(idx)
+		return fmt.Errorf("control plane %s: %v: %w", base, err, errdefs.ErrUnavailable)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -231,30 +281,34 @@ func (l *Link) Run(ctx context.Context, host func() api.Host) {
 const heartbeatIdle = 10 * time.Second
 
 func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
-	if err := l.do(ctx, http.MethodPost, l.hostURL("/register"), h, nil); err != nil {
+	if err := l.do(ctx, http.MethodPost, "/register", h, nil); err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
+	base, idx := l.server()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL("/heartbeat"), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/heartbeat"), nil)
 	if err != nil {
 		return err
 	}
 	resp, err := l.hc.Do(req)
 	if err != nil {
+		l.failed(idx)
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return readError(resp)
 	}
-	l.log.Info("host registered; holding its lease", "host", h.Name, "server", l.url)
+	l.log.Info("host registered; holding its lease", "host", h.Name, "server", base)
 	watchdog := time.AfterFunc(heartbeatIdle, cancel)
 	defer watchdog.Stop()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		watchdog.Reset(heartbeatIdle)
 	}
+	// The replica ended the stream or went silent (or the agent stops).
+	l.failed(idx)
 	if err := sc.Err(); err != nil {
 		return err
 	}
@@ -265,7 +319,7 @@ func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 // host.
 func (l *Link) ListAllInstances(ctx context.Context) ([]api.Instance, int64, error) {
 	var out InstanceList
-	if err := l.do(ctx, http.MethodGet, l.hostURL("/instances"), nil, &out); err != nil {
+	if err := l.do(ctx, http.MethodGet, "/instances", nil, &out); err != nil {
 		return nil, 0, err
 	}
 	return out.Items, out.Revision, nil
@@ -294,12 +348,14 @@ func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan
 }
 
 func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- store.InstanceEvent) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL("/watch?rev="+strconv.FormatInt(*rev, 10)), nil)
+	base, idx := l.server()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/watch?rev="+strconv.FormatInt(*rev, 10)), nil)
 	if err != nil {
 		return err
 	}
 	resp, err := l.hc.Do(req)
 	if err != nil {
+		l.failed(idx)
 		return err
 	}
 	defer resp.Body.Close()
@@ -328,7 +384,7 @@ func (l *Link) instanceURL(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return l.hostURL("/instances/" + url.PathEscape(t) + "/" + url.PathEscape(name)), nil
+	return "/instances/" + url.PathEscape(t) + "/" + url.PathEscape(name), nil
 }
 
 // GetInstance returns an instance placed on this host (NotFound for any

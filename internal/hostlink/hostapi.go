@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
@@ -127,7 +128,14 @@ var _ server.Host = (*RemoteHost)(nil)
 // NewRemoteHost returns the client of host's API at rec.Address, with the
 // server's client certificate in tlsCfg.
 func NewRemoteHost(rec api.Host, tlsCfg *tls.Config) *RemoteHost {
-	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 8}
+	// Timeouts for a host that hangs (a frozen agent, a silent
+	// partition): the handshake, the response headers (every host route
+	// answers its headers at once, also logs --follow and pulls) and
+	// HTTP/2 pings. Exec dials its own connection and ends with ctx.
+	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 8, ForceAttemptHTTP2: true,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 15 * time.Second,
+		HTTP2:                 &http.HTTP2Config{SendPingTimeout: 5 * time.Second, PingTimeout: 5 * time.Second}}
 	return &RemoteHost{rec: rec, tls: tlsCfg, hc: &http.Client{Transport: tr}, base: rec.Address}
 }
 

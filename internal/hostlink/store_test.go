@@ -203,3 +203,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+func TestLinkMovesToTheNextReplica(t *testing.T) {
+	st, c := realCluster(t)
+	place(t, st, "a", "h1")
+	// A replica that is gone: a listener closed at once.
+	dead := httptest.NewUnstartedServer(nil)
+	dead.StartTLS()
+	deadURL := dead.URL
+	dead.Close()
+
+	urls := deadURL + "," + c.url
+	creds, err := Join(t.Context(), urls, c.token.String(), t.TempDir(), "h1", nil)
+	if err != nil {
+		t.Fatalf("join through %s: %v", urls, err)
+	}
+	l := NewLink(urls, "h1", creds, nil)
+	_, _, err = l.ListAllInstances(t.Context())
+	if !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("first list (dead replica): %v, want Unavailable", err)
+	}
+	insts, _, err := l.ListAllInstances(t.Context())
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("second list (next replica): %d instances, %v; want 1", len(insts), err)
+	}
+}
