@@ -52,7 +52,7 @@ exec, stats, images) on --listen.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Join, "join", "", "the server's agent address (https://host:7421)")
+	f.StringVar(&o.Join, "join", "", "the server's agent address (https://host:7421); several replicas comma-separated, tried in turn")
 	f.StringVar(&o.Token, "token", "", "join token from the server's data dir (default $KANGA_JOIN_TOKEN); needed on first start only")
 	f.StringVar(&o.DataDir, "data-dir", "/var/lib/kanga-agent", "directory for the agent's state: certificate, containerd, logs")
 	f.StringVar(&o.HostName, "host-name", "", "name of this host (default: the hostname)")

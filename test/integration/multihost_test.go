@@ -31,7 +31,9 @@ type hostPool struct {
 	*platform
 	srv      *exec.Cmd
 	srvDone  chan struct{}
+	srvArgs  []string // extra flags of kanga server
 	agentURL string
+	joinURL  string // what agents --join (default agentURL)
 	agents   map[string]*hostAgent
 }
 
@@ -48,6 +50,13 @@ var mhSeq = 0
 // startPool starts a server and one agent per name (with labels zone=<zone>).
 func startPool(t *testing.T, zones map[string]string) *hostPool {
 	t.Helper()
+	return startPoolWith(t, zones, nil, nil)
+}
+
+// startPoolWith is startPool with extra server flags, and beforeAgents
+// called once the server serves and before any agent joins.
+func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, beforeAgents func(*hostPool)) *hostPool {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
 	dir, err := os.MkdirTemp("", "kanga-mh-")
@@ -59,7 +68,9 @@ func startPool(t *testing.T, zones map[string]string) *hostPool {
 			listen: "127.0.0.1:" + strconv.Itoa(freePort(t)), logPath: filepath.Join(dir, "server.log")},
 		agentURL: "https://127.0.0.1:" + strconv.Itoa(freePort(t)),
 		agents:   map[string]*hostAgent{},
+		srvArgs:  srvArgs,
 	}
+	p.joinURL = p.agentURL
 	t.Cleanup(func() {
 		p.purgeAll()
 		for _, a := range p.agents {
@@ -82,6 +93,9 @@ func startPool(t *testing.T, zones map[string]string) *hostPool {
 		os.RemoveAll(dir)
 	})
 	p.startServer()
+	if beforeAgents != nil {
+		beforeAgents(p)
+	}
 	names := make([]string, 0, len(zones))
 	for n := range zones {
 		names = append(names, n)
@@ -116,8 +130,8 @@ func (p *hostPool) startServer() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(p.bin, "server", "--data-dir", p.dataDir, "--listen", p.listen,
-		"--agent-listen", strings.TrimPrefix(p.agentURL, "https://"), "--write-config", p.config)
+	cmd := exec.Command(p.bin, append([]string{"server", "--data-dir", p.dataDir, "--listen", p.listen,
+		"--agent-listen", strings.TrimPrefix(p.agentURL, "https://"), "--write-config", p.config}, p.srvArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -148,7 +162,7 @@ func (p *hostPool) joinToken() string {
 }
 
 func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
-	args := []string{"agent", "--join", p.agentURL, "--data-dir", a.dataDir, "--host-name", a.name,
+	args := []string{"agent", "--join", p.joinURL, "--data-dir", a.dataDir, "--host-name", a.name,
 		"--listen", a.listen, "--bridge", a.bridge, "--subnet", a.subnet, "--pool-max", "0"}
 	if token != "" {
 		args = append(args, "--token", token)
@@ -707,4 +721,59 @@ func TestMultiHostAgentFrozen(t *testing.T) {
 		t.Fatalf("%d copies of the re-created web on mh-b, want 1", n)
 	}
 	p.must("host", "uncordon", "mh-a")
+}
+
+// TestMultiHostReplicas: two kanga server replicas on a real three-member
+// etcd cluster; the agent names both. The replica it is connected to is
+// killed: the agent moves to the other, its host stays in the pool and
+// nothing is re-created; the other replica serves the API and places.
+func TestMultiHostReplicas(t *testing.T) {
+	bin := k8sBinaries(t)
+	endpoints, _ := startEtcdCluster(t, filepath.Join(bin, "etcd"), t.TempDir())
+	etcdFlag := []string{"--etcd-endpoints", strings.Join(endpoints, ",")}
+	var second *hostPool
+	p := startPoolWith(t, map[string]string{"mh-a": "a"}, etcdFlag, func(p *hostPool) {
+		dir := filepath.Dir(p.dataDir)
+		second = &hostPool{
+			platform: &platform{t: t, bin: p.bin, dataDir: filepath.Join(dir, "server2"), config: filepath.Join(dir, "client2.json"),
+				listen: "127.0.0.1:" + strconv.Itoa(freePort(t)), logPath: filepath.Join(dir, "server2.log")},
+			agentURL: "https://127.0.0.1:" + strconv.Itoa(freePort(t)),
+			srvArgs:  etcdFlag,
+		}
+		second.startServer()
+		t.Cleanup(second.stopServer)
+		// The first replica's URL first: that is the one the agent uses.
+		p.joinURL = p.agentURL + "," + second.agentURL
+	})
+	if a, b := p.joinToken(), second.joinToken(); a != b {
+		t.Fatalf("replicas on one etcd cluster hand out different join tokens:\n%s\n%s", a, b)
+	}
+	p.importEverywhere()
+	p.must("run", "-d", "--name", "web", "--restart", "always", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("web to run", 60*time.Second, func() bool { return p.get("web").Status.Phase == api.PhaseRunning })
+	before := p.get("web")
+
+	_ = p.srv.Process.Kill()
+	<-p.srvDone
+	// From here the pool is driven (and cleaned up) through the second
+	// replica.
+	p.srv, p.srvDone, p.platform, second.srv = second.srv, second.srvDone, second.platform, nil
+	p.waitReady("mh-a")
+	// Longer than the lease and a new leader's startup grace together.
+	time.Sleep(12 * time.Second)
+	after := p.get("web")
+	if after.UID != before.UID || after.Status.Host != "mh-a" || after.Status.Phase != api.PhaseRunning ||
+		after.Status.Containers[0].PID != before.Status.Containers[0].PID {
+		t.Fatalf("web after its agent's replica died: uid %s on %q %s pid %d; before: uid %s pid %d",
+			after.UID, after.Status.Host, after.Status.Phase, after.Status.Containers[0].PID, before.UID, before.Status.Containers[0].PID)
+	}
+	out := p.must("run", "--rm", "kanga.test/busybox", "echo", "through the second replica")
+	if !strings.Contains(out, "through the second replica") {
+		t.Fatalf("attached run through the second replica printed %q", out)
+	}
+	// The lease is held through the second replica now.
+	b, _ := os.ReadFile(p.agents["mh-a"].logPath)
+	if !strings.Contains(string(b), "holding its lease\" component=hostlink host=mh-a server="+second.agentURL) {
+		t.Fatalf("the agent never held its lease through the second replica %s:\n%s", second.agentURL, tail(string(b), 3000))
+	}
 }
