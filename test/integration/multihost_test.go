@@ -322,6 +322,24 @@ func (p *hostPool) purgeAll() {
 			p.kanga("rm", "-f", name)
 		}
 	}
+	// Let the agents finish their teardowns (tasks gone, network
+	// namespaces released: CNI DEL removed the rules) before they stop.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		busy := false
+		for _, a := range p.agents {
+			if a.cmd == nil {
+				continue
+			}
+			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
+			netns, _ := os.ReadDir(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
+			if len(netns) > 0 || len(strings.Split(strings.TrimSpace(a.ctrOut("tasks", "ls")), "\n")) > 1 {
+				busy = true
+			}
+		}
+		if !busy {
+			break
+		}
+	}
 	for _, a := range p.agents {
 		if a.cmd == nil {
 			continue
