@@ -87,6 +87,12 @@ type InstanceSpec struct {
 	// InstanceType names a catalog entry (see GET /v1/types) whose
 	// resources fill in what Resources leaves empty.
 	InstanceType string `json:"instanceType,omitempty"`
+	// HostSelector lists host labels (e.g. "zone": "a") that the host
+	// running the instance must carry with exactly these values.
+	HostSelector map[string]string `json:"hostSelector,omitempty"`
+	// SchedulingPolicy is binpack (fill busy hosts first, the default) or
+	// spread (prefer the least loaded host).
+	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -251,15 +257,19 @@ type Tenant struct {
 	DefaultRuntime string `json:"defaultRuntime,omitempty"`
 	// AllowedRuntimes limits the classes the tenant may use; empty allows
 	// every class.
-	AllowedRuntimes []string  `json:"allowedRuntimes,omitempty"`
-	CreatedAt       time.Time `json:"createdAt"`
+	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
+	// SchedulingPolicy is the default of the tenant's instances that name
+	// none: binpack or spread; empty is the platform's default (binpack).
+	SchedulingPolicy string    `json:"schedulingPolicy,omitempty"`
+	CreatedAt        time.Time `json:"createdAt"`
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.
 type CreateTenantRequest struct {
-	Name            string   `json:"name"`
-	DefaultRuntime  string   `json:"defaultRuntime,omitempty"`
-	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
+	Name             string   `json:"name"`
+	DefaultRuntime   string   `json:"defaultRuntime,omitempty"`
+	AllowedRuntimes  []string `json:"allowedRuntimes,omitempty"`
+	SchedulingPolicy string   `json:"schedulingPolicy,omitempty"`
 }
 
 // CreateTenantResponse carries the new tenant's first bearer token; it is
@@ -347,4 +357,71 @@ type SLAReport struct {
 	Since    time.Time `json:"since"`
 	Until    time.Time `json:"until"`
 	Items    []SLAItem `json:"items"`
+}
+
+// Host phases.
+const (
+	HostReady    = "Ready"
+	HostNotReady = "NotReady"
+)
+
+// Host is one machine of the pool as the control plane sees it.
+type Host struct {
+	Name string `json:"name"`
+	// Address is https://host:port of the agent's host API.
+	Address string `json:"address,omitempty"`
+	// Labels describe the host for selectors, e.g. "zone": "a".
+	Labels         map[string]string `json:"labels,omitempty"`
+	Capacity       HostCapacity      `json:"capacity"`
+	RuntimeClasses []string          `json:"runtimeClasses,omitempty"`
+	Capabilities   []string          `json:"capabilities,omitempty"`
+	// Images are the image refs present on the host, for locality.
+	Images []string `json:"images,omitempty"`
+	// Cordoned hosts get no new instances; set by kanga host cordon.
+	Cordoned bool       `json:"cordoned,omitempty"`
+	Version  string     `json:"version,omitempty"`
+	Status   HostStatus `json:"status"`
+}
+
+// HostCapacity is what a host offers to instances.
+type HostCapacity struct {
+	CPUs        int   `json:"cpus"`
+	MemoryBytes int64 `json:"memoryBytes"`
+	// Pods is the most instances the host runs at once; 0 is no limit.
+	Pods int `json:"pods"`
+	// BandwidthBPS is the bit rate the host can promise in total, and
+	// Pids the processes; 0 means the host does not meter it.
+	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
+	Pids         int64 `json:"pids,omitempty"`
+}
+
+// HostStatus is the control plane's view of a host's health.
+type HostStatus struct {
+	// Phase is Ready while the host holds its lease, NotReady otherwise.
+	Phase         string    `json:"phase"`
+	Reason        string    `json:"reason,omitempty"`
+	RegisteredAt  time.Time `json:"registeredAt,omitempty"`
+	LastHeartbeat time.Time `json:"lastHeartbeat,omitempty"`
+}
+
+// HostList is the body of GET /v1/hosts.
+type HostList struct {
+	Items []Host `json:"items"`
+}
+
+// DrainReport is the body of POST /v1/hosts/{name}/drain: the host is
+// cordoned and its restartable instances are re-created elsewhere.
+type DrainReport struct {
+	Host string `json:"host"`
+	// Moved are the instances (tenant/name) re-created to be placed on
+	// other hosts.
+	Moved []string `json:"moved"`
+	// Remaining are the instances left on the host, with why.
+	Remaining []DrainRemaining `json:"remaining"`
+}
+
+// DrainRemaining is an instance a drain could not move.
+type DrainRemaining struct {
+	Instance string `json:"instance"`
+	Reason   string `json:"reason"`
 }

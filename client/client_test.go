@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -713,4 +714,31 @@ func TestResolveConfig(t *testing.T) {
 			t.Fatalf("FromEnv = %+v, %v", c, err)
 		}
 	})
+}
+
+func TestConfigOptions(t *testing.T) {
+	if opts, err := (Config{Addr: "http://127.0.0.1:1"}).Options(); err != nil || len(opts) != 0 {
+		t.Fatalf("no CA: %d options, %v; want none", len(opts), err)
+	}
+	_, err := (Config{CACert: "not a certificate"}).Options()
+	if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "caCert") {
+		t.Fatalf("bad CA: %v, want InvalidArgument naming caCert", err)
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"version":"v-test"}`))
+	}))
+	defer srv.Close()
+	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	opts, err := (Config{CACert: ca}).Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(srv.URL, "t", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Version(context.Background()); err != nil || v.Version != "v-test" {
+		t.Fatalf("version through the config's CA: %+v, %v", v, err)
+	}
 }

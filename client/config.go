@@ -1,6 +1,8 @@
 package client
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,23 @@ const (
 type Config struct {
 	Addr  string `json:"addr"`
 	Token string `json:"token"`
+	// CACert is the PEM certificate of the CA that signed an https
+	// server's certificate (kanga server runs its own CA); empty: the
+	// system roots.
+	CACert string `json:"caCert,omitempty"`
+}
+
+// Options returns the client options the config implies: TLS verified
+// against CACert when it is set.
+func (c Config) Options() ([]Option, error) {
+	if c.CACert == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.CACert)) {
+		return nil, fmt.Errorf("kanga config: caCert holds no PEM certificate: copy the config the server wrote again: %w", errdefs.ErrInvalidArgument)
+	}
+	return []Option{WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}, nil
 }
 
 // DefaultConfigPath returns $KANGA_CONFIG, or else $HOME/.kanga/config.json.

@@ -26,11 +26,59 @@ import (
 type fakeStore struct {
 	mu        sync.Mutex
 	instances map[string]*api.Instance
+	hosts     map[string]*api.Host
 	changed   chan struct{} // closed and replaced on every change
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{instances: map[string]*api.Instance{}, changed: make(chan struct{})}
+	return &fakeStore{
+		instances: map[string]*api.Instance{},
+		hosts: map[string]*api.Host{"host-1": {Name: "host-1", Capacity: api.HostCapacity{CPUs: 2, MemoryBytes: 4 << 30, Pods: 10},
+			Status: api.HostStatus{Phase: api.HostReady}}},
+		changed: make(chan struct{}),
+	}
+}
+
+func (s *fakeStore) ListHosts(ctx context.Context) ([]api.Host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []api.Host
+	for _, h := range s.hosts {
+		out = append(out, *h)
+	}
+	return out, nil
+}
+
+func (s *fakeStore) GetHost(ctx context.Context, name string) (*api.Host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.hosts[name]
+	if !ok {
+		return nil, fmt.Errorf("host %q not found: %w", name, errdefs.ErrNotFound)
+	}
+	c := *h
+	return &c, nil
+}
+
+func (s *fakeStore) UpdateHost(ctx context.Context, name string, fn func(*api.Host) error) (*api.Host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.hosts[name]
+	if !ok {
+		return nil, fmt.Errorf("host %q not found: %w", name, errdefs.ErrNotFound)
+	}
+	c := *h
+	if err := fn(&c); err != nil {
+		return nil, err
+	}
+	s.hosts[name] = &c
+	return &c, nil
+}
+
+// ListAllInstances: every instance of the fake runs on host-1.
+func (s *fakeStore) ListAllInstances(ctx context.Context) ([]api.Instance, int64, error) {
+	out, err := s.ListInstances(ctx)
+	return out, 1, err
 }
 
 func (s *fakeStore) notify() {
@@ -127,6 +175,41 @@ func (s *fakeStore) WaitInstance(ctx context.Context, name string, cond func(*ap
 	}
 }
 
+// WatchInstance sends the instance after every change until it is gone.
+func (s *fakeStore) WatchInstance(ctx context.Context, name string) (<-chan *api.Instance, error) {
+	out := make(chan *api.Instance)
+	s.mu.Lock()
+	changed := s.changed
+	s.mu.Unlock()
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			s.mu.Lock()
+			inst, ok := s.instances[name]
+			changed = s.changed
+			var c api.Instance
+			if ok {
+				c = *inst
+			}
+			s.mu.Unlock()
+			if !ok {
+				return
+			}
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
 func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
 	for {
 		s.mu.Lock()
@@ -145,10 +228,13 @@ func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
 }
 
 func (s *fakeStore) LookupPrincipal(ctx context.Context, token string) (store.Principal, error) {
-	if token != "good" {
-		return store.Principal{}, fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
+	switch token {
+	case "good":
+		return store.Principal{Tenant: "acme"}, nil
+	case "admin":
+		return store.Principal{Tenant: "acme", Admin: true}, nil
 	}
-	return store.Principal{Tenant: "acme"}, nil
+	return store.Principal{}, fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
 }
 
 func (s *fakeStore) DeleteInstance(ctx context.Context, name string) error {
@@ -227,6 +313,44 @@ func (fakeHost) Exec(ctx context.Context, inst *api.Instance, req server.ExecReq
 	}
 	fmt.Fprintf(req.Stderr, "%s env=%v tty=%v", strings.Join(req.Cmd, " "), req.Env, req.TTY)
 	return 7, nil
+}
+
+func TestHostsAgainstServer(t *testing.T) {
+	fs := newFakeStore()
+	srv := httptest.NewServer(server.New(fs, fakeHost{}, server.Options{Version: "test"}).Handler())
+	defer srv.Close()
+	ctx := context.Background()
+	tenantClient, _ := client.New(srv.URL, "good")
+	if _, err := tenantClient.ListHosts(ctx); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("ListHosts as a tenant: %v, want permission denied", err)
+	}
+	if _, err := tenantClient.CordonHost(ctx, "host-1"); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Errorf("CordonHost as a tenant: %v, want permission denied", err)
+	}
+	c, _ := client.New(srv.URL, "admin")
+	hosts, err := c.ListHosts(ctx)
+	if err != nil || len(hosts) != 1 || hosts[0].Name != "host-1" || hosts[0].Status.Phase != api.HostReady {
+		t.Fatalf("ListHosts = %+v, %v", hosts, err)
+	}
+	if h, err := c.CordonHost(ctx, "host-1"); err != nil || !h.Cordoned {
+		t.Fatalf("CordonHost = %+v, %v", h, err)
+	}
+	if h, err := c.GetHost(ctx, "host-1"); err != nil || !h.Cordoned {
+		t.Fatalf("GetHost after cordon = %+v, %v", h, err)
+	}
+	if h, err := c.UncordonHost(ctx, "host-1"); err != nil || h.Cordoned {
+		t.Fatalf("UncordonHost = %+v, %v", h, err)
+	}
+	if _, err := c.GetHost(ctx, "ghost"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("GetHost of a missing host: %v", err)
+	}
+	rep, err := c.DrainHost(ctx, "host-1")
+	if err != nil || rep.Host != "host-1" || len(rep.Moved) != 0 {
+		t.Fatalf("DrainHost = %+v, %v", rep, err)
+	}
+	if h, _ := c.GetHost(ctx, "host-1"); !h.Cordoned {
+		t.Fatal("a drained host is not cordoned")
+	}
 }
 
 func TestAgainstServer(t *testing.T) {

@@ -159,6 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // one if needed.
 func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) {
 	if inst.Status.Host != a.cfg.HostName {
+		a.relinquish(inst)
 		return
 	}
 	a.mu.Lock()
@@ -184,6 +185,27 @@ func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) 
 	}
 	a.mu.Unlock()
 	r.update(inst, deleted)
+}
+
+// relinquish stops this host's copy of an instance that the control plane
+// assigned elsewhere (its host was lost or drained and it was re-created)
+// without touching the record, which now belongs to another host. The
+// runner tears its containers and sandbox down as if the instance were
+// deleted. Runners are found by tenant and name: the re-created instance
+// has a new UID.
+func (a *Agent) relinquish(inst *api.Instance) {
+	a.mu.Lock()
+	var rs []*runner
+	for _, r := range a.runners {
+		if r.tenant == inst.Tenant && r.name == inst.Name {
+			rs = append(rs, r)
+		}
+	}
+	a.mu.Unlock()
+	for _, r := range rs {
+		r.log.Info("instance assigned to another host; removing it here", "host", inst.Status.Host)
+		r.update(inst, true)
+	}
 }
 
 func (a *Agent) runner(uid string) *runner {

@@ -705,7 +705,9 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 	var phase api.Phase
 	var unchanged *api.Instance
 	updated, err := r.a.cfg.Store.UpdateInstance(r.tctx(ctx), r.name, func(inst *api.Instance) error {
-		if inst.UID != r.uid {
+		if inst.UID != r.uid || inst.Status.Host != r.a.cfg.HostName {
+			// Replaced, or assigned to another host: the record is no
+			// longer this runner's to write.
 			return errInstanceGone
 		}
 		before, _ := json.Marshal(inst.Status)

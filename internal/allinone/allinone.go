@@ -1,6 +1,7 @@
 // Package allinone assembles `kanga up`: the control plane and a host
 // agent in one process, with embedded etcd and a containerd that the agent
-// starts and supervises itself.
+// starts and supervises itself. The same parts split over machines are
+// assembled by package daemon (`kanga server`, `kanga agent`).
 package allinone
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +27,8 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -33,13 +37,16 @@ import (
 
 // Options configure `kanga up`.
 type Options struct {
-	DataDir    string
-	Listen     string // host:port of the API
-	HostName   string
-	ConfigPath string // client config to write; empty: don't write one
-	Bridge     string
-	Subnet     string
-	Version    string
+	DataDir  string
+	Listen   string // host:port of the API
+	HostName string
+	// EtcdEndpoints, if set, are an external etcd cluster's client URLs;
+	// nothing is embedded then.
+	EtcdEndpoints []string
+	ConfigPath    string // client config to write; empty: don't write one
+	Bridge        string
+	Subnet        string
+	Version       string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
 	Pool   pool.Policy
@@ -73,21 +80,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer ln.Close()
 
-	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Logger: log})
+	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Endpoints: o.EtcdEndpoints, Logger: log})
 	if err != nil {
 		return fmt.Errorf("opening the store: %w", err)
 	}
 	defer st.Close()
 
-	token, err := adminToken(dataDir)
+	token, err := EnsureAdmin(ctx, st, dataDir)
 	if err != nil {
 		return err
-	}
-	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
-		return fmt.Errorf("registering the admin token: %w", err)
-	}
-	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
-		return fmt.Errorf("creating the default tenant: %w", err)
 	}
 
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
@@ -137,6 +138,15 @@ func Run(ctx context.Context, o Options) error {
 		<-agentDone
 	}()
 
+	// The host registers and holds its lease before the control plane
+	// starts, so that a restart after a long stop never finds its own host
+	// NotReady and re-creates what still runs here.
+	stopCP, err := runControlPlane(ctx, st, ag, hostName, o.Version, log)
+	if err != nil {
+		return err
+	}
+	defer stopCP()
+
 	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -169,6 +179,93 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// hostLeaseTTL is how long the host stays Ready after this process stops
+// answering; the failure detector acts when it runs out.
+const hostLeaseTTL = 5 * time.Second
+
+// runControlPlane registers this machine as a host (capacity from the
+// agent), keeps its lease alive and runs the scheduler loop and failure
+// detector in-process. The returned function stops them; the lease is then
+// left to expire, as after a crash.
+func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, version string, log *slog.Logger) (func(), error) {
+	c := ag.Capacity()
+	h := &api.Host{
+		Name:           hostName,
+		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
+		RuntimeClasses: ag.RuntimeClasses(),
+		Version:        version,
+	}
+	if err := st.RegisterHost(ctx, h); err != nil {
+		return nil, fmt.Errorf("registering host %s: %w", hostName, err)
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{}, 2)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for bg.Err() == nil {
+			err := st.KeepHostAlive(bg, hostName, hostLeaseTTL)
+			if bg.Err() != nil {
+				break
+			}
+			log.Warn("host lease lost; taking a new one", "host", hostName, "err", err)
+			if errors.Is(err, errdefs.ErrFailedPrecondition) {
+				// The host record was removed: register again.
+				if err := st.RegisterHost(bg, h); err != nil {
+					log.Warn("registering the host again failed", "host", hostName, "err", err)
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
+	// Wait for the lease before the failure detector looks at this host.
+	wctx, stopWatch := context.WithCancel(ctx)
+	ready := false
+	for hosts := range st.WatchHosts(wctx) {
+		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == hostName }); i >= 0 && hosts[i].Status.Phase == api.HostReady {
+			ready = true
+			break
+		}
+	}
+	stopWatch()
+	if !ready {
+		cancel()
+		<-done
+		return nil, fmt.Errorf("host %s did not become ready: %w", hostName, ctx.Err())
+	}
+	// Every kanga up holds its own host's lease directly in etcd, whoever
+	// leads the control plane, so a new leader need not wait long for
+	// hosts to reconnect: a short grace, not the default (meant for agents
+	// whose leases go through the control plane).
+	cp := controlplane.New(controlplane.Config{Store: st, ID: hostName, Logger: log,
+		Policy: controlplane.DefaultPolicy, StartupGrace: time.Second})
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_ = cp.Run(bg)
+	}()
+	return func() {
+		cancel()
+		<-done
+		<-done
+	}, nil
+}
+
+// EnsureAdmin returns the data dir's admin token (made on first use),
+// registered in the store, and makes sure the default tenant exists.
+// `kanga server` does the same.
+func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, error) {
+	token, err := adminToken(dataDir)
+	if err != nil {
+		return "", err
+	}
+	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
+		return "", fmt.Errorf("registering the admin token: %w", err)
+	}
+	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
+		return "", fmt.Errorf("creating the default tenant: %w", err)
+	}
+	return token, nil
 }
 
 // adminToken returns the data dir's admin token, making one on first use.

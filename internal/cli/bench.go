@@ -20,7 +20,7 @@ func newBenchCommand(o *options) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure the platform against baselines",
 	}
-	cmd.AddCommand(newBenchStartCommand(o))
+	cmd.AddCommand(newBenchStartCommand(o), newBenchScheduleCommand())
 	return cmd
 }
 

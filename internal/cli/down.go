@@ -23,9 +23,11 @@ func newDownCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "down",
-		Short: "Stop a kanga up started with the same --data-dir",
+		Short: "Stop a kanga up (or kanga server, kanga agent) started with the same --data-dir",
 		Long: `Stop the kanga up process that uses --data-dir. Instances keep running and are
-adopted by the next kanga up, unless --purge removes them all first.`,
+adopted by the next kanga up, unless --purge removes them all first. kanga server and
+kanga agent record their pid in their data dir the same way, so kanga down --data-dir
+stops them too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

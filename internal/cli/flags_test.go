@@ -211,6 +211,16 @@ func TestBuildRunRequest(t *testing.T) {
 				RestartPolicy: api.RestartAlways,
 			}},
 		},
+		{
+			name: "placement",
+			args: []string{"--host-selector", "zone=a", "--host-selector", "disk=ssd", "--scheduling-policy", "spread", "busybox"},
+			want: api.CreateInstanceRequest{Spec: api.InstanceSpec{
+				Containers:       []api.ContainerSpec{busybox(nil)},
+				HostSelector:     map[string]string{"zone": "a", "disk": "ssd"},
+				SchedulingPolicy: "spread",
+			}},
+		},
+		{name: "bad host selector", args: []string{"--host-selector", "zone", "busybox"}, wantErr: "give KEY=VALUE"},
 		{name: "no image", args: []string{"--name", "x"}, wantErr: "run needs an IMAGE"},
 		{name: "bad port", args: []string{"-p", "80", "busybox"}, wantErr: "expected [IP:]HOSTPORT:PORT"},
 		{name: "bad env", args: []string{"-e", "=x", "busybox"}, wantErr: "expected KEY=VALUE"},

@@ -71,7 +71,11 @@ func (o *options) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg.Addr, cfg.Token, client.WithUserAgent("kanga-cli/"+Version), client.WithTenant(o.tenant))
+	opts, err := cfg.Options()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg.Addr, cfg.Token, append(opts, client.WithUserAgent("kanga-cli/"+Version), client.WithTenant(o.tenant))...)
 }
 
 // NewRootCommand returns the kanga command with all its verbs.
@@ -109,6 +113,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newImagesCommand(o),
 		newVersionCommand(o),
 		newTenantCommand(o),
+		newHostCommand(o),
 		newRuntimesCommand(o),
 		newStatsCommand(o),
 		newSLACommand(o),

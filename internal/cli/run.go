@@ -48,6 +48,8 @@ type runFlags struct {
 	bandwidth        string
 	ingressBandwidth string
 	egressBandwidth  string
+	hostSelector     []string
+	schedulingPolicy string
 	instanceType     string
 }
 
@@ -104,6 +106,8 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringVar(&f.bandwidth, "bandwidth", "", `network bandwidth each way in bits per second, e.g. "5M" or "100Mbit"`)
 	fl.StringVar(&f.ingressBandwidth, "ingress-bandwidth", "", "bandwidth into the instance (overrides --bandwidth)")
 	fl.StringVar(&f.egressBandwidth, "egress-bandwidth", "", "bandwidth out of the instance (overrides --bandwidth)")
+	fl.StringArrayVar(&f.hostSelector, "host-selector", nil, "run only on hosts with this label: KEY=VALUE, e.g. zone=a (repeatable)")
+	fl.StringVar(&f.schedulingPolicy, "scheduling-policy", "", "binpack (fill busy hosts first, the default) or spread (least loaded host)")
 	fl.StringVar(&f.instanceType, "type", "", "instance type whose resources fill in the rest (see kanga types)")
 	fl.StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
@@ -347,6 +351,19 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 	}
 	if changed("runtime") {
 		req.Spec.Runtime = f.runtime
+	}
+	if changed("host-selector") {
+		req.Spec.HostSelector = map[string]string{}
+		for _, kv := range f.hostSelector {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return req, fmt.Errorf("--host-selector %q: give KEY=VALUE, e.g. zone=a", kv)
+			}
+			req.Spec.HostSelector[k] = v
+		}
+	}
+	if changed("scheduling-policy") {
+		req.Spec.SchedulingPolicy = f.schedulingPolicy
 	}
 	res := &req.Spec.Resources
 	if changed("cpu-policy") {

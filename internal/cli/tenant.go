@@ -38,6 +38,7 @@ func newTenantCommand(o *options) *cobra.Command {
 	}
 	create.Flags().StringVar(&req.DefaultRuntime, "default-runtime", "", "runtime class of instances that name none (default: the first allowed, or runc)")
 	create.Flags().StringSliceVar(&req.AllowedRuntimes, "allowed-runtimes", nil, "runtime classes the tenant may use (default: all)")
+	create.Flags().StringVar(&req.SchedulingPolicy, "scheduling-policy", "", "default placement of the tenant's instances: binpack or spread (default binpack)")
 
 	ls := &cobra.Command{
 		Use:     "ls",

@@ -19,7 +19,7 @@ import (
 const DefaultDataDir = "/var/lib/kanga"
 
 func daemonCommands() []*cobra.Command {
-	return []*cobra.Command{newUpCommand(), newDownCommand()}
+	return []*cobra.Command{newUpCommand(), newDownCommand(), newServerCommand(), newAgentCommand()}
 }
 
 func newUpCommand() *cobra.Command {
@@ -65,6 +65,7 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&o.DataDir, "data-dir", DefaultDataDir, "directory for all state: etcd, containerd, logs")
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:7420", "address of the API")
 	f.StringVar(&o.HostName, "host-name", "", "name of this host (default: the hostname)")
+	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster (http://host:2379,...) instead of the embedded one; kanga up processes sharing a cluster elect one scheduler among them")
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
 	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")

@@ -191,6 +191,16 @@ func Validate(spec *api.InstanceSpec) error {
 	default:
 		errs = append(errs, invalid("spec.restartPolicy %q is not one of Never, OnFailure, Always", spec.RestartPolicy))
 	}
+	switch spec.SchedulingPolicy {
+	case "", "binpack", "spread":
+	default:
+		errs = append(errs, invalid("spec.schedulingPolicy %q is not binpack or spread", spec.SchedulingPolicy))
+	}
+	for k := range spec.HostSelector {
+		if k == "" {
+			errs = append(errs, invalid("spec.hostSelector has an empty label name: give label=value pairs such as zone=a"))
+		}
+	}
 	if _, ok := LookupRuntimeClass(spec.Runtime); !ok {
 		errs = append(errs, invalid("spec.runtime %q is not a runtime class: choose one of %s (see kanga runtimes)", spec.Runtime, strings.Join(RuntimeClassNames(), ", ")))
 	}

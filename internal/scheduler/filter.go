@@ -22,6 +22,7 @@ const (
 	insufficientPids
 	insufficientBandwidth
 	insufficientDedicated
+	tooManyInstances
 	numReasons
 )
 
@@ -36,6 +37,7 @@ var reasonText = [numReasons]string{
 	insufficientPids:      "insufficient pids",
 	insufficientBandwidth: "insufficient bandwidth",
 	insufficientDedicated: "insufficient dedicated cores",
+	tooManyInstances:      "too many instances",
 }
 
 // label is one selector term.
@@ -106,6 +108,8 @@ func (s *state) filter(i int, r *Request, need *need) (why reason, capIdx int) {
 		return insufficientBandwidth, 0
 	case r.DedicatedCores > 0 && r.DedicatedCores > nd.dedicatedFree:
 		return insufficientDedicated, 0
+	case want.Instances > 0 && want.Instances > free.Instances:
+		return tooManyInstances, 0
 	}
 	return fits, 0
 }
@@ -143,7 +147,7 @@ func (s *state) missingCapability(i int, r *Request) int {
 // "0/5 hosts available: 3 insufficient memory, 2 runtime class gvisor not
 // offered." Counts are sorted by count, largest first, then by text, so the
 // message is stable.
-func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) string {
+func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) (string, []string) {
 	type item struct {
 		n    int
 		text string
@@ -181,7 +185,9 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "0/%d hosts available", total)
+	filters := make([]string, 0, len(merged))
 	for k, it := range merged {
+		filters = append(filters, it.text)
 		if k == 0 {
 			sb.WriteString(": ")
 		} else {
@@ -190,5 +196,5 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []
 		fmt.Fprintf(&sb, "%d %s", it.n, it.text)
 	}
 	sb.WriteByte('.')
-	return sb.String()
+	return sb.String(), filters
 }

@@ -95,9 +95,9 @@ func Schedule(snap Snapshot, pending []Request, policy Policy) Plan {
 	plan := Plan{Placements: make([]Placement, 0, len(pending))}
 	for k := range pending {
 		r := &pending[k]
-		host, why := s.place(r, policy)
+		host, why, filters := s.place(r, policy)
 		if host < 0 {
-			plan.Unplaced = append(plan.Unplaced, Unplaced{ID: r.ID, Reason: why})
+			plan.Unplaced = append(plan.Unplaced, Unplaced{ID: r.ID, Reason: why, Filters: filters})
 			continue
 		}
 		plan.Placements = append(plan.Placements, Placement{
@@ -154,6 +154,7 @@ func newState(snap Snapshot, pending []Request) *state {
 			Memory:       h.Capacity.Memory - h.Allocated.Memory,
 			Pids:         h.Capacity.Pids - h.Allocated.Pids,
 			BandwidthBPS: h.Capacity.BandwidthBPS - h.Allocated.BandwidthBPS,
+			Instances:    h.Capacity.Instances - h.Allocated.Instances,
 		}
 		nd.dedicatedFree = h.DedicatedFree
 		if h.Capacity.MilliCPU > 0 {
@@ -240,7 +241,7 @@ func (s *state) count(key string, i int32) {
 
 // place picks a host for r and charges r to it. It returns the host's
 // index, or -1 and the reason r fits nowhere.
-func (s *state) place(r *Request, policy Policy) (int, string) {
+func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 	mode := r.Mode
 	if mode == "" {
 		mode = policy.Mode
@@ -249,10 +250,10 @@ func (s *state) place(r *Request, policy Policy) (int, string) {
 		mode = BinPack
 	}
 	if mode != BinPack && mode != Spread {
-		return -1, fmt.Sprintf("unknown scheduling mode %q", mode)
+		return -1, fmt.Sprintf("unknown scheduling mode %q", mode), nil
 	}
 	if err := validate(r); err != "" {
-		return -1, "invalid request: " + err
+		return -1, "invalid request: " + err, nil
 	}
 
 	need := s.compile(r)
@@ -346,7 +347,8 @@ func (s *state) place(r *Request, policy Policy) (int, string) {
 		s.cand = append(s.cand, c)
 	}
 	if len(s.cand) == 0 {
-		return -1, unplacedReason(len(s.hosts), r, &fails, capFails)
+		why, filters := unplacedReason(len(s.hosts), r, &fails, capFails)
+		return -1, why, filters
 	}
 
 	best, bestScore := -1, 0.0
@@ -369,12 +371,13 @@ func (s *state) place(r *Request, policy Policy) (int, string) {
 		Memory:       nd.free.Memory - r.Resources.Memory,
 		Pids:         nd.free.Pids - r.Resources.Pids,
 		BandwidthBPS: nd.free.BandwidthBPS - r.Resources.BandwidthBPS,
+		Instances:    nd.free.Instances - r.Resources.Instances,
 	}
 	nd.dedicatedFree -= r.DedicatedCores
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
 	// also clear the entry this placement may have added.
 	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best))
-	return best, ""
+	return best, "", nil
 }
 
 // fnv32a is FNV-1a, written out because hash/fnv's interface value would
@@ -399,6 +402,8 @@ func validate(r *Request) string {
 		return "negative pids"
 	case r.Resources.BandwidthBPS < 0:
 		return "negative bandwidth"
+	case r.Resources.Instances < 0:
+		return "negative instance count"
 	case r.DedicatedCores < 0:
 		return "negative dedicated cores"
 	}

@@ -394,8 +394,8 @@ func TestPlanOrderAndFields(t *testing.T) {
 			{ID: "3", Tenant: "t1", SpreadKey: "web", Host: "a"},
 		},
 		Unplaced: []Unplaced{
-			{ID: "2", Reason: "0/1 hosts available: 1 insufficient cpu."},
-			{ID: "4", Reason: "0/1 hosts available: 1 insufficient cpu."},
+			{ID: "2", Reason: "0/1 hosts available: 1 insufficient cpu.", Filters: []string{"insufficient cpu"}},
+			{ID: "4", Reason: "0/1 hosts available: 1 insufficient cpu.", Filters: []string{"insufficient cpu"}},
 		},
 	}
 	if !reflect.DeepEqual(plan, want) {
@@ -572,5 +572,23 @@ func TestManyTerms(t *testing.T) {
 		if reasons[id] != want {
 			t.Errorf("%s: reason %q, want %q", id, reasons[id], want)
 		}
+	}
+}
+
+func TestInstanceLimit(t *testing.T) {
+	h := host("a")
+	h.Capacity.Instances = 2
+	h.Allocated.Instances = 1
+	reqs := []Request{request("1"), request("2"), request("3")}
+	for i := range reqs {
+		reqs[i].Resources.Instances = 1
+	}
+	reqs[2].Resources.Instances = 0 // a host without a limit asks none
+	got, reasons := placedOn(t, Snapshot{Hosts: []Host{h}}, reqs, Policy{})
+	if got[0] != "a" || got[1] != "" || got[2] != "a" {
+		t.Fatalf("placed on %q, want a, nowhere, a", got)
+	}
+	if reasons["2"] != "0/1 hosts available: 1 too many instances." {
+		t.Fatalf("reason %q", reasons["2"])
 	}
 }

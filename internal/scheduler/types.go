@@ -13,7 +13,7 @@
 //  1. filters out the hosts that cannot run it, counting one reason per
 //     host, the first filter it fails, in this order: not ready, cordoned,
 //     runtime class, capabilities, selector, cpu, memory, pids, bandwidth,
-//     dedicated cores;
+//     dedicated cores, instance count;
 //  2. scores the hosts left (see the weights in score.go) and picks the
 //     highest, the smallest host name winning ties (Policy.MaxCandidates
 //     can stop the search early on large clusters);
@@ -39,6 +39,9 @@ type Resources struct {
 	Pids int64
 	// BandwidthBPS is network bandwidth in bit/s.
 	BandwidthBPS int64
+	// Instances counts instances, against a host's limit of how many it
+	// runs at once (each request asks for 1 when its host has a limit).
+	Instances int64
 }
 
 // Add returns r+o.
@@ -48,6 +51,7 @@ func (r Resources) Add(o Resources) Resources {
 		Memory:       r.Memory + o.Memory,
 		Pids:         r.Pids + o.Pids,
 		BandwidthBPS: r.BandwidthBPS + o.BandwidthBPS,
+		Instances:    r.Instances + o.Instances,
 	}
 }
 
@@ -157,6 +161,10 @@ type Policy struct {
 type Unplaced struct {
 	ID     string
 	Reason string
+	// Filters are the distinct filters hosts failed ("insufficient
+	// memory", "cordoned", ...), in the order of Reason, so that a caller
+	// can tell waiting for resources from waiting for a kind of host.
+	Filters []string
 }
 
 // Plan is the scheduler's answer, in the order of the pending requests.

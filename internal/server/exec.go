@@ -50,6 +50,10 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 	if inst.Status.Phase != api.PhaseRunning {
 		return fmt.Errorf("instance %q is %s, not Running: exec needs a running container: %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
 	}
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return err
+	}
 	for _, e := range q["env"] {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return fmt.Errorf("env %q is not KEY=VALUE: %w", e, errdefs.ErrInvalidArgument)
@@ -86,7 +90,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 	if !withStdin {
 		req.Stdin = nil
 	}
-	code, err := s.host.Exec(ctx, inst, req)
+	code, err := host.Exec(ctx, inst, req)
 	stdinR.Close()
 	if err != nil {
 		c, _ := errdefs.Code(err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -40,10 +41,13 @@ var (
 	storeDir    string
 	sharedStore *store.Store
 	storeErr    error
+	// stopControlPlane ends the scheduler loop and the fake host's lease.
+	stopControlPlane = func() {}
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	stopControlPlane()
 	if sharedStore != nil {
 		_ = sharedStore.Close()
 	}
@@ -64,11 +68,47 @@ func testStore(t *testing.T) *store.Store {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		sharedStore, storeErr = store.Open(ctx, store.Config{DataDir: storeDir})
+		if storeErr != nil {
+			return
+		}
+		stopControlPlane, storeErr = startControlPlane(ctx, sharedStore)
 	})
 	if storeErr != nil {
 		t.Fatalf("open store: %v", storeErr)
 	}
 	return sharedStore
+}
+
+// startControlPlane registers the fake host (kept Ready by a lease) and
+// runs the scheduler loop that places instances, as kanga up does.
+func startControlPlane(ctx context.Context, st *store.Store) (func(), error) {
+	fh := newFakeHost()
+	// The registered capacity is larger than what Capacity reports (the
+	// largest spec the API accepts): instances of every test pile up on
+	// this one host, and none of them runs.
+	if err := st.RegisterHost(ctx, &api.Host{
+		Name:           fh.Name(),
+		Capacity:       api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 10000},
+		RuntimeClasses: fh.RuntimeClasses(),
+	}); err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for bg.Err() == nil {
+			_ = st.KeepHostAlive(bg, fh.Name(), 5*time.Second)
+		}
+	}()
+	cp := controlplane.New(controlplane.Config{Store: st, ID: "server-test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	go func() {
+		defer wg.Done()
+		_ = cp.Run(bg)
+	}()
+	return func() { cancel(); wg.Wait() }, nil
 }
 
 func randomHex(t *testing.T, n int) string {

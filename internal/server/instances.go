@@ -54,6 +54,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	model.Defaults(&spec, policy.DefaultRuntime)
+	if spec.SchedulingPolicy == "" {
+		spec.SchedulingPolicy = policy.SchedulingPolicy
+	}
 	if err := model.Validate(&spec); err != nil {
 		return err
 	}
@@ -74,7 +77,7 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	// Check images before anything is stored, so bad input leaves nothing
 	// behind.
 	for i, c := range spec.Containers {
-		cfg, err := s.host.ImageConfig(ctx, c.Image)
+		cfg, err := s.imageConfig(ctx, c.Image)
 		if err != nil {
 			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
 		}
@@ -91,12 +94,44 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		Spec:      spec,
 		Status:    api.InstanceStatus{Phase: api.PhasePending},
 	}
-	s.place(inst, now)
+	// Stored Pending without a host: the control plane's scheduler loop
+	// places it (internal/controlplane). The watch for its decision starts
+	// first, so that the decision is seen the moment it is written.
+	var decisions <-chan *api.Instance
+	wctx, cancel := context.WithTimeout(ctx, s.scheduleWait)
+	defer cancel()
+	if s.scheduleWait > 0 {
+		var err error
+		if decisions, err = s.store.WatchInstance(wctx, name); err != nil {
+			s.log.Warn("cannot watch a new instance for its placement", "instance", name, "err", err)
+		}
+	}
 	if err := s.store.CreateInstance(ctx, inst); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, inst)
+	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))
 	return nil
+}
+
+// scheduled returns the scheduler's decision on a new instance (a host,
+// or the reason it has none) as it arrives on decisions, or inst as
+// stored when none arrives in time (no control-plane leader just now).
+// The decision comes within milliseconds and is on the way to the
+// instance's start anyway; answering with it lets `kanga run` report at
+// once an instance that cannot run.
+func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance {
+	if decisions == nil {
+		return inst
+	}
+	for got := range decisions {
+		if got.UID != inst.UID {
+			break
+		}
+		if got.Status.Host != "" || got.Status.Reason != "" || got.Status.Phase != api.PhasePending {
+			return got
+		}
+	}
+	return inst
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
@@ -285,12 +320,16 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return err
+	}
 	if previous {
-		return s.previousLogs(w, r, inst, container)
+		return s.previousLogs(w, r, host, inst, container)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
-	if err := s.host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
+	if err := host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
 		// The status line is gone; the best we can do is say so in-band.
 		s.log.Warn("logs ended with an error", "instance", inst.Name, "err", err)
 		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
@@ -307,8 +346,8 @@ type PreviousLogger interface {
 
 // previousLogs serves ?previous=true. The previous run has ended, so
 // follow has nothing to wait for and is ignored, as kubectl does.
-func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, inst *api.Instance, container string) error {
-	pl, ok := s.host.(PreviousLogger)
+func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host Host, inst *api.Instance, container string) error {
+	pl, ok := host.(PreviousLogger)
 	if !ok {
 		return fmt.Errorf("logs of a previous run of instance %q: this host keeps one log per container; drop previous=true: %w", inst.Name, errdefs.ErrNotImplemented)
 	}
@@ -345,7 +384,7 @@ func pickContainer(inst *api.Instance, name string) (string, error) {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
-	imgs, err := s.host.ListImages(r.Context())
+	imgs, err := s.listAllImages(r.Context())
 	if err != nil {
 		return err
 	}
@@ -380,7 +419,7 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	ps := newProgressStream(w)
-	imgs, err := s.host.ImportImage(r.Context(), r.Body, ps.send)
+	imgs, err := s.importAll(r.Context(), r.Body, ps.send)
 	if err != nil {
 		ps.fail(err)
 		return nil
@@ -398,7 +437,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
 	}
 	ps := newProgressStream(w)
-	img, err := s.host.PullImage(r.Context(), req.Ref, ps.send)
+	img, err := s.pullAll(r.Context(), req.Ref, ps.send)
 	if err != nil {
 		ps.fail(err)
 		return nil

@@ -149,6 +149,12 @@ var schemaTypes = map[string]any{
 	"InstanceStats":         api.InstanceStats{},
 	"SLAItem":               api.SLAItem{},
 	"SLAReport":             api.SLAReport{},
+	"Host":                  api.Host{},
+	"HostCapacity":          api.HostCapacity{},
+	"HostStatus":            api.HostStatus{},
+	"HostList":              api.HostList{},
+	"DrainReport":           api.DrainReport{},
+	"DrainRemaining":        api.DrainRemaining{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -169,12 +175,16 @@ var fieldValues = map[string]any{
 	"PortMapping.HostIP":   "127.0.0.1",
 	"Error.Code":           "NotFound",
 
-	"Tenant.DefaultRuntime":               "gvisor",
-	"Tenant.AllowedRuntimes":              []string{"gvisor"},
-	"CreateTenantRequest.DefaultRuntime":  "gvisor",
-	"CreateTenantRequest.AllowedRuntimes": []string{"gvisor"},
-	"RuntimeClass.Name":                   "enclave",
-	"Resources.CPUPolicy":                 "dedicated",
+	"Tenant.DefaultRuntime":                "gvisor",
+	"Tenant.AllowedRuntimes":               []string{"gvisor"},
+	"CreateTenantRequest.DefaultRuntime":   "gvisor",
+	"CreateTenantRequest.AllowedRuntimes":  []string{"gvisor"},
+	"RuntimeClass.Name":                    "enclave",
+	"Resources.CPUPolicy":                  "dedicated",
+	"InstanceSpec.SchedulingPolicy":        "spread",
+	"Tenant.SchedulingPolicy":              "spread",
+	"CreateTenantRequest.SchedulingPolicy": "spread",
+	"HostStatus.Phase":                     api.HostNotReady,
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -281,6 +291,16 @@ func checkProperties(t *testing.T, where string, schema *openapi3.Schema, typ re
 		return
 	}
 	if !schema.Type.Is(openapi3.TypeObject) {
+		return
+	}
+	// A Go map is an object whose additionalProperties describe the
+	// values.
+	if typ.Kind() == reflect.Map {
+		if schema.AdditionalProperties.Schema == nil {
+			t.Errorf("%s: object schema for Go map %s must describe its values in additionalProperties", where, typ)
+			return
+		}
+		checkProperties(t, where+"{}", schema.AdditionalProperties.Schema.Value, typ.Elem())
 		return
 	}
 	if schema.AdditionalProperties.Has == nil || *schema.AdditionalProperties.Has || schema.AdditionalProperties.Schema != nil {
@@ -395,6 +415,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"ContainerStatus", "state", []string{
 			string(api.ContainerWaiting), string(api.ContainerRunning), string(api.ContainerTerminated)}},
 		{"Error", "code", codes},
+		{"HostStatus", "phase", []string{api.HostReady, api.HostNotReady}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

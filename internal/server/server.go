@@ -22,6 +22,8 @@ type Store interface {
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error)
 	WaitInstanceGone(ctx context.Context, name string) error
+	// WatchInstance streams the versions written after it returns.
+	WatchInstance(ctx context.Context, name string) (<-chan *api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
 	LookupPrincipal(ctx context.Context, token string) (store.Principal, error)
 
@@ -29,6 +31,8 @@ type Store interface {
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	DeleteTenant(ctx context.Context, name string) error
+
+	HostStore
 }
 
 // ImageConfig is the part of an image's configuration the API checks
@@ -85,13 +89,17 @@ type Host interface {
 // Server serves the public API.
 type Server struct {
 	store   Store
-	host    Host
+	host    Host  // the all-in-one's own host; nil for kanga server
+	hosts   Hosts // where instances run
 	log     *slog.Logger
 	now     func() time.Time
 	version string
 	// waitTimeout bounds how long a request blocks on a state change before
 	// answering; clients retry.
 	waitTimeout time.Duration
+	// scheduleWait bounds how long a create waits for the scheduler's
+	// decision before it answers with the instance as stored.
+	scheduleWait time.Duration
 }
 
 // Options configure a Server.
@@ -99,11 +107,25 @@ type Options struct {
 	Logger  *slog.Logger
 	Version string
 	Now     func() time.Time
+	// ScheduleWait bounds how long POST /v1/instances waits for the
+	// scheduler to place the new instance (default 2 s; negative: not at
+	// all).
+	ScheduleWait time.Duration
+	// Hosts, if set, finds the hosts instances run on (kanga server);
+	// otherwise every instance is on the host given to New.
+	Hosts Hosts
 }
 
 // New returns a Server.
 func New(store Store, host Host, opts Options) *Server {
-	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version, waitTimeout: 60 * time.Second}
+	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
+		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts}
+	if s.hosts == nil {
+		s.hosts = singleHost{host}
+	}
+	if s.scheduleWait == 0 {
+		s.scheduleWait = 2 * time.Second
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -148,6 +170,11 @@ var Routes = []Route{
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
 	{"POST", "/v1/images/prewarm", false, (*Server).prewarmImage},
+	{"GET", "/v1/hosts", false, (*Server).listHosts},
+	{"GET", "/v1/hosts/{name}", false, (*Server).getHost},
+	{"POST", "/v1/hosts/{name}/cordon", false, (*Server).cordonHost},
+	{"POST", "/v1/hosts/{name}/uncordon", false, (*Server).uncordonHost},
+	{"POST", "/v1/hosts/{name}/drain", false, (*Server).drainHost},
 }
 
 // Handler returns the HTTP handler for the API.

@@ -10,7 +10,11 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st, err := s.host.Stats(ctx, inst)
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return err
+	}
+	st, err := host.Stats(ctx, inst)
 	if err != nil {
 		return err
 	}
@@ -24,7 +28,11 @@ func (s *Server) sla(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rep, err := s.host.SLA(ctx, inst)
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return err
+	}
+	rep, err := host.SLA(ctx, inst)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -32,22 +31,6 @@ func (s *Server) tenantPolicy(ctx context.Context, t string) (api.Tenant, error)
 	return *rec, nil
 }
 
-// place assigns the instance to a host that can run it, or leaves it
-// Pending with the reason, as kube-scheduler reports "0/N nodes are
-// available".
-func (s *Server) place(inst *api.Instance, now time.Time) {
-	hosts := map[string][]string{s.host.Name(): s.host.RuntimeClasses()}
-	if why := model.Unplaceable(inst.Spec.Runtime, hosts); why != "" {
-		inst.Status.Reason = "Unschedulable"
-		inst.Status.Message = why
-		inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Warning", Reason: "Unschedulable", Message: why})
-		return
-	}
-	inst.Status.Host = s.host.Name()
-	inst.Status.Events = append(inst.Status.Events, api.Event{Time: now, Type: "Normal", Reason: "Scheduled",
-		Message: fmt.Sprintf("assigned to host %s", s.host.Name())})
-}
-
 func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	t, err := tenant.Name(ctx)
@@ -58,7 +41,26 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hostClasses := s.host.RuntimeClasses()
+	// The Ready hosts of the pool that offer each class; before any host
+	// registered, the API's own host.
+	offering := map[string][]string{}
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if h.Status.Phase != api.HostReady {
+			continue
+		}
+		for _, c := range h.RuntimeClasses {
+			offering[c] = append(offering[c], h.Name)
+		}
+	}
+	if len(hosts) == 0 && s.host != nil {
+		for _, c := range s.host.RuntimeClasses() {
+			offering[c] = []string{s.host.Name()}
+		}
+	}
 	out := api.RuntimeClassList{Items: []api.RuntimeClass{}}
 	for _, c := range model.RuntimeClasses {
 		rc := api.RuntimeClass{
@@ -66,9 +68,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 			Allowed: len(policy.AllowedRuntimes) == 0 || slices.Contains(policy.AllowedRuntimes, c.Name),
 			Default: policy.DefaultRuntime == c.Name,
 		}
-		if slices.Contains(hostClasses, c.Name) {
-			rc.Hosts = append(rc.Hosts, s.host.Name())
-		}
+		rc.Hosts = append(rc.Hosts, offering[c.Name]...)
 		out.Items = append(out.Items, rc)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -105,7 +105,13 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if len(req.AllowedRuntimes) > 0 && !slices.Contains(req.AllowedRuntimes, def) {
 		return fmt.Errorf("defaultRuntime %s is not among allowedRuntimes %v: %w", def, req.AllowedRuntimes, errdefs.ErrInvalidArgument)
 	}
-	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes, CreatedAt: s.now().UTC()}
+	switch req.SchedulingPolicy {
+	case "", "binpack", "spread":
+	default:
+		return fmt.Errorf("schedulingPolicy %q is not binpack or spread: %w", req.SchedulingPolicy, errdefs.ErrInvalidArgument)
+	}
+	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
+		SchedulingPolicy: req.SchedulingPolicy, CreatedAt: s.now().UTC()}
 	token, err := newToken()
 	if err != nil {
 		return err
@@ -183,7 +189,7 @@ func (s *Server) listTypes(w http.ResponseWriter, r *http.Request) error {
 // checkFits rejects a spec that no host could ever hold, however empty;
 // one that does not fit now waits, Pending, on the host.
 func (s *Server) checkFits(spec *api.InstanceSpec) error {
-	c := s.host.Capacity()
+	c := s.largest()
 	res := spec.Resources
 	if res.CPU != "" && c.CPUs > 0 {
 		if m, err := model.ParseCPU(res.CPU); err == nil && m > int64(c.CPUs)*1000 {

@@ -76,7 +76,7 @@ func TestUnschedulableRuntimeStaysPending(t *testing.T) {
 	var inst api.Instance
 	decode(t, r, &inst)
 	if inst.Status.Phase != api.PhasePending || inst.Status.Host != "" || inst.Status.Reason != "Unschedulable" ||
-		inst.Status.Message != "0/1 hosts offer runtime class enclave: it needs host capability sgx, which no host advertises" {
+		inst.Status.Message != "0/1 hosts available: 1 runtime class enclave not offered. Runtime class enclave needs host capability sgx." {
 		t.Fatalf("enclave instance: %+v", inst.Status)
 	}
 
@@ -177,4 +177,51 @@ func TestAdminActsInTenant(t *testing.T) {
 	wantError(t, e.do(t, "GET", "/v1/instances", e.b.token, "", as...), http.StatusForbidden, "PermissionDenied", api.HeaderTenant, "administrator")
 	wantError(t, e.do(t, "GET", "/v1/instances", admin, "", api.HeaderTenant, "nope-"+randomHex(t, 3)), http.StatusNotFound, "NotFound", "does not exist", "POST /v1/tenants")
 	wantError(t, e.do(t, "GET", "/v1/instances", admin, "", api.HeaderTenant, "Bad_Name"), http.StatusBadRequest, "InvalidArgument", api.HeaderTenant)
+}
+
+func TestTenantSchedulingPolicy(t *testing.T) {
+	e, admin := adminEnv(t)
+	wantError(t, e.do(t, "POST", "/v1/tenants", admin, `{"name":"x3","schedulingPolicy":"random"}`),
+		http.StatusBadRequest, "InvalidArgument", "schedulingPolicy")
+	name := "spreader-" + randomHex(t, 3)
+	r := e.do(t, "POST", "/v1/tenants", admin, fmt.Sprintf(`{"name":%q,"schedulingPolicy":"spread"}`, name))
+	wantStatus(t, r, http.StatusCreated)
+	var created api.CreateTenantResponse
+	decode(t, r, &created)
+	if created.Tenant.SchedulingPolicy != "spread" {
+		t.Fatalf("created tenant %+v, want scheduling policy spread", created.Tenant)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"name":"default-policy","spec":{"containers":[{"image":"kanga.test/busybox:latest"}]}}`, "spread"},
+		{`{"name":"own-policy","spec":{"schedulingPolicy":"binpack","containers":[{"image":"kanga.test/busybox:latest"}]}}`, "binpack"},
+	} {
+		r := e.do(t, "POST", "/v1/instances", created.Token, tc.body)
+		wantStatus(t, r, http.StatusCreated)
+		var inst api.Instance
+		decode(t, r, &inst)
+		if inst.Spec.SchedulingPolicy != tc.want || inst.Status.Host != "fake-host" {
+			t.Errorf("instance %s: policy %q on host %q, want %s placed on fake-host", inst.Name, inst.Spec.SchedulingPolicy, inst.Status.Host, tc.want)
+		}
+	}
+}
+
+// TestRuntimesListReadyHosts: the hosts of a class are the Ready hosts of
+// the registry offering it; a host without a lease is not one.
+func TestRuntimesListReadyHosts(t *testing.T) {
+	e := newEnv(t, 0)
+	if err := e.store.RegisterHost(t.Context(), &api.Host{Name: "down-host", RuntimeClasses: []string{"runc", "gvisor"},
+		Capacity: api.HostCapacity{CPUs: 4, MemoryBytes: 8 << 30}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(t, "GET", "/v1/runtimes", e.a.token, "")
+	wantStatus(t, r, http.StatusOK)
+	var list api.RuntimeClassList
+	decode(t, r, &list)
+	got := map[string][]string{}
+	for _, c := range list.Items {
+		got[c.Name] = c.Hosts
+	}
+	if fmt.Sprint(got["runc"]) != "[fake-host]" || len(got["gvisor"]) != 0 {
+		t.Fatalf("hosts per class: %v; want runc on fake-host only, gvisor nowhere", got)
+	}
 }

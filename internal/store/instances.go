@@ -307,3 +307,53 @@ func (s *Store) watchKey(ctx context.Context, key string, rev int64, check func(
 	}
 	return false, nil
 }
+
+// WatchInstance returns the versions of the caller's instance name written
+// from now on, until it is deleted or ctx ends (the channel is closed
+// then). It returns once etcd has registered the watch, so a write made
+// after it returns is never missed; call it before the write whose
+// consequences you wait for. (A watch that starts at a past revision would
+// be served by etcd's catch-up loop, up to 100 ms late.)
+func (s *Store) WatchInstance(ctx context.Context, name string) (<-chan *api.Instance, error) {
+	_, key, err := scope(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.client.Watch(wctx, key, clientv3.WithCreatedNotify())
+	select {
+	case wr, ok := <-wch:
+		if !ok || wr.Err() != nil {
+			cancel()
+			if !ok {
+				return nil, s.etcdErr(ctx, "watch instance", ctx.Err())
+			}
+			return nil, s.etcdErr(ctx, "watch instance", wr.Err())
+		}
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
+	out := make(chan *api.Instance, 4)
+	go func() {
+		defer cancel()
+		defer close(out)
+		for wr := range wch {
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return
+				}
+				inst, err := decodeInstance(ev.Kv)
+				if err != nil {
+					continue
+				}
+				select {
+				case out <- inst:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}

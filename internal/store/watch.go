@@ -19,6 +19,10 @@ type InstanceEvent struct {
 	Deleted  bool
 	Tenant   string
 	Name     string
+	// ModRevision is the instance's etcd mod revision for a put (also a
+	// synthesised one), 0 for a deletion. A writer that compares it
+	// (PutInstanceIf) changes exactly the version it saw.
+	ModRevision int64
 	// Revision is the etcd revision of the change; for an event
 	// synthesised by a resynchronisation it is the revision of that
 	// listing. Pass the last one seen to WatchAllInstances to resume.
@@ -225,7 +229,7 @@ func (w *allWatcher) put(ctx context.Context, kv *mvccpb.KeyValue, rev int64) bo
 		return true
 	}
 	w.known[key] = known{inst: inst, modRev: kv.ModRevision}
-	return w.send(ctx, InstanceEvent{Instance: inst, Tenant: t, Name: name, Revision: rev})
+	return w.send(ctx, InstanceEvent{Instance: inst, Tenant: t, Name: name, Revision: rev, ModRevision: kv.ModRevision})
 }
 
 func (w *allWatcher) deleted(ctx context.Context, key string, rev int64) bool {

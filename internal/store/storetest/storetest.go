@@ -46,6 +46,11 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"WatchAllInstancesFromZero", testWatchAllInstancesFromZero},
 		{"Tokens", testTokens},
 		{"Tenants", testTenants},
+		{"HostRegistry", testHostRegistry},
+		{"HostLease", testHostLease},
+		{"HostsChangedSince", testHostsChangedSince},
+		{"WatchInstance", testWatchInstance},
+		{"FencedWrites", testFencedWrites},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

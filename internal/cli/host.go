@@ -1,0 +1,134 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+func newHostCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "host",
+		Short: "List, cordon and drain the hosts of the pool (administrators)",
+	}
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List hosts with their health, capacity and labels",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			hosts, err := c.ListHosts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return writeHosts(cmd.OutOrStdout(), hosts)
+		},
+	}
+	cordon := &cobra.Command{
+		Use:   "cordon HOST...",
+		Short: "Place no new instances on hosts; what runs there keeps running",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+				if _, err := c.CordonHost(cmd.Context(), name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s cordoned\n", name)
+				return nil
+			})
+		},
+	}
+	uncordon := &cobra.Command{
+		Use:   "uncordon HOST...",
+		Short: "Let the scheduler place instances on hosts again",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+				if _, err := c.UncordonHost(cmd.Context(), name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s uncordoned\n", name)
+				return nil
+			})
+		},
+	}
+	drain := &cobra.Command{
+		Use:   "drain HOST...",
+		Short: "Cordon hosts and re-create their restartable instances on other hosts",
+		Long: `Cordon each host and re-create its instances whose restart policy is Always
+or OnFailure, Pending, so that the scheduler places them on other hosts; the
+host stops its copies. Instances that would not run again (restart policy
+Never, stopped, being removed) stay, and are listed with why.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+				rep, err := c.DrainHost(cmd.Context(), name)
+				if err != nil {
+					return err
+				}
+				writeDrain(cmd.OutOrStdout(), rep)
+				return nil
+			})
+		},
+	}
+	cmd.AddCommand(ls, cordon, uncordon, drain)
+	return cmd
+}
+
+func writeHosts(w io.Writer, hosts []api.Host) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tRUNTIMES\tLABELS")
+	for _, h := range hosts {
+		status := h.Status.Phase
+		if h.Cordoned {
+			status += ",Cordoned"
+		}
+		var labels []string
+		for k, v := range h.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		slices.Sort(labels)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, status, h.Capacity.CPUs, humanSize(h.Capacity.MemoryBytes),
+			orNone(strings.Join(h.RuntimeClasses, ",")), orNone(strings.Join(labels, ",")))
+	}
+	return tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+func writeDrain(w io.Writer, rep api.DrainReport) {
+	fmt.Fprintf(w, "%s cordoned; %d instances moved, %d stay\n", rep.Host, len(rep.Moved), len(rep.Remaining))
+	for _, m := range rep.Moved {
+		fmt.Fprintf(w, "  moved   %s\n", m)
+	}
+	for _, r := range rep.Remaining {
+		fmt.Fprintf(w, "  stays   %s: %s\n", r.Instance, r.Reason)
+	}
+}

@@ -1,0 +1,205 @@
+package controlplane
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/scheduler"
+)
+
+// unmetered stands for a capacity a host does not report (pids,
+// bandwidth, instance count): the scheduler treats zero capacity as nothing to give, but a
+// host that does not meter a resource should not refuse requests for it.
+// It is far from MaxInt64 so that sums of allocations cannot overflow.
+const unmetered = math.MaxInt64 / 4
+
+// demand is what an instance takes from its host while it is placed and
+// not terminal.
+type demand struct {
+	res       scheduler.Resources
+	dedicated int
+}
+
+// demandOf computes an instance's demand from its (validated) spec.
+func demandOf(spec *api.InstanceSpec) (demand, error) {
+	d := demand{res: scheduler.Resources{Instances: 1}}
+	r := spec.Resources
+	if r.CPU != "" {
+		m, err := model.ParseCPU(r.CPU)
+		if err != nil {
+			return d, err
+		}
+		d.res.MilliCPU = m
+	}
+	if r.CPUPolicy == "dedicated" {
+		if d.res.MilliCPU == 0 {
+			d.res.MilliCPU = 1000
+		}
+		d.dedicated = int(d.res.MilliCPU / 1000)
+	}
+	if r.Memory != "" {
+		b, err := model.ParseMemory(r.Memory)
+		if err != nil {
+			return d, err
+		}
+		d.res.Memory = b
+	}
+	d.res.Pids = r.Pids
+	// Bandwidth is promised per direction on a full-duplex link: the
+	// larger direction is what the host must have.
+	for _, q := range []string{r.IngressBandwidth, r.EgressBandwidth} {
+		if q == "" {
+			continue
+		}
+		bps, err := model.ParseBandwidth(q)
+		if err != nil {
+			return d, err
+		}
+		d.res.BandwidthBPS = max(d.res.BandwidthBPS, bps)
+	}
+	return d, nil
+}
+
+// requestOf maps an instance to the scheduler's request.
+func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
+	d, err := demandOf(&inst.Spec)
+	if err != nil {
+		return scheduler.Request{}, err
+	}
+	req := scheduler.Request{
+		ID:             id,
+		Tenant:         inst.Tenant,
+		Resources:      d.res,
+		DedicatedCores: d.dedicated,
+		RuntimeClass:   inst.Spec.Runtime,
+		Selector:       inst.Spec.HostSelector,
+		Mode:           scheduler.Mode(inst.Spec.SchedulingPolicy),
+	}
+	for _, c := range inst.Spec.Containers {
+		req.Images = append(req.Images, c.Image)
+	}
+	return req, nil
+}
+
+// hostOf maps a registered host and what is placed on it to the
+// scheduler's view.
+func hostOf(h *api.Host, alloc *allocation) scheduler.Host {
+	c := h.Capacity
+	sh := scheduler.Host{
+		Name:     h.Name,
+		Labels:   h.Labels,
+		Ready:    h.Status.Phase == api.HostReady,
+		Cordoned: h.Cordoned,
+		Capacity: scheduler.Resources{
+			MilliCPU:     int64(c.CPUs) * 1000,
+			Memory:       c.MemoryBytes,
+			Pids:         c.Pids,
+			BandwidthBPS: c.BandwidthBPS,
+			Instances:    int64(c.Pods),
+		},
+		DedicatedFree:  c.CPUs,
+		RuntimeClasses: h.RuntimeClasses,
+		Capabilities:   h.Capabilities,
+		Images:         h.Images,
+	}
+	if sh.Capacity.Pids == 0 {
+		sh.Capacity.Pids = unmetered
+	}
+	if sh.Capacity.BandwidthBPS == 0 {
+		sh.Capacity.BandwidthBPS = unmetered
+	}
+	if sh.Capacity.Instances == 0 {
+		sh.Capacity.Instances = unmetered
+	}
+	if alloc != nil {
+		sh.Allocated = alloc.res
+		sh.DedicatedFree -= alloc.dedicated
+	}
+	return sh
+}
+
+// Status reasons the control plane sets on instances.
+const (
+	// ReasonUnschedulable: no host can take the instance now.
+	ReasonUnschedulable = "Unschedulable"
+	// ReasonInsufficientCPU: hosts of the right kind exist but their
+	// cores are taken; the agent uses the same reason for an instance
+	// waiting for dedicated cores.
+	ReasonInsufficientCPU = "InsufficientCPU"
+	// ReasonLost: the instance's host stopped answering (its lease
+	// expired). A restartable instance is re-created elsewhere and waits,
+	// Pending with this reason, to be placed; any other is Failed.
+	ReasonLost = "Lost"
+	// ReasonDrained: the instance was moved off a drained host.
+	ReasonDrained = "Drained"
+)
+
+// unplacedStatus turns the scheduler's answer into a status reason and
+// message.
+func unplacedStatus(inst *api.Instance, u scheduler.Unplaced) (string, string) {
+	reason := ReasonInsufficientCPU
+	for _, f := range u.Filters {
+		if f != "insufficient cpu" && f != "insufficient dedicated cores" {
+			reason = ReasonUnschedulable
+		}
+	}
+	if len(u.Filters) == 0 {
+		reason = ReasonUnschedulable
+	}
+	msg := u.Reason
+	if c, ok := model.LookupRuntimeClass(inst.Spec.Runtime); ok && len(c.Requires) > 0 &&
+		strings.Contains(msg, "runtime class "+c.Name+" not offered") {
+		msg += fmt.Sprintf(" Runtime class %s needs host capability %s.", c.Name, strings.Join(c.Requires, ", "))
+	}
+	return reason, msg
+}
+
+// restartable reports whether an instance whose host is gone should run
+// again elsewhere.
+func restartable(inst *api.Instance) bool {
+	p := inst.Spec.RestartPolicy
+	return (p == api.RestartAlways || p == api.RestartOnFailure) && !inst.StopRequested && !inst.DeletionRequested
+}
+
+// Recreate turns inst into a fresh Pending copy that the scheduler will
+// place anew: a new UID (so the old host's copy, if that host returns,
+// is told apart and removed), no host, no container state. Restart counts
+// are kept: they describe the instance's whole life.
+func Recreate(inst *api.Instance, reason, msg string, now time.Time) {
+	inst.UID = model.NewUID()
+	st := &inst.Status
+	st.Phase = api.PhasePending
+	st.Reason, st.Message = reason, msg
+	st.Host, st.IP = "", ""
+	st.StartedAt, st.FinishedAt = nil, nil
+	for i := range st.Containers {
+		c := &st.Containers[i]
+		*c = api.ContainerStatus{Name: c.Name, State: api.ContainerWaiting, Reason: reason, RestartCount: c.RestartCount}
+	}
+	st.Events = model.AppendEvent(st.Events, api.Event{Time: now, Type: "Warning", Reason: reason, Message: msg})
+}
+
+// failLost ends an instance that cannot run again after its host was
+// lost. The host is cleared too: if the host returns it must not run the
+// instance again, and a terminal instance holds no resources.
+func failLost(inst *api.Instance, msg string, now time.Time) {
+	st := &inst.Status
+	st.Phase = api.PhaseFailed
+	st.Reason, st.Message = ReasonLost, msg
+	st.Host = ""
+	if st.FinishedAt == nil {
+		st.FinishedAt = &now
+	}
+	for i := range st.Containers {
+		c := &st.Containers[i]
+		if c.State != api.ContainerTerminated {
+			c.State, c.Reason = api.ContainerTerminated, ReasonLost
+			c.FinishedAt = &now
+		}
+	}
+	st.Events = model.AppendEvent(st.Events, api.Event{Time: now, Type: "Warning", Reason: ReasonLost, Message: msg})
+}

@@ -1,0 +1,229 @@
+package controlplane
+
+import (
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/scheduler"
+	"github.com/kanga-run/kanga/internal/store"
+)
+
+// entry is the latest version of an instance the loop knows.
+type entry struct {
+	inst   *api.Instance
+	modRev int64
+	// charged is what the instance counts against its host (zero when it
+	// is unplaced or terminal).
+	charged demand
+	host    string
+}
+
+// allocation is the sum of the demands placed on one host.
+type allocation struct {
+	res       scheduler.Resources
+	dedicated int
+}
+
+// state is the leader's snapshot, kept current from the watches. Only the
+// loop goroutine touches it.
+type state struct {
+	instances map[string]*entry // by tenant/name
+	pending   map[string]struct{}
+	// stopped are unplaced instances a user stopped: no host will ever
+	// end them, so the loop does.
+	stopped map[string]struct{}
+	// unplaced records the mod revision at which a pending instance last
+	// failed to fit; it is tried again when it changes or capacity frees.
+	unplaced map[string]int64
+	byHost   map[string]map[string]struct{} // placed, non-terminal
+	alloc    map[string]*allocation
+	// perTenant counts placed instances per tenant and host, for spread.
+	perTenant map[string]map[string]int
+
+	hosts    map[string]*api.Host
+	hostsRev int64
+	// everReady are hosts seen Ready during this leadership: their loss is
+	// acted on at once; others only after the startup grace.
+	everReady map[string]bool
+	graceOver bool
+
+	// freed is set when capacity may have grown (an instance ended or
+	// left, a host changed), retryAll when a pass must look at every
+	// pending instance again.
+	freed, retryAll bool
+	start           time.Time
+}
+
+func newState(now time.Time) *state {
+	return &state{
+		instances: map[string]*entry{},
+		pending:   map[string]struct{}{},
+		stopped:   map[string]struct{}{},
+		unplaced:  map[string]int64{},
+		byHost:    map[string]map[string]struct{}{},
+		alloc:     map[string]*allocation{},
+		perTenant: map[string]map[string]int{},
+		hosts:     map[string]*api.Host{},
+		everReady: map[string]bool{},
+		start:     now,
+	}
+}
+
+func key(tenantName, name string) string { return tenantName + "/" + name }
+
+// isPending reports whether the scheduler should place inst.
+func isPending(inst *api.Instance) bool {
+	return inst.Status.Host == "" && inst.Status.Phase == api.PhasePending &&
+		!inst.DeletionRequested && !inst.StopRequested
+}
+
+// apply folds one watch event (or a write of the loop) into the state.
+// Versions older than the one known are ignored: the loop's own writes get
+// ahead of the watch.
+func (s *state) apply(ev *store.InstanceEvent) {
+	k := key(ev.Tenant, ev.Name)
+	old := s.instances[k]
+	if ev.Deleted {
+		if old != nil {
+			s.uncharge(k, old)
+			s.freed = s.freed || old.host != ""
+			delete(s.instances, k)
+		}
+		delete(s.pending, k)
+		delete(s.stopped, k)
+		delete(s.unplaced, k)
+		return
+	}
+	if old != nil && ev.ModRevision != 0 && ev.ModRevision < old.modRev {
+		return
+	}
+	if old != nil {
+		s.uncharge(k, old)
+		// Capacity frees when an instance leaves its host or ends; status
+		// updates of a running instance (most events) free nothing, so
+		// they do not make every unplaced instance be tried again.
+		inst := ev.Instance
+		if old.host != "" && (inst.Status.Host != old.host || inst.Status.Phase.Terminal()) {
+			s.freed = true
+		}
+	}
+	e := &entry{inst: ev.Instance, modRev: ev.ModRevision}
+	s.instances[k] = e
+	inst := ev.Instance
+	if isPending(inst) {
+		s.pending[k] = struct{}{}
+	} else {
+		delete(s.pending, k)
+		delete(s.unplaced, k)
+	}
+	if inst.Status.Host == "" && inst.Status.Phase == api.PhasePending && inst.StopRequested && !inst.DeletionRequested {
+		s.stopped[k] = struct{}{}
+	} else {
+		delete(s.stopped, k)
+	}
+	if inst.Status.Host != "" && !inst.Status.Phase.Terminal() {
+		d, err := demandOf(&inst.Spec)
+		if err != nil {
+			d = demand{} // unreadable spec: counted for spread only
+		}
+		e.charged, e.host = d, inst.Status.Host
+		a := s.alloc[e.host]
+		if a == nil {
+			a = &allocation{}
+			s.alloc[e.host] = a
+		}
+		a.res = a.res.Add(d.res)
+		a.dedicated += d.dedicated
+		hk := s.byHost[e.host]
+		if hk == nil {
+			hk = map[string]struct{}{}
+			s.byHost[e.host] = hk
+		}
+		hk[k] = struct{}{}
+		pt := s.perTenant[inst.Tenant]
+		if pt == nil {
+			pt = map[string]int{}
+			s.perTenant[inst.Tenant] = pt
+		}
+		pt[e.host]++
+	}
+}
+
+// uncharge removes what an entry counted against its host.
+func (s *state) uncharge(k string, e *entry) {
+	if e.host == "" {
+		return
+	}
+	if a := s.alloc[e.host]; a != nil {
+		a.res = a.res.Add(scheduler.Resources{
+			MilliCPU: -e.charged.res.MilliCPU, Memory: -e.charged.res.Memory,
+			Pids: -e.charged.res.Pids, BandwidthBPS: -e.charged.res.BandwidthBPS,
+			Instances: -e.charged.res.Instances,
+		})
+		a.dedicated -= e.charged.dedicated
+	}
+	if hk := s.byHost[e.host]; hk != nil {
+		delete(hk, k)
+		if len(hk) == 0 {
+			delete(s.byHost, e.host)
+		}
+	}
+	if pt := s.perTenant[e.inst.Tenant]; pt != nil {
+		if pt[e.host]--; pt[e.host] <= 0 {
+			delete(pt, e.host)
+		}
+		if len(pt) == 0 {
+			delete(s.perTenant, e.inst.Tenant)
+		}
+	}
+}
+
+// setHosts replaces the host list unless it is older than the one known.
+func (s *state) setHosts(snap store.HostsSnapshot) {
+	if snap.Revision < s.hostsRev {
+		return
+	}
+	s.hostsRev = snap.Revision
+	hosts := snap.Hosts
+	m := make(map[string]*api.Host, len(hosts))
+	for i := range hosts {
+		h := &hosts[i]
+		m[h.Name] = h
+		if h.Status.Phase == api.HostReady {
+			s.everReady[h.Name] = true
+		}
+	}
+	s.hosts = m
+	s.freed = true
+}
+
+// lost reports whether the instances placed on host should be handled as
+// lost now.
+func (s *state) lost(host string) bool {
+	if h, ok := s.hosts[host]; ok && h.Status.Phase == api.HostReady {
+		return false
+	}
+	return s.everReady[host] || s.graceOver
+}
+
+// snapshot builds the scheduler's input for the pending requests.
+func (s *state) snapshot(reqs []scheduler.Request) scheduler.Snapshot {
+	snap := scheduler.Snapshot{Hosts: make([]scheduler.Host, 0, len(s.hosts))}
+	for _, h := range s.hosts {
+		snap.Hosts = append(snap.Hosts, hostOf(h, s.alloc[h.Name]))
+	}
+	// Tenant spread only needs the placements of the tenants asking now.
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		if seen[r.Tenant] {
+			continue
+		}
+		seen[r.Tenant] = true
+		for host, n := range s.perTenant[r.Tenant] {
+			for range n {
+				snap.Existing = append(snap.Existing, scheduler.Placement{Tenant: r.Tenant, Host: host})
+			}
+		}
+	}
+	return snap
+}

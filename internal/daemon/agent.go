@@ -1,0 +1,174 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/allinone"
+	"github.com/kanga-run/kanga/internal/hostlink"
+)
+
+// AgentOptions configure `kanga agent`.
+type AgentOptions struct {
+	// Join is the server's agent link URL (https://host:port) and Token
+	// the join token it wrote; the token is needed only until the agent
+	// has its certificate in DataDir.
+	Join     string
+	Token    string
+	DataDir  string
+	HostName string
+	Labels   map[string]string
+	// Listen is the address of the host API (logs, exec, stats, images)
+	// the control plane calls; Advertise, if set, is the address it is
+	// reached at (default: Listen's).
+	Listen    string
+	Advertise string
+	Bridge    string
+	Subnet    string
+	Pool      pool.Policy
+	Version   string
+	Logger    *slog.Logger
+	// Ready, if set, is called once the host API serves and the agent
+	// runs.
+	Ready func(hostAPI string)
+}
+
+// RunAgent runs a host agent until ctx ends. Instances keep running when
+// it stops; the next RunAgent adopts them (or removes those the control
+// plane re-placed elsewhere meanwhile).
+func RunAgent(ctx context.Context, o AgentOptions) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	hostName := o.HostName
+	if hostName == "" {
+		hostName, _ = os.Hostname()
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
+	}
+	defer ln.Close()
+	advertise := o.Advertise
+	if advertise == "" {
+		advertise = ln.Addr().String()
+	}
+	advHost, _, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return fmt.Errorf("--advertise %q: %w", advertise, err)
+	}
+	if ip := net.ParseIP(advHost); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("the host API listens on %s, which the control plane cannot dial: set --advertise HOST:PORT to the address it reaches this host at", advertise)
+	}
+	osHost, _ := os.Hostname()
+	creds, err := hostlink.Join(ctx, o.Join, o.Token, filepath.Join(dataDir, "pki"), hostName,
+		[]string{advHost, "127.0.0.1", "localhost", osHost})
+	if err != nil {
+		return err
+	}
+	link := hostlink.NewLink(o.Join, hostName, creds, log)
+
+	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
+	if err := ctrd.Start(ctx); err != nil {
+		return fmt.Errorf("starting containerd: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := ctrd.Stop(sctx); err != nil {
+			log.Warn("stopping containerd", "err", err)
+		}
+	}()
+	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: o.Bridge, Subnet: o.Subnet})
+	if err != nil {
+		return fmt.Errorf("preparing the instance network: %w", err)
+	}
+	var warm *pool.Pool
+	if o.Pool.Max > 0 {
+		warm = pool.New(pool.Config{Network: netw, Policy: o.Pool, Logger: log,
+			StatusFile: filepath.Join(dataDir, "agent", "pool.json")})
+	}
+	ag := agent.New(agent.Config{
+		HostName:    hostName,
+		DataDir:     filepath.Join(dataDir, "agent"),
+		Store:       link,
+		Client:      ctrd.Client(),
+		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Images:      image.New(ctrd.Client(), "overlayfs"),
+		Network:     netw,
+		Pool:        warm,
+		Logger:      log,
+		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+	})
+	actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgent()
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- ag.Run(actx) }()
+	defer func() { stopAgent(); <-agentDone }()
+
+	hs := &http.Server{Handler: hostlink.HostAPIHandler(ag, link, log), TLSConfig: hostlink.HostAPITLS(creds),
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
+	defer hs.Close()
+
+	// Registration and the lease come last: the host is offered to the
+	// scheduler only once it can run and serve instances.
+	hostAPI := "https://" + advertise
+	linkDone := make(chan struct{})
+	go func() {
+		defer close(linkDone)
+		link.Run(actx, func() api.Host {
+			c := ag.Capacity()
+			return api.Host{
+				Name:           hostName,
+				Address:        hostAPI,
+				Labels:         o.Labels,
+				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
+				RuntimeClasses: ag.RuntimeClasses(),
+				Version:        o.Version,
+			}
+		})
+	}()
+	defer func() { stopAgent(); <-linkDone }()
+
+	if err := os.WriteFile(allinone.PIDFile(dataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(allinone.PIDFile(dataDir))
+	log.Info("kanga agent is up", "host", hostName, "server", o.Join, "host_api", hostAPI, "data_dir", dataDir)
+	if o.Ready != nil {
+		o.Ready(hostAPI)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("host API: %w", err)
+		}
+	}
+	log.Info("shutting down; instances keep running")
+	return nil
+}

@@ -1,0 +1,222 @@
+package hostlink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// fakeStore is an in-memory stand-in for *store.Store, enough for the
+// link's authorization tests (the real store is exercised by the
+// integration tests).
+type fakeStore struct {
+	insts []api.Instance
+}
+
+func (f *fakeStore) RegisterHost(context.Context, *api.Host) error { return nil }
+func (f *fakeStore) KeepHostAlive(ctx context.Context, _ string, _ time.Duration) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (f *fakeStore) ListAllInstances(context.Context) ([]api.Instance, int64, error) {
+	return f.insts, 7, nil
+}
+func (f *fakeStore) WatchAllInstances(ctx context.Context, _ int64) <-chan store.InstanceEvent {
+	ch := make(chan store.InstanceEvent)
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch
+}
+func (f *fakeStore) InstancesAt(context.Context, int64) ([]api.Instance, error) {
+	return f.insts, nil
+}
+func (f *fakeStore) GetInstance(ctx context.Context, name string) (*api.Instance, error) {
+	t, _ := tenant.Name(ctx)
+	for i := range f.insts {
+		if f.insts[i].Name == name && f.insts[i].Tenant == t {
+			in := f.insts[i]
+			return &in, nil
+		}
+	}
+	return nil, errdefs.ErrNotFound
+}
+func (f *fakeStore) UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error) {
+	in, err := f.GetInstance(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(in); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+func (f *fakeStore) DeleteInstance(context.Context, string) error { return nil }
+
+type cluster struct {
+	ca    *pki.CA
+	token pki.Token
+	url   string
+}
+
+func newCluster(t *testing.T, st Store) *cluster {
+	t.Helper()
+	certPEM, keyPEM, err := pki.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Store: st, CA: ca, Token: pki.NewToken(ca)}
+	serving, err := ca.ServingCert("server", pki.Servers, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(s.Handler())
+	ts.TLS = s.TLSConfig(serving)
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return &cluster{ca: ca, token: s.Token, url: ts.URL}
+}
+
+func (c *cluster) join(t *testing.T, name string) *Credentials {
+	t.Helper()
+	creds, err := Join(context.Background(), c.url, c.token.String(), t.TempDir(), name, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatalf("join %s: %v", name, err)
+	}
+	return creds
+}
+
+func TestJoinAndList(t *testing.T) {
+	st := &fakeStore{insts: []api.Instance{
+		{Name: "a", Tenant: "default", Status: api.InstanceStatus{Host: "h1"}},
+		{Name: "b", Tenant: "default", Status: api.InstanceStatus{Host: "h2"}},
+	}}
+	c := newCluster(t, st)
+	creds := c.join(t, "h1")
+	if cn, org := creds.Cert.Leaf.Subject.CommonName, creds.Cert.Leaf.Subject.Organization; cn != "h1" || len(org) != 1 || org[0] != pki.Agents {
+		t.Fatalf("certificate subject = %q %v, want h1 [%s]", cn, org, pki.Agents)
+	}
+	l := NewLink(c.url, "h1", creds, nil)
+	insts, rev, err := l.ListAllInstances(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != 1 || insts[0].Name != "a" || rev != 7 {
+		t.Fatalf("list = %+v rev %d, want only instance a at 7", insts, rev)
+	}
+	// Another host's instance is not found through h1's link.
+	_, err = l.GetInstance(tenant.WithName(context.Background(), "default"), "b")
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("get another host's instance: %v, want NotFound", err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	st := &fakeStore{insts: []api.Instance{{Name: "a", Tenant: "default", Status: api.InstanceStatus{Host: "h1"}}}}
+	c := newCluster(t, st)
+	h2 := c.join(t, "h2")
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool()}}}
+
+	tests := []struct {
+		name string
+		hc   *http.Client
+		path string
+		want int
+	}{
+		{"no client certificate", anon, "/hostlink/v1/hosts/h1/instances", http.StatusUnauthorized},
+		{"no client certificate, heartbeat", anon, "/hostlink/v1/hosts/h1/heartbeat", http.StatusUnauthorized},
+		{"another host's certificate", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances", http.StatusForbidden},
+		{"another host's certificate, instance", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances/default/a", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := tt.hc.Get(c.url + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+
+	t.Run("wrong join token", func(t *testing.T) {
+		bad := pki.Token{CAHash: c.token.CAHash, Secret: "not-the-secret"}
+		_, err := Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
+		if !errors.Is(err, errdefs.ErrUnauthenticated) {
+			t.Fatalf("join with a wrong secret: %v, want Unauthenticated", err)
+		}
+	})
+	t.Run("token of another CA", func(t *testing.T) {
+		other, _, _ := pki.NewCA("other")
+		oc, _ := pki.ParseCert(other)
+		bad := pki.Token{CAHash: pki.CertHash(oc), Secret: c.token.Secret}
+		_, err := Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
+		if err == nil || !strings.Contains(err.Error(), "CA") {
+			t.Fatalf("join pinning another CA: %v, want a refusal naming the CA", err)
+		}
+	})
+	t.Run("certificate of another CA", func(t *testing.T) {
+		// A certificate for h1 from a CA the server does not trust.
+		other := newCluster(t, st)
+		creds := other.join(t, "h1")
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{creds.Cert}, RootCAs: c.ca.Pool()}}}
+		resp, err := hc.Get(c.url + "/hostlink/v1/hosts/h1/instances")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("request with a foreign certificate got status %d, want the TLS handshake refused", resp.StatusCode)
+		}
+	})
+	t.Run("saved credentials of another host", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := Join(context.Background(), c.url, c.token.String(), dir, "h4", nil); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Join(context.Background(), c.url, c.token.String(), dir, "h5", nil)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), filepath.Base(certFile)) {
+			t.Fatalf("reusing h4's data dir as h5: %v, want InvalidArgument naming %s", err, certFile)
+		}
+	})
+}
+
+func TestHostAPIRefusesAgents(t *testing.T) {
+	st := &fakeStore{}
+	c := newCluster(t, st)
+	agentCreds := c.join(t, "h1")
+	ts := httptest.NewUnstartedServer(HostAPIHandler(nil, st, nil))
+	ts.TLS = HostAPITLS(agentCreds)
+	ts.StartTLS()
+	defer ts.Close()
+	// Another agent's certificate (CA-signed, but not a server's).
+	h2 := c.join(t, "h2")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}
+	resp, err := hc.Get(ts.URL + "/v1/images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("agent calling a host API: status %d, want 403", resp.StatusCode)
+	}
+	// No certificate at all: the handshake fails.
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool()}}}
+	if resp, err := anon.Get(ts.URL + "/v1/images"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("host API without a client certificate: status %d, want the handshake refused", resp.StatusCode)
+	}
+}

@@ -1,0 +1,375 @@
+package hostlink
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// Store is the state the server side of the link reads and writes
+// (*store.Store).
+type Store interface {
+	RegisterHost(ctx context.Context, h *api.Host) error
+	KeepHostAlive(ctx context.Context, name string, ttl time.Duration) error
+	ListAllInstances(ctx context.Context) ([]api.Instance, int64, error)
+	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
+	InstancesAt(ctx context.Context, rev int64) ([]api.Instance, error)
+	GetInstance(ctx context.Context, name string) (*api.Instance, error)
+	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
+	DeleteInstance(ctx context.Context, name string) error
+}
+
+// Server is the control plane's end of the link.
+type Server struct {
+	Store  Store
+	CA     *pki.CA
+	Token  pki.Token
+	Logger *slog.Logger
+	// LeaseTTL is how long a host stays Ready after its heartbeat
+	// request breaks.
+	LeaseTTL time.Duration
+
+	hub *hub
+}
+
+// TLSConfig is the listener's configuration: the serving certificate, and
+// client certificates verified against the CA when given (the join
+// request has none; every other endpoint requires one).
+func (s *Server) TLSConfig(serving tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{serving},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    s.CA.Pool(),
+		MinVersion:   tls.VersionTLS12,
+	}
+}
+
+// Handler serves the link.
+func (s *Server) Handler() http.Handler {
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.LeaseTTL == 0 {
+		s.LeaseTTL = 5 * time.Second
+	}
+	// The hub lives as long as the store's watch: until the store closes.
+	s.hub = newHub(s.Store, s.Logger)
+	go s.hub.run(context.Background())
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+pathJoin, s.join)
+	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
+	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
+	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
+	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
+	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
+	mux.Handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
+	mux.Handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
+	})
+	return mux
+}
+
+// agentOnly admits a request only with an agent certificate signed by the
+// CA whose common name is the host the request acts for.
+func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.PathValue("host")
+		id, err := pki.PeerIdentity(r.TLS)
+		if err == nil && id.Org != pki.Agents {
+			err = fmt.Errorf("certificate of %q is not an agent's (organization %q): %w", id.Name, id.Org, errdefs.ErrPermissionDenied)
+		}
+		if err == nil && id.Name != host {
+			err = fmt.Errorf("certificate is host %q's, not %q's: an agent acts only for its own host: %w", id.Name, host, errdefs.ErrPermissionDenied)
+		}
+		if err != nil {
+			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			writeError(w, err)
+			return
+		}
+		if err := h(w, r, host); err != nil {
+			writeError(w, err)
+		}
+	})
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("join request: %v: %w", err, errdefs.ErrInvalidArgument))
+		return
+	}
+	if !s.Token.CheckSecret(req.Secret) {
+		s.Logger.Warn("hostlink: join with a wrong token refused", "name", req.Name, "remote", r.RemoteAddr)
+		writeError(w, fmt.Errorf("join token is not valid: use the token the server wrote to its data dir (join-token): %w", errdefs.ErrUnauthenticated))
+		return
+	}
+	if err := validHostName(req.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+}
+
+func validHostName(n string) error {
+	if n == "" || len(n) > 63 {
+		return fmt.Errorf("host name %q must be 1 to 63 characters: %w", n, errdefs.ErrInvalidArgument)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c >= 'A' && c <= 'Z' || c == '_') {
+			return fmt.Errorf("host name %q: only letters, digits, '-', '_' and '.': %w", n, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) error {
+	var h api.Host
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&h); err != nil {
+		return fmt.Errorf("host: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if h.Name != host {
+		return fmt.Errorf("host record names %q, not %q: %w", h.Name, host, errdefs.ErrInvalidArgument)
+	}
+	h.Cordoned = false // RegisterHost keeps the stored value; an agent does not set it
+	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// heartbeat holds the host's lease while the request is open; it writes a
+// line now and then so that either side notices a dead peer.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	lost := make(chan error, 1)
+	go func() { lost <- s.Store.KeepHostAlive(ctx, host, s.LeaseTTL) }()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	// Often enough for the agent's watchdog (heartbeatIdle), whatever the TTL.
+	t := time.NewTicker(min(s.LeaseTTL/3, heartbeatIdle/3))
+	defer t.Stop()
+	for {
+		if _, err := fmt.Fprintf(w, "{\"time\":%q}\n", time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+			return nil
+		}
+		if rc.Flush() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-lost:
+			// The agent reconnects, which re-registers and takes a new lease.
+			s.Logger.Warn("hostlink: host lease ended", "host", host, "err", err)
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// list reads the store, not the hub: an agent's list must be exact (it
+// decides which containers are orphans), and the hub may lag by a few
+// events; the stream then continues from the list's revision.
+func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error {
+	insts, rev, err := s.Store.ListAllInstances(r.Context())
+	if err != nil {
+		return err
+	}
+	out := InstanceList{Items: []api.Instance{}, Revision: rev}
+	for _, in := range insts {
+		if in.Status.Host == host {
+			out.Items = append(out.Items, in)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// stream sends host's events from the hub; it ends when the hub drops
+// the stream, and the agent resumes from its last revision.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, sb *sub) error {
+	defer s.hub.unsubscribe(sb)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case ev, ok := <-sb.ch:
+			if !ok {
+				return nil
+			}
+			if enc.Encode(ev) != nil {
+				return nil
+			}
+			// Flush once the burst is written, not per event.
+			if len(sb.ch) == 0 && rc.Flush() != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// watch streams the instance events the host must see: every event of an
+// instance placed on it, and the event that moves an instance away from it
+// (the agent then stops its copy). Which instances were on the host when
+// the stream resumes is read at the agent's revision; if that revision was
+// compacted away, the first event of every instance is forwarded too, as
+// nothing else tells whether it was here before. The agent ignores what is
+// not its own, as it does with a local store.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) error {
+	rev, err := strconv.ParseInt(r.URL.Query().Get("rev"), 10, 64)
+	if err != nil || rev <= 0 {
+		return fmt.Errorf("rev must be the revision of the agent's list: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx := r.Context()
+	if sb, err := s.hub.subscribe(ctx, host, rev); err == nil {
+		return s.stream(w, r, sb)
+	} else if !errors.Is(err, errTooOld) {
+		return err
+	}
+	// Older than the hub's history: a watch of the stream's own.
+	// on: tenant/name -> placed on this host (false: seen, elsewhere).
+	on := map[string]bool{}
+	exact := true
+	insts, err := s.Store.InstancesAt(ctx, rev)
+	if err != nil {
+		s.Logger.Warn("hostlink: cannot read the host's instances at the stream's revision; forwarding more", "host", host, "rev", rev, "err", err)
+		exact = false
+	}
+	for _, in := range insts {
+		if in.Status.Host == host {
+			on[in.Tenant+"/"+in.Name] = true
+		}
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	for ev := range s.Store.WatchAllInstances(ctx, rev) {
+		key := ev.Tenant + "/" + ev.Name
+		nowOn := !ev.Deleted && ev.Instance != nil && ev.Instance.Status.Host == host
+		wasOn, seen := on[key]
+		switch {
+		case nowOn:
+			on[key] = true
+		case exact:
+			delete(on, key)
+		default:
+			on[key] = false
+		}
+		if !nowOn && !wasOn && (exact || seen) {
+			continue
+		}
+		if enc.Encode(ev) != nil || rc.Flush() != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func fingerprint(in *api.Instance) string {
+	b, _ := json.Marshal(in)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+// onHost reads an instance and checks it is placed on host. An instance
+// of another host is reported as not found: an agent learns nothing about
+// the rest of the pool.
+func (s *Server) onHost(r *http.Request, host string) (context.Context, *api.Instance, error) {
+	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
+	in, err := s.Store.GetInstance(ctx, r.PathValue("name"))
+	if err != nil {
+		return ctx, nil, err
+	}
+	if in.Status.Host != host {
+		return ctx, nil, fmt.Errorf("instance %q is not placed on host %q: %w", in.Name, host, errdefs.ErrNotFound)
+	}
+	return ctx, in, nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, host string) error {
+	_, in, err := s.onHost(r, host)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *in, Fingerprint: fingerprint(in)})
+	return nil
+}
+
+var errStale = errors.New("stale")
+
+// putStatus applies an agent's status to an instance placed on its host,
+// if the instance is still the version the agent read; otherwise Conflict
+// and the agent reads again.
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) error {
+	var sw StatusWrite
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&sw); err != nil {
+		return fmt.Errorf("status: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
+	name := r.PathValue("name")
+	out, err := s.Store.UpdateInstance(ctx, name, func(in *api.Instance) error {
+		if in.Status.Host != host || in.UID != sw.UID {
+			return fmt.Errorf("instance %q (uid %s) is not placed on host %q: %w", name, sw.UID, host, errdefs.ErrNotFound)
+		}
+		if fingerprint(in) != sw.Fingerprint {
+			return errStale
+		}
+		sw.Status.Host = host // the agent cannot move an instance
+		in.Status = sw.Status
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		return fmt.Errorf("instance %q changed since it was read: read it again: %w", name, errdefs.ErrConflict)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *out, Fingerprint: fingerprint(out)})
+	return nil
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) error {
+	ctx, in, err := s.onHost(r, host)
+	if err != nil {
+		return err
+	}
+	// The agent removes only records whose deletion was asked for, after
+	// it tore the instance down.
+	if !in.DeletionRequested {
+		return fmt.Errorf("instance %q: deletion was not requested: %w", in.Name, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.Store.DeleteInstance(ctx, in.Name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Hosts finds the host agents the API talks to for what only a host can
+// do (logs, exec, stats, images). The all-in-one has one, its own agent;
+// `kanga server` has one remote host per connected agent.
+type Hosts interface {
+	// Host returns the named host, or false if it is not connected.
+	Host(name string) (Host, bool)
+	// All returns the connected hosts.
+	All() []Host
+}
+
+// singleHost is the directory of the all-in-one: every instance is on its
+// one host.
+type singleHost struct{ h Host }
+
+func (s singleHost) Host(string) (Host, bool) { return s.h, s.h != nil }
+func (s singleHost) All() []Host {
+	if s.h == nil {
+		return nil
+	}
+	return []Host{s.h}
+}
+
+// hostOf returns the host an instance is placed on.
+func (s *Server) hostOf(inst *api.Instance) (Host, error) {
+	if sh, ok := s.hosts.(singleHost); ok && sh.h != nil {
+		// The all-in-one's host answers for every instance, placed or not.
+		return sh.h, nil
+	}
+	if inst.Status.Host == "" {
+		return nil, fmt.Errorf("instance %q is not placed on a host yet (%s): %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
+	}
+	h, ok := s.hosts.Host(inst.Status.Host)
+	if !ok {
+		return nil, fmt.Errorf("instance %q is on host %q, which is not connected to this server now: %w", inst.Name, inst.Status.Host, errdefs.ErrUnavailable)
+	}
+	return h, nil
+}
+
+func (s *Server) allHosts() ([]Host, error) {
+	hs := s.hosts.All()
+	if len(hs) == 0 {
+		return nil, fmt.Errorf("no host is connected: start an agent (kanga agent --join ...): %w", errdefs.ErrUnavailable)
+	}
+	return hs, nil
+}
+
+// imageConfig asks the hosts in turn; the first that has the image (or can
+// pull it) answers.
+func (s *Server) imageConfig(ctx context.Context, ref string) (ImageConfig, error) {
+	hs, err := s.allHosts()
+	if err != nil {
+		return ImageConfig{}, err
+	}
+	var first error
+	for _, h := range hs {
+		cfg, err := h.ImageConfig(ctx, ref)
+		if err == nil {
+			return cfg, nil
+		}
+		if first == nil || !errors.Is(err, errdefs.ErrNotFound) && errors.Is(first, errdefs.ErrNotFound) {
+			first = err
+		}
+	}
+	return ImageConfig{}, first
+}
+
+// listImages merges the hosts' images by name and digest.
+func (s *Server) listAllImages(ctx context.Context) ([]api.Image, error) {
+	hs, err := s.allHosts()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []api.Image
+	for _, h := range hs {
+		imgs, err := h.ListImages(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
+		}
+		for _, im := range imgs {
+			if k := im.Name + "@" + im.Digest; !seen[k] {
+				seen[k] = true
+				out = append(out, im)
+			}
+		}
+	}
+	return out, nil
+}
+
+// pullAll pulls ref on every host, so that any of them can run it.
+func (s *Server) pullAll(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
+	hs, err := s.allHosts()
+	if err != nil {
+		return api.Image{}, err
+	}
+	var img api.Image
+	for i, h := range hs {
+		im, err := h.PullImage(ctx, ref, notDone(progress))
+		if err != nil {
+			return api.Image{}, fmt.Errorf("host %s: %w", h.Name(), err)
+		}
+		if i == 0 {
+			img = im
+		}
+	}
+	return img, nil
+}
+
+// importAll imports the archive on every host; with more than one it is
+// spooled to a temporary file first, since the body can be read once.
+func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	hs, err := s.allHosts()
+	if err != nil {
+		return nil, err
+	}
+	if len(hs) == 1 {
+		return hs[0].ImportImage(ctx, r, notDone(progress))
+	}
+	f, err := os.CreateTemp("", "kanga-import-*.tar")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return nil, fmt.Errorf("reading the image archive: %w", err)
+	}
+	var out []api.Image
+	for i, h := range hs {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		imgs, err := h.ImportImage(ctx, f, notDone(progress))
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
+		}
+		if i == 0 {
+			out = imgs
+		}
+	}
+	return out, nil
+}
+
+// largest is the capacity of the largest connected host, for rejecting a
+// spec no host could ever hold.
+func (s *Server) largest() Capacity {
+	var c Capacity
+	for _, h := range s.hosts.All() {
+		hc := h.Capacity()
+		c.CPUs = max(c.CPUs, hc.CPUs)
+		c.Memory = max(c.Memory, hc.Memory)
+	}
+	return c
+}
+
+// notDone passes a host's progress on without its final event: a remote
+// host reports Done when its own part is over, and a client that saw it
+// would hang up (and so cancel the rest) before the other hosts have the
+// image. The handler sends the one Done when every host is through.
+func notDone(progress func(api.Progress)) func(api.Progress) {
+	return func(p api.Progress) {
+		if p.Done {
+			return
+		}
+		progress(p)
+	}
+}

@@ -1,0 +1,427 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Host records live under hostsPrefix; a host is Ready exactly while its
+// key under hostLeasesPrefix exists. That key is bound to an etcd lease
+// the host's connection keeps alive, so etcd itself expires a silent host:
+// no clock of any replica decides it, and a new leader sees the same
+// answer as the old one.
+const (
+	hostsPrefix      = "/kanga/hosts/"
+	hostLeasesPrefix = "/kanga/hostleases/"
+	// hostWatchPrefix covers both prefixes above in one watch.
+	hostWatchPrefix = "/kanga/host"
+)
+
+// ReasonNoLease is the reason of a NotReady host.
+const ReasonNoLease = "LeaseExpired"
+
+func hostKey(name string) string      { return hostsPrefix + name }
+func hostLeaseKey(name string) string { return hostLeasesPrefix + name }
+
+func checkHostName(name string) error {
+	if name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("host name %q is invalid: it must be non-empty and contain no '/': %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func hostNotFound(name string) error {
+	return fmt.Errorf("host %q not found: check the name with kanga host ls: %w", name, errdefs.ErrNotFound)
+}
+
+func decodeHost(kv *mvccpb.KeyValue) (*api.Host, error) {
+	var h api.Host
+	if err := json.Unmarshal(kv.Value, &h); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", kv.Key, err)
+	}
+	return &h, nil
+}
+
+// setPhase derives the host's phase from whether it holds a lease.
+func setPhase(h *api.Host, leased bool) {
+	if leased {
+		h.Status.Phase, h.Status.Reason = api.HostReady, ""
+	} else {
+		h.Status.Phase, h.Status.Reason = api.HostNotReady, ReasonNoLease
+	}
+}
+
+// RegisterHost creates or updates the host record. Cordoned is kept as
+// stored: an operator's cordon survives the host reconnecting. The phase
+// is not stored; it follows the host's lease (KeepHostAlive).
+func (s *Store) RegisterHost(ctx context.Context, h *api.Host) error {
+	if err := checkHostName(h.Name); err != nil {
+		return err
+	}
+	key := hostKey(h.Name)
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return s.etcdErr(ctx, "get host", err)
+	}
+	kvs := resp.Kvs
+	for {
+		rec := *h
+		rec.Status.RegisteredAt = time.Now().UTC()
+		rec.Status.Phase, rec.Status.Reason = "", ""
+		var cmp clientv3.Cmp
+		if len(kvs) == 0 {
+			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		} else {
+			old, err := decodeHost(kvs[0])
+			if err != nil {
+				return err
+			}
+			rec.Cordoned = old.Cordoned
+			rec.Status.LastHeartbeat = old.Status.LastHeartbeat
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)
+		}
+		val, err := json.Marshal(&rec)
+		if err != nil {
+			return fmt.Errorf("store: encode host %q: %w", h.Name, err)
+		}
+		tresp, err := s.client.Txn(ctx).If(cmp).
+			Then(clientv3.OpPut(key, string(val))).
+			Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return s.etcdErr(ctx, "register host", err)
+		}
+		if tresp.Succeeded {
+			return nil
+		}
+		kvs = tresp.Responses[0].GetResponseRange().Kvs
+	}
+}
+
+// KeepHostAlive binds the host's lease key to a fresh etcd lease of ttl
+// and keeps that lease alive until ctx ends (it then returns ctx's error)
+// or the lease is lost, for instance after etcd was unreachable for longer
+// than ttl (it then returns an ErrUnavailable error and the caller may
+// call it again). The host must be registered.
+//
+// Ending ctx does not revoke the lease: when a host's connection moves to
+// another control-plane replica, the new KeepHostAlive takes the key over
+// before the old lease runs out, so the host never flaps to NotReady.
+func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duration) error {
+	if err := checkHostName(name); err != nil {
+		return err
+	}
+	secs := max(int64(math.Ceil(ttl.Seconds())), 1)
+	lease, err := s.client.Grant(ctx, secs)
+	if err != nil {
+		return s.etcdErr(ctx, "grant host lease", err)
+	}
+	now := time.Now().UTC()
+	val, err := json.Marshal(struct {
+		Since time.Time `json:"since"`
+	}{now})
+	if err != nil {
+		return err
+	}
+	// The lease key and the heartbeat time go in one transaction, so a
+	// Ready host always shows when its lease began. The time is written
+	// once per lease, not per keep-alive, so that thousands of hosts do
+	// not turn into thousands of writes a second.
+	key := hostKey(name)
+	for {
+		resp, err := s.client.Get(ctx, key)
+		if err != nil {
+			s.revoke(lease.ID)
+			return s.etcdErr(ctx, "get host", err)
+		}
+		if len(resp.Kvs) == 0 {
+			s.revoke(lease.ID)
+			return fmt.Errorf("host %q is not registered: register it before keeping it alive: %w", name, errdefs.ErrFailedPrecondition)
+		}
+		h, err := decodeHost(resp.Kvs[0])
+		if err != nil {
+			s.revoke(lease.ID)
+			return err
+		}
+		h.Status.LastHeartbeat = now
+		rec, err := json.Marshal(h)
+		if err != nil {
+			s.revoke(lease.ID)
+			return err
+		}
+		tresp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(hostLeaseKey(name), string(val), clientv3.WithLease(lease.ID)), clientv3.OpPut(key, string(rec))).
+			Commit()
+		if err != nil {
+			s.revoke(lease.ID)
+			return s.etcdErr(ctx, "take host lease", err)
+		}
+		if tresp.Succeeded {
+			break
+		}
+	}
+
+	ch, err := s.client.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return s.etcdErr(ctx, "keep host lease alive", err)
+	}
+	for range ch {
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.client.Ctx().Err() != nil {
+		return fmt.Errorf("store: keep host %q alive: the store is closed: %w", name, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("store: the lease of host %q was lost (etcd unreachable for longer than %s?): %w", name, ttl, errdefs.ErrUnavailable)
+}
+
+func (s *Store) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(s.client.Ctx(), 5*time.Second)
+	defer cancel()
+	_, _ = s.client.Revoke(ctx, id)
+}
+
+// GetHost returns the named host with its phase.
+func (s *Store) GetHost(ctx context.Context, name string) (*api.Host, error) {
+	if err := checkHostName(name); err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Txn(ctx).Then(clientv3.OpGet(hostKey(name)), clientv3.OpGet(hostLeaseKey(name), clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get host", err)
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return nil, hostNotFound(name)
+	}
+	h, err := decodeHost(kvs[0])
+	if err != nil {
+		return nil, err
+	}
+	setPhase(h, resp.Responses[1].GetResponseRange().Count > 0)
+	return h, nil
+}
+
+// ListHosts returns every host by name, with its phase, as of one etcd
+// revision, which it returns too.
+func (s *Store) ListHosts(ctx context.Context) ([]api.Host, error) {
+	hosts, _, err := s.listHosts(ctx)
+	return hosts, err
+}
+
+func (s *Store) listHosts(ctx context.Context) ([]api.Host, int64, error) {
+	resp, err := s.client.Txn(ctx).Then(
+		clientv3.OpGet(hostsPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(hostLeasesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "list hosts", err)
+	}
+	leased := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		leased[strings.TrimPrefix(string(kv.Key), hostLeasesPrefix)] = true
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	out := make([]api.Host, 0, len(kvs))
+	for _, kv := range kvs {
+		h, err := decodeHost(kv)
+		if err != nil {
+			s.logger.Error("skipping undecodable host", "key", string(kv.Key), "error", err)
+			continue
+		}
+		setPhase(h, leased[h.Name])
+		out = append(out, *h)
+	}
+	slices.SortFunc(out, func(a, b api.Host) int { return strings.Compare(a.Name, b.Name) })
+	return out, resp.Header.Revision, nil
+}
+
+// UpdateHost applies fn to the current host record and stores the result
+// unless somebody changed it in between, in which case fn runs again on
+// the newer version. An error from fn aborts the update and is returned
+// as is. fn may not rename the host; the phase it sets is ignored.
+func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*api.Host) error) (*api.Host, error) {
+	if err := checkHostName(name); err != nil {
+		return nil, err
+	}
+	key := hostKey(name)
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return nil, s.etcdErr(ctx, "get host", err)
+	}
+	kvs := resp.Kvs
+	for {
+		if len(kvs) == 0 {
+			return nil, hostNotFound(name)
+		}
+		h, err := decodeHost(kvs[0])
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(h); err != nil {
+			return nil, err
+		}
+		if h.Name != name {
+			return nil, fmt.Errorf("host %q: an update may not rename it (to %q): %w", name, h.Name, errdefs.ErrInvalidArgument)
+		}
+		h.Status.Phase, h.Status.Reason = "", ""
+		val, err := json.Marshal(h)
+		if err != nil {
+			return nil, fmt.Errorf("store: encode host %q: %w", name, err)
+		}
+		tresp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
+			Then(clientv3.OpPut(key, string(val)), clientv3.OpGet(hostLeaseKey(name), clientv3.WithCountOnly())).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, s.etcdErr(ctx, "update host", err)
+		}
+		if tresp.Succeeded {
+			setPhase(h, tresp.Responses[1].GetResponseRange().Count > 0)
+			return h, nil
+		}
+		kvs = tresp.Responses[0].GetResponseRange().Kvs
+	}
+}
+
+// DeleteHost removes the host record and its lease key. Instances placed
+// on the host are not touched: the failure detector treats them as on a
+// NotReady host.
+func (s *Store) DeleteHost(ctx context.Context, name string) error {
+	if err := checkHostName(name); err != nil {
+		return err
+	}
+	resp, err := s.client.Txn(ctx).Then(clientv3.OpDelete(hostKey(name)), clientv3.OpDelete(hostLeaseKey(name))).Commit()
+	if err != nil {
+		return s.etcdErr(ctx, "delete host", err)
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return hostNotFound(name)
+	}
+	return nil
+}
+
+// HostsSnapshot is the list of all hosts as of an etcd revision.
+type HostsSnapshot struct {
+	Hosts    []api.Host
+	Revision int64
+}
+
+// WatchHosts sends the list of all hosts (as ListHosts) at once and again
+// after every change to a host record or a host's lease. Lists that the
+// consumer has not taken yet are replaced by newer ones, so a slow
+// consumer always gets the latest state and never a backlog. The channel
+// closes when ctx ends or the store is closed; the watch survives etcd
+// failures by listing again.
+func (s *Store) WatchHosts(ctx context.Context) <-chan []api.Host {
+	out := make(chan []api.Host)
+	go func() {
+		defer close(out)
+		for snap := range s.WatchHostSnapshots(ctx) {
+			select {
+			case out <- snap.Hosts:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// WatchHostSnapshots is WatchHosts with the revision of each list.
+func (s *Store) WatchHostSnapshots(ctx context.Context) <-chan HostsSnapshot {
+	ch := make(chan HostsSnapshot, 1)
+	go func() {
+		defer close(ch)
+		for {
+			hosts, rev, err := s.listHosts(ctx)
+			if err != nil {
+				s.logger.Warn("watch hosts: cannot list; retrying", "error", err)
+				if s.pause(ctx) != nil {
+					return
+				}
+				continue
+			}
+			if !offerHosts(ctx, ch, HostsSnapshot{Hosts: hosts, Revision: rev}) {
+				return
+			}
+			if !s.waitHostChange(ctx, rev) {
+				if ctx.Err() != nil || s.client.Ctx().Err() != nil {
+					return
+				}
+				if s.pause(ctx) != nil {
+					return
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+// ListHostSnapshot is ListHosts with the revision of the list.
+func (s *Store) ListHostSnapshot(ctx context.Context) (HostsSnapshot, error) {
+	hosts, rev, err := s.listHosts(ctx)
+	return HostsSnapshot{Hosts: hosts, Revision: rev}, err
+}
+
+// HostsChangedSince reports whether a host record or lease was written
+// after rev. (A lease that expired is a deletion, which it does not see:
+// it serves to order an operator's cordon before later placements, not
+// to detect failures.)
+func (s *Store) HostsChangedSince(ctx context.Context, rev int64) (bool, error) {
+	// Keys only, not a count: etcd counts before it filters by revision.
+	resp, err := s.client.Get(ctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithMinModRev(rev+1))
+	if err != nil {
+		return false, s.etcdErr(ctx, "check hosts", err)
+	}
+	return len(resp.Kvs) > 0, nil
+}
+
+// offerHosts puts hosts into ch, replacing a list the consumer has not
+// taken. It is only called from the one producer goroutine.
+func offerHosts[T any](ctx context.Context, ch chan T, hosts T) bool {
+	for {
+		select {
+		case ch <- hosts:
+			return true
+		case <-ctx.Done():
+			return false
+		default:
+		}
+		select {
+		case <-ch: // stale, replaced below
+		default:
+		}
+	}
+}
+
+// waitHostChange returns true once a host key changes after rev, false
+// when the watch broke or ctx ended.
+func (s *Store) waitHostChange(ctx context.Context, rev int64) bool {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range s.client.Watch(wctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if wr.Err() != nil || wr.CompactRevision != 0 {
+			// Listing again repairs both.
+			return wr.CompactRevision != 0
+		}
+		if len(wr.Events) > 0 {
+			return true
+		}
+	}
+	return false
+}
