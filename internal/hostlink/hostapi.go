@@ -39,6 +39,7 @@ var hostRoutes = map[string]bool{
 	"GET /v1/images":                 true,
 	"POST /v1/images/import":         true,
 	"POST /v1/images/pull":           true,
+	"POST /v1/images/prewarm":        true,
 }
 
 // InstanceGetter reads an instance placed on this host (the Link).
@@ -123,7 +124,11 @@ type RemoteHost struct {
 	base string
 }
 
-var _ server.Host = (*RemoteHost)(nil)
+var (
+	_ server.Host           = (*RemoteHost)(nil)
+	_ server.PreviousLogger = (*RemoteHost)(nil)
+	_ server.ImagePrewarmer = (*RemoteHost)(nil)
+)
 
 // NewRemoteHost returns the client of host's API at rec.Address, with the
 // server's client certificate in tlsCfg.
@@ -214,6 +219,30 @@ func (h *RemoteHost) Logs(ctx context.Context, inst *api.Instance, container str
 	defer rc.Close()
 	_, err = io.Copy(w, rc)
 	return err
+}
+
+// PreviousLogs implements server.PreviousLogger: the agent's host API
+// serves the run before the latest restart.
+func (h *RemoteHost) PreviousLogs(ctx context.Context, inst *api.Instance, container string) (io.ReadCloser, error) {
+	c, err := h.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Logs(ctx, inst.Name, client.LogsOptions{Container: container, Previous: true})
+}
+
+// PrewarmImage implements server.ImagePrewarmer on the agent's own host.
+func (h *RemoteHost) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, error) {
+	c, err := h.client(ctx)
+	if err != nil {
+		return api.Image{}, false, err
+	}
+	res, err := c.PrewarmImage(ctx, ref, 1)
+	if err != nil {
+		return api.Image{}, false, err
+	}
+	pulled := len(res.Hosts) > 0 && res.Hosts[0].Pulled
+	return res.Image, pulled, nil
 }
 
 // Exec implements server.Host.

@@ -16,10 +16,11 @@ type ImagePrewarmer interface {
 	PrewarmImage(ctx context.Context, ref string) (img api.Image, pulled bool, err error)
 }
 
-// prewarmImage serves POST /v1/images/prewarm. With one host, "hosts: N"
-// for any N >= 1 (or 0, every host) means that host; the answer lists the
-// hosts actually warmed, so a client asking for more learns how many
-// there are.
+// prewarmImage serves POST /v1/images/prewarm: "hosts: N" makes the image
+// ready on N of the connected hosts (0: every host), those that already
+// have it first, so that a prewarm does not pull where it need not. The
+// answer lists the hosts actually warmed, so a client asking for more
+// learns how many there are.
 func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	var req api.PrewarmRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -31,17 +32,43 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Hosts < 0 {
 		return fmt.Errorf("hosts is %d: give how many hosts should have the image ready, or 0 for all: %w", req.Hosts, errdefs.ErrInvalidArgument)
 	}
-	p, ok := s.host.(ImagePrewarmer)
-	if !ok {
-		return fmt.Errorf("host %s cannot prewarm images: %w", s.host.Name(), errdefs.ErrNotImplemented)
-	}
-	img, pulled, err := p.PrewarmImage(r.Context(), req.Ref)
+	hs, err := s.allHosts()
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.PrewarmResult{
-		Image: img,
-		Hosts: []api.PrewarmedHost{{Host: s.host.Name(), Pulled: pulled}},
-	})
+	var warmers []ImagePrewarmer
+	var names []string
+	for _, h := range hs {
+		if p, ok := h.(ImagePrewarmer); ok {
+			warmers = append(warmers, p)
+			names = append(names, h.Name())
+		}
+	}
+	if len(warmers) == 0 {
+		return fmt.Errorf("no connected host can prewarm images: %w", errdefs.ErrNotImplemented)
+	}
+	n := len(warmers)
+	if req.Hosts > 0 && req.Hosts < n {
+		n = req.Hosts
+	}
+	res := api.PrewarmResult{}
+	for i := 0; i < len(warmers) && len(res.Hosts) < n; i++ {
+		img, pulled, err := warmers[i].PrewarmImage(r.Context(), req.Ref)
+		if err != nil {
+			if len(warmers) == 1 {
+				return err
+			}
+			s.log.Warn("prewarm failed on a host; trying the next", "host", names[i], "ref", req.Ref, "err", err)
+			continue
+		}
+		if len(res.Hosts) == 0 {
+			res.Image = img
+		}
+		res.Hosts = append(res.Hosts, api.PrewarmedHost{Host: names[i], Pulled: pulled})
+	}
+	if len(res.Hosts) == 0 {
+		return fmt.Errorf("prewarming %s failed on every host (see the server log): %w", req.Ref, errdefs.ErrUnavailable)
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
