@@ -23,10 +23,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/agent"
-	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
@@ -91,52 +88,19 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
-	if err := ctrd.Start(ctx); err != nil {
-		return fmt.Errorf("starting containerd: %w", err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := ctrd.Stop(sctx); err != nil {
-			log.Warn("stopping containerd", "err", err)
-		}
-	}()
-
-	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: o.Bridge, Subnet: o.Subnet})
-	if err != nil {
-		return fmt.Errorf("preparing the instance network: %w", err)
-	}
-	var warm *pool.Pool
-	if o.Pool.Max > 0 {
-		warm = pool.New(pool.Config{
-			Network: netw, Policy: o.Pool, Logger: log,
-			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
-		})
-	}
 	hostName := o.HostName
 	if hostName == "" {
 		hostName, _ = os.Hostname()
 	}
-	ag := agent.New(agent.Config{
-		HostName:    hostName,
-		DataDir:     filepath.Join(dataDir, "agent"),
-		Store:       st,
-		Client:      ctrd.Client(),
-		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
-		Images:      image.New(ctrd.Client(), "overlayfs"),
-		Network:     netw,
-		Pool:        warm,
-		Logger:      log,
-		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+	host, err := StartHost(ctx, HostConfig{
+		DataDir: dataDir, HostName: hostName, Store: st,
+		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Logger: log,
 	})
-	actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- ag.Run(actx) }()
-	defer func() {
-		stopAgent()
-		<-agentDone
-	}()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ag := host.Agent
 
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host

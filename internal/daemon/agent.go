@@ -13,11 +13,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/agent"
-	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
 )
@@ -90,43 +86,15 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	link := hostlink.NewLink(o.Join, hostName, creds, log)
 
-	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
-	if err := ctrd.Start(ctx); err != nil {
-		return fmt.Errorf("starting containerd: %w", err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := ctrd.Stop(sctx); err != nil {
-			log.Warn("stopping containerd", "err", err)
-		}
-	}()
-	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: o.Bridge, Subnet: o.Subnet})
-	if err != nil {
-		return fmt.Errorf("preparing the instance network: %w", err)
-	}
-	var warm *pool.Pool
-	if o.Pool.Max > 0 {
-		warm = pool.New(pool.Config{Network: netw, Policy: o.Pool, Logger: log,
-			StatusFile: filepath.Join(dataDir, "agent", "pool.json")})
-	}
-	ag := agent.New(agent.Config{
-		HostName:    hostName,
-		DataDir:     filepath.Join(dataDir, "agent"),
-		Store:       link,
-		Client:      ctrd.Client(),
-		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
-		Images:      image.New(ctrd.Client(), "overlayfs"),
-		Network:     netw,
-		Pool:        warm,
-		Logger:      log,
-		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+	host, err := allinone.StartHost(ctx, allinone.HostConfig{
+		DataDir: dataDir, HostName: hostName, Store: link,
+		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Logger: log,
 	})
-	actx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopAgent()
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- ag.Run(actx) }()
-	defer func() { stopAgent(); <-agentDone }()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ag := host.Agent
 
 	hs := &http.Server{Handler: hostlink.HostAPIHandler(ag, link, log), TLSConfig: hostlink.HostAPITLS(creds),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -140,7 +108,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	linkDone := make(chan struct{})
 	go func() {
 		defer close(linkDone)
-		link.Run(actx, func() api.Host {
+		link.Run(host.Context(), func() api.Host {
 			c := ag.Capacity()
 			return api.Host{
 				Name:           hostName,
@@ -152,7 +120,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 			}
 		})
 	}()
-	defer func() { stopAgent(); <-linkDone }()
+	defer func() { host.StopAgent(); <-linkDone }()
 
 	if err := os.WriteFile(allinone.PIDFile(dataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return err

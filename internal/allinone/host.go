@@ -1,0 +1,110 @@
+package allinone
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/runtime"
+)
+
+// HostConfig configures the host half of a process: what `kanga up` and
+// `kanga agent` both run. It lives here rather than in package daemon
+// because daemon imports this package.
+type HostConfig struct {
+	DataDir  string // absolute
+	HostName string
+	// Store is where the agent reads and writes instances: the store
+	// itself (kanga up) or the agent's link to the server (kanga agent).
+	Store  agent.Store
+	Bridge string
+	Subnet string
+	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
+	Pool   pool.Policy
+	Logger *slog.Logger
+}
+
+// Host is a running host: a supervised containerd, the instance network
+// and an agent running in the background.
+type Host struct {
+	Agent *agent.Agent
+
+	ctx       context.Context // the caller's, for the detached shutdown
+	actx      context.Context
+	stopAgent context.CancelFunc
+	agentDone chan error
+	ctrd      *runtime.Daemon
+	log       *slog.Logger
+}
+
+// StartHost starts containerd under DataDir/containerd, prepares the
+// instance network (and the warm pool) and runs an agent. The agent runs
+// on a context detached from ctx: it stops at Close, not when ctx ends.
+// On error, whatever was started is stopped again.
+func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
+	log := c.Logger
+	dataDir := c.DataDir
+	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
+	if err := ctrd.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting containerd: %w", err)
+	}
+	h := &Host{ctx: ctx, ctrd: ctrd, log: log}
+
+	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet})
+	if err != nil {
+		h.stopContainerd()
+		return nil, fmt.Errorf("preparing the instance network: %w", err)
+	}
+	var warm *pool.Pool
+	if c.Pool.Max > 0 {
+		warm = pool.New(pool.Config{
+			Network: netw, Policy: c.Pool, Logger: log,
+			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
+		})
+	}
+	h.Agent = agent.New(agent.Config{
+		HostName:    c.HostName,
+		DataDir:     filepath.Join(dataDir, "agent"),
+		Store:       c.Store,
+		Client:      ctrd.Client(),
+		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Images:      image.New(ctrd.Client(), "overlayfs"),
+		Network:     netw,
+		Pool:        warm,
+		Logger:      log,
+		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+	})
+	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
+	h.agentDone = make(chan error, 1)
+	go func() { h.agentDone <- h.Agent.Run(h.actx) }()
+	return h, nil
+}
+
+// Context ends when the agent is told to stop (StopAgent or Close): for
+// loops that live as long as the agent, such as its link to the server.
+func (h *Host) Context() context.Context { return h.actx }
+
+// StopAgent tells the agent to stop without waiting for it; Close waits.
+func (h *Host) StopAgent() { h.stopAgent() }
+
+// Close stops the agent and waits for it, then stops containerd. The
+// instances keep running: their shims outlive containerd.
+func (h *Host) Close() {
+	h.stopAgent()
+	<-h.agentDone
+	h.stopContainerd()
+}
+
+func (h *Host) stopContainerd() {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), 15*time.Second)
+	defer cancel()
+	if err := h.ctrd.Stop(sctx); err != nil {
+		h.log.Warn("stopping containerd", "err", err)
+	}
+}
