@@ -212,17 +212,13 @@ func (s *state) snapshot(reqs []scheduler.Request) scheduler.Snapshot {
 	for _, h := range s.hosts {
 		snap.Hosts = append(snap.Hosts, hostOf(h, s.alloc[h.Name]))
 	}
-	// Tenant spread only needs the placements of the tenants asking now.
-	seen := map[string]bool{}
+	// Tenant spread only needs the counts of the tenants asking now,
+	// handed over as kept (Schedule only reads them): O(tenants asking),
+	// not O(instances placed).
+	snap.Counts = map[string]map[string]int{}
 	for _, r := range reqs {
-		if seen[r.Tenant] {
-			continue
-		}
-		seen[r.Tenant] = true
-		for host, n := range s.perTenant[r.Tenant] {
-			for range n {
-				snap.Existing = append(snap.Existing, scheduler.Placement{Tenant: r.Tenant, Host: host})
-			}
+		if pt, ok := s.perTenant[r.Tenant]; ok {
+			snap.Counts[r.Tenant] = pt
 		}
 	}
 	return snap

@@ -205,7 +205,14 @@ func newState(snap Snapshot, pending []Request) *state {
 
 	for _, p := range snap.Existing {
 		if i, ok := s.index[p.Host]; ok {
-			s.count(spreadKey(p.SpreadKey, p.Tenant), i)
+			s.count(spreadKey(p.SpreadKey, p.Tenant), i, 1)
+		}
+	}
+	for key, hosts := range snap.Counts {
+		for host, n := range hosts {
+			if i, ok := s.index[host]; ok && n > 0 {
+				s.count(key, i, int32(n))
+			}
 		}
 	}
 	return s
@@ -218,8 +225,8 @@ func spreadKey(key, tenant string) string {
 	return tenant
 }
 
-// count records one more instance of key on host i.
-func (s *state) count(key string, i int32) {
+// count records n more instances of key on host i.
+func (s *state) count(key string, i int32, n int32) {
 	if key == "" {
 		return
 	}
@@ -228,14 +235,14 @@ func (s *state) count(key string, i int32) {
 		m = make(map[int32]int32)
 		s.onHost[key] = m
 	}
-	m[i]++
+	m[i] += n
 	if z := s.nodes[i].zone; z >= 0 {
 		m := s.inZone[key]
 		if m == nil {
 			m = make(map[int32]int32)
 			s.inZone[key] = m
 		}
-		m[z]++
+		m[z] += n
 	}
 }
 
@@ -376,7 +383,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 	nd.dedicatedFree -= r.DedicatedCores
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
 	// also clear the entry this placement may have added.
-	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best))
+	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best), 1)
 	return best, "", nil
 }
 
