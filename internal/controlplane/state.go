@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -42,6 +44,11 @@ type state struct {
 
 	hosts    map[string]*api.Host
 	hostsRev int64
+	// sched is the scheduler's view of hosts, in name order, kept up to
+	// date as allocations change (touch) so that a pass hands it over
+	// instead of building it; schedIdx finds a host in it.
+	sched    []scheduler.Host
+	schedIdx map[string]int
 	// everReady are hosts seen Ready during this leadership: their loss is
 	// acted on at once; others only after the startup grace.
 	everReady map[string]bool
@@ -134,6 +141,7 @@ func (s *state) apply(ev *store.InstanceEvent) {
 		}
 		a.res = a.res.Add(d.res)
 		a.dedicated += d.dedicated
+		s.touch(e.host)
 		hk := s.byHost[e.host]
 		if hk == nil {
 			hk = map[string]struct{}{}
@@ -161,6 +169,7 @@ func (s *state) uncharge(k string, e *entry) {
 			Instances: -e.charged.res.Instances,
 		})
 		a.dedicated -= e.charged.dedicated
+		s.touch(e.host)
 	}
 	if hk := s.byHost[e.host]; hk != nil {
 		delete(hk, k)
@@ -195,6 +204,22 @@ func (s *state) setHosts(snap store.HostsSnapshot) {
 	}
 	s.hosts = m
 	s.freed = true
+	s.sched = s.sched[:0]
+	s.schedIdx = make(map[string]int, len(m))
+	for name, h := range m {
+		s.sched = append(s.sched, hostOf(h, s.alloc[name]))
+	}
+	slices.SortFunc(s.sched, func(a, b scheduler.Host) int { return strings.Compare(a.Name, b.Name) })
+	for i := range s.sched {
+		s.schedIdx[s.sched[i].Name] = i
+	}
+}
+
+// touch brings host's entry in sched up to date with its allocation.
+func (s *state) touch(host string) {
+	if i, ok := s.schedIdx[host]; ok {
+		s.sched[i] = hostOf(s.hosts[host], s.alloc[host])
+	}
 }
 
 // lost reports whether the instances placed on host should be handled as
@@ -208,21 +233,16 @@ func (s *state) lost(host string) bool {
 
 // snapshot builds the scheduler's input for the pending requests.
 func (s *state) snapshot(reqs []scheduler.Request) scheduler.Snapshot {
-	snap := scheduler.Snapshot{Hosts: make([]scheduler.Host, 0, len(s.hosts))}
-	for _, h := range s.hosts {
-		snap.Hosts = append(snap.Hosts, hostOf(h, s.alloc[h.Name]))
-	}
-	// Tenant spread only needs the placements of the tenants asking now.
-	seen := map[string]bool{}
+	// sched is current (setHosts, touch), and Schedule only reads it:
+	// O(1) here rather than O(hosts).
+	snap := scheduler.Snapshot{Hosts: s.sched}
+	// Tenant spread only needs the counts of the tenants asking now,
+	// handed over as kept (Schedule only reads them): O(tenants asking),
+	// not O(instances placed).
+	snap.Counts = map[string]map[string]int{}
 	for _, r := range reqs {
-		if seen[r.Tenant] {
-			continue
-		}
-		seen[r.Tenant] = true
-		for host, n := range s.perTenant[r.Tenant] {
-			for range n {
-				snap.Existing = append(snap.Existing, scheduler.Placement{Tenant: r.Tenant, Host: host})
-			}
+		if pt, ok := s.perTenant[r.Tenant]; ok {
+			snap.Counts[r.Tenant] = pt
 		}
 	}
 	return snap

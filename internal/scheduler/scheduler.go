@@ -10,8 +10,7 @@ import (
 // that changes as requests are placed. The snapshot itself is only read.
 type state struct {
 	hosts []*Host // sorted by name: the lowest index wins a tie
-	index map[string]int32
-	nodes []node // what the hot loop reads, by the same index
+	nodes []node  // what the hot loop reads, by the same index
 
 	// Bits for the runtime classes, capabilities and selector terms the
 	// pending requests ask for, so that most filters are a mask test.
@@ -111,7 +110,6 @@ func newState(snap Snapshot, pending []Request) *state {
 	n := len(snap.Hosts)
 	s := &state{
 		hosts:      make([]*Host, n),
-		index:      make(map[string]int32, n),
 		nodes:      make([]node, n),
 		imageHosts: make(map[string][]int32),
 		onHost:     make(map[string]map[int32]int32),
@@ -124,8 +122,12 @@ func newState(snap Snapshot, pending []Request) *state {
 		s.hosts[i] = &snap.Hosts[i]
 	}
 	// Stable, so that hosts sharing a name (a broken snapshot) still come
-	// out in one order for one input.
-	slices.SortStableFunc(s.hosts, func(a, b *Host) int { return strings.Compare(a.Name, b.Name) })
+	// out in one order for one input. Callers usually keep their hosts in
+	// name order already; checking is O(hosts), sorting is not.
+	byName := func(a, b *Host) int { return strings.Compare(a.Name, b.Name) }
+	if !slices.IsSortedFunc(s.hosts, byName) {
+		slices.SortStableFunc(s.hosts, byName)
+	}
 
 	for k := range pending {
 		r := &pending[k]
@@ -145,9 +147,6 @@ func newState(snap Snapshot, pending []Request) *state {
 
 	zoneIDs := make(map[string]int32)
 	for i, h := range s.hosts {
-		if _, dup := s.index[h.Name]; !dup {
-			s.index[h.Name] = int32(i)
-		}
 		nd := &s.nodes[i]
 		nd.free = Resources{
 			MilliCPU:     h.Capacity.MilliCPU - h.Allocated.MilliCPU,
@@ -204,11 +203,25 @@ func newState(snap Snapshot, pending []Request) *state {
 	s.zoneCount = make([]int32, s.zones)
 
 	for _, p := range snap.Existing {
-		if i, ok := s.index[p.Host]; ok {
-			s.count(spreadKey(p.SpreadKey, p.Tenant), i)
+		if i, ok := s.lookup(p.Host); ok {
+			s.count(spreadKey(p.SpreadKey, p.Tenant), i, 1)
+		}
+	}
+	for key, hosts := range snap.Counts {
+		for host, n := range hosts {
+			if i, ok := s.lookup(host); ok && n > 0 {
+				s.count(key, i, int32(n))
+			}
 		}
 	}
 	return s
+}
+
+// lookup finds the host named name (the first of that name), by binary
+// search: a map of all hosts would cost O(hosts) to build on every call.
+func (s *state) lookup(name string) (int32, bool) {
+	i, ok := slices.BinarySearchFunc(s.hosts, name, func(h *Host, n string) int { return strings.Compare(h.Name, n) })
+	return int32(i), ok
 }
 
 func spreadKey(key, tenant string) string {
@@ -218,8 +231,8 @@ func spreadKey(key, tenant string) string {
 	return tenant
 }
 
-// count records one more instance of key on host i.
-func (s *state) count(key string, i int32) {
+// count records n more instances of key on host i.
+func (s *state) count(key string, i int32, n int32) {
 	if key == "" {
 		return
 	}
@@ -228,14 +241,14 @@ func (s *state) count(key string, i int32) {
 		m = make(map[int32]int32)
 		s.onHost[key] = m
 	}
-	m[i]++
+	m[i] += n
 	if z := s.nodes[i].zone; z >= 0 {
 		m := s.inZone[key]
 		if m == nil {
 			m = make(map[int32]int32)
 			s.inZone[key] = m
 		}
-		m[z]++
+		m[z] += n
 	}
 }
 
@@ -376,7 +389,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 	nd.dedicatedFree -= r.DedicatedCores
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
 	// also clear the entry this placement may have added.
-	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best))
+	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best), 1)
 	return best, "", nil
 }
 

@@ -434,6 +434,31 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// Counts is Existing in aggregate: a snapshot giving the same placements
+// either way gets the same plan, and one without them another plan.
+func TestCountsMatchExisting(t *testing.T) {
+	hosts := synthHosts(60)
+	pending := synthRequests(200)
+	listed := Snapshot{Hosts: hosts}
+	counted := Snapshot{Hosts: hosts, Counts: map[string]map[string]int{}}
+	for k := 0; k < 400; k++ {
+		tenant, host := "t"+itoa(k%5), hosts[(k*13)%len(hosts)].Name
+		listed.Existing = append(listed.Existing, Placement{ID: "old" + itoa(k), Tenant: tenant, Host: host})
+		if counted.Counts[tenant] == nil {
+			counted.Counts[tenant] = map[string]int{}
+		}
+		counted.Counts[tenant][host]++
+	}
+	policy := Policy{Mode: Spread, TenantSpread: true}
+	want := Schedule(listed, pending, policy)
+	if got := Schedule(counted, pending, policy); !reflect.DeepEqual(got, want) {
+		t.Fatalf("plan from Counts differs from the plan from Existing")
+	}
+	if none := Schedule(Snapshot{Hosts: hosts}, pending, policy); reflect.DeepEqual(none, want) {
+		t.Fatal("the existing placements change nothing; the test would not notice Counts being ignored")
+	}
+}
+
 func TestNoMutation(t *testing.T) {
 	snap := Snapshot{Hosts: synthHosts(50)}
 	snap.Existing = []Placement{{ID: "x", Tenant: "t1", Host: snap.Hosts[3].Name}}

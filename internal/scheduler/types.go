@@ -137,6 +137,13 @@ type Snapshot struct {
 	Hosts []Host
 	// Existing are the instances already placed; tenant spread counts them.
 	Existing []Placement
+	// Counts is Existing in aggregate: the number of instances already
+	// placed per spread key (a tenant when instances set none) and host
+	// name. A caller that keeps these counts up to date hands them over
+	// as they are instead of one Placement per instance, so that building
+	// a snapshot does not cost O(instances). Both are counted when both
+	// are given.
+	Counts map[string]map[string]int
 }
 
 // Policy is the cluster-wide scheduling policy.

@@ -26,7 +26,15 @@ const (
 	hostLeasesPrefix = "/kanga/hostleases/"
 	// hostWatchPrefix covers both prefixes above in one watch.
 	hostWatchPrefix = "/kanga/host"
+	// hostsEpochKey is rewritten, in the same transaction, by every write
+	// of a host record or lease key, so that HostsChangedSince reads one
+	// key rather than ranging over every host (etcd filters a range by
+	// revision only after reading all of it).
+	hostsEpochKey = "/kanga/registry/epoch"
 )
+
+// epochPut is the companion put of hostsEpochKey in a host write.
+func epochPut() clientv3.Op { return clientv3.OpPut(hostsEpochKey, "") }
 
 // ReasonNoLease is the reason of a NotReady host.
 const ReasonNoLease = "LeaseExpired"
@@ -96,7 +104,7 @@ func (s *Store) RegisterHost(ctx context.Context, h *api.Host) error {
 			return fmt.Errorf("store: encode host %q: %w", h.Name, err)
 		}
 		tresp, err := s.client.Txn(ctx).If(cmp).
-			Then(clientv3.OpPut(key, string(val))).
+			Then(clientv3.OpPut(key, string(val)), epochPut()).
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return s.etcdErr(ctx, "register host", err)
@@ -161,7 +169,7 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 		}
 		tresp, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
-			Then(clientv3.OpPut(hostLeaseKey(name), string(val), clientv3.WithLease(lease.ID)), clientv3.OpPut(key, string(rec))).
+			Then(clientv3.OpPut(hostLeaseKey(name), string(val), clientv3.WithLease(lease.ID)), clientv3.OpPut(key, string(rec)), epochPut()).
 			Commit()
 		if err != nil {
 			s.revoke(lease.ID)
@@ -283,7 +291,7 @@ func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*api.Host) 
 		}
 		tresp, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
-			Then(clientv3.OpPut(key, string(val)), clientv3.OpGet(hostLeaseKey(name), clientv3.WithCountOnly())).
+			Then(clientv3.OpPut(key, string(val)), clientv3.OpGet(hostLeaseKey(name), clientv3.WithCountOnly()), epochPut()).
 			Else(clientv3.OpGet(key)).
 			Commit()
 		if err != nil {
@@ -304,7 +312,7 @@ func (s *Store) DeleteHost(ctx context.Context, name string) error {
 	if err := checkHostName(name); err != nil {
 		return err
 	}
-	resp, err := s.client.Txn(ctx).Then(clientv3.OpDelete(hostKey(name)), clientv3.OpDelete(hostLeaseKey(name))).Commit()
+	resp, err := s.client.Txn(ctx).Then(clientv3.OpDelete(hostKey(name)), clientv3.OpDelete(hostLeaseKey(name)), epochPut()).Commit()
 	if err != nil {
 		return s.etcdErr(ctx, "delete host", err)
 	}
@@ -342,12 +350,20 @@ func (s *Store) WatchHosts(ctx context.Context) <-chan []api.Host {
 }
 
 // WatchHostSnapshots is WatchHosts with the revision of each list.
+//
+// It lists the hosts once and then follows one watch, folding its events
+// into the hosts it holds decoded: a change costs the decoding of one
+// record, not a listing of all of them (with thousands of hosts joining,
+// listing again after every change kept a core busy for minutes). The
+// lists it sends are built only as often as hostListInterval while
+// changes keep coming, and a list the consumer has not taken is replaced
+// by a newer one. The watch is listed again when it breaks.
 func (s *Store) WatchHostSnapshots(ctx context.Context) <-chan HostsSnapshot {
-	ch := make(chan HostsSnapshot, 1)
+	ch := make(chan HostsSnapshot)
 	go func() {
 		defer close(ch)
 		for {
-			hosts, rev, err := s.listHosts(ctx)
+			reg, err := s.loadHostRegistry(ctx)
 			if err != nil {
 				s.logger.Warn("watch hosts: cannot list; retrying", "error", err)
 				if s.pause(ctx) != nil {
@@ -355,20 +371,153 @@ func (s *Store) WatchHostSnapshots(ctx context.Context) <-chan HostsSnapshot {
 				}
 				continue
 			}
-			if !offerHosts(ctx, ch, HostsSnapshot{Hosts: hosts, Revision: rev}) {
+			compacted := s.followHosts(ctx, ch, reg)
+			if ctx.Err() != nil || s.client.Ctx().Err() != nil {
 				return
 			}
-			if !s.waitHostChange(ctx, rev) {
-				if ctx.Err() != nil || s.client.Ctx().Err() != nil {
-					return
-				}
-				if s.pause(ctx) != nil {
-					return
-				}
+			if !compacted && s.pause(ctx) != nil {
+				return
 			}
 		}
 	}()
 	return ch
+}
+
+// hostListInterval bounds how often WatchHostSnapshots builds a list
+// while host records keep changing: each list costs O(hosts).
+const hostListInterval = 50 * time.Millisecond
+
+// hostRegistry is the host records and leases as of rev, decoded once.
+type hostRegistry struct {
+	hosts  map[string]*api.Host
+	names  []string // sorted
+	leased map[string]bool
+	rev    int64
+}
+
+func (s *Store) loadHostRegistry(ctx context.Context) (*hostRegistry, error) {
+	hosts, rev, err := s.listHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &hostRegistry{hosts: make(map[string]*api.Host, len(hosts)), leased: map[string]bool{}, rev: rev}
+	for i := range hosts {
+		h := &hosts[i]
+		if _, dup := r.hosts[h.Name]; !dup {
+			r.names = append(r.names, h.Name)
+		}
+		r.hosts[h.Name] = h
+		r.leased[h.Name] = h.Status.Phase == api.HostReady
+	}
+	return r, nil
+}
+
+// apply folds one watch event into r.
+func (r *hostRegistry) apply(s *Store, ev *clientv3.Event) {
+	key := string(ev.Kv.Key)
+	switch {
+	case strings.HasPrefix(key, hostLeasesPrefix):
+		name := strings.TrimPrefix(key, hostLeasesPrefix)
+		r.leased[name] = ev.Type != clientv3.EventTypeDelete
+	case strings.HasPrefix(key, hostsPrefix):
+		name := strings.TrimPrefix(key, hostsPrefix)
+		i, found := slices.BinarySearch(r.names, name)
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(r.hosts, name)
+			if found {
+				r.names = slices.Delete(r.names, i, i+1)
+			}
+			return
+		}
+		h, err := decodeHost(ev.Kv)
+		if err != nil {
+			s.logger.Error("skipping undecodable host", "key", key, "error", err)
+			return
+		}
+		if h.Name != name {
+			// The record names another host than its key: listHosts
+			// would list it under its own name; keep to the key.
+			h.Name = name
+		}
+		r.hosts[name] = h
+		if !found {
+			r.names = slices.Insert(r.names, i, name)
+		}
+	}
+}
+
+// snapshot lists the hosts in name order. The hosts' maps and slices are
+// shared with r and with earlier lists: r replaces a record, it never
+// changes one, and consumers only read them.
+func (r *hostRegistry) snapshot() HostsSnapshot {
+	out := make([]api.Host, 0, len(r.names))
+	for _, name := range r.names {
+		h := *r.hosts[name]
+		setPhase(&h, r.leased[name])
+		out = append(out, h)
+	}
+	return HostsSnapshot{Hosts: out, Revision: r.rev}
+}
+
+// followHosts sends reg's lists to ch as the watch after reg.rev changes
+// it, until the watch breaks (it reports whether on compaction, which
+// calls for listing again at once) or ctx ends.
+func (s *Store) followHosts(ctx context.Context, ch chan<- HostsSnapshot, reg *hostRegistry) (compacted bool) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.client.Watch(wctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithRev(reg.rev+1))
+	snap := reg.snapshot()
+	var (
+		send    chan<- HostsSnapshot = ch // set while snap is unsent
+		changed bool                      // reg is newer than snap
+		built   = time.Now()
+		timer   *time.Timer
+		due     <-chan time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case send <- snap:
+			send = nil
+		case <-due:
+			due = nil
+			snap, changed, built, send = reg.snapshot(), false, time.Now(), ch
+		case wr, ok := <-wch:
+			if !ok {
+				return false
+			}
+			if wr.CompactRevision != 0 {
+				return true
+			}
+			if wr.Err() != nil {
+				return false
+			}
+			for i := range wr.Events {
+				reg.apply(s, wr.Events[i])
+				reg.rev = max(reg.rev, wr.Events[i].Kv.ModRevision)
+			}
+			if len(wr.Events) == 0 || changed {
+				continue
+			}
+			changed = true
+			wait := hostListInterval - time.Since(built)
+			if wait <= 0 {
+				wait = 0
+			}
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			due = timer.C
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // ListHostSnapshot is ListHosts with the revision of the list.
@@ -380,48 +529,11 @@ func (s *Store) ListHostSnapshot(ctx context.Context) (HostsSnapshot, error) {
 // HostsChangedSince reports whether a host record or lease was written
 // after rev. (A lease that expired is a deletion, which it does not see:
 // it serves to order an operator's cordon before later placements, not
-// to detect failures.)
+// to detect failures.) It reads one key, whatever the number of hosts.
 func (s *Store) HostsChangedSince(ctx context.Context, rev int64) (bool, error) {
-	// Keys only, not a count: etcd counts before it filters by revision.
-	resp, err := s.client.Get(ctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithMinModRev(rev+1))
+	resp, err := s.client.Get(ctx, hostsEpochKey, clientv3.WithKeysOnly())
 	if err != nil {
 		return false, s.etcdErr(ctx, "check hosts", err)
 	}
-	return len(resp.Kvs) > 0, nil
-}
-
-// offerHosts puts hosts into ch, replacing a list the consumer has not
-// taken. It is only called from the one producer goroutine.
-func offerHosts[T any](ctx context.Context, ch chan T, hosts T) bool {
-	for {
-		select {
-		case ch <- hosts:
-			return true
-		case <-ctx.Done():
-			return false
-		default:
-		}
-		select {
-		case <-ch: // stale, replaced below
-		default:
-		}
-	}
-}
-
-// waitHostChange returns true once a host key changes after rev, false
-// when the watch broke or ctx ended.
-func (s *Store) waitHostChange(ctx context.Context, rev int64) bool {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range s.client.Watch(wctx, hostWatchPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if wr.Err() != nil || wr.CompactRevision != 0 {
-			// Listing again repairs both.
-			return wr.CompactRevision != 0
-		}
-		if len(wr.Events) > 0 {
-			return true
-		}
-	}
-	return false
+	return len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > rev, nil
 }

@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 
 	"github.com/kanga-run/kanga/internal/errdefs"
 )
@@ -91,6 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// request times out; with it a broken watch is noticed and resumed.
 		DialKeepAliveTime:    30 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(inFlightLimit(maxInFlight))},
 	})
 	if err != nil {
 		s.closeServer()
