@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
 )
 
 func newHostCommand(o *options) *cobra.Command {
@@ -34,42 +36,10 @@ func newHostCommand(o *options) *cobra.Command {
 			return writeHosts(cmd.OutOrStdout(), hosts)
 		},
 	}
-	cordon := &cobra.Command{
-		Use:   "cordon HOST...",
-		Short: "Place no new instances on hosts; what runs there keeps running",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
-				if _, err := c.CordonHost(cmd.Context(), name); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s cordoned\n", name)
-				return nil
-			})
-		},
-	}
-	uncordon := &cobra.Command{
-		Use:   "uncordon HOST...",
-		Short: "Let the scheduler place instances on hosts again",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
-				if _, err := c.UncordonHost(cmd.Context(), name); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s uncordoned\n", name)
-				return nil
-			})
-		},
-	}
+	cordon := o.hostStateCommand("cordon HOST...", "Place no new instances on hosts; what runs there keeps running",
+		"cordoned", (*client.Client).CordonHost)
+	uncordon := o.hostStateCommand("uncordon HOST...", "Let the scheduler place instances on hosts again",
+		"uncordoned", (*client.Client).UncordonHost)
 	drain := &cobra.Command{
 		Use:   "drain HOST...",
 		Short: "Cordon hosts and re-create their restartable instances on other hosts",
@@ -130,5 +100,28 @@ func writeDrain(w io.Writer, rep api.DrainReport) {
 	}
 	for _, r := range rep.Remaining {
 		fmt.Fprintf(w, "  stays   %s: %s\n", r.Instance, r.Reason)
+	}
+}
+
+// hostStateCommand is cordon or uncordon: one call per named host, and a
+// line saying what became of it.
+func (o *options) hostStateCommand(use, short, done string, call func(*client.Client, context.Context, string) (api.Host, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+				if _, err := call(c, cmd.Context(), name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", name, done)
+				return nil
+			})
+		},
 	}
 }
