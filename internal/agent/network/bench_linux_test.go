@@ -70,6 +70,9 @@ func benchAttach(b *testing.B, counter string, kind string, existing int) {
 				b.Errorf("teardown %s: %v", id, err)
 			}
 		}
+		if err := m.Close(ctx); err != nil {
+			b.Errorf("close: %v", err)
+		}
 		_ = exec.Command("ip", "link", "del", benchBridge).Run()
 	})
 	for i := range existing {

@@ -94,10 +94,11 @@ type Manager struct {
 	plain *libcni.NetworkConfigList
 	mu    idLocks
 
-	// The first ADD creates host-wide state (the bridge, portmap's shared
-	// chains and their jump rules) with check-then-create steps that race
-	// between plugin processes and leave duplicate rules. Running the first
-	// ADD alone avoids that; later ADDs only add per-instance state.
+	// The first ADD creates host-wide state (the subnet's masquerade, the
+	// bridge, portmap's shared chains and their jump rules) with
+	// check-then-create steps that race between plugin processes and leave
+	// duplicate rules. Running the first ADD alone avoids that; later ADDs
+	// only add per-instance state.
 	primeMu sync.Mutex
 	primed  atomic.Bool
 }
@@ -327,8 +328,9 @@ func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[stri
 	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL: %w", err)
 	}
-	if cached != nil {
-		// The bridge plugin learns the address to unmasquerade from the
+	if cached != nil && pluginMasquerades(list) {
+		// Only attachments made before the subnet-wide masquerade (see
+		// masq.go) have a per-instance chain. The bridge plugin learns the address to unmasquerade from the
 		// interface in the namespace. Without the namespace, or when a
 		// sandbox took the address off the interface (gVisor's netstack
 		// does), it finds none and leaves its masquerade chain behind;
@@ -344,6 +346,13 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 	if !m.primed.Load() {
 		m.primeMu.Lock()
 		defer m.primeMu.Unlock()
+		if !m.primed.Load() {
+			// Before the first instance can send: its traffic leaves
+			// through this rule (see masq.go).
+			if err := ensureMasquerade(ctx, m.cfg); err != nil {
+				return nil, err
+			}
+		}
 	}
 	list := m.list
 	if len(rt.CapabilityArgs) == 0 {
@@ -354,6 +363,28 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 		m.primed.Store(true)
 	}
 	return res, err
+}
+
+// Close removes the host-wide state the Manager installed, the subnet's
+// masquerade, once no instance is attached any more (after kanga down
+// --purge, or when the last instance went before the agent stopped).
+// With instances left it changes nothing: they keep running across an
+// agent restart and need their outbound NAT, and the next Manager's first
+// ADD finds the rule in place. The bridge stays, like the plugins' own
+// shared chains: other software may have come to rely on either.
+func (m *Manager) Close(ctx context.Context) error {
+	ids, err := m.List()
+	if err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		slog.DebugContext(ctx, "network: instances still attached; keeping the subnet masquerade", "count", len(ids))
+		return nil
+	}
+	m.primeMu.Lock()
+	defer m.primeMu.Unlock()
+	m.primed.Store(false)
+	return removeMasquerade(ctx, m.cfg)
 }
 
 func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any, limits Limits) *libcni.RuntimeConf {

@@ -95,7 +95,7 @@ func TestBuildConfList(t *testing.T) {
 		t.Fatalf("unexpected conflist: %s", b)
 	}
 	br, pm, bw := got.Plugins[0], got.Plugins[1], got.Plugins[2]
-	if br["type"] != "bridge" || br["bridge"] != "br9" || br["isGateway"] != true || br["ipMasq"] != true {
+	if br["type"] != "bridge" || br["bridge"] != "br9" || br["isGateway"] != true || br["ipMasq"] != false {
 		t.Errorf("bridge plugin: %v", br)
 	}
 	ipam := br["ipam"].(map[string]any)
