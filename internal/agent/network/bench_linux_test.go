@@ -26,7 +26,8 @@ const (
 // BenchmarkAttach measures one instance's network lifecycle, ADD (Setup)
 // and DEL (Teardown), with 0, 20 and 100 other attachments already on the
 // bridge, for a plain attachment (what the warm pool makes: bridge and
-// host-local only) and for one that publishes a port (portmap too).
+// host-local only), one with bandwidth limits (as an instance type sets)
+// and one that publishes a port.
 //
 // Besides the wall time of the pair (ns/op) it reports medians per
 // operation: wall milliseconds, CPU milliseconds of the plugin processes
@@ -41,7 +42,7 @@ func BenchmarkAttach(b *testing.B) {
 		b.Skip("needs root: creates network namespaces, a bridge and iptables rules")
 	}
 	counter := installIptablesCounter(b)
-	for _, kind := range []string{"plain", "port"} {
+	for _, kind := range []string{"plain", "limits", "port"} {
 		for _, existing := range []int{0, 20, 100} {
 			b.Run(fmt.Sprintf("kind=%s/existing=%d", kind, existing), func(b *testing.B) {
 				benchAttach(b, counter, kind, existing)
@@ -83,16 +84,22 @@ func benchAttach(b *testing.B, counter string, kind string, existing int) {
 		others = append(others, id)
 	}
 
-	var ports []Port
-	if kind == "port" {
+	var (
+		ports  []Port
+		limits Limits
+	)
+	switch kind {
+	case "port":
 		ports = []Port{{HostIP: "127.0.0.1", HostPort: benchFreePort(b), ContainerPort: 80}}
+	case "limits": // as instance type k1.small
+		limits = Limits{IngressBPS: 10_000_000, EgressBPS: 10_000_000}
 	}
 	var add, del opSamples
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("kb-%d-%d", os.Getpid(), i)
 		s := startSample(counter)
-		if _, err := m.Setup(ctx, id, ports, Limits{}); err != nil {
+		if _, err := m.Setup(ctx, id, ports, limits); err != nil {
 			b.Fatal(err)
 		}
 		add.add(s.end(counter))

@@ -263,7 +263,7 @@ func TestTeardownPluginMasqAttachment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.plain, err = libcni.ConfListFromBytes(b); err != nil {
+	if old.lists[extras{}], err = libcni.ConfListFromBytes(b); err != nil {
 		t.Fatal(err)
 	}
 

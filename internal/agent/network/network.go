@@ -89,9 +89,9 @@ type Manager struct {
 	cfg  Config
 	cni  *libcni.CNIConfig
 	list *libcni.NetworkConfigList
-	// plain is list without portmap and bandwidth, for attachments with
-	// neither ports nor limits (see buildPlainConfList).
-	plain *libcni.NetworkConfigList
+	// lists holds the list an ADD uses, by the plugins it needs after the
+	// bridge (see buildConfListFor); lists[extras{true, true}] is list.
+	lists map[extras]*libcni.NetworkConfigList
 	mu    idLocks
 
 	// The first ADD creates host-wide state (the subnet's masquerade, the
@@ -121,32 +121,27 @@ func New(cfg Config) (*Manager, error) {
 				p, cfg.PluginDirs, errdefs.ErrFailedPrecondition)
 		}
 	}
-	b, err := buildConfList(cfg)
-	if err != nil {
-		return nil, err
+	lists := map[extras]*libcni.NetworkConfigList{}
+	for _, e := range []extras{{false, false}, {true, false}, {false, true}, {true, true}} {
+		b, err := buildConfListFor(cfg, e)
+		if err != nil {
+			return nil, err
+		}
+		if lists[e], err = libcni.ConfListFromBytes(b); err != nil {
+			return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
+		}
 	}
-	list, err := libcni.ConfListFromBytes(b)
-	if err != nil {
-		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
-	}
-	pb, err := buildPlainConfList(cfg)
-	if err != nil {
-		return nil, err
-	}
-	plain, err := libcni.ConfListFromBytes(pb)
-	if err != nil {
-		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
-	}
+	list := lists[extras{portmap: true, bandwidth: true}]
 	// Written for operators to inspect; the Manager uses the bytes in
 	// memory and DEL uses the copy libcni cached at ADD time.
-	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), b); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), list.Bytes); err != nil {
 		return nil, err
 	}
 	return &Manager{
 		cfg:   cfg,
 		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
 		list:  list,
-		plain: plain,
+		lists: lists,
 	}, nil
 }
 
@@ -354,10 +349,9 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 			}
 		}
 	}
-	list := m.list
-	if len(rt.CapabilityArgs) == 0 {
-		list = m.plain
-	}
+	_, ports := rt.CapabilityArgs["portMappings"]
+	_, bw := rt.CapabilityArgs["bandwidth"]
+	list := m.lists[extras{portmap: ports, bandwidth: bw}]
 	res, err := m.cni.AddNetworkList(ctx, list, rt)
 	if err == nil {
 		m.primed.Store(true)
