@@ -1,6 +1,7 @@
 // Package network gives each instance its own network namespace, attached
 // to a host bridge through CNI (bridge + host-local + portmap + bandwidth)
-// via libcni.
+// via libcni. Outbound NAT is one masquerade rule for the whole subnet
+// (masq.go), not one per instance.
 //
 // All state that CNI DEL needs lives under Config.StateDir (libcni's result
 // cache, host-local's leases), so an agent that restarts can still tear down
@@ -325,11 +326,12 @@ func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[stri
 	}
 	if cached != nil && pluginMasquerades(list) {
 		// Only attachments made before the subnet-wide masquerade (see
-		// masq.go) have a per-instance chain. The bridge plugin learns the address to unmasquerade from the
-		// interface in the namespace. Without the namespace, or when a
-		// sandbox took the address off the interface (gVisor's netstack
-		// does), it finds none and leaves its masquerade chain behind;
-		// remove it ourselves (missing rules are fine).
+		// masq.go) have a per-instance chain. The bridge plugin learns
+		// the address to unmasquerade from the interface in the
+		// namespace. Without the namespace, or when a sandbox took the
+		// address off the interface (gVisor's netstack does), it finds
+		// none and leaves its masquerade chain behind; remove it
+		// ourselves (missing rules are fine).
 		if err := teardownIPMasq(ctx, list.Name, id, cached); err != nil {
 			return err
 		}
@@ -365,7 +367,8 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 // With instances left it changes nothing: they keep running across an
 // agent restart and need their outbound NAT, and the next Manager's first
 // ADD finds the rule in place. The bridge stays, like the plugins' own
-// shared chains: other software may have come to rely on either.
+// shared chains: other software may have come to rely on either. Call it
+// after the last Setup: an ADD after Close installs the rule again.
 func (m *Manager) Close(ctx context.Context) error {
 	ids, err := m.List()
 	if err != nil {
