@@ -388,3 +388,12 @@ func TestSubnetMasqueradeLifecycle(t *testing.T) {
 		t.Errorf("masquerade chain left:\n%s", grepLines(rules, "KANGA-MASQ-"+p.bridge))
 	}
 }
+
+// dropMasquerade removes the instance subnet's NAT rule of a platform
+// whose kanga up did not get to remove it (killed, or instances left when
+// a test failed); normally it is gone already.
+func dropMasquerade(t *testing.T, bridge, subnet string) {
+	if err := network.RemoveMasquerade(context.Background(), bridge, subnet); err != nil {
+		t.Logf("remove masquerade of %s: %v", subnet, err)
+	}
+}

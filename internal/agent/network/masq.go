@@ -70,6 +70,18 @@ func ensureMasquerade(ctx context.Context, c Config) error {
 	return nil
 }
 
+// RemoveMasquerade removes the outbound NAT that a Manager on bridge and
+// subnet installed, whether or not instances are left: for cleaning up a
+// host whose agent is gone for good (tests, decommissioning). A running
+// agent's Manager.Close does it by itself once no instance is left.
+func RemoveMasquerade(ctx context.Context, bridge, subnet string) error {
+	c, err := Config{StateDir: "/", Bridge: bridge, Subnet: subnet}.withDefaults()
+	if err != nil {
+		return err
+	}
+	return removeMasquerade(ctx, c)
+}
+
 // removeMasquerade removes the jump (every copy) and the chain; missing
 // ones are fine.
 func removeMasquerade(ctx context.Context, c Config) error {

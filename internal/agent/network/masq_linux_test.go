@@ -292,3 +292,31 @@ func TestTeardownPluginMasqAttachment(t *testing.T) {
 		assertReleased(t, cur, id, att)
 	}
 }
+
+// RemoveMasquerade takes the rule away without a Manager, twice over too.
+func TestRemoveMasquerade(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	cfg, err := testConfig(t).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureMasquerade(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeMasquerade(ctx, cfg) })
+	if jumps, chain := masqLines(t); len(jumps) != 1 || len(chain) != 3 {
+		t.Fatalf("after ensure: %q %q", jumps, chain)
+	}
+	for range 2 {
+		if err := RemoveMasquerade(ctx, testBridge, testSubnet); err != nil {
+			t.Fatal(err)
+		}
+		if jumps, chain := masqLines(t); len(jumps) != 0 || len(chain) != 0 {
+			t.Errorf("after RemoveMasquerade: %q %q", jumps, chain)
+		}
+	}
+	if err := RemoveMasquerade(ctx, testBridge, "not-a-subnet"); err == nil {
+		t.Error("RemoveMasquerade accepted a bad subnet")
+	}
+}
