@@ -40,6 +40,7 @@ type Host struct {
 	stopAgent context.CancelFunc
 	agentDone chan error
 	ctrd      *runtime.Daemon
+	netw      *network.Manager
 	log       *slog.Logger
 }
 
@@ -61,6 +62,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		h.stopContainerd()
 		return nil, fmt.Errorf("preparing the instance network: %w", err)
 	}
+	h.netw = netw
 	var warm *pool.Pool
 	if c.Pool.Max > 0 {
 		warm = pool.New(pool.Config{
@@ -98,6 +100,11 @@ func (h *Host) StopAgent() { h.stopAgent() }
 func (h *Host) Close() {
 	h.stopAgent()
 	<-h.agentDone
+	// After the agent (and its pool) let go of the network: removes the
+	// subnet's masquerade if no instance is left (kanga down --purge).
+	if err := h.netw.Close(context.WithoutCancel(h.ctx)); err != nil {
+		h.log.Warn("closing the instance network", "err", err)
+	}
 	h.stopContainerd()
 }
 

@@ -86,6 +86,7 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 		}
 		for _, a := range p.agents {
 			unmountUnder(a.dataDir)
+			dropMasquerade(t, a.bridge, a.subnet)
 			_ = exec.Command("ip", "link", "del", a.bridge).Run()
 			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
 			_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))

@@ -125,6 +125,7 @@ func startPlatformWith(t *testing.T, upArgs ...string) *platform {
 		// Snapshots are unmounted by containerd on delete; anything left
 		// mounted under the data dir would make RemoveAll fail loudly.
 		unmountUnder(dir)
+		dropMasquerade(t, p.bridge, p.subnet)
 		_ = exec.Command("ip", "link", "del", p.bridge).Run()
 		os.RemoveAll(dir)
 		// The netns directory of this data dir outlives its last

@@ -231,6 +231,11 @@ func TestBandwidthTeardown(t *testing.T) {
 		if veth == "" || ifb == "" {
 			t.Fatalf("CNI result names veth %q, ifb %q", veth, ifb)
 		}
+		// Without ports the attachment has no use for portmap.
+		conf, _, err := m.cni.GetNetworkListCachedConfig(m.list, m.runtimeConf(id, att.NetNS, nil, Limits{}))
+		if err != nil || !strings.Contains(string(conf), `"bandwidth"`) || strings.Contains(string(conf), `"portmap"`) {
+			t.Errorf("cached config of a limits-only attachment (err %v):\n%s", err, conf)
+		}
 		ls := links(t)
 		if !strings.Contains(ls, " "+veth+"@") || !strings.Contains(ls, " "+ifb+":") {
 			t.Fatalf("veth %s or ifb %s missing after Setup:\n%s", veth, ifb, ls)

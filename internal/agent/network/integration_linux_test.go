@@ -56,6 +56,11 @@ func newTestManager(t *testing.T, cfg Config) *Manager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// After the tests' own teardowns (cleanups run last first), so
+		// the subnet masquerade goes too.
+		if err := m.Close(context.Background()); err != nil {
+			t.Errorf("close: %v", err)
+		}
 		if err := exec.Command("ip", "link", "del", testBridge).Run(); err != nil {
 			t.Logf("delete bridge %s: %v", testBridge, err)
 		}

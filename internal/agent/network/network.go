@@ -1,6 +1,7 @@
 // Package network gives each instance its own network namespace, attached
 // to a host bridge through CNI (bridge + host-local + portmap + bandwidth)
-// via libcni.
+// via libcni. Outbound NAT is one masquerade rule for the whole subnet
+// (masq.go), not one per instance.
 //
 // All state that CNI DEL needs lives under Config.StateDir (libcni's result
 // cache, host-local's leases), so an agent that restarts can still tear down
@@ -89,15 +90,16 @@ type Manager struct {
 	cfg  Config
 	cni  *libcni.CNIConfig
 	list *libcni.NetworkConfigList
-	// plain is list without portmap and bandwidth, for attachments with
-	// neither ports nor limits (see buildPlainConfList).
-	plain *libcni.NetworkConfigList
+	// lists holds the list an ADD uses, by the plugins it needs after the
+	// bridge (see buildConfListFor); lists[extras{true, true}] is list.
+	lists map[extras]*libcni.NetworkConfigList
 	mu    idLocks
 
-	// The first ADD creates host-wide state (the bridge, portmap's shared
-	// chains and their jump rules) with check-then-create steps that race
-	// between plugin processes and leave duplicate rules. Running the first
-	// ADD alone avoids that; later ADDs only add per-instance state.
+	// The first ADD creates host-wide state (the subnet's masquerade, the
+	// bridge, portmap's shared chains and their jump rules) with
+	// check-then-create steps that race between plugin processes and leave
+	// duplicate rules. Running the first ADD alone avoids that; later ADDs
+	// only add per-instance state.
 	primeMu sync.Mutex
 	primed  atomic.Bool
 }
@@ -120,32 +122,27 @@ func New(cfg Config) (*Manager, error) {
 				p, cfg.PluginDirs, errdefs.ErrFailedPrecondition)
 		}
 	}
-	b, err := buildConfList(cfg)
-	if err != nil {
-		return nil, err
+	lists := map[extras]*libcni.NetworkConfigList{}
+	for _, e := range []extras{{false, false}, {true, false}, {false, true}, {true, true}} {
+		b, err := buildConfListFor(cfg, e)
+		if err != nil {
+			return nil, err
+		}
+		if lists[e], err = libcni.ConfListFromBytes(b); err != nil {
+			return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
+		}
 	}
-	list, err := libcni.ConfListFromBytes(b)
-	if err != nil {
-		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
-	}
-	pb, err := buildPlainConfList(cfg)
-	if err != nil {
-		return nil, err
-	}
-	plain, err := libcni.ConfListFromBytes(pb)
-	if err != nil {
-		return nil, fmt.Errorf("parse generated CNI conflist: %w", err)
-	}
+	list := lists[extras{portmap: true, bandwidth: true}]
 	// Written for operators to inspect; the Manager uses the bytes in
 	// memory and DEL uses the copy libcni cached at ADD time.
-	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), b); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), list.Bytes); err != nil {
 		return nil, err
 	}
 	return &Manager{
 		cfg:   cfg,
 		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
 		list:  list,
-		plain: plain,
+		lists: lists,
 	}, nil
 }
 
@@ -327,12 +324,14 @@ func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[stri
 	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL: %w", err)
 	}
-	if cached != nil {
-		// The bridge plugin learns the address to unmasquerade from the
-		// interface in the namespace. Without the namespace, or when a
-		// sandbox took the address off the interface (gVisor's netstack
-		// does), it finds none and leaves its masquerade chain behind;
-		// remove it ourselves (missing rules are fine).
+	if cached != nil && pluginMasquerades(list) {
+		// Only attachments made before the subnet-wide masquerade (see
+		// masq.go) have a per-instance chain. The bridge plugin learns
+		// the address to unmasquerade from the interface in the
+		// namespace. Without the namespace, or when a sandbox took the
+		// address off the interface (gVisor's netstack does), it finds
+		// none and leaves its masquerade chain behind; remove it
+		// ourselves (missing rules are fine).
 		if err := teardownIPMasq(ctx, list.Name, id, cached); err != nil {
 			return err
 		}
@@ -344,16 +343,45 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 	if !m.primed.Load() {
 		m.primeMu.Lock()
 		defer m.primeMu.Unlock()
+		if !m.primed.Load() {
+			// Before the first instance can send: its traffic leaves
+			// through this rule (see masq.go).
+			if err := ensureMasquerade(ctx, m.cfg); err != nil {
+				return nil, err
+			}
+		}
 	}
-	list := m.list
-	if len(rt.CapabilityArgs) == 0 {
-		list = m.plain
-	}
+	_, ports := rt.CapabilityArgs["portMappings"]
+	_, bw := rt.CapabilityArgs["bandwidth"]
+	list := m.lists[extras{portmap: ports, bandwidth: bw}]
 	res, err := m.cni.AddNetworkList(ctx, list, rt)
 	if err == nil {
 		m.primed.Store(true)
 	}
 	return res, err
+}
+
+// Close removes the host-wide state the Manager installed, the subnet's
+// masquerade, once no instance is attached any more (after kanga down
+// --purge, or when the last instance went before the agent stopped).
+// With instances left it changes nothing: they keep running across an
+// agent restart and need their outbound NAT, and the next Manager's first
+// ADD finds the rule in place. The bridge stays, like the plugins' own
+// shared chains: other software may have come to rely on either. Call it
+// after the last Setup: an ADD after Close installs the rule again.
+func (m *Manager) Close(ctx context.Context) error {
+	ids, err := m.List()
+	if err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		slog.DebugContext(ctx, "network: instances still attached; keeping the subnet masquerade", "count", len(ids))
+		return nil
+	}
+	m.primeMu.Lock()
+	defer m.primeMu.Unlock()
+	m.primed.Store(false)
+	return removeMasquerade(ctx, m.cfg)
 }
 
 func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any, limits Limits) *libcni.RuntimeConf {

@@ -95,7 +95,7 @@ func TestBuildConfList(t *testing.T) {
 		t.Fatalf("unexpected conflist: %s", b)
 	}
 	br, pm, bw := got.Plugins[0], got.Plugins[1], got.Plugins[2]
-	if br["type"] != "bridge" || br["bridge"] != "br9" || br["isGateway"] != true || br["ipMasq"] != true {
+	if br["type"] != "bridge" || br["bridge"] != "br9" || br["isGateway"] != true || br["ipMasq"] != false {
 		t.Errorf("bridge plugin: %v", br)
 	}
 	ipam := br["ipam"].(map[string]any)
@@ -316,7 +316,7 @@ func TestParseTBFOverlimits(t *testing.T) {
 // TestBuildPlainConfList: the list for attachments without ports or limits
 // is the full list's bridge alone, under the same name, so both share the
 // address leases.
-func TestBuildPlainConfList(t *testing.T) {
+func TestBuildConfListFor(t *testing.T) {
 	c, err := Config{StateDir: "/state", Bridge: "br9", Subnet: "10.9.0.0/16", NetworkName: "n9"}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
@@ -326,8 +326,8 @@ func TestBuildPlainConfList(t *testing.T) {
 		Name       string           `json:"name"`
 		Plugins    []map[string]any `json:"plugins"`
 	}
-	decode := func(build func(Config) ([]byte, error)) list {
-		raw, err := build(c)
+	decode := func(raw []byte, err error) list {
+		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,11 +337,35 @@ func TestBuildPlainConfList(t *testing.T) {
 		}
 		return l
 	}
-	full, plain := decode(buildConfList), decode(buildPlainConfList)
-	if plain.Name != full.Name || plain.CNIVersion != full.CNIVersion || len(plain.Plugins) != 1 || len(full.Plugins) != 3 {
-		t.Fatalf("plain list %+v, full list %+v", plain, full)
+	full := decode(buildConfList(c))
+	byType := map[string]map[string]any{}
+	for _, p := range full.Plugins {
+		byType[p["type"].(string)] = p
 	}
-	if !reflect.DeepEqual(plain.Plugins[0], full.Plugins[0]) {
-		t.Errorf("plain bridge %v differs from the full list's %v", plain.Plugins[0], full.Plugins[0])
+	for _, tt := range []struct {
+		e    extras
+		want []string
+	}{
+		{extras{}, []string{"bridge"}},
+		{extras{portmap: true}, []string{"bridge", "portmap"}},
+		{extras{bandwidth: true}, []string{"bridge", "bandwidth"}},
+		{extras{portmap: true, bandwidth: true}, []string{"bridge", "portmap", "bandwidth"}},
+	} {
+		got := decode(buildConfListFor(c, tt.e))
+		if got.Name != full.Name || got.CNIVersion != full.CNIVersion {
+			t.Errorf("%+v: list %s/%s, want %s/%s", tt.e, got.Name, got.CNIVersion, full.Name, full.CNIVersion)
+		}
+		var types []string
+		for _, p := range got.Plugins {
+			typ := p["type"].(string)
+			types = append(types, typ)
+			// Each plugin is configured exactly as in the full list.
+			if !reflect.DeepEqual(p, byType[typ]) {
+				t.Errorf("%+v: %s plugin %v differs from the full list's %v", tt.e, typ, p, byType[typ])
+			}
+		}
+		if strings.Join(types, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("%+v: plugins %v, want %v", tt.e, types, tt.want)
+		}
 	}
 }

@@ -68,7 +68,8 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 // teardownIPMasq removes the per-instance masquerade chain the bridge plugin
-// (ipMasq: true) created at ADD. The plugin only does this itself when it can
+// created at ADD with ipMasq: true, which agents before the subnet-wide
+// masquerade (masq.go) configured. The plugin only does this itself when it can
 // read the address from the interface inside the namespace; when the
 // namespace is already gone the chain would leak. Names and rule shape
 // follow containernetworking/plugins pkg/utils and pkg/ip.TeardownIPMasq.
