@@ -170,7 +170,7 @@ func TestWarmContainer(t *testing.T) {
 	warmID := p.warmOf(inst.UID)
 
 	out := p.must("exec", "w1", "sh", "-c",
-		`hostname; cat /etc/hostname; grep w1 /etc/hosts; echo "$(cat /proc/1/cmdline | tr '\0' ' ')"; readlink /proc/1/cwd; tr '\0' '\n' </proc/1/environ | grep -E '^(GREETING|HOSTNAME)='; ls -A /.kanga`)
+		`hostname; cat /etc/hostname; grep w1 /etc/hosts; echo "$(cat /proc/1/cmdline | tr '\0' ' ')"; readlink /proc/1/cwd; tr '\0' '\n' </proc/1/environ | grep -E '^(GREETING|HOSTNAME)=' | sort; ls -A /.kanga`)
 	// sh exec'd sleep: pid 1 is sleep now.
 	want := []string{"w1", "w1", inst.Status.IP + "\tw1", "sleep 1000 ", "/tmp", "GREETING=hello-warm", "HOSTNAME=w1", "init"}
 	got := strings.Split(strings.TrimRight(out, "\n"), "\n")
