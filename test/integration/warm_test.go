@@ -360,3 +360,28 @@ func TestWarmCrashLeaksNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmRunc: warm containers work with runc as with crun: exec (runc
+// finds the container by its cgroup paths), restart and delete.
+func TestWarmRunc(t *testing.T) {
+	p := startWarmPlatform(t, "--warm-max", "1")
+	p.importImages()
+	p.must("run", "-d", "--name", "seed", "--runtime", "runc", "kanga.test/busybox", "sleep", "1000")
+	p.running("seed")
+	inst := p.warmRun("w", api.InstanceSpec{
+		Containers: []api.ContainerSpec{busybox("sh", "-c", "echo run; sleep 1; exit 1")},
+		Runtime:    "runc", RestartPolicy: api.RestartAlways,
+	})
+	id := p.warmOf(inst.UID)
+	if out := p.must("exec", "w", "hostname"); strings.TrimSpace(out) != "w" {
+		t.Errorf("hostname in w: %q", out)
+	}
+	p.eventually("w to restart", 60*time.Second, func() bool {
+		return p.inspect("w").Status.Containers[0].RestartCount >= 1
+	})
+	p.must("rm", "-f", "w")
+	p.eventually("w to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "w").code != 0 })
+	if left := p.warmLeft(id); len(left) > 0 {
+		t.Errorf("left of w's warm container %s: %v", id, left)
+	}
+}
