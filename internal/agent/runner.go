@@ -333,6 +333,13 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 		}
 		switch st.Status {
 		case containerd.Running, containerd.Paused, containerd.Pausing:
+			if r.a.holderRunning(ctx, c.c, task) {
+				// An agent died mid-claim, before the holder was handed the
+				// process: start the container over with its real spec.
+				r.log.Info("a claim of a warm container was cut short; starting the container anew", "container", c.spec.Name)
+				c.task = task
+				return r.startTask(ctx, c)
+			}
 			c.task = task
 			c.generation++
 			statusC, err := task.Wait(ctx)

@@ -514,3 +514,15 @@ func setHostname(pid uint32, name string) error {
 func isWarmLabelled(labels map[string]string) bool {
 	return labels[labelWarm] != "" && labels[labelUID] == ""
 }
+
+// holderRunning tells whether task, of a container still labelled warm, is
+// the holder waiting for a process that will never come: the shim keeps
+// the holder's stdin open, so it would wait forever.
+func (a *Agent) holderRunning(ctx context.Context, c containerd.Container, task containerd.Task) bool {
+	labels, err := c.Labels(ctx)
+	if err != nil || !isWarmLabelled(labels) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", task.Pid()))
+	return err == nil && strings.TrimRight(string(b), "\x00") == holder.Path
+}

@@ -74,6 +74,7 @@ type Warm struct {
 
 	mu       sync.Mutex
 	keys     map[WarmKey]*warmKeyState
+	lastTake time.Time
 	inflight int
 	refill   time.Duration
 	failures int
@@ -124,6 +125,7 @@ func (w *Warm) Take(k WarmKey) (any, bool) {
 	s := w.key(k)
 	now := w.cfg.Now()
 	s.creates = append(s.creates, now)
+	w.lastTake = now
 	trim(&s.creates, now.Add(-w.cfg.Policy.Window))
 	var (
 		c  any
@@ -313,12 +315,24 @@ func (w *Warm) next() func(context.Context) {
 	s := w.keys[k]
 	s.filling++
 	w.inflight++
-	return func(ctx context.Context) { w.fill(ctx, k) }
+	// As the network pool's filler (see lowPriority): while starts are
+	// under way the refill's own processes (CNI plugins) give way to them.
+	low := now.Before(w.lastTake.Add(busyFor))
+	return func(ctx context.Context) { w.fill(ctx, k, low) }
 }
 
-func (w *Warm) fill(ctx context.Context, k WarmKey) {
+func (w *Warm) fill(ctx context.Context, k WarmKey, low bool) {
 	start := w.cfg.Now()
-	c, err := w.cfg.Maker.MakeWarm(ctx, k)
+	var (
+		c   any
+		err error
+	)
+	mk := func() { c, err = w.cfg.Maker.MakeWarm(ctx, k) }
+	if low {
+		lowPriority(mk)
+	} else {
+		mk()
+	}
 	took := w.cfg.Now().Sub(start)
 	w.mu.Lock()
 	s := w.key(k)
