@@ -35,15 +35,28 @@ import (
 // Warm containers: containers created AND started ahead of demand, whose
 // init process is the holder (cmd/kanga-init, see package holder). The
 // runtime has made the namespaces, cgroups, mounts and root filesystem;
-// claiming one for an instance renames its cgroups and sandbox dir to the
-// instance's, writes the instance's /etc files and hostname, and hands the
-// holder the instance's process, which it execs. The containerd container
-// keeps its warm id (recorded in the sandbox dir, see ctrID), and is
-// updated to the instance's real spec right after, so that a restart runs
-// the instance's process directly.
+// claiming one for an instance moves its sandbox dir (the /etc files are
+// bind mounts of its inodes, rewritten in place) and log file to the
+// instance's, applies the instance's limits to the warm cgroup's parent,
+// sets the hostname, and hands the holder the instance's process, which
+// it execs. The containerd container and its cgroups keep their warm id
+// (recorded in the sandbox dir, see ctrID and cgName): runc and crun find
+// a container by the cgroup path in their state, so a renamed cgroup
+// breaks exec and kill. The container is updated to the instance's real
+// spec and labels right after Running is published, so that a restart
+// runs the instance's process directly.
 //
 // What the user sees of it: /.kanga holds the holder binary (init), read
-// only, like docker-init; the ack FIFO is unlinked once the process runs.
+// only, like docker-init (until the first restart, whose spec has no such
+// mount: an empty /.kanga mount point stays in the writable layer); the
+// ack FIFO is unlinked once the process runs. /proc/self/cgroup shows the
+// warm id (random, no tenant data).
+//
+// Capabilities: the holder runs as root with the spec's default set and
+// changes none; execve then applies the kernel's rules exactly as when
+// runc or crun exec the process themselves: root keeps the bounding set
+// as permitted and effective, a non-root user (after the holder's
+// setuid) ends with none, as the spec sets no ambient capabilities.
 
 // labelWarm marks a warm container until its claim is complete; its value
 // is the warm id. A container with it and no labelUID is either ready
