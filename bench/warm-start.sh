@@ -31,6 +31,8 @@ stop() {
 		umount "$m" || true
 	done
 	ip link del "$BRIDGE" 2>/dev/null || true
+	# The agent's (empty, once every namespace is gone) netns directory.
+	rmdir "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)" 2>/dev/null || true
 	rm -rf "$DATA" "$KANGA_CONFIG"
 }
 trap stop EXIT INT TERM
