@@ -120,5 +120,9 @@ func warmOptions(c HostConfig) *agent.WarmOptions {
 	if c.Warm.Max <= 0 {
 		return nil
 	}
-	return &agent.WarmOptions{Policy: c.Warm, Total: c.WarmTotal}
+	pol := c.Warm
+	if pol.Window == 0 {
+		pol.Window = c.Pool.Window // one --pool-window for both pools
+	}
+	return &agent.WarmOptions{Policy: pol, Total: c.WarmTotal}
 }
