@@ -95,10 +95,14 @@ func (p *platform) warmReady() int {
 	return n
 }
 
-// warmOf is the warm container instance uid claimed for its container
-// "main", or "".
+// warmOf is the warm container the (one-container) instance uid claimed,
+// or "".
 func (p *platform) warmOf(uid string) string {
-	b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "sandboxes", uid, "ctr-main"))
+	recs, _ := filepath.Glob(filepath.Join(p.dataDir, "agent", "sandboxes", uid, "ctr-*"))
+	if len(recs) != 1 {
+		return ""
+	}
+	b, err := os.ReadFile(recs[0])
 	if err != nil {
 		return ""
 	}
@@ -383,5 +387,61 @@ func TestWarmRunc(t *testing.T) {
 	p.eventually("w to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "w").code != 0 })
 	if left := p.warmLeft(id); len(left) > 0 {
 		t.Errorf("left of w's warm container %s: %v", id, left)
+	}
+}
+
+// TestWarmClaimCutShort: an agent killed while its holder has not exec'd
+// the process yet (here the holder is stopped, so the claim hangs in the
+// hand-over) leaves a container still running the holder; the restarted
+// agent must not adopt it as running, but start it anew with its real
+// spec.
+func TestWarmClaimCutShort(t *testing.T) {
+	p := startWarmPlatform(t, "--warm-max", "1")
+	p.importImages()
+	p.must("run", "-d", "--name", "seed", "--runtime", "crun", "kanga.test/busybox", "sleep", "1000")
+	p.running("seed")
+	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() == 1 })
+	var id, pid string
+	for _, line := range strings.Split(p.ctr("tasks", "ls"), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[0], pool.WarmPrefix) {
+			id, pid = f[0], f[1]
+		}
+	}
+	if id == "" {
+		t.Fatal("no warm task found")
+	}
+	if err := exec.Command("kill", "-STOP", pid).Run(); err != nil {
+		t.Fatal(err)
+	}
+	// In the background: run -d waits for the start, which hangs.
+	runDone := p.kangaAsync("run", "-d", "--name", "cut", "--runtime", "crun", "kanga.test/busybox", "sleep", "1000")
+	var uid string
+	p.eventually("the claim to be recorded", 20*time.Second, func() bool {
+		if r := p.kanga("inspect", "cut"); r.code != 0 {
+			return false
+		}
+		uid = p.inspect("cut").UID
+		return p.warmOf(uid) == id
+	})
+	p.crash()
+	<-runDone
+	p.start()
+	inst := p.running("cut")
+	if p.warmOf(uid) != id {
+		t.Fatalf("cut no longer records %s", id)
+	}
+	if out := p.must("exec", "cut", "sh", "-c", `hostname; tr '\0' ' ' </proc/1/cmdline`); out != "cut\nsleep 1000 " {
+		t.Errorf("inside cut after the restart: %q", out)
+	}
+	if inst.Status.Containers[0].PID == 0 || strconv.Itoa(inst.Status.Containers[0].PID) == pid {
+		t.Errorf("cut runs as pid %d, the stopped holder was %s", inst.Status.Containers[0].PID, pid)
+	}
+	if info := p.ctr("containers", "info", id); strings.Contains(info, "/.kanga") {
+		t.Errorf("cut's container still has the holder's spec")
+	}
+	p.must("rm", "-f", "cut")
+	p.eventually("cut to be gone", 60*time.Second, func() bool { return p.kanga("inspect", "cut").code != 0 })
+	if left := p.warmLeft(id); len(left) > 0 {
+		t.Errorf("left of cut's %s: %v", id, left)
 	}
 }
