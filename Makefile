@@ -14,6 +14,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/kanga
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/kanga-init ./cmd/kanga-init
 
 deps:
 	./scripts/install-deps.sh

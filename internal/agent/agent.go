@@ -67,6 +67,9 @@ type Config struct {
 	// Pool, if set, hands out ready network sandboxes to instances it can
 	// serve (see package pool). It must use the same Network.
 	Pool *pool.Pool
+	// Warm, if set, keeps warm containers (see warm.go); it is off when
+	// the holder binary is missing.
+	Warm *WarmOptions
 }
 
 // Agent runs the instances of one host.
@@ -82,6 +85,8 @@ type Agent struct {
 	histories  histories     // SLA samples of running instances
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
+	warm       *pool.Warm    // nil when warm containers are off
+	warmInit   string        // the holder binary
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -92,10 +97,27 @@ func New(cfg Config) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
 		cpus: newCPUAllocator(hostCPUList()),
 	}
+	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
+		path, err := findInit(w.InitPath)
+		if err != nil {
+			a.log.Warn("warm containers are off: the holder binary kanga-init is missing (make build puts it next to kanga)", "err", err)
+		} else {
+			a.warmInit = path
+			class := "crun"
+			if _, ok := cfg.Classes[class]; !ok {
+				class = "runc"
+			}
+			a.warm = pool.NewWarm(pool.WarmConfig{
+				Maker: a, Policy: w.Policy, Total: w.Total, DefaultClass: class, Logger: cfg.Logger,
+				StatusFile: filepath.Join(cfg.DataDir, "warm.json"),
+			})
+		}
+	}
+	return a
 }
 
 func (a *Agent) logDir(uid string) string { return filepath.Join(a.cfg.DataDir, "logs", uid) }
@@ -139,6 +161,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer a.wg.Done()
 			a.cfg.Pool.Run(ctx)
+		}()
+	}
+	if a.warm != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.warm.Run(ctx)
 		}()
 	}
 	// Adopted instances keep their cores before any new one asks.
@@ -222,12 +251,31 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 	if err != nil {
 		a.log.Warn("listing containers for orphan cleanup failed", "err", err)
 	}
+	// Warm containers that an instance claimed (and recorded) but whose
+	// labels were not updated yet belong to that instance; every other one
+	// was ready and unclaimed when the previous agent stopped.
+	claimed := map[string]bool{}
+	for uid := range known {
+		recs, _ := filepath.Glob(filepath.Join(a.sandboxDir(uid), "ctr-*"))
+		for _, rec := range recs {
+			if b, err := os.ReadFile(rec); err == nil {
+				claimed[strings.TrimSpace(string(b))] = true
+			}
+		}
+	}
 	for _, c := range ctrs {
 		labels, err := c.Labels(nctx)
 		if err != nil {
 			continue
 		}
 		uid := labels[labelUID]
+		if isWarmLabelled(labels) && !claimed[c.ID()] {
+			a.log.Info("removing an unclaimed warm container", "container", c.ID())
+			if err := removeContainer(nctx, c); err != nil {
+				a.log.Warn("removing an unclaimed warm container failed", "container", c.ID(), "err", err)
+			}
+			continue
+		}
 		if uid == "" || known[uid] {
 			continue
 		}
@@ -261,6 +309,22 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 			}
 			if !pool.IsPoolID(id) {
 				removeCgroup(id)
+			}
+		}
+	}
+	// The cgroups of unclaimed warm containers (with no network left, the
+	// loop above did not reach them).
+	if ents, err := os.ReadDir(filepath.Join(cgroupV1Root, "memory", cgroupRoot)); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), pool.WarmPrefix) && !knownNet[e.Name()] {
+				removeCgroup(e.Name())
+			}
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(cgroupV1Root, "unified", cgroupRoot)); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), pool.WarmPrefix) && !knownNet[e.Name()] {
+				removeCgroup(e.Name())
 			}
 		}
 	}

@@ -191,7 +191,7 @@ func (a *Agent) createCgroup(uid string, res api.Resources) error {
 	if err != nil {
 		return err
 	}
-	return applyCgroup(uid, lr)
+	return applyCgroup(a.cgName(uid), lr)
 }
 
 // diskOf is the disk that holds the writable layers, if res limits disk

@@ -54,6 +54,9 @@ func (a *Agent) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, 
 	if a.cfg.Pool != nil {
 		a.cfg.Pool.Expect()
 	}
+	if a.warm != nil {
+		a.warm.Expect(t, res.Name)
+	}
 	imgs, err := a.ListImages(ctx)
 	if err != nil {
 		return api.Image{}, false, err

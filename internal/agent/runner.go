@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	cerrdefs "github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
@@ -53,6 +55,9 @@ type ctr struct {
 	// fresh is set when this runner created the container: it then has
 	// no task yet, and starting it needs no lookup.
 	fresh bool
+	// warmSpec is the real spec of a claimed warm container until it is
+	// recorded on the container (finishClaim).
+	warmSpec *oci.Spec
 }
 
 // runner drives one instance through its lifecycle on this host. It owns
@@ -229,6 +234,21 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 		r.publishAsync(ctx, api.PhaseCreating)
 	}
 	prof.step("creating-status")
+	if w := r.takeWarm(r.tctx(ctx), inst); w != nil {
+		c := r.ctrs[0]
+		if err := r.claimWarm(ctx, inst, c, w); err != nil {
+			r.log.Warn("claiming a warm container failed; starting the usual way", "err", err)
+		} else {
+			prof.step("warm-claim")
+			r.publish(ctx, "")
+			prof.step("running-status")
+			r.log.Info("instance started", append(prof.attrs(), "warm", w.id)...)
+			if err := r.finishClaim(r.tctx(ctx), inst, c); err != nil {
+				r.log.Warn("recording the spec of the claimed warm container failed; retried before a restart", "err", err)
+			}
+			return nil
+		}
+	}
 	limits, err := netLimits(inst.Spec.Resources)
 	if err != nil {
 		return err
@@ -313,6 +333,13 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 		}
 		switch st.Status {
 		case containerd.Running, containerd.Paused, containerd.Pausing:
+			if r.a.holderRunning(ctx, c.c, task) {
+				// An agent died mid-claim, before the holder was handed the
+				// process: start the container over with its real spec.
+				r.log.Info("a claim of a warm container was cut short; starting the container anew", "container", c.spec.Name)
+				c.task = task
+				return r.startTask(ctx, c)
+			}
 			c.task = task
 			c.generation++
 			statusC, err := task.Wait(ctx)
@@ -349,6 +376,17 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 }
 
 func (r *runner) startTask(ctx context.Context, c *ctr) error {
+	if c.warmSpec != nil || r.a.ctrID(r.uid, c.spec.Name) != containerID(r.uid, c.spec.Name) {
+		// A claimed warm container may still carry the holder's spec.
+		if labels, err := c.c.Labels(ctx); err != nil {
+			return fmt.Errorf("reading the container's labels: %w", err)
+		} else if isWarmLabelled(labels) {
+			inst, _ := r.snapshot()
+			if err := r.finishClaim(ctx, &inst, c); err != nil {
+				return fmt.Errorf("recording the container's spec: %w", err)
+			}
+		}
+	}
 	if c.fresh {
 		c.fresh = false // from now on, a task may exist
 	} else if old, err := c.c.Task(ctx, nil); err == nil {
@@ -375,7 +413,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	r.mark("task-start")
 	c.task = task
 	c.generation++
-	c.oomKills = oomKills(r.uid, c.spec.Name)
+	c.oomKills = r.a.oomKills(r.uid, c.spec.Name)
 	go r.waitTask(ctx, c.spec.Name, c.generation, task, statusC)
 	now := time.Now().UTC()
 	c.status.State = api.ContainerRunning
@@ -577,7 +615,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) {
 	switch {
 	case r.stopping:
 		c.status.Reason = "Stopped"
-	case code == 137 && oomKills(r.uid, c.spec.Name) > c.oomKills:
+	case code == 137 && r.a.oomKills(r.uid, c.spec.Name) > c.oomKills:
 		c.status.Reason = "OOMKilled"
 	case code == 0:
 		c.status.Reason = "Completed"
@@ -822,9 +860,10 @@ func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
 func (r *runner) teardownOnce(ctx context.Context) error {
 	nctx := r.tctx(ctx)
 	inst, _ := r.snapshot()
+	netID := r.a.netID(r.uid)
 	var errs []error
 	for _, cs := range inst.Spec.Containers {
-		c, err := r.a.cfg.Client.LoadContainer(nctx, containerID(r.uid, cs.Name))
+		c, err := r.a.cfg.Client.LoadContainer(nctx, r.a.ctrID(r.uid, cs.Name))
 		if err == nil {
 			err = removeContainer(nctx, c)
 		} else if cerrdefs.IsNotFound(err) {
@@ -853,6 +892,9 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	}
 	r.a.netIDs.Delete(r.uid)
 	removeCgroup(r.uid)
+	if strings.HasPrefix(netID, pool.WarmPrefix) {
+		removeCgroup(netID) // the claimed warm container's
+	}
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	cgroups "github.com/containerd/cgroups"
 	"github.com/containerd/containerd"
@@ -24,6 +25,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 )
 
 // Labels on containerd objects tie them to their instance, so that a
@@ -42,7 +44,29 @@ const cgroupRoot = "/kanga"
 
 func containerID(uid, name string) string { return uid + "-" + name }
 
+// instanceCgroup is the cgroup of the instance whose cgroup name (see
+// cgName) is uid.
 func instanceCgroup(uid string) string { return cgroupRoot + "/" + uid }
+
+// cgName names the cgroup of instance uid: its uid, or the id of the warm
+// container it claimed. A warm container's cgroups keep their names: the
+// runtime (runc's and crun's state) knows the container by its cgroup
+// path, and exec, pause and delete fail once it is renamed.
+func (a *Agent) cgName(uid string) string {
+	if id := a.netID(uid); strings.HasPrefix(id, pool.WarmPrefix) {
+		return id
+	}
+	return uid
+}
+
+// leafName names the cgroup of container name under its instance's:
+// "warm" for a claimed warm container.
+func (a *Agent) leafName(uid, name string) string {
+	if strings.HasPrefix(a.ctrID(uid, name), pool.WarmPrefix) {
+		return "warm"
+	}
+	return name
+}
 
 func (a *Agent) sandboxDir(uid string) string {
 	return filepath.Join(a.cfg.DataDir, "sandboxes", uid)
@@ -138,20 +162,44 @@ func hierarchy() ([]cgroups.Subsystem, error) {
 	return out, nil
 }
 
+// removeCgroup removes the instance cgroup, with any child left in it
+// (a container's cgroup the runtime did not remove: a claimed warm
+// container's, which the runtime knows under its old name), from every
+// hierarchy, v2 and named ones included.
 func removeCgroup(uid string) {
-	cg, err := cgroups.Load(hierarchy, cgroups.StaticPath(instanceCgroup(uid)))
+	hs, err := os.ReadDir(cgroupV1Root)
 	if err != nil {
 		return
 	}
-	_ = cg.Delete()
+	for _, h := range hs {
+		top := filepath.Join(cgroupV1Root, h.Name(), instanceCgroup(uid))
+		var dirs []string
+		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- { // children first
+			for try := 0; ; try++ {
+				err := unix.Rmdir(dirs[i])
+				if err == nil || errors.Is(err, unix.ENOENT) || try == 20 {
+					break
+				}
+				// EBUSY while the kernel finishes with exited tasks.
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
 }
 
 // oomKills reads the kernel's count of OOM kills charged to a container:
 // cgroup v1 counts a kill in the victim's own memory cgroup, not in its
 // parents, so the container's cgroup (alive until its task is deleted) and
 // the instance's are summed.
-func oomKills(uid, container string) uint64 {
-	return readOOMKills(instanceCgroup(uid)) + readOOMKills(instanceCgroup(uid)+"/"+container)
+func (a *Agent) oomKills(uid, container string) uint64 {
+	cg := instanceCgroup(a.cgName(uid))
+	return readOOMKills(cg) + readOOMKills(cg+"/"+a.leafName(uid, container))
 }
 
 func readOOMKills(cgroup string) uint64 {
@@ -204,7 +252,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	// is written asynchronously): that case surfaces as "already exists"
 	// below and is handled there, so the common case skips a lookup.
 	if inst.Status.Phase != api.PhasePending {
-		if existing, err := r.a.cfg.Client.LoadContainer(ctx, id); err == nil {
+		if existing, err := r.a.cfg.Client.LoadContainer(ctx, r.a.ctrID(r.uid, c.spec.Name)); err == nil {
 			c.c = existing
 			return nil
 		} else if !cerrdefs.IsNotFound(err) {
@@ -221,30 +269,9 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		return err
 	}
 	r.mark("image-resolve")
-	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, c.spec)
-	if len(args) == 0 {
-		return errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
-	}
-	env := make([]string, 0, len(c.spec.Env)+1)
-	env = append(env, "HOSTNAME="+inst.Name)
-	for _, e := range c.spec.Env {
-		env = append(env, e.Name+"="+e.Value)
-	}
-	opts := []oci.SpecOpts{
-		r.a.imageSpecs.withImageConfig(img),
-		oci.WithProcessArgs(args...),
-		oci.WithEnv(env),
-		oci.WithHostname(inst.Name),
-		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
-		oci.WithCgroup(instanceCgroup(r.uid) + "/" + c.spec.Name),
-		oci.WithMounts([]specs.Mount{
-			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hosts"), Options: []string{"rbind", "ro"}},
-			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "hostname"), Options: []string{"rbind", "ro"}},
-			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(r.a.sandboxDir(r.uid), "resolv.conf"), Options: []string{"rbind", "ro"}},
-		}),
-	}
-	if c.spec.WorkingDir != "" {
-		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
+	opts, err := r.instanceSpecOpts(inst, img, netns, c, r.a.sandboxDir(r.uid))
+	if err != nil {
+		return err
 	}
 	diskLimits, err := r.a.withDiskLimits(inst.Spec.Resources)
 	if err != nil {
@@ -290,6 +317,46 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	r.mark("new-container")
 	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
 	return nil
+}
+
+// baseSpecOpts are the spec options every container of Kanga gets, warm
+// or not: the image config (first, see imageSpecs), the network
+// namespace, the cgroup and the instance's /etc files from dir.
+func (a *Agent) baseSpecOpts(img image.Resolved, netns, cgroup, dir string) []oci.SpecOpts {
+	return []oci.SpecOpts{
+		a.imageSpecs.withImageConfig(img),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
+		oci.WithCgroup(cgroup),
+		oci.WithMounts([]specs.Mount{
+			{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(dir, "hosts"), Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/hostname", Type: "bind", Source: filepath.Join(dir, "hostname"), Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: filepath.Join(dir, "resolv.conf"), Options: []string{"rbind", "ro"}},
+		}),
+	}
+}
+
+// instanceSpecOpts are the spec options of container c of inst, with its
+// /etc files in dir; disk limits are added by the caller.
+func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns string, c *ctr, dir string) ([]oci.SpecOpts, error) {
+	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, c.spec)
+	if len(args) == 0 {
+		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
+	}
+	env := make([]string, 0, len(c.spec.Env)+1)
+	env = append(env, "HOSTNAME="+inst.Name)
+	for _, e := range c.spec.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	opts := r.a.baseSpecOpts(img, netns, instanceCgroup(r.a.cgName(r.uid))+"/"+r.a.leafName(r.uid, c.spec.Name), dir)
+	opts = append(opts,
+		oci.WithProcessArgs(args...),
+		oci.WithEnv(env),
+		oci.WithHostname(inst.Name),
+	)
+	if c.spec.WorkingDir != "" {
+		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
+	}
+	return opts, nil
 }
 
 // withNewSnapshot prepares the container's writable snapshot on top of the

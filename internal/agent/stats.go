@@ -190,7 +190,7 @@ func readKeyValues(path string) (map[string]uint64, error) {
 
 // takeSample reads the instance's cgroup and network counters now.
 func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
-	st, err := readCgroupStats(cgroupV1Root, uid)
+	st, err := readCgroupStats(cgroupV1Root, a.cgName(uid))
 	if err != nil {
 		return sample{}, err
 	}
@@ -203,7 +203,7 @@ func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
 		a.log.Debug("reading network counters failed", "uid", uid, "err", err)
 	}
 	s.SharedCores = a.sharesDedicatedCores(uid, st.CPUs)
-	s.RunDelayNanos = runDelay(cgroupV1Root, uid)
+	s.RunDelayNanos = runDelay(cgroupV1Root, a.cgName(uid))
 	return s, nil
 }
 

@@ -115,7 +115,7 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req server.ExecReq
 		return 0, err
 	}
 	nctx := a.ns(ctx)
-	c, err := a.cfg.Client.LoadContainer(nctx, containerID(inst.UID, req.Container))
+	c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, req.Container))
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return 0, fmt.Errorf("container %s of instance %q is not created yet: %w", req.Container, inst.Name, errdefs.ErrFailedPrecondition)

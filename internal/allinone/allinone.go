@@ -46,8 +46,11 @@ type Options struct {
 	Version       string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
-	Pool   pool.Policy
-	Logger *slog.Logger
+	Pool pool.Policy
+	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
+	Warm      pool.Policy
+	WarmTotal int
+	Logger    *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 }
@@ -94,7 +97,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	host, err := StartHost(ctx, HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: st,
-		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Logger: log,
+		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 	})
 	if err != nil {
 		return err

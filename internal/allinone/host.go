@@ -26,8 +26,12 @@ type HostConfig struct {
 	Bridge string
 	Subnet string
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
-	Pool   pool.Policy
-	Logger *slog.Logger
+	Pool pool.Policy
+	// Warm sizes the warm containers per (tenant, image, runtime class);
+	// Max 0 turns them off. WarmTotal caps them across keys.
+	Warm      pool.Policy
+	WarmTotal int
+	Logger    *slog.Logger
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -79,6 +83,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Images:      image.New(ctrd.Client(), "overlayfs"),
 		Network:     netw,
 		Pool:        warm,
+		Warm:        warmOptions(c),
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 	})
@@ -114,4 +119,17 @@ func (h *Host) stopContainerd() {
 	if err := h.ctrd.Stop(sctx); err != nil {
 		h.log.Warn("stopping containerd", "err", err)
 	}
+}
+
+// warmOptions turns warm containers on when c asks for them; the holder
+// binary is found next to the kanga executable.
+func warmOptions(c HostConfig) *agent.WarmOptions {
+	if c.Warm.Max <= 0 {
+		return nil
+	}
+	pol := c.Warm
+	if pol.Window == 0 {
+		pol.Window = c.Pool.Window // one --pool-window for both pools
+	}
+	return &agent.WarmOptions{Policy: pol, Total: c.WarmTotal}
 }

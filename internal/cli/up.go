@@ -72,6 +72,9 @@ leaves instances running; the next kanga up adopts them.`,
 	f.IntVar(&o.Pool.Min, "pool-min", pool.DefaultMin, "network sandboxes kept ready even when idle")
 	f.IntVar(&o.Pool.Max, "pool-max", pool.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
 	f.DurationVar(&o.Pool.Window, "pool-window", pool.DefaultWindow, "how far back the pool counts creates to size itself, and how long it waits idle before shrinking to --pool-min")
+	f.IntVar(&o.Warm.Max, "warm-max", 0, "warm containers (created and started ahead, see bin/kanga-init) kept per tenant, image and runtime class; 0 turns them off")
+	f.IntVar(&o.Warm.Min, "warm-min", pool.DefaultWarmMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
+	f.IntVar(&o.WarmTotal, "warm-total", pool.DefaultWarmTotal, "most warm containers kept on the host")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

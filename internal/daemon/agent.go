@@ -36,6 +36,9 @@ type AgentOptions struct {
 	Bridge    string
 	Subnet    string
 	Pool      pool.Policy
+	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
+	Warm      pool.Policy
+	WarmTotal int
 	Version   string
 	Logger    *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
@@ -88,7 +91,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: link,
-		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Logger: log,
+		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -24,6 +24,14 @@ import (
 // looks like its last one. A burst after a quiet Window finds only Min
 // ready; one announced ahead (kanga image prewarm calls Expect) finds up
 // to Max.
+//
+// Warm containers (Warm, warm.go) use the same Policy per key (tenant,
+// image, runtime class), with two differences: a key with no create in
+// the last Window keeps none (Min applies only while the key is in use:
+// a warm container serves one tenant's image only and holds a shim of
+// about 10 MB plus its holder), and all keys together keep at most
+// WarmConfig.Total (default 8; per key Max default 4, Min 1). The first
+// create of a key is always a miss: it is what makes the key known.
 type Policy struct {
 	// Min sandboxes stay ready even when idle, so a lone create never pays
 	// for the network setup. Default 2: one taken while the next refills.

@@ -1,0 +1,22 @@
+// Command kanga-init is the holder of a warm container: see package
+// internal/agent/warm/holder. The agent bind-mounts it into the container
+// at /.kanga/init; it is not meant to be run by hand.
+package main
+
+import (
+	"os"
+
+	"github.com/kanga-run/kanga/internal/agent/warm/holder"
+)
+
+func main() {
+	ack, err := os.OpenFile(holder.AckPath, os.O_WRONLY, 0) // O_CLOEXEC by Go
+	if err != nil {
+		os.Stderr.WriteString("kanga-init: " + err.Error() + "\n")
+		os.Exit(127)
+	}
+	if err := holder.Run(ack, os.Stdin, holder.OS{}); err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+	}
+	os.Exit(127)
+}

@@ -1,0 +1,398 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// WarmPrefix starts the id of every warm container (its containerd
+// container, network attachment, cgroup and sandbox dir), so that a
+// restarted agent recognises the ones a previous run left unclaimed.
+const WarmPrefix = "warm-"
+
+// WarmKey is what a warm container is made for: it serves only instances
+// of that tenant, image and runtime class. A warm container never crosses
+// tenants and is used once: the instance that claims it keeps it until it
+// is deleted, like any container it would have created itself.
+type WarmKey struct {
+	Tenant string
+	Image  string // the image reference as the instance spec names it
+	Class  string // runtime class; runc and crun only
+}
+
+// WarmMaker makes and destroys warm containers; the agent implements it.
+type WarmMaker interface {
+	MakeWarm(ctx context.Context, key WarmKey) (any, error)
+	DestroyWarm(ctx context.Context, w any)
+}
+
+// WarmConfig configures Warm.
+type WarmConfig struct {
+	Maker WarmMaker
+	// Policy sizes each key's pool (see Policy; Max is per key). A key
+	// with no create for a Window keeps none: unlike a network sandbox, a
+	// warm container fits one tenant's image only, and each holds a shim
+	// (about 10 MB) and its holder.
+	Policy Policy
+	// Total caps the warm containers of all keys together.
+	Total int
+	// DefaultClass is the class Expect fills for an image no create has
+	// asked for yet.
+	DefaultClass string
+	StatusFile   string
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Warm pool defaults: small, because each warm container holds memory.
+const (
+	DefaultWarmMin   = 1
+	DefaultWarmMax   = 4
+	DefaultWarmTotal = 8
+)
+
+type warmKeyState struct {
+	ready   []any
+	creates []time.Time
+	filling int
+	expect  time.Time
+	target  int
+}
+
+// Warm keeps warm containers per WarmKey, sized from each key's recent
+// creates, filled one at a time by Run.
+type Warm struct {
+	cfg  WarmConfig
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu       sync.Mutex
+	keys     map[WarmKey]*warmKeyState
+	lastTake time.Time
+	inflight int
+	refill   time.Duration
+	failures int
+	retryAt  time.Time
+	hits     uint64
+	misses   uint64
+	stopped  bool
+	last     []byte
+}
+
+// NewWarm returns a warm pool; it fills once Run runs.
+func NewWarm(cfg WarmConfig) *Warm {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Policy.Min == 0 {
+		cfg.Policy.Min = DefaultWarmMin
+	}
+	if cfg.Policy.Max == 0 {
+		cfg.Policy.Max = DefaultWarmMax
+	}
+	cfg.Policy = cfg.Policy.WithDefaults()
+	if cfg.Total <= 0 {
+		cfg.Total = DefaultWarmTotal
+	}
+	return &Warm{cfg: cfg, log: cfg.Logger.With("component", "warm-pool"), wake: make(chan struct{}, 1),
+		keys: map[WarmKey]*warmKeyState{}, refill: 200 * time.Millisecond}
+}
+
+func (w *Warm) key(k WarmKey) *warmKeyState {
+	s, ok := w.keys[k]
+	if !ok {
+		s = &warmKeyState{}
+		w.keys[k] = s
+	}
+	return s
+}
+
+// Take hands out a ready warm container for key, newest first; it is then
+// the caller's, to claim or to destroy (DestroyWarm). Every call counts as
+// demand for key, served or not: call it only for instances a warm
+// container can serve.
+func (w *Warm) Take(k WarmKey) (any, bool) {
+	w.mu.Lock()
+	s := w.key(k)
+	now := w.cfg.Now()
+	s.creates = append(s.creates, now)
+	w.lastTake = now
+	trim(&s.creates, now.Add(-w.cfg.Policy.Window))
+	var (
+		c  any
+		ok bool
+	)
+	if n := len(s.ready); n > 0 {
+		c, ok = s.ready[n-1], true
+		s.ready = s.ready[:n-1]
+		w.hits++
+	} else {
+		w.misses++
+	}
+	w.mu.Unlock()
+	w.poke()
+	return c, ok
+}
+
+// Expect announces a burst of tenant's image: its keys (the classes
+// creates of it used recently, else DefaultClass) fill to Policy.Max for
+// one Window.
+func (w *Warm) Expect(tenant, image string) {
+	w.mu.Lock()
+	until := w.cfg.Now().Add(w.cfg.Policy.Window)
+	found := false
+	for k, s := range w.keys {
+		if k.Tenant == tenant && k.Image == image && len(s.creates) > 0 {
+			s.expect, found = until, true
+		}
+	}
+	if !found && w.cfg.DefaultClass != "" {
+		w.key(WarmKey{tenant, image, w.cfg.DefaultClass}).expect = until
+	}
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *Warm) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func trim(ts *[]time.Time, from time.Time) {
+	i := 0
+	for i < len(*ts) && (*ts)[i].Before(from) {
+		i++
+	}
+	*ts = (*ts)[i:]
+}
+
+// WarmStatus is the pool's state, for operators and tests.
+type WarmStatus struct {
+	Keys     []WarmKeyStatus `json:"keys"`
+	Hits     uint64          `json:"hits"`
+	Misses   uint64          `json:"misses"`
+	RefillMS float64         `json:"refillMs"`
+}
+
+// WarmKeyStatus is one key's state.
+type WarmKeyStatus struct {
+	WarmKey
+	Target  int `json:"target"`
+	Ready   int `json:"ready"`
+	Filling int `json:"filling"`
+	Recent  int `json:"recent"`
+}
+
+// Status reports the pool's current state.
+func (w *Warm) Status() WarmStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.statusLocked()
+}
+
+func (w *Warm) statusLocked() WarmStatus {
+	st := WarmStatus{Hits: w.hits, Misses: w.misses, RefillMS: float64(w.refill.Microseconds()) / 1000}
+	for k, s := range w.keys {
+		st.Keys = append(st.Keys, WarmKeyStatus{WarmKey: k, Target: s.target, Ready: len(s.ready), Filling: s.filling, Recent: len(s.creates)})
+	}
+	sort.Slice(st.Keys, func(i, j int) bool {
+		a, b := st.Keys[i].WarmKey, st.Keys[j].WarmKey
+		if a.Tenant != b.Tenant {
+			return a.Tenant < b.Tenant
+		}
+		if a.Image != b.Image {
+			return a.Image < b.Image
+		}
+		return a.Class < b.Class
+	})
+	return st
+}
+
+// targetLocked is key's target at now: Policy.Target on its creates, Max
+// while a burst is expected, none once idle for a Window.
+func (w *Warm) targetLocked(s *warmKeyState, now time.Time) int {
+	trim(&s.creates, now.Add(-w.cfg.Policy.Window))
+	if now.Before(s.expect) {
+		return w.cfg.Policy.Max
+	}
+	if len(s.creates) == 0 {
+		return 0
+	}
+	return w.cfg.Policy.Target(now, s.creates, w.refill)
+}
+
+// Run keeps every key at its target until ctx ends, then destroys the warm
+// containers still ready. One make or destroy runs at a time per
+// Policy.Parallel.
+func (w *Warm) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		w.drain(context.WithoutCancel(ctx))
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for {
+			job := w.next()
+			if job == nil {
+				break
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				job(ctx)
+				w.poke()
+			}()
+		}
+		w.writeStatus()
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// next picks the next make or destroy, if one is due and a slot is free.
+func (w *Warm) next() func(context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.cfg.Now()
+	total := 0
+	var want []WarmKey // keys below target, the most short first
+	for k, s := range w.keys {
+		t := w.targetLocked(s, now)
+		if t != s.target {
+			w.log.Debug("warm target changed", "tenant", k.Tenant, "image", k.Image, "class", k.Class, "from", s.target, "to", t)
+			s.target = t
+		}
+		total += len(s.ready) + s.filling
+		if len(s.ready)+s.filling < t {
+			want = append(want, k)
+		}
+	}
+	if w.inflight >= w.cfg.Policy.Parallel {
+		return nil
+	}
+	// Over target (or over Total): destroy the oldest of that key.
+	for k, s := range w.keys {
+		if len(s.ready) > s.target || (total > w.cfg.Total && len(s.ready) > 0 && len(want) == 0) {
+			c := s.ready[0]
+			s.ready = s.ready[1:]
+			w.inflight++
+			return func(ctx context.Context) {
+				w.cfg.Maker.DestroyWarm(ctx, c)
+				w.mu.Lock()
+				w.inflight--
+				w.mu.Unlock()
+			}
+		}
+		if len(s.ready) == 0 && s.filling == 0 && s.target == 0 && len(s.creates) == 0 && !now.Before(s.expect) {
+			delete(w.keys, k)
+		}
+	}
+	if len(want) == 0 || total >= w.cfg.Total || now.Before(w.retryAt) {
+		return nil
+	}
+	sort.Slice(want, func(i, j int) bool {
+		a, b := w.keys[want[i]], w.keys[want[j]]
+		return len(a.ready)+a.filling < len(b.ready)+b.filling
+	})
+	k := want[0]
+	s := w.keys[k]
+	s.filling++
+	w.inflight++
+	// As the network pool's filler (see lowPriority): while starts are
+	// under way the refill's own processes (CNI plugins) give way to them.
+	low := now.Before(w.lastTake.Add(busyFor))
+	return func(ctx context.Context) { w.fill(ctx, k, low) }
+}
+
+func (w *Warm) fill(ctx context.Context, k WarmKey, low bool) {
+	start := w.cfg.Now()
+	var (
+		c   any
+		err error
+	)
+	mk := func() { c, err = w.cfg.Maker.MakeWarm(ctx, k) }
+	if low {
+		lowPriority(mk)
+	} else {
+		mk()
+	}
+	took := w.cfg.Now().Sub(start)
+	w.mu.Lock()
+	s := w.key(k)
+	s.filling--
+	w.inflight--
+	if err != nil {
+		w.failures++
+		backoff := min(time.Second<<min(w.failures-1, 5), 30*time.Second)
+		w.retryAt = w.cfg.Now().Add(backoff)
+		w.mu.Unlock()
+		if ctx.Err() == nil {
+			w.log.Warn("making a warm container failed", "tenant", k.Tenant, "image", k.Image, "class", k.Class, "err", err, "retry_in", backoff)
+		}
+		return
+	}
+	w.failures = 0
+	if ctx.Err() != nil || w.stopped {
+		w.mu.Unlock()
+		w.cfg.Maker.DestroyWarm(context.WithoutCancel(ctx), c)
+		return
+	}
+	w.refill = (w.refill*3 + took) / 4
+	s.ready = append(s.ready, c)
+	w.mu.Unlock()
+}
+
+// drain destroys every ready warm container.
+func (w *Warm) drain(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w.mu.Lock()
+	var all []any
+	for _, s := range w.keys {
+		all = append(all, s.ready...)
+		s.ready = nil
+	}
+	w.stopped = true
+	w.mu.Unlock()
+	for _, c := range all {
+		w.cfg.Maker.DestroyWarm(ctx, c)
+	}
+	w.writeStatus()
+}
+
+func (w *Warm) writeStatus() {
+	if w.cfg.StatusFile == "" {
+		return
+	}
+	w.mu.Lock()
+	b, _ := json.Marshal(w.statusLocked())
+	changed := string(b) != string(w.last)
+	w.last = b
+	w.mu.Unlock()
+	if !changed {
+		return
+	}
+	tmp := w.cfg.StatusFile + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err == nil {
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+			_ = os.Rename(tmp, w.cfg.StatusFile)
+		}
+	}
+}

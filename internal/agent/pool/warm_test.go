@@ -1,0 +1,97 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeMaker is a WarmMaker that makes numbered placeholders (a fake for
+// fast unit tests: no containers).
+type fakeMaker struct {
+	mu        sync.Mutex
+	made      int
+	destroyed []any
+}
+
+func (m *fakeMaker) MakeWarm(ctx context.Context, k WarmKey) (any, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.made++
+	return fmt.Sprintf("%s/%d", k.Tenant, m.made), nil
+}
+
+func (m *fakeMaker) DestroyWarm(ctx context.Context, w any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.destroyed = append(m.destroyed, w)
+}
+
+// step runs the pool's jobs until none is due, synchronously.
+func step(w *Warm) {
+	for {
+		job := w.next()
+		if job == nil {
+			return
+		}
+		job(context.Background())
+	}
+}
+
+func TestWarmSizing(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := &fakeMaker{}
+	w := NewWarm(WarmConfig{Maker: m, Policy: Policy{Max: 3, Window: 10 * time.Second}, Total: 4, DefaultClass: "crun", Now: func() time.Time { return now }})
+	a := WarmKey{"t1", "img", "crun"}
+	b := WarmKey{"t2", "img", "crun"}
+	ready := func(k WarmKey) int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if s, ok := w.keys[k]; ok {
+			return len(s.ready)
+		}
+		return 0
+	}
+
+	if _, ok := w.Take(a); ok {
+		t.Fatal("the first take of a key found a warm container")
+	}
+	step(w)
+	if ready(a) != 1 {
+		t.Fatalf("after one create: %d ready for the key, want Min 1", ready(a))
+	}
+	// Another tenant's key never serves a.
+	if _, ok := w.Take(b); ok {
+		t.Fatal("t2 got a warm container made for t1")
+	}
+	step(w)
+	if v, ok := w.Take(a); !ok || v.(string)[:3] != "t1/" {
+		t.Fatalf("t1's take got %v %v", v, ok)
+	}
+	// A burst: three creates in one second raise the target to Max 3,
+	// within Total 4 across keys (b holds one).
+	w.Take(a)
+	w.Take(a)
+	step(w)
+	if ready(a) != 3 || ready(b) != 1 {
+		t.Fatalf("after a burst: a %d b %d ready, want 3 and 1", ready(a), ready(b))
+	}
+	// Idle for a window: both keys shrink to nothing.
+	now = now.Add(11 * time.Second)
+	step(w)
+	if ready(a) != 0 || ready(b) != 0 || len(m.destroyed) != 4 {
+		t.Fatalf("after an idle window: a %d b %d ready, %d destroyed; want 0, 0, 4", ready(a), ready(b), len(m.destroyed))
+	}
+	// Expect of an image no create asked for fills the default class to Max.
+	w.Expect("t3", "other")
+	step(w)
+	if k := (WarmKey{"t3", "other", "crun"}); ready(k) != 3 {
+		t.Fatalf("after Expect: %d ready, want Max 3", ready(k))
+	}
+	st := w.Status()
+	if st.Hits != 1 || st.Misses != 4 { // the burst found none ready
+		t.Errorf("hits %d misses %d, want 1 and 4", st.Hits, st.Misses)
+	}
+}

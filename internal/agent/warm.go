@@ -1,0 +1,541 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm/holder"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// Warm containers: containers created AND started ahead of demand, whose
+// init process is the holder (cmd/kanga-init, see package holder). The
+// runtime has made the namespaces, cgroups, mounts and root filesystem;
+// claiming one for an instance moves its sandbox dir (the /etc files are
+// bind mounts of its inodes, rewritten in place) and log file to the
+// instance's, applies the instance's limits to the warm cgroup's parent,
+// sets the hostname, and hands the holder the instance's process, which
+// it execs. The containerd container and its cgroups keep their warm id
+// (recorded in the sandbox dir, see ctrID and cgName): runc and crun find
+// a container by the cgroup path in their state, so a renamed cgroup
+// breaks exec and kill. The container is updated to the instance's real
+// spec and labels right after Running is published, so that a restart
+// runs the instance's process directly.
+//
+// What the user sees of it: /.kanga holds the holder binary (init), read
+// only, like docker-init (until the first restart, whose spec has no such
+// mount: an empty /.kanga mount point stays in the writable layer); the
+// ack FIFO is unlinked once the process runs. /proc/self/cgroup shows the
+// warm id (random, no tenant data).
+//
+// Capabilities: the holder runs as root with the spec's default set and
+// changes none; execve then applies the kernel's rules exactly as when
+// runc or crun exec the process themselves: root keeps the bounding set
+// as permitted and effective, a non-root user (after the holder's
+// setuid) ends with none, as the spec sets no ambient capabilities.
+
+// labelWarm marks a warm container until its claim is complete; its value
+// is the warm id. A container with it and no labelUID is either ready
+// (owned by the warm pool) or claimed by an instance that recorded it.
+const labelWarm = "kanga.dev/warm"
+
+// warmClasses are the runtime classes warm containers are made for: the
+// runc shim with runc or crun. gVisor's sandbox takes the namespace's
+// addresses and starts its own kernel; it is not held warm.
+var warmClasses = map[string]bool{"runc": true, "crun": true}
+
+// WarmOptions turns warm containers on.
+type WarmOptions struct {
+	// InitPath is the holder binary (bin/kanga-init).
+	InitPath string
+	Policy   pool.Policy // per key; see pool.Warm
+	Total    int
+}
+
+// warmCtr is a ready warm container.
+type warmCtr struct {
+	id    string
+	key   pool.WarmKey
+	img   image.Resolved
+	att   *network.Attachment
+	c     containerd.Container
+	task  containerd.Task
+	stdin *os.File // the agent's end of the holder's stdin FIFO
+	ack   *os.File // read-write end of the ack FIFO, held until the claim
+	ackRd *os.File // read-only end, opened once the holder is a writer
+}
+
+func (a *Agent) ctrRecord(uid, name string) string {
+	return filepath.Join(a.sandboxDir(uid), "ctr-"+name)
+}
+
+// ctrID is the containerd container id of container name of instance uid:
+// the warm container it claimed, if it did, else containerID.
+func (a *Agent) ctrID(uid, name string) string {
+	if b, err := os.ReadFile(a.ctrRecord(uid, name)); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id
+		}
+	}
+	return containerID(uid, name)
+}
+
+// findInit finds the holder binary: path if set, else kanga-init next to
+// the running executable.
+func findInit(path string) (string, error) {
+	if path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(filepath.Dir(exe), "kanga-init")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("%s is not an executable file", path)
+	}
+	return path, nil
+}
+
+func newWarmID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return pool.WarmPrefix + hex.EncodeToString(b)
+}
+
+// warmIO gives the holder a FIFO for stdin and a log file for its output:
+// the runc shim's "file" scheme copies stdin from the FIFO as the "fifo"
+// scheme does (containerd v1.6 pkg/process/io.go).
+type warmIO struct{ cfg cio.Config }
+
+func (w *warmIO) Config() cio.Config { return w.cfg }
+func (w *warmIO) Cancel()            {}
+func (w *warmIO) Wait()              {}
+func (w *warmIO) Close() error       { return nil }
+
+// MakeWarm implements pool.WarmMaker: it creates and starts a warm
+// container for key and waits until its holder reports ready.
+func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
+	class, ok := a.cfg.Classes[key.Class]
+	if !ok || !warmClasses[key.Class] {
+		return nil, fmt.Errorf("runtime class %q is not held warm", key.Class)
+	}
+	w := &warmCtr{id: newWarmID(), key: key}
+	done := false
+	defer func() {
+		if !done {
+			a.DestroyWarm(context.WithoutCancel(ctx), w)
+		}
+	}()
+	nctx := tenant.WithName(a.ns(ctx), key.Tenant)
+	img, err := a.cfg.Images.Resolve(nctx, key.Tenant, key.Image)
+	if err != nil {
+		return nil, err
+	}
+	w.img = img
+	if w.att, err = a.cfg.Network.Setup(ctx, w.id, nil, network.Limits{}); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	dir := a.sandboxDir(w.id)
+	if err := writeHosts(dir, "localhost", ""); err != nil {
+		return nil, err
+	}
+	kdir := filepath.Join(dir, "kanga")
+	if err := os.MkdirAll(kdir, 0o755); err != nil {
+		return nil, err
+	}
+	// The mount point of the holder binary, under the read-only /.kanga.
+	if err := os.WriteFile(filepath.Join(kdir, "init"), nil, 0o755); err != nil {
+		return nil, err
+	}
+	ackPath, stdinPath := filepath.Join(kdir, "ack"), filepath.Join(dir, "stdin")
+	for _, p := range []string{ackPath, stdinPath} {
+		if err := unix.Mkfifo(p, 0o600); err != nil {
+			return nil, fmt.Errorf("mkfifo %s: %w", p, err)
+		}
+	}
+	// Read-write: neither open blocks, and the holder never sees the end
+	// of its stdin (nor the agent the end of ack) before the claim.
+	if w.ack, err = os.OpenFile(ackPath, os.O_RDWR, 0); err != nil {
+		return nil, err
+	}
+	if w.stdin, err = os.OpenFile(stdinPath, os.O_RDWR, 0); err != nil {
+		return nil, err
+	}
+	opts := a.baseSpecOpts(img, w.att.NetNS, instanceCgroup(w.id)+"/warm", dir)
+	opts = append(opts,
+		oci.WithProcessArgs(holder.Path),
+		oci.WithHostname("localhost"),
+		// The holder runs as root to take the instance's user itself.
+		func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			s.Process.User = specs.User{UID: 0, GID: 0}
+			s.Process.Cwd = "/"
+			return nil
+		},
+		oci.WithMounts([]specs.Mount{
+			{Destination: holder.Dir, Type: "bind", Source: kdir, Options: []string{"rbind", "ro"}},
+			{Destination: holder.Path, Type: "bind", Source: a.warmInit, Options: []string{"bind", "ro"}},
+		}),
+	)
+	c, err := a.cfg.Client.NewContainer(nctx, w.id,
+		containerd.WithImageName(img.Name),
+		withNewSnapshot(w.id, img),
+		containerd.WithRuntime(class.Runtime, class.Options),
+		containerd.WithNewSpec(opts...),
+		containerd.WithContainerLabels(map[string]string{labelWarm: w.id, labelTenant: key.Tenant}),
+	)
+	if err != nil {
+		// A snapshot of a failed create is not tied to a container.
+		_ = a.cfg.Client.SnapshotService(img.Snapshotter).Remove(context.WithoutCancel(nctx), w.id)
+		return nil, fmt.Errorf("creating container: %w", err)
+	}
+	w.c = c
+	logPath := a.logPath(w.id, "warm")
+	task, err := c.NewTask(nctx, func(string) (cio.IO, error) {
+		return &warmIO{cio.Config{Stdin: stdinPath, Stdout: "file://" + logPath, Stderr: "file://" + logPath}}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating task: %w", err)
+	}
+	w.task = task
+	if err := task.Start(nctx); err != nil {
+		return nil, fmt.Errorf("starting task: %w", err)
+	}
+	_ = w.ack.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(w.ack, b); err != nil || b[0] != holder.Ready {
+		return nil, fmt.Errorf("the holder did not report ready (%q): %v", b, err)
+	}
+	_ = w.ack.SetReadDeadline(time.Time{})
+	// A second, read-only end while the holder is a writer: at the claim
+	// the read-write one closes, the holder's end is then the only writer,
+	// and its execve the end of file.
+	if w.ackRd, err = os.OpenFile(ackPath, os.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+		return nil, err
+	}
+	done = true
+	return w, nil
+}
+
+// DestroyWarm implements pool.WarmMaker: it removes a warm container that
+// was never claimed, with everything made for it.
+func (a *Agent) DestroyWarm(ctx context.Context, v any) {
+	w := v.(*warmCtr)
+	nctx := tenant.WithName(a.ns(ctx), w.key.Tenant)
+	if w.stdin != nil {
+		w.stdin.Close()
+	}
+	if w.ack != nil {
+		w.ack.Close()
+	}
+	if w.ackRd != nil {
+		w.ackRd.Close()
+	}
+	if w.c != nil {
+		if err := removeContainer(nctx, w.c); err != nil {
+			a.log.Warn("removing a warm container failed", "id", w.id, "err", err)
+		}
+	}
+	if err := a.cfg.Network.Teardown(ctx, w.id, nil); err != nil {
+		a.log.Warn("removing a warm container's network failed", "id", w.id, "err", err)
+	}
+	removeCgroup(w.id)
+	a.removeFiles(w.id)
+}
+
+// takeWarm hands the runner a warm container for inst, if inst is one a
+// warm container can serve and one is ready.
+func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
+	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
+		return nil
+	}
+	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {
+		return nil
+	}
+	limits, err := netLimits(inst.Spec.Resources)
+	if err != nil || !poolable(inst.Spec, limits) || hasDiskLimits(inst.Spec.Resources) {
+		return nil
+	}
+	// Dedicated cores would narrow the instance's cpuset below that of the
+	// warm leaf cgroup, which cgroup v1 refuses: they start the usual way.
+	if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {
+		return nil
+	}
+	if r.a.readNetID(r.uid) != "" {
+		return nil
+	}
+	img, err := r.a.cfg.Images.Resolve(ctx, r.tenant, inst.Spec.Containers[0].Image)
+	if err != nil {
+		return nil // the usual path reports it
+	}
+	v, ok := r.a.warm.Take(pool.WarmKey{Tenant: r.tenant, Image: img.Name, Class: inst.Spec.Runtime})
+	if !ok {
+		return nil
+	}
+	w := v.(*warmCtr)
+	if w.img.Digest != img.Digest {
+		// The name points at another image now: this one serves nobody.
+		go r.a.DestroyWarm(context.WithoutCancel(ctx), w)
+		return nil
+	}
+	w.img = img
+	return w
+}
+
+// claimWarm makes warm container w the instance's container c and runs
+// the instance's process in it. On error the warm container is destroyed
+// and everything moved to the instance undone, so the caller can start
+// the usual way.
+func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *warmCtr) (err error) {
+	nctx := r.tctx(ctx)
+	name := c.spec.Name
+	defer func() {
+		if err != nil {
+			r.undoClaim(ctx, w)
+		}
+	}()
+	img := w.img
+	dir := r.a.sandboxDir(r.uid)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(r.a.sandboxDir(w.id), dir); err != nil {
+		return err
+	}
+	// The records first: from here on the instance's teardown (or the
+	// orphan cleanup of a restarted agent) finds the warm container, its
+	// network and its cgroups as the instance's.
+	if err := r.a.writeNetID(r.uid, w.id); err != nil {
+		return err
+	}
+	if err := os.WriteFile(r.a.ctrRecord(r.uid, name), []byte(w.id+"\n"), 0o644); err != nil {
+		return err
+	}
+	r.a.netIDs.Store(r.uid, w.id)
+	// The warm container's cgroups keep their names (see cgName); the
+	// instance's limits go on its parent, as on any instance cgroup.
+	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
+		return fmt.Errorf("limiting the instance cgroup: %w", err)
+	}
+	r.mark("cgroup")
+	// In place: the container's /etc files are bind mounts of these inodes.
+	if err := writeHosts(dir, inst.Name, w.att.IP); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.a.logDir(r.uid), 0o755); err != nil {
+		return err
+	}
+	// The shim keeps writing to the file it opened, under its new name.
+	if err := os.Rename(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name)); err != nil {
+		return err
+	}
+	_ = os.Remove(r.a.logDir(w.id))
+	r.mark("files")
+	if err := setHostname(w.task.Pid(), inst.Name); err != nil {
+		return fmt.Errorf("setting the hostname: %w", err)
+	}
+	r.mark("hostname")
+	spec, err := r.realSpec(nctx, inst, img, w, c)
+	if err != nil {
+		return err
+	}
+	r.mark("spec")
+	statusC, err := w.task.Wait(nctx)
+	if err != nil {
+		return err
+	}
+	r.mark("task-wait")
+	if err := handOver(w, spec.Process); err != nil {
+		return err
+	}
+	r.mark("exec")
+	// Nothing in /.kanga but the holder binary from now on.
+	_ = os.Remove(filepath.Join(dir, "kanga", "ack"))
+	r.ip, r.att = w.att.IP, w.att
+	c.c, c.task = w.c, w.task
+	c.generation++
+	c.oomKills = r.a.oomKills(r.uid, name)
+	go r.waitTask(ctx, name, c.generation, w.task, statusC)
+	now := time.Now().UTC()
+	c.status.State = api.ContainerRunning
+	c.status.Reason = ""
+	c.status.ExitCode = nil
+	c.status.StartedAt = &now
+	c.status.FinishedAt = nil
+	c.status.PID = int(w.task.Pid())
+	c.warmSpec = spec
+	r.event("Normal", "Started", "started container %s in a warm container (runtime %s)", name, inst.Spec.Runtime)
+	return nil
+}
+
+// handOver gives the holder the process and waits until it has exec'd it
+// (or failed to).
+func handOver(w *warmCtr, p *specs.Process) error {
+	b, err := json.Marshal(holder.Process{
+		Args: p.Args, Env: p.Env, Cwd: p.Cwd,
+		UID: p.User.UID, GID: p.User.GID, AdditionalGids: p.User.AdditionalGids,
+	})
+	if err != nil {
+		return err
+	}
+	rd := w.ackRd
+	w.ack.Close()
+	w.ack = nil
+	// One JSON value: the holder decodes it without waiting for the end of
+	// its stdin (see package holder); finishClaim closes it in the shim.
+	if _, err := w.stdin.Write(b); err != nil {
+		return fmt.Errorf("handing over the process: %w", err)
+	}
+	w.stdin.Close()
+	w.stdin = nil
+	_ = rd.SetReadDeadline(time.Now().Add(30 * time.Second))
+	out, err := io.ReadAll(rd)
+	rd.Close()
+	w.ackRd = nil
+	if err != nil {
+		return fmt.Errorf("waiting for the holder: %w", err)
+	}
+	switch {
+	case bytes.Equal(out, []byte{holder.Exec}):
+		return nil
+	case len(out) == 0:
+		return errors.New("the warm container's holder is gone")
+	default:
+		msg := strings.TrimLeft(string(out), string([]byte{holder.Exec}))
+		return fmt.Errorf("starting the process: %s", msg)
+	}
+}
+
+// realSpec is the spec the instance's container would have had, had it
+// been created for it: what the holder execs, and what a restart runs.
+func (r *runner) realSpec(ctx context.Context, inst *api.Instance, img image.Resolved, w *warmCtr, c *ctr) (*oci.Spec, error) {
+	opts, err := r.instanceSpecOpts(inst, img, w.att.NetNS, c, r.a.sandboxDir(r.uid))
+	if err != nil {
+		return nil, err
+	}
+	cc := &containers.Container{ID: w.id, Snapshotter: img.Snapshotter, SnapshotKey: w.id}
+	return oci.GenerateSpec(ctx, r.a.cfg.Client, cc, opts...)
+}
+
+// finishClaim records the real spec and the instance's labels on a
+// claimed warm container. It runs after the instance is published as
+// running; until it has, the container says it is warm, and startTask
+// calls it again before any new task.
+func (r *runner) finishClaim(ctx context.Context, inst *api.Instance, c *ctr) error {
+	spec := c.warmSpec
+	if c.task != nil {
+		// The shim's own write end of the holder's stdin FIFO.
+		if err := c.task.CloseIO(ctx, containerd.WithStdinCloser); err != nil {
+			r.log.Debug("closing the warm container's stdin failed", "err", err)
+		}
+	}
+	if spec == nil {
+		img, err := r.a.cfg.Images.Resolve(ctx, r.tenant, c.spec.Image)
+		if err != nil {
+			return err
+		}
+		netns := ""
+		if r.att != nil {
+			netns = r.att.NetNS
+		}
+		opts, err := r.instanceSpecOpts(inst, img, netns, c, r.a.sandboxDir(r.uid))
+		if err != nil {
+			return err
+		}
+		info, err := c.c.Info(ctx, containerd.WithoutRefreshedMetadata)
+		if err != nil {
+			return err
+		}
+		if spec, err = oci.GenerateSpec(ctx, r.a.cfg.Client, &info, opts...); err != nil {
+			return err
+		}
+	}
+	err := c.c.Update(ctx, func(_ context.Context, _ *containerd.Client, cc *containers.Container) error {
+		any, err := typeurl.MarshalAny(spec)
+		if err != nil {
+			return err
+		}
+		cc.Spec = any
+		cc.Labels = map[string]string{labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name}
+		return nil
+	})
+	if err == nil {
+		c.warmSpec = nil
+	}
+	return err
+}
+
+// undoClaim destroys a warm container whose claim failed, wherever the
+// claim had moved its parts.
+func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
+	ctx = context.WithoutCancel(ctx)
+	r.a.DestroyWarm(ctx, w)
+	r.a.netIDs.Delete(r.uid)
+	r.a.removeFiles(r.uid)
+}
+
+// setHostname sets the UTS hostname of the container whose init is pid:
+// from a thread that joins its UTS namespace and is then discarded (never
+// unlocked, so no other goroutine runs in that namespace).
+func setHostname(pid uint32, name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Sethostname([]byte(name))
+	}()
+	return <-errc
+}
+
+// isWarmLabelled tells whether a container's labels still say warm.
+func isWarmLabelled(labels map[string]string) bool {
+	return labels[labelWarm] != "" && labels[labelUID] == ""
+}
+
+// holderRunning tells whether task, of a container still labelled warm, is
+// the holder waiting for a process that will never come: the shim keeps
+// the holder's stdin open, so it would wait forever.
+func (a *Agent) holderRunning(ctx context.Context, c containerd.Container, task containerd.Task) bool {
+	labels, err := c.Labels(ctx)
+	if err != nil || !isWarmLabelled(labels) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", task.Pid()))
+	return err == nil && strings.TrimRight(string(b), "\x00") == holder.Path
+}
