@@ -12,10 +12,10 @@ import (
 // another tenant's copy of the same name cannot start the instance without
 // a pull of its own (and cannot at all for an imported image).
 
-// imageKey is the scheduler's key for the tenant's image ref, normalized
+// ImageKey is the scheduler's key for the tenant's image ref, normalized
 // as the agent stores it (busybox -> docker.io/library/busybox:latest); a
 // ref that does not parse is kept as written, to match nothing.
-func imageKey(tenant, ref string) string {
+func ImageKey(tenant, ref string) string {
 	if named, err := reference.ParseDockerRef(ref); err == nil {
 		ref = named.String()
 	}
@@ -29,7 +29,10 @@ func hostImageKeys(imgs []api.HostImage) []string {
 	}
 	keys := make([]string, len(imgs))
 	for i, img := range imgs {
-		keys[i] = img.Tenant + "/" + img.Name
+		keys[i] = HostImageKey(img)
 	}
 	return keys
 }
+
+// HostImageKey is the scheduler's key for an image a host reported.
+func HostImageKey(img api.HostImage) string { return img.Tenant + "/" + img.Name }

@@ -80,7 +80,7 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		Mode:           scheduler.Mode(inst.Spec.SchedulingPolicy),
 	}
 	for _, c := range inst.Spec.Containers {
-		req.Images = append(req.Images, imageKey(inst.Tenant, c.Image))
+		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Image))
 	}
 	return req, nil
 }
