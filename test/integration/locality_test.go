@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv"
 )
 
 // hostImagesJSON reads `kanga host ls -o json` and returns each host's
@@ -111,4 +115,61 @@ func TestImageLocality(t *testing.T) {
 	if out := p.must("host", "ls"); !strings.Contains(out, "(1 hot)") {
 		t.Fatalf("kanga host ls does not show lc-b's hot image:\n%s", out)
 	}
+}
+
+// TestImageLocalityUp: the host inside kanga up reports its images too:
+// an import shows in kanga host ls -o json, and a start marks it hot.
+func TestImageLocalityUp(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireBinaries(t, "containerd", "runc")
+	netSeq++
+	seq := (os.Getpid()*7+netSeq)%250 + 1
+	dir, err := os.MkdirTemp("", "kanga-lc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Built here rather than by startPlatform, for this test's own bridge
+	// and subnet.
+	p := &platform{t: t, bin: binary(t), dataDir: dir, config: filepath.Join(dir, "client.json"),
+		listen: "127.0.0.1:" + strconv.Itoa(freePort(t)),
+		bridge: fmt.Sprintf("kangalc%d", seq), subnet: fmt.Sprintf("10.243.%d.0/24", seq),
+		logPath: filepath.Join(dir, "kanga.log"), upArgs: []string{"--pool-max", "0"}}
+	p.start()
+	t.Cleanup(func() {
+		p.purge()
+		p.stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.logPath); err == nil {
+				t.Logf("kanga up log:\n%s", tail(string(b), 6000))
+			}
+		}
+		unmountUnder(dir)
+		_ = exec.Command("ip", "link", "del", p.bridge).Run()
+		os.RemoveAll(dir)
+		sum := sha256.Sum256([]byte(filepath.Join(dir, "network")))
+		_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
+	})
+	const ref = "kanga.test/busybox:latest"
+	images := func() []api.HostImage {
+		out := p.must("host", "ls", "-o", "json")
+		var list api.HostList
+		if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Items) != 1 {
+			t.Fatalf("host ls -o json: %v\n%s", err, out)
+		}
+		return list.Items[0].Images
+	}
+	p.must("image", "import", p.imagePath("busybox.tar"))
+	p.eventually("kanga up's host to report "+ref, 30*time.Second, func() bool {
+		_, ok := findHostImage(images(), ref)
+		return ok
+	})
+	if img, _ := findHostImage(images(), ref); img.Tenant != "default" || img.Hot {
+		t.Fatalf("reported %+v, want tenant default, not hot", img)
+	}
+	p.must("run", "-d", "--name", "hot", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("hot to run", 60*time.Second, func() bool { return p.inspect("hot").Status.Phase == api.PhaseRunning })
+	p.eventually(ref+" reported hot", 30*time.Second, func() bool {
+		img, ok := findHostImage(images(), ref)
+		return ok && img.Hot && img.Starts >= 1
+	})
 }
