@@ -74,6 +74,12 @@ func TestImageLocality(t *testing.T) {
 		}
 		return strings.Contains(b.ctrOut("images", "ls", "-q"), ref)
 	})
+	// And a pullable image, also on lc-b only, for the prewarm below.
+	pullable := testenv.PushImage(t, testenv.StartRegistry(t), p.imagePath("busybox.tar"), "lc/busybox:v1")
+	p.must("image", "pull", pullable)
+	if !strings.Contains(b.ctrOut("images", "ls", "-q"), pullable) {
+		t.Fatalf("lc-b lacks %s after the pull", pullable)
+	}
 	a := newAgent("lc-a")
 	p.waitReady("lc-a", "lc-b")
 	if strings.Contains(a.ctrOut("images", "ls", "-q"), ref) {
@@ -114,6 +120,24 @@ func TestImageLocality(t *testing.T) {
 	})
 	if out := p.must("host", "ls"); !strings.Contains(out, "(1 hot)") {
 		t.Fatalf("kanga host ls does not show lc-b's hot image:\n%s", out)
+	}
+
+	// Prewarm on one host picks the one already holding the image (where
+	// locality sends the burst), not lc-a, first in name order, which
+	// could pull it.
+	p.eventually("lc-b to report "+pullable, 30*time.Second, func() bool {
+		_, ok := findHostImage(p.hostImagesJSON()["lc-b"], pullable)
+		return ok
+	})
+	res, err := p.sdk().PrewarmImage(t.Context(), pullable, 1)
+	if err != nil {
+		t.Fatalf("prewarm %s --hosts 1: %v", pullable, err)
+	}
+	if len(res.Hosts) != 1 || res.Hosts[0].Host != "lc-b" || res.Hosts[0].Pulled {
+		t.Fatalf("prewarm %s --hosts 1 warmed %+v, want lc-b without a pull", pullable, res.Hosts)
+	}
+	if strings.Contains(a.ctrOut("images", "ls", "-q"), pullable) {
+		t.Fatalf("lc-a pulled %s although the prewarm chose lc-b", pullable)
 	}
 }
 
