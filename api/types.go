@@ -375,12 +375,36 @@ type Host struct {
 	Capacity       HostCapacity      `json:"capacity"`
 	RuntimeClasses []string          `json:"runtimeClasses,omitempty"`
 	Capabilities   []string          `json:"capabilities,omitempty"`
-	// Images are the image refs present on the host, for locality.
-	Images []string `json:"images,omitempty"`
+	// Images are the images the host holds, per tenant, as its agent last
+	// reported them (at registration and when the set changes): the
+	// scheduler prefers a host that holds a new instance's images. At most
+	// MaxHostImages, the hot ones first.
+	Images []HostImage `json:"images,omitempty"`
 	// Cordoned hosts get no new instances; set by kanga host cordon.
 	Cordoned bool       `json:"cordoned,omitempty"`
 	Version  string     `json:"version,omitempty"`
 	Status   HostStatus `json:"status"`
+}
+
+// MaxHostImages caps the images one host reports: a host record is read
+// on every scheduling pass, and a few hundred entries keep it a few tens of
+// kilobytes. The hot images (recently started) are kept first.
+const MaxHostImages = 256
+
+// HostImage is an image a host holds for a tenant. Image records belong to
+// a tenant (content is shared on the host, the name is not), so locality is
+// per tenant: another tenant's copy does not let an instance start.
+type HostImage struct {
+	Tenant string `json:"tenant"`
+	// Name is the normalized reference, e.g. docker.io/library/busybox:latest.
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	// Starts counts the containers started from the image on the host since
+	// its agent started; Hot is Starts > 0.
+	Starts int64 `json:"starts,omitempty"`
+	Hot    bool  `json:"hot,omitempty"`
+	// LastUsedAt is the last of those starts.
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 }
 
 // HostCapacity is what a host offers to instances.

@@ -164,11 +164,23 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 		RuntimeClasses: ag.RuntimeClasses(),
 		Version:        version,
 	}
+	imgs, err := ag.HostImages(ctx)
+	if err != nil {
+		log.Warn("listing the host's images for its registration failed", "err", err)
+	}
+	h.Images = imgs
 	if err := st.RegisterHost(ctx, h); err != nil {
 		return nil, fmt.Errorf("registering host %s: %w", hostName, err)
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
+	// Image locality: report the host's images again whenever they change.
+	go func() {
+		defer func() { done <- struct{}{} }()
+		ag.ReportImages(bg, func(ctx context.Context, imgs []api.HostImage) error {
+			return st.SetHostImages(ctx, hostName, imgs)
+		})
+	}()
 	go func() {
 		defer func() { done <- struct{}{} }()
 		for bg.Err() == nil {
@@ -179,6 +191,9 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 			log.Warn("host lease lost; taking a new one", "host", hostName, "err", err)
 			if errors.Is(err, errdefs.ErrFailedPrecondition) {
 				// The host record was removed: register again.
+				if imgs, err := ag.HostImages(bg); err == nil {
+					h.Images = imgs
+				}
 				if err := st.RegisterHost(bg, h); err != nil {
 					log.Warn("registering the host again failed", "host", hostName, "err", err)
 				}
@@ -199,6 +214,7 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 	if !ready {
 		cancel()
 		<-done
+		<-done
 		return nil, fmt.Errorf("host %s did not become ready: %w", hostName, ctx.Err())
 	}
 	// Every kanga up holds its own host's lease directly in etcd, whoever
@@ -213,6 +229,7 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 	}()
 	return func() {
 		cancel()
+		<-done
 		<-done
 		<-done
 	}, nil

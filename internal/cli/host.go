@@ -19,12 +19,19 @@ func newHostCommand(o *options) *cobra.Command {
 		Use:   "host",
 		Short: "List, cordon and drain the hosts of the pool (administrators)",
 	}
+	var output string
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
-		Short:   "List hosts with their health, capacity and labels",
-		Args:    cobra.NoArgs,
+		Short:   "List hosts with their health, capacity, labels and images",
+		Long: `List hosts with their health, capacity, labels and images. IMAGES counts
+the images the host reported holding (for all tenants) and, in brackets, the
+hot ones (started from since its agent started); -o json lists them.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "" && output != "json" {
+				return fmt.Errorf("invalid -o value %q: expected json", output)
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
@@ -33,9 +40,13 @@ func newHostCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output == "json" {
+				return writeJSONIndent(cmd.OutOrStdout(), api.HostList{Items: hosts})
+			}
 			return writeHosts(cmd.OutOrStdout(), hosts)
 		},
 	}
+	ls.Flags().StringVarP(&output, "output", "o", "", "output format: json")
 	cordon := o.hostStateCommand("cordon HOST...", "Place no new instances on hosts; what runs there keeps running",
 		"cordoned", (*client.Client).CordonHost)
 	uncordon := o.hostStateCommand("uncordon HOST...", "Let the scheduler place instances on hosts again",
@@ -69,7 +80,7 @@ Never, stopped, being removed) stay, and are listed with why.`,
 
 func writeHosts(w io.Writer, hosts []api.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tRUNTIMES\tLABELS")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tRUNTIMES\tLABELS\tIMAGES")
 	for _, h := range hosts {
 		status := h.Status.Phase
 		if h.Cordoned {
@@ -80,8 +91,14 @@ func writeHosts(w io.Writer, hosts []api.Host) error {
 			labels = append(labels, k+"="+v)
 		}
 		slices.Sort(labels)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", h.Name, status, h.Capacity.CPUs, humanSize(h.Capacity.MemoryBytes),
-			orNone(strings.Join(h.RuntimeClasses, ",")), orNone(strings.Join(labels, ",")))
+		hot := 0
+		for _, img := range h.Images {
+			if img.Hot {
+				hot++
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d (%d hot)\n", h.Name, status, h.Capacity.CPUs, humanSize(h.Capacity.MemoryBytes),
+			orNone(strings.Join(h.RuntimeClasses, ",")), orNone(strings.Join(labels, ",")), len(h.Images), hot)
 	}
 	return tw.Flush()
 }

@@ -80,7 +80,7 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		Mode:           scheduler.Mode(inst.Spec.SchedulingPolicy),
 	}
 	for _, c := range inst.Spec.Containers {
-		req.Images = append(req.Images, c.Image)
+		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Image))
 	}
 	return req, nil
 }
@@ -88,6 +88,11 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 // hostOf maps a registered host and what is placed on it to the
 // scheduler's view.
 func hostOf(h *api.Host, alloc *allocation) scheduler.Host {
+	return hostOfImages(h, alloc, hostImageKeys(h.Images))
+}
+
+// hostOfImages is hostOf with the host's image keys already built.
+func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Host {
 	c := h.Capacity
 	sh := scheduler.Host{
 		Name:     h.Name,
@@ -104,7 +109,7 @@ func hostOf(h *api.Host, alloc *allocation) scheduler.Host {
 		DedicatedFree:  c.CPUs,
 		RuntimeClasses: h.RuntimeClasses,
 		Capabilities:   h.Capabilities,
-		Images:         h.Images,
+		Images:         images,
 	}
 	if sh.Capacity.Pids == 0 {
 		sh.Capacity.Pids = unmetered

@@ -218,7 +218,10 @@ func (s *state) setHosts(snap store.HostsSnapshot) {
 // touch brings host's entry in sched up to date with its allocation.
 func (s *state) touch(host string) {
 	if i, ok := s.schedIdx[host]; ok {
-		s.sched[i] = hostOf(s.hosts[host], s.alloc[host])
+		// The host record is unchanged: keep its image keys rather than
+		// build them again on every placement.
+		imgs := s.sched[i].Images
+		s.sched[i] = hostOfImages(s.hosts[host], s.alloc[host], imgs)
 	}
 }
 

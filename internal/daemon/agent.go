@@ -111,9 +111,17 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	linkDone := make(chan struct{})
 	go func() {
 		defer close(linkDone)
+		// Image locality: the registration carries the host's images and
+		// ReportImages sends them again whenever they change.
+		go ag.ReportImages(host.Context(), link.ReportImages)
 		link.Run(host.Context(), func() api.Host {
 			c := ag.Capacity()
+			imgs, err := ag.HostImages(host.Context())
+			if err != nil {
+				log.Warn("listing the host's images for its registration failed", "err", err)
+			}
 			return api.Host{
+				Images:         imgs,
 				Name:           hostName,
 				Address:        hostAPI,
 				Labels:         o.Labels,

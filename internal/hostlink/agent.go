@@ -276,6 +276,15 @@ func (l *Link) Run(ctx context.Context, host func() api.Host) {
 	}
 }
 
+// ReportImages replaces the images the control plane knows this host
+// holds (see agent.Agent.ReportImages); the host must be registered.
+func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
+	if imgs == nil {
+		imgs = []api.HostImage{} // an empty list, not null
+	}
+	return l.do(ctx, http.MethodPut, "/images", imgs, nil)
+}
+
 // heartbeatIdle is how long a silent heartbeat stream is trusted; the
 // server writes more often.
 const heartbeatIdle = 10 * time.Second

@@ -25,7 +25,8 @@ type fakeStore struct {
 	insts []api.Instance
 }
 
-func (f *fakeStore) RegisterHost(context.Context, *api.Host) error { return nil }
+func (f *fakeStore) RegisterHost(context.Context, *api.Host) error                { return nil }
+func (f *fakeStore) SetHostImages(context.Context, string, []api.HostImage) error { return nil }
 func (f *fakeStore) KeepHostAlive(ctx context.Context, _ string, _ time.Duration) error {
 	<-ctx.Done()
 	return ctx.Err()

@@ -24,6 +24,7 @@ import (
 // (*store.Store).
 type Store interface {
 	RegisterHost(ctx context.Context, h *api.Host) error
+	SetHostImages(ctx context.Context, name string, imgs []api.HostImage) error
 	KeepHostAlive(ctx context.Context, name string, ttl time.Duration) error
 	ListAllInstances(ctx context.Context) ([]api.Instance, int64, error)
 	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
@@ -73,6 +74,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+pathJoin, s.join)
 	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
 	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
+	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
 	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
 	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
@@ -156,6 +158,20 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 		return err
 	}
 	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// putImages replaces the images the host reports holding, for the
+// scheduler's image locality (the registration carries them too).
+func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) error {
+	var imgs []api.HostImage
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&imgs); err != nil {
+		return fmt.Errorf("host images: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := s.Store.SetHostImages(r.Context(), host, imgs); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

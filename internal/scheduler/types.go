@@ -79,7 +79,10 @@ type Host struct {
 	RuntimeClasses []string
 	// Capabilities are hardware or kernel features (sgx, ...).
 	Capabilities []string
-	// Images are the image references already present on the host.
+	// Images are keys of the images already present on the host; a
+	// request's Images are matched against them as strings, so the caller
+	// keys both sides alike (the control plane uses tenant/normalized ref,
+	// since an image record belongs to a tenant).
 	Images []string
 }
 

@@ -151,6 +151,7 @@ var schemaTypes = map[string]any{
 	"SLAReport":             api.SLAReport{},
 	"Host":                  api.Host{},
 	"HostCapacity":          api.HostCapacity{},
+	"HostImage":             api.HostImage{},
 	"HostStatus":            api.HostStatus{},
 	"HostList":              api.HostList{},
 	"DrainReport":           api.DrainReport{},

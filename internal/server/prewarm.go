@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // ImagePrewarmer is a host that can make an image ready to start ahead of
@@ -17,10 +20,10 @@ type ImagePrewarmer interface {
 }
 
 // prewarmImage serves POST /v1/images/prewarm: "hosts: N" makes the image
-// ready on N of the connected hosts (0: every host), those that already
-// have it first, so that a prewarm does not pull where it need not. The
-// answer lists the hosts actually warmed, so a client asking for more
-// learns how many there are.
+// ready on N of the connected hosts (0: every host), in the order of
+// prewarmOrder: hosts the scheduler can use that already hold the tenant's
+// image first. The answer lists the hosts actually warmed, so a client
+// asking for more learns how many there are.
 func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	var req api.PrewarmRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -47,6 +50,23 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	if len(warmers) == 0 {
 		return fmt.Errorf("no connected host can prewarm images: %w", errdefs.ErrNotImplemented)
 	}
+	if len(warmers) > 1 {
+		t, err := tenant.Name(r.Context())
+		if err != nil {
+			return err
+		}
+		// Best effort: without the registry the hosts go in name order.
+		if records, err := s.store.ListHosts(r.Context()); err != nil {
+			s.log.Warn("prewarm: reading the host registry failed; hosts go in name order", "err", err)
+		} else {
+			order := prewarmOrder(names, records, controlplane.ImageKey(t, req.Ref))
+			ws, ns := make([]ImagePrewarmer, len(order)), make([]string, len(order))
+			for i, k := range order {
+				ws[i], ns[i] = warmers[k], names[k]
+			}
+			warmers, names = ws, ns
+		}
+	}
 	n := len(warmers)
 	if req.Hosts > 0 && req.Hosts < n {
 		n = req.Hosts
@@ -71,4 +91,47 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// prewarmOrder returns the indexes of the connected hosts names in the
+// order a prewarm of the image keyed key (controlplane.ImageKey) tries
+// them, using the images the hosts reported to the registry:
+//
+//  1. Ready, uncordoned hosts that hold the tenant's image: the scheduler
+//     sends the burst there (image locality), and they need no pull, which
+//     for an imported image is the only way it can be warmed at all;
+//  2. other Ready, uncordoned hosts, which pull it; once they hold it,
+//     locality scores them like the first;
+//  3. cordoned, NotReady or unregistered hosts last: the scheduler places
+//     nothing there, so warming them helps no burst (they are still tried
+//     when N covers every host).
+//
+// Within a group, hosts keep name order. Preferring hosts that lack the
+// image (to spread it) was considered and not done: the burst goes where
+// the image is, so warming elsewhere first would pull for nothing while
+// the hosts that will take the burst stay cold.
+func prewarmOrder(names []string, records []api.Host, key string) []int {
+	byName := make(map[string]*api.Host, len(records))
+	for i := range records {
+		byName[records[i].Name] = &records[i]
+	}
+	rank := func(name string) int {
+		h := byName[name]
+		if h == nil || h.Cordoned || h.Status.Phase != api.HostReady {
+			return 2
+		}
+		for _, img := range h.Images {
+			if controlplane.HostImageKey(img) == key {
+				return 0
+			}
+		}
+		return 1
+	}
+	order := make([]int, len(names))
+	ranks := make([]int, len(names))
+	for i, n := range names {
+		order[i], ranks[i] = i, rank(n)
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return ranks[a] - ranks[b] })
+	return order
 }

@@ -77,6 +77,9 @@ func (s *Store) RegisterHost(ctx context.Context, h *api.Host) error {
 	if err := checkHostName(h.Name); err != nil {
 		return err
 	}
+	if err := checkHostImages(h.Images); err != nil {
+		return fmt.Errorf("host %q: %w", h.Name, err)
+	}
 	key := hostKey(h.Name)
 	resp, err := s.client.Get(ctx, key)
 	if err != nil {

@@ -57,6 +57,9 @@ type Service struct {
 	content     contentCache
 	usage       usage
 	now         func() time.Time
+	// changed holds a token when the set of images (or of hot ones) may
+	// have changed since the last HostImages; see Changed.
+	changed chan struct{}
 }
 
 // New returns a Service that unpacks into snapshotter (overlayfs in Kanga).
@@ -67,6 +70,7 @@ func New(client *containerd.Client, snapshotter string) *Service {
 		platform:    platforms.Default(),
 		log:         slog.Default().With("component", "image"),
 		now:         time.Now,
+		changed:     make(chan struct{}, 1),
 	}
 }
 
@@ -106,6 +110,7 @@ func Normalize(ref string) (string, error) {
 // progress, if not nil, receives the bytes read so far; the caller sends the
 // final Done line.
 func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
+	defer s.notify() // a partial import or a failed pull may have changed the set too
 	label, err := tenantLabel(tenant)
 	if err != nil {
 		return nil, err
@@ -215,6 +220,7 @@ func archiveName(ann map[string]string) (string, bool) {
 // only for registries on loopback (localhost, 127.0.0.1, ::1). progress, if
 // not nil, receives download progress; the caller sends the final Done line.
 func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(api.Progress)) (api.Image, error) {
+	defer s.notify()
 	label, err := tenantLabel(tenant)
 	if err != nil {
 		return api.Image{}, err
@@ -337,6 +343,7 @@ func (s *Service) Config(ctx context.Context, tenant, ref string) (Config, error
 // it any more; content and snapshots follow through containerd's garbage
 // collector once no container uses them.
 func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
+	defer s.notify()
 	ctx = withNamespace(ctx)
 	name, err := Normalize(ref)
 	if err != nil {

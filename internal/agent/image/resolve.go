@@ -67,8 +67,8 @@ func (c *contentCache) put(d digest.Digest, rc resolvedContent) {
 // image (see Hot).
 func (s *Service) Resolve(ctx context.Context, tenant, ref string) (Resolved, error) {
 	res, err := s.resolve(ctx, tenant, ref)
-	if err == nil {
-		s.usage.record(tenant, res.Name, s.now())
+	if err == nil && s.usage.record(tenant, res.Name, s.now()) {
+		s.notify() // the image just became hot
 	}
 	return res, err
 }
@@ -120,7 +120,9 @@ type use struct {
 	starts uint64
 }
 
-func (u *usage) record(tenant, name string, now time.Time) {
+// record counts a start and reports whether it was the first of the
+// tenant's image.
+func (u *usage) record(tenant, name string, now time.Time) (first bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -136,6 +138,7 @@ func (u *usage) record(tenant, name string, now time.Time) {
 		e.last = now
 	}
 	e.starts++
+	return e.starts == 1
 }
 
 // forget drops the tenant's use of name.

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"Tokens", testTokens},
 		{"Tenants", testTenants},
 		{"HostRegistry", testHostRegistry},
+		{"HostImages", testHostImages},
 		{"HostLease", testHostLease},
 		{"HostsChangedSince", testHostsChangedSince},
 		{"WatchInstance", testWatchInstance},
