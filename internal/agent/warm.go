@@ -155,7 +155,7 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 		}
 	}()
 	nctx := tenant.WithName(a.ns(ctx), key.Tenant)
-	img, err := a.cfg.Images.Resolve(nctx, key.Tenant, key.Image)
+	img, err := a.cfg.Images.Warm(nctx, key.Tenant, key.Image) // not a start: keeps the image's start count honest
 	if err != nil {
 		return nil, err
 	}
