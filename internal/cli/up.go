@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,6 +30,7 @@ func newUpCommand() *cobra.Command {
 		o          allinone.Options
 		configPath string
 		debug      bool
+		pprofAddr  string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -56,6 +60,11 @@ leaves instances running; the next kanga up adopts them.`,
 			}
 			o.ConfigPath = configPath
 			o.Version = Version
+			if pprofAddr != "" {
+				if err := servePprof(pprofAddr, o.Logger); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return allinone.Run(ctx, o)
@@ -76,5 +85,24 @@ leaves instances running; the next kanga up adopts them.`,
 	f.IntVar(&o.Warm.Min, "warm-min", pool.DefaultWarmMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
 	f.IntVar(&o.WarmTotal, "warm-total", pool.DefaultWarmTotal, "most warm containers kept on the host")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
+	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on its own listener, apart from the
+// API, so that profiles are never reachable through the API's address.
+func servePprof(addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("serving pprof", "addr", ln.Addr().String())
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }

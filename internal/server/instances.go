@@ -49,6 +49,13 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	spec := req.Spec
+	// The image check (a round trip to a host per image) and the tenant's
+	// policy (an etcd read) do not depend on each other: ask both at once.
+	// Its result is only looked at after the input checks below, so
+	// errors come in the same order as when they ran one after the other.
+	images := make(chan error, 1)
+	ctrs := slices.Clone(spec.Containers) // model.Defaults below fills in spec.Containers
+	go func() { images <- s.checkImages(ctx, ctrs) }()
 	policy, err := s.tenantPolicy(ctx, t)
 	if err != nil {
 		return err
@@ -74,17 +81,6 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateName("name", name); err != nil {
 		return err
 	}
-	// Check images before anything is stored, so bad input leaves nothing
-	// behind.
-	for i, c := range spec.Containers {
-		cfg, err := s.imageConfig(ctx, c.Image)
-		if err != nil {
-			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
-		}
-		if len(c.Command) == 0 && len(c.Args) == 0 && len(cfg.Entrypoint) == 0 && len(cfg.Cmd) == 0 {
-			return fmt.Errorf("spec.containers[%d]: image %q has no entrypoint or cmd, so there is nothing to run: give a command, e.g. kanga run %s sh -c '...': %w", i, c.Image, c.Image, errdefs.ErrInvalidArgument)
-		}
-	}
 	now := s.now().UTC()
 	inst := &api.Instance{
 		Name:      name,
@@ -96,20 +92,47 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Stored Pending without a host: the control plane's scheduler loop
 	// places it (internal/controlplane). The watch for its decision starts
-	// first, so that the decision is seen the moment it is written.
-	var decisions <-chan *api.Instance
+	// first, so that the decision is seen the moment it is written; it is
+	// set up while the image check is still under way.
 	wctx, cancel := context.WithTimeout(ctx, s.scheduleWait)
 	defer cancel()
+	watch := make(chan (<-chan *api.Instance), 1)
 	if s.scheduleWait > 0 {
-		var err error
-		if decisions, err = s.store.WatchInstance(wctx, name); err != nil {
-			s.log.Warn("cannot watch a new instance for its placement", "instance", name, "err", err)
-		}
+		go func() {
+			decisions, err := s.store.WatchInstance(wctx, name)
+			if err != nil && wctx.Err() == nil {
+				s.log.Warn("cannot watch a new instance for its placement", "instance", name, "err", err)
+			}
+			watch <- decisions
+		}()
+	} else {
+		watch <- nil
 	}
+	// Check images before anything is stored, so bad input leaves nothing
+	// behind.
+	if err := <-images; err != nil {
+		return err
+	}
+	decisions := <-watch
 	if err := s.store.CreateInstance(ctx, inst); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))
+	return nil
+}
+
+// checkImages makes sure every container's image is on a host (or can
+// be pulled by one) and gives the container something to run.
+func (s *Server) checkImages(ctx context.Context, ctrs []api.ContainerSpec) error {
+	for i, c := range ctrs {
+		cfg, err := s.imageConfig(ctx, c.Image)
+		if err != nil {
+			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
+		}
+		if len(c.Command) == 0 && len(c.Args) == 0 && len(cfg.Entrypoint) == 0 && len(cfg.Cmd) == 0 {
+			return fmt.Errorf("spec.containers[%d]: image %q has no entrypoint or cmd, so there is nothing to run: give a command, e.g. kanga run %s sh -c '...': %w", i, c.Image, c.Image, errdefs.ErrInvalidArgument)
+		}
+	}
 	return nil
 }
 

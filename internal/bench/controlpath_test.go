@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/tenant"
+)
+
+// BenchmarkControlPath measures Kanga's part of a start with nothing to
+// start: the Go SDK's CreateInstance and WaitInstance(running) over HTTP
+// on loopback, the API (auth, tenant policy, image check against a
+// stand-in host, Pending write, wait for the placement), the embedded
+// etcd, the control-plane loop (fenced placement write) and an in-process
+// simulated host that does what `kanga up`'s agent does with the store
+// around a start: it follows the instances through the store's watch and
+// writes Creating, then Running, with UpdateInstance. The container start
+// itself is left out (bench start measures it). One op is one instance,
+// from CreateInstance to WaitInstance returning it Running (ns/op is the
+// mean wall time per start, p50-ms and p90-ms the per-start latency);
+// with c=8, eight clients create at once.
+//
+// Run it with -benchtime=200x -count=5 or so; etcd's fsyncs make every op
+// pay real disk latency, so it is noisy on a shared machine.
+func BenchmarkControlPath(b *testing.B) {
+	for _, c := range []int{1, 8} {
+		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) {
+			env := newControlPathEnv(b)
+			var (
+				seq, failed atomic.Int64
+				mu          sync.Mutex
+				lat         []time.Duration
+			)
+			b.SetParallelism(max(1, c/2)) // GOMAXPROCS is 2 on the project's machine
+			if c == 1 {
+				b.SetParallelism(1)
+			}
+			b.ResetTimer()
+			run := func() {
+				name := fmt.Sprintf("cp-%07d", seq.Add(1))
+				t := time.Now()
+				if err := env.start(b.Context(), name); err != nil {
+					failed.Add(1)
+					b.Error(err)
+					return
+				}
+				d := time.Since(t)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+			if c == 1 {
+				for b.Loop() {
+					run()
+				}
+			} else {
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						run()
+					}
+				})
+			}
+			b.StopTimer()
+			if b.Elapsed() > 0 {
+				b.ReportMetric(float64(int64(b.N)-failed.Load())/b.Elapsed().Minutes(), "starts/min")
+			}
+			if len(lat) > 0 {
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds())/1000, "p90-ms")
+			}
+		})
+	}
+}
+
+type controlPathEnv struct {
+	c *client.Client
+}
+
+func newControlPathEnv(b testing.TB) *controlPathEnv {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(ctx, store.Config{DataDir: b.TempDir(), Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	const token = "bench-admin-token"
+	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
+		b.Fatal(err)
+	}
+	const hostName = "sim-host"
+	if err := st.RegisterHost(ctx, &api.Host{Name: hostName, RuntimeClasses: []string{model.DefaultRuntimeClass},
+		Capacity: api.HostCapacity{CPUs: 1 << 20, MemoryBytes: 1 << 50, Pods: 1 << 30}}); err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for ctx.Err() == nil {
+			_ = st.KeepHostAlive(ctx, hostName, time.Minute)
+		}
+	}()
+	if err := waitReady(ctx, st, 1, func(string, ...any) {}); err != nil {
+		b.Fatal(err)
+	}
+	cp := controlplane.New(controlplane.Config{Store: st, ID: "bench", Logger: log, Policy: controlplane.DefaultPolicy})
+	go func() { _ = cp.Run(ctx) }()
+	go simulateAgent(ctx, st, hostName)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: server.New(st, simAPIHost{}, server.Options{Logger: log}).Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { srv.Close() })
+	c, err := client.New("http://"+ln.Addr().String(), token)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &controlPathEnv{c: c}
+}
+
+// start creates an instance and waits until it is Running.
+func (e *controlPathEnv) start(ctx context.Context, name string) error {
+	_, err := e.c.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: api.InstanceSpec{
+		Containers: []api.ContainerSpec{{Name: "main", Image: "bench", Command: []string{"sleep", "3600"}}},
+		Resources:  api.Resources{CPU: "100m", Memory: "64Mi"},
+	}})
+	if err != nil {
+		return err
+	}
+	inst, err := e.c.WaitInstance(ctx, name, client.WaitRunning)
+	if err != nil {
+		return err
+	}
+	if inst.Status.Phase != api.PhaseRunning {
+		return fmt.Errorf("instance %s is %s, not Running: %s %s", name, inst.Status.Phase, inst.Status.Reason, inst.Status.Message)
+	}
+	return nil
+}
+
+// simulateAgent stands in for the agent's store traffic around a start:
+// for an instance placed on hostName it writes Creating, then Running
+// (the runner writes Creating while it sets up and waits for that write
+// before it writes Running; with no container to start, they follow each
+// other here).
+func simulateAgent(ctx context.Context, st *store.Store, hostName string) {
+	status := func(in *api.Instance, phase api.Phase) error {
+		_, err := st.UpdateInstance(tenant.WithName(ctx, in.Tenant), in.Name, func(cur *api.Instance) error {
+			if cur.UID != in.UID || cur.Status.Host != hostName {
+				return errors.New("moved")
+			}
+			cur.Status.Phase = phase
+			if phase == api.PhaseRunning {
+				now := time.Now().UTC()
+				cur.Status.StartedAt = &now
+			}
+			return nil
+		})
+		return err
+	}
+	for ev := range st.WatchAllInstances(ctx, 0) {
+		in := ev.Instance
+		if ev.Deleted || in == nil || in.Status.Host != hostName || in.Status.Phase != api.PhasePending {
+			continue
+		}
+		go func() {
+			if status(in, api.PhaseCreating) == nil {
+				_ = status(in, api.PhaseRunning)
+			}
+		}()
+	}
+}
