@@ -1,0 +1,77 @@
+#!/bin/sh
+# Burst throughput with warm containers: a throwaway `kanga up` with
+# --warm-max $WARM, one crun start to teach the pool the key, then
+# `kanga image prewarm` and a wait until $WARM warm containers are ready,
+# then `kanga bench start --runtime crun --n $N --concurrency $C` (with the
+# containerd-client and raw-crun baselines in the same invocation). With
+# N <= WARM every start is a warm hit (a burst the pool absorbs); with
+# N > WARM the rest pay the full path while the filler refills (closer to
+# a sustained rate). Needs root; output goes to $OUT (default
+# /tmp/kanga-burst). Used for the "Warm burst" section of
+# bench/start-latency.md.
+set -eu
+
+cd "$(dirname "$0")/.."
+DATA=${DATA:-/tmp/kwbu}
+OUT=${OUT:-/tmp/kanga-burst}
+LISTEN=${LISTEN:-127.0.0.1:7493}
+BRIDGE=${BRIDGE:-kangawbu}
+SUBNET=${SUBNET:-10.241.201.0/24}
+WARM=${WARM:-100}
+N=${N:-100}
+C=${C:-8}
+RUNS=${RUNS:-3}
+export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/kwbu.json}
+K=bin/kanga
+
+[ -n "${NOBUILD:-}" ] || make build images >/dev/null
+mkdir -p "$OUT"
+SOCK="$DATA/containerd/containerd.sock"
+IMG=kanga.test/busybox:latest
+
+stop() {
+	$K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
+	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
+		umount "$m" || true
+	done
+	ip link del "$BRIDGE" 2>/dev/null || true
+	rmdir "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)" 2>/dev/null || true
+	rm -rf "$DATA" "$KANGA_CONFIG"
+}
+trap stop EXIT INT TERM
+
+ready() {
+	# Ready warm containers of the key, from the agent's status file.
+	python3 -c 'import json,sys; print(sum(k["ready"] for k in json.load(open(sys.argv[1]))["keys"]))' \
+		"$DATA/agent/warm.json" 2>/dev/null || echo 0
+}
+
+rm -rf "$DATA"
+$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
+	--bridge "$BRIDGE" --subnet "$SUBNET" --warm-max "$WARM" --warm-total "$WARM" \
+	>"$OUT/kanga-up.log" 2>&1 &
+i=0
+until $K version >/dev/null 2>&1; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/kanga-up.log" >&2; exit 1; }
+	sleep 0.2
+done
+$K image import testdata/images/busybox.tar >/dev/null
+$K run -d --name teach --runtime crun "$IMG" sleep 1 >/dev/null
+$K rm -f teach >/dev/null
+for r in $(seq 1 "$RUNS"); do
+	$K image prewarm "$IMG" >/dev/null
+	i=0
+	until [ "$(ready)" -ge "$WARM" ]; do
+		i=$((i + 1))
+		[ $i -lt 600 ] || { echo "only $(ready) of $WARM warm containers ready after 120 s" >&2; exit 1; }
+		sleep 0.2
+	done
+	f="$OUT/run$r"
+	{ date -u +%FT%TZ; cat /proc/loadavg; } >"$f.meta"
+	$K bench start --runtime crun --n "$N" --concurrency "$C" --containerd "$SOCK" >"$f.txt"
+	{ date -u +%FT%TZ; cat /proc/loadavg; cat "$DATA/agent/warm.json"; } >>"$f.meta"
+	echo "== run $r (load $(sed -n 2p "$f.meta" | cut -d' ' -f1-3))"
+	sed -n '3,6p' "$f.txt"
+	tail -1 "$f.meta"
+done
