@@ -3,8 +3,10 @@ package network
 import (
 	"context"
 	"crypto/sha512"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -224,6 +226,9 @@ func TestSubnetMasquerade(t *testing.T) {
 	if jumps, chain := masqLines(t); len(jumps) != 1 || len(chain) != 3 {
 		t.Errorf("Close with instances attached removed the masquerade: %q %q", jumps, chain)
 	}
+	if _, err := os.Stat(m.cfg.NetNSDir); err != nil {
+		t.Errorf("Close with instances attached: namespace directory: %v", err)
+	}
 
 	for _, id := range ids {
 		if err := m.Teardown(ctx, id, nil); err != nil {
@@ -235,6 +240,9 @@ func TestSubnetMasquerade(t *testing.T) {
 	}
 	if jumps, chain := masqLines(t); len(jumps) != 0 || len(chain) != 0 {
 		t.Errorf("masquerade left after Close with no instance: %q %q", jumps, chain)
+	}
+	if _, err := os.Stat(m.cfg.NetNSDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("namespace directory %s after Close with no instance: %v, want it removed", m.cfg.NetNSDir, err)
 	}
 	// Closing again is fine.
 	if err := m.Close(ctx); err != nil {

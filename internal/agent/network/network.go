@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -381,7 +382,17 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.primeMu.Lock()
 	defer m.primeMu.Unlock()
 	m.primed.Store(false)
-	return removeMasquerade(ctx, m.cfg)
+	if err := removeMasquerade(ctx, m.cfg); err != nil {
+		return err
+	}
+	// The namespace directory is per host (named after StateDir's hash);
+	// with no instance left it is empty and would otherwise stay in /run
+	// after `kanga down --purge`. Remove refuses a directory that is not
+	// empty, so a namespace made meanwhile is never lost.
+	if err := os.Remove(m.cfg.NetNSDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		slog.DebugContext(ctx, "network: keeping the namespace directory", "dir", m.cfg.NetNSDir, "err", err)
+	}
+	return nil
 }
 
 func (m *Manager) runtimeConf(id, nsPath string, pm []map[string]any, limits Limits) *libcni.RuntimeConf {
