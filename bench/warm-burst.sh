@@ -16,7 +16,7 @@ DATA=${DATA:-/tmp/kwbu}
 OUT=${OUT:-/tmp/kanga-burst}
 LISTEN=${LISTEN:-127.0.0.1:7493}
 BRIDGE=${BRIDGE:-kangawbu}
-SUBNET=${SUBNET:-10.241.201.0/24}
+SUBNET=${SUBNET:-10.241.204.0/22}  # room for N=300 plus the pools
 WARM=${WARM:-100}
 N=${N:-100}
 C=${C:-8}
