@@ -22,7 +22,7 @@ N=${N:-100}
 C=${C:-8}
 RUNS=${RUNS:-3}
 export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/kwbu.json}
-K=bin/kanga
+K=${K:-bin/kanga}
 
 [ -n "${NOBUILD:-}" ] || make build images >/dev/null
 mkdir -p "$OUT"

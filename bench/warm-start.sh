@@ -18,7 +18,7 @@ SUBNET=${SUBNET:-10.241.200.0/24}
 WARM=${WARM:-10}
 N=${N:-30}
 export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/kwmb.json}
-K=bin/kanga
+K=${K:-bin/kanga}
 
 [ -n "${NOBUILD:-}" ] || make build images >/dev/null
 mkdir -p "$OUT"
