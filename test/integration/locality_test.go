@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -146,33 +143,7 @@ func TestImageLocality(t *testing.T) {
 func TestImageLocalityUp(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
-	netSeq++
-	seq := (os.Getpid()*7+netSeq)%250 + 1
-	dir, err := os.MkdirTemp("", "kanga-lc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Built here rather than by startPlatform, for this test's own bridge
-	// and subnet.
-	p := &platform{t: t, bin: binary(t), dataDir: dir, config: filepath.Join(dir, "client.json"),
-		listen: "127.0.0.1:" + strconv.Itoa(freePort(t)),
-		bridge: fmt.Sprintf("kangalc%d", seq), subnet: fmt.Sprintf("10.243.%d.0/24", seq),
-		logPath: filepath.Join(dir, "kanga.log"), upArgs: []string{"--pool-max", "0"}}
-	p.start()
-	t.Cleanup(func() {
-		p.purge()
-		p.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("kanga up log:\n%s", tail(string(b), 6000))
-			}
-		}
-		unmountUnder(dir)
-		_ = exec.Command("ip", "link", "del", p.bridge).Run()
-		os.RemoveAll(dir)
-		sum := sha256.Sum256([]byte(filepath.Join(dir, "network")))
-		_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
-	})
+	p := startPlatformOn(t, platformNet{dirPrefix: "kanga-lc-", bridgePrefix: "kangalc", subnetPrefix: "10.243"}, "--pool-max", "0")
 	const ref = "kanga.test/busybox:latest"
 	images := func() []api.HostImage {
 		out := p.must("host", "ls", "-o", "json")

@@ -94,11 +94,25 @@ func startPlatformWith(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
-	// Bridges and subnets must not collide with another test process
-	// running at the same time (go test runs packages side by side).
+	return startPlatformOn(t, platformNet{dirPrefix: "kanga-it-", bridgePrefix: "kangait", subnetPrefix: "10.214"}, upArgs...)
+}
+
+// platformNet is a kind of test's own data dir prefix, bridge prefix and
+// /16, so that tests of one kind never collide with another kind running
+// at the same time (go test runs packages side by side).
+type platformNet struct {
+	dirPrefix    string // "kanga-it-"
+	bridgePrefix string // "kangait": the bridge is kangaitN
+	subnetPrefix string // "10.214": the subnet is 10.214.N.0/24
+}
+
+// startPlatformOn starts kanga up on a bridge and subnet of n and removes
+// everything it made when the test ends.
+func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
+	t.Helper()
 	netSeq++
 	seq := (os.Getpid()*7+netSeq)%250 + 1
-	dir, err := os.MkdirTemp("", "kanga-it-")
+	dir, err := os.MkdirTemp("", n.dirPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +122,8 @@ func startPlatformWith(t *testing.T, upArgs ...string) *platform {
 		dataDir: dir,
 		config:  filepath.Join(dir, "client.json"),
 		listen:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
-		bridge:  fmt.Sprintf("kangait%d", seq),
-		subnet:  fmt.Sprintf("10.214.%d.0/24", seq),
+		bridge:  fmt.Sprintf("%s%d", n.bridgePrefix, seq),
+		subnet:  fmt.Sprintf("%s.%d.0/24", n.subnetPrefix, seq),
 		logPath: filepath.Join(dir, "kanga.log"),
 		upArgs:  upArgs,
 	}

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -22,7 +20,6 @@ import (
 var (
 	initOnce sync.Once
 	initErr  error
-	warmSeq  = 0
 )
 
 // startWarmPlatform starts `kanga up` with warm containers on (and the
@@ -45,37 +42,8 @@ func startWarmPlatform(t *testing.T, upArgs ...string) *platform {
 	if initErr != nil {
 		t.Fatal(initErr)
 	}
-	warmSeq++
-	seq := (os.Getpid()*3+warmSeq)%250 + 1
-	dir, err := os.MkdirTemp("", "kanga-wm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &platform{
-		t: t, bin: bin, dataDir: dir,
-		config:  filepath.Join(dir, "client.json"),
-		listen:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
-		bridge:  fmt.Sprintf("kangawm%d", seq),
-		subnet:  fmt.Sprintf("10.241.%d.0/24", seq),
-		logPath: filepath.Join(dir, "kanga.log"),
-		upArgs:  append([]string{"--pool-max", "0", "--debug"}, upArgs...),
-	}
-	p.start()
-	t.Cleanup(func() {
-		p.purge()
-		p.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("kanga up log:\n%s", tail(string(b), 6000))
-			}
-		}
-		unmountUnder(dir)
-		_ = exec.Command("ip", "link", "del", p.bridge).Run()
-		os.RemoveAll(dir)
-		sum := sha256.Sum256([]byte(filepath.Join(dir, "network")))
-		_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
-	})
-	return p
+	return startPlatformOn(t, platformNet{dirPrefix: "kanga-wm-", bridgePrefix: "kangawm", subnetPrefix: "10.241"},
+		append([]string{"--pool-max", "0", "--debug"}, upArgs...)...)
 }
 
 func (p *platform) warmStatus() pool.WarmStatus {
