@@ -55,7 +55,11 @@ stops them too.`,
 				}
 				return err
 			}
-			deadline := time.Now().Add(30 * time.Second)
+			// Stopping destroys the unclaimed pool and warm sandboxes
+			// (up to 20 s and 30 s of their own budgets) before containerd
+			// stops; give up only well after that, or the caller may
+			// remove the data dir under a kanga that is still cleaning up.
+			deadline := time.Now().Add(stopWait)
 			for time.Now().Before(deadline) {
 				if syscall.Kill(pid, 0) != nil {
 					fmt.Fprintln(cmd.OutOrStdout(), "kanga stopped")
@@ -63,7 +67,7 @@ stops them too.`,
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			return fmt.Errorf("kanga (pid %d) did not stop within 30s", pid)
+			return fmt.Errorf("kanga (pid %d) did not stop within %s: see its log; it may still be cleaning up", pid, stopWait)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", DefaultDataDir, "data dir of the kanga up to stop")
@@ -91,3 +95,6 @@ func purgeInstances(ctx context.Context, cmd *cobra.Command) error {
 	}
 	return nil
 }
+
+// stopWait is how long kanga down waits for kanga up to exit.
+const stopWait = 90 * time.Second
