@@ -36,8 +36,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -107,9 +105,9 @@ const initialRefill = 100 * time.Millisecond
 // Pool keeps sandboxes ready. Take is safe for concurrent use; Run must
 // be running for the pool to fill.
 type Pool struct {
-	cfg  Config
-	log  *slog.Logger
-	wake chan struct{}
+	cfg Config
+	log *slog.Logger
+	filler
 
 	mu       sync.Mutex
 	ready    []Sandbox
@@ -142,7 +140,7 @@ func New(cfg Config) *Pool {
 	return &Pool{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "pool"),
-		wake:   make(chan struct{}, 1),
+		filler: newFiller(),
 		refill: initialRefill,
 		target: cfg.Policy.Min,
 	}
@@ -215,13 +213,6 @@ func (p *Pool) Expect() {
 	p.poke()
 }
 
-func (p *Pool) poke() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
 // trimLocked forgets creates older than the window.
 func (p *Pool) trimLocked(now time.Time) {
 	from := now.Add(-p.cfg.Policy.Window)
@@ -252,35 +243,7 @@ func (p *Pool) statusLocked() Status {
 // sandboxes still ready. At most Policy.Parallel setups or teardowns run
 // at a time, so the filler never crowds out the request path.
 func (p *Pool) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer func() {
-		wg.Wait() // setups cut short by ctx undo themselves
-		p.drain(context.WithoutCancel(ctx))
-	}()
-	// Re-evaluate once a second too: the target shrinks with time alone.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		for {
-			job := p.next()
-			if job == nil {
-				break
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				job(ctx)
-				p.poke()
-			}()
-		}
-		p.writeStatus()
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.wake:
-		case <-tick.C:
-		}
-	}
+	p.filler.run(ctx, p.next, p.writeStatus, p.drain)
 }
 
 // next picks the next setup or teardown to run, if any is due and a slot
@@ -423,14 +386,8 @@ func (p *Pool) writeStatus() {
 		return
 	}
 	b, _ := json.Marshal(st)
-	tmp := p.cfg.StatusFile + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err == nil {
-		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-			err = os.Rename(tmp, p.cfg.StatusFile)
-		}
-		if err != nil {
-			p.log.Debug("writing the pool status failed", "err", err)
-		}
+	if err := writeStatusFile(p.cfg.StatusFile, b); err != nil {
+		p.log.Debug("writing the pool status failed", "err", err)
 	}
 }
 

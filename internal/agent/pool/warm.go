@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -68,9 +66,9 @@ type warmKeyState struct {
 // Warm keeps warm containers per WarmKey, sized from each key's recent
 // creates, filled one at a time by Run.
 type Warm struct {
-	cfg  WarmConfig
-	log  *slog.Logger
-	wake chan struct{}
+	cfg WarmConfig
+	log *slog.Logger
+	filler
 
 	mu       sync.Mutex
 	keys     map[WarmKey]*warmKeyState
@@ -103,7 +101,7 @@ func NewWarm(cfg WarmConfig) *Warm {
 	if cfg.Total <= 0 {
 		cfg.Total = DefaultWarmTotal
 	}
-	return &Warm{cfg: cfg, log: cfg.Logger.With("component", "warm-pool"), wake: make(chan struct{}, 1),
+	return &Warm{cfg: cfg, log: cfg.Logger.With("component", "warm-pool"), filler: newFiller(),
 		keys: map[WarmKey]*warmKeyState{}, refill: 200 * time.Millisecond}
 }
 
@@ -161,14 +159,6 @@ func (w *Warm) Expect(tenant, image string) {
 	w.mu.Unlock()
 	w.poke()
 }
-
-func (w *Warm) poke() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
 func trim(ts *[]time.Time, from time.Time) {
 	i := 0
 	for i < len(*ts) && (*ts)[i].Before(from) {
@@ -236,34 +226,7 @@ func (w *Warm) targetLocked(s *warmKeyState, now time.Time) int {
 // containers still ready. One make or destroy runs at a time per
 // Policy.Parallel.
 func (w *Warm) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer func() {
-		wg.Wait()
-		w.drain(context.WithoutCancel(ctx))
-	}()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		for {
-			job := w.next()
-			if job == nil {
-				break
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				job(ctx)
-				w.poke()
-			}()
-		}
-		w.writeStatus()
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-		case <-tick.C:
-		}
-	}
+	w.filler.run(ctx, w.next, w.writeStatus, w.drain)
 }
 
 // next picks the next make or destroy, if one is due and a slot is free.
@@ -389,10 +352,7 @@ func (w *Warm) writeStatus() {
 	if !changed {
 		return
 	}
-	tmp := w.cfg.StatusFile + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err == nil {
-		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-			_ = os.Rename(tmp, w.cfg.StatusFile)
-		}
+	if err := writeStatusFile(w.cfg.StatusFile, b); err != nil {
+		w.log.Debug("writing the warm status failed", "err", err)
 	}
 }
