@@ -22,32 +22,15 @@ SOCK="$DATA/containerd/containerd.sock"
 mkdir -p "$OUT"
 K=
 
-stop() {
-	[ -z "$K" ] || $K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
-	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
-		umount "$m" || true
-	done
-	ip link del "$BRIDGE" 2>/dev/null || true
-	rmdir "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)" 2>/dev/null || true
-	rm -rf "$DATA" "$KANGA_CONFIG"
-}
-trap stop EXIT INT TERM
+. bench/lib.sh
+trap platform_down EXIT INT TERM
 
 s=0
 for dir in "$@"; do
 	s=$((s + 1))
 	K=$dir/kanga
 	name="s$s-$(basename "$(cd "$dir" && pwd)")"
-	rm -rf "$DATA"
-	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-		--bridge "$BRIDGE" --subnet "$SUBNET" --warm-max 10 --warm-total 12 >"$OUT/$name-kanga-up.log" 2>&1 &
-	i=0
-	until $K version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/$name-kanga-up.log" >&2; exit 1; }
-		sleep 0.2
-	done
-	$K image import testdata/images/busybox.tar >/dev/null
+	platform_up "$name" --warm-max 10 --warm-total 12
 	sleep 3
 	for r in 1 2 3; do
 		$K image prewarm "$IMG" >/dev/null
@@ -58,5 +41,5 @@ for dir in "$@"; do
 		cat "$DATA/agent/warm.json" >>"$f" 2>/dev/null || true
 		echo "== $f: $(grep -m1 '^kanga API ' "$f")"
 	done
-	stop
+	platform_down
 done

@@ -27,15 +27,8 @@ mkdir -p "$OUT"
 SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
-stop() {
-	$K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
-	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
-		umount "$m" || true
-	done
-	ip link del "$BRIDGE" 2>/dev/null || true
-	rm -rf "$DATA" "$KANGA_CONFIG"
-}
-trap stop EXIT INT TERM
+. bench/lib.sh
+trap platform_down EXIT INT TERM
 
 # bench NAME ARGS...: one `kanga bench start`, with the load average and a
 # leak check.
@@ -57,16 +50,7 @@ bench() {
 session() {
 	name=$1
 	shift
-	rm -rf "$DATA"
-	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-		--bridge "$BRIDGE" --subnet "$SUBNET" "$@" >"$OUT/$name-kanga-up.log" 2>&1 &
-	i=0
-	until $K version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/$name-kanga-up.log" >&2; exit 1; }
-		sleep 0.2
-	done
-	$K image import testdata/images/busybox.tar >/dev/null
+	platform_up "$name" "$@"
 	sleep 3 # the pool fills to --pool-min
 	bench "$name-crun-c1" --runtime crun --n 20
 	bench "$name-runc-c1" --runtime runc --n 20
@@ -81,7 +65,7 @@ session() {
 		done
 		cp "$DATA/agent/pool.json" "$OUT/pool.json"
 	fi
-	stop
+	platform_down
 }
 
 for s in ${SESSIONS:-pool nopool}; do

@@ -23,33 +23,25 @@ export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/knetsetup.json}
 mkdir -p "$OUT"
 SOCK="$DATA/containerd/containerd.sock"
 
+. bench/lib.sh
+
+# stop: platform_down, after counting what the stop left behind (the
+# leak check this benchmark reports).
 stop() {
 	$K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
 		umount "$m" || true
 	done
-	ns="/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)"
-	echo "left: $(find "$ns" -mindepth 1 2>/dev/null | wc -l) namespaces," \
+	echo "left: $(find "$(platform_netns_dir)" -mindepth 1 2>/dev/null | wc -l) namespaces," \
 		"$(iptables-save -t nat | grep -c -- "${SUBNET%.0/*}\." || true) NAT rules of $SUBNET," \
 		"$(iptables-save -t nat | grep -c -- "KANGA-MASQ-$BRIDGE" || true) masquerade lines"
-	rmdir "$ns" 2>/dev/null || true
-	ip link del "$BRIDGE" 2>/dev/null || true
-	rm -rf "$DATA" "$KANGA_CONFIG"
+	platform_down
 }
 
 # session NAME: one kanga up of binary $K, one bench start.
 session() {
 	name=$1
-	rm -rf "$DATA"
-	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-		--bridge "$BRIDGE" --subnet "$SUBNET" >"$OUT/$name-kanga-up.log" 2>&1 &
-	i=0
-	until $K version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/$name-kanga-up.log" >&2; exit 1; }
-		sleep 0.2
-	done
-	$K image import testdata/images/busybox.tar >/dev/null 2>&1
+	platform_up "$name"
 	sleep 3 # the pool fills to --pool-min
 	f="$OUT/$name"
 	{ date -u +%FT%TZ; cat /proc/loadavg; } >"$f.meta"

@@ -29,16 +29,8 @@ mkdir -p "$OUT"
 SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
-stop() {
-	$K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
-	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
-		umount "$m" || true
-	done
-	ip link del "$BRIDGE" 2>/dev/null || true
-	rmdir "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)" 2>/dev/null || true
-	rm -rf "$DATA" "$KANGA_CONFIG"
-}
-trap stop EXIT INT TERM
+. bench/lib.sh
+trap platform_down EXIT INT TERM
 
 ready() {
 	# Ready warm containers of the key, from the agent's status file.
@@ -46,17 +38,7 @@ ready() {
 		"$DATA/agent/warm.json" 2>/dev/null || echo 0
 }
 
-rm -rf "$DATA"
-$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-	--bridge "$BRIDGE" --subnet "$SUBNET" --warm-max "$WARM" --warm-total "$WARM" \
-	>"$OUT/kanga-up.log" 2>&1 &
-i=0
-until $K version >/dev/null 2>&1; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/kanga-up.log" >&2; exit 1; }
-	sleep 0.2
-done
-$K image import testdata/images/busybox.tar >/dev/null
+platform_up burst --warm-max "$WARM" --warm-total "$WARM"
 $K run -d --name teach --runtime crun "$IMG" sleep 1 >/dev/null
 $K rm -f teach >/dev/null
 for r in $(seq 1 "$RUNS"); do

@@ -25,17 +25,8 @@ mkdir -p "$OUT"
 SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
-stop() {
-	$K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
-	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
-		umount "$m" || true
-	done
-	ip link del "$BRIDGE" 2>/dev/null || true
-	# The agent's (empty, once every namespace is gone) netns directory.
-	rmdir "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)" 2>/dev/null || true
-	rm -rf "$DATA" "$KANGA_CONFIG"
-}
-trap stop EXIT INT TERM
+. bench/lib.sh
+trap platform_down EXIT INT TERM
 
 bench() {
 	f="$OUT/$1"
@@ -52,16 +43,7 @@ bench() {
 session() {
 	name=$1
 	shift
-	rm -rf "$DATA"
-	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
-		--bridge "$BRIDGE" --subnet "$SUBNET" "$@" >"$OUT/$name-kanga-up.log" 2>&1 &
-	i=0
-	until $K version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -lt 100 ] || { echo "kanga up did not start; see $OUT/$name-kanga-up.log" >&2; exit 1; }
-		sleep 0.2
-	done
-	$K image import testdata/images/busybox.tar >/dev/null
+	platform_up "$name" "$@"
 	sleep 3
 	bench "$name-crun-c1" --runtime crun --n "$N"
 	if [ "$name" = warm ]; then
@@ -74,7 +56,7 @@ session() {
 	else
 		bench "$name-crun-c8" --runtime crun --n 80 --concurrency 8 --baseline=false
 	fi
-	stop
+	platform_down
 }
 
 for s in ${SESSIONS:-warm nowarm}; do

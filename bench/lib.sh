@@ -1,0 +1,45 @@
+# Shared by the bench scripts that run a throwaway `kanga up` (sourced, not
+# run). The caller sets K (the kanga binary), DATA, LISTEN, BRIDGE, SUBNET,
+# OUT and exports KANGA_CONFIG.
+
+# platform_up NAME [FLAGS...]: a fresh `kanga up` with the caller's data
+# dir, bridge and subnet plus FLAGS, logging to $OUT/NAME-kanga-up.log;
+# returns once the API answers, with the test image imported.
+platform_up() {
+	_name=$1
+	shift
+	rm -rf "$DATA"
+	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
+		--bridge "$BRIDGE" --subnet "$SUBNET" "$@" >"$OUT/$_name-kanga-up.log" 2>&1 &
+	_i=0
+	until $K version >/dev/null 2>&1; do
+		_i=$((_i + 1))
+		[ $_i -lt 100 ] || { echo "kanga up did not start; see $OUT/$_name-kanga-up.log" >&2; exit 1; }
+		sleep 0.2
+	done
+	$K image import testdata/images/busybox.tar >/dev/null 2>&1
+}
+
+# platform_netns_dir: the agent's namespace directory for $DATA (named as
+# the agent names it, after the network state dir).
+platform_netns_dir() {
+	echo "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)"
+}
+
+# platform_down: stops `kanga up` with every instance removed, then
+# removes whatever a stop cut short may have left: mounts under $DATA,
+# the bridge, the subnet's masquerade jump and chain, the empty namespace
+# directory, the data dir and the client config.
+platform_down() {
+	[ -z "$K" ] || $K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
+	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
+		umount "$m" || true
+	done
+	iptables -t nat -S POSTROUTING 2>/dev/null | grep -- "-j KANGA-MASQ-$BRIDGE\$" | sed 's/^-A/-D/' |
+		while read -r rule; do eval "iptables -t nat $rule" || true; done
+	iptables -t nat -F "KANGA-MASQ-$BRIDGE" 2>/dev/null || true
+	iptables -t nat -X "KANGA-MASQ-$BRIDGE" 2>/dev/null || true
+	ip link del "$BRIDGE" 2>/dev/null || true
+	rmdir "$(platform_netns_dir)" 2>/dev/null || true
+	rm -rf "$DATA" "$KANGA_CONFIG"
+}
