@@ -115,7 +115,7 @@ func Run(ctx context.Context, o Options) error {
 	defer stopCP()
 
 	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

@@ -10,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/server"
 )
 
 // AgentOptions configure `kanga agent`.
@@ -99,8 +99,8 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	defer host.Close()
 	ag := host.Agent
 
-	hs := &http.Server{Handler: hostlink.HostAPIHandler(ag, link, log), TLSConfig: hostlink.HostAPITLS(creds),
-		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
+	hs.TLSConfig = hostlink.HostAPITLS(creds)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
 	defer hs.Close()

@@ -144,18 +144,17 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
 	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir})
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}
-	as := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		// The lease is held while the agent's heartbeat request is open,
-		// and a hung agent, or one behind a partition that drops packets
-		// silently, keeps its connection open until TCP gives up minutes
-		// later: the server's writes still land in socket buffers. An
-		// HTTP/2 ping that goes unanswered closes the connection, and the
-		// lease then runs out as after a crash.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}}
+	as := server.NewHTTPServer(link.Handler(), server.DefaultLimits, log)
+	as.TLSConfig = link.TLSConfig(cert)
+	// The lease is held while the agent's heartbeat request is open, and a
+	// hung agent, or one behind a partition that drops packets silently,
+	// keeps its connection open until TCP gives up minutes later: the
+	// server's writes still land in socket buffers. An HTTP/2 ping that
+	// goes unanswered closes the connection, and the lease then runs out
+	// as after a crash.
+	as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
 	serveErr := make(chan error, 2)
 	apiAddr := "https://" + ln.Addr().String()
 	cfg := client.Config{Addr: apiAddr, Token: adminTok, CACert: string(ca.CertPEM)}

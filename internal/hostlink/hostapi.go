@@ -108,6 +108,7 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 			err = fmt.Errorf("only the control plane may call the host API, not %q (%s): %w", id.Name, id.Org, errdefs.ErrPermissionDenied)
 		}
 		if err != nil {
+			server.RefuseBody(r)
 			writeError(w, err)
 			return
 		}

@@ -13,6 +13,7 @@ package hostlink
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,3 +88,18 @@ func readError(resp *http.Response) error {
 }
 
 func jsonDecode(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }
+
+// decodeBody reads a JSON request body of at most limit bytes into v;
+// what names it in errors.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%s: request body is larger than %d bytes: %w", what, limit, errdefs.ErrTooLarge)
+	default:
+		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -100,6 +101,7 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			server.RefuseBody(r)
 			writeError(w, err)
 			return
 		}
@@ -111,8 +113,8 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	var req JoinRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("join request: %v: %w", err, errdefs.ErrInvalidArgument))
+	if err := decodeBody(w, r, 64<<10, &req, "join request"); err != nil {
+		writeError(w, err)
 		return
 	}
 	if !s.Token.CheckSecret(req.Secret) {
@@ -147,8 +149,8 @@ func validHostName(n string) error {
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) error {
 	var h api.Host
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&h); err != nil {
-		return fmt.Errorf("host: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &h, "host"); err != nil {
+		return err
 	}
 	if h.Name != host {
 		return fmt.Errorf("host record names %q, not %q: %w", h.Name, host, errdefs.ErrInvalidArgument)
@@ -165,8 +167,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 // scheduler's image locality (the registration carries them too).
 func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) error {
 	var imgs []api.HostImage
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&imgs); err != nil {
-		return fmt.Errorf("host images: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
+		return err
 	}
 	if err := s.Store.SetHostImages(r.Context(), host, imgs); err != nil {
 		return err
@@ -347,8 +349,8 @@ var errStale = errors.New("stale")
 // and the agent reads again.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) error {
 	var sw StatusWrite
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&sw); err != nil {
-		return fmt.Errorf("status: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &sw, "status"); err != nil {
+		return err
 	}
 	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
 	name := r.PathValue("name")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -70,15 +71,32 @@ func (h *fakeHost) ListImages(ctx context.Context) ([]api.Image, error) {
 
 func (h *fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	progress(api.Progress{Status: "reading archive"})
-	n, err := io.Copy(io.Discard, r)
+	head := make([]byte, len(partialReadMarker))
+	m, err := io.ReadFull(r, head)
+	if string(head[:m]) == partialReadMarker {
+		// As the real host with a file that is no tar: it gives up after
+		// the first header's 512 bytes and leaves the rest unread.
+		_, _ = io.ReadFull(r, make([]byte, 512))
+		return nil, fmt.Errorf("read image archive: archive/tar: invalid tar header; not an image archive: %w", errdefs.ErrInvalidArgument)
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	rest, err := io.Copy(io.Discard, r)
 	if err != nil {
 		return nil, err
 	}
+	n := int64(m) + rest
 	h.mu.Lock()
 	h.imported = n
 	h.mu.Unlock()
 	if n == 0 {
 		return nil, fmt.Errorf("the archive is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if n == lateFailureSize {
+		// A failure found late, once progress has gone out.
+		time.Sleep(2 * holdBack)
+		return nil, fmt.Errorf("image archive: layer sha256:0 is missing: %w", errdefs.ErrInvalidArgument)
 	}
 	progress(api.Progress{Status: "unpacking", Current: n, Total: n})
 	return []api.Image{fakeImage("kanga.test/imported:latest")}, nil
@@ -92,6 +110,14 @@ func (h *fakeHost) PullImage(ctx context.Context, ref string, progress func(api.
 	progress(api.Progress{Status: "downloading", Current: 10, Total: 10})
 	return fakeImage(ref), nil
 }
+
+// partialReadMarker starts an archive the fake host rejects after reading
+// a part of it.
+const partialReadMarker = "GARBAGE!"
+
+// lateFailureSize is the size of an archive the fake host rejects after
+// it reported progress.
+const lateFailureSize = 4321
 
 // fakeLogs is what Logs writes for a container.
 func fakeLogs(container string) string {

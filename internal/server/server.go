@@ -4,12 +4,15 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -177,12 +180,24 @@ var Routes = []Route{
 	{"POST", "/v1/hosts/{name}/drain", false, (*Server).drainHost},
 }
 
+// streamedBodies are the routes whose body is a stream (an image
+// archive) rather than a JSON document of at most maxBody.
+var streamedBodies = map[string]bool{"POST /v1/images/import": true}
+
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	// paths finds the route a request's path names whatever its method,
+	// for the 405 of a wrong method and its Allow header.
+	paths := http.NewServeMux()
+	allow := map[string][]string{}
 	for _, r := range Routes {
 		h := r.handler
+		limit := !streamedBodies[r.Method+" "+r.Pattern]
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if limit {
+				req.Body = http.MaxBytesReader(w, req.Body, maxBody)
+			}
 			if err := h(s, w, req); err != nil {
 				s.writeError(w, req, err)
 			}
@@ -191,8 +206,23 @@ func (s *Server) Handler() http.Handler {
 			hf = s.authenticate(hf)
 		}
 		mux.Handle(r.Method+" "+r.Pattern, hf)
+		if _, ok := allow[r.Pattern]; !ok {
+			paths.Handle(r.Pattern, http.NotFoundHandler())
+		}
+		allow[r.Pattern] = append(allow[r.Pattern], r.Method)
+		if r.Method == http.MethodGet {
+			allow[r.Pattern] = append(allow[r.Pattern], http.MethodHead)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		if _, pattern := paths.Handler(req); pattern != "" {
+			methods := strings.Join(allow[pattern], ", ")
+			w.Header().Set("Allow", methods)
+			RefuseBody(req)
+			s.writeError(w, req, fmt.Errorf("%s %s: this endpoint allows %s only: %w", req.Method, req.URL.Path, methods, errdefs.ErrMethodNotAllowed))
+			return
+		}
+		RefuseBody(req)
 		s.writeError(w, req, errNoRoute(req))
 	})
 	return s.logRequests(mux)
