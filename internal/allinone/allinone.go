@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -43,7 +44,11 @@ type Options struct {
 	ConfigPath    string // client config to write; empty: don't write one
 	Bridge        string
 	Subnet        string
-	Version       string
+	// InsecureRegistries are the registries pulls may reach on loopback,
+	// link-local, private or the host's own addresses (see
+	// image.ParseInsecureRegistries); none by default.
+	InsecureRegistries []string
+	Version            string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
 	Pool pool.Policy
@@ -72,6 +77,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
+		return err
+	}
 	// Listen first: a busy port is the most likely mistake and should fail
 	// before anything is started.
 	ln, err := net.Listen("tcp", o.Listen)
@@ -98,6 +106,7 @@ func Run(ctx context.Context, o Options) error {
 	host, err := StartHost(ctx, HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
+		InsecureRegistries: o.InsecureRegistries,
 	})
 	if err != nil {
 		return err

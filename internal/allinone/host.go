@@ -31,13 +31,16 @@ type HostConfig struct {
 	// Max 0 turns them off. WarmTotal caps them across keys.
 	Warm      pool.Policy
 	WarmTotal int
-	Logger    *slog.Logger
+	// InsecureRegistries: see Options.
+	InsecureRegistries []string
+	Logger             *slog.Logger
 }
 
 // Host is a running host: a supervised containerd, the instance network
 // and an agent running in the background.
 type Host struct {
-	Agent *agent.Agent
+	Agent  *agent.Agent
+	Images *image.Service
 
 	ctx       context.Context // the caller's, for the detached shutdown
 	actx      context.Context
@@ -55,6 +58,9 @@ type Host struct {
 func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	log := c.Logger
 	dataDir := c.DataDir
+	if _, err := image.ParseInsecureRegistries(c.InsecureRegistries); err != nil {
+		return nil, err
+	}
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting containerd: %w", err)
@@ -74,13 +80,16 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
 		})
 	}
+	images := image.New(ctrd.Client(), "overlayfs")
+	_ = images.AllowInsecureRegistries(c.InsecureRegistries) // checked above
+	h.Images = images
 	h.Agent = agent.New(agent.Config{
 		HostName:    c.HostName,
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,
 		Client:      ctrd.Client(),
 		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
-		Images:      image.New(ctrd.Client(), "overlayfs"),
+		Images:      images,
 		Network:     netw,
 		Pool:        warm,
 		Warm:        warmOptions(c),

@@ -35,7 +35,10 @@ type AgentOptions struct {
 	Advertise string
 	Bridge    string
 	Subnet    string
-	Pool      pool.Policy
+	// InsecureRegistries: see allinone.Options. The server's list (its
+	// own --insecure-registry) is added when the agent registers.
+	InsecureRegistries []string
+	Pool               pool.Policy
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
@@ -92,12 +95,15 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
+		InsecureRegistries: o.InsecureRegistries,
 	})
 	if err != nil {
 		return err
 	}
 	defer host.Close()
 	ag := host.Agent
+	// The server's --insecure-registry list comes with each registration.
+	link.Registered = func(r hostlink.RegisterResponse) { host.Images.AddInsecureRegistries(r.InsecureRegistries) }
 
 	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
 	hs.TLSConfig = hostlink.HostAPITLS(creds)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
@@ -47,7 +48,11 @@ type ServerOptions struct {
 	ReplicaName string
 	ConfigPath  string // client config to write; empty: don't
 	Version     string
-	Logger      *slog.Logger
+	// InsecureRegistries are registries every agent may pull from on
+	// loopback, link-local or private addresses, added to each agent's
+	// own list when it registers.
+	InsecureRegistries []string
+	Logger             *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
 }
@@ -81,6 +86,9 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
+	}
+	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -145,7 +153,8 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	})
 	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir})
 	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}
+	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+		InsecureRegistries: o.InsecureRegistries}
 	as := server.NewHTTPServer(link.Handler(), server.DefaultLimits, log)
 	as.TLSConfig = link.TLSConfig(cert)
 	// The lease is held while the agent's heartbeat request is open, and a

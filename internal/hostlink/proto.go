@@ -42,6 +42,15 @@ type JoinResponse struct {
 	CA   []byte `json:"ca"`
 }
 
+// RegisterResponse answers a registration: the host as stored, and what
+// the control plane tells every agent.
+type RegisterResponse struct {
+	api.Host
+	// InsecureRegistries are registries the agent may pull from on
+	// private addresses, besides its own --insecure-registry.
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
+}
+
 // InstanceList is the host's instances at a revision.
 type InstanceList struct {
 	Items    []api.Instance `json:"items"`

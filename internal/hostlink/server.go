@@ -44,6 +44,9 @@ type Server struct {
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
 	LeaseTTL time.Duration
+	// InsecureRegistries go to every agent with its registration: the
+	// registries it may pull from on private addresses besides its own.
+	InsecureRegistries []string
 
 	hub *hub
 }
@@ -159,7 +162,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
 	return nil
 }
 

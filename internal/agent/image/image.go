@@ -18,10 +18,13 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd"
@@ -30,8 +33,6 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -60,11 +61,18 @@ type Service struct {
 	// changed holds a token when the set of images (or of hot ones) may
 	// have changed since the last HostImages; see Changed.
 	changed chan struct{}
+	// reg is what pulls may reach (see registry.go).
+	reg atomic.Pointer[registries]
+	// insecure is the operator's own --insecure-registry list; the
+	// control plane's may add to it (AddInsecureRegistries); added is
+	// the last list added.
+	insecure []string
+	added    []string
 }
 
 // New returns a Service that unpacks into snapshotter (overlayfs in Kanga).
 func New(client *containerd.Client, snapshotter string) *Service {
-	return &Service{
+	s := &Service{
 		client:      client,
 		snapshotter: snapshotter,
 		platform:    platforms.Default(),
@@ -72,6 +80,44 @@ func New(client *containerd.Client, snapshotter string) *Service {
 		now:         time.Now,
 		changed:     make(chan struct{}, 1),
 	}
+	s.reg.Store(newRegistries(nil, s.log))
+	return s
+}
+
+// AllowInsecureRegistries sets the operator's --insecure-registry list
+// (see ParseInsecureRegistries): the only registries pulls may reach at
+// loopback, link-local, private or the host's own addresses, and the only
+// ones spoken to over plain HTTP. Nothing is allowed until it is called.
+func (s *Service) AllowInsecureRegistries(hosts []string) error {
+	hosts, err := ParseInsecureRegistries(hosts)
+	if err != nil {
+		return err
+	}
+	s.insecure = hosts
+	s.reg.Store(newRegistries(hosts, s.log))
+	return nil
+}
+
+// AddInsecureRegistries adds the control plane's list to the operator's
+// own for the pulls that follow (a kanga agent learns it when it
+// registers); a value that does not parse is logged and skipped.
+func (s *Service) AddInsecureRegistries(hosts []string) {
+	if slices.Equal(hosts, s.added) {
+		return
+	}
+	s.added = slices.Clone(hosts)
+	all := slices.Clone(s.insecure)
+	for _, h := range hosts {
+		p, err := ParseInsecureRegistries([]string{h})
+		if err != nil {
+			s.log.Warn("ignoring an insecure registry from the control plane", "registry", h, "err", err)
+			continue
+		}
+		if !slices.Contains(all, p[0]) {
+			all = append(all, p[0])
+		}
+	}
+	s.reg.Store(newRegistries(all, s.log))
 }
 
 // Config is the part of an OCI image config a container is built from.
@@ -216,9 +262,10 @@ func archiveName(ann map[string]string) (string, bool) {
 	return name, true
 }
 
-// Pull fetches ref from its registry and unpacks it. Plain HTTP is used
-// only for registries on loopback (localhost, 127.0.0.1, ::1). progress, if
-// not nil, receives download progress; the caller sends the final Done line.
+// Pull fetches ref from its registry and unpacks it. Only public
+// registries and those the operator allowed are reached (see
+// registry.go); plain HTTP only for the latter. progress, if not nil,
+// receives download progress; the caller sends the final Done line.
 func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(api.Progress)) (api.Image, error) {
 	defer s.notify()
 	label, err := tenantLabel(tenant)
@@ -253,7 +300,7 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	report(progress, api.Progress{Status: "pulling " + name})
 	stop := s.watchIngests(ctx, progress)
 	img, err := s.client.Pull(ctx, name,
-		containerd.WithResolver(newResolver()),
+		containerd.WithResolver(s.reg.Load().resolver()),
 		containerd.WithPlatformMatcher(s.platform),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(s.snapshotter),
@@ -261,7 +308,7 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	)
 	stop()
 	if err != nil {
-		return api.Image{}, classifyPull(name, err)
+		return api.Image{}, s.classifyPull(name, err)
 	}
 	rec := img.Metadata()
 	if havePrev && prev.Target.Digest != rec.Target.Digest {
@@ -461,14 +508,6 @@ func (s *Service) toAPI(ctx context.Context, rec images.Image) api.Image {
 	return api.Image{Name: rec.Name, Digest: rec.Target.Digest.String(), Size: size, CreatedAt: rec.CreatedAt}
 }
 
-// newResolver returns a docker resolver that speaks plain HTTP to loopback
-// registries only.
-func newResolver() remotes.Resolver {
-	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
-	})
-}
-
 func tenantLabel(tenant string) (string, error) {
 	if !tenantRe.MatchString(tenant) {
 		return "", fmt.Errorf("tenant %q is not a valid tenant name: %w", tenant, errdefs.ErrInvalidArgument)
@@ -526,16 +565,28 @@ func classify(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// classifyPull turns registry failures into not found (the registry does
-// not have it) or unavailable (we could not ask).
-func classifyPull(name string, err error) error {
+// classifyPull turns registry failures into not found (the registry
+// answered that it does not have it) or unavailable (anything else). The
+// second kind has one text whatever the cause (refused, timed out, not
+// allowed, TLS, not a registry): a tenant must not learn from it which
+// ports of an address answer. The operator's log has the cause.
+func (s *Service) classifyPull(name string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("pull %s: %w", name, err)
 	}
-	if cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("pull %s: the registry has no such image (%v): %w", name, err, errdefs.ErrNotFound)
+	if cerrdefs.IsNotFound(err) && !errors.Is(err, errBlocked) {
+		var ne net.Error
+		if !errors.As(err, &ne) {
+			return fmt.Errorf("pull %s: the registry has no such image (%v): %w", name, err, errdefs.ErrNotFound)
+		}
 	}
-	return fmt.Errorf("pull %s: %v: %w", name, err, errdefs.ErrUnavailable)
+	s.log.Info("pull failed", "image", name, "err", err)
+	host := name
+	if named, perr := reference.ParseNormalizedNamed(name); perr == nil {
+		host = reference.Domain(named)
+	}
+	return fmt.Errorf("pull %s: registry %s could not be reached or did not answer as a registry: check the reference; a registry on a private or loopback address needs the operator's --insecure-registry: %w",
+		name, host, errdefs.ErrUnavailable)
 }
 
 // keyedLocks serializes record updates per image name within this process;

@@ -276,6 +276,13 @@ func TestPull(t *testing.T) {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)
 	}
 
+	// A loopback registry is off limits until the operator allows it.
+	if _, err := e.svc.Pull(e.ctx, "acme", ref, nil); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "--insecure-registry") {
+		t.Fatalf("Pull from a loopback registry nobody allowed: %v, want Unavailable naming --insecure-registry", err)
+	}
+	if err := e.svc.AllowInsecureRegistries([]string{registry}); err != nil {
+		t.Fatal(err)
+	}
 	var progress []api.Progress
 	img, err := e.svc.Pull(e.ctx, "acme", ref, func(p api.Progress) { progress = append(progress, p) })
 	if err != nil {
