@@ -113,6 +113,15 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer host.Close()
 	ag := host.Agent
+	// Purges the API recorded but could not carry out (it stopped between
+	// deleting a tenant and cleaning the host) are done before the host
+	// registers; a failure here is retried every minute, and re-creating
+	// the tenant is refused until then.
+	purges := hostPurges{st: st, host: hostName}
+	if err := ag.ApplyPurges(ctx, purges); err != nil {
+		log.Warn("carrying out pending purges failed; retrying in the background", "err", err)
+	}
+	go ag.RunPurges(host.Context(), purges, time.Minute)
 
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host
@@ -155,6 +164,21 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// hostPurges is the store's list of one host's purges, for its agent
+// (agent.Purges).
+type hostPurges struct {
+	st   *store.Store
+	host string
+}
+
+func (p hostPurges) Purges(ctx context.Context) ([]store.Purge, error) {
+	return p.st.Purges(ctx, p.host)
+}
+
+func (p hostPurges) AckPurge(ctx context.Context, pu store.Purge) error {
+	return p.st.AckPurge(ctx, p.host, pu)
 }
 
 // hostLeaseTTL is how long the host stays Ready after this process stops

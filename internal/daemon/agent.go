@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/pool"
@@ -48,6 +49,10 @@ type AgentOptions struct {
 	// runs.
 	Ready func(hostAPI string)
 }
+
+// purgeInterval is how often an agent looks for purges the control plane
+// could not deliver at once.
+const purgeInterval = time.Minute
 
 // RunAgent runs a host agent until ctx ends. Instances keep running when
 // it stops; the next RunAgent adopts them (or removes those the control
@@ -104,6 +109,12 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	ag := host.Agent
 	// The server's --insecure-registry list comes with each registration.
 	link.Registered = func(r hostlink.RegisterResponse) { host.Images.AddInsecureRegistries(r.InsecureRegistries) }
+	// What the control plane decided to remove while this host was away
+	// (a deleted tenant, a removed image) goes before the host is offered
+	// work again; what it could not tell the host at once, within a
+	// minute.
+	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
+	go ag.RunPurges(host.Context(), link, purgeInterval)
 
 	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
 	hs.TLSConfig = hostlink.HostAPITLS(creds)

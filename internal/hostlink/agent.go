@@ -292,6 +292,19 @@ func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
 	return l.do(ctx, http.MethodPut, "/images", imgs, nil)
 }
 
+// Purges implements agent.Purges: the purges this host has not carried
+// out yet.
+func (l *Link) Purges(ctx context.Context) ([]store.Purge, error) {
+	var ps []store.Purge
+	err := l.do(ctx, http.MethodGet, "/purges", nil, &ps)
+	return ps, err
+}
+
+// AckPurge implements agent.Purges.
+func (l *Link) AckPurge(ctx context.Context, p store.Purge) error {
+	return l.do(ctx, http.MethodPut, "/purges", p, nil)
+}
+
 // heartbeatIdle is how long a silent heartbeat stream is trusted; the
 // server writes more often.
 const heartbeatIdle = 10 * time.Second

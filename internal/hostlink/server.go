@@ -33,6 +33,8 @@ type Store interface {
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
+	Purges(ctx context.Context, host string) ([]store.Purge, error)
+	AckPurge(ctx context.Context, host string, p store.Purge) error
 }
 
 // Server is the control plane's end of the link.
@@ -79,6 +81,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
 	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
 	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	mux.Handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
+	mux.Handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
 	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
 	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
@@ -163,6 +167,32 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 		return err
 	}
 	writeJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
+	return nil
+}
+
+// purges lists the purges the host has not carried out yet.
+func (s *Server) purges(w http.ResponseWriter, r *http.Request, host string) error {
+	ps, err := s.Store.Purges(r.Context(), host)
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []store.Purge{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+	return nil
+}
+
+// ackPurge records that the host carried out a purge.
+func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) error {
+	var p store.Purge
+	if err := decodeBody(w, r, 64<<10, &p, "purge"); err != nil {
+		return err
+	}
+	if err := s.Store.AckPurge(r.Context(), host, p); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

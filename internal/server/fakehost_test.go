@@ -10,6 +10,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // Images the fake host knows.
@@ -28,7 +29,10 @@ type fakeHost struct {
 	exitCode int          // returned by Exec
 	lastExec *ExecRequest // the last ExecRequest, without its streams
 	logCalls []logCall
-	imported int64 // bytes of the last import body
+	imported int64    // bytes of the last import body
+	removed  []string // tenant/image of RemoveImage, tenant/* of RemoveTenant
+	// removeErr, if set, fails RemoveImage and RemoveTenant.
+	removeErr error
 }
 
 type logCall struct {
@@ -177,7 +181,51 @@ func (h *fakeHost) logCallsSeen() []logCall {
 	return append([]logCall(nil), h.logCalls...)
 }
 
-var _ Host = (*fakeHost)(nil)
+var (
+	_ Host         = (*fakeHost)(nil)
+	_ ImageRemover = (*fakeHost)(nil)
+)
+
+// RemoveImage removes the fake's known images for any tenant (the fake
+// does not keep images per tenant) and records the call.
+func (h *fakeHost) RemoveImage(ctx context.Context, ref string) error {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.removeErr != nil {
+		return h.removeErr
+	}
+	if _, ok := h.images[ref]; !ok {
+		return fmt.Errorf("image %s not found: %w", ref, errdefs.ErrNotFound)
+	}
+	h.removed = append(h.removed, t+"/"+ref)
+	return nil
+}
+
+func (h *fakeHost) RemoveTenant(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.removeErr != nil {
+		return h.removeErr
+	}
+	h.removed = append(h.removed, name+"/*")
+	return nil
+}
+
+func (h *fakeHost) removals() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.removed...)
+}
+
+func (h *fakeHost) failRemovals(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeErr = err
+}
 
 // Stats returns a fixed sample for a known instance.
 func (h *fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {

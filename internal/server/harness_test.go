@@ -429,6 +429,12 @@ func isRouteError(err, sentinel error) bool {
 
 func (v *responseValidator) validate(req *http.Request, resp *http.Response, body []byte) error {
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if req.URL.RawPath != "" {
+		// A path parameter with an escaped '/' (an image reference) is one
+		// segment, as the server's mux sees it; the router matches Path.
+		req = req.Clone(req.Context())
+		req.URL.Path = req.URL.RawPath
+	}
 	if resp.StatusCode == http.StatusMethodNotAllowed {
 		return v.methodNotAllowed(req, resp, body)
 	}

@@ -33,7 +33,10 @@ type Store interface {
 	CreateTenant(ctx context.Context, t *api.Tenant, token string) error
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
+	// DeleteTenant also records a purge of the tenant for every host.
 	DeleteTenant(ctx context.Context, name string) error
+
+	PurgeStore
 
 	HostStore
 }
@@ -170,6 +173,7 @@ var Routes = []Route{
 	{"GET", "/v1/tenants/{name}", false, (*Server).getTenant},
 	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
 	{"GET", "/v1/images", false, (*Server).listImages},
+	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
 	{"POST", "/v1/images/prewarm", false, (*Server).prewarmImage},

@@ -110,6 +110,9 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return fmt.Errorf("schedulingPolicy %q is not binpack or spread: %w", req.SchedulingPolicy, errdefs.ErrInvalidArgument)
 	}
+	if err := s.checkPurged(ctx, req.Name); err != nil {
+		return err
+	}
 	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
 		SchedulingPolicy: req.SchedulingPolicy, CreatedAt: s.now().UTC()}
 	token, err := newToken()
@@ -177,6 +180,7 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.DeleteTenant(ctx, name); err != nil {
 		return err
 	}
+	s.purgeTenant(ctx, name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -106,7 +107,9 @@ func (s *Store) ListTenants(ctx context.Context) ([]api.Tenant, error) {
 }
 
 // DeleteTenant removes a tenant and revokes its tokens. It refuses while
-// the tenant still has instances, so that nothing is orphaned.
+// the tenant still has instances, so that nothing is orphaned. In the same
+// transaction it records a Purge of the tenant for every host (see
+// purges.go).
 func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if _, err := s.GetTenant(ctx, name); err != nil {
 		return err
@@ -122,9 +125,14 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if err != nil {
 		return s.etcdErr(ctx, "list tenant tokens", err)
 	}
+	purge, err := purgeOp(Purge{Tenant: name, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
 	ops := []clientv3.Op{
 		clientv3.OpDelete(tenantKey(name)),
 		clientv3.OpDelete(tenantTokensPrefix+name+"/", clientv3.WithPrefix()),
+		purge,
 	}
 	for _, kv := range idx.Kvs {
 		hash := strings.TrimPrefix(string(kv.Key), tenantTokensPrefix+name+"/")

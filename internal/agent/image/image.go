@@ -40,6 +40,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // TenantLabelPrefix prefixes the label that grants a tenant an image.
@@ -129,26 +130,10 @@ type Config struct {
 	User       string
 }
 
-// Normalize returns the canonical form of an image reference, the way
-// Docker spells it: busybox -> docker.io/library/busybox:latest,
-// kanga.test/busybox -> kanga.test/busybox:latest. Records are stored under
-// this form, so every lookup goes through it.
-func Normalize(ref string) (string, error) {
-	if strings.TrimSpace(ref) == "" {
-		return "", fmt.Errorf("image reference is empty: %w", errdefs.ErrInvalidArgument)
-	}
-	named, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return "", fmt.Errorf("invalid image reference %q (%v); use the form [registry/]name[:tag][@digest] in lowercase: %w", ref, err, errdefs.ErrInvalidArgument)
-	}
-	// Docker's grammar reads "UPPER/case" as registry host UPPER. Hosts are
-	// case-insensitive, so such a spelling is a typo far more often than
-	// a registry: refuse it rather than store a second name for one host.
-	if d := reference.Domain(named); d != strings.ToLower(d) {
-		return "", fmt.Errorf("invalid image reference %q: registry host %q must be lowercase: %w", ref, d, errdefs.ErrInvalidArgument)
-	}
-	return named.String(), nil
-}
+// Normalize returns the canonical form of an image reference (see
+// model.NormalizeImage). Records are stored under this form, so every
+// lookup goes through it.
+func Normalize(ref string) (string, error) { return model.NormalizeImage(ref) }
 
 // Import reads an OCI or Docker image archive (as written by `skopeo copy
 // ... oci-archive:` or `docker save`), records every image it names for the
@@ -401,21 +386,58 @@ func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 	if err != nil {
 		return err
 	}
-	label, _ := tenantLabel(tenant)
+	return s.unbind(ctx, tenant, rec)
+}
+
+// unbind takes rec away from tenant; the caller holds rec's lock.
+func (s *Service) unbind(ctx context.Context, tenant string, rec images.Image) error {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return err
+	}
 	delete(rec.Labels, label)
 	is := s.client.ImageService()
 	if len(tenantsOf(rec.Labels)) == 0 {
-		if err := is.Delete(ctx, name); err != nil && !cerrdefs.IsNotFound(err) {
-			return classify("remove image "+name, err)
+		if err := is.Delete(ctx, rec.Name); err != nil && !cerrdefs.IsNotFound(err) {
+			return classify("remove image "+rec.Name, err)
 		}
-		s.usage.forget(tenant, name)
-		return nil
+	} else if _, err := is.Update(ctx, rec, "labels"); err != nil && !cerrdefs.IsNotFound(err) {
+		return classify("remove image "+rec.Name, err)
 	}
-	if _, err := is.Update(ctx, rec, "labels"); err != nil {
-		return classify("remove image "+name, err)
-	}
-	s.usage.forget(tenant, name)
+	s.usage.forget(tenant, rec.Name)
 	return nil
+}
+
+// RemoveTenant takes every image away from tenant (it was deleted):
+// records no other tenant has go, the others lose its label. It returns
+// the names it removed.
+func (s *Service) RemoveTenant(ctx context.Context, tenant string) ([]string, error) {
+	defer s.notify()
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return nil, err
+	}
+	ctx = withNamespace(ctx)
+	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
+	if err != nil {
+		return nil, classify("list images of tenant "+tenant, err)
+	}
+	var removed []string
+	for _, rec := range recs {
+		unlock := s.locks.lock(rec.Name)
+		cur, err := s.client.ImageService().Get(ctx, rec.Name)
+		if err == nil && cur.Labels[label] == "1" {
+			err = s.unbind(ctx, tenant, cur)
+		} else if cerrdefs.IsNotFound(err) {
+			err = nil
+		}
+		unlock()
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, rec.Name)
+	}
+	return removed, nil
 }
 
 // bind records img for the tenant owning label.

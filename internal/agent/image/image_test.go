@@ -214,6 +214,39 @@ func TestTenantScoping(t *testing.T) {
 	}
 }
 
+// TestRemoveTenant: a deleted tenant's records go; an image another
+// tenant shares keeps its record and content for that tenant.
+func TestRemoveTenant(t *testing.T) {
+	e := newEnv(t)
+	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
+	docker := runtimetest.BusyboxArchive(t, runtimetest.Docker, dockerRef)
+	e.importArchive(t, "a", oci)
+	e.importArchive(t, "a", docker)
+	shared, _ := e.importArchive(t, "b", oci)
+
+	removed, err := e.svc.RemoveTenant(e.ctx, "a")
+	slices.Sort(removed)
+	if err != nil || !slices.Equal(removed, []string{dockerRef, ociRef}) {
+		t.Fatalf("RemoveTenant(a) = %v, %v; want both of a's images", removed, err)
+	}
+	if list, err := e.svc.List(e.ctx, "a"); err != nil || len(list) != 0 {
+		t.Fatalf("List(a) after RemoveTenant = %v, %v; want nothing", names(list), err)
+	}
+	if _, err := e.d.Client().GetImage(e.ctx, dockerRef); err == nil {
+		t.Fatalf("record %s kept, although only a had it", dockerRef)
+	}
+	img, err := e.svc.Get(e.ctx, "b", ociRef)
+	if err != nil || img.Target().Digest.String() != shared[0].Digest {
+		t.Fatalf("Get(b) after a's removal = %v, %v; want b's image intact", img, err)
+	}
+	if _, err := e.d.Client().ContentStore().Info(e.ctx, img.Target().Digest); err != nil {
+		t.Fatalf("shared content gone: %v", err)
+	}
+	if removed, err := e.svc.RemoveTenant(e.ctx, "a"); err != nil || len(removed) != 0 {
+		t.Fatalf("second RemoveTenant(a) = %v, %v; want nothing to do", removed, err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	e := newEnv(t)
 	tests := []struct {

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"HostsChangedSince", testHostsChangedSince},
 		{"WatchInstance", testWatchInstance},
 		{"FencedWrites", testFencedWrites},
+		{"Purges", testPurges},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
