@@ -262,3 +262,44 @@ func (s *slowBodies) check(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiHostTenantPurge: a tenant is deleted while one of its hosts is
+// down. The connected host drops its images at once; the tenant's name may
+// be taken again (the down host is NotReady); the down host drops the old
+// tenant's images before it registers again, so the new tenant of that
+// name sees none of them on any host.
+func TestMultiHostTenantPurge(t *testing.T) {
+	p := startPool(t, map[string]string{"tp-a": "a", "tp-b": "b"})
+	a, b := p.agents["tp-a"], p.agents["tp-b"]
+	const label = "kanga.dev/tenant.hostile-d=1"
+	tok := strings.TrimSpace(p.must("tenant", "create", "hostile-d"))
+	defer p.kanga("tenant", "rm", "hostile-d")
+	p.eventually("the tenant's image on both hosts", 60*time.Second, func() bool {
+		if r := p.asTenant(tok, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+			t.Logf("import: %s", r.stderr)
+		}
+		return strings.Contains(a.ctrOut("images", "ls"), label) && strings.Contains(b.ctrOut("images", "ls"), label)
+	})
+
+	p.stopAgent(b)
+	p.eventually("tp-b to be NotReady", 30*time.Second, func() bool {
+		return p.hosts()["tp-b"].Status.Phase == api.HostNotReady
+	})
+	p.must("tenant", "rm", "hostile-d")
+	if out := a.ctrOut("images", "ls"); strings.Contains(out, label) {
+		t.Fatalf("tp-a kept the deleted tenant's image:\n%s", out)
+	}
+	tok = strings.TrimSpace(p.must("tenant", "create", "hostile-d"))
+
+	p.startAgent(b, "")
+	p.waitReady("tp-b")
+	if out := b.ctrOut("images", "ls"); strings.Contains(out, label) {
+		t.Fatalf("tp-b came back with the deleted tenant's image:\n%s", out)
+	}
+	if r := p.asTenant(tok, "image", "ls"); r.code != 0 || strings.Contains(r.stdout, "kanga.test/busybox") {
+		t.Fatalf("the re-created tenant sees images (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if log, _ := os.ReadFile(b.logPath); !strings.Contains(string(log), "removed what this host kept of a deleted tenant") {
+		t.Errorf("tp-b's log does not show the purge")
+	}
+}
