@@ -191,6 +191,10 @@ func newFlushWriter(w http.ResponseWriter, r *http.Request) *flushWriter {
 func (f *flushWriter) Write(p []byte) (int, error) {
 	if f.timeout > 0 {
 		_ = f.rc.SetWriteDeadline(time.Now().Add(f.timeout))
+		// Lifted after the write: a stream may be quiet for long (logs
+		// -f), and an HTTP/2 stream is reset when its deadline passes,
+		// writing or not.
+		defer func() { _ = f.rc.SetWriteDeadline(time.Time{}) }()
 	}
 	n, err := f.w.Write(p)
 	if err == nil {

@@ -3,12 +3,14 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -289,5 +291,57 @@ func TestImportFailureKeepsConnection(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the server's wait for the next request
 	if strings.Contains(s.log.String(), "panic") {
 		t.Errorf("net/http logged a panic:\n%s", s.log)
+	}
+}
+
+// quietLogsHost writes a line, stays quiet for longer than the write
+// timeout, and writes another: a logs -f of an instance that prints
+// seldom.
+type quietLogsHost struct {
+	*fakeHost
+	quiet time.Duration
+}
+
+func (h quietLogsHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
+	if _, err := io.WriteString(w, "first\n"); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(h.quiet):
+	}
+	_, err := io.WriteString(w, "second\n")
+	return err
+}
+
+// TestQuietStreamOverHTTP2: the write timeout bounds each write, not the
+// quiet between writes, also on HTTP/2 (the API over TLS), where a stream
+// whose deadline passes is reset whether it writes or not.
+func TestQuietStreamOverHTTP2(t *testing.T) {
+	e := newEnv(t, 0)
+	e.mustCreate(t, e.a, "quiet")
+	srv := New(e.store, quietLogsHost{fakeHost: newFakeHost(), quiet: 2 * testLimits.WriteTimeout},
+		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ts := httptest.NewUnstartedServer(LimitBodies(srv.Handler(), testLimits))
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	req, err := http.NewRequestWithContext(t.Context(), "GET", ts.URL+"/v1/instances/quiet/logs?follow=true", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.a.token)
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "first\nsecond\n" {
+		t.Errorf("logs -f quiet for twice the write timeout = %q, %v; want both lines", body, err)
 	}
 }
