@@ -27,6 +27,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -38,9 +39,10 @@ import (
 // server or gets a 500 (the host and the store are healthy), and that
 // every answer has the documented shape.
 
-// archiveHost is the fake host with a real archive reader: containerd's
-// own importer (the code kanga's image service runs) into a content store
-// on disk, so that the fuzzer feeds tar and OCI parsing, not a stub.
+// archiveHost is the fake host with a real archive reader: the image
+// service's archive filter and containerd's own importer (the code kanga's
+// image service runs) into a content store on disk, so that the fuzzer
+// feeds tar and OCI parsing, not a stub.
 type archiveHost struct {
 	*fakeHost
 	store content.Store
@@ -48,7 +50,9 @@ type archiveHost struct {
 
 func (h *archiveHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	progress(api.Progress{Status: "reading archive"})
-	desc, err := archive.ImportIndex(ctx, h.store, r)
+	safe := image.SafeArchive(r)
+	defer safe.Close()
+	desc, err := archive.ImportIndex(ctx, h.store, safe)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -156,7 +156,9 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 	defer done(context.WithoutCancel(ctx))
 
 	pr := newProgressReader(r, progress)
-	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), pr)
+	safe := SafeArchive(pr)
+	defer safe.Close()
+	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), safe)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -184,6 +186,10 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 	return out, nil
 }
 
+// maxIndexSize bounds the archive index read into memory; a real one
+// names a few images in a few hundred bytes each.
+const maxIndexSize = 4 << 20
+
 // namedManifests walks the imported index like containerd's client.Import
 // does (labelling children so the collector keeps them), and returns one
 // record per named manifest, with the name normalized.
@@ -196,6 +202,9 @@ func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) 
 	var handler images.HandlerFunc = func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if desc.Digest != index.Digest {
 			return images.Children(ctx, cs, desc)
+		}
+		if desc.Size > maxIndexSize {
+			return nil, fmt.Errorf("the archive's index is %d bytes, more than the %d an index needs: %w", desc.Size, maxIndexSize, errdefs.ErrInvalidArgument)
 		}
 		p, err := content.ReadBlob(ctx, cs, desc)
 		if err != nil {

@@ -259,6 +259,18 @@ func TestErrors(t *testing.T) {
 		{"uppercase ref", func() error { _, err := e.svc.Config(e.ctx, "a", "UPPER/case"); return err }, errdefs.ErrInvalidArgument},
 		{"empty tenant", func() error { _, err := e.svc.List(e.ctx, ""); return err }, errdefs.ErrInvalidArgument},
 		{"tenant with quote", func() error { _, err := e.svc.List(e.ctx, `a"b`); return err }, errdefs.ErrInvalidArgument},
+		{"sparse archive entry", func() error {
+			f, err := os.Open("testdata/sparse-bomb.tar")
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = e.svc.Import(e.ctx, "a", f, nil)
+			if err != nil && !strings.Contains(err.Error(), "sparse") {
+				return fmt.Errorf("the refusal does not say why: %w", err)
+			}
+			return err
+		}, errdefs.ErrInvalidArgument},
 		{"garbage archive", func() error {
 			_, err := e.svc.Import(e.ctx, "a", strings.NewReader("not a tar"), nil)
 			return err
