@@ -49,7 +49,9 @@ var DefaultLimits = Limits{
 	StreamMinBytes:    30 << 10,
 	WriteTimeout:      60 * time.Second,
 	IdleTimeout:       90 * time.Second,
-	MaxHeaderBytes:    64 << 10,
+	// Room for an exec's command and environment, which travel in the
+	// query string (a single argument of a process is at most 128 KiB).
+	MaxHeaderBytes: 256 << 10,
 }
 
 // NewHTTPServer returns an http.Server for h with the limits l; the

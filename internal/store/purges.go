@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kanga-run/kanga/api"
@@ -23,16 +24,23 @@ import (
 // name, and an image removed while a host was away does not come back
 // with it.
 //
-//	/kanga/purges/<tenant>/<image or *>       JSON Purge
-//	/kanga/purge-acks/<host>/<tenant>/<image or *>  the generation done
+//	/kanga/purges/<tenant>/<image or *>              JSON Purge
+//	/kanga/purge-acks/<tenant>/<image or *>/<host>   the generation it did
 //
 // A purge's generation is its key's etcd mod revision: unique, and higher
-// for a later purge of the same thing.
+// for a later purge of the same thing, which also clears the older one's
+// acknowledgements. The costs stay per purge and per host: a host reads
+// the pending purges and its own acknowledgement of each; an
+// acknowledgement counts the others (and looks at them one by one only
+// once there are as many as hosts).
 const (
 	purgesPrefix    = "/kanga/purges/"
 	purgeAcksPrefix = "/kanga/purge-acks/"
 	// allImages stands for the whole tenant; no image reference contains it.
 	allImages = "*"
+	// maxTxnOps stays under etcd's default limit of operations in one
+	// transaction (128).
+	maxTxnOps = 100
 )
 
 // Purge asks every host to drop what it keeps of a tenant (Image empty:
@@ -56,37 +64,42 @@ func purgeSuffix(tenantName, img string) string {
 
 func purgeKey(tenantName, img string) string { return purgesPrefix + purgeSuffix(tenantName, img) }
 
-func purgeAckKey(host, tenantName, img string) string {
-	return purgeAcksPrefix + host + "/" + purgeSuffix(tenantName, img)
+func purgeAcksOf(tenantName, img string) string {
+	return purgeAcksPrefix + purgeSuffix(tenantName, img) + "/"
 }
 
-func purgeOp(p Purge) (clientv3.Op, error) {
+// purgeOps record p, replacing an older purge of the same thing and its
+// acknowledgements.
+func purgeOps(p Purge) ([]clientv3.Op, error) {
 	if err := tenant.Validate(p.Tenant); err != nil {
-		return clientv3.Op{}, err
+		return nil, err
 	}
 	if p.Image == allImages || strings.ContainsAny(p.Image, "\x00") {
-		return clientv3.Op{}, fmt.Errorf("image %q: %w", p.Image, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("image %q: %w", p.Image, errdefs.ErrInvalidArgument)
 	}
 	p.Generation = 0
 	b, err := json.Marshal(p)
 	if err != nil {
-		return clientv3.Op{}, err
+		return nil, err
 	}
-	return clientv3.OpPut(purgeKey(p.Tenant, p.Image), string(b)), nil
+	return []clientv3.Op{
+		clientv3.OpPut(purgeKey(p.Tenant, p.Image), string(b)),
+		clientv3.OpDelete(purgeAcksOf(p.Tenant, p.Image), clientv3.WithPrefix()),
+	}, nil
 }
 
 // RecordPurge stores p for every host to carry out and returns it with
 // its generation.
 func (s *Store) RecordPurge(ctx context.Context, p Purge) (Purge, error) {
-	op, err := purgeOp(p)
+	ops, err := purgeOps(p)
 	if err != nil {
 		return Purge{}, err
 	}
-	resp, err := s.client.Do(ctx, op)
+	resp, err := s.client.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return Purge{}, s.etcdErr(ctx, "record purge", err)
 	}
-	p.Generation = resp.Put().Header.Revision
+	p.Generation = resp.Header.Revision
 	return p, nil
 }
 
@@ -95,29 +108,39 @@ func (s *Store) Purges(ctx context.Context, host string) ([]Purge, error) {
 	if err := checkHostName(host); err != nil {
 		return nil, err
 	}
-	resp, err := s.client.Txn(ctx).Then(
-		clientv3.OpGet(purgesPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend)),
-		clientv3.OpGet(purgeAcksPrefix+host+"/", clientv3.WithPrefix()),
-	).Commit()
+	resp, err := s.client.Get(ctx, purgesPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend))
 	if err != nil {
 		return nil, s.etcdErr(ctx, "list purges", err)
 	}
-	done := map[string]int64{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		gen, _ := strconv.ParseInt(string(kv.Value), 10, 64)
-		done[strings.TrimPrefix(string(kv.Key), purgeAcksPrefix+host+"/")] = gen
-	}
-	var out []Purge
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		if done[strings.TrimPrefix(string(kv.Key), purgesPrefix)] >= kv.ModRevision {
-			continue
-		}
+	var all []Purge
+	for _, kv := range resp.Kvs {
 		var p Purge
 		if err := json.Unmarshal(kv.Value, &p); err != nil {
 			return nil, fmt.Errorf("store: decode purge %s: %w", kv.Key, err)
 		}
 		p.Generation = kv.ModRevision
-		out = append(out, p)
+		all = append(all, p)
+	}
+	var out []Purge
+	for len(all) > 0 {
+		batch := all[:min(len(all), maxTxnOps)]
+		all = all[len(batch):]
+		ops := make([]clientv3.Op, len(batch))
+		for i, p := range batch {
+			ops[i] = clientv3.OpGet(purgeAcksOf(p.Tenant, p.Image) + host)
+		}
+		acks, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, s.etcdErr(ctx, "read purge acknowledgements", err)
+		}
+		for i, p := range batch {
+			if kvs := acks.Responses[i].GetResponseRange().Kvs; len(kvs) > 0 {
+				if g, _ := strconv.ParseInt(string(kvs[0].Value), 10, 64); g >= p.Generation {
+					continue
+				}
+			}
+			out = append(out, p)
+		}
 	}
 	return out, nil
 }
@@ -127,7 +150,7 @@ func (s *Store) Purges(ctx context.Context, host string) ([]Purge, error) {
 func (s *Store) TenantPurgePending(ctx context.Context, name string) ([]string, error) {
 	resp, err := s.client.Txn(ctx).Then(
 		clientv3.OpGet(purgeKey(name, "")),
-		clientv3.OpGet(purgeAcksPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(purgeAcksOf(name, ""), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, s.etcdErr(ctx, "read purge", err)
@@ -136,16 +159,7 @@ func (s *Store) TenantPurgePending(ctx context.Context, name string) ([]string, 
 	if len(kvs) == 0 {
 		return nil, nil
 	}
-	gen := kvs[0].ModRevision
-	suffix := "/" + purgeSuffix(name, "")
-	done := map[string]bool{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		k := strings.TrimPrefix(string(kv.Key), purgeAcksPrefix)
-		if host, ok := strings.CutSuffix(k, suffix); ok {
-			g, _ := strconv.ParseInt(string(kv.Value), 10, 64)
-			done[host] = g >= gen
-		}
-	}
+	done := acked(resp.Responses[1].GetResponseRange().Kvs, purgeAcksOf(name, ""), kvs[0].ModRevision)
 	hosts, err := s.ListHosts(ctx)
 	if err != nil {
 		return nil, err
@@ -159,8 +173,21 @@ func (s *Store) TenantPurgePending(ctx context.Context, name string) ([]string, 
 	return pending, nil
 }
 
-// AckPurge records that host carried out p. Once every registered host
-// has, the purge and its acknowledgements are removed.
+// acked returns the hosts whose acknowledgement (under prefix) covers
+// generation gen.
+func acked(kvs []*mvccpb.KeyValue, prefix string, gen int64) map[string]bool {
+	done := map[string]bool{}
+	for _, kv := range kvs {
+		if g, _ := strconv.ParseInt(string(kv.Value), 10, 64); g >= gen {
+			done[strings.TrimPrefix(string(kv.Key), prefix)] = true
+		}
+	}
+	return done
+}
+
+// AckPurge records that host carried out p (unless a newer purge of the
+// same thing replaced it meanwhile). Once every registered host has, the
+// purge and its acknowledgements are removed.
 func (s *Store) AckPurge(ctx context.Context, host string, p Purge) error {
 	if err := checkHostName(host); err != nil {
 		return err
@@ -168,33 +195,27 @@ func (s *Store) AckPurge(ctx context.Context, host string, p Purge) error {
 	if err := tenant.Validate(p.Tenant); err != nil {
 		return err
 	}
-	suffix := purgeSuffix(p.Tenant, p.Image)
-	if _, err := s.client.Put(ctx, purgeAckKey(host, p.Tenant, p.Image), strconv.FormatInt(p.Generation, 10)); err != nil {
+	key, acks := purgeKey(p.Tenant, p.Image), purgeAcksOf(p.Tenant, p.Image)
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", p.Generation)).
+		Then(
+			clientv3.OpPut(acks+host, strconv.FormatInt(p.Generation, 10)),
+			clientv3.OpGet(acks, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+			clientv3.OpGet(hostsPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		).Commit()
+	if err != nil {
 		return s.etcdErr(ctx, "acknowledge purge", err)
 	}
-	// Collect the purge once no registered host needs it any more.
-	resp, err := s.client.Txn(ctx).Then(
-		clientv3.OpGet(purgesPrefix+suffix),
-		clientv3.OpGet(purgeAcksPrefix, clientv3.WithPrefix()),
-	).Commit()
+	if !resp.Succeeded || resp.Responses[1].GetResponseRange().Count < resp.Responses[2].GetResponseRange().Count {
+		return nil // replaced, or hosts still to go
+	}
+	// As many acknowledgements as hosts: collect the purge once each
+	// registered host is among them.
+	resp, err = s.client.Txn(ctx).Then(clientv3.OpGet(acks, clientv3.WithPrefix())).Commit()
 	if err != nil {
-		return s.etcdErr(ctx, "read purge", err)
+		return s.etcdErr(ctx, "read purge acknowledgements", err)
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) == 0 {
-		return nil
-	}
-	gen := kvs[0].ModRevision
-	done := map[string]bool{}
-	var ackKeys []string
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		k := strings.TrimPrefix(string(kv.Key), purgeAcksPrefix)
-		if h, ok := strings.CutSuffix(k, "/"+suffix); ok && !strings.Contains(h, "/") {
-			g, _ := strconv.ParseInt(string(kv.Value), 10, 64)
-			done[h] = g >= gen
-			ackKeys = append(ackKeys, string(kv.Key))
-		}
-	}
+	done := acked(resp.Responses[0].GetResponseRange().Kvs, acks, p.Generation)
 	hosts, err := s.ListHosts(ctx)
 	if err != nil {
 		return err
@@ -204,12 +225,8 @@ func (s *Store) AckPurge(ctx context.Context, host string, p Purge) error {
 			return nil
 		}
 	}
-	ops := []clientv3.Op{clientv3.OpDelete(purgesPrefix + suffix)}
-	for _, k := range ackKeys {
-		ops = append(ops, clientv3.OpDelete(k))
-	}
-	// Only if no newer purge of the same thing came meanwhile.
-	if _, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(purgesPrefix+suffix), "=", gen)).Then(ops...).Commit(); err != nil {
+	if _, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", p.Generation)).
+		Then(clientv3.OpDelete(key), clientv3.OpDelete(acks, clientv3.WithPrefix())).Commit(); err != nil {
 		return s.etcdErr(ctx, "collect purge", err)
 	}
 	return nil

@@ -125,15 +125,14 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if err != nil {
 		return s.etcdErr(ctx, "list tenant tokens", err)
 	}
-	purge, err := purgeOp(Purge{Tenant: name, At: time.Now().UTC()})
+	purge, err := purgeOps(Purge{Tenant: name, At: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{
+	ops := append([]clientv3.Op{
 		clientv3.OpDelete(tenantKey(name)),
 		clientv3.OpDelete(tenantTokensPrefix+name+"/", clientv3.WithPrefix()),
-		purge,
-	}
+	}, purge...)
 	for _, kv := range idx.Kvs {
 		hash := strings.TrimPrefix(string(kv.Key), tenantTokensPrefix+name+"/")
 		ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))
