@@ -316,14 +316,10 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 
 // List returns the tenant's images, sorted by name.
 func (s *Service) List(ctx context.Context, tenant string) ([]api.Image, error) {
-	label, err := tenantLabel(tenant)
+	ctx = withNamespace(ctx)
+	recs, _, err := s.records(ctx, tenant)
 	if err != nil {
 		return nil, err
-	}
-	ctx = withNamespace(ctx)
-	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
-	if err != nil {
-		return nil, classify("list images", err)
 	}
 	out := make([]api.Image, 0, len(recs))
 	for _, rec := range recs {
@@ -417,19 +413,28 @@ func (s *Service) unbind(ctx context.Context, tenant string, rec images.Image) e
 	return nil
 }
 
+// records returns the image records tenant has, and its label.
+func (s *Service) records(ctx context.Context, tenant string) ([]images.Image, string, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return nil, "", err
+	}
+	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
+	if err != nil {
+		return nil, "", classify("list the images of tenant "+tenant, err)
+	}
+	return recs, label, nil
+}
+
 // RemoveTenant takes every image away from tenant (it was deleted):
 // records no other tenant has go, the others lose its label. It returns
 // the names it removed.
 func (s *Service) RemoveTenant(ctx context.Context, tenant string) ([]string, error) {
 	defer s.notify()
-	label, err := tenantLabel(tenant)
+	ctx = withNamespace(ctx)
+	recs, label, err := s.records(ctx, tenant)
 	if err != nil {
 		return nil, err
-	}
-	ctx = withNamespace(ctx)
-	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
-	if err != nil {
-		return nil, classify("list images of tenant "+tenant, err)
 	}
 	var removed []string
 	for _, rec := range recs {
