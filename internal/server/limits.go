@@ -99,11 +99,14 @@ func LimitBodies(h http.Handler, l Limits) http.Handler {
 			// reply; nothing is read from the client here.
 			_, _ = http.MaxBytesReader(w, io.NopCloser(strings.NewReader("x")), 0).Read(make([]byte, 1))
 		}}
+		// A copy: net/http looks at the original request's body after the
+		// handler (and before it writes a response).
+		r2 := r.WithContext(context.WithValue(r.Context(), connKey{}, c))
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && l.BodyTimeout > 0 {
 			_ = rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			r2.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), connKey{}, c)))
+		h.ServeHTTP(w, r2)
 	})
 }
 

@@ -200,6 +200,8 @@ func (s *Server) Handler() http.Handler {
 		limit := !streamedBodies[r.Method+" "+r.Pattern]
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if limit {
+				// On a copy: net/http looks at the original's body.
+				req = req.WithContext(req.Context())
 				req.Body = http.MaxBytesReader(w, req.Body, maxBody)
 			}
 			if err := h(s, w, req); err != nil {
