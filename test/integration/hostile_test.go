@@ -263,38 +263,77 @@ func (s *slowBodies) check(t *testing.T) {
 	}
 }
 
-// TestMultiHostTenantPurge: a tenant is deleted while one of its hosts is
-// down. The connected host drops its images at once; the tenant's name may
-// be taken again (the down host is NotReady); the down host drops the old
-// tenant's images before it registers again, so the new tenant of that
-// name sees none of them on any host.
+// TestMultiHostTenantPurge: images are removed on every host through the
+// host link, also from a host that is down at the time: an image removed
+// while a host was away does not come back with it, and a tenant deleted
+// while a host was away leaves nothing on it. The connected host drops
+// what it has at once; the tenant's name may be taken again meanwhile
+// (the down host is NotReady); the down host drops the old tenant's
+// images before it registers again, so the new tenant of that name sees
+// none of them on any host.
 func TestMultiHostTenantPurge(t *testing.T) {
 	p := startPool(t, map[string]string{"tp-a": "a", "tp-b": "b"})
 	a, b := p.agents["tp-a"], p.agents["tp-b"]
-	const label = "kanga.dev/tenant.hostile-d=1"
+	const (
+		label = "kanga.dev/tenant.hostile-d=1"
+		ref   = "kanga.test/busybox:latest"
+	)
 	tok := strings.TrimSpace(p.must("tenant", "create", "hostile-d"))
 	defer p.kanga("tenant", "rm", "hostile-d")
-	p.eventually("the tenant's image on both hosts", 60*time.Second, func() bool {
-		if r := p.asTenant(tok, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
-			t.Logf("import: %s", r.stderr)
-		}
-		return strings.Contains(a.ctrOut("images", "ls"), label) && strings.Contains(b.ctrOut("images", "ls"), label)
-	})
+	has := func(h *hostAgent) bool { return strings.Contains(h.ctrOut("images", "ls"), label) }
+	importBoth := func() {
+		p.eventually("the tenant's image on both hosts", 60*time.Second, func() bool {
+			if r := p.asTenant(tok, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+				t.Logf("import: %s", r.stderr)
+			}
+			return has(a) && has(b)
+		})
+	}
+	stopB := func() {
+		p.stopAgent(b)
+		p.eventually("tp-b to be NotReady", 30*time.Second, func() bool {
+			return p.hosts()["tp-b"].Status.Phase == api.HostNotReady
+		})
+	}
+	startB := func() {
+		p.startAgent(b, "")
+		p.waitReady("tp-b")
+	}
 
-	p.stopAgent(b)
-	p.eventually("tp-b to be NotReady", 30*time.Second, func() bool {
-		return p.hosts()["tp-b"].Status.Phase == api.HostNotReady
-	})
+	// image rm with both hosts up reaches both.
+	importBoth()
+	if r := p.asTenant(tok, "image", "rm", ref); r.code != 0 {
+		t.Fatalf("image rm: %s", r.stderr)
+	}
+	if has(a) || has(b) {
+		t.Fatalf("image rm left the image: tp-a %v, tp-b %v", has(a), has(b))
+	}
+
+	// image rm while tp-b is down: it removes it when it is back.
+	importBoth()
+	stopB()
+	if r := p.asTenant(tok, "image", "rm", ref); r.code != 0 {
+		t.Fatalf("image rm with tp-b down: %s", r.stderr)
+	}
+	if has(a) {
+		t.Fatal("tp-a kept the removed image")
+	}
+	startB()
+	if has(b) {
+		t.Fatalf("tp-b came back with the removed image:\n%s", b.ctrOut("images", "ls"))
+	}
+
+	// tenant rm while tp-b is down.
+	importBoth()
+	stopB()
 	p.must("tenant", "rm", "hostile-d")
-	if out := a.ctrOut("images", "ls"); strings.Contains(out, label) {
-		t.Fatalf("tp-a kept the deleted tenant's image:\n%s", out)
+	if has(a) {
+		t.Fatalf("tp-a kept the deleted tenant's image:\n%s", a.ctrOut("images", "ls"))
 	}
 	tok = strings.TrimSpace(p.must("tenant", "create", "hostile-d"))
-
-	p.startAgent(b, "")
-	p.waitReady("tp-b")
-	if out := b.ctrOut("images", "ls"); strings.Contains(out, label) {
-		t.Fatalf("tp-b came back with the deleted tenant's image:\n%s", out)
+	startB()
+	if has(b) {
+		t.Fatalf("tp-b came back with the deleted tenant's image:\n%s", b.ctrOut("images", "ls"))
 	}
 	if r := p.asTenant(tok, "image", "ls"); r.code != 0 || strings.Contains(r.stdout, "kanga.test/busybox") {
 		t.Fatalf("the re-created tenant sees images (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
