@@ -92,11 +92,16 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log})
 	inner := srv.Handler()
 	mux := http.NewServeMux()
+	methods := server.NewMethods()
 	for _, r := range server.Routes {
 		if hostRoutes[r.Method+" "+r.Pattern] {
 			mux.Handle(r.Method+" "+r.Pattern, inner)
+			methods.Add(r.Method, r.Pattern)
 		}
 	}
+	methods.Add(http.MethodGet, pathImageConfig)
+	methods.Add(http.MethodDelete, pathImage)
+	methods.Add(http.MethodDelete, pathTenant)
 	mux.HandleFunc("GET "+pathImageConfig, func(w http.ResponseWriter, r *http.Request) {
 		t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 		if err := tenant.Validate(t); err != nil {
@@ -136,6 +141,11 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 		return rm.RemoveTenant(ctx, t)
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		server.RefuseBody(r)
+		if err := methods.NotAllowed(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		writeError(w, fmt.Errorf("the host API has no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -183,6 +183,7 @@ func TestRefusals(t *testing.T) {
 		{"no client certificate, heartbeat", anon, "/hostlink/v1/hosts/h1/heartbeat", http.StatusUnauthorized},
 		{"another host's certificate", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances", http.StatusForbidden},
 		{"another host's certificate, instance", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances/default/a", http.StatusForbidden},
+		{"wrong method", anon, "/hostlink/v1/join", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,6 +194,9 @@ func TestRefusals(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			if tt.want == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "POST" {
+				t.Fatalf("Allow %q, want POST", resp.Header.Get("Allow"))
 			}
 		})
 	}

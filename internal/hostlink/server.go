@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -77,18 +78,29 @@ func (s *Server) Handler() http.Handler {
 	s.hub = newHub(s.Store, s.Logger)
 	go s.hub.run(context.Background())
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathJoin, s.join)
-	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
-	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
-	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
-	mux.Handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
-	mux.Handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
-	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
-	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
-	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
-	mux.Handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
-	mux.Handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	methods := server.NewMethods()
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		method, path, _ := strings.Cut(pattern, " ")
+		methods.Add(method, path)
+	}
+	handle("POST "+pathJoin, http.HandlerFunc(s.join))
+	handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
+	handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
+	handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
+	handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
+	handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
+	handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
+	handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
+	handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
+	handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		server.RefuseBody(r)
+		if err := methods.NotAllowed(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return mux

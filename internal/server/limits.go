@@ -243,3 +243,41 @@ func tooLarge(err error) error {
 	}
 	return nil
 }
+
+// Methods knows which methods each path of a mux serves, so that its
+// catch-all can answer a wrong method on an existing path with 405 and
+// an Allow header (RFC 9110 15.5.6) rather than 404. net/http's mux does
+// that by itself only without a catch-all route.
+type Methods struct {
+	paths *http.ServeMux
+	allow map[string][]string
+}
+
+// NewMethods returns an empty index.
+func NewMethods() *Methods {
+	return &Methods{paths: http.NewServeMux(), allow: map[string][]string{}}
+}
+
+// Add records that pattern (without its method) serves method.
+func (m *Methods) Add(method, pattern string) {
+	if _, ok := m.allow[pattern]; !ok {
+		m.paths.Handle(pattern, http.NotFoundHandler())
+	}
+	m.allow[pattern] = append(m.allow[pattern], method)
+	if method == http.MethodGet {
+		m.allow[pattern] = append(m.allow[pattern], http.MethodHead)
+	}
+}
+
+// NotAllowed returns, for a request no route took, the error to answer
+// with when its path exists under other methods, after setting the Allow
+// header; nil when the path does not exist.
+func (m *Methods) NotAllowed(w http.ResponseWriter, r *http.Request) error {
+	_, pattern := m.paths.Handler(r)
+	if pattern == "" {
+		return nil
+	}
+	methods := strings.Join(m.allow[pattern], ", ")
+	w.Header().Set("Allow", methods)
+	return fmt.Errorf("%s %s: this endpoint allows %s only: %w", r.Method, r.URL.Path, methods, errdefs.ErrMethodNotAllowed)
+}

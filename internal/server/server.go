@@ -4,15 +4,12 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -191,10 +188,7 @@ var streamedBodies = map[string]bool{"POST /v1/images/import": true}
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	// paths finds the route a request's path names whatever its method,
-	// for the 405 of a wrong method and its Allow header.
-	paths := http.NewServeMux()
-	allow := map[string][]string{}
+	methods := NewMethods()
 	for _, r := range Routes {
 		h := r.handler
 		limit := !streamedBodies[r.Method+" "+r.Pattern]
@@ -212,23 +206,14 @@ func (s *Server) Handler() http.Handler {
 			hf = s.authenticate(hf)
 		}
 		mux.Handle(r.Method+" "+r.Pattern, hf)
-		if _, ok := allow[r.Pattern]; !ok {
-			paths.Handle(r.Pattern, http.NotFoundHandler())
-		}
-		allow[r.Pattern] = append(allow[r.Pattern], r.Method)
-		if r.Method == http.MethodGet {
-			allow[r.Pattern] = append(allow[r.Pattern], http.MethodHead)
-		}
+		methods.Add(r.Method, r.Pattern)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		if _, pattern := paths.Handler(req); pattern != "" {
-			methods := strings.Join(allow[pattern], ", ")
-			w.Header().Set("Allow", methods)
-			RefuseBody(req)
-			s.writeError(w, req, fmt.Errorf("%s %s: this endpoint allows %s only: %w", req.Method, req.URL.Path, methods, errdefs.ErrMethodNotAllowed))
+		RefuseBody(req)
+		if err := methods.NotAllowed(w, req); err != nil {
+			s.writeError(w, req, err)
 			return
 		}
-		RefuseBody(req)
 		s.writeError(w, req, errNoRoute(req))
 	})
 	return s.logRequests(mux)
