@@ -297,6 +297,11 @@ func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
 func (l *Link) Purges(ctx context.Context) ([]store.Purge, error) {
 	var ps []store.Purge
 	err := l.do(ctx, http.MethodGet, "/purges", nil, &ps)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// A server older than purges has no such route, and none to give:
+		// an agent upgraded first still registers.
+		return nil, nil
+	}
 	return ps, err
 }
 
