@@ -16,7 +16,9 @@ import (
 // Store is the state the API reads and writes. Every method takes the
 // tenant from the context.
 type Store interface {
-	CreateInstance(ctx context.Context, inst *api.Instance) error
+	// CreateInstance stores a new instance; store.WithQuota admits it
+	// under the tenant's quota in the same transaction.
+	CreateInstance(ctx context.Context, inst *api.Instance, opts ...store.CreateOption) error
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	ListInstances(ctx context.Context) ([]api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
@@ -31,6 +33,9 @@ type Store interface {
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	DeleteTenant(ctx context.Context, name string) error
+	UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error)
+	// TenantUsage is what the tenant's instances count against its quota.
+	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
 
 	HostStore
 }

@@ -10,6 +10,7 @@
 //
 //	/kanga/instances/<tenant>/<name>  JSON api.Instance
 //	/kanga/tokens/<sha256(token) hex>  JSON {"tenant": ...}
+//	/kanga/usage/<tenant>              JSON api.QuotaAmounts (see usage.go)
 package store
 
 import (
