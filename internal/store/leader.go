@@ -126,6 +126,7 @@ func (s *Store) DeleteInstanceIf(ctx context.Context, l *Leader, tenantName, nam
 			return s.etcdErr(ctx, "delete instance", err)
 		}
 		if resp.Succeeded {
+			s.usage.Delete(tenantName)
 			return nil
 		}
 		if kvs := resp.Responses[1].GetResponseRange().Kvs; resp.Responses[0].GetResponseRange().Count > 0 &&

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,9 @@ type Store struct {
 	logger *slog.Logger
 	// closing silences etcd's log during Close.
 	closing atomic.Bool
+	// usage remembers, per tenant, the quota usage record this store
+	// wrote last (a usageRecord): a guess that saves creates a read.
+	usage sync.Map
 }
 
 // dialTimeout bounds how long Open waits for an external cluster to answer.

@@ -151,34 +151,74 @@ func (s *Store) readWithUsage(ctx context.Context, t, key string, opts ...client
 
 // createInstance stores inst under key with its charge added to the
 // tenant's usage, admitted by limits when given.
+//
+// The usage last written by this store is remembered per tenant, so that
+// the common case (one API server making a tenant's creates) costs one
+// transaction, as a create without quotas did: a stale guess fails the
+// transaction's compare, whose Else branch returns the current record. A
+// refusal is only ever decided on a record just read.
 func (s *Store) createInstance(ctx context.Context, t, key string, inst *api.Instance, val string, limits *api.QuotaAmounts) error {
 	charge := model.QuotaCharge(&inst.Spec)
-	for {
-		existing, u, err := s.readWithUsage(ctx, t, key, clientv3.WithCountOnly())
+	var (
+		u     usageRecord
+		fresh bool
+	)
+	if v, ok := s.usage.Load(t); ok {
+		u = v.(usageRecord)
+	} else {
+		existing, cur, err := s.readWithUsage(ctx, t, key, clientv3.WithCountOnly())
 		if err != nil {
 			return err
 		}
 		if existing != nil {
 			return alreadyExists(inst.Name, t)
 		}
+		u, fresh = cur, true
+	}
+	for {
 		if limits != nil {
 			if err := model.CheckQuota(t, u.used, charge, *limits); err != nil {
-				return err
+				if fresh {
+					return err
+				}
+				existing, cur, rerr := s.readWithUsage(ctx, t, key, clientv3.WithCountOnly())
+				if rerr != nil {
+					return rerr
+				}
+				if existing != nil {
+					return alreadyExists(inst.Name, t)
+				}
+				u, fresh = cur, true
+				continue
 			}
 		}
+		next := model.Add(u.used, charge)
 		resp, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 				clientv3.Compare(clientv3.ModRevision(usageKey(t)), "=", u.modRev)).
-			Then(clientv3.OpPut(key, val), putUsage(t, model.Add(u.used, charge))).
+			Then(clientv3.OpPut(key, val), putUsage(t, next)).
+			Else(clientv3.OpGet(key, clientv3.WithCountOnly()), clientv3.OpGet(usageKey(t))).
 			Commit()
 		if err != nil {
 			return s.etcdErr(ctx, "create instance", err)
 		}
 		if resp.Succeeded {
+			s.usage.Store(t, usageRecord{used: next, modRev: resp.Header.Revision})
 			return nil
 		}
-		// Another create or delete of the tenant, or this name, came
-		// first: read again.
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return alreadyExists(inst.Name, t)
+		}
+		// Another create or delete of the tenant came first (or the guess
+		// was stale): go on from the record as the transaction saw it.
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			if u, err = decodeUsage(kvs[0]); err != nil {
+				return err
+			}
+		} else if u, err = s.initUsage(ctx, t); err != nil {
+			return err
+		}
+		fresh = true
 	}
 }
 
@@ -211,6 +251,7 @@ func (s *Store) deleteInstance(ctx context.Context, t, key, name string) error {
 			return s.etcdErr(ctx, "delete instance", err)
 		}
 		if resp.Succeeded {
+			s.usage.Delete(t)
 			return nil
 		}
 		// The instance or the tenant's usage changed meanwhile: read again.
@@ -260,6 +301,7 @@ func (s *Store) ReconcileUsage(ctx context.Context, t string) (api.QuotaAmounts,
 			return api.QuotaAmounts{}, false, s.etcdErr(ctx, "store quota usage", err)
 		}
 		if put.Succeeded {
+			s.usage.Delete(t)
 			return want, true, nil
 		}
 	}

@@ -44,3 +44,36 @@ func TestUsageRepair(t *testing.T) {
 		t.Fatalf("usage rebuilt from the instances = %+v, %v; want %+v", used, err, want)
 	}
 }
+
+// TestUsageGuessStale: a store's remembered usage goes stale when another
+// store (another API server replica) removes an instance; a create that
+// the stale record would refuse reads again and is admitted.
+func TestUsageGuessStale(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Open(t.Context(), Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(t.Context(), Config{Endpoints: []string{"unix://" + dir + "/etcd.sock"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := tenant.WithName(t.Context(), "t")
+	limits := api.QuotaAmounts{Instances: 2, MilliCPU: -1, MemoryBytes: -1, Ports: -1, Volumes: -1, Devices: -1}
+	for _, name := range []string{"x", "y"} {
+		if err := a.CreateInstance(ctx, &api.Instance{Name: name, Tenant: "t"}, WithQuota(limits)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.DeleteInstance(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateInstance(ctx, &api.Instance{Name: "z", Tenant: "t"}, WithQuota(limits)); err != nil {
+		t.Fatalf("create after another store freed a place: %v", err)
+	}
+	if err := a.CreateInstance(ctx, &api.Instance{Name: "w", Tenant: "t"}, WithQuota(limits)); err == nil {
+		t.Fatal("a third instance was admitted under a quota of 2")
+	}
+}
