@@ -260,7 +260,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	r.ip = att.IP
 	r.att = att
 	prof.step("network")
-	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("creating the instance cgroup: %w", err)
 	}
 	prof.step("cgroup")
@@ -891,9 +891,9 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		}
 	}
 	r.a.netIDs.Delete(r.uid)
-	removeCgroup(r.uid)
+	r.a.removeCgroupNamed(r.uid)
 	if strings.HasPrefix(netID, pool.WarmPrefix) {
-		removeCgroup(netID) // the claimed warm container's
+		r.a.removeCgroupNamed(netID) // the claimed warm container's
 	}
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)

@@ -87,6 +87,7 @@ type warmCtr struct {
 	stdin *os.File // the agent's end of the holder's stdin FIFO
 	ack   *os.File // read-write end of the ack FIFO, held until the claim
 	ackRd *os.File // read-only end, opened once the holder is a writer
+	held  bool     // holds its tenant's cgroup (holdTenant)
 }
 
 func (a *Agent) ctrRecord(uid, name string) string {
@@ -189,7 +190,15 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	if w.stdin, err = os.OpenFile(stdinPath, os.O_RDWR, 0); err != nil {
 		return nil, err
 	}
-	opts := a.baseSpecOpts(img, w.att.NetNS, instanceCgroup(w.id)+"/warm", dir)
+	// Under the tenant's cgroup from the start: the warm container keeps
+	// its cgroup when an instance claims it. The hold ends with
+	// DestroyWarm, or with the claim (the instance's runner holds it then).
+	a.holdTenant(key.Tenant)
+	w.held = true
+	if _, err := a.applyTenantCgroup(ctx, key.Tenant); err != nil {
+		a.log.Warn("the tenant's cgroup is not capped", "tenant", key.Tenant, "err", err)
+	}
+	opts := a.baseSpecOpts(img, w.att.NetNS, a.tenantCgroup(key.Tenant)+"/"+w.id+"/warm", dir)
 	opts = append(opts,
 		oci.WithProcessArgs(holder.Path),
 		oci.WithHostname("localhost"),
@@ -266,8 +275,12 @@ func (a *Agent) DestroyWarm(ctx context.Context, v any) {
 	if err := a.cfg.Network.Teardown(ctx, w.id, nil); err != nil {
 		a.log.Warn("removing a warm container's network failed", "id", w.id, "err", err)
 	}
-	removeCgroup(w.id)
+	removeCgroup(a.tenantCgroup(w.key.Tenant) + "/" + w.id)
 	a.removeFiles(w.id)
+	if w.held {
+		w.held = false
+		a.releaseTenant(ctx, w.key.Tenant)
+	}
 }
 
 // takeWarm hands the runner a warm container for inst, if inst is one a
@@ -341,7 +354,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	r.a.netIDs.Store(r.uid, w.id)
 	// The warm container's cgroups keep their names (see cgName); the
 	// instance's limits go on its parent, as on any instance cgroup.
-	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("limiting the instance cgroup: %w", err)
 	}
 	r.mark("cgroup")
@@ -391,6 +404,11 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	c.status.FinishedAt = nil
 	c.status.PID = int(w.task.Pid())
 	c.warmSpec = spec
+	if w.held {
+		// The instance's runner holds the tenant's cgroup from now on.
+		w.held = false
+		go r.a.releaseTenant(context.WithoutCancel(ctx), w.key.Tenant)
+	}
 	r.event("Normal", "Started", "started container %s in a warm container (runtime %s)", name, inst.Spec.Runtime)
 	return nil
 }

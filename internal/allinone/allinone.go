@@ -50,7 +50,9 @@ type Options struct {
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
-	Logger    *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
+	CgroupRoot string
+	Logger     *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 	Defaults
@@ -127,6 +129,7 @@ func Run(ctx context.Context, o Options) error {
 	host, err := StartHost(ctx, HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
+		CgroupRoot: o.CgroupRoot,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -175,4 +176,17 @@ func (s *Store) UpdateTenant(ctx context.Context, name string, fn func(*api.Tena
 			return &t, nil
 		}
 	}
+}
+
+// TenantQuota returns tenant name's quota: nil when it has none, or no
+// record (the hosts ask only for the caps of their tenants' cgroups).
+func (s *Store) TenantQuota(ctx context.Context, name string) (*api.Quota, error) {
+	t, err := s.GetTenant(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t.Quota, nil
 }
