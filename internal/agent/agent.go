@@ -100,6 +100,9 @@ type Agent struct {
 	quotas     tenantQuotas
 	tenantMu   sync.Mutex     // serializes changes of tenant cgroups
 	tenantRefs map[string]int // holds on tenant cgroups (holdTenant)
+
+	logsMu sync.Mutex
+	logs   map[string]*logWriter // by path: the writers of the containers' logs
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -346,6 +349,13 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 	for _, e := range entries {
 		if !known[e.Name()] {
 			_ = os.RemoveAll(a.logDir(e.Name()))
+		}
+	}
+	// The log FIFOs of tasks gone with their instance or warm container.
+	fifos, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logfifo"))
+	for _, e := range fifos {
+		if !known[e.Name()] && !knownNet[e.Name()] {
+			_ = os.RemoveAll(a.logFIFODir(e.Name()))
 		}
 	}
 }

@@ -325,7 +325,10 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 	if c.fresh {
 		return r.startTask(ctx, c)
 	}
-	task, err := c.c.Task(ctx, nil)
+	// A running task's output goes on into the log from where the shim
+	// kept it waiting.
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	task, err := c.c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) { return r.a.attachLogIO(fifos, lw) })
 	if err == nil {
 		st, err := task.Status(ctx)
 		if err != nil {
@@ -395,7 +398,11 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	r.mark("task-lookup")
-	task, err := c.c.NewTask(ctx, cio.LogFile(r.a.logPath(r.uid, c.spec.Name)))
+	inst, _ := r.snapshot()
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
+	task, err := c.c.NewTask(ctx, logs)
+	created()
 	if err != nil {
 		return fmt.Errorf("creating task: %w", err)
 	}
@@ -894,6 +901,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	r.a.removeCgroupNamed(r.uid)
 	if strings.HasPrefix(netID, pool.WarmPrefix) {
 		r.a.removeCgroupNamed(netID) // the claimed warm container's
+		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)

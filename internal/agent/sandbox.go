@@ -125,8 +125,10 @@ func (a *Agent) logPath(uid, container string) string {
 }
 
 func (a *Agent) removeFiles(uid string) {
+	a.forgetLogs(a.logDir(uid))
 	_ = os.RemoveAll(a.logDir(uid))
 	_ = os.RemoveAll(a.sandboxDir(uid))
+	_ = os.RemoveAll(a.logFIFODir(uid))
 }
 
 // applyCgroup creates or updates the instance cgroup in every hierarchy

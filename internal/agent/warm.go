@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/typeurl/v2"
@@ -131,16 +130,6 @@ func newWarmID() string {
 	return pool.WarmPrefix + hex.EncodeToString(b)
 }
 
-// warmIO gives the holder a FIFO for stdin and a log file for its output:
-// the runc shim's "file" scheme copies stdin from the FIFO as the "fifo"
-// scheme does (containerd v1.6 pkg/process/io.go).
-type warmIO struct{ cfg cio.Config }
-
-func (w *warmIO) Config() cio.Config { return w.cfg }
-func (w *warmIO) Cancel()            {}
-func (w *warmIO) Wait()              {}
-func (w *warmIO) Close() error       { return nil }
-
 // MakeWarm implements pool.WarmMaker: it creates and starts a warm
 // container for key and waits until its holder reports ready.
 func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
@@ -226,10 +215,12 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
 	w.c = c
-	logPath := a.logPath(w.id, "warm")
-	task, err := c.NewTask(nctx, func(string) (cio.IO, error) {
-		return &warmIO{cio.Config{Stdin: stdinPath, Stdout: "file://" + logPath, Stderr: "file://" + logPath}}, nil
-	})
+	// The holder's output (none, normally) and then the instance's go to
+	// the warm log, which the claim moves to the instance's name.
+	lw := a.logWriterFor(a.logPath(w.id, "warm"), logLimitsOf(api.Resources{}))
+	logs, created := a.logCreator(w.id, "warm", lw, stdinPath)
+	task, err := c.NewTask(nctx, logs)
+	created()
 	if err != nil {
 		return nil, fmt.Errorf("creating task: %w", err)
 	}
@@ -362,11 +353,9 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	if err := writeHosts(dir, inst.Name, w.att.IP); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(r.a.logDir(r.uid), 0o755); err != nil {
-		return err
-	}
-	// The shim keeps writing to the file it opened, under its new name.
-	if err := os.Rename(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name)); err != nil {
+	// The agent's copier goes on writing the task's output there, under
+	// the instance's log caps.
+	if err := r.a.moveLog(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name), logLimitsOf(inst.Spec.Resources)); err != nil {
 		return err
 	}
 	_ = os.Remove(r.a.logDir(w.id))
