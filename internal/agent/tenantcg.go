@@ -192,7 +192,8 @@ func sameQuota(a, b *api.Quota) bool {
 }
 
 // tenantUse is what tenant t's shared instances on this host reserve, and
-// how many there are, from the runners (the one starting included).
+// how many there are, from the runners (the one starting included). It
+// takes a.mu: never call it with tenantMu held.
 func (a *Agent) tenantUse(t string) (milliCPU, memory int64, n int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -251,14 +252,17 @@ func (a *Agent) applyTenantCgroup(ctx context.Context, t string) (int64, error) 
 		a.log.Warn("reading the tenant's quota failed; its cgroup is not capped for now", "tenant", t, "err", err)
 		q = nil
 	}
+	// What reads the runners (a.mu) comes before tenantMu: dispatch takes
+	// tenantMu (holdTenant) with a.mu held.
+	caps := a.capsFor(q, t)
+	rs := a.tenantRunners(t)
 	a.tenantMu.Lock()
 	defer a.tenantMu.Unlock()
-	caps := a.capsFor(q, t)
 	path := a.tenantCgroup(t)
 	cur := readQuota(path)
 	lowering := caps.cpuQuota >= 0 && (cur < 0 || caps.cpuQuota < cur)
 	if lowering {
-		a.clampInstances(t, caps.cpuQuota)
+		a.clampInstances(rs, t, caps.cpuQuota)
 	}
 	lr := &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: &caps.shares, Quota: &caps.cpuQuota}}
 	if caps.cpuQuota >= 0 {
@@ -279,22 +283,27 @@ func (a *Agent) applyTenantCgroup(ctx context.Context, t string) (int64, error) 
 		a.log.Warn("capping the tenant's memory failed; it uses more than its quota on this host now", "tenant", t, "memory", caps.memory, "err", err)
 	}
 	if !lowering {
-		a.clampInstances(t, caps.cpuQuota)
+		a.clampInstances(rs, t, caps.cpuQuota)
 	}
 	return caps.cpuQuota, nil
 }
 
-// clampInstances sets the CPU cap of every shared instance of tenant t on
-// this host to its own, held under parent.
-func (a *Agent) clampInstances(t string, parent int64) {
+// tenantRunners are the runners of tenant t's instances.
+func (a *Agent) tenantRunners(t string) []*runner {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	var rs []*runner
 	for _, r := range a.runners {
 		if r.tenant == t {
 			rs = append(rs, r)
 		}
 	}
-	a.mu.Unlock()
+	return rs
+}
+
+// clampInstances sets the CPU cap of every shared instance of tenant t on
+// this host (rs, its runners) to its own, held under parent.
+func (a *Agent) clampInstances(rs []*runner, t string, parent int64) {
 	for _, r := range rs {
 		inst, _ := r.snapshot()
 		if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {

@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
@@ -144,6 +145,30 @@ func TestTenantCgroup(t *testing.T) {
 	if q := readCg(t, "cpu", tc+"/u1", "cpu.cfs_quota_us"); q != int64(goruntime.NumCPU())*cfsPeriod {
 		t.Fatalf("instance cpu quota %d without a tenant cap, want its own", q)
 	}
+
+	// dispatch holds a tenant's cgroup with the runners' lock held, while
+	// starts update the tenant's cgroup: the two must not deadlock.
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 200 {
+			a.mu.Lock()
+			a.holdTenant("t1")
+			a.mu.Unlock()
+			a.releaseTenant(ctx, "t1")
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 200 {
+			if _, err := a.applyTenantCgroup(ctx, "t1"); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
 
 	removeCgroup(a.instanceCgroup("u1"))
 	a.mu.Lock()
