@@ -69,11 +69,12 @@ func (a *Agent) newLogIO(owner, name string, w io.Writer, stdin string) (*logIO,
 			return nil, fmt.Errorf("mkfifo %s: %w", p, err)
 		}
 	}
-	if err := l.open(w, l.cfg.Stdout, l.cfg.Stderr); err != nil {
+	if err := l.openReads(l.cfg.Stdout, l.cfg.Stderr); err != nil {
 		return nil, err
 	}
 	// Until the shim has opened its ends, the agent's own write ends keep
-	// the readers from seeing an end of file.
+	// the readers from seeing an end of file; they must exist before the
+	// first read.
 	wr, err := os.OpenFile(l.cfg.Stdout, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -83,8 +84,8 @@ func (a *Agent) newLogIO(owner, name string, w io.Writer, stdin string) (*logIO,
 		wr.Close()
 		return nil, err
 	}
-	l.writer = wr
-	l.writer2 = wr2
+	l.writer, l.writer2 = wr, wr2
+	l.copyTo(w)
 	ok = true
 	return l, nil
 }
@@ -100,15 +101,30 @@ func (a *Agent) attachLogIO(fifos *cio.FIFOSet, w io.Writer) (cio.IO, error) {
 	if dir := filepath.Dir(fifos.Stdout); strings.HasPrefix(dir, filepath.Join(a.cfg.DataDir, "logfifo")+string(filepath.Separator)) {
 		l.dir = dir
 	}
-	if err := l.open(w, fifos.Stdout, fifos.Stderr); err != nil {
+	if err := l.openReads(fifos.Stdout, fifos.Stderr); err != nil {
 		l.Close()
 		return nil, err
 	}
+	l.copyTo(w)
 	return l, nil
 }
 
-// open opens the read ends of the FIFOs at paths and copies them into w.
-func (l *logIO) open(w io.Writer, paths ...string) error {
+// removeWhenDone removes the FIFOs once both copiers saw the end: the
+// shim has closed its ends for good then (the task is gone), and a task
+// that is restarted gets new ones. Nothing else may be left to do it: a
+// task deleted through another handle (teardown, a restart) never calls
+// this IO's Close.
+func (l *logIO) removeWhenDone() {
+	go func() {
+		l.wg.Wait()
+		if l.dir != "" {
+			_ = os.RemoveAll(l.dir)
+		}
+	}()
+}
+
+// openReads opens the read ends of the FIFOs at paths, without blocking.
+func (l *logIO) openReads(paths ...string) error {
 	for _, p := range paths {
 		if p == "" {
 			continue
@@ -120,9 +136,21 @@ func (l *logIO) open(w io.Writer, paths ...string) error {
 		l.mu.Lock()
 		l.reads = append(l.reads, f)
 		l.mu.Unlock()
+	}
+	return nil
+}
+
+// copyTo copies every read end into w until its end of file, then removes
+// the FIFOs (removeWhenDone).
+func (l *logIO) copyTo(w io.Writer) {
+	l.mu.Lock()
+	reads := append([]*os.File(nil), l.reads...)
+	l.mu.Unlock()
+	for _, f := range reads {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			defer f.Close()
 			buf := make([]byte, 32<<10)
 			for {
 				n, err := f.Read(buf)
@@ -137,7 +165,7 @@ func (l *logIO) open(w io.Writer, paths ...string) error {
 			}
 		}()
 	}
-	return nil
+	l.removeWhenDone()
 }
 
 // created drops the agent's own write ends once the shim holds its own.
