@@ -13,8 +13,17 @@
 #     size on disk at the end.
 # Needs root. Output goes to $OUT (default /tmp/kanga-quota-bench).
 #
-#   git worktree add /tmp/kq-base <baseline commit> && (cd /tmp/kq-base && go build -o /tmp/kanga-base ./cmd/kanga)
-#   BASE=/tmp/kanga-base bench/quota.sh
+# The baseline is built from the baseline commit with its cgroup root moved
+# from the constant /kanga (which it has no flag for) to its own: an agent
+# starting removes the warm-* cgroups it finds under its root, retrying
+# each that still holds tasks, and on a machine shared with other
+# platforms (here, 100 of them) that kept the baseline's agent from
+# starting instances for minutes. This build gets --cgroup-root instead.
+#
+#   mkdir /tmp/kq-base && git archive <baseline commit> | tar -x -C /tmp/kq-base && cd /tmp/kq-base &&
+#   sed -i 's|const cgroupRoot = "/kanga"|const cgroupRoot = "/kanga-bench-base"|' internal/agent/sandbox.go &&
+#   go build -o bin/kanga ./cmd/kanga && CGO_ENABLED=0 go build -o bin/kanga-init ./cmd/kanga-init
+#   BASE=/tmp/kq-base/bin/kanga bench/quota.sh
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -51,6 +60,9 @@ up() {
 		set -- "$@" --cgroup-root /kanga-bench-quota
 	fi
 	platform_up "$name" --pool-max 0 "$@"
+	# Ready once an instance runs: the agent starts instances only after
+	# its orphan cleanup.
+	$K run --rm kanga.test/busybox true >/dev/null
 	sleep 2
 }
 
@@ -102,6 +114,6 @@ while [ $r -le "$ROUNDS" ]; do
 	done
 	r=$((r + 1))
 done
-for h in /sys/fs/cgroup/*/kanga-bench-quota; do
+for h in /sys/fs/cgroup/*/kanga-bench-quota /sys/fs/cgroup/*/kanga-bench-base; do
 	[ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 done

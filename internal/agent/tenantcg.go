@@ -70,10 +70,8 @@ func (a *Agent) placeCgroup(inst *api.Instance) {
 	parent := a.tenantCgroup(inst.Tenant)
 	if n, err := dedicatedCores(inst.Spec.Resources); err == nil && n > 0 {
 		parent = a.cgRoot
-	} else if inst.Status.Phase != api.PhasePending {
-		if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory", a.legacyCgroup(a.cgName(inst.UID)))); err == nil {
-			parent = a.cgRoot
-		}
+	} else if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory", a.legacyCgroup(a.cgName(inst.UID)))); err == nil {
+		parent = a.cgRoot
 	}
 	a.cgParents.Store(inst.UID, parent)
 }
