@@ -71,8 +71,9 @@ func Share(s string) (float64, bool, error) {
 	return f / 100, true, nil
 }
 
-// quotaCPU resolves a quota's CPU against total millicores.
-func quotaCPU(s string, total int64) (int64, error) {
+// quotaAmount resolves a quota's amount (parsed by parse) or share of a
+// pool of total; "" is no limit.
+func quotaAmount(s string, total int64, parse func(string) (int64, error)) (int64, error) {
 	if s == "" {
 		return api.Unlimited, nil
 	}
@@ -82,21 +83,7 @@ func quotaCPU(s string, total int64) (int64, error) {
 	if strings.TrimSpace(s) == "0" {
 		return 0, nil
 	}
-	return ParseCPU(s)
-}
-
-// quotaMemory resolves a quota's memory against total bytes.
-func quotaMemory(s string, total int64) (int64, error) {
-	if s == "" {
-		return api.Unlimited, nil
-	}
-	if f, ok, err := Share(s); ok || err != nil {
-		return int64(f * float64(total)), err
-	}
-	if strings.TrimSpace(s) == "0" {
-		return 0, nil
-	}
-	return ParseMemory(s)
+	return parse(s)
 }
 
 func count(p *int64) int64 {
@@ -112,10 +99,10 @@ func ValidateQuota(q *api.Quota) error {
 		return nil
 	}
 	var errs []error
-	if _, err := quotaCPU(q.CPU, 1000); err != nil {
+	if _, err := quotaAmount(q.CPU, 1000, ParseCPU); err != nil {
 		errs = append(errs, fmt.Errorf("quota.cpu: %w", err))
 	}
-	if _, err := quotaMemory(q.Memory, 1<<30); err != nil {
+	if _, err := quotaAmount(q.Memory, 1<<30, ParseMemory); err != nil {
 		errs = append(errs, fmt.Errorf("quota.memory: %w", err))
 	}
 	for _, f := range []struct {
@@ -139,8 +126,8 @@ func ResolveQuota(q *api.Quota, poolMilliCPU, poolMemory int64) (api.QuotaAmount
 	if err := ValidateQuota(q); err != nil {
 		return api.QuotaAmounts{}, err
 	}
-	cpu, _ := quotaCPU(q.CPU, poolMilliCPU)
-	mem, _ := quotaMemory(q.Memory, poolMemory)
+	cpu, _ := quotaAmount(q.CPU, poolMilliCPU, ParseCPU)
+	mem, _ := quotaAmount(q.Memory, poolMemory, ParseMemory)
 	return api.QuotaAmounts{
 		Instances: count(q.Instances), MilliCPU: cpu, MemoryBytes: mem,
 		Ports: count(q.Ports), Volumes: count(q.Volumes), Devices: count(q.Devices),

@@ -92,21 +92,34 @@ func (s *Store) usageOf(kvs []*mvccpb.KeyValue) api.QuotaAmounts {
 	return used
 }
 
+// storedAndCounted reads tenant t's usage record (nil when there is none)
+// and what its instances add up to, at one revision.
+func (s *Store) storedAndCounted(ctx context.Context, t string) (*mvccpb.KeyValue, api.QuotaAmounts, error) {
+	resp, err := s.client.Txn(ctx).Then(
+		clientv3.OpGet(usageKey(t)),
+		clientv3.OpGet(tenantPrefix(t), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, api.QuotaAmounts{}, s.etcdErr(ctx, "read quota usage", err)
+	}
+	var stored *mvccpb.KeyValue
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		stored = kvs[0]
+	}
+	return stored, s.usageOf(resp.Responses[1].GetResponseRange().Kvs), nil
+}
+
 // initUsage computes tenant t's usage record from its instances and stores
 // it, unless it exists by then; it returns the record as stored.
 func (s *Store) initUsage(ctx context.Context, t string) (usageRecord, error) {
 	for {
-		resp, err := s.client.Txn(ctx).Then(
-			clientv3.OpGet(usageKey(t)),
-			clientv3.OpGet(tenantPrefix(t), clientv3.WithPrefix()),
-		).Commit()
+		stored, used, err := s.storedAndCounted(ctx, t)
 		if err != nil {
-			return usageRecord{}, s.etcdErr(ctx, "read quota usage", err)
+			return usageRecord{}, err
 		}
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			return decodeUsage(kvs[0])
+		if stored != nil {
+			return decodeUsage(stored)
 		}
-		used := s.usageOf(resp.Responses[1].GetResponseRange().Kvs)
 		put, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(usageKey(t)), "=", 0)).
 			Then(putUsage(t, used)).
@@ -163,9 +176,8 @@ func (s *Store) createInstance(ctx context.Context, t, key string, inst *api.Ins
 		u     usageRecord
 		fresh bool
 	)
-	if v, ok := s.usage.Load(t); ok {
-		u = v.(usageRecord)
-	} else {
+	// read takes the record as it is now; a taken name ends the create.
+	read := func() error {
 		existing, cur, err := s.readWithUsage(ctx, t, key, clientv3.WithCountOnly())
 		if err != nil {
 			return err
@@ -174,6 +186,12 @@ func (s *Store) createInstance(ctx context.Context, t, key string, inst *api.Ins
 			return alreadyExists(inst.Name, t)
 		}
 		u, fresh = cur, true
+		return nil
+	}
+	if v, ok := s.usage.Load(t); ok {
+		u = v.(usageRecord)
+	} else if err := read(); err != nil {
+		return err
 	}
 	for {
 		if limits != nil {
@@ -181,14 +199,9 @@ func (s *Store) createInstance(ctx context.Context, t, key string, inst *api.Ins
 				if fresh {
 					return err
 				}
-				existing, cur, rerr := s.readWithUsage(ctx, t, key, clientv3.WithCountOnly())
-				if rerr != nil {
-					return rerr
+				if err := read(); err != nil {
+					return err
 				}
-				if existing != nil {
-					return alreadyExists(inst.Name, t)
-				}
-				u, fresh = cur, true
 				continue
 			}
 		}
@@ -280,21 +293,17 @@ func (s *Store) TenantUsage(ctx context.Context, t string) (api.QuotaAmounts, er
 // whether the record was wrong.
 func (s *Store) ReconcileUsage(ctx context.Context, t string) (api.QuotaAmounts, bool, error) {
 	for {
-		resp, err := s.client.Txn(ctx).Then(
-			clientv3.OpGet(usageKey(t)),
-			clientv3.OpGet(tenantPrefix(t), clientv3.WithPrefix()),
-		).Commit()
+		stored, want, err := s.storedAndCounted(ctx, t)
 		if err != nil {
-			return api.QuotaAmounts{}, false, s.etcdErr(ctx, "read quota usage", err)
+			return api.QuotaAmounts{}, false, err
 		}
-		want := s.usageOf(resp.Responses[1].GetResponseRange().Kvs)
 		cmp := clientv3.Compare(clientv3.CreateRevision(usageKey(t)), "=", 0)
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			u, err := decodeUsage(kvs[0])
+		if stored != nil {
+			u, err := decodeUsage(stored)
 			if err == nil && u.used == want {
 				return want, false, nil
 			}
-			cmp = clientv3.Compare(clientv3.ModRevision(usageKey(t)), "=", kvs[0].ModRevision)
+			cmp = clientv3.Compare(clientv3.ModRevision(usageKey(t)), "=", stored.ModRevision)
 		}
 		put, err := s.client.Txn(ctx).If(cmp).Then(putUsage(t, want)).Commit()
 		if err != nil {
