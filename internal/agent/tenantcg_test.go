@@ -179,3 +179,59 @@ func TestTenantCgroup(t *testing.T) {
 		t.Fatalf("the tenant cgroup is left after its last release: %v", err)
 	}
 }
+
+// The orphan cleanup of a restarted agent removes the cgroups of instances
+// and warm containers it no longer knows, under tenant cgroups and the
+// root, then the tenant cgroups left empty; it keeps what it knows.
+func TestCleanupCgroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("requires root")
+	}
+	if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory")); err != nil {
+		t.Skip("requires the cgroup v1 memory controller")
+	}
+	root := fmt.Sprintf("/kanga-test-clean-%d", os.Getpid())
+	hs := []string{"memory", "cpu", "pids"}
+	t.Cleanup(func() {
+		for _, h := range hs {
+			dir := filepath.Join(cgroupV1Root, h, root)
+			var dirs []string
+			_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for i := len(dirs) - 1; i >= 0; i-- {
+				_ = os.Remove(dirs[i])
+			}
+		}
+	})
+	mk := func(rel string) {
+		for _, h := range hs {
+			if err := os.MkdirAll(filepath.Join(cgroupV1Root, h, root, rel), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	exists := func(rel string) bool {
+		_, err := os.Stat(filepath.Join(cgroupV1Root, "memory", root, rel))
+		return err == nil
+	}
+	mk("tenant-a/known/app")
+	mk("tenant-a/gone/app")
+	mk("tenant-b/gone2")
+	mk("tenant-a/warm-kept/warm")
+	mk("warm-orphan/warm")
+	mk("dedicated-of-another-agent")
+	a := New(Config{HostName: "h", Network: nopNet{}, CgroupRoot: root})
+	a.cleanupCgroups(map[string]bool{"known": true}, map[string]bool{"warm-kept": true})
+	for rel, want := range map[string]bool{
+		"tenant-a/known": true, "tenant-a/warm-kept": true, "dedicated-of-another-agent": true,
+		"tenant-a/gone": false, "tenant-b": false, "warm-orphan": false,
+	} {
+		if got := exists(rel); got != want {
+			t.Errorf("%s exists = %v after the cleanup, want %v", rel, got, want)
+		}
+	}
+}
