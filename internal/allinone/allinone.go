@@ -55,9 +55,36 @@ type Options struct {
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
-	Logger    *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
+	CgroupRoot string
+	Logger     *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
+	Defaults
+}
+
+// Defaults are what the API gives instances and tenants that ask for
+// nothing (kanga up and kanga server share them).
+type Defaults struct {
+	// DefaultType names the instance type whose resources fill in what an
+	// instance leaves empty (default model.DefaultInstanceType; "none":
+	// no default).
+	DefaultType string
+	// DefaultQuota is the quota of new tenants in ParseQuota's notation
+	// ("" or "none": none).
+	DefaultQuota string
+}
+
+// APIOptions checks d and turns it into the API's options.
+func (d Defaults) APIOptions() (server.Options, error) {
+	if err := model.CheckDefaultType("--default-type", d.DefaultType); err != nil {
+		return server.Options{}, err
+	}
+	q, err := model.ParseQuota(d.DefaultQuota)
+	if err != nil {
+		return server.Options{}, fmt.Errorf("--default-quota: %w", err)
+	}
+	return server.Options{DefaultType: d.DefaultType, DefaultQuota: q}, nil
 }
 
 // PIDFile is where a running `kanga up` records its pid, for `kanga down`.
@@ -69,6 +96,10 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	apiOpts, err := o.APIOptions()
+	if err != nil {
+		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
@@ -107,6 +138,7 @@ func Run(ctx context.Context, o Options) error {
 		DataDir: dataDir, HostName: hostName, Store: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
+		CgroupRoot:         o.CgroupRoot,
 	})
 	if err != nil {
 		return err
@@ -132,7 +164,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer stopCP()
 
-	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
+	apiOpts.Logger, apiOpts.Version = log, o.Version
+	srv := server.New(st, ag, apiOpts)
 	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -34,6 +34,9 @@ type HostConfig struct {
 	// InsecureRegistries: see Options.
 	InsecureRegistries []string
 	Logger             *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
+	// agents sharing a machine need one each.
+	CgroupRoot string
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -60,6 +63,9 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	dataDir := c.DataDir
 	if _, err := image.ParseInsecureRegistries(c.InsecureRegistries); err != nil {
 		return nil, err
+	}
+	if r := c.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
+		return nil, fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
 	}
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
@@ -95,6 +101,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Warm:        warmOptions(c),
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+		CgroupRoot:  c.CgroupRoot,
 	})
 	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
 	h.agentDone = make(chan error, 1)

@@ -60,6 +60,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) every agent may pull from although it is on a loopback, link-local or private address, in addition to each agent's own --insecure-registry (agents learn the list when they register; give every replica the same); repeat for more")
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
+	addDefaultsFlags(f, &o.Defaults)
 	return cmd
 }
 

@@ -55,6 +55,7 @@ type ServerOptions struct {
 	Logger             *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
+	allinone.Defaults
 }
 
 // Files a server writes to its data dir.
@@ -79,6 +80,10 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	apiOpts, err := o.APIOptions()
+	if err != nil {
+		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
@@ -151,7 +156,8 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
-	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir})
+	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts = log, o.Version, dir
+	api := server.New(st, nil, apiOpts)
 	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
 		InsecureRegistries: o.InsecureRegistries}

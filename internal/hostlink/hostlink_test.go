@@ -26,6 +26,11 @@ type fakeStore struct {
 	insts  []api.Instance
 	purges map[string][]store.Purge // by host
 	acked  []string                 // host/tenant/image@generation
+	quotas map[string]*api.Quota
+}
+
+func (f *fakeStore) TenantQuota(_ context.Context, name string) (*api.Quota, error) {
+	return f.quotas[name], nil
 }
 
 func (f *fakeStore) RegisterHost(context.Context, *api.Host) error                { return nil }
@@ -164,6 +169,22 @@ func TestPurgesOverTheLink(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("h2 reading h1's purges: %d, want 403", resp.StatusCode)
+	}
+}
+
+// The agent reads the quotas that cap its tenants' cgroups; a tenant
+// without a quota, or unknown, reads as none.
+func TestTenantQuota(t *testing.T) {
+	ten := int64(10)
+	st := &fakeStore{quotas: map[string]*api.Quota{"a": {Instances: &ten, CPU: "50%"}}}
+	c := newCluster(t, st)
+	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	q, err := l.TenantQuota(context.Background(), "a")
+	if err != nil || q == nil || q.CPU != "50%" || *q.Instances != 10 {
+		t.Fatalf("TenantQuota(a) = %+v, %v", q, err)
+	}
+	if q, err := l.TenantQuota(context.Background(), "nobody"); err != nil || q != nil {
+		t.Fatalf("TenantQuota(nobody) = %+v, %v; want none", q, err)
 	}
 }
 

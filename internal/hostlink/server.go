@@ -36,6 +36,7 @@ type Store interface {
 	DeleteInstance(ctx context.Context, name string) error
 	Purges(ctx context.Context, host string) ([]store.Purge, error)
 	AckPurge(ctx context.Context, host string, p store.Purge) error
+	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
 
 // Server is the control plane's end of the link.
@@ -95,6 +96,7 @@ func (s *Server) Handler() http.Handler {
 	handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	handle("GET "+pathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
@@ -434,5 +436,22 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// tenantQuota answers a tenant's quota, which the agent turns into the cap
+// of the tenant's parent cgroup on its host. Only the quota: the agent has
+// no use for the rest of the record. A tenant without one (or unknown)
+// gets an empty quota, so the answer tells nothing about which tenants
+// exist.
+func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string) error {
+	q, err := s.Store.TenantQuota(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	if q == nil {
+		q = &api.Quota{}
+	}
+	writeJSON(w, http.StatusOK, q)
 	return nil
 }

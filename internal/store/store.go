@@ -10,6 +10,7 @@
 //
 //	/kanga/instances/<tenant>/<name>  JSON api.Instance
 //	/kanga/tokens/<sha256(token) hex>  JSON {"tenant": ...}
+//	/kanga/usage/<tenant>              JSON api.QuotaAmounts (see usage.go)
 package store
 
 import (
@@ -19,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +52,9 @@ type Store struct {
 	logger *slog.Logger
 	// closing silences etcd's log during Close.
 	closing atomic.Bool
+	// usage remembers, per tenant, the quota usage record this store
+	// wrote last (a usageRecord): a guess that saves creates a read.
+	usage sync.Map
 }
 
 // dialTimeout bounds how long Open waits for an external cluster to answer.

@@ -184,23 +184,31 @@ func testPullAtLoopback(t *testing.T, p *platform) {
 // testOversizedBody is finding 10: a 10 MB JSON body got "not valid
 // JSON: unexpected EOF".
 func testOversizedBody(t *testing.T, p *platform, token string) {
-	spec := api.CreateInstanceRequest{Name: "huge", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{{
-		Image: "kanga.test/busybox", Env: []api.EnvVar{{Name: "BIG", Value: strings.Repeat("x", 10<<20)}},
-	}}}}
-	body, _ := json.Marshal(spec)
-	req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+p.listen+"/v1/instances", strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatal(err)
+	create := func(value int) (int, string) {
+		spec := api.CreateInstanceRequest{Name: "huge", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{{
+			Image: "kanga.test/busybox", Env: []api.EnvVar{{Name: "BIG", Value: strings.Repeat("x", value)}},
+		}}}}
+		body, _ := json.Marshal(spec)
+		req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+p.listen+"/v1/instances", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if status, b := create(10 << 20); status != http.StatusRequestEntityTooLarge || !strings.Contains(b, "TooLarge") {
+		t.Errorf("10 MB create: %d %s, want 413 TooLarge", status, b)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "TooLarge") {
-		t.Errorf("10 MB create: %d %s, want 413 TooLarge", resp.StatusCode, b)
+	// A 1 MB variable fits under the body limit; the per-container cap on
+	// the environment refuses it, naming the field.
+	if status, b := create(1_000_000); status != http.StatusBadRequest || !strings.Contains(b, "env[0].value") {
+		t.Errorf("create with a 1 MB variable: %d %s, want 400 naming the variable", status, b)
 	}
 }
 

@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"WatchInstance", testWatchInstance},
 		{"FencedWrites", testFencedWrites},
 		{"Purges", testPurges},
+		{"QuotaRace", testQuotaRace},
+		{"QuotaUsage", testQuotaUsage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
