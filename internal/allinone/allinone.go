@@ -114,7 +114,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer stopCP()
 
-	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version})
+	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version, Replica: hostName})
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -242,6 +242,11 @@ func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, 
 	token, err := adminToken(dataDir)
 	if err != nil {
 		return "", err
+	}
+	if n, err := st.MigrateTokens(ctx); err != nil {
+		return "", fmt.Errorf("migrating token records: %w", err)
+	} else if n > 0 {
+		slog.Default().Info("token records migrated to IDs and scopes", "count", n)
 	}
 	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
 		return "", fmt.Errorf("registering the admin token: %w", err)

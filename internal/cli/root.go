@@ -120,6 +120,9 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newTypesCommand(o),
 		newBenchCommand(o),
 		newVirtualNodeCommand(o),
+		newTokenCommand(o),
+		newUsageCommand(o),
+		newAuditCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -143,7 +143,8 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
-	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir})
+	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir, Replica: replica,
+		JoinTokens: &hostlink.Authority{Store: st, CA: ca}})
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}

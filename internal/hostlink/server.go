@@ -32,19 +32,26 @@ type Store interface {
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
+	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 }
 
 // Server is the control plane's end of the link.
 type Server struct {
-	Store  Store
-	CA     *pki.CA
-	Token  pki.Token
+	Store Store
+	CA    *pki.CA
+	// Token is the cluster's shared join token, which joins new host
+	// names only; per-host join tokens are in Creds.
+	Token pki.Token
+	// Creds, if set (the store), holds join tokens and which agent
+	// certificates each host may use; if Store implements it, it is used.
+	Creds  CredentialStore
 	Logger *slog.Logger
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
 	LeaseTTL time.Duration
 
-	hub *hub
+	hub    *hub
+	owners *owners
 }
 
 // TLSConfig is the listener's configuration: the serving certificate, and
@@ -70,11 +77,19 @@ func (s *Server) Handler() http.Handler {
 	// The hub lives as long as the store's watch: until the store closes.
 	s.hub = newHub(s.Store, s.Logger)
 	go s.hub.run(context.Background())
+	if s.Creds == nil {
+		s.Creds, _ = s.Store.(CredentialStore)
+	}
+	if s.Creds != nil {
+		s.owners = newOwners(s.Creds, s.Logger)
+		go s.owners.follow(context.Background())
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathJoin, s.join)
 	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
 	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
 	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	mux.Handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
 	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
 	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
@@ -98,6 +113,14 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		if err == nil && id.Name != host {
 			err = fmt.Errorf("certificate is host %q's, not %q's: an agent acts only for its own host: %w", id.Name, host, errdefs.ErrPermissionDenied)
 		}
+		if err == nil && s.owners != nil {
+			var ctx context.Context
+			var done func()
+			if ctx, done, err = s.owners.admit(r.Context(), host, id.Serial); err == nil {
+				defer done()
+				r = r.WithContext(ctx)
+			}
+		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeError(w, err)
@@ -115,9 +138,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("join request: %v: %w", err, errdefs.ErrInvalidArgument))
 		return
 	}
-	if !s.Token.CheckSecret(req.Secret) {
-		s.Logger.Warn("hostlink: join with a wrong token refused", "name", req.Name, "remote", r.RemoteAddr)
-		writeError(w, fmt.Errorf("join token is not valid: use the token the server wrote to its data dir (join-token): %w", errdefs.ErrUnauthenticated))
+	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
+	if err != nil {
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+		writeError(w, err)
 		return
 	}
 	if err := validHostName(req.Name); err != nil {
@@ -129,7 +153,18 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr)
+	if s.Creds != nil {
+		c, err := pki.ParseCert(cert)
+		if err == nil {
+			err = s.Creds.ClaimHost(r.Context(), req.Name, owner, c.SerialNumber.Text(16))
+		}
+		if err != nil {
+			s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			writeError(w, err)
+			return
+		}
+	}
+	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
 	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
 }
 
@@ -387,5 +422,28 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// putUsageResponse answers a host's usage records.
+type putUsageResponse struct {
+	Refused []store.UsageRefusal `json:"refused"`
+}
+
+// putUsage stores the host's usage records; a record of an instance never
+// placed on the host is refused.
+func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) error {
+	var recs []api.UsageRecord
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&recs); err != nil {
+		return fmt.Errorf("usage records: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	refused, err := s.Store.PutUsage(r.Context(), host, recs)
+	if err != nil {
+		return err
+	}
+	if refused == nil {
+		refused = []store.UsageRefusal{}
+	}
+	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
 	return nil
 }

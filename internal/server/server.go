@@ -32,6 +32,7 @@ type Store interface {
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	DeleteTenant(ctx context.Context, name string) error
 
+	TokenStore
 	HostStore
 }
 
@@ -100,6 +101,13 @@ type Server struct {
 	// scheduleWait bounds how long a create waits for the scheduler's
 	// decision before it answers with the instance as stored.
 	scheduleWait time.Duration
+	// hostAPI: see Options.HostAPI.
+	hostAPI bool
+	replica string
+	audit   AuditLog // nil: no audit log (the host API)
+	auditor *auditor
+	usage   UsageStore         // nil: no metering
+	joins   JoinTokenAuthority // nil: no agent link (kanga up)
 }
 
 // Options configure a Server.
@@ -114,6 +122,14 @@ type Options struct {
 	// Hosts, if set, finds the hosts instances run on (kanga server);
 	// otherwise every instance is on the host given to New.
 	Hosts Hosts
+	// Replica names this control-plane replica in the audit log.
+	Replica string
+	// JoinTokens, if set, issues the agents' join tokens (kanga server).
+	JoinTokens JoinTokenAuthority
+	// HostAPI marks the server a host serves to the control plane: the
+	// caller authenticated and audited the request already, so nothing
+	// is audited here and the request ID comes from the caller.
+	HostAPI bool
 }
 
 // New returns a Server.
@@ -122,6 +138,14 @@ func New(store Store, host Host, opts Options) *Server {
 		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts}
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
+	}
+	s.hostAPI, s.replica, s.joins = opts.HostAPI, opts.Replica, opts.JoinTokens
+	if al, ok := store.(AuditLog); ok && !opts.HostAPI {
+		s.audit = al
+		s.auditor = &auditor{log: al}
+	}
+	if us, ok := store.(UsageStore); ok {
+		s.usage = us
 	}
 	if s.scheduleWait == 0 {
 		s.scheduleWait = 2 * time.Second
@@ -175,6 +199,15 @@ var Routes = []Route{
 	{"POST", "/v1/hosts/{name}/cordon", false, (*Server).cordonHost},
 	{"POST", "/v1/hosts/{name}/uncordon", false, (*Server).uncordonHost},
 	{"POST", "/v1/hosts/{name}/drain", false, (*Server).drainHost},
+	{"POST", "/v1/hosts/{name}/revoke", false, (*Server).revokeHost},
+	{"POST", "/v1/tokens", false, (*Server).createToken},
+	{"GET", "/v1/tokens", false, (*Server).listTokens},
+	{"DELETE", "/v1/tokens/{id}", false, (*Server).revokeToken},
+	{"POST", "/v1/join-tokens", false, (*Server).createJoinToken},
+	{"GET", "/v1/join-tokens", false, (*Server).listJoinTokens},
+	{"DELETE", "/v1/join-tokens/{id}", false, (*Server).revokeJoinToken},
+	{"GET", "/v1/usage", false, (*Server).getUsage},
+	{"GET", "/v1/audit", false, (*Server).listAudit},
 }
 
 // Handler returns the HTTP handler for the API.
@@ -195,5 +228,5 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		s.writeError(w, req, errNoRoute(req))
 	})
-	return s.logRequests(mux)
+	return s.traced(s.logRequests(mux))
 }
