@@ -70,6 +70,8 @@ type Config struct {
 	// Warm, if set, keeps warm containers (see warm.go); it is off when
 	// the holder binary is missing.
 	Warm *WarmOptions
+	// Usage, if set, takes the host's usage records (see meter.go).
+	Usage UsageSink
 }
 
 // Agent runs the instances of one host.
@@ -87,6 +89,7 @@ type Agent struct {
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *pool.Warm    // nil when warm containers are off
 	warmInit   string        // the holder binary
+	meter      *meter
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -101,6 +104,7 @@ func New(cfg Config) *Agent {
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
 		cpus: newCPUAllocator(hostCPUList()),
 	}
+	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
 		path, err := findInit(w.InitPath)
 		if err != nil {
@@ -153,6 +157,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			known[insts[i].UID] = true
 		}
 	}
+	if err := a.meter.load(); err != nil {
+		a.log.Error("reading the meter file failed; metering starts afresh", "err", err)
+	}
+	a.meter.forget(ctx, known)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.meter.run(ctx)
+	}()
 	a.cleanupOrphans(ctx, known)
 	// Only after the cleanup, which would take fresh pool sandboxes for
 	// leftovers of a previous run.

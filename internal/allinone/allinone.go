@@ -96,7 +96,7 @@ func Run(ctx context.Context, o Options) error {
 		hostName, _ = os.Hostname()
 	}
 	host, err := StartHost(ctx, HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: st,
+		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 	})
 	if err != nil {
