@@ -65,18 +65,24 @@ func (s *Store) AppendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.
 }
 
 func (s *Store) appendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.AuditRecord, error) {
+	// The head this replica wrote last saves a read while it is the only
+	// one appending; the transaction's comparison catches any other.
+	s.auditMu.Lock()
+	defer s.auditMu.Unlock()
 	for {
-		resp, err := s.client.Get(ctx, auditHeadKey)
-		if err != nil {
-			return nil, s.etcdErr(ctx, "read the audit head", err)
-		}
-		var head auditHead
-		var rev int64
-		if len(resp.Kvs) > 0 {
-			if err := json.Unmarshal(resp.Kvs[0].Value, &head); err != nil {
-				return nil, fmt.Errorf("store: the audit head is unreadable (%v): run kanga audit --verify: %w", err, errUnreadable)
+		head, rev := s.auditHead, s.auditHeadRev
+		if rev == 0 {
+			resp, err := s.client.Get(ctx, auditHeadKey)
+			if err != nil {
+				return nil, s.etcdErr(ctx, "read the audit head", err)
 			}
-			rev = resp.Kvs[0].ModRevision
+			head = auditHead{}
+			if len(resp.Kvs) > 0 {
+				if err := json.Unmarshal(resp.Kvs[0].Value, &head); err != nil {
+					return nil, fmt.Errorf("store: the audit head is unreadable (%v): run kanga audit --verify: %w", err, errUnreadable)
+				}
+				rev = resp.Kvs[0].ModRevision
+			}
 		}
 		ops := make([]clientv3.Op, 0, len(recs)+1)
 		prev := head.Hash
@@ -99,12 +105,20 @@ func (s *Store) appendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.
 			If(clientv3.Compare(clientv3.ModRevision(auditHeadKey), "=", rev)).
 			Then(ops...).Commit()
 		if err != nil {
+			s.auditHeadRev = 0
 			return nil, s.etcdErr(ctx, "append to the audit log", err)
 		}
 		if txn.Succeeded {
+			s.auditHead, s.auditHeadRev = head, txn.Header.Revision
 			return recs, nil
 		}
-		// Another replica appended first: chain onto its records.
+		// Another replica appended first (or the head was not known yet):
+		// read it and chain onto its records.
+		s.auditHeadRev = 0
+		if rev == 0 {
+			// The head did not exist when read, and now does.
+			continue
+		}
 	}
 }
 

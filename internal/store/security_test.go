@@ -192,16 +192,22 @@ func appendN(t *testing.T, s *store.Store, n int, tenantName string) {
 	}
 }
 
-// Replicas appending at once share one gapless chain.
+// Replicas appending at once share one gapless chain: two stores (two
+// control-plane processes) on one etcd, each with concurrent appenders.
 func TestAuditChainConcurrent(t *testing.T) {
-	s, _ := rawStore(t)
+	s, raw := rawStore(t)
+	s2 := open(t, store.Config{Endpoints: raw.Endpoints()})
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			st := s
+			if i%2 == 1 {
+				st = s2
+			}
 			for range 5 {
-				appendN(t, s, 3, fmt.Sprintf("t%d", i))
+				appendN(t, st, 3, fmt.Sprintf("t%d", i))
 			}
 		}()
 	}

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,12 @@ type Store struct {
 	logger *slog.Logger
 	// closing silences etcd's log during Close.
 	closing atomic.Bool
+
+	// auditMu orders this process's audit appends; auditHead is the head
+	// it wrote last, at revision auditHeadRev (0: read it).
+	auditMu      sync.Mutex
+	auditHead    auditHead
+	auditHeadRev int64
 }
 
 // dialTimeout bounds how long Open waits for an external cluster to answer.
