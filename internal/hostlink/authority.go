@@ -98,12 +98,18 @@ func (a *Authority) ListJoinTokens(ctx context.Context) ([]api.JoinToken, error)
 
 // RevokeJoinToken implements server.JoinTokenAuthority.
 func (a *Authority) RevokeJoinToken(ctx context.Context, id string) (api.JoinToken, error) {
+	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
+		return api.JoinToken{}, fmt.Errorf("join token %q not found: an ID is 16 hex digits, as kanga host token ls shows: %w", id, errdefs.ErrNotFound)
+	}
 	rec, _, err := a.Store.RevokeJoinToken(ctx, id)
 	return rec.API(), err
 }
 
 // RevokeHost implements server.JoinTokenAuthority.
 func (a *Authority) RevokeHost(ctx context.Context, host string) (api.HostRevocation, error) {
+	if err := validHostName(host); err != nil {
+		return api.HostRevocation{}, err
+	}
 	toks, serials, err := a.Store.RevokeHost(ctx, host)
 	if err != nil {
 		return api.HostRevocation{}, err
@@ -124,6 +130,9 @@ func (s *Server) checkJoinSecret(ctx context.Context, secret string) (string, er
 		return "", bad
 	}
 	if s.Creds == nil {
+		return "", bad
+	}
+	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
 		return "", bad
 	}
 	rec, err := s.Creds.GetJoinToken(ctx, id)

@@ -21,11 +21,8 @@ var scopeOverrides = map[string]string{
 	"GET /v1/version":                "",
 	"GET /v1/runtimes":               "",
 	"GET /v1/types":                  "",
-	"GET /v1/tenants/{name}":         "", // a tenant's own policy; others' are 404
 	"POST /v1/instances/{name}/exec": api.ScopeExec,
 	"GET /v1/tenants":                api.ScopeTenantsAdmin,
-	"POST /v1/tenants":               api.ScopeTenantsAdmin,
-	"DELETE /v1/tenants/{name}":      api.ScopeTenantsAdmin,
 	"GET /v1/join-tokens":            api.ScopeHostsRead,
 	"POST /v1/join-tokens":           api.ScopeHostsWrite,
 	"DELETE /v1/join-tokens/{id}":    api.ScopeHostsWrite,
@@ -39,7 +36,16 @@ func requiredScope(pattern string) string {
 	}
 	method, path, _ := strings.Cut(pattern, " ")
 	res, _, _ := strings.Cut(strings.TrimPrefix(path, "/v1/"), "/")
-	if method == http.MethodGet || method == http.MethodHead {
+	read := method == http.MethodGet || method == http.MethodHead
+	if res == "tenants" {
+		// Changing tenants is the administrator's; reading one's own
+		// tenant is everyone's (the handlers refuse other tenants).
+		if read {
+			return ""
+		}
+		return api.ScopeTenantsAdmin
+	}
+	if read {
 		return res + ":read"
 	}
 	return res + ":write"

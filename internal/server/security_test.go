@@ -294,3 +294,43 @@ func TestUsageAccess(t *testing.T) {
 		wantStatus(t, e.do(t, "GET", "/v1/usage?"+q, admin, ""), http.StatusBadRequest)
 	}
 }
+
+// Every route needs a scope a token can be given (or none): a route of a
+// new resource needs its scopes in api.TenantScopes or api.AdminScopes.
+func TestRouteScopes(t *testing.T) {
+	want := map[string]string{
+		"GET /v1/instances":              api.ScopeInstancesRead,
+		"GET /v1/instances/{name}/logs":  api.ScopeInstancesRead,
+		"POST /v1/instances":             api.ScopeInstancesWrite,
+		"DELETE /v1/instances/{name}":    api.ScopeInstancesWrite,
+		"POST /v1/instances/{name}/exec": api.ScopeExec,
+		"POST /v1/images/pull":           api.ScopeImagesWrite,
+		"GET /v1/tenants":                api.ScopeTenantsAdmin,
+		"GET /v1/tenants/{name}":         "",
+		"DELETE /v1/tenants/{name}":      api.ScopeTenantsAdmin,
+		"POST /v1/hosts/{name}/drain":    api.ScopeHostsWrite,
+		"GET /v1/join-tokens":            api.ScopeHostsRead,
+		"GET /v1/audit":                  api.ScopeAuditRead,
+		"GET /v1/usage":                  api.ScopeUsageRead,
+		"DELETE /v1/tokens/{id}":         api.ScopeTokensWrite,
+		"GET /v1/version":                "",
+	}
+	for _, r := range Routes {
+		if r.Public {
+			continue
+		}
+		p := r.Method + " " + r.Pattern
+		got := requiredScope(p)
+		if w, ok := want[p]; ok && got != w {
+			t.Errorf("%s needs %q, want %q", p, got, w)
+		}
+		if got != "" && !knownScope(got) {
+			t.Errorf("%s needs scope %q, which no token can be given: add it to api.TenantScopes or api.AdminScopes (and the README)", p, got)
+		}
+		// An administrator's token holds every scope; a tenant's full
+		// token none of the administrator's.
+		if !holds([]string{api.ScopeEverything}, got) || holds([]string{api.ScopeAll}, got) == isAdminScope(got) && got != "" {
+			t.Errorf("%s: scope %q held wrongly by * or all", p, got)
+		}
+	}
+}

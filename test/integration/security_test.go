@@ -166,6 +166,29 @@ func TestClusterUsageAndJoinTokens(t *testing.T) {
 	}
 	checkRecords(t, filepath.Join(p.dataDir, "etcd.sock"), "default", in.UID)
 
+	// An exec: one request ID in the audit record and the host's log.
+	p.must("run", "-d", "--name", "shell", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("shell to run", 60*time.Second, func() bool { return p.get("shell").Status.Phase == api.PhaseRunning })
+	p.must("exec", "-e", "PASSWORD=hunter2", "shell", "true")
+	var list api.AuditList
+	if err := json.Unmarshal([]byte(p.must("audit", "--since", "1h", "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	execID := ""
+	for _, r := range list.Items {
+		if r.Verb == "instances.exec" && r.Object == "instances/shell" {
+			execID = r.RequestID
+		}
+	}
+	agentLog, _ := os.ReadFile(p.agents["us-a"].logPath)
+	if execID == "" || !strings.Contains(string(agentLog), "request_id="+execID) {
+		t.Errorf("exec's request ID %q is not in us-a's log", execID)
+	}
+	if strings.Contains(string(agentLog), "hunter2") || strings.Contains(p.must("audit", "--since", "1h", "-o", "json"), "hunter2") {
+		t.Errorf("an exec's environment value reached a log")
+	}
+	p.must("rm", "-f", "shell")
+
 	// A join token bound to us-new: the agent joins with it, as us-new
 	// only.
 	tok := strings.TrimSpace(p.must("host", "token", "create", "us-new", "--expires", "1h"))
