@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,23 @@ func TestJoinTokensAndSquatting(t *testing.T) {
 	wantClass(t, "shared token after revocation", err, errdefs.ErrAlreadyExists, "taken")
 	if _, err := join(tokH1b, "h1"); err != nil {
 		t.Fatalf("joining with h1's second token after the first was revoked: %v", err)
+	}
+
+	// Joins with a valid token are in the audit log, refused ones too.
+	recs, err := st.ListAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range recs {
+		if r.Verb == "hosts.join" {
+			got[fmt.Sprintf("%s %d", r.Object, r.Status)] = true
+		}
+	}
+	for _, want := range []string{"hosts/h1 200", "hosts/h2 403", "hosts/h1 409"} {
+		if !got[want] {
+			t.Errorf("audit log lacks the join %q: has %v", want, got)
+		}
 	}
 
 	// Expired tokens do not join.

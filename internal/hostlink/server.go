@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -140,32 +142,70 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
 	if err != nil {
+		// Not audited: anyone can send a wrong token, and a flood of
+		// them must not grow the audit log.
 		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
 		writeError(w, err)
 		return
 	}
-	if err := validHostName(req.Name); err != nil {
-		writeError(w, err)
-		return
-	}
-	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
+	cert, err := s.admitJoin(r, req, owner)
+	s.auditJoin(r, req.Name, owner, err)
 	if err != nil {
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "token", owner, "err", err)
 		writeError(w, err)
 		return
-	}
-	if s.Creds != nil {
-		c, err := pki.ParseCert(cert)
-		if err == nil {
-			err = s.Creds.ClaimHost(r.Context(), req.Name, owner, c.SerialNumber.Text(16))
-		}
-		if err != nil {
-			s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
-			writeError(w, err)
-			return
-		}
 	}
 	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
 	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+}
+
+// admitJoin signs the agent's certificate for a token that may claim the
+// name, and records its serial for the host.
+func (s *Server) admitJoin(r *http.Request, req JoinRequest, owner string) ([]byte, error) {
+	if err := validHostName(req.Name); err != nil {
+		return nil, err
+	}
+	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if s.Creds != nil {
+		c, err := pki.ParseCert(cert)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Creds.ClaimHost(r.Context(), req.Name, owner, c.SerialNumber.Text(16)); err != nil {
+			return nil, err
+		}
+	}
+	return cert, nil
+}
+
+// AuditLog is where joins are recorded (*store.Store), beside the API's
+// calls.
+type AuditLog interface {
+	AppendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.AuditRecord, error)
+}
+
+// auditJoin records a join that presented a valid token, admitted or not.
+func (s *Server) auditJoin(r *http.Request, host, owner string, err error) {
+	al, ok := s.Store.(AuditLog)
+	if !ok {
+		return
+	}
+	status := http.StatusOK
+	if err != nil {
+		_, status = errdefs.Code(err)
+	}
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	rec := api.AuditRecord{Time: time.Now().UTC(), RequestID: requestid.New(), Principal: owner, PrincipalName: "join token",
+		Verb: "hosts.join", Object: "hosts/" + host, Method: r.Method, Path: r.URL.Path, Status: status, Remote: remote}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if _, err := al.AppendAudit(ctx, []api.AuditRecord{rec}); err != nil {
+		b, _ := json.Marshal(rec)
+		s.Logger.Error("writing the audit record of a join failed; the record follows", "err", err, "record", string(b))
+	}
 }
 
 func validHostName(n string) error {
