@@ -79,17 +79,39 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 	var refused []UsageRefusal
 	owned := map[string]bool{} // uid -> owner key to create
 	ok := make([]bool, len(recs))
+	valid := make([]bool, len(recs))
+	var uids []string
 	for i := range recs {
-		r := &recs[i]
-		r.Host = host
-		if err := validUsage(r); err != nil {
+		recs[i].Host = host
+		if err := validUsage(&recs[i]); err != nil {
 			refused = append(refused, UsageRefusal{Index: i, Reason: err.Error()})
 			continue
 		}
-		mine, create, err := s.usageOwner(ctx, host, r)
-		if err != nil {
-			return nil, err
+		valid[i] = true
+		uids = append(uids, recs[i].UID)
+	}
+	owners, err := s.usageOwners(ctx, uids)
+	if err != nil {
+		return nil, err
+	}
+	decided := map[string][2]bool{} // uid -> mine, create
+	for i := range recs {
+		if !valid[i] {
+			continue
 		}
+		r := &recs[i]
+		d, seen := decided[r.UID]
+		if !seen {
+			mine, create, err := s.usageOwner(ctx, host, r, owners)
+			if err != nil {
+				return nil, err
+			}
+			d = [2]bool{mine, create}
+			if mine {
+				decided[r.UID] = d // a refusal is decided per record
+			}
+		}
+		mine, create := d[0], d[1]
 		if !mine {
 			refused = append(refused, UsageRefusal{Index: i, Reason: fmt.Sprintf("instance %s/%s (uid %s) was not placed on host %s", r.Tenant, r.Instance, r.UID, host)})
 			continue
@@ -148,15 +170,48 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 	return refused, nil
 }
 
+// usageOwners reads the owner records of uids, in transactions of a
+// batch's size: a host's flush costs a read per batch, not per instance.
+func (s *Store) usageOwners(ctx context.Context, uids []string) (map[string]string, error) {
+	out := map[string]string{}
+	seen := map[string]bool{}
+	var ops []clientv3.Op
+	read := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		resp, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return s.etcdErr(ctx, "read the usage owners", err)
+		}
+		for _, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				out[strings.TrimPrefix(string(kv.Key), usageOwnersPrefix)] = string(kv.Value)
+			}
+		}
+		ops = ops[:0]
+		return nil
+	}
+	for _, uid := range uids {
+		if seen[uid] {
+			continue
+		}
+		seen[uid] = true
+		ops = append(ops, clientv3.OpGet(usageOwnersPrefix+uid))
+		if len(ops) == usageBatch {
+			if err := read(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, read()
+}
+
 // usageOwner reports whether host may report r's instance, and whether the
 // owner record is still to be made.
-func (s *Store) usageOwner(ctx context.Context, host string, r *api.UsageRecord) (mine, create bool, err error) {
-	resp, err := s.client.Get(ctx, usageOwnersPrefix+r.UID)
-	if err != nil {
-		return false, false, s.etcdErr(ctx, "read the usage owner", err)
-	}
-	if len(resp.Kvs) > 0 {
-		return string(resp.Kvs[0].Value) == host, false, nil
+func (s *Store) usageOwner(ctx context.Context, host string, r *api.UsageRecord, owners map[string]string) (mine, create bool, err error) {
+	if owner, ok := owners[r.UID]; ok {
+		return owner == host, false, nil
 	}
 	inst, err := s.GetInstance(tenant.WithName(ctx, r.Tenant), r.Instance)
 	switch {
