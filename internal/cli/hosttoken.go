@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -119,15 +118,7 @@ func writeJoinTokens(w io.Writer, jts []api.JoinToken, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "ID\tHOST\tJOINS\tCREATED\tEXPIRES")
 	for _, jt := range jts {
-		expires := "never"
-		if jt.ExpiresAt != nil {
-			if jt.ExpiresAt.After(now) {
-				expires = "in " + humanDuration(jt.ExpiresAt.Sub(now))
-			} else {
-				expires = "expired"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", jt.ID, jt.Host, jt.Joins, ago(now, jt.CreatedAt), strings.TrimSpace(expires))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", jt.ID, jt.Host, jt.Joins, ago(now, jt.CreatedAt), expiry(now, jt.ExpiresAt))
 	}
 	return tw.Flush()
 }

@@ -113,15 +113,18 @@ func writeTokens(w io.Writer, toks []api.Token, now time.Time) error {
 		if t.CreatedAt != nil {
 			created = ago(now, *t.CreatedAt)
 		}
-		expires := "never"
-		if t.ExpiresAt != nil {
-			if t.ExpiresAt.After(now) {
-				expires = "in " + humanDuration(t.ExpiresAt.Sub(now))
-			} else {
-				expires = "expired"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orNone(t.Name), t.Tenant, strings.Join(t.Scopes, ","), created, expires)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, orNone(t.Name), t.Tenant, strings.Join(t.Scopes, ","), created, expiry(now, t.ExpiresAt))
 	}
 	return tw.Flush()
+}
+
+// expiry renders when a token expires, relative to now.
+func expiry(now time.Time, at *time.Time) string {
+	switch {
+	case at == nil:
+		return "never"
+	case at.After(now):
+		return "in " + humanDuration(at.Sub(now))
+	}
+	return "expired"
 }
