@@ -110,7 +110,13 @@ type meter struct {
 	mu      sync.Mutex
 	insts   map[string]*meterInstance
 	pending []api.UsageRecord
+	// durable counts the leading pending records that are in the file:
+	// only those may be sent.
+	durable int
 	dirty   bool
+	// persisting orders the file's writes, which happen outside mu (an
+	// fsync on a busy disk must not hold up the samplers and runners).
+	persisting sync.Mutex
 	// sending holds a token while records go out: one send at a time, in
 	// order; a waiter gives up when its context ends.
 	sending chan struct{}
@@ -143,6 +149,7 @@ func (m *meter) load() error {
 		m.insts[uid] = mi
 	}
 	m.pending = f.Pending
+	m.durable = len(f.Pending)
 	return nil
 }
 
@@ -344,19 +351,32 @@ func (m *meter) cutLocked(mi *meterInstance, horizon time.Time) {
 	m.dirty = true
 }
 
-// persistLocked writes the meter file if anything changed.
-func (m *meter) persistLocked() error {
+// persist writes the meter file if anything changed: a snapshot taken
+// under mu, written outside it, in the order the snapshots were taken.
+func (m *meter) persist() error {
+	m.persisting.Lock()
+	defer m.persisting.Unlock()
+	m.mu.Lock()
 	if !m.dirty {
+		m.mu.Unlock()
 		return nil
 	}
 	b, err := json.Marshal(meterFile{Instances: m.insts, Pending: m.pending})
-	if err != nil {
-		return err
-	}
-	if err := writeFileSync(m.path, b); err != nil {
-		return err
-	}
+	n := len(m.pending)
 	m.dirty = false
+	m.mu.Unlock()
+	if err == nil {
+		err = writeFileSync(m.path, b)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.dirty = true
+		return err
+	}
+	// Records sent meanwhile left the front of pending; none of those
+	// written can have been sent before this (only durable ones are).
+	m.durable = max(m.durable, min(n, len(m.pending)))
 	return nil
 }
 
@@ -408,9 +428,8 @@ func (m *meter) flush(ctx context.Context, horizon time.Time, uids ...string) er
 			}
 		}
 	}
-	err := m.persistLocked()
 	m.mu.Unlock()
-	if err != nil {
+	if err := m.persist(); err != nil {
 		// Nothing unwritten is sent: a record must be fixed first.
 		return fmt.Errorf("writing the meter file %s: %w", m.path, err)
 	}
@@ -428,7 +447,7 @@ func (m *meter) send(ctx context.Context) error {
 	defer func() { <-m.sending }()
 	for {
 		m.mu.Lock()
-		batch := m.pending[:min(len(m.pending), meterSendBatch)]
+		batch := m.pending[:min(m.durable, meterSendBatch)]
 		batch = append([]api.UsageRecord(nil), batch...)
 		m.mu.Unlock()
 		if len(batch) == 0 || m.sink == nil {
@@ -446,6 +465,7 @@ func (m *meter) send(ctx context.Context) error {
 		}
 		m.mu.Lock()
 		m.pending = m.pending[len(batch):]
+		m.durable -= len(batch)
 		for _, rec := range batch {
 			if mi := m.insts[rec.UID]; rec.Final && mi != nil && mi.FinalCut {
 				delete(m.insts, rec.UID)
@@ -501,11 +521,9 @@ func (m *meter) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			m.mu.Lock()
-			if err := m.persistLocked(); err != nil {
+			if err := m.persist(); err != nil {
 				m.log.Warn("writing the meter file failed", "err", err)
 			}
-			m.mu.Unlock()
 			return
 		case <-t.C:
 		}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -196,9 +197,11 @@ func TestMeterCrashes(t *testing.T) {
 				// them as pending (the process died before rewriting it).
 				m.mu.Lock()
 				m.cutLocked(m.insts["uid-1"], sec(12))
-				_ = m.persistLocked()
-				pending := append([]api.UsageRecord(nil), m.pending...)
 				m.mu.Unlock()
+				if err := m.persist(); err != nil {
+					t.Fatal(err)
+				}
+				pending := append([]api.UsageRecord(nil), m.pending...)
 				if _, err := sink.PutUsage(ctx, "h1", pending); err != nil {
 					t.Fatal(err)
 				}
@@ -309,5 +312,64 @@ func TestMeterEndWhileDown(t *testing.T) {
 	}
 	if secs, _ := sink.check(t, "uid-2", meterT0, meterT0); secs != 0 {
 		t.Fatalf("forgotten instance metered %v s", secs)
+	}
+}
+
+// A record is sent only once it is in the file: one sent before would be
+// cut anew, with other content, after a crash.
+func TestMeterSendsOnlyDurableRecords(t *testing.T) {
+	ctx := t.Context()
+	sink := &fakeSink{}
+	c := &fakeCounters{start: meterT0}
+	m := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
+	m.begin(ctx, meterInst(), meterT0, true)
+	for i := 1; i <= 5; i++ {
+		m.observe("uid-1", c.at(meterT0.Add(time.Duration(i)*time.Second)))
+	}
+	m.mu.Lock()
+	m.cutLocked(m.insts["uid-1"], meterT0.Add(5*time.Second))
+	m.mu.Unlock()
+	if err := m.send(ctx); err != nil || sink.calls != 0 {
+		t.Fatalf("send before the record was written: %d calls, %v", sink.calls, err)
+	}
+	if err := m.persist(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.send(ctx); err != nil || sink.calls != 1 {
+		t.Fatalf("send after the record was written: %d calls, %v", sink.calls, err)
+	}
+}
+
+// Samplers, the runner's end and flushes run at once (go test -race).
+func TestMeterConcurrent(t *testing.T) {
+	ctx := t.Context()
+	sink := &fakeSink{}
+	c := &fakeCounters{start: meterT0}
+	m := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
+	var wg sync.WaitGroup
+	for u := range 4 {
+		inst := meterInst()
+		inst.UID = fmt.Sprintf("uid-%d", u)
+		m.begin(ctx, inst, meterT0, true)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 1; i <= 50; i++ {
+				m.observe(inst.UID, c.at(meterT0.Add(time.Duration(i)*time.Second)))
+			}
+			m.end(ctx, inst.UID, meterT0.Add(50*time.Second))
+		}()
+	}
+	for range 20 {
+		_ = m.flush(ctx, meterT0.Add(45*time.Second))
+	}
+	wg.Wait()
+	if err := m.flush(ctx, meterT0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for u := range 4 {
+		if secs, _ := sink.check(t, fmt.Sprintf("uid-%d", u), meterT0, meterT0.Add(50*time.Second)); secs != 50 {
+			t.Fatalf("uid-%d metered %v s, want 50", u, secs)
+		}
 	}
 }

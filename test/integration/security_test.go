@@ -19,6 +19,11 @@ import (
 func usageOf(p *platform, uid string) api.UsageItem {
 	p.t.Helper()
 	var item api.UsageItem
+	defer func() {
+		if p.t.Failed() {
+			p.t.Logf("last usage seen of %s: %+v", uid, item)
+		}
+	}()
 	p.eventually("the final usage record of "+uid, 60*time.Second, func() bool {
 		var rep api.UsageReport
 		if err := json.Unmarshal([]byte(p.must("usage", "--by", "instance", "--since", "1h", "-o", "json")), &rep); err != nil {
