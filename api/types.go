@@ -66,6 +66,16 @@ type Resources struct {
 	// "100k" 100,000; Bandwidth sets both directions.
 	IngressBandwidth string `json:"ingressBandwidth,omitempty"`
 	EgressBandwidth  string `json:"egressBandwidth,omitempty"`
+	// CPULimit caps the CPU the instance may use (CFS quota) without
+	// reserving it: the scheduler and the tenant's quota count CPU only.
+	// With CPU set it must be at least CPU and lets the instance burst
+	// above its reservation; a dedicated instance has no use for it.
+	CPULimit string `json:"cpuLimit,omitempty"`
+	// LogSize caps each container's log file ("10Mi"); LogFiles is how
+	// many files of that size are kept, the current one included, so a
+	// container's log takes at most LogSize x LogFiles on its host.
+	LogSize  string `json:"logSize,omitempty"`
+	LogFiles int    `json:"logFiles,omitempty"`
 }
 
 // PortMapping publishes a container port on a host address.
@@ -260,16 +270,68 @@ type Tenant struct {
 	AllowedRuntimes []string `json:"allowedRuntimes,omitempty"`
 	// SchedulingPolicy is the default of the tenant's instances that name
 	// none: binpack or spread; empty is the platform's default (binpack).
-	SchedulingPolicy string    `json:"schedulingPolicy,omitempty"`
-	CreatedAt        time.Time `json:"createdAt"`
+	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
+	// DefaultInstanceType fills in the resources of the tenant's
+	// instances that leave them empty, in place of the platform's default
+	// type (see GET /v1/types).
+	DefaultInstanceType string `json:"defaultInstanceType,omitempty"`
+	// Quota caps what the tenant's instances hold at once; nil is no
+	// quota.
+	Quota     *Quota    `json:"quota,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.
 type CreateTenantRequest struct {
-	Name             string   `json:"name"`
-	DefaultRuntime   string   `json:"defaultRuntime,omitempty"`
-	AllowedRuntimes  []string `json:"allowedRuntimes,omitempty"`
-	SchedulingPolicy string   `json:"schedulingPolicy,omitempty"`
+	Name                string   `json:"name"`
+	DefaultRuntime      string   `json:"defaultRuntime,omitempty"`
+	AllowedRuntimes     []string `json:"allowedRuntimes,omitempty"`
+	SchedulingPolicy    string   `json:"schedulingPolicy,omitempty"`
+	DefaultInstanceType string   `json:"defaultInstanceType,omitempty"`
+	// Quota replaces the platform's default quota for new tenants; a
+	// field left out keeps the default's.
+	Quota *Quota `json:"quota,omitempty"`
+}
+
+// Quota caps what a tenant's instances hold at once across the pool, from
+// their creation until they are removed (finished instances included).
+// A field left out is not limited. CPU and memory are what instances
+// reserve (spec.resources.cpu and memory); each may be an amount ("8",
+// "16Gi") or a share of the pool's capacity ("50%"). On each host a
+// parent cgroup holds the tenant's instances to the same amounts.
+type Quota struct {
+	Instances *int64 `json:"instances,omitempty"`
+	CPU       string `json:"cpu,omitempty"`
+	Memory    string `json:"memory,omitempty"`
+	// Ports counts published host ports; Volumes and Devices count what
+	// instances attach once the platform offers them.
+	Ports   *int64 `json:"ports,omitempty"`
+	Volumes *int64 `json:"volumes,omitempty"`
+	Devices *int64 `json:"devices,omitempty"`
+}
+
+// Unlimited marks a resource without a limit in QuotaAmounts.
+const Unlimited = -1
+
+// QuotaAmounts are amounts of the resources a quota counts.
+type QuotaAmounts struct {
+	Instances   int64 `json:"instances"`
+	MilliCPU    int64 `json:"milliCpu"`
+	MemoryBytes int64 `json:"memoryBytes"`
+	Ports       int64 `json:"ports"`
+	Volumes     int64 `json:"volumes"`
+	Devices     int64 `json:"devices"`
+}
+
+// TenantQuota is the body of GET and PUT /v1/tenants/{name}/quota: the
+// quota as set, what it allows now (shares of the pool resolved against
+// its current capacity; Unlimited where the quota sets nothing) and what
+// the tenant's instances use.
+type TenantQuota struct {
+	Tenant string       `json:"tenant"`
+	Quota  Quota        `json:"quota"`
+	Limits QuotaAmounts `json:"limits"`
+	Used   QuotaAmounts `json:"used"`
 }
 
 // CreateTenantResponse carries the new tenant's first bearer token; it is

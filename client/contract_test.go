@@ -90,7 +90,7 @@ func notFound(name string) error {
 	return fmt.Errorf("instance %q not found: %w", name, errdefs.ErrNotFound)
 }
 
-func (s *fakeStore) CreateInstance(ctx context.Context, inst *api.Instance) error {
+func (s *fakeStore) CreateInstance(ctx context.Context, inst *api.Instance, _ ...store.CreateOption) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.instances[inst.Name]; ok {
@@ -272,6 +272,14 @@ func (s *fakeStore) GetTenant(ctx context.Context, name string) (*api.Tenant, er
 }
 
 func (s *fakeStore) ListTenants(ctx context.Context) ([]api.Tenant, error) { return nil, nil }
+
+func (s *fakeStore) UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error) {
+	return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+}
+
+func (s *fakeStore) TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error) {
+	return api.QuotaAmounts{}, nil
+}
 
 func (s *fakeStore) DeleteTenant(ctx context.Context, name string) error {
 	return fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)

@@ -47,6 +47,23 @@ func (c *Client) DeleteTenant(ctx context.Context, name string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/v1/tenants/"+url.PathEscape(name), nil, nil, nil)
 }
 
+// GetTenantQuota returns a tenant's quota, what it allows now and what
+// the tenant's instances use (the caller's own tenant, or any for
+// administrators).
+func (c *Client) GetTenantQuota(ctx context.Context, name string) (api.TenantQuota, error) {
+	var q api.TenantQuota
+	err := c.doJSON(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(name)+"/quota", nil, nil, &q)
+	return q, err
+}
+
+// SetTenantQuota replaces a tenant's quota (administrators only) and
+// returns it with the tenant's usage.
+func (c *Client) SetTenantQuota(ctx context.Context, name string, q api.Quota) (api.TenantQuota, error) {
+	var out api.TenantQuota
+	err := c.doJSON(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(name)+"/quota", nil, q, &out)
+	return out, err
+}
+
 // ListTypes returns the instance types.
 func (c *Client) ListTypes(ctx context.Context) ([]api.InstanceType, error) {
 	var list api.InstanceTypeList

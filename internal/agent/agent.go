@@ -41,6 +41,9 @@ type Store interface {
 	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
+	// TenantQuota is a tenant's quota (nil: none), which caps the
+	// tenant's parent cgroup on the host.
+	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
 
 // Network is the sandbox network of instances.
@@ -72,6 +75,10 @@ type Config struct {
 	Warm *WarmOptions
 	// Usage, if set, takes the host's usage records (see meter.go).
 	Usage UsageSink
+	// CgroupRoot is the parent of every cgroup the agent makes, in each
+	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
+	// machine (tests) need one each: tenant cgroups are per host.
+	CgroupRoot string
 }
 
 // Agent runs the instances of one host.
@@ -90,6 +97,15 @@ type Agent struct {
 	warm       *pool.Warm    // nil when warm containers are off
 	warmInit   string        // the holder binary
 	meter      *meter
+
+	cgRoot     string
+	cgParents  sync.Map // instance UID -> the cgroup its cgroup is under (placeCgroup)
+	quotas     tenantQuotas
+	tenantMu   sync.Mutex     // serializes changes of tenant cgroups
+	tenantRefs map[string]int // holds on tenant cgroups (holdTenant)
+
+	logsMu sync.Mutex
+	logs   map[string]*logWriter // by path: the writers of the containers' logs
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -102,7 +118,10 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
-		cpus: newCPUAllocator(hostCPUList()),
+		cpus: newCPUAllocator(hostCPUList()), cgRoot: cfg.CgroupRoot,
+	}
+	if a.cgRoot == "" {
+		a.cgRoot = DefaultCgroupRoot
 	}
 	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
@@ -212,6 +231,8 @@ func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) 
 			return
 		}
 		r = newRunner(a, inst)
+		a.placeCgroup(inst)
+		a.holdTenant(inst.Tenant)
 		a.runners[inst.UID] = r
 		a.wg.Add(1)
 		go func() {
@@ -223,6 +244,11 @@ func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) 
 			a.mu.Lock()
 			delete(a.runners, inst.UID)
 			a.mu.Unlock()
+			if ctx.Err() == nil {
+				// Torn down (not left running for the next agent).
+				a.cgParents.Delete(inst.UID)
+				a.releaseTenant(ctx, inst.Tenant)
+			}
 		}()
 	}
 	a.mu.Unlock()
@@ -321,26 +347,11 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 				known[id] = true // keep its sandbox dir for a later cleanup
 			}
 			if !pool.IsPoolID(id) {
-				removeCgroup(id)
+				a.removeCgroupNamed(id)
 			}
 		}
 	}
-	// The cgroups of unclaimed warm containers (with no network left, the
-	// loop above did not reach them).
-	if ents, err := os.ReadDir(filepath.Join(cgroupV1Root, "memory", cgroupRoot)); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), pool.WarmPrefix) && !knownNet[e.Name()] {
-				removeCgroup(e.Name())
-			}
-		}
-	}
-	if ents, err := os.ReadDir(filepath.Join(cgroupV1Root, "unified", cgroupRoot)); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), pool.WarmPrefix) && !knownNet[e.Name()] {
-				removeCgroup(e.Name())
-			}
-		}
-	}
+	a.cleanupCgroups(known, knownNet)
 	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
 	for _, e := range sandboxes {
 		if !known[e.Name()] {
@@ -352,6 +363,44 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 		if !known[e.Name()] {
 			_ = os.RemoveAll(a.logDir(e.Name()))
 		}
+	}
+	// The log FIFOs of tasks gone with their instance or warm container.
+	fifos, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logfifo"))
+	for _, e := range fifos {
+		if !known[e.Name()] && !knownNet[e.Name()] {
+			_ = os.RemoveAll(a.logFIFODir(e.Name()))
+		}
+	}
+}
+
+// cleanupCgroups removes the cgroups of unclaimed warm containers (with
+// no network left, the orphan cleanup of sandboxes did not reach them),
+// those of instances no longer known under the tenant cgroups, and then
+// every tenant cgroup left empty. Under the root, only warm containers'
+// are removed by name: an instance cgroup there may be a dedicated
+// instance's of an agent that shares the root (the default), which this
+// agent does not know.
+func (a *Agent) cleanupCgroups(known, knownNet map[string]bool) {
+	keep := func(name string) bool { return known[name] || knownNet[name] }
+	for _, h := range []string{"memory", "unified"} {
+		ents, _ := os.ReadDir(filepath.Join(cgroupV1Root, h, a.cgRoot))
+		for _, e := range ents {
+			if e.IsDir() && strings.HasPrefix(e.Name(), pool.WarmPrefix) && !keep(e.Name()) {
+				removeCgroup(a.legacyCgroup(e.Name()))
+			}
+		}
+	}
+	for _, tc := range a.tenantCgroups() {
+		for _, h := range []string{"memory", "cpu", "unified"} {
+			ents, _ := os.ReadDir(filepath.Join(cgroupV1Root, h, tc))
+			for _, e := range ents {
+				if e.IsDir() && !keep(e.Name()) {
+					a.log.Info("removing an orphaned cgroup", "cgroup", tc+"/"+e.Name())
+					removeCgroup(tc + "/" + e.Name())
+				}
+			}
+		}
+		removeEmptyCgroup(tc)
 	}
 }
 

@@ -39,8 +39,14 @@ func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.
 		// and a dedicated instance is promised never to be throttled.
 		shares := uint64(dedicatedShares)
 		lr.CPU = &specs.LinuxCPU{Cpus: formatCPUList(cores), Shares: &shares}
-	case res.CPU != "":
-		milli, err := model.ParseCPU(res.CPU)
+	case res.CPU != "" || res.CPULimit != "":
+		// The cap, else the reservation: a shared instance never uses
+		// more than either.
+		q := res.CPULimit
+		if q == "" {
+			q = res.CPU
+		}
+		milli, err := model.ParseCPU(q)
 		if err != nil {
 			return nil, err
 		}
@@ -170,10 +176,11 @@ func parseDevNumber(s string) (blockDevice, error) {
 	return blockDevice{maj, mnr}, nil
 }
 
-// createCgroup makes the instance cgroup with the spec's limits. It is
-// idempotent, so an adopting agent may call it again; a dedicated
-// instance must hold its cores (reserveCPUs) first.
-func (a *Agent) createCgroup(uid string, res api.Resources) error {
+// createCgroup makes the instance cgroup with the spec's limits, under
+// its tenant's cgroup (created or updated first, see tenantcg.go) unless
+// it is dedicated. It is idempotent, so an adopting agent may call it
+// again; a dedicated instance must hold its cores (reserveCPUs) first.
+func (a *Agent) createCgroup(ctx context.Context, tenantName, uid string, res api.Resources) error {
 	var cores []int
 	if n, err := dedicatedCores(res); err != nil {
 		return err
@@ -191,7 +198,18 @@ func (a *Agent) createCgroup(uid string, res api.Resources) error {
 	if err != nil {
 		return err
 	}
-	return applyCgroup(a.cgName(uid), lr)
+	path := a.instanceCgroup(uid)
+	if strings.HasPrefix(path, a.tenantCgroup(tenantName)+"/") {
+		limit, err := a.applyTenantCgroup(ctx, tenantName)
+		if err != nil {
+			a.log.Warn("the tenant's cgroup is not capped", "tenant", tenantName, "err", err)
+		}
+		if q := clampQuota(ownCPUQuota(res), limit); q >= 0 {
+			period := uint64(cfsPeriod)
+			lr.CPU = &specs.LinuxCPU{Period: &period, Quota: &q}
+		}
+	}
+	return applyCgroup(path, lr)
 }
 
 // diskOf is the disk that holds the writable layers, if res limits disk
@@ -307,7 +325,7 @@ func (a *Agent) restoreCPUs(insts []api.Instance) {
 		if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n == 0 {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", instanceCgroup(inst.UID), "cpuset.cpus"))
+		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", a.legacyCgroup(inst.UID), "cpuset.cpus"))
 		if err != nil {
 			continue // not created yet: it allocates when it starts
 		}

@@ -39,6 +39,19 @@ func TestCgroupResources(t *testing.T) {
 			},
 		},
 		{
+			name: "cpu cap without a reservation",
+			res:  api.Resources{CPULimit: "1", Memory: "256Mi"},
+			want: &specs.LinuxResources{
+				CPU:    &specs.LinuxCPU{Period: u64(100000), Quota: i64(100000)},
+				Memory: &specs.LinuxMemory{Limit: i64(256 << 20)},
+			},
+		},
+		{
+			name: "cpu cap above the reservation",
+			res:  api.Resources{CPU: "0.5", CPULimit: "2"},
+			want: &specs.LinuxResources{CPU: &specs.LinuxCPU{Period: u64(100000), Quota: i64(200000)}},
+		},
+		{
 			name:  "dedicated: cores, top weight, no quota",
 			res:   api.Resources{CPU: "2", CPUPolicy: "dedicated"},
 			cores: []int{2, 3},

@@ -17,22 +17,14 @@ import (
 
 var _ server.PreviousLogger = (*Agent)(nil)
 
-// A container's output goes to one log file across restarts (the shim
-// appends to it), so `kanga logs` shows every run. To serve the run before
-// the latest restart on its own (kubectl logs --previous), the agent notes
-// in a small file next to the log the offset at which each restart began:
-// run 0 starts at offset 0, run i at the i-th recorded offset.
+// A container's output goes to one log across restarts (rotated files,
+// see logfile.go), so `kanga logs` shows every run. To serve the run
+// before the latest restart on its own (kubectl logs --previous), the
+// agent notes in a small file next to the log the logical offset at which
+// each restart began: run 0 starts at offset 0, run i at the i-th recorded
+// offset. What rotation dropped of a run is gone from it too.
 
 func runsPath(logPath string) string { return logPath + ".runs" }
-
-// logEnd returns the size of the log at path, 0 when there is none yet.
-func logEnd(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
 
 // markRun records that a run of the container logging to path began at
 // offset off.
@@ -89,7 +81,7 @@ func previousRun(path string) (start, end int64, ok bool, err error) {
 // run.
 func (r *runner) restartTask(ctx context.Context, c *ctr) error {
 	path := r.a.logPath(r.uid, c.spec.Name)
-	end := logEnd(path)
+	end := r.a.logEnd(path)
 	if err := r.startTask(ctx, c); err != nil {
 		return err
 	}
@@ -116,14 +108,20 @@ func (a *Agent) PreviousLogs(ctx context.Context, inst *api.Instance, container 
 		return nil, fmt.Errorf("container %q of instance %q has not restarted, so it has no previous run; drop --previous for its output: %w",
 			container, inst.Name, errdefs.ErrNotFound)
 	}
-	f, err := os.Open(path)
+	chain, err := a.openChain(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening the log of container %q of instance %q: %w", container, inst.Name, err)
 	}
-	return sectionReadCloser{io.NewSectionReader(f, start, end-start), f}, nil
+	return chainReader{chain.section(start, end), chain}, nil
 }
 
-type sectionReadCloser struct {
+// chainReader reads a section of a log and closes its files.
+type chainReader struct {
 	io.Reader
-	io.Closer
+	chain logChain
+}
+
+func (c chainReader) Close() error {
+	c.chain.close()
+	return nil
 }

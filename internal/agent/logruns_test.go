@@ -45,7 +45,7 @@ func TestPreviousRun(t *testing.T) {
 			for i, out := range tt.runs {
 				if i > 0 {
 					// What restartTask does around starting the task.
-					if err := markRun(path, logEnd(path)); err != nil {
+					if err := markRun(path, (&Agent{}).logEnd(path)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -90,7 +90,7 @@ func TestPreviousLogs(t *testing.T) {
 	if _, err := a.PreviousLogs(ctx, inst, "app"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("PreviousLogs before a restart: %v, want not found", err)
 	}
-	if err := markRun(path, logEnd(path)); err != nil {
+	if err := markRun(path, (&Agent{}).logEnd(path)); err != nil {
 		t.Fatal(err)
 	}
 	appendLog(t, path, "second\n")

@@ -28,7 +28,8 @@ func (m *memStore) WatchAllInstances(context.Context, int64) <-chan store.Instan
 	return nil
 }
 
-func (m *memStore) DeleteInstance(context.Context, string) error { return nil }
+func (m *memStore) DeleteInstance(context.Context, string) error            { return nil }
+func (m *memStore) TenantQuota(context.Context, string) (*api.Quota, error) { return nil, nil }
 
 func (m *memStore) UpdateInstance(_ context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error) {
 	m.mu.Lock()

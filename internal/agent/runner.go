@@ -312,7 +312,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	r.ip = att.IP
 	r.att = att
 	prof.step("network")
-	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("creating the instance cgroup: %w", err)
 	}
 	prof.step("cgroup")
@@ -377,7 +377,10 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 	if c.fresh {
 		return r.startTask(ctx, c)
 	}
-	task, err := c.c.Task(ctx, nil)
+	// A running task's output goes on into the log from where the shim
+	// kept it waiting.
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	task, err := c.c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) { return r.a.attachLogIO(fifos, lw) })
 	if err == nil {
 		st, err := task.Status(ctx)
 		if err != nil {
@@ -449,7 +452,11 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	r.mark("task-lookup")
-	task, err := c.c.NewTask(ctx, cio.LogFile(r.a.logPath(r.uid, c.spec.Name)))
+	inst, _ := r.snapshot()
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
+	task, err := c.c.NewTask(ctx, logs)
+	created()
 	if err != nil {
 		return fmt.Errorf("creating task: %w", err)
 	}
@@ -951,9 +958,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		}
 	}
 	r.a.netIDs.Delete(r.uid)
-	removeCgroup(r.uid)
+	r.a.removeCgroupNamed(r.uid)
 	if strings.HasPrefix(netID, pool.WarmPrefix) {
-		removeCgroup(netID) // the claimed warm container's
+		r.a.removeCgroupNamed(netID) // the claimed warm container's
+		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}
 	r.a.cpus.release(r.uid)
 	r.a.removeFiles(r.uid)

@@ -37,16 +37,12 @@ const (
 	labelContainer = "kanga.dev/container"
 )
 
-// cgroupRoot is the parent of every instance's cgroup, in each v1
-// hierarchy. The instance cgroup carries the instance-wide limits; each
-// container gets a child of it.
-const cgroupRoot = "/kanga"
+// DefaultCgroupRoot is the parent of every instance's cgroup, in each v1
+// hierarchy (see tenantcg.go for the layout below it). The instance cgroup
+// carries the instance-wide limits; each container gets a child of it.
+const DefaultCgroupRoot = "/kanga"
 
 func containerID(uid, name string) string { return uid + "-" + name }
-
-// instanceCgroup is the cgroup of the instance whose cgroup name (see
-// cgName) is uid.
-func instanceCgroup(uid string) string { return cgroupRoot + "/" + uid }
 
 // cgName names the cgroup of instance uid: its uid, or the id of the warm
 // container it claimed. A warm container's cgroups keep their names: the
@@ -129,16 +125,18 @@ func (a *Agent) logPath(uid, container string) string {
 }
 
 func (a *Agent) removeFiles(uid string) {
+	a.forgetLogs(a.logDir(uid))
 	_ = os.RemoveAll(a.logDir(uid))
 	_ = os.RemoveAll(a.sandboxDir(uid))
+	_ = os.RemoveAll(a.logFIFODir(uid))
 }
 
 // applyCgroup creates or updates the instance cgroup in every hierarchy
 // Kanga manages. containerd/cgroups does the v1 chores (a new cpuset
 // cgroup inherits its parent's cpus and mems before it can hold tasks);
 // the limits themselves come from cgroupResources.
-func applyCgroup(uid string, lr *specs.LinuxResources) error {
-	cg, err := cgroups.New(hierarchy, cgroups.StaticPath(instanceCgroup(uid)), lr)
+func applyCgroup(path string, lr *specs.LinuxResources) error {
+	cg, err := cgroups.New(hierarchy, cgroups.StaticPath(path), lr)
 	if err != nil {
 		return err
 	}
@@ -162,17 +160,17 @@ func hierarchy() ([]cgroups.Subsystem, error) {
 	return out, nil
 }
 
-// removeCgroup removes the instance cgroup, with any child left in it
+// removeCgroup removes the instance cgroup path, with any child left in it
 // (a container's cgroup the runtime did not remove: a claimed warm
 // container's, which the runtime knows under its old name), from every
 // hierarchy, v2 and named ones included.
-func removeCgroup(uid string) {
+func removeCgroup(path string) {
 	hs, err := os.ReadDir(cgroupV1Root)
 	if err != nil {
 		return
 	}
 	for _, h := range hs {
-		top := filepath.Join(cgroupV1Root, h.Name(), instanceCgroup(uid))
+		top := filepath.Join(cgroupV1Root, h.Name(), path)
 		var dirs []string
 		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -198,7 +196,7 @@ func removeCgroup(uid string) {
 // parents, so the container's cgroup (alive until its task is deleted) and
 // the instance's are summed.
 func (a *Agent) oomKills(uid, container string) uint64 {
-	cg := instanceCgroup(a.cgName(uid))
+	cg := a.instanceCgroup(uid)
 	return readOOMKills(cg) + readOOMKills(cg+"/"+a.leafName(uid, container))
 }
 
@@ -347,7 +345,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	for _, e := range c.spec.Env {
 		env = append(env, e.Name+"="+e.Value)
 	}
-	opts := r.a.baseSpecOpts(img, netns, instanceCgroup(r.a.cgName(r.uid))+"/"+r.a.leafName(r.uid, c.spec.Name), dir)
+	opts := r.a.baseSpecOpts(img, netns, r.a.instanceCgroup(r.uid)+"/"+r.a.leafName(r.uid, c.spec.Name), dir)
 	opts = append(opts,
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),

@@ -39,17 +39,17 @@ func TestSamplingRealCgroup(t *testing.T) {
 	uid := fmt.Sprintf("kangatest%d", os.Getpid())
 	res := api.Resources{CPU: "0.5", Memory: "64Mi", Pids: 20}
 	a := New(Config{HostName: "h", Network: fakeNet{}})
-	if err := a.createCgroup(uid, res); err != nil {
+	if err := a.createCgroup(context.Background(), "t1", uid, res); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeCgroup(uid) })
+	t.Cleanup(func() { removeCgroup(a.instanceCgroup(uid)) })
 
 	busy := exec.Command("sh", "-c", "while :; do :; done")
 	if err := busy.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = busy.Process.Kill(); _ = busy.Wait() })
-	cg, err := cgroups.Load(hierarchy, cgroups.StaticPath(instanceCgroup(uid)))
+	cg, err := cgroups.Load(hierarchy, cgroups.StaticPath(a.instanceCgroup(uid)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,9 +48,9 @@ type sample struct {
 // runDelay sums the run-queue wait of every task in the instance's cpu
 // cgroup and its containers' cgroups. Tasks that exited take their delay
 // with them, so the sum can drop; the SLA skips such intervals.
-func runDelay(root, uid string) uint64 {
+func runDelay(root, cg string) uint64 {
 	var total uint64
-	dir := filepath.Join(root, "cpu", instanceCgroup(uid))
+	dir := filepath.Join(root, "cpu", cg)
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != "tasks" {
 			return nil
@@ -81,8 +81,7 @@ var errNoCgroup = errors.New("the instance has no cgroup on this host")
 // hierarchies. cgroup v1 charges CPU, memory, pids and (through the
 // _recursive files) blkio of the container cgroups to the instance's; OOM
 // kills are the exception, counted in the victim's own cgroup only.
-func readCgroupStats(root, uid string) (api.InstanceStats, error) {
-	cg := instanceCgroup(uid)
+func readCgroupStats(root, cg string) (api.InstanceStats, error) {
 	path := func(ctrl, file string) string { return filepath.Join(root, ctrl, cg, file) }
 	var st api.InstanceStats
 	usage, err := readUint(path("cpuacct", "cpuacct.usage"))
@@ -190,7 +189,8 @@ func readKeyValues(path string) (map[string]uint64, error) {
 
 // takeSample reads the instance's cgroup and network counters now.
 func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
-	st, err := readCgroupStats(cgroupV1Root, a.cgName(uid))
+	cg := a.instanceCgroup(uid)
+	st, err := readCgroupStats(cgroupV1Root, cg)
 	if err != nil {
 		return sample{}, err
 	}
@@ -203,7 +203,7 @@ func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
 		a.log.Debug("reading network counters failed", "uid", uid, "err", err)
 	}
 	s.SharedCores = a.sharesDedicatedCores(uid, st.CPUs)
-	s.RunDelayNanos = runDelay(cgroupV1Root, a.cgName(uid))
+	s.RunDelayNanos = runDelay(cgroupV1Root, cg)
 	return s, nil
 }
 
@@ -222,7 +222,7 @@ func (a *Agent) sharesDedicatedCores(uid, cpus string) bool {
 		if other == uid {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", instanceCgroup(other), "cpuset.cpus"))
+		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", a.legacyCgroup(other), "cpuset.cpus"))
 		if err != nil {
 			continue
 		}

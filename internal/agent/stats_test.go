@@ -15,7 +15,7 @@ import (
 func fakeCgroups(t *testing.T, uid string) string {
 	t.Helper()
 	root := t.TempDir()
-	cg := instanceCgroup(uid)
+	cg := DefaultCgroupRoot + "/" + uid
 	files := map[string]string{
 		"cpuacct/" + cg + "/cpuacct.usage":                           "1500000000\n",
 		"cpu/" + cg + "/cpu.stat":                                    "nr_periods 40\nnr_throttled 30\nthrottled_time 900000000\nnr_bursts 0\n",
@@ -44,7 +44,7 @@ func fakeCgroups(t *testing.T, uid string) string {
 
 func TestReadCgroupStats(t *testing.T) {
 	root := fakeCgroups(t, "u1")
-	got, err := readCgroupStats(root, "u1")
+	got, err := readCgroupStats(root, DefaultCgroupRoot+"/u1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,32 +22,20 @@ import (
 	"github.com/kanga-run/kanga/internal/server"
 )
 
-// logPoll is how often a follower looks for new output. The shim appends
-// to the log file directly, so there is no event to wait on.
+// logPoll is how often a follower looks for new output.
 const logPoll = 100 * time.Millisecond
 
-// Logs implements server.Host. The shim writes each container's stdout and
-// stderr straight into a file, so logs survive agent restarts and cost the
-// agent nothing while nobody reads them.
+// Logs implements server.Host. The agent copies each container's output
+// into rotated files (logfile.go), so logs survive agent restarts; a
+// reader reads the files in order and, with follow, goes on into the file
+// that replaced the one it read when the log is rotated.
 func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
 	if err := checkTenant(ctx, inst); err != nil {
 		return err
 	}
 	a.log.Debug("logs", "instance", inst.Name, "tenant", inst.Tenant, "container", container, "follow", follow, "request_id", requestid.From(ctx))
-	f, err := os.Open(a.logPath(inst.UID, container))
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if !follow {
-			return nil // it has not started yet: no output
-		}
-	}
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-	}()
+	fl := &logFollower{a: a, path: a.logPath(inst.UID, container), w: w}
+	defer fl.close()
 	for {
 		r := a.runner(inst.UID)
 		var (
@@ -57,22 +45,17 @@ func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, 
 		if r != nil {
 			phase, changed = r.currentPhase()
 		}
-		if f == nil {
-			f, _ = os.Open(a.logPath(inst.UID, container))
-		}
-		if f != nil {
-			if _, err := io.Copy(w, f); err != nil {
-				return err
-			}
+		if _, err := fl.copy(); err != nil {
+			return err
 		}
 		if !follow || r == nil {
 			return nil
 		}
 		if phase.Terminal() {
-			// The shim copies output to the file on its own and may report
-			// the exit before the last bytes land: read until the file has
-			// stopped growing for a moment.
-			return drainSettled(ctx, f, w)
+			// The copier may still be writing the last output when the
+			// exit is reported: read until the log has stopped growing
+			// for a moment.
+			return fl.drainSettled(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -83,12 +66,113 @@ func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, 
 	}
 }
 
-// drainSettled copies what still arrives in f until nothing has for
-// logSettle, or a second has passed.
-func drainSettled(ctx context.Context, f *os.File, w io.Writer) error {
-	if f == nil {
-		return nil
+// logFollower reads a container's log from its beginning, across
+// rotations.
+type logFollower struct {
+	a    *Agent
+	path string
+	w    io.Writer
+	cur  *os.File // the file read now; nil before the log exists
+}
+
+func (f *logFollower) close() {
+	if f.cur != nil {
+		f.cur.Close()
 	}
+}
+
+// copy writes what was added to the log since the last copy.
+func (f *logFollower) copy() (int64, error) {
+	var n int64
+	if f.cur == nil {
+		chain, err := f.a.openChain(f.path)
+		if err != nil || len(chain) == 0 {
+			return 0, err
+		}
+		m, err := f.copyParts(chain)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	for {
+		m, err := io.Copy(f.w, f.cur)
+		n += m
+		if err != nil || !f.rotated() {
+			return n, err
+		}
+		// The writer moved on to a new file: what it wrote to this one
+		// before is read first, then the files after it.
+		if m, err = io.Copy(f.w, f.cur); err != nil {
+			return n + m, err
+		}
+		n += m
+		chain, err := f.a.openChain(f.path)
+		if err != nil {
+			return n, err
+		}
+		i := 0
+		for k, p := range chain {
+			if sameFile(p.f, f.cur) {
+				i = k + 1
+			}
+		}
+		for _, p := range chain[:i] {
+			p.f.Close()
+		}
+		f.cur.Close()
+		f.cur = nil
+		if i == len(chain) {
+			return n, nil // nothing newer yet
+		}
+		m, err = f.copyParts(chain[i:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// copyParts writes every part but the last and makes the last the
+// current file.
+func (f *logFollower) copyParts(chain logChain) (int64, error) {
+	var n int64
+	last := len(chain) - 1
+	for k, p := range chain[:last] {
+		m, err := io.Copy(f.w, p.f)
+		n += m
+		p.f.Close()
+		if err != nil {
+			for _, q := range chain[k+1:] {
+				q.f.Close()
+			}
+			return n, err
+		}
+	}
+	f.cur = chain[last].f
+	return n, nil
+}
+
+// rotated tells whether the file read now is no longer the log's current
+// file.
+func (f *logFollower) rotated() bool {
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	cur, err := f.cur.Stat()
+	return err == nil && !os.SameFile(fi, cur)
+}
+
+func sameFile(a, b *os.File) bool {
+	ai, err1 := a.Stat()
+	bi, err2 := b.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(ai, bi)
+}
+
+// drainSettled copies what still arrives until nothing has for logSettle,
+// or a second has passed.
+func (f *logFollower) drainSettled(ctx context.Context) error {
 	const logSettle = 150 * time.Millisecond
 	deadline := time.Now().Add(time.Second)
 	quiet := time.Duration(0)
@@ -98,7 +182,7 @@ func drainSettled(ctx context.Context, f *os.File, w io.Writer) error {
 			return nil
 		case <-time.After(50 * time.Millisecond):
 		}
-		n, err := io.Copy(w, f)
+		n, err := f.copy()
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/typeurl/v2"
@@ -87,6 +86,7 @@ type warmCtr struct {
 	stdin *os.File // the agent's end of the holder's stdin FIFO
 	ack   *os.File // read-write end of the ack FIFO, held until the claim
 	ackRd *os.File // read-only end, opened once the holder is a writer
+	held  bool     // holds its tenant's cgroup (holdTenant)
 }
 
 func (a *Agent) ctrRecord(uid, name string) string {
@@ -129,16 +129,6 @@ func newWarmID() string {
 	_, _ = rand.Read(b)
 	return pool.WarmPrefix + hex.EncodeToString(b)
 }
-
-// warmIO gives the holder a FIFO for stdin and a log file for its output:
-// the runc shim's "file" scheme copies stdin from the FIFO as the "fifo"
-// scheme does (containerd v1.6 pkg/process/io.go).
-type warmIO struct{ cfg cio.Config }
-
-func (w *warmIO) Config() cio.Config { return w.cfg }
-func (w *warmIO) Cancel()            {}
-func (w *warmIO) Wait()              {}
-func (w *warmIO) Close() error       { return nil }
 
 // MakeWarm implements pool.WarmMaker: it creates and starts a warm
 // container for key and waits until its holder reports ready.
@@ -189,7 +179,15 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	if w.stdin, err = os.OpenFile(stdinPath, os.O_RDWR, 0); err != nil {
 		return nil, err
 	}
-	opts := a.baseSpecOpts(img, w.att.NetNS, instanceCgroup(w.id)+"/warm", dir)
+	// Under the tenant's cgroup from the start: the warm container keeps
+	// its cgroup when an instance claims it. The hold ends with
+	// DestroyWarm, or with the claim (the instance's runner holds it then).
+	a.holdTenant(key.Tenant)
+	w.held = true
+	if _, err := a.applyTenantCgroup(ctx, key.Tenant); err != nil {
+		a.log.Warn("the tenant's cgroup is not capped", "tenant", key.Tenant, "err", err)
+	}
+	opts := a.baseSpecOpts(img, w.att.NetNS, a.tenantCgroup(key.Tenant)+"/"+w.id+"/warm", dir)
 	opts = append(opts,
 		oci.WithProcessArgs(holder.Path),
 		oci.WithHostname("localhost"),
@@ -217,10 +215,12 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
 	w.c = c
-	logPath := a.logPath(w.id, "warm")
-	task, err := c.NewTask(nctx, func(string) (cio.IO, error) {
-		return &warmIO{cio.Config{Stdin: stdinPath, Stdout: "file://" + logPath, Stderr: "file://" + logPath}}, nil
-	})
+	// The holder's output (none, normally) and then the instance's go to
+	// the warm log, which the claim moves to the instance's name.
+	lw := a.logWriterFor(a.logPath(w.id, "warm"), logLimitsOf(api.Resources{}))
+	logs, created := a.logCreator(w.id, "warm", lw, stdinPath)
+	task, err := c.NewTask(nctx, logs)
+	created()
 	if err != nil {
 		return nil, fmt.Errorf("creating task: %w", err)
 	}
@@ -266,8 +266,12 @@ func (a *Agent) DestroyWarm(ctx context.Context, v any) {
 	if err := a.cfg.Network.Teardown(ctx, w.id, nil); err != nil {
 		a.log.Warn("removing a warm container's network failed", "id", w.id, "err", err)
 	}
-	removeCgroup(w.id)
+	removeCgroup(a.tenantCgroup(w.key.Tenant) + "/" + w.id)
 	a.removeFiles(w.id)
+	if w.held {
+		w.held = false
+		a.releaseTenant(ctx, w.key.Tenant)
+	}
 }
 
 // takeWarm hands the runner a warm container for inst, if inst is one a
@@ -341,7 +345,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	r.a.netIDs.Store(r.uid, w.id)
 	// The warm container's cgroups keep their names (see cgName); the
 	// instance's limits go on its parent, as on any instance cgroup.
-	if err := r.a.createCgroup(r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
 		return fmt.Errorf("limiting the instance cgroup: %w", err)
 	}
 	r.mark("cgroup")
@@ -349,11 +353,9 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	if err := writeHosts(dir, inst.Name, w.att.IP); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(r.a.logDir(r.uid), 0o755); err != nil {
-		return err
-	}
-	// The shim keeps writing to the file it opened, under its new name.
-	if err := os.Rename(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name)); err != nil {
+	// The agent's copier goes on writing the task's output there, under
+	// the instance's log caps.
+	if err := r.a.moveLog(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name), logLimitsOf(inst.Spec.Resources)); err != nil {
 		return err
 	}
 	_ = os.Remove(r.a.logDir(w.id))
@@ -391,6 +393,11 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	c.status.FinishedAt = nil
 	c.status.PID = int(w.task.Pid())
 	c.warmSpec = spec
+	if w.held {
+		// The instance's runner holds the tenant's cgroup from now on.
+		w.held = false
+		go r.a.releaseTenant(context.WithoutCancel(ctx), w.key.Tenant)
+	}
 	r.event("Normal", "Started", "started container %s in a warm container (runtime %s)", name, inst.Spec.Runtime)
 	return nil
 }

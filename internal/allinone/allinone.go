@@ -50,9 +50,36 @@ type Options struct {
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
-	Logger    *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
+	CgroupRoot string
+	Logger     *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
+	Defaults
+}
+
+// Defaults are what the API gives instances and tenants that ask for
+// nothing (kanga up and kanga server share them).
+type Defaults struct {
+	// DefaultType names the instance type whose resources fill in what an
+	// instance leaves empty (default model.DefaultInstanceType; "none":
+	// no default).
+	DefaultType string
+	// DefaultQuota is the quota of new tenants in ParseQuota's notation
+	// ("" or "none": none).
+	DefaultQuota string
+}
+
+// APIOptions checks d and turns it into the API's options.
+func (d Defaults) APIOptions() (server.Options, error) {
+	if err := model.CheckDefaultType("--default-type", d.DefaultType); err != nil {
+		return server.Options{}, err
+	}
+	q, err := model.ParseQuota(d.DefaultQuota)
+	if err != nil {
+		return server.Options{}, fmt.Errorf("--default-quota: %w", err)
+	}
+	return server.Options{DefaultType: d.DefaultType, DefaultQuota: q}, nil
 }
 
 // PIDFile is where a running `kanga up` records its pid, for `kanga down`.
@@ -64,6 +91,10 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	apiOpts, err := o.APIOptions()
+	if err != nil {
+		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
@@ -98,6 +129,7 @@ func Run(ctx context.Context, o Options) error {
 	host, err := StartHost(ctx, HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
+		CgroupRoot: o.CgroupRoot,
 	})
 	if err != nil {
 		return err
@@ -114,7 +146,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer stopCP()
 
-	srv := server.New(st, ag, server.Options{Logger: log, Version: o.Version, Replica: hostName})
+	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
+	srv := server.New(st, ag, apiOpts)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -34,6 +34,9 @@ type HostConfig struct {
 	Warm      pool.Policy
 	WarmTotal int
 	Logger    *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
+	// agents sharing a machine need one each.
+	CgroupRoot string
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -57,6 +60,9 @@ type Host struct {
 func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	log := c.Logger
 	dataDir := c.DataDir
+	if r := c.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
+		return nil, fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
+	}
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting containerd: %w", err)
@@ -89,6 +95,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Usage:       c.Usage,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
+		CgroupRoot:  c.CgroupRoot,
 	})
 	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
 	h.agentDone = make(chan error, 1)

@@ -51,6 +51,9 @@ type runFlags struct {
 	hostSelector     []string
 	schedulingPolicy string
 	instanceType     string
+	cpuLimit         string
+	logSize          string
+	logFiles         int
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -108,7 +111,10 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringVar(&f.egressBandwidth, "egress-bandwidth", "", "bandwidth out of the instance (overrides --bandwidth)")
 	fl.StringArrayVar(&f.hostSelector, "host-selector", nil, "run only on hosts with this label: KEY=VALUE, e.g. zone=a (repeatable)")
 	fl.StringVar(&f.schedulingPolicy, "scheduling-policy", "", "binpack (fill busy hosts first, the default) or spread (least loaded host)")
-	fl.StringVar(&f.instanceType, "type", "", "instance type whose resources fill in the rest (see kanga types)")
+	fl.StringVar(&f.instanceType, "type", "", "instance type whose resources fill in the rest (default: the platform's or your tenant's default type; see kanga types)")
+	fl.StringVar(&f.cpuLimit, "cpu-limit", "", `cap on CPU use above --cpu (or without reserving any), e.g. "2"`)
+	fl.StringVar(&f.logSize, "log-size", "", `size at which each container's log is rotated, e.g. "50Mi" (at most 100Mi)`)
+	fl.IntVar(&f.logFiles, "log-files", 0, "log files kept per container, the current one included (at most 5)")
 	fl.StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
@@ -395,6 +401,15 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 	}
 	if changed("type") {
 		req.Spec.InstanceType = f.instanceType
+	}
+	if changed("cpu-limit") {
+		res.CPULimit = f.cpuLimit
+	}
+	if changed("log-size") {
+		res.LogSize = f.logSize
+	}
+	if changed("log-files") {
+		res.LogFiles = f.logFiles
 	}
 	for _, s := range f.ports {
 		p, err := parsePort(s)

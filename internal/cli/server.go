@@ -59,6 +59,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.StringVar(&o.ReplicaName, "replica-name", "", "name of this replica in the control plane's election (default hostname-pid)")
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
+	addDefaultsFlags(f, &o.Defaults)
 	return cmd
 }
 

@@ -150,12 +150,19 @@ func newTypesCommand(o *options) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "TYPE\tCPU\tMEMORY\tPIDS\tBANDWIDTH IN/OUT\tDISK\tDESCRIPTION")
+			fmt.Fprintln(tw, "TYPE\tCPU\tMEMORY\tPIDS\tBANDWIDTH IN/OUT\tDISK\tLOGS\tDESCRIPTION")
 			for _, t := range ts {
 				r := t.Resources
 				cpu := r.CPU
-				if r.CPUPolicy == "dedicated" {
+				switch {
+				case r.CPUPolicy == "dedicated":
 					cpu += " dedicated"
+				case cpu == "" && r.CPULimit != "":
+					cpu = "0-" + r.CPULimit // nothing reserved, capped
+				}
+				logs := "-"
+				if r.LogSize != "" {
+					logs = fmt.Sprintf("%s x %d", r.LogSize, r.LogFiles)
 				}
 				var disk []string
 				if r.DiskReadBPS != "" || r.DiskWriteBPS != "" {
@@ -164,8 +171,8 @@ func newTypesCommand(o *options) *cobra.Command {
 				if r.DiskReadIOPS > 0 || r.DiskWriteIOPS > 0 {
 					disk = append(disk, fmt.Sprintf("%d/%d iops", r.DiskReadIOPS, r.DiskWriteIOPS))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\n", t.Name, cpu, r.Memory, r.Pids,
-					orDash(r.IngressBandwidth), orDash(r.EgressBandwidth), orDash(strings.Join(disk, ", ")), t.Description)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", t.Name, cpu, r.Memory, r.Pids,
+					orDash(r.IngressBandwidth), orDash(r.EgressBandwidth), orDash(strings.Join(disk, ", ")), logs, t.Description)
 			}
 			return tw.Flush()
 		},

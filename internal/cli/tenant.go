@@ -2,12 +2,15 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 func newTenantCommand(o *options) *cobra.Command {
@@ -15,7 +18,10 @@ func newTenantCommand(o *options) *cobra.Command {
 		Use:   "tenant",
 		Short: "Manage tenants and their runtime policy (administrators)",
 	}
-	var req api.CreateTenantRequest
+	var (
+		req       api.CreateTenantRequest
+		quotaFlag string
+	)
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a tenant and print its bearer token (shown only once)",
@@ -28,6 +34,13 @@ func newTenantCommand(o *options) *cobra.Command {
 				return err
 			}
 			req.Name = args[0]
+			if cmd.Flags().Changed("quota") {
+				q, err := model.ParseQuota(quotaFlag)
+				if err != nil {
+					return fmt.Errorf("--quota: %w", err)
+				}
+				req.Quota = q
+			}
 			out, err := c.CreateTenant(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -39,6 +52,8 @@ func newTenantCommand(o *options) *cobra.Command {
 	create.Flags().StringVar(&req.DefaultRuntime, "default-runtime", "", "runtime class of instances that name none (default: the first allowed, or runc)")
 	create.Flags().StringSliceVar(&req.AllowedRuntimes, "allowed-runtimes", nil, "runtime classes the tenant may use (default: all)")
 	create.Flags().StringVar(&req.SchedulingPolicy, "scheduling-policy", "", "default placement of the tenant's instances: binpack or spread (default binpack)")
+	create.Flags().StringVar(&req.DefaultInstanceType, "default-type", "", "instance type filling in what the tenant's instances leave empty (default: the platform's; none for no limits)")
+	create.Flags().StringVar(&quotaFlag, "quota", "", `quota, e.g. "instances=10,cpu=8,memory=16Gi" (fields given replace the platform's default quota for new tenants)`)
 
 	ls := &cobra.Command{
 		Use:     "ls",
@@ -84,7 +99,7 @@ func newTenantCommand(o *options) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, ls, rm)
+	cmd.AddCommand(create, ls, rm, newTenantQuotaCommand(o), newTenantInspectCommand(o))
 	return cmd
 }
 
@@ -118,4 +133,156 @@ func newRuntimesCommand(o *options) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+func newTenantQuotaCommand(o *options) *cobra.Command {
+	var instances, cpu, memory, ports, volumes, devices string
+	cmd := &cobra.Command{
+		Use:   "quota NAME",
+		Short: "Set a tenant's quota (administrators) and show its usage",
+		Long: `Set what a tenant's instances may hold at once across the pool; the flags given
+change the quota, the others keep their value, "none" removes a limit. cpu and
+memory count what instances reserve (--cpu, --memory) and may be a share of the
+pool ("50%"). Instances count from their creation until they are removed, finished
+ones included. A quota below what the tenant uses stops new instances only.`,
+		Example: `  kanga tenant quota a --instances 10 --cpu 8 --memory 16Gi
+  kanga tenant quota a --cpu none`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			cur, err := c.GetTenantQuota(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			q := cur.Quota
+			changed := cmd.Flags().Changed
+			for _, f := range []struct {
+				name string
+				val  string
+				dst  **int64
+			}{{"instances", instances, &q.Instances}, {"ports", ports, &q.Ports}, {"volumes", volumes, &q.Volumes}, {"devices", devices, &q.Devices}} {
+				if !changed(f.name) {
+					continue
+				}
+				if f.val == "none" {
+					*f.dst = nil
+					continue
+				}
+				n, err := strconv.ParseInt(f.val, 10, 64)
+				if err != nil || n < 0 {
+					return fmt.Errorf("--%s %q: give a count, or none for no limit", f.name, f.val)
+				}
+				*f.dst = &n
+			}
+			for _, f := range []struct {
+				name string
+				val  string
+				dst  *string
+			}{{"cpu", cpu, &q.CPU}, {"memory", memory, &q.Memory}} {
+				if changed(f.name) {
+					*f.dst = f.val
+					if f.val == "none" {
+						*f.dst = ""
+					}
+				}
+			}
+			out, err := c.SetTenantQuota(cmd.Context(), args[0], q)
+			if err != nil {
+				return err
+			}
+			return printQuota(cmd.OutOrStdout(), out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&instances, "instances", "", "instances at once (none: no limit)")
+	f.StringVar(&cpu, "cpu", "", `CPU the instances reserve: cores ("8", "500m") or a share of the pool ("50%")`)
+	f.StringVar(&memory, "memory", "", `memory the instances reserve: "16Gi" or a share of the pool ("50%")`)
+	f.StringVar(&ports, "ports", "", "published host ports")
+	f.StringVar(&volumes, "volumes", "", "volumes (once instances can have them)")
+	f.StringVar(&devices, "devices", "", "devices (once instances can have them)")
+	return cmd
+}
+
+// tenantInspected is a tenant as tenant inspect prints it with -o json.
+type tenantInspected struct {
+	api.Tenant
+	Usage api.TenantQuota `json:"usage"`
+}
+
+func newTenantInspectCommand(o *options) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a tenant's policy and its usage against its quota",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.GetTenant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			q, err := c.GetTenantQuota(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				return writeJSONIndent(w, tenantInspected{Tenant: t, Usage: q})
+			case "", "table":
+			default:
+				return fmt.Errorf("-o %q: use table or json", output)
+			}
+			allowed := strings.Join(t.AllowedRuntimes, ",")
+			if allowed == "" {
+				allowed = "all"
+			}
+			typ := t.DefaultInstanceType
+			if typ == "" {
+				typ = "the platform's"
+			}
+			fmt.Fprintf(w, "Name:              %s\nDefault runtime:   %s\nAllowed runtimes:  %s\nDefault type:      %s\n\n",
+				t.Name, t.DefaultRuntime, allowed, typ)
+			return printQuota(w, q)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+// printQuota writes a tenant's usage against its quota, one resource a
+// line.
+func printQuota(w io.Writer, q api.TenantQuota) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "RESOURCE\tUSED\tLIMIT\tQUOTA")
+	row := func(name string, used, limit int64, set string, format func(int64) string) {
+		lim := "-"
+		if limit != api.Unlimited {
+			lim = format(limit)
+		}
+		if set == "" {
+			set = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, format(used), lim, set)
+	}
+	count := func(p *int64) string {
+		if p == nil {
+			return ""
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	row("instances", q.Used.Instances, q.Limits.Instances, count(q.Quota.Instances), n)
+	row("cpu", q.Used.MilliCPU, q.Limits.MilliCPU, q.Quota.CPU, model.FormatMilliCPU)
+	row("memory", q.Used.MemoryBytes, q.Limits.MemoryBytes, q.Quota.Memory, model.FormatBytes)
+	row("ports", q.Used.Ports, q.Limits.Ports, count(q.Quota.Ports), n)
+	row("volumes", q.Used.Volumes, q.Limits.Volumes, count(q.Quota.Volumes), n)
+	row("devices", q.Used.Devices, q.Limits.Devices, count(q.Quota.Devices), n)
+	return tw.Flush()
 }

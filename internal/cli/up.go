@@ -12,10 +12,13 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/agent"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // DefaultDataDir is where `kanga up` keeps its state unless told otherwise.
@@ -84,7 +87,9 @@ leaves instances running; the next kanga up adopts them.`,
 	f.IntVar(&o.Warm.Max, "warm-max", 0, "warm containers (created and started ahead, see bin/kanga-init) kept per tenant, image and runtime class; 0 turns them off")
 	f.IntVar(&o.Warm.Min, "warm-min", pool.DefaultWarmMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
 	f.IntVar(&o.WarmTotal, "warm-total", pool.DefaultWarmTotal, "most warm containers kept on the host")
+	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
+	addDefaultsFlags(f, &o.Defaults)
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	return cmd
 }
@@ -105,4 +110,13 @@ func servePprof(addr string, log *slog.Logger) error {
 	log.Info("serving pprof", "addr", ln.Addr().String())
 	go func() { _ = http.Serve(ln, mux) }()
 	return nil
+}
+
+// addDefaultsFlags adds the flags of what the API gives instances and
+// tenants that ask for nothing; kanga up and kanga server share them.
+func addDefaultsFlags(f *pflag.FlagSet, d *allinone.Defaults) {
+	f.StringVar(&d.DefaultType, "default-type", model.DefaultInstanceType,
+		"instance type whose CPU, memory, pids and log limits fill in what an instance leaves empty (see kanga types; a tenant may have its own); none: instances without flags get no limits")
+	f.StringVar(&d.DefaultQuota, "default-quota", model.DefaultQuota,
+		`quota of new tenants: instances, cpu and memory (amounts, or shares of the pool such as 50%), ports, volumes, devices; none: no quota`)
 }

@@ -67,6 +67,18 @@ type Config struct {
 	Now func() time.Time
 	// ApplyParallelism bounds concurrent placement writes; 32 by default.
 	ApplyParallelism int
+	// UsageReconcile is how often the leader recomputes the tenants'
+	// quota usage from their instances (also once when it takes over),
+	// if the store can; 10 minutes by default.
+	UsageReconcile time.Duration
+}
+
+// UsageReconciler is implemented by stores that keep a quota usage per
+// tenant (store.Store): the leader has them recompute it, so a record an
+// older version or a hand edit left wrong does not refuse or admit
+// creates for long.
+type UsageReconciler interface {
+	ReconcileAllUsage(ctx context.Context) ([]string, error)
 }
 
 // DefaultPolicy bin-packs and spreads each tenant's instances over hosts
@@ -102,6 +114,9 @@ func New(cfg Config) *ControlPlane {
 	}
 	if cfg.ApplyParallelism <= 0 {
 		cfg.ApplyParallelism = 32
+	}
+	if cfg.UsageReconcile <= 0 {
+		cfg.UsageReconcile = 10 * time.Minute
 	}
 	if cfg.ID == "" {
 		cfg.ID = model.NewUID()
@@ -232,6 +247,9 @@ func (c *ControlPlane) lead(ctx context.Context, l *store.Leader) error {
 	graceEnd := time.NewTimer(c.cfg.StartupGrace)
 	defer graceEnd.Stop()
 	var retry <-chan time.Time
+	if r, ok := c.cfg.Store.(UsageReconciler); ok {
+		go c.reconcileUsage(lctx, r)
+	}
 
 	for {
 		if err := c.pass(lctx, l, st); err != nil {
@@ -573,4 +591,21 @@ func (c *ControlPlane) detect(ctx context.Context, l *store.Leader, st *state) e
 	c.log.Warn("re-creating or failing the instances of lost hosts", "instances", len(writes))
 	_, err := c.apply(ctx, l, st, writes)
 	return err
+}
+
+// reconcileUsage recomputes the tenants' quota usage now and every
+// UsageReconcile while ctx (the leadership) lasts.
+func (c *ControlPlane) reconcileUsage(ctx context.Context, r UsageReconciler) {
+	for {
+		fixed, err := r.ReconcileAllUsage(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Warn("recomputing the tenants' quota usage failed", "err", err)
+		case len(fixed) > 0:
+			c.log.Warn("corrected the quota usage of tenants", "tenants", fixed)
+		}
+		if !sleep(ctx, c.cfg.UsageReconcile) {
+			return
+		}
+	}
 }

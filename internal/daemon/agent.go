@@ -39,8 +39,10 @@ type AgentOptions struct {
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
-	Version   string
-	Logger    *slog.Logger
+	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
+	CgroupRoot string
+	Version    string
+	Logger     *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
@@ -92,6 +94,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
+		CgroupRoot: o.CgroupRoot,
 	})
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ type ServerOptions struct {
 	Logger      *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
+	allinone.Defaults
 }
 
 // Files a server writes to its data dir.
@@ -74,6 +75,10 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	apiOpts, err := o.APIOptions()
+	if err != nil {
+		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
 	if err != nil {
@@ -143,8 +148,9 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
-	api := server.New(st, nil, server.Options{Logger: log, Version: o.Version, Hosts: dir, Replica: replica,
-		JoinTokens: &hostlink.Authority{Store: st, CA: ca}})
+	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
+	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
+	api := server.New(st, nil, apiOpts)
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}

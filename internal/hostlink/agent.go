@@ -461,3 +461,16 @@ func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord
 	}
 	return out.Refused, nil
 }
+
+// TenantQuota implements agent.Store: the quota of a tenant with
+// instances on this host (empty when it has none).
+func (l *Link) TenantQuota(ctx context.Context, name string) (*api.Quota, error) {
+	var q api.Quota
+	if err := l.do(ctx, http.MethodGet, "/tenants/"+url.PathEscape(name)+"/quota", nil, &q); err != nil {
+		return nil, err
+	}
+	if q == (api.Quota{}) {
+		return nil, nil
+	}
+	return &q, nil
+}

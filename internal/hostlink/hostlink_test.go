@@ -22,7 +22,12 @@ import (
 // link's authorization tests (the real store is exercised by the
 // integration tests).
 type fakeStore struct {
-	insts []api.Instance
+	insts  []api.Instance
+	quotas map[string]*api.Quota
+}
+
+func (f *fakeStore) TenantQuota(_ context.Context, name string) (*api.Quota, error) {
+	return f.quotas[name], nil
 }
 
 func (f *fakeStore) RegisterHost(context.Context, *api.Host) error                { return nil }
@@ -126,6 +131,22 @@ func TestJoinAndList(t *testing.T) {
 	_, err = l.GetInstance(tenant.WithName(context.Background(), "default"), "b")
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("get another host's instance: %v, want NotFound", err)
+	}
+}
+
+// The agent reads the quotas that cap its tenants' cgroups; a tenant
+// without a quota, or unknown, reads as none.
+func TestTenantQuota(t *testing.T) {
+	ten := int64(10)
+	st := &fakeStore{quotas: map[string]*api.Quota{"a": {Instances: &ten, CPU: "50%"}}}
+	c := newCluster(t, st)
+	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	q, err := l.TenantQuota(context.Background(), "a")
+	if err != nil || q == nil || q.CPU != "50%" || *q.Instances != 10 {
+		t.Fatalf("TenantQuota(a) = %+v, %v", q, err)
+	}
+	if q, err := l.TenantQuota(context.Background(), "nobody"); err != nil || q != nil {
+		t.Fatalf("TenantQuota(nobody) = %+v, %v; want none", q, err)
 	}
 }
 

@@ -35,6 +35,7 @@ type Store interface {
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
 	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
+	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
 
 // Server is the control plane's end of the link.
@@ -97,6 +98,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	mux.Handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	mux.Handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	mux.Handle("GET "+pathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
@@ -485,5 +487,22 @@ func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) e
 		refused = []store.UsageRefusal{}
 	}
 	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
+	return nil
+}
+
+// tenantQuota answers a tenant's quota, which the agent turns into the cap
+// of the tenant's parent cgroup on its host. Only the quota: the agent has
+// no use for the rest of the record. A tenant without one (or unknown)
+// gets an empty quota, so the answer tells nothing about which tenants
+// exist.
+func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string) error {
+	q, err := s.Store.TenantQuota(r.Context(), r.PathValue("tenant"))
+	if err != nil {
+		return err
+	}
+	if q == nil {
+		q = &api.Quota{}
+	}
+	writeJSON(w, http.StatusOK, q)
 	return nil
 }

@@ -20,6 +20,43 @@ import (
 // MinMemory is the smallest memory limit runc can start a container in.
 const MinMemory = 6 << 20
 
+// Per-instance caps. They keep one spec from costing a host more than an
+// instance should (a container is a shim, a cgroup and a snapshot) and
+// keep what reaches execve(2) well under its limits: the kernel refuses a
+// single argument or variable over 128 KiB (MAX_ARG_STRLEN) and all of
+// them over ARG_MAX (2 MiB here) with "argument list too long", after the
+// instance was accepted. For comparison: Alibaba ECI allows 20 containers
+// per instance, an ECS task definition (Fargate) 10.
+const (
+	MaxContainers = 20
+	// MaxEnvVars, MaxEnvValue and MaxEnvBytes cap each container's
+	// environment: the number of variables, one value, and all of
+	// NAME=VALUE together.
+	MaxEnvVars  = 256
+	MaxEnvValue = 32 << 10
+	MaxEnvBytes = 64 << 10
+	// MaxArg and MaxArgBytes cap each container's command and args: one
+	// argument, and all of them together.
+	MaxArg      = 32 << 10
+	MaxArgBytes = 64 << 10
+	MaxArgs     = 1024
+	// MaxImageRef, MaxPath: an image reference, a working directory.
+	MaxImageRef = 1024
+	MaxPath     = 4096
+	// MaxPorts is the most host ports one instance publishes.
+	MaxPorts = 64
+	// MaxSelectorTerms, MaxLabelKey and MaxLabelValue cap a host
+	// selector, with Kubernetes' label lengths.
+	MaxSelectorTerms = 32
+	MaxLabelKey      = 253
+	MaxLabelValue    = 63
+	// MaxLogSize and MaxLogFiles cap what a container's log may take on
+	// its host (logSize x logFiles); MinLogSize keeps rotation sane.
+	MaxLogSize  = 100 << 20
+	MinLogSize  = 64 << 10
+	MaxLogFiles = 5
+)
+
 var (
 	dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
@@ -111,6 +148,10 @@ func Validate(spec *api.InstanceSpec) error {
 	if len(spec.Containers) == 0 {
 		errs = append(errs, invalid("spec.containers is empty: an instance needs at least one container with an image"))
 	}
+	if n := len(spec.Containers); n > MaxContainers {
+		// One error, not one per container: the rest would drown it.
+		return invalid("spec.containers has %d containers, at most %d: split the work over several instances", n, MaxContainers)
+	}
 	seen := map[string]bool{}
 	for i, c := range spec.Containers {
 		f := fmt.Sprintf("spec.containers[%d]", i)
@@ -122,20 +163,22 @@ func Validate(spec *api.InstanceSpec) error {
 		seen[c.Name] = true
 		if strings.TrimSpace(c.Image) == "" {
 			errs = append(errs, invalid("%s.image is empty: name an image such as kanga.test/busybox:latest (see kanga image ls)", f))
+		} else if len(c.Image) > MaxImageRef {
+			errs = append(errs, invalid("%s.image: %d bytes, at most %d", f, len(c.Image), MaxImageRef))
 		}
-		for j, e := range c.Env {
-			if !envName.MatchString(e.Name) {
-				errs = append(errs, invalid("%s.env[%d].name %q is not a valid variable name: use letters, digits and '_', not starting with a digit", f, j, e.Name))
-			}
-		}
+		errs = append(errs, validateEnv(f, c.Env)...)
+		errs = append(errs, validateArgs(f, c.Command, c.Args)...)
 		if c.WorkingDir != "" && !path.IsAbs(c.WorkingDir) {
 			errs = append(errs, invalid("%s.workingDir %q must be an absolute path", f, c.WorkingDir))
+		} else if len(c.WorkingDir) > MaxPath {
+			errs = append(errs, invalid("%s.workingDir: %d bytes, at most %d", f, len(c.WorkingDir), MaxPath))
 		}
 	}
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}
 	res := &spec.Resources
+	errs = append(errs, validateLimits(res)...)
 	if res.CPU != "" {
 		if _, err := ParseCPU(res.CPU); err != nil {
 			errs = append(errs, fmt.Errorf("spec.resources.cpu: %w", err))
@@ -196,13 +239,24 @@ func Validate(spec *api.InstanceSpec) error {
 	default:
 		errs = append(errs, invalid("spec.schedulingPolicy %q is not binpack or spread", spec.SchedulingPolicy))
 	}
-	for k := range spec.HostSelector {
-		if k == "" {
+	if n := len(spec.HostSelector); n > MaxSelectorTerms {
+		errs = append(errs, invalid("spec.hostSelector has %d labels, at most %d", n, MaxSelectorTerms))
+	}
+	for k, v := range spec.HostSelector {
+		switch {
+		case k == "":
 			errs = append(errs, invalid("spec.hostSelector has an empty label name: give label=value pairs such as zone=a"))
+		case len(k) > MaxLabelKey:
+			errs = append(errs, invalid("spec.hostSelector: label name of %d bytes, at most %d", len(k), MaxLabelKey))
+		case len(v) > MaxLabelValue:
+			errs = append(errs, invalid("spec.hostSelector[%q]: value of %d bytes, at most %d", k, len(v), MaxLabelValue))
 		}
 	}
 	if _, ok := LookupRuntimeClass(spec.Runtime); !ok {
 		errs = append(errs, invalid("spec.runtime %q is not a runtime class: choose one of %s (see kanga runtimes)", spec.Runtime, strings.Join(RuntimeClassNames(), ", ")))
+	}
+	if n := len(spec.Ports); n > MaxPorts {
+		errs = append(errs, invalid("spec.ports has %d ports, at most %d", n, MaxPorts))
 	}
 	hostPorts := map[string]bool{}
 	for i, p := range spec.Ports {
@@ -226,4 +280,90 @@ func Validate(spec *api.InstanceSpec) error {
 		hostPorts[k] = true
 	}
 	return errors.Join(errs...)
+}
+
+// validateEnv checks a container's environment against the caps: values
+// are reported one by one, with their size, as the 400 names the field.
+func validateEnv(f string, env []api.EnvVar) []error {
+	var errs []error
+	if len(env) > MaxEnvVars {
+		return []error{invalid("%s.env has %d variables, at most %d", f, len(env), MaxEnvVars)}
+	}
+	total := 0
+	for j, e := range env {
+		if !envName.MatchString(e.Name) {
+			errs = append(errs, invalid("%s.env[%d].name %q is not a valid variable name: use letters, digits and '_', not starting with a digit", f, j, truncate(e.Name)))
+		} else if len(e.Name) > MaxEnvValue {
+			errs = append(errs, invalid("%s.env[%d].name: %d bytes, at most %d", f, j, len(e.Name), MaxEnvValue))
+		}
+		if len(e.Value) > MaxEnvValue {
+			errs = append(errs, invalid("%s.env[%d].value: %d bytes, at most %d: pass large data in a file or an image instead", f, j, len(e.Value), MaxEnvValue))
+		}
+		total += len(e.Name) + len(e.Value) + 2 // '=' and the NUL execve counts
+	}
+	if total > MaxEnvBytes && len(errs) == 0 {
+		errs = append(errs, invalid("%s.env: %d bytes in all, at most %d", f, total, MaxEnvBytes))
+	}
+	return errs
+}
+
+// validateArgs checks a container's command and args against the caps.
+func validateArgs(f string, command, args []string) []error {
+	var errs []error
+	if n := len(command) + len(args); n > MaxArgs {
+		return []error{invalid("%s: %d command and args entries, at most %d", f, n, MaxArgs)}
+	}
+	total := 0
+	for _, l := range []struct {
+		field string
+		vals  []string
+	}{{"command", command}, {"args", args}} {
+		for j, a := range l.vals {
+			if len(a) > MaxArg {
+				errs = append(errs, invalid("%s.%s[%d]: %d bytes, at most %d", f, l.field, j, len(a), MaxArg))
+			}
+			total += len(a) + 1
+		}
+	}
+	if total > MaxArgBytes && len(errs) == 0 {
+		errs = append(errs, invalid("%s: command and args take %d bytes in all, at most %d", f, total, MaxArgBytes))
+	}
+	return errs
+}
+
+// validateLimits checks the CPU cap and log caps of res.
+func validateLimits(res *api.Resources) []error {
+	var errs []error
+	if res.CPULimit != "" {
+		lim, err := ParseCPU(res.CPULimit)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("spec.resources.cpuLimit: %w", err))
+		case res.CPUPolicy == "dedicated":
+			errs = append(errs, invalid("spec.resources.cpuLimit %q: a dedicated instance has its cores to itself; leave cpuLimit out", res.CPULimit))
+		case res.CPU != "":
+			if m, err := ParseCPU(res.CPU); err == nil && lim < m {
+				errs = append(errs, invalid("spec.resources.cpuLimit %q is below spec.resources.cpu %q: the cap must be at least what the instance reserves", res.CPULimit, res.CPU))
+			}
+		}
+	}
+	if res.LogSize != "" {
+		if b, err := ParseMemory(res.LogSize); err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.logSize: %w", err))
+		} else if b < MinLogSize || b > MaxLogSize {
+			errs = append(errs, invalid("spec.resources.logSize %q is not between 64Ki and 100Mi", res.LogSize))
+		}
+	}
+	if res.LogFiles < 0 || res.LogFiles > MaxLogFiles {
+		errs = append(errs, invalid("spec.resources.logFiles %d is not between 1 and %d (0 for the default of %d)", res.LogFiles, MaxLogFiles, DefaultLogFiles))
+	}
+	return errs
+}
+
+// truncate shortens a user's string quoted in an error.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }

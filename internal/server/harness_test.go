@@ -146,13 +146,19 @@ var testNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 // waitTimeout (0: the server's default).
 func newEnv(t *testing.T, waitTimeout time.Duration) *testEnv {
 	t.Helper()
+	return newEnvWith(t, waitTimeout, Options{})
+}
+
+// newEnvWith is newEnv with opts (logger, version and clock are the
+// harness's).
+func newEnvWith(t *testing.T, waitTimeout time.Duration, opts Options) *testEnv {
+	t.Helper()
 	st := testStore(t)
 	host := newFakeHost()
-	srv := New(st, host, Options{
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Version: "v0.0.0-test",
-		Now:     func() time.Time { return testNow },
-	})
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Version = "v0.0.0-test"
+	opts.Now = func() time.Time { return testNow }
+	srv := New(st, host, opts)
 	// Set before the server starts: the handlers read it concurrently.
 	if waitTimeout > 0 {
 		srv.waitTimeout = waitTimeout

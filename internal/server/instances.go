@@ -15,6 +15,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -61,6 +62,11 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	defaultType := s.defaultType
+	if policy.DefaultInstanceType != "" {
+		defaultType = policy.DefaultInstanceType
+	}
+	model.ApplyDefaultType(&spec, defaultType)
 	model.Defaults(&spec, policy.DefaultRuntime)
 	if spec.SchedulingPolicy == "" {
 		spec.SchedulingPolicy = policy.SchedulingPolicy
@@ -115,7 +121,15 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	decisions := <-watch
-	if err := s.store.CreateInstance(ctx, inst); err != nil {
+	var opts []store.CreateOption
+	if policy.Quota != nil {
+		limits, err := s.quotaLimits(policy.Quota)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, store.WithQuota(limits))
+	}
+	if err := s.store.CreateInstance(ctx, inst, opts...); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))

@@ -93,12 +93,13 @@ func TestCreateInstanceAccepted(t *testing.T) {
 				}
 				return ""
 			}},
-		{"explicit settings are kept",
+		{"explicit settings are kept, the default type fills in the rest",
 			`{"name":"explicit","spec":{"containers":[{"name":"app","image":"` + imgBusybox + `"}],"restartPolicy":"Always","runtime":"crun","resources":{"cpu":"500m","memory":"64Mi"}}}`,
 			func(in *api.Instance) string {
 				if in.Spec.RestartPolicy != api.RestartAlways || in.Spec.Runtime != "crun" || in.Spec.Containers[0].Name != "app" ||
-					in.Spec.Resources != (api.Resources{CPU: "500m", Memory: "64Mi"}) {
-					return fmt.Sprintf("spec %+v lost explicit settings", in.Spec)
+					in.Spec.Resources != (api.Resources{CPU: "500m", Memory: "64Mi", Pids: 1024, LogSize: "10Mi", LogFiles: 2}) ||
+					in.Spec.InstanceType != "k1.default" {
+					return fmt.Sprintf("spec %+v lost explicit settings or missed the default type's", in.Spec)
 				}
 				return ""
 			}},

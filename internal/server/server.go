@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
 // Store is the state the API reads and writes. Every method takes the
 // tenant from the context.
 type Store interface {
-	CreateInstance(ctx context.Context, inst *api.Instance) error
+	// CreateInstance stores a new instance; store.WithQuota admits it
+	// under the tenant's quota in the same transaction.
+	CreateInstance(ctx context.Context, inst *api.Instance, opts ...store.CreateOption) error
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	ListInstances(ctx context.Context) ([]api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
@@ -31,6 +34,9 @@ type Store interface {
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
 	DeleteTenant(ctx context.Context, name string) error
+	UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error)
+	// TenantUsage is what the tenant's instances count against its quota.
+	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
 
 	TokenStore
 	HostStore
@@ -108,6 +114,11 @@ type Server struct {
 	auditor *auditor
 	usage   UsageStore         // nil: no metering
 	joins   JoinTokenAuthority // nil: no agent link (kanga up)
+	// defaultType fills in the resources instances leave empty, unless
+	// their tenant has its own; "none" is no default.
+	defaultType string
+	// defaultQuota is the quota of new tenants; nil is none.
+	defaultQuota *api.Quota
 }
 
 // Options configure a Server.
@@ -130,12 +141,23 @@ type Options struct {
 	// caller authenticated and audited the request already, so nothing
 	// is audited here and the request ID comes from the caller.
 	HostAPI bool
+	// DefaultType is the instance type whose resources fill in what an
+	// instance leaves empty when its tenant has no default type of its
+	// own (default model.DefaultInstanceType; "none" for no default).
+	DefaultType string
+	// DefaultQuota is the quota of tenants created without one; nil
+	// gives them none.
+	DefaultQuota *api.Quota
 }
 
 // New returns a Server.
 func New(store Store, host Host, opts Options) *Server {
 	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
-		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts}
+		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts,
+		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota}
+	if s.defaultType == "" {
+		s.defaultType = model.DefaultInstanceType
+	}
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
 	}
@@ -190,6 +212,8 @@ var Routes = []Route{
 	{"GET", "/v1/tenants", false, (*Server).listTenants},
 	{"GET", "/v1/tenants/{name}", false, (*Server).getTenant},
 	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
+	{"GET", "/v1/tenants/{name}/quota", false, (*Server).getQuota},
+	{"PUT", "/v1/tenants/{name}/quota", false, (*Server).putQuota},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},

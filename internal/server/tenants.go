@@ -111,8 +111,15 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return fmt.Errorf("schedulingPolicy %q is not binpack or spread: %w", req.SchedulingPolicy, errdefs.ErrInvalidArgument)
 	}
+	if err := model.CheckDefaultType("defaultInstanceType", req.DefaultInstanceType); err != nil {
+		return err
+	}
+	if err := model.ValidateQuota(req.Quota); err != nil {
+		return err
+	}
 	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
-		SchedulingPolicy: req.SchedulingPolicy, CreatedAt: s.now().UTC()}
+		SchedulingPolicy: req.SchedulingPolicy, DefaultInstanceType: req.DefaultInstanceType,
+		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC()}
 	token, err := newToken()
 	if err != nil {
 		return err
@@ -204,5 +211,113 @@ func (s *Server) checkFits(spec *api.InstanceSpec) error {
 				res.Memory, c.Memory>>20, errdefs.ErrInvalidArgument)
 		}
 	}
+	return nil
+}
+
+// poolCapacity is the CPU (millicores) and memory of the connected hosts,
+// against which quotas given as shares of the pool are resolved.
+func (s *Server) poolCapacity() (milliCPU, memory int64) {
+	for _, h := range s.hosts.All() {
+		c := h.Capacity()
+		milliCPU += int64(c.CPUs) * 1000
+		memory += c.Memory
+	}
+	return milliCPU, memory
+}
+
+// quotaLimits resolves a tenant's quota against the pool as it is now.
+// With no host connected there is nothing to take a share of, and an
+// instance would wait anyway: shares do not limit then.
+func (s *Server) quotaLimits(q *api.Quota) (api.QuotaAmounts, error) {
+	cpu, mem := s.poolCapacity()
+	limits, err := model.ResolveQuota(q, cpu, mem)
+	if err != nil {
+		return limits, err
+	}
+	if _, share, _ := model.Share(q.CPU); share && cpu == 0 {
+		limits.MilliCPU = api.Unlimited
+	}
+	if _, share, _ := model.Share(q.Memory); share && mem == 0 {
+		limits.MemoryBytes = api.Unlimited
+	}
+	return limits, nil
+}
+
+// tenantForQuota returns tenant name's record for a quota request: an
+// administrator may ask about any tenant, a tenant about itself.
+func (s *Server) tenantForQuota(ctx context.Context, name string) (*api.Tenant, error) {
+	self, err := tenant.Name(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if name != self && !isAdmin(ctx) {
+		// Other tenants' names are not revealed.
+		return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+	}
+	t, err := s.store.GetTenant(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) && name == self {
+		return &api.Tenant{Name: self}, nil // not stored yet: no quota
+	}
+	return t, err
+}
+
+func (s *Server) quotaStatus(ctx context.Context, t *api.Tenant) (api.TenantQuota, error) {
+	out := api.TenantQuota{Tenant: t.Name}
+	if t.Quota != nil {
+		out.Quota = *t.Quota
+	}
+	limits, err := s.quotaLimits(&out.Quota)
+	if err != nil {
+		return out, err
+	}
+	out.Limits = limits
+	if out.Used, err = s.store.TenantUsage(ctx, t.Name); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+func (s *Server) getQuota(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	t, err := s.tenantForQuota(ctx, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	out, err := s.quotaStatus(ctx, t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// putQuota replaces a tenant's quota (administrators only). A quota below
+// what the tenant uses is accepted: what runs keeps running, and creates
+// are refused until the use is below it again, as with Kubernetes'
+// ResourceQuota.
+func (s *Server) putQuota(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := requireAdmin(ctx); err != nil {
+		return err
+	}
+	var q api.Quota
+	if err := decodeJSON(r, &q); err != nil {
+		return err
+	}
+	if err := model.ValidateQuota(&q); err != nil {
+		return err
+	}
+	t, err := s.store.UpdateTenant(ctx, r.PathValue("name"), func(t *api.Tenant) error {
+		t.Quota = &q
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	out, err := s.quotaStatus(ctx, t)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }

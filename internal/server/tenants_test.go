@@ -113,7 +113,7 @@ func TestSpecsNoHostCanHold(t *testing.T) {
 	wantStatus(t, r, http.StatusOK)
 	var types api.InstanceTypeList
 	decode(t, r, &types)
-	if len(types.Items) == 0 || types.Items[0].Name != "k1.small" {
+	if len(types.Items) < 2 || types.Items[0].Name != "k1.default" || types.Items[1].Name != "k1.small" {
 		t.Fatalf("types: %+v", types.Items)
 	}
 }

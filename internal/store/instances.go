@@ -67,10 +67,12 @@ func decodeInstance(kv *mvccpb.KeyValue) (*api.Instance, error) {
 	return &inst, nil
 }
 
-// CreateInstance stores a new instance in the caller's tenant. The
-// instance's Tenant must be the caller's: nobody creates in another
-// tenant. It fails with ErrAlreadyExists when the name is taken there.
-func (s *Store) CreateInstance(ctx context.Context, inst *api.Instance) error {
+// CreateInstance stores a new instance in the caller's tenant and counts
+// it in the tenant's quota usage (see usage.go). The instance's Tenant
+// must be the caller's: nobody creates in another tenant. It fails with
+// ErrAlreadyExists when the name is taken there, and with WithQuota's
+// PermissionDenied when the instance does not fit the tenant's quota.
+func (s *Store) CreateInstance(ctx context.Context, inst *api.Instance, opts ...CreateOption) error {
 	t, key, err := scope(ctx, inst.Name)
 	if err != nil {
 		return err
@@ -83,18 +85,11 @@ func (s *Store) CreateInstance(ctx context.Context, inst *api.Instance) error {
 	if err != nil {
 		return fmt.Errorf("store: encode instance %q: %w", inst.Name, err)
 	}
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(val))).
-		Commit()
-	if err != nil {
-		return s.etcdErr(ctx, "create instance", err)
+	var o createOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("instance %q already exists in tenant %q: choose another --name or remove it with kanga rm: %w",
-			inst.Name, t, errdefs.ErrAlreadyExists)
-	}
-	return nil
+	return s.createInstance(ctx, t, key, inst, string(val), o.limits)
 }
 
 // GetInstance returns the caller's instance name.
@@ -225,21 +220,15 @@ func (s *Store) readInstance(ctx context.Context, key string) ([]*mvccpb.KeyValu
 	return resp.Kvs, nil
 }
 
-// DeleteInstance removes the caller's instance. It fails with ErrNotFound
-// when there is none, so that a caller learns about a wrong name.
+// DeleteInstance removes the caller's instance and its charge from the
+// tenant's quota usage. It fails with ErrNotFound when there is none, so
+// that a caller learns about a wrong name.
 func (s *Store) DeleteInstance(ctx context.Context, name string) error {
-	_, key, err := scope(ctx, name)
+	t, key, err := scope(ctx, name)
 	if err != nil {
 		return err
 	}
-	resp, err := s.client.Delete(ctx, key)
-	if err != nil {
-		return s.etcdErr(ctx, "delete instance", err)
-	}
-	if resp.Deleted == 0 {
-		return notFound(name)
-	}
-	return nil
+	return s.deleteInstance(ctx, t, key, name)
 }
 
 // WaitInstance returns the first version of the caller's instance, the

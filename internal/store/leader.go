@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // electionPrefix holds the candidates of the control-plane elections.
@@ -93,25 +94,47 @@ func (s *Store) PutInstanceIf(ctx context.Context, l *Leader, inst *api.Instance
 	return resp.Header.Revision, nil
 }
 
-// DeleteInstanceIf removes an instance if its mod revision is still modRev
-// and l still leads; errors as PutInstanceIf.
+// DeleteInstanceIf removes an instance, and its charge from its tenant's
+// quota usage, if its mod revision is still modRev and l still leads;
+// errors as PutInstanceIf.
 func (s *Store) DeleteInstanceIf(ctx context.Context, l *Leader, tenantName, name string, modRev int64) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
 	key := instanceKey(tenantName, name)
-	resp, err := s.client.Txn(ctx).
-		If(l.fence(), clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-		Then(clientv3.OpDelete(key)).
-		Else(clientv3.OpGet(l.key, clientv3.WithCountOnly())).
-		Commit()
-	if err != nil {
-		return s.etcdErr(ctx, "delete instance", err)
-	}
-	if !resp.Succeeded {
+	for {
+		kv, u, err := s.readWithUsage(ctx, tenantName, key)
+		if err != nil {
+			return err
+		}
+		cmps := []clientv3.Cmp{l.fence(), clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}
+		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		if kv != nil && kv.ModRevision == modRev {
+			inst, err := decodeInstance(kv)
+			if err != nil {
+				return err
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(usageKey(tenantName)), "=", u.modRev))
+			ops = append(ops, putUsage(tenantName, model.Sub(u.used, model.QuotaCharge(&inst.Spec))))
+		}
+		// Otherwise the transaction fails on the instance's revision (or
+		// the fence), which fenceFailure reports.
+		resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).
+			Else(clientv3.OpGet(l.key, clientv3.WithCountOnly()), clientv3.OpGet(key, clientv3.WithKeysOnly())).
+			Commit()
+		if err != nil {
+			return s.etcdErr(ctx, "delete instance", err)
+		}
+		if resp.Succeeded {
+			s.usage.Delete(tenantName)
+			return nil
+		}
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; resp.Responses[0].GetResponseRange().Count > 0 &&
+			len(kvs) > 0 && kvs[0].ModRevision == modRev {
+			continue // only the tenant's usage moved on: read again
+		}
 		return s.fenceFailure(resp, tenantName, name)
 	}
-	return nil
 }
 
 // fenceFailure tells a lost leadership from a changed instance. The leader

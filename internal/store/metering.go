@@ -20,24 +20,24 @@ import (
 // Usage records are stored per tenant, ordered by the end of their
 // interval, so that "since T" is one range read:
 //
-//	/kanga/usage/<tenant>/<end, unix seconds, 12 digits>/<uid>/<seq, 12 digits>
+//	/kanga/metering/<tenant>/<end, unix seconds, 12 digits>/<uid>/<seq, 12 digits>
 //
 // The key is a function of the record, which a host fixes before it first
 // sends it: a record sent again after a crash (of the host, the link or
 // the control plane) lands on the same key with the same content and
-// counts once. /kanga/usage-owners/<uid> names the host that reports an
+// counts once. /kanga/metering-owners/<uid> names the host that reports an
 // instance, so that a host can report only instances placed on it.
 const (
-	usagePrefix       = "/kanga/usage/"
-	usageOwnersPrefix = "/kanga/usage-owners/"
-	// usageOwnerTTL keeps an ended instance's owner record this long, for
+	meteringPrefix       = "/kanga/metering/"
+	meteringOwnersPrefix = "/kanga/metering-owners/"
+	// meteringOwnerTTL keeps an ended instance's owner record this long, for
 	// a host that resends its final record late.
-	usageOwnerTTL = 7 * 24 * time.Hour
-	usageBatch    = 100
+	meteringOwnerTTL = 7 * 24 * time.Hour
+	meteringBatch    = 100
 )
 
-func usageKey(r *api.UsageRecord) string {
-	return fmt.Sprintf("%s%s/%012d/%s/%012d", usagePrefix, r.Tenant, r.End.Unix(), r.UID, r.Seq)
+func meteringKey(r *api.UsageRecord) string {
+	return fmt.Sprintf("%s%s/%012d/%s/%012d", meteringPrefix, r.Tenant, r.End.Unix(), r.UID, r.Seq)
 }
 
 // UsageRefusal says why a record was not accepted; the host drops it.
@@ -46,9 +46,9 @@ type UsageRefusal struct {
 	Reason string `json:"reason"`
 }
 
-// validUsage checks a record's shape: nothing a host sends may be taken
+// validUsageRecord checks a record's shape: nothing a host sends may be taken
 // for more than it can be.
-func validUsage(r *api.UsageRecord) error {
+func validUsageRecord(r *api.UsageRecord) error {
 	if err := tenant.Validate(r.Tenant); err != nil {
 		return err
 	}
@@ -83,14 +83,14 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 	var uids []string
 	for i := range recs {
 		recs[i].Host = host
-		if err := validUsage(&recs[i]); err != nil {
+		if err := validUsageRecord(&recs[i]); err != nil {
 			refused = append(refused, UsageRefusal{Index: i, Reason: err.Error()})
 			continue
 		}
 		valid[i] = true
 		uids = append(uids, recs[i].UID)
 	}
-	owners, err := s.usageOwners(ctx, uids)
+	owners, err := s.meteringOwners(ctx, uids)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 		r := &recs[i]
 		d, seen := decided[r.UID]
 		if !seen {
-			mine, create, err := s.usageOwner(ctx, host, r, owners)
+			mine, create, err := s.meteringOwner(ctx, host, r, owners)
 			if err != nil {
 				return nil, err
 			}
@@ -142,23 +142,23 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, clientv3.OpPut(usageKey(r), string(b)))
+		ops = append(ops, clientv3.OpPut(meteringKey(r), string(b)))
 		switch {
 		case r.Final:
 			if lease == 0 {
-				l, err := s.client.Grant(ctx, int64(usageOwnerTTL/time.Second))
+				l, err := s.client.Grant(ctx, int64(meteringOwnerTTL/time.Second))
 				if err != nil {
 					return nil, s.etcdErr(ctx, "grant the usage owner lease", err)
 				}
 				lease = l.ID
 			}
-			ops = append(ops, clientv3.OpPut(usageOwnersPrefix+r.UID, host, clientv3.WithLease(lease)))
+			ops = append(ops, clientv3.OpPut(meteringOwnersPrefix+r.UID, host, clientv3.WithLease(lease)))
 			delete(owned, r.UID)
 		case owned[r.UID]:
-			ops = append(ops, clientv3.OpPut(usageOwnersPrefix+r.UID, host))
+			ops = append(ops, clientv3.OpPut(meteringOwnersPrefix+r.UID, host))
 			delete(owned, r.UID)
 		}
-		if len(ops) >= usageBatch {
+		if len(ops) >= meteringBatch {
 			if err := flush(); err != nil {
 				return nil, err
 			}
@@ -170,9 +170,9 @@ func (s *Store) PutUsage(ctx context.Context, host string, recs []api.UsageRecor
 	return refused, nil
 }
 
-// usageOwners reads the owner records of uids, in transactions of a
+// meteringOwners reads the owner records of uids, in transactions of a
 // batch's size: a host's flush costs a read per batch, not per instance.
-func (s *Store) usageOwners(ctx context.Context, uids []string) (map[string]string, error) {
+func (s *Store) meteringOwners(ctx context.Context, uids []string) (map[string]string, error) {
 	out := map[string]string{}
 	seen := map[string]bool{}
 	var ops []clientv3.Op
@@ -186,7 +186,7 @@ func (s *Store) usageOwners(ctx context.Context, uids []string) (map[string]stri
 		}
 		for _, r := range resp.Responses {
 			for _, kv := range r.GetResponseRange().Kvs {
-				out[strings.TrimPrefix(string(kv.Key), usageOwnersPrefix)] = string(kv.Value)
+				out[strings.TrimPrefix(string(kv.Key), meteringOwnersPrefix)] = string(kv.Value)
 			}
 		}
 		ops = ops[:0]
@@ -197,8 +197,8 @@ func (s *Store) usageOwners(ctx context.Context, uids []string) (map[string]stri
 			continue
 		}
 		seen[uid] = true
-		ops = append(ops, clientv3.OpGet(usageOwnersPrefix+uid))
-		if len(ops) == usageBatch {
+		ops = append(ops, clientv3.OpGet(meteringOwnersPrefix+uid))
+		if len(ops) == meteringBatch {
 			if err := read(); err != nil {
 				return nil, err
 			}
@@ -207,9 +207,9 @@ func (s *Store) usageOwners(ctx context.Context, uids []string) (map[string]stri
 	return out, read()
 }
 
-// usageOwner reports whether host may report r's instance, and whether the
+// meteringOwner reports whether host may report r's instance, and whether the
 // owner record is still to be made.
-func (s *Store) usageOwner(ctx context.Context, host string, r *api.UsageRecord, owners map[string]string) (mine, create bool, err error) {
+func (s *Store) meteringOwner(ctx context.Context, host string, r *api.UsageRecord, owners map[string]string) (mine, create bool, err error) {
 	if owner, ok := owners[r.UID]; ok {
 		return owner == host, false, nil
 	}
@@ -221,7 +221,7 @@ func (s *Store) usageOwner(ctx context.Context, host string, r *api.UsageRecord,
 		return false, false, err
 	}
 	// Gone or moved: only a record stored already (sent again) passes.
-	got, err := s.client.Get(ctx, usageKey(r), clientv3.WithCountOnly())
+	got, err := s.client.Get(ctx, meteringKey(r), clientv3.WithCountOnly())
 	if err != nil {
 		return false, false, s.etcdErr(ctx, "read a usage record", err)
 	}
@@ -246,13 +246,13 @@ func (s *Store) Usage(ctx context.Context, q UsageQuery) ([]api.UsageItem, error
 	}
 	items := map[string]*api.UsageItem{}
 	seen := map[string]bool{} // uid/seq: a record counts once whatever its key
-	from := usagePrefix
+	from := meteringPrefix
 	if q.Tenant != "" {
-		from = fmt.Sprintf("%s%s/%012d", usagePrefix, q.Tenant, q.Since.Unix())
+		from = fmt.Sprintf("%s%s/%012d", meteringPrefix, q.Tenant, q.Since.Unix())
 	}
-	end := clientv3.GetPrefixRangeEnd(usagePrefix)
+	end := clientv3.GetPrefixRangeEnd(meteringPrefix)
 	if q.Tenant != "" {
-		end = clientv3.GetPrefixRangeEnd(usagePrefix + q.Tenant + "/")
+		end = clientv3.GetPrefixRangeEnd(meteringPrefix + q.Tenant + "/")
 	}
 	key := from
 	for {
@@ -261,7 +261,7 @@ func (s *Store) Usage(ctx context.Context, q UsageQuery) ([]api.UsageItem, error
 			return nil, s.etcdErr(ctx, "read usage", err)
 		}
 		for _, kv := range resp.Kvs {
-			parts := strings.Split(strings.TrimPrefix(string(kv.Key), usagePrefix), "/")
+			parts := strings.Split(strings.TrimPrefix(string(kv.Key), meteringPrefix), "/")
 			if len(parts) != 4 {
 				continue
 			}
@@ -290,7 +290,7 @@ func (s *Store) Usage(ctx context.Context, q UsageQuery) ([]api.UsageItem, error
 				}
 				items[k] = it
 			}
-			if addUsage(it, &r, q.Since, q.Until) {
+			if addUsageRecord(it, &r, q.Since, q.Until) {
 				it.Records++
 			}
 			if q.ByInstance && r.Final {
@@ -320,9 +320,9 @@ func (s *Store) Usage(ctx context.Context, q UsageQuery) ([]api.UsageItem, error
 	return out, nil
 }
 
-// addUsage adds the part of r inside [since, until) to it; it reports
+// addUsageRecord adds the part of r inside [since, until) to it; it reports
 // whether any of r was inside.
-func addUsage(it *api.UsageItem, r *api.UsageRecord, since, until time.Time) bool {
+func addUsageRecord(it *api.UsageItem, r *api.UsageRecord, since, until time.Time) bool {
 	const gib = float64(1 << 30)
 	any := false
 	t := r.Start
@@ -368,7 +368,7 @@ func addUsage(it *api.UsageItem, r *api.UsageRecord, since, until time.Time) boo
 // UsageRecords returns an instance's stored records by sequence number
 // (for tests and support: to see that nothing counts twice).
 func (s *Store) UsageRecords(ctx context.Context, tenantName, uid string) ([]api.UsageRecord, error) {
-	resp, err := s.client.Get(ctx, usagePrefix+tenantName+"/", clientv3.WithPrefix())
+	resp, err := s.client.Get(ctx, meteringPrefix+tenantName+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, s.etcdErr(ctx, "read usage", err)
 	}

@@ -10,6 +10,7 @@
 //
 //	/kanga/instances/<tenant>/<name>  JSON api.Instance
 //	/kanga/tokens/<sha256(token) hex>  JSON {"tenant": ...}
+//	/kanga/usage/<tenant>              JSON api.QuotaAmounts (see usage.go)
 package store
 
 import (
@@ -57,6 +58,9 @@ type Store struct {
 	auditMu      sync.Mutex
 	auditHead    auditHead
 	auditHeadRev int64
+	// usage remembers, per tenant, the quota usage record this store
+	// wrote last (a usageRecord): a guess that saves creates a read.
+	usage sync.Map
 }
 
 // dialTimeout bounds how long Open waits for an external cluster to answer.

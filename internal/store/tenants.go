@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -119,15 +120,15 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if _, err := s.GetTenant(ctx, name); err != nil {
 		return err
 	}
-	insts, err := s.client.Get(ctx, tenantPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return s.etcdErr(ctx, "count instances", err)
-	}
-	if insts.Count > 0 {
-		return fmt.Errorf("tenant %q still has %d instances: remove them first: %w", name, insts.Count, errdefs.ErrFailedPrecondition)
-	}
 	idxPrefix := tenantTokensPrefix + name + "/"
 	for {
+		insts, err := s.client.Get(ctx, tenantPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return s.etcdErr(ctx, "count instances", err)
+		}
+		if insts.Count > 0 {
+			return fmt.Errorf("tenant %q still has %d instances: remove them first: %w", name, insts.Count, errdefs.ErrFailedPrecondition)
+		}
 		idx, err := s.client.Get(ctx, idxPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 		if err != nil {
 			return s.etcdErr(ctx, "list tenant tokens", err)
@@ -135,6 +136,7 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 		ops := []clientv3.Op{
 			clientv3.OpDelete(tenantKey(name)),
 			clientv3.OpDelete(idxPrefix, clientv3.WithPrefix()),
+			clientv3.OpDelete(usageKey(name)),
 		}
 		for _, kv := range idx.Kvs {
 			hash := strings.TrimPrefix(string(kv.Key), idxPrefix)
@@ -145,7 +147,9 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 		}
 		resp, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(idxPrefix), "<", idx.Header.Revision+1).WithPrefix(),
-				clientv3.Compare(clientv3.CreateRevision(tenantKey(name)), ">", 0)).
+				clientv3.Compare(clientv3.CreateRevision(tenantKey(name)), ">", 0),
+				// and no instance was created meanwhile
+				clientv3.Compare(clientv3.CreateRevision(tenantPrefix(name)), "=", 0).WithPrefix()).
 			Then(ops...).Commit()
 		if err != nil {
 			return s.etcdErr(ctx, "delete tenant", err)
@@ -157,4 +161,57 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 			return err
 		}
 	}
+}
+
+// UpdateTenant applies fn to the current record of tenant name and stores
+// the result if nobody changed it in between, running fn again otherwise.
+// fn may not rename the tenant.
+func (s *Store) UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error) {
+	for {
+		resp, err := s.client.Get(ctx, tenantKey(name))
+		if err != nil {
+			return nil, s.etcdErr(ctx, "get tenant", err)
+		}
+		if len(resp.Kvs) == 0 {
+			return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
+		}
+		kv := resp.Kvs[0]
+		var t api.Tenant
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("store: decode tenant %q: %w", name, err)
+		}
+		if err := fn(&t); err != nil {
+			return nil, err
+		}
+		if t.Name != name {
+			return nil, fmt.Errorf("tenant %q: an update may not rename it: %w", name, errdefs.ErrInvalidArgument)
+		}
+		val, err := json.Marshal(&t)
+		if err != nil {
+			return nil, err
+		}
+		put, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(tenantKey(name)), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(tenantKey(name), string(val))).
+			Commit()
+		if err != nil {
+			return nil, s.etcdErr(ctx, "update tenant", err)
+		}
+		if put.Succeeded {
+			return &t, nil
+		}
+	}
+}
+
+// TenantQuota returns tenant name's quota: nil when it has none, or no
+// record (the hosts ask only for the caps of their tenants' cgroups).
+func (s *Store) TenantQuota(ctx context.Context, name string) (*api.Quota, error) {
+	t, err := s.GetTenant(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return t.Quota, nil
 }

@@ -86,6 +86,7 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 		}
 		for _, a := range p.agents {
 			unmountUnder(a.dataDir)
+			removeCgroupTree(cgroupRootFor(a.dataDir))
 			dropMasquerade(t, a.bridge, a.subnet)
 			_ = exec.Command("ip", "link", "del", a.bridge).Run()
 			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
@@ -164,7 +165,8 @@ func (p *hostPool) joinToken() string {
 
 func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
 	args := []string{"agent", "--join", p.joinURL, "--data-dir", a.dataDir, "--host-name", a.name,
-		"--listen", a.listen, "--bridge", a.bridge, "--subnet", a.subnet, "--pool-max", "0"}
+		"--listen", a.listen, "--bridge", a.bridge, "--subnet", a.subnet, "--pool-max", "0",
+		"--cgroup-root", cgroupRootFor(a.dataDir)}
 	if token != "" {
 		args = append(args, "--token", token)
 	}

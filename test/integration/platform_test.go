@@ -139,6 +139,7 @@ func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
 		// Snapshots are unmounted by containerd on delete; anything left
 		// mounted under the data dir would make RemoveAll fail loudly.
 		unmountUnder(dir)
+		removeCgroupTree(cgroupRootFor(dir))
 		dropMasquerade(t, p.bridge, p.subnet)
 		_ = exec.Command("ip", "link", "del", p.bridge).Run()
 		os.RemoveAll(dir)
@@ -158,7 +159,8 @@ func (p *platform) start() {
 		p.t.Fatal(err)
 	}
 	args := append([]string{"up", "--data-dir", p.dataDir, "--listen", p.listen,
-		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host"}, p.upArgs...)
+		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host",
+		"--cgroup-root", cgroupRootFor(p.dataDir)}, p.upArgs...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -387,5 +389,33 @@ func unmountUnder(dir string) {
 	}
 	for i := len(mounts) - 1; i >= 0; i-- {
 		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
+
+// cgroupRootFor is the cgroup root of the agent with data dir dir: each
+// platform of a test run gets its own, so that tenant cgroups (per host)
+// of platforms running side by side on this machine stay apart.
+func cgroupRootFor(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return "/kanga-it-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// removeCgroupTree removes the empty cgroups at and under root in every
+// hierarchy, deepest first. A cgroup with tasks left stays (and shows as a
+// leak).
+func removeCgroupTree(root string) {
+	hs, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, h := range hs {
+		top := filepath.Join("/sys/fs/cgroup", h.Name(), root)
+		var dirs []string
+		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
 	}
 }

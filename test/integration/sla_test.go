@@ -247,8 +247,26 @@ func apiClient(t *testing.T, p *platform) *client.Client {
 	return c
 }
 
-func cgroupPath(uid, ctrl, file string) string {
-	return filepath.Join("/sys/fs/cgroup", ctrl, "kanga", uid, file)
+// cgroupPath is file in the cgroup of instance (or warm container) id in
+// hierarchy ctrl, wherever the test platform's agent put it: under the
+// tenant's cgroup, or under the root (dedicated instances). Ids are random,
+// so the roots of all test platforms can be searched. A cgroup that does
+// not exist gives a path that does not either.
+func cgroupPath(id, ctrl, file string) string {
+	if m := cgroupsOf(id, ctrl); len(m) > 0 {
+		return filepath.Join(m[0], file)
+	}
+	return filepath.Join("/sys/fs/cgroup", ctrl, "kanga-it-none", id, file)
+}
+
+// cgroupsOf lists the cgroups of id in hierarchy ctrl ("*": any).
+func cgroupsOf(id, ctrl string) []string {
+	var out []string
+	for _, pat := range []string{"/sys/fs/cgroup/%s/kanga-it-*/tenant-*/%s", "/sys/fs/cgroup/%s/kanga-it-*/%s"} {
+		m, _ := filepath.Glob(fmt.Sprintf(pat, ctrl, id))
+		out = append(out, m...)
+	}
+	return out
 }
 
 func readCgroup(t *testing.T, uid, ctrl, file string) string {

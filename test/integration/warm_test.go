@@ -89,8 +89,7 @@ func (p *platform) warmLeft(id string) []string {
 	if out, _ := exec.Command("pgrep", "-f", "--", "-id "+id).Output(); len(out) > 0 {
 		left = append(left, "shim "+strings.TrimSpace(string(out)))
 	}
-	hs, _ := filepath.Glob("/sys/fs/cgroup/*/kanga/" + id)
-	left = append(left, hs...)
+	left = append(left, cgroupsOf(id, "*")...)
 	if _, err := os.Stat(filepath.Join(p.netnsDir(), id)); err == nil {
 		left = append(left, "netns")
 	}
@@ -157,9 +156,8 @@ func TestWarmContainer(t *testing.T) {
 		t.Errorf("capabilities differ from a usual container:\nwarm: %s\ncold: %s", a, b)
 	}
 	// Limits, read from the cgroup files the kernel enforces.
-	cg := "/sys/fs/cgroup/%s/kanga/" + warmID + "/%s"
 	read := func(ctrl, file string) string {
-		b, err := os.ReadFile(fmt.Sprintf(cg, ctrl, file))
+		b, err := os.ReadFile(cgroupPath(warmID, ctrl, file))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +220,7 @@ func TestWarmContainer(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(p.dataDir, "agent", "sandboxes", uids[i])); err == nil {
 			t.Errorf("sandbox dir of %s left", uids[i])
 		}
-		if hs, _ := filepath.Glob("/sys/fs/cgroup/*/kanga/" + uids[i]); len(hs) > 0 {
+		if hs := cgroupsOf(uids[i], "*"); len(hs) > 0 {
 			t.Errorf("cgroups of %s left: %v", uids[i], hs)
 		}
 	}
@@ -326,7 +324,7 @@ func TestWarmCrashLeaksNothing(t *testing.T) {
 		if out, _ := exec.Command("pgrep", "-f", "--", "-id "+id).Output(); len(out) > 0 {
 			t.Errorf("shim of ready %s left after stop", id)
 		}
-		hs, _ := filepath.Glob("/sys/fs/cgroup/*/kanga/" + id)
+		hs := cgroupsOf(id, "*")
 		if len(hs) > 0 {
 			t.Errorf("cgroups of ready %s left after stop: %v", id, hs)
 		}
