@@ -37,6 +37,7 @@ type Store interface {
 	UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error)
 	// TenantUsage is what the tenant's instances count against its quota.
 	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
+	SetTenantNetwork(ctx context.Context, name string, p *api.TenantNetworkPolicy) (*api.Tenant, error)
 
 	HostStore
 }
@@ -190,6 +191,8 @@ var Routes = []Route{
 	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
 	{"GET", "/v1/tenants/{name}/quota", false, (*Server).getQuota},
 	{"PUT", "/v1/tenants/{name}/quota", false, (*Server).putQuota},
+	{"GET", "/v1/tenants/{name}/network", false, (*Server).getTenantNetwork},
+	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},

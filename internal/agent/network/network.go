@@ -220,6 +220,9 @@ func checkID(id string) error {
 	return nil
 }
 
+// Subnet is the instance subnet, masked (the default filled in).
+func (m *Manager) Subnet() string { return m.cfg.Subnet }
+
 // NetNSPath is the namespace file of instance id.
 func (m *Manager) NetNSPath(id string) string { return filepath.Join(m.cfg.NetNSDir, id) }
 
