@@ -126,7 +126,10 @@ type isolation struct {
 	// remote is what the view put into the kernel: other hosts'
 	// instance addresses and their tenants.
 	remote map[netip.Addr]string
-	dns    []netip.Addr
+	// appliedPolicies and appliedSubnets print the view's policies and
+	// subnets as last applied, to tell a view that changes only addresses.
+	appliedPolicies, appliedSubnets string
+	dns                             []netip.Addr
 }
 
 func newIsolation(c Config) (*isolation, error) {
@@ -203,6 +206,7 @@ func (is *isolation) rebuild() error {
 	}
 	is.sets = map[string]*nftables.Set{}
 	is.tenants = map[string]bool{}
+	is.appliedPolicies, is.appliedSubnets = fmt.Sprint(is.view.Tenants), fmt.Sprint(is.view.Subnets)
 	err := is.baseSets()
 	if err == nil {
 		is.bridgeChains()
@@ -541,6 +545,10 @@ func (is *isolation) assign(a netip.Addr, tenant string) error {
 func (is *isolation) setView(v View) error {
 	is.mu.Lock()
 	defer is.mu.Unlock()
+	// Most views differ from the last in addresses only (an instance
+	// started or went somewhere): then only those change in the kernel.
+	policies, subnets := fmt.Sprint(v.Tenants), fmt.Sprint(v.Subnets)
+	policiesChanged, subnetsChanged := policies != is.appliedPolicies, subnets != is.appliedSubnets
 	is.view = v
 	want := is.remoteAddrs()
 	for a, t := range is.remote {
@@ -548,19 +556,24 @@ func (is *isolation) setView(v View) error {
 			is.queueDelAddr(a, t, false)
 		}
 	}
-	err := is.queueTenants()
+	var err error
+	if policiesChanged || slices.ContainsFunc(is.knownTenants(), func(t string) bool { return !is.tenants[t] }) {
+		err = is.queueTenants()
+	}
 	for a, t := range want {
 		if is.remote[a] != t {
 			err = errors.Join(err, is.queueAddr(a, t, false))
 		}
 	}
-	nets := is.set(is.inet, setNets)
-	is.conn.FlushSet(nets)
-	if err := is.commit(errors.Join(err, is.addElems(nets, is.netElems()))); err != nil {
-		is.remote = want
+	if subnetsChanged {
+		nets := is.set(is.inet, setNets)
+		is.conn.FlushSet(nets)
+		err = errors.Join(err, is.addElems(nets, is.netElems()))
+	}
+	is.remote, is.appliedPolicies, is.appliedSubnets = want, policies, subnets
+	if err := is.commit(err); err != nil {
 		return is.resync(fmt.Errorf("network: apply tenant network view: %w", err))
 	}
-	is.remote = want
 	return nil
 }
 
