@@ -630,4 +630,19 @@ func TestIsolationCleanup(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/sys/net/ipv4/conf/" + bridge + "/proxy_arp_pvlan"); strings.TrimSpace(string(b)) != "0" {
 		t.Errorf("proxy_arp_pvlan of %s left at %q", bridge, b)
 	}
+	// Turning isolation off removes what an earlier run left.
+	cfg := m.cfg
+	if _, err := New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := has(); len(got) != 2 {
+		t.Fatalf("after a new Manager with isolation: tables %v", got)
+	}
+	cfg.Isolation = false
+	if _, err := New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := has(); len(got) != 0 {
+		t.Errorf("a Manager without isolation left the tables of an earlier one: %v", got)
+	}
 }

@@ -160,6 +160,9 @@ func New(cfg Config) (*Manager, error) {
 		if err := m.startIsolation(); err != nil {
 			return nil, err
 		}
+	} else if err := RemoveIsolation(cfg.Bridge); err != nil {
+		// Turned off: an earlier run's tables would go on isolating.
+		slog.Debug("network: no isolation tables to remove", "bridge", cfg.Bridge, "err", err)
 	}
 	return m, nil
 }
