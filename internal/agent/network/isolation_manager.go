@@ -155,13 +155,19 @@ func (m *Manager) SetView(ctx context.Context, v View) error {
 		return err
 	}
 	path := filepath.Join(m.cfg.isolationDir(), "view.json")
-	if old, err := os.ReadFile(path); err != nil || string(old) != string(b) {
+	m.primeMu.Lock()
+	saved := m.savedView == string(b)
+	m.primeMu.Unlock()
+	if !saved {
 		if err := os.MkdirAll(m.cfg.isolationDir(), 0o700); err != nil {
 			return err
 		}
 		if err := writeFileAtomic(path, b); err != nil {
 			return err
 		}
+		m.primeMu.Lock()
+		m.savedView = string(b)
+		m.primeMu.Unlock()
 	}
 	if err := m.iso.setView(v); err != nil {
 		return err

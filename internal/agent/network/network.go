@@ -112,6 +112,8 @@ type Manager struct {
 	// masquerade leaves alone so that their agents see who is calling
 	// (guarded by primeMu).
 	peers []netip.Prefix
+	// savedView is view.json's content as last written (see SetView).
+	savedView string
 
 	iso *isolation // nil without Config.Isolation
 }
