@@ -36,16 +36,22 @@ func (l *Link) WatchNetView(ctx context.Context) <-chan netview.Update {
 	ch := make(chan netview.Update, 1)
 	go func() {
 		defer close(ch)
+		wait := time.Second
 		for ctx.Err() == nil {
+			start := time.Now()
 			err := l.netViewOnce(ctx, ch)
 			if ctx.Err() != nil {
 				return
 			}
-			l.log.Warn("network view stream broke; reopening", "err", err)
+			if time.Since(start) > time.Minute {
+				wait = time.Second // it ran a good while: not a server without the stream
+			}
+			l.log.Warn("network view stream broke; reopening", "err", err, "in", wait)
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 			}
+			wait = min(2*wait, 30*time.Second)
 		}
 	}()
 	return ch

@@ -34,6 +34,17 @@ package network
 // knows its tenant, and a bridge per tenant would need a subnet per
 // tenant per host (re-addressing on claim) and still the same anti-spoof
 // and host rules. With one bridge, claiming a sandbox is one set element.
+//
+// Across hosts, the sending host decides (it knows its instance's tenant
+// first-hand) and needs the destination's tenant: every agent learns the
+// tenant of every instance address and every host's instance subnet from
+// the control plane (View, kept current by package netview), as the nodes
+// of a Kubernetes cluster learn pod identities for network policy. An
+// address in a known instance subnet that no view names is refused, so a
+// lagging view fails closed. Traffic between instance subnets is not
+// masqueraded (masq.go), so the receiving host checks the source's tenant
+// again; instances are reachable from outside the platform only through
+// published ports.
 
 import (
 	"encoding/binary"
