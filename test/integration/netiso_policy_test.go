@@ -174,7 +174,14 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 	}
 	p.mustAs(tb, "run", "-d", "--runtime", "crun", "--name", "first", "kanga.test/netprobe")
 	p.runningAs(tb, "first")
-	p.eventually("a warm container for rs-b", 90*time.Second, func() bool { return p.warmReady() > 0 })
+	p.eventually("a warm container for rs-b and crun", 90*time.Second, func() bool {
+		for _, k := range p.warmStatus().Keys {
+			if k.Tenant == "rs-b" && k.Class == "crun" && k.Ready > 0 {
+				return true
+			}
+		}
+		return false
+	})
 	p.mustAs(tb, "run", "-d", "--runtime", "crun", "--name", "warm", "kanga.test/netprobe")
 	warm := p.runningAs(tb, "warm")
 	if !strings.HasPrefix(p.warmOf(warm.UID), pool.WarmPrefix) {
