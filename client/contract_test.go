@@ -271,10 +271,6 @@ func (s *fakeStore) DeleteTenant(ctx context.Context, name string) error {
 	return fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
 }
 
-func (s *fakeStore) SetTenantNetwork(ctx context.Context, name string, p *api.TenantNetworkPolicy) (*api.Tenant, error) {
-	return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
-}
-
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
 type fakeHost struct{}
 

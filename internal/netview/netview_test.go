@@ -93,7 +93,10 @@ func TestViewFollowsTheStore(t *testing.T) {
 	if !maps.Equal(u.Set, map[string]string{"10.9.1.3": "a"}) {
 		t.Fatalf("after b1 went: %+v", u)
 	}
-	if _, err := st.SetTenantNetwork(ctx, "a", &api.TenantNetworkPolicy{IngressFrom: []string{"b"}}); err != nil {
+	if _, err := st.UpdateTenant(ctx, "a", func(t *api.Tenant) error {
+		t.Network = &api.TenantNetworkPolicy{IngressFrom: []string{"b"}}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	u = next("a policy")

@@ -37,7 +37,6 @@ type Store interface {
 	UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error)
 	// TenantUsage is what the tenant's instances count against its quota.
 	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
-	SetTenantNetwork(ctx context.Context, name string, p *api.TenantNetworkPolicy) (*api.Tenant, error)
 
 	HostStore
 }

@@ -57,7 +57,10 @@ func (s *Server) putTenantNetwork(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	t, err := s.store.SetTenantNetwork(ctx, name, p)
+	t, err := s.store.UpdateTenant(ctx, name, func(t *api.Tenant) error {
+		t.Network = p
+		return nil
+	})
 	if err != nil {
 		return err
 	}

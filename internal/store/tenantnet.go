@@ -9,42 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
-
-// SetTenantNetwork replaces a tenant's network policy (nil: the default)
-// and returns the tenant as stored. The write compares the record's mod
-// revision, so a concurrent change to the tenant is never lost.
-func (s *Store) SetTenantNetwork(ctx context.Context, name string, p *api.TenantNetworkPolicy) (*api.Tenant, error) {
-	for {
-		resp, err := s.client.Get(ctx, tenantKey(name))
-		if err != nil {
-			return nil, s.etcdErr(ctx, "get tenant", err)
-		}
-		if len(resp.Kvs) == 0 {
-			return nil, fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
-		}
-		kv := resp.Kvs[0]
-		var t api.Tenant
-		if err := json.Unmarshal(kv.Value, &t); err != nil {
-			return nil, fmt.Errorf("store: decode tenant %q: %w", name, err)
-		}
-		t.Network = p
-		val, err := json.Marshal(&t)
-		if err != nil {
-			return nil, err
-		}
-		txn, err := s.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(tenantKey(name)), "=", kv.ModRevision)).
-			Then(clientv3.OpPut(tenantKey(name), string(val))).Commit()
-		if err != nil {
-			return nil, s.etcdErr(ctx, "update tenant", err)
-		}
-		if txn.Succeeded {
-			return &t, nil
-		}
-	}
-}
 
 // WatchTenants sends the list of every tenant (as ListTenants) now and
 // again after each change, at most every 100 ms while changes keep

@@ -87,9 +87,9 @@ func TestTenantsNetworkIsolated(t *testing.T) {
 	p.mustAs(ta, "run", "-d", "--name", "web", "kanga.test/httpd")
 	p.mustAs(ta, "run", "-d", "--name", "friend", "kanga.test/busybox", "sleep", "1000")
 	p.mustAs(tb, "run", "-d", "--name", "stranger", "kanga.test/busybox", "sleep", "1000")
-	web := p.runningAs(ta, "web")
-	p.runningAs(ta, "friend")
-	p.runningAs(tb, "stranger")
+	web := p.runningIPAs(ta, "web")
+	p.runningIPAs(ta, "friend")
+	p.runningIPAs(tb, "stranger")
 
 	onGateway := hostService(t, p.gateway())
 	_, anyPort, _ := net.SplitHostPort(hostService(t, "0.0.0.0"))
@@ -130,8 +130,8 @@ func TestARPSpoofingHasNoEffect(t *testing.T) {
 	}
 	p.mustAs(ta, "run", "-d", "--name", "victim", "kanga.test/netprobe")
 	p.mustAs(tb, "run", "-d", "--name", "attacker", "kanga.test/netprobe")
-	victim := p.runningAs(ta, "victim")
-	p.runningAs(tb, "attacker")
+	victim := p.runningIPAs(ta, "victim")
+	p.runningIPAs(tb, "attacker")
 	victimMAC, attackerMAC := p.instanceMAC(ta, "victim"), p.instanceMAC(tb, "attacker")
 	hello := func() string {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(victim.Status.IP, "80"), 3*time.Second)

@@ -113,7 +113,7 @@ func TestIsolationMatrix(t *testing.T) {
 		}
 	}
 	for _, in := range insts {
-		got := p.runningAs(in.token, in.name)
+		got := p.runningIPAs(in.token, in.name)
 		if got.Status.Host != in.host {
 			t.Fatalf("%s runs on %s, not %s", in.name, got.Status.Host, in.host)
 		}
@@ -122,7 +122,7 @@ func TestIsolationMatrix(t *testing.T) {
 		in.gateway = pfx.Masked().Addr().Next().String()
 	}
 	for _, h := range []string{"h1", "h2"} {
-		p.runningAs(tokens["mx-a"], "pub-"+h)
+		p.runningIPAs(tokens["mx-a"], "pub-"+h)
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", loPort[h]), 5*time.Second); err != nil {
 			// Both agents publish on this machine's 127.0.0.1.
 			t.Fatalf("control: the host does not reach pub-%s on 127.0.0.1:%d: %v", h, loPort[h], err)

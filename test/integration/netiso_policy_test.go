@@ -48,8 +48,8 @@ func TestTenantNetworkPolicy(t *testing.T) {
 	p.mustAs(ta, "run", "-d", "--name", "a", "kanga.test/netprobe")
 	p.mustAs(tb, "run", "-d", "--name", "b", "kanga.test/netprobe")
 	p.mustAs(tc, "run", "-d", "--name", "c", "kanga.test/netprobe")
-	a, b := p.runningAs(ta, "a"), p.runningAs(tb, "b")
-	p.runningAs(tc, "c")
+	a, b := p.runningIPAs(ta, "a"), p.runningIPAs(tb, "b")
+	p.runningIPAs(tc, "c")
 	toA, toB := "tcp:"+a.Status.IP+":80", "tcp:"+b.Status.IP+":80"
 
 	within := func(what string, cond func() bool) {
@@ -168,12 +168,12 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 	}
 	p.eventually("2 pooled sandboxes", 60*time.Second, func() bool { return p.poolStatus().Ready == 2 })
 	p.mustAs(ta, "run", "-d", "--name", "pooled", "kanga.test/netprobe")
-	pooled := p.runningAs(ta, "pooled")
+	pooled := p.runningIPAs(ta, "pooled")
 	if !pool.IsPoolID(p.netID(pooled.UID)) {
 		t.Fatalf("pooled did not get a pooled sandbox (%s)", p.netID(pooled.UID))
 	}
 	p.mustAs(tb, "run", "-d", "--runtime", "crun", "--name", "first", "kanga.test/netprobe")
-	p.runningAs(tb, "first")
+	p.runningIPAs(tb, "first")
 	p.eventually("a warm container for rs-b and crun", 90*time.Second, func() bool {
 		for _, k := range p.warmStatus().Keys {
 			if k.Tenant == "rs-b" && k.Class == "crun" && k.Ready > 0 {
@@ -183,13 +183,13 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 		return false
 	})
 	p.mustAs(tb, "run", "-d", "--runtime", "crun", "--name", "warm", "kanga.test/netprobe")
-	warm := p.runningAs(tb, "warm")
+	warm := p.runningIPAs(tb, "warm")
 	if !strings.HasPrefix(p.warmOf(warm.UID), pool.WarmPrefix) {
 		t.Fatalf("warm did not start in a warm container")
 	}
 	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", freePort(t)), "kanga.test/netprobe")
-	fresh := p.runningAs(ta, "fresh")
-	first := p.runningAs(tb, "first")
+	fresh := p.runningIPAs(ta, "fresh")
+	first := p.runningIPAs(tb, "first")
 
 	check := func(step string) {
 		t.Helper()

@@ -50,8 +50,9 @@ func (p *platform) mustAs(token string, args ...string) string {
 	return r.stdout
 }
 
-// runningAs waits until the tenant's instance runs and returns it.
-func (p *platform) runningAs(token, name string) api.Instance {
+// runningIPAs waits until the tenant's instance runs with an address and
+// returns it.
+func (p *platform) runningIPAs(token, name string) api.Instance {
 	p.t.Helper()
 	var in api.Instance
 	p.eventually(name+" to run", 90*time.Second, func() bool {
