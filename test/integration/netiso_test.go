@@ -33,10 +33,17 @@ import (
 // three runtimes.
 
 // createTenant makes tenant name with the platform's admin token and
-// returns its token.
+// returns its token. The tenant's instances are removed when the test
+// ends, before the platform stops (its purge sees only its own tenant's).
 func (p *platform) createTenant(name string, flags ...string) string {
 	p.t.Helper()
-	return strings.TrimSpace(p.must(append([]string{"tenant", "create", name}, flags...)...))
+	token := strings.TrimSpace(p.must(append([]string{"tenant", "create", name}, flags...)...))
+	p.t.Cleanup(func() {
+		for _, n := range strings.Fields(p.asTenantQuiet(token, "ps", "-aq").stdout) {
+			p.asTenantQuiet(token, "rm", "-f", n)
+		}
+	})
+	return token
 }
 
 // mustAs runs the CLI with tenant token and fails the test unless it
