@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -52,6 +53,12 @@ type Network interface {
 	Teardown(ctx context.Context, id string, ports []network.Port) error
 	List() ([]string, error)
 	Stats(ctx context.Context, id string) (network.Stats, error)
+	// Assign gives an attachment to a tenant: until then it reaches
+	// nothing (with tenant isolation on).
+	Assign(ctx context.Context, id, tenant string) error
+	// SetView tells tenant isolation what the rest of the platform looks
+	// like (see NetView).
+	SetView(ctx context.Context, v network.View) error
 }
 
 // Config wires an Agent.
@@ -79,6 +86,9 @@ type Config struct {
 	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
 	// machine (tests) need one each: tenant cgroups are per host.
 	CgroupRoot string
+	// NetView, if set, streams the control plane's network view (package
+	// netview), which the agent hands to Network.SetView.
+	NetView func(ctx context.Context) <-chan netview.Update
 }
 
 // Agent runs the instances of one host.
@@ -186,6 +196,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.meter.run(ctx)
 	}()
 	a.cleanupOrphans(ctx, known)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.followNetView(ctx)
+	}()
 	// Only after the cleanup, which would take fresh pool sandboxes for
 	// leftovers of a previous run.
 	if a.cfg.Pool != nil {

@@ -309,6 +309,11 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	if err != nil {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
+	// Before any process runs in it: a pooled sandbox, a fresh one and one
+	// an earlier agent set up all get the tenant's rules here.
+	if err := r.a.cfg.Network.Assign(ctx, r.a.netID(r.uid), r.tenant); err != nil {
+		return fmt.Errorf("applying the tenant's network rules: %w", err)
+	}
 	r.ip = att.IP
 	r.att = att
 	prof.step("network")
@@ -633,6 +638,9 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 	}
 	att, err := r.a.cfg.Network.Setup(ctx, id, ports(inst.Spec), limits)
 	if err != nil {
+		return err
+	}
+	if err := r.a.cfg.Network.Assign(ctx, id, r.tenant); err != nil {
 		return err
 	}
 	r.ip = att.IP

@@ -12,6 +12,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/netview"
 )
 
 // HostConfig configures the host half of a process: what `kanga up` and
@@ -33,6 +34,11 @@ type HostConfig struct {
 	// Max 0 turns them off. WarmTotal caps them across keys.
 	Warm      pool.Policy
 	WarmTotal int
+	// Isolation keeps tenants apart on the host's network (see
+	// network.Config.Isolation); NetView feeds it the rest of the
+	// platform (netview.View.Subscribe, or the agent link's stream).
+	Isolation bool
+	NetView   func(ctx context.Context) <-chan netview.Update
 	Logger    *slog.Logger
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.
@@ -69,7 +75,8 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	}
 	h := &Host{ctx: ctx, ctrd: ctrd, log: log}
 
-	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet})
+	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet,
+		Isolation: c.Isolation})
 	if err != nil {
 		h.stopContainerd()
 		return nil, fmt.Errorf("preparing the instance network: %w", err)
@@ -93,6 +100,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Pool:        warm,
 		Warm:        warmOptions(c),
 		Usage:       c.Usage,
+		NetView:     c.NetView,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
@@ -102,6 +110,9 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	go func() { h.agentDone <- h.Agent.Run(h.actx) }()
 	return h, nil
 }
+
+// Subnet is the instance subnet of the host, for its registration.
+func (h *Host) Subnet() string { return h.netw.Subnet() }
 
 // Context ends when the agent is told to stop (StopAgent or Close): for
 // loops that live as long as the agent, such as its link to the server.

@@ -35,6 +35,7 @@ type AgentOptions struct {
 	Advertise string
 	Bridge    string
 	Subnet    string
+	Isolation bool
 	Pool      pool.Policy
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
@@ -95,6 +96,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		CgroupRoot: o.CgroupRoot,
+		Isolation:  o.Isolation, NetView: link.WatchNetView,
 	})
 	if err != nil {
 		return err
@@ -126,6 +128,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 			return api.Host{
 				Images:         imgs,
 				Name:           hostName,
+				Subnet:         host.Subnet(),
 				Address:        hostAPI,
 				Labels:         o.Labels,
 				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},

@@ -22,6 +22,7 @@ import (
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -153,7 +154,13 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	api := server.New(st, nil, apiOpts)
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL}
+	// The agents' tenant isolation follows this view of addresses,
+	// subnets and policies.
+	nv := netview.New(st, log)
+	nvDone := make(chan struct{})
+	go func() { defer close(nvDone); nv.Run(bg) }()
+	defer func() { cancel(); <-nvDone }()
+	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL, NetView: nv}
 	as := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// The lease is held while the agent's heartbeat request is open,

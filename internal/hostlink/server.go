@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/store"
@@ -52,6 +54,9 @@ type Server struct {
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
 	LeaseTTL time.Duration
+	// NetView, if set, is streamed to agents for tenant isolation; its Run
+	// is the caller's to start.
+	NetView *netview.View
 
 	hub    *hub
 	owners *owners
@@ -95,6 +100,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
 	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
+	mux.Handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
 	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	mux.Handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	mux.Handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
@@ -229,6 +235,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	}
 	if h.Name != host {
 		return fmt.Errorf("host record names %q, not %q: %w", h.Name, host, errdefs.ErrInvalidArgument)
+	}
+	if h.Subnet != "" {
+		if p, err := netip.ParsePrefix(h.Subnet); err != nil || !p.Addr().Is4() || p.Bits() < 8 {
+			return fmt.Errorf("host %q: subnet %q is not an IPv4 CIDR of /8 or narrower: %w", host, h.Subnet, errdefs.ErrInvalidArgument)
+		}
 	}
 	h.Cordoned = false // RegisterHost keeps the stored value; an agent does not set it
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {

@@ -145,6 +145,7 @@ var schemaTypes = map[string]any{
 	"Quota":                 api.Quota{},
 	"QuotaAmounts":          api.QuotaAmounts{},
 	"TenantQuota":           api.TenantQuota{},
+	"TenantNetworkPolicy":   api.TenantNetworkPolicy{},
 	"RuntimeClass":          api.RuntimeClass{},
 	"RuntimeClassList":      api.RuntimeClassList{},
 	"InstanceType":          api.InstanceType{},

@@ -214,6 +214,8 @@ var Routes = []Route{
 	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
 	{"GET", "/v1/tenants/{name}/quota", false, (*Server).getQuota},
 	{"PUT", "/v1/tenants/{name}/quota", false, (*Server).putQuota},
+	{"GET", "/v1/tenants/{name}/network", false, (*Server).getTenantNetwork},
+	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},

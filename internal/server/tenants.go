@@ -117,9 +117,13 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateQuota(req.Quota); err != nil {
 		return err
 	}
+	netPolicy, err := model.NormalizeTenantNetwork("network", req.Network)
+	if err != nil {
+		return err
+	}
 	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
 		SchedulingPolicy: req.SchedulingPolicy, DefaultInstanceType: req.DefaultInstanceType,
-		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC()}
+		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC(), Network: netPolicy}
 	token, err := newToken()
 	if err != nil {
 		return err
