@@ -80,6 +80,8 @@ type Config struct {
 	// Warm, if set, keeps warm containers (see warm.go); it is off when
 	// the holder binary is missing.
 	Warm *WarmOptions
+	// Usage, if set, takes the host's usage records (see meter.go).
+	Usage UsageSink
 	// CgroupRoot is the parent of every cgroup the agent makes, in each
 	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
 	// machine (tests) need one each: tenant cgroups are per host.
@@ -104,6 +106,7 @@ type Agent struct {
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *pool.Warm    // nil when warm containers are off
 	warmInit   string        // the holder binary
+	meter      *meter
 
 	cgRoot     string
 	cgParents  sync.Map // instance UID -> the cgroup its cgroup is under (placeCgroup)
@@ -130,6 +133,7 @@ func New(cfg Config) *Agent {
 	if a.cgRoot == "" {
 		a.cgRoot = DefaultCgroupRoot
 	}
+	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
 		path, err := findInit(w.InitPath)
 		if err != nil {
@@ -182,6 +186,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			known[insts[i].UID] = true
 		}
 	}
+	if err := a.meter.load(); err != nil {
+		a.log.Error("reading the meter file failed; metering starts afresh", "err", err)
+	}
+	a.meter.forget(ctx, known)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.meter.run(ctx)
+	}()
 	a.cleanupOrphans(ctx, known)
 	a.wg.Add(1)
 	go func() {

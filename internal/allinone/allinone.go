@@ -138,7 +138,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { defer close(nvDone); nv.Run(nvCtx) }()
 	defer func() { stopNV(); <-nvDone }()
 	host, err := StartHost(ctx, HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: st,
+		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		CgroupRoot: o.CgroupRoot,
 		Isolation:  o.Isolation, NetView: nv.Subscribe,
@@ -158,7 +158,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer stopCP()
 
-	apiOpts.Logger, apiOpts.Version = log, o.Version
+	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
 	srv := server.New(st, ag, apiOpts)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
@@ -288,6 +288,11 @@ func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, 
 	token, err := adminToken(dataDir)
 	if err != nil {
 		return "", err
+	}
+	if n, err := st.MigrateTokens(ctx); err != nil {
+		return "", fmt.Errorf("migrating token records: %w", err)
+	} else if n > 0 {
+		slog.Default().Info("token records migrated to IDs and scopes", "count", n)
 	}
 	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
 		return "", fmt.Errorf("registering the admin token: %w", err)

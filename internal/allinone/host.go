@@ -23,7 +23,9 @@ type HostConfig struct {
 	HostName string
 	// Store is where the agent reads and writes instances: the store
 	// itself (kanga up) or the agent's link to the server (kanga agent).
-	Store  agent.Store
+	Store agent.Store
+	// Usage takes the host's usage records: the store, or the link.
+	Usage  agent.UsageSink
 	Bridge string
 	Subnet string
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
@@ -97,6 +99,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Network:     netw,
 		Pool:        warm,
 		Warm:        warmOptions(c),
+		Usage:       c.Usage,
 		NetView:     c.NetView,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),

@@ -93,7 +93,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link := hostlink.NewLink(o.Join, hostName, creds, log)
 
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: link,
+		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		CgroupRoot: o.CgroupRoot,
 		Isolation:  o.Isolation, NetView: link.WatchNetView,

@@ -149,7 +149,8 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
-	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts = log, o.Version, dir
+	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
+	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
 	api := server.New(st, nil, apiOpts)
 	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}

@@ -68,6 +68,9 @@ func (f *fakeStore) UpdateInstance(ctx context.Context, name string, fn func(*ap
 	return in, nil
 }
 func (f *fakeStore) DeleteInstance(context.Context, string) error { return nil }
+func (f *fakeStore) PutUsage(context.Context, string, []api.UsageRecord) ([]store.UsageRefusal, error) {
+	return nil, nil
+}
 
 type cluster struct {
 	ca    *pki.CA

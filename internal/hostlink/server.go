@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -34,14 +36,20 @@ type Store interface {
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
+	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
 
 // Server is the control plane's end of the link.
 type Server struct {
-	Store  Store
-	CA     *pki.CA
-	Token  pki.Token
+	Store Store
+	CA    *pki.CA
+	// Token is the cluster's shared join token, which joins new host
+	// names only; per-host join tokens are in Creds.
+	Token pki.Token
+	// Creds, if set (the store), holds join tokens and which agent
+	// certificates each host may use; if Store implements it, it is used.
+	Creds  CredentialStore
 	Logger *slog.Logger
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
@@ -50,7 +58,8 @@ type Server struct {
 	// is the caller's to start.
 	NetView *netview.View
 
-	hub *hub
+	hub    *hub
+	owners *owners
 }
 
 // TLSConfig is the listener's configuration: the serving certificate, and
@@ -76,11 +85,19 @@ func (s *Server) Handler() http.Handler {
 	// The hub lives as long as the store's watch: until the store closes.
 	s.hub = newHub(s.Store, s.Logger)
 	go s.hub.run(context.Background())
+	if s.Creds == nil {
+		s.Creds, _ = s.Store.(CredentialStore)
+	}
+	if s.Creds != nil {
+		s.owners = newOwners(s.Creds, s.Logger)
+		go s.owners.follow(context.Background())
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathJoin, s.join)
 	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
 	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
 	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	mux.Handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
 	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
 	mux.Handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
@@ -106,6 +123,14 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		if err == nil && id.Name != host {
 			err = fmt.Errorf("certificate is host %q's, not %q's: an agent acts only for its own host: %w", id.Name, host, errdefs.ErrPermissionDenied)
 		}
+		if err == nil && s.owners != nil {
+			var ctx context.Context
+			var done func()
+			if ctx, done, err = s.owners.admit(r.Context(), host, id.Serial); err == nil {
+				defer done()
+				r = r.WithContext(ctx)
+			}
+		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeError(w, err)
@@ -123,22 +148,72 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("join request: %v: %w", err, errdefs.ErrInvalidArgument))
 		return
 	}
-	if !s.Token.CheckSecret(req.Secret) {
-		s.Logger.Warn("hostlink: join with a wrong token refused", "name", req.Name, "remote", r.RemoteAddr)
-		writeError(w, fmt.Errorf("join token is not valid: use the token the server wrote to its data dir (join-token): %w", errdefs.ErrUnauthenticated))
-		return
-	}
-	if err := validHostName(req.Name); err != nil {
+	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
+	if err != nil {
+		// Not audited: anyone can send a wrong token, and a flood of
+		// them must not grow the audit log.
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
 		writeError(w, err)
 		return
+	}
+	cert, err := s.admitJoin(r, req, owner)
+	s.auditJoin(r, req.Name, owner, err)
+	if err != nil {
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "token", owner, "err", err)
+		writeError(w, err)
+		return
+	}
+	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
+	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+}
+
+// admitJoin signs the agent's certificate for a token that may claim the
+// name, and records its serial for the host.
+func (s *Server) admitJoin(r *http.Request, req JoinRequest, owner string) ([]byte, error) {
+	if err := validHostName(req.Name); err != nil {
+		return nil, err
 	}
 	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
 	if err != nil {
-		writeError(w, err)
+		return nil, err
+	}
+	if s.Creds != nil {
+		c, err := pki.ParseCert(cert)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Creds.ClaimHost(r.Context(), req.Name, owner, c.SerialNumber.Text(16)); err != nil {
+			return nil, err
+		}
+	}
+	return cert, nil
+}
+
+// AuditLog is where joins are recorded (*store.Store), beside the API's
+// calls.
+type AuditLog interface {
+	AppendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.AuditRecord, error)
+}
+
+// auditJoin records a join that presented a valid token, admitted or not.
+func (s *Server) auditJoin(r *http.Request, host, owner string, err error) {
+	al, ok := s.Store.(AuditLog)
+	if !ok {
 		return
 	}
-	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+	status := http.StatusOK
+	if err != nil {
+		_, status = errdefs.Code(err)
+	}
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	rec := api.AuditRecord{Time: time.Now().UTC(), RequestID: requestid.New(), Principal: owner, PrincipalName: "join token",
+		Verb: "hosts.join", Object: "hosts/" + host, Method: r.Method, Path: r.URL.Path, Status: status, Remote: remote}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if _, err := al.AppendAudit(ctx, []api.AuditRecord{rec}); err != nil {
+		b, _ := json.Marshal(rec)
+		s.Logger.Error("writing the audit record of a join failed; the record follows", "err", err, "record", string(b))
+	}
 }
 
 func validHostName(n string) error {
@@ -400,6 +475,29 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// putUsageResponse answers a host's usage records.
+type putUsageResponse struct {
+	Refused []store.UsageRefusal `json:"refused"`
+}
+
+// putUsage stores the host's usage records; a record of an instance never
+// placed on the host is refused.
+func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) error {
+	var recs []api.UsageRecord
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&recs); err != nil {
+		return fmt.Errorf("usage records: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	refused, err := s.Store.PutUsage(r.Context(), host, recs)
+	if err != nil {
+		return err
+	}
+	if refused == nil {
+		refused = []store.UsageRefusal{}
+	}
+	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/requestid"
 )
 
 // Images the fake host knows.
@@ -26,8 +27,10 @@ type fakeHost struct {
 	mu       sync.Mutex
 	exitCode int          // returned by Exec
 	lastExec *ExecRequest // the last ExecRequest, without its streams
-	logCalls []logCall
-	imported int64 // bytes of the last import body
+	// lastExecID is the request ID the last Exec's context carried.
+	lastExecID string
+	logCalls   []logCall
+	imported   int64 // bytes of the last import body
 }
 
 type logCall struct {
@@ -116,6 +119,7 @@ func (h *fakeHost) Exec(ctx context.Context, inst *api.Instance, req ExecRequest
 		rec.Env = append(rec.Env, "FAKE_NO_STDIN=1")
 	}
 	h.lastExec = &rec
+	h.lastExecID = requestid.From(ctx)
 	code := h.exitCode
 	h.mu.Unlock()
 
@@ -162,4 +166,10 @@ func (h *fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceS
 func (h *fakeHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
 	return api.SLAReport{Instance: inst.Name, Since: testNow, Until: testNow,
 		Items: []api.SLAItem{{Resource: "memory", Promised: "64Mi", Delivered: "peak 1Mi", Kept: true}}}, nil
+}
+
+func (h *fakeHost) lastExecRequestID() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastExecID
 }

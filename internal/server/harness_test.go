@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 }
 
 // testStore returns the shared store, starting it on first use.
-func testStore(t *testing.T) *store.Store {
+func testStore(t testing.TB) *store.Store {
 	t.Helper()
 	storeOnce.Do(func() {
 		storeDir, storeErr = os.MkdirTemp("", "kanga-server-test-")

@@ -84,6 +84,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	setAuditObject(ctx, "tenants/"+req.Name)
 	if err := tenant.Validate(req.Name); err != nil {
 		return fmt.Errorf("name: %w", err)
 	}
