@@ -279,6 +279,29 @@ type Tenant struct {
 	// quota.
 	Quota     *Quota    `json:"quota,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Network is the tenant's network policy; nil is the default: the
+	// instances reach each other and the outside, never other tenants'
+	// instances or the hosts' own services. Only administrators set it.
+	Network *TenantNetworkPolicy `json:"network,omitempty"`
+}
+
+// TenantNetworkPolicy limits what a tenant's instances reach beyond each
+// other, and which other tenants may reach them. Destinations are
+// "CIDR[:PORT[-PORT]][/tcp|/udp]": "10.0.0.0/8", "1.2.3.4:53/udp",
+// "192.168.0.0/16:8000-8100" (a port without a protocol means tcp and
+// udp). Egress rules apply to destinations outside the platform's
+// instance networks; other tenants' instances and the hosts are never
+// reachable through them.
+type TenantNetworkPolicy struct {
+	// EgressDeny destinations are refused; they win over EgressAllow.
+	EgressDeny []string `json:"egressDeny,omitempty"`
+	// EgressAllow, when not empty, is the only outside the instances may
+	// reach (besides what EgressDeny leaves of it); empty allows all.
+	EgressAllow []string `json:"egressAllow,omitempty"`
+	// IngressFrom names tenants whose instances may open connections to
+	// this tenant's instances (replies flow back; the reverse direction
+	// needs the other tenant's own IngressFrom).
+	IngressFrom []string `json:"ingressFrom,omitempty"`
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.
@@ -291,6 +314,8 @@ type CreateTenantRequest struct {
 	// Quota replaces the platform's default quota for new tenants; a
 	// field left out keeps the default's.
 	Quota *Quota `json:"quota,omitempty"`
+	// Network is the tenant's network policy (see Tenant.Network).
+	Network *TenantNetworkPolicy `json:"network,omitempty"`
 }
 
 // Quota caps what a tenant's instances hold at once across the pool, from
@@ -446,6 +471,9 @@ type Host struct {
 	Cordoned bool       `json:"cordoned,omitempty"`
 	Version  string     `json:"version,omitempty"`
 	Status   HostStatus `json:"status"`
+	// Subnet is the IPv4 network the host's instances get addresses
+	// from; the hosts' agents use it to tell instances from the outside.
+	Subnet string `json:"subnet,omitempty"`
 }
 
 // MaxHostImages caps the images one host reports: a host record is read

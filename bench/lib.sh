@@ -28,8 +28,9 @@ platform_netns_dir() {
 
 # platform_down: stops `kanga up` with every instance removed, then
 # removes whatever a stop cut short may have left: mounts under $DATA,
-# the bridge, the subnet's masquerade jump and chain, the empty namespace
-# directory, the data dir and the client config.
+# the bridge, the subnet's masquerade jump and chain, the bridge's tenant
+# isolation tables (with the nft tool, when installed), the empty
+# namespace directory, the data dir and the client config.
 platform_down() {
 	[ -z "$K" ] || $K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
@@ -39,6 +40,10 @@ platform_down() {
 		while read -r rule; do eval "iptables -t nat $rule" || true; done
 	iptables -t nat -F "KANGA-MASQ-$BRIDGE" 2>/dev/null || true
 	iptables -t nat -X "KANGA-MASQ-$BRIDGE" 2>/dev/null || true
+	if command -v nft >/dev/null 2>&1; then
+		nft delete table inet "kanga-$BRIDGE" 2>/dev/null || true
+		nft delete table bridge "kanga-$BRIDGE" 2>/dev/null || true
+	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
 	rmdir "$(platform_netns_dir)" 2>/dev/null || true
 	rm -rf "$DATA" "$KANGA_CONFIG"

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/requestid"
 )
 
 // unixHost is the placeholder host of request URLs sent over a unix socket;
@@ -164,6 +165,17 @@ func (c *Client) setHeaders(req *http.Request) {
 	if c.tenant != "" {
 		req.Header.Set(api.HeaderTenant, c.tenant)
 	}
+	if id := requestid.From(req.Context()); id != "" {
+		req.Header.Set(api.HeaderRequestID, id)
+	}
+}
+
+// WithRequestID returns ctx carrying a request ID that the client sends
+// in the Kanga-Request-Id header. The control plane uses it to tie a
+// host's log lines to the API request they serve; a server takes it only
+// from a caller it trusts.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return requestid.With(ctx, id)
 }
 
 // send performs req and returns the response if its status is 2xx; any

@@ -230,11 +230,25 @@ func (s *fakeStore) WaitInstanceGone(ctx context.Context, name string) error {
 func (s *fakeStore) LookupPrincipal(ctx context.Context, token string) (store.Principal, error) {
 	switch token {
 	case "good":
-		return store.Principal{Tenant: "acme"}, nil
+		return store.Principal{Tenant: "acme", Scopes: []string{api.ScopeAll}}, nil
 	case "admin":
-		return store.Principal{Tenant: "acme", Admin: true}, nil
+		return store.Principal{Tenant: "acme", Admin: true, Scopes: []string{api.ScopeEverything}}, nil
 	}
 	return store.Principal{}, fmt.Errorf("unknown token: %w", errdefs.ErrNotFound)
+}
+
+// The fake keeps no tokens beyond the two above; the real store's token
+// endpoints are tested in internal/server.
+func (s *fakeStore) CreateToken(context.Context, string, store.NewTokenInfo) (api.Token, error) {
+	return api.Token{}, errdefs.ErrNotImplemented
+}
+
+func (s *fakeStore) ListTokens(context.Context, string) ([]api.Token, error) {
+	return nil, errdefs.ErrNotImplemented
+}
+
+func (s *fakeStore) RevokeToken(context.Context, string, string) (api.Token, error) {
+	return api.Token{}, errdefs.ErrNotImplemented
 }
 
 func (s *fakeStore) DeleteInstance(ctx context.Context, name string) error {

@@ -23,6 +23,9 @@ type APIError struct {
 	// "Conflict", ...) or "Internal".
 	Code    string
 	Message string
+	// RequestID is the server's ID of the request (Kanga-Request-Id),
+	// which names it in the server's log and audit log.
+	RequestID string
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -65,6 +68,7 @@ func decodeError(resp *http.Response) error {
 	if err := json.Unmarshal(body, &er); err == nil && er.Error.Code != "" {
 		e := fromAPI(er.Error)
 		e.StatusCode = resp.StatusCode
+		e.RequestID = resp.Header.Get(api.HeaderRequestID)
 		return e
 	}
 	code, ok := statusCodes[resp.StatusCode]
@@ -78,5 +82,5 @@ func decodeError(resp *http.Response) error {
 		}
 		msg += ": " + text
 	}
-	return &APIError{StatusCode: resp.StatusCode, Code: code, Message: msg}
+	return &APIError{StatusCode: resp.StatusCode, Code: code, Message: msg, RequestID: resp.Header.Get(api.HeaderRequestID)}
 }

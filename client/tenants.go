@@ -72,3 +72,19 @@ func (c *Client) ListTypes(ctx context.Context) ([]api.InstanceType, error) {
 	}
 	return list.Items, nil
 }
+
+// GetTenantNetwork returns a tenant's network policy (empty for the
+// default).
+func (c *Client) GetTenantNetwork(ctx context.Context, name string) (api.TenantNetworkPolicy, error) {
+	var p api.TenantNetworkPolicy
+	err := c.doJSON(ctx, http.MethodGet, "/v1/tenants/"+url.PathEscape(name)+"/network", nil, nil, &p)
+	return p, err
+}
+
+// SetTenantNetwork replaces a tenant's network policy (administrators
+// only); an empty policy restores the default.
+func (c *Client) SetTenantNetwork(ctx context.Context, name string, p api.TenantNetworkPolicy) (api.Tenant, error) {
+	var t api.Tenant
+	err := c.doJSON(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(name)+"/network", nil, p, &t)
+	return t, err
+}

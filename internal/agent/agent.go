@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -52,6 +53,12 @@ type Network interface {
 	Teardown(ctx context.Context, id string, ports []network.Port) error
 	List() ([]string, error)
 	Stats(ctx context.Context, id string) (network.Stats, error)
+	// Assign gives an attachment to a tenant: until then it reaches
+	// nothing (with tenant isolation on).
+	Assign(ctx context.Context, id, tenant string) error
+	// SetView tells tenant isolation what the rest of the platform looks
+	// like (see NetView).
+	SetView(ctx context.Context, v network.View) error
 }
 
 // Config wires an Agent.
@@ -73,10 +80,15 @@ type Config struct {
 	// Warm, if set, keeps warm containers (see warm.go); it is off when
 	// the holder binary is missing.
 	Warm *WarmOptions
+	// Usage, if set, takes the host's usage records (see meter.go).
+	Usage UsageSink
 	// CgroupRoot is the parent of every cgroup the agent makes, in each
 	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
 	// machine (tests) need one each: tenant cgroups are per host.
 	CgroupRoot string
+	// NetView, if set, streams the control plane's network view (package
+	// netview), which the agent hands to Network.SetView.
+	NetView func(ctx context.Context) <-chan netview.Update
 }
 
 // Agent runs the instances of one host.
@@ -94,6 +106,7 @@ type Agent struct {
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *pool.Warm    // nil when warm containers are off
 	warmInit   string        // the holder binary
+	meter      *meter
 
 	cgRoot     string
 	cgParents  sync.Map // instance UID -> the cgroup its cgroup is under (placeCgroup)
@@ -120,6 +133,7 @@ func New(cfg Config) *Agent {
 	if a.cgRoot == "" {
 		a.cgRoot = DefaultCgroupRoot
 	}
+	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
 		path, err := findInit(w.InitPath)
 		if err != nil {
@@ -172,7 +186,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			known[insts[i].UID] = true
 		}
 	}
+	if err := a.meter.load(); err != nil {
+		a.log.Error("reading the meter file failed; metering starts afresh", "err", err)
+	}
+	a.meter.forget(ctx, known)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.meter.run(ctx)
+	}()
 	a.cleanupOrphans(ctx, known)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.followNetView(ctx)
+	}()
 	// Only after the cleanup, which would take fresh pool sandboxes for
 	// leftovers of a previous run.
 	if a.cfg.Pool != nil {

@@ -114,7 +114,10 @@ func (w *logWriter) Write(p []byte) (int, error) {
 			w.f = f
 		}
 		n := len(p)
-		if room := w.lim.size - w.size; int64(n) > room {
+		// A chunk that fills the file to the byte but ends inside a line
+		// is cut too: the next Write would otherwise rotate at once and
+		// begin the next file with the line's rest.
+		if room := w.lim.size - w.size; int64(n) > room || (int64(n) == room && p[n-1] != '\n') {
 			// Rotate at a line's end: a line is split over two files only
 			// when it is longer than a file.
 			n = bytes.LastIndexByte(p[:room], '\n') + 1

@@ -184,3 +184,36 @@ func TestMoveLog(t *testing.T) {
 		t.Fatalf("the warm log is left behind: %v", err)
 	}
 }
+
+// A chunk that fills the current file exactly but ends inside a line (a
+// pipe read of a chatty container under load does: 64 KiB reads, and a
+// cap that is a multiple of 64 KiB) must not leave the line's rest to
+// begin the next file: every kept file starts at a line's start.
+func TestLogRotationChunkFillsFileMidLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	lim := logLimits{size: 64, files: 3}
+	w := openLogWriter(path, lim)
+	line := "0123456789abcdef\n" // 17 bytes: 64 is not a multiple
+	stream := strings.Repeat(line, 40)
+	for chunk := []byte(stream); len(chunk) > 0; {
+		n := min(32, len(chunk)) // two chunks fill a file to the byte
+		if _, err := w.Write(chunk[:n]); err != nil {
+			t.Fatal(err)
+		}
+		chunk = chunk[n:]
+	}
+	w.close()
+	for _, p := range []string{path, rotatedPath(path, 1), rotatedPath(path, 2)} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 0 && !strings.HasPrefix(line, string(b[:min(len(b), len(line))])) {
+			t.Errorf("%s starts with %q, not at a line's start", filepath.Base(p), b[:min(len(b), len(line))])
+		}
+		if len(b) > 0 && b[len(b)-1] != '\n' && p != path {
+			t.Errorf("rotated %s ends inside a line: %q", filepath.Base(p), b[max(0, len(b)-10):])
+		}
+	}
+}

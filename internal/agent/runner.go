@@ -86,6 +86,9 @@ type runner struct {
 	att      *network.Attachment // once the sandbox is set up
 	prof     *startProfile       // set while start runs
 	pending  chan struct{}       // closed when an asynchronous status write ends
+	// adopted is set when start found the instance's containers made by
+	// a previous run of the agent (metering then resumes).
+	adopted bool
 }
 
 // mark ends a profiled step of the start, if one is being profiled.
@@ -204,6 +207,8 @@ func (r *runner) run(ctx context.Context) {
 	}
 	if inst.Status.Phase.Terminal() {
 		// Nothing will run again; only a delete can change this instance.
+		// A meter the previous run left ends when the run did.
+		r.a.meter.end(ctx, r.uid, lastExit(inst.Status.Containers, inst.Status.FinishedAt))
 		r.setPhase(inst.Status.Phase)
 		r.waitForDelete(ctx)
 		return
@@ -220,9 +225,56 @@ func (r *runner) run(ctx context.Context) {
 		r.waitForDelete(ctx)
 		return
 	}
+	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
 	stopSampling := r.a.startSampling(ctx, r.uid)
 	defer stopSampling()
 	r.loop(ctx)
+}
+
+// runStart is when the instance's current run began: its earliest
+// container start.
+func (r *runner) runStart() time.Time {
+	var first time.Time
+	for _, c := range r.ctrs {
+		if c.status.StartedAt != nil && (first.IsZero() || c.status.StartedAt.Before(first)) {
+			first = *c.status.StartedAt
+		}
+	}
+	if first.IsZero() {
+		first = time.Now()
+	}
+	return first
+}
+
+// lastExit is when the last of the containers exited (fallback if none
+// says).
+func lastExit(cs []api.ContainerStatus, fallback *time.Time) time.Time {
+	var last time.Time
+	for _, c := range cs {
+		if c.FinishedAt != nil && c.FinishedAt.After(last) {
+			last = *c.FinishedAt
+		}
+	}
+	if last.IsZero() && fallback != nil {
+		last = *fallback
+	}
+	if last.IsZero() {
+		last = time.Now()
+	}
+	return last
+}
+
+// meterRunEnd ends the metering once nothing runs or will run again: at
+// the last container's exit.
+func (r *runner) meterRunEnd(ctx context.Context) {
+	inst, _ := r.snapshot()
+	statuses := make([]api.ContainerStatus, len(r.ctrs))
+	for i, c := range r.ctrs {
+		statuses[i] = c.status
+	}
+	if model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, statuses).Terminal() {
+		r.a.meter.end(ctx, r.uid, lastExit(statuses, nil))
+	}
 }
 
 // start prepares the sandbox and starts or adopts every container.
@@ -256,6 +308,11 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	att, err := r.attach(ctx, inst, limits)
 	if err != nil {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
+	}
+	// Before any process runs in it: a pooled sandbox, a fresh one and one
+	// an earlier agent set up all get the tenant's rules here.
+	if err := r.a.cfg.Network.Assign(ctx, r.a.netID(r.uid), r.tenant); err != nil {
+		return fmt.Errorf("applying the tenant's network rules: %w", err)
 	}
 	r.ip = att.IP
 	r.att = att
@@ -354,9 +411,11 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 			c.status.PID = int(task.Pid())
 			c.status.Reason = ""
 			r.log.Info("adopted running container", "container", c.spec.Name, "pid", task.Pid())
+			r.adopted = true
 			return nil
 		case containerd.Stopped:
 			// It ended while nobody watched; account for it like any exit.
+			r.adopted = true
 			c.task = task
 			c.generation++
 			r.exits <- exit{container: c.spec.Name, generation: c.generation, code: int(st.ExitStatus), at: st.ExitTime}
@@ -489,6 +548,7 @@ func (r *runner) loop(ctx context.Context) {
 			done = true
 		case ex := <-r.exits:
 			r.handleExit(ctx, ex)
+			r.meterRunEnd(ctx)
 		case <-timer:
 			r.handleDeadlines(ctx)
 		case <-r.notify:
@@ -578,6 +638,9 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 	}
 	att, err := r.a.cfg.Network.Setup(ctx, id, ports(inst.Spec), limits)
 	if err != nil {
+		return err
+	}
+	if err := r.a.cfg.Network.Assign(ctx, id, r.tenant); err != nil {
 		return err
 	}
 	r.ip = att.IP
@@ -841,6 +904,8 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 // trying until everything is gone (or the agent stops): the record is
 // removed last, so a failure never hides a leaked container.
 func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
+	// The run ends now, read while the cgroup is still there.
+	r.a.meter.end(ctx, r.uid, time.Now())
 	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
 		err := r.teardownOnce(ctx)
 		if err == nil {
@@ -854,6 +919,9 @@ func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
 		}
 	}
 	r.setPhase(api.PhaseSucceeded) // wakes log followers
+	// The final usage record goes before the instance's record: a host
+	// may report only instances placed on it.
+	r.a.meter.finish(ctx, r.uid, time.Now())
 	if deleteRecord {
 		err := r.a.cfg.Store.DeleteInstance(tenant.WithName(ctx, r.tenant), r.name)
 		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {

@@ -292,6 +292,7 @@ func (a *Agent) startSampling(ctx context.Context, uid string) (stop func()) {
 		for {
 			if s, err := a.takeSample(ctx, uid); err == nil {
 				h.add(s)
+				a.meter.observe(uid, s)
 			}
 			select {
 			case <-ctx.Done():

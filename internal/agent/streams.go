@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/server"
 )
 
@@ -32,6 +33,7 @@ func (a *Agent) Logs(ctx context.Context, inst *api.Instance, container string, 
 	if err := checkTenant(ctx, inst); err != nil {
 		return err
 	}
+	a.log.Debug("logs", "instance", inst.Name, "tenant", inst.Tenant, "container", container, "follow", follow, "request_id", requestid.From(ctx))
 	fl := &logFollower{a: a, path: a.logPath(inst.UID, container), w: w}
 	defer fl.close()
 	for {
@@ -246,6 +248,10 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req server.ExecReq
 		opts = append(opts, cio.WithTerminal)
 	}
 	execID := fmt.Sprintf("exec-%d-%d", time.Now().UnixNano(), execSeq.Add(1))
+	// The request ID ties this line to the API's log and audit record;
+	// arguments and environment stay out of the log.
+	a.log.Info("exec", "instance", inst.Name, "tenant", inst.Tenant, "container", req.Container,
+		"program", req.Cmd[0], "tty", req.TTY, "exec_id", execID, "request_id", requestid.From(ctx))
 	proc, err := task.Exec(nctx, execID, &pspec, cio.NewCreator(opts...))
 	if err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", req.Container, err)

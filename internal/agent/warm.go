@@ -343,6 +343,11 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 		return err
 	}
 	r.a.netIDs.Store(r.uid, w.id)
+	// The holder has run in the sandbox since it was made, with no tenant
+	// and so no network; the instance's process gets the tenant's.
+	if err := r.a.cfg.Network.Assign(ctx, w.id, r.tenant); err != nil {
+		return fmt.Errorf("applying the tenant's network rules: %w", err)
+	}
 	// The warm container's cgroups keep their names (see cgName); the
 	// instance's limits go on its parent, as on any instance cgroup.
 	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -48,7 +49,10 @@ type Options struct {
 	// link-local, private or the host's own addresses (see
 	// image.ParseInsecureRegistries); none by default.
 	InsecureRegistries []string
-	Version            string
+	// Isolation keeps tenants apart on the network (see
+	// network.Config.Isolation).
+	Isolation bool
+	Version   string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
 	Pool pool.Policy
@@ -134,11 +138,19 @@ func Run(ctx context.Context, o Options) error {
 	if hostName == "" {
 		hostName, _ = os.Hostname()
 	}
+	// The network view is kept here, as `kanga server` keeps it for its
+	// agents; this process's agent follows it in-process.
+	nvCtx, stopNV := context.WithCancel(context.WithoutCancel(ctx))
+	nv := netview.New(st, log)
+	nvDone := make(chan struct{})
+	go func() { defer close(nvDone); nv.Run(nvCtx) }()
+	defer func() { stopNV(); <-nvDone }()
 	host, err := StartHost(ctx, HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: st,
+		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot,
+		Isolation:          o.Isolation, NetView: nv.Subscribe,
 	})
 	if err != nil {
 		return err
@@ -158,13 +170,13 @@ func Run(ctx context.Context, o Options) error {
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host
 	// NotReady and re-creates what still runs here.
-	stopCP, err := runControlPlane(ctx, st, ag, hostName, o.Version, log)
+	stopCP, err := runControlPlane(ctx, st, ag, hostName, host.Subnet(), o.Version, log)
 	if err != nil {
 		return err
 	}
 	defer stopCP()
 
-	apiOpts.Logger, apiOpts.Version = log, o.Version
+	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
 	srv := server.New(st, ag, apiOpts)
 	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
 	serveErr := make(chan error, 1)
@@ -222,10 +234,11 @@ const hostLeaseTTL = 5 * time.Second
 // agent), keeps its lease alive and runs the scheduler loop and failure
 // detector in-process. The returned function stops them; the lease is then
 // left to expire, as after a crash.
-func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, version string, log *slog.Logger) (func(), error) {
+func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, subnet, version string, log *slog.Logger) (func(), error) {
 	c := ag.Capacity()
 	h := &api.Host{
 		Name:           hostName,
+		Subnet:         subnet,
 		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
 		RuntimeClasses: ag.RuntimeClasses(),
 		Version:        version,
@@ -308,6 +321,11 @@ func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, 
 	token, err := adminToken(dataDir)
 	if err != nil {
 		return "", err
+	}
+	if n, err := st.MigrateTokens(ctx); err != nil {
+		return "", fmt.Errorf("migrating token records: %w", err)
+	} else if n > 0 {
+		slog.Default().Info("token records migrated to IDs and scopes", "count", n)
 	}
 	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
 		return "", fmt.Errorf("registering the admin token: %w", err)

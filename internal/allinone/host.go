@@ -12,6 +12,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/netview"
 )
 
 // HostConfig configures the host half of a process: what `kanga up` and
@@ -22,7 +23,9 @@ type HostConfig struct {
 	HostName string
 	// Store is where the agent reads and writes instances: the store
 	// itself (kanga up) or the agent's link to the server (kanga agent).
-	Store  agent.Store
+	Store agent.Store
+	// Usage takes the host's usage records: the store, or the link.
+	Usage  agent.UsageSink
 	Bridge string
 	Subnet string
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
@@ -33,7 +36,12 @@ type HostConfig struct {
 	WarmTotal int
 	// InsecureRegistries: see Options.
 	InsecureRegistries []string
-	Logger             *slog.Logger
+	// Isolation keeps tenants apart on the host's network (see
+	// network.Config.Isolation); NetView feeds it the rest of the
+	// platform (netview.View.Subscribe, or the agent link's stream).
+	Isolation bool
+	NetView   func(ctx context.Context) <-chan netview.Update
+	Logger    *slog.Logger
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.
 	CgroupRoot string
@@ -73,7 +81,8 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	}
 	h := &Host{ctx: ctx, ctrd: ctrd, log: log}
 
-	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet})
+	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet,
+		Isolation: c.Isolation})
 	if err != nil {
 		h.stopContainerd()
 		return nil, fmt.Errorf("preparing the instance network: %w", err)
@@ -99,6 +108,8 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Network:     netw,
 		Pool:        warm,
 		Warm:        warmOptions(c),
+		Usage:       c.Usage,
+		NetView:     c.NetView,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
@@ -108,6 +119,9 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	go func() { h.agentDone <- h.Agent.Run(h.actx) }()
 	return h, nil
 }
+
+// Subnet is the instance subnet of the host, for its registration.
+func (h *Host) Subnet() string { return h.netw.Subnet() }
 
 // Context ends when the agent is told to stop (StopAgent or Close): for
 // loops that live as long as the agent, such as its link to the server.

@@ -74,7 +74,7 @@ Never, stopped, being removed) stay, and are listed with why.`,
 			})
 		},
 	}
-	cmd.AddCommand(ls, cordon, uncordon, drain)
+	cmd.AddCommand(ls, cordon, uncordon, drain, newHostTokenCommand(o), newHostRevokeCommand(o))
 	return cmd
 }
 

@@ -52,6 +52,13 @@ func ExitCode(w io.Writer, err error) int {
 }
 
 func printError(w io.Writer, err error) {
+	// A server-side failure names its request, which the server's log
+	// lines carry: what an operator needs to find out more.
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.StatusCode >= 500 && ae.RequestID != "" {
+		fmt.Fprintf(w, "Error: %v (request ID %s)\n", err, ae.RequestID)
+		return
+	}
 	fmt.Fprintf(w, "Error: %v\n", err)
 }
 
@@ -120,6 +127,9 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newTypesCommand(o),
 		newBenchCommand(o),
 		newVirtualNodeCommand(o),
+		newTokenCommand(o),
+		newUsageCommand(o),
+		newAuditCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -21,12 +21,14 @@ func newTenantCommand(o *options) *cobra.Command {
 	var (
 		req       api.CreateTenantRequest
 		quotaFlag string
+		netFlags  tenantNetFlags
 	)
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a tenant and print its bearer token (shown only once)",
 		Example: `  kanga tenant create untrusted --allowed-runtimes gvisor
-  KANGA_TOKEN=<printed token> kanga run kanga.test/busybox echo sandboxed`,
+  KANGA_TOKEN=<printed token> kanga run kanga.test/busybox echo sandboxed
+  kanga tenant create team-a --egress-deny 10.0.0.0/8 --egress-deny 0.0.0.0/0:25/tcp --ingress-from team-b`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := o.client()
@@ -41,6 +43,9 @@ func newTenantCommand(o *options) *cobra.Command {
 				}
 				req.Quota = q
 			}
+			if p := netFlags.policy(); p != nil {
+				req.Network = p
+			}
 			out, err := c.CreateTenant(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -54,6 +59,7 @@ func newTenantCommand(o *options) *cobra.Command {
 	create.Flags().StringVar(&req.SchedulingPolicy, "scheduling-policy", "", "default placement of the tenant's instances: binpack or spread (default binpack)")
 	create.Flags().StringVar(&req.DefaultInstanceType, "default-type", "", "instance type filling in what the tenant's instances leave empty (default: the platform's; none for no limits)")
 	create.Flags().StringVar(&quotaFlag, "quota", "", `quota, e.g. "instances=10,cpu=8,memory=16Gi" (fields given replace the platform's default quota for new tenants)`)
+	netFlags.add(create)
 
 	ls := &cobra.Command{
 		Use:     "ls",
@@ -99,8 +105,116 @@ func newTenantCommand(o *options) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, ls, rm, newTenantQuotaCommand(o), newTenantInspectCommand(o))
+	cmd.AddCommand(create, newTenantUpdateCommand(o), ls, rm, newTenantQuotaCommand(o), newTenantInspectCommand(o))
 	return cmd
+}
+
+// tenantNetFlags are the network policy flags of tenant create and update.
+type tenantNetFlags struct {
+	cmd                              *cobra.Command
+	egressDeny, egressAllow, ingress []string
+}
+
+func (f *tenantNetFlags) add(cmd *cobra.Command) {
+	f.cmd = cmd
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.egressDeny, "egress-deny", nil, "refuse the tenant's instances this destination, CIDR[:PORT[-PORT]][/tcp|/udp] (repeatable; wins over --egress-allow)")
+	fl.StringArrayVar(&f.egressAllow, "egress-allow", nil, "allow only these destinations outside the platform, CIDR[:PORT[-PORT]][/tcp|/udp] (repeatable; none given: all)")
+	fl.StringArrayVar(&f.ingress, "ingress-from", nil, "let this tenant's instances open connections to this tenant's (repeatable)")
+}
+
+// policy is what the flags say, nil when none was given.
+func (f *tenantNetFlags) policy() *api.TenantNetworkPolicy {
+	fl := f.cmd.Flags()
+	if !fl.Changed("egress-deny") && !fl.Changed("egress-allow") && !fl.Changed("ingress-from") {
+		return nil
+	}
+	return &api.TenantNetworkPolicy{EgressDeny: nonEmpty(f.egressDeny), EgressAllow: nonEmpty(f.egressAllow), IngressFrom: nonEmpty(f.ingress)}
+}
+
+// merge applies the flags given to p: each list given replaces p's.
+func (f *tenantNetFlags) merge(p api.TenantNetworkPolicy) api.TenantNetworkPolicy {
+	fl := f.cmd.Flags()
+	if fl.Changed("egress-deny") {
+		p.EgressDeny = nonEmpty(f.egressDeny)
+	}
+	if fl.Changed("egress-allow") {
+		p.EgressAllow = nonEmpty(f.egressAllow)
+	}
+	if fl.Changed("ingress-from") {
+		p.IngressFrom = nonEmpty(f.ingress)
+	}
+	return p
+}
+
+// nonEmpty drops the empty values "--egress-deny=" leaves, which clear a
+// list.
+func nonEmpty(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newTenantUpdateCommand(o *options) *cobra.Command {
+	var netFlags tenantNetFlags
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "Change a tenant's network policy; running instances get it within about a second",
+		Long: `Change a tenant's network policy. Each list flag given replaces that list
+(repeat the flag for several entries; give it empty, e.g. --egress-allow=, to
+clear the list); lists not named stay as they are.
+
+By default a tenant's instances reach each other and the outside, never other
+tenants' instances or the hosts' own services. --egress-deny refuses
+destinations, --egress-allow makes the listed ones the only reachable outside
+(deny wins), --ingress-from lets the named tenants' instances connect in.
+Destinations: CIDR[:PORT[-PORT]][/tcp|/udp]; a port without a protocol means
+tcp and udp, no port every protocol.`,
+		Example: `  kanga tenant update team-a --egress-allow 10.20.0.0/16:443/tcp --egress-allow 10.20.0.53:53
+  kanga tenant update team-a --ingress-from team-b --ingress-from team-c
+  kanga tenant update team-a --egress-allow= --egress-deny=     # back to the default`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if netFlags.policy() == nil {
+				return fmt.Errorf("nothing to change: give --egress-deny, --egress-allow or --ingress-from")
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			cur, err := c.GetTenantNetwork(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			t, err := c.SetTenantNetwork(cmd.Context(), args[0], netFlags.merge(cur))
+			if err != nil {
+				return err
+			}
+			printTenantNetwork(cmd.OutOrStdout(), t)
+			return nil
+		},
+	}
+	netFlags.add(cmd)
+	return cmd
+}
+
+func printTenantNetwork(w io.Writer, t api.Tenant) {
+	p := api.TenantNetworkPolicy{}
+	if t.Network != nil {
+		p = *t.Network
+	}
+	list := func(l []string, none string) string {
+		if len(l) == 0 {
+			return none
+		}
+		return strings.Join(l, ", ")
+	}
+	fmt.Fprintf(w, "%s\n  egress deny:   %s\n  egress allow:  %s\n  ingress from:  %s\n", t.Name,
+		list(p.EgressDeny, "none"), list(p.EgressAllow, "all outside the platform"), list(p.IngressFrom, "its own instances only"))
 }
 
 func newRuntimesCommand(o *options) *cobra.Command {

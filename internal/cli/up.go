@@ -82,6 +82,7 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
 	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
 	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) that pulls may reach although it is on a loopback, link-local, private or this host's own address, spoken to over HTTPS without verification or plain HTTP; repeat for more. Nothing is allowed by default")
+	f.BoolVar(&o.Isolation, "network-isolation", true, networkIsolationUsage)
 	f.IntVar(&o.Pool.Min, "pool-min", pool.DefaultMin, "network sandboxes kept ready even when idle")
 	f.IntVar(&o.Pool.Max, "pool-max", pool.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
 	f.DurationVar(&o.Pool.Window, "pool-window", pool.DefaultWindow, "how far back the pool counts creates to size itself, and how long it waits idle before shrinking to --pool-min")
@@ -94,6 +95,8 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	return cmd
 }
+
+const networkIsolationUsage = "keep tenants' instances apart and away from the host's services, with ARP/IP anti-spoofing and the tenants' network policies (nftables); =false gives a plain bridge where every instance reaches every other and the host"
 
 // servePprof serves net/http/pprof on its own listener, apart from the
 // API, so that profiles are never reachable through the API's address.

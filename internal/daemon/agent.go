@@ -39,6 +39,7 @@ type AgentOptions struct {
 	// InsecureRegistries: see allinone.Options. The server's list (its
 	// own --insecure-registry) is added when the agent registers.
 	InsecureRegistries []string
+	Isolation          bool
 	Pool               pool.Policy
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
@@ -100,10 +101,11 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link := hostlink.NewLink(o.Join, hostName, creds, log)
 
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: link,
+		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot,
+		Isolation:          o.Isolation, NetView: link.WatchNetView,
 	})
 	if err != nil {
 		return err
@@ -143,6 +145,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 			return api.Host{
 				Images:         imgs,
 				Name:           hostName,
+				Subnet:         host.Subnet(),
 				Address:        hostAPI,
 				Labels:         o.Labels,
 				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},

@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -156,10 +157,17 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
-	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts = log, o.Version, dir
+	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
+	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
 	api := server.New(st, nil, apiOpts)
 	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+	// The agents' tenant isolation follows this view of addresses,
+	// subnets and policies.
+	nv := netview.New(st, log)
+	nvDone := make(chan struct{})
+	go func() { defer close(nvDone); nv.Run(bg) }()
+	defer func() { cancel(); <-nvDone }()
+	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL, NetView: nv,
 		InsecureRegistries: o.InsecureRegistries}
 	as := server.NewHTTPServer(link.Handler(), server.DefaultLimits, log)
 	as.TLSConfig = link.TLSConfig(cert)

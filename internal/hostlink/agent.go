@@ -483,6 +483,19 @@ func (l *Link) DeleteInstance(ctx context.Context, name string) error {
 	return l.do(ctx, http.MethodDelete, u, nil, nil)
 }
 
+// PutUsage sends the host's usage records (agent.UsageSink); the server
+// answers which it refused for good.
+func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error) {
+	if host != l.host {
+		return nil, fmt.Errorf("usage of host %q sent over the link of %q: %w", host, l.host, errdefs.ErrInvalidArgument)
+	}
+	var out putUsageResponse
+	if err := l.do(ctx, http.MethodPut, "/usage", recs, &out); err != nil {
+		return nil, err
+	}
+	return out.Refused, nil
+}
+
 // TenantQuota implements agent.Store: the quota of a tenant with
 // instances on this host (empty when it has none).
 func (l *Link) TenantQuota(ctx context.Context, name string) (*api.Quota, error) {

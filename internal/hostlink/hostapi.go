@@ -73,7 +73,7 @@ func (s hostAPIStore) LookupPrincipal(_ context.Context, token string) (store.Pr
 	if err := tenant.Validate(token); err != nil {
 		return store.Principal{}, fmt.Errorf("tenant %q: %w", token, errdefs.ErrUnauthenticated)
 	}
-	return store.Principal{Tenant: token}, nil
+	return store.Principal{Tenant: token, Scopes: []string{api.ScopeAll}}, nil
 }
 
 // HostAPITLS is the agent's host API listener configuration: its own
@@ -89,7 +89,7 @@ func HostAPITLS(creds *Credentials) *tls.Config {
 
 // HostAPIHandler serves host's API to the control plane.
 func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http.Handler {
-	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log})
+	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log, HostAPI: true})
 	inner := srv.Handler()
 	mux := http.NewServeMux()
 	methods := server.NewMethods()

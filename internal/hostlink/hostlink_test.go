@@ -78,6 +78,9 @@ func (f *fakeStore) AckPurge(_ context.Context, host string, p store.Purge) erro
 	f.acked = append(f.acked, fmt.Sprintf("%s/%s/%s@%d", host, p.Tenant, p.Image, p.Generation))
 	return nil
 }
+func (f *fakeStore) PutUsage(context.Context, string, []api.UsageRecord) ([]store.UsageRefusal, error) {
+	return nil, nil
+}
 
 type cluster struct {
 	ca    *pki.CA

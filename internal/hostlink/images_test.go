@@ -13,10 +13,11 @@ import (
 // not-found.
 func TestReportImages(t *testing.T) {
 	st, c := realCluster(t)
+	// Joined first: the shared join token takes only names never used.
+	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	if err := st.RegisterHost(t.Context(), &api.Host{Name: "h1", RuntimeClasses: []string{"runc"}}); err != nil {
 		t.Fatal(err)
 	}
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	want := []api.HostImage{{Tenant: "default", Name: "kanga.test/busybox:latest", Digest: "sha256:aa", Starts: 2, Hot: true}}
 	if err := l.ReportImages(t.Context(), want); err != nil {
 		t.Fatalf("ReportImages: %v", err)

@@ -93,8 +93,18 @@ func readError(resp *http.Response) error {
 	if json.Unmarshal(b, &e) != nil || e.Code == "" {
 		return fmt.Errorf("%s: %s", resp.Status, b)
 	}
-	return fmt.Errorf("%s: %w", e.Message, errdefs.FromCode(e.Code))
+	return classed{msg: e.Message, class: errdefs.FromCode(e.Code)}
 }
+
+// classed is a server's error rebuilt: its message as sent, and its class
+// for errors.Is, without repeating the class name in the text.
+type classed struct {
+	msg   string
+	class error
+}
+
+func (e classed) Error() string { return e.msg }
+func (e classed) Unwrap() error { return e.class }
 
 func jsonDecode(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }
 

@@ -9,14 +9,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -36,14 +40,20 @@ type Store interface {
 	DeleteInstance(ctx context.Context, name string) error
 	Purges(ctx context.Context, host string) ([]store.Purge, error)
 	AckPurge(ctx context.Context, host string, p store.Purge) error
+	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
 
 // Server is the control plane's end of the link.
 type Server struct {
-	Store  Store
-	CA     *pki.CA
-	Token  pki.Token
+	Store Store
+	CA    *pki.CA
+	// Token is the cluster's shared join token, which joins new host
+	// names only; per-host join tokens are in Creds.
+	Token pki.Token
+	// Creds, if set (the store), holds join tokens and which agent
+	// certificates each host may use; if Store implements it, it is used.
+	Creds  CredentialStore
 	Logger *slog.Logger
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
@@ -51,8 +61,12 @@ type Server struct {
 	// InsecureRegistries go to every agent with its registration: the
 	// registries it may pull from on private addresses besides its own.
 	InsecureRegistries []string
+	// NetView, if set, is streamed to agents for tenant isolation; its Run
+	// is the caller's to start.
+	NetView *netview.View
 
-	hub *hub
+	hub    *hub
+	owners *owners
 }
 
 // TLSConfig is the listener's configuration: the serving certificate, and
@@ -78,6 +92,13 @@ func (s *Server) Handler() http.Handler {
 	// The hub lives as long as the store's watch: until the store closes.
 	s.hub = newHub(s.Store, s.Logger)
 	go s.hub.run(context.Background())
+	if s.Creds == nil {
+		s.Creds, _ = s.Store.(CredentialStore)
+	}
+	if s.Creds != nil {
+		s.owners = newOwners(s.Creds, s.Logger)
+		go s.owners.follow(context.Background())
+	}
 	mux := http.NewServeMux()
 	methods := server.NewMethods()
 	handle := func(pattern string, h http.Handler) {
@@ -89,10 +110,12 @@ func (s *Server) Handler() http.Handler {
 	handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
 	handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
 	handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
 	handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
 	handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
 	handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
 	handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
+	handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
 	handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
@@ -120,6 +143,14 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		if err == nil && id.Name != host {
 			err = fmt.Errorf("certificate is host %q's, not %q's: an agent acts only for its own host: %w", id.Name, host, errdefs.ErrPermissionDenied)
 		}
+		if err == nil && s.owners != nil {
+			var ctx context.Context
+			var done func()
+			if ctx, done, err = s.owners.admit(r.Context(), host, id.Serial); err == nil {
+				defer done()
+				r = r.WithContext(ctx)
+			}
+		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			server.RefuseBody(r)
@@ -138,22 +169,72 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if !s.Token.CheckSecret(req.Secret) {
-		s.Logger.Warn("hostlink: join with a wrong token refused", "name", req.Name, "remote", r.RemoteAddr)
-		writeError(w, fmt.Errorf("join token is not valid: use the token the server wrote to its data dir (join-token): %w", errdefs.ErrUnauthenticated))
-		return
-	}
-	if err := validHostName(req.Name); err != nil {
+	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
+	if err != nil {
+		// Not audited: anyone can send a wrong token, and a flood of
+		// them must not grow the audit log.
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
 		writeError(w, err)
 		return
+	}
+	cert, err := s.admitJoin(r, req, owner)
+	s.auditJoin(r, req.Name, owner, err)
+	if err != nil {
+		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "token", owner, "err", err)
+		writeError(w, err)
+		return
+	}
+	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
+	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+}
+
+// admitJoin signs the agent's certificate for a token that may claim the
+// name, and records its serial for the host.
+func (s *Server) admitJoin(r *http.Request, req JoinRequest, owner string) ([]byte, error) {
+	if err := validHostName(req.Name); err != nil {
+		return nil, err
 	}
 	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
 	if err != nil {
-		writeError(w, err)
+		return nil, err
+	}
+	if s.Creds != nil {
+		c, err := pki.ParseCert(cert)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Creds.ClaimHost(r.Context(), req.Name, owner, c.SerialNumber.Text(16)); err != nil {
+			return nil, err
+		}
+	}
+	return cert, nil
+}
+
+// AuditLog is where joins are recorded (*store.Store), beside the API's
+// calls.
+type AuditLog interface {
+	AppendAudit(ctx context.Context, recs []api.AuditRecord) ([]api.AuditRecord, error)
+}
+
+// auditJoin records a join that presented a valid token, admitted or not.
+func (s *Server) auditJoin(r *http.Request, host, owner string, err error) {
+	al, ok := s.Store.(AuditLog)
+	if !ok {
 		return
 	}
-	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+	status := http.StatusOK
+	if err != nil {
+		_, status = errdefs.Code(err)
+	}
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	rec := api.AuditRecord{Time: time.Now().UTC(), RequestID: requestid.New(), Principal: owner, PrincipalName: "join token",
+		Verb: "hosts.join", Object: "hosts/" + host, Method: r.Method, Path: r.URL.Path, Status: status, Remote: remote}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if _, err := al.AppendAudit(ctx, []api.AuditRecord{rec}); err != nil {
+		b, _ := json.Marshal(rec)
+		s.Logger.Error("writing the audit record of a join failed; the record follows", "err", err, "record", string(b))
+	}
 }
 
 func validHostName(n string) error {
@@ -175,6 +256,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	}
 	if h.Name != host {
 		return fmt.Errorf("host record names %q, not %q: %w", h.Name, host, errdefs.ErrInvalidArgument)
+	}
+	if h.Subnet != "" {
+		if p, err := netip.ParsePrefix(h.Subnet); err != nil || !p.Addr().Is4() || p.Bits() < 8 {
+			return fmt.Errorf("host %q: subnet %q is not an IPv4 CIDR of /8 or narrower: %w", host, h.Subnet, errdefs.ErrInvalidArgument)
+		}
 	}
 	h.Cordoned = false // RegisterHost keeps the stored value; an agent does not set it
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
@@ -436,6 +522,29 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// putUsageResponse answers a host's usage records.
+type putUsageResponse struct {
+	Refused []store.UsageRefusal `json:"refused"`
+}
+
+// putUsage stores the host's usage records; a record of an instance never
+// placed on the host is refused.
+func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) error {
+	var recs []api.UsageRecord
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&recs); err != nil {
+		return fmt.Errorf("usage records: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	refused, err := s.Store.PutUsage(r.Context(), host, recs)
+	if err != nil {
+		return err
+	}
+	if refused == nil {
+		refused = []store.UsageRefusal{}
+	}
+	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
 	return nil
 }
 

@@ -5,8 +5,9 @@
 // It is deliberately small, on the model of kubeadm and k3s: one
 // self-signed ECDSA P-256 CA per cluster, made on first start and shared by
 // every server replica; certificates signed from CSRs with the standard
-// library; no revocation lists, no intermediate CAs, no rotation beyond
-// long validity. An agent's identity is its certificate's common name (the
+// library; no intermediate CAs, no rotation beyond long validity.
+// Revocation is the agent link's: it accepts an agent certificate only if
+// the store records its serial number for the host (package hostlink). An agent's identity is its certificate's common name (the
 // host name) with organization Agents; the servers' own client
 // certificate (for calling the agents' host API) has organization Servers.
 // Anything larger (an external CA, SPIFFE) belongs behind this same small
@@ -224,6 +225,9 @@ func ParseCert(certPEM []byte) (*x509.Certificate, error) {
 type Identity struct {
 	Name string // common name: the host name for agents
 	Org  string // Agents or Servers
+	// Serial is the certificate's serial number in hex: the agent link
+	// accepts only the serials recorded for the host (revocation).
+	Serial string
 }
 
 // PeerIdentity returns who the client of a TLS connection is, from a
@@ -234,7 +238,7 @@ func PeerIdentity(cs *tls.ConnectionState) (Identity, error) {
 		return Identity{}, fmt.Errorf("no client certificate signed by the cluster CA: join with kanga agent --join URL --token TOKEN: %w", errdefs.ErrUnauthenticated)
 	}
 	c := cs.VerifiedChains[0][0]
-	id := Identity{Name: c.Subject.CommonName}
+	id := Identity{Name: c.Subject.CommonName, Serial: c.SerialNumber.Text(16)}
 	if len(c.Subject.Organization) == 1 {
 		id.Org = c.Subject.Organization[0]
 	}

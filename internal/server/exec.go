@@ -61,6 +61,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
+	setAuditDetail(ctx, fmt.Sprintf("container=%s program=%q tty=%t", container, cmd[0], tty))
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return fmt.Errorf("cannot take over the connection for exec: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -28,9 +29,11 @@ type fakeHost struct {
 	mu       sync.Mutex
 	exitCode int          // returned by Exec
 	lastExec *ExecRequest // the last ExecRequest, without its streams
-	logCalls []logCall
-	imported int64    // bytes of the last import body
-	removed  []string // tenant/image of RemoveImage, tenant/* of RemoveTenant
+	// lastExecID is the request ID the last Exec's context carried.
+	lastExecID string
+	logCalls   []logCall
+	imported   int64    // bytes of the last import body
+	removed    []string // tenant/image of RemoveImage, tenant/* of RemoveTenant
 	// removeErr, if set, fails RemoveImage and RemoveTenant.
 	removeErr error
 }
@@ -146,6 +149,7 @@ func (h *fakeHost) Exec(ctx context.Context, inst *api.Instance, req ExecRequest
 		rec.Env = append(rec.Env, "FAKE_NO_STDIN=1")
 	}
 	h.lastExec = &rec
+	h.lastExecID = requestid.From(ctx)
 	code := h.exitCode
 	h.mu.Unlock()
 
@@ -236,4 +240,10 @@ func (h *fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceS
 func (h *fakeHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
 	return api.SLAReport{Instance: inst.Name, Since: testNow, Until: testNow,
 		Items: []api.SLAItem{{Resource: "memory", Promised: "64Mi", Delivered: "peak 1Mi", Kept: true}}}, nil
+}
+
+func (h *fakeHost) lastExecRequestID() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastExecID
 }

@@ -21,7 +21,7 @@ type HostStore interface {
 // requireOperator admits only administrators: hosts are the platform's,
 // not a tenant's, and their names and load are not a tenant's business.
 func requireOperator(ctx context.Context) error {
-	if !isAdmin(ctx) {
+	if !hasScope(ctx, api.ScopeHostsRead) && !hasScope(ctx, api.ScopeHostsWrite) {
 		return fmt.Errorf("managing hosts needs an administrator's token (the one kanga up writes): %w", errdefs.ErrPermissionDenied)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -26,7 +27,7 @@ func errNoRoute(r *http.Request) error {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := errdefs.Code(err)
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.logger(r.Context()).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: err.Error()}})
 }
@@ -85,21 +86,17 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		p, err := s.store.LookupPrincipal(r.Context(), strings.TrimSpace(token))
 		if err != nil {
-			if errors.Is(err, errdefs.ErrUnauthenticated) || errors.Is(err, errdefs.ErrNotFound) {
-				err = fmt.Errorf("the bearer token is not valid: check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
+			if errors.Is(err, store.ErrUnknownToken) || errors.Is(err, errdefs.ErrNotFound) {
+				err = fmt.Errorf("the bearer token is not valid (unknown, revoked, or deleted with its tenant): check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
 				RefuseBody(r)
 			}
 			s.writeError(w, r, err)
 			return
 		}
-		name, err := s.actingTenant(r, p.Tenant, p.Admin)
+		ctx, err := s.admit(r, p)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		ctx := tenant.WithName(r.Context(), name)
-		if p.Admin {
-			ctx = context.WithValue(ctx, adminKey{}, true)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -166,7 +163,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+		s.logger(r.Context()).Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	})
 }
 

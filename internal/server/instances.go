@@ -50,6 +50,7 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	setAuditObject(ctx, "instances/"+req.Name)
 	spec := req.Spec
 	// The image check (a round trip to a host per image) and the tenant's
 	// policy (an etcd read) do not depend on each other: ask both at once.
@@ -531,6 +532,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	setAuditObject(r.Context(), "images/"+req.Ref)
 	if req.Ref == "" {
 		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
 	}

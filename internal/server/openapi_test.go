@@ -145,6 +145,7 @@ var schemaTypes = map[string]any{
 	"Quota":                 api.Quota{},
 	"QuotaAmounts":          api.QuotaAmounts{},
 	"TenantQuota":           api.TenantQuota{},
+	"TenantNetworkPolicy":   api.TenantNetworkPolicy{},
 	"RuntimeClass":          api.RuntimeClass{},
 	"RuntimeClassList":      api.RuntimeClassList{},
 	"InstanceType":          api.InstanceType{},
@@ -159,6 +160,22 @@ var schemaTypes = map[string]any{
 	"HostList":              api.HostList{},
 	"DrainReport":           api.DrainReport{},
 	"DrainRemaining":        api.DrainRemaining{},
+
+	"Token":                   api.Token{},
+	"CreateTokenRequest":      api.CreateTokenRequest{},
+	"CreateTokenResponse":     api.CreateTokenResponse{},
+	"TokenList":               api.TokenList{},
+	"JoinToken":               api.JoinToken{},
+	"CreateJoinTokenRequest":  api.CreateJoinTokenRequest{},
+	"CreateJoinTokenResponse": api.CreateJoinTokenResponse{},
+	"JoinTokenList":           api.JoinTokenList{},
+	"HostRevocation":          api.HostRevocation{},
+	"UsageItem":               api.UsageItem{},
+	"UsageReport":             api.UsageReport{},
+	"AuditRecord":             api.AuditRecord{},
+	"AuditList":               api.AuditList{},
+	"AuditVerification":       api.AuditVerification{},
+	"AuditProblem":            api.AuditProblem{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)

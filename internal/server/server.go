@@ -40,7 +40,7 @@ type Store interface {
 	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
 
 	PurgeStore
-
+	TokenStore
 	HostStore
 }
 
@@ -109,6 +109,13 @@ type Server struct {
 	// scheduleWait bounds how long a create waits for the scheduler's
 	// decision before it answers with the instance as stored.
 	scheduleWait time.Duration
+	// hostAPI: see Options.HostAPI.
+	hostAPI bool
+	replica string
+	audit   AuditLog // nil: no audit log (the host API)
+	auditor *auditor
+	usage   UsageStore         // nil: no metering
+	joins   JoinTokenAuthority // nil: no agent link (kanga up)
 	// defaultType fills in the resources instances leave empty, unless
 	// their tenant has its own; "none" is no default.
 	defaultType string
@@ -128,6 +135,14 @@ type Options struct {
 	// Hosts, if set, finds the hosts instances run on (kanga server);
 	// otherwise every instance is on the host given to New.
 	Hosts Hosts
+	// Replica names this control-plane replica in the audit log.
+	Replica string
+	// JoinTokens, if set, issues the agents' join tokens (kanga server).
+	JoinTokens JoinTokenAuthority
+	// HostAPI marks the server a host serves to the control plane: the
+	// caller authenticated and audited the request already, so nothing
+	// is audited here and the request ID comes from the caller.
+	HostAPI bool
 	// DefaultType is the instance type whose resources fill in what an
 	// instance leaves empty when its tenant has no default type of its
 	// own (default model.DefaultInstanceType; "none" for no default).
@@ -147,6 +162,14 @@ func New(store Store, host Host, opts Options) *Server {
 	}
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
+	}
+	s.hostAPI, s.replica, s.joins = opts.HostAPI, opts.Replica, opts.JoinTokens
+	if al, ok := store.(AuditLog); ok && !opts.HostAPI {
+		s.audit = al
+		s.auditor = &auditor{log: al}
+	}
+	if us, ok := store.(UsageStore); ok {
+		s.usage = us
 	}
 	if s.scheduleWait == 0 {
 		s.scheduleWait = 2 * time.Second
@@ -193,6 +216,8 @@ var Routes = []Route{
 	{"DELETE", "/v1/tenants/{name}", false, (*Server).deleteTenant},
 	{"GET", "/v1/tenants/{name}/quota", false, (*Server).getQuota},
 	{"PUT", "/v1/tenants/{name}/quota", false, (*Server).putQuota},
+	{"GET", "/v1/tenants/{name}/network", false, (*Server).getTenantNetwork},
+	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
@@ -203,6 +228,15 @@ var Routes = []Route{
 	{"POST", "/v1/hosts/{name}/cordon", false, (*Server).cordonHost},
 	{"POST", "/v1/hosts/{name}/uncordon", false, (*Server).uncordonHost},
 	{"POST", "/v1/hosts/{name}/drain", false, (*Server).drainHost},
+	{"POST", "/v1/hosts/{name}/revoke", false, (*Server).revokeHost},
+	{"POST", "/v1/tokens", false, (*Server).createToken},
+	{"GET", "/v1/tokens", false, (*Server).listTokens},
+	{"DELETE", "/v1/tokens/{id}", false, (*Server).revokeToken},
+	{"POST", "/v1/join-tokens", false, (*Server).createJoinToken},
+	{"GET", "/v1/join-tokens", false, (*Server).listJoinTokens},
+	{"DELETE", "/v1/join-tokens/{id}", false, (*Server).revokeJoinToken},
+	{"GET", "/v1/usage", false, (*Server).getUsage},
+	{"GET", "/v1/audit", false, (*Server).listAudit},
 }
 
 // streamedBodies are the routes whose body is a stream (an image
@@ -240,5 +274,5 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.writeError(w, req, errNoRoute(req))
 	})
-	return s.logRequests(mux)
+	return s.traced(s.logRequests(mux))
 }

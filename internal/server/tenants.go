@@ -84,6 +84,7 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	setAuditObject(ctx, "tenants/"+req.Name)
 	if err := tenant.Validate(req.Name); err != nil {
 		return fmt.Errorf("name: %w", err)
 	}
@@ -119,9 +120,13 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkPurged(ctx, req.Name); err != nil {
 		return err
 	}
+	netPolicy, err := model.NormalizeTenantNetwork("network", req.Network)
+	if err != nil {
+		return err
+	}
 	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
 		SchedulingPolicy: req.SchedulingPolicy, DefaultInstanceType: req.DefaultInstanceType,
-		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC()}
+		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC(), Network: netPolicy}
 	token, err := newToken()
 	if err != nil {
 		return err

@@ -52,6 +52,12 @@ type Store struct {
 	logger *slog.Logger
 	// closing silences etcd's log during Close.
 	closing atomic.Bool
+
+	// auditMu orders this process's audit appends; auditHead is the head
+	// it wrote last, at revision auditHeadRev (0: read it).
+	auditMu      sync.Mutex
+	auditHead    auditHead
+	auditHeadRev int64
 	// usage remembers, per tenant, the quota usage record this store
 	// wrote last (a usageRecord): a guess that saves creates a read.
 	usage sync.Map

@@ -37,17 +37,20 @@ func (s *Store) CreateTenant(ctx context.Context, t *api.Tenant, token string) e
 	if err != nil {
 		return err
 	}
-	tok, err := json.Marshal(tokenRecord{Tenant: t.Name})
+	hash := tokenHash(token)
+	created := time.Now().UTC()
+	tok, err := json.Marshal(tokenRecord{ID: tokenIDOf(hash), Name: "initial", Tenant: t.Name,
+		Scopes: []string{api.ScopeAll}, CreatedAt: &created})
 	if err != nil {
 		return err
 	}
-	hash := strings.TrimPrefix(tokenKey(token), tokensPrefix)
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(tenantKey(t.Name)), "=", 0)).
 		Then(
 			clientv3.OpPut(tenantKey(t.Name), string(val)),
-			clientv3.OpPut(tokenKey(token), string(tok)),
-			clientv3.OpPut(tenantTokensPrefix+t.Name+"/"+hash, ""),
+			clientv3.OpPut(tokensPrefix+hash, string(tok)),
+			clientv3.OpPut(tokenIDsPrefix+tokenIDOf(hash), hash),
+			clientv3.OpPut(tenantTokenKey(t.Name, hash), ""),
 		).Commit()
 	if err != nil {
 		return s.etcdErr(ctx, "create tenant", err)
@@ -107,42 +110,64 @@ func (s *Store) ListTenants(ctx context.Context) ([]api.Tenant, error) {
 	return out, nil
 }
 
-// DeleteTenant removes a tenant and revokes its tokens. It refuses while
-// the tenant still has instances, so that nothing is orphaned. In the same
-// transaction it records a Purge of the tenant for every host (see
-// purges.go).
+// DeleteTenant removes a tenant and revokes every token of it. It refuses
+// while the tenant still has instances, so that nothing is orphaned. A
+// token created while the tenant is being deleted either is revoked with
+// it or fails to be created (CreateToken checks the tenant in its write):
+// the deletion commits only if the tenant's token index did not change
+// since it was read.
+//
+// In the same transaction it records a Purge of the tenant for every host
+// (see purges.go).
 func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if _, err := s.GetTenant(ctx, name); err != nil {
 		return err
 	}
-	insts, err := s.client.Get(ctx, tenantPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return s.etcdErr(ctx, "count instances", err)
+	idxPrefix := tenantTokensPrefix + name + "/"
+	for {
+		insts, err := s.client.Get(ctx, tenantPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return s.etcdErr(ctx, "count instances", err)
+		}
+		if insts.Count > 0 {
+			return fmt.Errorf("tenant %q still has %d instances: remove them first: %w", name, insts.Count, errdefs.ErrFailedPrecondition)
+		}
+		idx, err := s.client.Get(ctx, idxPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return s.etcdErr(ctx, "list tenant tokens", err)
+		}
+		purge, err := purgeOps(Purge{Tenant: name, At: time.Now().UTC()})
+		if err != nil {
+			return err
+		}
+		ops := append([]clientv3.Op{
+			clientv3.OpDelete(tenantKey(name)),
+			clientv3.OpDelete(idxPrefix, clientv3.WithPrefix()),
+			clientv3.OpDelete(usageKey(name)),
+		}, purge...)
+		for _, kv := range idx.Kvs {
+			hash := strings.TrimPrefix(string(kv.Key), idxPrefix)
+			ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))
+			if len(hash) == 64 {
+				ops = append(ops, clientv3.OpDelete(tokenIDsPrefix+tokenIDOf(hash)))
+			}
+		}
+		resp, err := s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(idxPrefix), "<", idx.Header.Revision+1).WithPrefix(),
+				clientv3.Compare(clientv3.CreateRevision(tenantKey(name)), ">", 0),
+				// and no instance was created meanwhile
+				clientv3.Compare(clientv3.CreateRevision(tenantPrefix(name)), "=", 0).WithPrefix()).
+			Then(ops...).Commit()
+		if err != nil {
+			return s.etcdErr(ctx, "delete tenant", err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if _, err := s.GetTenant(ctx, name); err != nil {
+			return err
+		}
 	}
-	if insts.Count > 0 {
-		return fmt.Errorf("tenant %q still has %d instances: remove them first: %w", name, insts.Count, errdefs.ErrFailedPrecondition)
-	}
-	idx, err := s.client.Get(ctx, tenantTokensPrefix+name+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return s.etcdErr(ctx, "list tenant tokens", err)
-	}
-	purge, err := purgeOps(Purge{Tenant: name, At: time.Now().UTC()})
-	if err != nil {
-		return err
-	}
-	ops := append([]clientv3.Op{
-		clientv3.OpDelete(tenantKey(name)),
-		clientv3.OpDelete(tenantTokensPrefix+name+"/", clientv3.WithPrefix()),
-		clientv3.OpDelete(usageKey(name)),
-	}, purge...)
-	for _, kv := range idx.Kvs {
-		hash := strings.TrimPrefix(string(kv.Key), tenantTokensPrefix+name+"/")
-		ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))
-	}
-	if _, err := s.client.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return s.etcdErr(ctx, "delete tenant", err)
-	}
-	return nil
 }
 
 // UpdateTenant applies fn to the current record of tenant name and stores

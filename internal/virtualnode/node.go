@@ -121,13 +121,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// With a tenant per namespace, the namespaces' NetworkPolicies become
+	// their tenants' network policies (netpolicy.go).
+	var npc *netPolicies
+	if cfg.TenantPerNamespace {
+		npc = newNetPolicies(kube, cfg.Kanga, cfg.TenantPrefix, cfg.Name, cfg.Log)
+		go npc.Run(ctx)
+	}
+
 	mux := http.NewServeMux()
 	var provider *Provider
 	n, err := nodeutil.NewNode(cfg.Name,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 			var opts []ProviderOption
 			if cfg.TenantPerNamespace {
-				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix))
+				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix), NamespaceNetworkPolicy(npc.policyFor))
 			}
 			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil

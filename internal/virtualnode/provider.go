@@ -70,6 +70,12 @@ func TenantPerNamespace(prefix string) ProviderOption {
 	return func(p *Provider) { p.tenants = newTenancy(p.tenants.base, true, prefix) }
 }
 
+// NamespaceNetworkPolicy gives the tenants the node creates per namespace
+// the network policy f returns for the namespace; after TenantPerNamespace.
+func NamespaceNetworkPolicy(f func(namespace string) *api.TenantNetworkPolicy) ProviderOption {
+	return func(p *Provider) { p.tenants.policyFor = f }
+}
+
 // NewProvider returns a provider for node that creates instances with c
 // (and so in c's tenant, unless TenantPerNamespace says otherwise). pods
 // is the lister of the pods bound to node; hostIP is the address the pods

@@ -41,6 +41,10 @@ type tenancy struct {
 	perNamespace bool
 	prefix       string
 
+	// policyFor, if set, is the network policy a namespace's tenant gets
+	// when the node creates it (from the namespace's NetworkPolicies).
+	policyFor func(namespace string) *api.TenantNetworkPolicy
+
 	mu sync.Mutex
 	// created holds the tenants known to exist.
 	created map[string]bool
@@ -70,7 +74,11 @@ func (t *tenancy) ensure(ctx context.Context, namespace string) (*client.Client,
 	done := t.created[name]
 	t.mu.Unlock()
 	if !done {
-		_, err := t.base.CreateTenant(ctx, api.CreateTenantRequest{Name: name})
+		req := api.CreateTenantRequest{Name: name}
+		if t.policyFor != nil {
+			req.Network = t.policyFor(namespace)
+		}
+		_, err := t.base.CreateTenant(ctx, req)
 		switch {
 		case err == nil, errors.Is(err, errdefs.ErrAlreadyExists):
 		case errors.Is(err, errdefs.ErrPermissionDenied):

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	cnins "github.com/containernetworking/plugins/pkg/ns"
+
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
 )
@@ -81,18 +83,25 @@ func (p *platform) gateway() string {
 const block = 64 << 10 // dd block size
 
 // sendOut has instance name send count blocks with dd | nc to a listener
-// on the host's bridge address, and returns the rate the host received
-// them at, in bits/s, from connection to end of data.
+// beyond the host (a namespace of the test's, reached through the
+// outbound NAT as the internet would be: the host's own services are
+// closed to instances), and returns the rate the listener received them
+// at, in bits/s, from connection to end of data.
 func (p *platform) sendOut(name string, count int) float64 {
 	p.t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(p.gateway(), "0"))
-	if err != nil {
+	ns, peer := outsideNet(p.t, "10.234")
+	var l net.Listener
+	if err := cnins.WithNetNSPath(ns, func(cnins.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", net.JoinHostPort(peer, "0"))
+		return err
+	}); err != nil {
 		p.t.Fatal(err)
 	}
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	done := p.kangaAsync("exec", name, "sh", "-c",
-		fmt.Sprintf("dd if=/dev/zero bs=%d count=%d 2>/dev/null | nc %s %d", block, count, p.gateway(), port))
+		fmt.Sprintf("dd if=/dev/zero bs=%d count=%d 2>/dev/null | nc %s %d", block, count, peer, port))
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := l.Accept()
@@ -389,11 +398,15 @@ func TestSubnetMasqueradeLifecycle(t *testing.T) {
 	}
 }
 
-// dropMasquerade removes the instance subnet's NAT rule of a platform
-// whose kanga up did not get to remove it (killed, or instances left when
+// dropMasquerade removes the instance subnet's NAT rule (and the bridge's
+// isolation tables) of a platform whose kanga up did not get to remove it (killed, or instances left when
 // a test failed); normally it is gone already.
 func dropMasquerade(t *testing.T, bridge, subnet string) {
 	if err := network.RemoveMasquerade(context.Background(), bridge, subnet); err != nil {
 		t.Logf("remove masquerade of %s: %v", subnet, err)
+	}
+	// The same for the tenant isolation tables of the bridge.
+	if err := network.RemoveIsolation(bridge); err != nil {
+		t.Logf("remove isolation tables of %s: %v", bridge, err)
 	}
 }

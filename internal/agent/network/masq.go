@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 
@@ -26,7 +27,9 @@ import (
 //
 // so traffic that stays inside the subnet (instance to instance, instance
 // to its gateway) keeps its addresses, multicast is left alone, and all
-// else leaves behind the host's address. The jump is appended, after
+// else leaves behind the host's address. With tenant isolation, traffic
+// to other hosts' instance subnets keeps its address too (one more
+// ACCEPT line each): their agents check the caller's tenant by it. The jump is appended, after
 // portmap's hairpin masquerade jump, which portmap puts first.
 
 // masqChain names the subnet's masquerade chain after the bridge: one
@@ -51,10 +54,17 @@ const multicastNet = "224.0.0.0/4"
 // replaced atomically (iptables-restore flushes a chain it declares, even
 // with --noflush, and touches no other chain), and the jump is only added
 // when missing.
-func ensureMasquerade(ctx context.Context, c Config) error {
+func ensureMasquerade(ctx context.Context, c Config, peers []netip.Prefix) error {
 	chain := masqChain(c.Bridge)
-	rules := fmt.Sprintf("*nat\n:%[1]s - [0:0]\n-A %[1]s -d %[2]s -j ACCEPT\n-A %[1]s ! -d %[3]s -j MASQUERADE\nCOMMIT\n",
-		chain, c.Subnet, multicastNet)
+	var b strings.Builder
+	fmt.Fprintf(&b, "*nat\n:%[1]s - [0:0]\n-A %[1]s -d %[2]s -j ACCEPT\n", chain, c.Subnet)
+	for _, p := range peers {
+		if p.String() != c.Subnet {
+			fmt.Fprintf(&b, "-A %s -d %s -j ACCEPT\n", chain, p)
+		}
+	}
+	fmt.Fprintf(&b, "-A %[1]s ! -d %[2]s -j MASQUERADE\nCOMMIT\n", chain, multicastNet)
+	rules := b.String()
 	cmd := exec.CommandContext(ctx, "iptables-restore", "-w", "--noflush")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -309,7 +309,7 @@ func TestRemoveMasquerade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ensureMasquerade(ctx, cfg); err != nil {
+	if err := ensureMasquerade(ctx, cfg, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { removeMasquerade(ctx, cfg) })

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -67,6 +68,10 @@ type Config struct {
 	// NetworkName names the CNI network; it appears in iptables comments
 	// and in the cache file names.
 	NetworkName string
+	// Isolation keeps tenants apart and instances away from the host's
+	// services and from spoofing (isolation.go). Off, every instance
+	// reaches every other and the host, as on a plain bridge.
+	Isolation bool
 }
 
 // Port publishes ContainerPort of an instance on HostIP:HostPort. An empty
@@ -103,6 +108,14 @@ type Manager struct {
 	// only add per-instance state.
 	primeMu sync.Mutex
 	primed  atomic.Bool
+	// peers are the other hosts' instance subnets, which the subnet's
+	// masquerade leaves alone so that their agents see who is calling
+	// (guarded by primeMu).
+	peers []netip.Prefix
+	// savedView is view.json's content as last written (see SetView).
+	savedView string
+
+	iso *isolation // nil without Config.Isolation
 }
 
 // New validates cfg, fills defaults, writes the conflist to StateDir and
@@ -139,12 +152,21 @@ func New(cfg Config) (*Manager, error) {
 	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), list.Bytes); err != nil {
 		return nil, err
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:   cfg,
 		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
 		list:  list,
 		lists: lists,
-	}, nil
+	}
+	if cfg.Isolation {
+		if err := m.startIsolation(); err != nil {
+			return nil, err
+		}
+	} else if err := RemoveIsolation(cfg.Bridge); err != nil {
+		// Turned off: an earlier run's tables would go on isolating.
+		slog.Debug("network: no isolation tables to remove", "bridge", cfg.Bridge, "err", err)
+	}
+	return m, nil
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -203,6 +225,9 @@ func checkID(id string) error {
 	return nil
 }
 
+// Subnet is the instance subnet, masked (the default filled in).
+func (m *Manager) Subnet() string { return m.cfg.Subnet }
+
 // NetNSPath is the namespace file of instance id.
 func (m *Manager) NetNSPath(id string) string { return filepath.Join(m.cfg.NetNSDir, id) }
 
@@ -237,6 +262,9 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []Port, limits Lim
 	}
 	if cached != nil {
 		if state == netnsMounted {
+			if err := m.isolate(id, cached); err != nil {
+				return nil, err
+			}
 			return attachmentFrom(nsPath, cached)
 		}
 		// The namespace is gone (host reboot, manual cleanup) but the lease
@@ -263,7 +291,9 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []Port, limits Lim
 	if err == nil {
 		var att *Attachment
 		if att, err = attachmentFrom(nsPath, res); err == nil {
-			return att, nil
+			if err = m.isolate(id, res); err == nil {
+				return att, nil
+			}
 		}
 	}
 	// Undo the half-done ADD: plugins that ran may hold an address or rules.
@@ -297,6 +327,11 @@ func (m *Manager) Teardown(ctx context.Context, id string, ports []Port) error {
 func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[string]any) error {
 	state, err := statNetNS(nsPath)
 	if err != nil {
+		return err
+	}
+	// Before DEL releases the address: whoever gets it next starts with
+	// no tenant.
+	if err := m.unisolate(id); err != nil {
 		return err
 	}
 	rt := m.runtimeConf(id, nsPath, pm, Limits{})
@@ -347,7 +382,7 @@ func (m *Manager) add(ctx context.Context, rt *libcni.RuntimeConf) (cnitypes.Res
 		if !m.primed.Load() {
 			// Before the first instance can send: its traffic leaves
 			// through this rule (see masq.go).
-			if err := ensureMasquerade(ctx, m.cfg); err != nil {
+			if err := ensureMasquerade(ctx, m.cfg, m.peers); err != nil {
 				return nil, err
 			}
 		}
@@ -384,6 +419,13 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.primed.Store(false)
 	if err := removeMasquerade(ctx, m.cfg); err != nil {
 		return err
+	}
+	if m.iso != nil {
+		if err := m.iso.remove(); err != nil {
+			return err
+		}
+		resetBridgeSysctls(m.cfg.Bridge)
+		_ = os.RemoveAll(m.cfg.isolationDir())
 	}
 	// The namespace directory is per host (named after StateDir's hash);
 	// with no instance left it is empty and would otherwise stay in /run
