@@ -285,6 +285,16 @@ func (s *fakeStore) DeleteTenant(ctx context.Context, name string) error {
 	return fmt.Errorf("tenant %q not found: %w", name, errdefs.ErrNotFound)
 }
 
+// The fake host is always connected: nothing is ever left to purge.
+func (s *fakeStore) RecordPurge(ctx context.Context, p store.Purge) (store.Purge, error) {
+	return p, nil
+}
+func (s *fakeStore) Purges(ctx context.Context, host string) ([]store.Purge, error) { return nil, nil }
+func (s *fakeStore) AckPurge(ctx context.Context, host string, p store.Purge) error { return nil }
+func (s *fakeStore) TenantPurgePending(ctx context.Context, name string) ([]string, error) {
+	return nil, nil
+}
+
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
 type fakeHost struct{}
 

@@ -46,16 +46,18 @@ func fromAPI(e api.Error) *APIError {
 // statusCodes classifies responses that do not carry a JSON error body, such
 // as those of a proxy in front of the server.
 var statusCodes = map[int]string{
-	http.StatusBadRequest:          "InvalidArgument",
-	http.StatusUnauthorized:        "Unauthenticated",
-	http.StatusForbidden:           "PermissionDenied",
-	http.StatusNotFound:            "NotFound",
-	http.StatusConflict:            "Conflict",
-	http.StatusNotImplemented:      "NotImplemented",
-	http.StatusBadGateway:          "Unavailable",
-	http.StatusServiceUnavailable:  "Unavailable",
-	http.StatusGatewayTimeout:      "DeadlineExceeded",
-	http.StatusInternalServerError: "Internal",
+	http.StatusBadRequest:            "InvalidArgument",
+	http.StatusUnauthorized:          "Unauthenticated",
+	http.StatusForbidden:             "PermissionDenied",
+	http.StatusNotFound:              "NotFound",
+	http.StatusMethodNotAllowed:      "MethodNotAllowed",
+	http.StatusRequestEntityTooLarge: "TooLarge",
+	http.StatusConflict:              "Conflict",
+	http.StatusNotImplemented:        "NotImplemented",
+	http.StatusBadGateway:            "Unavailable",
+	http.StatusServiceUnavailable:    "Unavailable",
+	http.StatusGatewayTimeout:        "DeadlineExceeded",
+	http.StatusInternalServerError:   "Internal",
 }
 
 // decodeError turns a non-2xx response into an *APIError. It reads at most

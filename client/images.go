@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -20,6 +21,17 @@ func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
 		return nil, err
 	}
 	return list.Items, nil
+}
+
+// RemoveImage takes ref away from the tenant on every host. Without
+// force it fails with errdefs.ErrConflict while an instance of the
+// tenant that is not terminal uses the image.
+func (c *Client) RemoveImage(ctx context.Context, ref string, force bool) error {
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	return c.doJSON(ctx, http.MethodDelete, "/v1/images/"+url.PathEscape(ref), q, nil, nil)
 }
 
 // ImportImage uploads an image archive (docker save or OCI layout tar) and

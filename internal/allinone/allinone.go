@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -44,6 +45,10 @@ type Options struct {
 	ConfigPath    string // client config to write; empty: don't write one
 	Bridge        string
 	Subnet        string
+	// InsecureRegistries are the registries pulls may reach on loopback,
+	// link-local, private or the host's own addresses (see
+	// image.ParseInsecureRegistries); none by default.
+	InsecureRegistries []string
 	// Isolation keeps tenants apart on the network (see
 	// network.Config.Isolation).
 	Isolation bool
@@ -107,6 +112,9 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
+		return err
+	}
 	// Listen first: a busy port is the most likely mistake and should fail
 	// before anything is started.
 	ln, err := net.Listen("tcp", o.Listen)
@@ -140,14 +148,24 @@ func Run(ctx context.Context, o Options) error {
 	host, err := StartHost(ctx, HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
-		CgroupRoot: o.CgroupRoot,
-		Isolation:  o.Isolation, NetView: nv.Subscribe,
+		InsecureRegistries: o.InsecureRegistries,
+		CgroupRoot:         o.CgroupRoot,
+		Isolation:          o.Isolation, NetView: nv.Subscribe,
 	})
 	if err != nil {
 		return err
 	}
 	defer host.Close()
 	ag := host.Agent
+	// Purges the API recorded but could not carry out (it stopped between
+	// deleting a tenant and cleaning the host) are done before the host
+	// registers; a failure here is retried every minute, and re-creating
+	// the tenant is refused until then.
+	purges := hostPurges{st: st, host: hostName}
+	if err := ag.ApplyPurges(ctx, purges); err != nil {
+		log.Warn("carrying out pending purges failed; retrying in the background", "err", err)
+	}
+	go ag.RunPurges(host.Context(), purges, time.Minute)
 
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host
@@ -160,7 +178,7 @@ func Run(ctx context.Context, o Options) error {
 
 	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
 	srv := server.New(st, ag, apiOpts)
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 
@@ -191,6 +209,21 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// hostPurges is the store's list of one host's purges, for its agent
+// (agent.Purges).
+type hostPurges struct {
+	st   *store.Store
+	host string
+}
+
+func (p hostPurges) Purges(ctx context.Context) ([]store.Purge, error) {
+	return p.st.Purges(ctx, p.host)
+}
+
+func (p hostPurges) AckPurge(ctx context.Context, pu store.Purge) error {
+	return p.st.AckPurge(ctx, p.host, pu)
 }
 
 // hostLeaseTTL is how long the host stays Ready after this process stops

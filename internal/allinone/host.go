@@ -34,6 +34,8 @@ type HostConfig struct {
 	// Max 0 turns them off. WarmTotal caps them across keys.
 	Warm      pool.Policy
 	WarmTotal int
+	// InsecureRegistries: see Options.
+	InsecureRegistries []string
 	// Isolation keeps tenants apart on the host's network (see
 	// network.Config.Isolation); NetView feeds it the rest of the
 	// platform (netview.View.Subscribe, or the agent link's stream).
@@ -48,7 +50,8 @@ type HostConfig struct {
 // Host is a running host: a supervised containerd, the instance network
 // and an agent running in the background.
 type Host struct {
-	Agent *agent.Agent
+	Agent  *agent.Agent
+	Images *image.Service
 
 	ctx       context.Context // the caller's, for the detached shutdown
 	actx      context.Context
@@ -66,6 +69,9 @@ type Host struct {
 func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	log := c.Logger
 	dataDir := c.DataDir
+	if _, err := image.ParseInsecureRegistries(c.InsecureRegistries); err != nil {
+		return nil, err
+	}
 	if r := c.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
 		return nil, fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
 	}
@@ -89,13 +95,16 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
 		})
 	}
+	images := image.New(ctrd.Client(), "overlayfs")
+	_ = images.AllowInsecureRegistries(c.InsecureRegistries) // checked above
+	h.Images = images
 	h.Agent = agent.New(agent.Config{
 		HostName:    c.HostName,
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,
 		Client:      ctrd.Client(),
 		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
-		Images:      image.New(ctrd.Client(), "overlayfs"),
+		Images:      images,
 		Network:     netw,
 		Pool:        warm,
 		Warm:        warmOptions(c),

@@ -62,6 +62,7 @@ exec, stats, images) on --listen.`,
 	f.StringVar(&o.Advertise, "advertise", "", "host:port the control plane reaches the host API at (default: --listen)")
 	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
 	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
+	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) that pulls may reach although it is on a loopback, link-local, private or this host's own address, spoken to over HTTPS without verification or plain HTTP; repeat for more. Nothing is allowed by default")
 	f.BoolVar(&o.Isolation, "network-isolation", true, networkIsolationUsage)
 	f.IntVar(&o.Pool.Min, "pool-min", pool.DefaultMin, "network sandboxes kept ready even when idle")
 	f.IntVar(&o.Pool.Max, "pool-max", pool.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")

@@ -23,7 +23,7 @@ func newImageCommand(o *options) *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"), newImagePrewarmCommand(o))
+	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"), newImageRmCommand(o), newImagePrewarmCommand(o))
 	return cmd
 }
 
@@ -125,6 +125,37 @@ func newImagePullCommand(o *options) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newImageRmCommand(o *options) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm REF...",
+		Aliases: []string{"remove"},
+		Short:   "Remove images of your tenant from every host",
+		Long: `Remove images of your tenant from every host. Content another tenant's image
+shares stays. An image that an instance of yours uses (one that is not
+terminal) is not removed unless -f is given: the instance then keeps running
+and its containers keep restarting from the layers they have, but no new
+instance can use the image until it is imported or pulled again.`,
+		Example: "  kanga image rm kanga.test/app:v1\n  kanga image rm -f kanga.test/app:v1",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			return forEachName(cmd.ErrOrStderr(), args, func(ref string) error {
+				if err := c.RemoveImage(cmd.Context(), ref, force); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), ref)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove the image even while instances use it")
+	return cmd
 }
 
 func newImagePrewarmCommand(o *options) *cobra.Command {

@@ -57,6 +57,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.StringSliceVar(&o.SANs, "tls-san", nil, "extra DNS names or IPs for the server certificate (API and agent link) (127.0.0.1, localhost and the hostname are always in)")
 	f.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster (http://host:2379,...) instead of the embedded one; replicas sharing a cluster elect one scheduler")
 	f.StringVar(&o.ReplicaName, "replica-name", "", "name of this replica in the control plane's election (default hostname-pid)")
+	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) every agent may pull from although it is on a loopback, link-local or private address, in addition to each agent's own --insecure-registry (agents learn the list when they register; give every replica the same); repeat for more")
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)

@@ -16,6 +16,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/server"
 )
 
 // AgentOptions configure `kanga agent`.
@@ -35,8 +36,11 @@ type AgentOptions struct {
 	Advertise string
 	Bridge    string
 	Subnet    string
-	Isolation bool
-	Pool      pool.Policy
+	// InsecureRegistries: see allinone.Options. The server's list (its
+	// own --insecure-registry) is added when the agent registers.
+	InsecureRegistries []string
+	Isolation          bool
+	Pool               pool.Policy
 	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
 	Warm      pool.Policy
 	WarmTotal int
@@ -48,6 +52,10 @@ type AgentOptions struct {
 	// runs.
 	Ready func(hostAPI string)
 }
+
+// purgeInterval is how often an agent looks for purges the control plane
+// could not deliver at once.
+const purgeInterval = time.Minute
 
 // RunAgent runs a host agent until ctx ends. Instances keep running when
 // it stops; the next RunAgent adopts them (or removes those the control
@@ -95,17 +103,26 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
-		CgroupRoot: o.CgroupRoot,
-		Isolation:  o.Isolation, NetView: link.WatchNetView,
+		InsecureRegistries: o.InsecureRegistries,
+		CgroupRoot:         o.CgroupRoot,
+		Isolation:          o.Isolation, NetView: link.WatchNetView,
 	})
 	if err != nil {
 		return err
 	}
 	defer host.Close()
 	ag := host.Agent
+	// The server's --insecure-registry list comes with each registration.
+	link.Registered = func(r hostlink.RegisterResponse) { host.Images.AddInsecureRegistries(r.InsecureRegistries) }
+	// What the control plane decided to remove while this host was away
+	// (a deleted tenant, a removed image) goes before the host is offered
+	// work again; what it could not tell the host at once, within a
+	// minute.
+	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
+	go ag.RunPurges(host.Context(), link, purgeInterval)
 
-	hs := &http.Server{Handler: hostlink.HostAPIHandler(ag, link, log), TLSConfig: hostlink.HostAPITLS(creds),
-		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
+	hs.TLSConfig = hostlink.HostAPITLS(creds)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
 	defer hs.Close()

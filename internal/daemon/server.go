@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
@@ -48,7 +49,11 @@ type ServerOptions struct {
 	ReplicaName string
 	ConfigPath  string // client config to write; empty: don't
 	Version     string
-	Logger      *slog.Logger
+	// InsecureRegistries are registries every agent may pull from on
+	// loopback, link-local or private addresses, added to each agent's
+	// own list when it registers.
+	InsecureRegistries []string
+	Logger             *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
 	allinone.Defaults
@@ -87,6 +92,9 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
+	}
+	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -152,24 +160,24 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
 	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
 	api := server.New(st, nil, apiOpts)
-	hs := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
 	// The agents' tenant isolation follows this view of addresses,
 	// subnets and policies.
 	nv := netview.New(st, log)
 	nvDone := make(chan struct{})
 	go func() { defer close(nvDone); nv.Run(bg) }()
 	defer func() { cancel(); <-nvDone }()
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL, NetView: nv}
-	as := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		// The lease is held while the agent's heartbeat request is open,
-		// and a hung agent, or one behind a partition that drops packets
-		// silently, keeps its connection open until TCP gives up minutes
-		// later: the server's writes still land in socket buffers. An
-		// HTTP/2 ping that goes unanswered closes the connection, and the
-		// lease then runs out as after a crash.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}}
+	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL, NetView: nv,
+		InsecureRegistries: o.InsecureRegistries}
+	as := server.NewHTTPServer(link.Handler(), server.DefaultLimits, log)
+	as.TLSConfig = link.TLSConfig(cert)
+	// The lease is held while the agent's heartbeat request is open, and a
+	// hung agent, or one behind a partition that drops packets silently,
+	// keeps its connection open until TCP gives up minutes later: the
+	// server's writes still land in socket buffers. An HTTP/2 ping that
+	// goes unanswered closes the connection, and the lease then runs out
+	// as after a crash.
+	as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
 	serveErr := make(chan error, 2)
 	apiAddr := "https://" + ln.Addr().String()
 	cfg := client.Config{Addr: apiAddr, Token: adminTok, CACert: string(ca.CertPEM)}

@@ -19,6 +19,12 @@ var (
 	ErrPermissionDenied   = errors.New("permission denied")
 	ErrUnavailable        = errors.New("unavailable")
 	ErrNotImplemented     = errors.New("not implemented")
+	// ErrTooLarge is a request (body, document, upload) larger than the
+	// receiver accepts.
+	ErrTooLarge = errors.New("too large")
+	// ErrMethodNotAllowed is a request for an existing resource with a
+	// method it does not support.
+	ErrMethodNotAllowed = errors.New("method not allowed")
 )
 
 // classes is ordered: the first sentinel an error wraps decides its class.
@@ -36,6 +42,8 @@ var classes = []struct {
 	{ErrPermissionDenied, "PermissionDenied", http.StatusForbidden},
 	{ErrUnavailable, "Unavailable", http.StatusServiceUnavailable},
 	{ErrNotImplemented, "NotImplemented", http.StatusNotImplemented},
+	{ErrTooLarge, "TooLarge", http.StatusRequestEntityTooLarge},
+	{ErrMethodNotAllowed, "MethodNotAllowed", http.StatusMethodNotAllowed},
 	{context.DeadlineExceeded, "DeadlineExceeded", http.StatusGatewayTimeout},
 	{context.Canceled, "Canceled", 499},
 }

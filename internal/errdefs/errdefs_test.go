@@ -21,6 +21,8 @@ func TestCode(t *testing.T) {
 		{fmt.Errorf("class: %w", ErrPermissionDenied), "PermissionDenied", 403},
 		{fmt.Errorf("host: %w", ErrUnavailable), "Unavailable", 503},
 		{fmt.Errorf("wait: %w", context.DeadlineExceeded), "DeadlineExceeded", 504},
+		{fmt.Errorf("body: %w", ErrTooLarge), "TooLarge", 413},
+		{fmt.Errorf("PUT /v1/instances: %w", ErrMethodNotAllowed), "MethodNotAllowed", 405},
 		{errors.New("boom"), "Internal", 500},
 		// The first class in the taxonomy wins when an error wraps two.
 		{errors.Join(ErrNotFound, ErrInvalidArgument), "InvalidArgument", 400},

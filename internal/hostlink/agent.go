@@ -178,6 +178,13 @@ type Link struct {
 	host string
 	hc   *http.Client
 	log  *slog.Logger
+
+	// Prepare, if set, runs before each registration; the host registers
+	// (and so is offered work) only once it succeeds. Set before Run.
+	Prepare func(ctx context.Context) error
+	// Registered, if set, receives the server's answer to each
+	// registration. Set before Run.
+	Registered func(RegisterResponse)
 }
 
 // LinkOption configures a Link.
@@ -285,13 +292,40 @@ func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
 	return l.do(ctx, http.MethodPut, "/images", imgs, nil)
 }
 
+// Purges implements agent.Purges: the purges this host has not carried
+// out yet.
+func (l *Link) Purges(ctx context.Context) ([]store.Purge, error) {
+	var ps []store.Purge
+	err := l.do(ctx, http.MethodGet, "/purges", nil, &ps)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// A server older than purges has no such route, and none to give:
+		// an agent upgraded first still registers.
+		return nil, nil
+	}
+	return ps, err
+}
+
+// AckPurge implements agent.Purges.
+func (l *Link) AckPurge(ctx context.Context, p store.Purge) error {
+	return l.do(ctx, http.MethodPut, "/purges", p, nil)
+}
+
 // heartbeatIdle is how long a silent heartbeat stream is trusted; the
 // server writes more often.
 const heartbeatIdle = 10 * time.Second
 
 func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
-	if err := l.do(ctx, http.MethodPost, "/register", h, nil); err != nil {
+	if l.Prepare != nil {
+		if err := l.Prepare(ctx); err != nil {
+			return fmt.Errorf("preparing to register: %w", err)
+		}
+	}
+	var reg RegisterResponse
+	if err := l.do(ctx, http.MethodPost, "/register", h, &reg); err != nil {
 		return fmt.Errorf("registering: %w", err)
+	}
+	if l.Registered != nil {
+		l.Registered(reg)
 	}
 	base, idx := l.server()
 	ctx, cancel := context.WithCancel(ctx)

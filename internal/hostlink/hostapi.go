@@ -28,7 +28,14 @@ import (
 // certificate signed by the cluster CA gets in, and the bearer token is
 // the tenant the server acts for, which the server authenticated already.
 
-const pathImageConfig = "/host/v1/imageconfig"
+const (
+	pathImageConfig = "/host/v1/imageconfig"
+	// pathImage (DELETE ?ref=) removes the bearer tenant's image;
+	// pathTenant (DELETE) everything the host keeps of the bearer tenant,
+	// which was deleted.
+	pathImage  = "/host/v1/image"
+	pathTenant = "/host/v1/tenant"
+)
 
 // hostRoutes are the public API routes the host API serves.
 var hostRoutes = map[string]bool{
@@ -58,6 +65,10 @@ func (s hostAPIStore) GetInstance(ctx context.Context, name string) (*api.Instan
 	return s.get.GetInstance(ctx, name)
 }
 
+// Purges: the control plane carries out a host's purges before it sends
+// it an image (server.settle), so the host's own routes have none to do.
+func (s hostAPIStore) Purges(context.Context, string) ([]store.Purge, error) { return nil, nil }
+
 func (s hostAPIStore) LookupPrincipal(_ context.Context, token string) (store.Principal, error) {
 	if err := tenant.Validate(token); err != nil {
 		return store.Principal{}, fmt.Errorf("tenant %q: %w", token, errdefs.ErrUnauthenticated)
@@ -81,11 +92,16 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log, HostAPI: true})
 	inner := srv.Handler()
 	mux := http.NewServeMux()
+	methods := server.NewMethods()
 	for _, r := range server.Routes {
 		if hostRoutes[r.Method+" "+r.Pattern] {
 			mux.Handle(r.Method+" "+r.Pattern, inner)
+			methods.Add(r.Method, r.Pattern)
 		}
 	}
+	methods.Add(http.MethodGet, pathImageConfig)
+	methods.Add(http.MethodDelete, pathImage)
+	methods.Add(http.MethodDelete, pathTenant)
 	mux.HandleFunc("GET "+pathImageConfig, func(w http.ResponseWriter, r *http.Request) {
 		t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 		if err := tenant.Validate(t); err != nil {
@@ -99,7 +115,37 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 		}
 		writeJSON(w, http.StatusOK, cfg)
 	})
+	remover := func(do func(ctx context.Context, rm server.ImageRemover, t string, r *http.Request) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+			if err := tenant.Validate(t); err != nil {
+				writeError(w, fmt.Errorf("tenant: %v: %w", err, errdefs.ErrUnauthenticated))
+				return
+			}
+			rm, ok := host.(server.ImageRemover)
+			if !ok {
+				writeError(w, fmt.Errorf("this host cannot remove images: %w", errdefs.ErrNotImplemented))
+				return
+			}
+			if err := do(tenant.WithName(r.Context(), t), rm, t, r); err != nil {
+				writeError(w, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}
+	mux.HandleFunc("DELETE "+pathImage, remover(func(ctx context.Context, rm server.ImageRemover, _ string, r *http.Request) error {
+		return rm.RemoveImage(ctx, r.URL.Query().Get("ref"))
+	}))
+	mux.HandleFunc("DELETE "+pathTenant, remover(func(ctx context.Context, rm server.ImageRemover, t string, _ *http.Request) error {
+		return rm.RemoveTenant(ctx, t)
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		server.RefuseBody(r)
+		if err := methods.NotAllowed(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		writeError(w, fmt.Errorf("the host API has no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +154,7 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 			err = fmt.Errorf("only the control plane may call the host API, not %q (%s): %w", id.Name, id.Org, errdefs.ErrPermissionDenied)
 		}
 		if err != nil {
+			server.RefuseBody(r)
 			writeError(w, err)
 			return
 		}
@@ -128,6 +175,7 @@ var (
 	_ server.Host           = (*RemoteHost)(nil)
 	_ server.PreviousLogger = (*RemoteHost)(nil)
 	_ server.ImagePrewarmer = (*RemoteHost)(nil)
+	_ server.ImageRemover   = (*RemoteHost)(nil)
 )
 
 // NewRemoteHost returns the client of host's API at rec.Address, with the
@@ -177,6 +225,31 @@ func (h *RemoteHost) ImageConfig(ctx context.Context, ref string) (server.ImageC
 	var cfg server.ImageConfig
 	err = doJSON(h.hc, req, &cfg)
 	return cfg, err
+}
+
+// RemoveImage implements server.ImageRemover.
+func (h *RemoteHost) RemoveImage(ctx context.Context, ref string) error {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	return h.hostCall(ctx, http.MethodDelete, pathImage+"?ref="+url.QueryEscape(ref), t)
+}
+
+// RemoveTenant implements server.ImageRemover.
+func (h *RemoteHost) RemoveTenant(ctx context.Context, name string) error {
+	return h.hostCall(ctx, http.MethodDelete, pathTenant, name)
+}
+
+// hostCall sends a body-less request of the host API's own routes on
+// behalf of tenant t.
+func (h *RemoteHost) hostCall(ctx context.Context, method, path, t string) error {
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+t)
+	return doJSON(h.hc, req, nil)
 }
 
 // ListImages implements server.Host.
@@ -355,6 +428,9 @@ func doJSON(hc *http.Client, req *http.Request, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		return readError(resp)
+	}
+	if out == nil {
+		return nil
 	}
 	return jsonDecode(resp.Body, out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 // integration tests).
 type fakeStore struct {
 	insts  []api.Instance
+	purges map[string][]store.Purge // by host
+	acked  []string                 // host/tenant/image@generation
 	quotas map[string]*api.Quota
 }
 
@@ -68,6 +71,13 @@ func (f *fakeStore) UpdateInstance(ctx context.Context, name string, fn func(*ap
 	return in, nil
 }
 func (f *fakeStore) DeleteInstance(context.Context, string) error { return nil }
+func (f *fakeStore) Purges(_ context.Context, host string) ([]store.Purge, error) {
+	return f.purges[host], nil
+}
+func (f *fakeStore) AckPurge(_ context.Context, host string, p store.Purge) error {
+	f.acked = append(f.acked, fmt.Sprintf("%s/%s/%s@%d", host, p.Tenant, p.Image, p.Generation))
+	return nil
+}
 func (f *fakeStore) PutUsage(context.Context, string, []api.UsageRecord) ([]store.UsageRefusal, error) {
 	return nil, nil
 }
@@ -134,6 +144,37 @@ func TestJoinAndList(t *testing.T) {
 	}
 }
 
+// TestPurgesOverTheLink: an agent reads its own host's purges and
+// acknowledges them; another host's certificate reads none of them.
+func TestPurgesOverTheLink(t *testing.T) {
+	st := &fakeStore{purges: map[string][]store.Purge{
+		"h1": {{Tenant: "b", Generation: 7}, {Tenant: "c", Image: "kanga.test/x:v1", Generation: 9}},
+		"h2": {{Tenant: "z", Generation: 8}},
+	}}
+	c := newCluster(t, st)
+	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	ps, err := l.Purges(t.Context())
+	if err != nil || len(ps) != 2 || ps[0].Tenant != "b" || ps[1].Image != "kanga.test/x:v1" {
+		t.Fatalf("Purges = %+v, %v; want h1's two", ps, err)
+	}
+	if err := l.AckPurge(t.Context(), ps[1]); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.acked) != 1 || st.acked[0] != "h1/c/kanga.test/x:v1@9" {
+		t.Fatalf("acked = %v, want h1's ack of c's image", st.acked)
+	}
+	h2 := c.join(t, "h2")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}
+	resp, err := hc.Get(c.url + "/hostlink/v1/hosts/h1/purges")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("h2 reading h1's purges: %d, want 403", resp.StatusCode)
+	}
+}
+
 // The agent reads the quotas that cap its tenants' cgroups; a tenant
 // without a quota, or unknown, reads as none.
 func TestTenantQuota(t *testing.T) {
@@ -166,6 +207,7 @@ func TestRefusals(t *testing.T) {
 		{"no client certificate, heartbeat", anon, "/hostlink/v1/hosts/h1/heartbeat", http.StatusUnauthorized},
 		{"another host's certificate", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances", http.StatusForbidden},
 		{"another host's certificate, instance", &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}, "/hostlink/v1/hosts/h1/instances/default/a", http.StatusForbidden},
+		{"wrong method", anon, "/hostlink/v1/join", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,6 +218,9 @@ func TestRefusals(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			if tt.want == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "POST" {
+				t.Fatalf("Allow %q, want POST", resp.Header.Get("Allow"))
 			}
 		})
 	}

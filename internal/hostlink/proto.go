@@ -13,6 +13,7 @@ package hostlink
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,6 +40,15 @@ type JoinRequest struct {
 type JoinResponse struct {
 	Cert []byte `json:"cert"`
 	CA   []byte `json:"ca"`
+}
+
+// RegisterResponse answers a registration: the host as stored, and what
+// the control plane tells every agent.
+type RegisterResponse struct {
+	api.Host
+	// InsecureRegistries are registries the agent may pull from on
+	// private addresses, besides its own --insecure-registry.
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
 }
 
 // InstanceList is the host's instances at a revision.
@@ -97,3 +107,18 @@ func (e classed) Error() string { return e.msg }
 func (e classed) Unwrap() error { return e.class }
 
 func jsonDecode(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }
+
+// decodeBody reads a JSON request body of at most limit bytes into v;
+// what names it in errors.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
+	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%s: request body is larger than %d bytes: %w", what, limit, errdefs.ErrTooLarge)
+	default:
+		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -20,6 +21,7 @@ import (
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
+	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -36,6 +38,8 @@ type Store interface {
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
+	Purges(ctx context.Context, host string) ([]store.Purge, error)
+	AckPurge(ctx context.Context, host string, p store.Purge) error
 	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 }
@@ -54,6 +58,9 @@ type Server struct {
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
 	LeaseTTL time.Duration
+	// InsecureRegistries go to every agent with its registration: the
+	// registries it may pull from on private addresses besides its own.
+	InsecureRegistries []string
 	// NetView, if set, is streamed to agents for tenant isolation; its Run
 	// is the caller's to start.
 	NetView *netview.View
@@ -93,19 +100,32 @@ func (s *Server) Handler() http.Handler {
 		go s.owners.follow(context.Background())
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathJoin, s.join)
-	mux.Handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
-	mux.Handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
-	mux.Handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
-	mux.Handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
-	mux.Handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
-	mux.Handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
-	mux.Handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
-	mux.Handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
-	mux.Handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
-	mux.Handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
-	mux.Handle("GET "+pathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
+	methods := server.NewMethods()
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		method, path, _ := strings.Cut(pattern, " ")
+		methods.Add(method, path)
+	}
+	handle("POST "+pathJoin, http.HandlerFunc(s.join))
+	handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
+	handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
+	handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
+	handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
+	handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
+	handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
+	handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
+	handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
+	handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
+	handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
+	handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
+	handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	handle("GET "+pathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		server.RefuseBody(r)
+		if err := methods.NotAllowed(w, r); err != nil {
+			writeError(w, err)
+			return
+		}
 		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return mux
@@ -133,6 +153,7 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			server.RefuseBody(r)
 			writeError(w, err)
 			return
 		}
@@ -144,8 +165,8 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	var req JoinRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("join request: %v: %w", err, errdefs.ErrInvalidArgument))
+	if err := decodeBody(w, r, 64<<10, &req, "join request"); err != nil {
+		writeError(w, err)
 		return
 	}
 	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
@@ -230,8 +251,8 @@ func validHostName(n string) error {
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) error {
 	var h api.Host
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&h); err != nil {
-		return fmt.Errorf("host: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &h, "host"); err != nil {
+		return err
 	}
 	if h.Name != host {
 		return fmt.Errorf("host record names %q, not %q: %w", h.Name, host, errdefs.ErrInvalidArgument)
@@ -245,7 +266,33 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
+	return nil
+}
+
+// purges lists the purges the host has not carried out yet.
+func (s *Server) purges(w http.ResponseWriter, r *http.Request, host string) error {
+	ps, err := s.Store.Purges(r.Context(), host)
+	if err != nil {
+		return err
+	}
+	if ps == nil {
+		ps = []store.Purge{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+	return nil
+}
+
+// ackPurge records that the host carried out a purge.
+func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) error {
+	var p store.Purge
+	if err := decodeBody(w, r, 64<<10, &p, "purge"); err != nil {
+		return err
+	}
+	if err := s.Store.AckPurge(r.Context(), host, p); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
@@ -253,8 +300,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 // scheduler's image locality (the registration carries them too).
 func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) error {
 	var imgs []api.HostImage
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&imgs); err != nil {
-		return fmt.Errorf("host images: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
+		return err
 	}
 	if err := s.Store.SetHostImages(r.Context(), host, imgs); err != nil {
 		return err
@@ -435,8 +482,8 @@ var errStale = errors.New("stale")
 // and the agent reads again.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) error {
 	var sw StatusWrite
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&sw); err != nil {
-		return fmt.Errorf("status: %v: %w", err, errdefs.ErrInvalidArgument)
+	if err := decodeBody(w, r, 4<<20, &sw, "status"); err != nil {
+		return err
 	}
 	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
 	name := r.PathValue("name")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -66,6 +67,9 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("cannot take over the connection for exec: %w", err)
 	}
 	defer conn.Close()
+	// The connection is the session's now: stdin may be quiet for as long
+	// as the user likes, and the session ends with the process or ctx.
+	_ = conn.SetDeadline(time.Time{})
 	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", api.StreamProtocol)
 	if err := brw.Flush(); err != nil {
 		return nil

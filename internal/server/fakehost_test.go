@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/requestid"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // Images the fake host knows.
@@ -30,7 +32,10 @@ type fakeHost struct {
 	// lastExecID is the request ID the last Exec's context carried.
 	lastExecID string
 	logCalls   []logCall
-	imported   int64 // bytes of the last import body
+	imported   int64    // bytes of the last import body
+	removed    []string // tenant/image of RemoveImage, tenant/* of RemoveTenant
+	// removeErr, if set, fails RemoveImage and RemoveTenant.
+	removeErr error
 }
 
 type logCall struct {
@@ -73,15 +78,32 @@ func (h *fakeHost) ListImages(ctx context.Context) ([]api.Image, error) {
 
 func (h *fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	progress(api.Progress{Status: "reading archive"})
-	n, err := io.Copy(io.Discard, r)
+	head := make([]byte, len(partialReadMarker))
+	m, err := io.ReadFull(r, head)
+	if string(head[:m]) == partialReadMarker {
+		// As the real host with a file that is no tar: it gives up after
+		// the first header's 512 bytes and leaves the rest unread.
+		_, _ = io.ReadFull(r, make([]byte, 512))
+		return nil, fmt.Errorf("read image archive: archive/tar: invalid tar header; not an image archive: %w", errdefs.ErrInvalidArgument)
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	rest, err := io.Copy(io.Discard, r)
 	if err != nil {
 		return nil, err
 	}
+	n := int64(m) + rest
 	h.mu.Lock()
 	h.imported = n
 	h.mu.Unlock()
 	if n == 0 {
 		return nil, fmt.Errorf("the archive is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if n == lateFailureSize {
+		// A failure found late, once progress has gone out.
+		time.Sleep(2 * holdBack)
+		return nil, fmt.Errorf("image archive: layer sha256:0 is missing: %w", errdefs.ErrInvalidArgument)
 	}
 	progress(api.Progress{Status: "unpacking", Current: n, Total: n})
 	return []api.Image{fakeImage("kanga.test/imported:latest")}, nil
@@ -95,6 +117,14 @@ func (h *fakeHost) PullImage(ctx context.Context, ref string, progress func(api.
 	progress(api.Progress{Status: "downloading", Current: 10, Total: 10})
 	return fakeImage(ref), nil
 }
+
+// partialReadMarker starts an archive the fake host rejects after reading
+// a part of it.
+const partialReadMarker = "GARBAGE!"
+
+// lateFailureSize is the size of an archive the fake host rejects after
+// it reported progress.
+const lateFailureSize = 4321
 
 // fakeLogs is what Logs writes for a container.
 func fakeLogs(container string) string {
@@ -155,7 +185,51 @@ func (h *fakeHost) logCallsSeen() []logCall {
 	return append([]logCall(nil), h.logCalls...)
 }
 
-var _ Host = (*fakeHost)(nil)
+var (
+	_ Host         = (*fakeHost)(nil)
+	_ ImageRemover = (*fakeHost)(nil)
+)
+
+// RemoveImage removes the fake's known images for any tenant (the fake
+// does not keep images per tenant) and records the call.
+func (h *fakeHost) RemoveImage(ctx context.Context, ref string) error {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.removeErr != nil {
+		return h.removeErr
+	}
+	if _, ok := h.images[ref]; !ok {
+		return fmt.Errorf("image %s not found: %w", ref, errdefs.ErrNotFound)
+	}
+	h.removed = append(h.removed, t+"/"+ref)
+	return nil
+}
+
+func (h *fakeHost) RemoveTenant(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.removeErr != nil {
+		return h.removeErr
+	}
+	h.removed = append(h.removed, name+"/*")
+	return nil
+}
+
+func (h *fakeHost) removals() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.removed...)
+}
+
+func (h *fakeHost) failRemovals(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeErr = err
+}
 
 // Stats returns a fixed sample for a known instance.
 func (h *fakeHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {

@@ -403,13 +403,58 @@ func (vt *validatingTransport) RoundTrip(req *http.Request) (*http.Response, err
 
 var errUnknownRoute = errors.New("no such route in the document")
 
+// methodNotAllowed checks a 405: the document lacks the request's method
+// on the path and has every method the Allow header names.
+func (v *responseValidator) methodNotAllowed(req *http.Request, resp *http.Response, body []byte) error {
+	allow := resp.Header.Get("Allow")
+	if allow == "" {
+		return fmt.Errorf("a 405 without an Allow header")
+	}
+	if _, _, err := v.router.FindRoute(req); err == nil {
+		return fmt.Errorf("a 405 for an operation the document has")
+	}
+	for _, m := range strings.Split(allow, ", ") {
+		if m == http.MethodHead {
+			continue
+		}
+		other := req.Clone(req.Context())
+		other.Method = m
+		if _, _, err := v.router.FindRoute(other); err != nil {
+			return fmt.Errorf("Allow names %s, which the document lacks on this path: %v", m, err)
+		}
+	}
+	return v.visit("ErrorResponse", body)
+}
+
+// isRouteError compares by reason: the router returns new RouteErrors
+// with the reasons of its sentinels.
+func isRouteError(err, sentinel error) bool {
+	var re *routers.RouteError
+	return errors.As(err, &re) && re.Reason == sentinel.Error()
+}
+
 func (v *responseValidator) validate(req *http.Request, resp *http.Response, body []byte) error {
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if req.URL.RawPath != "" {
+		// A path parameter with an escaped '/' (an image reference) is one
+		// segment, as the server's mux sees it; the router matches Path.
+		req = req.Clone(req.Context())
+		req.URL.Path = req.URL.RawPath
+	}
+	if resp.StatusCode == http.StatusMethodNotAllowed {
+		return v.methodNotAllowed(req, resp, body)
+	}
 	route, params, err := v.router.FindRoute(req)
 	if err != nil {
 		// Requests to paths the API does not have must still get a
-		// documented error body.
-		if resp.StatusCode != http.StatusNotFound {
+		// documented error body; a wrong method on a path it has, a 405
+		// that says which methods it allows.
+		switch {
+		case isRouteError(err, routers.ErrMethodNotAllowed):
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+				return fmt.Errorf("a wrong method on a documented path got %d with Allow %q, want 405 with the allowed methods", resp.StatusCode, resp.Header.Get("Allow"))
+			}
+		case resp.StatusCode != http.StatusNotFound:
 			return fmt.Errorf("%w, yet the status is not 404: %v", errUnknownRoute, err)
 		}
 		return v.visit("ErrorResponse", body)
@@ -469,6 +514,8 @@ func TestResponseValidator(t *testing.T) {
 		{"undocumented content type", "GET", "/v1/instances/x", 200, "text/html", `<html>`, false},
 		{"unknown route answered", "GET", "/v1/nope", 200, "application/json", `{}`, false},
 		{"unknown route, error body", "GET", "/v1/nope", 404, "application/json", `{"error":{"code":"NotFound","message":"m"}}`, true},
+		{"wrong method, no Allow", "PUT", "/v1/instances", 405, "application/json", `{"error":{"code":"MethodNotAllowed","message":"m"}}`, false},
+		{"wrong method, 404", "PUT", "/v1/instances", 404, "application/json", `{"error":{"code":"NotFound","message":"m"}}`, false},
 		{"bad progress line", "POST", "/v1/images/pull", 200, "application/x-ndjson", "{\"status\":\"s\"}\n{\"done\":\"yes\"}\n", false},
 		{"good progress lines", "POST", "/v1/images/pull", 200, "application/x-ndjson", "{\"status\":\"s\"}\n{\"done\":true}\n", true},
 	}

@@ -108,6 +108,9 @@ func (s *Server) pullAll(ctx context.Context, ref string, progress func(api.Prog
 	}
 	var img api.Image
 	for i, h := range hs {
+		if err := s.settle(ctx, h); err != nil {
+			return api.Image{}, err
+		}
 		im, err := h.PullImage(ctx, ref, notDone(progress))
 		if err != nil {
 			return api.Image{}, fmt.Errorf("host %s: %w", h.Name(), err)
@@ -125,6 +128,11 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 	hs, err := s.allHosts()
 	if err != nil {
 		return nil, err
+	}
+	for _, h := range hs {
+		if err := s.settle(ctx, h); err != nil {
+			return nil, err
+		}
 	}
 	if len(hs) == 1 {
 		return hs[0].ImportImage(ctx, r, notDone(progress))

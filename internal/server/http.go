@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -42,9 +43,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // decodeJSON reads a JSON body strictly: unknown fields are an error, so a
 // typo in a spec is reported instead of silently ignored.
 func decodeJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	// The body arrives through the MaxBytesReader of Handler (maxBody);
+	// the LimitReader keeps the bound when a handler is called otherwise.
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if tl := tooLarge(err); tl != nil {
+			return tl
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			RefuseBody(r)
+			timeout := ""
+			if c := connOf(r); c != nil {
+				timeout = " within " + c.limits.BodyTimeout.String()
+			}
+			return fmt.Errorf("request body did not arrive%s of its headers: send the whole document at once: %w", timeout, errdefs.ErrInvalidArgument)
+		}
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("request body is empty: send a JSON document: %w", errdefs.ErrInvalidArgument)
 		}
@@ -66,6 +80,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			token = h[7:]
 		}
 		if !ok || strings.TrimSpace(token) == "" {
+			RefuseBody(r)
 			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
 			return
 		}
@@ -73,6 +88,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if err != nil {
 			if errors.Is(err, store.ErrUnknownToken) || errors.Is(err, errdefs.ErrNotFound) {
 				err = fmt.Errorf("the bearer token is not valid (unknown, revoked, or deleted with its tenant): check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
+				RefuseBody(r)
 			}
 			s.writeError(w, r, err)
 			return
@@ -152,17 +168,31 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 }
 
 // flushWriter flushes after every write so streamed output (logs,
-// progress) reaches the client as it happens.
+// progress) reaches the client as it happens. Each write has
+// Limits.WriteTimeout: a client that stops reading a stream it asked for
+// does not hold the handler for ever.
 type flushWriter struct {
-	w  io.Writer
-	rc *http.ResponseController
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
 }
 
-func newFlushWriter(w http.ResponseWriter) *flushWriter {
-	return &flushWriter{w: w, rc: http.NewResponseController(w)}
+func newFlushWriter(w http.ResponseWriter, r *http.Request) *flushWriter {
+	f := &flushWriter{w: w, rc: http.NewResponseController(w)}
+	if c := connOf(r); c != nil {
+		f.timeout = c.limits.WriteTimeout
+	}
+	return f
 }
 
 func (f *flushWriter) Write(p []byte) (int, error) {
+	if f.timeout > 0 {
+		_ = f.rc.SetWriteDeadline(time.Now().Add(f.timeout))
+		// Lifted after the write: a stream may be quiet for long (logs
+		// -f), and an HTTP/2 stream is reset when its deadline passes,
+		// writing or not.
+		defer func() { _ = f.rc.SetWriteDeadline(time.Time{}) }()
+	}
 	n, err := f.w.Write(p)
 	if err == nil {
 		err = f.rc.Flush()

@@ -58,12 +58,33 @@ func TestListImages(t *testing.T) {
 func TestImportImage(t *testing.T) {
 	e := newEnv(t, 0)
 	r := e.do(t, "POST", "/v1/images/import", e.a.token, "", "Content-Type", "application/x-tar")
-	// An empty archive: the stream starts with 200 and reports the
-	// failure in its last line.
-	wantStatus(t, r, http.StatusOK)
-	lines := progressLines(t, r)
-	if last := lines[len(lines)-1]; last.Error == nil || last.Error.Code != "InvalidArgument" || last.Done {
-		t.Errorf("last line = %+v, want an InvalidArgument error", last)
+	// An empty archive fails before the stream starts: an ordinary error
+	// response, with its status.
+	wantError(t, r, http.StatusBadRequest, "InvalidArgument", "the archive is empty")
+
+	// A failure once progress went out is the stream's last line; the SDK
+	// returns it as an error of its class.
+	late := strings.Repeat("l", lateFailureSize)
+	req, err := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/images/import", strings.NewReader(late))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.a.token)
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := progressLines(t, response{status: resp.StatusCode, header: resp.Header, body: body})
+	if last := lines[len(lines)-1]; resp.StatusCode != http.StatusOK || last.Error == nil || last.Error.Code != "InvalidArgument" || last.Done {
+		t.Errorf("late failure: %d, last line %+v; want 200 and an InvalidArgument error line", resp.StatusCode, last)
+	}
+	if _, err := e.client(e.a).ImportImage(t.Context(), strings.NewReader(late), -1, nil); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "layer sha256:0 is missing") {
+		t.Errorf("SDK ImportImage of a late failure = %v, want the InvalidArgument error", err)
+	}
+	if _, err := e.client(e.a).ImportImage(t.Context(), strings.NewReader(""), 0, nil); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("SDK ImportImage of an empty archive = %v, want InvalidArgument", err)
 	}
 
 	// The host reports progress before it has read the whole archive,
@@ -145,14 +166,11 @@ func TestPullImage(t *testing.T) {
 	})
 
 	t.Run("failed", func(t *testing.T) {
+		// At once, before any progress went out: an ordinary error
+		// response.
 		const ref = "kanga.test/missing:latest"
 		r := e.do(t, "POST", "/v1/images/pull", e.a.token, `{"ref":"`+ref+`"}`)
-		wantStatus(t, r, http.StatusOK)
-		lines := progressLines(t, r)
-		last := lines[len(lines)-1]
-		if last.Done || last.Error == nil || last.Error.Code != "NotFound" || !strings.Contains(last.Error.Message, "manifest unknown") {
-			t.Errorf("last line = %+v, want the host's NotFound error", last)
-		}
+		wantError(t, r, http.StatusNotFound, "NotFound", "manifest unknown")
 		_, err := e.client(e.a).PullImage(t.Context(), ref, nil)
 		if !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("SDK PullImage = %v, want NotFound", err)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -367,7 +368,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
-	if err := host.Logs(ctx, inst, container, follow, newFlushWriter(w)); err != nil && ctx.Err() == nil {
+	if err := host.Logs(ctx, inst, container, follow, newFlushWriter(w, r)); err != nil && ctx.Err() == nil {
 		// The status line is gone; the best we can do is say so in-band.
 		s.log.Warn("logs ended with an error", "instance", inst.Name, "err", err)
 		fmt.Fprintf(w, "\nkanga: logs ended: %v\n", err)
@@ -433,22 +434,81 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// progressStream writes newline-delimited api.Progress documents.
+// progressStream writes newline-delimited api.Progress documents. The
+// status line waits for the first progress held back for holdBack, so
+// that an operation failing at once (a file that is no archive, a
+// registry that cannot be reached) gets an ordinary error response with
+// its status; a failure after that is the stream's last line.
 type progressStream struct {
-	enc *json.Encoder
+	w  http.ResponseWriter
+	fw *flushWriter
+
+	mu      sync.Mutex
+	started bool
+	held    []api.Progress
+	timer   *time.Timer
 }
 
-func newProgressStream(w http.ResponseWriter) *progressStream {
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	return &progressStream{enc: json.NewEncoder(newFlushWriter(w))}
+const holdBack = 250 * time.Millisecond
+
+func newProgressStream(w http.ResponseWriter, r *http.Request) *progressStream {
+	p := &progressStream{w: w, fw: newFlushWriter(w, r)}
+	p.timer = time.AfterFunc(holdBack, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.held) > 0 {
+			p.startLocked()
+		}
+	})
+	return p
 }
 
-func (p *progressStream) send(pr api.Progress) { _ = p.enc.Encode(pr) }
+func (p *progressStream) startLocked() {
+	if !p.started {
+		p.started = true
+		p.w.Header().Set("Content-Type", "application/x-ndjson")
+		p.w.WriteHeader(http.StatusOK)
+	}
+	enc := json.NewEncoder(p.fw)
+	for _, h := range p.held {
+		_ = enc.Encode(h)
+	}
+	p.held = nil
+}
 
-func (p *progressStream) fail(err error) {
+func (p *progressStream) send(pr api.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = append(p.held, pr)
+	if p.started {
+		p.startLocked()
+	}
+}
+
+// done ends the stream with its last line.
+func (p *progressStream) done(pr api.Progress) {
+	p.timer.Stop()
+	p.send(pr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.startLocked()
+}
+
+// fail ends the stream with err. It returns err, for the handler to
+// answer with, while no status line was sent; nil once the failure is
+// the stream's last line.
+func (p *progressStream) fail(err error) error {
+	p.timer.Stop()
+	p.mu.Lock()
+	started := p.started
+	p.held = nil
+	p.mu.Unlock()
+	if !started {
+		return err
+	}
 	code, _ := errdefs.Code(err)
-	p.send(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
+	p.done(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
+	return nil
 }
 
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
@@ -456,13 +516,14 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	// full duplex net/http discards or closes the unread body at the first
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	ps := newProgressStream(w)
+	streamBody(r)
+	ps := newProgressStream(w, r)
 	imgs, err := s.importAll(r.Context(), r.Body, ps.send)
+	finishBody(r)
 	if err != nil {
-		ps.fail(err)
-		return nil
+		return ps.fail(err)
 	}
-	ps.send(api.Progress{Status: "imported", Done: true, Images: imgs})
+	ps.done(api.Progress{Status: "imported", Done: true, Images: imgs})
 	return nil
 }
 
@@ -475,12 +536,11 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Ref == "" {
 		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
 	}
-	ps := newProgressStream(w)
+	ps := newProgressStream(w, r)
 	img, err := s.pullAll(r.Context(), req.Ref, ps.send)
 	if err != nil {
-		ps.fail(err)
-		return nil
+		return ps.fail(err)
 	}
-	ps.send(api.Progress{Status: "pulled", Done: true, Images: []api.Image{img}})
+	ps.done(api.Progress{Status: "pulled", Done: true, Images: []api.Image{img}})
 	return nil
 }

@@ -394,12 +394,38 @@ func TestNotFound(t *testing.T) {
 		{"unknown route", "GET", "/v1/nope", []string{"no API endpoint GET /v1/nope", "openapi.yaml"}},
 		{"unknown sub-resource", "GET", "/v1/instances/web/bogus", []string{"no API endpoint"}},
 		{"unversioned", "GET", "/instances", []string{"no API endpoint"}},
-		{"wrong method", "PUT", "/v1/instances", []string{"no API endpoint PUT /v1/instances"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := e.do(t, tt.method, tt.path, e.a.token, "")
 			wantError(t, r, http.StatusNotFound, "NotFound", tt.msgs...)
 		})
+	}
+}
+
+// TestMethodNotAllowed: a path the API has, asked with a method it does
+// not serve there, is a 405 naming the methods it does serve (RFC 9110
+// 15.5.6), with or without a token.
+func TestMethodNotAllowed(t *testing.T) {
+	e := newEnv(t, 0)
+	tests := []struct {
+		method, path, allow string
+	}{
+		{"PUT", "/v1/instances", "POST, GET, HEAD"},
+		{"PATCH", "/v1/instances/web", "GET, HEAD, DELETE"},
+		{"GET", "/v1/instances/web/stop", "POST"},
+		{"PUT", "/v1/tenants", "POST, GET, HEAD"},
+		{"POST", "/v1/healthz", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		for _, token := range []string{e.a.token, ""} {
+			t.Run(tt.method+tt.path, func(t *testing.T) {
+				r := e.do(t, tt.method, tt.path, token, "")
+				wantError(t, r, http.StatusMethodNotAllowed, "MethodNotAllowed", tt.method+" "+tt.path, tt.allow)
+				if got := r.header.Get("Allow"); got != tt.allow {
+					t.Errorf("Allow = %q, want %q", got, tt.allow)
+				}
+			})
+		}
 	}
 }

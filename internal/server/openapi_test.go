@@ -418,6 +418,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		errdefs.ErrInvalidArgument, errdefs.ErrNotFound, errdefs.ErrAlreadyExists,
 		errdefs.ErrConflict, errdefs.ErrFailedPrecondition, errdefs.ErrUnauthenticated,
 		errdefs.ErrPermissionDenied, errdefs.ErrUnavailable, errdefs.ErrNotImplemented,
+		errdefs.ErrTooLarge, errdefs.ErrMethodNotAllowed,
 		context.DeadlineExceeded, context.Canceled, errors.New("anything else"),
 	} {
 		code, _ := errdefs.Code(err)

@@ -73,6 +73,15 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	}
 	res := api.PrewarmResult{}
 	for i := 0; i < len(warmers) && len(res.Hosts) < n; i++ {
+		if h, ok := warmers[i].(Host); ok {
+			if err := s.settle(r.Context(), h); err != nil {
+				if len(warmers) == 1 {
+					return err
+				}
+				s.log.Warn("prewarm: a host has purges pending; trying the next", "host", names[i], "err", err)
+				continue
+			}
+		}
 		img, pulled, err := warmers[i].PrewarmImage(r.Context(), req.Ref)
 		if err != nil {
 			if len(warmers) == 1 {

@@ -33,11 +33,13 @@ type Store interface {
 	CreateTenant(ctx context.Context, t *api.Tenant, token string) error
 	GetTenant(ctx context.Context, name string) (*api.Tenant, error)
 	ListTenants(ctx context.Context) ([]api.Tenant, error)
+	// DeleteTenant also records a purge of the tenant for every host.
 	DeleteTenant(ctx context.Context, name string) error
 	UpdateTenant(ctx context.Context, name string, fn func(*api.Tenant) error) (*api.Tenant, error)
 	// TenantUsage is what the tenant's instances count against its quota.
 	TenantUsage(ctx context.Context, name string) (api.QuotaAmounts, error)
 
+	PurgeStore
 	TokenStore
 	HostStore
 }
@@ -217,6 +219,7 @@ var Routes = []Route{
 	{"GET", "/v1/tenants/{name}/network", false, (*Server).getTenantNetwork},
 	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"GET", "/v1/images", false, (*Server).listImages},
+	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
 	{"POST", "/v1/images/prewarm", false, (*Server).prewarmImage},
@@ -236,12 +239,23 @@ var Routes = []Route{
 	{"GET", "/v1/audit", false, (*Server).listAudit},
 }
 
+// streamedBodies are the routes whose body is a stream (an image
+// archive) rather than a JSON document of at most maxBody.
+var streamedBodies = map[string]bool{"POST /v1/images/import": true}
+
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	methods := NewMethods()
 	for _, r := range Routes {
 		h := r.handler
+		limit := !streamedBodies[r.Method+" "+r.Pattern]
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if limit {
+				// On a copy: net/http looks at the original's body.
+				req = req.WithContext(req.Context())
+				req.Body = http.MaxBytesReader(w, req.Body, maxBody)
+			}
 			if err := h(s, w, req); err != nil {
 				s.writeError(w, req, err)
 			}
@@ -250,8 +264,14 @@ func (s *Server) Handler() http.Handler {
 			hf = s.authenticate(hf)
 		}
 		mux.Handle(r.Method+" "+r.Pattern, hf)
+		methods.Add(r.Method, r.Pattern)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		RefuseBody(req)
+		if err := methods.NotAllowed(w, req); err != nil {
+			s.writeError(w, req, err)
+			return
+		}
 		s.writeError(w, req, errNoRoute(req))
 	})
 	return s.traced(s.logRequests(mux))

@@ -117,6 +117,9 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateQuota(req.Quota); err != nil {
 		return err
 	}
+	if err := s.checkPurged(ctx, req.Name); err != nil {
+		return err
+	}
 	netPolicy, err := model.NormalizeTenantNetwork("network", req.Network)
 	if err != nil {
 		return err
@@ -189,6 +192,7 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.DeleteTenant(ctx, name); err != nil {
 		return err
 	}
+	s.purgeTenant(ctx, name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

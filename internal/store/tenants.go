@@ -116,6 +116,9 @@ func (s *Store) ListTenants(ctx context.Context) ([]api.Tenant, error) {
 // it or fails to be created (CreateToken checks the tenant in its write):
 // the deletion commits only if the tenant's token index did not change
 // since it was read.
+//
+// In the same transaction it records a Purge of the tenant for every host
+// (see purges.go).
 func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	if _, err := s.GetTenant(ctx, name); err != nil {
 		return err
@@ -133,11 +136,15 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 		if err != nil {
 			return s.etcdErr(ctx, "list tenant tokens", err)
 		}
-		ops := []clientv3.Op{
+		purge, err := purgeOps(Purge{Tenant: name, At: time.Now().UTC()})
+		if err != nil {
+			return err
+		}
+		ops := append([]clientv3.Op{
 			clientv3.OpDelete(tenantKey(name)),
 			clientv3.OpDelete(idxPrefix, clientv3.WithPrefix()),
 			clientv3.OpDelete(usageKey(name)),
-		}
+		}, purge...)
 		for _, kv := range idx.Kvs {
 			hash := strings.TrimPrefix(string(kv.Key), idxPrefix)
 			ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))

@@ -21,7 +21,10 @@ import (
 // TestLifecycle shares one platform across the foundation's scenarios;
 // each subtest cleans up its own instances.
 func TestLifecycle(t *testing.T) {
-	p := startPlatform(t)
+	// The local registry must be allowed: pulls reach no loopback address
+	// the operator did not name.
+	registry := testenv.StartRegistry(t)
+	p := startPlatformWith(t, "--pool-max", "0", "--insecure-registry", registry)
 	p.importImages()
 
 	t.Run("ImageList", func(t *testing.T) {
@@ -271,8 +274,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("PullFromLocalRegistry", func(t *testing.T) {
-		addr := testenv.StartRegistry(t)
-		ref := testenv.PushImage(t, addr, filepath.Join(testenv.Images(t), "busybox.tar"), "pulled/busybox:v1")
+		ref := testenv.PushImage(t, registry, filepath.Join(testenv.Images(t), "busybox.tar"), "pulled/busybox:v1")
 		p.must("image", "pull", ref)
 		if out := p.must("image", "ls"); !strings.Contains(out, "pulled/busybox") {
 			t.Fatalf("pulled image not listed:\n%s", out)

@@ -46,7 +46,9 @@ func findHostImage(imgs []api.HostImage, name string) (api.HostImage, bool) {
 // empty hosts of this machine) would not pick: without locality the
 // instance goes to lc-a, which lacks the image, and the test fails.
 func TestImageLocality(t *testing.T) {
-	p := startPool(t, map[string]string{}) // the agents join below
+	// The server passes its --insecure-registry to the agents.
+	registry := testenv.StartRegistry(t)
+	p := startPoolWith(t, map[string]string{}, []string{"--insecure-registry", registry}, nil) // the agents join below
 	dir := filepath.Dir(p.dataDir)
 	newAgent := func(name string) *hostAgent {
 		mhSeq++
@@ -72,7 +74,7 @@ func TestImageLocality(t *testing.T) {
 		return strings.Contains(b.ctrOut("images", "ls", "-q"), ref)
 	})
 	// And a pullable image, also on lc-b only, for the prewarm below.
-	pullable := testenv.PushImage(t, testenv.StartRegistry(t), p.imagePath("busybox.tar"), "lc/busybox:v1")
+	pullable := testenv.PushImage(t, registry, p.imagePath("busybox.tar"), "lc/busybox:v1")
 	p.must("image", "pull", pullable)
 	if !strings.Contains(b.ctrOut("images", "ls", "-q"), pullable) {
 		t.Fatalf("lc-b lacks %s after the pull", pullable)

@@ -411,3 +411,48 @@ func TestWarmClaimCutShort(t *testing.T) {
 		t.Errorf("left of cut's %s: %v", id, left)
 	}
 }
+
+// TestWarmTenantPurge: warm containers made for a tenant (here by a
+// prewarm) go when the tenant is deleted, with everything they held.
+func TestWarmTenantPurge(t *testing.T) {
+	p := startWarmPlatform(t, "--warm-max", "2")
+	tok := strings.TrimSpace(p.must("tenant", "create", "warm-gone"))
+	defer p.kanga("tenant", "rm", "warm-gone")
+	if r := p.asTenant(tok, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+		t.Fatalf("import: %s", r.stderr)
+	}
+	if r := p.asTenant(tok, "image", "prewarm", "kanga.test/busybox"); r.code != 0 {
+		t.Fatalf("prewarm: %s", r.stderr)
+	}
+	mine := func() int {
+		n := 0
+		for _, k := range p.warmStatus().Keys {
+			if k.Tenant == "warm-gone" {
+				n += k.Ready + k.Filling
+			}
+		}
+		return n
+	}
+	p.eventually("the tenant's warm containers", 60*time.Second, func() bool { return mine() == 2 })
+	var ids []string
+	for _, id := range strings.Fields(p.ctr("containers", "ls", "-q")) {
+		if strings.HasPrefix(id, pool.WarmPrefix) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("warm containers in containerd: %v, want 2", ids)
+	}
+	p.must("tenant", "rm", "warm-gone")
+	p.eventually("the deleted tenant's warm containers gone", 60*time.Second, func() bool {
+		if mine() != 0 {
+			return false
+		}
+		for _, id := range ids {
+			if len(p.warmLeft(id)) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

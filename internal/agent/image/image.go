@@ -18,10 +18,13 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd"
@@ -30,8 +33,6 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -39,6 +40,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // TenantLabelPrefix prefixes the label that grants a tenant an image.
@@ -60,11 +62,18 @@ type Service struct {
 	// changed holds a token when the set of images (or of hot ones) may
 	// have changed since the last HostImages; see Changed.
 	changed chan struct{}
+	// reg is what pulls may reach (see registry.go).
+	reg atomic.Pointer[registries]
+	// insecure is the operator's own --insecure-registry list; the
+	// control plane's may add to it (AddInsecureRegistries); added is
+	// the last list added.
+	insecure []string
+	added    []string
 }
 
 // New returns a Service that unpacks into snapshotter (overlayfs in Kanga).
 func New(client *containerd.Client, snapshotter string) *Service {
-	return &Service{
+	s := &Service{
 		client:      client,
 		snapshotter: snapshotter,
 		platform:    platforms.Default(),
@@ -72,6 +81,44 @@ func New(client *containerd.Client, snapshotter string) *Service {
 		now:         time.Now,
 		changed:     make(chan struct{}, 1),
 	}
+	s.reg.Store(newRegistries(nil, s.log))
+	return s
+}
+
+// AllowInsecureRegistries sets the operator's --insecure-registry list
+// (see ParseInsecureRegistries): the only registries pulls may reach at
+// loopback, link-local, private or the host's own addresses, and the only
+// ones spoken to over plain HTTP. Nothing is allowed until it is called.
+func (s *Service) AllowInsecureRegistries(hosts []string) error {
+	hosts, err := ParseInsecureRegistries(hosts)
+	if err != nil {
+		return err
+	}
+	s.insecure = hosts
+	s.reg.Store(newRegistries(hosts, s.log))
+	return nil
+}
+
+// AddInsecureRegistries adds the control plane's list to the operator's
+// own for the pulls that follow (a kanga agent learns it when it
+// registers); a value that does not parse is logged and skipped.
+func (s *Service) AddInsecureRegistries(hosts []string) {
+	if slices.Equal(hosts, s.added) {
+		return
+	}
+	s.added = slices.Clone(hosts)
+	all := slices.Clone(s.insecure)
+	for _, h := range hosts {
+		p, err := ParseInsecureRegistries([]string{h})
+		if err != nil {
+			s.log.Warn("ignoring an insecure registry from the control plane", "registry", h, "err", err)
+			continue
+		}
+		if !slices.Contains(all, p[0]) {
+			all = append(all, p[0])
+		}
+	}
+	s.reg.Store(newRegistries(all, s.log))
 }
 
 // Config is the part of an OCI image config a container is built from.
@@ -83,26 +130,10 @@ type Config struct {
 	User       string
 }
 
-// Normalize returns the canonical form of an image reference, the way
-// Docker spells it: busybox -> docker.io/library/busybox:latest,
-// kanga.test/busybox -> kanga.test/busybox:latest. Records are stored under
-// this form, so every lookup goes through it.
-func Normalize(ref string) (string, error) {
-	if strings.TrimSpace(ref) == "" {
-		return "", fmt.Errorf("image reference is empty: %w", errdefs.ErrInvalidArgument)
-	}
-	named, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return "", fmt.Errorf("invalid image reference %q (%v); use the form [registry/]name[:tag][@digest] in lowercase: %w", ref, err, errdefs.ErrInvalidArgument)
-	}
-	// Docker's grammar reads "UPPER/case" as registry host UPPER. Hosts are
-	// case-insensitive, so such a spelling is a typo far more often than
-	// a registry: refuse it rather than store a second name for one host.
-	if d := reference.Domain(named); d != strings.ToLower(d) {
-		return "", fmt.Errorf("invalid image reference %q: registry host %q must be lowercase: %w", ref, d, errdefs.ErrInvalidArgument)
-	}
-	return named.String(), nil
-}
+// Normalize returns the canonical form of an image reference (see
+// model.NormalizeImage). Records are stored under this form, so every
+// lookup goes through it.
+func Normalize(ref string) (string, error) { return model.NormalizeImage(ref) }
 
 // Import reads an OCI or Docker image archive (as written by `skopeo copy
 // ... oci-archive:` or `docker save`), records every image it names for the
@@ -125,7 +156,9 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 	defer done(context.WithoutCancel(ctx))
 
 	pr := newProgressReader(r, progress)
-	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), pr)
+	safe := SafeArchive(pr)
+	defer safe.Close()
+	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), safe)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -153,6 +186,10 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 	return out, nil
 }
 
+// maxIndexSize bounds the archive index read into memory; a real one
+// names a few images in a few hundred bytes each.
+const maxIndexSize = 4 << 20
+
 // namedManifests walks the imported index like containerd's client.Import
 // does (labelling children so the collector keeps them), and returns one
 // record per named manifest, with the name normalized.
@@ -165,6 +202,9 @@ func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) 
 	var handler images.HandlerFunc = func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if desc.Digest != index.Digest {
 			return images.Children(ctx, cs, desc)
+		}
+		if desc.Size > maxIndexSize {
+			return nil, fmt.Errorf("the archive's index is %d bytes, more than the %d an index needs: %w", desc.Size, maxIndexSize, errdefs.ErrInvalidArgument)
 		}
 		p, err := content.ReadBlob(ctx, cs, desc)
 		if err != nil {
@@ -216,9 +256,10 @@ func archiveName(ann map[string]string) (string, bool) {
 	return name, true
 }
 
-// Pull fetches ref from its registry and unpacks it. Plain HTTP is used
-// only for registries on loopback (localhost, 127.0.0.1, ::1). progress, if
-// not nil, receives download progress; the caller sends the final Done line.
+// Pull fetches ref from its registry and unpacks it. Only public
+// registries and those the operator allowed are reached (see
+// registry.go); plain HTTP only for the latter. progress, if not nil,
+// receives download progress; the caller sends the final Done line.
 func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(api.Progress)) (api.Image, error) {
 	defer s.notify()
 	label, err := tenantLabel(tenant)
@@ -253,7 +294,7 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	report(progress, api.Progress{Status: "pulling " + name})
 	stop := s.watchIngests(ctx, progress)
 	img, err := s.client.Pull(ctx, name,
-		containerd.WithResolver(newResolver()),
+		containerd.WithResolver(s.reg.Load().resolver()),
 		containerd.WithPlatformMatcher(s.platform),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(s.snapshotter),
@@ -261,7 +302,7 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	)
 	stop()
 	if err != nil {
-		return api.Image{}, classifyPull(name, err)
+		return api.Image{}, s.classifyPull(name, err)
 	}
 	rec := img.Metadata()
 	if havePrev && prev.Target.Digest != rec.Target.Digest {
@@ -275,14 +316,10 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 
 // List returns the tenant's images, sorted by name.
 func (s *Service) List(ctx context.Context, tenant string) ([]api.Image, error) {
-	label, err := tenantLabel(tenant)
+	ctx = withNamespace(ctx)
+	recs, _, err := s.records(ctx, tenant)
 	if err != nil {
 		return nil, err
-	}
-	ctx = withNamespace(ctx)
-	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
-	if err != nil {
-		return nil, classify("list images", err)
 	}
 	out := make([]api.Image, 0, len(recs))
 	for _, rec := range recs {
@@ -354,21 +391,67 @@ func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 	if err != nil {
 		return err
 	}
-	label, _ := tenantLabel(tenant)
+	return s.unbind(ctx, tenant, rec)
+}
+
+// unbind takes rec away from tenant; the caller holds rec's lock.
+func (s *Service) unbind(ctx context.Context, tenant string, rec images.Image) error {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return err
+	}
 	delete(rec.Labels, label)
 	is := s.client.ImageService()
 	if len(tenantsOf(rec.Labels)) == 0 {
-		if err := is.Delete(ctx, name); err != nil && !cerrdefs.IsNotFound(err) {
-			return classify("remove image "+name, err)
+		if err := is.Delete(ctx, rec.Name); err != nil && !cerrdefs.IsNotFound(err) {
+			return classify("remove image "+rec.Name, err)
 		}
-		s.usage.forget(tenant, name)
-		return nil
+	} else if _, err := is.Update(ctx, rec, "labels"); err != nil && !cerrdefs.IsNotFound(err) {
+		return classify("remove image "+rec.Name, err)
 	}
-	if _, err := is.Update(ctx, rec, "labels"); err != nil {
-		return classify("remove image "+name, err)
-	}
-	s.usage.forget(tenant, name)
+	s.usage.forget(tenant, rec.Name)
 	return nil
+}
+
+// records returns the image records tenant has, and its label.
+func (s *Service) records(ctx context.Context, tenant string) ([]images.Image, string, error) {
+	label, err := tenantLabel(tenant)
+	if err != nil {
+		return nil, "", err
+	}
+	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
+	if err != nil {
+		return nil, "", classify("list the images of tenant "+tenant, err)
+	}
+	return recs, label, nil
+}
+
+// RemoveTenant takes every image away from tenant (it was deleted):
+// records no other tenant has go, the others lose its label. It returns
+// the names it removed.
+func (s *Service) RemoveTenant(ctx context.Context, tenant string) ([]string, error) {
+	defer s.notify()
+	ctx = withNamespace(ctx)
+	recs, label, err := s.records(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, rec := range recs {
+		unlock := s.locks.lock(rec.Name)
+		cur, err := s.client.ImageService().Get(ctx, rec.Name)
+		if err == nil && cur.Labels[label] == "1" {
+			err = s.unbind(ctx, tenant, cur)
+		} else if cerrdefs.IsNotFound(err) {
+			err = nil
+		}
+		unlock()
+		if err != nil {
+			return removed, err
+		}
+		removed = append(removed, rec.Name)
+	}
+	return removed, nil
 }
 
 // bind records img for the tenant owning label.
@@ -461,14 +544,6 @@ func (s *Service) toAPI(ctx context.Context, rec images.Image) api.Image {
 	return api.Image{Name: rec.Name, Digest: rec.Target.Digest.String(), Size: size, CreatedAt: rec.CreatedAt}
 }
 
-// newResolver returns a docker resolver that speaks plain HTTP to loopback
-// registries only.
-func newResolver() remotes.Resolver {
-	return docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
-	})
-}
-
 func tenantLabel(tenant string) (string, error) {
 	if !tenantRe.MatchString(tenant) {
 		return "", fmt.Errorf("tenant %q is not a valid tenant name: %w", tenant, errdefs.ErrInvalidArgument)
@@ -526,16 +601,28 @@ func classify(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// classifyPull turns registry failures into not found (the registry does
-// not have it) or unavailable (we could not ask).
-func classifyPull(name string, err error) error {
+// classifyPull turns registry failures into not found (the registry
+// answered that it does not have it) or unavailable (anything else). The
+// second kind has one text whatever the cause (refused, timed out, not
+// allowed, TLS, not a registry): a tenant must not learn from it which
+// ports of an address answer. The operator's log has the cause.
+func (s *Service) classifyPull(name string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("pull %s: %w", name, err)
 	}
-	if cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("pull %s: the registry has no such image (%v): %w", name, err, errdefs.ErrNotFound)
+	if cerrdefs.IsNotFound(err) && !errors.Is(err, errBlocked) {
+		var ne net.Error
+		if !errors.As(err, &ne) {
+			return fmt.Errorf("pull %s: the registry has no such image (%v): %w", name, err, errdefs.ErrNotFound)
+		}
 	}
-	return fmt.Errorf("pull %s: %v: %w", name, err, errdefs.ErrUnavailable)
+	s.log.Info("pull failed", "image", name, "err", err)
+	host := name
+	if named, perr := reference.ParseNormalizedNamed(name); perr == nil {
+		host = reference.Domain(named)
+	}
+	return fmt.Errorf("pull %s: registry %s could not be reached or did not answer as a registry: check the reference; a registry on a private or loopback address needs the operator's --insecure-registry: %w",
+		name, host, errdefs.ErrUnavailable)
 }
 
 // keyedLocks serializes record updates per image name within this process;

@@ -214,6 +214,39 @@ func TestTenantScoping(t *testing.T) {
 	}
 }
 
+// TestRemoveTenant: a deleted tenant's records go; an image another
+// tenant shares keeps its record and content for that tenant.
+func TestRemoveTenant(t *testing.T) {
+	e := newEnv(t)
+	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
+	docker := runtimetest.BusyboxArchive(t, runtimetest.Docker, dockerRef)
+	e.importArchive(t, "a", oci)
+	e.importArchive(t, "a", docker)
+	shared, _ := e.importArchive(t, "b", oci)
+
+	removed, err := e.svc.RemoveTenant(e.ctx, "a")
+	slices.Sort(removed)
+	if err != nil || !slices.Equal(removed, []string{dockerRef, ociRef}) {
+		t.Fatalf("RemoveTenant(a) = %v, %v; want both of a's images", removed, err)
+	}
+	if list, err := e.svc.List(e.ctx, "a"); err != nil || len(list) != 0 {
+		t.Fatalf("List(a) after RemoveTenant = %v, %v; want nothing", names(list), err)
+	}
+	if _, err := e.d.Client().GetImage(e.ctx, dockerRef); err == nil {
+		t.Fatalf("record %s kept, although only a had it", dockerRef)
+	}
+	img, err := e.svc.Get(e.ctx, "b", ociRef)
+	if err != nil || img.Target().Digest.String() != shared[0].Digest {
+		t.Fatalf("Get(b) after a's removal = %v, %v; want b's image intact", img, err)
+	}
+	if _, err := e.d.Client().ContentStore().Info(e.ctx, img.Target().Digest); err != nil {
+		t.Fatalf("shared content gone: %v", err)
+	}
+	if removed, err := e.svc.RemoveTenant(e.ctx, "a"); err != nil || len(removed) != 0 {
+		t.Fatalf("second RemoveTenant(a) = %v, %v; want nothing to do", removed, err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	e := newEnv(t)
 	tests := []struct {
@@ -226,6 +259,18 @@ func TestErrors(t *testing.T) {
 		{"uppercase ref", func() error { _, err := e.svc.Config(e.ctx, "a", "UPPER/case"); return err }, errdefs.ErrInvalidArgument},
 		{"empty tenant", func() error { _, err := e.svc.List(e.ctx, ""); return err }, errdefs.ErrInvalidArgument},
 		{"tenant with quote", func() error { _, err := e.svc.List(e.ctx, `a"b`); return err }, errdefs.ErrInvalidArgument},
+		{"sparse archive entry", func() error {
+			f, err := os.Open("testdata/sparse-bomb.tar")
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = e.svc.Import(e.ctx, "a", f, nil)
+			if err != nil && !strings.Contains(err.Error(), "sparse") {
+				return fmt.Errorf("the refusal does not say why: %w", err)
+			}
+			return err
+		}, errdefs.ErrInvalidArgument},
 		{"garbage archive", func() error {
 			_, err := e.svc.Import(e.ctx, "a", strings.NewReader("not a tar"), nil)
 			return err
@@ -276,6 +321,13 @@ func TestPull(t *testing.T) {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)
 	}
 
+	// A loopback registry is off limits until the operator allows it.
+	if _, err := e.svc.Pull(e.ctx, "acme", ref, nil); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "--insecure-registry") {
+		t.Fatalf("Pull from a loopback registry nobody allowed: %v, want Unavailable naming --insecure-registry", err)
+	}
+	if err := e.svc.AllowInsecureRegistries([]string{registry}); err != nil {
+		t.Fatal(err)
+	}
 	var progress []api.Progress
 	img, err := e.svc.Pull(e.ctx, "acme", ref, func(p api.Progress) { progress = append(progress, p) })
 	if err != nil {

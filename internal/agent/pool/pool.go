@@ -203,6 +203,24 @@ func (p *Pool) Recycle(tenant string, sb Sandbox) bool {
 	return true
 }
 
+// Forget gives up the sandboxes recycled for tenant (it was deleted): they
+// are torn down next, as if they had waited a window for nobody.
+func (p *Pool) Forget(tenant string) {
+	p.mu.Lock()
+	var keep, doomed []recycled
+	for _, r := range p.recycled {
+		if r.tenant == tenant {
+			r.at = time.Time{}
+			doomed = append(doomed, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	p.recycled = append(doomed, keep...)
+	p.mu.Unlock()
+	p.poke()
+}
+
 // Expect announces a burst: the pool fills to Policy.Max and stays there
 // for one Policy.Window (longer if creates keep coming), then sizes itself
 // from demand again.

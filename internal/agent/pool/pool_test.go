@@ -358,3 +358,26 @@ func TestPoolRecycleStaysWithTenant(t *testing.T) {
 		return !fn.liveIDs()[sb.ID] && p.Status().Recycled == 0
 	})
 }
+
+// TestPoolForget: a deleted tenant's recycled sandboxes are torn down
+// next, not kept for its name.
+func TestPoolForget(t *testing.T) {
+	fn := newFakeNetwork()
+	p, _, taken := startPool(t, fn, Policy{Min: 1, Max: 3, Window: time.Hour})
+	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
+	sa, _ := p.Take("a")
+	eventually(t, "refilled", func() bool { return p.Status().Ready >= 1 })
+	sb, _ := p.Take("b")
+	p.Recycle("a", sa)
+	p.Recycle("b", sb)
+	p.Forget("a")
+	eventually(t, "a's recycled sandbox destroyed", func() bool { return !fn.liveIDs()[sa.ID] })
+	if st := p.Status(); st.Recycled != 1 || !fn.liveIDs()[sb.ID] {
+		t.Fatalf("status %+v: b's recycled sandbox must stay", st)
+	}
+	got, ok := p.Take("b")
+	if !ok || got.ID != sb.ID {
+		t.Fatalf("b got %+v, want its recycled %s", got, sb.ID)
+	}
+	taken[got.ID] = true
+}

@@ -159,6 +159,27 @@ func (w *Warm) Expect(tenant, image string) {
 	w.mu.Unlock()
 	w.poke()
 }
+
+// Drop destroys the ready warm containers of tenant's image (every image
+// of tenant if image is empty) and forgets the keys' demand: the image was
+// removed, or the tenant deleted. Containers being made for them now are
+// destroyed when they are done.
+func (w *Warm) Drop(ctx context.Context, tenant, image string) {
+	w.mu.Lock()
+	var doomed []any
+	for k, s := range w.keys {
+		if k.Tenant == tenant && (image == "" || k.Image == image) {
+			doomed = append(doomed, s.ready...)
+			delete(w.keys, k)
+		}
+	}
+	w.mu.Unlock()
+	for _, c := range doomed {
+		w.cfg.Maker.DestroyWarm(ctx, c)
+	}
+	w.poke()
+}
+
 func trim(ts *[]time.Time, from time.Time) {
 	i := 0
 	for i < len(*ts) && (*ts)[i].Before(from) {
@@ -281,10 +302,12 @@ func (w *Warm) next() func(context.Context) {
 	// As the network pool's filler (see lowPriority): while starts are
 	// under way the refill's own processes (CNI plugins) give way to them.
 	low := now.Before(w.lastTake.Add(busyFor))
-	return func(ctx context.Context) { w.fill(ctx, k, low) }
+	return func(ctx context.Context) { w.fill(ctx, k, s, low) }
 }
 
-func (w *Warm) fill(ctx context.Context, k WarmKey, low bool) {
+// fill makes one warm container for key k, whose state was s when the
+// fill began: if Drop removed the key meanwhile, the new one is destroyed.
+func (w *Warm) fill(ctx context.Context, k WarmKey, s *warmKeyState, low bool) {
 	start := w.cfg.Now()
 	var (
 		c   any
@@ -298,7 +321,6 @@ func (w *Warm) fill(ctx context.Context, k WarmKey, low bool) {
 	}
 	took := w.cfg.Now().Sub(start)
 	w.mu.Lock()
-	s := w.key(k)
 	s.filling--
 	w.inflight--
 	if err != nil {
@@ -312,7 +334,7 @@ func (w *Warm) fill(ctx context.Context, k WarmKey, low bool) {
 		return
 	}
 	w.failures = 0
-	if ctx.Err() != nil || w.stopped {
+	if ctx.Err() != nil || w.stopped || w.keys[k] != s {
 		w.mu.Unlock()
 		w.cfg.Maker.DestroyWarm(context.WithoutCancel(ctx), c)
 		return

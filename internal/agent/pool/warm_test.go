@@ -3,6 +3,8 @@ package pool
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,5 +95,46 @@ func TestWarmSizing(t *testing.T) {
 	st := w.Status()
 	if st.Hits != 1 || st.Misses != 4 { // the burst found none ready
 		t.Errorf("hits %d misses %d, want 1 and 4", st.Hits, st.Misses)
+	}
+}
+
+// TestWarmDrop: dropping a tenant (or one of its images) destroys its
+// ready warm containers, forgets its demand, and destroys one that was
+// being made meanwhile; other tenants' stay.
+func TestWarmDrop(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := &fakeMaker{}
+	w := NewWarm(WarmConfig{Maker: m, Policy: Policy{Max: 3, Window: 10 * time.Second}, Total: 8, DefaultClass: "crun", Now: func() time.Time { return now }})
+	a1, a2, b := WarmKey{"a", "img1", "crun"}, WarmKey{"a", "img2", "crun"}, WarmKey{"b", "img1", "crun"}
+	for _, k := range []WarmKey{a1, a2, b} {
+		w.Take(k)
+	}
+	step(w)
+	if st := w.Status(); len(st.Keys) != 3 {
+		t.Fatalf("keys %+v, want 3", st.Keys)
+	}
+	w.Drop(context.Background(), "a", "img1")
+	if st := w.Status(); len(st.Keys) != 2 || len(m.destroyed) != 1 || m.destroyed[0].(string)[:2] != "a/" {
+		t.Fatalf("after dropping a's img1: keys %+v, destroyed %v", st.Keys, m.destroyed)
+	}
+	// A fill under way when its tenant goes ends destroyed.
+	handed, ok := w.Take(a2)
+	if !ok {
+		t.Fatal("a2 had no warm container")
+	}
+	w.Take(a2)
+	job := w.next() // makes a second one for a2
+	w.Drop(context.Background(), "a", "")
+	job(context.Background())
+	step(w)
+	st := w.Status()
+	if len(st.Keys) != 1 || st.Keys[0].WarmKey != b || st.Keys[0].Ready != 1 {
+		t.Fatalf("after dropping a: keys %+v, want only b's with one ready", st.Keys)
+	}
+	// a1's ready one and the one made during the drop; the one handed
+	// out is its taker's, not the pool's to destroy.
+	if m.made != 4 || len(m.destroyed) != 2 || slices.Contains(m.destroyed, handed) ||
+		!strings.HasPrefix(m.destroyed[0].(string), "a/") || !strings.HasPrefix(m.destroyed[1].(string), "a/") {
+		t.Fatalf("made %d, destroyed %v (handed out %v); want 4 made and two of a's destroyed", m.made, m.destroyed, handed)
 	}
 }

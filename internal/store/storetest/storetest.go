@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"HostsChangedSince", testHostsChangedSince},
 		{"WatchInstance", testWatchInstance},
 		{"FencedWrites", testFencedWrites},
+		{"Purges", testPurges},
 		{"QuotaRace", testQuotaRace},
 		{"QuotaUsage", testQuotaUsage},
 	}
