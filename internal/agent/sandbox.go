@@ -354,7 +354,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
-	return opts, nil
+	return append(opts, sandboxSpecOpts(c.spec.SecurityContext)...), nil
 }
 
 // withNewSnapshot prepares the container's writable snapshot on top of the

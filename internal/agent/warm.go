@@ -28,6 +28,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/warm/holder"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -153,6 +154,9 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	if w.att, err = a.cfg.Network.Setup(ctx, w.id, nil, network.Limits{}); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
+	if err := allowPing(w.att.NetNS); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
 	dir := a.sandboxDir(w.id)
 	if err := writeHosts(dir, "localhost", ""); err != nil {
 		return nil, err
@@ -202,6 +206,11 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 			{Destination: holder.Path, Type: "bind", Source: a.warmInit, Options: []string{"bind", "ro"}},
 		}),
 	)
+	// The default sandbox: the holder and what it execs keep it (seccomp
+	// and no_new_privs survive execve; the capability sets follow the
+	// kernel's rules, see above), so only instances asking for the default
+	// are given a warm container (takeWarm).
+	opts = append(opts, sandboxSpecOpts(nil)...)
 	c, err := a.cfg.Client.NewContainer(nctx, w.id,
 		containerd.WithImageName(img.Name),
 		withNewSnapshot(w.id, img),
@@ -278,6 +287,10 @@ func (a *Agent) DestroyWarm(ctx context.Context, v any) {
 // warm container can serve and one is ready.
 func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
+		return nil
+	}
+	// A warm container has the default sandbox, fixed when it started.
+	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) {
 		return nil
 	}
 	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {

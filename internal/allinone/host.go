@@ -12,6 +12,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 )
 
@@ -45,6 +46,10 @@ type HostConfig struct {
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.
 	CgroupRoot string
+	// Ports and Security are the host's guards on published ports and
+	// containers' sandboxes (see agent.Config).
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -110,6 +115,8 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Warm:        warmOptions(c),
 		Usage:       c.Usage,
 		NetView:     c.NetView,
+		Ports:       c.Ports,
+		Security:    c.Security,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
