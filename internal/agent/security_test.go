@@ -46,7 +46,7 @@ func TestSandboxSpec(t *testing.T) {
 	if allowed(s, "unshare") || allowed(s, "mount") || allowed(s, "kexec_load") || !allowed(s, "read") {
 		t.Error("the profile allows unshare, mount or kexec_load, or refuses read")
 	}
-	for _, p := range []string{"/proc/kcore", "/proc/keys", "/sys/firmware", "/proc/timer_list"} {
+	for _, p := range []string{"/proc/kcore", "/proc/keys", "/sys/firmware", "/proc/timer_list", "/proc/sched_debug"} {
 		if !slices.Contains(s.Linux.MaskedPaths, p) {
 			t.Errorf("%s is not masked (%v)", p, s.Linux.MaskedPaths)
 		}

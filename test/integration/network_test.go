@@ -50,12 +50,17 @@ func (p *platform) running(name string) api.Instance {
 // channel. Unlike kanga it never fails the test, so it may run outside the
 // test goroutine.
 func (p *platform) kangaAsync(args ...string) <-chan result {
+	return p.kangaAsyncEnv(nil, args...)
+}
+
+// kangaAsyncEnv is kangaAsync with extra environment variables.
+func (p *platform) kangaAsyncEnv(env []string, args ...string) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, p.bin, args...)
-		cmd.Env = p.env()
+		cmd.Env = append(p.env(), env...)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := cmd.Run()
