@@ -334,7 +334,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	if err := r.a.cfg.Network.Assign(ctx, r.a.netID(r.uid), r.tenant); err != nil {
 		return fmt.Errorf("applying the tenant's network rules: %w", err)
 	}
-	if err := allowPing(att.NetNS); err != nil {
+	if err := setNetnsSysctls(att.NetNS); err != nil {
 		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
 	r.ip = att.IP

@@ -39,19 +39,30 @@ func sandboxSpecOpts(sc *api.SecurityContext) []oci.SpecOpts {
 	return opts
 }
 
-// pingGroupRange lets every group of the instance send ICMP echo through
-// datagram sockets, so that ping works without CAP_NET_RAW, as Docker sets
-// it for a container with a network namespace of its own.
-const pingGroupRange = "0 2147483647"
+// netnsSysctls are written in every instance's network namespace, as
+// Docker sets them for a container with a namespace of its own:
+// ping_group_range lets every group send ICMP echo through datagram
+// sockets, so that ping works without CAP_NET_RAW; ip_unprivileged_port_start
+// 0 lets the instance's processes bind ports below 1024 in their own
+// namespace, which a container in a user namespace (not the namespace's
+// owner) could not do with CAP_NET_BIND_SERVICE alone.
+var netnsSysctls = []struct{ path, value string }{
+	{"/proc/sys/net/ipv4/ping_group_range", "0 2147483647"},
+	{"/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"},
+}
 
-// allowPing writes the instance namespace's net.ipv4.ping_group_range.
-// The agent writes it rather than the runtime (a sysctl in the spec): the
-// runtime writes sysctls from inside the container, which cannot write a
-// namespace's /proc/sys/net when the container has a user namespace of its
-// own; and the container's /proc/sys is read-only, so it cannot be changed
-// back from inside.
-func allowPing(nsPath string) error {
+// setNetnsSysctls writes netnsSysctls in the namespace at nsPath. The
+// agent writes them rather than the runtime (sysctls in the spec): the
+// runtime writes from inside the container, which cannot write a
+// namespace's /proc/sys/net when it has a user namespace of its own; and
+// the container's /proc/sys is read-only, so it cannot change them back.
+func setNetnsSysctls(nsPath string) error {
 	return ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte(pingGroupRange), 0)
+		for _, s := range netnsSysctls {
+			if err := os.WriteFile(s.path, []byte(s.value), 0); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }

@@ -154,7 +154,7 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	if w.att, err = a.cfg.Network.Setup(ctx, w.id, nil, network.Limits{}); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
-	if err := allowPing(w.att.NetNS); err != nil {
+	if err := setNetnsSysctls(w.att.NetNS); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	dir := a.sandboxDir(w.id)
