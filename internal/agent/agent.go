@@ -96,6 +96,9 @@ type Config struct {
 	// its sandbox, whatever the control plane admitted.
 	Ports    model.PortPolicy
 	Security model.SecurityBounds
+	// UserNS runs crun containers in a user namespace (see userns.go);
+	// the data dir must then be searchable by the range's ids.
+	UserNS bool
 }
 
 // Agent runs the instances of one host.
@@ -127,6 +130,9 @@ type Agent struct {
 	// adopted is closed once the runners of the instances found at start
 	// exist, so that a new instance's ports are checked against them all.
 	adopted chan struct{}
+
+	remapMu      sync.Mutex // one image's layers remapped at a time
+	remappedKeys sync.Map   // snapshot keys known to exist
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -139,6 +145,9 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.Ports.Range == (model.PortRange{}) {
 		cfg.Ports.Range = model.DefaultPortRange
+	}
+	if cfg.UserNS {
+		cfg.Logger.Warn("user namespaces are on for runtime class crun only: runc 1.1 cannot exec into a container whose user namespace does not own its network namespace")
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},

@@ -175,6 +175,13 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 			return nil, fmt.Errorf("mkfifo %s: %w", p, err)
 		}
 	}
+	if a.usesUserNS(key.Class) {
+		// The holder writes it as the container's root, a host id of the
+		// user namespace's range.
+		if err := os.Chown(ackPath, UserNSBase, UserNSBase); err != nil {
+			return nil, err
+		}
+	}
 	// Read-write: neither open blocks, and the holder never sees the end
 	// of its stdin (nor the agent the end of ack) before the claim.
 	if w.ack, err = os.OpenFile(ackPath, os.O_RDWR, 0); err != nil {
@@ -210,10 +217,13 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	// and no_new_privs survive execve; the capability sets follow the
 	// kernel's rules, see above), so only instances asking for the default
 	// are given a warm container (takeWarm).
+	if a.usesUserNS(key.Class) {
+		opts = append(opts, userNSSpecOpts()...)
+	}
 	opts = append(opts, sandboxSpecOpts(nil)...)
 	c, err := a.cfg.Client.NewContainer(nctx, w.id,
 		containerd.WithImageName(img.Name),
-		withNewSnapshot(w.id, img),
+		a.newSnapshot(w.id, img, key.Class),
 		containerd.WithRuntime(class.Runtime, class.Options),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{labelWarm: w.id, labelTenant: key.Tenant}),

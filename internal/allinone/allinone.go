@@ -66,7 +66,9 @@ type Options struct {
 	// tenants may be allowed.
 	Ports    model.PortPolicy
 	Security model.SecurityBounds
-	Logger   *slog.Logger
+	// UserNS runs crun containers in a user namespace.
+	UserNS bool
+	Logger *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 	Defaults
@@ -157,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security,
+		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
 		Isolation: o.Isolation, NetView: nv.Subscribe,
 	})
 	if err != nil {

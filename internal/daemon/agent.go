@@ -53,8 +53,10 @@ type AgentOptions struct {
 	// reserved ones.
 	Ports    model.PortPolicy
 	Security model.SecurityBounds
-	Version  string
-	Logger   *slog.Logger
+	// UserNS runs crun containers in a user namespace.
+	UserNS  bool
+	Version string
+	Logger  *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
@@ -118,7 +120,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security,
+		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
 		Isolation: o.Isolation, NetView: link.WatchNetView,
 	})
 	if err != nil {

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/pool"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 )
@@ -334,5 +337,77 @@ func TestOperatorSandboxPolicy(t *testing.T) {
 	refused(p.asTenant(token, "run", "--rm", "--cap-add", "NET_RAW", "kanga.test/busybox", "true"), "may not add CAP_NET_RAW")
 	if _, err := os.Stat(p.dataDir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUserNamespaces: with kanga up --userns, crun containers run in a
+// user namespace whose root is an unprivileged host id: published ports
+// (httpd binding port 80 as the container's root), exec, logs, pooled
+// network sandboxes and warm containers work as without it, with the same
+// seccomp filter and capabilities. runc containers stay in the host's user
+// namespace (runc 1.1.5 cannot exec into them, see internal/agent/userns.go).
+func TestUserNamespaces(t *testing.T) {
+	p := startWarmPlatform(t, "--userns", "--warm-max", "1", "--pool-max", "2", "--pool-min", "1")
+	p.importImages()
+	const uidMap = "0 1073741824 65536"
+	uidMapOf := func(name string) string {
+		return strings.Join(strings.Fields(p.must("exec", name, "cat", "/proc/1/uid_map")), " ")
+	}
+	inUserNS := func(name string) {
+		t.Helper()
+		if m := uidMapOf(name); m != uidMap {
+			t.Errorf("%s: uid_map %q, want %q", name, m, uidMap)
+		}
+		if v := p.statusLine(name, "Seccomp"); v != "2" {
+			t.Errorf("%s: Seccomp %s, want 2", name, v)
+		}
+		if v := p.statusLine(name, "CapEff"); v != defaultCapEff {
+			t.Errorf("%s: CapEff %s, want %s", name, v, defaultCapEff)
+		}
+		// Files are the container root's: the image's remapped layers.
+		if out := strings.TrimSpace(p.must("exec", name, "stat", "-c", "%u:%g", "/bin/busybox")); out != "0:0" {
+			t.Errorf("%s: /bin/busybox owned by %s inside, want 0:0", name, out)
+		}
+	}
+	port := freePort(t)
+	p.must("run", "-d", "--name", "uweb", "--runtime", "crun", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
+	inst := p.running("uweb")
+	p.eventually("uweb's port 80 to answer", 30*time.Second, func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	inUserNS("uweb")
+	// On the host, the process is the range's first id.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", inst.Status.Containers[0].PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\nUid:\t1073741824\t") {
+		t.Errorf("httpd runs as host uid %s, want 1073741824", grepLines(string(b), "Uid:"))
+	}
+
+	p.eventually("a pooled network sandbox", 60*time.Second, func() bool { return p.poolStatus().Ready > 0 })
+	p.must("run", "-d", "--name", "ulog", "--runtime", "crun", "kanga.test/busybox", "sh", "-c", "echo hello from $(id -u); sleep 1000")
+	li := p.running("ulog")
+	p.eventually("ulog's log", 30*time.Second, func() bool { return strings.Contains(p.must("logs", "ulog"), "hello from 0") })
+	inUserNS("ulog")
+	if !pool.IsPoolID(p.netID(li.UID)) {
+		t.Errorf("ulog did not get a pooled network sandbox (%s)", p.netID(li.UID))
+	}
+
+	// crun's busybox key is known now: the next start takes a warm
+	// container, made in the user namespace too.
+	warm := p.warmRun("uwarm", api.InstanceSpec{Containers: []api.ContainerSpec{busybox("sleep", "1000")}, Runtime: "crun"})
+	inUserNS(warm.Name)
+
+	// runc: the host's user namespace, and exec works.
+	p.must("run", "-d", "--name", "urunc", "--runtime", "runc", "kanga.test/busybox", "sleep", "1000")
+	p.running("urunc")
+	if m := uidMapOf("urunc"); m != "0 0 4294967295" {
+		t.Errorf("runc container: uid_map %q, want the host's", m)
 	}
 }
