@@ -180,6 +180,9 @@ func (s *state) usePorts(i int32, ports []HostPort) {
 	if len(ports) == 0 {
 		return
 	}
+	if s.ports == nil {
+		s.ports = make(map[int32]map[portKey][]string)
+	}
 	m := s.ports[i]
 	if m == nil {
 		m = map[portKey][]string{}

@@ -116,7 +116,6 @@ func newState(snap Snapshot, pending []Request) *state {
 		hosts:      make([]*Host, n),
 		nodes:      make([]node, n),
 		imageHosts: make(map[string][]int32),
-		ports:      make(map[int32]map[portKey][]string),
 		onHost:     make(map[string]map[int32]int32),
 		inZone:     make(map[string]map[int32]int32),
 		imageHits:  make([]int32, n),
@@ -184,7 +183,9 @@ func newState(snap Snapshot, pending []Request) *state {
 				nd.labels |= s.labelBits.m[label{k, v}]
 			}
 		}
-		s.usePorts(int32(i), h.Ports)
+		if len(h.Ports) > 0 {
+			s.usePorts(int32(i), h.Ports)
+		}
 		nd.zone = -1
 		if z, ok := h.Labels[ZoneLabel]; ok {
 			id, seen := zoneIDs[z]
