@@ -509,19 +509,27 @@ func testHostPorts(t *testing.T, p *hostPool) {
 	p.eventually("pub3 to run once pub0 is gone", 60*time.Second, func() bool {
 		return p.inspect("pub3").Status.Phase == api.PhaseRunning
 	})
-	// A host process's port: the agent refuses to publish over it.
+	// A host process's port: refused at admission when the host is
+	// certain (the server asks the agent), by the agent otherwise.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	busy := l.Addr().(*net.TCPAddr).Port
-	r = p.kanga("run", "-d", "--name", "over-host", "-p", fmt.Sprintf("127.0.0.1:%d:80", busy), "--host-selector", "zone=a", "kanga.test/busybox", "sleep", "1000")
-	if r.code == 0 || !strings.Contains(r.stderr, "PortInUse") {
+	busy := fmt.Sprintf("127.0.0.1:%d:80", l.Addr().(*net.TCPAddr).Port)
+	r = p.kanga("run", "-d", "--name", "over-host-a", "-p", busy, "--host-selector", "zone=a", "kanga.test/busybox", "sleep", "1000")
+	if r.code == 0 || !strings.Contains(r.stderr, "is in use by a process on host mh-a") || strings.Contains(r.stderr, "conflict: conflict") {
 		t.Errorf("publishing over a host process's port on mh-a: exit %d %s", r.code, r.stderr)
 	}
+	if r := p.kanga("inspect", "over-host-a"); r.code == 0 {
+		t.Error("the refused instance was stored")
+	}
+	r = p.kanga("run", "-d", "--name", "over-host", "-p", busy, "kanga.test/busybox", "sleep", "1000")
+	if r.code == 0 || !strings.Contains(r.stderr, "PortInUse") {
+		t.Errorf("publishing over a host process's port: exit %d %s", r.code, r.stderr)
+	}
 	p.eventually("over-host to fail", 60*time.Second, func() bool { return p.inspect("over-host").Status.Phase == api.PhaseFailed })
-	if w := p.inspect("over-host"); w.Status.Reason != "PortInUse" || !strings.Contains(w.Status.Message, "in use by a process on host mh-a") {
+	if w := p.inspect("over-host"); w.Status.Reason != "PortInUse" || !strings.Contains(w.Status.Message, "in use by a process on host mh-") {
 		t.Errorf("over-host: %s: %s", w.Status.Reason, w.Status.Message)
 	}
 	for _, n := range []string{"pub1", "pub2", "pub3", "over-host"} {
