@@ -96,9 +96,23 @@ func TestSandboxHardening(t *testing.T) {
 			if r := p.kanga("exec", name, "sh", "-c", "echo 1 0 > /proc/sys/net/ipv4/ping_group_range"); r.code == 0 {
 				t.Error("the instance could write its ping_group_range")
 			}
-			icmpEcho(t, filepath.Join(p.netnsDir(), inst.UID), inst.Status.IP)
+			p.ping(name, inst.Status.IP)
 		})
 	}
+}
+
+// ping sends one ICMP echo from instance name's network namespace to ip
+// and fails the test without a reply. Instances have no NET_RAW for
+// busybox's ping, which only knows raw sockets; the test's own ICMP
+// datagram socket in their namespace is what iputils' ping would use.
+func (p *platform) ping(name, ip string) {
+	p.t.Helper()
+	uid := p.inspect(name).UID
+	id := uid
+	if b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "sandboxes", uid, "netns-id")); err == nil {
+		id = strings.TrimSpace(string(b)) // a pooled sandbox
+	}
+	icmpEcho(p.t, filepath.Join(p.netnsDir(), id), ip)
 }
 
 // icmpEcho pings ip from the network namespace at nsPath through an ICMP
