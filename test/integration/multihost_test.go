@@ -35,7 +35,9 @@ type hostPool struct {
 	srvArgs  []string // extra flags of kanga server
 	agentURL string
 	joinURL  string // what agents --join (default agentURL)
-	agents   map[string]*hostAgent
+	// agentArgs are extra flags of kanga agent (set by beforeAgents).
+	agentArgs []string
+	agents    map[string]*hostAgent
 }
 
 // hostAgent is one `kanga agent` process.
@@ -174,6 +176,7 @@ func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
 	for _, l := range a.labels {
 		args = append(args, "--labels", l)
 	}
+	args = append(args, p.agentArgs...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Env = p.env()
 	return cmd
