@@ -43,6 +43,41 @@ type ContainerSpec struct {
 	Args       []string `json:"args,omitempty"`
 	Env        []EnvVar `json:"env,omitempty"`
 	WorkingDir string   `json:"workingDir,omitempty"`
+	// SecurityContext changes the container's sandbox from the platform's
+	// default: Docker's default capabilities without NET_RAW, Docker's
+	// default seccomp profile and no_new_privs.
+	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
+}
+
+// SecurityContext is a container's sandbox settings, shaped as in a
+// Kubernetes container. Dropping is always allowed; adding a capability
+// outside the default set, or running unconfined, only where the tenant's
+// policy allows it (see TenantSecurity).
+type SecurityContext struct {
+	Capabilities   *Capabilities   `json:"capabilities,omitempty"`
+	SeccompProfile *SeccompProfile `json:"seccompProfile,omitempty"`
+}
+
+// Capabilities adds to and drops from the default set. Names are those of
+// capabilities(7), with or without the CAP_ prefix, in any case; drop
+// also takes ALL.
+type Capabilities struct {
+	Add  []string `json:"add,omitempty"`
+	Drop []string `json:"drop,omitempty"`
+}
+
+// Seccomp profile types.
+const (
+	// SeccompRuntimeDefault is Docker's and containerd's default profile.
+	SeccompRuntimeDefault = "RuntimeDefault"
+	// SeccompUnconfined runs the container without a seccomp filter.
+	SeccompUnconfined = "Unconfined"
+)
+
+// SeccompProfile picks the container's seccomp filter.
+type SeccompProfile struct {
+	// Type is RuntimeDefault (the default) or Unconfined.
+	Type string `json:"type"`
 }
 
 // Resources is the instance-wide resource spec. Quantities are strings in
@@ -277,8 +312,12 @@ type Tenant struct {
 	DefaultInstanceType string `json:"defaultInstanceType,omitempty"`
 	// Quota caps what the tenant's instances hold at once; nil is no
 	// quota.
-	Quota     *Quota    `json:"quota,omitempty"`
-	CreatedAt time.Time `json:"createdAt"`
+	Quota *Quota `json:"quota,omitempty"`
+	// Security is what an administrator allows the tenant beyond the
+	// platform's defaults, within the operator's bounds; unset is the
+	// defaults.
+	Security  *TenantSecurity `json:"security,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
 	// Network is the tenant's network policy; nil is the default: the
 	// instances reach each other and the outside, never other tenants'
 	// instances or the hosts' own services. Only administrators set it.
@@ -304,6 +343,25 @@ type TenantNetworkPolicy struct {
 	IngressFrom []string `json:"ingressFrom,omitempty"`
 }
 
+// TenantSecurity narrows where a tenant may publish ports and allows it
+// to loosen its containers' sandbox. The operator's daemon flags bound it:
+// --host-port-addresses and --host-port-range for ports,
+// --tenant-allowed-caps and --tenant-allow-unconfined for the sandbox
+// (by default nothing may be loosened).
+type TenantSecurity struct {
+	// HostIPs are the host addresses (or CIDRs) the tenant may publish on,
+	// within the operator's; empty: the operator's.
+	HostIPs []string `json:"hostIPs,omitempty"`
+	// HostPorts is the host port range the tenant may publish, "from-to"
+	// within the operator's; empty: the operator's.
+	HostPorts string `json:"hostPorts,omitempty"`
+	// AllowedCapabilities may be added by the tenant's containers, beyond
+	// the default set.
+	AllowedCapabilities []string `json:"allowedCapabilities,omitempty"`
+	// AllowUnconfined lets the tenant's containers run without seccomp.
+	AllowUnconfined bool `json:"allowUnconfined,omitempty"`
+}
+
 // CreateTenantRequest is the body of POST /v1/tenants.
 type CreateTenantRequest struct {
 	Name                string   `json:"name"`
@@ -316,6 +374,9 @@ type CreateTenantRequest struct {
 	Quota *Quota `json:"quota,omitempty"`
 	// Network is the tenant's network policy (see Tenant.Network).
 	Network *TenantNetworkPolicy `json:"network,omitempty"`
+	// Security, if set, is the tenant's security policy (see
+	// PUT /v1/tenants/{name}/security to change it later).
+	Security *TenantSecurity `json:"security,omitempty"`
 }
 
 // Quota caps what a tenant's instances hold at once across the pool, from

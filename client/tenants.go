@@ -64,6 +64,14 @@ func (c *Client) SetTenantQuota(ctx context.Context, name string, q api.Quota) (
 	return out, err
 }
 
+// SetTenantSecurity replaces a tenant's security policy (administrators
+// only); an empty policy resets it to the platform's defaults.
+func (c *Client) SetTenantSecurity(ctx context.Context, name string, sec api.TenantSecurity) (api.Tenant, error) {
+	var t api.Tenant
+	err := c.doJSON(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(name)+"/security", nil, sec, &t)
+	return t, err
+}
+
 // ListTypes returns the instance types.
 func (c *Client) ListTypes(ctx context.Context) ([]api.InstanceType, error) {
 	var list api.InstanceTypeList

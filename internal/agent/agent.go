@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -89,6 +90,15 @@ type Config struct {
 	// NetView, if set, streams the control plane's network view (package
 	// netview), which the agent hands to Network.SetView.
 	NetView func(ctx context.Context) <-chan netview.Update
+	// Ports is the operator's policy for published ports on this host,
+	// with the platform's own ports reserved (the zero value is
+	// model.DefaultPortPolicy); Security bounds what a container may add to
+	// its sandbox, whatever the control plane admitted.
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
+	// UserNS runs crun containers in a user namespace (see userns.go);
+	// the data dir must then be searchable by the range's ids.
+	UserNS bool
 }
 
 // Agent runs the instances of one host.
@@ -116,6 +126,13 @@ type Agent struct {
 
 	logsMu sync.Mutex
 	logs   map[string]*logWriter // by path: the writers of the containers' logs
+
+	// adopted is closed once the runners of the instances found at start
+	// exist, so that a new instance's ports are checked against them all.
+	adopted chan struct{}
+
+	remapMu      sync.Mutex // one image's layers remapped at a time
+	remappedKeys sync.Map   // snapshot keys known to exist
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -126,9 +143,16 @@ func New(cfg Config) *Agent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Ports.Range == (model.PortRange{}) {
+		cfg.Ports.Range = model.DefaultPortRange
+	}
+	if cfg.UserNS {
+		cfg.Logger.Warn("user namespaces are on for runtime class crun only: runc 1.1 cannot exec into a container whose user namespace does not own its network namespace")
+	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
 		cpus: newCPUAllocator(hostCPUList()), cgRoot: cfg.CgroupRoot,
+		adopted: make(chan struct{}),
 	}
 	if a.cgRoot == "" {
 		a.cgRoot = DefaultCgroupRoot
@@ -222,6 +246,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i := range insts {
 		a.dispatch(ctx, &insts[i], false)
 	}
+	close(a.adopted)
 	for ev := range a.cfg.Store.WatchAllInstances(ctx, rev) {
 		if ev.Instance != nil {
 			a.dispatch(ctx, ev.Instance, ev.Deleted)

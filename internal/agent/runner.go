@@ -89,6 +89,12 @@ type runner struct {
 	// adopted is set when start found the instance's containers made by
 	// a previous run of the agent (metering then resumes).
 	adopted bool
+
+	// ports are the host ports the instance publishes (a spec does not
+	// change); portsHeld, guarded by a.mu, is set once they are its on this
+	// host: admitted by admitStart, or found published by an earlier agent.
+	ports     []api.PortMapping
+	portsHeld bool
 }
 
 // mark ends a profiled step of the start, if one is being profiled.
@@ -107,6 +113,9 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		phase:   inst.Status.Phase,
 		phaseCh: make(chan struct{}),
 		exits:   make(chan exit, 16),
+		ports:   inst.Spec.Ports,
+		// Past Pending, an earlier agent set the sandbox (and its ports) up.
+		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
 	}
 }
 
@@ -216,6 +225,17 @@ func (r *runner) run(ctx context.Context) {
 	if !r.reserveCPUs(ctx, &inst) {
 		return
 	}
+	if inst.Status.Phase == api.PhasePending {
+		if reason, err := r.admitStart(ctx, &inst); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.event("Warning", reason, "%v", err)
+			r.fail(ctx, reason, err)
+			r.waitForDelete(ctx)
+			return
+		}
+	}
 	if err := r.start(ctx, &inst); err != nil {
 		if ctx.Err() != nil {
 			return
@@ -313,6 +333,9 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	// an earlier agent set up all get the tenant's rules here.
 	if err := r.a.cfg.Network.Assign(ctx, r.a.netID(r.uid), r.tenant); err != nil {
 		return fmt.Errorf("applying the tenant's network rules: %w", err)
+	}
+	if err := setNetnsSysctls(att.NetNS); err != nil {
+		return fmt.Errorf("setting up the network sandbox: %w", err)
 	}
 	r.ip = att.IP
 	r.att = att

@@ -284,7 +284,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	newContainer := func() (containerd.Container, error) {
 		return r.a.cfg.Client.NewContainer(ctx, id,
 			containerd.WithImageName(img.Name),
-			withNewSnapshot(id, img),
+			r.a.newSnapshot(id, img, inst.Spec.Runtime),
 			containerd.WithRuntime(class.Runtime, opt),
 			containerd.WithNewSpec(opts...),
 			containerd.WithContainerLabels(map[string]string{
@@ -354,7 +354,10 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
-	return opts, nil
+	if r.a.usesUserNS(inst.Spec.Runtime) {
+		opts = append(opts, userNSSpecOpts()...)
+	}
+	return append(opts, sandboxSpecOpts(c.spec.SecurityContext)...), nil
 }
 
 // withNewSnapshot prepares the container's writable snapshot on top of the

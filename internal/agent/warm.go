@@ -28,6 +28,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/warm/holder"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -153,6 +154,9 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	if w.att, err = a.cfg.Network.Setup(ctx, w.id, nil, network.Limits{}); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
+	if err := setNetnsSysctls(w.att.NetNS); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
 	dir := a.sandboxDir(w.id)
 	if err := writeHosts(dir, "localhost", ""); err != nil {
 		return nil, err
@@ -169,6 +173,13 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	for _, p := range []string{ackPath, stdinPath} {
 		if err := unix.Mkfifo(p, 0o600); err != nil {
 			return nil, fmt.Errorf("mkfifo %s: %w", p, err)
+		}
+	}
+	if a.usesUserNS(key.Class) {
+		// The holder writes it as the container's root, a host id of the
+		// user namespace's range.
+		if err := os.Chown(ackPath, UserNSBase, UserNSBase); err != nil {
+			return nil, err
 		}
 	}
 	// Read-write: neither open blocks, and the holder never sees the end
@@ -202,9 +213,17 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 			{Destination: holder.Path, Type: "bind", Source: a.warmInit, Options: []string{"bind", "ro"}},
 		}),
 	)
+	// The default sandbox: the holder and what it execs keep it (seccomp
+	// and no_new_privs survive execve; the capability sets follow the
+	// kernel's rules, see above), so only instances asking for the default
+	// are given a warm container (takeWarm).
+	if a.usesUserNS(key.Class) {
+		opts = append(opts, userNSSpecOpts()...)
+	}
+	opts = append(opts, sandboxSpecOpts(nil)...)
 	c, err := a.cfg.Client.NewContainer(nctx, w.id,
 		containerd.WithImageName(img.Name),
-		withNewSnapshot(w.id, img),
+		a.newSnapshot(w.id, img, key.Class),
 		containerd.WithRuntime(class.Runtime, class.Options),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{labelWarm: w.id, labelTenant: key.Tenant}),
@@ -278,6 +297,10 @@ func (a *Agent) DestroyWarm(ctx context.Context, v any) {
 // warm container can serve and one is ready.
 func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
+		return nil
+	}
+	// A warm container has the default sandbox, fixed when it started.
+	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) {
 		return nil
 	}
 	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {

@@ -61,7 +61,14 @@ type Options struct {
 	WarmTotal int
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
 	CgroupRoot string
-	Logger     *slog.Logger
+	// Ports is the operator's policy for published ports (the platform's
+	// own ports are added to its reserved ones); Security bounds what
+	// tenants may be allowed.
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
+	// UserNS runs crun containers in a user namespace.
+	UserNS bool
+	Logger *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 	Defaults
@@ -122,6 +129,9 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
 	}
 	defer ln.Close()
+	ports := o.Ports
+	ports.ReserveAddress("the Kanga API", ln.Addr().String())
+	ReserveEtcd(&ports, o.EtcdEndpoints)
 
 	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Endpoints: o.EtcdEndpoints, Logger: log})
 	if err != nil {
@@ -149,8 +159,8 @@ func Run(ctx context.Context, o Options) error {
 		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot,
-		Isolation:          o.Isolation, NetView: nv.Subscribe,
+		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
+		Isolation: o.Isolation, NetView: nv.Subscribe,
 	})
 	if err != nil {
 		return err
@@ -177,6 +187,7 @@ func Run(ctx context.Context, o Options) error {
 	defer stopCP()
 
 	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
+	apiOpts.Ports, apiOpts.Security = ports, o.Security
 	srv := server.New(st, ag, apiOpts)
 	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
 	serveErr := make(chan error, 1)
@@ -224,6 +235,16 @@ func (p hostPurges) Purges(ctx context.Context) ([]store.Purge, error) {
 
 func (p hostPurges) AckPurge(ctx context.Context, pu store.Purge) error {
 	return p.st.AckPurge(ctx, p.host, pu)
+}
+
+// ReserveEtcd reserves etcd's ports: its well-known client and peer ports
+// (2379, 2380), wherever it runs, and those of the endpoints the platform
+// uses.
+func ReserveEtcd(p *model.PortPolicy, endpoints []string) {
+	p.Reserve("etcd", 2379, 2380)
+	for _, e := range endpoints {
+		p.ReserveAddress("etcd", e)
+	}
 }
 
 // hostLeaseTTL is how long the host stays Ready after this process stops

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 )
 
@@ -45,6 +47,12 @@ type HostConfig struct {
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.
 	CgroupRoot string
+	// Ports and Security are the host's guards on published ports and
+	// containers' sandboxes (see agent.Config).
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
+	// UserNS runs crun containers in a user namespace.
+	UserNS bool
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -74,6 +82,15 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	}
 	if r := c.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
 		return nil, fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
+	}
+	if c.UserNS {
+		// A runtime that mounts the container's root from inside the user
+		// namespace (runc does) needs the range's root to search the way
+		// to the bundle; search rights give nothing away (the range still
+		// cannot list or read the data dir).
+		if err := os.Chmod(dataDir, 0o711); err != nil {
+			return nil, err
+		}
 	}
 	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
@@ -110,6 +127,9 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Warm:        warmOptions(c),
 		Usage:       c.Usage,
 		NetView:     c.NetView,
+		Ports:       c.Ports,
+		Security:    c.Security,
+		UserNS:      c.UserNS,
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,

@@ -31,6 +31,8 @@ type KangaStarter struct {
 	// Command is the container's command; it must keep running, so that
 	// Running is a stable state to wait for.
 	Command []string
+	// Security is the container's security context; nil is the default.
+	Security *api.SecurityContext
 	// now is the clock; nil means time.Now.
 	now func() time.Time
 }
@@ -57,7 +59,7 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 	req := api.CreateInstanceRequest{
 		Name: id,
 		Spec: api.InstanceSpec{
-			Containers: []api.ContainerSpec{{Name: "main", Image: k.Image, Command: k.Command}},
+			Containers: []api.ContainerSpec{{Name: "main", Image: k.Image, Command: k.Command, SecurityContext: k.Security}},
 			Runtime:    k.Runtime,
 		},
 	}

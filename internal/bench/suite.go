@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/distribution/reference"
 
+	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	Image   string
 	// Command is the container's process; nil means DefaultCommand.
 	Command []string
+	// Security is the Kanga path's container security context (the
+	// baselines run containerd's default spec).
+	Security *api.SecurityContext
 	// API is the platform's API (a *client.Client).
 	API InstanceAPI
 	// Baseline also runs the containerd client and raw runtime paths,
@@ -88,7 +92,7 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		starters []Starter
 		cc       *containerd.Client
 	)
-	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args})
+	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security})
 
 	if cfg.Baseline {
 		// The baselines look images up in Kanga's containerd namespace;

@@ -20,6 +20,7 @@ func newAgentCommand() *cobra.Command {
 		o      daemon.AgentOptions
 		labels []string
 		debug  bool
+		policy policyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -42,6 +43,9 @@ exec, stats, images) on --listen.`,
 				return err
 			}
 			o.Labels = l
+			if o.Ports, o.Security, err = policy.policies(); err != nil {
+				return err
+			}
 			if o.Token == "" {
 				o.Token = os.Getenv("KANGA_JOIN_TOKEN")
 			}
@@ -72,6 +76,8 @@ exec, stats, images) on --listen.`,
 	f.IntVar(&o.WarmTotal, "warm-total", pool.DefaultWarmTotal, "most warm containers kept on the host")
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
+	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
+	policy.register(f)
 	return cmd
 }
 

@@ -34,6 +34,7 @@ type benchStartFlags struct {
 	timeout     time.Duration
 	json        bool
 	verbose     bool
+	securityOpt []string
 }
 
 func newBenchStartCommand(o *options) *cobra.Command {
@@ -68,6 +69,7 @@ runtime's, measured minutes apart on the same machine.`,
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up on one start after this long")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress to stderr")
+	fl.StringArrayVar(&f.securityOpt, "security-opt", nil, "the instances' seccomp profile, as for kanga run: seccomp=unconfined measures the start without the default profile (the tenant must be allowed it)")
 	return cmd
 }
 
@@ -82,6 +84,10 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 	// Ctrl-C ends the starts; the suite still removes what it started.
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sc, err := securityContext(nil, nil, f.securityOpt)
+	if err != nil {
+		return err
+	}
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelInfo
@@ -91,6 +97,7 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 		Concurrency: f.concurrency,
 		Runtime:     f.runtime,
 		Image:       f.image,
+		Security:    sc,
 		API:         c,
 		Baseline:    f.baseline,
 		Containerd:  f.containerd,

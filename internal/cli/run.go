@@ -54,6 +54,9 @@ type runFlags struct {
 	cpuLimit         string
 	logSize          string
 	logFiles         int
+	capAdd           []string
+	capDrop          []string
+	securityOpts     []string
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -119,6 +122,9 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	fl.StringVarP(&f.file, "file", "f", "", `create the instance from a CreateInstanceRequest JSON file ("-" for stdin)`)
+	fl.StringSliceVar(&f.capAdd, "cap-add", nil, "add Linux capabilities beyond the default set, e.g. NET_ADMIN (only those the tenant is allowed)")
+	fl.StringSliceVar(&f.capDrop, "cap-drop", nil, "drop Linux capabilities from the default set, or ALL")
+	fl.StringArrayVar(&f.securityOpts, "security-opt", nil, "seccomp=unconfined runs without seccomp (only if the tenant is allowed); seccomp=runtime/default is the default")
 	return cmd, f
 }
 
@@ -306,7 +312,7 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) > 0 {
 			return req, fmt.Errorf("-f takes the whole instance from %s: give no IMAGE or COMMAND (got %q)", f.file, args)
 		}
-		for _, name := range []string{"env", "workdir", "entrypoint"} {
+		for _, name := range []string{"env", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt"} {
 			if changed(name) {
 				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
 			}
@@ -336,6 +342,11 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if f.entrypoint != "" {
 			ct.Command = []string{f.entrypoint}
 		}
+		sc, err := securityContext(f.capAdd, f.capDrop, f.securityOpts)
+		if err != nil {
+			return req, err
+		}
+		ct.SecurityContext = sc
 		req.Spec.Containers = []api.ContainerSpec{ct}
 	}
 
@@ -503,6 +514,34 @@ func parseEnv(vals []string, lookupEnv func(string) (string, bool)) ([]api.EnvVa
 		env = append(env, api.EnvVar{Name: key, Value: value})
 	}
 	return env, nil
+}
+
+// securityContext builds a container's security context from --cap-add,
+// --cap-drop and --security-opt, as docker run takes them; nil when they
+// change nothing.
+func securityContext(add, drop, opts []string) (*api.SecurityContext, error) {
+	var sc api.SecurityContext
+	if len(add) > 0 || len(drop) > 0 {
+		sc.Capabilities = &api.Capabilities{Add: add, Drop: drop}
+	}
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		if k != "seccomp" {
+			return nil, fmt.Errorf("--security-opt %q: only seccomp=unconfined or seccomp=runtime/default is supported", o)
+		}
+		switch v {
+		case "unconfined":
+			sc.SeccompProfile = &api.SeccompProfile{Type: api.SeccompUnconfined}
+		case "runtime/default", "RuntimeDefault":
+			sc.SeccompProfile = &api.SeccompProfile{Type: api.SeccompRuntimeDefault}
+		default:
+			return nil, fmt.Errorf("--security-opt seccomp=%s: give unconfined or runtime/default (profile files are not supported)", v)
+		}
+	}
+	if sc.Capabilities == nil && sc.SeccompProfile == nil {
+		return nil, nil
+	}
+	return &sc, nil
 }
 
 // parsePort parses -p [IP:]HOSTPORT:PORT[/PROTO]; IPv6 addresses go in

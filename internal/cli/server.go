@@ -19,6 +19,7 @@ func newServerCommand() *cobra.Command {
 		o          daemon.ServerOptions
 		configPath string
 		debug      bool
+		policy     policyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -34,6 +35,10 @@ client config with an admin token. Hosts join with:
 Replicas on one etcd cluster share the CA and the join token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.Ports, o.Security, err = policy.policies(); err != nil {
+				return err
+			}
 			o.Logger = newDaemonLogger(debug)
 			if configPath == "" {
 				p, err := client.DefaultConfigPath()
@@ -61,6 +66,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
+	policy.register(f)
 	return cmd
 }
 

@@ -22,6 +22,8 @@ func newTenantCommand(o *options) *cobra.Command {
 		req       api.CreateTenantRequest
 		quotaFlag string
 		netFlags  tenantNetFlags
+		sec       tenantSecurityFlags
+		newSec    tenantSecurityFlags
 	)
 	create := &cobra.Command{
 		Use:   "create NAME",
@@ -46,6 +48,9 @@ func newTenantCommand(o *options) *cobra.Command {
 			if p := netFlags.policy(); p != nil {
 				req.Network = p
 			}
+			if s := sec.policy(); s != nil {
+				req.Security = s
+			}
 			out, err := c.CreateTenant(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -60,6 +65,38 @@ func newTenantCommand(o *options) *cobra.Command {
 	create.Flags().StringVar(&req.DefaultInstanceType, "default-type", "", "instance type filling in what the tenant's instances leave empty (default: the platform's; none for no limits)")
 	create.Flags().StringVar(&quotaFlag, "quota", "", `quota, e.g. "instances=10,cpu=8,memory=16Gi" (fields given replace the platform's default quota for new tenants)`)
 	netFlags.add(create)
+	sec.register(create)
+
+	security := &cobra.Command{
+		Use:   "security NAME",
+		Short: "Replace a tenant's security policy: where it publishes ports, what its containers may add",
+		Long: `Replace a tenant's security policy. Flags left out return to the platform's
+defaults: ports on the addresses and in the range the operator allows, the default
+capability set, seccomp always on. An administrator can narrow the ports, and loosen
+the sandbox only within what the operator allows (kanga up|server|agent
+--tenant-allowed-caps, --tenant-allow-unconfined). Running instances keep what they
+were admitted with.`,
+		Example: `  kanga tenant security team-a --host-ips 127.0.0.1 --host-ports 8000-8999
+  kanga tenant security lab --allow-caps NET_ADMIN,SYS_PTRACE --allow-unconfined
+  kanga tenant security team-a          # back to the defaults`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			p := newSec.policy()
+			if p == nil {
+				p = &api.TenantSecurity{}
+			}
+			t, err := c.SetTenantSecurity(cmd.Context(), args[0], *p)
+			if err != nil {
+				return err
+			}
+			return writeJSONIndent(cmd.OutOrStdout(), t)
+		},
+	}
+	newSec.register(security)
 
 	ls := &cobra.Command{
 		Use:     "ls",
@@ -105,7 +142,7 @@ func newTenantCommand(o *options) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, newTenantUpdateCommand(o), ls, rm, newTenantQuotaCommand(o), newTenantInspectCommand(o))
+	cmd.AddCommand(create, newTenantUpdateCommand(o), ls, rm, security, newTenantQuotaCommand(o), newTenantInspectCommand(o))
 	return cmd
 }
 
@@ -215,6 +252,31 @@ func printTenantNetwork(w io.Writer, t api.Tenant) {
 	}
 	fmt.Fprintf(w, "%s\n  egress deny:   %s\n  egress allow:  %s\n  ingress from:  %s\n", t.Name,
 		list(p.EgressDeny, "none"), list(p.EgressAllow, "all outside the platform"), list(p.IngressFrom, "its own instances only"))
+}
+
+// tenantSecurityFlags set a tenant's security policy.
+type tenantSecurityFlags struct {
+	hostIPs    []string
+	hostPorts  string
+	caps       []string
+	unconfined bool
+}
+
+func (f *tenantSecurityFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.hostIPs, "host-ips", nil, "host addresses or CIDRs the tenant may publish ports on, within the operator's (default: the operator's)")
+	fl.StringVar(&f.hostPorts, "host-ports", "", "host port range the tenant may publish, FROM-TO within the operator's (default: the operator's)")
+	fl.StringSliceVar(&f.caps, "allow-caps", nil, "capabilities the tenant's containers may add beyond the default set, among those the operator allows")
+	fl.BoolVar(&f.unconfined, "allow-unconfined", false, "let the tenant's containers run without seccomp, if the operator allows it")
+}
+
+// policy is the policy the flags give; nil when they give none.
+func (f *tenantSecurityFlags) policy() *api.TenantSecurity {
+	p := &api.TenantSecurity{HostIPs: f.hostIPs, HostPorts: f.hostPorts, AllowedCapabilities: f.caps, AllowUnconfined: f.unconfined}
+	if len(p.HostIPs) == 0 && p.HostPorts == "" && len(p.AllowedCapabilities) == 0 && !p.AllowUnconfined {
+		return nil
+	}
+	return p
 }
 
 func newRuntimesCommand(o *options) *cobra.Command {

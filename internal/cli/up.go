@@ -34,6 +34,7 @@ func newUpCommand() *cobra.Command {
 		configPath string
 		debug      bool
 		pprofAddr  string
+		policy     policyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -47,6 +48,10 @@ leaves instances running; the next kanga up adopts them.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("kanga up must run as root: it drives containerd, cgroups and network namespaces")
+			}
+			var err error
+			if o.Ports, o.Security, err = policy.policies(); err != nil {
+				return err
 			}
 			level := slog.LevelInfo
 			if debug {
@@ -92,7 +97,9 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
+	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
+	policy.register(f)
 	return cmd
 }
 

@@ -410,3 +410,49 @@ func TestStartupGrace(t *testing.T) {
 		t.Fatalf("instance of the host that returned in time: uid %s host %s", got.UID, got.Status.Host)
 	}
 }
+
+// TestHostPorts: a host port is a per-host resource held from placement
+// until the instance is removed (a terminal instance keeps its port
+// mappings on its host until then); an instance whose port is taken on
+// every host waits with the port named, and is placed once it frees.
+func TestHostPorts(t *testing.T) {
+	e := newEnv(t)
+	e.addHost("h1", 4, nil)
+	e.runCP("cp1")
+	port := func(ip string) func(*api.Instance) {
+		return func(in *api.Instance) {
+			in.Spec.Ports = []api.PortMapping{{HostIP: ip, HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}
+		}
+	}
+	e.create("web", "", api.RestartNever, port("127.0.0.1"))
+	e.wait("web", "placed", placed)
+	e.create("other-address", "", api.RestartNever, port("10.9.9.9"))
+	e.wait("other-address", "placed", placed)
+	e.create("web2", "", api.RestartNever, port(""))
+	got := e.wait("web2", "decided", decided)
+	if got.Status.Host != "" || got.Status.Reason != controlplane.ReasonUnschedulable ||
+		got.Status.Message != "0/1 hosts available: 1 host port 8080/tcp in use." {
+		t.Fatalf("web2: host %q reason %q message %q", got.Status.Host, got.Status.Reason, got.Status.Message)
+	}
+	// Terminal, web and other-address still hold the port; removed, they
+	// free it.
+	for _, n := range []string{"web", "other-address"} {
+		if _, err := e.st.UpdateInstance(e.ctx, n, func(in *api.Instance) error {
+			in.Status.Phase = api.PhaseSucceeded
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.create("nudge", "", api.RestartNever) // a pass after the updates
+	e.wait("nudge", "placed", placed)
+	if cur, _ := e.st.GetInstance(e.ctx, "web2"); cur.Status.Host != "" {
+		t.Fatalf("web2 placed while terminal instances still hold port 8080 on %s", cur.Status.Host)
+	}
+	for _, n := range []string{"web", "other-address"} {
+		if err := e.st.DeleteInstance(e.ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.wait("web2", "placed", placed)
+}

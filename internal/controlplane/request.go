@@ -77,12 +77,32 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		DedicatedCores: d.dedicated,
 		RuntimeClass:   inst.Spec.Runtime,
 		Selector:       inst.Spec.HostSelector,
+		Ports:          hostPortsOf(&inst.Spec),
 		Mode:           scheduler.Mode(inst.Spec.SchedulingPolicy),
 	}
 	for _, c := range inst.Spec.Containers {
 		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Image))
 	}
 	return req, nil
+}
+
+// hostPortsOf is the scheduler's view of the host ports a spec publishes.
+func hostPortsOf(spec *api.InstanceSpec) []scheduler.HostPort {
+	if len(spec.Ports) == 0 {
+		return nil
+	}
+	out := make([]scheduler.HostPort, 0, len(spec.Ports))
+	for _, p := range spec.Ports {
+		hp := scheduler.HostPort{IP: p.HostIP, Port: p.HostPort, Protocol: strings.ToLower(p.Protocol)}
+		if model.IsWildcard(p.HostIP) {
+			hp.IP = ""
+		}
+		if hp.Protocol == "" {
+			hp.Protocol = "tcp"
+		}
+		out = append(out, hp)
+	}
+	return out
 }
 
 // hostOf maps a registered host and what is placed on it to the
@@ -123,6 +143,11 @@ func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Hos
 	if alloc != nil {
 		sh.Allocated = alloc.res
 		sh.DedicatedFree -= alloc.dedicated
+		for p, n := range alloc.ports {
+			if n > 0 {
+				sh.Ports = append(sh.Ports, p)
+			}
+		}
 	}
 	return sh
 }

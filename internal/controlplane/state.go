@@ -18,12 +18,20 @@ type entry struct {
 	// is unplaced or terminal).
 	charged demand
 	host    string
+	// ports are the host ports the instance holds on portHost: from its
+	// placement until its record is gone, terminal or not, as its host
+	// keeps the port mappings until the instance is removed.
+	ports    []scheduler.HostPort
+	portHost string
 }
 
 // allocation is the sum of the demands placed on one host.
 type allocation struct {
 	res       scheduler.Resources
 	dedicated int
+	// ports counts the instances publishing each host port (one, unless
+	// placements raced past the scheduler).
+	ports map[scheduler.HostPort]int
 }
 
 // state is the leader's snapshot, kept current from the watches. Only the
@@ -93,7 +101,9 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	if ev.Deleted {
 		if old != nil {
 			s.uncharge(k, old)
-			s.freed = s.freed || old.host != ""
+			s.releasePorts(old)
+			// A terminal instance frees its host ports only now.
+			s.freed = s.freed || old.host != "" || old.portHost != ""
 			delete(s.instances, k)
 		}
 		delete(s.pending, k)
@@ -106,11 +116,15 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	}
 	if old != nil {
 		s.uncharge(k, old)
+		s.releasePorts(old)
 		// Capacity frees when an instance leaves its host or ends; status
 		// updates of a running instance (most events) free nothing, so
 		// they do not make every unplaced instance be tried again.
 		inst := ev.Instance
 		if old.host != "" && (inst.Status.Host != old.host || inst.Status.Phase.Terminal()) {
+			s.freed = true
+		}
+		if old.portHost != "" && inst.Status.Host != old.portHost {
 			s.freed = true
 		}
 	}
@@ -128,17 +142,24 @@ func (s *state) apply(ev *store.InstanceEvent) {
 	} else {
 		delete(s.stopped, k)
 	}
+	if inst.Status.Host != "" && len(inst.Spec.Ports) > 0 {
+		e.ports, e.portHost = hostPortsOf(&inst.Spec), inst.Status.Host
+		a := s.allocFor(e.portHost)
+		if a.ports == nil {
+			a.ports = map[scheduler.HostPort]int{}
+		}
+		for _, p := range e.ports {
+			a.ports[p]++
+		}
+		s.touch(e.portHost)
+	}
 	if inst.Status.Host != "" && !inst.Status.Phase.Terminal() {
 		d, err := demandOf(&inst.Spec)
 		if err != nil {
 			d = demand{} // unreadable spec: counted for spread only
 		}
 		e.charged, e.host = d, inst.Status.Host
-		a := s.alloc[e.host]
-		if a == nil {
-			a = &allocation{}
-			s.alloc[e.host] = a
-		}
+		a := s.allocFor(e.host)
 		a.res = a.res.Add(d.res)
 		a.dedicated += d.dedicated
 		s.touch(e.host)
@@ -154,6 +175,30 @@ func (s *state) apply(ev *store.InstanceEvent) {
 			s.perTenant[inst.Tenant] = pt
 		}
 		pt[e.host]++
+	}
+}
+
+func (s *state) allocFor(host string) *allocation {
+	a := s.alloc[host]
+	if a == nil {
+		a = &allocation{}
+		s.alloc[host] = a
+	}
+	return a
+}
+
+// releasePorts removes the host ports an entry held.
+func (s *state) releasePorts(e *entry) {
+	if e.portHost == "" {
+		return
+	}
+	if a := s.alloc[e.portHost]; a != nil {
+		for _, p := range e.ports {
+			if a.ports[p]--; a.ports[p] <= 0 {
+				delete(a.ports, p)
+			}
+		}
+		s.touch(e.portHost)
 	}
 }
 

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 )
 
@@ -46,8 +48,15 @@ type AgentOptions struct {
 	WarmTotal int
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
 	CgroupRoot string
-	Version    string
-	Logger     *slog.Logger
+	// Ports and Security are the host's guards on published ports and
+	// containers' sandboxes; the agent's own ports are added to the
+	// reserved ones.
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
+	// UserNS runs crun containers in a user namespace.
+	UserNS  bool
+	Version string
+	Logger  *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
@@ -100,12 +109,19 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	link := hostlink.NewLink(o.Join, hostName, creds, log)
 
+	ports := o.Ports
+	ports.ReserveAddress("the host API", ln.Addr().String())
+	for _, j := range strings.Split(o.Join, ",") {
+		ports.ReserveAddress("the agents' link", strings.TrimSpace(j))
+	}
+	allinone.ReserveEtcd(&ports, nil)
+
 	host, err := allinone.StartHost(ctx, allinone.HostConfig{
 		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot,
-		Isolation:          o.Isolation, NetView: link.WatchNetView,
+		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
+		Isolation: o.Isolation, NetView: link.WatchNetView,
 	})
 	if err != nil {
 		return err

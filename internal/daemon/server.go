@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
@@ -53,7 +54,12 @@ type ServerOptions struct {
 	// loopback, link-local or private addresses, added to each agent's
 	// own list when it registers.
 	InsecureRegistries []string
-	Logger             *slog.Logger
+	// Ports is the operator's policy for published ports (the server's
+	// own ports are added to its reserved ones); Security bounds what
+	// tenants may be allowed.
+	Ports    model.PortPolicy
+	Security model.SecurityBounds
+	Logger   *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
 	allinone.Defaults
@@ -157,8 +163,13 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	dir := hostlink.NewDirectory(bg, st, &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
 	})
+	ports := o.Ports
+	ports.ReserveAddress("the Kanga API", ln.Addr().String())
+	ports.ReserveAddress("the agents' link", aln.Addr().String())
+	allinone.ReserveEtcd(&ports, o.EtcdEndpoints)
 	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
 	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
+	apiOpts.Ports, apiOpts.Security = ports, o.Security
 	api := server.New(st, nil, apiOpts)
 	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)
 	// The agents' tenant isolation follows this view of addresses,

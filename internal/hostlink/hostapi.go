@@ -1,8 +1,10 @@
 package hostlink
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +37,11 @@ const (
 	// which was deleted.
 	pathImage  = "/host/v1/image"
 	pathTenant = "/host/v1/tenant"
+	// pathCheckPorts answers server.PortChecker for the host: whether
+	// ports can be published on it (its addresses, reserved ports and
+	// listeners), so that the API refuses at admission what the agent
+	// would refuse at start.
+	pathCheckPorts = "/host/v1/checkports"
 )
 
 // hostRoutes are the public API routes the host API serves.
@@ -140,6 +147,27 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 	mux.HandleFunc("DELETE "+pathTenant, remover(func(ctx context.Context, rm server.ImageRemover, t string, _ *http.Request) error {
 		return rm.RemoveTenant(ctx, t)
 	}))
+	if pc, ok := host.(server.PortChecker); ok {
+		mux.HandleFunc("POST "+pathCheckPorts, func(w http.ResponseWriter, r *http.Request) {
+			var ports []api.PortMapping
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&ports); err != nil {
+				writeError(w, fmt.Errorf("published ports: %v: %w", err, errdefs.ErrInvalidArgument))
+				return
+			}
+			if err := pc.CheckPorts(r.Context(), ports); err != nil {
+				// The message without the class, which the server's side
+				// wraps again.
+				code, status := errdefs.Code(err)
+				msg := err.Error()
+				if c := errdefs.FromCode(code); c != nil {
+					msg = strings.TrimSuffix(msg, ": "+c.Error())
+				}
+				writeJSON(w, status, api.Error{Code: code, Message: msg})
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
@@ -176,6 +204,7 @@ var (
 	_ server.PreviousLogger = (*RemoteHost)(nil)
 	_ server.ImagePrewarmer = (*RemoteHost)(nil)
 	_ server.ImageRemover   = (*RemoteHost)(nil)
+	_ server.PortChecker    = (*RemoteHost)(nil)
 )
 
 // NewRemoteHost returns the client of host's API at rec.Address, with the
@@ -250,6 +279,28 @@ func (h *RemoteHost) hostCall(ctx context.Context, method, path, t string) error
 	}
 	req.Header.Set("Authorization", "Bearer "+t)
 	return doJSON(h.hc, req, nil)
+}
+
+// CheckPorts implements server.PortChecker: the agent answers for its host.
+func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) error {
+	b, err := json.Marshal(ports)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+pathCheckPorts, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("host %s: %v: %w", h.rec.Name, err, errdefs.ErrUnavailable)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return readError(resp)
+	}
+	return nil
 }
 
 // ListImages implements server.Host.

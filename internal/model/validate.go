@@ -173,6 +173,7 @@ func Validate(spec *api.InstanceSpec) error {
 		} else if len(c.WorkingDir) > MaxPath {
 			errs = append(errs, invalid("%s.workingDir: %d bytes, at most %d", f, len(c.WorkingDir), MaxPath))
 		}
+		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
 	}
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
@@ -258,7 +259,6 @@ func Validate(spec *api.InstanceSpec) error {
 	if n := len(spec.Ports); n > MaxPorts {
 		errs = append(errs, invalid("spec.ports has %d ports, at most %d", n, MaxPorts))
 	}
-	hostPorts := map[string]bool{}
 	for i, p := range spec.Ports {
 		f := fmt.Sprintf("spec.ports[%d]", i)
 		if p.HostPort < 1 || p.HostPort > 65535 {
@@ -270,14 +270,17 @@ func Validate(spec *api.InstanceSpec) error {
 		if p.Protocol != "tcp" && p.Protocol != "udp" {
 			errs = append(errs, invalid("%s.protocol %q is not tcp or udp", f, p.Protocol))
 		}
-		if p.HostIP != "" && net.ParseIP(p.HostIP) == nil {
+		if ip := net.ParseIP(p.HostIP); p.HostIP != "" && ip == nil {
 			errs = append(errs, invalid("%s.hostIP %q is not an IP address", f, p.HostIP))
+		} else if p.HostIP != "" && ip.To4() == nil {
+			errs = append(errs, invalid("%s.hostIP %s is not an IPv4 address: ports are published on IPv4 only", f, p.HostIP))
 		}
-		k := fmt.Sprintf("%s/%d/%s", p.HostIP, p.HostPort, p.Protocol)
-		if hostPorts[k] {
-			errs = append(errs, invalid("%s publishes host port %d/%s twice", f, p.HostPort, p.Protocol))
+		for _, q := range spec.Ports[:i] {
+			if PortsConflict(p, q) {
+				errs = append(errs, invalid("%s publishes host port %d/%s twice", f, p.HostPort, p.Protocol))
+				break
+			}
 		}
-		hostPorts[k] = true
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,7 @@ const (
 	runtimeClassNotOffered
 	missingCapability
 	selectorMismatch
+	hostPortInUse
 	insufficientCPU
 	insufficientMemory
 	insufficientPids
@@ -26,8 +27,9 @@ const (
 	numReasons
 )
 
-// reasonText is the text of every reason but the two that name what is
-// missing (runtime class and capability), which unplacedReason builds.
+// reasonText is the text of every reason but the three that name what is
+// missing (runtime class, capability and host port), which unplacedReason
+// builds.
 var reasonText = [numReasons]string{
 	notReady:              "not ready",
 	cordoned:              "cordoned",
@@ -73,9 +75,9 @@ func (s *state) compile(r *Request) need {
 
 // filter returns why host i cannot run r, or fits. The order of the checks
 // is the order of the reasons above, which fixes the reason a host failing
-// several filters is counted under. capIdx is the index in r.Requires of
-// the missing capability.
-func (s *state) filter(i int, r *Request, need *need) (why reason, capIdx int) {
+// several filters is counted under. idx is the index in r.Requires of the
+// missing capability, or in r.Ports of the port in use.
+func (s *state) filter(i int, r *Request, need *need) (why reason, idx int) {
 	nd := &s.nodes[i]
 	if nd.unavailable != fits {
 		return nd.unavailable, 0
@@ -92,6 +94,11 @@ func (s *state) filter(i int, r *Request, need *need) (why reason, capIdx int) {
 			return missingCapability, s.missingCapability(i, r)
 		case nd.labels&need.labels != need.labels:
 			return selectorMismatch, 0
+		}
+	}
+	if len(r.Ports) > 0 {
+		if j := s.portInUse(i, r); j >= 0 {
+			return hostPortInUse, j
 		}
 	}
 	free, want := &nd.free, &r.Resources
@@ -143,11 +150,55 @@ func (s *state) missingCapability(i int, r *Request) int {
 	return -1
 }
 
+// portKey is a host port without its address.
+type portKey struct {
+	port  int
+	proto string
+}
+
+// portInUse returns the index in r.Ports of the first port that an
+// instance on host i (or placed there by this call) already publishes, or
+// -1. The same port and protocol conflict on the same address, and on any
+// address when either side publishes on every address.
+func (s *state) portInUse(i int, r *Request) int {
+	used := s.ports[int32(i)]
+	if len(used) == 0 {
+		return -1
+	}
+	for j, p := range r.Ports {
+		for _, ip := range used[portKey{p.Port, p.Protocol}] {
+			if ip == "" || p.IP == "" || ip == p.IP {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// usePorts records that host i now publishes ports.
+func (s *state) usePorts(i int32, ports []HostPort) {
+	if len(ports) == 0 {
+		return
+	}
+	if s.ports == nil {
+		s.ports = make(map[int32]map[portKey][]string)
+	}
+	m := s.ports[i]
+	if m == nil {
+		m = map[portKey][]string{}
+		s.ports[i] = m
+	}
+	for _, p := range ports {
+		k := portKey{p.Port, p.Protocol}
+		m[k] = append(m[k], p.IP)
+	}
+}
+
 // unplacedReason formats the per-filter counts the way kube-scheduler does:
 // "0/5 hosts available: 3 insufficient memory, 2 runtime class gvisor not
 // offered." Counts are sorted by count, largest first, then by text, so the
 // message is stable.
-func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []int) (string, []string) {
+func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts, portCounts []int) (string, []string) {
 	type item struct {
 		n    int
 		text string
@@ -164,6 +215,12 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts []
 			for j, m := range capCounts {
 				if m > 0 {
 					items = append(items, item{m, "missing capability " + r.Requires[j]})
+				}
+			}
+		case hostPortInUse:
+			for j, m := range portCounts {
+				if m > 0 {
+					items = append(items, item{m, "host port " + r.Ports[j].String() + " in use"})
 				}
 			}
 		default:

@@ -24,6 +24,10 @@ type state struct {
 	// that have it (each once).
 	imageHosts map[string][]int32
 
+	// ports are the host ports published on each host, by port and
+	// protocol, with the addresses; sparse because most hosts publish none.
+	ports map[int32]map[portKey][]string
+
 	// Instances per spread key, per host and per zone; sparse because most
 	// keys sit on few hosts.
 	onHost map[string]map[int32]int32
@@ -179,6 +183,9 @@ func newState(snap Snapshot, pending []Request) *state {
 				nd.labels |= s.labelBits.m[label{k, v}]
 			}
 		}
+		if len(h.Ports) > 0 {
+			s.usePorts(int32(i), h.Ports)
+		}
 		nd.zone = -1
 		if z, ok := h.Labels[ZoneLabel]; ok {
 			id, seen := zoneIDs[z]
@@ -313,9 +320,12 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 	}
 
 	var fails [numReasons]int
-	var capFails []int
+	var capFails, portFails []int
 	if len(r.Requires) > 0 {
 		capFails = make([]int, len(r.Requires))
+	}
+	if len(r.Ports) > 0 {
+		portFails = make([]int, len(r.Ports))
 	}
 	s.cand = s.cand[:0]
 	var minHost, maxHost, minZone, maxZone int32
@@ -331,11 +341,14 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		if policy.MaxCandidates > 0 && len(s.cand) == policy.MaxCandidates {
 			break
 		}
-		why, capIdx := s.filter(i, r, &need)
+		why, idx := s.filter(i, r, &need)
 		if why != fits {
 			fails[why]++
-			if why == missingCapability {
-				capFails[capIdx]++
+			switch why {
+			case missingCapability:
+				capFails[idx]++
+			case hostPortInUse:
+				portFails[idx]++
 			}
 			continue
 		}
@@ -360,7 +373,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		s.cand = append(s.cand, c)
 	}
 	if len(s.cand) == 0 {
-		why, filters := unplacedReason(len(s.hosts), r, &fails, capFails)
+		why, filters := unplacedReason(len(s.hosts), r, &fails, capFails, portFails)
 		return -1, why, filters
 	}
 
@@ -387,6 +400,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		Instances:    nd.free.Instances - r.Resources.Instances,
 	}
 	nd.dedicatedFree -= r.DedicatedCores
+	s.usePorts(int32(best), r.Ports)
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
 	// also clear the entry this placement may have added.
 	s.count(spreadKey(r.SpreadKey, r.Tenant), int32(best), 1)

@@ -90,6 +90,32 @@ func TestFilters(t *testing.T) {
 			reason: "0/1 hosts available: 1 selector mismatch."},
 		{name: "selector key", req: func(r *Request) { r.Selector = map[string]string{"gpu": ""} },
 			reason: "0/1 hosts available: 1 selector mismatch."},
+		{name: "free host port",
+			host: func(h *Host) {
+				h.Ports = []HostPort{{"127.0.0.1", 8080, "tcp"}, {"", 8081, "tcp"}, {"10.0.0.5", 8082, "udp"}}
+			},
+			req: func(r *Request) {
+				r.Ports = []HostPort{{"127.0.0.1", 8080, "udp"}, {"10.0.0.5", 8080, "tcp"}, {"127.0.0.1", 8082, "tcp"}}
+			}},
+		{name: "host port on the same address",
+			host:   func(h *Host) { h.Ports = []HostPort{{"127.0.0.1", 8080, "tcp"}} },
+			req:    func(r *Request) { r.Ports = []HostPort{{"127.0.0.1", 9000, "tcp"}, {"127.0.0.1", 8080, "tcp"}} },
+			reason: "0/1 hosts available: 1 host port 127.0.0.1:8080/tcp in use."},
+		{name: "host port on every address",
+			host:   func(h *Host) { h.Ports = []HostPort{{"", 8080, "tcp"}} },
+			req:    func(r *Request) { r.Ports = []HostPort{{"127.0.0.1", 8080, "tcp"}} },
+			reason: "0/1 hosts available: 1 host port 127.0.0.1:8080/tcp in use."},
+		{name: "every address over a single one",
+			host:   func(h *Host) { h.Ports = []HostPort{{"10.0.0.5", 53, "udp"}} },
+			req:    func(r *Request) { r.Ports = []HostPort{{"", 53, "udp"}} },
+			reason: "0/1 hosts available: 1 host port 53/udp in use."},
+		{name: "selector before host ports",
+			host: func(h *Host) { h.Ports = []HostPort{{"", 8080, "tcp"}} },
+			req: func(r *Request) {
+				r.Ports = []HostPort{{"", 8080, "tcp"}}
+				r.Selector = map[string]string{"disk": "hdd"}
+			},
+			reason: "0/1 hosts available: 1 selector mismatch."},
 		{name: "cpu", host: func(h *Host) { h.Allocated.MilliCPU = 3501 },
 			reason: "0/1 hosts available: 1 insufficient cpu."},
 		{name: "memory", host: func(h *Host) { h.Allocated.Memory = 7*gi + 1 },
@@ -130,6 +156,24 @@ func TestFilters(t *testing.T) {
 				t.Fatalf("reason %q, want %q", reasons["i1"], tc.reason)
 			}
 		})
+	}
+}
+
+// TestHostPortsOneCall: of requests racing for one host port, one call
+// places exactly one per host; the others wait with the port named.
+func TestHostPortsOneCall(t *testing.T) {
+	var pending []Request
+	for _, id := range []string{"a", "b", "c"} {
+		r := request(id)
+		r.Ports = []HostPort{{"127.0.0.1", 8080, "tcp"}}
+		pending = append(pending, r)
+	}
+	got, reasons := placedOn(t, Snapshot{Hosts: []Host{host("h1"), host("h2")}}, pending, Policy{})
+	if got[0] == "" || got[1] == "" || got[0] == got[1] || got[2] != "" {
+		t.Fatalf("placed on %v; want a and b on different hosts, c unplaced", got)
+	}
+	if want := "0/2 hosts available: 2 host port 127.0.0.1:8080/tcp in use."; reasons["c"] != want {
+		t.Errorf("reason %q, want %q", reasons["c"], want)
 	}
 }
 

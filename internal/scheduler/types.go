@@ -12,8 +12,8 @@
 //
 //  1. filters out the hosts that cannot run it, counting one reason per
 //     host, the first filter it fails, in this order: not ready, cordoned,
-//     runtime class, capabilities, selector, cpu, memory, pids, bandwidth,
-//     dedicated cores, instance count;
+//     runtime class, capabilities, selector, host ports, cpu, memory, pids,
+//     bandwidth, dedicated cores, instance count;
 //  2. scores the hosts left (see the weights in score.go) and picks the
 //     highest, the smallest host name winning ties (Policy.MaxCandidates
 //     can stop the search early on large clusters);
@@ -24,6 +24,8 @@
 // kube-scheduler's style: "0/5 hosts available: 3 insufficient memory, 2
 // runtime class gvisor not offered."
 package scheduler
+
+import "fmt"
 
 // ZoneLabel is the host label that names the host's failure zone; tenant
 // spread counts instances per zone through it.
@@ -79,11 +81,30 @@ type Host struct {
 	RuntimeClasses []string
 	// Capabilities are hardware or kernel features (sgx, ...).
 	Capabilities []string
+	// Ports are the host ports the instances on it publish: a per-host
+	// resource, as kube-scheduler's NodePorts filter treats hostPort.
+	Ports []HostPort
 	// Images are keys of the images already present on the host; a
 	// request's Images are matched against them as strings, so the caller
 	// keys both sides alike (the control plane uses tenant/normalized ref,
 	// since an image record belongs to a tenant).
 	Images []string
+}
+
+// HostPort is a port published on a host.
+type HostPort struct {
+	// IP is the host address, "" for every address (which overlaps each
+	// single address).
+	IP       string
+	Port     int
+	Protocol string // tcp or udp
+}
+
+func (p HostPort) String() string {
+	if p.IP == "" {
+		return fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+	}
+	return fmt.Sprintf("%s:%d/%s", p.IP, p.Port, p.Protocol)
 }
 
 // Mode is how the scheduler weighs a host's load.
@@ -114,6 +135,9 @@ type Request struct {
 	Requires []string
 	// Selector lists labels the host must carry with exactly these values.
 	Selector map[string]string
+	// Ports are host ports the instance publishes; a host where one of
+	// them is taken does not fit.
+	Ports []HostPort
 	// Images the instance runs; hosts that have them score higher.
 	Images []string
 	// SpreadKey groups the instances that tenant spread keeps apart; empty

@@ -82,6 +82,12 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("spec.runtime: tenant %q may not use runtime class %s: it may use %s: %w",
 			t, spec.Runtime, strings.Join(policy.AllowedRuntimes, ", "), errdefs.ErrPermissionDenied)
 	}
+	if err := s.checkPortPolicy(&spec, policy); err != nil {
+		return err
+	}
+	if err := model.CheckSecurity(&spec, t, policy.Security, s.security); err != nil {
+		return err
+	}
 	name := req.Name
 	if name == "" && len(spec.Containers) > 0 {
 		name = model.GenerateName(spec.Containers[0].Image)
@@ -130,7 +136,13 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts = append(opts, store.WithQuota(limits))
 	}
-	if err := s.store.CreateInstance(ctx, inst, opts...); err != nil {
+	unlock, err := s.admitPorts(ctx, t, &spec)
+	if err != nil {
+		return err
+	}
+	err = s.store.CreateInstance(ctx, inst, opts...)
+	unlock()
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))

@@ -17,7 +17,7 @@ var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 func TestCreateInstanceDefaults(t *testing.T) {
 	e := newEnv(t, 0)
 	r := e.do(t, "POST", "/v1/instances", e.a.token,
-		`{"spec":{"containers":[{"image":"`+imgBusybox+`"}],"ports":[{"hostPort":8080,"containerPort":80}]}}`)
+		fmt.Sprintf(`{"spec":{"containers":[{"image":%q}],"ports":[{"hostPort":%d,"containerPort":80}]}}`, imgBusybox, testPort()))
 	wantStatus(t, r, http.StatusCreated)
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)

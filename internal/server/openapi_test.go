@@ -118,6 +118,10 @@ var schemaTypes = map[string]any{
 	"Instance":              api.Instance{},
 	"InstanceSpec":          api.InstanceSpec{},
 	"ContainerSpec":         api.ContainerSpec{},
+	"SecurityContext":       api.SecurityContext{},
+	"Capabilities":          api.Capabilities{},
+	"SeccompProfile":        api.SeccompProfile{},
+	"TenantSecurity":        api.TenantSecurity{},
 	"EnvVar":                api.EnvVar{},
 	"Resources":             api.Resources{},
 	"PortMapping":           api.PortMapping{},
@@ -206,6 +210,7 @@ var fieldValues = map[string]any{
 	"Tenant.SchedulingPolicy":              "spread",
 	"CreateTenantRequest.SchedulingPolicy": "spread",
 	"HostStatus.Phase":                     api.HostNotReady,
+	"SeccompProfile.Type":                  api.SeccompUnconfined,
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -438,6 +443,7 @@ func TestOpenAPIEnums(t *testing.T) {
 			string(api.ContainerWaiting), string(api.ContainerRunning), string(api.ContainerTerminated)}},
 		{"Error", "code", codes},
 		{"HostStatus", "phase", []string{api.HostReady, api.HostNotReady}},
+		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -121,6 +122,13 @@ type Server struct {
 	defaultType string
 	// defaultQuota is the quota of new tenants; nil is none.
 	defaultQuota *api.Quota
+	// ports and security are the operator's policy for published ports
+	// and the bounds of what tenants may be allowed (see Options).
+	ports    model.PortPolicy
+	security model.SecurityBounds
+	// portsMu serializes the port check and the store write of creates
+	// that publish ports (admitPorts).
+	portsMu sync.Mutex
 }
 
 // Options configure a Server.
@@ -150,15 +158,25 @@ type Options struct {
 	// DefaultQuota is the quota of tenants created without one; nil
 	// gives them none.
 	DefaultQuota *api.Quota
+	// Ports is where tenants may publish ports, with the platform's own
+	// ports reserved; the zero value is model.DefaultPortPolicy.
+	Ports model.PortPolicy
+	// Security bounds what an administrator may allow a tenant; the zero
+	// value allows nothing beyond the defaults.
+	Security model.SecurityBounds
 }
 
 // New returns a Server.
 func New(store Store, host Host, opts Options) *Server {
 	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
 		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts,
-		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota}
+		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota,
+		ports: opts.Ports, security: opts.Security}
 	if s.defaultType == "" {
 		s.defaultType = model.DefaultInstanceType
+	}
+	if s.ports.Range == (model.PortRange{}) {
+		s.ports.Range = model.DefaultPortRange
 	}
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
@@ -218,6 +236,7 @@ var Routes = []Route{
 	{"PUT", "/v1/tenants/{name}/quota", false, (*Server).putQuota},
 	{"GET", "/v1/tenants/{name}/network", false, (*Server).getTenantNetwork},
 	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
+	{"PUT", "/v1/tenants/{name}/security", false, (*Server).setTenantSecurity},
 	{"GET", "/v1/images", false, (*Server).listImages},
 	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},

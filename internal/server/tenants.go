@@ -124,9 +124,12 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := model.ValidateTenantSecurity(req.Security, s.ports, s.security); err != nil {
+		return err
+	}
 	t := &api.Tenant{Name: req.Name, DefaultRuntime: def, AllowedRuntimes: req.AllowedRuntimes,
 		SchedulingPolicy: req.SchedulingPolicy, DefaultInstanceType: req.DefaultInstanceType,
-		Quota: model.MergeQuota(s.defaultQuota, req.Quota), CreatedAt: s.now().UTC(), Network: netPolicy}
+		Quota: model.MergeQuota(s.defaultQuota, req.Quota), Security: req.Security, CreatedAt: s.now().UTC(), Network: netPolicy}
 	token, err := newToken()
 	if err != nil {
 		return err
@@ -135,6 +138,36 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, api.CreateTenantResponse{Tenant: *t, Token: token})
+	return nil
+}
+
+// setTenantSecurity replaces a tenant's security policy (an empty body
+// resets it to the platform's defaults). It bounds new instances only:
+// running ones keep what they were admitted with.
+func (s *Server) setTenantSecurity(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	if err := requireAdmin(ctx); err != nil {
+		return err
+	}
+	var sec api.TenantSecurity
+	if err := decodeJSON(r, &sec); err != nil {
+		return err
+	}
+	if err := model.ValidateTenantSecurity(&sec, s.ports, s.security); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	t, err := s.store.UpdateTenant(ctx, name, func(t *api.Tenant) error {
+		t.Security = &sec
+		if len(sec.HostIPs) == 0 && sec.HostPorts == "" && len(sec.AllowedCapabilities) == 0 && !sec.AllowUnconfined {
+			t.Security = nil
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
 	return nil
 }
 

@@ -11,7 +11,13 @@ import (
 // adminEnv adds an administrator's token in tenant a.
 func adminEnv(t *testing.T) (*testEnv, string) {
 	t.Helper()
-	e := newEnv(t, 0)
+	return adminEnvWith(t, Options{})
+}
+
+// adminEnvWith is adminEnv with opts, as newEnvWith.
+func adminEnvWith(t *testing.T, opts Options) (*testEnv, string) {
+	t.Helper()
+	e := newEnvWith(t, 0, opts)
 	admin := "admin-" + randomHex(t, 8)
 	if err := e.store.PutAdminToken(t.Context(), admin, e.a.name); err != nil {
 		t.Fatal(err)

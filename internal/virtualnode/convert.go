@@ -97,6 +97,9 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 			Command:    c.Command,
 			Args:       c.Args,
 			WorkingDir: c.WorkingDir,
+			// Added capabilities and Unconfined go to Kanga's API, which
+			// allows them only as far as the tenant's policy does.
+			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
 		}
 		for _, e := range c.Env {
 			if e.ValueFrom != nil {
@@ -151,6 +154,42 @@ func serviceAccountVolume(v corev1.Volume) bool {
 	return v.Projected != nil && strings.HasPrefix(v.Name, "kube-api-access-")
 }
 
+// securityContext maps a container's capabilities and its (or the pod's)
+// seccomp profile type; nil when they ask for nothing.
+func securityContext(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) *api.SecurityContext {
+	var out api.SecurityContext
+	seccomp := (*corev1.SeccompProfile)(nil)
+	if pod != nil {
+		seccomp = pod.SeccompProfile
+	}
+	if c != nil {
+		if c.SeccompProfile != nil {
+			seccomp = c.SeccompProfile
+		}
+		if cp := c.Capabilities; cp != nil && (len(cp.Add) > 0 || len(cp.Drop) > 0) {
+			out.Capabilities = &api.Capabilities{}
+			for _, a := range cp.Add {
+				out.Capabilities.Add = append(out.Capabilities.Add, string(a))
+			}
+			for _, d := range cp.Drop {
+				out.Capabilities.Drop = append(out.Capabilities.Drop, string(d))
+			}
+		}
+	}
+	if seccomp != nil {
+		switch seccomp.Type {
+		case corev1.SeccompProfileTypeUnconfined:
+			out.SeccompProfile = &api.SeccompProfile{Type: api.SeccompUnconfined}
+		case corev1.SeccompProfileTypeRuntimeDefault:
+			out.SeccompProfile = &api.SeccompProfile{Type: api.SeccompRuntimeDefault}
+		}
+	}
+	if out.Capabilities == nil && out.SeccompProfile == nil {
+		return nil
+	}
+	return &out
+}
+
 // checkSupported refuses pod fields Kanga cannot honour; running the pod
 // without them would silently change its meaning.
 func checkSupported(pod *corev1.Pod) error {
@@ -166,6 +205,9 @@ func checkSupported(pod *corev1.Pod) error {
 	}
 	if len(pod.Spec.InitContainers) > 0 {
 		bad = append(bad, "initContainers")
+	}
+	if psc := pod.Spec.SecurityContext; psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
+		bad = append(bad, "seccompProfile Localhost")
 	}
 	skip := map[string]bool{}
 	for _, v := range pod.Spec.Volumes {
@@ -183,8 +225,8 @@ func checkSupported(pod *corev1.Pod) error {
 			if sc.Privileged != nil && *sc.Privileged {
 				bad = append(bad, "container "+c.Name+": privileged")
 			}
-			if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
-				bad = append(bad, "container "+c.Name+": capabilities.add")
+			if sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
+				bad = append(bad, "container "+c.Name+": seccompProfile Localhost")
 			}
 		}
 		for _, p := range c.Ports {

@@ -3,6 +3,7 @@ package virtualnode
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,34 @@ func TestInstanceSpec(t *testing.T) {
 	}
 }
 
+// TestInstanceSpecSecurityContext: capabilities and the seccomp profile
+// type go to the instance (the API allows them only as far as the
+// tenant's policy does); a container's profile overrides the pod's.
+func TestInstanceSpecSecurityContext(t *testing.T) {
+	pod := testPod()
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}
+	pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+		Capabilities:   &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	spec, err := InstanceSpec(pod, "vn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := spec.Containers[0].SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []string{"NET_ADMIN"}) ||
+		!slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) || sc.SeccompProfile.Type != api.SeccompRuntimeDefault {
+		t.Errorf("security context %+v", sc)
+	}
+	pod.Spec.Containers[0].SecurityContext = nil
+	if spec, err = InstanceSpec(pod, "vn"); err != nil {
+		t.Fatal(err)
+	}
+	if sc := spec.Containers[0].SecurityContext; sc == nil || sc.SeccompProfile.Type != api.SeccompUnconfined || sc.Capabilities != nil {
+		t.Errorf("the pod's profile: %+v", sc)
+	}
+}
+
 func TestInstanceSpecRefusesUnsupported(t *testing.T) {
 	yes := true
 	tests := []struct {
@@ -127,6 +156,9 @@ func TestInstanceSpecRefusesUnsupported(t *testing.T) {
 		{"emptyDir", func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		}, "volume e"},
+		{"seccomp profile file", func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost}}
+		}, "seccompProfile Localhost"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,7 +35,9 @@ type hostPool struct {
 	srvArgs  []string // extra flags of kanga server
 	agentURL string
 	joinURL  string // what agents --join (default agentURL)
-	agents   map[string]*hostAgent
+	// agentArgs are extra flags of kanga agent (set by beforeAgents).
+	agentArgs []string
+	agents    map[string]*hostAgent
 }
 
 // hostAgent is one `kanga agent` process.
@@ -173,6 +176,7 @@ func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
 	for _, l := range a.labels {
 		args = append(args, "--labels", l)
 	}
+	args = append(args, p.agentArgs...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Env = p.env()
 	return cmd
@@ -472,7 +476,68 @@ func TestMultiHost(t *testing.T) {
 		}
 	})
 
+	t.Run("host ports", func(t *testing.T) { testHostPorts(t, p) })
+
 	t.Run("refusals", func(t *testing.T) { testRefusals(t, p) })
+}
+
+// testHostPorts: a host port is a per-host resource. (The agents share
+// this machine's network namespace, so the rules of one host would shadow
+// another's here; only placement and the agent's own check are looked at.)
+func testHostPorts(t *testing.T, p *hostPool) {
+	port := freePort(t)
+	pub := fmt.Sprintf("127.0.0.1:%d:80", port)
+	on := map[string]bool{}
+	for i := range 3 {
+		name := fmt.Sprintf("pub%d", i)
+		p.must("run", "-d", "--name", name, "-p", pub, "kanga.test/busybox", "sleep", "1000")
+		p.eventually(name+" to run", 60*time.Second, func() bool { return p.inspect(name).Status.Phase == api.PhaseRunning })
+		on[p.inspect(name).Status.Host] = true
+	}
+	if len(on) != 3 {
+		t.Fatalf("three instances publishing port %d on hosts %v, want three distinct hosts", port, on)
+	}
+	p.kanga("run", "-d", "--name", "pub3", "-p", pub, "kanga.test/busybox", "sleep", "1000")
+	want := fmt.Sprintf("0/3 hosts available: 3 host port 127.0.0.1:%d/tcp in use.", port)
+	if w := p.inspect("pub3"); w.Status.Phase != api.PhasePending || w.Status.Host != "" || w.Status.Message != want {
+		t.Fatalf("a fourth: %s on %q: %s; want Pending with %q", w.Status.Phase, w.Status.Host, w.Status.Message, want)
+	}
+	// With the host certain, the API knows at once.
+	host := p.inspect("pub0").Status.Host
+	r := p.kanga("run", "-d", "--name", "pub4", "-p", pub, "--host-selector", "zone="+strings.TrimPrefix(host, "mh-"), "kanga.test/busybox", "sleep", "1000")
+	if r.code == 0 || !strings.Contains(r.stderr, fmt.Sprintf("host port 127.0.0.1:%d/tcp is in use by instance", port)) {
+		t.Errorf("a create bound to %s: exit %d %s", host, r.code, r.stderr)
+	}
+	p.must("rm", "-f", "pub0")
+	p.eventually("pub3 to run once pub0 is gone", 60*time.Second, func() bool {
+		return p.inspect("pub3").Status.Phase == api.PhaseRunning
+	})
+	// A host process's port: refused at admission when the host is
+	// certain (the server asks the agent), by the agent otherwise.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := fmt.Sprintf("127.0.0.1:%d:80", l.Addr().(*net.TCPAddr).Port)
+	r = p.kanga("run", "-d", "--name", "over-host-a", "-p", busy, "--host-selector", "zone=a", "kanga.test/busybox", "sleep", "1000")
+	if r.code == 0 || !strings.Contains(r.stderr, "is in use by a process on host mh-a") || strings.Contains(r.stderr, "conflict: conflict") {
+		t.Errorf("publishing over a host process's port on mh-a: exit %d %s", r.code, r.stderr)
+	}
+	if r := p.kanga("inspect", "over-host-a"); r.code == 0 {
+		t.Error("the refused instance was stored")
+	}
+	r = p.kanga("run", "-d", "--name", "over-host", "-p", busy, "kanga.test/busybox", "sleep", "1000")
+	if r.code == 0 || !strings.Contains(r.stderr, "PortInUse") {
+		t.Errorf("publishing over a host process's port: exit %d %s", r.code, r.stderr)
+	}
+	p.eventually("over-host to fail", 60*time.Second, func() bool { return p.inspect("over-host").Status.Phase == api.PhaseFailed })
+	if w := p.inspect("over-host"); w.Status.Reason != "PortInUse" || !strings.Contains(w.Status.Message, "in use by a process on host mh-") {
+		t.Errorf("over-host: %s: %s", w.Status.Reason, w.Status.Message)
+	}
+	for _, n := range []string{"pub1", "pub2", "pub3", "over-host"} {
+		p.must("rm", "-f", n)
+	}
 }
 
 // testRefusals calls the agent link and the host API as a rogue agent

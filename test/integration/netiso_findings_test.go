@@ -65,6 +65,11 @@ func (p *platform) asTenantQuiet(token string, args ...string) result {
 }
 
 // nc connects with a short bound: a dropped SYN never answers.
+// pingScript is a check script that pings ip through an ICMP datagram socket.
+func pingScript(ip string) string {
+	return fmt.Sprintf("netprobe -timeout 2s icmp:%s | grep -q '^icmp:%s ok'", ip, ip)
+}
+
 func nc(addr string) string {
 	host, port, _ := net.SplitHostPort(addr)
 	return fmt.Sprintf("nc -w 2 %s %s </dev/null", host, port)
@@ -79,14 +84,17 @@ func TestTenantsNetworkIsolated(t *testing.T) {
 	p := startPlatform(t)
 	ta, tb := p.createTenant("iso-a"), p.createTenant("iso-b")
 	dir := testenv.Images(t)
+	img := netprobeImage(t)
 	for _, tok := range []string{ta, tb} {
-		for _, f := range []string{"busybox.tar", "httpd.tar"} {
-			p.mustAs(tok, "image", "import", filepath.Join(dir, f))
+		for _, f := range []string{filepath.Join(dir, "httpd.tar"), img} {
+			p.mustAs(tok, "image", "import", f)
 		}
 	}
+	// ICMP with netprobe's ping socket: instances have no NET_RAW for
+	// busybox's raw-socket ping.
 	p.mustAs(ta, "run", "-d", "--name", "web", "kanga.test/httpd")
-	p.mustAs(ta, "run", "-d", "--name", "friend", "kanga.test/busybox", "sleep", "1000")
-	p.mustAs(tb, "run", "-d", "--name", "stranger", "kanga.test/busybox", "sleep", "1000")
+	p.mustAs(ta, "run", "-d", "--name", "friend", "kanga.test/netprobe")
+	p.mustAs(tb, "run", "-d", "--name", "stranger", "kanga.test/netprobe")
 	web := p.runningIPAs(ta, "web")
 	p.runningIPAs(ta, "friend")
 	p.runningIPAs(tb, "stranger")
@@ -105,13 +113,13 @@ func TestTenantsNetworkIsolated(t *testing.T) {
 	httpGet := "timeout 5 wget -q -O - http://" + web.Status.IP + "/ | grep -q 'hello from kanga'"
 	p.checkAll("isolation", []check{
 		{"same tenant, HTTP", ta, "friend", httpGet, true},
-		{"same tenant, ICMP", ta, "friend", "ping -c 1 -W 2 " + web.Status.IP, true},
+		{"same tenant, ICMP", ta, "friend", pingScript(web.Status.IP), true},
 		{"other tenant, HTTP", tb, "stranger", httpGet, false},
-		{"other tenant, ICMP", tb, "stranger", "ping -c 1 -W 2 " + web.Status.IP, false},
+		{"other tenant, ICMP", tb, "stranger", pingScript(web.Status.IP), false},
 		{"host service on the gateway", tb, "stranger", nc(onGateway), false},
 		{"host service on the gateway, own tenant", ta, "friend", nc(onGateway), false},
 		{"host service on a host address", tb, "stranger", nc(onHostIP), false},
-		{"gateway, ICMP", tb, "stranger", "ping -c 1 -W 2 " + p.gateway(), false},
+		{"gateway, ICMP", tb, "stranger", pingScript(p.gateway()), false},
 		{"link-local metadata", ta, "friend", nc(meta), false},
 	})
 }
@@ -122,14 +130,17 @@ func TestTenantsNetworkIsolated(t *testing.T) {
 // host's neighbour entry and the bridge's forwarding entry of the victim
 // stay the victim's, and the host's traffic keeps reaching the victim.
 func TestARPSpoofingHasNoEffect(t *testing.T) {
-	p := startPlatform(t)
+	// NET_RAW is dropped by default: the attacker's tenant is allowed it,
+	// the worst case.
+	p := startPlatformWith(t, "--pool-max", "0", "--tenant-allowed-caps", "NET_RAW")
 	ta, tb := p.createTenant("arp-a"), p.createTenant("arp-b")
+	p.must("tenant", "security", "arp-b", "--allow-caps", "NET_RAW")
 	img := netprobeImage(t)
 	for _, tok := range []string{ta, tb} {
 		p.mustAs(tok, "image", "import", img)
 	}
 	p.mustAs(ta, "run", "-d", "--name", "victim", "kanga.test/netprobe")
-	p.mustAs(tb, "run", "-d", "--name", "attacker", "kanga.test/netprobe")
+	p.mustAs(tb, "run", "-d", "--name", "attacker", "--cap-add", "NET_RAW", "kanga.test/netprobe")
 	victim := p.runningIPAs(ta, "victim")
 	p.runningIPAs(tb, "attacker")
 	victimMAC, attackerMAC := p.instanceMAC(ta, "victim"), p.instanceMAC(tb, "attacker")

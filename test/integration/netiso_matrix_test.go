@@ -57,7 +57,10 @@ func (p *hostPool) importAs(token, tenantName, archive, ref string) {
 // sockets: what needs one is "n/a" there (the attack cannot be sent).
 // The table is logged.
 func TestIsolationMatrix(t *testing.T) {
-	p := startPool(t, map[string]string{"h1": "z1", "h2": "z2"})
+	// The worst case: both tenants may add NET_RAW (dropped by default),
+	// so that their instances can send hand-made frames.
+	rawOK := []string{"--tenant-allowed-caps", "NET_RAW"}
+	p := startPoolWith(t, map[string]string{"h1": "z1", "h2": "z2"}, rawOK, func(p *hostPool) { p.agentArgs = rawOK })
 	classes := []string{"runc", "crun", "gvisor"}
 	offered := map[string]bool{}
 	for _, h := range p.hosts() {
@@ -74,6 +77,7 @@ func TestIsolationMatrix(t *testing.T) {
 	img := netprobeImage(t)
 	for _, n := range []string{"mx-a", "mx-b"} {
 		tokens[n] = p.createTenant(n)
+		p.must("tenant", "security", n, "--allow-caps", "NET_RAW")
 		p.importAs(tokens[n], n, img, "kanga.test/netprobe")
 	}
 	zones := map[string]string{"h1": "z1", "h2": "z2"}
@@ -100,7 +104,7 @@ func TestIsolationMatrix(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			r := p.asTenantQuiet(in.token, "run", "-d", "--name", in.name, "--runtime", in.runtime,
-				"--host-selector", "zone="+zones[in.host], "kanga.test/netprobe")
+				"--host-selector", "zone="+zones[in.host], "--cap-add", "NET_RAW", "kanga.test/netprobe")
 			if r.code != 0 {
 				errs[i] = in.name + ": " + r.stderr
 			}

@@ -144,8 +144,8 @@ func TestPoolInstanceNetwork(t *testing.T) {
 		t.Errorf("/etc/hosts of pool-a lacks %s:\n%s", a.Status.IP, hosts)
 	}
 	p.pingFromHost(a.Status.IP)
-	p.must("exec", "pool-a", "ping", "-c", "1", "-W", "5", b.Status.IP)
-	p.must("exec", "pool-b", "ping", "-c", "1", "-W", "5", a.Status.IP)
+	p.ping("pool-a", b.Status.IP)
+	p.ping("pool-b", a.Status.IP)
 
 	p.must("rm", "-f", "pool-a", "pool-b")
 	p.eventually("both gone", 60*time.Second, func() bool {

@@ -148,12 +148,22 @@ func TestWarmContainer(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("inside w1:\n got %q\nwant %q", got, want)
 	}
-	// Capabilities as the runtime gives a container made the usual way.
-	caps := func(name string) string {
-		return grepLines(p.must("exec", name, "grep", "^Cap", "/proc/1/status"), "Cap")
+	// The sandbox a container made the usual way gets: capabilities,
+	// seccomp filter and no_new_privs (the holder's survive its execve).
+	sandbox := func(name string) string {
+		return strings.TrimSpace(p.must("exec", name, "grep", "-E", "^(Cap|Seccomp|NoNewPrivs)", "/proc/1/status"))
 	}
-	if a, b := caps("w1"), caps("cold"); a != b {
-		t.Errorf("capabilities differ from a usual container:\nwarm: %s\ncold: %s", a, b)
+	warmSandbox, coldSandbox := sandbox("w1"), sandbox("cold")
+	if warmSandbox != coldSandbox {
+		t.Errorf("the sandbox differs from a usual container's:\nwarm: %s\ncold: %s", warmSandbox, coldSandbox)
+	}
+	for _, want := range []string{"Seccomp:\t2", "NoNewPrivs:\t1", "CapEff:\t" + defaultCapEff} {
+		if !strings.Contains(warmSandbox, want) {
+			t.Errorf("warm container's /proc/1/status lacks %q:\n%s", want, warmSandbox)
+		}
+	}
+	if r := p.kanga("exec", "w1", "unshare", "-Urm", "true"); r.code == 0 {
+		t.Error("unshare -Urm worked in a warm container")
 	}
 	// Limits, read from the cgroup files the kernel enforces.
 	read := func(ctrl, file string) string {

@@ -1,0 +1,244 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/containerd/containerd/pkg/cap"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// DefaultCapabilities is the capability set of a container that asks for
+// no change: Docker's (and containerd's) default set without CAP_NET_RAW.
+// Raw sockets let a tenant forge ARP replies and source addresses on the
+// shared bridge; ping keeps working without them through ICMP datagram
+// sockets (net.ipv4.ping_group_range, set in each instance's namespace as
+// Docker does).
+var DefaultCapabilities = []string{
+	"CAP_CHOWN",
+	"CAP_DAC_OVERRIDE",
+	"CAP_FSETID",
+	"CAP_FOWNER",
+	"CAP_MKNOD",
+	"CAP_SETGID",
+	"CAP_SETUID",
+	"CAP_SETFCAP",
+	"CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT",
+	"CAP_KILL",
+	"CAP_AUDIT_WRITE",
+}
+
+// NormalizeCapability turns "net_admin" or "CAP_NET_ADMIN" into
+// "CAP_NET_ADMIN"; ok is false for a name the kernel does not know.
+func NormalizeCapability(name string) (string, bool) {
+	n := strings.ToUpper(strings.TrimSpace(name))
+	if !strings.HasPrefix(n, "CAP_") {
+		n = "CAP_" + n
+	}
+	return n, slices.Contains(cap.Known(), n)
+}
+
+// ParseCapabilities normalizes a list of capability names; each unknown
+// name is a 400 naming field[i].
+func ParseCapabilities(field string, names []string) ([]string, error) {
+	out := make([]string, 0, len(names))
+	var errs []error
+	for i, n := range names {
+		c, ok := NormalizeCapability(n)
+		if !ok {
+			errs = append(errs, invalid("%s[%d] %q is not a Linux capability (see capabilities(7), e.g. NET_ADMIN)", field, i, n))
+			continue
+		}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// SecurityBounds are the operator's limits on what an administrator may
+// allow a tenant (kanga up|server|agent --tenant-allowed-caps,
+// --tenant-allow-unconfined). The zero value allows nothing.
+type SecurityBounds struct {
+	// Capabilities may be granted to tenants beyond the default set.
+	Capabilities []string
+	// Unconfined may be granted: containers without seccomp.
+	Unconfined bool
+}
+
+// ValidateTenantSecurity checks a tenant's security policy against the
+// operator's port policy and bounds, and normalizes it in place. What
+// exceeds the bounds is a 403: only the operator can widen them.
+func ValidateTenantSecurity(t *api.TenantSecurity, ports PortPolicy, b SecurityBounds) error {
+	if t == nil {
+		return nil
+	}
+	errs := []error{validateTenantPorts(t, ports)}
+	caps, err := ParseCapabilities("security.allowedCapabilities", t.AllowedCapabilities)
+	errs = append(errs, err)
+	if err == nil {
+		t.AllowedCapabilities = caps
+		for i, c := range caps {
+			if !slices.Contains(DefaultCapabilities, c) && !slices.Contains(b.Capabilities, c) {
+				errs = append(errs, fmt.Errorf("security.allowedCapabilities[%d] %s may not be granted to tenants on this platform: the operator allows %s (--tenant-allowed-caps): %w",
+					i, c, listOrNone(b.Capabilities), errdefs.ErrPermissionDenied))
+			}
+		}
+	}
+	if t.AllowUnconfined && !b.Unconfined {
+		errs = append(errs, fmt.Errorf("security.allowUnconfined: the operator does not let tenants run containers without seccomp (--tenant-allow-unconfined): %w", errdefs.ErrPermissionDenied))
+	}
+	return errors.Join(errs...)
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
+// validateSecurityContext is the part of Validate about a container's
+// security context: names and values, not whether they are allowed.
+func validateSecurityContext(f string, sc *api.SecurityContext) []error {
+	if sc == nil {
+		return nil
+	}
+	var errs []error
+	if c := sc.Capabilities; c != nil {
+		for j, n := range c.Add {
+			if strings.EqualFold(strings.TrimSpace(n), "ALL") {
+				errs = append(errs, invalid("%s.securityContext.capabilities.add[%d] ALL would make a privileged container, which Kanga does not run: add the capabilities the process needs", f, j))
+			} else if _, ok := NormalizeCapability(n); !ok {
+				errs = append(errs, invalid("%s.securityContext.capabilities.add[%d] %q is not a Linux capability (see capabilities(7), e.g. NET_ADMIN)", f, j, n))
+			}
+		}
+		for j, n := range c.Drop {
+			if _, ok := NormalizeCapability(n); !ok && !strings.EqualFold(strings.TrimSpace(n), "ALL") {
+				errs = append(errs, invalid("%s.securityContext.capabilities.drop[%d] %q is not a Linux capability or ALL", f, j, n))
+			}
+		}
+	}
+	if p := sc.SeccompProfile; p != nil {
+		switch p.Type {
+		case api.SeccompRuntimeDefault, api.SeccompUnconfined:
+		default:
+			errs = append(errs, invalid("%s.securityContext.seccompProfile.type %q is not RuntimeDefault or Unconfined", f, p.Type))
+		}
+	}
+	return errs
+}
+
+// CheckSecurity checks that every container of a validated spec loosens
+// its sandbox only as far as the tenant's policy t allows, itself bounded
+// by the operator's b now (which may have narrowed since t was set). A
+// capability of the default set may always be added (it is there
+// already); dropping is always allowed.
+func CheckSecurity(spec *api.InstanceSpec, tenantName string, t *api.TenantSecurity, b SecurityBounds) error {
+	if t == nil {
+		t = &api.TenantSecurity{} // a tenant without a policy is allowed nothing more
+	}
+	var errs []error
+	for i, c := range spec.Containers {
+		sc := c.SecurityContext
+		if sc == nil {
+			continue
+		}
+		f := fmt.Sprintf("spec.containers[%d].securityContext", i)
+		if sc.Capabilities != nil {
+			for j, n := range sc.Capabilities.Add {
+				cp, _ := NormalizeCapability(n)
+				if !CapabilityAllowed(cp, t, b) {
+					errs = append(errs, fmt.Errorf("%s.capabilities.add[%d]: tenant %q may not add %s: an administrator can allow it with kanga tenant security %s --allow-caps %s, within what the operator allows (%s): %w",
+						f, j, tenantName, cp, tenantName, strings.TrimPrefix(cp, "CAP_"), listOrNone(b.Capabilities), errdefs.ErrPermissionDenied))
+				}
+			}
+		}
+		if Unconfined(sc) && !UnconfinedAllowed(t, b) {
+			errs = append(errs, fmt.Errorf("%s.seccompProfile: tenant %q may not run containers without seccomp: an administrator can allow it with kanga tenant security %s --allow-unconfined, if the operator allows it (--tenant-allow-unconfined): %w",
+				f, tenantName, tenantName, errdefs.ErrPermissionDenied))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CapabilityAllowed reports whether a container may add capability c
+// (normalized) under tenant policy t and operator bounds b; a nil t is the
+// host's view, which knows only the operator's bounds.
+func CapabilityAllowed(c string, t *api.TenantSecurity, b SecurityBounds) bool {
+	if slices.Contains(DefaultCapabilities, c) {
+		return true
+	}
+	if !slices.Contains(b.Capabilities, c) {
+		return false
+	}
+	if t == nil {
+		return true
+	}
+	return slices.ContainsFunc(t.AllowedCapabilities, func(a string) bool {
+		n, _ := NormalizeCapability(a)
+		return n == c
+	})
+}
+
+// UnconfinedAllowed reports whether containers may run without seccomp
+// under tenant policy t and operator bounds b (t nil: the host's view).
+func UnconfinedAllowed(t *api.TenantSecurity, b SecurityBounds) bool {
+	return b.Unconfined && (t == nil || t.AllowUnconfined)
+}
+
+// Unconfined reports whether a container asks to run without seccomp.
+func Unconfined(sc *api.SecurityContext) bool {
+	return sc != nil && sc.SeccompProfile != nil && sc.SeccompProfile.Type == api.SeccompUnconfined
+}
+
+// DefaultSecurity reports whether a security context leaves the
+// platform's default sandbox as it is.
+func DefaultSecurity(sc *api.SecurityContext) bool {
+	if sc == nil {
+		return true
+	}
+	if c := sc.Capabilities; c != nil && (len(c.Add) > 0 || len(c.Drop) > 0) {
+		return false
+	}
+	return !Unconfined(sc)
+}
+
+// ContainerCapabilities is a container's capability set: the default,
+// without what it drops (ALL drops every one), with what it adds, in the
+// kernel's order. The spec is validated: unknown names are skipped.
+func ContainerCapabilities(sc *api.SecurityContext) []string {
+	set := map[string]bool{}
+	for _, c := range DefaultCapabilities {
+		set[c] = true
+	}
+	if sc != nil && sc.Capabilities != nil {
+		for _, n := range sc.Capabilities.Drop {
+			if strings.EqualFold(strings.TrimSpace(n), "ALL") {
+				clear(set)
+				break
+			}
+			if c, ok := NormalizeCapability(n); ok {
+				delete(set, c)
+			}
+		}
+		for _, n := range sc.Capabilities.Add {
+			if c, ok := NormalizeCapability(n); ok {
+				set[c] = true
+			}
+		}
+	}
+	out := []string{}
+	for _, c := range cap.Known() {
+		if set[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
