@@ -16,7 +16,9 @@ import (
 // compete with the embedded etcd, the lease keep-alives and the control
 // plane in the same process tree (kanga up), which must keep running for
 // the platform to stay up. A plugin at nice +10 gets about a tenth of the
-// CPU of a nice-0 thread when both want it, and all of it when idle.
+// CPU of a nice-0 thread when both want it, and all of it when idle. (The
+// warm filler runs its plugins lower still, at nice 19: see
+// pool.lowPriority; this adds 10 to the niceness of the calling thread.)
 const helperNice = 10
 
 // newNiceExec is libcni's default Exec (what a nil Exec means) with the
