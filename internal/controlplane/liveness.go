@@ -149,8 +149,11 @@ func (c *ControlPlane) verdictOf(ctx context.Context, st *state, host string, no
 		return waiting, ""
 	case p.err == nil:
 		// Ask again while the lease stays lapsed: a host that answered
-		// may stop answering.
-		st.wakeAt = earliest(st.wakeAt, p.at.Add(c.cfg.ProbeInterval))
+		// may stop answering. A probe in flight wakes the loop itself
+		// when it ends.
+		if !p.running {
+			st.wakeAt = earliest(st.wakeAt, p.at.Add(c.cfg.ProbeInterval))
+		}
 		return lapsed, p.how
 	default:
 		return dead, ""

@@ -89,10 +89,12 @@ func TestLeaseLapsedButAlive(t *testing.T) {
 	var alive atomic.Bool
 	alive.Store(true)
 	var probes atomic.Int32
-	e.runCPWith("cp", func(c *controlplane.Config) {
+	cp := e.runCPWith("cp", func(c *controlplane.Config) {
 		c.ProbeInterval = 100 * time.Millisecond
 		c.Liveness = controlplane.LivenessFunc(func(_ context.Context, h *api.Host) (string, error) {
 			probes.Add(1)
+			// As a probe over the network, which takes a while.
+			time.Sleep(50 * time.Millisecond)
 			if h.Name != "slow" {
 				t.Errorf("probed %s", h.Name)
 			}
@@ -111,6 +113,16 @@ func TestLeaseLapsedButAlive(t *testing.T) {
 	if probes.Load() == 0 {
 		t.Fatal("LeaseLapsed without a probe")
 	}
+	// While the lease stays lapsed the host is asked again, and the loop
+	// runs a pass or two per probe, not in a busy loop meanwhile.
+	passes, asked := cp.Stats().Passes, probes.Load()
+	for probes.Load() < asked+5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := cp.Stats().Passes - passes; n > 5*4 {
+		t.Fatalf("%d passes for 5 probes of a lapsed host", n)
+	}
+	e.kept("web", "slow")
 
 	alive.Store(false)
 	web := e.wait("web", "re-created on spare", func(i *api.Instance) bool { return i.Status.Host == "spare" })
