@@ -30,6 +30,7 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -282,23 +283,11 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	defer done(context.WithoutCancel(ctx))
 
 	report(progress, api.Progress{Status: "pulling " + name})
-	resolver := s.reg.Load().resolver()
-	check, err := s.possessionCheck(ctx, tenant, resolver, name)
-	if err != nil {
-		return api.Image{}, err
-	}
 	stop := s.watchIngests(ctx, progress)
-	img, err := s.client.Fetch(ctx, name,
-		containerd.WithResolver(resolver),
-		containerd.WithPlatformMatcher(s.platform),
-		containerd.WithImageHandler(check),
-	)
+	img, err := s.fetch(ctx, tenant, name)
 	stop()
 	if err != nil {
-		if errors.Is(err, errNotPossessed) {
-			return api.Image{}, fmt.Errorf("pull %s: %w", name, err)
-		}
-		return api.Image{}, s.classifyPull(name, err)
+		return api.Image{}, err
 	}
 	img.Name = name
 	rec, err := s.bind(ctx, tenant, img)
@@ -310,6 +299,39 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 	}
 	report(progress, api.Progress{Status: "pulled " + name})
 	return s.toAPI(ctx, rec), nil
+}
+
+// fetch downloads name for this host's platform into the content store
+// (labelling children so the collector keeps them, as containerd's pull
+// does) and returns the image, not recorded: containerd's Fetch and Pull
+// would record it under the bare name, which is no tenant's.
+func (s *Service) fetch(ctx context.Context, tenant, name string) (images.Image, error) {
+	resolver := s.reg.Load().resolver()
+	resolved, desc, err := resolver.Resolve(ctx, name)
+	if err != nil {
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	fetcher, err := resolver.Fetcher(ctx, resolved)
+	if err != nil {
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	cs := s.client.ContentStore()
+	children := images.ChildrenHandler(cs)
+	children = images.SetChildrenLabels(cs, children)
+	children = images.FilterPlatforms(children, s.platform)
+	children = images.LimitManifests(children, s.platform, 1)
+	handler := images.Handlers(
+		s.possessionCheck(tenant, name, fetcher),
+		remotes.FetchHandler(cs, fetcher),
+		children,
+	)
+	if err := images.Dispatch(ctx, handler, nil, desc); err != nil {
+		if errors.Is(err, errNotPossessed) {
+			return images.Image{}, fmt.Errorf("pull %s: %w", name, err)
+		}
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	return images.Image{Name: name, Target: desc}, nil
 }
 
 // List returns the tenant's images, sorted by name.

@@ -373,6 +373,20 @@ func TestPull(t *testing.T) {
 		}
 	}
 
+	// Only the tenants' records: no record under the bare name.
+	recs, err := e.d.Client().ImageService().List(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Name)
+	}
+	slices.Sort(got)
+	if want := []string{image.RecordName("acme", ref), image.RecordName("other", ref)}; !slices.Equal(got, want) {
+		t.Fatalf("image records after two pulls = %v, want %v", got, want)
+	}
+
 	if _, err := e.svc.Pull(e.ctx, "acme", registry+"/busybox:missing", nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Pull of a missing tag: %v, want ErrNotFound", err)
 	}

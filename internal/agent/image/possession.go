@@ -146,38 +146,41 @@ func (s *Service) checkSupplied(ctx context.Context, tenant string, visited []oc
 
 // possessionCheck returns a pull handler that, for each blob the host has
 // already but the tenant does not own, fetches it from the registry and
-// compares it with its digest before the pull goes on (containerd's own
-// fetch skips blobs it has).
-func (s *Service) possessionCheck(ctx context.Context, tenant string, resolver remotes.Resolver, name string) (images.HandlerFunc, error) {
-	fetcher, err := resolver.Fetcher(ctx, name)
-	if err != nil {
-		return nil, s.classifyPull(name, err)
-	}
+// compares it with its digest before the pull goes on (containerd's fetch
+// handler skips blobs it has).
+func (s *Service) possessionCheck(tenant, name string, fetcher remotes.Fetcher) images.HandlerFunc {
 	cs := s.client.ContentStore()
 	var (
-		once     sync.Once
-		owned    map[digest.Digest]bool
-		ownedErr error
+		mu    sync.Mutex
+		owned map[digest.Digest]bool
 	)
+	isOwned := func(ctx context.Context, d digest.Digest) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if owned == nil {
+			o, err := s.owned(ctx, tenant)
+			if err != nil {
+				return false, err
+			}
+			owned = o
+		}
+		return owned[d], nil
+	}
 	return func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		if _, err := cs.Info(ctx, desc.Digest); cerrdefs.IsNotFound(err) {
 			return nil, nil // not here: the fetch downloads and verifies it
 		} else if err != nil {
 			return nil, err
 		}
-		once.Do(func() { owned, ownedErr = s.owned(ctx, tenant) })
-		if ownedErr != nil {
-			return nil, ownedErr
-		}
-		if owned[desc.Digest] {
-			return nil, nil
+		if ok, err := isOwned(ctx, desc.Digest); err != nil || ok {
+			return nil, err
 		}
 		if err := fetchAndVerify(ctx, fetcher, desc); err != nil {
 			s.log.Info("pull names content the host has but the registry did not supply", "image", name, "digest", desc.Digest, "tenant", tenant, "err", err)
 			return nil, fmt.Errorf("the registry did not supply %s: %w: %w", desc.Digest, errNotPossessed, errdefs.ErrNotFound)
 		}
 		return nil, nil
-	}, nil
+	}
 }
 
 // fetchAndVerify downloads desc and checks its size and digest, keeping
