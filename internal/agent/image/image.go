@@ -450,12 +450,13 @@ func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 	if err != nil {
 		return err
 	}
-	unlock := s.locks.lock(RecordName(tenant, name))
-	defer unlock()
 	rec, err := s.get(ctx, tenant, name)
 	if err != nil {
 		return err
 	}
+	// name@digest may have found a record of another name: lock that one.
+	unlock := s.locks.lock(rec.Name)
+	defer unlock()
 	return s.delete(ctx, tenant, rec)
 }
 
