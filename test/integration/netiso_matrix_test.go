@@ -33,7 +33,6 @@ func (p *hostPool) importAs(token, tenantName, archive, ref string) {
 			ok := false
 			for _, l := range strings.Split(a.ctrOut("images", "ls"), "\n") {
 				if strings.HasPrefix(l, tenantName+"@"+ref) { // the tenant's record
-
 					ok = true
 				}
 			}
