@@ -577,7 +577,21 @@ type HostStatus struct {
 	Reason        string    `json:"reason,omitempty"`
 	RegisteredAt  time.Time `json:"registeredAt,omitempty"`
 	LastHeartbeat time.Time `json:"lastHeartbeat,omitempty"`
+	// Condition is what the control plane's failure detector concluded
+	// about a host without a lease: LeaseLapsed while the host still
+	// answers by its link or host API (its instances are kept), Lost once
+	// its instances are re-created elsewhere, SafetyBrake while too many
+	// hosts look lost at once to act on any. Empty for a Ready host.
+	Condition        string `json:"condition,omitempty"`
+	ConditionMessage string `json:"conditionMessage,omitempty"`
 }
+
+// Host conditions (HostStatus.Condition).
+const (
+	HostLeaseLapsed = "LeaseLapsed"
+	HostLost        = "Lost"
+	HostSafetyBrake = "SafetyBrake"
+)
 
 // HostList is the body of GET /v1/hosts.
 type HostList struct {

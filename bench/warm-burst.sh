@@ -38,7 +38,9 @@ ready() {
 		"$DATA/agent/warm.json" 2>/dev/null || echo 0
 }
 
-platform_up burst --warm-max "$WARM" --warm-total "$WARM"
+# UPFLAGS: extra flags of kanga up (e.g. --failure-safeguards=false).
+# shellcheck disable=SC2086
+platform_up burst --warm-max "$WARM" --warm-total "$WARM" ${UPFLAGS:-}
 $K run -d --name teach --runtime crun "$IMG" sleep 1 >/dev/null
 $K rm -f teach >/dev/null
 for r in $(seq 1 "$RUNS"); do

@@ -71,6 +71,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
+	// Failure tunes the failure detector.
+	Failure FailureDetection
 	Defaults
 }
 
@@ -110,6 +112,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	apiOpts, err := o.APIOptions()
 	if err != nil {
+		return err
+	}
+	if err := o.Failure.Check(); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
@@ -180,7 +185,7 @@ func Run(ctx context.Context, o Options) error {
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host
 	// NotReady and re-creates what still runs here.
-	stopCP, err := runControlPlane(ctx, st, ag, hostName, host.Subnet(), o.Version, log)
+	stopCP, err := runControlPlane(ctx, st, ag, hostName, host.Subnet(), o.Version, o.Failure, log)
 	if err != nil {
 		return err
 	}
@@ -255,7 +260,7 @@ const hostLeaseTTL = 5 * time.Second
 // agent), keeps its lease alive and runs the scheduler loop and failure
 // detector in-process. The returned function stops them; the lease is then
 // left to expire, as after a crash.
-func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, subnet, version string, log *slog.Logger) (func(), error) {
+func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, subnet, version string, fd FailureDetection, log *slog.Logger) (func(), error) {
 	c := ag.Capacity()
 	h := &api.Host{
 		Name:           hostName,
@@ -321,8 +326,15 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 	// leads the control plane, so a new leader need not wait long for
 	// hosts to reconnect: a short grace, not the default (meant for agents
 	// whose leases go through the control plane).
-	cp := controlplane.New(controlplane.Config{Store: st, ID: hostName, Logger: log,
-		Policy: controlplane.DefaultPolicy, StartupGrace: time.Second})
+	//
+	// This host is the control plane's own: while the loop runs, the host
+	// does, and a lease lost to a starved etcd is taken again (below)
+	// without its instances being touched. Other kanga up processes on
+	// the same external etcd have no host API to ask: their leases decide.
+	cpCfg := controlplane.Config{Store: st, ID: hostName, Logger: log,
+		Policy: controlplane.DefaultPolicy, StartupGrace: time.Second}
+	fd.Apply(&cpCfg, hostName, nil)
+	cp := controlplane.New(cpCfg)
 	go func() {
 		defer func() { done <- struct{}{} }()
 		_ = cp.Run(bg)

@@ -83,6 +83,11 @@ func writeHosts(w io.Writer, hosts []api.Host) error {
 	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tRUNTIMES\tLABELS\tIMAGES")
 	for _, h := range hosts {
 		status := h.Status.Phase
+		if h.Status.Condition != "" && h.Status.Phase != api.HostReady {
+			// Why the host's instances are kept (LeaseLapsed,
+			// SafetyBrake) or were moved (Lost).
+			status += "," + h.Status.Condition
+		}
 		if h.Cordoned {
 			status += ",Cordoned"
 		}

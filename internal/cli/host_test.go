@@ -14,18 +14,20 @@ func TestWriteHosts(t *testing.T) {
 			Capacity: api.HostCapacity{CPUs: 8, MemoryBytes: 16 << 30}, Status: api.HostStatus{Phase: api.HostReady},
 			Images: []api.HostImage{{Tenant: "t", Name: "a:1", Hot: true, Starts: 3}, {Tenant: "t", Name: "b:1"}}},
 		{Name: "h2", Capacity: api.HostCapacity{CPUs: 2, MemoryBytes: 1 << 30}, Status: api.HostStatus{Phase: api.HostNotReady}},
+		{Name: "h3", Capacity: api.HostCapacity{CPUs: 2, MemoryBytes: 1 << 30}, Status: api.HostStatus{Phase: api.HostNotReady, Condition: api.HostLeaseLapsed}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 3 {
+	if len(lines) != 4 {
 		t.Fatalf("output:\n%s", b.String())
 	}
 	for i, want := range [][]string{
 		{"NAME", "STATUS", "CPUS", "MEMORY", "RUNTIMES", "LABELS", "IMAGES"},
 		{"h1", "Ready,Cordoned", "8", "runc,crun", "disk=ssd,zone=a", "2 (1 hot)"},
-		{"h2", "NotReady", "2", "<none>", "<none>", "0 (0 hot)"},
+		{"h2", "NotReady ", "2", "<none>", "<none>", "0 (0 hot)"},
+		{"h3", "NotReady,LeaseLapsed", "2"},
 	} {
 		for _, w := range want {
 			if !strings.Contains(lines[i], w) {

@@ -66,6 +66,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
+	addFailureFlags(f, &o.Failure)
 	policy.register(f)
 	return cmd
 }

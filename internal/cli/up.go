@@ -97,6 +97,7 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
+	addFailureFlags(f, &o.Failure)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	policy.register(f)

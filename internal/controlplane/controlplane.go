@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -71,6 +72,37 @@ type Config struct {
 	// quota usage from their instances (also once when it takes over),
 	// if the store can; 10 minutes by default.
 	UsageReconcile time.Duration
+
+	// The failure detector's safeguards (see liveness.go).
+	//
+	// Self names the host that runs in this replica's process (kanga
+	// up): while the loop runs, so does that host, and its instances are
+	// never handled as lost.
+	Self string
+	// Liveness, if set, is asked whether a host without a lease still
+	// answers before its instances are handled as lost; it is asked
+	// again every ProbeInterval (1 s) while the lease stays lapsed, each
+	// time for at most ProbeTimeout (2 s).
+	Liveness      Liveness
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	// RecreateRate bounds how many instances of lost hosts are
+	// re-created (or failed) a second, with a burst of one second's
+	// worth; 0 is DefaultRecreateRate, negative is no limit.
+	RecreateRate float64
+	// BrakeThreshold is the share of hosts that may be lost at once
+	// before the safety brake stops re-creating (with three hosts or
+	// more; losing every host always trips it); 0 is
+	// DefaultBrakeThreshold, negative turns the brake off.
+	BrakeThreshold float64
+}
+
+// NoSafeguards turns the failure detector's safeguards off: every host
+// without a lease is lost at once, and its instances are re-created with
+// no limit. For comparisons only.
+func (cfg *Config) NoSafeguards() {
+	cfg.Self, cfg.Liveness = "", nil
+	cfg.RecreateRate, cfg.BrakeThreshold = -1, -1
 }
 
 // UsageReconciler is implemented by stores that keep a quota usage per
@@ -90,6 +122,11 @@ var DefaultPolicy = scheduler.Policy{Mode: scheduler.BinPack, TenantSpread: true
 type ControlPlane struct {
 	cfg Config
 	log *slog.Logger
+
+	// recreate limits the re-creations of lost instances; it outlives
+	// a leadership, so that flapping leaders do not each get a burst.
+	// Only the loop goroutine uses it.
+	recreate *bucket
 
 	mu       sync.Mutex
 	leading  bool
@@ -121,7 +158,20 @@ func New(cfg Config) *ControlPlane {
 	if cfg.ID == "" {
 		cfg.ID = model.NewUID()
 	}
-	return &ControlPlane{cfg: cfg, log: cfg.Logger.With("component", "controlplane", "replica", cfg.ID)}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	if cfg.RecreateRate == 0 {
+		cfg.RecreateRate = DefaultRecreateRate
+	}
+	if cfg.BrakeThreshold == 0 {
+		cfg.BrakeThreshold = DefaultBrakeThreshold
+	}
+	return &ControlPlane{cfg: cfg, log: cfg.Logger.With("component", "controlplane", "replica", cfg.ID),
+		recreate: newBucket(cfg.RecreateRate, cfg.Now())}
 }
 
 // Leading reports whether this replica leads now.
@@ -246,7 +296,7 @@ func (c *ControlPlane) lead(ctx context.Context, l *store.Leader) error {
 	}
 	graceEnd := time.NewTimer(c.cfg.StartupGrace)
 	defer graceEnd.Stop()
-	var retry <-chan time.Time
+	var retry, wake <-chan time.Time
 	if r, ok := c.cfg.Store.(UsageReconciler); ok {
 		go c.reconcileUsage(lctx, r)
 	}
@@ -259,6 +309,11 @@ func (c *ControlPlane) lead(ctx context.Context, l *store.Leader) error {
 			// etcd trouble: try again shortly even if no event comes.
 			c.log.Warn("control-plane pass incomplete; retrying", "err", err)
 			retry = time.After(250 * time.Millisecond)
+		}
+		if !st.wakeAt.IsZero() {
+			wake = time.After(max(st.wakeAt.Sub(c.cfg.Now()), time.Millisecond))
+		} else {
+			wake = nil
 		}
 		select {
 		case <-lctx.Done():
@@ -278,6 +333,9 @@ func (c *ControlPlane) lead(ctx context.Context, l *store.Leader) error {
 		case <-retry:
 			retry = nil
 			st.retryAll = true
+		case r := <-st.probed:
+			st.applyProbe(r)
+		case <-wake:
 		}
 		// Batch whatever else already arrived.
 	drain:
@@ -293,6 +351,8 @@ func (c *ControlPlane) lead(ctx context.Context, l *store.Leader) error {
 					return lctx.Err()
 				}
 				st.setHosts(hosts)
+			case r := <-st.probed:
+				st.applyProbe(r)
 			default:
 				break drain
 			}
@@ -428,6 +488,9 @@ type write struct {
 	inst   *api.Instance
 	modRev int64
 	del    bool
+	// unleased, if set, is a host that must hold no lease for the write
+	// to apply (store.InstanceWrite.Unleased).
+	unleased string
 }
 
 // apply commits writes and folds the successful ones into st at once, so
@@ -440,20 +503,32 @@ type write struct {
 func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, writes []write) (int, error) {
 	results := make([]commitResult, len(writes))
 	var groups [][]int
-	var cur []int
+	var cur, fenced []int
 	for i, w := range writes {
-		if w.del {
+		switch {
+		case w.del:
 			groups = append(groups, []int{i})
-			continue
-		}
-		cur = append(cur, i)
-		if len(cur) == store.MaxBatch {
-			groups = append(groups, cur)
-			cur = nil
+		case w.unleased != "":
+			// Each fenced host adds a compare: half batches stay within
+			// etcd's limit on a transaction's compares.
+			fenced = append(fenced, i)
+			if len(fenced) == store.MaxBatch/2 {
+				groups = append(groups, fenced)
+				fenced = nil
+			}
+		default:
+			cur = append(cur, i)
+			if len(cur) == store.MaxBatch {
+				groups = append(groups, cur)
+				cur = nil
+			}
 		}
 	}
 	if len(cur) > 0 {
 		groups = append(groups, cur)
+	}
+	if len(fenced) > 0 {
+		groups = append(groups, fenced)
 	}
 	run := func(g []int) {
 		if len(g) == 1 {
@@ -462,7 +537,7 @@ func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, wr
 		}
 		batch := make([]store.InstanceWrite, len(g))
 		for j, i := range g {
-			batch[j] = store.InstanceWrite{Instance: writes[i].inst, ModRev: writes[i].modRev}
+			batch[j] = store.InstanceWrite{Instance: writes[i].inst, ModRev: writes[i].modRev, Unleased: writes[i].unleased}
 		}
 		rev, err := c.cfg.Store.PutInstancesIf(ctx, l, batch)
 		if errors.Is(err, errdefs.ErrConflict) {
@@ -530,6 +605,10 @@ func (c *ControlPlane) commit(ctx context.Context, l *store.Leader, w write) com
 		err := c.cfg.Store.DeleteInstanceIf(ctx, l, w.inst.Tenant, w.inst.Name, w.modRev)
 		return commitResult{w: w, err: err}
 	}
+	if w.unleased != "" {
+		rev, err := c.cfg.Store.PutInstancesIf(ctx, l, []store.InstanceWrite{{Instance: w.inst, ModRev: w.modRev, Unleased: w.unleased}})
+		return commitResult{w: w, modRev: rev, err: err}
+	}
 	rev, err := c.cfg.Store.PutInstanceIf(ctx, l, w.inst, w.modRev)
 	return commitResult{w: w, modRev: rev, err: err}
 }
@@ -557,38 +636,98 @@ func (c *ControlPlane) endStopped(ctx context.Context, l *store.Leader, st *stat
 }
 
 // detect handles the instances of lost hosts: a host that holds no lease
-// (NotReady) or is not registered at all. Hosts that were already lost
-// when this leader took over get the startup grace first.
+// (NotReady) or is not registered at all, and that does not answer by
+// another path either (Config.Liveness; never the host in this process,
+// Config.Self). Hosts that were already lost when this leader took over get
+// the startup grace first. Re-creations are rate-limited and fenced on the
+// host still holding no lease; the safety brake stops them when too many
+// hosts look lost at once.
 func (c *ControlPlane) detect(ctx context.Context, l *store.Leader, st *state) error {
 	now := c.cfg.Now().UTC()
-	var writes []write
-	for hostName, keys := range st.byHost {
-		if !st.lost(hostName) {
-			continue
+	st.wakeAt = time.Time{}
+	// The hosts to look at: those without a lease or with a condition,
+	// and those only named by instances (not registered); out of all
+	// hosts known.
+	names := slices.Clone(st.attention)
+	total := len(st.hosts)
+	for name := range st.byHost {
+		if _, ok := st.hosts[name]; !ok {
+			names = append(names, name)
+			total++
 		}
-		for key := range keys {
+	}
+	slices.Sort(names)
+	var deadHosts []string
+	for _, name := range names {
+		v, how := c.verdictOf(ctx, st, name, now)
+		switch v {
+		case healthy:
+			c.setCondition(ctx, st, name, "", "")
+		case lapsed:
+			c.setCondition(ctx, st, name, api.HostLeaseLapsed, lapsedMessage(how))
+		case dead:
+			deadHosts = append(deadHosts, name)
+		}
+	}
+	brake := braked(len(deadHosts), total, c.cfg.BrakeThreshold)
+	if brake != st.brake {
+		st.brake = brake
+		if brake {
+			c.log.Warn(fmt.Sprintf("safety brake: %d of %d hosts lost at once; not re-creating their instances", len(deadHosts), total),
+				"lost_hosts", deadHosts)
+		} else {
+			c.log.Info("safety brake released", "lost_hosts", len(deadHosts), "hosts", total)
+		}
+	}
+	var writes []write
+	held := 0
+	for _, hostName := range deadHosts {
+		if brake {
+			c.setCondition(ctx, st, hostName, api.HostSafetyBrake,
+				fmt.Sprintf("%d of %d hosts lost at once: the safety brake holds, the instances are not re-created", len(deadHosts), total))
+		} else {
+			c.setCondition(ctx, st, hostName, api.HostLost, "the lease expired and the host does not answer; its instances are re-created elsewhere")
+		}
+		keys := slices.Sorted(maps.Keys(st.byHost[hostName]))
+		for _, key := range keys {
 			e := st.instances[key]
 			inst := *e.inst
 			inst.Status.Events = slices.Clone(inst.Status.Events)
 			inst.Status.Containers = slices.Clone(inst.Status.Containers)
 			w := write{key: key, inst: &inst, modRev: e.modRev}
-			switch {
-			case inst.DeletionRequested:
+			if inst.DeletionRequested {
 				// Nobody is left to tear it down; the host removes what
-				// it still has when it returns (orphan cleanup).
+				// it still has when it returns (orphan cleanup). Nothing
+				// runs again, so neither the brake nor the limit applies.
 				w.del = true
-			case restartable(&inst):
+				writes = append(writes, w)
+				continue
+			}
+			if brake {
+				continue
+			}
+			if !c.recreate.take(now) {
+				held++
+				continue
+			}
+			// Fenced: if the host takes a lease meanwhile, the write
+			// fails and the instance stays where it runs.
+			w.unleased = hostName
+			if restartable(&inst) {
 				Recreate(&inst, ReasonLost, fmt.Sprintf("host %s stopped answering (its lease expired); re-creating the instance on another host", hostName), now)
-			default:
+			} else {
 				failLost(&inst, fmt.Sprintf("host %s stopped answering (its lease expired); restart policy %s, so the instance is not re-created", hostName, inst.Spec.RestartPolicy), now)
 			}
 			writes = append(writes, w)
 		}
 	}
+	if held > 0 {
+		st.wakeAt = earliest(st.wakeAt, c.recreate.next(now))
+	}
 	if len(writes) == 0 {
 		return nil
 	}
-	c.log.Warn("re-creating or failing the instances of lost hosts", "instances", len(writes))
+	c.log.Warn("re-creating or failing the instances of lost hosts", "instances", len(writes), "held_by_rate_limit", held, "lost_hosts", deadHosts)
 	_, err := c.apply(ctx, l, st, writes)
 	return err
 }

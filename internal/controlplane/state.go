@@ -52,6 +52,9 @@ type state struct {
 
 	hosts    map[string]*api.Host
 	hostsRev int64
+	// attention are the hosts the failure detector looks at: without a
+	// lease, or with a condition to clear.
+	attention []string
 	// sched is the scheduler's view of hosts, in name order, kept up to
 	// date as allocations change (touch) so that a pass hands it over
 	// instead of building it; schedIdx finds a host in it.
@@ -67,6 +70,19 @@ type state struct {
 	// pending instance again.
 	freed, retryAll bool
 	start           time.Time
+
+	// probes are the liveness probes of hosts without a lease; probed
+	// carries their answers to the loop. wakeAt, if set, is when a pass
+	// must run again even if no event comes (a probe to repeat, a
+	// re-creation the rate limit held back).
+	probes map[string]*probe
+	probed chan probeResult
+	wakeAt time.Time
+	// conds are the host conditions this leader recorded, so that each
+	// is written and logged once; brake is whether the safety brake
+	// holds.
+	conds map[string]string
+	brake bool
 }
 
 func newState(now time.Time) *state {
@@ -81,6 +97,9 @@ func newState(now time.Time) *state {
 		hosts:     map[string]*api.Host{},
 		everReady: map[string]bool{},
 		start:     now,
+		probes:    map[string]*probe{},
+		probed:    make(chan probeResult, 16),
+		conds:     map[string]string{},
 	}
 }
 
@@ -248,6 +267,12 @@ func (s *state) setHosts(snap store.HostsSnapshot) {
 		}
 	}
 	s.hosts = m
+	s.attention = s.attention[:0]
+	for name, h := range m {
+		if h.Status.Phase != api.HostReady || h.Status.Condition != "" {
+			s.attention = append(s.attention, name)
+		}
+	}
 	s.freed = true
 	s.sched = s.sched[:0]
 	s.schedIdx = make(map[string]int, len(m))

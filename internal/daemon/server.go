@@ -62,6 +62,8 @@ type ServerOptions struct {
 	Logger   *slog.Logger
 	// Ready, if set, is called once both listeners serve.
 	Ready func(apiAddr, agentAddr string)
+	// Failure tunes the failure detector.
+	Failure allinone.FailureDetection
 	allinone.Defaults
 }
 
@@ -90,6 +92,9 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}
 	apiOpts, err := o.APIOptions()
 	if err != nil {
+		return err
+	}
+	if err := o.Failure.Check(); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(o.DataDir)
@@ -152,17 +157,23 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	clientTLS := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
+	// The agents' link: made before the control plane, whose failure
+	// detector asks it whether a host without a lease is still connected
+	// before it asks the host's API.
+	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+		InsecureRegistries: o.InsecureRegistries}
 	cpDone := make(chan struct{})
-	cp := controlplane.New(controlplane.Config{Store: st, ID: replica, Logger: log, Policy: controlplane.DefaultPolicy})
+	cpCfg := controlplane.Config{Store: st, ID: replica, Logger: log, Policy: controlplane.DefaultPolicy}
+	o.Failure.Apply(&cpCfg, "", &hostlink.Prober{Link: link, TLS: clientTLS.Clone()})
+	cp := controlplane.New(cpCfg)
 	go func() {
 		defer close(cpDone)
 		_ = cp.Run(bg)
 	}()
 	defer func() { cancel(); <-cpDone }()
 
-	dir := hostlink.NewDirectory(bg, st, &tls.Config{
-		Certificates: []tls.Certificate{cert}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12,
-	})
+	dir := hostlink.NewDirectory(bg, st, clientTLS)
 	ports := o.Ports
 	ports.ReserveAddress("the Kanga API", ln.Addr().String())
 	ports.ReserveAddress("the agents' link", aln.Addr().String())
@@ -178,8 +189,7 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	nvDone := make(chan struct{})
 	go func() { defer close(nvDone); nv.Run(bg) }()
 	defer func() { cancel(); <-nvDone }()
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL, NetView: nv,
-		InsecureRegistries: o.InsecureRegistries}
+	link.NetView = nv
 	as := server.NewHTTPServer(link.Handler(), server.DefaultLimits, log)
 	as.TLSConfig = link.TLSConfig(cert)
 	// The lease is held while the agent's heartbeat request is open, and a

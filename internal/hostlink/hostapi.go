@@ -42,6 +42,9 @@ const (
 	// listeners), so that the API refuses at admission what the agent
 	// would refuse at start.
 	pathCheckPorts = "/host/v1/checkports"
+	// pathPing answers 204: the control plane asks whether a host whose
+	// lease lapsed still answers (Prober).
+	pathPing = "/host/v1/ping"
 )
 
 // hostRoutes are the public API routes the host API serves.
@@ -109,6 +112,10 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 	methods.Add(http.MethodGet, pathImageConfig)
 	methods.Add(http.MethodDelete, pathImage)
 	methods.Add(http.MethodDelete, pathTenant)
+	methods.Add(http.MethodGet, pathPing)
+	mux.HandleFunc("GET "+pathPing, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET "+pathImageConfig, func(w http.ResponseWriter, r *http.Request) {
 		t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 		if err := tenant.Validate(t); err != nil {
@@ -484,4 +491,47 @@ func doJSON(hc *http.Client, req *http.Request, out any) error {
 		return nil
 	}
 	return jsonDecode(resp.Body, out)
+}
+
+// Prober tells whether a host whose lease lapsed still answers: its agent
+// holds a link request open on this server, or its host API answers. It
+// implements controlplane.Liveness.
+type Prober struct {
+	// Link is this server's end of the agents' link; nil: ask the host
+	// API only (another replica may hold the link).
+	Link *Server
+	// TLS carries the server's client certificate and the CA, as for the
+	// host API's other calls.
+	TLS *tls.Config
+
+	once sync.Once
+	hc   *http.Client
+}
+
+// Alive returns how h answers, or why it does not. Any HTTP answer of the
+// host API counts: the TLS handshake proved it is the host's agent (its
+// certificate is the CA's), and an agent of another version may not know
+// the ping route.
+func (p *Prober) Alive(ctx context.Context, h *api.Host) (string, error) {
+	if p.Link != nil && p.Link.Connected(h.Name) {
+		return "its agent's link is connected", nil
+	}
+	if h.Address == "" {
+		return "", fmt.Errorf("host %s has no link to this server and no host API: %w", h.Name, errdefs.ErrUnavailable)
+	}
+	p.once.Do(func() {
+		// A connection of its own per probe: a pooled one that hangs
+		// would answer for a host that no longer does.
+		p.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: p.TLS, DisableKeepAlives: true, ForceAttemptHTTP2: true}}
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(h.Address, "/")+pathPing, nil)
+	if err != nil {
+		return "", fmt.Errorf("host %s: host API address %q: %v: %w", h.Name, h.Address, err, errdefs.ErrInvalidArgument)
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("host %s: host API: %v: %w", h.Name, err, errdefs.ErrUnavailable)
+	}
+	resp.Body.Close()
+	return "its host API answers", nil
 }

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -67,6 +68,40 @@ type Server struct {
 
 	hub    *hub
 	owners *owners
+
+	// links counts each host's open long-lived requests (heartbeat,
+	// watch): a host with one is connected (Connected).
+	linksMu sync.Mutex
+	links   map[string]int
+}
+
+// linked counts one open long-lived request of host; the returned
+// function ends it.
+func (s *Server) linked(host string) func() {
+	s.linksMu.Lock()
+	defer s.linksMu.Unlock()
+	if s.links == nil {
+		s.links = map[string]int{}
+	}
+	s.links[host]++
+	return func() {
+		s.linksMu.Lock()
+		defer s.linksMu.Unlock()
+		if s.links[host]--; s.links[host] <= 0 {
+			delete(s.links, host)
+		}
+	}
+}
+
+// Connected reports whether host's agent holds a heartbeat or watch
+// request open on this server. Such a request outlives the host's lease
+// when etcd is slow, and an agent that stops answering loses it within
+// the HTTP/2 ping timeout of the listener, so it tells a slow host from a
+// dead one.
+func (s *Server) Connected(host string) bool {
+	s.linksMu.Lock()
+	defer s.linksMu.Unlock()
+	return s.links[host] > 0
 }
 
 // TLSConfig is the listener's configuration: the serving certificate, and
@@ -313,6 +348,7 @@ func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) 
 // heartbeat holds the host's lease while the request is open; it writes a
 // line now and then so that either side notices a dead peer.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
+	defer s.linked(host)()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	lost := make(chan error, 1)
@@ -399,6 +435,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) erro
 	if err != nil || rev <= 0 {
 		return fmt.Errorf("rev must be the revision of the agent's list: %w", errdefs.ErrInvalidArgument)
 	}
+	defer s.linked(host)()
 	ctx := r.Context()
 	if sb, err := s.hub.subscribe(ctx, host, rev); err == nil {
 		return s.stream(w, r, sb)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -540,3 +541,23 @@ func (s *Store) HostsChangedSince(ctx context.Context, rev int64) (bool, error) 
 	}
 	return len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > rev, nil
 }
+
+// SetHostCondition records the failure detector's condition of host (see
+// api.HostStatus.Condition); an empty condition clears it. It writes only
+// when something changes, so a leader may call it on every pass.
+func (s *Store) SetHostCondition(ctx context.Context, name, cond, msg string) error {
+	_, err := s.UpdateHost(ctx, name, func(h *api.Host) error {
+		if h.Status.Condition == cond && h.Status.ConditionMessage == msg {
+			return errUnchanged
+		}
+		h.Status.Condition, h.Status.ConditionMessage = cond, msg
+		return nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
+}
+
+// errUnchanged aborts an update that would write what is stored.
+var errUnchanged = errors.New("unchanged")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -179,6 +180,10 @@ func (s *Store) ListAllInstanceVersions(ctx context.Context) ([]InstanceEvent, i
 type InstanceWrite struct {
 	Instance *api.Instance
 	ModRev   int64
+	// Unleased, if set, names a host that must hold no lease for the
+	// write to apply: the failure detector's fence, so that a lost host
+	// that came back meanwhile keeps its instances.
+	Unleased string
 }
 
 // PutInstancesIf stores every write in one transaction if each instance's
@@ -187,13 +192,15 @@ type InstanceWrite struct {
 // every instance); ErrConflict when any instance changed (the caller
 // retries them one by one); ErrNotLeader when the leadership ended. One
 // transaction for many placements costs one etcd commit instead of many.
-// At most MaxBatch writes.
+// A write with Unleased fails the same way (ErrConflict) when that host
+// holds a lease. At most MaxBatch writes.
 func (s *Store) PutInstancesIf(ctx context.Context, l *Leader, writes []InstanceWrite) (int64, error) {
 	if len(writes) > MaxBatch {
 		return 0, fmt.Errorf("store: %d writes in one transaction, at most %d: %w", len(writes), MaxBatch, errdefs.ErrInvalidArgument)
 	}
 	cmps := []clientv3.Cmp{l.fence()}
 	ops := make([]clientv3.Op, 0, len(writes))
+	var unleased []string
 	for _, w := range writes {
 		if err := checkName(w.Instance.Name); err != nil {
 			return 0, err
@@ -204,7 +211,14 @@ func (s *Store) PutInstancesIf(ctx context.Context, l *Leader, writes []Instance
 			return 0, fmt.Errorf("store: encode instance %q: %w", w.Instance.Name, err)
 		}
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", w.ModRev))
+		if w.Unleased != "" && !slices.Contains(unleased, w.Unleased) {
+			unleased = append(unleased, w.Unleased)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hostLeaseKey(w.Unleased)), "=", 0))
+		}
 		ops = append(ops, clientv3.OpPut(key, string(val)))
+	}
+	if len(cmps) > etcdMaxTxnOps {
+		return 0, fmt.Errorf("store: %d compares in one transaction, at most %d (fewer writes or fenced hosts per batch): %w", len(cmps), etcdMaxTxnOps, errdefs.ErrInvalidArgument)
 	}
 	resp, err := s.client.Txn(ctx).If(cmps...).Then(ops...).
 		Else(clientv3.OpGet(l.key, clientv3.WithCountOnly())).Commit()
@@ -223,3 +237,7 @@ func (s *Store) PutInstancesIf(ctx context.Context, l *Leader, writes []Instance
 // MaxBatch bounds PutInstancesIf: etcd refuses transactions of more than
 // 128 operations by default, and the fence takes one compare.
 const MaxBatch = 100
+
+// etcdMaxTxnOps is etcd's default limit (--max-txn-ops) on each of a
+// transaction's compare, success and failure lists.
+const etcdMaxTxnOps = 128

@@ -154,7 +154,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg:   cfg,
-		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), nil),
+		cni:   libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cfg.cacheDir(), newNiceExec()),
 		list:  list,
 		lists: lists,
 	}

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -73,5 +74,82 @@ func testFencedWrites(t *testing.T, s *store.Store) {
 	}
 	if got, _ := s.GetInstance(ctx, "a"); got.Status.Host != "h3" {
 		t.Fatalf("a deposed leader changed a: host %q", got.Status.Host)
+	}
+}
+
+// testUnleasedFence: a write fenced on a host holding no lease fails with
+// a conflict while the host holds one, and applies once it has none.
+func testUnleasedFence(t *testing.T, s *store.Store) {
+	ctx, tn := newTenant(t)
+	host := "fence-" + tn
+	if err := s.RegisterHost(ctx, &api.Host{Name: host}); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(tn, "a")
+	in.Status.Host = host
+	mustCreate(t, ctx, s, in)
+	versions, _, err := s.ListAllInstanceVersions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rev int64
+	for _, v := range versions {
+		if v.Tenant == tn && v.Name == "a" {
+			rev = v.ModRevision
+		}
+	}
+	l, err := s.Campaign(ctx, "storetest-"+tn, "me", 2*time.Second)
+	if err != nil {
+		t.Fatalf("Campaign: %v", err)
+	}
+	defer l.Resign(ctx)
+	moved := newInstance(tn, "a")
+	wctx, stopWatch := context.WithCancel(t.Context())
+	defer stopWatch()
+	hosts := s.WatchHosts(wctx)
+	kctx, stop := context.WithCancel(ctx)
+	kept := make(chan error, 1)
+	go func() { kept <- s.KeepHostAlive(kctx, host, time.Second) }()
+	waitPhase(t, hosts, host, api.HostReady)
+	_, err = s.PutInstancesIf(ctx, l, []store.InstanceWrite{{Instance: moved, ModRev: rev, Unleased: host}})
+	wantErr(t, "PutInstancesIf(fenced, host leased)", err, errdefs.ErrConflict)
+	if cur, _ := s.GetInstance(ctx, "a"); cur.Status.Host != host {
+		t.Fatalf("a fenced write moved a off its leased host: host %q", cur.Status.Host)
+	}
+	stop()
+	<-kept
+	waitPhase(t, hosts, host, api.HostNotReady)
+	if _, err := s.PutInstancesIf(ctx, l, []store.InstanceWrite{{Instance: moved, ModRev: rev, Unleased: host}}); err != nil {
+		t.Fatalf("PutInstancesIf(fenced, no lease): %v", err)
+	}
+}
+
+// testHostCondition: a host's condition is stored, kept by the host's
+// lease keeper, and cleared by an empty one.
+func testHostCondition(t *testing.T, s *store.Store) {
+	ctx, tn := newTenant(t)
+	host := "cond-" + tn
+	if err := s.RegisterHost(ctx, &api.Host{Name: host}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHostCondition(ctx, host, api.HostLeaseLapsed, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	// Unchanged: no write, no error.
+	if err := s.SetHostCondition(ctx, host, api.HostLeaseLapsed, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.GetHost(ctx, host)
+	if err != nil || h.Status.Condition != api.HostLeaseLapsed || h.Status.ConditionMessage != "slow" {
+		t.Fatalf("host after SetHostCondition: %+v, %v", h, err)
+	}
+	if err := s.SetHostCondition(ctx, host, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.GetHost(ctx, host); h.Status.Condition != "" || h.Status.ConditionMessage != "" {
+		t.Fatalf("condition not cleared: %+v", h.Status)
+	}
+	if err := s.SetHostCondition(ctx, "nope-"+tn, api.HostLost, ""); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("SetHostCondition(unknown host) = %v, want not found", err)
 	}
 }

@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 		{"HostsChangedSince", testHostsChangedSince},
 		{"WatchInstance", testWatchInstance},
 		{"FencedWrites", testFencedWrites},
+		{"UnleasedFence", testUnleasedFence},
+		{"HostCondition", testHostCondition},
 		{"Purges", testPurges},
 		{"QuotaRace", testQuotaRace},
 		{"QuotaUsage", testQuotaUsage},
