@@ -21,7 +21,7 @@ import (
 
 // DefaultBusyRetry is how long a client keeps retrying refused requests
 // when the context has no deadline.
-const DefaultBusyRetry = 2 * time.Minute
+const DefaultBusyRetry = 5 * time.Minute
 
 // defaultRetryAfter is the pause when a 429 does not say.
 const defaultRetryAfter = time.Second
