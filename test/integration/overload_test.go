@@ -116,7 +116,13 @@ func TestOverloadBurstQueues(t *testing.T) {
 	t.Logf("%d creates at concurrency %d on %d start slots in %s: %d retried (%d retries in all), %d failed",
 		n, concurrency, slots, time.Since(start).Round(time.Second), retried, retries, len(failures))
 	if len(failures) > 0 {
-		t.Fatalf("%d of %d creates failed, first: %s", len(failures), n, failures[0])
+		hint := ""
+		if strings.Contains(strings.Join(failures, "\n"), "Lost: host") {
+			// Backpressure bounds Kanga's own load; a machine starved by
+			// other work can still delay etcd past the host's lease.
+			hint = " (the host was declared lost under load: the slow-is-not-dead half of issue 22)"
+		}
+		t.Fatalf("%d of %d creates failed%s, first: %s", len(failures), n, hint, failures[0])
 	}
 	if retries == 0 {
 		t.Errorf("no create was refused and retried: with %d creates at concurrency %d over %d slots some must have been", n, concurrency, slots)
