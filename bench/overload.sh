@@ -20,6 +20,9 @@ SUBNET=${SUBNET:-10.241.212.0/22}
 N=${N:-100}
 C=${C:-8}
 HOGS=${HOGS:-$(nproc)}
+# A cgroup root of its own: an agent removes the empty cgroups it does not
+# know under its root, and other platforms on the machine share /kanga.
+CGROOT=${CGROOT:-/kanga-overload}
 export KANGA_CONFIG=${KANGA_CONFIG:-/tmp/kovl.json}
 K=${K:-bin/kanga}
 
@@ -32,9 +35,15 @@ stop_hogs() {
 	for p in $HOGPIDS; do kill "$p" 2>/dev/null || true; done
 	HOGPIDS=""
 }
+cgroups_down() {
+	for h in /sys/fs/cgroup/*/"$CGROOT"; do
+		[ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+}
 cleanup() {
 	stop_hogs
 	platform_down
+	cgroups_down
 }
 trap cleanup EXIT INT TERM
 
@@ -43,7 +52,7 @@ run() {
 	shift
 	# No default type: 100 instances of 256 MiB each would not fit the
 	# host's memory, and the burst is about starts, not reservations.
-	platform_up "$name" --default-type none "$@"
+	platform_up "$name" --default-type none --cgroup-root "$CGROOT" "$@"
 	for _ in $(seq 1 "$HOGS"); do
 		sh -c 'while :; do :; done' &
 		HOGPIDS="$HOGPIDS $!"
@@ -59,6 +68,7 @@ run() {
 		"lease losses: $(grep -c 'lease lost\|lease of host' "$OUT/$name-kanga-up.log" || true)," \
 		"leadership ends: $(grep -c 'leadership ended' "$OUT/$name-kanga-up.log" || true)"
 	platform_down
+	cgroups_down
 }
 
 run admission-off --max-inflight-creates 0 --start-slots 1000
