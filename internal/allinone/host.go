@@ -100,6 +100,14 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		return nil, fmt.Errorf("starting containerd: %w", err)
 	}
 	h := &Host{ctx: ctx, ctrd: ctrd, log: log}
+	images := image.New(ctrd.Client(), "overlayfs")
+	_ = images.AllowInsecureRegistries(c.InsecureRegistries) // checked above
+	// Before the agent resolves any image (restarts, warm pools): records
+	// from before per-tenant records become the tenants' own.
+	if _, err := images.Migrate(ctx); err != nil {
+		h.stopContainerd()
+		return nil, fmt.Errorf("migrating image records: %w", err)
+	}
 
 	netw, err := network.New(network.Config{StateDir: filepath.Join(dataDir, "network"), Bridge: c.Bridge, Subnet: c.Subnet,
 		Isolation: c.Isolation})
@@ -115,8 +123,6 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 			StatusFile: filepath.Join(dataDir, "agent", "pool.json"),
 		})
 	}
-	images := image.New(ctrd.Client(), "overlayfs")
-	_ = images.AllowInsecureRegistries(c.InsecureRegistries) // checked above
 	h.Images = images
 	h.Agent = agent.New(agent.Config{
 		HostName:    c.HostName,

@@ -64,8 +64,8 @@ func testImagesOutliveTenant(t *testing.T, p *platform) {
 	if r := p.asTenant(tok, "run", "--rm", ref, "true"); r.code == 0 || !strings.Contains(r.stderr, "not found") {
 		t.Errorf("the re-created tenant ran the old one's image: exit %d %s", r.code, r.stderr)
 	}
-	// The record is another tenant's now; the deleted one's label is gone.
-	if out := p.ctr("images", "ls"); strings.Contains(out, "kanga.dev/tenant.hostile-b=") || !strings.Contains(out, "kanga.dev/tenant.hostile-c=1") {
+	// The deleted tenant's record is gone; the other tenant's stays.
+	if out := p.ctr("images", "ls"); strings.Contains(out, "\nhostile-b@") || !strings.Contains(out, "\nhostile-c@"+ref) {
 		t.Errorf("containerd's image records after the tenant's deletion:\n%s", out)
 	}
 	// The shared content still serves the other tenant.
@@ -287,8 +287,8 @@ func TestMultiHostTenantPurge(t *testing.T) {
 	p := startPool(t, map[string]string{"tp-a": "a", "tp-b": "b"})
 	a, b := p.agents["tp-a"], p.agents["tp-b"]
 	const (
-		label = "kanga.dev/tenant.hostile-d=1"
 		ref   = "kanga.test/busybox:latest"
+		label = "\nhostile-d@" + ref // the tenant's record, at the start of a line
 	)
 	tok := strings.TrimSpace(p.must("tenant", "create", "hostile-d"))
 	defer p.kanga("tenant", "rm", "hostile-d")

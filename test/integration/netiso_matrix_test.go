@@ -32,7 +32,7 @@ func (p *hostPool) importAs(token, tenantName, archive, ref string) {
 		for _, a := range p.agents {
 			ok := false
 			for _, l := range strings.Split(a.ctrOut("images", "ls"), "\n") {
-				if strings.Contains(l, ref) && strings.Contains(l, "kanga.dev/tenant."+tenantName+"=") {
+				if strings.HasPrefix(l, tenantName+"@"+ref) { // the tenant's record
 					ok = true
 				}
 			}

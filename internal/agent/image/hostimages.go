@@ -40,8 +40,12 @@ func (s *Service) HostImages(ctx context.Context, max int) ([]api.HostImage, err
 	}
 	var out []api.HostImage
 	for _, rec := range recs {
-		for _, t := range tenantsOf(rec.Labels) {
-			out = append(out, api.HostImage{Tenant: t, Name: rec.Name, Digest: rec.Target.Digest.String()})
+		t, _, ok := ParseRecordName(rec.Name)
+		if !ok {
+			continue
+		}
+		if name, ok := ownedBy(rec, t); ok {
+			out = append(out, api.HostImage{Tenant: t, Name: name, Digest: rec.Target.Digest.String()})
 		}
 	}
 	s.usage.mu.Lock()

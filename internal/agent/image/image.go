@@ -1,13 +1,11 @@
 // Package image imports, pulls and resolves container images in Kanga's
 // containerd, scoped by tenant.
 //
-// containerd keeps one image record per name in Kanga's namespace, shared
-// by every tenant so that content and snapshots are stored once. Each tenant
-// that imported or pulled an image has the label kanga.dev/tenant.<tenant>
-// on the record, and only sees records with its label. When a tenant puts
-// different content under an existing name, the other tenants lose the name
-// (their label is dropped) rather than silently run content they never
-// asked for.
+// Each tenant's image is its own containerd record (see records.go), so
+// tenants never replace, remove or see each other's images, even under
+// the same name; content and unpacked layers are stored once per host
+// and shared by digest, but a tenant only gets a record of content it
+// supplied itself (see possession.go).
 package image
 
 import (
@@ -17,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"regexp"
 	"slices"
@@ -33,6 +30,7 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -42,9 +40,6 @@ import (
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 )
-
-// TenantLabelPrefix prefixes the label that grants a tenant an image.
-const TenantLabelPrefix = "kanga.dev/tenant."
 
 // tenantRe keeps tenant names safe inside a label key and a filter string.
 var tenantRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -142,8 +137,7 @@ func Normalize(ref string) (string, error) { return model.NormalizeImage(ref) }
 // final Done line.
 func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	defer s.notify() // a partial import or a failed pull may have changed the set too
-	label, err := tenantLabel(tenant)
-	if err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return nil, err
 	}
 	ctx = withNamespace(ctx)
@@ -158,7 +152,8 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 	pr := newProgressReader(r, progress)
 	safe := SafeArchive(pr)
 	defer safe.Close()
-	index, err := archive.ImportIndex(ctx, s.client.ContentStore(), safe)
+	store := newSuppliedStore(s.client.ContentStore())
+	index, err := archive.ImportIndex(ctx, store, safe)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -166,15 +161,19 @@ func (s *Service) Import(ctx context.Context, tenant string, r io.Reader, progre
 		return nil, fmt.Errorf("read image archive: %v; expected an OCI archive (skopeo copy ... oci-archive:FILE:NAME) or a docker archive (docker save): %w", err, errdefs.ErrInvalidArgument)
 	}
 	pr.flush()
+	store.add(index.Digest)
 
-	named, err := s.namedManifests(ctx, index)
+	named, visited, err := s.namedManifests(ctx, index)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkSupplied(ctx, tenant, visited, store); err != nil {
 		return nil, err
 	}
 	out := make([]api.Image, 0, len(named))
 	for _, img := range named {
 		report(progress, api.Progress{Status: "unpacking " + img.Name})
-		rec, err := s.bind(ctx, label, img)
+		rec, err := s.bind(ctx, tenant, img)
 		if err != nil {
 			return nil, err
 		}
@@ -192,14 +191,17 @@ const maxIndexSize = 4 << 20
 
 // namedManifests walks the imported index like containerd's client.Import
 // does (labelling children so the collector keeps them), and returns one
-// record per named manifest, with the name normalized.
-func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) ([]images.Image, error) {
+// record per named manifest, with the name normalized, and every
+// descriptor the walk met (for checkSupplied).
+func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) ([]images.Image, []ocispec.Descriptor, error) {
 	cs := s.client.ContentStore()
 	var (
 		named   []images.Image
 		skipped []string
+		visited []ocispec.Descriptor
 	)
 	var handler images.HandlerFunc = func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+		visited = append(visited, desc)
 		if desc.Digest != index.Digest {
 			return images.Children(ctx, cs, desc)
 		}
@@ -231,15 +233,15 @@ func (s *Service) namedManifests(ctx context.Context, index ocispec.Descriptor) 
 	h := images.SetChildrenLabels(cs, images.FilterPlatforms(handler, s.platform))
 	if err := images.WalkNotEmpty(ctx, h, index); err != nil {
 		if errors.Is(err, errdefs.ErrInvalidArgument) {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("read image archive: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("read image archive: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if len(named) == 0 {
-		return nil, fmt.Errorf("image archive names no image for %s (unnamed manifests: %v); name the image with a full reference, e.g. skopeo copy ... oci-archive:FILE:kanga.test/app:v1: %w",
+		return nil, nil, fmt.Errorf("image archive names no image for %s (unnamed manifests: %v); name the image with a full reference, e.g. skopeo copy ... oci-archive:FILE:kanga.test/app:v1: %w",
 			platforms.DefaultString(), skipped, errdefs.ErrInvalidArgument)
 	}
-	return named, nil
+	return named, visited, nil
 }
 
 // archiveName returns the image name an index entry carries. containerd's
@@ -256,14 +258,15 @@ func archiveName(ann map[string]string) (string, bool) {
 	return name, true
 }
 
-// Pull fetches ref from its registry and unpacks it. Only public
-// registries and those the operator allowed are reached (see
-// registry.go); plain HTTP only for the latter. progress, if not nil,
-// receives download progress; the caller sends the final Done line.
+// Pull fetches ref from its registry into the tenant's record of it and
+// unpacks it. Only public registries and those the operator allowed are
+// reached (see registry.go); plain HTTP only for the latter. Content the
+// host holds already for other tenants is fetched anyway, to check that
+// the registry has it (see possession.go). progress, if not nil, receives
+// download progress; the caller sends the final Done line.
 func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(api.Progress)) (api.Image, error) {
 	defer s.notify()
-	label, err := tenantLabel(tenant)
-	if err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return api.Image{}, err
 	}
 	name, err := Normalize(ref)
@@ -271,53 +274,70 @@ func (s *Service) Pull(ctx context.Context, tenant, ref string, progress func(ap
 		return api.Image{}, err
 	}
 	ctx = withNamespace(ctx)
-	unlock := s.locks.lock(name)
-	defer unlock()
-
-	is := s.client.ImageService()
-	prev, err := is.Get(ctx, name)
-	havePrev := err == nil
-	if err != nil && !cerrdefs.IsNotFound(err) {
-		return api.Image{}, classify("pull "+name, err)
+	// The lease keeps what is fetched from the garbage collector until the
+	// record points at it.
+	ctx, done, err := s.client.WithLease(ctx)
+	if err != nil {
+		return api.Image{}, classify("pull: take a lease", err)
 	}
-	// Pull replaces the record's labels wholesale: hand it the merged set
-	// so that other tenants keep the name while it is updated.
-	labels := map[string]string{label: "1"}
-	if havePrev {
-		labels = maps.Clone(prev.Labels)
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		labels[label] = "1"
-	}
+	defer done(context.WithoutCancel(ctx))
 
 	report(progress, api.Progress{Status: "pulling " + name})
 	stop := s.watchIngests(ctx, progress)
-	img, err := s.client.Pull(ctx, name,
-		containerd.WithResolver(s.reg.Load().resolver()),
-		containerd.WithPlatformMatcher(s.platform),
-		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(s.snapshotter),
-		containerd.WithPullLabels(labels),
-	)
+	img, err := s.fetch(ctx, tenant, name)
 	stop()
 	if err != nil {
-		return api.Image{}, s.classifyPull(name, err)
+		return api.Image{}, err
 	}
-	rec := img.Metadata()
-	if havePrev && prev.Target.Digest != rec.Target.Digest {
-		if rec, err = s.takeOver(ctx, rec, label); err != nil {
-			return api.Image{}, err
-		}
+	img.Name = name
+	rec, err := s.bind(ctx, tenant, img)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if err := s.unpack(ctx, rec); err != nil {
+		return api.Image{}, err
 	}
 	report(progress, api.Progress{Status: "pulled " + name})
 	return s.toAPI(ctx, rec), nil
 }
 
+// fetch downloads name for this host's platform into the content store
+// (labelling children so the collector keeps them, as containerd's pull
+// does) and returns the image, not recorded: containerd's Fetch and Pull
+// would record it under the bare name, which is no tenant's.
+func (s *Service) fetch(ctx context.Context, tenant, name string) (images.Image, error) {
+	resolver := s.reg.Load().resolver()
+	resolved, desc, err := resolver.Resolve(ctx, name)
+	if err != nil {
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	fetcher, err := resolver.Fetcher(ctx, resolved)
+	if err != nil {
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	cs := s.client.ContentStore()
+	children := images.ChildrenHandler(cs)
+	children = images.SetChildrenLabels(cs, children)
+	children = images.FilterPlatforms(children, s.platform)
+	children = images.LimitManifests(children, s.platform, 1)
+	handler := images.Handlers(
+		s.possessionCheck(tenant, name, fetcher),
+		remotes.FetchHandler(cs, fetcher),
+		children,
+	)
+	if err := images.Dispatch(ctx, handler, nil, desc); err != nil {
+		if errors.Is(err, errNotPossessed) {
+			return images.Image{}, fmt.Errorf("pull %s: %w", name, err)
+		}
+		return images.Image{}, s.classifyPull(name, err)
+	}
+	return images.Image{Name: name, Target: desc}, nil
+}
+
 // List returns the tenant's images, sorted by name.
 func (s *Service) List(ctx context.Context, tenant string) ([]api.Image, error) {
 	ctx = withNamespace(ctx)
-	recs, _, err := s.records(ctx, tenant)
+	recs, err := s.records(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -340,18 +360,28 @@ func (s *Service) Get(ctx context.Context, tenant, ref string) (containerd.Image
 	return containerd.NewImageWithPlatform(s.client, rec, s.platform), nil
 }
 
+// get returns the tenant's record of ref. A reference with a digest
+// (name@sha256:...) finds the record of that exact name (pulled by
+// digest), or else the tenant's record of the same repository whose
+// target is that digest, as Docker resolves repo@digest; another
+// tenant's records are never looked at, even if their content is on the
+// host.
 func (s *Service) get(ctx context.Context, tenant, ref string) (images.Image, error) {
-	label, err := tenantLabel(tenant)
-	if err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return images.Image{}, err
 	}
 	name, err := Normalize(ref)
 	if err != nil {
 		return images.Image{}, err
 	}
-	rec, err := s.client.ImageService().Get(ctx, name)
-	if err == nil && rec.Labels[label] != "1" {
-		err = cerrdefs.ErrNotFound
+	rec, err := s.client.ImageService().Get(ctx, RecordName(tenant, name))
+	if err == nil {
+		if _, ok := ownedBy(rec, tenant); !ok {
+			err = cerrdefs.ErrNotFound
+		}
+	}
+	if cerrdefs.IsNotFound(err) {
+		rec, err = s.byDigest(ctx, tenant, name)
 	}
 	if cerrdefs.IsNotFound(err) {
 		return images.Image{}, fmt.Errorf("image %s not found; add it with `kanga image import` or `kanga image pull %s`: %w", name, ref, errdefs.ErrNotFound)
@@ -360,6 +390,40 @@ func (s *Service) get(ctx context.Context, tenant, ref string) (images.Image, er
 		return images.Image{}, classify("get image "+name, err)
 	}
 	return rec, nil
+}
+
+// byDigest finds the tenant's record of name's repository whose target
+// is name's digest; not found if name has no digest.
+func (s *Service) byDigest(ctx context.Context, tenant, name string) (images.Image, error) {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil {
+		return images.Image{}, cerrdefs.ErrNotFound
+	}
+	canon, ok := named.(reference.Canonical)
+	if !ok {
+		return images.Image{}, cerrdefs.ErrNotFound
+	}
+	recs, err := s.records(ctx, tenant)
+	if err != nil {
+		return images.Image{}, err
+	}
+	var found []images.Image
+	for _, rec := range recs {
+		n, _ := ownedBy(rec, tenant)
+		if rec.Target.Digest != canon.Digest() {
+			continue
+		}
+		if rn, err := reference.ParseNormalizedNamed(n); err == nil && rn.Name() == canon.Name() {
+			found = append(found, rec)
+		}
+	}
+	if len(found) == 0 {
+		return images.Image{}, cerrdefs.ErrNotFound
+	}
+	// Several tags of one digest: any will do, the content is the same;
+	// take the first by name so that the choice is stable.
+	slices.SortFunc(found, func(a, b images.Image) int { return strings.Compare(a.Name, b.Name) })
+	return found[0], nil
 }
 
 // Config returns the OCI image config of the tenant's image ref. It reads
@@ -375,9 +439,10 @@ func (s *Service) Config(ctx context.Context, tenant, ref string) (Config, error
 	return res.Config, nil
 }
 
-// Remove takes ref away from the tenant. The record goes when no tenant has
-// it any more; content and snapshots follow through containerd's garbage
-// collector once no container uses them.
+// Remove deletes the tenant's record of ref; other tenants' records, of
+// the same name or the same content, are untouched. Content and
+// snapshots go through containerd's garbage collector once no record
+// and no container uses them.
 func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 	defer s.notify()
 	ctx = withNamespace(ctx)
@@ -385,151 +450,99 @@ func (s *Service) Remove(ctx context.Context, tenant, ref string) error {
 	if err != nil {
 		return err
 	}
-	unlock := s.locks.lock(name)
-	defer unlock()
 	rec, err := s.get(ctx, tenant, name)
 	if err != nil {
 		return err
 	}
-	return s.unbind(ctx, tenant, rec)
+	// name@digest may have found a record of another name: lock that one.
+	unlock := s.locks.lock(rec.Name)
+	defer unlock()
+	return s.delete(ctx, tenant, rec)
 }
 
-// unbind takes rec away from tenant; the caller holds rec's lock.
-func (s *Service) unbind(ctx context.Context, tenant string, rec images.Image) error {
-	label, err := tenantLabel(tenant)
-	if err != nil {
-		return err
+// delete removes the tenant's record rec.
+func (s *Service) delete(ctx context.Context, tenant string, rec images.Image) error {
+	name, _ := ownedBy(rec, tenant)
+	if err := s.client.ImageService().Delete(ctx, rec.Name); err != nil && !cerrdefs.IsNotFound(err) {
+		return classify("remove image "+name, err)
 	}
-	delete(rec.Labels, label)
-	is := s.client.ImageService()
-	if len(tenantsOf(rec.Labels)) == 0 {
-		if err := is.Delete(ctx, rec.Name); err != nil && !cerrdefs.IsNotFound(err) {
-			return classify("remove image "+rec.Name, err)
-		}
-	} else if _, err := is.Update(ctx, rec, "labels"); err != nil && !cerrdefs.IsNotFound(err) {
-		return classify("remove image "+rec.Name, err)
-	}
-	s.usage.forget(tenant, rec.Name)
+	s.usage.forget(tenant, name)
 	return nil
 }
 
-// records returns the image records tenant has, and its label.
-func (s *Service) records(ctx context.Context, tenant string) ([]images.Image, string, error) {
-	label, err := tenantLabel(tenant)
-	if err != nil {
-		return nil, "", err
+// records returns the tenant's image records.
+func (s *Service) records(ctx context.Context, tenant string) ([]images.Image, error) {
+	if err := checkTenant(tenant); err != nil {
+		return nil, err
 	}
-	recs, err := s.client.ImageService().List(ctx, fmt.Sprintf(`labels.%q==1`, label))
+	recs, err := s.client.ImageService().List(ctx, ownerFilter(tenant))
 	if err != nil {
-		return nil, "", classify("list the images of tenant "+tenant, err)
+		return nil, classify("list the images of tenant "+tenant, err)
 	}
-	return recs, label, nil
+	return slices.DeleteFunc(recs, func(rec images.Image) bool {
+		_, ok := ownedBy(rec, tenant)
+		return !ok
+	}), nil
 }
 
-// RemoveTenant takes every image away from tenant (it was deleted):
-// records no other tenant has go, the others lose its label. It returns
-// the names it removed.
+// RemoveTenant removes every image record of tenant (it was deleted);
+// content other tenants' records point at stays. It returns the names it
+// removed.
 func (s *Service) RemoveTenant(ctx context.Context, tenant string) ([]string, error) {
 	defer s.notify()
 	ctx = withNamespace(ctx)
-	recs, label, err := s.records(ctx, tenant)
+	recs, err := s.records(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var removed []string
 	for _, rec := range recs {
 		unlock := s.locks.lock(rec.Name)
-		cur, err := s.client.ImageService().Get(ctx, rec.Name)
-		if err == nil && cur.Labels[label] == "1" {
-			err = s.unbind(ctx, tenant, cur)
-		} else if cerrdefs.IsNotFound(err) {
-			err = nil
-		}
+		err := s.delete(ctx, tenant, rec)
 		unlock()
 		if err != nil {
 			return removed, err
 		}
-		removed = append(removed, rec.Name)
+		name, _ := ownedBy(rec, tenant)
+		removed = append(removed, name)
 	}
 	return removed, nil
 }
 
-// bind records img for the tenant owning label.
-func (s *Service) bind(ctx context.Context, label string, img images.Image) (images.Image, error) {
-	unlock := s.locks.lock(img.Name)
+// bind records img (named by its normalized name) as the tenant's: it
+// creates the tenant's record or points it at img's content.
+func (s *Service) bind(ctx context.Context, tenant string, img images.Image) (images.Image, error) {
+	name := img.Name
+	rec := images.Image{Name: RecordName(tenant, name), Target: img.Target, Labels: map[string]string{OwnerLabel: tenant}}
+	unlock := s.locks.lock(rec.Name)
 	defer unlock()
 	is := s.client.ImageService()
 	for {
-		cur, err := is.Get(ctx, img.Name)
-		if cerrdefs.IsNotFound(err) {
-			img.Labels = map[string]string{label: "1"}
-			created, err := is.Create(ctx, img)
-			if cerrdefs.IsAlreadyExists(err) {
-				continue // created by someone else meanwhile
-			}
-			if err != nil {
-				return images.Image{}, classify("record image "+img.Name, err)
-			}
+		created, err := is.Create(ctx, rec)
+		if err == nil {
 			return created, nil
 		}
-		if err != nil {
-			return images.Image{}, classify("record image "+img.Name, err)
+		if !cerrdefs.IsAlreadyExists(err) {
+			return images.Image{}, classify("record image "+name, err)
 		}
-		if cur.Target.Digest != img.Target.Digest {
-			cur.Target = img.Target
-			return s.takeOver(ctx, cur, label)
-		}
-		if cur.Labels[label] == "1" {
-			return cur, nil
-		}
-		if cur.Labels == nil {
-			cur.Labels = map[string]string{}
-		}
-		cur.Labels[label] = "1"
-		updated, err := is.Update(ctx, cur, "labels."+label)
+		updated, err := is.Update(ctx, rec, "target", "labels."+OwnerLabel)
 		if cerrdefs.IsNotFound(err) {
 			continue // removed meanwhile
 		}
 		if err != nil {
-			return images.Image{}, classify("record image "+img.Name, err)
+			return images.Image{}, classify("record image "+name, err)
 		}
 		return updated, nil
 	}
-}
-
-// takeOver stores rec (whose target is new content) with only label's
-// tenant on it: the other tenants asked for the old content, not this one.
-func (s *Service) takeOver(ctx context.Context, rec images.Image, label string) (images.Image, error) {
-	labels := map[string]string{label: "1"}
-	var dropped []string
-	for k, v := range rec.Labels {
-		switch {
-		case k == label:
-		case strings.HasPrefix(k, TenantLabelPrefix):
-			dropped = append(dropped, strings.TrimPrefix(k, TenantLabelPrefix))
-		default:
-			labels[k] = v
-		}
-	}
-	rec.Labels = labels
-	updated, err := s.client.ImageService().Update(ctx, rec, "target", "labels")
-	if err != nil {
-		return images.Image{}, classify("record image "+rec.Name, err)
-	}
-	if len(dropped) > 0 {
-		s.log.Info("image name now points at new content; other tenants lost it",
-			"image", rec.Name, "digest", rec.Target.Digest, "tenant", strings.TrimPrefix(label, TenantLabelPrefix), "dropped", dropped)
-	}
-	return updated, nil
 }
 
 func (s *Service) unpack(ctx context.Context, rec images.Image) error {
 	img := containerd.NewImageWithPlatform(s.client, rec, s.platform)
 	if err := img.Unpack(ctx, s.snapshotter); err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return fmt.Errorf("image %s has no content for %s: %v: %w", rec.Name, platforms.DefaultString(), err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("image %s has no content for %s: %v: %w", displayName(rec), platforms.DefaultString(), err, errdefs.ErrInvalidArgument)
 		}
-		return classify("unpack image "+rec.Name, err)
+		return classify("unpack image "+displayName(rec), err)
 	}
 	return nil
 }
@@ -539,26 +552,9 @@ func (s *Service) toAPI(ctx context.Context, rec images.Image) api.Image {
 	if err != nil {
 		// Only the reported size suffers; the image may be for another
 		// platform or have lost content.
-		s.log.Debug("image size unknown", "image", rec.Name, "err", err)
+		s.log.Debug("image size unknown", "image", displayName(rec), "err", err)
 	}
-	return api.Image{Name: rec.Name, Digest: rec.Target.Digest.String(), Size: size, CreatedAt: rec.CreatedAt}
-}
-
-func tenantLabel(tenant string) (string, error) {
-	if !tenantRe.MatchString(tenant) {
-		return "", fmt.Errorf("tenant %q is not a valid tenant name: %w", tenant, errdefs.ErrInvalidArgument)
-	}
-	return TenantLabelPrefix + tenant, nil
-}
-
-func tenantsOf(labels map[string]string) []string {
-	var ts []string
-	for k := range labels {
-		if strings.HasPrefix(k, TenantLabelPrefix) {
-			ts = append(ts, strings.TrimPrefix(k, TenantLabelPrefix))
-		}
-	}
-	return ts
+	return api.Image{Name: displayName(rec), Digest: rec.Target.Digest.String(), Size: size, CreatedAt: rec.CreatedAt}
 }
 
 // withNamespace puts Kanga's containerd namespace on ctx unless a caller

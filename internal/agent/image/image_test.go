@@ -190,27 +190,38 @@ func TestTenantScoping(t *testing.T) {
 		t.Fatalf("Get(b) after a removed it: %v", err)
 	}
 
-	// Different content under the same name: the importer takes the name,
-	// the others lose it instead of running content they never chose.
-	e.importArchive(t, "a", oci)
+	// Different content under the same name: each tenant keeps its own.
+	aImgs, _ := e.importArchive(t, "a", oci)
 	other := runtimetest.BusyboxArchive(t, runtimetest.Docker, ociRef)
-	imgs, _ := e.importArchive(t, "b", other)
-	if _, err := e.svc.Get(e.ctx, "a", ociRef); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("Get(a) after b replaced the content: %v, want ErrNotFound", err)
+	bImgs, _ := e.importArchive(t, "b", other)
+	if aImgs[0].Digest == bImgs[0].Digest {
+		t.Fatalf("the two archives have the same content %s; the test needs different content", aImgs[0].Digest)
 	}
-	img, err := e.svc.Get(e.ctx, "b", ociRef)
-	if err != nil || img.Target().Digest.String() != imgs[0].Digest {
-		t.Fatalf("Get(b) = %v, %v; want digest %s", img, err, imgs[0].Digest)
+	for tenant, want := range map[string]string{"a": aImgs[0].Digest, "b": bImgs[0].Digest} {
+		img, err := e.svc.Get(e.ctx, tenant, ociRef)
+		if err != nil || img.Target().Digest.String() != want {
+			t.Fatalf("Get(%s) after both imported %s = %v, %v; want digest %s", tenant, ociRef, img, err, want)
+		}
 	}
 
+	// b's removal leaves a's record of the name.
 	if err := e.svc.Remove(e.ctx, "b", ociRef); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.Remove(e.ctx, "b", ociRef); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("second Remove: %v, want ErrNotFound", err)
 	}
-	if _, err := e.d.Client().GetImage(e.ctx, ociRef); err == nil {
-		t.Fatal("record kept after its last tenant removed it")
+	if img, err := e.svc.Get(e.ctx, "a", ociRef); err != nil || img.Target().Digest.String() != aImgs[0].Digest {
+		t.Fatalf("Get(a) after b removed its image of the name = %v, %v; want a's digest %s", img, err, aImgs[0].Digest)
+	}
+	if _, err := e.d.Client().GetImage(e.ctx, image.RecordName("b", ociRef)); err == nil {
+		t.Fatal("b's record kept after b removed it")
+	}
+	if err := e.svc.Remove(e.ctx, "a", ociRef); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := e.d.Client().ListImages(e.ctx); err != nil || len(recs) != 0 {
+		t.Fatalf("records left after both removed theirs: %v, %v", recs, err)
 	}
 }
 
@@ -232,8 +243,8 @@ func TestRemoveTenant(t *testing.T) {
 	if list, err := e.svc.List(e.ctx, "a"); err != nil || len(list) != 0 {
 		t.Fatalf("List(a) after RemoveTenant = %v, %v; want nothing", names(list), err)
 	}
-	if _, err := e.d.Client().GetImage(e.ctx, dockerRef); err == nil {
-		t.Fatalf("record %s kept, although only a had it", dockerRef)
+	if _, err := e.d.Client().GetImage(e.ctx, image.RecordName("a", dockerRef)); err == nil {
+		t.Fatalf("a's record of %s kept", dockerRef)
 	}
 	img, err := e.svc.Get(e.ctx, "b", ociRef)
 	if err != nil || img.Target().Digest.String() != shared[0].Digest {
@@ -360,6 +371,20 @@ func TestPull(t *testing.T) {
 		if err != nil || !slices.Equal(names(list), []string{ref}) {
 			t.Fatalf("List(%s) = %v, %v", tenant, names(list), err)
 		}
+	}
+
+	// Only the tenants' records: no record under the bare name.
+	recs, err := e.d.Client().ImageService().List(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Name)
+	}
+	slices.Sort(got)
+	if want := []string{image.RecordName("acme", ref), image.RecordName("other", ref)}; !slices.Equal(got, want) {
+		t.Fatalf("image records after two pulls = %v, want %v", got, want)
 	}
 
 	if _, err := e.svc.Pull(e.ctx, "acme", registry+"/busybox:missing", nil); !errors.Is(err, errdefs.ErrNotFound) {

@@ -91,11 +91,11 @@ func (s *Service) resolve(ctx context.Context, tenant, ref string) (Resolved, er
 	if !ok {
 		diffIDs, err := img.RootFS(ctx)
 		if err != nil {
-			return Resolved{}, classify("read layers of image "+rec.Name, err)
+			return Resolved{}, classify("read layers of image "+displayName(rec), err)
 		}
 		spec, err := img.Spec(ctx)
 		if err != nil {
-			return Resolved{}, classify("read config of image "+rec.Name, err)
+			return Resolved{}, classify("read config of image "+displayName(rec), err)
 		}
 		c := spec.Config
 		rc = resolvedContent{
@@ -104,7 +104,7 @@ func (s *Service) resolve(ctx context.Context, tenant, ref string) (Resolved, er
 		}
 		s.content.put(d, rc)
 	}
-	return Resolved{Image: img, Name: rec.Name, Digest: d, ChainID: rc.chainID, Snapshotter: s.snapshotter, Config: rc.config}, nil
+	return Resolved{Image: img, Name: displayName(rec), Digest: d, ChainID: rc.chainID, Snapshotter: s.snapshotter, Config: rc.config}, nil
 }
 
 // usage counts container starts per tenant and image name, for Hot.
@@ -216,7 +216,7 @@ func (s *Service) Unpack(ctx context.Context, tenant, ref string) error {
 	img := containerd.NewImageWithPlatform(s.client, rec, s.platform)
 	ok, err := img.IsUnpacked(ctx, s.snapshotter)
 	if err != nil {
-		return classify("check unpacked layers of image "+rec.Name, err)
+		return classify("check unpacked layers of image "+displayName(rec), err)
 	}
 	if ok {
 		return nil
