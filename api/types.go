@@ -568,7 +568,17 @@ type HostCapacity struct {
 	// Pids the processes; 0 means the host does not meter it.
 	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
 	Pids         int64 `json:"pids,omitempty"`
+	// StartSlots is how many instance starts the host's agent runs at
+	// once; more wait their turn. The API admits creates up to the ready
+	// hosts' slots. 0 (an older agent) counts as DefaultStartSlots(CPUs).
+	StartSlots int `json:"startSlots,omitempty"`
 }
+
+// DefaultStartSlots is the start slots of a host with cpus cores that
+// does not say: two starts per core keep the cores busy (a start waits on
+// containerd and the runtime about half of its time) without letting a
+// burst starve the control path.
+func DefaultStartSlots(cpus int) int { return 2 * max(cpus, 1) }
 
 // HostStatus is the control plane's view of a host's health.
 type HostStatus struct {

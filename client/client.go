@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -41,6 +42,8 @@ type Client struct {
 	tlsConfig *tls.Config
 	userAgent string
 	tenant    string // sent as the Kanga-Tenant header when set
+	// busyRetry: see WithBusyRetry; nil is DefaultBusyRetry.
+	busyRetry *time.Duration
 }
 
 // Option configures a Client.
@@ -203,26 +206,40 @@ func (c *Client) transportError(ctx context.Context, err error) error {
 
 // doJSON sends in (if not nil) as JSON and decodes a 2xx response into out
 // (if not nil).
+//
+// A request the server refused for now (429) is sent again after the
+// pause it asked for (retry.go).
 func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encoding request body: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := c.newRequest(ctx, method, path, query, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.send(req)
-	if err != nil {
-		return err
+	begun := time.Now()
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(body)
+		}
+		req, err := c.newRequest(ctx, method, path, query, r)
+		if err != nil {
+			return err
+		}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err = c.send(req)
+		if err == nil {
+			break
+		}
+		if err := c.waitRetry(ctx, method, path, err, attempt, begun); err != nil {
+			return err
+		}
 	}
 	defer resp.Body.Close()
 	if out == nil {

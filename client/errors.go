@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -26,6 +27,9 @@ type APIError struct {
 	// RequestID is the server's ID of the request (Kanga-Request-Id),
 	// which names it in the server's log and audit log.
 	RequestID string
+	// RetryAfter is the pause the server asked for before the request is
+	// sent again (its Retry-After header), 0 when it did not say.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -53,6 +57,7 @@ var statusCodes = map[int]string{
 	http.StatusMethodNotAllowed:      "MethodNotAllowed",
 	http.StatusRequestEntityTooLarge: "TooLarge",
 	http.StatusConflict:              "Conflict",
+	http.StatusTooManyRequests:       "TooManyRequests",
 	http.StatusNotImplemented:        "NotImplemented",
 	http.StatusBadGateway:            "Unavailable",
 	http.StatusServiceUnavailable:    "Unavailable",
@@ -69,6 +74,7 @@ func decodeError(resp *http.Response) error {
 		e := fromAPI(er.Error)
 		e.StatusCode = resp.StatusCode
 		e.RequestID = resp.Header.Get(api.HeaderRequestID)
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return e
 	}
 	code, ok := statusCodes[resp.StatusCode]
@@ -82,5 +88,6 @@ func decodeError(resp *http.Response) error {
 		}
 		msg += ": " + text
 	}
-	return &APIError{StatusCode: resp.StatusCode, Code: code, Message: msg, RequestID: resp.Header.Get(api.HeaderRequestID)}
+	return &APIError{StatusCode: resp.StatusCode, Code: code, Message: msg, RequestID: resp.Header.Get(api.HeaderRequestID),
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }

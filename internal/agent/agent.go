@@ -99,6 +99,9 @@ type Config struct {
 	// UserNS runs crun containers in a user namespace (see userns.go);
 	// the data dir must then be searchable by the range's ids.
 	UserNS bool
+	// StartSlots bounds the instance starts run at once (see
+	// startslots.go); 0 is api.DefaultStartSlots of the host's cores.
+	StartSlots int
 }
 
 // Agent runs the instances of one host.
@@ -133,6 +136,8 @@ type Agent struct {
 
 	remapMu      sync.Mutex // one image's layers remapped at a time
 	remappedKeys sync.Map   // snapshot keys known to exist
+
+	starts startSlots // instance starts running now
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -152,7 +157,7 @@ func New(cfg Config) *Agent {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("component", "agent"), runners: map[string]*runner{},
 		cpus: newCPUAllocator(hostCPUList()), cgRoot: cfg.CgroupRoot,
-		adopted: make(chan struct{}),
+		adopted: make(chan struct{}), starts: newStartSlots(cfg.StartSlots),
 	}
 	if a.cgRoot == "" {
 		a.cgRoot = DefaultCgroupRoot
@@ -459,7 +464,7 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements server.Host.
 func (a *Agent) Capacity() server.Capacity {
-	return server.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal()}
+	return server.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
 }
 
 // memTotal reads the host's memory from /proc/meminfo.

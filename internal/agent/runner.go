@@ -236,7 +236,15 @@ func (r *runner) run(ctx context.Context) {
 			return
 		}
 	}
-	if err := r.start(ctx, &inst); err != nil {
+	// A burst of starts queues here, Pending, rather than all running at
+	// once and starving the host's control path (startslots.go).
+	release, ok := r.a.starts.acquire(ctx)
+	if !ok {
+		return
+	}
+	err := r.start(ctx, &inst)
+	release()
+	if err != nil {
 		if ctx.Err() != nil {
 			return
 		}

@@ -68,7 +68,10 @@ type Options struct {
 	Security model.SecurityBounds
 	// UserNS runs crun containers in a user namespace.
 	UserNS bool
-	Logger *slog.Logger
+	// StartSlots bounds the host's concurrent instance starts (0: twice
+	// its cores); see agent.Config.StartSlots.
+	StartSlots int
+	Logger     *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 	// Failure tunes the failure detector.
@@ -86,6 +89,10 @@ type Defaults struct {
 	// DefaultQuota is the quota of new tenants in ParseQuota's notation
 	// ("" or "none": none).
 	DefaultQuota string
+	// MaxInflightCreates bounds the creates in flight the API admits
+	// (server.Options.MaxInflightCreates): negative for the ready hosts'
+	// start slots, 0 for no bound.
+	MaxInflightCreates int
 }
 
 // APIOptions checks d and turns it into the API's options.
@@ -97,7 +104,7 @@ func (d Defaults) APIOptions() (server.Options, error) {
 	if err != nil {
 		return server.Options{}, fmt.Errorf("--default-quota: %w", err)
 	}
-	return server.Options{DefaultType: d.DefaultType, DefaultQuota: q}, nil
+	return server.Options{DefaultType: d.DefaultType, DefaultQuota: q, MaxInflightCreates: d.MaxInflightCreates}, nil
 }
 
 // PIDFile is where a running `kanga up` records its pid, for `kanga down`.
@@ -165,7 +172,7 @@ func Run(ctx context.Context, o Options) error {
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
-		Isolation: o.Isolation, NetView: nv.Subscribe,
+		Isolation: o.Isolation, NetView: nv.Subscribe, StartSlots: o.StartSlots,
 	})
 	if err != nil {
 		return err
@@ -265,7 +272,7 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 	h := &api.Host{
 		Name:           hostName,
 		Subnet:         subnet,
-		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
+		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots},
 		RuntimeClasses: ag.RuntimeClasses(),
 		Version:        version,
 	}

@@ -53,6 +53,9 @@ type HostConfig struct {
 	Security model.SecurityBounds
 	// UserNS runs crun containers in a user namespace.
 	UserNS bool
+	// StartSlots bounds the instance starts run at once (see
+	// agent.Config.StartSlots).
+	StartSlots int
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -139,6 +142,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Logger:      log,
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
+		StartSlots:  c.StartSlots,
 	})
 	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
 	h.agentDone = make(chan error, 1)

@@ -40,6 +40,9 @@ type Sample struct {
 	// Phases optionally break Total down, in order. They need not add up to
 	// Total: a path may report overlapping views (client and server side).
 	Phases []Phase
+	// Retries counts the requests of the start the server refused for
+	// now (429, busy) and the client sent again; they are part of Total.
+	Retries int
 }
 
 // Phase is a named part of a start.

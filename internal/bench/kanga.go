@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -63,6 +64,10 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 			Runtime:    k.Runtime,
 		},
 	}
+	// The client retries a create the server refused as busy (429); the
+	// retries are counted, and timed as part of the start.
+	var retries atomic.Int64
+	ctx = client.WithRetryObserver(ctx, func(client.Retry) { retries.Add(1) })
 	t0 := k.clock()
 	created, err := k.API.CreateInstance(ctx, req)
 	if err != nil {
@@ -86,7 +91,7 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 		}
 		return Sample{}, fmt.Errorf("instance is %s, not Running: %s: %w", inst.Status.Phase, msg, errdefs.ErrFailedPrecondition)
 	}
-	s := Sample{Total: t2.Sub(t0), Phases: []Phase{
+	s := Sample{Total: t2.Sub(t0), Retries: int(retries.Load()), Phases: []Phase{
 		{Name: "client: create call", Duration: t1.Sub(t0)},
 		{Name: "client: wait call", Duration: t2.Sub(t1)},
 	}}

@@ -42,9 +42,13 @@ type Summary struct {
 	PerMinute float64 `json:"perMinute"`
 	// Ratio is this path's p50 over the baseline's p50; 0 when there is
 	// no baseline.
-	Ratio  float64        `json:"ratioToBaseline,omitempty"`
-	Phases []PhaseSummary `json:"phases,omitempty"`
-	Errors []string       `json:"errors,omitempty"`
+	Ratio float64 `json:"ratioToBaseline,omitempty"`
+	// Retries counts the requests the server refused as busy (429) and
+	// the client sent again, over RetriedStarts of the successful starts.
+	Retries       int            `json:"retries,omitempty"`
+	RetriedStarts int            `json:"retriedStarts,omitempty"`
+	Phases        []PhaseSummary `json:"phases,omitempty"`
+	Errors        []string       `json:"errors,omitempty"`
 }
 
 // PhaseSummary condenses one phase over all samples of a path.
@@ -84,6 +88,12 @@ func Summarize(results []Result, baseline string) []Summary {
 			Ratio:     Ratio(percentileSorted(t, 50), base),
 			Phases:    summarizePhases(r.Samples),
 			Errors:    r.Errors,
+		}
+		for _, sm := range r.Samples {
+			s.Retries += sm.Retries
+			if sm.Retries > 0 {
+				s.RetriedStarts++
+			}
 		}
 		out = append(out, s)
 	}
@@ -144,6 +154,12 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, s := range r.Paths {
+		if s.Retries > 0 {
+			fmt.Fprintf(w, "%s: the server was busy (429) %d times; %d of %d starts retried and are timed with their retries\n",
+				s.Path, s.Retries, s.RetriedStarts, s.OK)
+		}
 	}
 	for _, s := range r.Paths {
 		if len(s.Phases) == 0 {

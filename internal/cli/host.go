@@ -80,7 +80,7 @@ Never, stopped, being removed) stay, and are listed with why.`,
 
 func writeHosts(w io.Writer, hosts []api.Host) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tRUNTIMES\tLABELS\tIMAGES")
+	fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tSTART SLOTS\tRUNTIMES\tLABELS\tIMAGES")
 	for _, h := range hosts {
 		status := h.Status.Phase
 		if h.Status.Condition != "" && h.Status.Phase != api.HostReady {
@@ -102,7 +102,13 @@ func writeHosts(w io.Writer, hosts []api.Host) error {
 				hot++
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d (%d hot)\n", h.Name, status, h.Capacity.CPUs, humanSize(h.Capacity.MemoryBytes),
+		// An older agent does not report its slots; the API counts it
+		// with the default, and so does this column.
+		slots := h.Capacity.StartSlots
+		if slots <= 0 {
+			slots = api.DefaultStartSlots(h.Capacity.CPUs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%d (%d hot)\n", h.Name, status, h.Capacity.CPUs, humanSize(h.Capacity.MemoryBytes), slots,
 			orNone(strings.Join(h.RuntimeClasses, ",")), orNone(strings.Join(labels, ",")), len(h.Images), hot)
 	}
 	return tw.Flush()

@@ -142,7 +142,7 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 	}
 	ctx := cmd.Context()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	inst, err := c.CreateInstance(ctx, req)
+	inst, err := createReporting(ctx, c, req, stderr)
 	if err != nil {
 		return err
 	}

@@ -98,6 +98,7 @@ leaves instances running; the next kanga up adopts them.`,
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
 	addFailureFlags(f, &o.Failure)
+	addStartSlotsFlag(f, &o.StartSlots)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	policy.register(f)
@@ -131,4 +132,12 @@ func addDefaultsFlags(f *pflag.FlagSet, d *allinone.Defaults) {
 		"instance type whose CPU, memory, pids and log limits fill in what an instance leaves empty (see kanga types; a tenant may have its own); none: instances without flags get no limits")
 	f.StringVar(&d.DefaultQuota, "default-quota", model.DefaultQuota,
 		`quota of new tenants: instances, cpu and memory (amounts, or shares of the pool such as 50%), ports, volumes, devices; none: no quota`)
+	f.IntVar(&d.MaxInflightCreates, "max-inflight-creates", -1,
+		"most instance creates in flight (recorded, not yet Running or Failed) the API admits; past it a create gets 429 with Retry-After, which clients retry. -1: the ready hosts' start slots (--start-slots); 0: no bound")
+}
+
+// addStartSlotsFlag adds the flag of a host's concurrent starts; kanga up
+// and kanga agent share it.
+func addStartSlotsFlag(f *pflag.FlagSet, n *int) {
+	f.IntVar(n, "start-slots", 0, "most instance starts the host runs at once; more wait their turn, Pending. The host reports it (kanga host ls) and the API admits creates up to the ready hosts' sum. 0: twice the host's cores")
 }

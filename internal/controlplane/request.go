@@ -166,6 +166,12 @@ const (
 	ReasonLost = "Lost"
 	// ReasonDrained: the instance was moved off a drained host.
 	ReasonDrained = "Drained"
+	// ReasonHostNotReady: no host is ready just now (every host failed
+	// the not-ready filter, e.g. the only host's lease lapsed for a few
+	// seconds under load). That passes on its own, so unlike
+	// Unschedulable it does not end a wait for Running: the instance is
+	// placed as soon as a host is ready again.
+	ReasonHostNotReady = "HostNotReady"
 )
 
 // unplacedStatus turns the scheduler's answer into a status reason and
@@ -179,6 +185,9 @@ func unplacedStatus(inst *api.Instance, u scheduler.Unplaced) (string, string) {
 	}
 	if len(u.Filters) == 0 {
 		reason = ReasonUnschedulable
+	}
+	if len(u.Filters) == 1 && u.Filters[0] == "not ready" {
+		reason = ReasonHostNotReady
 	}
 	msg := u.Reason
 	if c, ok := model.LookupRuntimeClass(inst.Spec.Runtime); ok && len(c.Requires) > 0 &&

@@ -54,9 +54,12 @@ type AgentOptions struct {
 	Ports    model.PortPolicy
 	Security model.SecurityBounds
 	// UserNS runs crun containers in a user namespace.
-	UserNS  bool
-	Version string
-	Logger  *slog.Logger
+	UserNS bool
+	// StartSlots bounds the host's concurrent instance starts (0: twice
+	// its cores); the host reports it to the control plane.
+	StartSlots int
+	Version    string
+	Logger     *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
@@ -121,7 +124,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
-		Isolation: o.Isolation, NetView: link.WatchNetView,
+		Isolation: o.Isolation, NetView: link.WatchNetView, StartSlots: o.StartSlots,
 	})
 	if err != nil {
 		return err
@@ -164,7 +167,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 				Subnet:         host.Subnet(),
 				Address:        hostAPI,
 				Labels:         o.Labels,
-				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory},
+				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots},
 				RuntimeClasses: ag.RuntimeClasses(),
 				Version:        o.Version,
 			}

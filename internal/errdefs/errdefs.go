@@ -25,6 +25,10 @@ var (
 	// ErrMethodNotAllowed is a request for an existing resource with a
 	// method it does not support.
 	ErrMethodNotAllowed = errors.New("method not allowed")
+	// ErrTooManyRequests is a request refused because the receiver is at
+	// a limit of work in flight (admission, backpressure); the same
+	// request succeeds later, so clients retry it after a pause.
+	ErrTooManyRequests = errors.New("too many requests")
 )
 
 // classes is ordered: the first sentinel an error wraps decides its class.
@@ -44,6 +48,7 @@ var classes = []struct {
 	{ErrNotImplemented, "NotImplemented", http.StatusNotImplemented},
 	{ErrTooLarge, "TooLarge", http.StatusRequestEntityTooLarge},
 	{ErrMethodNotAllowed, "MethodNotAllowed", http.StatusMethodNotAllowed},
+	{ErrTooManyRequests, "TooManyRequests", http.StatusTooManyRequests},
 	{context.DeadlineExceeded, "DeadlineExceeded", http.StatusGatewayTimeout},
 	{context.Canceled, "Canceled", 499},
 }

@@ -23,6 +23,7 @@ func TestCode(t *testing.T) {
 		{fmt.Errorf("wait: %w", context.DeadlineExceeded), "DeadlineExceeded", 504},
 		{fmt.Errorf("body: %w", ErrTooLarge), "TooLarge", 413},
 		{fmt.Errorf("PUT /v1/instances: %w", ErrMethodNotAllowed), "MethodNotAllowed", 405},
+		{fmt.Errorf("creates in flight: %w", ErrTooManyRequests), "TooManyRequests", 429},
 		{errors.New("boom"), "Internal", 500},
 		// The first class in the taxonomy wins when an error wraps two.
 		{errors.Join(ErrNotFound, ErrInvalidArgument), "InvalidArgument", 400},

@@ -95,6 +95,18 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateName("name", name); err != nil {
 		return err
 	}
+	// Past the checks of the request itself, so that a bad one gets its
+	// 4xx rather than a 429 to retry.
+	release, err := s.admission.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	recorded := false
+	defer func() {
+		if !recorded {
+			release()
+		}
+	}()
 	now := s.now().UTC()
 	inst := &api.Instance{
 		Name:      name,
@@ -145,6 +157,8 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	recorded = true
+	go s.holdAdmission(ctx, name, inst.UID, release)
 	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))
 	return nil
 }

@@ -56,6 +56,8 @@ type ImageConfig struct {
 type Capacity struct {
 	CPUs   int
 	Memory int64
+	// StartSlots is how many instance starts the host runs at once.
+	StartSlots int
 }
 
 // ExecRequest describes a process to run in a container of an instance.
@@ -129,6 +131,8 @@ type Server struct {
 	// portsMu serializes the port check and the store write of creates
 	// that publish ports (admitPorts).
 	portsMu sync.Mutex
+	// admission bounds the creates in flight (admission.go).
+	admission *admission
 }
 
 // Options configure a Server.
@@ -164,6 +168,11 @@ type Options struct {
 	// Security bounds what an administrator may allow a tenant; the zero
 	// value allows nothing beyond the defaults.
 	Security model.SecurityBounds
+	// MaxInflightCreates bounds the creates in flight (recorded, not yet
+	// Running, terminal or waiting for resources) this server admits;
+	// past it a create is refused with 429 and Retry-After (admission.go).
+	// Negative: the ready hosts' start slots; 0: no bound.
+	MaxInflightCreates int
 }
 
 // New returns a Server.
@@ -198,6 +207,7 @@ func New(store Store, host Host, opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.admission = &admission{max: opts.MaxInflightCreates, hosts: store, now: s.now}
 	return s
 }
 

@@ -127,7 +127,13 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	_, err = kanga.CreateInstance(ctx, api.CreateInstanceRequest{Name: name, Spec: spec})
+	// A busy server (429) is retried by the client after its Retry-After,
+	// within ctx; what is still refused goes back to the pod controller,
+	// which retries the pod with its own backoff.
+	cctx := client.WithRetryObserver(ctx, func(r client.Retry) {
+		p.log.Info("the server is busy; retrying the create", "pod", podKey(pod.Namespace, pod.Name), "attempt", r.Attempt, "wait", r.Wait)
+	})
+	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Spec: spec})
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		// Created before a restart, or a retry after a lost answer: adopt
 		// it if it is this pod's, wait for it to go if it is a previous
