@@ -17,6 +17,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
@@ -68,6 +69,10 @@ type Config struct {
 	// against the containerd at Containerd.
 	Baseline   bool
 	Containerd string
+	// Tenant is the tenant whose image record the baselines start (the
+	// --tenant an administrator acts in); "" means the one tenant whose
+	// record of Image holds the content, see baselineRecord.
+	Tenant string
 	// Timeout bounds each start; 0 means 2 minutes.
 	Timeout time.Duration
 	// TempDir holds the baselines' work directories; "" means os.TempDir().
@@ -106,19 +111,22 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		if err != nil {
 			return rep, fmt.Errorf("image %q: %v: %w", cfg.Image, err, errdefs.ErrInvalidArgument)
 		}
-		image := named.String()
 		cc, err = containerd.New(cfg.Containerd, containerd.WithTimeout(10*time.Second))
 		if err != nil {
 			return rep, fmt.Errorf("connecting to containerd at %s (set --containerd to the socket of kanga up's containerd, <data-dir>/containerd/containerd.sock): %w: %w", cfg.Containerd, errdefs.ErrUnavailable, err)
 		}
 		defer cc.Close()
+		record, err := baselineRecord(ctx, cc, cfg.Tenant, named.String())
+		if err != nil {
+			return rep, err
+		}
 		starters = append(starters,
-			&ContainerdStarter{Client: cc, Image: image, Binary: bin, Args: args, TempDir: cfg.TempDir},
+			&ContainerdStarter{Client: cc, Image: record, Binary: bin, Args: args, TempDir: cfg.TempDir},
 			&RawStarter{Runtime: cfg.Runtime, Binary: bin, Args: args, TempDir: cfg.TempDir,
 				Rootfs: func(ctx context.Context, dir string) ([]oci.SpecOpts, error) {
-					img, err := cc.GetImage(ctx, image)
+					img, err := cc.GetImage(ctx, record)
 					if err != nil {
-						return nil, fmt.Errorf("looking up image %s in containerd namespace %s: %w", image, Namespace, err)
+						return nil, fmt.Errorf("looking up image %s in containerd namespace %s: %w", record, Namespace, err)
 					}
 					if err := UnpackImage(ctx, cc.ContentStore(), img.Target(), dir); err != nil {
 						return nil, err
@@ -192,4 +200,34 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// baselineRecord names the containerd image record the baselines start:
+// each tenant holds its own record of an image name on a host
+// (image.RecordName), so the name alone is not a record. With tenant set
+// it is that tenant's; without, the records of name must all hold the same
+// content (one tenant's, or the same image imported by several), or the
+// caller has to say whose.
+func baselineRecord(ctx context.Context, cc *containerd.Client, tenant, name string) (string, error) {
+	if tenant != "" {
+		return image.RecordName(tenant, name), nil
+	}
+	recs, err := cc.ImageService().List(ctx)
+	if err != nil {
+		return "", fmt.Errorf("listing the images in containerd namespace %s: %w", Namespace, err)
+	}
+	var found, digest string
+	for _, r := range recs {
+		if _, n, ok := image.ParseRecordName(r.Name); !ok || n != name {
+			continue
+		}
+		if found != "" && r.Target.Digest.String() != digest {
+			return "", fmt.Errorf("tenants hold different images named %s on this host; say whose the baselines start with --tenant: %w", name, errdefs.ErrFailedPrecondition)
+		}
+		found, digest = r.Name, r.Target.Digest.String()
+	}
+	if found == "" {
+		return "", fmt.Errorf("no tenant holds image %s in containerd namespace %s: import it with `kanga image import`: %w", name, Namespace, errdefs.ErrNotFound)
+	}
+	return found, nil
 }

@@ -101,6 +101,7 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 		API:         c,
 		Baseline:    f.baseline,
 		Containerd:  f.containerd,
+		Tenant:      o.tenant,
 		Timeout:     f.timeout,
 		Logger:      slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})),
 	})
