@@ -210,6 +210,7 @@ var fieldValues = map[string]any{
 	"Tenant.SchedulingPolicy":              "spread",
 	"CreateTenantRequest.SchedulingPolicy": "spread",
 	"HostStatus.Phase":                     api.HostNotReady,
+	"HostStatus.Condition":                 api.HostLeaseLapsed,
 	"SeccompProfile.Type":                  api.SeccompUnconfined,
 }
 
@@ -443,6 +444,7 @@ func TestOpenAPIEnums(t *testing.T) {
 			string(api.ContainerWaiting), string(api.ContainerRunning), string(api.ContainerTerminated)}},
 		{"Error", "code", codes},
 		{"HostStatus", "phase", []string{api.HostReady, api.HostNotReady}},
+		{"HostStatus", "condition", []string{api.HostLeaseLapsed, api.HostLost, api.HostSafetyBrake}},
 		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
 	}
 	for _, tt := range tests {
