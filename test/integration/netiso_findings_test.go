@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -47,21 +45,8 @@ func (p *platform) checkAll(step string, cs []check) {
 
 // asTenantQuiet is asTenant for goroutines: it never fails the test.
 func (p *platform) asTenantQuiet(token string, args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, p.bin, args...)
-	cmd.Env = append(p.env(), "KANGA_TOKEN="+token)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code, errb = -1, strings.Builder{}
-		errb.WriteString(err.Error())
-	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
+	r, _ := p.cli(2*time.Minute, []string{"KANGA_TOKEN=" + token}, nil, args...)
+	return r
 }
 
 // nc connects with a short bound: a dropped SYN never answers.

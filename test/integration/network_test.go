@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha512"
 	"encoding/json"
@@ -57,20 +56,8 @@ func (p *platform) kangaAsync(args ...string) <-chan result {
 func (p *platform) kangaAsyncEnv(env []string, args ...string) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, p.bin, args...)
-		cmd.Env = append(p.env(), env...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			code, errb = -1, *bytes.NewBufferString(err.Error())
-		}
-		ch <- result{stdout: out.String(), stderr: errb.String(), code: code}
+		r, _ := p.cli(2*time.Minute, env, nil, args...)
+		ch <- r
 	}()
 	return ch
 }

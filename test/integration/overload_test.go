@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,21 +34,11 @@ func overloadN(t *testing.T) int {
 // retried) for longer than p.kanga's two minutes. It is a bound on a hang,
 // not a timing assertion.
 func kangaPatient(t *testing.T, p *platform, args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, p.bin, args...)
-	cmd.Env = p.env()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := p.cli(10*time.Minute, nil, nil, args...)
+	if err != nil {
 		t.Errorf("kanga %v: %v", args, err)
-		code = -1
 	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
+	return r
 }
 
 var retriedRe = regexp.MustCompile(`the create was retried (\d+) times?`)

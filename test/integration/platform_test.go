@@ -265,23 +265,39 @@ func (p *platform) kanga(args ...string) result {
 }
 
 func (p *platform) kangaIn(stdin []byte, args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	r, err := p.cli(2*time.Minute, nil, stdin, args...)
+	if err != nil {
+		p.t.Fatalf("kanga %v: %v", args, err)
+	}
+	return r
+}
+
+// cli runs the CLI against the platform with extra environment variables
+// and stdin (nil for none), killed after timeout (0: never). A non-zero
+// exit is the result's code; err is a run that did not end in an exit
+// (the binary missing, the timeout), for which the result's code is -1
+// and its stderr the error.
+func (p *platform) cli(timeout time.Duration, env []string, stdin []byte, args ...string) (result, error) {
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	cmd := exec.CommandContext(ctx, p.bin, args...)
-	cmd.Env = p.env()
+	cmd.Env = append(p.env(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
 	err := cmd.Run()
-	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
+		return result{stdout: out.String(), stderr: errb.String(), code: ee.ExitCode()}, nil
 	} else if err != nil {
-		p.t.Fatalf("kanga %v: %v", args, err)
+		return result{stdout: out.String(), stderr: err.Error(), code: -1}, err
 	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
+	return result{stdout: out.String(), stderr: errb.String()}, nil
 }
 
 // must runs the CLI and fails the test unless it exits 0.

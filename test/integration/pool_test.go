@@ -294,18 +294,11 @@ func (p *platform) pingFromHost(ip string) {
 
 func (p *platform) asTenant(token string, args ...string) result {
 	p.t.Helper()
-	cmd := exec.Command(p.bin, args...)
-	cmd.Env = append(p.env(), "KANGA_TOKEN="+token)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := p.cli(0, []string{"KANGA_TOKEN=" + token}, nil, args...)
+	if err != nil {
 		p.t.Fatalf("kanga %v: %v", args, err)
 	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
+	return r
 }
 
 // conntrackOf lists the host's connection-tracking entries that name ip.
