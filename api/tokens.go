@@ -19,6 +19,11 @@ const (
 	ScopeUsageRead      = "usage:read"      // the tenant's metered usage
 	ScopeTokensRead     = "tokens:read"     // list the tenant's tokens
 	ScopeTokensWrite    = "tokens:write"    // create and revoke the tenant's tokens
+	ScopeSecretsRead    = "secrets:read"    // list and inspect secrets: keys and sizes, never values
+	ScopeSecretsWrite   = "secrets:write"   // create, update and remove secrets
+	ScopeSecretsReveal  = "secrets:reveal"  // read secrets' values (inspect --reveal)
+	ScopeConfigsRead    = "configs:read"    // list and inspect configs, with their data
+	ScopeConfigsWrite   = "configs:write"   // create, update and remove configs
 
 	// Administrator scopes: only an administrator's token can hand them on.
 	ScopeTenantsAdmin = "tenants:admin" // manage tenants, act in and read any tenant
@@ -42,6 +47,7 @@ const (
 var TenantScopes = []string{
 	ScopeInstancesRead, ScopeInstancesWrite, ScopeExec, ScopeImagesRead, ScopeImagesWrite,
 	ScopeUsageRead, ScopeTokensRead, ScopeTokensWrite,
+	ScopeSecretsRead, ScopeSecretsWrite, ScopeSecretsReveal, ScopeConfigsRead, ScopeConfigsWrite,
 }
 
 // AdminScopes are the scopes only an administrator holds.

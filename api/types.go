@@ -32,17 +32,23 @@ func (p Phase) Terminal() bool { return p == PhaseSucceeded || p == PhaseFailed 
 type EnvVar struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+	// ValueFrom takes the value from a secret or config instead.
+	ValueFrom *EnvVarSource `json:"valueFrom,omitempty"`
 }
 
 // ContainerSpec describes one container of an instance. Command replaces
 // the image's entrypoint and Args its cmd, as in a Kubernetes pod.
 type ContainerSpec struct {
-	Name       string   `json:"name"`
-	Image      string   `json:"image"`
-	Command    []string `json:"command,omitempty"`
-	Args       []string `json:"args,omitempty"`
-	Env        []EnvVar `json:"env,omitempty"`
-	WorkingDir string   `json:"workingDir,omitempty"`
+	Name    string   `json:"name"`
+	Image   string   `json:"image"`
+	Command []string `json:"command,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Env     []EnvVar `json:"env,omitempty"`
+	// EnvFrom sets variables from every key of secrets and configs.
+	EnvFrom    []EnvFromSource `json:"envFrom,omitempty"`
+	WorkingDir string          `json:"workingDir,omitempty"`
+	// VolumeMounts mount the instance's volumes into the container.
+	VolumeMounts []VolumeMount `json:"volumeMounts,omitempty"`
 	// SecurityContext changes the container's sandbox from the platform's
 	// default: Docker's default capabilities without NET_RAW, Docker's
 	// default seccomp profile and no_new_privs.
@@ -138,6 +144,8 @@ type InstanceSpec struct {
 	// SchedulingPolicy is binpack (fill busy hosts first, the default) or
 	// spread (prefer the least loaded host).
 	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
+	// Volumes are what the containers' VolumeMounts name.
+	Volumes []Volume `json:"volumes,omitempty"`
 }
 
 // ContainerState is the state of one container.

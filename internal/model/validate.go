@@ -175,6 +175,7 @@ func Validate(spec *api.InstanceSpec) error {
 		}
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
 	}
+	errs = append(errs, validateVolumes(spec)...)
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}
