@@ -11,6 +11,8 @@
 //	/kanga/instances/<tenant>/<name>  JSON api.Instance
 //	/kanga/tokens/<sha256(token) hex>  JSON {"tenant": ...}
 //	/kanga/usage/<tenant>              JSON api.QuotaAmounts (see usage.go)
+//	/kanga/secrets/<tenant>/<name>     secrets, encrypted (see objects.go)
+//	/kanga/configs/<tenant>/<name>     configs
 package store
 
 import (
@@ -20,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/secretkeys"
 )
 
 // Config says where the store's etcd lives.
@@ -42,6 +46,9 @@ type Config struct {
 	Endpoints []string
 	// Logger receives the store's log and etcd's errors; nil discards them.
 	Logger *slog.Logger
+	// SecretKeyFile holds the keys that encrypt secrets (see package
+	// secretkeys); default DataDir/secret-keys, created on first use.
+	SecretKeyFile string
 }
 
 // Store is Kanga's state store. It is safe for concurrent use.
@@ -61,6 +68,13 @@ type Store struct {
 	// usage remembers, per tenant, the quota usage record this store
 	// wrote last (a usageRecord): a guess that saves creates a read.
 	usage sync.Map
+
+	// The secret key ring (objects.go), loaded on first use from keyFile;
+	// rotateMu keeps this process to one rotation at a time.
+	keysMu   sync.Mutex
+	keys     *secretkeys.Ring
+	keyFile  string
+	rotateMu sync.Mutex
 }
 
 // dialTimeout bounds how long Open waits for an external cluster to answer.
@@ -75,7 +89,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	// etcd logs a great deal at info and warn; only its errors are worth
 	// kanga's log.
-	s := &Store{logger: logger}
+	s := &Store{logger: logger, keyFile: cfg.SecretKeyFile}
+	if s.keyFile == "" && cfg.DataDir != "" {
+		s.keyFile = filepath.Join(cfg.DataDir, secretkeys.FileName)
+	}
 	zl := newZapLogger(logger.With("component", "etcd"), zapcore.ErrorLevel, &s.closing)
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {

@@ -145,6 +145,7 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 			clientv3.OpDelete(idxPrefix, clientv3.WithPrefix()),
 			clientv3.OpDelete(usageKey(name)),
 		}, purge...)
+		ops = append(ops, objectOps(name)...)
 		for _, kv := range idx.Kvs {
 			hash := strings.TrimPrefix(string(kv.Key), idxPrefix)
 			ops = append(ops, clientv3.OpDelete(tokensPrefix+hash))
