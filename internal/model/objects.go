@@ -334,3 +334,11 @@ func ObjectRefs(spec *api.InstanceSpec) []ObjectRef {
 	}
 	return refs
 }
+
+// ValidateEnvName checks an environment variable's name.
+func ValidateEnvName(name string) error {
+	if !envName.MatchString(name) {
+		return invalid("%q is not a valid variable name: use letters, digits and '_', not starting with a digit", truncate(name))
+	}
+	return nil
+}

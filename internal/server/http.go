@@ -44,9 +44,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // decodeJSON reads a JSON body strictly: unknown fields are an error, so a
 // typo in a spec is reported instead of silently ignored.
 func decodeJSON(r *http.Request, v any) error {
+	return decodeJSONLimit(r, v, maxBody)
+}
+
+// decodeJSONLimit is decodeJSON for a route of largeBodies.
+func decodeJSONLimit(r *http.Request, v any, limit int64) error {
 	// The body arrives through the MaxBytesReader of Handler (maxBody);
 	// the LimitReader keeps the bound when a handler is called otherwise.
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if tl := tooLarge(err); tl != nil {

@@ -88,6 +88,14 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if err := model.CheckSecurity(&spec, t, policy.Security, s.security); err != nil {
 		return err
 	}
+	if changed, err := s.resolveObjectRefs(ctx, &spec); err != nil {
+		return err
+	} else if changed {
+		// Env from configs is resolved now: hold it to the caps again.
+		if err := model.Validate(&spec); err != nil {
+			return err
+		}
+	}
 	name := req.Name
 	if name == "" && len(spec.Containers) > 0 {
 		name = model.GenerateName(spec.Containers[0].Image)

@@ -26,6 +26,10 @@ var scopeOverrides = map[string]string{
 	"GET /v1/join-tokens":            api.ScopeHostsRead,
 	"POST /v1/join-tokens":           api.ScopeHostsWrite,
 	"DELETE /v1/join-tokens/{id}":    api.ScopeHostsWrite,
+	// Revealing values is a scope of its own: read-only tokens list and
+	// inspect secrets without it.
+	"POST /v1/secrets/{name}/reveal": api.ScopeSecretsReveal,
+	"POST /v1/secret-keys/rotate":    api.ScopeTenantsAdmin,
 }
 
 // requiredScope returns the scope a route (net/http pattern with method)

@@ -43,6 +43,7 @@ type Store interface {
 	PurgeStore
 	TokenStore
 	HostStore
+	ObjectStore
 }
 
 // ImageConfig is the part of an image's configuration the API checks
@@ -264,6 +265,18 @@ var Routes = []Route{
 	{"POST", "/v1/join-tokens", false, (*Server).createJoinToken},
 	{"GET", "/v1/join-tokens", false, (*Server).listJoinTokens},
 	{"DELETE", "/v1/join-tokens/{id}", false, (*Server).revokeJoinToken},
+	{"POST", "/v1/secrets", false, (*Server).createSecret},
+	{"GET", "/v1/secrets", false, (*Server).listSecrets},
+	{"GET", "/v1/secrets/{name}", false, (*Server).getSecret},
+	{"PUT", "/v1/secrets/{name}", false, (*Server).updateSecret},
+	{"DELETE", "/v1/secrets/{name}", false, (*Server).deleteSecret},
+	{"POST", "/v1/secrets/{name}/reveal", false, (*Server).revealSecret},
+	{"POST", "/v1/secret-keys/rotate", false, (*Server).rotateSecretKey},
+	{"POST", "/v1/configs", false, (*Server).createConfig},
+	{"GET", "/v1/configs", false, (*Server).listConfigs},
+	{"GET", "/v1/configs/{name}", false, (*Server).getConfig},
+	{"PUT", "/v1/configs/{name}", false, (*Server).updateConfig},
+	{"DELETE", "/v1/configs/{name}", false, (*Server).deleteConfig},
 	{"GET", "/v1/usage", false, (*Server).getUsage},
 	{"GET", "/v1/audit", false, (*Server).listAudit},
 }
@@ -272,18 +285,30 @@ var Routes = []Route{
 // archive) rather than a JSON document of at most maxBody.
 var streamedBodies = map[string]bool{"POST /v1/images/import": true}
 
+// largeBodies are the routes whose JSON body may be larger than maxBody,
+// with their bound: a secret or config's data, base64-encoded.
+var largeBodies = map[string]int64{
+	"POST /v1/secrets": maxObjectBody, "PUT /v1/secrets/{name}": maxObjectBody,
+	"POST /v1/configs": maxObjectBody, "PUT /v1/configs/{name}": maxObjectBody,
+}
+
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	methods := NewMethods()
 	for _, r := range Routes {
 		h := r.handler
-		limit := !streamedBodies[r.Method+" "+r.Pattern]
+		limit := int64(maxBody)
+		if streamedBodies[r.Method+" "+r.Pattern] {
+			limit = 0
+		} else if l, ok := largeBodies[r.Method+" "+r.Pattern]; ok {
+			limit = l
+		}
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if limit {
+			if limit > 0 {
 				// On a copy: net/http looks at the original's body.
 				req = req.WithContext(req.Context())
-				req.Body = http.MaxBytesReader(w, req.Body, maxBody)
+				req.Body = http.MaxBytesReader(w, req.Body, limit)
 			}
 			if err := h(s, w, req); err != nil {
 				s.writeError(w, req, err)
