@@ -28,6 +28,7 @@ type fakeStore struct {
 	instances map[string]*api.Instance
 	hosts     map[string]*api.Host
 	changed   chan struct{} // closed and replaced on every change
+	objects   fakeObjects   // secrets and configs (objects_test.go)
 }
 
 func newFakeStore() *fakeStore {

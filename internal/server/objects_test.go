@@ -3,12 +3,15 @@ package server
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -261,5 +264,30 @@ func TestInstanceObjectRefs(t *testing.T) {
 	want := []api.EnvVar{{Name: "LEVEL", Value: "debug"}, {Name: "MODE", Value: "slow"}, {Name: "APP_LEVEL", Value: "debug"}, {Name: "APP_MODE", Value: "fast"}, {Name: "L2", Value: "debug"}}
 	if len(got.EnvFrom) != 0 || fmt.Sprint(got.Env) != fmt.Sprint(want) {
 		t.Errorf("stored env = %+v, envFrom %+v; want %+v", got.Env, got.EnvFrom, want)
+	}
+}
+
+// TestObjectsSDKIsolation goes through the Go SDK over the real store:
+// another tenant's secret is a NotFound there too, with errors.Is.
+func TestObjectsSDKIsolation(t *testing.T) {
+	e, _ := objectsEnv(t)
+	a, b := e.client(e.a), e.client(e.b)
+	if _, err := a.CreateSecret(t.Context(), "shared-name", map[string][]byte{"k": []byte("a-value")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RevealSecret(t.Context(), "shared-name"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("tenant b reveals tenant a's secret: %v", err)
+	}
+	if err := b.DeleteSecret(t.Context(), "shared-name"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("tenant b deletes tenant a's secret: %v", err)
+	}
+	if _, err := b.CreateSecret(t.Context(), "shared-name", map[string][]byte{"k": []byte("b-value")}); err != nil {
+		t.Fatal(err)
+	}
+	for c, want := range map[*client.Client]string{a: "a-value", b: "b-value"} {
+		got, err := c.RevealSecret(t.Context(), "shared-name")
+		if err != nil || string(got.Data["k"]) != want {
+			t.Errorf("RevealSecret = %+v, %v; want %q", got, err, want)
+		}
 	}
 }
