@@ -128,6 +128,8 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newBenchCommand(o),
 		newVirtualNodeCommand(o),
 		newTokenCommand(o),
+		newSecretCommand(o),
+		newConfigCommand(o),
 		newUsageCommand(o),
 		newAuditCommand(o),
 	)

@@ -57,6 +57,8 @@ type runFlags struct {
 	capAdd           []string
 	capDrop          []string
 	securityOpts     []string
+	// Secrets and configs as files and env (objects.go).
+	secrets, configs, envFromSecrets, envFromConfigs []string
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -125,6 +127,11 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringSliceVar(&f.capAdd, "cap-add", nil, "add Linux capabilities beyond the default set, e.g. NET_ADMIN (only those the tenant is allowed)")
 	fl.StringSliceVar(&f.capDrop, "cap-drop", nil, "drop Linux capabilities from the default set, or ALL")
 	fl.StringArrayVar(&f.securityOpts, "security-opt", nil, "seccomp=unconfined runs without seccomp (only if the tenant is allowed); seccomp=runtime/default is the default")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "mount a secret read-only, each key a file: NAME:/DIR (repeatable)")
+	// Not --config: that is every verb's client config file.
+	fl.StringArrayVar(&f.configs, "config-mount", nil, "mount a config read-only, each key a file: NAME:/DIR (repeatable)")
+	fl.StringArrayVar(&f.envFromSecrets, "env-from-secret", nil, "set a variable for every key of a secret (repeatable)")
+	fl.StringArrayVar(&f.envFromConfigs, "env-from-config", nil, "set a variable for every key of a config (repeatable; -e wins)")
 	return cmd, f
 }
 
@@ -428,6 +435,9 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 			return req, err
 		}
 		req.Spec.Ports = append(req.Spec.Ports, p)
+	}
+	if err := objectMounts(&req, f.secrets, f.configs, f.envFromSecrets, f.envFromConfigs); err != nil {
+		return req, err
 	}
 	return req, nil
 }
