@@ -33,7 +33,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // Organizations of the certificates the CA signs: they say what the holder

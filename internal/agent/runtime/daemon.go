@@ -22,7 +22,7 @@ import (
 
 	containerd "github.com/containerd/containerd"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 const (
