@@ -26,13 +26,19 @@ platform_netns_dir() {
 	echo "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)"
 }
 
-# platform_down: stops `kanga up` with every instance removed, then
+# platform_down: stops `kanga up` with every instance removed (and stops
+# there, leaving the data dir, when `kanga down` fails), then
 # removes whatever a stop cut short may have left: mounts under $DATA,
 # the bridge, the subnet's masquerade jump and chain, the bridge's tenant
 # isolation tables (with the nft tool, when installed), the empty
 # namespace directory, the data dir and the client config.
 platform_down() {
-	[ -z "$K" ] || $K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
+	if [ -n "$K" ] && [ -e "$DATA/kanga.pid" ] && ! $K down --data-dir "$DATA" --purge >"$OUT/kanga-down.log" 2>&1; then
+		# A `kanga up` that would not stop still uses the data dir: removing
+		# it under the process would leave its instances and mounts behind.
+		echo "kanga down failed (see $OUT/kanga-down.log); $DATA is left for inspection" >&2
+		return 1
+	fi
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
 		umount "$m" || true
 	done
