@@ -1,6 +1,11 @@
 # Shared by the bench scripts that run a throwaway `kanga up` (sourced, not
 # run). The caller sets K (the kanga binary), DATA, LISTEN, BRIDGE, SUBNET,
-# OUT and exports KANGA_CONFIG.
+# OUT and exports KANGA_CONFIG; CGROOT is optional.
+
+# A cgroup root of the script's own: an agent removes the empty cgroups it
+# does not know under its root, and other platforms on the machine share
+# the default /kanga.
+CGROOT=${CGROOT:-/kanga-bench-$BRIDGE}
 
 # platform_up NAME [FLAGS...]: a fresh `kanga up` with the caller's data
 # dir, bridge and subnet plus FLAGS, logging to $OUT/NAME-kanga-up.log;
@@ -9,6 +14,11 @@ platform_up() {
 	_name=$1
 	shift
 	rm -rf "$DATA"
+	# Baseline builds older than the flag keep the default root.
+	case " $* " in
+	*" --cgroup-root "*) ;;
+	*) if $K up --help 2>&1 | grep -q -- --cgroup-root; then set -- "$@" --cgroup-root "$CGROOT"; fi ;;
+	esac
 	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
 		--bridge "$BRIDGE" --subnet "$SUBNET" "$@" >"$OUT/$_name-kanga-up.log" 2>&1 &
 	_i=0
@@ -31,7 +41,8 @@ platform_netns_dir() {
 # removes whatever a stop cut short may have left: mounts under $DATA,
 # the bridge, the subnet's masquerade jump and chain, the bridge's tenant
 # isolation tables (with the nft tool, when installed), the empty
-# namespace directory, the data dir and the client config.
+# namespace directory, the empty cgroups under $CGROOT, the data dir and
+# the client config.
 platform_down() {
 	if [ -n "$K" ] && [ -e "$DATA/kanga.pid" ] && ! $K down --data-dir "$DATA" --purge >"$OUT/kanga-down.log" 2>&1; then
 		# A `kanga up` that would not stop still uses the data dir: removing
@@ -52,5 +63,8 @@ platform_down() {
 	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
 	rmdir "$(platform_netns_dir)" 2>/dev/null || true
+	for _h in /sys/fs/cgroup/*/"$CGROOT"; do
+		[ -d "$_h" ] && find "$_h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
 	rm -rf "$DATA" "$KANGA_CONFIG"
 }
