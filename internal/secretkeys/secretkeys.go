@@ -23,7 +23,8 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // FileName is the key file's name in the data directory.
@@ -118,8 +119,9 @@ func (r *Ring) build() error {
 	return nil
 }
 
-// save writes the key file atomically with mode 0600: a crash leaves the
-// old file or the new one, never half of one.
+// save writes the key file atomically and durably with mode 0600: a
+// crash leaves the old file or the new one, never half of one, and a
+// rotation never re-encrypts with a key that a crash could lose.
 func (r *Ring) save() error {
 	b, err := json.Marshal(r.f)
 	if err != nil {
@@ -128,27 +130,7 @@ func (r *Ring) save() error {
 	if err := os.MkdirAll(filepath.Dir(r.path), 0o700); err != nil {
 		return fmt.Errorf("secret keys: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(r.path), "."+filepath.Base(r.path)+"-*")
-	if err != nil {
-		return fmt.Errorf("secret keys: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("secret keys: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("secret keys: write %s: %w", r.path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("secret keys: write %s: %w", r.path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("secret keys: write %s: %w", r.path, err)
-	}
-	if err := os.Rename(tmp.Name(), r.path); err != nil {
+	if err := atomicfile.Write(r.path, b, 0o600); err != nil {
 		return fmt.Errorf("secret keys: %w", err)
 	}
 	return nil

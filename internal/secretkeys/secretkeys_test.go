@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func TestLoadCreatesPrivateFile(t *testing.T) {

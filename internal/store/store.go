@@ -32,7 +32,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/secretkeys"
 )
 
