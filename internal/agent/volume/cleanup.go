@@ -23,8 +23,6 @@ func (m *Manager) Cleanup(ctx context.Context, live func(holder string) bool) er
 	if live == nil {
 		live = func(string) bool { return false }
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	var errs []error
 
 	insts, err := os.ReadDir(filepath.Join(m.root, "empty"))
@@ -35,7 +33,10 @@ func (m *Manager) Cleanup(ctx context.Context, live func(holder string) bool) er
 		if live(e.Name()) {
 			continue
 		}
-		if err := m.removeScratch(ctx, m.instanceDir(e.Name())); err != nil {
+		unlock := m.locks.lock("instance/" + e.Name())
+		err := m.removeScratch(ctx, m.instanceDir(e.Name()))
+		unlock()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("instance %s: %w", e.Name(), err))
 			continue
 		}
@@ -47,45 +48,8 @@ func (m *Manager) Cleanup(ctx context.Context, live func(holder string) bool) er
 		return err
 	}
 	for _, e := range vols {
-		name := e.Name()
-		v, err := m.load(name)
-		switch {
-		case errors.Is(err, errdefs.ErrNotFound):
-			// No volume.json: Create died half-way.
-			if err := unmountBacked(m.volDir(name), true); err != nil {
-				errs = append(errs, fmt.Errorf("volume %s: %w", name, err))
-				continue
-			}
-			if err := os.RemoveAll(m.volDir(name)); err != nil {
-				errs = append(errs, err)
-			}
-			m.log.InfoContext(ctx, "half-made volume removed", "volume", name)
-			continue
-		case err != nil:
-			errs = append(errs, err)
-			continue
-		}
-		if v.Holder != nil && live(v.Holder.ID) {
-			continue
-		}
-		if v.Holder != nil {
-			// Unmount the holder's target first, then every other
-			// mount of the volume's device (the fs dir).
-			if err := unmountAll(v.Holder.Target, true); err != nil {
-				errs = append(errs, fmt.Errorf("volume %s: %w", name, err))
-				continue
-			}
-		}
-		if err := unmountBacked(m.volDir(name), true); err != nil {
-			errs = append(errs, fmt.Errorf("volume %s: %w", name, err))
-			continue
-		}
-		if v.Holder != nil {
-			if err := os.Remove(filepath.Join(m.volDir(name), "holder.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-				continue
-			}
-			m.log.InfoContext(ctx, "volume of a gone holder released", "volume", name, "holder", v.Holder.ID)
+		if err := m.cleanupVolume(ctx, e.Name(), live); err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: %w", e.Name(), err))
 		}
 	}
 
@@ -102,4 +66,45 @@ func (m *Manager) Cleanup(ctx context.Context, live func(holder string) bool) er
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cleanupVolume releases volume name if its holder is gone, or deletes it
+// if a crash left it half-made.
+func (m *Manager) cleanupVolume(ctx context.Context, name string, live func(string) bool) error {
+	defer m.locks.lock("volume/" + name)()
+	v, err := m.load(name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// No volume.json: Create died half-way.
+		if err := unmountBacked(m.volDir(name), true); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(m.volDir(name)); err != nil {
+			return err
+		}
+		m.log.InfoContext(ctx, "half-made volume removed", "volume", name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if v.Holder != nil && live(v.Holder.ID) {
+		return nil
+	}
+	if v.Holder != nil {
+		// The holder's target first: it is a bind of the fs dir.
+		if err := unmountAll(v.Holder.Target, true); err != nil {
+			return err
+		}
+	}
+	if err := unmountBacked(m.volDir(name), true); err != nil {
+		return err
+	}
+	if v.Holder == nil {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(m.volDir(name), "holder.json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	m.log.InfoContext(ctx, "volume of a gone holder released", "volume", name, "holder", v.Holder.ID)
+	return nil
 }

@@ -54,10 +54,13 @@ func (m *Manager) EmptyDir(ctx context.Context, instanceID, name string, medium 
 	}
 	dir := filepath.Join(m.instanceDir(instanceID), name)
 	path := filepath.Join(dir, "dir")
-	teardown := func(ctx context.Context) error { return m.removeScratch(ctx, dir) }
+	lockKey := "instance/" + instanceID
+	teardown := func(ctx context.Context) error {
+		defer m.locks.lock(lockKey)()
+		return m.removeScratch(ctx, dir)
+	}
 
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock(lockKey)()
 	ok, err := mounted(path)
 	if err != nil {
 		return "", nil, err
@@ -130,14 +133,15 @@ func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, siz
 		return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 	}
 	img := filepath.Join(m.instanceDir(instanceID), ".writable")
+	lockKey := "instance/" + instanceID
 	teardown := func(ctx context.Context) error {
+		defer m.locks.lock(lockKey)()
 		if err := unmountAll(dir, false); err != nil {
 			return err
 		}
 		return m.removeScratch(ctx, img)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock(lockKey)()
 	if ok, err := mounted(dir); err != nil || ok {
 		return teardown, err
 	}
@@ -182,8 +186,7 @@ func (m *Manager) RemoveEmptyDirs(ctx context.Context, instanceID string) error 
 	if err := checkName("instance", instanceID); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock("instance/" + instanceID)()
 	return m.removeScratch(ctx, m.instanceDir(instanceID))
 }
 

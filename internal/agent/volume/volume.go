@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/internal/errdefs"
@@ -61,11 +60,12 @@ type MountOptions struct {
 // Manager keeps a host's persistent volumes and emptyDirs under one root
 // directory. Its state is what is on disk under root, so a new Manager on
 // the same root (after an agent restart) sees everything the old one
-// made; the mutex serialises this process's changes.
+// made; its locks serialise this process's changes to each volume and
+// to each instance's emptyDirs.
 type Manager struct {
-	root string
-	log  *slog.Logger
-	mu   sync.Mutex
+	root  string
+	log   *slog.Logger
+	locks keyLocks
 }
 
 // New returns a Manager rooted at root (normally <data-dir>/volumes).
@@ -124,8 +124,7 @@ func (m *Manager) Create(ctx context.Context, name string, size int64, encrypted
 	case !encrypted && key != nil:
 		return Volume{}, fmt.Errorf("key: given for volume %q, which is not encrypted: %w", name, errdefs.ErrInvalidArgument)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock("volume/" + name)()
 
 	dir := m.volDir(name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -256,8 +255,7 @@ func (m *Manager) Mount(ctx context.Context, name, target string, opts MountOpti
 	if !filepath.IsAbs(target) || filepath.Clean(target) != target {
 		return fmt.Errorf("target %q: must be a clean absolute path: %w", target, errdefs.ErrInvalidArgument)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock("volume/" + name)()
 	v, err := m.load(name)
 	if err != nil {
 		return err
@@ -305,6 +303,17 @@ func (m *Manager) attach(v Volume, h Holder, key []byte) error {
 		return err
 	}
 	if !ok {
+		// A loop device still backed by the image is a mount of it that
+		// outlived its release, in another mount namespace (a container
+		// still running): a second loop device on the same image would
+		// let two kernels' views of one ext4 corrupt it.
+		devs, err := loopsBackedUnder(m.image(v.Name))
+		if err != nil {
+			return err
+		}
+		if len(devs) > 0 {
+			return fmt.Errorf("volume %q: its filesystem is still mounted outside this agent (%s), by a process of its previous holder: %w", v.Name, devs[0], errdefs.ErrConflict)
+		}
 		if err := os.MkdirAll(fs, 0o700); err != nil {
 			return err
 		}
@@ -340,8 +349,7 @@ func (m *Manager) Unmount(ctx context.Context, name, holder string) error {
 	if err := checkName("name", name); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock("volume/" + name)()
 	v, err := m.load(name)
 	if err != nil {
 		return err
@@ -354,6 +362,9 @@ func (m *Manager) Unmount(ctx context.Context, name, holder string) error {
 	}
 	if err := m.release(v, false); err != nil {
 		return err
+	}
+	if devs, _ := loopsBackedUnder(m.image(name)); len(devs) > 0 {
+		m.log.WarnContext(ctx, "volume unmounted here but still mounted in another namespace; it cannot be mounted again until that goes", "volume", name, "holder", holder, "device", devs[0])
 	}
 	m.log.InfoContext(ctx, "volume unmounted", "volume", name, "holder", holder)
 	return nil
@@ -381,8 +392,7 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	if err := checkName("name", name); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.locks.lock("volume/" + name)()
 	v, err := m.load(name)
 	if err != nil {
 		return err
@@ -409,35 +419,39 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 // joined; the others are restored all the same. Call it after Cleanup,
 // which releases the claims of holders that are gone.
 func (m *Manager) Restore(ctx context.Context, keyFor func(name string) ([]byte, error)) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	vs, err := m.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, v := range vs {
-		if v.Holder == nil {
-			continue
-		}
-		var key []byte
-		if v.Encrypted {
-			if keyFor == nil {
-				errs = append(errs, fmt.Errorf("volume %q: encrypted and no key source: %w", v.Name, errdefs.ErrFailedPrecondition))
-				continue
-			}
-			if key, err = keyFor(v.Name); err != nil {
-				errs = append(errs, fmt.Errorf("volume %q: key: %w", v.Name, err))
-				continue
-			}
-		}
-		if err := m.attach(v, *v.Holder, key); err != nil {
+		if err := m.restore(ctx, v.Name, keyFor); err != nil {
 			errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
-			continue
 		}
-		m.log.InfoContext(ctx, "volume restored", "volume", v.Name, "holder", v.Holder.ID, "target", v.Holder.Target)
 	}
 	return errors.Join(errs...)
+}
+
+func (m *Manager) restore(ctx context.Context, name string, keyFor func(name string) ([]byte, error)) error {
+	defer m.locks.lock("volume/" + name)()
+	v, err := m.load(name) // again, under the lock
+	if err != nil || v.Holder == nil {
+		return err
+	}
+	var key []byte
+	if v.Encrypted {
+		if keyFor == nil {
+			return fmt.Errorf("encrypted and no key source: %w", errdefs.ErrFailedPrecondition)
+		}
+		if key, err = keyFor(name); err != nil {
+			return fmt.Errorf("key: %w", err)
+		}
+	}
+	if err := m.attach(v, *v.Holder, key); err != nil {
+		return err
+	}
+	m.log.InfoContext(ctx, "volume restored", "volume", name, "holder", v.Holder.ID, "target", v.Holder.Target)
+	return nil
 }
 
 func writeJSON(path string, v any) error {

@@ -496,7 +496,23 @@ func TestVolumeOneHolder(t *testing.T) {
 	if err != nil || len(vs) != 1 || vs[0].Holder == nil || vs[0].Holder.ID != "inst-a" {
 		t.Errorf("List = %+v, %v; want shared held by inst-a", vs, err)
 	}
+	// A container of inst-a still holds the filesystem (a mount in its
+	// namespace, played by a second bind here) when inst-a's claim is
+	// released: the next holder must wait, not mount it twice.
+	held := filepath.Join(dir, "container-view")
+	if err := os.Mkdir(held, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := bindMount(a, held, false); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Unmount(ctx, "shared", "inst-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Mount(ctx, "shared", b, MountOptions{Holder: "inst-b"}); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("Mount while the filesystem is still mounted elsewhere: %v, want ErrConflict", err)
+	}
+	if err := unmountAll(held, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Mount(ctx, "shared", b, MountOptions{Holder: "inst-b", ReadOnly: true}); err != nil {
@@ -752,4 +768,45 @@ func TestCleanupAfterKill(t *testing.T) {
 	if v, err := m.Get(context.Background(), "vol"); err != nil || v.Holder != nil {
 		t.Errorf("volume after Cleanup: %+v, %v; want kept and free", v, err)
 	}
+}
+
+// TestEmptyDirParallel starts instances at once: they race to make the
+// template of a size, and each gets a filesystem of its own.
+func TestEmptyDirParallel(t *testing.T) {
+	m := newManager(t)
+	ctx := context.Background()
+	const n = 4
+	paths := make([]string, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := 0; i < n; i++ {
+		go func() {
+			paths[i], _, errs[i] = m.EmptyDir(ctx, fmt.Sprintf("inst-%d", i), "scratch", MediumDisk, 8<<20)
+			done <- i
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	for i := 0; i < n; i++ {
+		if errs[i] != nil {
+			t.Fatalf("instance %d: %v", i, errs[i])
+		}
+		if err := os.WriteFile(filepath.Join(paths[i], "who"), []byte(fmt.Sprint(i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	devs, _ := loopsBackedUnder(m.Root())
+	if len(devs) != n {
+		t.Errorf("%d loop devices for %d emptyDirs", len(devs), n)
+	}
+	for i := 0; i < n; i++ {
+		if b, err := os.ReadFile(filepath.Join(paths[i], "who")); err != nil || string(b) != fmt.Sprint(i) {
+			t.Errorf("emptyDir %d reads %q, %v", i, b, err)
+		}
+		if err := m.RemoveEmptyDirs(ctx, fmt.Sprintf("inst-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNothingLeft(t, m.Root())
 }
