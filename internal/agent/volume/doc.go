@@ -48,6 +48,31 @@
 //	empty/<instance>/.writable/ the writable layer's disk.img
 //	templates/scratch-<size>.img formatted images copied for emptyDirs
 //
+// # Using it from the agent
+//
+// At start, before any instance is reconciled: New(<data-dir>/volumes),
+// then Cleanup(live) with live saying which instance ids still run, then
+// Restore(keyFor) with keyFor fetching an encrypted volume's key from the
+// control plane. A "volumes" step of an instance's start, before its
+// containers are created, for each volume of the spec:
+//
+//   - emptyDir: EmptyDir(id, name, medium, sizeLimit) and a bind mount of
+//     the returned path into each container that uses it (OCI mount,
+//     type bind, options rbind,rw/ro); keep the teardown for the undo and
+//     the stop step (RemoveEmptyDirs(id) does it from the records after an
+//     agent restart);
+//   - persistent volume: Mount(name, <instance dir>/volumes/<name>,
+//     {Holder: id, ReadOnly, Key}) and the same bind into the containers;
+//     ErrConflict (in use by another instance) goes to the API as 409;
+//     Unmount(name, id) when the instance stops;
+//   - --disk: after the snapshotter's Prepare, WritableLayer(id,
+//     filepath.Dir(upperdir), size), upperdir taken from the options of
+//     the mounts Prepare returns, and before the task (whose shim mounts
+//     the rootfs) is created; its teardown after the task is deleted and
+//     before the snapshot is removed (the overlay snapshotter's Remove
+//     deletes the snapshot dir with os.RemoveAll, which would empty the
+//     mounted filesystem and then fail on the mount point).
+//
 // Every loop device is attached with autoclear by containerd's mount
 // package, so the kernel detaches it when its filesystem's last mount goes,
 // and none outlives its mount, even if the agent is killed. Mounts do

@@ -117,7 +117,8 @@ func (m *Manager) mountScratch(ctx context.Context, dir, path string, size int64
 // work, the workdir: the two must be on one filesystem). It must be
 // empty but for those two, that is freshly prepared; the filesystem is
 // mounted over it with fs and work made anew. The teardown unmounts it
-// and must run before the snapshot is removed.
+// and must run before the snapshot is removed: the snapshotter deletes
+// the dir with os.RemoveAll, which fails on a mount point.
 func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, size int64) (func(context.Context) error, error) {
 	if err := checkName("instance", instanceID); err != nil {
 		return nil, err
@@ -213,9 +214,10 @@ func unmountBacked(dir string, detach bool) error {
 			errs = append(errs, err)
 		}
 	}
-	// Autoclear detaches a device when its last mount goes; one left
-	// attached (a crash between attach and mount in another tool, or a
-	// mount in another namespace) is cleared here or reported.
+	// Autoclear detaches a device soon after its last mount goes. One
+	// attached without it (a crash between attach and mount in another
+	// tool) is cleared now; on one still mounted in another namespace
+	// LOOP_CLR_FD only sets autoclear, and the wait below reports it.
 	devs, err = loopsBackedUnder(dir)
 	if err != nil {
 		return err
@@ -224,6 +226,9 @@ func unmountBacked(dir string, detach bool) error {
 		if err := detachLoop(d); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if left, err := waitLoopsGone(dir, loopSettle); err != nil || len(left) > 0 {
+		errs = append(errs, fmt.Errorf("loop devices %v still backed under %s (mounted in another namespace?): %v", left, dir, err))
 	}
 	return errors.Join(errs...)
 }

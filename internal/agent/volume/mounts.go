@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/mount"
 	"github.com/moby/sys/mountinfo"
@@ -114,6 +115,25 @@ func loopsBackedUnder(root string) ([]string, error) {
 		}
 	}
 	return devs, nil
+}
+
+// loopSettle bounds the wait for the kernel to detach a loop device
+// after its filesystem's last unmount: since Linux 5.19 autoclear runs
+// from a workqueue, so the device is still bound for a moment after
+// umount returns (a few ms here; seconds under heavy load).
+const loopSettle = 5 * time.Second
+
+// waitLoopsGone waits until no loop device is backed by a file at or
+// below root, for at most timeout, and returns those still there.
+func waitLoopsGone(root string, timeout time.Duration) ([]string, error) {
+	deadline := time.Now().Add(timeout)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		devs, err := loopsBackedUnder(root)
+		if err != nil || len(devs) == 0 || time.Now().After(deadline) {
+			return devs, err
+		}
+		time.Sleep(delay)
+	}
 }
 
 // detachLoop clears a loop device. A device still mounted somewhere

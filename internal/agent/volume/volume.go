@@ -307,7 +307,7 @@ func (m *Manager) attach(v Volume, h Holder, key []byte) error {
 		// outlived its release, in another mount namespace (a container
 		// still running): a second loop device on the same image would
 		// let two kernels' views of one ext4 corrupt it.
-		devs, err := loopsBackedUnder(m.image(v.Name))
+		devs, err := waitLoopsGone(m.image(v.Name), loopSettle)
 		if err != nil {
 			return err
 		}
@@ -363,8 +363,10 @@ func (m *Manager) Unmount(ctx context.Context, name, holder string) error {
 	if err := m.release(v, false); err != nil {
 		return err
 	}
-	if devs, _ := loopsBackedUnder(m.image(name)); len(devs) > 0 {
-		m.log.WarnContext(ctx, "volume unmounted here but still mounted in another namespace; it cannot be mounted again until that goes", "volume", name, "holder", holder, "device", devs[0])
+	// Return with the loop device gone (autoclear is asynchronous), so
+	// that the next holder's Mount finds the volume free.
+	if devs, _ := waitLoopsGone(m.image(name), loopSettle); len(devs) > 0 {
+		m.log.WarnContext(ctx, "volume released but its filesystem is still mounted in another namespace; it cannot be mounted again until that mount goes", "volume", name, "holder", holder, "device", devs[0])
 	}
 	m.log.InfoContext(ctx, "volume unmounted", "volume", name, "holder", holder)
 	return nil

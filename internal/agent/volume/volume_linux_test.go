@@ -273,6 +273,11 @@ func TestVolumeENOSPC(t *testing.T) {
 	if err := m.Unmount(ctx, "data", "inst-a"); err != nil {
 		t.Fatal(err)
 	}
+	// The host's disk gave the volume its size and the filesystem's
+	// overhead, and nothing beyond.
+	if a := allocated(t, m.image("data")); float64(a) > 1.1*size {
+		t.Errorf("a full %d-byte volume takes %d bytes of host disk", int64(size), a)
+	}
 	if err := m.Remove(ctx, "data"); err != nil {
 		t.Fatal(err)
 	}
@@ -564,6 +569,9 @@ func TestWritableLayerENOSPC(t *testing.T) {
 		t.Fatalf("image file through the overlay: %q, %v", b, err)
 	}
 	assertENOSPCNear(t, merged, limit)
+	if a := allocated(t, filepath.Join(m.Root(), "empty", "inst-a", ".writable", "disk.img")); float64(a) > 1.1*limit {
+		t.Errorf("a full %d-byte writable layer takes %d bytes of host disk", int64(limit), a)
+	}
 	if err := unmountAll(merged, false); err != nil {
 		t.Fatal(err)
 	}
