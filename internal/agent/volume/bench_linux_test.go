@@ -63,6 +63,21 @@ func BenchmarkEmptyDir(b *testing.B) {
 				}
 			}
 		})
+		// The part on an instance's start path: making it, not the
+		// teardown.
+		b.Run(name+"-create-only", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				_, teardown, err := m.EmptyDir(ctx, "bench", "scratch", medium, 64<<20)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := teardown(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }
 
@@ -94,6 +109,26 @@ func BenchmarkVolume(b *testing.B) {
 				if err := m.Remove(ctx, "bench"); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+		b.Run(fmt.Sprintf("mount-only-%s-64Mi", kind), func(b *testing.B) {
+			if _, err := m.Create(ctx, "bench", 64<<20, encrypted, key); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := m.Mount(ctx, "bench", target, MountOptions{Holder: "inst", Key: key}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := m.Unmount(ctx, "bench", "inst"); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			if err := m.Remove(ctx, "bench"); err != nil {
+				b.Fatal(err)
 			}
 		})
 		b.Run(fmt.Sprintf("mount-unmount-%s-64Mi", kind), func(b *testing.B) {
