@@ -252,6 +252,9 @@ func TestEmptyDirMemoryENOSPC(t *testing.T) {
 		t.Errorf("memory emptyDir is filesystem type %#x, want tmpfs", st.Type)
 	}
 	assertENOSPCNear(t, path, limit)
+	if u, err := UsageOf(path); err != nil || u.Used != limit || u.Available != 0 {
+		t.Errorf("full memory emptyDir usage %+v, %v; want %d used, 0 available", u, err, int64(limit))
+	}
 	if err := teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +272,21 @@ func TestVolumeENOSPC(t *testing.T) {
 	if err := m.Mount(ctx, "data", target, MountOptions{Holder: "inst-a"}); err != nil {
 		t.Fatal(err)
 	}
+	u0, err := UsageOf(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u0.Used > 1<<20 || u0.Available < size {
+		t.Errorf("fresh volume usage %+v, want little used and %d available", u0, int64(size))
+	}
 	assertENOSPCNear(t, target, size)
+	u, err := UsageOf(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Available > 1<<20 || float64(u.Used) < 0.95*size || float64(u.Used) > 1.05*size {
+		t.Errorf("full volume usage %+v, want about %d used and nothing available", u, int64(size))
+	}
 	if err := m.Unmount(ctx, "data", "inst-a"); err != nil {
 		t.Fatal(err)
 	}
