@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/kanga-run/kanga/internal/errdefs"
 )
@@ -129,7 +131,8 @@ func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, siz
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("snapshot dir %q: must be absolute: %w", dir, errdefs.ErrInvalidArgument)
 	}
-	st, err := os.Stat(filepath.Join(dir, "fs"))
+	upper := filepath.Join(dir, "fs")
+	st, err := os.Stat(upper)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 	}
@@ -146,6 +149,13 @@ func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, siz
 	if ok, err := mounted(dir); err != nil || ok {
 		return teardown, err
 	}
+	// The filesystem would hide what the layer holds already.
+	if ents, err := readDirN(upper, 1); err != nil || len(ents) > 0 {
+		if err == nil {
+			err = fmt.Errorf("writable layer %s already holds files: %w", upper, errdefs.ErrFailedPrecondition)
+		}
+		return nil, err
+	}
 	if err := os.RemoveAll(img); err != nil {
 		return nil, err
 	}
@@ -160,8 +170,22 @@ func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, siz
 		_ = os.RemoveAll(img)
 		return nil, err
 	}
+	// fs and work as the snapshotter made them: same mode and owner (a
+	// user-namespaced container's root owns its upperdir).
+	uid, gid := -1, -1
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(sys.Uid), int(sys.Gid)
+	}
 	for _, d := range []string{"fs", "work"} {
-		if err := os.Mkdir(filepath.Join(dir, d), st.Mode().Perm()); err != nil {
+		p := filepath.Join(dir, d)
+		err := os.Mkdir(p, st.Mode().Perm())
+		if err == nil {
+			err = os.Chmod(p, st.Mode().Perm()) // past the umask
+		}
+		if err == nil {
+			err = os.Lchown(p, uid, gid)
+		}
+		if err != nil {
 			_ = unmountAll(dir, true)
 			_ = os.RemoveAll(img)
 			return nil, err
@@ -231,4 +255,17 @@ func unmountBacked(dir string, detach bool) error {
 		errs = append(errs, fmt.Errorf("loop devices %v still backed under %s (mounted in another namespace?): %v", left, dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+func readDirN(dir string, n int) ([]os.DirEntry, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(n)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return ents, err
 }

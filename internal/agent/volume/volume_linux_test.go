@@ -571,10 +571,27 @@ func TestWritableLayerENOSPC(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(lower, "image-file"), []byte("from the image"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A user-namespaced container's root owns its upperdir.
+	if err := os.Chown(filepath.Join(snap, "fs"), 100000, 100000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snap, "fs", "used"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	const limit = 200 << 20
+	if _, err := m.WritableLayer(ctx, "inst-a", snap, limit); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("WritableLayer over a used layer: %v, want ErrFailedPrecondition", err)
+	}
+	if err := os.Remove(filepath.Join(snap, "fs", "used")); err != nil {
+		t.Fatal(err)
+	}
 	teardown, err := m.WritableLayer(ctx, "inst-a", snap, limit)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(snap, "fs"), &st); err != nil || st.Uid != 100000 || st.Gid != 100000 || st.Mode&0o777 != 0o755 {
+		t.Errorf("upperdir on the sized filesystem: uid %d gid %d mode %o, %v; want 100000 100000 755", st.Uid, st.Gid, st.Mode&0o777, err)
 	}
 	ovl := mount.Mount{Type: "overlay", Source: "overlay", Options: []string{
 		"lowerdir=" + lower, "upperdir=" + filepath.Join(snap, "fs"), "workdir=" + filepath.Join(snap, "work")}}
