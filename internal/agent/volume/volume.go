@@ -305,8 +305,9 @@ func (m *Manager) attach(v Volume, h Holder, key []byte) error {
 	if !ok {
 		// A loop device still backed by the image is a mount of it that
 		// outlived its release, in another mount namespace (a container
-		// still running): a second loop device on the same image would
-		// let two kernels' views of one ext4 corrupt it.
+		// still running): through a second loop device the kernel would
+		// mount the image as a second, independent ext4, and the two
+		// would corrupt it.
 		devs, err := waitLoopsGone(m.image(v.Name), loopSettle)
 		if err != nil {
 			return err
