@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // TestValidation needs no kernel objects: every bad input is refused

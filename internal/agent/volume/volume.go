@@ -12,7 +12,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // Size bounds of a persistent volume. Below 16 MiB the journal and the
@@ -457,30 +458,14 @@ func (m *Manager) restore(ctx context.Context, name string, keyFor func(name str
 	return nil
 }
 
+// writeJSON replaces a record atomically and durably: a record that
+// survives a power cut is whole, and is the old one or the new one.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	// Synced before the rename: a record that survives a power cut is
-	// whole.
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, append(b, '\n'), 0o600)
 }
 
 func readJSON(path string, v any) error {

@@ -20,7 +20,7 @@ import (
 	"github.com/containerd/containerd/mount"
 	"golang.org/x/sys/unix"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
