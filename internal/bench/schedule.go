@@ -19,6 +19,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -342,11 +343,11 @@ func (h *simHost) start(ctx context.Context, in *api.Instance) {
 // simAPIHost answers the API's image checks for the simulated pool.
 type simAPIHost struct{}
 
-func (simAPIHost) Name() string              { return "bench" }
-func (simAPIHost) RuntimeClasses() []string  { return []string{model.DefaultRuntimeClass} }
-func (simAPIHost) Capacity() server.Capacity { return server.Capacity{} }
-func (simAPIHost) ImageConfig(context.Context, string) (server.ImageConfig, error) {
-	return server.ImageConfig{Cmd: []string{"sleep"}}, nil
+func (simAPIHost) Name() string                    { return "bench" }
+func (simAPIHost) RuntimeClasses() []string        { return []string{model.DefaultRuntimeClass} }
+func (simAPIHost) Capacity() hostcontract.Capacity { return hostcontract.Capacity{} }
+func (simAPIHost) ImageConfig(context.Context, string) (hostcontract.ImageConfig, error) {
+	return hostcontract.ImageConfig{Cmd: []string{"sleep"}}, nil
 }
 func (simAPIHost) ListImages(context.Context) ([]api.Image, error) { return nil, nil }
 func (simAPIHost) ImportImage(context.Context, io.Reader, func(api.Progress)) ([]api.Image, error) {
@@ -358,7 +359,7 @@ func (simAPIHost) PullImage(context.Context, string, func(api.Progress)) (api.Im
 func (simAPIHost) Logs(context.Context, *api.Instance, string, bool, io.Writer) error {
 	return errors.New("simulated")
 }
-func (simAPIHost) Exec(context.Context, *api.Instance, server.ExecRequest) (int, error) {
+func (simAPIHost) Exec(context.Context, *api.Instance, hostcontract.ExecRequest) (int, error) {
 	return 0, errors.New("simulated")
 }
 func (simAPIHost) Stats(context.Context, *api.Instance) (api.InstanceStats, error) {

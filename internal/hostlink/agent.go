@@ -23,8 +23,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/pki"
-	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -294,20 +294,27 @@ func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
 
 // Purges implements agent.Purges: the purges this host has not carried
 // out yet.
-func (l *Link) Purges(ctx context.Context) ([]store.Purge, error) {
-	var ps []store.Purge
+func (l *Link) Purges(ctx context.Context) ([]hostcontract.Purge, error) {
+	var ps []Purge
 	err := l.do(ctx, http.MethodGet, "/purges", nil, &ps)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// A server older than purges has no such route, and none to give:
 		// an agent upgraded first still registers.
 		return nil, nil
 	}
-	return ps, err
+	if err != nil {
+		return nil, err
+	}
+	out := make([]hostcontract.Purge, len(ps))
+	for i, p := range ps {
+		out[i] = p.ForHost()
+	}
+	return out, nil
 }
 
 // AckPurge implements agent.Purges.
-func (l *Link) AckPurge(ctx context.Context, p store.Purge) error {
-	return l.do(ctx, http.MethodPut, "/purges", p, nil)
+func (l *Link) AckPurge(ctx context.Context, p hostcontract.Purge) error {
+	return l.do(ctx, http.MethodPut, "/purges", purgeFromHost(p), nil)
 }
 
 // heartbeatIdle is how long a silent heartbeat stream is trusted; the
@@ -370,8 +377,8 @@ func (l *Link) ListAllInstances(ctx context.Context) ([]api.Instance, int64, err
 
 // WatchAllInstances implements agent.Store. The stream is re-opened from
 // the last revision seen whenever it breaks, until ctx ends.
-func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent {
-	ch := make(chan store.InstanceEvent, 64)
+func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan hostcontract.InstanceEvent {
+	ch := make(chan hostcontract.InstanceEvent, 64)
 	go func() {
 		defer close(ch)
 		rev := fromRevision
@@ -390,7 +397,7 @@ func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan
 	return ch
 }
 
-func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- store.InstanceEvent) error {
+func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- hostcontract.InstanceEvent) error {
 	base, idx := l.server()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/watch?rev="+strconv.FormatInt(*rev, 10)), nil)
 	if err != nil {
@@ -407,10 +414,11 @@ func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- store.Instan
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var ev store.InstanceEvent
-		if err := dec.Decode(&ev); err != nil {
+		var line WatchEvent
+		if err := dec.Decode(&line); err != nil {
 			return err
 		}
+		ev := line.ForHost()
 		if ev.Revision > *rev {
 			*rev = ev.Revision
 		}
@@ -485,15 +493,15 @@ func (l *Link) DeleteInstance(ctx context.Context, name string) error {
 
 // PutUsage sends the host's usage records (agent.UsageSink); the server
 // answers which it refused for good.
-func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error) {
+func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]hostcontract.UsageRefusal, error) {
 	if host != l.host {
 		return nil, fmt.Errorf("usage of host %q sent over the link of %q: %w", host, l.host, errdefs.ErrInvalidArgument)
 	}
-	var out putUsageResponse
+	var out PutUsageResponse
 	if err := l.do(ctx, http.MethodPut, "/usage", recs, &out); err != nil {
 		return nil, err
 	}
-	return out.Refused, nil
+	return refusalsForHost(out.Refused), nil
 }
 
 // TenantQuota implements agent.Store: the quota of a tenant with

@@ -18,6 +18,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -37,7 +38,7 @@ const (
 	// which was deleted.
 	pathImage  = "/host/v1/image"
 	pathTenant = "/host/v1/tenant"
-	// pathCheckPorts answers server.PortChecker for the host: whether
+	// pathCheckPorts answers hostcontract.PortChecker for the host: whether
 	// ports can be published on it (its addresses, reserved ports and
 	// listeners), so that the API refuses at admission what the agent
 	// would refuse at start.
@@ -98,7 +99,7 @@ func HostAPITLS(creds *Credentials) *tls.Config {
 }
 
 // HostAPIHandler serves host's API to the control plane.
-func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http.Handler {
+func HostAPIHandler(host hostcontract.Host, get InstanceGetter, log *slog.Logger) http.Handler {
 	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log, HostAPI: true})
 	inner := srv.Handler()
 	mux := http.NewServeMux()
@@ -129,14 +130,14 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 		}
 		writeJSON(w, http.StatusOK, cfg)
 	})
-	remover := func(do func(ctx context.Context, rm server.ImageRemover, t string, r *http.Request) error) http.HandlerFunc {
+	remover := func(do func(ctx context.Context, rm hostcontract.ImageRemover, t string, r *http.Request) error) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 			if err := tenant.Validate(t); err != nil {
 				writeError(w, fmt.Errorf("tenant: %v: %w", err, errdefs.ErrUnauthenticated))
 				return
 			}
-			rm, ok := host.(server.ImageRemover)
+			rm, ok := host.(hostcontract.ImageRemover)
 			if !ok {
 				writeError(w, fmt.Errorf("this host cannot remove images: %w", errdefs.ErrNotImplemented))
 				return
@@ -148,13 +149,13 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 			w.WriteHeader(http.StatusNoContent)
 		}
 	}
-	mux.HandleFunc("DELETE "+pathImage, remover(func(ctx context.Context, rm server.ImageRemover, _ string, r *http.Request) error {
+	mux.HandleFunc("DELETE "+pathImage, remover(func(ctx context.Context, rm hostcontract.ImageRemover, _ string, r *http.Request) error {
 		return rm.RemoveImage(ctx, r.URL.Query().Get("ref"))
 	}))
-	mux.HandleFunc("DELETE "+pathTenant, remover(func(ctx context.Context, rm server.ImageRemover, t string, _ *http.Request) error {
+	mux.HandleFunc("DELETE "+pathTenant, remover(func(ctx context.Context, rm hostcontract.ImageRemover, t string, _ *http.Request) error {
 		return rm.RemoveTenant(ctx, t)
 	}))
-	if pc, ok := host.(server.PortChecker); ok {
+	if pc, ok := host.(hostcontract.PortChecker); ok {
 		mux.HandleFunc("POST "+pathCheckPorts, func(w http.ResponseWriter, r *http.Request) {
 			var ports []api.PortMapping
 			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&ports); err != nil {
@@ -197,7 +198,7 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 	})
 }
 
-// RemoteHost is a server.Host whose agent is on another machine: the
+// RemoteHost is a hostcontract.Host whose agent is on another machine: the
 // control plane calls its host API.
 type RemoteHost struct {
 	rec  api.Host
@@ -207,11 +208,11 @@ type RemoteHost struct {
 }
 
 var (
-	_ server.Host           = (*RemoteHost)(nil)
-	_ server.PreviousLogger = (*RemoteHost)(nil)
-	_ server.ImagePrewarmer = (*RemoteHost)(nil)
-	_ server.ImageRemover   = (*RemoteHost)(nil)
-	_ server.PortChecker    = (*RemoteHost)(nil)
+	_ hostcontract.Host           = (*RemoteHost)(nil)
+	_ hostcontract.PreviousLogger = (*RemoteHost)(nil)
+	_ hostcontract.ImagePrewarmer = (*RemoteHost)(nil)
+	_ hostcontract.ImageRemover   = (*RemoteHost)(nil)
+	_ hostcontract.PortChecker    = (*RemoteHost)(nil)
 )
 
 // NewRemoteHost returns the client of host's API at rec.Address, with the
@@ -236,34 +237,34 @@ func (h *RemoteHost) client(ctx context.Context) (*client.Client, error) {
 	return client.New(h.base, t, client.WithHTTPClient(h.hc), client.WithTLSConfig(h.tls), client.WithUserAgent("kanga-server"))
 }
 
-// Name implements server.Host.
+// Name implements hostcontract.Host.
 func (h *RemoteHost) Name() string { return h.rec.Name }
 
-// RuntimeClasses implements server.Host.
+// RuntimeClasses implements hostcontract.Host.
 func (h *RemoteHost) RuntimeClasses() []string { return h.rec.RuntimeClasses }
 
-// Capacity implements server.Host.
-func (h *RemoteHost) Capacity() server.Capacity {
-	return server.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes}
+// Capacity implements hostcontract.Host.
+func (h *RemoteHost) Capacity() hostcontract.Capacity {
+	return hostcontract.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes}
 }
 
-// ImageConfig implements server.Host.
-func (h *RemoteHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
+// ImageConfig implements hostcontract.Host.
+func (h *RemoteHost) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
 	t, err := tenant.Name(ctx)
 	if err != nil {
-		return server.ImageConfig{}, err
+		return hostcontract.ImageConfig{}, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+pathImageConfig+"?ref="+url.QueryEscape(ref), nil)
 	if err != nil {
-		return server.ImageConfig{}, err
+		return hostcontract.ImageConfig{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+t)
-	var cfg server.ImageConfig
+	var cfg hostcontract.ImageConfig
 	err = doJSON(h.hc, req, &cfg)
 	return cfg, err
 }
 
-// RemoveImage implements server.ImageRemover.
+// RemoveImage implements hostcontract.ImageRemover.
 func (h *RemoteHost) RemoveImage(ctx context.Context, ref string) error {
 	t, err := tenant.Name(ctx)
 	if err != nil {
@@ -272,7 +273,7 @@ func (h *RemoteHost) RemoveImage(ctx context.Context, ref string) error {
 	return h.hostCall(ctx, http.MethodDelete, pathImage+"?ref="+url.QueryEscape(ref), t)
 }
 
-// RemoveTenant implements server.ImageRemover.
+// RemoveTenant implements hostcontract.ImageRemover.
 func (h *RemoteHost) RemoveTenant(ctx context.Context, name string) error {
 	return h.hostCall(ctx, http.MethodDelete, pathTenant, name)
 }
@@ -288,7 +289,7 @@ func (h *RemoteHost) hostCall(ctx context.Context, method, path, t string) error
 	return doJSON(h.hc, req, nil)
 }
 
-// CheckPorts implements server.PortChecker: the agent answers for its host.
+// CheckPorts implements hostcontract.PortChecker: the agent answers for its host.
 func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) error {
 	b, err := json.Marshal(ports)
 	if err != nil {
@@ -310,7 +311,7 @@ func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) er
 	return nil
 }
 
-// ListImages implements server.Host.
+// ListImages implements hostcontract.Host.
 func (h *RemoteHost) ListImages(ctx context.Context) ([]api.Image, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -319,7 +320,7 @@ func (h *RemoteHost) ListImages(ctx context.Context) ([]api.Image, error) {
 	return c.ListImages(ctx)
 }
 
-// ImportImage implements server.Host.
+// ImportImage implements hostcontract.Host.
 func (h *RemoteHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -328,7 +329,7 @@ func (h *RemoteHost) ImportImage(ctx context.Context, r io.Reader, progress func
 	return c.ImportImage(ctx, r, -1, progress)
 }
 
-// PullImage implements server.Host.
+// PullImage implements hostcontract.Host.
 func (h *RemoteHost) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -337,7 +338,7 @@ func (h *RemoteHost) PullImage(ctx context.Context, ref string, progress func(ap
 	return c.PullImage(ctx, ref, progress)
 }
 
-// Logs implements server.Host.
+// Logs implements hostcontract.Host.
 func (h *RemoteHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -352,7 +353,7 @@ func (h *RemoteHost) Logs(ctx context.Context, inst *api.Instance, container str
 	return err
 }
 
-// PreviousLogs implements server.PreviousLogger: the agent's host API
+// PreviousLogs implements hostcontract.PreviousLogger: the agent's host API
 // serves the run before the latest restart.
 func (h *RemoteHost) PreviousLogs(ctx context.Context, inst *api.Instance, container string) (io.ReadCloser, error) {
 	c, err := h.client(ctx)
@@ -362,7 +363,7 @@ func (h *RemoteHost) PreviousLogs(ctx context.Context, inst *api.Instance, conta
 	return c.Logs(ctx, inst.Name, client.LogsOptions{Container: container, Previous: true})
 }
 
-// PrewarmImage implements server.ImagePrewarmer on the agent's own host.
+// PrewarmImage implements hostcontract.ImagePrewarmer on the agent's own host.
 func (h *RemoteHost) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -376,8 +377,8 @@ func (h *RemoteHost) PrewarmImage(ctx context.Context, ref string) (api.Image, b
 	return res.Image, pulled, nil
 }
 
-// Exec implements server.Host.
-func (h *RemoteHost) Exec(ctx context.Context, inst *api.Instance, req server.ExecRequest) (int, error) {
+// Exec implements hostcontract.Host.
+func (h *RemoteHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
 	c, err := h.client(ctx)
 	if err != nil {
 		return 0, err
@@ -388,7 +389,7 @@ func (h *RemoteHost) Exec(ctx context.Context, inst *api.Instance, req server.Ex
 	})
 }
 
-// Stats implements server.Host.
+// Stats implements hostcontract.Host.
 func (h *RemoteHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -397,7 +398,7 @@ func (h *RemoteHost) Stats(ctx context.Context, inst *api.Instance) (api.Instanc
 	return c.Stats(ctx, inst.Name)
 }
 
-// SLA implements server.Host.
+// SLA implements hostcontract.Host.
 func (h *RemoteHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
 	c, err := h.client(ctx)
 	if err != nil {
@@ -454,7 +455,7 @@ func (d *Directory) update(hosts []api.Host) {
 }
 
 // Host implements server.Hosts.
-func (d *Directory) Host(name string) (server.Host, bool) {
+func (d *Directory) Host(name string) (hostcontract.Host, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	h, ok := d.m[name]
@@ -465,16 +466,16 @@ func (d *Directory) Host(name string) (server.Host, bool) {
 }
 
 // All implements server.Hosts.
-func (d *Directory) All() []server.Host {
+func (d *Directory) All() []hostcontract.Host {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	out := make([]server.Host, 0, len(d.m))
+	out := make([]hostcontract.Host, 0, len(d.m))
 	for _, h := range d.m {
 		out = append(out, h)
 	}
 	// In name order, so that "the first host that has the image" is the
 	// same on every call.
-	slices.SortFunc(out, func(a, b server.Host) int { return strings.Compare(a.Name(), b.Name()) })
+	slices.SortFunc(out, func(a, b hostcontract.Host) int { return strings.Compare(a.Name(), b.Name()) })
 	return out
 }
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/internal/errdefs"
-	"github.com/kanga-run/kanga/internal/netview"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 // netView streams the network view (see package netview) to an agent: a
@@ -22,7 +22,7 @@ func (s *Server) netView(w http.ResponseWriter, r *http.Request, host string) er
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
 	for u := range s.NetView.Subscribe(r.Context()) {
-		if enc.Encode(u) != nil || rc.Flush() != nil {
+		if enc.Encode(wireNetUpdate(u)) != nil || rc.Flush() != nil {
 			return nil
 		}
 	}
@@ -32,8 +32,8 @@ func (s *Server) netView(w http.ResponseWriter, r *http.Request, host string) er
 // WatchNetView follows the control plane's network view until ctx ends,
 // reopening the stream when it breaks; the first update of each stream
 // is a full state (Reset).
-func (l *Link) WatchNetView(ctx context.Context) <-chan netview.Update {
-	ch := make(chan netview.Update, 1)
+func (l *Link) WatchNetView(ctx context.Context) <-chan hostcontract.NetUpdate {
+	ch := make(chan hostcontract.NetUpdate, 1)
 	go func() {
 		defer close(ch)
 		wait := time.Second
@@ -57,7 +57,7 @@ func (l *Link) WatchNetView(ctx context.Context) <-chan netview.Update {
 	return ch
 }
 
-func (l *Link) netViewOnce(ctx context.Context, ch chan<- netview.Update) error {
+func (l *Link) netViewOnce(ctx context.Context, ch chan<- hostcontract.NetUpdate) error {
 	base, idx := l.server()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/netview"), nil)
 	if err != nil {
@@ -74,10 +74,11 @@ func (l *Link) netViewOnce(ctx context.Context, ch chan<- netview.Update) error 
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var u netview.Update
-		if err := dec.Decode(&u); err != nil {
+		var line NetViewUpdate
+		if err := dec.Decode(&line); err != nil {
 			return err
 		}
+		u := line.ForHost()
 		select {
 		case ch <- u:
 		case <-ctx.Done():

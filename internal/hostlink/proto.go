@@ -17,10 +17,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
-	"github.com/kanga-run/kanga/internal/store"
 )
 
 // Paths of the server side.
@@ -72,8 +72,62 @@ type StatusWrite struct {
 	Status      api.InstanceStatus `json:"status"`
 }
 
-// WatchEvent is one line of the watch stream.
-type WatchEvent = store.InstanceEvent
+// WatchEvent is one line of the watch stream. The field names are those
+// the stream has always had (an agent and a server of different versions
+// read each other's lines).
+type WatchEvent struct {
+	// Instance is the new version, or on deletion the last version the
+	// server knew (nil if none).
+	Instance *api.Instance `json:"Instance"`
+	Deleted  bool          `json:"Deleted"`
+	Tenant   string        `json:"Tenant"`
+	Name     string        `json:"Name"`
+	// Revision is where a stream resumes after this event (the agent
+	// sends the last one it saw as ?rev=).
+	Revision int64 `json:"Revision"`
+}
+
+// Purge is a purge the host has not carried out yet (GET .../purges), and
+// its acknowledgement (PUT .../purges).
+type Purge struct {
+	Tenant     string    `json:"tenant"`
+	Image      string    `json:"image,omitempty"`
+	At         time.Time `json:"at"`
+	Generation int64     `json:"generation,omitempty"`
+}
+
+// UsageRefusal names a usage record the server refused for good.
+type UsageRefusal struct {
+	Index  int    `json:"index"`
+	Reason string `json:"reason"`
+}
+
+// PutUsageResponse answers a host's usage records.
+type PutUsageResponse struct {
+	Refused []UsageRefusal `json:"refused"`
+}
+
+// NetTenant and NetViewUpdate are the lines of the network view stream
+// (GET .../netview).
+type NetTenant struct {
+	Name    string                  `json:"name"`
+	Network api.TenantNetworkPolicy `json:"network"`
+}
+
+// NetViewUpdate: see hostcontract.NetUpdate.
+type NetViewUpdate struct {
+	Reset   bool              `json:"reset,omitempty"`
+	Tenants []NetTenant       `json:"tenants"`
+	Subnets []string          `json:"subnets"`
+	Set     map[string]string `json:"set,omitempty"`
+	Del     []string          `json:"del,omitempty"`
+}
+
+// ImageConfig answers the host API's image configuration route.
+type ImageConfig struct {
+	Entrypoint []string `json:"Entrypoint"`
+	Cmd        []string `json:"Cmd"`
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -311,20 +311,21 @@ func (s *Server) purges(w http.ResponseWriter, r *http.Request, host string) err
 	if err != nil {
 		return err
 	}
-	if ps == nil {
-		ps = []store.Purge{}
+	out := make([]Purge, len(ps))
+	for i, p := range ps {
+		out[i] = wirePurge(p)
 	}
-	writeJSON(w, http.StatusOK, ps)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 // ackPurge records that the host carried out a purge.
 func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) error {
-	var p store.Purge
+	var p Purge
 	if err := decodeBody(w, r, 64<<10, &p, "purge"); err != nil {
 		return err
 	}
-	if err := s.Store.AckPurge(r.Context(), host, p); err != nil {
+	if err := s.Store.AckPurge(r.Context(), host, p.stored()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -412,7 +413,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sb *sub) error {
 			if !ok {
 				return nil
 			}
-			if enc.Encode(ev) != nil {
+			if enc.Encode(wireEvent(ev)) != nil {
 				return nil
 			}
 			// Flush once the burst is written, not per event.
@@ -475,7 +476,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) erro
 		if !nowOn && !wasOn && (exact || seen) {
 			continue
 		}
-		if enc.Encode(ev) != nil || rc.Flush() != nil {
+		if enc.Encode(wireEvent(ev)) != nil || rc.Flush() != nil {
 			return nil
 		}
 	}
@@ -562,11 +563,6 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 	return nil
 }
 
-// putUsageResponse answers a host's usage records.
-type putUsageResponse struct {
-	Refused []store.UsageRefusal `json:"refused"`
-}
-
 // putUsage stores the host's usage records; a record of an instance never
 // placed on the host is refused.
 func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) error {
@@ -578,10 +574,7 @@ func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) e
 	if err != nil {
 		return err
 	}
-	if refused == nil {
-		refused = []store.UsageRefusal{}
-	}
-	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
+	writeJSON(w, http.StatusOK, PutUsageResponse{Refused: wireRefusals(refused)})
 	return nil
 }
 

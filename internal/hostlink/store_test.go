@@ -9,6 +9,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -51,7 +52,7 @@ func move(t *testing.T, st *store.Store, name, host string) {
 }
 
 // next returns the next event on ch for an instance, skipping none.
-func next(t *testing.T, ch <-chan store.InstanceEvent) store.InstanceEvent {
+func next(t *testing.T, ch <-chan hostcontract.InstanceEvent) hostcontract.InstanceEvent {
 	t.Helper()
 	select {
 	case ev := <-ch:
@@ -59,7 +60,7 @@ func next(t *testing.T, ch <-chan store.InstanceEvent) store.InstanceEvent {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10 s")
 	}
-	return store.InstanceEvent{}
+	return hostcontract.InstanceEvent{}
 }
 
 func TestWatchForwardsOwnAndMovedAway(t *testing.T) {

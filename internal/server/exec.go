@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 // exec upgrades the connection to the frame protocol of api/stream.go. All
@@ -80,7 +81,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 	resize := make(chan api.TerminalSize, 4)
 	go readClientFrames(brw.Reader, stdinW, withStdin, resize)
 
-	req := ExecRequest{
+	req := hostcontract.ExecRequest{
 		Container: container,
 		Cmd:       cmd,
 		Env:       q["env"],

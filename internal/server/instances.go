@@ -15,6 +15,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -402,17 +403,10 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// PreviousLogger is implemented by hosts that can serve the output of a
-// container's run before its latest restart on its own. It is optional so
-// that a host which keeps one stream per container still serves logs.
-type PreviousLogger interface {
-	PreviousLogs(ctx context.Context, inst *api.Instance, container string) (io.ReadCloser, error)
-}
-
 // previousLogs serves ?previous=true. The previous run has ended, so
 // follow has nothing to wait for and is ignored, as kubectl does.
-func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host Host, inst *api.Instance, container string) error {
-	pl, ok := host.(PreviousLogger)
+func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host hostcontract.Host, inst *api.Instance, container string) error {
+	pl, ok := host.(hostcontract.PreviousLogger)
 	if !ok {
 		return fmt.Errorf("logs of a previous run of instance %q: this host keeps one log per container; drop previous=true: %w", inst.Name, errdefs.ErrNotImplemented)
 	}

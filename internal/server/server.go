@@ -4,13 +4,13 @@ package server
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -45,64 +45,11 @@ type Store interface {
 	HostStore
 }
 
-// ImageConfig is the part of an image's configuration the API checks
-// before it accepts an instance.
-type ImageConfig struct {
-	Entrypoint []string
-	Cmd        []string
-}
-
-// Capacity is a host's total resources.
-type Capacity struct {
-	CPUs   int
-	Memory int64
-	// StartSlots is how many instance starts the host runs at once.
-	StartSlots int
-}
-
-// ExecRequest describes a process to run in a container of an instance.
-type ExecRequest struct {
-	Container string
-	Cmd       []string
-	Env       []string
-	WorkDir   string
-	TTY       bool
-	// Size is the terminal's initial size, so that the process never sees
-	// a 0x0 terminal before the first resize arrives.
-	Size   *api.TerminalSize
-	Stdin  io.Reader // nil when the client sends no input
-	Stdout io.Writer
-	Stderr io.Writer
-	Resize <-chan api.TerminalSize
-}
-
-// Host is what the API needs of the host agent that runs instances. All
-// methods take the tenant from the context.
-type Host interface {
-	Name() string
-	// RuntimeClasses lists the classes the host can run now.
-	RuntimeClasses() []string
-	// Capacity is what the host has in all, whatever it runs now.
-	Capacity() Capacity
-	ImageConfig(ctx context.Context, ref string) (ImageConfig, error)
-	ListImages(ctx context.Context) ([]api.Image, error)
-	ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error)
-	PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error)
-	// Logs writes the container's output to w; with follow it returns
-	// once the instance is terminal and all output is written, or ctx ends.
-	Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error
-	Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error)
-	// Stats samples the instance's counters now; SLA reports promised
-	// against delivered resources from the samples the host kept.
-	Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error)
-	SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error)
-}
-
 // Server serves the public API.
 type Server struct {
 	store   Store
-	host    Host  // the all-in-one's own host; nil for kanga server
-	hosts   Hosts // where instances run
+	host    hostcontract.Host // the all-in-one's own host; nil for kanga server
+	hosts   Hosts             // where instances run
 	log     *slog.Logger
 	now     func() time.Time
 	version string
@@ -176,7 +123,7 @@ type Options struct {
 }
 
 // New returns a Server.
-func New(store Store, host Host, opts Options) *Server {
+func New(store Store, host hostcontract.Host, opts Options) *Server {
 	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
 		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts,
 		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota,
