@@ -17,6 +17,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/hostapi"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 )
@@ -140,8 +141,8 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
 	go ag.RunPurges(host.Context(), link, purgeInterval)
 
-	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
-	hs.TLSConfig = hostlink.HostAPITLS(creds)
+	hs := server.NewHTTPServer(hostapi.Handler(ag, link, log), server.DefaultLimits, log)
+	hs.TLSConfig = hostapi.TLS(creds)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
 	defer hs.Close()

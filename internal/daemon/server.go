@@ -23,6 +23,7 @@ import (
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -165,7 +166,7 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 		InsecureRegistries: o.InsecureRegistries}
 	cpDone := make(chan struct{})
 	cpCfg := controlplane.Config{Store: st, ID: replica, Logger: log, Policy: controlplane.DefaultPolicy}
-	o.Failure.Apply(&cpCfg, "", &hostlink.Prober{Link: link, TLS: clientTLS.Clone()})
+	o.Failure.Apply(&cpCfg, "", &hostclient.Prober{Link: link, TLS: clientTLS.Clone()})
 	cp := controlplane.New(cpCfg)
 	go func() {
 		defer close(cpDone)
@@ -173,7 +174,7 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}()
 	defer func() { cancel(); <-cpDone }()
 
-	dir := hostlink.NewDirectory(bg, st, clientTLS)
+	dir := hostclient.NewDirectory(bg, st, clientTLS)
 	ports := o.Ports
 	ports.ReserveAddress("the Kanga API", ln.Addr().String())
 	ports.ReserveAddress("the agents' link", aln.Addr().String())

@@ -129,7 +129,7 @@ func join(ctx context.Context, serverURL, token, dataDir, name string, sans []st
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("joining %s: %w", serverURL, readError(resp))
+		return nil, fmt.Errorf("joining %s: %w", serverURL, ReadError(resp))
 	}
 	var jr JoinResponse
 	if err := json.NewDecoder(resp.Body).Decode(&jr); err != nil {
@@ -259,7 +259,7 @@ func (l *Link) do(ctx context.Context, method, rest string, in, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return readError(resp)
+		return ReadError(resp)
 	}
 	if out == nil {
 		return nil
@@ -348,7 +348,7 @@ func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return ReadError(resp)
 	}
 	l.log.Info("host registered; holding its lease", "host", h.Name, "server", base)
 	watchdog := time.AfterFunc(heartbeatIdle, cancel)
@@ -410,7 +410,7 @@ func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- hostcontract
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return ReadError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {

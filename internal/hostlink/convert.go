@@ -73,10 +73,12 @@ func (u NetViewUpdate) ForHost() hostcontract.NetUpdate {
 	return out
 }
 
-func wireImageConfig(c hostcontract.ImageConfig) ImageConfig {
+// WireImageConfig is the host API's answer for an image configuration.
+func WireImageConfig(c hostcontract.ImageConfig) ImageConfig {
 	return ImageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd}
 }
 
-func (c ImageConfig) forHost() hostcontract.ImageConfig {
+// ForHost is the configuration as the control plane takes it.
+func (c ImageConfig) ForHost() hostcontract.ImageConfig {
 	return hostcontract.ImageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd}
 }

@@ -263,30 +263,3 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 }
-
-func TestHostAPIRefusesAgents(t *testing.T) {
-	st := &fakeStore{}
-	c := newCluster(t, st)
-	agentCreds := c.join(t, "h1")
-	ts := httptest.NewUnstartedServer(HostAPIHandler(nil, st, nil))
-	ts.TLS = HostAPITLS(agentCreds)
-	ts.StartTLS()
-	defer ts.Close()
-	// Another agent's certificate (CA-signed, but not a server's).
-	h2 := c.join(t, "h2")
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}
-	resp, err := hc.Get(ts.URL + "/v1/images")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("agent calling a host API: status %d, want 403", resp.StatusCode)
-	}
-	// No certificate at all: the handshake fails.
-	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool()}}}
-	if resp, err := anon.Get(ts.URL + "/v1/images"); err == nil {
-		resp.Body.Close()
-		t.Fatalf("host API without a client certificate: status %d, want the handshake refused", resp.StatusCode)
-	}
-}

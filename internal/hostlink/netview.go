@@ -70,7 +70,7 @@ func (l *Link) netViewOnce(ctx context.Context, ch chan<- hostcontract.NetUpdate
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return ReadError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {

@@ -1,14 +1,21 @@
 // Package hostlink connects host agents to the control plane over mutual
-// TLS. The agent dials the server (it may sit behind NAT, as kubelets and
-// Nomad clients do): it joins once with a token to get its certificate,
-// registers its host, holds its lease through a long-lived heartbeat
-// request, and follows the instances assigned to it through a watch
-// stream of newline-delimited JSON. Status writes and deletes go back as
-// ordinary requests, checked against the host the certificate names.
+// TLS, and is the protocol both ends share: paths, the link's messages
+// (wire types of their own, converted to and from the store's types on
+// the server and the host contract's on the agent, convert.go) and the
+// error encoding.
 //
-// The reverse direction (logs, exec, stats, images) is the agent's host
-// API, the kubelet API model: the agent serves it on its own mTLS
-// listener, and only the servers' certificate may call it (hostapi.go).
+// Direction agent -> control plane (the agent dials; it may sit behind
+// NAT, as kubelets and Nomad clients do): the agent joins once with a
+// token to get its certificate (Join), registers its host, holds its lease
+// through a long-lived heartbeat request, and follows the instances
+// assigned to it through a watch stream of newline-delimited JSON (Link).
+// Status writes and deletes go back as ordinary requests, checked against
+// the host the certificate names (Server, the control plane's end).
+//
+// Direction control plane -> host: the agent's host API, the kubelet API
+// model, served by package hostapi on the agent's own mTLS listener and
+// called by package hostclient; only the control plane's certificate may
+// call it.
 package hostlink
 
 import (
@@ -21,6 +28,23 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
+)
+
+// Paths of the host API's own routes (package hostapi serves them,
+// package hostclient calls them); its other routes have the public API's
+// paths. The tenant a call is for is the Kanga-Tenant header.
+const (
+	PathImageConfig = "/host/v1/imageconfig"
+	// PathImage (DELETE ?ref=) removes the tenant's image; PathTenant
+	// (DELETE) everything the host keeps of the tenant, which was
+	// deleted.
+	PathImage  = "/host/v1/image"
+	PathTenant = "/host/v1/tenant"
+	// PathCheckPorts answers hostcontract.PortChecker for the host.
+	PathCheckPorts = "/host/v1/checkports"
+	// PathPing answers 204: the control plane asks whether a host whose
+	// lease lapsed still answers.
+	PathPing = "/host/v1/ping"
 )
 
 // Paths of the server side.
@@ -129,19 +153,21 @@ type ImageConfig struct {
 	Cmd        []string `json:"Cmd"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers v as JSON with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, err error) {
+// WriteError answers err as api.Error with the status of its class.
+func WriteError(w http.ResponseWriter, err error) {
 	code, status := errdefs.Code(err)
-	writeJSON(w, status, api.Error{Code: code, Message: err.Error()})
+	WriteJSON(w, status, api.Error{Code: code, Message: err.Error()})
 }
 
-// readError rebuilds the error class of a non-2xx response.
-func readError(resp *http.Response) error {
+// ReadError rebuilds the error class of a non-2xx response.
+func ReadError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e api.Error
 	if json.Unmarshal(b, &e) != nil || e.Code == "" {
@@ -160,11 +186,9 @@ type classed struct {
 func (e classed) Error() string { return e.msg }
 func (e classed) Unwrap() error { return e.class }
 
-func jsonDecode(r io.Reader, out any) error { return json.NewDecoder(r).Decode(out) }
-
-// decodeBody reads a JSON request body of at most limit bytes into v;
+// DecodeBody reads a JSON request body of at most limit bytes into v;
 // what names it in errors.
-func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
+func DecodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, what string) error {
 	err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
 	var mbe *http.MaxBytesError
 	switch {

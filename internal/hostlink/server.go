@@ -158,10 +158,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
-		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
+		WriteError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return mux
 }
@@ -189,19 +189,19 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			server.RefuseBody(r)
-			writeError(w, err)
+			WriteError(w, err)
 			return
 		}
 		if err := h(w, r, host); err != nil {
-			writeError(w, err)
+			WriteError(w, err)
 		}
 	})
 }
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	var req JoinRequest
-	if err := decodeBody(w, r, 64<<10, &req, "join request"); err != nil {
-		writeError(w, err)
+	if err := DecodeBody(w, r, 64<<10, &req, "join request"); err != nil {
+		WriteError(w, err)
 		return
 	}
 	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
@@ -209,18 +209,18 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		// Not audited: anyone can send a wrong token, and a flood of
 		// them must not grow the audit log.
 		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	cert, err := s.admitJoin(r, req, owner)
 	s.auditJoin(r, req.Name, owner, err)
 	if err != nil {
 		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "token", owner, "err", err)
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
-	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+	WriteJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
 }
 
 // admitJoin signs the agent's certificate for a token that may claim the
@@ -286,7 +286,7 @@ func validHostName(n string) error {
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) error {
 	var h api.Host
-	if err := decodeBody(w, r, 4<<20, &h, "host"); err != nil {
+	if err := DecodeBody(w, r, 4<<20, &h, "host"); err != nil {
 		return err
 	}
 	if h.Name != host {
@@ -301,7 +301,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
+	WriteJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
 	return nil
 }
 
@@ -315,14 +315,14 @@ func (s *Server) purges(w http.ResponseWriter, r *http.Request, host string) err
 	for i, p := range ps {
 		out[i] = wirePurge(p)
 	}
-	writeJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 // ackPurge records that the host carried out a purge.
 func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) error {
 	var p Purge
-	if err := decodeBody(w, r, 64<<10, &p, "purge"); err != nil {
+	if err := DecodeBody(w, r, 64<<10, &p, "purge"); err != nil {
 		return err
 	}
 	if err := s.Store.AckPurge(r.Context(), host, p.stored()); err != nil {
@@ -336,7 +336,7 @@ func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) e
 // scheduler's image locality (the registration carries them too).
 func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) error {
 	var imgs []api.HostImage
-	if err := decodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
+	if err := DecodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
 		return err
 	}
 	if err := s.Store.SetHostImages(r.Context(), host, imgs); err != nil {
@@ -393,7 +393,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error
 			out.Items = append(out.Items, in)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -509,7 +509,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, host string) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *in, Fingerprint: fingerprint(in)})
+	WriteJSON(w, http.StatusOK, VersionedInstance{Instance: *in, Fingerprint: fingerprint(in)})
 	return nil
 }
 
@@ -520,7 +520,7 @@ var errStale = errors.New("stale")
 // and the agent reads again.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) error {
 	var sw StatusWrite
-	if err := decodeBody(w, r, 4<<20, &sw, "status"); err != nil {
+	if err := DecodeBody(w, r, 4<<20, &sw, "status"); err != nil {
 		return err
 	}
 	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
@@ -542,7 +542,7 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *out, Fingerprint: fingerprint(out)})
+	WriteJSON(w, http.StatusOK, VersionedInstance{Instance: *out, Fingerprint: fingerprint(out)})
 	return nil
 }
 
@@ -574,7 +574,7 @@ func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, PutUsageResponse{Refused: wireRefusals(refused)})
+	WriteJSON(w, http.StatusOK, PutUsageResponse{Refused: wireRefusals(refused)})
 	return nil
 }
 
@@ -591,6 +591,6 @@ func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string
 	if q == nil {
 		q = &api.Quota{}
 	}
-	writeJSON(w, http.StatusOK, q)
+	WriteJSON(w, http.StatusOK, q)
 	return nil
 }

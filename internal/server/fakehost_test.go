@@ -11,6 +11,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -105,7 +106,7 @@ func (h *fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(a
 	}
 	if n == lateFailureSize {
 		// A failure found late, once progress has gone out.
-		time.Sleep(2 * holdBack)
+		time.Sleep(2 * httpstream.HoldBack)
 		return nil, fmt.Errorf("image archive: layer sha256:0 is missing: %w", errdefs.ErrInvalidArgument)
 	}
 	progress(api.Progress{Status: "unpacking", Current: n, Total: n})

@@ -10,6 +10,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 )
 
 // Hosts finds the host agents the API talks to for what only a host can
@@ -112,7 +113,7 @@ func (s *Server) pullAll(ctx context.Context, ref string, progress func(api.Prog
 		if err := s.settle(ctx, h); err != nil {
 			return api.Image{}, err
 		}
-		im, err := h.PullImage(ctx, ref, notDone(progress))
+		im, err := h.PullImage(ctx, ref, httpstream.NotDone(progress))
 		if err != nil {
 			return api.Image{}, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -136,7 +137,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		}
 	}
 	if len(hs) == 1 {
-		return hs[0].ImportImage(ctx, r, notDone(progress))
+		return hs[0].ImportImage(ctx, r, httpstream.NotDone(progress))
 	}
 	f, err := os.CreateTemp("", "kanga-import-*.tar")
 	if err != nil {
@@ -152,7 +153,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
-		imgs, err := h.ImportImage(ctx, f, notDone(progress))
+		imgs, err := h.ImportImage(ctx, f, httpstream.NotDone(progress))
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -173,17 +174,4 @@ func (s *Server) largest() hostcontract.Capacity {
 		c.Memory = max(c.Memory, hc.Memory)
 	}
 	return c
-}
-
-// notDone passes a host's progress on without its final event: a remote
-// host reports Done when its own part is over, and a client that saw it
-// would hang up (and so cancel the rest) before the other hosts have the
-// image. The handler sends the one Done when every host is through.
-func notDone(progress func(api.Progress)) func(api.Progress) {
-	return func(p api.Progress) {
-		if p.Done {
-			return
-		}
-		progress(p)
-	}
 }

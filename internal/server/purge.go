@@ -10,6 +10,7 @@ import (
 
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -102,7 +103,7 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	force, err := boolParam(r, "force")
+	force, err := httpstream.BoolParam(r, "force")
 	if err != nil {
 		return err
 	}

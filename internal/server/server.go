@@ -59,13 +59,11 @@ type Server struct {
 	// scheduleWait bounds how long a create waits for the scheduler's
 	// decision before it answers with the instance as stored.
 	scheduleWait time.Duration
-	// hostAPI: see Options.HostAPI.
-	hostAPI bool
-	replica string
-	audit   AuditLog // nil: no audit log (the host API)
-	auditor *auditor
-	usage   UsageStore         // nil: no metering
-	joins   JoinTokenAuthority // nil: no agent link (kanga up)
+	replica      string
+	audit        AuditLog // nil: no audit log (a store without one)
+	auditor      *auditor
+	usage        UsageStore         // nil: no metering
+	joins        JoinTokenAuthority // nil: no agent link (kanga up)
 	// defaultType fills in the resources instances leave empty, unless
 	// their tenant has its own; "none" is no default.
 	defaultType string
@@ -98,10 +96,6 @@ type Options struct {
 	Replica string
 	// JoinTokens, if set, issues the agents' join tokens (kanga server).
 	JoinTokens JoinTokenAuthority
-	// HostAPI marks the server a host serves to the control plane: the
-	// caller authenticated and audited the request already, so nothing
-	// is audited here and the request ID comes from the caller.
-	HostAPI bool
 	// DefaultType is the instance type whose resources fill in what an
 	// instance leaves empty when its tenant has no default type of its
 	// own (default model.DefaultInstanceType; "none" for no default).
@@ -137,8 +131,8 @@ func New(store Store, host hostcontract.Host, opts Options) *Server {
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
 	}
-	s.hostAPI, s.replica, s.joins = opts.HostAPI, opts.Replica, opts.JoinTokens
-	if al, ok := store.(AuditLog); ok && !opts.HostAPI {
+	s.replica, s.joins = opts.Replica, opts.JoinTokens
+	if al, ok := store.(AuditLog); ok {
 		s.audit = al
 		s.auditor = &auditor{log: al}
 	}

@@ -1,4 +1,10 @@
-package hostlink
+// Package hostclient is the control plane's side of the calls it makes to
+// hosts (control plane -> host): RemoteHost is a hostcontract.Host whose
+// agent is on another machine, reached through its host API (package
+// hostapi) with the control plane's client certificate; Directory keeps
+// one per Ready host of the registry; Prober asks a host whose lease
+// lapsed whether it still answers.
+package hostclient
 
 import (
 	"bytes"
@@ -7,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -19,184 +24,10 @@ import (
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
-	"github.com/kanga-run/kanga/internal/pki"
-	"github.com/kanga-run/kanga/internal/server"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
-
-// The host API is the agent's side of logs, exec, stats, SLA and images.
-// It speaks the public API's routes for these (so the SDK is its client
-// and exec keeps its one framing) with two differences: only a server's
-// certificate signed by the cluster CA gets in, and the bearer token is
-// the tenant the server acts for, which the server authenticated already.
-
-const (
-	pathImageConfig = "/host/v1/imageconfig"
-	// pathImage (DELETE ?ref=) removes the bearer tenant's image;
-	// pathTenant (DELETE) everything the host keeps of the bearer tenant,
-	// which was deleted.
-	pathImage  = "/host/v1/image"
-	pathTenant = "/host/v1/tenant"
-	// pathCheckPorts answers hostcontract.PortChecker for the host: whether
-	// ports can be published on it (its addresses, reserved ports and
-	// listeners), so that the API refuses at admission what the agent
-	// would refuse at start.
-	pathCheckPorts = "/host/v1/checkports"
-	// pathPing answers 204: the control plane asks whether a host whose
-	// lease lapsed still answers (Prober).
-	pathPing = "/host/v1/ping"
-)
-
-// hostRoutes are the public API routes the host API serves.
-var hostRoutes = map[string]bool{
-	"GET /v1/instances/{name}/logs":  true,
-	"POST /v1/instances/{name}/exec": true,
-	"GET /v1/instances/{name}/stats": true,
-	"GET /v1/instances/{name}/sla":   true,
-	"GET /v1/images":                 true,
-	"POST /v1/images/import":         true,
-	"POST /v1/images/pull":           true,
-	"POST /v1/images/prewarm":        true,
-}
-
-// InstanceGetter reads an instance placed on this host (the Link).
-type InstanceGetter interface {
-	GetInstance(ctx context.Context, name string) (*api.Instance, error)
-}
-
-// hostAPIStore is the little of server.Store the host routes use: they
-// read the instance, and authentication trusts the tenant the server names.
-type hostAPIStore struct {
-	server.Store // nil: the host routes call nothing else
-	get          InstanceGetter
-}
-
-func (s hostAPIStore) GetInstance(ctx context.Context, name string) (*api.Instance, error) {
-	return s.get.GetInstance(ctx, name)
-}
-
-// Purges: the control plane carries out a host's purges before it sends
-// it an image (server.settle), so the host's own routes have none to do.
-func (s hostAPIStore) Purges(context.Context, string) ([]store.Purge, error) { return nil, nil }
-
-func (s hostAPIStore) LookupPrincipal(_ context.Context, token string) (store.Principal, error) {
-	if err := tenant.Validate(token); err != nil {
-		return store.Principal{}, fmt.Errorf("tenant %q: %w", token, errdefs.ErrUnauthenticated)
-	}
-	return store.Principal{Tenant: token, Scopes: []string{api.ScopeAll}}, nil
-}
-
-// HostAPITLS is the agent's host API listener configuration: its own
-// certificate, and a required client certificate signed by the CA.
-func HostAPITLS(creds *Credentials) *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{creds.Cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    creds.Pool(),
-		MinVersion:   tls.VersionTLS12,
-	}
-}
-
-// HostAPIHandler serves host's API to the control plane.
-func HostAPIHandler(host hostcontract.Host, get InstanceGetter, log *slog.Logger) http.Handler {
-	srv := server.New(hostAPIStore{get: get}, host, server.Options{Logger: log, HostAPI: true})
-	inner := srv.Handler()
-	mux := http.NewServeMux()
-	methods := server.NewMethods()
-	for _, r := range server.Routes {
-		if hostRoutes[r.Method+" "+r.Pattern] {
-			mux.Handle(r.Method+" "+r.Pattern, inner)
-			methods.Add(r.Method, r.Pattern)
-		}
-	}
-	methods.Add(http.MethodGet, pathImageConfig)
-	methods.Add(http.MethodDelete, pathImage)
-	methods.Add(http.MethodDelete, pathTenant)
-	methods.Add(http.MethodGet, pathPing)
-	mux.HandleFunc("GET "+pathPing, func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET "+pathImageConfig, func(w http.ResponseWriter, r *http.Request) {
-		t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-		if err := tenant.Validate(t); err != nil {
-			writeError(w, fmt.Errorf("tenant: %v: %w", err, errdefs.ErrUnauthenticated))
-			return
-		}
-		cfg, err := host.ImageConfig(tenant.WithName(r.Context(), t), r.URL.Query().Get("ref"))
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, cfg)
-	})
-	remover := func(do func(ctx context.Context, rm hostcontract.ImageRemover, t string, r *http.Request) error) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			t := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
-			if err := tenant.Validate(t); err != nil {
-				writeError(w, fmt.Errorf("tenant: %v: %w", err, errdefs.ErrUnauthenticated))
-				return
-			}
-			rm, ok := host.(hostcontract.ImageRemover)
-			if !ok {
-				writeError(w, fmt.Errorf("this host cannot remove images: %w", errdefs.ErrNotImplemented))
-				return
-			}
-			if err := do(tenant.WithName(r.Context(), t), rm, t, r); err != nil {
-				writeError(w, err)
-				return
-			}
-			w.WriteHeader(http.StatusNoContent)
-		}
-	}
-	mux.HandleFunc("DELETE "+pathImage, remover(func(ctx context.Context, rm hostcontract.ImageRemover, _ string, r *http.Request) error {
-		return rm.RemoveImage(ctx, r.URL.Query().Get("ref"))
-	}))
-	mux.HandleFunc("DELETE "+pathTenant, remover(func(ctx context.Context, rm hostcontract.ImageRemover, t string, _ *http.Request) error {
-		return rm.RemoveTenant(ctx, t)
-	}))
-	if pc, ok := host.(hostcontract.PortChecker); ok {
-		mux.HandleFunc("POST "+pathCheckPorts, func(w http.ResponseWriter, r *http.Request) {
-			var ports []api.PortMapping
-			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&ports); err != nil {
-				writeError(w, fmt.Errorf("published ports: %v: %w", err, errdefs.ErrInvalidArgument))
-				return
-			}
-			if err := pc.CheckPorts(r.Context(), ports); err != nil {
-				// The message without the class, which the server's side
-				// wraps again.
-				code, status := errdefs.Code(err)
-				msg := err.Error()
-				if c := errdefs.FromCode(code); c != nil {
-					msg = strings.TrimSuffix(msg, ": "+c.Error())
-				}
-				writeJSON(w, status, api.Error{Code: code, Message: msg})
-				return
-			}
-			w.WriteHeader(http.StatusNoContent)
-		})
-	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		server.RefuseBody(r)
-		if err := methods.NotAllowed(w, r); err != nil {
-			writeError(w, err)
-			return
-		}
-		writeError(w, fmt.Errorf("the host API has no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
-	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pki.PeerIdentity(r.TLS)
-		if err == nil && id.Org != pki.Servers {
-			err = fmt.Errorf("only the control plane may call the host API, not %q (%s): %w", id.Name, id.Org, errdefs.ErrPermissionDenied)
-		}
-		if err != nil {
-			server.RefuseBody(r)
-			writeError(w, err)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
 
 // RemoteHost is a hostcontract.Host whose agent is on another machine: the
 // control plane calls its host API.
@@ -205,6 +36,11 @@ type RemoteHost struct {
 	tls  *tls.Config
 	hc   *http.Client
 	base string
+	// api is the SDK on the host API, with no token: the host admits the
+	// control plane's certificate, and each call names its tenant.
+	api *client.Client
+	// apiErr is why the SDK could not be made (an unusable address).
+	apiErr error
 }
 
 var (
@@ -226,15 +62,22 @@ func NewRemoteHost(rec api.Host, tlsCfg *tls.Config) *RemoteHost {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 15 * time.Second,
 		HTTP2:                 &http.HTTP2Config{SendPingTimeout: 5 * time.Second, PingTimeout: 5 * time.Second}}
-	return &RemoteHost{rec: rec, tls: tlsCfg, hc: &http.Client{Transport: tr}, base: rec.Address}
+	h := &RemoteHost{rec: rec, tls: tlsCfg, hc: &http.Client{Transport: tr}, base: rec.Address}
+	h.api, h.apiErr = client.New(h.base, "", client.WithHTTPClient(h.hc), client.WithTLSConfig(h.tls), client.WithUserAgent("kanga-server"))
+	return h
 }
 
+// client is the SDK acting for the tenant in ctx (the Kanga-Tenant
+// header).
 func (h *RemoteHost) client(ctx context.Context) (*client.Client, error) {
 	t, err := tenant.Name(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return client.New(h.base, t, client.WithHTTPClient(h.hc), client.WithTLSConfig(h.tls), client.WithUserAgent("kanga-server"))
+	if h.apiErr != nil {
+		return nil, fmt.Errorf("host %s: host API address %q: %w", h.rec.Name, h.base, h.apiErr)
+	}
+	return h.api.ForTenant(t), nil
 }
 
 // Name implements hostcontract.Host.
@@ -254,14 +97,13 @@ func (h *RemoteHost) ImageConfig(ctx context.Context, ref string) (hostcontract.
 	if err != nil {
 		return hostcontract.ImageConfig{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+pathImageConfig+"?ref="+url.QueryEscape(ref), nil)
+	req, err := h.newRequest(ctx, http.MethodGet, hostlink.PathImageConfig+"?ref="+url.QueryEscape(ref), t, nil)
 	if err != nil {
 		return hostcontract.ImageConfig{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+t)
-	var cfg hostcontract.ImageConfig
+	var cfg hostlink.ImageConfig
 	err = doJSON(h.hc, req, &cfg)
-	return cfg, err
+	return cfg.ForHost(), err
 }
 
 // RemoveImage implements hostcontract.ImageRemover.
@@ -270,23 +112,38 @@ func (h *RemoteHost) RemoveImage(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	return h.hostCall(ctx, http.MethodDelete, pathImage+"?ref="+url.QueryEscape(ref), t)
+	return h.hostCall(ctx, http.MethodDelete, hostlink.PathImage+"?ref="+url.QueryEscape(ref), t)
 }
 
 // RemoveTenant implements hostcontract.ImageRemover.
 func (h *RemoteHost) RemoveTenant(ctx context.Context, name string) error {
-	return h.hostCall(ctx, http.MethodDelete, pathTenant, name)
+	return h.hostCall(ctx, http.MethodDelete, hostlink.PathTenant, name)
 }
 
 // hostCall sends a body-less request of the host API's own routes on
 // behalf of tenant t.
 func (h *RemoteHost) hostCall(ctx context.Context, method, path, t string) error {
-	req, err := http.NewRequestWithContext(ctx, method, h.base+path, nil)
+	req, err := h.newRequest(ctx, method, path, t, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+t)
 	return doJSON(h.hc, req, nil)
+}
+
+// newRequest is a request of the host API's own routes; t, if set, is the
+// tenant it is for.
+func (h *RemoteHost) newRequest(ctx context.Context, method, path, t string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if t != "" {
+		req.Header.Set(api.HeaderTenant, t)
+	}
+	if id := requestid.From(ctx); id != "" {
+		req.Header.Set(api.HeaderRequestID, id)
+	}
+	return req, nil
 }
 
 // CheckPorts implements hostcontract.PortChecker: the agent answers for its host.
@@ -295,7 +152,7 @@ func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) er
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+pathCheckPorts, bytes.NewReader(b))
+	req, err := h.newRequest(ctx, http.MethodPost, hostlink.PathCheckPorts, "", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -306,7 +163,7 @@ func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) er
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	return nil
 }
@@ -416,8 +273,6 @@ type Directory struct {
 	m   map[string]*RemoteHost
 }
 
-var _ server.Hosts = (*Directory)(nil)
-
 // HostWatcher is the registry's watch (*store.Store).
 type HostWatcher interface {
 	WatchHosts(ctx context.Context) <-chan []api.Host
@@ -486,21 +341,21 @@ func doJSON(hc *http.Client, req *http.Request, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	if out == nil {
 		return nil
 	}
-	return jsonDecode(resp.Body, out)
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // Prober tells whether a host whose lease lapsed still answers: its agent
 // holds a link request open on this server, or its host API answers. It
 // implements controlplane.Liveness.
 type Prober struct {
-	// Link is this server's end of the agents' link; nil: ask the host
-	// API only (another replica may hold the link).
-	Link *Server
+	// Link is this server's end of the agents' link (hostlink.Server);
+	// nil: ask the host API only (another replica may hold the link).
+	Link interface{ Connected(host string) bool }
 	// TLS carries the server's client certificate and the CA, as for the
 	// host API's other calls.
 	TLS *tls.Config
@@ -525,7 +380,7 @@ func (p *Prober) Alive(ctx context.Context, h *api.Host) (string, error) {
 		// would answer for a host that no longer does.
 		p.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: p.TLS, DisableKeepAlives: true, ForceAttemptHTTP2: true}}
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(h.Address, "/")+pathPing, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(h.Address, "/")+hostlink.PathPing, nil)
 	if err != nil {
 		return "", fmt.Errorf("host %s: host API address %q: %v: %w", h.Name, h.Address, err, errdefs.ErrInvalidArgument)
 	}
