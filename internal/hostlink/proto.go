@@ -27,7 +27,8 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 )
 
 // Paths of the host API's own routes (package hostapi serves them,
@@ -162,7 +163,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // WriteError answers err as api.Error with the status of its class.
 func WriteError(w http.ResponseWriter, err error) {
-	code, status := errdefs.Code(err)
+	code, status := errdefs.Code(err), errhttp.ToHTTP(err)
 	WriteJSON(w, status, api.Error{Code: code, Message: err.Error()})
 }
 

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
@@ -99,7 +99,7 @@ func (p *Progress) Fail(err error) error {
 	if !started {
 		return err
 	}
-	code, _ := errdefs.Code(err)
+	code := errdefs.Code(err)
 	p.Done(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
 	return nil
 }
@@ -271,7 +271,7 @@ func ServeExec(w http.ResponseWriter, e Exec, container string, run func(hostcon
 	code, err := run(req)
 	stdinR.Close()
 	if err != nil {
-		c, _ := errdefs.Code(err)
+		c := errdefs.Code(err)
 		_ = out.WriteJSON(api.StreamError, api.Error{Code: c, Message: err.Error()})
 		return nil
 	}

@@ -28,7 +28,8 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/httpstream"
@@ -408,7 +409,7 @@ func (h *handler) checkPorts(w http.ResponseWriter, r *http.Request) error {
 	if err := pc.CheckPorts(r.Context(), ports); err != nil {
 		// The message without the class, which the control plane's side
 		// wraps again.
-		code, status := errdefs.Code(err)
+		code, status := errdefs.Code(err), errhttp.ToHTTP(err)
 		msg := err.Error()
 		if c := errdefs.FromCode(code); c != nil {
 			msg = strings.TrimSuffix(msg, ": "+c.Error())
