@@ -20,7 +20,9 @@ import (
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostcontract"
-	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
+	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
@@ -112,7 +114,7 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	link := &hostlink.Server{Store: st, CA: ca, Token: pki.NewToken(ca), Logger: log, LeaseTTL: cfg.LeaseTTL}
+	link := &linkserver.Server{Store: st, CA: ca, Token: pki.NewToken(ca), Logger: log, LeaseTTL: cfg.LeaseTTL}
 	serving, err := ca.ServingCert("bench", pki.Servers, []string{"127.0.0.1"})
 	if err != nil {
 		return rep, err
@@ -154,8 +156,8 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		creds := &hostlink.Credentials{Cert: cert, CA: ca.Cert}
-		l := hostlink.NewLink("https://127.0.0.1", name, creds, log, hostlink.WithDialer(pl.Dial))
+		creds := &join.Credentials{Cert: cert, CA: ca.Cert}
+		l := agentside.NewLink("https://127.0.0.1", name, creds, log, agentside.WithDialer(pl.Dial))
 		h := &simHost{name: name, link: l, running: &running}
 		hosts[i] = h
 		rec := api.Host{Name: name, Capacity: api.HostCapacity{CPUs: cfg.HostCPUs, MemoryBytes: int64(cfg.HostCPUs) * 4 << 30},
@@ -292,7 +294,7 @@ func waitReady(ctx context.Context, st *store.Store, n int, say func(string, ...
 // everything placed on it at once.
 type simHost struct {
 	name    string
-	link    *hostlink.Link
+	link    *agentside.Link
 	running *atomic.Int64
 }
 

@@ -1,21 +1,22 @@
-// Package hostlink connects host agents to the control plane over mutual
-// TLS, and is the protocol both ends share: paths, the link's messages
-// (wire types of their own, converted to and from the store's types on
-// the server and the host contract's on the agent, convert.go) and the
-// error encoding.
+// Package hostlink is the protocol between host agents and the control
+// plane, over mutual TLS: paths, the link's messages (wire types of their
+// own, converted to and from the host contract's types here, convert.go,
+// and from the store's by the server), and the error encoding. The two
+// ends of each direction are its sub-packages:
 //
-// Direction agent -> control plane (the agent dials; it may sit behind
-// NAT, as kubelets and Nomad clients do): the agent joins once with a
-// token to get its certificate (Join), registers its host, holds its lease
-// through a long-lived heartbeat request, and follows the instances
-// assigned to it through a watch stream of newline-delimited JSON (Link).
-// Status writes and deletes go back as ordinary requests, checked against
-// the host the certificate names (Server, the control plane's end).
+// Agent -> control plane (the agent dials; it may sit behind NAT, as
+// kubelets and Nomad clients do): package join gets the agent its
+// certificate with a join token (and issues the tokens on the control
+// plane); package agentside is the agent's link, which registers its
+// host, holds its lease through a long-lived heartbeat request, follows
+// the instances assigned to it through a watch stream of newline-delimited
+// JSON and writes their status back; package linkserver is the control
+// plane's end, which checks every write against the host the
+// certificate names.
 //
-// Direction control plane -> host: the agent's host API, the kubelet API
-// model, served by package hostapi on the agent's own mTLS listener and
-// called by package hostclient; only the control plane's certificate may
-// call it.
+// Control plane -> host: the agent's host API, the kubelet API model,
+// served by package hostapi on the agent's own mTLS listener and called
+// by package hostclient; only the control plane's certificate may call it.
 package hostlink
 
 import (
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -50,8 +52,8 @@ const (
 
 // Paths of the server side.
 const (
-	pathJoin = "/hostlink/v1/join"
-	pathHost = "/hostlink/v1/hosts/"
+	PathJoin = "/hostlink/v1/join"
+	PathHost = "/hostlink/v1/hosts/"
 )
 
 // JoinRequest is what an agent sends to get its certificate.
@@ -201,3 +203,30 @@ func DecodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, what
 		return fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
 	}
 }
+
+func ValidHostName(n string) error {
+	if n == "" || len(n) > 63 {
+		return fmt.Errorf("host name %q must be 1 to 63 characters: %w", n, errdefs.ErrInvalidArgument)
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c >= 'A' && c <= 'Z' || c == '_') {
+			return fmt.Errorf("host name %q: only letters, digits, '-', '_' and '.': %w", n, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// SplitURLs splits a comma-separated list of server URLs.
+func SplitURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// HeartbeatIdle is how long a silent heartbeat stream is trusted; the
+// server writes more often.
+const HeartbeatIdle = 10 * time.Second

@@ -32,6 +32,7 @@ import (
 	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
@@ -48,7 +49,7 @@ type InstanceGetter interface {
 // TLS is the host API listener's configuration: the host's certificate,
 // and a required client certificate signed by the CA. Which certificates
 // may call is the handler's check (the role).
-func TLS(creds *hostlink.Credentials) *tls.Config {
+func TLS(creds *join.Credentials) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{creds.Cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,

@@ -18,6 +18,7 @@ import (
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/hostapi"
 	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -100,7 +101,7 @@ func newRig(t *testing.T) *rig {
 		"away": {Name: "away", Tenant: "acme", UID: "u3", Status: api.InstanceStatus{Phase: api.PhaseRunning, Host: "h2"}},
 	}
 	ts := httptest.NewUnstartedServer(hostapi.Handler(h, insts, nil))
-	ts.TLS = hostapi.TLS(&hostlink.Credentials{Cert: cert("h1", pki.Agents), CA: ca.Cert})
+	ts.TLS = hostapi.TLS(&join.Credentials{Cert: cert("h1", pki.Agents), CA: ca.Cert})
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	client := func(certs ...tls.Certificate) (*http.Client, *tls.Config) {

@@ -1,6 +1,8 @@
-package hostlink
+package linkserver
 
-import "testing"
+import (
+	"testing"
+)
 
 // A host is connected while one of its agent's long-lived requests is
 // open here, and no longer once the last has ended (what the failure

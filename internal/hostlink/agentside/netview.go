@@ -1,33 +1,14 @@
-package hostlink
+package agentside
 
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink"
 )
-
-// netView streams the network view (see package netview) to an agent: a
-// full state, then what changed, one JSON object a line.
-func (s *Server) netView(w http.ResponseWriter, r *http.Request, host string) error {
-	if s.NetView == nil {
-		return fmt.Errorf("this control plane keeps no network view: %w", errdefs.ErrUnavailable)
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	for u := range s.NetView.Subscribe(r.Context()) {
-		if enc.Encode(wireNetUpdate(u)) != nil || rc.Flush() != nil {
-			return nil
-		}
-	}
-	return nil
-}
 
 // WatchNetView follows the control plane's network view until ctx ends,
 // reopening the stream when it breaks; the first update of each stream
@@ -70,11 +51,11 @@ func (l *Link) netViewOnce(ctx context.Context, ch chan<- hostcontract.NetUpdate
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return ReadError(resp)
+		return hostlink.ReadError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var line NetViewUpdate
+		var line hostlink.NetViewUpdate
 		if err := dec.Decode(&line); err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -45,7 +46,7 @@ func TestWatchEventConversion(t *testing.T) {
 			if _, ok := fields["ModRevision"]; ok {
 				t.Errorf("wire line %s carries the store's ModRevision", b)
 			}
-			var line WatchEvent
+			var line hostlink.WatchEvent
 			if err := json.Unmarshal(b, &line); err != nil {
 				t.Fatal(err)
 			}
@@ -69,20 +70,20 @@ func TestPurgeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var onAgent Purge
+		var onAgent hostlink.Purge
 		if err := json.Unmarshal(b, &onAgent); err != nil {
 			t.Fatal(err)
 		}
-		acked := purgeFromHost(onAgent.ForHost())
+		acked := hostlink.PurgeFromHost(onAgent.ForHost())
 		b, err = json.Marshal(acked)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back Purge
+		var back hostlink.Purge
 		if err := json.Unmarshal(b, &back); err != nil {
 			t.Fatal(err)
 		}
-		if got := back.stored(); !reflect.DeepEqual(got, p) {
+		if got := storedPurge(back); !reflect.DeepEqual(got, p) {
 			t.Errorf("purge came back as %+v, want %+v", got, p)
 		}
 	}
@@ -92,11 +93,11 @@ func TestNetViewUpdateConversion(t *testing.T) {
 	u := hostcontract.NetUpdate{Reset: true,
 		Tenants: []hostcontract.NetTenant{{Name: "acme", Network: api.TenantNetworkPolicy{}}},
 		Subnets: []string{"10.88.0.0/24"}, Set: map[string]string{"10.88.0.5": "acme"}}
-	b, err := json.Marshal(wireNetUpdate(u))
+	b, err := json.Marshal(hostlink.WireNetUpdate(u))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var line NetViewUpdate
+	var line hostlink.NetViewUpdate
 	if err := json.Unmarshal(b, &line); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestNetViewUpdateConversion(t *testing.T) {
 		t.Errorf("agent got %+v, want %+v", got, u)
 	}
 	refused := wireRefusals([]store.UsageRefusal{{Index: 3, Reason: "unknown instance"}})
-	if got := refusalsForHost(refused); !reflect.DeepEqual(got, []hostcontract.UsageRefusal{{Index: 3, Reason: "unknown instance"}}) {
+	if got := hostlink.RefusalsForHost(refused); !reflect.DeepEqual(got, []hostcontract.UsageRefusal{{Index: 3, Reason: "unknown instance"}}) {
 		t.Errorf("refusals: got %+v", got)
 	}
 }
