@@ -17,6 +17,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -299,15 +300,17 @@ func (s *fakeStore) TenantPurgePending(ctx context.Context, name string) ([]stri
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
 type fakeHost struct{}
 
-func (fakeHost) Name() string              { return "host-1" }
-func (fakeHost) RuntimeClasses() []string  { return []string{"runc", "crun"} }
-func (fakeHost) Capacity() server.Capacity { return server.Capacity{CPUs: 2, Memory: 4 << 30} }
+func (fakeHost) Name() string             { return "host-1" }
+func (fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
+func (fakeHost) Capacity() hostcontract.Capacity {
+	return hostcontract.Capacity{CPUs: 2, Memory: 4 << 30}
+}
 
-func (fakeHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
+func (fakeHost) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
 	if ref != "busybox" {
-		return server.ImageConfig{}, fmt.Errorf("image %q is not known: %w", ref, errdefs.ErrNotFound)
+		return hostcontract.ImageConfig{}, fmt.Errorf("image %q is not known: %w", ref, errdefs.ErrNotFound)
 	}
-	return server.ImageConfig{Cmd: []string{"sh"}}, nil
+	return hostcontract.ImageConfig{Cmd: []string{"sh"}}, nil
 }
 
 func (fakeHost) ListImages(ctx context.Context) ([]api.Image, error) {
@@ -335,7 +338,7 @@ func (fakeHost) Logs(ctx context.Context, inst *api.Instance, container string, 
 	return err
 }
 
-func (fakeHost) Exec(ctx context.Context, inst *api.Instance, req server.ExecRequest) (int, error) {
+func (fakeHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
 	if req.Cmd[0] == "missing" {
 		return 0, fmt.Errorf("executable %q not found in the container: %w", req.Cmd[0], errdefs.ErrNotFound)
 	}

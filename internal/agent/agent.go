@@ -29,10 +29,8 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/netview"
-	"github.com/kanga-run/kanga/internal/server"
-	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -40,7 +38,7 @@ import (
 // find its instances, and tenant-scoped writes of their status.
 type Store interface {
 	ListAllInstances(ctx context.Context) ([]api.Instance, int64, error)
-	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent
+	WatchAllInstances(ctx context.Context, fromRevision int64) <-chan hostcontract.InstanceEvent
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	DeleteInstance(ctx context.Context, name string) error
 	// TenantQuota is a tenant's quota (nil: none), which caps the
@@ -89,7 +87,7 @@ type Config struct {
 	CgroupRoot string
 	// NetView, if set, streams the control plane's network view (package
 	// netview), which the agent hands to Network.SetView.
-	NetView func(ctx context.Context) <-chan netview.Update
+	NetView func(ctx context.Context) <-chan hostcontract.NetUpdate
 	// Ports is the operator's policy for published ports on this host,
 	// with the platform's own ports reserved (the zero value is
 	// model.DefaultPortPolicy); Security bounds what a container may add to
@@ -141,7 +139,7 @@ type Agent struct {
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
-var _ server.Host = (*Agent)(nil)
+var _ hostcontract.Host = (*Agent)(nil)
 
 // New returns an Agent.
 func New(cfg Config) *Agent {
@@ -449,10 +447,10 @@ func (a *Agent) cleanupCgroups(known, knownNet map[string]bool) {
 	}
 }
 
-// Name implements server.Host.
+// Name implements hostcontract.Host.
 func (a *Agent) Name() string { return a.cfg.HostName }
 
-// RuntimeClasses implements server.Host.
+// RuntimeClasses implements hostcontract.Host.
 func (a *Agent) RuntimeClasses() []string {
 	var names []string
 	for n := range a.cfg.Classes {
@@ -462,9 +460,9 @@ func (a *Agent) RuntimeClasses() []string {
 	return names
 }
 
-// Capacity implements server.Host.
-func (a *Agent) Capacity() server.Capacity {
-	return server.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
+// Capacity implements hostcontract.Host.
+func (a *Agent) Capacity() hostcontract.Capacity {
+	return hostcontract.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
 }
 
 // memTotal reads the host's memory from /proc/meminfo.
@@ -484,20 +482,20 @@ func memTotal() int64 {
 
 func tenantOf(ctx context.Context) (string, error) { return tenant.Name(ctx) }
 
-// ImageConfig implements server.Host.
-func (a *Agent) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
+// ImageConfig implements hostcontract.Host.
+func (a *Agent) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {
-		return server.ImageConfig{}, err
+		return hostcontract.ImageConfig{}, err
 	}
 	cfg, err := a.cfg.Images.Config(a.ns(ctx), t, ref)
 	if err != nil {
-		return server.ImageConfig{}, err
+		return hostcontract.ImageConfig{}, err
 	}
-	return server.ImageConfig{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd}, nil
+	return hostcontract.ImageConfig{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd}, nil
 }
 
-// ListImages implements server.Host.
+// ListImages implements hostcontract.Host.
 func (a *Agent) ListImages(ctx context.Context) ([]api.Image, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {
@@ -506,7 +504,7 @@ func (a *Agent) ListImages(ctx context.Context) ([]api.Image, error) {
 	return a.cfg.Images.List(a.ns(ctx), t)
 }
 
-// ImportImage implements server.Host.
+// ImportImage implements hostcontract.Host.
 func (a *Agent) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {
@@ -515,7 +513,7 @@ func (a *Agent) ImportImage(ctx context.Context, r io.Reader, progress func(api.
 	return a.cfg.Images.Import(a.ns(ctx), t, r, progress)
 }
 
-// PullImage implements server.Host.
+// PullImage implements hostcontract.Host.
 func (a *Agent) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {

@@ -25,7 +25,7 @@ import (
 // traffic). The agent refuses such ports before it sets a network up, and
 // answers the API's question at admission in the all-in-one.
 
-// CheckPorts implements server.PortChecker: the host's part of admitting
+// CheckPorts implements hostcontract.PortChecker: the host's part of admitting
 // published ports (its policy, its addresses, its reserved ports and its
 // listeners); other instances are the API's to check.
 func (a *Agent) CheckPorts(_ context.Context, ports []api.PortMapping) error {

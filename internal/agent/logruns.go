@@ -12,10 +12,10 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
-var _ server.PreviousLogger = (*Agent)(nil)
+var _ hostcontract.PreviousLogger = (*Agent)(nil)
 
 // A container's output goes to one log across restarts (rotated files,
 // see logfile.go), so `kanga logs` shows every run. To serve the run

@@ -14,15 +14,15 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/atomicfile"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/store"
 )
 
 // UsageSink takes the host's usage records: the store (kanga up) or the
 // link to the control plane (kanga agent). A record sent twice counts
 // once; refusals are final.
 type UsageSink interface {
-	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
+	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]hostcontract.UsageRefusal, error)
 }
 
 // Metering. Each running instance accrues one point per sample (every

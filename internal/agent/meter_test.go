@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 // fakeSink stands in for the store: it keeps records by UID and sequence
@@ -28,7 +28,7 @@ type fakeSink struct {
 	changed int
 }
 
-func (f *fakeSink) PutUsage(_ context.Context, _ string, recs []api.UsageRecord) ([]store.UsageRefusal, error) {
+func (f *fakeSink) PutUsage(_ context.Context, _ string, recs []api.UsageRecord) ([]hostcontract.UsageRefusal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++

@@ -6,8 +6,8 @@ import (
 	"net/netip"
 
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/netview"
 )
 
 // followNetView keeps the host's tenant isolation told what the rest of
@@ -20,7 +20,7 @@ func (a *Agent) followNetView(ctx context.Context) {
 	}
 	var addrs map[string]string
 	for u := range a.cfg.NetView(ctx) {
-		addrs = netview.Apply(addrs, u)
+		addrs = hostcontract.ApplyNetUpdate(addrs, u)
 		if err := a.cfg.Network.SetView(ctx, toNetworkView(u, addrs, a.log)); err != nil && ctx.Err() == nil {
 			a.log.Warn("applying the network view failed", "err", err)
 		}
@@ -30,7 +30,7 @@ func (a *Agent) followNetView(ctx context.Context) {
 // toNetworkView turns the wire form into what the network enforces.
 // Policies were validated by the API; one this agent cannot read (from a
 // newer control plane) denies the tenant all egress rather than none.
-func toNetworkView(u netview.Update, addrs map[string]string, log *slog.Logger) network.View {
+func toNetworkView(u hostcontract.NetUpdate, addrs map[string]string, log *slog.Logger) network.View {
 	v := network.View{Addresses: make(map[netip.Addr]string, len(addrs))}
 	for a, t := range addrs {
 		if ip, err := netip.ParseAddr(a); err == nil {

@@ -12,10 +12,10 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
-var _ server.ImagePrewarmer = (*Agent)(nil)
+var _ hostcontract.ImagePrewarmer = (*Agent)(nil)
 
 // PrewarmImage makes the tenant's image ready for a burst of starts on
 // this host: pulled if the tenant does not have it yet (an imported image

@@ -9,7 +9,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 // memStore is a fake Store holding one instance in memory; it counts the
@@ -24,7 +24,7 @@ func (m *memStore) ListAllInstances(context.Context) ([]api.Instance, int64, err
 	return nil, 0, nil
 }
 
-func (m *memStore) WatchAllInstances(context.Context, int64) <-chan store.InstanceEvent {
+func (m *memStore) WatchAllInstances(context.Context, int64) <-chan hostcontract.InstanceEvent {
 	return nil
 }
 

@@ -8,14 +8,13 @@ import (
 
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/server"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
-var _ server.ImageRemover = (*Agent)(nil)
+var _ hostcontract.ImageRemover = (*Agent)(nil)
 
-// RemoveImage implements server.ImageRemover: the caller's tenant loses
+// RemoveImage implements hostcontract.ImageRemover: the caller's tenant loses
 // ref on this host, with the warm containers kept for it. Content another
 // tenant's record points at stays (see image.Service.Remove); a running
 // instance keeps its container and writable layer.
@@ -37,7 +36,7 @@ func (a *Agent) RemoveImage(ctx context.Context, ref string) error {
 	return nil
 }
 
-// RemoveTenant implements server.ImageRemover: everything this host keeps
+// RemoveTenant implements hostcontract.ImageRemover: everything this host keeps
 // of a deleted tenant goes: its image records (content others use stays),
 // its warm containers and the network sandboxes recycled for it.
 func (a *Agent) RemoveTenant(ctx context.Context, name string) error {
@@ -59,11 +58,11 @@ func (a *Agent) RemoveTenant(ctx context.Context, name string) error {
 }
 
 // Purges is where the agent learns the purges the control plane recorded
-// (see store.Purge) that its host has not carried out yet: the store
+// (see hostcontract.Purge) that its host has not carried out yet: the store
 // itself in kanga up, the link in kanga agent.
 type Purges interface {
-	Purges(ctx context.Context) ([]store.Purge, error)
-	AckPurge(ctx context.Context, p store.Purge) error
+	Purges(ctx context.Context) ([]hostcontract.Purge, error)
+	AckPurge(ctx context.Context, p hostcontract.Purge) error
 }
 
 // ApplyPurges carries out the host's pending purges, oldest first, and

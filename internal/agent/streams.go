@@ -18,14 +18,14 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/requestid"
-	"github.com/kanga-run/kanga/internal/server"
 )
 
 // logPoll is how often a follower looks for new output.
 const logPoll = 100 * time.Millisecond
 
-// Logs implements server.Host. The agent copies each container's output
+// Logs implements hostcontract.Host. The agent copies each container's output
 // into rotated files (logfile.go), so logs survive agent restarts; a
 // reader reads the files in order and, with follow, goes on into the file
 // that replaced the one it read when the log is rotated.
@@ -195,8 +195,8 @@ func (f *logFollower) drainSettled(ctx context.Context) error {
 	return nil
 }
 
-// Exec implements server.Host.
-func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req server.ExecRequest) (int, error) {
+// Exec implements hostcontract.Host.
+func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
 	if err := checkTenant(ctx, inst); err != nil {
 		return 0, err
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 func TestClampQuota(t *testing.T) {
@@ -43,7 +43,7 @@ func (q quotaStore) TenantQuota(_ context.Context, name string) (*api.Quota, err
 	return q.quotas[name], nil
 }
 
-func (quotaStore) WatchAllInstances(ctx context.Context, _ int64) <-chan store.InstanceEvent {
+func (quotaStore) WatchAllInstances(ctx context.Context, _ int64) <-chan hostcontract.InstanceEvent {
 	return nil
 }
 

@@ -168,7 +168,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { defer close(nvDone); nv.Run(nvCtx) }()
 	defer func() { stopNV(); <-nvDone }()
 	host, err := StartHost(ctx, HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: st, Usage: st,
+		DataDir: dataDir, HostName: hostName, Store: st.ForHost(hostName), Usage: st.ForHost(hostName),
 		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
@@ -183,7 +183,7 @@ func Run(ctx context.Context, o Options) error {
 	// deleting a tenant and cleaning the host) are done before the host
 	// registers; a failure here is retried every minute, and re-creating
 	// the tenant is refused until then.
-	purges := hostPurges{st: st, host: hostName}
+	purges := st.ForHost(hostName)
 	if err := ag.ApplyPurges(ctx, purges); err != nil {
 		log.Warn("carrying out pending purges failed; retrying in the background", "err", err)
 	}
@@ -232,21 +232,6 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
-}
-
-// hostPurges is the store's list of one host's purges, for its agent
-// (agent.Purges).
-type hostPurges struct {
-	st   *store.Store
-	host string
-}
-
-func (p hostPurges) Purges(ctx context.Context) ([]store.Purge, error) {
-	return p.st.Purges(ctx, p.host)
-}
-
-func (p hostPurges) AckPurge(ctx context.Context, pu store.Purge) error {
-	return p.st.AckPurge(ctx, p.host, pu)
 }
 
 // ReserveEtcd reserves etcd's ports: its well-known client and peer ports

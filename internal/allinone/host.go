@@ -13,8 +13,8 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/netview"
 )
 
 // HostConfig configures the host half of a process: what `kanga up` and
@@ -42,7 +42,7 @@ type HostConfig struct {
 	// network.Config.Isolation); NetView feeds it the rest of the
 	// platform (netview.View.Subscribe, or the agent link's stream).
 	Isolation bool
-	NetView   func(ctx context.Context) <-chan netview.Update
+	NetView   func(ctx context.Context) <-chan hostcontract.NetUpdate
 	Logger    *slog.Logger
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.

@@ -19,7 +19,10 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
+	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
@@ -111,7 +114,7 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	link := &hostlink.Server{Store: st, CA: ca, Token: pki.NewToken(ca), Logger: log, LeaseTTL: cfg.LeaseTTL}
+	link := &linkserver.Server{Store: st, CA: ca, Token: pki.NewToken(ca), Logger: log, LeaseTTL: cfg.LeaseTTL}
 	serving, err := ca.ServingCert("bench", pki.Servers, []string{"127.0.0.1"})
 	if err != nil {
 		return rep, err
@@ -153,8 +156,8 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		creds := &hostlink.Credentials{Cert: cert, CA: ca.Cert}
-		l := hostlink.NewLink("https://127.0.0.1", name, creds, log, hostlink.WithDialer(pl.Dial))
+		creds := &join.Credentials{Cert: cert, CA: ca.Cert}
+		l := agentside.NewLink("https://127.0.0.1", name, creds, log, agentside.WithDialer(pl.Dial))
 		h := &simHost{name: name, link: l, running: &running}
 		hosts[i] = h
 		rec := api.Host{Name: name, Capacity: api.HostCapacity{CPUs: cfg.HostCPUs, MemoryBytes: int64(cfg.HostCPUs) * 4 << 30},
@@ -291,7 +294,7 @@ func waitReady(ctx context.Context, st *store.Store, n int, say func(string, ...
 // everything placed on it at once.
 type simHost struct {
 	name    string
-	link    *hostlink.Link
+	link    *agentside.Link
 	running *atomic.Int64
 }
 
@@ -342,11 +345,11 @@ func (h *simHost) start(ctx context.Context, in *api.Instance) {
 // simAPIHost answers the API's image checks for the simulated pool.
 type simAPIHost struct{}
 
-func (simAPIHost) Name() string              { return "bench" }
-func (simAPIHost) RuntimeClasses() []string  { return []string{model.DefaultRuntimeClass} }
-func (simAPIHost) Capacity() server.Capacity { return server.Capacity{} }
-func (simAPIHost) ImageConfig(context.Context, string) (server.ImageConfig, error) {
-	return server.ImageConfig{Cmd: []string{"sleep"}}, nil
+func (simAPIHost) Name() string                    { return "bench" }
+func (simAPIHost) RuntimeClasses() []string        { return []string{model.DefaultRuntimeClass} }
+func (simAPIHost) Capacity() hostcontract.Capacity { return hostcontract.Capacity{} }
+func (simAPIHost) ImageConfig(context.Context, string) (hostcontract.ImageConfig, error) {
+	return hostcontract.ImageConfig{Cmd: []string{"sleep"}}, nil
 }
 func (simAPIHost) ListImages(context.Context) ([]api.Image, error) { return nil, nil }
 func (simAPIHost) ImportImage(context.Context, io.Reader, func(api.Progress)) ([]api.Image, error) {
@@ -358,7 +361,7 @@ func (simAPIHost) PullImage(context.Context, string, func(api.Progress)) (api.Im
 func (simAPIHost) Logs(context.Context, *api.Instance, string, bool, io.Writer) error {
 	return errors.New("simulated")
 }
-func (simAPIHost) Exec(context.Context, *api.Instance, server.ExecRequest) (int, error) {
+func (simAPIHost) Exec(context.Context, *api.Instance, hostcontract.ExecRequest) (int, error) {
 	return 0, errors.New("simulated")
 }
 func (simAPIHost) Stats(context.Context, *api.Instance) (api.InstanceStats, error) {

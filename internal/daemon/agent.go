@@ -17,6 +17,9 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/hostapi"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 )
@@ -105,12 +108,12 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		return fmt.Errorf("the host API listens on %s, which the control plane cannot dial: set --advertise HOST:PORT to the address it reaches this host at", advertise)
 	}
 	osHost, _ := os.Hostname()
-	creds, err := hostlink.Join(ctx, o.Join, o.Token, filepath.Join(dataDir, "pki"), hostName,
+	creds, err := join.Join(ctx, o.Join, o.Token, filepath.Join(dataDir, "pki"), hostName,
 		[]string{advHost, "127.0.0.1", "localhost", osHost})
 	if err != nil {
 		return err
 	}
-	link := hostlink.NewLink(o.Join, hostName, creds, log)
+	link := agentside.NewLink(o.Join, hostName, creds, log)
 
 	ports := o.Ports
 	ports.ReserveAddress("the host API", ln.Addr().String())
@@ -140,8 +143,8 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
 	go ag.RunPurges(host.Context(), link, purgeInterval)
 
-	hs := server.NewHTTPServer(hostlink.HostAPIHandler(ag, link, log), server.DefaultLimits, log)
-	hs.TLSConfig = hostlink.HostAPITLS(creds)
+	hs := server.NewHTTPServer(hostapi.Handler(ag, link, log), server.DefaultLimits, log)
+	hs.TLSConfig = hostapi.TLS(creds)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
 	defer hs.Close()

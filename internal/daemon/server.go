@@ -22,7 +22,9 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
+	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -161,11 +163,11 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	// The agents' link: made before the control plane, whose failure
 	// detector asks it whether a host without a lease is still connected
 	// before it asks the host's API.
-	link := &hostlink.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+	link := &linkserver.Server{Store: st, CA: ca, Token: joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
 		InsecureRegistries: o.InsecureRegistries}
 	cpDone := make(chan struct{})
 	cpCfg := controlplane.Config{Store: st, ID: replica, Logger: log, Policy: controlplane.DefaultPolicy}
-	o.Failure.Apply(&cpCfg, "", &hostlink.Prober{Link: link, TLS: clientTLS.Clone()})
+	o.Failure.Apply(&cpCfg, "", &hostclient.Prober{Link: link, TLS: clientTLS.Clone()})
 	cp := controlplane.New(cpCfg)
 	go func() {
 		defer close(cpDone)
@@ -173,13 +175,13 @@ func RunServer(ctx context.Context, o ServerOptions) error {
 	}()
 	defer func() { cancel(); <-cpDone }()
 
-	dir := hostlink.NewDirectory(bg, st, clientTLS)
+	dir := hostclient.NewDirectory(bg, st, clientTLS)
 	ports := o.Ports
 	ports.ReserveAddress("the Kanga API", ln.Addr().String())
 	ports.ReserveAddress("the agents' link", aln.Addr().String())
 	allinone.ReserveEtcd(&ports, o.EtcdEndpoints)
 	apiOpts.Logger, apiOpts.Version, apiOpts.Hosts, apiOpts.Replica = log, o.Version, dir, replica
-	apiOpts.JoinTokens = &hostlink.Authority{Store: st, CA: ca}
+	apiOpts.JoinTokens = &join.Authority{Store: st, CA: ca}
 	apiOpts.Ports, apiOpts.Security = ports, o.Security
 	api := server.New(st, nil, apiOpts)
 	hs := server.NewHTTPServer(api.Handler(), server.DefaultLimits, log)

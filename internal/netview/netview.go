@@ -2,7 +2,7 @@
 // state that every host's tenant isolation needs: which tenant each
 // instance address belongs to (on any host), every host's instance
 // subnet, and the tenants' network policies. Hosts follow it as a stream
-// of Updates: a full state first, then only the addresses that changed,
+// of hostcontract.NetUpdates: a full state first, then only the addresses that changed,
 // so a busy pool costs each host what changed, not its size.
 //
 // An agent learns the addresses and tenant names of the whole pool this
@@ -19,26 +19,9 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/store"
 )
-
-// Tenant is a tenant's network policy as the view carries it; tenants
-// without a policy are not listed.
-type Tenant struct {
-	Name    string                  `json:"name"`
-	Network api.TenantNetworkPolicy `json:"network"`
-}
-
-// Update is one message of the stream. Tenants and Subnets are complete
-// in every update (they are small); Set and Del change addresses since
-// the previous update, or, with Reset, Set is every address.
-type Update struct {
-	Reset   bool              `json:"reset,omitempty"`
-	Tenants []Tenant          `json:"tenants"`
-	Subnets []string          `json:"subnets"`
-	Set     map[string]string `json:"set,omitempty"` // address -> tenant
-	Del     []string          `json:"del,omitempty"`
-}
 
 // Source is the state the view follows (*store.Store).
 type Source interface {
@@ -76,7 +59,7 @@ type View struct {
 	byKey   map[string]owner
 	owners  map[string]map[string]string // address -> instance key -> tenant
 	addrs   map[string]string            // address -> its one tenant
-	tenants []Tenant
+	tenants []hostcontract.NetTenant
 	subnets []string
 	seq     int64
 	first   int64 // the oldest seq changes covers
@@ -151,15 +134,15 @@ func (v *View) bump() {
 }
 
 func (v *View) setTenants(ts []api.Tenant) {
-	var out []Tenant
+	var out []hostcontract.NetTenant
 	for _, t := range ts {
 		if t.Network != nil {
-			out = append(out, Tenant{Name: t.Name, Network: *t.Network})
+			out = append(out, hostcontract.NetTenant{Name: t.Name, Network: *t.Network})
 		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !slices.EqualFunc(out, v.tenants, func(a, b Tenant) bool {
+	if !slices.EqualFunc(out, v.tenants, func(a, b hostcontract.NetTenant) bool {
 		return a.Name == b.Name && slices.Equal(a.Network.EgressDeny, b.Network.EgressDeny) &&
 			slices.Equal(a.Network.EgressAllow, b.Network.EgressAllow) && slices.Equal(a.Network.IngressFrom, b.Network.IngressFrom)
 	}) {
@@ -263,12 +246,12 @@ func (v *View) settle(a string) bool {
 
 // Subscribe streams updates until ctx ends: a full state once the view
 // is loaded, then a delta after each change (bursts coalesced).
-func (v *View) Subscribe(ctx context.Context) <-chan Update {
-	out := make(chan Update, 1)
+func (v *View) Subscribe(ctx context.Context) <-chan hostcontract.NetUpdate {
+	out := make(chan hostcontract.NetUpdate, 1)
 	go func() {
 		defer close(out)
 		sent := int64(-1)
-		var lastTenants []Tenant
+		var lastTenants []hostcontract.NetTenant
 		var lastSubnets []string
 		for {
 			v.mu.Lock()
@@ -303,12 +286,12 @@ func (v *View) Subscribe(ctx context.Context) <-chan Update {
 
 // next builds the update after seq sent; ok is false when nothing
 // changed.
-func (v *View) next(sent int64, tenants []Tenant, subnets []string) (Update, int64, bool) {
+func (v *View) next(sent int64, tenants []hostcontract.NetTenant, subnets []string) (hostcontract.NetUpdate, int64, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	u := Update{Tenants: slices.Clone(v.tenants), Subnets: slices.Clone(v.subnets)}
+	u := hostcontract.NetUpdate{Tenants: slices.Clone(v.tenants), Subnets: slices.Clone(v.subnets)}
 	if u.Tenants == nil {
-		u.Tenants = []Tenant{}
+		u.Tenants = []hostcontract.NetTenant{}
 	}
 	if u.Subnets == nil {
 		u.Subnets = []string{}
@@ -321,7 +304,7 @@ func (v *View) next(sent int64, tenants []Tenant, subnets []string) (Update, int
 		}
 		return u, v.seq, true
 	}
-	if sent == v.seq && slices.Equal(subnets, v.subnets) && slices.EqualFunc(tenants, v.tenants, func(a, b Tenant) bool {
+	if sent == v.seq && slices.Equal(subnets, v.subnets) && slices.EqualFunc(tenants, v.tenants, func(a, b hostcontract.NetTenant) bool {
 		return a.Name == b.Name && slices.Equal(a.Network.EgressDeny, b.Network.EgressDeny) &&
 			slices.Equal(a.Network.EgressAllow, b.Network.EgressAllow) && slices.Equal(a.Network.IngressFrom, b.Network.IngressFrom)
 	}) {
@@ -344,19 +327,4 @@ func (v *View) next(sent int64, tenants []Tenant, subnets []string) (Update, int
 	}
 	slices.Sort(u.Del)
 	return u, v.seq, true
-}
-
-// Apply folds an update into a host's copy of the addresses (nil to
-// start); it returns the copy.
-func Apply(addrs map[string]string, u Update) map[string]string {
-	if u.Reset || addrs == nil {
-		addrs = map[string]string{}
-	}
-	for a, t := range u.Set {
-		addrs[a] = t
-	}
-	for _, a := range u.Del {
-		delete(addrs, a)
-	}
-	return addrs
 }

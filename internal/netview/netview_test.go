@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -58,7 +59,7 @@ func TestViewFollowsTheStore(t *testing.T) {
 	v := New(st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	go v.Run(ctx)
 	updates := v.Subscribe(ctx)
-	next := func(what string) Update {
+	next := func(what string) hostcontract.NetUpdate {
 		t.Helper()
 		select {
 		case u := <-updates:
@@ -66,11 +67,11 @@ func TestViewFollowsTheStore(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("no update: %s", what)
 		}
-		return Update{}
+		return hostcontract.NetUpdate{}
 	}
 	var addrs map[string]string
 	u := next("the full state")
-	addrs = Apply(addrs, u)
+	addrs = hostcontract.ApplyNetUpdate(addrs, u)
 	if !u.Reset || !maps.Equal(addrs, map[string]string{"10.9.1.2": "a", "10.9.1.3": "b"}) || !slices.Equal(u.Subnets, []string{"10.9.1.0/24"}) {
 		t.Fatalf("first update %+v", u)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -37,17 +38,7 @@ const auditTimeout = 10 * time.Second
 // before the client sees it: an answered mutation is always in the log.
 func (s *Server) traced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := ""
-		if s.hostAPI {
-			// The control plane authenticated and audited the request;
-			// its ID ties the host's log lines to the API's.
-			if h := r.Header.Get(api.HeaderRequestID); requestid.Valid(h) {
-				id = h
-			}
-		}
-		if id == "" {
-			id = requestid.New()
-		}
+		id := requestid.New()
 		w.Header().Set(api.HeaderRequestID, id)
 		ctx := requestid.With(r.Context(), id)
 		if s.audit == nil || !mutating(r.Method) {
@@ -283,7 +274,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.Limit = n
 	}
-	verify, err := boolParam(r, "verify")
+	verify, err := httpstream.BoolParam(r, "verify")
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 func TestExec(t *testing.T) {
@@ -26,7 +27,7 @@ func TestExec(t *testing.T) {
 		exitCode   int
 		wantStdout string
 		wantStderr string
-		want       ExecRequest // what the host must see, streams aside
+		want       hostcontract.ExecRequest // what the host must see, streams aside
 	}{
 		{
 			name:       "stdin echoed, exit code propagated",
@@ -34,13 +35,13 @@ func TestExec(t *testing.T) {
 			exitCode:   3,
 			wantStdout: "hello\nworld\n",
 			wantStderr: "ran [cat] in app\n",
-			want:       ExecRequest{Container: "app", Cmd: []string{"cat"}},
+			want:       hostcontract.ExecRequest{Container: "app", Cmd: []string{"cat"}},
 		},
 		{
 			name:       "no stdin",
 			opts:       client.ExecOptions{Cmd: []string{"sh", "-c", "date; exit 0"}},
 			wantStderr: "ran [sh -c date; exit 0] in app\n",
-			want:       ExecRequest{Container: "app", Cmd: []string{"sh", "-c", "date; exit 0"}, Env: []string{"FAKE_NO_STDIN=1"}},
+			want:       hostcontract.ExecRequest{Container: "app", Cmd: []string{"sh", "-c", "date; exit 0"}, Env: []string{"FAKE_NO_STDIN=1"}},
 		},
 		{
 			name: "container, env, workdir and tty pass through",
@@ -48,14 +49,14 @@ func TestExec(t *testing.T) {
 				Stdin: strings.NewReader("")},
 			exitCode:   127,
 			wantStderr: "ran [env] in side\n",
-			want:       ExecRequest{Container: "side", Cmd: []string{"env"}, Env: []string{"A=1", "B=x=y"}, WorkDir: "/tmp", TTY: true},
+			want:       hostcontract.ExecRequest{Container: "side", Cmd: []string{"env"}, Env: []string{"A=1", "B=x=y"}, WorkDir: "/tmp", TTY: true},
 		},
 		{
 			name:       "large stdin",
 			opts:       client.ExecOptions{Cmd: []string{"cat"}, Stdin: strings.NewReader(strings.Repeat("x", 3<<20))},
 			wantStdout: strings.Repeat("x", 3<<20),
 			wantStderr: "ran [cat] in app\n",
-			want:       ExecRequest{Container: "app", Cmd: []string{"cat"}},
+			want:       hostcontract.ExecRequest{Container: "app", Cmd: []string{"cat"}},
 		},
 	}
 	for _, tt := range tests {

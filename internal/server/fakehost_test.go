@@ -10,6 +10,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/requestid"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -24,11 +26,11 @@ const (
 // canned string, exec echoes stdin. It records what the server asked of it
 // so tests can check what crossed the interface.
 type fakeHost struct {
-	images map[string]ImageConfig
+	images map[string]hostcontract.ImageConfig
 
 	mu       sync.Mutex
-	exitCode int          // returned by Exec
-	lastExec *ExecRequest // the last ExecRequest, without its streams
+	exitCode int                       // returned by Exec
+	lastExec *hostcontract.ExecRequest // the last ExecRequest, without its streams
 	// lastExecID is the request ID the last Exec's context carried.
 	lastExecID string
 	logCalls   []logCall
@@ -44,7 +46,7 @@ type logCall struct {
 }
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{images: map[string]ImageConfig{
+	return &fakeHost{images: map[string]hostcontract.ImageConfig{
 		imgBusybox: {Cmd: []string{"sh"}},
 		imgScratch: {},
 	}}
@@ -60,14 +62,16 @@ func (h *fakeHost) Name() string             { return "fake-host" }
 func (h *fakeHost) RuntimeClasses() []string { return []string{"runc", "crun"} }
 
 // Capacity is a small fake host: 2 cores, 4 GiB.
-func (h *fakeHost) Capacity() Capacity { return Capacity{CPUs: 2, Memory: 4 << 30} }
+func (h *fakeHost) Capacity() hostcontract.Capacity {
+	return hostcontract.Capacity{CPUs: 2, Memory: 4 << 30}
+}
 
-func (h *fakeHost) ImageConfig(ctx context.Context, ref string) (ImageConfig, error) {
+func (h *fakeHost) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
 	cfg, ok := h.images[ref]
 	if !ok {
 		// The real host's wording, so that tests check the server passes
 		// it through.
-		return ImageConfig{}, fmt.Errorf("image %s not found; add it with `kanga image import` or `kanga image pull %s`: %w", ref, ref, errdefs.ErrNotFound)
+		return hostcontract.ImageConfig{}, fmt.Errorf("image %s not found; add it with `kanga image import` or `kanga image pull %s`: %w", ref, ref, errdefs.ErrNotFound)
 	}
 	return cfg, nil
 }
@@ -102,7 +106,7 @@ func (h *fakeHost) ImportImage(ctx context.Context, r io.Reader, progress func(a
 	}
 	if n == lateFailureSize {
 		// A failure found late, once progress has gone out.
-		time.Sleep(2 * holdBack)
+		time.Sleep(2 * httpstream.HoldBack)
 		return nil, fmt.Errorf("image archive: layer sha256:0 is missing: %w", errdefs.ErrInvalidArgument)
 	}
 	progress(api.Progress{Status: "unpacking", Current: n, Total: n})
@@ -141,7 +145,7 @@ func (h *fakeHost) Logs(ctx context.Context, inst *api.Instance, container strin
 
 // Exec echoes stdin to stdout, names the container on stderr and returns
 // the chosen exit code. The command "fail" fails to start.
-func (h *fakeHost) Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error) {
+func (h *fakeHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
 	h.mu.Lock()
 	rec := req
 	rec.Stdin, rec.Stdout, rec.Stderr, rec.Resize = nil, nil, nil, nil
@@ -173,7 +177,7 @@ func (h *fakeHost) setExitCode(code int) {
 	h.exitCode = code
 }
 
-func (h *fakeHost) lastExecRequest() *ExecRequest {
+func (h *fakeHost) lastExecRequest() *hostcontract.ExecRequest {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lastExec
@@ -186,8 +190,8 @@ func (h *fakeHost) logCallsSeen() []logCall {
 }
 
 var (
-	_ Host         = (*fakeHost)(nil)
-	_ ImageRemover = (*fakeHost)(nil)
+	_ hostcontract.Host         = (*fakeHost)(nil)
+	_ hostcontract.ImageRemover = (*fakeHost)(nil)
 )
 
 // RemoveImage removes the fake's known images for any tenant (the fake

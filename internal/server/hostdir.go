@@ -9,6 +9,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 )
 
 // Hosts finds the host agents the API talks to for what only a host can
@@ -16,25 +18,25 @@ import (
 // `kanga server` has one remote host per connected agent.
 type Hosts interface {
 	// Host returns the named host, or false if it is not connected.
-	Host(name string) (Host, bool)
+	Host(name string) (hostcontract.Host, bool)
 	// All returns the connected hosts.
-	All() []Host
+	All() []hostcontract.Host
 }
 
 // singleHost is the directory of the all-in-one: every instance is on its
 // one host.
-type singleHost struct{ h Host }
+type singleHost struct{ h hostcontract.Host }
 
-func (s singleHost) Host(string) (Host, bool) { return s.h, s.h != nil }
-func (s singleHost) All() []Host {
+func (s singleHost) Host(string) (hostcontract.Host, bool) { return s.h, s.h != nil }
+func (s singleHost) All() []hostcontract.Host {
 	if s.h == nil {
 		return nil
 	}
-	return []Host{s.h}
+	return []hostcontract.Host{s.h}
 }
 
 // hostOf returns the host an instance is placed on.
-func (s *Server) hostOf(inst *api.Instance) (Host, error) {
+func (s *Server) hostOf(inst *api.Instance) (hostcontract.Host, error) {
 	if sh, ok := s.hosts.(singleHost); ok && sh.h != nil {
 		// The all-in-one's host answers for every instance, placed or not.
 		return sh.h, nil
@@ -49,7 +51,7 @@ func (s *Server) hostOf(inst *api.Instance) (Host, error) {
 	return h, nil
 }
 
-func (s *Server) allHosts() ([]Host, error) {
+func (s *Server) allHosts() ([]hostcontract.Host, error) {
 	hs := s.hosts.All()
 	if len(hs) == 0 {
 		return nil, fmt.Errorf("no host is connected: start an agent (kanga agent --join ...): %w", errdefs.ErrUnavailable)
@@ -59,10 +61,10 @@ func (s *Server) allHosts() ([]Host, error) {
 
 // imageConfig asks the hosts in turn; the first that has the image (or can
 // pull it) answers.
-func (s *Server) imageConfig(ctx context.Context, ref string) (ImageConfig, error) {
+func (s *Server) imageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
 	hs, err := s.allHosts()
 	if err != nil {
-		return ImageConfig{}, err
+		return hostcontract.ImageConfig{}, err
 	}
 	var first error
 	for _, h := range hs {
@@ -74,7 +76,7 @@ func (s *Server) imageConfig(ctx context.Context, ref string) (ImageConfig, erro
 			first = err
 		}
 	}
-	return ImageConfig{}, first
+	return hostcontract.ImageConfig{}, first
 }
 
 // listImages merges the hosts' images by name and digest.
@@ -111,7 +113,7 @@ func (s *Server) pullAll(ctx context.Context, ref string, progress func(api.Prog
 		if err := s.settle(ctx, h); err != nil {
 			return api.Image{}, err
 		}
-		im, err := h.PullImage(ctx, ref, notDone(progress))
+		im, err := h.PullImage(ctx, ref, httpstream.NotDone(progress))
 		if err != nil {
 			return api.Image{}, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -135,7 +137,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		}
 	}
 	if len(hs) == 1 {
-		return hs[0].ImportImage(ctx, r, notDone(progress))
+		return hs[0].ImportImage(ctx, r, httpstream.NotDone(progress))
 	}
 	f, err := os.CreateTemp("", "kanga-import-*.tar")
 	if err != nil {
@@ -151,7 +153,7 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
-		imgs, err := h.ImportImage(ctx, f, notDone(progress))
+		imgs, err := h.ImportImage(ctx, f, httpstream.NotDone(progress))
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", h.Name(), err)
 		}
@@ -164,25 +166,12 @@ func (s *Server) importAll(ctx context.Context, r io.Reader, progress func(api.P
 
 // largest is the capacity of the largest connected host, for rejecting a
 // spec no host could ever hold.
-func (s *Server) largest() Capacity {
-	var c Capacity
+func (s *Server) largest() hostcontract.Capacity {
+	var c hostcontract.Capacity
 	for _, h := range s.hosts.All() {
 		hc := h.Capacity()
 		c.CPUs = max(c.CPUs, hc.CPUs)
 		c.Memory = max(c.Memory, hc.Memory)
 	}
 	return c
-}
-
-// notDone passes a host's progress on without its final event: a remote
-// host reports Done when its own part is over, and a client that saw it
-// would hang up (and so cancel the rest) before the other hosts have the
-// image. The handler sends the one Done when every host is through.
-func notDone(progress func(api.Progress)) func(api.Progress) {
-	return func(p api.Progress) {
-		if p.Done {
-			return
-		}
-		progress(p)
-	}
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -228,22 +228,10 @@ func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func boolParam(r *http.Request, name string) (bool, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("query parameter %s=%q is not a boolean: use true or false: %w", name, v, errdefs.ErrInvalidArgument)
-	}
-	return b, nil
-}
-
 func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	force, err := boolParam(r, "force")
+	force, err := httpstream.BoolParam(r, "force")
 	if err != nil {
 		return err
 	}
@@ -377,11 +365,11 @@ func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	follow, err := boolParam(r, "follow")
+	follow, err := httpstream.BoolParam(r, "follow")
 	if err != nil {
 		return err
 	}
-	previous, err := boolParam(r, "previous")
+	previous, err := httpstream.BoolParam(r, "previous")
 	if err != nil {
 		return err
 	}
@@ -389,7 +377,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	container, err := pickContainer(inst, r.URL.Query().Get("container"))
+	container, err := httpstream.PickContainer(inst, r.URL.Query().Get("container"))
 	if err != nil {
 		return err
 	}
@@ -410,17 +398,10 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// PreviousLogger is implemented by hosts that can serve the output of a
-// container's run before its latest restart on its own. It is optional so
-// that a host which keeps one stream per container still serves logs.
-type PreviousLogger interface {
-	PreviousLogs(ctx context.Context, inst *api.Instance, container string) (io.ReadCloser, error)
-}
-
 // previousLogs serves ?previous=true. The previous run has ended, so
 // follow has nothing to wait for and is ignored, as kubectl does.
-func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host Host, inst *api.Instance, container string) error {
-	pl, ok := host.(PreviousLogger)
+func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host hostcontract.Host, inst *api.Instance, container string) error {
+	pl, ok := host.(hostcontract.PreviousLogger)
 	if !ok {
 		return fmt.Errorf("logs of a previous run of instance %q: this host keeps one log per container; drop previous=true: %w", inst.Name, errdefs.ErrNotImplemented)
 	}
@@ -438,24 +419,6 @@ func (s *Server) previousLogs(w http.ResponseWriter, r *http.Request, host Host,
 	return nil
 }
 
-// pickContainer resolves the container a request names, defaulting to the
-// only one, or the first, as kubectl does.
-func pickContainer(inst *api.Instance, name string) (string, error) {
-	if name == "" {
-		return inst.Spec.Containers[0].Name, nil
-	}
-	for _, c := range inst.Spec.Containers {
-		if c.Name == name {
-			return name, nil
-		}
-	}
-	names := make([]string, 0, len(inst.Spec.Containers))
-	for _, c := range inst.Spec.Containers {
-		names = append(names, c.Name)
-	}
-	return "", fmt.Errorf("instance %q has no container %q: it has %v: %w", inst.Name, name, names, errdefs.ErrNotFound)
-}
-
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 	imgs, err := s.listAllImages(r.Context())
 	if err != nil {
@@ -468,96 +431,19 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// progressStream writes newline-delimited api.Progress documents. The
-// status line waits for the first progress held back for holdBack, so
-// that an operation failing at once (a file that is no archive, a
-// registry that cannot be reached) gets an ordinary error response with
-// its status; a failure after that is the stream's last line.
-type progressStream struct {
-	w  http.ResponseWriter
-	fw *flushWriter
-
-	mu      sync.Mutex
-	started bool
-	held    []api.Progress
-	timer   *time.Timer
-}
-
-const holdBack = 250 * time.Millisecond
-
-func newProgressStream(w http.ResponseWriter, r *http.Request) *progressStream {
-	p := &progressStream{w: w, fw: newFlushWriter(w, r)}
-	p.timer = time.AfterFunc(holdBack, func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if len(p.held) > 0 {
-			p.startLocked()
-		}
-	})
-	return p
-}
-
-func (p *progressStream) startLocked() {
-	if !p.started {
-		p.started = true
-		p.w.Header().Set("Content-Type", "application/x-ndjson")
-		p.w.WriteHeader(http.StatusOK)
-	}
-	enc := json.NewEncoder(p.fw)
-	for _, h := range p.held {
-		_ = enc.Encode(h)
-	}
-	p.held = nil
-}
-
-func (p *progressStream) send(pr api.Progress) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.held = append(p.held, pr)
-	if p.started {
-		p.startLocked()
-	}
-}
-
-// done ends the stream with its last line.
-func (p *progressStream) done(pr api.Progress) {
-	p.timer.Stop()
-	p.send(pr)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.startLocked()
-}
-
-// fail ends the stream with err. It returns err, for the handler to
-// answer with, while no status line was sent; nil once the failure is
-// the stream's last line.
-func (p *progressStream) fail(err error) error {
-	p.timer.Stop()
-	p.mu.Lock()
-	started := p.started
-	p.held = nil
-	p.mu.Unlock()
-	if !started {
-		return err
-	}
-	code := errdefs.Code(err)
-	p.done(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
-	return nil
-}
-
 func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	// Progress is written while the archive is still being read; without
 	// full duplex net/http discards or closes the unread body at the first
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	streamBody(r)
-	ps := newProgressStream(w, r)
-	imgs, err := s.importAll(r.Context(), r.Body, ps.send)
-	finishBody(r)
+	StreamBody(r)
+	ps := httpstream.NewProgress(w, newFlushWriter(w, r))
+	imgs, err := s.importAll(r.Context(), r.Body, ps.Send)
+	FinishBody(r)
 	if err != nil {
-		return ps.fail(err)
+		return ps.Fail(err)
 	}
-	ps.done(api.Progress{Status: "imported", Done: true, Images: imgs})
+	ps.Done(api.Progress{Status: "imported", Done: true, Images: imgs})
 	return nil
 }
 
@@ -570,11 +456,11 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) error {
 	if req.Ref == "" {
 		return fmt.Errorf("ref is empty: name the image to pull, e.g. 127.0.0.1:5000/busybox:latest: %w", errdefs.ErrInvalidArgument)
 	}
-	ps := newProgressStream(w, r)
-	img, err := s.pullAll(r.Context(), req.Ref, ps.send)
+	ps := httpstream.NewProgress(w, newFlushWriter(w, r))
+	img, err := s.pullAll(r.Context(), req.Ref, ps.Send)
 	if err != nil {
-		return ps.fail(err)
+		return ps.Fail(err)
 	}
-	ps.done(api.Progress{Status: "pulled", Done: true, Images: []api.Image{img}})
+	ps.Done(api.Progress{Status: "pulled", Done: true, Images: []api.Image{img}})
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // JoinTokenAuthority issues and revokes the agents' join tokens and
-// certificates (hostlink.Authority, on kanga server).
+// certificates (hostlink/join.Authority, on kanga server).
 type JoinTokenAuthority interface {
 	CreateJoinToken(ctx context.Context, host string, ttl time.Duration, createdBy string) (api.JoinToken, string, error)
 	ListJoinTokens(ctx context.Context) ([]api.JoinToken, error)

@@ -151,9 +151,9 @@ func RefuseBody(r *http.Request) {
 	_ = c.rc.SetReadDeadline(time.Now())
 }
 
-// streamBody trades the body's fixed deadline for a minimum rate, for an
+// StreamBody trades the body's fixed deadline for a minimum rate, for an
 // authenticated handler that reads a long body (an image archive).
-func streamBody(r *http.Request) {
+func StreamBody(r *http.Request) {
 	c := connOf(r)
 	if c == nil || r.ContentLength == 0 || c.limits.StreamWindow <= 0 {
 		return
@@ -195,14 +195,14 @@ func (b *rateBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// finishBody reads what is left of a streamed body (an import that
+// FinishBody reads what is left of a streamed body (an import that
 // failed, or the padding after a tar archive's end) within a few seconds
 // so that the connection can carry the next request. If too much is left
 // it has the connection closed after the reply instead. It must run
 // before the handler returns: net/http, in full-duplex mode, would
 // otherwise read the rest itself after the handler, concurrently with
 // its wait for the next request.
-func finishBody(r *http.Request) {
+func FinishBody(r *http.Request) {
 	const (
 		most    = 1 << 20
 		timeout = 5 * time.Second

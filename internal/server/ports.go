@@ -7,17 +7,9 @@ import (
 	"slices"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 )
-
-// PortChecker is implemented by a host that can tell at admission whether
-// ports can be published on it (the all-in-one's own agent): whether the
-// address is its own, and whether the port is one of its reserved ports or
-// taken by a process of the host. Other instances' ports are the API's
-// business (admitPorts).
-type PortChecker interface {
-	CheckPorts(ctx context.Context, ports []api.PortMapping) error
-}
 
 // checkPortPolicy refuses published ports the operator's policy, narrowed
 // by the tenant's, does not allow: 400s naming the field.
@@ -55,7 +47,7 @@ func (s *Server) admitPorts(ctx context.Context, tenantName string, spec *api.In
 	if hostName == "" {
 		return s.portsMu.Unlock, nil
 	}
-	if pc, ok := host.(PortChecker); ok {
+	if pc, ok := host.(hostcontract.PortChecker); ok {
 		if err := pc.CheckPorts(ctx, spec.Ports); err != nil {
 			return nil, err
 		}
@@ -101,7 +93,7 @@ func holder(tenantName string, inst *api.Instance) string {
 // runtime class and matches the selector; "" when several could, or none
 // now. single is set when the pool has one host in all, so that every
 // instance waiting to be placed will land on it too.
-func (s *Server) certainHost(ctx context.Context, spec *api.InstanceSpec) (name string, h Host, single bool, err error) {
+func (s *Server) certainHost(ctx context.Context, spec *api.InstanceSpec) (name string, h hostcontract.Host, single bool, err error) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		return "", nil, false, err

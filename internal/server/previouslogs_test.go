@@ -11,6 +11,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 )
 
 // PreviousLogs of the fake host: container "side" has restarted, any
@@ -24,7 +25,7 @@ func (h *fakeHost) PreviousLogs(ctx context.Context, inst *api.Instance, contain
 
 // oneLogHost hides the fake host's PreviousLogs, as a host that keeps
 // one stream per container would.
-type oneLogHost struct{ Host }
+type oneLogHost struct{ hostcontract.Host }
 
 func TestPreviousLogs(t *testing.T) {
 	e := newEnv(t, 0)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -9,15 +8,9 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
-
-// ImagePrewarmer is a host that can make an image ready to start ahead of
-// a burst (see Agent.PrewarmImage). It is separate from Host so that a
-// host without it still serves everything else.
-type ImagePrewarmer interface {
-	PrewarmImage(ctx context.Context, ref string) (img api.Image, pulled bool, err error)
-}
 
 // prewarmImage serves POST /v1/images/prewarm: "hosts: N" makes the image
 // ready on N of the connected hosts (0: every host), in the order of
@@ -39,10 +32,10 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var warmers []ImagePrewarmer
+	var warmers []hostcontract.ImagePrewarmer
 	var names []string
 	for _, h := range hs {
-		if p, ok := h.(ImagePrewarmer); ok {
+		if p, ok := h.(hostcontract.ImagePrewarmer); ok {
 			warmers = append(warmers, p)
 			names = append(names, h.Name())
 		}
@@ -60,7 +53,7 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 			s.log.Warn("prewarm: reading the host registry failed; hosts go in name order", "err", err)
 		} else {
 			order := prewarmOrder(names, records, controlplane.ImageKey(t, req.Ref))
-			ws, ns := make([]ImagePrewarmer, len(order)), make([]string, len(order))
+			ws, ns := make([]hostcontract.ImagePrewarmer, len(order)), make([]string, len(order))
 			for i, k := range order {
 				ws[i], ns[i] = warmers[k], names[k]
 			}
@@ -73,7 +66,7 @@ func (s *Server) prewarmImage(w http.ResponseWriter, r *http.Request) error {
 	}
 	res := api.PrewarmResult{}
 	for i := 0; i < len(warmers) && len(res.Hosts) < n; i++ {
-		if h, ok := warmers[i].(Host); ok {
+		if h, ok := warmers[i].(hostcontract.Host); ok {
 			if err := s.settle(r.Context(), h); err != nil {
 				if len(warmers) == 1 {
 					return err

@@ -9,19 +9,12 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
-
-// ImageRemover is a host that can take images away: one of the caller's
-// tenant (image rm), or all of a deleted tenant's (with its warm
-// containers). It is separate from Host so that a host without it still
-// serves everything else.
-type ImageRemover interface {
-	RemoveImage(ctx context.Context, ref string) error
-	RemoveTenant(ctx context.Context, tenant string) error
-}
 
 // PurgeStore keeps the purges hosts must carry out (see store.Purge): a
 // host the API cannot reach when an image or a tenant goes carries it
@@ -36,12 +29,12 @@ type PurgeStore interface {
 // settle carries out on h the purges it has not yet: before an image may
 // arrive there for a tenant (import, pull, prewarm), so that a purge that
 // reaches the host late cannot take away what came after it.
-func (s *Server) settle(ctx context.Context, h Host) error {
+func (s *Server) settle(ctx context.Context, h hostcontract.Host) error {
 	ps, err := s.store.Purges(ctx, h.Name())
 	if err != nil || len(ps) == 0 {
 		return err
 	}
-	rm, ok := h.(ImageRemover)
+	rm, ok := h.(hostcontract.ImageRemover)
 	if !ok {
 		return nil
 	}
@@ -110,7 +103,7 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	force, err := boolParam(r, "force")
+	force, err := httpstream.BoolParam(r, "force")
 	if err != nil {
 		return err
 	}
@@ -133,7 +126,7 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) error {
 		firstErr error
 	)
 	for _, h := range hs {
-		rm, ok := h.(ImageRemover)
+		rm, ok := h.(hostcontract.ImageRemover)
 		if !ok {
 			continue
 		}

@@ -4,13 +4,13 @@ package server
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -46,64 +46,11 @@ type Store interface {
 	ObjectStore
 }
 
-// ImageConfig is the part of an image's configuration the API checks
-// before it accepts an instance.
-type ImageConfig struct {
-	Entrypoint []string
-	Cmd        []string
-}
-
-// Capacity is a host's total resources.
-type Capacity struct {
-	CPUs   int
-	Memory int64
-	// StartSlots is how many instance starts the host runs at once.
-	StartSlots int
-}
-
-// ExecRequest describes a process to run in a container of an instance.
-type ExecRequest struct {
-	Container string
-	Cmd       []string
-	Env       []string
-	WorkDir   string
-	TTY       bool
-	// Size is the terminal's initial size, so that the process never sees
-	// a 0x0 terminal before the first resize arrives.
-	Size   *api.TerminalSize
-	Stdin  io.Reader // nil when the client sends no input
-	Stdout io.Writer
-	Stderr io.Writer
-	Resize <-chan api.TerminalSize
-}
-
-// Host is what the API needs of the host agent that runs instances. All
-// methods take the tenant from the context.
-type Host interface {
-	Name() string
-	// RuntimeClasses lists the classes the host can run now.
-	RuntimeClasses() []string
-	// Capacity is what the host has in all, whatever it runs now.
-	Capacity() Capacity
-	ImageConfig(ctx context.Context, ref string) (ImageConfig, error)
-	ListImages(ctx context.Context) ([]api.Image, error)
-	ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error)
-	PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error)
-	// Logs writes the container's output to w; with follow it returns
-	// once the instance is terminal and all output is written, or ctx ends.
-	Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error
-	Exec(ctx context.Context, inst *api.Instance, req ExecRequest) (int, error)
-	// Stats samples the instance's counters now; SLA reports promised
-	// against delivered resources from the samples the host kept.
-	Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error)
-	SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error)
-}
-
 // Server serves the public API.
 type Server struct {
 	store   Store
-	host    Host  // the all-in-one's own host; nil for kanga server
-	hosts   Hosts // where instances run
+	host    hostcontract.Host // the all-in-one's own host; nil for kanga server
+	hosts   Hosts             // where instances run
 	log     *slog.Logger
 	now     func() time.Time
 	version string
@@ -113,13 +60,11 @@ type Server struct {
 	// scheduleWait bounds how long a create waits for the scheduler's
 	// decision before it answers with the instance as stored.
 	scheduleWait time.Duration
-	// hostAPI: see Options.HostAPI.
-	hostAPI bool
-	replica string
-	audit   AuditLog // nil: no audit log (the host API)
-	auditor *auditor
-	usage   UsageStore         // nil: no metering
-	joins   JoinTokenAuthority // nil: no agent link (kanga up)
+	replica      string
+	audit        AuditLog // nil: no audit log (a store without one)
+	auditor      *auditor
+	usage        UsageStore         // nil: no metering
+	joins        JoinTokenAuthority // nil: no agent link (kanga up)
 	// defaultType fills in the resources instances leave empty, unless
 	// their tenant has its own; "none" is no default.
 	defaultType string
@@ -152,10 +97,6 @@ type Options struct {
 	Replica string
 	// JoinTokens, if set, issues the agents' join tokens (kanga server).
 	JoinTokens JoinTokenAuthority
-	// HostAPI marks the server a host serves to the control plane: the
-	// caller authenticated and audited the request already, so nothing
-	// is audited here and the request ID comes from the caller.
-	HostAPI bool
 	// DefaultType is the instance type whose resources fill in what an
 	// instance leaves empty when its tenant has no default type of its
 	// own (default model.DefaultInstanceType; "none" for no default).
@@ -177,7 +118,7 @@ type Options struct {
 }
 
 // New returns a Server.
-func New(store Store, host Host, opts Options) *Server {
+func New(store Store, host hostcontract.Host, opts Options) *Server {
 	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
 		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts,
 		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota,
@@ -191,8 +132,8 @@ func New(store Store, host Host, opts Options) *Server {
 	if s.hosts == nil {
 		s.hosts = singleHost{host}
 	}
-	s.hostAPI, s.replica, s.joins = opts.HostAPI, opts.Replica, opts.JoinTokens
-	if al, ok := store.(AuditLog); ok && !opts.HostAPI {
+	s.replica, s.joins = opts.Replica, opts.JoinTokens
+	if al, ok := store.(AuditLog); ok {
 		s.audit = al
 		s.auditor = &auditor{log: al}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -496,11 +497,13 @@ func (h *simHost) placedAfter(t time.Time) int {
 // image (with a cmd) and serves nothing else.
 type simAPIHost struct{}
 
-func (simAPIHost) Name() string              { return "fake" }
-func (simAPIHost) RuntimeClasses() []string  { return []string{"runc"} }
-func (simAPIHost) Capacity() server.Capacity { return server.Capacity{CPUs: 8, Memory: 64 << 30} }
-func (simAPIHost) ImageConfig(ctx context.Context, ref string) (server.ImageConfig, error) {
-	return server.ImageConfig{Cmd: []string{"sh"}}, nil
+func (simAPIHost) Name() string             { return "fake" }
+func (simAPIHost) RuntimeClasses() []string { return []string{"runc"} }
+func (simAPIHost) Capacity() hostcontract.Capacity {
+	return hostcontract.Capacity{CPUs: 8, Memory: 64 << 30}
+}
+func (simAPIHost) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
+	return hostcontract.ImageConfig{Cmd: []string{"sh"}}, nil
 }
 func (simAPIHost) ListImages(ctx context.Context) ([]api.Image, error) { return nil, nil }
 func (simAPIHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
@@ -512,7 +515,7 @@ func (simAPIHost) PullImage(ctx context.Context, ref string, progress func(api.P
 func (simAPIHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
 	return errdefs.ErrNotImplemented
 }
-func (simAPIHost) Exec(ctx context.Context, inst *api.Instance, req server.ExecRequest) (int, error) {
+func (simAPIHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
 	return 0, errdefs.ErrNotImplemented
 }
 func (simAPIHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {

@@ -1,39 +1,20 @@
-package hostlink
+package agentside
 
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/netview"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink"
 )
-
-// netView streams the network view (see package netview) to an agent: a
-// full state, then what changed, one JSON object a line.
-func (s *Server) netView(w http.ResponseWriter, r *http.Request, host string) error {
-	if s.NetView == nil {
-		return fmt.Errorf("this control plane keeps no network view: %w", errdefs.ErrUnavailable)
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	for u := range s.NetView.Subscribe(r.Context()) {
-		if enc.Encode(u) != nil || rc.Flush() != nil {
-			return nil
-		}
-	}
-	return nil
-}
 
 // WatchNetView follows the control plane's network view until ctx ends,
 // reopening the stream when it breaks; the first update of each stream
 // is a full state (Reset).
-func (l *Link) WatchNetView(ctx context.Context) <-chan netview.Update {
-	ch := make(chan netview.Update, 1)
+func (l *Link) WatchNetView(ctx context.Context) <-chan hostcontract.NetUpdate {
+	ch := make(chan hostcontract.NetUpdate, 1)
 	go func() {
 		defer close(ch)
 		wait := time.Second
@@ -57,7 +38,7 @@ func (l *Link) WatchNetView(ctx context.Context) <-chan netview.Update {
 	return ch
 }
 
-func (l *Link) netViewOnce(ctx context.Context, ch chan<- netview.Update) error {
+func (l *Link) netViewOnce(ctx context.Context, ch chan<- hostcontract.NetUpdate) error {
 	base, idx := l.server()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/netview"), nil)
 	if err != nil {
@@ -70,14 +51,15 @@ func (l *Link) netViewOnce(ctx context.Context, ch chan<- netview.Update) error 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var u netview.Update
-		if err := dec.Decode(&u); err != nil {
+		var line hostlink.NetViewUpdate
+		if err := dec.Decode(&line); err != nil {
 			return err
 		}
+		u := line.ForHost()
 		select {
 		case ch <- u:
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"context"
@@ -9,6 +9,9 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -51,7 +54,7 @@ func move(t *testing.T, st *store.Store, name, host string) {
 }
 
 // next returns the next event on ch for an instance, skipping none.
-func next(t *testing.T, ch <-chan store.InstanceEvent) store.InstanceEvent {
+func next(t *testing.T, ch <-chan hostcontract.InstanceEvent) hostcontract.InstanceEvent {
 	t.Helper()
 	select {
 	case ev := <-ch:
@@ -59,7 +62,7 @@ func next(t *testing.T, ch <-chan store.InstanceEvent) store.InstanceEvent {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10 s")
 	}
-	return store.InstanceEvent{}
+	return hostcontract.InstanceEvent{}
 }
 
 func TestWatchForwardsOwnAndMovedAway(t *testing.T) {
@@ -67,7 +70,7 @@ func TestWatchForwardsOwnAndMovedAway(t *testing.T) {
 	place(t, st, "mine", "h1")
 	place(t, st, "moving", "h1")
 	place(t, st, "other", "h2")
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	insts, rev, err := l.ListAllInstances(ctx)
@@ -105,7 +108,7 @@ func TestStatusWrites(t *testing.T) {
 	st, c := realCluster(t)
 	place(t, st, "a", "h1")
 	place(t, st, "b", "h2")
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	ctx := tenant.WithName(t.Context(), "default")
 
 	// A status write lands; the agent cannot move the instance.
@@ -170,7 +173,7 @@ func TestStatusWrites(t *testing.T) {
 
 func TestHeartbeatHoldsTheLease(t *testing.T) {
 	st, c := realCluster(t)
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
@@ -214,11 +217,11 @@ func TestLinkMovesToTheNextReplica(t *testing.T) {
 	dead.Close()
 
 	urls := deadURL + "," + c.url
-	creds, err := Join(t.Context(), urls, c.token.String(), t.TempDir(), "h1", nil)
+	creds, err := join.Join(t.Context(), urls, c.token.String(), t.TempDir(), "h1", nil)
 	if err != nil {
 		t.Fatalf("join through %s: %v", urls, err)
 	}
-	l := NewLink(urls, "h1", creds, nil)
+	l := agentside.NewLink(urls, "h1", creds, nil)
 	_, _, err = l.ListAllInstances(t.Context())
 	if !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("first list (dead replica): %v, want Unavailable", err)

@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -29,13 +31,13 @@ func wantClass(t *testing.T, what string, err, class error, msg string) {
 func TestJoinTokensAndSquatting(t *testing.T) {
 	st, c := realCluster(t)
 	ctx := t.Context()
-	auth := &Authority{Store: st, CA: c.ca}
+	auth := &join.Authority{Store: st, CA: c.ca}
 	_, tokH1, err := auth.CreateJoinToken(ctx, "h1", time.Hour, "admin-id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	join := func(token, name string) (*Credentials, error) {
-		return Join(ctx, c.url, token, t.TempDir(), name, []string{"127.0.0.1"})
+	join := func(token, name string) (*join.Credentials, error) {
+		return join.Join(ctx, c.url, token, t.TempDir(), name, []string{"127.0.0.1"})
 	}
 
 	_, err = join(tokH1, "h2")
@@ -54,13 +56,13 @@ func TestJoinTokensAndSquatting(t *testing.T) {
 	wantClass(t, "a mistyped join token", err, errdefs.ErrUnauthenticated, "not valid")
 
 	// h1's certificate does not act as h2.
-	wrong := NewLink(c.url, "h2", credsH1, nil)
+	wrong := agentside.NewLink(c.url, "h2", credsH1, nil)
 	if _, _, err := wrong.ListAllInstances(ctx); !errors.Is(err, errdefs.ErrPermissionDenied) {
 		t.Fatalf("h1's certificate listing h2's instances: %v, want permission denied", err)
 	}
 
 	// h1 connects: registered and leased, with its instance stream open.
-	l := NewLink(c.url, "h1", credsH1, nil)
+	l := agentside.NewLink(c.url, "h1", credsH1, nil)
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go l.Run(lctx, func() api.Host { return api.Host{Name: "h1", RuntimeClasses: []string{"runc"}} })
@@ -150,8 +152,8 @@ func TestLegacyAgentCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds := &Credentials{Cert: cert, CA: c.ca.Cert}
-	l := NewLink(c.url, "old", creds, nil)
+	creds := &join.Credentials{Cert: cert, CA: c.ca.Cert}
+	l := agentside.NewLink(c.url, "old", creds, nil)
 	if _, _, err := l.ListAllInstances(ctx); err != nil {
 		t.Fatalf("a pre-upgrade certificate: %v", err)
 	}
@@ -163,11 +165,11 @@ func TestLegacyAgentCertificate(t *testing.T) {
 	csr2, key2, _ := pki.NewCSR("old", nil)
 	cert2PEM, _ := c.ca.SignAgentCSR(csr2, "old")
 	cert2, _ := tls.X509KeyPair(cert2PEM, key2)
-	l2 := NewLink(c.url, "old", &Credentials{Cert: cert2, CA: c.ca.Cert}, nil)
+	l2 := agentside.NewLink(c.url, "old", &join.Credentials{Cert: cert2, CA: c.ca.Cert}, nil)
 	if _, _, err := l2.ListAllInstances(ctx); !errors.Is(err, errdefs.ErrUnauthenticated) {
 		t.Fatalf("another certificate for an adopted host: %v, want refused", err)
 	}
-	auth := &Authority{Store: st, CA: c.ca}
+	auth := &join.Authority{Store: st, CA: c.ca}
 	rev, err := auth.RevokeHost(ctx, "old")
 	if err != nil || len(rev.Certificates) != 1 {
 		t.Fatalf("RevokeHost = %+v, %v", rev, err)
@@ -175,7 +177,7 @@ func TestLegacyAgentCertificate(t *testing.T) {
 	waitRefused(t, l)
 }
 
-func waitRefused(t *testing.T, l *Link) {
+func waitRefused(t *testing.T, l *agentside.Link) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		_, _, err := l.ListAllInstances(t.Context())

@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"context"

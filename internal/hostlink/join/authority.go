@@ -1,4 +1,4 @@
-package hostlink
+package join
 
 import (
 	"context"
@@ -8,16 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/pki"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -48,8 +45,6 @@ type Authority struct {
 	Now   func() time.Time
 }
 
-var _ server.JoinTokenAuthority = (*Authority)(nil)
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -63,7 +58,7 @@ func secretHash(secret string) string {
 
 // CreateJoinToken implements server.JoinTokenAuthority.
 func (a *Authority) CreateJoinToken(ctx context.Context, host string, ttl time.Duration, createdBy string) (api.JoinToken, string, error) {
-	if err := validHostName(host); err != nil {
+	if err := hostlink.ValidHostName(host); err != nil {
 		return api.JoinToken{}, "", fmt.Errorf("host: %w", err)
 	}
 	now := time.Now
@@ -107,7 +102,7 @@ func (a *Authority) RevokeJoinToken(ctx context.Context, id string) (api.JoinTok
 
 // RevokeHost implements server.JoinTokenAuthority.
 func (a *Authority) RevokeHost(ctx context.Context, host string) (api.HostRevocation, error) {
-	if err := validHostName(host); err != nil {
+	if err := hostlink.ValidHostName(host); err != nil {
 		return api.HostRevocation{}, err
 	}
 	toks, serials, err := a.Store.RevokeHost(ctx, host)
@@ -117,25 +112,25 @@ func (a *Authority) RevokeHost(ctx context.Context, host string) (api.HostRevoca
 	return api.HostRevocation{Host: host, JoinTokens: toks, Certificates: serials}, nil
 }
 
-// checkJoinSecret finds the token a join presents: a join token
-// "<id>.<secret>", or the shared secret. It returns the owner name the
-// join claims the host with.
-func (s *Server) checkJoinSecret(ctx context.Context, secret string) (string, error) {
+// CheckSecret finds the token a join presents: a join token
+// "<id>.<secret>" of creds (nil: none), or the shared secret of shared.
+// It returns the owner name the join claims the host with.
+func CheckSecret(ctx context.Context, shared pki.Token, creds CredentialStore, secret string) (string, error) {
 	bad := fmt.Errorf("join token is not valid (unknown, revoked or mistyped): get one with kanga host token create HOST: %w", errdefs.ErrUnauthenticated)
 	id, sec, ok := strings.Cut(secret, ".")
 	if !ok {
-		if s.Token.Secret != "" && s.Token.CheckSecret(secret) {
+		if shared.Secret != "" && shared.CheckSecret(secret) {
 			return store.OwnerShared, nil
 		}
 		return "", bad
 	}
-	if s.Creds == nil {
+	if creds == nil {
 		return "", bad
 	}
 	if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
 		return "", bad
 	}
-	rec, err := s.Creds.GetJoinToken(ctx, id)
+	rec, err := creds.GetJoinToken(ctx, id)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return "", bad
@@ -149,114 +144,4 @@ func (s *Server) checkJoinSecret(ctx context.Context, secret string) (string, er
 		return "", fmt.Errorf("join token %s expired at %s: get a new one with kanga host token create %s: %w", id, rec.ExpiresAt.Format(time.RFC3339), rec.Host, errdefs.ErrUnauthenticated)
 	}
 	return id, nil
-}
-
-// owners is the link's view of which certificates each host may use,
-// kept from the owner records' watch, with the requests open per host so
-// that a revocation cuts them at once.
-type owners struct {
-	store CredentialStore
-	log   *slog.Logger
-
-	mu    sync.Mutex
-	cache map[string]*store.HostOwner // nil value: no record
-	open  map[string]map[*openReq]struct{}
-}
-
-type openReq struct {
-	serial string
-	cancel context.CancelFunc
-}
-
-func newOwners(st CredentialStore, log *slog.Logger) *owners {
-	return &owners{store: st, log: log, cache: map[string]*store.HostOwner{}, open: map[string]map[*openReq]struct{}{}}
-}
-
-// follow applies the owner records' changes until ctx ends.
-func (o *owners) follow(ctx context.Context) {
-	for ev := range o.store.WatchHostOwners(ctx) {
-		o.mu.Lock()
-		if ev.Host == "" {
-			// Changes may have been missed: forget everything and look
-			// again at every open request's host.
-			o.cache = map[string]*store.HostOwner{}
-			hosts := make([]string, 0, len(o.open))
-			for h := range o.open {
-				hosts = append(hosts, h)
-			}
-			o.mu.Unlock()
-			for _, h := range hosts {
-				if own, err := o.store.GetHostOwner(ctx, h); err == nil {
-					o.update(h, own)
-				}
-			}
-			continue
-		}
-		o.mu.Unlock()
-		o.update(ev.Host, ev.Owner)
-	}
-}
-
-// update records a host's owner and cuts the requests of certificates it
-// no longer names.
-func (o *owners) update(host string, own *store.HostOwner) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.cache[host] = own
-	for r := range o.open[host] {
-		if own == nil || !slices.Contains(own.Serials, r.serial) {
-			o.log.Warn("hostlink: agent certificate revoked; closing its request", "host", host, "serial", r.serial)
-			r.cancel()
-		}
-	}
-}
-
-// admit checks that serial is a certificate host may use, and registers
-// the request so that a revocation ends it: ctx is the request's, the
-// returned one ends with it or with the revocation.
-func (o *owners) admit(ctx context.Context, host, serial string) (context.Context, func(), error) {
-	o.mu.Lock()
-	own, known := o.cache[host]
-	o.mu.Unlock()
-	if !known || own == nil || !slices.Contains(own.Serials, serial) {
-		// Not cached, or not allowed as cached: the store decides.
-		var err error
-		if own, err = o.store.GetHostOwner(ctx, host); err != nil {
-			return nil, nil, err
-		}
-		if own == nil {
-			// A host that joined before owners were recorded keeps its
-			// certificate: the first one seen is adopted.
-			if _, err := o.store.AdoptHostCert(ctx, host, serial); err != nil {
-				return nil, nil, err
-			}
-			if own, err = o.store.GetHostOwner(ctx, host); err != nil {
-				return nil, nil, err
-			}
-		}
-		o.mu.Lock()
-		o.cache[host] = own
-		o.mu.Unlock()
-	}
-	if own == nil || !slices.Contains(own.Serials, serial) {
-		return nil, nil, fmt.Errorf("the certificate of host %q (serial %s) was revoked or replaced: an administrator issues a new join token (kanga host token create %s), then join again with an empty data dir: %w",
-			host, serial, host, errdefs.ErrUnauthenticated)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	r := &openReq{serial: serial, cancel: cancel}
-	o.mu.Lock()
-	if o.open[host] == nil {
-		o.open[host] = map[*openReq]struct{}{}
-	}
-	o.open[host][r] = struct{}{}
-	o.mu.Unlock()
-	return ctx, func() {
-		cancel()
-		o.mu.Lock()
-		delete(o.open[host], r)
-		if len(o.open[host]) == 0 {
-			delete(o.open, host)
-		}
-		o.mu.Unlock()
-	}, nil
 }

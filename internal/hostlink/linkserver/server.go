@@ -1,4 +1,9 @@
-package hostlink
+// Package linkserver is the control plane's end of the host link (agent
+// -> control plane): it admits joins, registrations and heartbeats, streams
+// each host the instances placed on it and the network view, and takes
+// their status writes, checked against the host the agent's certificate
+// names. The protocol is package hostlink's.
+package linkserver
 
 import (
 	"context"
@@ -20,6 +25,8 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/errdefs/errhttp"
+	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
@@ -55,7 +62,7 @@ type Server struct {
 	Token pki.Token
 	// Creds, if set (the store), holds join tokens and which agent
 	// certificates each host may use; if Store implements it, it is used.
-	Creds  CredentialStore
+	Creds  join.CredentialStore
 	Logger *slog.Logger
 	// LeaseTTL is how long a host stays Ready after its heartbeat
 	// request breaks.
@@ -129,7 +136,7 @@ func (s *Server) Handler() http.Handler {
 	s.hub = newHub(s.Store, s.Logger)
 	go s.hub.run(context.Background())
 	if s.Creds == nil {
-		s.Creds, _ = s.Store.(CredentialStore)
+		s.Creds, _ = s.Store.(join.CredentialStore)
 	}
 	if s.Creds != nil {
 		s.owners = newOwners(s.Creds, s.Logger)
@@ -142,27 +149,27 @@ func (s *Server) Handler() http.Handler {
 		method, path, _ := strings.Cut(pattern, " ")
 		methods.Add(method, path)
 	}
-	handle("POST "+pathJoin, http.HandlerFunc(s.join))
-	handle("POST "+pathHost+"{host}/register", s.agentOnly(s.register))
-	handle("GET "+pathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
-	handle("PUT "+pathHost+"{host}/images", s.agentOnly(s.putImages))
-	handle("PUT "+pathHost+"{host}/usage", s.agentOnly(s.putUsage))
-	handle("GET "+pathHost+"{host}/purges", s.agentOnly(s.purges))
-	handle("PUT "+pathHost+"{host}/purges", s.agentOnly(s.ackPurge))
-	handle("GET "+pathHost+"{host}/instances", s.agentOnly(s.list))
-	handle("GET "+pathHost+"{host}/watch", s.agentOnly(s.watch))
-	handle("GET "+pathHost+"{host}/netview", s.agentOnly(s.netView))
-	handle("GET "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
-	handle("PUT "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
-	handle("DELETE "+pathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
-	handle("GET "+pathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
+	handle("POST "+hostlink.PathJoin, http.HandlerFunc(s.join))
+	handle("POST "+hostlink.PathHost+"{host}/register", s.agentOnly(s.register))
+	handle("GET "+hostlink.PathHost+"{host}/heartbeat", s.agentOnly(s.heartbeat))
+	handle("PUT "+hostlink.PathHost+"{host}/images", s.agentOnly(s.putImages))
+	handle("PUT "+hostlink.PathHost+"{host}/usage", s.agentOnly(s.putUsage))
+	handle("GET "+hostlink.PathHost+"{host}/purges", s.agentOnly(s.purges))
+	handle("PUT "+hostlink.PathHost+"{host}/purges", s.agentOnly(s.ackPurge))
+	handle("GET "+hostlink.PathHost+"{host}/instances", s.agentOnly(s.list))
+	handle("GET "+hostlink.PathHost+"{host}/watch", s.agentOnly(s.watch))
+	handle("GET "+hostlink.PathHost+"{host}/netview", s.agentOnly(s.netView))
+	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
+	handle("PUT "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
+	handle("DELETE "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	handle("GET "+hostlink.PathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
-			writeError(w, err)
+			hostlink.WriteError(w, err)
 			return
 		}
-		writeError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
+		hostlink.WriteError(w, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
 	})
 	return mux
 }
@@ -190,44 +197,44 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			server.RefuseBody(r)
-			writeError(w, err)
+			hostlink.WriteError(w, err)
 			return
 		}
 		if err := h(w, r, host); err != nil {
-			writeError(w, err)
+			hostlink.WriteError(w, err)
 		}
 	})
 }
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	var req JoinRequest
-	if err := decodeBody(w, r, 64<<10, &req, "join request"); err != nil {
-		writeError(w, err)
+	var req hostlink.JoinRequest
+	if err := hostlink.DecodeBody(w, r, 64<<10, &req, "join request"); err != nil {
+		hostlink.WriteError(w, err)
 		return
 	}
-	owner, err := s.checkJoinSecret(r.Context(), req.Secret)
+	owner, err := join.CheckSecret(r.Context(), s.Token, s.Creds, req.Secret)
 	if err != nil {
 		// Not audited: anyone can send a wrong token, and a flood of
 		// them must not grow the audit log.
 		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
-		writeError(w, err)
+		hostlink.WriteError(w, err)
 		return
 	}
 	cert, err := s.admitJoin(r, req, owner)
 	s.auditJoin(r, req.Name, owner, err)
 	if err != nil {
 		s.Logger.Warn("hostlink: join refused", "name", req.Name, "remote", r.RemoteAddr, "token", owner, "err", err)
-		writeError(w, err)
+		hostlink.WriteError(w, err)
 		return
 	}
 	s.Logger.Info("hostlink: agent joined", "host", req.Name, "remote", r.RemoteAddr, "token", owner)
-	writeJSON(w, http.StatusOK, JoinResponse{Cert: cert, CA: s.CA.CertPEM})
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.JoinResponse{Cert: cert, CA: s.CA.CertPEM})
 }
 
 // admitJoin signs the agent's certificate for a token that may claim the
 // name, and records its serial for the host.
-func (s *Server) admitJoin(r *http.Request, req JoinRequest, owner string) ([]byte, error) {
-	if err := validHostName(req.Name); err != nil {
+func (s *Server) admitJoin(r *http.Request, req hostlink.JoinRequest, owner string) ([]byte, error) {
+	if err := hostlink.ValidHostName(req.Name); err != nil {
 		return nil, err
 	}
 	cert, err := s.CA.SignAgentCSR(req.CSR, req.Name)
@@ -273,21 +280,9 @@ func (s *Server) auditJoin(r *http.Request, host, owner string, err error) {
 	}
 }
 
-func validHostName(n string) error {
-	if n == "" || len(n) > 63 {
-		return fmt.Errorf("host name %q must be 1 to 63 characters: %w", n, errdefs.ErrInvalidArgument)
-	}
-	for _, c := range n {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c >= 'A' && c <= 'Z' || c == '_') {
-			return fmt.Errorf("host name %q: only letters, digits, '-', '_' and '.': %w", n, errdefs.ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
 func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) error {
 	var h api.Host
-	if err := decodeBody(w, r, 4<<20, &h, "host"); err != nil {
+	if err := hostlink.DecodeBody(w, r, 4<<20, &h, "host"); err != nil {
 		return err
 	}
 	if h.Name != host {
@@ -302,7 +297,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, host string) e
 	if err := s.Store.RegisterHost(r.Context(), &h); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.RegisterResponse{Host: h, InsecureRegistries: s.InsecureRegistries})
 	return nil
 }
 
@@ -312,20 +307,21 @@ func (s *Server) purges(w http.ResponseWriter, r *http.Request, host string) err
 	if err != nil {
 		return err
 	}
-	if ps == nil {
-		ps = []store.Purge{}
+	out := make([]hostlink.Purge, len(ps))
+	for i, p := range ps {
+		out[i] = wirePurge(p)
 	}
-	writeJSON(w, http.StatusOK, ps)
+	hostlink.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
 // ackPurge records that the host carried out a purge.
 func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) error {
-	var p store.Purge
-	if err := decodeBody(w, r, 64<<10, &p, "purge"); err != nil {
+	var p hostlink.Purge
+	if err := hostlink.DecodeBody(w, r, 64<<10, &p, "purge"); err != nil {
 		return err
 	}
-	if err := s.Store.AckPurge(r.Context(), host, p); err != nil {
+	if err := s.Store.AckPurge(r.Context(), host, storedPurge(p)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -336,7 +332,7 @@ func (s *Server) ackPurge(w http.ResponseWriter, r *http.Request, host string) e
 // scheduler's image locality (the registration carries them too).
 func (s *Server) putImages(w http.ResponseWriter, r *http.Request, host string) error {
 	var imgs []api.HostImage
-	if err := decodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
+	if err := hostlink.DecodeBody(w, r, 4<<20, &imgs, "host images"); err != nil {
 		return err
 	}
 	if err := s.Store.SetHostImages(r.Context(), host, imgs); err != nil {
@@ -357,8 +353,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	// Often enough for the agent's watchdog (heartbeatIdle), whatever the TTL.
-	t := time.NewTicker(min(s.LeaseTTL/3, heartbeatIdle/3))
+	// Often enough for the agent's watchdog (hostlink.HeartbeatIdle), whatever the TTL.
+	t := time.NewTicker(min(s.LeaseTTL/3, hostlink.HeartbeatIdle/3))
 	defer t.Stop()
 	for {
 		if _, err := fmt.Fprintf(w, "{\"time\":%q}\n", time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
@@ -387,13 +383,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, host string) error
 	if err != nil {
 		return err
 	}
-	out := InstanceList{Items: []api.Instance{}, Revision: rev}
+	out := hostlink.InstanceList{Items: []api.Instance{}, Revision: rev}
 	for _, in := range insts {
 		if in.Status.Host == host {
 			out.Items = append(out.Items, in)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	hostlink.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -413,7 +409,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, sb *sub) error {
 			if !ok {
 				return nil
 			}
-			if enc.Encode(ev) != nil {
+			if enc.Encode(wireEvent(ev)) != nil {
 				return nil
 			}
 			// Flush once the burst is written, not per event.
@@ -476,7 +472,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, host string) erro
 		if !nowOn && !wasOn && (exact || seen) {
 			continue
 		}
-		if enc.Encode(ev) != nil || rc.Flush() != nil {
+		if enc.Encode(wireEvent(ev)) != nil || rc.Flush() != nil {
 			return nil
 		}
 	}
@@ -509,7 +505,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, host string) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *in, Fingerprint: fingerprint(in)})
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.VersionedInstance{Instance: *in, Fingerprint: fingerprint(in)})
 	return nil
 }
 
@@ -519,8 +515,8 @@ var errStale = errors.New("stale")
 // if the instance is still the version the agent read; otherwise Conflict
 // and the agent reads again.
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) error {
-	var sw StatusWrite
-	if err := decodeBody(w, r, 4<<20, &sw, "status"); err != nil {
+	var sw hostlink.StatusWrite
+	if err := hostlink.DecodeBody(w, r, 4<<20, &sw, "status"); err != nil {
 		return err
 	}
 	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
@@ -542,7 +538,7 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request, host string) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, VersionedInstance{Instance: *out, Fingerprint: fingerprint(out)})
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.VersionedInstance{Instance: *out, Fingerprint: fingerprint(out)})
 	return nil
 }
 
@@ -563,11 +559,6 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 	return nil
 }
 
-// putUsageResponse answers a host's usage records.
-type putUsageResponse struct {
-	Refused []store.UsageRefusal `json:"refused"`
-}
-
 // putUsage stores the host's usage records; a record of an instance never
 // placed on the host is refused.
 func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) error {
@@ -579,10 +570,7 @@ func (s *Server) putUsage(w http.ResponseWriter, r *http.Request, host string) e
 	if err != nil {
 		return err
 	}
-	if refused == nil {
-		refused = []store.UsageRefusal{}
-	}
-	writeJSON(w, http.StatusOK, putUsageResponse{Refused: refused})
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.PutUsageResponse{Refused: wireRefusals(refused)})
 	return nil
 }
 
@@ -599,6 +587,6 @@ func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string
 	if q == nil {
 		q = &api.Quota{}
 	}
-	writeJSON(w, http.StatusOK, q)
+	hostlink.WriteJSON(w, http.StatusOK, q)
 	return nil
 }

@@ -1,11 +1,14 @@
-package hostlink
+// Package agentside is the agent's end of the host link (agent -> control
+// plane): Link registers the host, holds its lease, follows the instances
+// placed on it and the network view, and writes their status back. It is
+// what the agent runs against in place of the store (agent.Store,
+// agent.UsageSink, agent.Purges), in the host contract's types.
+package agentside
 
 import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,160 +17,17 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/pki"
-	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/hostlink"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
-
-// Credentials are an agent's certificate and the cluster CA.
-type Credentials struct {
-	Cert tls.Certificate
-	CA   *x509.Certificate
-}
-
-// Pool returns a cert pool with the cluster CA.
-func (c *Credentials) Pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(c.CA)
-	return p
-}
-
-// ClientTLS is the agent's configuration for calling the server.
-func (c *Credentials) ClientTLS() *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{c.Cert}, RootCAs: c.Pool(), MinVersion: tls.VersionTLS12}
-}
-
-// Files of an agent's data dir.
-const (
-	certFile = "agent.crt"
-	keyFile  = "agent.key"
-	caFile   = "ca.crt"
-)
-
-// Join returns the agent's credentials from dataDir, or, on first start,
-// gets them from the server at serverURL with the join token: the server's
-// certificate chain must contain the CA whose hash the token carries
-// (nothing is trusted before that), then the token's secret buys a
-// certificate for name, signed from a CSR whose key never leaves dataDir.
-// sans are the names and IPs of the agent's host API. serverURL may list
-// several replicas, comma-separated; they are tried in turn.
-func Join(ctx context.Context, serverURL, token, dataDir, name string, sans []string) (*Credentials, error) {
-	var err error
-	for _, u := range splitURLs(serverURL) {
-		var c *Credentials
-		if c, err = join(ctx, u, token, dataDir, name, sans); err == nil || !errors.Is(err, errdefs.ErrUnavailable) {
-			return c, err
-		}
-	}
-	return nil, err
-}
-
-// splitURLs splits a comma-separated list of server URLs.
-func splitURLs(s string) []string {
-	var out []string
-	for _, u := range strings.Split(s, ",") {
-		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
-func join(ctx context.Context, serverURL, token, dataDir, name string, sans []string) (*Credentials, error) {
-	if c, err := loadCredentials(dataDir, name); err == nil {
-		return c, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	tok, err := pki.ParseToken(token)
-	if err != nil {
-		return nil, err
-	}
-	csr, keyPEM, err := pki.NewCSR(name, sans)
-	if err != nil {
-		return nil, err
-	}
-	var pinned *x509.Certificate
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// The CA is not known yet: the connection is verified against the
-		// CA the token pins, below, instead of the system roots.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			for _, c := range cs.PeerCertificates {
-				if c.IsCA && pki.CertHash(c) == tok.CAHash {
-					pinned = c
-				}
-			}
-			if pinned == nil || len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("the server's certificates do not include the CA the join token names (sha256 %s): wrong server or wrong token", tok.CAHash)
-			}
-			roots := x509.NewCertPool()
-			roots.AddCert(pinned)
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots})
-			return err
-		},
-	}
-	body, _ := json.Marshal(JoinRequest{Name: name, Secret: tok.Secret, CSR: csr})
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, serverURL+pathJoin, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("joining %s: %v: %w", serverURL, err, errdefs.ErrUnavailable)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("joining %s: %w", serverURL, readError(resp))
-	}
-	var jr JoinResponse
-	if err := json.NewDecoder(resp.Body).Decode(&jr); err != nil {
-		return nil, fmt.Errorf("joining %s: %w", serverURL, err)
-	}
-	if ca, err := pki.ParseCert(jr.CA); err != nil || pki.CertHash(ca) != tok.CAHash {
-		return nil, fmt.Errorf("joining %s: the server answered with another CA than the token names", serverURL)
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	for f, b := range map[string][]byte{keyFile: keyPEM, certFile: jr.Cert, caFile: jr.CA} {
-		if err := pki.WriteFile(filepath.Join(dataDir, f), b); err != nil {
-			return nil, err
-		}
-	}
-	return loadCredentials(dataDir, name)
-}
-
-func loadCredentials(dataDir, name string) (*Credentials, error) {
-	caPEM, err := os.ReadFile(filepath.Join(dataDir, caFile))
-	if err != nil {
-		return nil, err
-	}
-	ca, err := pki.ParseCert(caPEM)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", caFile, err)
-	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, certFile), filepath.Join(dataDir, keyFile))
-	if err != nil {
-		return nil, err
-	}
-	if cert.Leaf.Subject.CommonName != name {
-		return nil, fmt.Errorf("%s is host %q's certificate, not %q's: use another --data-dir or the same --host-name: %w",
-			filepath.Join(dataDir, certFile), cert.Leaf.Subject.CommonName, name, errdefs.ErrInvalidArgument)
-	}
-	return &Credentials{Cert: cert, CA: ca}, nil
-}
 
 // Link is the agent's end: a remote implementation of the store the agent
 // (internal/agent) runs against, and the registration and heartbeat of
@@ -184,7 +44,7 @@ type Link struct {
 	Prepare func(ctx context.Context) error
 	// Registered, if set, receives the server's answer to each
 	// registration. Set before Run.
-	Registered func(RegisterResponse)
+	Registered func(hostlink.RegisterResponse)
 }
 
 // LinkOption configures a Link.
@@ -202,7 +62,7 @@ func WithDialer(d func(ctx context.Context, network, addr string) (net.Conn, err
 // (dial error, broken stream) the link moves to the next. The link speaks
 // HTTP/2 when the server does, so that its heartbeat, stream and writes
 // share one connection, and pings it, so that a hung server is noticed.
-func NewLink(serverURL, host string, creds *Credentials, log *slog.Logger, opts ...LinkOption) *Link {
+func NewLink(serverURL, host string, creds *join.Credentials, log *slog.Logger, opts ...LinkOption) *Link {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -212,7 +72,7 @@ func NewLink(serverURL, host string, creds *Credentials, log *slog.Logger, opts 
 	for _, o := range opts {
 		o(tr)
 	}
-	return &Link{urls: splitURLs(serverURL), host: host, hc: &http.Client{Transport: tr}, log: log.With("component", "hostlink")}
+	return &Link{urls: hostlink.SplitURLs(serverURL), host: host, hc: &http.Client{Transport: tr}, log: log.With("component", "hostlink")}
 }
 
 // server returns the replica in use and its index.
@@ -231,7 +91,7 @@ func (l *Link) failed(i int64) {
 }
 
 func (l *Link) hostURL(base, rest string) string {
-	return base + pathHost + url.PathEscape(l.host) + rest
+	return base + hostlink.PathHost + url.PathEscape(l.host) + rest
 }
 
 func (l *Link) do(ctx context.Context, method, rest string, in, out any) error {
@@ -259,7 +119,7 @@ func (l *Link) do(ctx context.Context, method, rest string, in, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	if out == nil {
 		return nil
@@ -294,25 +154,28 @@ func (l *Link) ReportImages(ctx context.Context, imgs []api.HostImage) error {
 
 // Purges implements agent.Purges: the purges this host has not carried
 // out yet.
-func (l *Link) Purges(ctx context.Context) ([]store.Purge, error) {
-	var ps []store.Purge
+func (l *Link) Purges(ctx context.Context) ([]hostcontract.Purge, error) {
+	var ps []hostlink.Purge
 	err := l.do(ctx, http.MethodGet, "/purges", nil, &ps)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		// A server older than purges has no such route, and none to give:
 		// an agent upgraded first still registers.
 		return nil, nil
 	}
-	return ps, err
+	if err != nil {
+		return nil, err
+	}
+	out := make([]hostcontract.Purge, len(ps))
+	for i, p := range ps {
+		out[i] = p.ForHost()
+	}
+	return out, nil
 }
 
 // AckPurge implements agent.Purges.
-func (l *Link) AckPurge(ctx context.Context, p store.Purge) error {
-	return l.do(ctx, http.MethodPut, "/purges", p, nil)
+func (l *Link) AckPurge(ctx context.Context, p hostcontract.Purge) error {
+	return l.do(ctx, http.MethodPut, "/purges", hostlink.PurgeFromHost(p), nil)
 }
-
-// heartbeatIdle is how long a silent heartbeat stream is trusted; the
-// server writes more often.
-const heartbeatIdle = 10 * time.Second
 
 func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 	if l.Prepare != nil {
@@ -320,7 +183,7 @@ func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 			return fmt.Errorf("preparing to register: %w", err)
 		}
 	}
-	var reg RegisterResponse
+	var reg hostlink.RegisterResponse
 	if err := l.do(ctx, http.MethodPost, "/register", h, &reg); err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
@@ -341,14 +204,14 @@ func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	l.log.Info("host registered; holding its lease", "host", h.Name, "server", base)
-	watchdog := time.AfterFunc(heartbeatIdle, cancel)
+	watchdog := time.AfterFunc(hostlink.HeartbeatIdle, cancel)
 	defer watchdog.Stop()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		watchdog.Reset(heartbeatIdle)
+		watchdog.Reset(hostlink.HeartbeatIdle)
 	}
 	// The replica ended the stream or went silent (or the agent stops).
 	l.failed(idx)
@@ -361,7 +224,7 @@ func (l *Link) heartbeatOnce(ctx context.Context, h api.Host) error {
 // ListAllInstances implements agent.Store: the instances placed on this
 // host.
 func (l *Link) ListAllInstances(ctx context.Context) ([]api.Instance, int64, error) {
-	var out InstanceList
+	var out hostlink.InstanceList
 	if err := l.do(ctx, http.MethodGet, "/instances", nil, &out); err != nil {
 		return nil, 0, err
 	}
@@ -370,8 +233,8 @@ func (l *Link) ListAllInstances(ctx context.Context) ([]api.Instance, int64, err
 
 // WatchAllInstances implements agent.Store. The stream is re-opened from
 // the last revision seen whenever it breaks, until ctx ends.
-func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan store.InstanceEvent {
-	ch := make(chan store.InstanceEvent, 64)
+func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan hostcontract.InstanceEvent {
+	ch := make(chan hostcontract.InstanceEvent, 64)
 	go func() {
 		defer close(ch)
 		rev := fromRevision
@@ -390,7 +253,7 @@ func (l *Link) WatchAllInstances(ctx context.Context, fromRevision int64) <-chan
 	return ch
 }
 
-func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- store.InstanceEvent) error {
+func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- hostcontract.InstanceEvent) error {
 	base, idx := l.server()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.hostURL(base, "/watch?rev="+strconv.FormatInt(*rev, 10)), nil)
 	if err != nil {
@@ -403,14 +266,15 @@ func (l *Link) watchOnce(ctx context.Context, rev *int64, ch chan<- store.Instan
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return readError(resp)
+		return hostlink.ReadError(resp)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var ev store.InstanceEvent
-		if err := dec.Decode(&ev); err != nil {
+		var line hostlink.WatchEvent
+		if err := dec.Decode(&line); err != nil {
 			return err
 		}
+		ev := line.ForHost()
 		if ev.Revision > *rev {
 			*rev = ev.Revision
 		}
@@ -437,7 +301,7 @@ func (l *Link) GetInstance(ctx context.Context, name string) (*api.Instance, err
 	if err != nil {
 		return nil, err
 	}
-	var vi VersionedInstance
+	var vi hostlink.VersionedInstance
 	if err := l.do(ctx, http.MethodGet, u, nil, &vi); err != nil {
 		return nil, err
 	}
@@ -454,7 +318,7 @@ func (l *Link) UpdateInstance(ctx context.Context, name string, fn func(*api.Ins
 		return nil, err
 	}
 	for {
-		var vi VersionedInstance
+		var vi hostlink.VersionedInstance
 		if err := l.do(ctx, http.MethodGet, u, nil, &vi); err != nil {
 			return nil, err
 		}
@@ -462,8 +326,8 @@ func (l *Link) UpdateInstance(ctx context.Context, name string, fn func(*api.Ins
 		if err := fn(&in); err != nil {
 			return nil, err
 		}
-		var out VersionedInstance
-		err := l.do(ctx, http.MethodPut, u, StatusWrite{UID: vi.Instance.UID, Fingerprint: vi.Fingerprint, Status: in.Status}, &out)
+		var out hostlink.VersionedInstance
+		err := l.do(ctx, http.MethodPut, u, hostlink.StatusWrite{UID: vi.Instance.UID, Fingerprint: vi.Fingerprint, Status: in.Status}, &out)
 		if errors.Is(err, errdefs.ErrConflict) {
 			continue
 		}
@@ -485,15 +349,15 @@ func (l *Link) DeleteInstance(ctx context.Context, name string) error {
 
 // PutUsage sends the host's usage records (agent.UsageSink); the server
 // answers which it refused for good.
-func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error) {
+func (l *Link) PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]hostcontract.UsageRefusal, error) {
 	if host != l.host {
 		return nil, fmt.Errorf("usage of host %q sent over the link of %q: %w", host, l.host, errdefs.ErrInvalidArgument)
 	}
-	var out putUsageResponse
+	var out hostlink.PutUsageResponse
 	if err := l.do(ctx, http.MethodPut, "/usage", recs, &out); err != nil {
 		return nil, err
 	}
-	return out.Refused, nil
+	return hostlink.RefusalsForHost(out.Refused), nil
 }
 
 // TenantQuota implements agent.Store: the quota of a tenant with

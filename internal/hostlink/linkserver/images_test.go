@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 )
 
 // A host's image report reaches its record in the store; an oversized one
@@ -14,7 +15,7 @@ import (
 func TestReportImages(t *testing.T) {
 	st, c := realCluster(t)
 	// Joined first: the shared join token takes only names never used.
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	if err := st.RegisterHost(t.Context(), &api.Host{Name: "h1", RuntimeClasses: []string{"runc"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestReportImages(t *testing.T) {
 		t.Fatalf("images after an empty report = %+v", h.Images)
 	}
 
-	l2 := NewLink(c.url, "h2", c.join(t, "h2"), nil)
+	l2 := agentside.NewLink(c.url, "h2", c.join(t, "h2"), nil)
 	if err := l2.ReportImages(t.Context(), want); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("ReportImages of an unregistered host = %v, want not found", err)
 	}

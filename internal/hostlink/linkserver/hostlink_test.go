@@ -1,4 +1,4 @@
-package hostlink
+package linkserver
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostlink/agentside"
+	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -110,9 +112,9 @@ func newCluster(t *testing.T, st Store) *cluster {
 	return &cluster{ca: ca, token: s.Token, url: ts.URL}
 }
 
-func (c *cluster) join(t *testing.T, name string) *Credentials {
+func (c *cluster) join(t *testing.T, name string) *join.Credentials {
 	t.Helper()
-	creds, err := Join(context.Background(), c.url, c.token.String(), t.TempDir(), name, []string{"127.0.0.1"})
+	creds, err := join.Join(context.Background(), c.url, c.token.String(), t.TempDir(), name, []string{"127.0.0.1"})
 	if err != nil {
 		t.Fatalf("join %s: %v", name, err)
 	}
@@ -129,7 +131,7 @@ func TestJoinAndList(t *testing.T) {
 	if cn, org := creds.Cert.Leaf.Subject.CommonName, creds.Cert.Leaf.Subject.Organization; cn != "h1" || len(org) != 1 || org[0] != pki.Agents {
 		t.Fatalf("certificate subject = %q %v, want h1 [%s]", cn, org, pki.Agents)
 	}
-	l := NewLink(c.url, "h1", creds, nil)
+	l := agentside.NewLink(c.url, "h1", creds, nil)
 	insts, rev, err := l.ListAllInstances(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +154,7 @@ func TestPurgesOverTheLink(t *testing.T) {
 		"h2": {{Tenant: "z", Generation: 8}},
 	}}
 	c := newCluster(t, st)
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	ps, err := l.Purges(t.Context())
 	if err != nil || len(ps) != 2 || ps[0].Tenant != "b" || ps[1].Image != "kanga.test/x:v1" {
 		t.Fatalf("Purges = %+v, %v; want h1's two", ps, err)
@@ -181,7 +183,7 @@ func TestTenantQuota(t *testing.T) {
 	ten := int64(10)
 	st := &fakeStore{quotas: map[string]*api.Quota{"a": {Instances: &ten, CPU: "50%"}}}
 	c := newCluster(t, st)
-	l := NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
 	q, err := l.TenantQuota(context.Background(), "a")
 	if err != nil || q == nil || q.CPU != "50%" || *q.Instances != 10 {
 		t.Fatalf("TenantQuota(a) = %+v, %v", q, err)
@@ -227,7 +229,7 @@ func TestRefusals(t *testing.T) {
 
 	t.Run("wrong join token", func(t *testing.T) {
 		bad := pki.Token{CAHash: c.token.CAHash, Secret: "not-the-secret"}
-		_, err := Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
+		_, err := join.Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
 		if !errors.Is(err, errdefs.ErrUnauthenticated) {
 			t.Fatalf("join with a wrong secret: %v, want Unauthenticated", err)
 		}
@@ -236,7 +238,7 @@ func TestRefusals(t *testing.T) {
 		other, _, _ := pki.NewCA("other")
 		oc, _ := pki.ParseCert(other)
 		bad := pki.Token{CAHash: pki.CertHash(oc), Secret: c.token.Secret}
-		_, err := Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
+		_, err := join.Join(context.Background(), c.url, bad.String(), t.TempDir(), "h3", nil)
 		if err == nil || !strings.Contains(err.Error(), "CA") {
 			t.Fatalf("join pinning another CA: %v, want a refusal naming the CA", err)
 		}
@@ -254,39 +256,12 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("saved credentials of another host", func(t *testing.T) {
 		dir := t.TempDir()
-		if _, err := Join(context.Background(), c.url, c.token.String(), dir, "h4", nil); err != nil {
+		if _, err := join.Join(context.Background(), c.url, c.token.String(), dir, "h4", nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Join(context.Background(), c.url, c.token.String(), dir, "h5", nil)
-		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), filepath.Base(certFile)) {
-			t.Fatalf("reusing h4's data dir as h5: %v, want InvalidArgument naming %s", err, certFile)
+		_, err := join.Join(context.Background(), c.url, c.token.String(), dir, "h5", nil)
+		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), filepath.Base(join.CertFile)) {
+			t.Fatalf("reusing h4's data dir as h5: %v, want InvalidArgument naming %s", err, join.CertFile)
 		}
 	})
-}
-
-func TestHostAPIRefusesAgents(t *testing.T) {
-	st := &fakeStore{}
-	c := newCluster(t, st)
-	agentCreds := c.join(t, "h1")
-	ts := httptest.NewUnstartedServer(HostAPIHandler(nil, st, nil))
-	ts.TLS = HostAPITLS(agentCreds)
-	ts.StartTLS()
-	defer ts.Close()
-	// Another agent's certificate (CA-signed, but not a server's).
-	h2 := c.join(t, "h2")
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h2.ClientTLS()}}
-	resp, err := hc.Get(ts.URL + "/v1/images")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("agent calling a host API: status %d, want 403", resp.StatusCode)
-	}
-	// No certificate at all: the handshake fails.
-	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool()}}}
-	if resp, err := anon.Get(ts.URL + "/v1/images"); err == nil {
-		resp.Body.Close()
-		t.Fatalf("host API without a client certificate: status %d, want the handshake refused", resp.StatusCode)
-	}
 }
