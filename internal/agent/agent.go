@@ -13,7 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,10 +24,10 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
@@ -68,7 +68,7 @@ type Config struct {
 	DataDir  string
 	Store    Store
 	Client   *containerd.Client
-	Classes  map[string]runtime.Class
+	Classes  map[string]containerdrt.Class
 	Images   *image.Service
 	Network  Network
 	Logger   *slog.Logger
@@ -185,7 +185,7 @@ func New(cfg Config) *Agent {
 func (a *Agent) logDir(uid string) string { return filepath.Join(a.cfg.DataDir, "logs", uid) }
 
 func (a *Agent) ns(ctx context.Context) context.Context {
-	return namespaces.WithNamespace(ctx, runtime.Namespace)
+	return namespaces.WithNamespace(ctx, containerdrt.Namespace)
 }
 
 // Run reconciles until ctx ends: it first adopts what a previous run left
@@ -464,7 +464,7 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements server.Host.
 func (a *Agent) Capacity() server.Capacity {
-	return server.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
+	return server.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
 }
 
 // memTotal reads the host's memory from /proc/meminfo.

@@ -11,7 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -542,7 +542,7 @@ func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
 func setHostname(pid uint32, name string) error {
 	errc := make(chan error, 1)
 	go func() {
-		goruntime.LockOSThread()
+		runtime.LockOSThread()
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
 		if err != nil {
 			errc <- err

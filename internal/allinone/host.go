@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 )
@@ -68,7 +68,7 @@ type Host struct {
 	actx      context.Context
 	stopAgent context.CancelFunc
 	agentDone chan error
-	ctrd      *runtime.Daemon
+	ctrd      *containerdrt.Daemon
 	netw      *network.Manager
 	log       *slog.Logger
 }
@@ -95,7 +95,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 			return nil, err
 		}
 	}
-	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
+	ctrd := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting containerd: %w", err)
 	}
@@ -129,7 +129,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,
 		Client:      ctrd.Client(),
-		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Classes:     containerdrt.Classes(filepath.Join(dataDir, "containerd")),
 		Images:      images,
 		Network:     netw,
 		Pool:        warm,
