@@ -28,6 +28,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
@@ -117,7 +118,7 @@ type Agent struct {
 	histories  histories     // SLA samples of running instances
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
-	warm       *pool.Warm    // nil when warm containers are off
+	warm       *warm.Pool    // nil when warm containers are off
 	warmInit   string        // the holder binary
 	meter      *meter
 
@@ -173,8 +174,8 @@ func New(cfg Config) *Agent {
 			if _, ok := cfg.Classes[class]; !ok {
 				class = "runc"
 			}
-			a.warm = pool.NewWarm(pool.WarmConfig{
-				Maker: a, Policy: w.Policy, Total: w.Total, DefaultClass: class, Logger: cfg.Logger,
+			a.warm = warm.New(warm.Config{
+				Maker: warmMaker{a}, Policy: w.Policy, Total: w.Total, DefaultClass: class, Logger: cfg.Logger,
 				StatusFile: filepath.Join(cfg.DataDir, "warm.json"),
 			})
 		}
@@ -430,7 +431,7 @@ func (a *Agent) cleanupCgroups(known, knownNet map[string]bool) {
 	for _, h := range []string{"memory", "unified"} {
 		ents, _ := os.ReadDir(filepath.Join(cgroupV1Root, h, a.cgRoot))
 		for _, e := range ents {
-			if e.IsDir() && strings.HasPrefix(e.Name(), pool.WarmPrefix) && !keep(e.Name()) {
+			if e.IsDir() && strings.HasPrefix(e.Name(), warm.Prefix) && !keep(e.Name()) {
 				removeCgroup(a.legacyCgroup(e.Name()))
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -897,7 +898,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	}
 	r.a.netIDs.Delete(r.uid)
 	r.a.removeCgroupNamed(r.uid)
-	if strings.HasPrefix(netID, pool.WarmPrefix) {
+	if strings.HasPrefix(netID, warm.Prefix) {
 		r.a.removeCgroupNamed(netID) // the claimed warm container's
 		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}

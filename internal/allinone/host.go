@@ -10,6 +10,7 @@ import (
 
 	"github.com/kanga-run/kanga/internal/agent"
 	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
@@ -31,10 +32,10 @@ type HostConfig struct {
 	Bridge string
 	Subnet string
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
-	Pool pool.Policy
+	Pool fill.Policy
 	// Warm sizes the warm containers per (tenant, image, runtime class);
 	// Max 0 turns them off. WarmTotal caps them across keys.
-	Warm      pool.Policy
+	Warm      fill.Policy
 	WarmTotal int
 	// InsecureRegistries: see Options.
 	InsecureRegistries []string
