@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // BusyFor is how long after a take the host counts as busy starting
@@ -75,12 +77,9 @@ func (f Filler) Run(ctx context.Context, next func() func(context.Context), stat
 // WriteStatusFile replaces path with b atomically, so a reader never sees
 // half a status.
 func WriteStatusFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	// Not fsynced: a report for operators, written again at every change.
+	return atomicfile.WriteNoSync(path, append(b, '\n'), 0o644)
 }

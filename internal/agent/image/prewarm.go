@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // Prewarm makes tenant's image ready for a burst of starts: pulled if the
