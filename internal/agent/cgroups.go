@@ -31,6 +31,10 @@ const cfsPeriod = 100000
 // cgroupResources turns an instance's spec into the limits of its
 // cgroup. cores are the dedicated cores it holds (none for shared).
 func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.LinuxResources, error) {
+	r, err := model.ParseResources(res)
+	if err != nil {
+		return nil, err
+	}
 	lr := &specs.LinuxResources{}
 	switch {
 	case len(cores) > 0:
@@ -39,27 +43,15 @@ func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.
 		// and a dedicated instance is promised never to be throttled.
 		shares := uint64(dedicatedShares)
 		lr.CPU = &specs.LinuxCPU{Cpus: formatCPUList(cores), Shares: &shares}
-	case res.CPU != "" || res.CPULimit != "":
+	case r.CPUQuotaMilli() > 0:
 		// The cap, else the reservation: a shared instance never uses
 		// more than either.
-		q := res.CPULimit
-		if q == "" {
-			q = res.CPU
-		}
-		milli, err := model.ParseCPU(q)
-		if err != nil {
-			return nil, err
-		}
 		period := uint64(cfsPeriod)
-		quota := milli * int64(period) / 1000
+		quota := r.CPUQuotaMilli() * int64(period) / 1000
 		lr.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
-	if res.Memory != "" {
-		b, err := model.ParseMemory(res.Memory)
-		if err != nil {
-			return nil, err
-		}
-		lr.Memory = &specs.LinuxMemory{Limit: &b}
+	if r.Memory > 0 {
+		lr.Memory = &specs.LinuxMemory{Limit: &r.Memory}
 	}
 	if res.Pids > 0 {
 		lr.Pids = &specs.LinuxPids{Limit: res.Pids}
@@ -91,19 +83,16 @@ func blockIOLimits(res api.Resources, disk *blockDevice) (*specs.LinuxBlockIO, e
 	dev := func(rate uint64) []specs.LinuxThrottleDevice {
 		return []specs.LinuxThrottleDevice{{LinuxBlockIODevice: specs.LinuxBlockIODevice{Major: disk.major, Minor: disk.minor}, Rate: rate}}
 	}
+	r, err := model.ParseResources(res)
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range []struct {
-		quantity string
-		into     *[]specs.LinuxThrottleDevice
-	}{{res.DiskReadBPS, &bio.ThrottleReadBpsDevice}, {res.DiskWriteBPS, &bio.ThrottleWriteBpsDevice}} {
-		if t.quantity == "" {
-			continue
-		}
-		b, err := model.ParseMemory(t.quantity)
-		if err != nil {
-			return nil, err
-		}
-		if b > 0 {
-			*t.into = dev(uint64(b))
+		bps  int64
+		into *[]specs.LinuxThrottleDevice
+	}{{r.DiskReadBPS, &bio.ThrottleReadBpsDevice}, {r.DiskWriteBPS, &bio.ThrottleWriteBpsDevice}} {
+		if t.bps > 0 {
+			*t.into = dev(uint64(t.bps))
 		}
 	}
 	if res.DiskReadIOPS > 0 {

@@ -61,17 +61,11 @@ func dedicatedCores(res api.Resources) (int, error) {
 	if res.CPUPolicy != cpuPolicyDedicated {
 		return 0, nil
 	}
-	if res.CPU == "" {
-		return 1, nil
-	}
-	milli, err := model.ParseCPU(res.CPU)
+	r, err := model.ParseResources(res)
 	if err != nil {
 		return 0, err
 	}
-	if milli%1000 != 0 {
-		return 0, fmt.Errorf("cpu %q: a dedicated instance gets whole cores: %w", res.CPU, errdefs.ErrInvalidArgument)
-	}
-	return int(milli / 1000), nil
+	return r.DedicatedCores, nil
 }
 
 // cpuAllocator hands out whole cores to dedicated instances so that no

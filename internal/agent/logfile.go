@@ -40,10 +40,8 @@ type logLimits struct {
 // for what it leaves out: every log is capped, also that of an instance
 // created without a type, or before logs were capped.
 func logLimitsOf(res api.Resources) logLimits {
-	l := logLimits{size: 0, files: res.LogFiles}
-	if res.LogSize != "" {
-		l.size, _ = model.ParseMemory(res.LogSize)
-	}
+	r, _ := model.ParseResources(res)
+	l := logLimits{size: r.LogSize, files: res.LogFiles}
 	if l.size <= 0 {
 		l.size, _ = model.ParseMemory(model.DefaultLogSize)
 	}

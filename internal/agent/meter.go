@@ -156,15 +156,12 @@ func (m *meter) load() error {
 
 // promised reads the resources an instance was promised.
 func promised(res api.Resources) (cpuMilli, memBytes int64) {
-	if n, err := dedicatedCores(res); err == nil && n > 0 {
-		cpuMilli = int64(n) * 1000
-	} else if res.CPU != "" {
-		cpuMilli, _ = model.ParseCPU(res.CPU)
+	// Lenient: what does not parse (no validated spec) is not promised.
+	r, _ := model.ParseResources(res)
+	if r.DedicatedCores > 0 {
+		return int64(r.DedicatedCores) * 1000, r.Memory
 	}
-	if res.Memory != "" {
-		memBytes, _ = model.ParseMemory(res.Memory)
-	}
-	return cpuMilli, memBytes
+	return r.MilliCPU, r.Memory
 }
 
 // begin starts metering an instance whose containers run since

@@ -182,19 +182,11 @@ func ports(spec api.InstanceSpec) []network.Port {
 
 // netLimits are the bandwidth limits of the spec; unset is unlimited.
 func netLimits(res api.Resources) (network.Limits, error) {
-	var l network.Limits
-	var err error
-	if res.IngressBandwidth != "" {
-		if l.IngressBPS, err = model.ParseBandwidth(res.IngressBandwidth); err != nil {
-			return l, err
-		}
+	r, err := model.ParseResources(res)
+	if err != nil {
+		return network.Limits{}, err
 	}
-	if res.EgressBandwidth != "" {
-		if l.EgressBPS, err = model.ParseBandwidth(res.EgressBandwidth); err != nil {
-			return l, err
-		}
-	}
-	return l, nil
+	return network.Limits{IngressBPS: r.IngressBPS, EgressBPS: r.EgressBPS}, nil
 }
 
 // run is the lifecycle. It returns when the instance is deleted, or when

@@ -58,6 +58,8 @@ func intervals(samples []sample) []interval {
 func evaluateSLA(res api.Resources, samples []sample) []api.SLAItem {
 	items := []api.SLAItem{}
 	ivs := intervals(samples)
+	// Lenient: what does not parse (no validated spec) is not promised.
+	r, _ := model.ParseResources(res)
 	if item, ok := cpuItem(res, samples, ivs); ok {
 		items = append(items, item)
 	}
@@ -69,45 +71,33 @@ func evaluateSLA(res api.Resources, samples []sample) []api.SLAItem {
 	}
 	for _, d := range []struct {
 		resource string
-		quantity string
 		count    int64
 		counter  func(*sample) uint64
 		unit     func(float64) string
 	}{
-		{"disk-read-bps", res.DiskReadBPS, 0, func(s *sample) uint64 { return s.DiskReadBytes }, bytesRate},
-		{"disk-write-bps", res.DiskWriteBPS, 0, func(s *sample) uint64 { return s.DiskWriteBytes }, bytesRate},
-		{"disk-read-iops", "", res.DiskReadIOPS, func(s *sample) uint64 { return s.DiskReadOps }, opsRate},
-		{"disk-write-iops", "", res.DiskWriteIOPS, func(s *sample) uint64 { return s.DiskWriteOps }, opsRate},
+		{"disk-read-bps", r.DiskReadBPS, func(s *sample) uint64 { return s.DiskReadBytes }, bytesRate},
+		{"disk-write-bps", r.DiskWriteBPS, func(s *sample) uint64 { return s.DiskWriteBytes }, bytesRate},
+		{"disk-read-iops", r.DiskReadIOPS, func(s *sample) uint64 { return s.DiskReadOps }, opsRate},
+		{"disk-write-iops", r.DiskWriteIOPS, func(s *sample) uint64 { return s.DiskWriteOps }, opsRate},
 	} {
 		promise := float64(d.count)
-		if d.quantity != "" {
-			b, err := model.ParseMemory(d.quantity)
-			if err != nil {
-				continue
-			}
-			promise = float64(b)
-		}
 		if promise > 0 {
 			items = append(items, diskItem(d.resource, promise, ivs, d.counter, d.unit))
 		}
 	}
 	for _, b := range []struct {
 		resource  string
-		quantity  string
+		bps       int64
 		bytes     func(*sample) uint64
 		overlimit func(*sample) uint64
 	}{
-		{"ingress-bandwidth", res.IngressBandwidth, func(s *sample) uint64 { return s.NetRxBytes }, func(s *sample) uint64 { return s.IngressOverlimits }},
-		{"egress-bandwidth", res.EgressBandwidth, func(s *sample) uint64 { return s.NetTxBytes }, func(s *sample) uint64 { return s.EgressOverlimits }},
+		{"ingress-bandwidth", r.IngressBPS, func(s *sample) uint64 { return s.NetRxBytes }, func(s *sample) uint64 { return s.IngressOverlimits }},
+		{"egress-bandwidth", r.EgressBPS, func(s *sample) uint64 { return s.NetTxBytes }, func(s *sample) uint64 { return s.EgressOverlimits }},
 	} {
-		if b.quantity == "" {
+		if b.bps <= 0 {
 			continue
 		}
-		bps, err := model.ParseBandwidth(b.quantity)
-		if err != nil || bps <= 0 {
-			continue
-		}
-		items = append(items, bandwidthItem(b.resource, float64(bps), ivs, b.bytes, b.overlimit))
+		items = append(items, bandwidthItem(b.resource, float64(b.bps), ivs, b.bytes, b.overlimit))
 	}
 	return items
 }
@@ -123,14 +113,11 @@ func cpuItem(res api.Resources, samples []sample, ivs []interval) (api.SLAItem, 
 	if n, err := dedicatedCores(res); err == nil && n > 0 {
 		return dedicatedCPUItem(n, samples, ivs), true
 	}
-	if res.CPU == "" {
+	r, _ := model.ParseResources(res)
+	if r.MilliCPU <= 0 {
 		return api.SLAItem{}, false
 	}
-	milli, err := model.ParseCPU(res.CPU)
-	if err != nil {
-		return api.SLAItem{}, false
-	}
-	promise := float64(milli) / 1000
+	promise := float64(r.MilliCPU) / 1000
 	item := api.SLAItem{Resource: "cpu", Promised: fmt.Sprintf("%.2f CPU", promise), Kept: true}
 	if len(ivs) == 0 {
 		item.Delivered = notEnough
@@ -207,11 +194,9 @@ func dedicatedCPUItem(n int, samples []sample, ivs []interval) api.SLAItem {
 // memoryItem: the limit holds, and an OOM kill is only kept within the
 // promise when the instance itself reached its limit.
 func memoryItem(res api.Resources, samples []sample) (api.SLAItem, bool) {
-	if res.Memory == "" {
-		return api.SLAItem{}, false
-	}
-	limit, err := model.ParseMemory(res.Memory)
-	if err != nil || limit <= 0 {
+	r, _ := model.ParseResources(res)
+	limit := r.Memory
+	if limit <= 0 {
 		return api.SLAItem{}, false
 	}
 	item := api.SLAItem{Resource: "memory", Promised: bytesSize(float64(limit)), Kept: true}

@@ -79,18 +79,11 @@ func (a *Agent) placeCgroup(inst *api.Instance) {
 // ownCPUQuota is the cfs quota (µs per cfsPeriod) res asks for: its CPU
 // cap, else its reservation; -1 for none.
 func ownCPUQuota(res api.Resources) int64 {
-	q := res.CPULimit
-	if q == "" {
-		q = res.CPU
-	}
-	if q == "" {
+	r, err := model.ParseResources(res)
+	if err != nil || r.CPUQuotaMilli() == 0 {
 		return -1
 	}
-	m, err := model.ParseCPU(q)
-	if err != nil {
-		return -1
-	}
-	return m * cfsPeriod / 1000
+	return r.CPUQuotaMilli() * cfsPeriod / 1000
 }
 
 // clampQuota is quota held under the cap parent (-1 is none).

@@ -27,40 +27,20 @@ type demand struct {
 // demandOf computes an instance's demand from its (validated) spec.
 func demandOf(spec *api.InstanceSpec) (demand, error) {
 	d := demand{res: scheduler.Resources{Instances: 1}}
-	r := spec.Resources
-	if r.CPU != "" {
-		m, err := model.ParseCPU(r.CPU)
-		if err != nil {
-			return d, err
-		}
-		d.res.MilliCPU = m
+	r, err := model.ParseResources(spec.Resources)
+	if err != nil {
+		return d, err
 	}
-	if r.CPUPolicy == "dedicated" {
-		if d.res.MilliCPU == 0 {
-			d.res.MilliCPU = 1000
-		}
-		d.dedicated = int(d.res.MilliCPU / 1000)
+	d.res.MilliCPU = r.MilliCPU
+	if r.DedicatedCores > 0 {
+		d.res.MilliCPU = int64(r.DedicatedCores) * 1000
+		d.dedicated = r.DedicatedCores
 	}
-	if r.Memory != "" {
-		b, err := model.ParseMemory(r.Memory)
-		if err != nil {
-			return d, err
-		}
-		d.res.Memory = b
-	}
+	d.res.Memory = r.Memory
 	d.res.Pids = r.Pids
 	// Bandwidth is promised per direction on a full-duplex link: the
 	// larger direction is what the host must have.
-	for _, q := range []string{r.IngressBandwidth, r.EgressBandwidth} {
-		if q == "" {
-			continue
-		}
-		bps, err := model.ParseBandwidth(q)
-		if err != nil {
-			return d, err
-		}
-		d.res.BandwidthBPS = max(d.res.BandwidthBPS, bps)
-	}
+	d.res.BandwidthBPS = max(r.IngressBPS, r.EgressBPS)
 	return d, nil
 }
 

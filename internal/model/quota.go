@@ -25,14 +25,9 @@ const DefaultQuota = "instances=100,cpu=50%,memory=50%,ports=20"
 // reserves (a CPU cap alone reserves nothing), its published ports.
 // Volumes and devices count once instances can have them.
 func QuotaCharge(spec *api.InstanceSpec) api.QuotaAmounts {
-	c := api.QuotaAmounts{Instances: 1, Ports: int64(len(spec.Ports))}
-	if spec.Resources.CPU != "" {
-		c.MilliCPU, _ = ParseCPU(spec.Resources.CPU)
-	}
-	if spec.Resources.Memory != "" {
-		c.MemoryBytes, _ = ParseMemory(spec.Resources.Memory)
-	}
-	return c
+	// A field that does not parse (no validated spec has one) charges 0.
+	r, _ := ParseResources(spec.Resources)
+	return api.QuotaAmounts{Instances: 1, Ports: int64(len(spec.Ports)), MilliCPU: r.MilliCPU, MemoryBytes: r.Memory}
 }
 
 // Add returns a+b field by field.

@@ -179,31 +179,20 @@ func Validate(spec *api.InstanceSpec) error {
 		errs = append(errs, err)
 	}
 	res := &spec.Resources
-	errs = append(errs, validateLimits(res)...)
-	if res.CPU != "" {
-		if _, err := ParseCPU(res.CPU); err != nil {
-			errs = append(errs, fmt.Errorf("spec.resources.cpu: %w", err))
-		}
-	}
-	switch res.CPUPolicy {
-	case "", "shared":
-	case "dedicated":
-		if m, err := ParseCPU(res.CPU); res.CPU == "" || (err == nil && m%1000 != 0) {
-			errs = append(errs, invalid("spec.resources.cpu %q: a dedicated cpu policy needs a whole number of cores, e.g. --cpu 1", res.CPU))
-		}
-	default:
-		errs = append(errs, invalid("spec.resources.cpuPolicy %q is not shared or dedicated", res.CPUPolicy))
+	parsed, parseErrs, bad := parseResources(*res)
+	errs = append(errs, parseErrs...)
+	errs = append(errs, validateLimits(res, parsed, bad)...)
+	if res.CPUPolicy == CPUPolicyDedicated && res.CPU == "" {
+		errs = append(errs, invalid("spec.resources.cpu %q: a dedicated cpu policy needs a whole number of cores, e.g. --cpu 1", res.CPU))
 	}
 	if res.Pids < 0 || (res.Pids > 0 && res.Pids < 4) {
 		errs = append(errs, invalid("spec.resources.pids %d: give at least 4 processes (or 0 for no limit)", res.Pids))
 	}
-	for _, f := range []struct{ name, v string }{{"diskReadBps", res.DiskReadBPS}, {"diskWriteBps", res.DiskWriteBPS}} {
-		if f.v == "" {
-			continue
-		}
-		if b, err := ParseMemory(f.v); err != nil {
-			errs = append(errs, fmt.Errorf("spec.resources.%s: %w", f.name, err))
-		} else if b < 4096 {
+	for _, f := range []struct {
+		name, v string
+		b       int64
+	}{{"diskReadBps", res.DiskReadBPS, parsed.DiskReadBPS}, {"diskWriteBps", res.DiskWriteBPS, parsed.DiskWriteBPS}} {
+		if f.v != "" && !bad[f.name] && f.b < 4096 {
 			errs = append(errs, invalid("spec.resources.%s %q is below 4Ki per second", f.name, f.v))
 		}
 	}
@@ -215,20 +204,8 @@ func Validate(spec *api.InstanceSpec) error {
 			errs = append(errs, invalid("spec.resources.%s %d: give at least 10 operations per second (or 0 for no limit)", f.name, f.v))
 		}
 	}
-	for _, f := range []struct{ name, v string }{{"ingressBandwidth", res.IngressBandwidth}, {"egressBandwidth", res.EgressBandwidth}} {
-		if f.v == "" {
-			continue
-		}
-		if _, err := ParseBandwidth(f.v); err != nil {
-			errs = append(errs, fmt.Errorf("spec.resources.%s: %w", f.name, err))
-		}
-	}
-	if spec.Resources.Memory != "" {
-		if m, err := ParseMemory(spec.Resources.Memory); err != nil {
-			errs = append(errs, fmt.Errorf("spec.resources.memory: %w", err))
-		} else if m < MinMemory {
-			errs = append(errs, invalid("spec.resources.memory %q is below the minimum of 6Mi", spec.Resources.Memory))
-		}
+	if res.Memory != "" && !bad["memory"] && parsed.Memory < MinMemory {
+		errs = append(errs, invalid("spec.resources.memory %q is below the minimum of 6Mi", res.Memory))
 	}
 	switch spec.RestartPolicy {
 	case api.RestartNever, api.RestartOnFailure, api.RestartAlways:
@@ -334,28 +311,20 @@ func validateArgs(f string, command, args []string) []error {
 	return errs
 }
 
-// validateLimits checks the CPU cap and log caps of res.
-func validateLimits(res *api.Resources) []error {
+// validateLimits checks the CPU cap and log caps of res, parsed; bad
+// names the fields that did not parse.
+func validateLimits(res *api.Resources, parsed Resources, bad map[string]bool) []error {
 	var errs []error
-	if res.CPULimit != "" {
-		lim, err := ParseCPU(res.CPULimit)
+	if res.CPULimit != "" && !bad["cpuLimit"] {
 		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("spec.resources.cpuLimit: %w", err))
-		case res.CPUPolicy == "dedicated":
+		case res.CPUPolicy == CPUPolicyDedicated:
 			errs = append(errs, invalid("spec.resources.cpuLimit %q: a dedicated instance has its cores to itself; leave cpuLimit out", res.CPULimit))
-		case res.CPU != "":
-			if m, err := ParseCPU(res.CPU); err == nil && lim < m {
-				errs = append(errs, invalid("spec.resources.cpuLimit %q is below spec.resources.cpu %q: the cap must be at least what the instance reserves", res.CPULimit, res.CPU))
-			}
+		case res.CPU != "" && !bad["cpu"] && parsed.MilliCPULimit < parsed.MilliCPU:
+			errs = append(errs, invalid("spec.resources.cpuLimit %q is below spec.resources.cpu %q: the cap must be at least what the instance reserves", res.CPULimit, res.CPU))
 		}
 	}
-	if res.LogSize != "" {
-		if b, err := ParseMemory(res.LogSize); err != nil {
-			errs = append(errs, fmt.Errorf("spec.resources.logSize: %w", err))
-		} else if b < MinLogSize || b > MaxLogSize {
-			errs = append(errs, invalid("spec.resources.logSize %q is not between 64Ki and 100Mi", res.LogSize))
-		}
+	if res.LogSize != "" && !bad["logSize"] && (parsed.LogSize < MinLogSize || parsed.LogSize > MaxLogSize) {
+		errs = append(errs, invalid("spec.resources.logSize %q is not between 64Ki and 100Mi", res.LogSize))
 	}
 	if res.LogFiles < 0 || res.LogFiles > MaxLogFiles {
 		errs = append(errs, invalid("spec.resources.logFiles %d is not between 1 and %d (0 for the default of %d)", res.LogFiles, MaxLogFiles, DefaultLogFiles))

@@ -240,17 +240,15 @@ func (s *Server) listTypes(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) checkFits(spec *api.InstanceSpec) error {
 	c := s.largest()
 	res := spec.Resources
-	if res.CPU != "" && c.CPUs > 0 {
-		if m, err := model.ParseCPU(res.CPU); err == nil && m > int64(c.CPUs)*1000 {
-			return fmt.Errorf("spec.resources.cpu %s is more than any host has (the largest has %d cores): ask for at most %d: %w",
-				res.CPU, c.CPUs, c.CPUs, errdefs.ErrInvalidArgument)
-		}
+	// The spec is validated: what it sets parses.
+	r, _ := model.ParseResources(res)
+	if c.CPUs > 0 && r.MilliCPU > int64(c.CPUs)*1000 {
+		return fmt.Errorf("spec.resources.cpu %s is more than any host has (the largest has %d cores): ask for at most %d: %w",
+			res.CPU, c.CPUs, c.CPUs, errdefs.ErrInvalidArgument)
 	}
-	if res.Memory != "" && c.Memory > 0 {
-		if b, err := model.ParseMemory(res.Memory); err == nil && b > c.Memory {
-			return fmt.Errorf("spec.resources.memory %s is more than any host has (the largest has %d MiB): %w",
-				res.Memory, c.Memory>>20, errdefs.ErrInvalidArgument)
-		}
+	if c.Memory > 0 && r.Memory > c.Memory {
+		return fmt.Errorf("spec.resources.memory %s is more than any host has (the largest has %d MiB): %w",
+			res.Memory, c.Memory>>20, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
