@@ -25,7 +25,7 @@ bin/kanga up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG
 cleanup() {
 	bin/kanga down --data-dir "$DATA" --purge || true
 	# The gvisor class leaves runsc's empty network namespace bind-mounted
-	# under the data dir (see internal/agent/runtime/class.go); rm -rf
+	# under the data dir (see internal/agent/containerdrt/class.go); rm -rf
 	# fails on it while it is mounted.
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
 		umount "$m" || true

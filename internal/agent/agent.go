@@ -13,7 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,10 +25,11 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -66,7 +67,7 @@ type Config struct {
 	DataDir  string
 	Store    Store
 	Client   *containerd.Client
-	Classes  map[string]runtime.Class
+	Classes  map[string]containerdrt.Class
 	Images   *image.Service
 	Network  Network
 	Logger   *slog.Logger
@@ -115,7 +116,7 @@ type Agent struct {
 	histories  histories     // SLA samples of running instances
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
-	warm       *pool.Warm    // nil when warm containers are off
+	warm       *warm.Pool    // nil when warm containers are off
 	warmInit   string        // the holder binary
 	meter      *meter
 
@@ -171,8 +172,8 @@ func New(cfg Config) *Agent {
 			if _, ok := cfg.Classes[class]; !ok {
 				class = "runc"
 			}
-			a.warm = pool.NewWarm(pool.WarmConfig{
-				Maker: a, Policy: w.Policy, Total: w.Total, DefaultClass: class, Logger: cfg.Logger,
+			a.warm = warm.New(warm.Config{
+				Maker: warmMaker{a}, Policy: w.Policy, Total: w.Total, DefaultClass: class, Logger: cfg.Logger,
 				StatusFile: filepath.Join(cfg.DataDir, "warm.json"),
 			})
 		}
@@ -183,7 +184,7 @@ func New(cfg Config) *Agent {
 func (a *Agent) logDir(uid string) string { return filepath.Join(a.cfg.DataDir, "logs", uid) }
 
 func (a *Agent) ns(ctx context.Context) context.Context {
-	return namespaces.WithNamespace(ctx, runtime.Namespace)
+	return namespaces.WithNamespace(ctx, containerdrt.Namespace)
 }
 
 // Run reconciles until ctx ends: it first adopts what a previous run left
@@ -428,7 +429,7 @@ func (a *Agent) cleanupCgroups(known, knownNet map[string]bool) {
 	for _, h := range []string{"memory", "unified"} {
 		ents, _ := os.ReadDir(filepath.Join(cgroupV1Root, h, a.cgRoot))
 		for _, e := range ents {
-			if e.IsDir() && strings.HasPrefix(e.Name(), pool.WarmPrefix) && !keep(e.Name()) {
+			if e.IsDir() && strings.HasPrefix(e.Name(), warm.Prefix) && !keep(e.Name()) {
 				removeCgroup(a.legacyCgroup(e.Name()))
 			}
 		}
@@ -462,7 +463,7 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements hostcontract.Host.
 func (a *Agent) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: goruntime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
+	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
 }
 
 // memTotal reads the host's memory from /proc/meminfo.

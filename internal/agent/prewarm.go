@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/containerd/containerd/containers"
@@ -18,32 +17,19 @@ import (
 var _ hostcontract.ImagePrewarmer = (*Agent)(nil)
 
 // PrewarmImage makes the tenant's image ready for a burst of starts on
-// this host: pulled if the tenant does not have it yet (an imported image
-// must be there already), unpacked, its layers and config resolved into
-// the per-digest caches, and the spec its config makes remembered (which
-// needs a look into its /etc/group), so that the first start of the burst
-// costs what the others do; and the warm pool fills to its maximum for a
-// while (pool.Expect), so the burst finds network sandboxes ready. pulled
-// tells whether it was fetched now.
+// this host: the image service pulls, unpacks and resolves it
+// (image.Service.Prewarm), and the agent remembers the spec its config
+// makes (which needs a look into its /etc/group), so that the first start
+// of the burst costs what the others do; and the pools fill to their
+// maximum for a while (Expect), so the burst finds network sandboxes and
+// warm containers ready. pulled tells whether it was fetched now.
 func (a *Agent) PrewarmImage(ctx context.Context, ref string) (api.Image, bool, error) {
 	t, err := tenantOf(ctx)
 	if err != nil {
 		return api.Image{}, false, err
 	}
 	ctx = a.ns(ctx)
-	pulled := false
-	if _, err := a.cfg.Images.Get(ctx, t, ref); errors.Is(err, errdefs.ErrNotFound) {
-		if _, err := a.cfg.Images.Pull(ctx, t, ref, nil); err != nil {
-			return api.Image{}, false, err
-		}
-		pulled = true
-	} else if err != nil {
-		return api.Image{}, false, err
-	}
-	if err := a.cfg.Images.Unpack(ctx, t, ref); err != nil {
-		return api.Image{}, false, err
-	}
-	res, err := a.cfg.Images.Warm(ctx, t, ref)
+	res, pulled, err := a.cfg.Images.Prewarm(ctx, t, ref)
 	if err != nil {
 		return api.Image{}, false, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -297,113 +298,12 @@ func (r *runner) meterRunEnd(ctx context.Context) {
 	}
 }
 
-// start prepares the sandbox and starts or adopts every container.
-func (r *runner) start(ctx context.Context, inst *api.Instance) error {
-	prof := newStartProfile(inst.CreatedAt)
-	r.prof = prof
-	defer func() { r.prof = nil }()
-	if inst.Status.Phase == api.PhasePending {
-		r.publishAsync(ctx, api.PhaseCreating)
-	}
-	prof.step("creating-status")
-	if w := r.takeWarm(r.tctx(ctx), inst); w != nil {
-		c := r.ctrs[0]
-		if err := r.claimWarm(ctx, inst, c, w); err != nil {
-			r.log.Warn("claiming a warm container failed; starting the usual way", "err", err)
-		} else {
-			prof.step("warm-claim")
-			r.publish(ctx, "")
-			prof.step("running-status")
-			r.log.Info("instance started", append(prof.attrs(), "warm", w.id)...)
-			if err := r.finishClaim(r.tctx(ctx), inst, c); err != nil {
-				r.log.Warn("recording the spec of the claimed warm container failed; retried before a restart", "err", err)
-			}
-			return nil
-		}
-	}
-	limits, err := netLimits(inst.Spec.Resources)
-	if err != nil {
-		return err
-	}
-	att, err := r.attach(ctx, inst, limits)
-	if err != nil {
-		return fmt.Errorf("setting up the network sandbox: %w", err)
-	}
-	// Before any process runs in it: a pooled sandbox, a fresh one and one
-	// an earlier agent set up all get the tenant's rules here.
-	if err := r.a.cfg.Network.Assign(ctx, r.a.netID(r.uid), r.tenant); err != nil {
-		return fmt.Errorf("applying the tenant's network rules: %w", err)
-	}
-	if err := setNetnsSysctls(att.NetNS); err != nil {
-		return fmt.Errorf("setting up the network sandbox: %w", err)
-	}
-	r.ip = att.IP
-	r.att = att
-	prof.step("network")
-	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
-		return fmt.Errorf("creating the instance cgroup: %w", err)
-	}
-	prof.step("cgroup")
-	if err := writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP); err != nil {
-		return err
-	}
-	prof.step("files")
-	nctx := r.tctx(ctx)
-	for _, c := range r.ctrs {
-		if err := r.ensureContainer(nctx, inst, att.NetNS, c); err != nil {
-			return fmt.Errorf("container %s: %w", c.spec.Name, err)
-		}
-	}
-	prof.step("containers-rest")
-	for _, c := range r.ctrs {
-		if err := r.adoptOrStart(nctx, inst, c); err != nil {
-			return fmt.Errorf("container %s: %w", c.spec.Name, err)
-		}
-	}
-	prof.step("tasks-rest")
-	r.publish(ctx, "")
-	prof.step("running-status")
-	r.log.Info("instance started", prof.attrs()...)
-	return nil
-}
-
-// attach gives the instance its network: the attachment it already has
-// (after an agent restart), a ready one from the pool, or a new one set up
-// under its own id.
-func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.Limits) (*network.Attachment, error) {
-	nw := r.a.cfg.Network
-	if id := r.a.readNetID(r.uid); id != "" {
-		// A pooled sandbox recorded as ours: Setup returns it as it is.
-		r.a.netIDs.Store(r.uid, id)
-		return nw.Setup(ctx, id, ports(inst.Spec), limits)
-	}
-	if p := r.a.cfg.Pool; p != nil && poolable(inst.Spec, limits) {
-		if sb, ok := p.Take(r.tenant); ok {
-			// Recorded before use, so that teardown (by this agent or the
-			// next) destroys this sandbox; if the agent dies before the
-			// record exists, the orphan cleanup destroys it as unclaimed.
-			if err := r.a.writeNetID(r.uid, sb.ID); err != nil {
-				r.log.Warn("recording the pooled sandbox failed; setting up a new one", "sandbox", sb.ID, "err", err)
-				if err := nw.Teardown(ctx, sb.ID, nil); err != nil {
-					r.log.Warn("destroying the pooled sandbox failed", "sandbox", sb.ID, "err", err)
-				}
-			} else {
-				r.a.netIDs.Store(r.uid, sb.ID)
-				r.log.Debug("using a pooled network sandbox", "sandbox", sb.ID, "ip", sb.IP)
-				att := sb.Attachment
-				return &att, nil
-			}
-		}
-	}
-	r.a.netIDs.Store(r.uid, r.uid)
-	return nw.Setup(ctx, r.uid, ports(inst.Spec), limits)
-}
-
 // adoptOrStart attaches to a task a previous agent left running, or starts
 // one. It never starts a second task for a container that has one running.
-func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) error {
+// started tells whether it started one (which a failed start undoes).
+func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) (started bool, err error) {
 	if c.fresh {
-		return r.startTask(ctx, c)
+		return true, r.startTask(ctx, c)
 	}
 	// A running task's output goes on into the log from where the shim
 	// kept it waiting.
@@ -412,7 +312,7 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 	if err == nil {
 		st, err := task.Status(ctx)
 		if err != nil {
-			return fmt.Errorf("reading task status: %w", err)
+			return false, fmt.Errorf("reading task status: %w", err)
 		}
 		switch st.Status {
 		case containerd.Running, containerd.Paused, containerd.Pausing:
@@ -421,13 +321,13 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 				// process: start the container over with its real spec.
 				r.log.Info("a claim of a warm container was cut short; starting the container anew", "container", c.spec.Name)
 				c.task = task
-				return r.startTask(ctx, c)
+				return true, r.startTask(ctx, c)
 			}
 			c.task = task
 			c.generation++
 			statusC, err := task.Wait(ctx)
 			if err != nil {
-				return err
+				return false, err
 			}
 			go r.waitTask(ctx, c.spec.Name, c.generation, task, statusC)
 			c.status.State = api.ContainerRunning
@@ -435,17 +335,17 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 			c.status.Reason = ""
 			r.log.Info("adopted running container", "container", c.spec.Name, "pid", task.Pid())
 			r.adopted = true
-			return nil
+			return false, nil
 		case containerd.Stopped:
 			// It ended while nobody watched; account for it like any exit.
 			r.adopted = true
 			c.task = task
 			c.generation++
 			r.exits <- exit{container: c.spec.Name, generation: c.generation, code: int(st.ExitStatus), at: st.ExitTime}
-			return nil
+			return false, nil
 		}
 	} else if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("loading task: %w", err)
+		return false, fmt.Errorf("loading task: %w", err)
 	}
 	if c.status.State == api.ContainerTerminated {
 		code := -1
@@ -453,11 +353,11 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) e
 			code = *c.status.ExitCode
 		}
 		if inst.StopRequested || !model.WillRestart(inst.Spec.RestartPolicy, code) {
-			return nil // finished for good before the agent restarted
+			return false, nil // finished for good before the agent restarted
 		}
-		return r.restartTask(ctx, c)
+		return true, r.restartTask(ctx, c)
 	}
-	return r.startTask(ctx, c)
+	return true, r.startTask(ctx, c)
 }
 
 func (r *runner) startTask(ctx context.Context, c *ctr) error {
@@ -990,7 +890,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	}
 	r.a.netIDs.Delete(r.uid)
 	r.a.removeCgroupNamed(r.uid)
-	if strings.HasPrefix(netID, pool.WarmPrefix) {
+	if strings.HasPrefix(netID, warm.Prefix) {
 		r.a.removeCgroupNamed(netID) // the claimed warm container's
 		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}

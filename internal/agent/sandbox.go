@@ -25,7 +25,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
-	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
@@ -50,7 +50,7 @@ func containerID(uid, name string) string { return uid + "-" + name }
 // runtime (runc's and crun's state) knows the container by its cgroup
 // path, and exec, pause and delete fail once it is renamed.
 func (a *Agent) cgName(uid string) string {
-	if id := a.netID(uid); strings.HasPrefix(id, pool.WarmPrefix) {
+	if id := a.netID(uid); strings.HasPrefix(id, warm.Prefix) {
 		return id
 	}
 	return uid
@@ -59,7 +59,7 @@ func (a *Agent) cgName(uid string) string {
 // leafName names the cgroup of container name under its instance's:
 // "warm" for a claimed warm container.
 func (a *Agent) leafName(uid, name string) string {
-	if strings.HasPrefix(a.ctrID(uid, name), pool.WarmPrefix) {
+	if strings.HasPrefix(a.ctrID(uid, name), warm.Prefix) {
 		return "warm"
 	}
 	return name

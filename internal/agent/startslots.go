@@ -2,7 +2,7 @@ package agent
 
 import (
 	"context"
-	goruntime "runtime"
+	"runtime"
 
 	"github.com/kanga-run/kanga/api"
 )
@@ -17,7 +17,7 @@ type startSlots chan struct{}
 
 func newStartSlots(n int) startSlots {
 	if n <= 0 {
-		n = api.DefaultStartSlots(goruntime.NumCPU())
+		n = api.DefaultStartSlots(runtime.NumCPU())
 	}
 	return make(startSlots, n)
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,7 +206,7 @@ func (a *Agent) tenantUse(t string) (milliCPU, memory int64, n int) {
 
 // capsFor turns tenant t's quota into its cgroup's limits on this host.
 func (a *Agent) capsFor(q *api.Quota, t string) tenantCaps {
-	hostMilli, hostMem := int64(goruntime.NumCPU())*1000, memTotal()
+	hostMilli, hostMem := int64(runtime.NumCPU())*1000, memTotal()
 	usedMilli, usedMem, n := a.tenantUse(t)
 	caps := tenantCaps{cpuQuota: -1, memory: -1, shares: uint64(1024 * max(n, 1))}
 	caps.shares = min(caps.shares, 262144)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,7 +78,7 @@ func TestTenantCgroup(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cgroupV1Root, "cpu", "cpu.cfs_quota_us")); err != nil {
 		t.Skip("requires the cgroup v1 cpu controller")
 	}
-	if goruntime.NumCPU() < 2 {
+	if runtime.NumCPU() < 2 {
 		t.Skip("requires 2 cores")
 	}
 	root := fmt.Sprintf("/kanga-test-%d", os.Getpid())
@@ -91,7 +91,7 @@ func TestTenantCgroup(t *testing.T) {
 	a := New(Config{HostName: "h", Network: nopNet{}, Store: qs, CgroupRoot: root})
 	ctx := context.Background()
 	inst := &api.Instance{Name: "web", Tenant: "t1", UID: "u1", Status: api.InstanceStatus{Phase: api.PhasePending},
-		Spec: api.InstanceSpec{Resources: api.Resources{CPULimit: fmt.Sprint(goruntime.NumCPU()), Memory: "64Mi"}}}
+		Spec: api.InstanceSpec{Resources: api.Resources{CPULimit: fmt.Sprint(runtime.NumCPU()), Memory: "64Mi"}}}
 	r := newRunner(a, inst)
 	a.mu.Lock()
 	a.runners[inst.UID] = r
@@ -106,7 +106,7 @@ func TestTenantCgroup(t *testing.T) {
 	if got := a.instanceCgroup("u1"); got != tc+"/u1" {
 		t.Fatalf("instance cgroup %s, want it under %s", got, tc)
 	}
-	half := int64(goruntime.NumCPU()) * cfsPeriod / 2
+	half := int64(runtime.NumCPU()) * cfsPeriod / 2
 	if q := readCg(t, "cpu", tc, "cpu.cfs_quota_us"); q != half {
 		t.Fatalf("tenant cpu quota %d, want half the host: %d", q, half)
 	}
@@ -142,7 +142,7 @@ func TestTenantCgroup(t *testing.T) {
 	if q := readCg(t, "cpu", tc, "cpu.cfs_quota_us"); q != -1 {
 		t.Fatalf("tenant cpu quota %d without a quota, want -1", q)
 	}
-	if q := readCg(t, "cpu", tc+"/u1", "cpu.cfs_quota_us"); q != int64(goruntime.NumCPU())*cfsPeriod {
+	if q := readCg(t, "cpu", tc+"/u1", "cpu.cfs_quota_us"); q != int64(runtime.NumCPU())*cfsPeriod {
 		t.Fatalf("instance cpu quota %d without a tenant cap, want its own", q)
 	}
 

@@ -11,7 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -24,9 +24,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
-	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/agent/warm/holder"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -72,14 +73,14 @@ var warmClasses = map[string]bool{"runc": true, "crun": true}
 type WarmOptions struct {
 	// InitPath is the holder binary (bin/kanga-init).
 	InitPath string
-	Policy   pool.Policy // per key; see pool.Warm
+	Policy   fill.Policy // per key; see warm.Pool
 	Total    int
 }
 
 // warmCtr is a ready warm container.
 type warmCtr struct {
 	id    string
-	key   pool.WarmKey
+	key   warm.Key
 	img   image.Resolved
 	att   *network.Attachment
 	c     containerd.Container
@@ -128,12 +129,24 @@ func findInit(path string) (string, error) {
 func newWarmID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return pool.WarmPrefix + hex.EncodeToString(b)
+	return warm.Prefix + hex.EncodeToString(b)
 }
 
-// MakeWarm implements pool.WarmMaker: it creates and starts a warm
-// container for key and waits until its holder reports ready.
-func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
+// warmMaker makes the agent's warm containers for its warm.Pool.
+type warmMaker struct{ a *Agent }
+
+func (m warmMaker) Make(ctx context.Context, key warm.Key) (any, error) {
+	w, err := m.a.makeWarm(ctx, key)
+	if err != nil {
+		return nil, err // not a typed nil in an interface
+	}
+	return w, nil
+}
+func (m warmMaker) Destroy(ctx context.Context, w any) { m.a.destroyWarm(ctx, w.(*warmCtr)) }
+
+// makeWarm creates and starts a warm container for key and waits until
+// its holder reports ready.
+func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 	class, ok := a.cfg.Classes[key.Class]
 	if !ok || !warmClasses[key.Class] {
 		return nil, fmt.Errorf("runtime class %q is not held warm", key.Class)
@@ -142,7 +155,7 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	done := false
 	defer func() {
 		if !done {
-			a.DestroyWarm(context.WithoutCancel(ctx), w)
+			a.destroyWarm(context.WithoutCancel(ctx), w)
 		}
 	}()
 	nctx := tenant.WithName(a.ns(ctx), key.Tenant)
@@ -192,7 +205,7 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	}
 	// Under the tenant's cgroup from the start: the warm container keeps
 	// its cgroup when an instance claims it. The hold ends with
-	// DestroyWarm, or with the claim (the instance's runner holds it then).
+	// destroyWarm, or with the claim (the instance's runner holds it then).
 	a.holdTenant(key.Tenant)
 	w.held = true
 	if _, err := a.applyTenantCgroup(ctx, key.Tenant); err != nil {
@@ -263,10 +276,9 @@ func (a *Agent) MakeWarm(ctx context.Context, key pool.WarmKey) (any, error) {
 	return w, nil
 }
 
-// DestroyWarm implements pool.WarmMaker: it removes a warm container that
-// was never claimed, with everything made for it.
-func (a *Agent) DestroyWarm(ctx context.Context, v any) {
-	w := v.(*warmCtr)
+// destroyWarm removes a warm container that was never claimed (or whose
+// claim failed), with everything made for it.
+func (a *Agent) destroyWarm(ctx context.Context, w *warmCtr) {
 	nctx := tenant.WithName(a.ns(ctx), w.key.Tenant)
 	if w.stdin != nil {
 		w.stdin.Close()
@@ -322,14 +334,14 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if err != nil {
 		return nil // the usual path reports it
 	}
-	v, ok := r.a.warm.Take(pool.WarmKey{Tenant: r.tenant, Image: img.Name, Class: inst.Spec.Runtime})
+	v, ok := r.a.warm.Take(warm.Key{Tenant: r.tenant, Image: img.Name, Class: inst.Spec.Runtime})
 	if !ok {
 		return nil
 	}
 	w := v.(*warmCtr)
 	if w.img.Digest != img.Digest {
 		// The name points at another image now: this one serves nobody.
-		go r.a.DestroyWarm(context.WithoutCancel(ctx), w)
+		go r.a.destroyWarm(context.WithoutCancel(ctx), w)
 		return nil
 	}
 	w.img = img
@@ -531,7 +543,7 @@ func (r *runner) finishClaim(ctx context.Context, inst *api.Instance, c *ctr) er
 // claim had moved its parts.
 func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
 	ctx = context.WithoutCancel(ctx)
-	r.a.DestroyWarm(ctx, w)
+	r.a.destroyWarm(ctx, w)
 	r.a.netIDs.Delete(r.uid)
 	r.a.removeFiles(r.uid)
 }
@@ -542,7 +554,7 @@ func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
 func setHostname(pid uint32, name string) error {
 	errc := make(chan error, 1)
 	go func() {
-		goruntime.LockOSThread()
+		runtime.LockOSThread()
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
 		if err != nil {
 			errc <- err

@@ -24,8 +24,8 @@ import (
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
@@ -55,9 +55,9 @@ type Options struct {
 	Version   string
 	// Pool sizes the warm pool of network sandboxes (see package pool);
 	// Max 0 turns it off.
-	Pool pool.Policy
-	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
-	Warm      pool.Policy
+	Pool fill.Policy
+	// Warm sizes the warm containers (see warm.Pool); Max 0 turns them off.
+	Warm      fill.Policy
 	WarmTotal int
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
 	CgroupRoot string

@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/internal/agent"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
 )
@@ -31,10 +32,10 @@ type HostConfig struct {
 	Bridge string
 	Subnet string
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
-	Pool pool.Policy
+	Pool fill.Policy
 	// Warm sizes the warm containers per (tenant, image, runtime class);
 	// Max 0 turns them off. WarmTotal caps them across keys.
-	Warm      pool.Policy
+	Warm      fill.Policy
 	WarmTotal int
 	// InsecureRegistries: see Options.
 	InsecureRegistries []string
@@ -68,7 +69,7 @@ type Host struct {
 	actx      context.Context
 	stopAgent context.CancelFunc
 	agentDone chan error
-	ctrd      *runtime.Daemon
+	ctrd      *containerdrt.Daemon
 	netw      *network.Manager
 	log       *slog.Logger
 }
@@ -95,7 +96,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 			return nil, err
 		}
 	}
-	ctrd := runtime.NewDaemon(runtime.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
+	ctrd := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: filepath.Join(dataDir, "containerd"), Logger: log})
 	if err := ctrd.Start(ctx); err != nil {
 		return nil, fmt.Errorf("starting containerd: %w", err)
 	}
@@ -129,7 +130,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,
 		Client:      ctrd.Client(),
-		Classes:     runtime.Classes(filepath.Join(dataDir, "containerd")),
+		Classes:     containerdrt.Classes(filepath.Join(dataDir, "containerd")),
 		Images:      images,
 		Network:     netw,
 		Pool:        warm,

@@ -11,7 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/internal/agent"
-	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/fill"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/daemon"
 )
 
@@ -68,12 +69,12 @@ exec, stats, images) on --listen.`,
 	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
 	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) that pulls may reach although it is on a loopback, link-local, private or this host's own address, spoken to over HTTPS without verification or plain HTTP; repeat for more. Nothing is allowed by default")
 	f.BoolVar(&o.Isolation, "network-isolation", true, networkIsolationUsage)
-	f.IntVar(&o.Pool.Min, "pool-min", pool.DefaultMin, "network sandboxes kept ready even when idle")
-	f.IntVar(&o.Pool.Max, "pool-max", pool.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
-	f.DurationVar(&o.Pool.Window, "pool-window", pool.DefaultWindow, "how far back the pool counts creates to size itself")
+	f.IntVar(&o.Pool.Min, "pool-min", fill.DefaultMin, "network sandboxes kept ready even when idle")
+	f.IntVar(&o.Pool.Max, "pool-max", fill.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
+	f.DurationVar(&o.Pool.Window, "pool-window", fill.DefaultWindow, "how far back the pool counts creates to size itself")
 	f.IntVar(&o.Warm.Max, "warm-max", 0, "warm containers (created and started ahead, see bin/kanga-init) kept per tenant, image and runtime class; 0 turns them off")
-	f.IntVar(&o.Warm.Min, "warm-min", pool.DefaultWarmMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
-	f.IntVar(&o.WarmTotal, "warm-total", pool.DefaultWarmTotal, "most warm containers kept on the host")
+	f.IntVar(&o.Warm.Min, "warm-min", warm.DefaultMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
+	f.IntVar(&o.WarmTotal, "warm-total", warm.DefaultTotal, "most warm containers kept on the host")
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addStartSlotsFlag(f, &o.StartSlots)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/allinone"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
@@ -45,9 +45,9 @@ type AgentOptions struct {
 	// own --insecure-registry) is added when the agent registers.
 	InsecureRegistries []string
 	Isolation          bool
-	Pool               pool.Policy
-	// Warm sizes the warm containers (see pool.Warm); Max 0 turns them off.
-	Warm      pool.Policy
+	Pool               fill.Policy
+	// Warm sizes the warm containers (see warm.Pool); Max 0 turns them off.
+	Warm      fill.Policy
 	WarmTotal int
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
 	CgroupRoot string

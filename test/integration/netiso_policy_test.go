@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 )
 
 // probeOK runs netprobe in the tenant's instance and reports whether
@@ -183,8 +184,8 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 		return false
 	})
 	p.mustAs(tb, "run", "-d", "--runtime", "crun", "--name", "warm", "kanga.test/netprobe")
-	warm := p.runningIPAs(tb, "warm")
-	if !strings.HasPrefix(p.warmOf(warm.UID), pool.WarmPrefix) {
+	claimed := p.runningIPAs(tb, "warm")
+	if !strings.HasPrefix(p.warmOf(claimed.UID), warm.Prefix) {
 		t.Fatalf("warm did not start in a warm container")
 	}
 	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", freePort(t)), "kanga.test/netprobe")
@@ -201,10 +202,10 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 			{ta, "pooled", fresh.Status.IP, true},
 			{ta, "fresh", pooled.Status.IP, true},
 			{tb, "warm", first.Status.IP, true},
-			{tb, "first", warm.Status.IP, true},
+			{tb, "first", claimed.Status.IP, true},
 			{tb, "warm", pooled.Status.IP, false},
 			{tb, "first", fresh.Status.IP, false},
-			{ta, "pooled", warm.Status.IP, false},
+			{ta, "pooled", claimed.Status.IP, false},
 			{ta, "fresh", first.Status.IP, false},
 		} {
 			if got := p.probeOK(c.token, c.from, tcp(c.to)); got != c.want {
@@ -221,7 +222,7 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 	p.eventually("the pool refilled", 90*time.Second, func() bool { return p.poolStatus().Ready == 2 })
 	check("after kill -9 and a restart")
 
-	want := map[string][]string{"rs-a": {fresh.Status.IP, pooled.Status.IP}, "rs-b": {first.Status.IP, warm.Status.IP}}
+	want := map[string][]string{"rs-a": {fresh.Status.IP, pooled.Status.IP}, "rs-b": {first.Status.IP, claimed.Status.IP}}
 	for _, ips := range want {
 		slices.Sort(ips)
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/testenv"
 )
 
@@ -46,8 +46,8 @@ func startWarmPlatform(t *testing.T, upArgs ...string) *platform {
 		append([]string{"--pool-max", "0", "--debug"}, upArgs...)...)
 }
 
-func (p *platform) warmStatus() pool.WarmStatus {
-	var st pool.WarmStatus
+func (p *platform) warmStatus() warm.Status {
+	var st warm.Status
 	b, err := os.ReadFile(filepath.Join(p.dataDir, "agent", "warm.json"))
 	if err == nil {
 		_ = json.Unmarshal(b, &st)
@@ -106,7 +106,7 @@ func (p *platform) warmRun(name string, spec api.InstanceSpec) api.Instance {
 	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() > 0 })
 	p.runSpec(api.CreateInstanceRequest{Name: name, Spec: spec})
 	inst := p.running(name)
-	if !strings.HasPrefix(p.warmOf(inst.UID), pool.WarmPrefix) {
+	if !strings.HasPrefix(p.warmOf(inst.UID), warm.Prefix) {
 		p.t.Fatalf("%s did not start in a warm container", name)
 	}
 	return inst
@@ -286,7 +286,7 @@ func TestWarmCrashLeaksNothing(t *testing.T) {
 	p.eventually("2 warm containers ready", 60*time.Second, func() bool { return p.warmReady() == 2 })
 	var unclaimed []string
 	for _, id := range strings.Fields(p.ctr("containers", "ls", "-q")) {
-		if strings.HasPrefix(id, pool.WarmPrefix) && id != claimed {
+		if strings.HasPrefix(id, warm.Prefix) && id != claimed {
 			unclaimed = append(unclaimed, id)
 		}
 	}
@@ -324,7 +324,7 @@ func TestWarmCrashLeaksNothing(t *testing.T) {
 	// A clean stop destroys the warm containers still ready.
 	var ready []string
 	for _, id := range strings.Fields(p.ctr("containers", "ls", "-q")) {
-		if strings.HasPrefix(id, pool.WarmPrefix) {
+		if strings.HasPrefix(id, warm.Prefix) {
 			ready = append(ready, id)
 		}
 	}
@@ -379,7 +379,7 @@ func TestWarmClaimCutShort(t *testing.T) {
 	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() == 1 })
 	var id, pid string
 	for _, line := range strings.Split(p.ctr("tasks", "ls"), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[0], pool.WarmPrefix) {
+		if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[0], warm.Prefix) {
 			id, pid = f[0], f[1]
 		}
 	}
@@ -451,7 +451,7 @@ func TestWarmTenantPurge(t *testing.T) {
 	p.eventually("the tenant's warm containers", 60*time.Second, func() bool { return count(true) == 2 })
 	var ids []string
 	for _, id := range strings.Fields(p.ctr("containers", "ls", "-q")) {
-		if strings.HasPrefix(id, pool.WarmPrefix) {
+		if strings.HasPrefix(id, warm.Prefix) {
 			ids = append(ids, id)
 		}
 	}

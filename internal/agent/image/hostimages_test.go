@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt/containerdrttest"
 )
 
 // drained reports whether the service signalled a change, and consumes it.
@@ -25,8 +25,8 @@ func TestHostImagesAndChanges(t *testing.T) {
 	if drained(e) {
 		t.Fatal("a new service signals a change")
 	}
-	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
-	docker := runtimetest.BusyboxArchive(t, runtimetest.Docker, dockerRef)
+	oci := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
+	docker := containerdrttest.BusyboxArchive(t, containerdrttest.Docker, dockerRef)
 	e.importArchive(t, "a", oci)
 	e.importArchive(t, "b", oci)
 	e.importArchive(t, "b", docker)

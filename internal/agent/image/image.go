@@ -37,7 +37,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 	"github.com/kanga-run/kanga/internal/model"
 )
 
@@ -564,7 +564,7 @@ func withNamespace(ctx context.Context) context.Context {
 	if _, ok := namespaces.Namespace(ctx); ok {
 		return ctx
 	}
-	return namespaces.WithNamespace(ctx, runtime.Namespace)
+	return namespaces.WithNamespace(ctx, containerdrt.Namespace)
 }
 
 func report(progress func(api.Progress), p api.Progress) {

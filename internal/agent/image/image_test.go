@@ -17,9 +17,9 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt/containerdrttest"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
-	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
 )
 
 const (
@@ -57,13 +57,13 @@ func TestNormalize(t *testing.T) {
 }
 
 type env struct {
-	d   *runtime.Daemon
+	d   *containerdrt.Daemon
 	svc *image.Service
 	ctx context.Context
 }
 
 func newEnv(t *testing.T) env {
-	d := runtimetest.StartDaemon(t)
+	d := containerdrttest.StartDaemon(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return env{d: d, svc: image.New(d.Client(), "overlayfs"), ctx: ctx}
@@ -94,8 +94,8 @@ func names(imgs []api.Image) []string {
 
 func TestImportListGetConfig(t *testing.T) {
 	e := newEnv(t)
-	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
-	docker := runtimetest.BusyboxArchive(t, runtimetest.Docker, dockerRef)
+	oci := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
+	docker := containerdrttest.BusyboxArchive(t, containerdrttest.Docker, dockerRef)
 
 	for _, tc := range []struct{ path, want string }{{oci, ociRef}, {docker, dockerRef}} {
 		imgs, progress := e.importArchive(t, "acme", tc.path)
@@ -144,7 +144,7 @@ func TestImportListGetConfig(t *testing.T) {
 	}
 
 	// The image runs: the default class, spec from the image config.
-	class, ok := runtime.Classes(filepath.Dir(e.d.Address()))[runtime.DefaultClass]
+	class, ok := containerdrt.Classes(filepath.Dir(e.d.Address()))[containerdrt.DefaultClass]
 	if !ok {
 		t.Skip("runc not installed")
 	}
@@ -152,7 +152,7 @@ func TestImportListGetConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, exit := runtimetest.StartTask(e.ctx, t, e.d.Client(), img, class, "run-imported", "sh", "-c", `[ "$(pwd)" = /tmp ] && exit 3`)
+	_, exit := containerdrttest.StartTask(e.ctx, t, e.d.Client(), img, class, "run-imported", "sh", "-c", `[ "$(pwd)" = /tmp ] && exit 3`)
 	if s := <-exit; s.ExitCode() != 3 {
 		t.Fatalf("container exit = %d, %v; want 3", s.ExitCode(), s.Error())
 	}
@@ -160,7 +160,7 @@ func TestImportListGetConfig(t *testing.T) {
 
 func TestTenantScoping(t *testing.T) {
 	e := newEnv(t)
-	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
+	oci := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
 	e.importArchive(t, "a", oci)
 
 	if list, err := e.svc.List(e.ctx, "b"); err != nil || len(list) != 0 {
@@ -192,7 +192,7 @@ func TestTenantScoping(t *testing.T) {
 
 	// Different content under the same name: each tenant keeps its own.
 	aImgs, _ := e.importArchive(t, "a", oci)
-	other := runtimetest.BusyboxArchive(t, runtimetest.Docker, ociRef)
+	other := containerdrttest.BusyboxArchive(t, containerdrttest.Docker, ociRef)
 	bImgs, _ := e.importArchive(t, "b", other)
 	if aImgs[0].Digest == bImgs[0].Digest {
 		t.Fatalf("the two archives have the same content %s; the test needs different content", aImgs[0].Digest)
@@ -229,8 +229,8 @@ func TestTenantScoping(t *testing.T) {
 // tenant shares keeps its record and content for that tenant.
 func TestRemoveTenant(t *testing.T) {
 	e := newEnv(t)
-	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
-	docker := runtimetest.BusyboxArchive(t, runtimetest.Docker, dockerRef)
+	oci := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
+	docker := containerdrttest.BusyboxArchive(t, containerdrttest.Docker, dockerRef)
 	e.importArchive(t, "a", oci)
 	e.importArchive(t, "a", docker)
 	shared, _ := e.importArchive(t, "b", oci)
@@ -288,7 +288,7 @@ func TestErrors(t *testing.T) {
 		}, errdefs.ErrInvalidArgument},
 		{"archive naming only a tag", func() error {
 			path := filepath.Join(t.TempDir(), "tag-only.tar")
-			runtimetest.WriteOCIArchive(t, path, runtimetest.BusyboxImage(t, true), "latest")
+			containerdrttest.WriteOCIArchive(t, path, containerdrttest.BusyboxImage(t, true), "latest")
 			f, err := os.Open(path)
 			if err != nil {
 				return err
@@ -326,7 +326,7 @@ func TestPull(t *testing.T) {
 	e := newEnv(t)
 	registry := startRegistry(t)
 	ref := registry + "/busybox:v1"
-	archive := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
+	archive := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
 	push := exec.CommandContext(e.ctx, "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci-archive:"+archive, "docker://"+ref)
 	if out, err := push.CombinedOutput(); err != nil {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)

@@ -20,9 +20,9 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt/containerdrttest"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
-	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
 )
 
 func TestRecordName(t *testing.T) {
@@ -59,7 +59,7 @@ func TestRecordName(t *testing.T) {
 // Kanga's stay as they are; a second run has nothing to do.
 func TestMigrate(t *testing.T) {
 	e := newEnv(t)
-	imgs, _ := e.importArchive(t, "a", runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef))
+	imgs, _ := e.importArchive(t, "a", containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef))
 	cur, err := e.d.Client().ImageService().Get(e.ctx, image.RecordName("a", ociRef))
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestMigrate(t *testing.T) {
 	if err := e.svc.Remove(e.ctx, "b", ociRef); err != nil {
 		t.Fatal(err)
 	}
-	class, ok := runtime.Classes(filepath.Dir(e.d.Address()))[runtime.DefaultClass]
+	class, ok := containerdrt.Classes(filepath.Dir(e.d.Address()))[containerdrt.DefaultClass]
 	if !ok {
 		t.Skip("runc not installed")
 	}
@@ -120,7 +120,7 @@ func TestMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, exit := runtimetest.StartTask(e.ctx, t, e.d.Client(), img, class, "run-migrated", "sh", "-c", "exit 4")
+	_, exit := containerdrttest.StartTask(e.ctx, t, e.d.Client(), img, class, "run-migrated", "sh", "-c", "exit 4")
 	if s := <-exit; s.ExitCode() != 4 {
 		t.Fatalf("container from the migrated record exit = %d, %v; want 4", s.ExitCode(), s.Error())
 	}
@@ -130,7 +130,7 @@ func TestMigrate(t *testing.T) {
 // content, never another tenant's.
 func TestByDigest(t *testing.T) {
 	e := newEnv(t)
-	oci := runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef)
+	oci := containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef)
 	imgs, _ := e.importArchive(t, "a", oci)
 	byDigest := "kanga.test/busybox@" + imgs[0].Digest
 
@@ -161,7 +161,7 @@ func TestByDigest(t *testing.T) {
 // content by digest without carrying it gets no record of it.
 func TestImportNeedsItsBlobs(t *testing.T) {
 	e := newEnv(t)
-	imgs, _ := e.importArchive(t, "a", runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef))
+	imgs, _ := e.importArchive(t, "a", containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef))
 	cs := e.d.Client().ContentStore()
 	rec, err := e.d.Client().ImageService().Get(e.ctx, image.RecordName("a", ociRef))
 	if err != nil {
@@ -247,7 +247,7 @@ func writeLayout(t *testing.T, target ocispec.Descriptor, blobs map[digest.Diges
 // fakeRegistry stands in for a registry a hostile tenant runs.
 func TestPullNeedsTheRegistrysBlobs(t *testing.T) {
 	e := newEnv(t)
-	e.importArchive(t, "a", runtimetest.BusyboxArchive(t, runtimetest.OCI, ociRef))
+	e.importArchive(t, "a", containerdrttest.BusyboxArchive(t, containerdrttest.OCI, ociRef))
 	rec, err := e.d.Client().ImageService().Get(e.ctx, image.RecordName("a", ociRef))
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@
 // sandboxes unused for a Window, or beyond Max, are destroyed.
 //
 // The filler sets sandboxes up at the lowest CPU priority while starts are
-// under way and the pool has more than one ready (see lowPriority): on a
+// under way and the pool has more than one ready (see fill.LowPriority): on a
 // 2-core host its CNI plugin processes otherwise slow down the starts it
 // prepares for.
 //
@@ -40,6 +40,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
@@ -86,17 +87,13 @@ type Status struct {
 // Config configures a Pool.
 type Config struct {
 	Network Network
-	Policy  Policy
+	Policy  fill.Policy
 	// StatusFile, if set, receives the Status as JSON.
 	StatusFile string
 	Logger     *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
-
-// busyFor is how long after a create the host counts as busy starting
-// instances: about one start's time on a 2-core host.
-const busyFor = 250 * time.Millisecond
 
 // initialRefill is the setup time assumed before one is measured: CNI
 // ADD with bridge, host-local and portmap on this kind of host.
@@ -105,9 +102,9 @@ const initialRefill = 100 * time.Millisecond
 // Pool keeps sandboxes ready. Take is safe for concurrent use; Run must
 // be running for the pool to fill.
 type Pool struct {
-	cfg Config
-	log *slog.Logger
-	filler
+	cfg    Config
+	log    *slog.Logger
+	filler fill.Filler
 
 	mu       sync.Mutex
 	ready    []Sandbox
@@ -140,7 +137,7 @@ func New(cfg Config) *Pool {
 	return &Pool{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "pool"),
-		filler: newFiller(),
+		filler: fill.NewFiller(),
 		refill: initialRefill,
 		target: cfg.Policy.Min,
 	}
@@ -181,7 +178,7 @@ func (p *Pool) Take(tenant string) (Sandbox, bool) {
 		}
 	}
 	p.mu.Unlock()
-	p.poke()
+	p.filler.Poke()
 	return sb, ok
 }
 
@@ -199,7 +196,7 @@ func (p *Pool) Recycle(tenant string, sb Sandbox) bool {
 	}
 	p.recycled = append(p.recycled, recycled{Sandbox: sb, tenant: tenant, at: p.cfg.Now()})
 	p.mu.Unlock()
-	p.poke() // for the status file
+	p.filler.Poke() // for the status file
 	return true
 }
 
@@ -218,7 +215,7 @@ func (p *Pool) Forget(tenant string) {
 	}
 	p.recycled = append(doomed, keep...)
 	p.mu.Unlock()
-	p.poke()
+	p.filler.Poke()
 }
 
 // Expect announces a burst: the pool fills to Policy.Max and stays there
@@ -228,7 +225,7 @@ func (p *Pool) Expect() {
 	p.mu.Lock()
 	p.expect = p.cfg.Now().Add(p.cfg.Policy.Window)
 	p.mu.Unlock()
-	p.poke()
+	p.filler.Poke()
 }
 
 // trimLocked forgets creates older than the window.
@@ -261,7 +258,7 @@ func (p *Pool) statusLocked() Status {
 // sandboxes still ready. At most Policy.Parallel setups or teardowns run
 // at a time, so the filler never crowds out the request path.
 func (p *Pool) Run(ctx context.Context) {
-	p.filler.run(ctx, p.next, p.writeStatus, p.drain)
+	p.filler.Run(ctx, p.next, p.writeStatus, p.drain)
 }
 
 // next picks the next setup or teardown to run, if any is due and a slot
@@ -305,7 +302,7 @@ func (p *Pool) next() func(context.Context) {
 		// priority a busy neighbour would starve the filler); when the
 		// pool is about to run dry, a start would pay the whole network
 		// setup. Either way the refill runs at normal priority.
-		low := len(p.ready) > 1 && now.Before(p.lastTake.Add(busyFor))
+		low := len(p.ready) > 1 && now.Before(p.lastTake.Add(fill.BusyFor))
 		return func(ctx context.Context) { p.fill(ctx, low) }
 	case len(p.ready) > target:
 		// The oldest first: the newest are handed out first (Take pops the
@@ -333,7 +330,7 @@ func (p *Pool) fill(ctx context.Context, low bool) {
 	)
 	setup := func() { att, err = p.cfg.Network.Setup(ctx, id, nil, network.Limits{}) }
 	if low {
-		lowPriority(setup)
+		fill.LowPriority(setup)
 	} else {
 		setup()
 	}
@@ -404,7 +401,7 @@ func (p *Pool) writeStatus() {
 		return
 	}
 	b, _ := json.Marshal(st)
-	if err := writeStatusFile(p.cfg.StatusFile, b); err != nil {
+	if err := fill.WriteStatusFile(p.cfg.StatusFile, b); err != nil {
 		p.log.Debug("writing the pool status failed", "err", err)
 	}
 }

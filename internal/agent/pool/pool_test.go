@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
@@ -123,7 +124,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // startPool runs a pool on fn until the test ends, then checks that
 // stopping it left nothing but the sandboxes handed out.
-func startPool(t *testing.T, fn *fakeNetwork, pol Policy) (*Pool, *fakeClock, map[string]bool) {
+func startPool(t *testing.T, fn *fakeNetwork, pol fill.Policy) (*Pool, *fakeClock, map[string]bool) {
 	t.Helper()
 	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
 	p := New(Config{Network: fn, Policy: pol, Now: clk.Now, StatusFile: t.TempDir() + "/pool.json"})
@@ -153,7 +154,7 @@ func startPool(t *testing.T, fn *fakeNetwork, pol Policy) (*Pool, *fakeClock, ma
 
 func TestPoolHandsOutFreshSandboxesOnce(t *testing.T) {
 	fn := newFakeNetwork()
-	p, _, taken := startPool(t, fn, Policy{Min: 2, Max: 4})
+	p, _, taken := startPool(t, fn, fill.Policy{Min: 2, Max: 4})
 	eventually(t, "2 ready", func() bool { return p.Status().Ready == 2 })
 
 	seenIP, seenNS := map[string]string{}, map[string]string{}
@@ -188,7 +189,7 @@ func TestPoolHandsOutFreshSandboxesOnce(t *testing.T) {
 func TestPoolEmptyTakeIsAMiss(t *testing.T) {
 	fn := newFakeNetwork()
 	fn.block = make(chan struct{}) // nothing ever gets ready
-	p, _, _ := startPool(t, fn, Policy{Min: 2, Max: 4})
+	p, _, _ := startPool(t, fn, fill.Policy{Min: 2, Max: 4})
 	if _, ok := p.Take("t1"); ok {
 		t.Fatal("Take handed out a sandbox from an empty pool")
 	}
@@ -199,7 +200,7 @@ func TestPoolEmptyTakeIsAMiss(t *testing.T) {
 
 func TestPoolGrowsOnBurstAndShrinksWhenIdle(t *testing.T) {
 	fn := newFakeNetwork()
-	p, clk, taken := startPool(t, fn, Policy{Min: 2, Max: 16, Window: 30 * time.Second})
+	p, clk, taken := startPool(t, fn, fill.Policy{Min: 2, Max: 16, Window: 30 * time.Second})
 	eventually(t, "2 ready", func() bool { return p.Status().Ready == 2 })
 
 	// A burst of 10 creates within one (fake) second.
@@ -217,13 +218,13 @@ func TestPoolGrowsOnBurstAndShrinksWhenIdle(t *testing.T) {
 	}
 
 	clk.advance(29 * time.Second)
-	p.poke()
+	p.filler.Poke()
 	if st := p.Status(); st.Target != 10 {
 		t.Errorf("target %d within the window, want 10", st.Target)
 	}
 
 	clk.advance(2 * time.Second) // the burst is now older than the window
-	p.poke()
+	p.filler.Poke()
 	eventually(t, "shrunk to 2 ready", func() bool {
 		st := p.Status()
 		return st.Target == 2 && st.Ready == 2 && len(fn.liveIDs())-len(taken) == 2
@@ -234,7 +235,7 @@ func TestPoolGrowsOnBurstAndShrinksWhenIdle(t *testing.T) {
 // without a create, and after one window it shrinks back to Min.
 func TestPoolExpectFillsToMax(t *testing.T) {
 	fn := newFakeNetwork()
-	p, clk, _ := startPool(t, fn, Policy{Min: 1, Max: 6, Window: 30 * time.Second})
+	p, clk, _ := startPool(t, fn, fill.Policy{Min: 1, Max: 6, Window: 30 * time.Second})
 	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
 
 	p.Expect()
@@ -247,7 +248,7 @@ func TestPoolExpectFillsToMax(t *testing.T) {
 	}
 
 	clk.advance(31 * time.Second)
-	p.poke()
+	p.filler.Poke()
 	eventually(t, "back to 1 ready", func() bool {
 		st := p.Status()
 		return st.Target == 1 && st.Ready == 1 && len(fn.liveIDs()) == 1
@@ -256,7 +257,7 @@ func TestPoolExpectFillsToMax(t *testing.T) {
 
 func TestPoolNeverExceedsParallel(t *testing.T) {
 	fn := newFakeNetwork()
-	p, clk, taken := startPool(t, fn, Policy{Min: 0, Max: 12, Parallel: 1})
+	p, clk, taken := startPool(t, fn, fill.Policy{Min: 0, Max: 12, Parallel: 1})
 	for i := 0; i < 12; i++ {
 		if sb, ok := p.Take("t1"); ok {
 			taken[sb.ID] = true
@@ -264,7 +265,7 @@ func TestPoolNeverExceedsParallel(t *testing.T) {
 	}
 	eventually(t, "12 ready", func() bool { return p.Status().Ready == 12 })
 	clk.advance(time.Minute) // idle: all 12 get destroyed
-	p.poke()
+	p.filler.Poke()
 	eventually(t, "drained to 0", func() bool { return p.Status().Ready == 0 && len(fn.liveIDs()) == len(taken) })
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
@@ -276,14 +277,14 @@ func TestPoolNeverExceedsParallel(t *testing.T) {
 func TestPoolBacksOffAfterFailure(t *testing.T) {
 	fn := newFakeNetwork()
 	fn.failNext = 1
-	p, clk, _ := startPool(t, fn, Policy{Min: 1, Max: 1})
+	p, clk, _ := startPool(t, fn, fill.Policy{Min: 1, Max: 1})
 	eventually(t, "a failed setup", func() bool {
 		fn.mu.Lock()
 		defer fn.mu.Unlock()
 		return fn.setups == 1
 	})
 	for i := 0; i < 5; i++ {
-		p.poke()
+		p.filler.Poke()
 	}
 	// The clock stands still, so the retry is not due: one Setup call was
 	// made, and the pool is empty.
@@ -291,7 +292,7 @@ func TestPoolBacksOffAfterFailure(t *testing.T) {
 		t.Fatalf("ready %d after a failed setup", st.Ready)
 	}
 	clk.advance(2 * time.Second)
-	p.poke()
+	p.filler.Poke()
 	eventually(t, "ready after the retry", func() bool { return p.Status().Ready == 1 })
 	fn.mu.Lock()
 	defer fn.mu.Unlock()
@@ -303,7 +304,7 @@ func TestPoolBacksOffAfterFailure(t *testing.T) {
 func TestPoolStopDestroysReady(t *testing.T) {
 	fn := newFakeNetwork()
 	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
-	p := New(Config{Network: fn, Policy: Policy{Min: 3, Max: 3}, Now: clk.Now})
+	p := New(Config{Network: fn, Policy: fill.Policy{Min: 3, Max: 3}, Now: clk.Now})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
@@ -325,7 +326,7 @@ func TestPoolStopDestroysReady(t *testing.T) {
 // a window is destroyed.
 func TestPoolRecycleStaysWithTenant(t *testing.T) {
 	fn := newFakeNetwork()
-	p, clk, taken := startPool(t, fn, Policy{Min: 1, Max: 2, Window: 30 * time.Second})
+	p, clk, taken := startPool(t, fn, fill.Policy{Min: 1, Max: 2, Window: 30 * time.Second})
 	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
 
 	sb, ok := p.Take("a")
@@ -353,7 +354,7 @@ func TestPoolRecycleStaysWithTenant(t *testing.T) {
 		t.Fatal("the pool refused a recycled sandbox")
 	}
 	clk.advance(31 * time.Second)
-	p.poke()
+	p.filler.Poke()
 	eventually(t, "the unused recycled sandbox destroyed", func() bool {
 		return !fn.liveIDs()[sb.ID] && p.Status().Recycled == 0
 	})
@@ -363,7 +364,7 @@ func TestPoolRecycleStaysWithTenant(t *testing.T) {
 // next, not kept for its name.
 func TestPoolForget(t *testing.T) {
 	fn := newFakeNetwork()
-	p, _, taken := startPool(t, fn, Policy{Min: 1, Max: 3, Window: time.Hour})
+	p, _, taken := startPool(t, fn, fill.Policy{Min: 1, Max: 3, Window: time.Hour})
 	eventually(t, "1 ready", func() bool { return p.Status().Ready == 1 })
 	sa, _ := p.Take("a")
 	eventually(t, "refilled", func() bool { return p.Status().Ready >= 1 })

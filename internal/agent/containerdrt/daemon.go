@@ -1,12 +1,14 @@
-// Package runtime runs and supervises the containerd daemon that Kanga owns
-// on a host, and describes the runtime classes (runc, crun, gvisor)
-// containers can use.
+// Package containerdrt runs and supervises the containerd daemon that
+// Kanga owns on a host, and describes the runtime classes (runc, crun,
+// gvisor) containers can use. It is named for what it adapts (containerd
+// as Kanga's container runtime) and not "runtime", which shadowed the
+// standard library's package in every file that imported both.
 //
 // Kanga starts its own containerd with all state under one data dir instead
 // of sharing the system one: nothing else on the host sees or garbage
 // collects Kanga's images and containers, and two agents (two data dirs) can
 // share one machine in tests.
-package runtime
+package containerdrt
 
 import (
 	"context"

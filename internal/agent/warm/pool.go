@@ -1,4 +1,9 @@
-package pool
+// Package warm keeps warm containers: containers created and started
+// ahead of demand for a tenant's image, whose init is the holder (package
+// holder, cmd/kanga-init) waiting for an instance's process. Pool sizes
+// and fills them per Key; the agent makes, claims and destroys them (it
+// implements Maker), as only it knows how to build a container.
+package warm
 
 import (
 	"context"
@@ -7,37 +12,42 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/agent/fill"
 )
 
-// WarmPrefix starts the id of every warm container (its containerd
+// Prefix starts the id of every warm container (its containerd
 // container, network attachment, cgroup and sandbox dir), so that a
 // restarted agent recognises the ones a previous run left unclaimed.
-const WarmPrefix = "warm-"
+const Prefix = "warm-"
 
-// WarmKey is what a warm container is made for: it serves only instances
+// Key is what a warm container is made for: it serves only instances
 // of that tenant, image and runtime class. A warm container never crosses
 // tenants and is used once: the instance that claims it keeps it until it
 // is deleted, like any container it would have created itself.
-type WarmKey struct {
+type Key struct {
 	Tenant string
 	Image  string // the image reference as the instance spec names it
 	Class  string // runtime class; runc and crun only
 }
 
-// WarmMaker makes and destroys warm containers; the agent implements it.
-type WarmMaker interface {
-	MakeWarm(ctx context.Context, key WarmKey) (any, error)
-	DestroyWarm(ctx context.Context, w any)
+// Maker makes and destroys warm containers; the agent implements it.
+type Maker interface {
+	// Make creates and starts a warm container for key and returns once
+	// its holder is ready.
+	Make(ctx context.Context, key Key) (any, error)
+	// Destroy removes a warm container never claimed.
+	Destroy(ctx context.Context, w any)
 }
 
-// WarmConfig configures Warm.
-type WarmConfig struct {
-	Maker WarmMaker
+// Config configures a Pool.
+type Config struct {
+	Maker Maker
 	// Policy sizes each key's pool (see Policy; Max is per key). A key
 	// with no create for a Window keeps none: unlike a network sandbox, a
 	// warm container fits one tenant's image only, and each holds a shim
 	// (about 10 MB) and its holder.
-	Policy Policy
+	Policy fill.Policy
 	// Total caps the warm containers of all keys together.
 	Total int
 	// DefaultClass is the class Expect fills for an image no create has
@@ -50,12 +60,12 @@ type WarmConfig struct {
 
 // Warm pool defaults: small, because each warm container holds memory.
 const (
-	DefaultWarmMin   = 1
-	DefaultWarmMax   = 4
-	DefaultWarmTotal = 8
+	DefaultMin   = 1
+	DefaultMax   = 4
+	DefaultTotal = 8
 )
 
-type warmKeyState struct {
+type keyState struct {
 	ready   []any
 	creates []time.Time
 	filling int
@@ -63,15 +73,15 @@ type warmKeyState struct {
 	target  int
 }
 
-// Warm keeps warm containers per WarmKey, sized from each key's recent
+// Pool keeps warm containers per Key, sized from each key's recent
 // creates, filled one at a time by Run.
-type Warm struct {
-	cfg WarmConfig
-	log *slog.Logger
-	filler
+type Pool struct {
+	cfg    Config
+	log    *slog.Logger
+	filler fill.Filler
 
 	mu       sync.Mutex
-	keys     map[WarmKey]*warmKeyState
+	keys     map[Key]*keyState
 	lastTake time.Time
 	inflight int
 	refill   time.Duration
@@ -83,8 +93,8 @@ type Warm struct {
 	last     []byte
 }
 
-// NewWarm returns a warm pool; it fills once Run runs.
-func NewWarm(cfg WarmConfig) *Warm {
+// New returns a warm pool; it fills once Run runs.
+func New(cfg Config) *Pool {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -92,33 +102,33 @@ func NewWarm(cfg WarmConfig) *Warm {
 		cfg.Now = time.Now
 	}
 	if cfg.Policy.Min == 0 {
-		cfg.Policy.Min = DefaultWarmMin
+		cfg.Policy.Min = DefaultMin
 	}
 	if cfg.Policy.Max == 0 {
-		cfg.Policy.Max = DefaultWarmMax
+		cfg.Policy.Max = DefaultMax
 	}
 	cfg.Policy = cfg.Policy.WithDefaults()
 	if cfg.Total <= 0 {
-		cfg.Total = DefaultWarmTotal
+		cfg.Total = DefaultTotal
 	}
-	return &Warm{cfg: cfg, log: cfg.Logger.With("component", "warm-pool"), filler: newFiller(),
-		keys: map[WarmKey]*warmKeyState{}, refill: 200 * time.Millisecond}
+	return &Pool{cfg: cfg, log: cfg.Logger.With("component", "warm-pool"), filler: fill.NewFiller(),
+		keys: map[Key]*keyState{}, refill: 200 * time.Millisecond}
 }
 
-func (w *Warm) key(k WarmKey) *warmKeyState {
+func (w *Pool) key(k Key) *keyState {
 	s, ok := w.keys[k]
 	if !ok {
-		s = &warmKeyState{}
+		s = &keyState{}
 		w.keys[k] = s
 	}
 	return s
 }
 
 // Take hands out a ready warm container for key, newest first; it is then
-// the caller's, to claim or to destroy (DestroyWarm). Every call counts as
+// the caller's, to claim or to destroy (Maker.Destroy). Every call counts as
 // demand for key, served or not: call it only for instances a warm
 // container can serve.
-func (w *Warm) Take(k WarmKey) (any, bool) {
+func (w *Pool) Take(k Key) (any, bool) {
 	w.mu.Lock()
 	s := w.key(k)
 	now := w.cfg.Now()
@@ -137,14 +147,14 @@ func (w *Warm) Take(k WarmKey) (any, bool) {
 		w.misses++
 	}
 	w.mu.Unlock()
-	w.poke()
+	w.filler.Poke()
 	return c, ok
 }
 
 // Expect announces a burst of tenant's image: its keys (the classes
 // creates of it used recently, else DefaultClass) fill to Policy.Max for
 // one Window.
-func (w *Warm) Expect(tenant, image string) {
+func (w *Pool) Expect(tenant, image string) {
 	w.mu.Lock()
 	until := w.cfg.Now().Add(w.cfg.Policy.Window)
 	found := false
@@ -154,17 +164,17 @@ func (w *Warm) Expect(tenant, image string) {
 		}
 	}
 	if !found && w.cfg.DefaultClass != "" {
-		w.key(WarmKey{tenant, image, w.cfg.DefaultClass}).expect = until
+		w.key(Key{tenant, image, w.cfg.DefaultClass}).expect = until
 	}
 	w.mu.Unlock()
-	w.poke()
+	w.filler.Poke()
 }
 
 // Drop destroys the ready warm containers of tenant's image (every image
 // of tenant if image is empty) and forgets the keys' demand: the image was
 // removed, or the tenant deleted. Containers being made for them now are
 // destroyed when they are done.
-func (w *Warm) Drop(ctx context.Context, tenant, image string) {
+func (w *Pool) Drop(ctx context.Context, tenant, image string) {
 	w.mu.Lock()
 	var doomed []any
 	for k, s := range w.keys {
@@ -175,9 +185,9 @@ func (w *Warm) Drop(ctx context.Context, tenant, image string) {
 	}
 	w.mu.Unlock()
 	for _, c := range doomed {
-		w.cfg.Maker.DestroyWarm(ctx, c)
+		w.cfg.Maker.Destroy(ctx, c)
 	}
-	w.poke()
+	w.filler.Poke()
 }
 
 func trim(ts *[]time.Time, from time.Time) {
@@ -188,17 +198,17 @@ func trim(ts *[]time.Time, from time.Time) {
 	*ts = (*ts)[i:]
 }
 
-// WarmStatus is the pool's state, for operators and tests.
-type WarmStatus struct {
-	Keys     []WarmKeyStatus `json:"keys"`
-	Hits     uint64          `json:"hits"`
-	Misses   uint64          `json:"misses"`
-	RefillMS float64         `json:"refillMs"`
+// Status is the pool's state, for operators and tests.
+type Status struct {
+	Keys     []KeyStatus `json:"keys"`
+	Hits     uint64      `json:"hits"`
+	Misses   uint64      `json:"misses"`
+	RefillMS float64     `json:"refillMs"`
 }
 
-// WarmKeyStatus is one key's state.
-type WarmKeyStatus struct {
-	WarmKey
+// KeyStatus is one key's state.
+type KeyStatus struct {
+	Key
 	Target  int `json:"target"`
 	Ready   int `json:"ready"`
 	Filling int `json:"filling"`
@@ -206,19 +216,19 @@ type WarmKeyStatus struct {
 }
 
 // Status reports the pool's current state.
-func (w *Warm) Status() WarmStatus {
+func (w *Pool) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.statusLocked()
 }
 
-func (w *Warm) statusLocked() WarmStatus {
-	st := WarmStatus{Hits: w.hits, Misses: w.misses, RefillMS: float64(w.refill.Microseconds()) / 1000}
+func (w *Pool) statusLocked() Status {
+	st := Status{Hits: w.hits, Misses: w.misses, RefillMS: float64(w.refill.Microseconds()) / 1000}
 	for k, s := range w.keys {
-		st.Keys = append(st.Keys, WarmKeyStatus{WarmKey: k, Target: s.target, Ready: len(s.ready), Filling: s.filling, Recent: len(s.creates)})
+		st.Keys = append(st.Keys, KeyStatus{Key: k, Target: s.target, Ready: len(s.ready), Filling: s.filling, Recent: len(s.creates)})
 	}
 	sort.Slice(st.Keys, func(i, j int) bool {
-		a, b := st.Keys[i].WarmKey, st.Keys[j].WarmKey
+		a, b := st.Keys[i].Key, st.Keys[j].Key
 		if a.Tenant != b.Tenant {
 			return a.Tenant < b.Tenant
 		}
@@ -232,7 +242,7 @@ func (w *Warm) statusLocked() WarmStatus {
 
 // targetLocked is key's target at now: Policy.Target on its creates, Max
 // while a burst is expected, none once idle for a Window.
-func (w *Warm) targetLocked(s *warmKeyState, now time.Time) int {
+func (w *Pool) targetLocked(s *keyState, now time.Time) int {
 	trim(&s.creates, now.Add(-w.cfg.Policy.Window))
 	if now.Before(s.expect) {
 		return w.cfg.Policy.Max
@@ -246,17 +256,17 @@ func (w *Warm) targetLocked(s *warmKeyState, now time.Time) int {
 // Run keeps every key at its target until ctx ends, then destroys the warm
 // containers still ready. One make or destroy runs at a time per
 // Policy.Parallel.
-func (w *Warm) Run(ctx context.Context) {
-	w.filler.run(ctx, w.next, w.writeStatus, w.drain)
+func (w *Pool) Run(ctx context.Context) {
+	w.filler.Run(ctx, w.next, w.writeStatus, w.drain)
 }
 
 // next picks the next make or destroy, if one is due and a slot is free.
-func (w *Warm) next() func(context.Context) {
+func (w *Pool) next() func(context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := w.cfg.Now()
 	total := 0
-	var want []WarmKey // keys below target, the most short first
+	var want []Key // keys below target, the most short first
 	for k, s := range w.keys {
 		t := w.targetLocked(s, now)
 		if t != s.target {
@@ -278,7 +288,7 @@ func (w *Warm) next() func(context.Context) {
 			s.ready = s.ready[1:]
 			w.inflight++
 			return func(ctx context.Context) {
-				w.cfg.Maker.DestroyWarm(ctx, c)
+				w.cfg.Maker.Destroy(ctx, c)
 				w.mu.Lock()
 				w.inflight--
 				w.mu.Unlock()
@@ -301,21 +311,21 @@ func (w *Warm) next() func(context.Context) {
 	w.inflight++
 	// As the network pool's filler (see lowPriority): while starts are
 	// under way the refill's own processes (CNI plugins) give way to them.
-	low := now.Before(w.lastTake.Add(busyFor))
+	low := now.Before(w.lastTake.Add(fill.BusyFor))
 	return func(ctx context.Context) { w.fill(ctx, k, s, low) }
 }
 
 // fill makes one warm container for key k, whose state was s when the
 // fill began: if Drop removed the key meanwhile, the new one is destroyed.
-func (w *Warm) fill(ctx context.Context, k WarmKey, s *warmKeyState, low bool) {
+func (w *Pool) fill(ctx context.Context, k Key, s *keyState, low bool) {
 	start := w.cfg.Now()
 	var (
 		c   any
 		err error
 	)
-	mk := func() { c, err = w.cfg.Maker.MakeWarm(ctx, k) }
+	mk := func() { c, err = w.cfg.Maker.Make(ctx, k) }
 	if low {
-		lowPriority(mk)
+		fill.LowPriority(mk)
 	} else {
 		mk()
 	}
@@ -336,7 +346,7 @@ func (w *Warm) fill(ctx context.Context, k WarmKey, s *warmKeyState, low bool) {
 	w.failures = 0
 	if ctx.Err() != nil || w.stopped || w.keys[k] != s {
 		w.mu.Unlock()
-		w.cfg.Maker.DestroyWarm(context.WithoutCancel(ctx), c)
+		w.cfg.Maker.Destroy(context.WithoutCancel(ctx), c)
 		return
 	}
 	w.refill = (w.refill*3 + took) / 4
@@ -345,7 +355,7 @@ func (w *Warm) fill(ctx context.Context, k WarmKey, s *warmKeyState, low bool) {
 }
 
 // drain destroys every ready warm container.
-func (w *Warm) drain(ctx context.Context) {
+func (w *Pool) drain(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	w.mu.Lock()
@@ -357,12 +367,12 @@ func (w *Warm) drain(ctx context.Context) {
 	w.stopped = true
 	w.mu.Unlock()
 	for _, c := range all {
-		w.cfg.Maker.DestroyWarm(ctx, c)
+		w.cfg.Maker.Destroy(ctx, c)
 	}
 	w.writeStatus()
 }
 
-func (w *Warm) writeStatus() {
+func (w *Pool) writeStatus() {
 	if w.cfg.StatusFile == "" {
 		return
 	}
@@ -374,7 +384,7 @@ func (w *Warm) writeStatus() {
 	if !changed {
 		return
 	}
-	if err := writeStatusFile(w.cfg.StatusFile, b); err != nil {
+	if err := fill.WriteStatusFile(w.cfg.StatusFile, b); err != nil {
 		w.log.Debug("writing the warm status failed", "err", err)
 	}
 }

@@ -1,4 +1,4 @@
-package runtimetest
+package containerdrttest
 
 import (
 	"archive/tar"

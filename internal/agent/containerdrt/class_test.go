@@ -1,4 +1,4 @@
-package runtime_test
+package containerdrt_test
 
 import (
 	"bytes"
@@ -29,8 +29,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/kanga-run/kanga/internal/agent/runtime"
-	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt/containerdrttest"
 )
 
 // classNames are the classes the smoke test covers. A class whose runtime
@@ -44,7 +44,7 @@ var installHint = map[string]string{
 	"gvisor": "run scripts/install-runsc.sh",
 }
 
-func requireClass(t testing.TB, classes map[string]runtime.Class, name string) runtime.Class {
+func requireClass(t testing.TB, classes map[string]containerdrt.Class, name string) containerdrt.Class {
 	t.Helper()
 	c, ok := classes[name]
 	if !ok {
@@ -55,7 +55,7 @@ func requireClass(t testing.TB, classes map[string]runtime.Class, name string) r
 
 func TestClasses(t *testing.T) {
 	dataDir := "/var/lib/kanga"
-	classes := runtime.Classes(dataDir)
+	classes := containerdrt.Classes(dataDir)
 	tests := []struct {
 		name, binary string
 		fallback     string // outside PATH, still found
@@ -101,22 +101,22 @@ func TestClasses(t *testing.T) {
 // runtime, nested cgroup with a memory limit, log file), exec with and
 // without a terminal, signals, and an OOM kill.
 func TestRuntimeClasses(t *testing.T) {
-	d := runtimetest.StartDaemon(t)
-	runtimetest.EnsureHugetlb(t)
+	d := containerdrttest.StartDaemon(t)
+	containerdrttest.EnsureHugetlb(t)
 	c := d.Client()
-	img := runtimetest.ImportBusybox(testContext(t), t, c, "kanga.test/busybox:latest")
-	classes := runtime.Classes(filepath.Dir(d.Address()))
+	img := containerdrttest.ImportBusybox(testContext(t), t, c, "kanga.test/busybox:latest")
+	classes := containerdrt.Classes(filepath.Dir(d.Address()))
 	for _, name := range classNames {
 		t.Run(name, func(t *testing.T) {
 			class := requireClass(t, classes, name)
 			t.Run("exit code", func(t *testing.T) {
 				ctx := testContext(t)
-				_, exit := runtimetest.StartTask(ctx, t, c, img, class, "exit-"+name, "sh", "-c", "test \"$KANGA_TEST\" = 1 && exit 7")
+				_, exit := containerdrttest.StartTask(ctx, t, c, img, class, "exit-"+name, "sh", "-c", "test \"$KANGA_TEST\" = 1 && exit 7")
 				s := <-exit
 				if s.Error() != nil || s.ExitCode() != 7 {
 					t.Fatalf("exit = %d, %v; want 7", s.ExitCode(), s.Error())
 				}
-				if _, err := os.Stat(filepath.Join(class.Options.Root, runtime.Namespace)); err != nil {
+				if _, err := os.Stat(filepath.Join(class.Options.Root, containerdrt.Namespace)); err != nil {
 					// The shim makes the runtime's --root <Root>/<namespace>.
 					t.Errorf("runtime state not under the class Root: %v", err)
 				}
@@ -130,7 +130,7 @@ func TestRuntimeClasses(t *testing.T) {
 // testInstance runs a container the way the agent does: in a network
 // namespace made beforehand, in cgroup /kanga/<instance>/<container> under
 // an instance cgroup with its own memory limit, with output to a log file.
-func testInstance(t *testing.T, c *containerd.Client, img containerd.Image, class runtime.Class) {
+func testInstance(t *testing.T, c *containerd.Client, img containerd.Image, class containerdrt.Class) {
 	ctx := testContext(t)
 	id := "instance-" + class.Name
 	parent := newInstanceCgroup(t, 256<<20)
@@ -241,7 +241,7 @@ while :; do sleep 1; done`
 }
 
 // testOOM runs a container that allocates past its memory limit.
-func testOOM(t *testing.T, c *containerd.Client, img containerd.Image, class runtime.Class) {
+func testOOM(t *testing.T, c *containerd.Client, img containerd.Image, class containerdrt.Class) {
 	ctx := testContext(t)
 	id := "oom-" + class.Name
 	parent := newInstanceCgroup(t, 256<<20)
@@ -307,7 +307,7 @@ func testOOM(t *testing.T, c *containerd.Client, img containerd.Image, class run
 // cleanups registered earlier (its cgroup, its network namespace) run.
 func deleteAtCleanup(t *testing.T, ctr containerd.Container) {
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), runtime.Namespace), time.Minute)
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), containerdrt.Namespace), time.Minute)
 		defer cancel()
 		if task, err := ctr.Task(ctx, nil); err == nil {
 			if st, err := task.Status(ctx); err == nil && st.Status != containerd.Stopped {
@@ -609,14 +609,14 @@ func randomHex(t testing.TB, n int) string {
 // for the exit, delete. Compare classes by ratio in one run; ms-median is
 // less sensitive to outliers than ns/op.
 //
-//	go test -run '^$' -bench StartTrue -benchtime 20x ./internal/agent/runtime/
+//	go test -run '^$' -bench StartTrue -benchtime 20x ./internal/agent/containerdrt/
 func BenchmarkStartTrue(b *testing.B) {
-	d := runtimetest.StartDaemon(b)
-	runtimetest.EnsureHugetlb(b)
+	d := containerdrttest.StartDaemon(b)
+	containerdrttest.EnsureHugetlb(b)
 	c := d.Client()
 	ctx := testContext(b)
-	img := runtimetest.ImportBusybox(ctx, b, c, "kanga.test/busybox:latest")
-	classes := runtime.Classes(filepath.Dir(d.Address()))
+	img := containerdrttest.ImportBusybox(ctx, b, c, "kanga.test/busybox:latest")
+	classes := containerdrt.Classes(filepath.Dir(d.Address()))
 	for _, name := range classNames {
 		b.Run(name, func(b *testing.B) {
 			class := requireClass(b, classes, name)
@@ -624,7 +624,7 @@ func BenchmarkStartTrue(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				id := fmt.Sprintf("true-%s-%d", name, i)
 				start := time.Now()
-				task, exit := runtimetest.StartTask(ctx, b, c, img, class, id, "/bin/busybox", "true")
+				task, exit := containerdrttest.StartTask(ctx, b, c, img, class, id, "/bin/busybox", "true")
 				if s := <-exit; s.ExitCode() != 0 {
 					b.Fatalf("true exited %d", s.ExitCode())
 				}

@@ -1,4 +1,4 @@
-package pool
+package warm
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/agent/fill"
 )
 
-// fakeMaker is a WarmMaker that makes numbered placeholders (a fake for
+// fakeMaker is a Maker that makes numbered placeholders (a fake for
 // fast unit tests: no containers).
 type fakeMaker struct {
 	mu        sync.Mutex
@@ -18,21 +20,21 @@ type fakeMaker struct {
 	destroyed []any
 }
 
-func (m *fakeMaker) MakeWarm(ctx context.Context, k WarmKey) (any, error) {
+func (m *fakeMaker) Make(ctx context.Context, k Key) (any, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.made++
 	return fmt.Sprintf("%s/%d", k.Tenant, m.made), nil
 }
 
-func (m *fakeMaker) DestroyWarm(ctx context.Context, w any) {
+func (m *fakeMaker) Destroy(ctx context.Context, w any) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.destroyed = append(m.destroyed, w)
 }
 
 // step runs the pool's jobs until none is due, synchronously.
-func step(w *Warm) {
+func step(w *Pool) {
 	for {
 		job := w.next()
 		if job == nil {
@@ -45,10 +47,10 @@ func step(w *Warm) {
 func TestWarmSizing(t *testing.T) {
 	now := time.Unix(1000, 0)
 	m := &fakeMaker{}
-	w := NewWarm(WarmConfig{Maker: m, Policy: Policy{Max: 3, Window: 10 * time.Second}, Total: 4, DefaultClass: "crun", Now: func() time.Time { return now }})
-	a := WarmKey{"t1", "img", "crun"}
-	b := WarmKey{"t2", "img", "crun"}
-	ready := func(k WarmKey) int {
+	w := New(Config{Maker: m, Policy: fill.Policy{Max: 3, Window: 10 * time.Second}, Total: 4, DefaultClass: "crun", Now: func() time.Time { return now }})
+	a := Key{"t1", "img", "crun"}
+	b := Key{"t2", "img", "crun"}
+	ready := func(k Key) int {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if s, ok := w.keys[k]; ok {
@@ -89,7 +91,7 @@ func TestWarmSizing(t *testing.T) {
 	// Expect of an image no create asked for fills the default class to Max.
 	w.Expect("t3", "other")
 	step(w)
-	if k := (WarmKey{"t3", "other", "crun"}); ready(k) != 3 {
+	if k := (Key{"t3", "other", "crun"}); ready(k) != 3 {
 		t.Fatalf("after Expect: %d ready, want Max 3", ready(k))
 	}
 	st := w.Status()
@@ -104,9 +106,9 @@ func TestWarmSizing(t *testing.T) {
 func TestWarmDrop(t *testing.T) {
 	now := time.Unix(1000, 0)
 	m := &fakeMaker{}
-	w := NewWarm(WarmConfig{Maker: m, Policy: Policy{Max: 3, Window: 10 * time.Second}, Total: 8, DefaultClass: "crun", Now: func() time.Time { return now }})
-	a1, a2, b := WarmKey{"a", "img1", "crun"}, WarmKey{"a", "img2", "crun"}, WarmKey{"b", "img1", "crun"}
-	for _, k := range []WarmKey{a1, a2, b} {
+	w := New(Config{Maker: m, Policy: fill.Policy{Max: 3, Window: 10 * time.Second}, Total: 8, DefaultClass: "crun", Now: func() time.Time { return now }})
+	a1, a2, b := Key{"a", "img1", "crun"}, Key{"a", "img2", "crun"}, Key{"b", "img1", "crun"}
+	for _, k := range []Key{a1, a2, b} {
 		w.Take(k)
 	}
 	step(w)
@@ -128,7 +130,7 @@ func TestWarmDrop(t *testing.T) {
 	job(context.Background())
 	step(w)
 	st := w.Status()
-	if len(st.Keys) != 1 || st.Keys[0].WarmKey != b || st.Keys[0].Ready != 1 {
+	if len(st.Keys) != 1 || st.Keys[0].Key != b || st.Keys[0].Ready != 1 {
 		t.Fatalf("after dropping a: keys %+v, want only b's with one ready", st.Keys)
 	}
 	// a1's ready one and the one made during the drop; the one handed

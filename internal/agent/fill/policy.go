@@ -1,4 +1,4 @@
-package pool
+package fill
 
 import (
 	"math"
@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// Policy decides how many ready sandboxes the pool keeps. It is the one
-// place to read (and tune) the pool's sizing:
+// Policy decides how many ready things a pool keeps; it is written in
+// terms of the network sandbox pool (package pool), whose defaults these
+// are. It is the one place to read (and tune) the pools' sizing:
 //
 //	rate    = creates in the last Window / Window
 //	demand  = max(rate × refill latency × Safety, busiest second in Window)
@@ -25,12 +26,12 @@ import (
 // ready; one announced ahead (kanga image prewarm calls Expect) finds up
 // to Max.
 //
-// Warm containers (Warm, warm.go) use the same Policy per key (tenant,
+// Warm containers (package warm) use the same Policy per key (tenant,
 // image, runtime class), with two differences: a key with no create in
 // the last Window keeps none (Min applies only while the key is in use:
 // a warm container serves one tenant's image only and holds a shim of
 // about 10 MB plus its holder), and all keys together keep at most
-// WarmConfig.Total (default 8; per key Max default 4, Min 1). The first
+// warm.Config.Total (default 8; per key Max default 4, Min 1). The first
 // create of a key is always a miss: it is what makes the key known.
 type Policy struct {
 	// Min sandboxes stay ready even when idle, so a lone create never pays

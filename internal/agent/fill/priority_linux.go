@@ -1,4 +1,4 @@
-package pool
+package fill
 
 import (
 	"runtime"
@@ -13,12 +13,12 @@ import (
 // time slice, and the filler catches up in the gaps.
 const fillNice = 19
 
-// lowPriority runs fn on an OS thread of its own at nice fillNice. Child
+// LowPriority runs fn on an OS thread of its own at nice fillNice. Child
 // processes inherit the nice value of the thread that forks them, and
 // os/exec forks from the calling goroutine's thread, which LockOSThread
 // pins. The thread is never unlocked: it exits with the goroutine, so its
 // priority never passes to other goroutines.
-func lowPriority(fn func()) {
+func LowPriority(fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

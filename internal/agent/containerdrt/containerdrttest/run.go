@@ -1,4 +1,4 @@
-package runtimetest
+package containerdrttest
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/oci"
 
-	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 )
 
 // ImportBusybox imports the busybox OCI archive straight through the
@@ -38,7 +38,7 @@ func ImportBusybox(ctx context.Context, t testing.TB, c *containerd.Client, ref 
 
 // StartTask creates container id from img with the runtime class and args
 // and starts its task with no I/O. It returns the task and its exit channel.
-func StartTask(ctx context.Context, t testing.TB, c *containerd.Client, img containerd.Image, class runtime.Class, id string, args ...string) (containerd.Task, <-chan containerd.ExitStatus) {
+func StartTask(ctx context.Context, t testing.TB, c *containerd.Client, img containerd.Image, class containerdrt.Class, id string, args ...string) (containerd.Task, <-chan containerd.ExitStatus) {
 	t.Helper()
 	ctr, err := c.NewContainer(ctx, id,
 		containerd.WithImage(img),

@@ -1,6 +1,6 @@
-// Package runtimetest starts a real, private containerd for tests and
+// Package containerdrttest starts a real, private containerd for tests and
 // cleans up after it: tasks, containers, shims, mounts and the data dir.
-package runtimetest
+package containerdrttest
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 	containerd "github.com/containerd/containerd"
 
-	"github.com/kanga-run/kanga/internal/agent/runtime"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
 )
 
 // Skip skips the test unless it runs as root on a machine with containerd.
@@ -32,11 +32,11 @@ func Skip(t testing.TB) {
 
 // StartDaemon starts a containerd under a fresh temporary data dir and
 // registers its teardown. It skips the test when not root.
-func StartDaemon(t testing.TB) *runtime.Daemon {
+func StartDaemon(t testing.TB) *containerdrt.Daemon {
 	t.Helper()
 	Skip(t)
 	dataDir := t.TempDir()
-	d := runtime.NewDaemon(runtime.DaemonConfig{DataDir: dataDir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	d := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: dataDir, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	// Registered after TempDir so it runs before the directory is removed.
 	t.Cleanup(func() { Teardown(t, d, dataDir) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -50,7 +50,7 @@ func StartDaemon(t testing.TB) *runtime.Daemon {
 // Teardown removes every task and container of the daemon, stops it, kills
 // any shim still serving its address and unmounts whatever is left under
 // dataDir. It only reports problems: it runs in cleanup.
-func Teardown(t testing.TB, d *runtime.Daemon, dataDir string) {
+func Teardown(t testing.TB, d *containerdrt.Daemon, dataDir string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,4 +1,4 @@
-package pool
+package fill
 
 import (
 	"os/exec"
@@ -25,7 +25,7 @@ func niceOf(t *testing.T) int {
 	return n
 }
 
-// TestLowPriorityReachesChildren: processes started inside lowPriority run
+// TestLowPriorityReachesChildren: processes started inside LowPriority run
 // at fillNice, and the priority does not leak to processes started after.
 func TestLowPriorityReachesChildren(t *testing.T) {
 	before := niceOf(t)
@@ -33,13 +33,13 @@ func TestLowPriorityReachesChildren(t *testing.T) {
 		t.Skipf("the test already runs at nice %d", before)
 	}
 	var inside int
-	lowPriority(func() { inside = niceOf(t) })
+	LowPriority(func() { inside = niceOf(t) })
 	if inside != fillNice {
-		t.Errorf("child inside lowPriority runs at nice %d, want %d", inside, fillNice)
+		t.Errorf("child inside LowPriority runs at nice %d, want %d", inside, fillNice)
 	}
 	for i := 0; i < 20; i++ { // on whatever threads the runtime picks
 		if after := niceOf(t); after != before {
-			t.Fatalf("child after lowPriority runs at nice %d, want %d as before", after, before)
+			t.Fatalf("child after LowPriority runs at nice %d, want %d as before", after, before)
 		}
 	}
 }

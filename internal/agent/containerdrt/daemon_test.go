@@ -1,4 +1,4 @@
-package runtime_test
+package containerdrt_test
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/agent/runtime"
-	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/containerdrt/containerdrttest"
 )
 
 // helperEnv makes the test binary act as a previous Kanga run: start a
@@ -28,7 +28,7 @@ const helperEnv = "KANGA_RUNTIME_TEST_LEAVE_CONTAINERD"
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
-		d := runtime.NewDaemon(runtime.DaemonConfig{DataDir: dir})
+		d := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: dir})
 		if err := d.Start(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	return namespaces.WithNamespace(ctx, runtime.Namespace)
+	return namespaces.WithNamespace(ctx, containerdrt.Namespace)
 }
 
 func TestAddress(t *testing.T) {
@@ -57,7 +57,7 @@ func TestAddress(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := runtime.NewDaemon(runtime.DaemonConfig{DataDir: tt.dataDir}).Address()
+			got := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: tt.dataDir}).Address()
 			if !strings.HasPrefix(got, tt.want) {
 				t.Fatalf("Address() = %q, want prefix %q", got, tt.want)
 			}
@@ -66,15 +66,15 @@ func TestAddress(t *testing.T) {
 			}
 		})
 	}
-	a := runtime.NewDaemon(runtime.DaemonConfig{DataDir: long + "x"}).Address()
-	b := runtime.NewDaemon(runtime.DaemonConfig{DataDir: long}).Address()
+	a := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: long + "x"}).Address()
+	b := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: long}).Address()
 	if a == b {
 		t.Fatalf("two long data dirs share socket %s", a)
 	}
 }
 
 func TestDaemonStartStop(t *testing.T) {
-	d := runtimetest.StartDaemon(t)
+	d := containerdrttest.StartDaemon(t)
 	ctx := testContext(t)
 	v, err := d.Client().Version(ctx)
 	if err != nil {
@@ -116,10 +116,10 @@ func TestDaemonStartStop(t *testing.T) {
 // TestDaemonLongDataDir starts containerd on a data dir too long for a unix
 // socket path inside it.
 func TestDaemonLongDataDir(t *testing.T) {
-	runtimetest.Skip(t)
+	containerdrttest.Skip(t)
 	dataDir := filepath.Join(t.TempDir(), strings.Repeat("d", 90))
-	d := runtime.NewDaemon(runtime.DaemonConfig{DataDir: dataDir})
-	t.Cleanup(func() { runtimetest.Teardown(t, d, dataDir) })
+	d := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: dataDir})
+	t.Cleanup(func() { containerdrttest.Teardown(t, d, dataDir) })
 	ctx := testContext(t)
 	if err := d.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
@@ -133,9 +133,9 @@ func TestDaemonLongDataDir(t *testing.T) {
 }
 
 func TestDaemonSecondSupervisorConflicts(t *testing.T) {
-	d := runtimetest.StartDaemon(t)
+	d := containerdrttest.StartDaemon(t)
 	dataDir := filepath.Dir(d.Address())
-	other := runtime.NewDaemon(runtime.DaemonConfig{DataDir: dataDir})
+	other := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: dataDir})
 	err := other.Start(testContext(t))
 	if !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("second Start on a supervised data dir: %v, want ErrConflict", err)
@@ -143,7 +143,7 @@ func TestDaemonSecondSupervisorConflicts(t *testing.T) {
 }
 
 func TestDaemonAdopt(t *testing.T) {
-	runtimetest.Skip(t)
+	containerdrttest.Skip(t)
 	dataDir := t.TempDir()
 	// A previous Kanga run, in its own process, starts containerd and exits.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -157,9 +157,9 @@ func TestDaemonAdopt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper printed %q", out)
 	}
-	d := runtime.NewDaemon(runtime.DaemonConfig{DataDir: dataDir, Logger: slog.Default()})
+	d := containerdrt.NewDaemon(containerdrt.DaemonConfig{DataDir: dataDir, Logger: slog.Default()})
 	t.Cleanup(func() {
-		runtimetest.Teardown(t, d, dataDir)
+		containerdrttest.Teardown(t, d, dataDir)
 		// Whatever happened, the orphan must not outlive the test.
 		_ = syscall.Kill(oldPID, syscall.SIGKILL)
 	})
@@ -192,15 +192,15 @@ func TestDaemonAdopt(t *testing.T) {
 // supervisor restarts it, the same client works again, and the container
 // survived and is still managed.
 func TestDaemonRestartAfterKill(t *testing.T) {
-	d := runtimetest.StartDaemon(t)
+	d := containerdrttest.StartDaemon(t)
 	ctx := testContext(t)
 	c := d.Client()
-	class, ok := runtime.Classes(filepath.Dir(d.Address()))[runtime.DefaultClass]
+	class, ok := containerdrt.Classes(filepath.Dir(d.Address()))[containerdrt.DefaultClass]
 	if !ok {
 		t.Skip("runc not installed")
 	}
-	img := runtimetest.ImportBusybox(ctx, t, c, "kanga.test/busybox:latest")
-	task, _ := runtimetest.StartTask(ctx, t, c, img, class, "survivor", "/bin/busybox", "sleep", "300")
+	img := containerdrttest.ImportBusybox(ctx, t, c, "kanga.test/busybox:latest")
+	task, _ := containerdrttest.StartTask(ctx, t, c, img, class, "survivor", "/bin/busybox", "sleep", "300")
 	containerPID := int(task.Pid())
 
 	oldPID := d.PID()
@@ -246,17 +246,17 @@ func TestDaemonRestartAfterKill(t *testing.T) {
 // TestTwoDaemons runs the same container ID in the same namespace on two
 // daemons at once, as two Kanga hosts on one machine would.
 func TestTwoDaemons(t *testing.T) {
-	a := runtimetest.StartDaemon(t)
-	b := runtimetest.StartDaemon(t)
+	a := containerdrttest.StartDaemon(t)
+	b := containerdrttest.StartDaemon(t)
 	ctx := testContext(t)
 	var pids []uint32
-	for _, d := range []*runtime.Daemon{a, b} {
-		class, ok := runtime.Classes(filepath.Dir(d.Address()))[runtime.DefaultClass]
+	for _, d := range []*containerdrt.Daemon{a, b} {
+		class, ok := containerdrt.Classes(filepath.Dir(d.Address()))[containerdrt.DefaultClass]
 		if !ok {
 			t.Skip("runc not installed")
 		}
-		img := runtimetest.ImportBusybox(ctx, t, d.Client(), "kanga.test/busybox:latest")
-		task, _ := runtimetest.StartTask(ctx, t, d.Client(), img, class, "same-id", "/bin/busybox", "sleep", "300")
+		img := containerdrttest.ImportBusybox(ctx, t, d.Client(), "kanga.test/busybox:latest")
+		task, _ := containerdrttest.StartTask(ctx, t, d.Client(), img, class, "same-id", "/bin/busybox", "sleep", "300")
 		pids = append(pids, task.Pid())
 	}
 	if pids[0] == pids[1] {
@@ -269,7 +269,7 @@ func TestTwoDaemons(t *testing.T) {
 	}
 }
 
-func waitRestart(t *testing.T, d *runtime.Daemon, oldPID int) {
+func waitRestart(t *testing.T, d *containerdrt.Daemon, oldPID int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for d.PID() == oldPID || d.PID() == 0 {
