@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent"
 	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/assembly/host"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/errdefs"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
