@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/internal/simhost"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // TestEtcdClusterFailover runs two control-plane replicas (API server,
@@ -264,8 +265,8 @@ func startEtcdCluster(t *testing.T, etcd, dir string) ([]string, []memberProc) {
 	for i := range 3 {
 		m := memberProc{
 			name:      "m" + strconv.Itoa(i),
-			clientURL: "http://127.0.0.1:" + strconv.Itoa(freePort(t)),
-			peerURL:   "http://127.0.0.1:" + strconv.Itoa(freePort(t)),
+			clientURL: "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
+			peerURL:   "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 		}
 		members = append(members, m)
 		cluster = append(cluster, m.name+"="+m.peerURL)

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // probeOK runs netprobe in the tenant's instance and reports whether
@@ -187,7 +188,7 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 	if !strings.HasPrefix(p.warmOf(warm.UID), pool.WarmPrefix) {
 		t.Fatalf("warm did not start in a warm container")
 	}
-	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", freePort(t)), "kanga.test/netprobe")
+	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", harness.FreePort(t)), "kanga.test/netprobe")
 	fresh := p.runningIPAs(ta, "fresh")
 	first := p.runningIPAs(tb, "first")
 
