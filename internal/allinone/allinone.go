@@ -1,184 +1,74 @@
-// Package allinone assembles `kanga up`: the control plane and a host
-// agent in one process, with embedded etcd and a containerd that the agent
-// starts and supervises itself. The same parts split over machines are
-// assembled by package daemon (`kanga server`, `kanga agent`).
+// Package allinone assembles `kanga up`: a control plane (package
+// assembly/cp) and a host (package assembly/host) in one process, the host
+// using the control plane's store directly. `kanga server` and `kanga
+// agent` run the same two assemblies apart.
 package allinone
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent"
-	"github.com/kanga-run/kanga/internal/agent/fill"
-	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
+	"github.com/kanga-run/kanga/internal/assembly/host"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/netview"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
-	"github.com/kanga-run/kanga/internal/tenant"
 )
 
-// Options configure `kanga up`.
+// Options configure `kanga up`: its control plane and its host. The
+// control plane's API is plain HTTP, it has no agents' link, and its
+// replica is named after the host.
 type Options struct {
-	DataDir  string
-	Listen   string // host:port of the API
-	HostName string
-	// EtcdEndpoints, if set, are an external etcd cluster's client URLs;
-	// nothing is embedded then.
-	EtcdEndpoints []string
-	ConfigPath    string // client config to write; empty: don't write one
-	Bridge        string
-	Subnet        string
-	// InsecureRegistries are the registries pulls may reach on loopback,
-	// link-local, private or the host's own addresses (see
-	// image.ParseInsecureRegistries); none by default.
-	InsecureRegistries []string
-	// Isolation keeps tenants apart on the network (see
-	// network.Config.Isolation).
-	Isolation bool
-	Version   string
-	// Pool sizes the warm pool of network sandboxes (see package pool);
-	// Max 0 turns it off.
-	Pool fill.Policy
-	// Warm sizes the warm containers (see warm.Pool); Max 0 turns them off.
-	Warm      fill.Policy
-	WarmTotal int
-	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
-	CgroupRoot string
-	// Ports is the operator's policy for published ports (the platform's
-	// own ports are added to its reserved ones); Security bounds what
-	// tenants may be allowed.
-	Ports    model.PortPolicy
-	Security model.SecurityBounds
-	// UserNS runs crun containers in a user namespace.
-	UserNS bool
-	// StartSlots bounds the host's concurrent instance starts (0: twice
-	// its cores); see agent.Config.StartSlots.
-	StartSlots int
-	Logger     *slog.Logger
+	ControlPlane cp.Options
+	Host         host.Options
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
-	// Failure tunes the failure detector.
-	Failure FailureDetection
-	Defaults
 }
-
-// Defaults are what the API gives instances and tenants that ask for
-// nothing (kanga up and kanga server share them).
-type Defaults struct {
-	// DefaultType names the instance type whose resources fill in what an
-	// instance leaves empty (default model.DefaultInstanceType; "none":
-	// no default).
-	DefaultType string
-	// DefaultQuota is the quota of new tenants in ParseQuota's notation
-	// ("" or "none": none).
-	DefaultQuota string
-	// MaxInflightCreates bounds the creates in flight the API admits
-	// (server.Options.MaxInflightCreates): negative for the ready hosts'
-	// start slots, 0 for no bound.
-	MaxInflightCreates int
-}
-
-// APIOptions checks d and turns it into the API's options.
-func (d Defaults) APIOptions() (server.Options, error) {
-	if err := model.CheckDefaultType("--default-type", d.DefaultType); err != nil {
-		return server.Options{}, err
-	}
-	q, err := model.ParseQuota(d.DefaultQuota)
-	if err != nil {
-		return server.Options{}, fmt.Errorf("--default-quota: %w", err)
-	}
-	return server.Options{DefaultType: d.DefaultType, DefaultQuota: q, MaxInflightCreates: d.MaxInflightCreates}, nil
-}
-
-// PIDFile is where a running `kanga up` records its pid, for `kanga down`.
-func PIDFile(dataDir string) string { return filepath.Join(dataDir, "kanga.pid") }
 
 // Run serves until ctx ends, then stops the API and containerd. Instances
 // keep running: the shims outlive containerd, and the next Run adopts them.
 func Run(ctx context.Context, o Options) error {
-	log := o.Logger
+	log := o.ControlPlane.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	apiOpts, err := o.APIOptions()
+	// The host's flags are checked before anything is started.
+	if err := o.Host.Check(); err != nil {
+		return err
+	}
+	hostName := o.Host.Name()
+	co := o.ControlPlane
+	co.Logger, co.PlainAPI, co.AgentListen, co.ReplicaName = log, true, "", hostName
+	co.Ready = func(addr, _ string) {
+		log.Info("kanga is up", "api", addr, "host", hostName, "config", co.ConfigPath)
+		if o.Ready != nil {
+			o.Ready(addr)
+		}
+	}
+	plane, err := cp.Open(ctx, co)
 	if err != nil {
 		return err
 	}
-	if err := o.Failure.Check(); err != nil {
-		return err
-	}
-	dataDir, err := filepath.Abs(o.DataDir)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data dir: %w", err)
-	}
-	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
-		return err
-	}
-	// Listen first: a busy port is the most likely mistake and should fail
-	// before anything is started.
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
-	}
-	defer ln.Close()
-	ports := o.Ports
-	ports.ReserveAddress("the Kanga API", ln.Addr().String())
-	ReserveEtcd(&ports, o.EtcdEndpoints)
+	defer plane.Close()
+	st := plane.Store()
 
-	st, err := store.Open(ctx, store.Config{DataDir: dataDir, Endpoints: o.EtcdEndpoints, Logger: log})
-	if err != nil {
-		return fmt.Errorf("opening the store: %w", err)
-	}
-	defer st.Close()
-
-	token, err := EnsureAdmin(ctx, st, dataDir)
-	if err != nil {
-		return err
-	}
-
-	hostName := o.HostName
-	if hostName == "" {
-		hostName, _ = os.Hostname()
-	}
-	// The network view is kept here, as `kanga server` keeps it for its
-	// agents; this process's agent follows it in-process.
-	nvCtx, stopNV := context.WithCancel(context.WithoutCancel(ctx))
-	nv := netview.New(st, log)
-	nvDone := make(chan struct{})
-	go func() { defer close(nvDone); nv.Run(nvCtx) }()
-	defer func() { stopNV(); <-nvDone }()
-	host, err := StartHost(ctx, HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: st.ForHost(hostName), Usage: st.ForHost(hostName),
-		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
-		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
-		Isolation: o.Isolation, NetView: nv.Subscribe, StartSlots: o.StartSlots,
-	})
+	ho := o.Host
+	ho.HostName, ho.Ports = hostName, plane.Ports()
+	// The host follows the control plane's network view in-process, as
+	// `kanga agent` follows it over the link.
+	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: plane.DataDir(), Store: st.ForHost(hostName), Usage: st.ForHost(hostName),
+		NetView: plane.NetView().Subscribe, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer host.Close()
-	ag := host.Agent
+	defer h.Close()
+	ag := h.Agent
 	// Purges the API recorded but could not carry out (it stopped between
 	// deleting a tenant and cleaning the host) are done before the host
 	// registers; a failure here is retried every minute, and re-creating
@@ -187,61 +77,17 @@ func Run(ctx context.Context, o Options) error {
 	if err := ag.ApplyPurges(ctx, purges); err != nil {
 		log.Warn("carrying out pending purges failed; retrying in the background", "err", err)
 	}
-	go ag.RunPurges(host.Context(), purges, time.Minute)
+	go ag.RunPurges(h.Context(), purges, time.Minute)
 
 	// The host registers and holds its lease before the control plane
 	// starts, so that a restart after a long stop never finds its own host
 	// NotReady and re-creates what still runs here.
-	stopCP, err := runControlPlane(ctx, st, ag, hostName, host.Subnet(), o.Version, o.Failure, log)
+	stopCP, err := runControlPlane(ctx, st, ag, hostName, h.Subnet(), co.Version, co.Failure, log)
 	if err != nil {
 		return err
 	}
 	defer stopCP()
-
-	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = log, o.Version, hostName
-	apiOpts.Ports, apiOpts.Security = ports, o.Security
-	srv := server.New(st, ag, apiOpts)
-	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, log)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
-
-	addr := "http://" + ln.Addr().String()
-	if o.ConfigPath != "" {
-		if err := client.WriteConfig(o.ConfigPath, client.Config{Addr: addr, Token: token}); err != nil {
-			return err
-		}
-	}
-	if err := os.WriteFile(PIDFile(dataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-		return err
-	}
-	defer os.Remove(PIDFile(dataDir))
-	log.Info("kanga is up", "api", addr, "data_dir", dataDir, "host", hostName, "config", o.ConfigPath)
-	if o.Ready != nil {
-		o.Ready(addr)
-	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("API server: %w", err)
-		}
-	}
-	log.Info("shutting down; instances keep running")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
-	return nil
-}
-
-// ReserveEtcd reserves etcd's ports: its well-known client and peer ports
-// (2379, 2380), wherever it runs, and those of the endpoints the platform
-// uses.
-func ReserveEtcd(p *model.PortPolicy, endpoints []string) {
-	p.Reserve("etcd", 2379, 2380)
-	for _, e := range endpoints {
-		p.ReserveAddress("etcd", e)
-	}
+	return plane.Serve(ctx, ag)
 }
 
 // hostLeaseTTL is how long the host stays Ready after this process stops
@@ -252,7 +98,7 @@ const hostLeaseTTL = 5 * time.Second
 // agent), keeps its lease alive and runs the scheduler loop and failure
 // detector in-process. The returned function stops them; the lease is then
 // left to expire, as after a crash.
-func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, subnet, version string, fd FailureDetection, log *slog.Logger) (func(), error) {
+func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, hostName, subnet, version string, fd cp.FailureDetection, log *slog.Logger) (func(), error) {
 	c := ag.Capacity()
 	h := &api.Host{
 		Name:           hostName,
@@ -337,47 +183,4 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 		<-done
 		<-done
 	}, nil
-}
-
-// EnsureAdmin returns the data dir's admin token (made on first use),
-// registered in the store, and makes sure the default tenant exists.
-// `kanga server` does the same.
-func EnsureAdmin(ctx context.Context, st *store.Store, dataDir string) (string, error) {
-	token, err := adminToken(dataDir)
-	if err != nil {
-		return "", err
-	}
-	if n, err := st.MigrateTokens(ctx); err != nil {
-		return "", fmt.Errorf("migrating token records: %w", err)
-	} else if n > 0 {
-		slog.Default().Info("token records migrated to IDs and scopes", "count", n)
-	}
-	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
-		return "", fmt.Errorf("registering the admin token: %w", err)
-	}
-	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
-		return "", fmt.Errorf("creating the default tenant: %w", err)
-	}
-	return token, nil
-}
-
-// adminToken returns the data dir's admin token, making one on first use.
-func adminToken(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "admin-token")
-	if b, err := os.ReadFile(path); err == nil {
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return t, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	buf := make([]byte, 32)
-	if _, err := rand.Read(buf); err != nil {
-		return "", err
-	}
-	t := hex.EncodeToString(buf)
-	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing the admin token: %w", err)
-	}
-	return t, nil
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/simhost"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -28,9 +28,9 @@ import (
 // on loopback, the API (auth, tenant policy, image check against a
 // stand-in host, Pending write, wait for the placement), the embedded
 // etcd, the control-plane loop (fenced placement write) and an in-process
-// simulated host that does what `kanga up`'s agent does with the store
-// around a start: it follows the instances through the store's watch and
-// writes Creating, then Running, with UpdateInstance. The container start
+// simulated host (package simhost) that does what `kanga up`'s agent does
+// with the store around a start: it follows the instances through the
+// store's watch and writes Creating, then Running, with UpdateInstance. The container start
 // itself is left out (bench start measures it). One op is one instance,
 // from CreateInstance to WaitInstance returning it Running (ns/op is the
 // mean wall time per start, p50-ms and p90-ms the per-start latency);
@@ -110,28 +110,21 @@ func newControlPathEnv(b testing.TB) *controlPathEnv {
 	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
 		b.Fatal(err)
 	}
-	const hostName = "sim-host"
-	if err := st.RegisterHost(ctx, &api.Host{Name: hostName, RuntimeClasses: []string{model.DefaultRuntimeClass},
-		Capacity: api.HostCapacity{CPUs: 1 << 20, MemoryBytes: 1 << 50, Pods: 1 << 30}}); err != nil {
+	sim := simhost.Config{Name: "sim-host", CPUs: 1 << 20, Memory: 1 << 50, Pods: 1 << 30}
+	if _, err := simhost.OnStore(ctx, st, sim, time.Minute); err != nil {
 		b.Fatal(err)
 	}
-	go func() {
-		for ctx.Err() == nil {
-			_ = st.KeepHostAlive(ctx, hostName, time.Minute)
-		}
-	}()
 	if err := waitReady(ctx, st, 1, func(string, ...any) {}); err != nil {
 		b.Fatal(err)
 	}
 	cp := controlplane.New(controlplane.Config{Store: st, ID: "bench", Logger: log, Policy: controlplane.DefaultPolicy})
 	go func() { _ = cp.Run(ctx) }()
-	go simulateAgent(ctx, st, hostName)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: server.New(st, simAPIHost{}, server.Options{Logger: log}).Handler()}
+	srv := &http.Server{Handler: server.New(st, simhost.NewAPIHost(sim), server.Options{Logger: log}).Handler()}
 	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { srv.Close() })
 	c, err := client.New("http://"+ln.Addr().String(), token)
@@ -158,37 +151,4 @@ func (e *controlPathEnv) start(ctx context.Context, name string) error {
 		return fmt.Errorf("instance %s is %s, not Running: %s %s", name, inst.Status.Phase, inst.Status.Reason, inst.Status.Message)
 	}
 	return nil
-}
-
-// simulateAgent stands in for the agent's store traffic around a start:
-// for an instance placed on hostName it writes Creating, then Running
-// (the runner writes Creating while it sets up and waits for that write
-// before it writes Running; with no container to start, they follow each
-// other here).
-func simulateAgent(ctx context.Context, st *store.Store, hostName string) {
-	status := func(in *api.Instance, phase api.Phase) error {
-		_, err := st.UpdateInstance(tenant.WithName(ctx, in.Tenant), in.Name, func(cur *api.Instance) error {
-			if cur.UID != in.UID || cur.Status.Host != hostName {
-				return errors.New("moved")
-			}
-			cur.Status.Phase = phase
-			if phase == api.PhaseRunning {
-				now := time.Now().UTC()
-				cur.Status.StartedAt = &now
-			}
-			return nil
-		})
-		return err
-	}
-	for ev := range st.WatchAllInstances(ctx, 0) {
-		in := ev.Instance
-		if ev.Deleted || in == nil || in.Status.Host != hostName || in.Status.Phase != api.PhasePending {
-			continue
-		}
-		go func() {
-			if status(in, api.PhaseCreating) == nil {
-				_ = status(in, api.PhaseRunning)
-			}
-		}()
-	}
 }

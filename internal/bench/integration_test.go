@@ -2,19 +2,16 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/testenv"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // TestSuiteAgainstKangaUp runs the whole benchmark, n=3, against a real
@@ -26,7 +23,7 @@ func TestSuiteAgainstKangaUp(t *testing.T) {
 	testenv.RequireBinaries(t, "containerd", "runc", "ctr")
 	p := startKangaUp(t)
 	p.kanga("image", "import", filepath.Join(testenv.Images(t), "busybox.tar"))
-	cfg, err := client.LoadConfig(p.config)
+	cfg, err := client.LoadConfig(p.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,142 +114,35 @@ func offered(t *testing.T, api *client.Client, class string) bool {
 	return false
 }
 
-// kangaUp is one `kanga up` under test, started the way
-// test/integration does it, with its own data dir, bridge and subnet.
+// kangaUp is one `kanga up` under test (package harness), with a data
+// dir, bridge and subnet of its own, apart from test/integration's
+// (kangait*, 10.214.*) and a developer's kanga up.
 type kangaUp struct {
-	t       *testing.T
-	bin     string
-	dataDir string
-	config  string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	*harness.Up
 }
 
 func startKangaUp(t *testing.T) *kangaUp {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "kbit-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "kanga")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/kanga")
-	build.Dir = testenv.RepoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	data := filepath.Join(dir, "data")
-	p := &kangaUp{t: t, bin: bin, dataDir: data, config: filepath.Join(dir, "client.json"), logPath: filepath.Join(dir, "kanga.log")}
-	// A bridge and subnet of its own, apart from test/integration's
-	// (kangait*, 10.214.*) and a developer's kanga up.
-	bridge, subnet := "kangabt0", "10.217.0.0/24"
-	logf, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := l.Addr().String()
-	l.Close()
-	p.cmd = exec.Command(bin, "up", "--data-dir", data, "--listen", listen, "--write-config", p.config,
-		"--bridge", bridge, "--subnet", subnet, "--host-name", "bench-it")
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logf.Close()
-	p.done = make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("kanga up log (tail):\n%s", tailOf(string(b), 4000))
-			}
-		}
-		unmountAll(dir)
-		_ = exec.Command("ip", "link", "del", bridge).Run()
-		os.RemoveAll(dir)
-	})
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			b, _ := os.ReadFile(p.logPath)
-			t.Fatalf("kanga up exited early:\n%s", tailOf(string(b), 4000))
-		default:
-		}
-		if _, err := os.Stat(p.config); err == nil {
-			if _, code := p.run("version"); code == 0 {
-				return p
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatal("kanga up did not become ready")
-	return nil
+	return &kangaUp{harness.StartUp(t, harness.Net{DirPrefix: "kbit-", BridgePrefix: "kangabt", SubnetPrefix: "10.217"}, "bench-it")}
 }
 
-func (p *kangaUp) socket() string {
-	return filepath.Join(p.dataDir, "containerd", "containerd.sock")
-}
-
-// stop removes every instance, ends kanga up and the containerd it left
-// running for adoption.
-func (p *kangaUp) stop() {
-	if out, code := p.run("ps", "-aq"); code == 0 {
-		for _, name := range strings.Fields(out) {
-			p.run("rm", "-f", name)
-		}
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	b, err := os.ReadFile(filepath.Join(p.dataDir, "containerd", "containerd", "containerd.pid"))
-	if err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-func (p *kangaUp) run(args ...string) (string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, p.bin, args...)
-	cmd.Env = append(os.Environ(), "KANGA_CONFIG="+p.config, "KANGA_ADDR=", "KANGA_TOKEN=")
-	out, err := cmd.Output()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(out), ee.ExitCode()
-	} else if err != nil {
-		return "", -1
-	}
-	return string(out), 0
-}
+func (p *kangaUp) socket() string { return p.Socket() }
 
 // kanga runs the CLI and fails the test unless it exits 0.
 func (p *kangaUp) kanga(args ...string) string {
-	p.t.Helper()
-	out, code := p.run(args...)
-	if code != 0 {
-		p.t.Fatalf("kanga %s: exit %d: %s", strings.Join(args, " "), code, out)
+	p.T.Helper()
+	r, err := p.CLI(2*time.Minute, nil, nil, args...)
+	if err != nil || r.Code != 0 {
+		p.T.Fatalf("kanga %s: exit %d: %v\n%s%s", strings.Join(args, " "), r.Code, err, r.Stdout, r.Stderr)
 	}
-	return out
+	return r.Stdout
 }
 
 func (p *kangaUp) ctr(args ...string) string {
-	p.t.Helper()
+	p.T.Helper()
 	out, err := exec.Command("ctr", append([]string{"-a", p.socket(), "-n", Namespace}, args...)...).CombinedOutput()
 	if err != nil {
-		p.t.Fatalf("ctr %v: %v\n%s", args, err, out)
+		p.T.Fatalf("ctr %v: %v\n%s", args, err, out)
 	}
 	return string(out)
 }
@@ -276,18 +166,4 @@ func processesMentioning(s string) []string {
 		}
 	}
 	return found
-}
-
-func unmountAll(dir string) {
-	m := mountsUnder(dir)
-	for i := len(m) - 1; i >= 0; i-- {
-		_ = syscall.Unmount(m[i], syscall.MNT_DETACH)
-	}
-}
-
-func tailOf(s string, n int) string {
-	if len(s) > n {
-		return fmt.Sprintf("...%s", s[len(s)-n:])
-	}
-	return s
 }

@@ -10,9 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kanga-run/kanga/internal/agent"
-	"github.com/kanga-run/kanga/internal/agent/fill"
-	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/daemon"
 )
 
@@ -61,24 +58,11 @@ exec, stats, images) on --listen.`,
 	f.StringVar(&o.Join, "join", "", "the server's agent address (https://host:7421); several replicas comma-separated, tried in turn")
 	f.StringVar(&o.Token, "token", "", "join token from the server's data dir (default $KANGA_JOIN_TOKEN); needed on first start only")
 	f.StringVar(&o.DataDir, "data-dir", "/var/lib/kanga-agent", "directory for the agent's state: certificate, containerd, logs")
-	f.StringVar(&o.HostName, "host-name", "", "name of this host (default: the hostname)")
 	f.StringSliceVar(&labels, "labels", nil, "host labels, key=value (e.g. zone=a), for instances' host selectors")
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:7422", "address of the host API the control plane calls")
 	f.StringVar(&o.Advertise, "advertise", "", "host:port the control plane reaches the host API at (default: --listen)")
-	f.StringVar(&o.Bridge, "bridge", "", "bridge for instance networking (default kanga0)")
-	f.StringVar(&o.Subnet, "subnet", "", "subnet for instance IPs (default 10.211.0.0/16)")
-	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "a registry (HOST:PORT, or HOST) that pulls may reach although it is on a loopback, link-local, private or this host's own address, spoken to over HTTPS without verification or plain HTTP; repeat for more. Nothing is allowed by default")
-	f.BoolVar(&o.Isolation, "network-isolation", true, networkIsolationUsage)
-	f.IntVar(&o.Pool.Min, "pool-min", fill.DefaultMin, "network sandboxes kept ready even when idle")
-	f.IntVar(&o.Pool.Max, "pool-max", fill.DefaultMax, "most network sandboxes kept ready; 0 turns the warm pool off")
-	f.DurationVar(&o.Pool.Window, "pool-window", fill.DefaultWindow, "how far back the pool counts creates to size itself")
-	f.IntVar(&o.Warm.Max, "warm-max", 0, "warm containers (created and started ahead, see bin/kanga-init) kept per tenant, image and runtime class; 0 turns them off")
-	f.IntVar(&o.Warm.Min, "warm-min", warm.DefaultMin, "warm containers kept per tenant, image and class while it had creates within --pool-window")
-	f.IntVar(&o.WarmTotal, "warm-total", warm.DefaultTotal, "most warm containers kept on the host")
-	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
+	addHostFlags(f, &o.Options)
 	f.BoolVar(&debug, "debug", false, "log at debug level")
-	addStartSlotsFlag(f, &o.StartSlots)
-	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	policy.register(f)
 	return cmd
 }

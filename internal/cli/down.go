@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/client"
-	"github.com/kanga-run/kanga/internal/allinone"
+	"github.com/kanga-run/kanga/internal/assembly"
 )
 
 func newDownCommand() *cobra.Command {
@@ -31,16 +31,16 @@ stops them too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			b, err := os.ReadFile(allinone.PIDFile(dataDir))
+			b, err := os.ReadFile(assembly.PIDFile(dataDir))
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("no kanga up is running with data dir %s (no %s)", dataDir, allinone.PIDFile(dataDir))
+					return fmt.Errorf("no kanga up is running with data dir %s (no %s)", dataDir, assembly.PIDFile(dataDir))
 				}
 				return err
 			}
 			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 			if err != nil || pid <= 0 {
-				return fmt.Errorf("pid file %s is corrupt: remove it", allinone.PIDFile(dataDir))
+				return fmt.Errorf("pid file %s is corrupt: remove it", assembly.PIDFile(dataDir))
 			}
 			if purge {
 				if err := purgeInstances(ctx, cmd); err != nil {
@@ -49,7 +49,7 @@ stops them too.`,
 			}
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 				if errors.Is(err, syscall.ESRCH) {
-					_ = os.Remove(allinone.PIDFile(dataDir))
+					_ = os.Remove(assembly.PIDFile(dataDir))
 					fmt.Fprintln(cmd.OutOrStdout(), "kanga was not running")
 					return nil
 				}

@@ -5,13 +5,13 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/kanga-run/kanga/internal/allinone"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/controlplane"
 )
 
 // addFailureFlags adds the failure detector's flags; kanga up and kanga
 // server share them.
-func addFailureFlags(f *pflag.FlagSet, fd *allinone.FailureDetection) {
+func addFailureFlags(f *pflag.FlagSet, fd *cp.FailureDetection) {
 	f.Var((*safeguardsFlag)(&fd.NoSafeguards), "failure-safeguards",
 		"before re-creating the instances of a host whose lease lapsed, check that it does not answer by its link or host API (kanga up never loses its own host), re-create at --lost-recreate-rate, and stop when --lost-brake-threshold of the hosts look lost at once; =false acts on every lapsed lease at once (for comparisons)")
 	f.Lookup("failure-safeguards").NoOptDefVal = "true"

@@ -11,12 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/client"
-	"github.com/kanga-run/kanga/internal/daemon"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
 )
 
 func newServerCommand() *cobra.Command {
 	var (
-		o          daemon.ServerOptions
+		o          cp.Options
 		configPath string
 		debug      bool
 		policy     policyFlags
@@ -51,7 +51,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 			o.Version = Version
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return daemon.RunServer(ctx, o)
+			return cp.Run(ctx, o)
 		},
 	}
 	f := cmd.Flags()

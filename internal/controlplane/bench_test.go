@@ -38,19 +38,15 @@ func BenchmarkBacklog(b *testing.B) {
 				reg.Add(1)
 				go func() {
 					defer func() { <-sem; reg.Done() }()
-					if err := st.RegisterHost(ctx, &api.Host{Name: name, RuntimeClasses: []string{"runc"},
+					held, err := st.HoldHost(ctx, api.Host{Name: name, RuntimeClasses: []string{"runc"},
 						Labels:   map[string]string{"zone": fmt.Sprint("z", i%3)},
-						Capacity: api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 1000}}); err != nil {
+						Capacity: api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 1000}}, 60*time.Second, store.HoldOptions{})
+					if err != nil {
 						b.Error(err)
 						return
 					}
 					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for ctx.Err() == nil {
-							_ = st.KeepHostAlive(ctx, name, 60*time.Second)
-						}
-					}()
+					go func() { defer wg.Done(); <-held }()
 				}()
 			}
 			reg.Wait()

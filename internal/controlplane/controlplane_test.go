@@ -66,22 +66,19 @@ func (e *env) runCP(id string) (*controlplane.ControlPlane, func()) {
 // addHost registers a host and keeps it alive with a 1 s lease.
 func (e *env) addHost(name string, cpus int, labels map[string]string) {
 	e.t.Helper()
-	h := &api.Host{Name: name, Labels: labels, RuntimeClasses: []string{"runc", "crun"},
+	h := api.Host{Name: name, Labels: labels, RuntimeClasses: []string{"runc", "crun"},
 		Capacity: api.HostCapacity{CPUs: cpus, MemoryBytes: 8 << 30, Pods: 100}}
-	if err := e.st.RegisterHost(e.t.Context(), h); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	held, err := e.st.HoldHost(ctx, h, time.Second, store.HoldOptions{Backoff: 10 * time.Millisecond})
+	if err != nil {
+		cancel()
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	e.mu.Lock()
 	e.keepers[name] = cancel
 	e.mu.Unlock()
 	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		for ctx.Err() == nil {
-			_ = e.st.KeepHostAlive(ctx, name, time.Second)
-		}
-	}()
+	go func() { defer e.wg.Done(); <-held }()
 	e.waitHost(name, api.HostReady)
 }
 

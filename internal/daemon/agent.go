@@ -1,3 +1,7 @@
+// Package daemon assembles `kanga agent`: a host (package assembly/host)
+// joined to a control plane over the agents' link, with the host API the
+// control plane calls. `kanga server` is package assembly/cp alone; `kanga
+// up`, a control plane and a host in one process, is package allinone.
 package daemon
 
 import (
@@ -9,18 +13,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/agent/fill"
-	"github.com/kanga-run/kanga/internal/allinone"
+	"github.com/kanga-run/kanga/internal/assembly"
+	"github.com/kanga-run/kanga/internal/assembly/host"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 	"github.com/kanga-run/kanga/internal/hostlink/hostapi"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
-	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/server"
 )
 
@@ -29,43 +31,25 @@ type AgentOptions struct {
 	// Join is the server's agent link URL (https://host:port) and Token
 	// the join token it wrote; the token is needed only until the agent
 	// has its certificate in DataDir.
-	Join     string
-	Token    string
-	DataDir  string
-	HostName string
-	Labels   map[string]string
+	Join    string
+	Token   string
+	DataDir string
+	Labels  map[string]string
 	// Listen is the address of the host API (logs, exec, stats, images)
 	// the control plane calls; Advertise, if set, is the address it is
 	// reached at (default: Listen's).
 	Listen    string
 	Advertise string
-	Bridge    string
-	Subnet    string
-	// InsecureRegistries: see allinone.Options. The server's list (its
-	// own --insecure-registry) is added when the agent registers.
-	InsecureRegistries []string
-	Isolation          bool
-	Pool               fill.Policy
-	// Warm sizes the warm containers (see warm.Pool); Max 0 turns them off.
-	Warm      fill.Policy
-	WarmTotal int
-	// CgroupRoot is the parent of the agent's cgroups (default /kanga).
-	CgroupRoot string
-	// Ports and Security are the host's guards on published ports and
-	// containers' sandboxes; the agent's own ports are added to the
-	// reserved ones.
-	Ports    model.PortPolicy
-	Security model.SecurityBounds
-	// UserNS runs crun containers in a user namespace.
-	UserNS bool
-	// StartSlots bounds the host's concurrent instance starts (0: twice
-	// its cores); the host reports it to the control plane.
-	StartSlots int
-	Version    string
-	Logger     *slog.Logger
+	Version   string
+	Logger    *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
+	// Options are the host's, as kanga up has them. The server's
+	// --insecure-registry list is added to InsecureRegistries when the
+	// agent registers; the agent's own ports are added to Ports'
+	// reserved ones.
+	host.Options
 }
 
 // purgeInterval is how often an agent looks for purges the control plane
@@ -87,10 +71,10 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
-	hostName := o.HostName
-	if hostName == "" {
-		hostName, _ = os.Hostname()
+	if err := o.Check(); err != nil {
+		return err
 	}
+	hostName := o.Name()
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
@@ -115,33 +99,29 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	link := agentside.NewLink(o.Join, hostName, creds, log)
 
-	ports := o.Ports
-	ports.ReserveAddress("the host API", ln.Addr().String())
+	ho := o.Options
+	ho.HostName = hostName
+	ho.Ports.ReserveAddress("the host API", ln.Addr().String())
 	for _, j := range strings.Split(o.Join, ",") {
-		ports.ReserveAddress("the agents' link", strings.TrimSpace(j))
+		ho.Ports.ReserveAddress("the agents' link", strings.TrimSpace(j))
 	}
-	allinone.ReserveEtcd(&ports, nil)
+	assembly.ReserveEtcd(&ho.Ports, nil)
 
-	host, err := allinone.StartHost(ctx, allinone.HostConfig{
-		DataDir: dataDir, HostName: hostName, Store: link, Usage: link,
-		Bridge: o.Bridge, Subnet: o.Subnet, Pool: o.Pool, Warm: o.Warm, WarmTotal: o.WarmTotal, Logger: log,
-		InsecureRegistries: o.InsecureRegistries,
-		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
-		Isolation: o.Isolation, NetView: link.WatchNetView, StartSlots: o.StartSlots,
-	})
+	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: dataDir, Store: link, Usage: link,
+		NetView: link.WatchNetView, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer host.Close()
-	ag := host.Agent
+	defer h.Close()
+	ag := h.Agent
 	// The server's --insecure-registry list comes with each registration.
-	link.Registered = func(r hostlink.RegisterResponse) { host.Images.AddInsecureRegistries(r.InsecureRegistries) }
+	link.Registered = func(r hostlink.RegisterResponse) { h.Images.AddInsecureRegistries(r.InsecureRegistries) }
 	// What the control plane decided to remove while this host was away
 	// (a deleted tenant, a removed image) goes before the host is offered
 	// work again; what it could not tell the host at once, within a
 	// minute.
 	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
-	go ag.RunPurges(host.Context(), link, purgeInterval)
+	go ag.RunPurges(h.Context(), link, purgeInterval)
 
 	hs := server.NewHTTPServer(hostapi.Handler(ag, link, log), server.DefaultLimits, log)
 	hs.TLSConfig = hostapi.TLS(creds)
@@ -157,17 +137,17 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		defer close(linkDone)
 		// Image locality: the registration carries the host's images and
 		// ReportImages sends them again whenever they change.
-		go ag.ReportImages(host.Context(), link.ReportImages)
-		link.Run(host.Context(), func() api.Host {
+		go ag.ReportImages(h.Context(), link.ReportImages)
+		link.Run(h.Context(), func() api.Host {
 			c := ag.Capacity()
-			imgs, err := ag.HostImages(host.Context())
+			imgs, err := ag.HostImages(h.Context())
 			if err != nil {
 				log.Warn("listing the host's images for its registration failed", "err", err)
 			}
 			return api.Host{
 				Images:         imgs,
 				Name:           hostName,
-				Subnet:         host.Subnet(),
+				Subnet:         h.Subnet(),
 				Address:        hostAPI,
 				Labels:         o.Labels,
 				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots},
@@ -176,12 +156,13 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 			}
 		})
 	}()
-	defer func() { host.StopAgent(); <-linkDone }()
+	defer func() { h.StopAgent(); <-linkDone }()
 
-	if err := os.WriteFile(allinone.PIDFile(dataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	removePID, err := assembly.WritePIDFile(dataDir)
+	if err != nil {
 		return err
 	}
-	defer os.Remove(allinone.PIDFile(dataDir))
+	defer removePID()
 	log.Info("kanga agent is up", "host", hostName, "server", o.Join, "host_api", hostAPI, "data_dir", dataDir)
 	if o.Ready != nil {
 		o.Ready(hostAPI)

@@ -86,22 +86,19 @@ func startControlPlane(ctx context.Context, st *store.Store) (func(), error) {
 	// The registered capacity is larger than what Capacity reports (the
 	// largest spec the API accepts): instances of every test pile up on
 	// this one host, and none of them runs.
-	if err := st.RegisterHost(ctx, &api.Host{
+	bg, cancel := context.WithCancel(context.Background())
+	held, err := st.HoldHost(bg, api.Host{
 		Name:           fh.Name(),
 		Capacity:       api.HostCapacity{CPUs: 64, MemoryBytes: 256 << 30, Pods: 10000},
 		RuntimeClasses: fh.RuntimeClasses(),
-	}); err != nil {
+	}, 5*time.Second, store.HoldOptions{})
+	if err != nil {
+		cancel()
 		return nil, err
 	}
-	bg, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for bg.Err() == nil {
-			_ = st.KeepHostAlive(bg, fh.Name(), 5*time.Second)
-		}
-	}()
+	go func() { defer wg.Done(); <-held }()
 	cp := controlplane.New(controlplane.Config{Store: st, ID: "server-test",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	go func() {

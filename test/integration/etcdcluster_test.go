@@ -27,8 +27,10 @@ import (
 	"github.com/kanga-run/kanga/internal/controlplane"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/simhost"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // TestEtcdClusterFailover runs two control-plane replicas (API server,
@@ -264,8 +266,8 @@ func startEtcdCluster(t *testing.T, etcd, dir string) ([]string, []memberProc) {
 	for i := range 3 {
 		m := memberProc{
 			name:      "m" + strconv.Itoa(i),
-			clientURL: "http://127.0.0.1:" + strconv.Itoa(freePort(t)),
-			peerURL:   "http://127.0.0.1:" + strconv.Itoa(freePort(t)),
+			clientURL: "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
+			peerURL:   "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 		}
 		members = append(members, m)
 		cluster = append(cluster, m.name+"="+m.peerURL)
@@ -348,7 +350,7 @@ func startReplica(t *testing.T, endpoints []string, id string) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { defer close(r.done); _ = r.cp.Run(ctx) }()
-	r.hs = httptest.NewServer(server.New(st, simAPIHost{}, server.Options{Logger: quiet, Version: "it"}).Handler())
+	r.hs = httptest.NewServer(server.New(st, simhost.NewAPIHost(simHostConfig(8)), server.Options{Logger: quiet, Version: "it"}).Handler())
 	r.url = r.hs.URL
 	t.Cleanup(r.crash)
 	return r
@@ -367,10 +369,10 @@ func (r *replica) crash() {
 	})
 }
 
-// simHost is the simulated host "fake": its agent keeps the host's lease,
-// reports every instance placed on it Running at once and removes those
-// whose deletion was requested. It tracks the one-core instances placed
-// on it (placed, not terminal) to find the peak.
+// simHost is the simulated host "fake" (package simhost): it keeps the
+// host's lease, reports every instance placed on it Running and removes
+// those whose deletion was requested. It tracks the one-core instances
+// placed on it (placed, not terminal) to find the peak.
 type simHost struct {
 	mu     sync.Mutex
 	onHost map[string]bool
@@ -378,81 +380,30 @@ type simHost struct {
 	placed []time.Time // when each placement was seen
 }
 
+// simHostConfig is the simulated host of cpus cores.
+func simHostConfig(cpus int) simhost.Config {
+	return simhost.Config{Name: "fake", CPUs: cpus, Memory: 64 << 30, Pods: 100, RuntimeClasses: []string{"runc"}}
+}
+
 func startSimHost(t *testing.T, endpoints []string, cpus int) *simHost {
 	t.Helper()
 	st := openStore(t, endpoints)
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	if err := st.RegisterHost(ctx, &api.Host{Name: "fake", RuntimeClasses: []string{"runc"},
-		Capacity: api.HostCapacity{CPUs: cpus, MemoryBytes: 64 << 30, Pods: 100}}); err != nil {
+	h := &simHost{onHost: map[string]bool{}}
+	cfg := simHostConfig(cpus)
+	cfg.Observe = h.observe
+	sim, err := simhost.OnStore(ctx, st, cfg, 5*time.Second)
+	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if err := st.KeepHostAlive(ctx, "fake", 5*time.Second); err != nil && ctx.Err() == nil {
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-	}()
-	h := &simHost{onHost: map[string]bool{}}
-	go func() {
-		defer wg.Done()
-		h.run(ctx, st)
-	}()
+	t.Cleanup(func() { cancel(); <-sim.Done() })
 	return h
-}
-
-func (h *simHost) run(ctx context.Context, st *store.Store) {
-	// todo holds the latest version of every instance of this host that
-	// still needs an action; a failed action stays and is retried.
-	todo := map[string]*api.Instance{}
-	events := st.WatchAllInstances(ctx, 0)
-	retry := time.NewTicker(100 * time.Millisecond)
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-events:
-			if !ok {
-				return
-			}
-			h.observe(ev)
-			key := ev.Tenant + "/" + ev.Name
-			delete(todo, key)
-			if !ev.Deleted && ev.Instance.Status.Host == "fake" &&
-				(ev.Instance.DeletionRequested || ev.Instance.Status.Phase == api.PhasePending) {
-				todo[key] = ev.Instance
-			}
-		case <-retry.C:
-		}
-		for key, in := range todo {
-			tctx := tenant.WithName(ctx, in.Tenant)
-			var err error
-			if in.DeletionRequested {
-				err = st.DeleteInstance(tctx, in.Name)
-			} else {
-				_, err = st.UpdateInstance(tctx, in.Name, func(cur *api.Instance) error {
-					if cur.UID != in.UID || cur.Status.Host != "fake" {
-						return errdefs.ErrConflict
-					}
-					cur.Status.Phase = api.PhaseRunning
-					return nil
-				})
-			}
-			if err == nil || errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrConflict) {
-				delete(todo, key)
-			}
-		}
-	}
 }
 
 // observe follows what is placed on the host, from the watch: a
 // consistent sequence of the store's states.
-func (h *simHost) observe(ev store.InstanceEvent) {
+func (h *simHost) observe(ev hostcontract.InstanceEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	key := ev.Tenant + "/" + ev.Name
@@ -491,38 +442,6 @@ func (h *simHost) placedAfter(t time.Time) int {
 		}
 	}
 	return n
-}
-
-// simAPIHost is the API's view of the simulated host: it knows every
-// image (with a cmd) and serves nothing else.
-type simAPIHost struct{}
-
-func (simAPIHost) Name() string             { return "fake" }
-func (simAPIHost) RuntimeClasses() []string { return []string{"runc"} }
-func (simAPIHost) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: 8, Memory: 64 << 30}
-}
-func (simAPIHost) ImageConfig(ctx context.Context, ref string) (hostcontract.ImageConfig, error) {
-	return hostcontract.ImageConfig{Cmd: []string{"sh"}}, nil
-}
-func (simAPIHost) ListImages(ctx context.Context) ([]api.Image, error) { return nil, nil }
-func (simAPIHost) ImportImage(ctx context.Context, r io.Reader, progress func(api.Progress)) ([]api.Image, error) {
-	return nil, errdefs.ErrNotImplemented
-}
-func (simAPIHost) PullImage(ctx context.Context, ref string, progress func(api.Progress)) (api.Image, error) {
-	return api.Image{}, errdefs.ErrNotImplemented
-}
-func (simAPIHost) Logs(ctx context.Context, inst *api.Instance, container string, follow bool, w io.Writer) error {
-	return errdefs.ErrNotImplemented
-}
-func (simAPIHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.ExecRequest) (int, error) {
-	return 0, errdefs.ErrNotImplemented
-}
-func (simAPIHost) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStats, error) {
-	return api.InstanceStats{}, errdefs.ErrNotImplemented
-}
-func (simAPIHost) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, error) {
-	return api.SLAReport{}, errdefs.ErrNotImplemented
 }
 
 // TestTwoUpsOnEtcdCluster: two kanga up processes (each an API, a

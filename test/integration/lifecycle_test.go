@@ -16,6 +16,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/testenv"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // TestLifecycle shares one platform across the foundation's scenarios;
@@ -166,7 +167,7 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	t.Run("PublishedPort", func(t *testing.T) {
-		port := freePort(t)
+		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
 		var body string
 		p.eventually("the published port to answer", 30*time.Second, func() bool {

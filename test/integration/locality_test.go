@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/testenv"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // hostImagesJSON reads `kanga host ls -o json` and returns each host's
@@ -54,7 +55,7 @@ func TestImageLocality(t *testing.T) {
 		mhSeq++
 		seq := (os.Getpid()*7+mhSeq)%250 + 1
 		a := &hostAgent{name: name, dataDir: filepath.Join(dir, name), bridge: fmt.Sprintf("kangalc%d", seq),
-			subnet: fmt.Sprintf("10.243.%d.0/24", seq), listen: "127.0.0.1:" + strconv.Itoa(freePort(t)),
+			subnet: fmt.Sprintf("10.243.%d.0/24", seq), listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 			logPath: filepath.Join(dir, name+".log"), labels: []string{"zone=a"}}
 		p.agents[name] = a
 		p.startAgent(a, p.joinToken())

@@ -22,6 +22,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/testenv"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // hostPool is one `kanga server` and real `kanga agent` processes on this
@@ -68,8 +69,8 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 	}
 	p := &hostPool{
 		platform: &platform{t: t, bin: binary(t), dataDir: filepath.Join(dir, "server"), config: filepath.Join(dir, "client.json"),
-			listen: "127.0.0.1:" + strconv.Itoa(freePort(t)), logPath: filepath.Join(dir, "server.log")},
-		agentURL: "https://127.0.0.1:" + strconv.Itoa(freePort(t)),
+			listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)), logPath: filepath.Join(dir, "server.log")},
+		agentURL: "https://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 		agents:   map[string]*hostAgent{},
 		srvArgs:  srvArgs,
 	}
@@ -83,14 +84,14 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 		if t.Failed() {
 			for _, f := range append([]string{p.logPath}, p.agentLogs()...) {
 				if b, err := os.ReadFile(f); err == nil {
-					t.Logf("%s:\n%s", f, tail(string(b), 4000))
+					t.Logf("%s:\n%s", f, harness.Tail(string(b), 4000))
 				}
 			}
 		}
 		for _, a := range p.agents {
-			unmountUnder(a.dataDir)
-			removeCgroupTree(cgroupRootFor(a.dataDir))
-			dropMasquerade(t, a.bridge, a.subnet)
+			harness.UnmountUnder(a.dataDir)
+			harness.RemoveCgroupTree(harness.CgroupRootFor(a.dataDir))
+			harness.DropMasquerade(t, a.bridge, a.subnet)
 			_ = exec.Command("ip", "link", "del", a.bridge).Run()
 			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
 			_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
@@ -110,7 +111,7 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 		mhSeq++
 		seq := (os.Getpid()*7+mhSeq)%250 + 1
 		a := &hostAgent{name: n, dataDir: filepath.Join(dir, n), bridge: fmt.Sprintf("kangamh%d", seq),
-			subnet: fmt.Sprintf("10.231.%d.0/24", seq), listen: "127.0.0.1:" + strconv.Itoa(freePort(t)),
+			subnet: fmt.Sprintf("10.231.%d.0/24", seq), listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 			logPath: filepath.Join(dir, n+".log"), labels: []string{"zone=" + zones[n]}}
 		p.agents[n] = a
 		p.startAgent(a, p.joinToken())
@@ -148,7 +149,7 @@ func (p *hostPool) startServer() {
 		select {
 		case <-p.srvDone:
 			b, _ := os.ReadFile(p.logPath)
-			t.Fatalf("kanga server exited early:\n%s", tail(string(b), 4000))
+			t.Fatalf("kanga server exited early:\n%s", harness.Tail(string(b), 4000))
 		default:
 		}
 		_, err := os.Stat(filepath.Join(p.dataDir, "join-token"))
@@ -169,7 +170,7 @@ func (p *hostPool) joinToken() string {
 func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
 	args := []string{"agent", "--join", p.joinURL, "--data-dir", a.dataDir, "--host-name", a.name,
 		"--listen", a.listen, "--bridge", a.bridge, "--subnet", a.subnet, "--pool-max", "0",
-		"--cgroup-root", cgroupRootFor(a.dataDir)}
+		"--cgroup-root", harness.CgroupRootFor(a.dataDir)}
 	if token != "" {
 		args = append(args, "--token", token)
 	}
@@ -250,7 +251,7 @@ func (p *hostPool) waitReady(names ...string) {
 			select {
 			case <-a.done:
 				b, _ := os.ReadFile(a.logPath)
-				p.t.Fatalf("kanga agent %s exited:\n%s", a.name, tail(string(b), 4000))
+				p.t.Fatalf("kanga agent %s exited:\n%s", a.name, harness.Tail(string(b), 4000))
 			default:
 			}
 		}
@@ -485,7 +486,7 @@ func TestMultiHost(t *testing.T) {
 // this machine's network namespace, so the rules of one host would shadow
 // another's here; only placement and the agent's own check are looked at.)
 func testHostPorts(t *testing.T, p *hostPool) {
-	port := freePort(t)
+	port := harness.FreePort(t)
 	pub := fmt.Sprintf("127.0.0.1:%d:80", port)
 	on := map[string]bool{}
 	for i := range 3 {
@@ -634,11 +635,11 @@ func testRefusals(t *testing.T, p *hostPool) {
 		t.Errorf("join with a wrong secret: %d %s", code, body)
 	}
 	rogue := &hostAgent{name: "rogue", dataDir: filepath.Join(filepath.Dir(p.dataDir), "rogue"), bridge: "kangamhrogue",
-		subnet: "10.231.251.0/24", listen: "127.0.0.1:" + strconv.Itoa(freePort(t))}
+		subnet: "10.231.251.0/24", listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))}
 	cmd := p.agentCmd(rogue, wrong)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "join token is not valid") {
-		t.Errorf("kanga agent with a wrong token: %v\n%s", err, tail(string(out), 2000))
+		t.Errorf("kanga agent with a wrong token: %v\n%s", err, harness.Tail(string(out), 2000))
 	}
 	if fileExists(filepath.Join(rogue.dataDir, "pki", "agent.crt")) {
 		t.Errorf("the refused agent got a certificate")
@@ -822,8 +823,8 @@ func TestMultiHostReplicas(t *testing.T) {
 		dir := filepath.Dir(p.dataDir)
 		second = &hostPool{
 			platform: &platform{t: t, bin: p.bin, dataDir: filepath.Join(dir, "server2"), config: filepath.Join(dir, "client2.json"),
-				listen: "127.0.0.1:" + strconv.Itoa(freePort(t)), logPath: filepath.Join(dir, "server2.log")},
-			agentURL: "https://127.0.0.1:" + strconv.Itoa(freePort(t)),
+				listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)), logPath: filepath.Join(dir, "server2.log")},
+			agentURL: "https://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 			srvArgs:  etcdFlag,
 		}
 		second.startServer()
@@ -860,6 +861,6 @@ func TestMultiHostReplicas(t *testing.T) {
 	// The lease is held through the second replica now.
 	b, _ := os.ReadFile(p.agents["mh-a"].logPath)
 	if !strings.Contains(string(b), "holding its lease\" component=hostlink host=mh-a server="+second.agentURL) {
-		t.Fatalf("the agent never held its lease through the second replica %s:\n%s", second.agentURL, tail(string(b), 3000))
+		t.Fatalf("the agent never held its lease through the second replica %s:\n%s", second.agentURL, harness.Tail(string(b), 3000))
 	}
 }

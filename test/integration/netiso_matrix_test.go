@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // mxInst is one instance of the matrix.
@@ -93,7 +95,7 @@ func TestIsolationMatrix(t *testing.T) {
 	// A port published on 127.0.0.1 of each host, by tenant a.
 	loPort := map[string]int{}
 	for _, h := range []string{"h1", "h2"} {
-		loPort[h] = freePort(t)
+		loPort[h] = harness.FreePort(t)
 		p.mustAs(tokens["mx-a"], "run", "-d", "--name", "pub-"+h, "--host-selector", "zone="+zones[h],
 			"-p", fmt.Sprintf("127.0.0.1:%d:80", loPort[h]), "kanga.test/netprobe")
 	}

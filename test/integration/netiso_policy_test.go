@@ -14,6 +14,7 @@ import (
 
 	"github.com/kanga-run/kanga/internal/agent/pool"
 	"github.com/kanga-run/kanga/internal/agent/warm"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // probeOK runs netprobe in the tenant's instance and reports whether
@@ -188,7 +189,7 @@ func TestIsolationSurvivesRestart(t *testing.T) {
 	if !strings.HasPrefix(p.warmOf(claimed.UID), warm.Prefix) {
 		t.Fatalf("warm did not start in a warm container")
 	}
-	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", freePort(t)), "kanga.test/netprobe")
+	p.mustAs(ta, "run", "-d", "--name", "fresh", "-p", fmt.Sprintf("127.0.0.1:%d:80", harness.FreePort(t)), "kanga.test/netprobe")
 	fresh := p.runningIPAs(ta, "fresh")
 	first := p.runningIPAs(tb, "first")
 

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"crypto/sha512"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // runSpec creates an instance from a full spec, as `kanga run -d -f -`.
@@ -244,12 +244,12 @@ func TestNetworkCleanupAfterCrash(t *testing.T) {
 	p := startPlatform(t)
 	p.importImages()
 	baselineRules := iptablesRules(t)
-	hostPort := freePort(t)
+	hostPort := harness.FreePort(t)
 	p.runSpec(api.CreateInstanceRequest{Name: "crashweb", Spec: api.InstanceSpec{
 		Containers: []api.ContainerSpec{{Name: "web", Image: "kanga.test/httpd"}},
 		Ports: []api.PortMapping{
 			{HostIP: "127.0.0.1", HostPort: hostPort, ContainerPort: 80},
-			{HostPort: freePort(t), ContainerPort: 8080, Protocol: "udp"},
+			{HostPort: harness.FreePort(t), ContainerPort: 8080, Protocol: "udp"},
 		},
 		Resources: api.Resources{IngressBandwidth: "50M", EgressBandwidth: "50M"},
 	}})
@@ -389,18 +389,5 @@ func TestSubnetMasqueradeLifecycle(t *testing.T) {
 	}
 	if rules := iptablesRules(t); strings.Contains(rules, "KANGA-MASQ-"+p.bridge+" ") {
 		t.Errorf("masquerade chain left:\n%s", grepLines(rules, "KANGA-MASQ-"+p.bridge))
-	}
-}
-
-// dropMasquerade removes the instance subnet's NAT rule (and the bridge's
-// isolation tables) of a platform whose kanga up did not get to remove it (killed, or instances left when
-// a test failed); normally it is gone already.
-func dropMasquerade(t *testing.T, bridge, subnet string) {
-	if err := network.RemoveMasquerade(context.Background(), bridge, subnet); err != nil {
-		t.Logf("remove masquerade of %s: %v", subnet, err)
-	}
-	// The same for the tenant isolation tables of the bridge.
-	if err := network.RemoveIsolation(bridge); err != nil {
-		t.Logf("remove isolation tables of %s: %v", bridge, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // overloadN is the burst of TestOverloadBurstQueues: 60 by default, to keep
@@ -145,6 +146,6 @@ func TestOverloadBurstQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(log), "instances of lost hosts") {
-		t.Errorf("kanga up re-created instances of a lost host during the burst:\n%s", tail(string(log), 3000))
+		t.Errorf("kanga up re-created instances of a lost host during the burst:\n%s", harness.Tail(string(log), 3000))
 	}
 }

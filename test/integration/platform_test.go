@@ -4,63 +4,33 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/testenv"
-)
-
-var (
-	buildOnce sync.Once
-	kangaBin  string
-	buildErr  error
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // TestMain removes the binary built for the run.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if kangaBin != "" {
-		os.RemoveAll(filepath.Dir(kangaBin))
-	}
+	harness.RemoveBinary()
 	os.Exit(code)
 }
 
 // binary builds bin/kanga once per test run, into a temp dir.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kanga-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		kangaBin = filepath.Join(dir, "kanga")
-		cmd := exec.Command("go", "build", "-o", kangaBin, "./cmd/kanga")
-		cmd.Dir = testenv.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return kangaBin
-}
+func binary(t *testing.T) string { return harness.Binary(t) }
 
 // platform is one `kanga up` under test.
 type platform struct {
@@ -121,7 +91,7 @@ func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
 		bin:     binary(t),
 		dataDir: dir,
 		config:  filepath.Join(dir, "client.json"),
-		listen:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
+		listen:  "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 		bridge:  fmt.Sprintf("%s%d", n.bridgePrefix, seq),
 		subnet:  fmt.Sprintf("%s.%d.0/24", n.subnetPrefix, seq),
 		logPath: filepath.Join(dir, "kanga.log"),
@@ -133,14 +103,14 @@ func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
 		p.stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("kanga up log:\n%s", tail(string(b), 6000))
+				t.Logf("kanga up log:\n%s", harness.Tail(string(b), 6000))
 			}
 		}
 		// Snapshots are unmounted by containerd on delete; anything left
 		// mounted under the data dir would make RemoveAll fail loudly.
-		unmountUnder(dir)
-		removeCgroupTree(cgroupRootFor(dir))
-		dropMasquerade(t, p.bridge, p.subnet)
+		harness.UnmountUnder(dir)
+		harness.RemoveCgroupTree(harness.CgroupRootFor(dir))
+		harness.DropMasquerade(t, p.bridge, p.subnet)
 		_ = exec.Command("ip", "link", "del", p.bridge).Run()
 		os.RemoveAll(dir)
 		// The netns directory of this data dir outlives its last
@@ -160,7 +130,7 @@ func (p *platform) start() {
 	}
 	args := append([]string{"up", "--data-dir", p.dataDir, "--listen", p.listen,
 		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host",
-		"--cgroup-root", cgroupRootFor(p.dataDir)}, p.upArgs...)
+		"--cgroup-root", harness.CgroupRootFor(p.dataDir)}, p.upArgs...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -176,7 +146,7 @@ func (p *platform) start() {
 		select {
 		case <-p.done:
 			b, _ := os.ReadFile(p.logPath)
-			p.t.Fatalf("kanga up exited early:\n%s", tail(string(b), 4000))
+			p.t.Fatalf("kanga up exited early:\n%s", harness.Tail(string(b), 4000))
 		default:
 		}
 		if _, err := os.Stat(p.config); err == nil {
@@ -187,7 +157,7 @@ func (p *platform) start() {
 		time.Sleep(200 * time.Millisecond)
 	}
 	b, _ := os.ReadFile(p.logPath)
-	p.t.Fatalf("kanga up did not become ready:\n%s", tail(string(b), 4000))
+	p.t.Fatalf("kanga up did not become ready:\n%s", harness.Tail(string(b), 4000))
 }
 
 // stop ends kanga up gracefully; instances keep running.
@@ -249,15 +219,7 @@ type result struct {
 	code           int
 }
 
-func (p *platform) env() []string {
-	env := []string{"KANGA_CONFIG=" + p.config}
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "KANGA_") {
-			env = append(env, e)
-		}
-	}
-	return env
-}
+func (p *platform) env() []string { return harness.CLIEnv(p.config) }
 
 // kanga runs the CLI and returns what it printed and its exit code.
 func (p *platform) kanga(args ...string) result {
@@ -273,31 +235,10 @@ func (p *platform) kangaIn(stdin []byte, args ...string) result {
 }
 
 // cli runs the CLI against the platform with extra environment variables
-// and stdin (nil for none), killed after timeout (0: never). A non-zero
-// exit is the result's code; err is a run that did not end in an exit
-// (the binary missing, the timeout), for which the result's code is -1
-// and its stderr the error.
+// and stdin (see harness.RunCLI).
 func (p *platform) cli(timeout time.Duration, env []string, stdin []byte, args ...string) (result, error) {
-	ctx := context.Background()
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, p.bin, args...)
-	cmd.Env = append(p.env(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return result{stdout: out.String(), stderr: errb.String(), code: ee.ExitCode()}, nil
-	} else if err != nil {
-		return result{stdout: out.String(), stderr: err.Error(), code: -1}, err
-	}
-	return result{stdout: out.String(), stderr: errb.String()}, nil
+	r, err := harness.RunCLI(p.bin, p.config, timeout, env, stdin, args...)
+	return result{stdout: r.Stdout, stderr: r.Stderr, code: r.Code}, err
 }
 
 // must runs the CLI and fails the test unless it exits 0.
@@ -372,66 +313,4 @@ func (p *platform) ctr(args ...string) string {
 		p.t.Fatalf("ctr %v: %v\n%s", args, err, out)
 	}
 	return string(out)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
-func unmountUnder(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var mounts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			mounts = append(mounts, f[4])
-		}
-	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
-	}
-}
-
-// cgroupRootFor is the cgroup root of the agent with data dir dir: each
-// platform of a test run gets its own, so that tenant cgroups (per host)
-// of platforms running side by side on this machine stay apart.
-func cgroupRootFor(dir string) string {
-	sum := sha256.Sum256([]byte(dir))
-	return "/kanga-it-" + hex.EncodeToString(sum[:])[:10]
-}
-
-// removeCgroupTree removes the empty cgroups at and under root in every
-// hierarchy, deepest first. A cgroup with tasks left stays (and shows as a
-// leak).
-func removeCgroupTree(root string) {
-	hs, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, h := range hs {
-		top := filepath.Join("/sys/fs/cgroup", h.Name(), root)
-		var dirs []string
-		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = syscall.Rmdir(dirs[i])
-		}
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // offered returns the runtime classes some host of the platform runs.
@@ -110,7 +111,7 @@ func TestRuntimeConformance(t *testing.T) {
 			p.must("rm", name)
 
 			// Networking: a published port answers.
-			port := freePort(t)
+			port := harness.FreePort(t)
 			web := "web-" + class
 			if r := run("-d", "--name", web, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd"); r.code != 0 {
 				t.Fatalf("run httpd: %s", r.stderr)

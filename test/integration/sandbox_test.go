@@ -17,6 +17,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 )
@@ -216,7 +217,7 @@ func TestHostPortHijack(t *testing.T) {
 	})
 
 	t.Run("another instance", func(t *testing.T) {
-		port := freePort(t)
+		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web1", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
 		p.running("web1")
 		refused(t, "web2", run("web2", fmt.Sprintf("%d:80", port)), fmt.Sprintf("host port %d/tcp is in use by instance \"web1\"", port))
@@ -244,7 +245,7 @@ func TestHostPortHijack(t *testing.T) {
 		})
 
 		// Racing creates for one port, from two tenants: one wins.
-		race := freePort(t)
+		race := harness.FreePort(t)
 		const n = 6
 		results := make([]result, n)
 		var wg sync.WaitGroup
@@ -277,7 +278,7 @@ func TestHostPortHijack(t *testing.T) {
 
 	t.Run("privileged and foreign", func(t *testing.T) {
 		refused(t, "low", run("low", "127.0.0.1:80:80"), "spec.ports[0].hostPort 80", "privileged")
-		refused(t, "foreign", run("foreign", fmt.Sprintf("1.2.3.4:%d:80", freePort(t))), "spec.ports[0].hostIP 1.2.3.4 is not an address of host it-host")
+		refused(t, "foreign", run("foreign", fmt.Sprintf("1.2.3.4:%d:80", harness.FreePort(t))), "spec.ports[0].hostIP 1.2.3.4 is not an address of host it-host")
 	})
 
 	t.Run("the API's port", func(t *testing.T) {
@@ -334,7 +335,7 @@ func TestOperatorSandboxPolicy(t *testing.T) {
 	p.must("run", "-d", "--name", "low", "-p", fmt.Sprintf("127.0.0.1:%d:80", low), "kanga.test/httpd")
 	p.running("low")
 	refused(p.kanga("run", "-d", "-p", "127.0.0.1:999:80", "kanga.test/httpd"), "outside the host ports allowed here (1000-65535)")
-	refused(p.kanga("run", "-d", "-p", fmt.Sprintf("%d:80", freePort(t)), "kanga.test/httpd"), "spec.ports[0].hostIP is empty")
+	refused(p.kanga("run", "-d", "-p", fmt.Sprintf("%d:80", harness.FreePort(t)), "kanga.test/httpd"), "spec.ports[0].hostIP is empty")
 
 	token := strings.TrimSpace(p.must("tenant", "create", "lab"))
 	if r := p.asTenant(token, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
@@ -344,7 +345,7 @@ func TestOperatorSandboxPolicy(t *testing.T) {
 	refused(p.asTenant(token, "run", "--rm", "--cap-add", "NET_RAW", "kanga.test/busybox", "true"), "may not add CAP_NET_RAW")
 	refused(p.asTenant(token, "run", "--rm", "--security-opt", "seccomp=unconfined", "kanga.test/busybox", "true"), "without seccomp")
 	refused(p.kanga("tenant", "security", "lab", "--allow-caps", "SYS_ADMIN"), "CAP_SYS_ADMIN may not be granted")
-	port := freePort(t)
+	port := harness.FreePort(t)
 	p.must("tenant", "security", "lab", "--allow-caps", "NET_RAW", "--allow-unconfined", "--host-ports", fmt.Sprintf("%d-%d", port, port))
 	for _, class := range []string{"runc", "crun"} {
 		r := p.asTenant(token, "run", "--rm", "--runtime", class, "--cap-add", "net_raw", "kanga.test/busybox", "sh", "-c",
@@ -396,7 +397,7 @@ func TestUserNamespaces(t *testing.T) {
 			t.Errorf("%s: /bin/busybox owned by %s inside, want 0:0", name, out)
 		}
 	}
-	port := freePort(t)
+	port := harness.FreePort(t)
 	p.must("run", "-d", "--name", "uweb", "--runtime", "crun", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
 	inst := p.running("uweb")
 	p.eventually("uweb's port 80 to answer", 30*time.Second, func() bool {

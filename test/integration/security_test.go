@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/store"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // usageOf returns the usage of one instance (by UID) as kanga usage
@@ -201,18 +202,18 @@ func TestClusterUsageAndJoinTokens(t *testing.T) {
 	seq := (os.Getpid()*7+mhSeq)%250 + 1
 	newAgent := func(name, host string) *hostAgent {
 		return &hostAgent{name: host, dataDir: filepath.Join(filepath.Dir(p.dataDir), name), bridge: "kangamh" + strconv.Itoa(seq),
-			subnet: "10.231." + strconv.Itoa(seq) + ".0/24", listen: "127.0.0.1:" + strconv.Itoa(freePort(t)),
+			subnet: "10.231." + strconv.Itoa(seq) + ".0/24", listen: "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
 			logPath: filepath.Join(filepath.Dir(p.dataDir), name+".log")}
 	}
 	squat := newAgent("squat1", "us-a")
 	out, err := p.agentCmd(squat, tok).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `bound to host "us-new"`) {
-		t.Errorf("us-new's token joining as us-a: %v\n%s", err, tail(string(out), 1500))
+		t.Errorf("us-new's token joining as us-a: %v\n%s", err, harness.Tail(string(out), 1500))
 	}
 	squat2 := newAgent("squat2", "us-a")
 	out, err = p.agentCmd(squat2, p.joinToken()).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "taken") {
-		t.Errorf("the shared token joining as the existing us-a: %v\n%s", err, tail(string(out), 1500))
+		t.Errorf("the shared token joining as the existing us-a: %v\n%s", err, harness.Tail(string(out), 1500))
 	}
 	a := newAgent("us-new", "us-new")
 	p.agents["us-new"] = a
@@ -236,7 +237,7 @@ func TestClusterUsageAndJoinTokens(t *testing.T) {
 	}
 	b, _ := os.ReadFile(a.logPath)
 	if !strings.Contains(string(b), "revoked") {
-		t.Errorf("the revoked agent's log does not say why:\n%s", tail(string(b), 2000))
+		t.Errorf("the revoked agent's log does not say why:\n%s", harness.Tail(string(b), 2000))
 	}
 	p.stopAgent(a)
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -35,13 +36,13 @@ func startVirtualNode(t *testing.T, p *platform, cp *controlPlane, node string, 
 	vn := &virtualNode{
 		t: t, p: p, logPath: filepath.Join(t.TempDir(), "virtual-node.log"),
 		args: append([]string{"virtual-node", "--kubeconfig", cp.kubeconfig, "--name", node,
-			"--addr", "127.0.0.1", "--port", strconv.Itoa(freePort(t)), "--cpu", "16", "--memory", "32Gi", "--pods", "200"}, extra...),
+			"--addr", "127.0.0.1", "--port", strconv.Itoa(harness.FreePort(t)), "--cpu", "16", "--memory", "32Gi", "--pods", "200"}, extra...),
 	}
 	vn.start()
 	t.Cleanup(func() {
 		vn.kill()
 		if t.Failed() {
-			t.Logf("virtual-node %s log:\n%s", node, tail(vn.log(), 6000))
+			t.Logf("virtual-node %s log:\n%s", node, harness.Tail(vn.log(), 6000))
 		}
 	})
 	ctx := context.Background()
@@ -270,7 +271,7 @@ func TestVirtualNodeDeployment(t *testing.T) {
 		t.Errorf("instances after the restart %v, want %v (the pods')", got, want)
 	}
 	if n := strings.Count(vn.log(), "created instance"); n != 0 {
-		t.Errorf("the restarted virtual node created %d instances, want 0:\n%s", n, tail(vn.log(), 3000))
+		t.Errorf("the restarted virtual node created %d instances, want 0:\n%s", n, harness.Tail(vn.log(), 3000))
 	}
 
 	// Scale to zero: the ReplicaSet deletes the pods, the virtual node

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/transport/spdy"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -92,7 +93,7 @@ func startControlPlane(t *testing.T, bin string) *controlPlane {
 func startControlPlaneWith(t *testing.T, bin string, withControllers bool) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
-	etcdPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
+	etcdPort, peerPort, apiPort := harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
 	startDaemon(t, filepath.Join(dir, "etcd.log"), filepath.Join(bin, "etcd"),
 		"--data-dir", filepath.Join(dir, "etcd"),
@@ -167,7 +168,7 @@ current-context: test
 		startDaemon(t, filepath.Join(dir, "controller-manager.log"), filepath.Join(bin, "kube-controller-manager"),
 			"--kubeconfig", kubeconfig,
 			"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(freePort(t)),
+			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(harness.FreePort(t)),
 			"--leader-elect=false",
 			"--controllers", strings.Join(controllers, ","),
 			"--service-account-private-key-file", filepath.Join(dir, "sa.key"),
@@ -176,7 +177,7 @@ current-context: test
 		startDaemon(t, filepath.Join(dir, "scheduler.log"), filepath.Join(bin, "kube-scheduler"),
 			"--kubeconfig", kubeconfig,
 			"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
-			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(freePort(t)),
+			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(harness.FreePort(t)),
 			"--leader-elect=false")
 	}
 	return &controlPlane{kubeconfig: kubeconfig, client: cs, controllers: withControllers}
@@ -204,7 +205,7 @@ func startDaemon(t *testing.T, logPath, bin string, args ...string) *exec.Cmd {
 		<-done
 		if t.Failed() {
 			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("%s:\n%s", filepath.Base(logPath), tail(string(b), 3000))
+				t.Logf("%s:\n%s", filepath.Base(logPath), harness.Tail(string(b), 3000))
 			}
 		}
 	})
@@ -325,7 +326,7 @@ func TestVirtualNode(t *testing.T) {
 	pods := kube.CoreV1().Pods("default")
 	const node = "kanga-vn"
 
-	kubeletPort := freePort(t)
+	kubeletPort := harness.FreePort(t)
 	vn := &virtualNode{
 		t: t, p: p, logPath: filepath.Join(t.TempDir(), "virtual-node.log"),
 		args: []string{"virtual-node", "--kubeconfig", cp.kubeconfig, "--name", node,
@@ -335,7 +336,7 @@ func TestVirtualNode(t *testing.T) {
 	t.Cleanup(func() {
 		vn.kill()
 		if t.Failed() {
-			t.Logf("virtual-node log:\n%s", tail(vn.log(), 6000))
+			t.Logf("virtual-node log:\n%s", harness.Tail(vn.log(), 6000))
 		}
 	})
 
@@ -432,7 +433,7 @@ func TestVirtualNode(t *testing.T) {
 	var lastStats string
 	defer func() {
 		if t.Failed() && lastStats != "" {
-			t.Logf("last kubelet stats read:\n%s", tail(lastStats, 2000))
+			t.Logf("last kubelet stats read:\n%s", harness.Tail(lastStats, 2000))
 		}
 	}()
 	waitFor(t, "web-0 in the stats summary and resource metrics", time.Minute, func() bool {
@@ -511,7 +512,7 @@ func TestVirtualNode(t *testing.T) {
 		t.Errorf("instances after restart: %v, want %v", got, want)
 	}
 	if log := vn.log(); strings.Count(log, "created instance") != 1 {
-		t.Errorf("the restarted virtual node created %d instances, want 1 (web-3):\n%s", strings.Count(log, "created instance"), tail(log, 3000))
+		t.Errorf("the restarted virtual node created %d instances, want 1 (web-3):\n%s", strings.Count(log, "created instance"), harness.Tail(log, 3000))
 	}
 
 	// Scale to zero: every pod goes, and so does every instance.

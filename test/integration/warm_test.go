@@ -15,6 +15,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/testenv"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 var (
@@ -212,7 +213,7 @@ func TestWarmContainer(t *testing.T) {
 		t.Errorf("r1 logged %d runs, want at least 3", n)
 	}
 	if info := p.ctr("containers", "info", p.warmOf(inst3.UID)); !strings.Contains(info, `"kanga.dev/uid": "`+inst3.UID) || strings.Contains(info, "/.kanga") {
-		t.Errorf("r1's container does not carry its own spec and labels:\n%s", tail(info, 2000))
+		t.Errorf("r1's container does not carry its own spec and labels:\n%s", harness.Tail(info, 2000))
 	}
 
 	ids := []string{warmID, p.warmOf(inst2.UID), p.warmOf(inst3.UID)}

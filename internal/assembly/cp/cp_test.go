@@ -1,4 +1,4 @@
-package daemon
+package cp
 
 import (
 	"context"
@@ -13,12 +13,12 @@ import (
 	"github.com/kanga-run/kanga/internal/pki"
 )
 
-// runServer runs RunServer on dataDir until the returned stop is called.
+// runServer runs Run on dataDir until the returned stop is called.
 func runServer(t *testing.T, dataDir string) (stop func()) {
-	return runServerWith(t, ServerOptions{DataDir: dataDir})
+	return runServerWith(t, Options{DataDir: dataDir})
 }
 
-func runServerWith(t *testing.T, o ServerOptions) (stop func()) {
+func runServerWith(t *testing.T, o Options) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -27,21 +27,21 @@ func runServerWith(t *testing.T, o ServerOptions) (stop func()) {
 		o.Listen, o.AgentListen, o.ReplicaName = "127.0.0.1:0", "127.0.0.1:0", "test"
 		o.Logger = slog.New(slog.DiscardHandler)
 		o.Ready = func(string, string) { close(ready) }
-		done <- RunServer(ctx, o)
+		done <- Run(ctx, o)
 	}()
 	select {
 	case <-ready:
 	case err := <-done:
 		cancel()
-		t.Fatalf("RunServer: %v", err)
+		t.Fatalf("Run: %v", err)
 	case <-time.After(60 * time.Second):
 		cancel()
-		t.Fatal("RunServer did not become ready")
+		t.Fatal("Run did not become ready")
 	}
 	return func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("RunServer: %v", err)
+			t.Errorf("Run: %v", err)
 		}
 	}
 }
@@ -94,7 +94,7 @@ func TestServerKeepsCAAndTokenAcrossRestarts(t *testing.T) {
 func TestServerAPIOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "client.json")
-	stop := runServerWith(t, ServerOptions{DataDir: filepath.Join(dir, "srv"), ConfigPath: cfgPath})
+	stop := runServerWith(t, Options{DataDir: filepath.Join(dir, "srv"), ConfigPath: cfgPath})
 	defer stop()
 	cfg, err := client.LoadConfig(cfgPath)
 	if err != nil {

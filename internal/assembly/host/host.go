@@ -1,4 +1,11 @@
-package allinone
+// Package host assembles a host: a containerd the host starts and
+// supervises under its data dir, the instance network with its pool of
+// ready sandboxes, warm containers and the agent that runs what the control
+// plane places here. `kanga agent` runs one joined to a server over the
+// agents' link (package daemon); `kanga up` runs one beside its control
+// plane (package allinone). Both take the same Options, from the same
+// flags.
+package host
 
 import (
 	"context"
@@ -18,45 +25,76 @@ import (
 	"github.com/kanga-run/kanga/internal/model"
 )
 
-// HostConfig configures the host half of a process: what `kanga up` and
-// `kanga agent` both run. It lives here rather than in package daemon
-// because daemon imports this package.
-type HostConfig struct {
-	DataDir  string // absolute
+// Options are a host's settings: what `kanga up` and `kanga agent` share,
+// one flag each.
+type Options struct {
+	// HostName names the host (default: the hostname; see Name).
 	HostName string
-	// Store is where the agent reads and writes instances: the store
-	// itself (kanga up) or the agent's link to the server (kanga agent).
-	Store agent.Store
-	// Usage takes the host's usage records: the store, or the link.
-	Usage  agent.UsageSink
-	Bridge string
-	Subnet string
+	Bridge   string
+	Subnet   string
+	// InsecureRegistries are the registries pulls may reach on loopback,
+	// link-local, private or the host's own addresses (see
+	// image.ParseInsecureRegistries); none by default.
+	InsecureRegistries []string
+	// Isolation keeps tenants apart on the host's network (see
+	// network.Config.Isolation).
+	Isolation bool
 	// Pool sizes the warm pool of network sandboxes; Max 0 turns it off.
 	Pool fill.Policy
 	// Warm sizes the warm containers per (tenant, image, runtime class);
 	// Max 0 turns them off. WarmTotal caps them across keys.
 	Warm      fill.Policy
 	WarmTotal int
-	// InsecureRegistries: see Options.
-	InsecureRegistries []string
-	// Isolation keeps tenants apart on the host's network (see
-	// network.Config.Isolation); NetView feeds it the rest of the
-	// platform (netview.View.Subscribe, or the agent link's stream).
-	Isolation bool
-	NetView   func(ctx context.Context) <-chan hostcontract.NetUpdate
-	Logger    *slog.Logger
 	// CgroupRoot is the parent of the agent's cgroups (default /kanga);
 	// agents sharing a machine need one each.
 	CgroupRoot string
 	// Ports and Security are the host's guards on published ports and
-	// containers' sandboxes (see agent.Config).
+	// containers' sandboxes (see agent.Config); the composition adds the
+	// platform's own ports to Ports' reserved ones.
 	Ports    model.PortPolicy
 	Security model.SecurityBounds
 	// UserNS runs crun containers in a user namespace.
 	UserNS bool
-	// StartSlots bounds the instance starts run at once (see
-	// agent.Config.StartSlots).
+	// StartSlots bounds the instance starts run at once (0: twice the
+	// host's cores; see agent.Config.StartSlots); the host reports it to
+	// the control plane.
 	StartSlots int
+}
+
+// Check validates what can be checked before anything is started, naming
+// the flags.
+func (o Options) Check() error {
+	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
+		return err
+	}
+	if r := o.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
+		return fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
+	}
+	return nil
+}
+
+// Name is the host's name: HostName, or the machine's hostname.
+func (o Options) Name() string {
+	if o.HostName != "" {
+		return o.HostName
+	}
+	n, _ := os.Hostname()
+	return n
+}
+
+// Config is a host's Options and what the composition wires into it.
+type Config struct {
+	Options
+	DataDir string // absolute
+	// Store is where the agent reads and writes instances: the store
+	// itself (kanga up) or the agent's link to the server (kanga agent).
+	Store agent.Store
+	// Usage takes the host's usage records: the store, or the link.
+	Usage agent.UsageSink
+	// NetView feeds the network isolation the rest of the platform
+	// (netview.View.Subscribe, or the agent link's stream).
+	NetView func(ctx context.Context) <-chan hostcontract.NetUpdate
+	Logger  *slog.Logger
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -74,18 +112,18 @@ type Host struct {
 	log       *slog.Logger
 }
 
-// StartHost starts containerd under DataDir/containerd, prepares the
+// Start starts containerd under DataDir/containerd, prepares the
 // instance network (and the warm pool) and runs an agent. The agent runs
 // on a context detached from ctx: it stops at Close, not when ctx ends.
 // On error, whatever was started is stopped again.
-func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
+func Start(ctx context.Context, c Config) (*Host, error) {
 	log := c.Logger
-	dataDir := c.DataDir
-	if _, err := image.ParseInsecureRegistries(c.InsecureRegistries); err != nil {
-		return nil, err
+	if log == nil {
+		log = slog.Default()
 	}
-	if r := c.CgroupRoot; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/") {
-		return nil, fmt.Errorf("--cgroup-root %q must be a clean absolute path below /, such as /kanga", r)
+	dataDir := c.DataDir
+	if err := c.Check(); err != nil {
+		return nil, err
 	}
 	if c.UserNS {
 		// A runtime that mounts the container's root from inside the user
@@ -126,7 +164,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 	}
 	h.Images = images
 	h.Agent = agent.New(agent.Config{
-		HostName:    c.HostName,
+		HostName:    c.Name(),
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,
 		Client:      ctrd.Client(),
@@ -134,7 +172,7 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		Images:      images,
 		Network:     netw,
 		Pool:        warm,
-		Warm:        warmOptions(c),
+		Warm:        warmOptions(c.Options),
 		Usage:       c.Usage,
 		NetView:     c.NetView,
 		Ports:       c.Ports,
@@ -184,7 +222,7 @@ func (h *Host) stopContainerd() {
 
 // warmOptions turns warm containers on when c asks for them; the holder
 // binary is found next to the kanga executable.
-func warmOptions(c HostConfig) *agent.WarmOptions {
+func warmOptions(c Options) *agent.WarmOptions {
 	if c.Warm.Max <= 0 {
 		return nil
 	}
