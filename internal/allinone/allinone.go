@@ -71,7 +71,10 @@ type Options struct {
 	// StartSlots bounds the host's concurrent instance starts (0: twice
 	// its cores); see agent.Config.StartSlots.
 	StartSlots int
-	Logger     *slog.Logger
+	// RootCPUShares weights the instances against Kanga's own threads
+	// (agent.Config.RootCPUShares).
+	RootCPUShares int
+	Logger        *slog.Logger
 	// Ready, if set, is called once the API serves.
 	Ready func(addr string)
 	// Failure tunes the failure detector.
@@ -173,6 +176,7 @@ func Run(ctx context.Context, o Options) error {
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
 		Isolation: o.Isolation, NetView: nv.Subscribe, StartSlots: o.StartSlots,
+		RootCPUShares: o.RootCPUShares,
 	})
 	if err != nil {
 		return err

@@ -56,6 +56,9 @@ type HostConfig struct {
 	// StartSlots bounds the instance starts run at once (see
 	// agent.Config.StartSlots).
 	StartSlots int
+	// RootCPUShares weights the instances against Kanga's own threads
+	// (agent.Config.RootCPUShares).
+	RootCPUShares int
 }
 
 // Host is a running host: a supervised containerd, the instance network
@@ -143,6 +146,8 @@ func StartHost(ctx context.Context, c HostConfig) (*Host, error) {
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
 		StartSlots:  c.StartSlots,
+
+		RootCPUShares: c.RootCPUShares,
 	})
 	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
 	h.agentDone = make(chan error, 1)

@@ -77,6 +77,7 @@ exec, stats, images) on --listen.`,
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addStartSlotsFlag(f, &o.StartSlots)
+	addCPUSharesFlag(f, &o.RootCPUShares)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	policy.register(f)
 	return cmd

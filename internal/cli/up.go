@@ -99,6 +99,7 @@ leaves instances running; the next kanga up adopts them.`,
 	addDefaultsFlags(f, &o.Defaults)
 	addFailureFlags(f, &o.Failure)
 	addStartSlotsFlag(f, &o.StartSlots)
+	addCPUSharesFlag(f, &o.RootCPUShares)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	policy.register(f)
@@ -134,6 +135,12 @@ func addDefaultsFlags(f *pflag.FlagSet, d *allinone.Defaults) {
 		`quota of new tenants: instances, cpu and memory (amounts, or shares of the pool such as 50%), ports, volumes, devices; none: no quota`)
 	f.IntVar(&d.MaxInflightCreates, "max-inflight-creates", -1,
 		"most instance creates in flight (recorded, not yet Running or Failed) the API admits; past it a create gets 429 with Retry-After, which clients retry. -1: the ready hosts' start slots (--start-slots); 0: no bound")
+}
+
+// addCPUSharesFlag adds the flag of the instances' CPU weight; kanga up
+// and kanga agent share it.
+func addCPUSharesFlag(f *pflag.FlagSet, n *int) {
+	f.IntVar(n, "instances-cpu-shares", agent.DefaultRootCPUShares, "cpu.shares of the instances' cgroup root (--cgroup-root): the weight of all instances together against each Kanga thread (1024), so that busy instances cannot starve the API, etcd and the lease keep-alives; idle CPU still goes to the instances. -1: the kernel's default (1024)")
 }
 
 // addStartSlotsFlag adds the flag of a host's concurrent starts; kanga up

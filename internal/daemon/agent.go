@@ -58,8 +58,12 @@ type AgentOptions struct {
 	// StartSlots bounds the host's concurrent instance starts (0: twice
 	// its cores); the host reports it to the control plane.
 	StartSlots int
-	Version    string
-	Logger     *slog.Logger
+	// RootCPUShares weights the instances against Kanga's own threads
+	// (agent.Config.RootCPUShares).
+	RootCPUShares int
+
+	Version string
+	Logger  *slog.Logger
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
@@ -125,6 +129,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 		InsecureRegistries: o.InsecureRegistries,
 		CgroupRoot:         o.CgroupRoot, Ports: ports, Security: o.Security, UserNS: o.UserNS,
 		Isolation: o.Isolation, NetView: link.WatchNetView, StartSlots: o.StartSlots,
+		RootCPUShares: o.RootCPUShares,
 	})
 	if err != nil {
 		return err
