@@ -21,6 +21,7 @@ func newAgentCommand() *cobra.Command {
 		labels []string
 		debug  bool
 		policy policyFlags
+		nice   int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -50,6 +51,7 @@ exec, stats, images) on --listen.`,
 				o.Token = os.Getenv("KANGA_JOIN_TOKEN")
 			}
 			o.Logger = newDaemonLogger(debug)
+			setDaemonNice(nice, o.Logger)
 			o.Version = Version
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -78,6 +80,7 @@ exec, stats, images) on --listen.`,
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addStartSlotsFlag(f, &o.StartSlots)
 	addCPUSharesFlag(f, &o.RootCPUShares)
+	addNiceFlag(f, &nice)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	policy.register(f)
 	return cmd

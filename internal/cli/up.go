@@ -35,6 +35,7 @@ func newUpCommand() *cobra.Command {
 		debug      bool
 		pprofAddr  string
 		policy     policyFlags
+		nice       int
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -59,6 +60,7 @@ leaves instances running; the next kanga up adopts them.`,
 			}
 			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			slog.SetDefault(o.Logger)
+			setDaemonNice(nice, o.Logger)
 			if configPath == "" {
 				p, err := client.DefaultConfigPath()
 				if err != nil {
@@ -100,6 +102,7 @@ leaves instances running; the next kanga up adopts them.`,
 	addFailureFlags(f, &o.Failure)
 	addStartSlotsFlag(f, &o.StartSlots)
 	addCPUSharesFlag(f, &o.RootCPUShares)
+	addNiceFlag(f, &nice)
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 	f.StringVar(&pprofAddr, "pprof-listen", "", "serve Go's /debug/pprof/ profiles on this address (e.g. 127.0.0.1:6060), for profiling a benchmark; off by default")
 	policy.register(f)
