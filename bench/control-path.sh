@@ -23,7 +23,9 @@ mkdir -p "$OUT"
 K=
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 s=0
 for dir in "$@"; do

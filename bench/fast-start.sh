@@ -28,7 +28,9 @@ SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # bench NAME ARGS...: one `kanga bench start`, with the load average and a
 # leak check.

@@ -1,6 +1,11 @@
 # Shared by the bench scripts that run a throwaway `kanga up` (sourced, not
 # run). The caller sets K (the kanga binary), DATA, LISTEN, BRIDGE, SUBNET,
-# OUT and exports KANGA_CONFIG.
+# OUT and exports KANGA_CONFIG; CGROOT is optional.
+
+# A cgroup root of the script's own: an agent removes the empty cgroups it
+# does not know under its root, and other platforms on the machine share
+# the default /kanga.
+CGROOT=${CGROOT:-/kanga-bench-$BRIDGE}
 
 # platform_up NAME [FLAGS...]: a fresh `kanga up` with the caller's data
 # dir, bridge and subnet plus FLAGS, logging to $OUT/NAME-kanga-up.log;
@@ -9,6 +14,11 @@ platform_up() {
 	_name=$1
 	shift
 	rm -rf "$DATA"
+	# Baseline builds older than the flag keep the default root.
+	case " $* " in
+	*" --cgroup-root "*) ;;
+	*) if $K up --help 2>&1 | grep -q -- --cgroup-root; then set -- "$@" --cgroup-root "$CGROOT"; fi ;;
+	esac
 	$K up --data-dir "$DATA" --listen "$LISTEN" --write-config "$KANGA_CONFIG" \
 		--bridge "$BRIDGE" --subnet "$SUBNET" "$@" >"$OUT/$_name-kanga-up.log" 2>&1 &
 	_i=0
@@ -26,13 +36,20 @@ platform_netns_dir() {
 	echo "/run/kanga/netns/$(printf %s "$DATA/network" | sha256sum | cut -c1-12)"
 }
 
-# platform_down: stops `kanga up` with every instance removed, then
+# platform_down: stops `kanga up` with every instance removed (and stops
+# there, leaving the data dir, when `kanga down` fails), then
 # removes whatever a stop cut short may have left: mounts under $DATA,
 # the bridge, the subnet's masquerade jump and chain, the bridge's tenant
 # isolation tables (with the nft tool, when installed), the empty
-# namespace directory, the data dir and the client config.
+# namespace directory, the empty cgroups under $CGROOT, the data dir and
+# the client config.
 platform_down() {
-	[ -z "$K" ] || $K down --data-dir "$DATA" --purge >/dev/null 2>&1 || true
+	if [ -n "$K" ] && [ -e "$DATA/kanga.pid" ] && ! $K down --data-dir "$DATA" --purge >"$OUT/kanga-down.log" 2>&1; then
+		# A `kanga up` that would not stop still uses the data dir: removing
+		# it under the process would leave its instances and mounts behind.
+		echo "kanga down failed (see $OUT/kanga-down.log); $DATA is left for inspection" >&2
+		return 1
+	fi
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
 		umount "$m" || true
 	done
@@ -46,5 +63,8 @@ platform_down() {
 	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
 	rmdir "$(platform_netns_dir)" 2>/dev/null || true
+	for _h in /sys/fs/cgroup/*/"$CGROOT"; do
+		[ -d "$_h" ] && find "$_h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
 	rm -rf "$DATA" "$KANGA_CONFIG"
 }

@@ -28,7 +28,9 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # bench NAME ARGS...: one `kanga bench start`, with the load average.
 bench() {

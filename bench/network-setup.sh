@@ -54,7 +54,9 @@ session() {
 }
 
 K=$NEW
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 r=1
 while [ $r -le "$ROUNDS" ]; do
 	K=$BASE

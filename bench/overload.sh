@@ -45,7 +45,9 @@ cleanup() {
 	platform_down
 	cgroups_down
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 run() {
 	name=$1

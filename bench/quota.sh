@@ -44,7 +44,9 @@ mkdir -p "$OUT"
 SOCK="$DATA/containerd/containerd.sock"
 K=
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # ticks PID: user + system clock ticks of a process.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }

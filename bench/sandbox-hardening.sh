@@ -34,7 +34,9 @@ rm -f "$OUT/p50.txt"
 mkdir -p "$OUT"
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # big_image ARCHIVE: busybox plus a layer of 2,000 files of 50 kB of
 # random data.

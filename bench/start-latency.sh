@@ -33,7 +33,9 @@ cleanup() {
 	ip link del "$BRIDGE" 2>/dev/null || true
 	rm -rf "$DATA" "$KANGA_CONFIG"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 i=0
 until bin/kanga version >/dev/null 2>&1; do
 	i=$((i + 1))

@@ -30,7 +30,9 @@ SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ready() {
 	# Ready warm containers of the key, from the agent's status file.

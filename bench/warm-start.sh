@@ -26,7 +26,9 @@ SOCK="$DATA/containerd/containerd.sock"
 IMG=kanga.test/busybox:latest
 
 . bench/lib.sh
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 bench() {
 	f="$OUT/$1"

@@ -3,9 +3,10 @@
 // through it.
 //
 // Every error the server returns is an *APIError whose class is rebuilt from
-// the response, so callers test it with errors.Is against the sentinels of
-// internal/errdefs (errdefs.ErrNotFound, errdefs.ErrConflict, ...) or, from
-// outside this module, read APIError.Code.
+// the response (its error body, or its status through errdefs/errhttp), so
+// callers test it with errors.Is against the sentinels of package errdefs:
+//
+//	if errors.Is(err, errdefs.ErrNotFound) { ... }
 package client
 
 import (
@@ -23,7 +24,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/requestid"
 )
 

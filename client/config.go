@@ -10,7 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // DefaultAddr is the address `kanga up` listens on unless told otherwise.
@@ -87,24 +88,7 @@ func WriteConfig(path string, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("encoding config: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".config-*.json")
-	if err != nil {
-		return fmt.Errorf("writing kanga config: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("writing kanga config: %w", err)
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("writing kanga config: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing kanga config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing kanga config: %w", err)
 	}
 	return nil

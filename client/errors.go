@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 )
 
 // APIError is an error reported by the server: a non-2xx response, or an
@@ -34,9 +35,18 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Message }
 
-// Unwrap returns the errdefs sentinel of the error's class, or nil for
-// unknown classes.
-func (e *APIError) Unwrap() error { return errdefs.FromCode(e.Code) }
+// Unwrap returns the errdefs sentinel of the error's class: that of its
+// Code, or, for a code this client does not know (a newer server's), that
+// of its HTTP status; nil when neither names a class.
+func (e *APIError) Unwrap() error {
+	if class := errdefs.FromCode(e.Code); class != nil {
+		return class
+	}
+	if e.StatusCode != 0 {
+		return errdefs.Class(errhttp.ToNative(e.StatusCode))
+	}
+	return nil
+}
 
 // fromAPI converts an api.Error received inside a stream.
 func fromAPI(e api.Error) *APIError {
@@ -45,24 +55,6 @@ func fromAPI(e api.Error) *APIError {
 		msg = e.Code
 	}
 	return &APIError{Code: e.Code, Message: msg}
-}
-
-// statusCodes classifies responses that do not carry a JSON error body, such
-// as those of a proxy in front of the server.
-var statusCodes = map[int]string{
-	http.StatusBadRequest:            "InvalidArgument",
-	http.StatusUnauthorized:          "Unauthenticated",
-	http.StatusForbidden:             "PermissionDenied",
-	http.StatusNotFound:              "NotFound",
-	http.StatusMethodNotAllowed:      "MethodNotAllowed",
-	http.StatusRequestEntityTooLarge: "TooLarge",
-	http.StatusConflict:              "Conflict",
-	http.StatusTooManyRequests:       "TooManyRequests",
-	http.StatusNotImplemented:        "NotImplemented",
-	http.StatusBadGateway:            "Unavailable",
-	http.StatusServiceUnavailable:    "Unavailable",
-	http.StatusGatewayTimeout:        "DeadlineExceeded",
-	http.StatusInternalServerError:   "Internal",
 }
 
 // decodeError turns a non-2xx response into an *APIError. It reads at most
@@ -77,10 +69,9 @@ func decodeError(resp *http.Response) error {
 		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return e
 	}
-	code, ok := statusCodes[resp.StatusCode]
-	if !ok {
-		code = "Internal"
-	}
+	// No error body, as from a proxy in front of the server: the status
+	// alone says the class.
+	code := errdefs.Code(errhttp.ToNative(resp.StatusCode))
 	msg := fmt.Sprintf("server answered %s", resp.Status)
 	if text := strings.TrimSpace(string(body)); text != "" {
 		if len(text) > 200 {

@@ -11,7 +11,7 @@ import (
 	"net/url"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // ListImages returns the images known to the platform.

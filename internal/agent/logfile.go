@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 	"github.com/kanga-run/kanga/internal/model"
 )
 
@@ -170,11 +171,7 @@ func (w *logWriter) rotate() error {
 	}
 	w.base += w.size
 	w.size = 0
-	tmp := basePath(w.path) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(w.base, 10)+"\n"), 0o640); err != nil {
-		return err
-	}
-	return os.Rename(tmp, basePath(w.path))
+	return atomicfile.WriteNoSync(basePath(w.path), []byte(strconv.FormatInt(w.base, 10)+"\n"), 0o640)
 }
 
 // end is the logical offset where the next byte will go.

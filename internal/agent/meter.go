@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -366,7 +367,10 @@ func (m *meter) persist() error {
 	m.dirty = false
 	m.mu.Unlock()
 	if err == nil {
-		err = writeFileSync(m.path, b)
+		err = os.MkdirAll(filepath.Dir(m.path), 0o700)
+	}
+	if err == nil {
+		err = atomicfile.Write(m.path, b, 0o600)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -378,39 +382,6 @@ func (m *meter) persist() error {
 	// written can have been sent before this (only durable ones are).
 	m.durable = max(m.durable, min(n, len(m.pending)))
 	return nil
-}
-
-// writeFileSync replaces path with data durably: a temporary file,
-// fsynced, renamed over it, and the directory fsynced.
-func writeFileSync(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // flush cuts records up to horizon (uids: only those instances; nil:

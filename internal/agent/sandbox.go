@@ -26,6 +26,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // Labels on containerd objects tie them to their instance, so that a
@@ -94,11 +95,9 @@ func (a *Agent) writeNetID(uid, id string) error {
 	if err := os.MkdirAll(a.sandboxDir(uid), 0o755); err != nil {
 		return err
 	}
-	tmp := a.netIDFile(uid) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, a.netIDFile(uid))
+	// Not fsynced: on the start path, and the network it names does not
+	// outlive a reboot.
+	return atomicfile.WriteNoSync(a.netIDFile(uid), []byte(id+"\n"), 0o644)
 }
 
 // netID is the network attachment id of instance uid: its pooled

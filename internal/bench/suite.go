@@ -17,8 +17,8 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
 // DefaultContainerd is the socket of the containerd that `kanga up`

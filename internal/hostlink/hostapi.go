@@ -17,7 +17,8 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
@@ -164,7 +165,7 @@ func HostAPIHandler(host server.Host, get InstanceGetter, log *slog.Logger) http
 			if err := pc.CheckPorts(r.Context(), ports); err != nil {
 				// The message without the class, which the server's side
 				// wraps again.
-				code, status := errdefs.Code(err)
+				code, status := errdefs.Code(err), errhttp.ToHTTP(err)
 				msg := err.Error()
 				if c := errdefs.FromCode(code); c != nil {
 					msg = strings.TrimSuffix(msg, ": "+c.Error())

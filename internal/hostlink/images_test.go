@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // A host's image report reaches its record in the store; an oversized one

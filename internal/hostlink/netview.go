@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/netview"
 )
 

@@ -19,7 +19,8 @@ import (
 	"net/http"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -82,7 +83,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code, status := errdefs.Code(err)
+	code, status := errdefs.Code(err), errhttp.ToHTTP(err)
 	writeJSON(w, status, api.Error{Code: code, Message: err.Error()})
 }
 

@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
@@ -274,7 +275,7 @@ func (s *Server) auditJoin(r *http.Request, host, owner string, err error) {
 	}
 	status := http.StatusOK
 	if err != nil {
-		_, status = errdefs.Code(err)
+		status = errhttp.ToHTTP(err)
 	}
 	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
 	rec := api.AuditRecord{Time: time.Now().UTC(), RequestID: requestid.New(), Principal: owner, PrincipalName: "join token",

@@ -6,7 +6,7 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // NormalizeImage returns the canonical form of an image reference, the way

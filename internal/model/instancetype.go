@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // DefaultInstanceType is the platform's default type: what an instance

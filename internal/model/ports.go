@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // PortRange is an inclusive range of host ports. Min > Max is an empty

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func TestParsePortRange(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // DefaultQuota is the platform's default quota for new tenants (kanga up

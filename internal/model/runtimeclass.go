@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // RuntimeClass is a kind of sandbox an instance can run in. Hosts

@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/containerd/pkg/cap"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // DefaultCapabilities is the capability set of a container that asks for

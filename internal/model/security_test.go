@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func TestContainerCapabilities(t *testing.T) {

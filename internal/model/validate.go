@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // MinMemory is the smallest memory limit runc can start a container in.

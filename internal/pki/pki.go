@@ -29,11 +29,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // Organizations of the certificates the CA signs: they say what the holder
@@ -284,13 +284,10 @@ func (t Token) CheckSecret(secret string) bool {
 	return subtle.ConstantTimeCompare([]byte(t.Secret), []byte(secret)) == 1
 }
 
-// WriteFile writes data with mode 0600, atomically.
+// WriteFile writes data with mode 0600, atomically and durably: a host
+// that crashes right after joining keeps its key and certificate whole.
 func WriteFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {

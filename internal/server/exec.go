@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // exec upgrades the connection to the frame protocol of api/stream.go. All
@@ -98,7 +98,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 	code, err := host.Exec(ctx, inst, req)
 	stdinR.Close()
 	if err != nil {
-		c, _ := errdefs.Code(err)
+		c := errdefs.Code(err)
 		_ = out.WriteJSON(api.StreamError, api.Error{Code: c, Message: err.Error()})
 		return nil
 	}

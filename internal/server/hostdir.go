@@ -8,7 +8,7 @@ import (
 	"os"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // Hosts finds the host agents the API talks to for what only a host can

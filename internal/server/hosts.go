@@ -6,8 +6,8 @@ import (
 	"net/http"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
 // HostStore is the host registry the host endpoints use.

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/errdefs/errhttp"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -25,7 +26,7 @@ func errNoRoute(r *http.Request) error {
 }
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code, status := errdefs.Code(err)
+	code, status := errdefs.Code(err), errhttp.ToHTTP(err)
 	if status >= 500 {
 		s.logger(r.Context()).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

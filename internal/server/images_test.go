@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // progressLines decodes an NDJSON progress stream strictly.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -532,7 +532,7 @@ func (p *progressStream) fail(err error) error {
 	if !started {
 		return err
 	}
-	code, _ := errdefs.Code(err)
+	code := errdefs.Code(err)
 	p.done(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
 	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // JoinTokenAuthority issues and revokes the agents' join tokens and

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // Limits bound what a client can hold of a Kanga listener (the API, the

@@ -15,7 +15,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // These tests keep api/openapi.yaml honest: it must be a valid document,
@@ -427,7 +427,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		errdefs.ErrTooLarge, errdefs.ErrMethodNotAllowed,
 		context.DeadlineExceeded, context.Canceled, errors.New("anything else"),
 	} {
-		code, _ := errdefs.Code(err)
+		code := errdefs.Code(err)
 		codes = append(codes, code)
 	}
 

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func imagePath(ref string) string { return "/v1/images/" + url.PathEscape(ref) }

@@ -7,7 +7,7 @@ import (
 	"slices"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // checkHostImages refuses an image list the host record should not carry:

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func TestName(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // An image archive comes from a tenant, and containerd's importer writes

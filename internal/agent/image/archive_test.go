@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // TestSafeArchiveRefusesSparse: a 10 KB archive whose entry reads as a

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
 const (

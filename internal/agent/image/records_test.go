@@ -19,10 +19,10 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
 func TestRecordName(t *testing.T) {

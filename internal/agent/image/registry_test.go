@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 func TestPublicUnicast(t *testing.T) {

@@ -16,7 +16,8 @@ import (
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -136,7 +137,7 @@ func (m *Manager) Assign(ctx context.Context, id, tenantName string) error {
 	if err := os.MkdirAll(filepath.Dir(m.cfg.tenantFile(id)), 0o700); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(m.cfg.tenantFile(id), []byte(tenantName+"\n")); err != nil {
+	if err := atomicfile.WriteNoSync(m.cfg.tenantFile(id), []byte(tenantName+"\n"), 0o600); err != nil {
 		return err
 	}
 	return m.iso.assign(p.ip, tenantName)
@@ -162,7 +163,7 @@ func (m *Manager) SetView(ctx context.Context, v View) error {
 		if err := os.MkdirAll(m.cfg.isolationDir(), 0o700); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(path, b); err != nil {
+		if err := atomicfile.WriteNoSync(path, b, 0o600); err != nil {
 			return err
 		}
 		m.primeMu.Lock()

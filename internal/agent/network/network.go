@@ -31,7 +31,8 @@ import (
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // Defaults for the zero fields of Config.
@@ -149,7 +150,7 @@ func New(cfg Config) (*Manager, error) {
 	list := lists[extras{portmap: true, bandwidth: true}]
 	// Written for operators to inspect; the Manager uses the bytes in
 	// memory and DEL uses the copy libcni cached at ADD time.
-	if err := writeFileAtomic(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), list.Bytes); err != nil {
+	if err := atomicfile.WriteNoSync(filepath.Join(cfg.StateDir, cfg.NetworkName+".conflist"), list.Bytes, 0o600); err != nil {
 		return nil, err
 	}
 	m := &Manager{

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -46,25 +44,6 @@ func (l *idLocks) lock(id string) (unlock func()) {
 		}
 		l.mu.Unlock()
 	}
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // teardownIPMasq removes the per-instance masquerade chain the bridge plugin

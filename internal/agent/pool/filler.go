@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // filler is the loop the network pool and the warm containers share: it
@@ -64,12 +66,9 @@ func (f filler) run(ctx context.Context, next func() func(context.Context), stat
 // writeStatusFile replaces path with b atomically, so a reader never sees
 // half a status.
 func writeStatusFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	// Not fsynced: a report for operators, written again at every change.
+	return atomicfile.WriteNoSync(path, append(b, '\n'), 0o644)
 }

@@ -22,7 +22,8 @@ import (
 
 	containerd "github.com/containerd/containerd"
 
-	"github.com/kanga-run/kanga/internal/errdefs"
+	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 const (
@@ -150,7 +151,8 @@ func (d *Daemon) Start(ctx context.Context) (retErr error) {
 			lock.Close()
 		}
 	}()
-	if err := writeFileAtomic(d.paths.config, []byte(d.paths.configTOML())); err != nil {
+	// Not fsynced: written again at every start.
+	if err := atomicfile.WriteNoSync(d.paths.config, []byte(d.paths.configTOML()), 0o644); err != nil {
 		return fmt.Errorf("containerd daemon: write config: %w", err)
 	}
 
@@ -426,12 +428,4 @@ func lockDataDir(path string) (*os.File, error) {
 		return nil, fmt.Errorf("containerd daemon: lock %s: %w", path, err)
 	}
 	return f, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -17,9 +17,9 @@ import (
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/runtime"
 	"github.com/kanga-run/kanga/internal/agent/runtime/runtimetest"
-	"github.com/kanga-run/kanga/internal/errdefs"
 )
 
 // helperEnv makes the test binary act as a previous Kanga run: start a

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // adoptedPollInterval is how often we look at a containerd we did not start:
@@ -119,12 +121,9 @@ func readPidFile(path string) int {
 	return pid
 }
 
+// writePidFile records pid; not fsynced, since no pid outlives a reboot.
 func writePidFile(path string, pid int) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteNoSync(path, []byte(strconv.Itoa(pid)+"\n"), 0o644)
 }
 
 // logTail returns the last lines of a log file, for error messages.

@@ -33,6 +33,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kanga-run/kanga/internal/atomicfile"
 )
 
 // formatVersion is part of the Fingerprint. Bump it whenever a change here
@@ -170,7 +172,7 @@ func Build(ctx context.Context, dir string, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("build %s: %w", spec.Ref, err)
 		}
-		err = writeAtomic(filepath.Join(dir, spec.File), func(w io.Writer) error {
+		err = atomicfile.WriteFunc(filepath.Join(dir, spec.File), 0o644, func(w io.Writer) error {
 			return WriteOCIArchive(w, img, spec.Ref)
 		})
 		if err != nil {
@@ -183,14 +185,14 @@ func Build(ctx context.Context, dir string, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("parse %s: %w", spec.Ref, err)
 		}
-		err = writeAtomic(filepath.Join(dir, DockerArchiveFile), func(w io.Writer) error {
+		err = atomicfile.WriteFunc(filepath.Join(dir, DockerArchiveFile), 0o644, func(w io.Writer) error {
 			return tarball.Write(ref, img, w)
 		})
 		if err != nil {
 			return fmt.Errorf("write docker archive of %s: %w", spec.Ref, err)
 		}
 	}
-	return writeAtomic(filepath.Join(dir, FingerprintFile), func(w io.Writer) error {
+	return atomicfile.WriteFunc(filepath.Join(dir, FingerprintFile), 0o644, func(w io.Writer) error {
 		_, err := io.WriteString(w, fingerprint)
 		return err
 	})
@@ -462,28 +464,4 @@ func writeLayerBlob(tw *tar.Writer, l v1.Layer) error {
 	}
 	_, err = io.Copy(tw, rc)
 	return err
-}
-
-// writeAtomic writes a file through write and renames it into place.
-func writeAtomic(path string, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
