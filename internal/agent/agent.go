@@ -101,6 +101,10 @@ type Config struct {
 	// StartSlots bounds the instance starts run at once (see
 	// startslots.go); 0 is api.DefaultStartSlots of the host's cores.
 	StartSlots int
+	// RootCPUShares is the cpu.shares of CgroupRoot: the weight of all
+	// instances together against each of the agent's threads (1024); 0
+	// is DefaultRootCPUShares, negative leaves the kernel's default.
+	RootCPUShares int
 }
 
 // Agent runs the instances of one host.
@@ -208,6 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+	a.prioritize()
 	known := map[string]bool{}
 	for i := range insts {
 		if insts[i].Status.Host == a.cfg.HostName {

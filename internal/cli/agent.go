@@ -18,6 +18,7 @@ func newAgentCommand() *cobra.Command {
 		o      daemon.AgentOptions
 		labels []string
 		debug  bool
+		nice   int
 		policy policyFlags
 	)
 	cmd := &cobra.Command{
@@ -48,6 +49,7 @@ exec, stats, images) on --listen.`,
 				o.Token = os.Getenv("KANGA_JOIN_TOKEN")
 			}
 			o.Logger = newDaemonLogger(debug)
+			setDaemonNice(nice, o.Logger)
 			o.Version = Version
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -62,6 +64,7 @@ exec, stats, images) on --listen.`,
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:7422", "address of the host API the control plane calls")
 	f.StringVar(&o.Advertise, "advertise", "", "host:port the control plane reaches the host API at (default: --listen)")
 	addHostFlags(f, &o.Options)
+	addNiceFlag(f, &nice)
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	policy.register(f)
 	return cmd

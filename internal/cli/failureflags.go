@@ -19,6 +19,8 @@ func addFailureFlags(f *pflag.FlagSet, fd *cp.FailureDetection) {
 		"most instances of lost hosts re-created (or failed) a second; negative: no limit")
 	f.Float64Var(&fd.BrakeThreshold, "lost-brake-threshold", controlplane.DefaultBrakeThreshold,
 		"safety brake: with three hosts or more, stop re-creating when more than this share of them look lost at once (losing every host always stops it); negative: no brake")
+	f.DurationVar(&fd.BrakeSettle, "lost-brake-settle", controlplane.DefaultBrakeSettle,
+		"how long the share of lost hosts must stay at or under --lost-brake-threshold before a tripped safety brake releases and re-creation resumes; negative: release at once")
 }
 
 // safeguardsFlag is --failure-safeguards, stored as its negation

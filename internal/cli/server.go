@@ -20,6 +20,7 @@ func newServerCommand() *cobra.Command {
 		configPath string
 		debug      bool
 		policy     policyFlags
+		nice       int
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -40,6 +41,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 				return err
 			}
 			o.Logger = newDaemonLogger(debug)
+			setDaemonNice(nice, o.Logger)
 			if configPath == "" {
 				p, err := client.DefaultConfigPath()
 				if err != nil {
@@ -67,6 +69,7 @@ Replicas on one etcd cluster share the CA and the join token.`,
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.Defaults)
 	addFailureFlags(f, &o.Failure)
+	addNiceFlag(f, &nice)
 	policy.register(f)
 	return cmd
 }

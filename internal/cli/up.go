@@ -32,6 +32,7 @@ func newUpCommand() *cobra.Command {
 		o          allinone.Options
 		configPath string
 		debug      bool
+		nice       int
 		pprofAddr  string
 		policy     policyFlags
 	)
@@ -55,6 +56,7 @@ leaves instances running; the next kanga up adopts them.`,
 			o.ControlPlane.Ports, o.ControlPlane.Security = ports, security
 			o.Host.Ports, o.Host.Security = ports, security
 			log := newDaemonLogger(debug)
+			setDaemonNice(nice, log)
 			o.ControlPlane.Logger = log
 			if configPath == "" {
 				p, err := client.DefaultConfigPath()
@@ -81,6 +83,7 @@ leaves instances running; the next kanga up adopts them.`,
 	f.StringSliceVar(&o.ControlPlane.EtcdEndpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster (http://host:2379,...) instead of the embedded one; kanga up processes sharing a cluster elect one scheduler among them")
 	f.StringVar(&configPath, "write-config", "", "where to write the client config (default $KANGA_CONFIG or ~/.kanga/config.json)")
 	addHostFlags(f, &o.Host)
+	addNiceFlag(f, &nice)
 	f.BoolVar(&debug, "debug", false, "log at debug level")
 	addDefaultsFlags(f, &o.ControlPlane.Defaults)
 	addFailureFlags(f, &o.ControlPlane.Failure)

@@ -43,6 +43,7 @@ const (
 	DefaultProbeTimeout   = 2 * time.Second
 	DefaultRecreateRate   = 20
 	DefaultBrakeThreshold = 0.55
+	DefaultBrakeSettle    = 30 * time.Second
 )
 
 // verdict is the failure detector's view of one host.
@@ -187,6 +188,39 @@ func braked(lost, total int, threshold float64) bool {
 		return false
 	}
 	return lost == total || (total >= 3 && float64(lost) > threshold*float64(total))
+}
+
+// updateBrake folds this pass's brake condition (trip: too many hosts
+// lost at once) into the brake's state. It returns whether the brake
+// holds, and whether it holds only because its condition has not been
+// clear for Config.BrakeSettle yet; then the loop wakes when it will have
+// been.
+func (c *ControlPlane) updateBrake(st *state, trip bool, lost, total int, lostHosts []string, now time.Time) (brake, settling bool) {
+	switch {
+	case trip:
+		c.clearSince = time.Time{}
+		if !c.brake {
+			c.brake = true
+			c.log.Warn(fmt.Sprintf("safety brake: %d of %d hosts lost at once; not re-creating their instances", lost, total),
+				"lost_hosts", lostHosts)
+		}
+		return true, false
+	case !c.brake:
+		return false, false
+	}
+	if c.clearSince.IsZero() {
+		c.clearSince = now
+		if c.cfg.BrakeSettle > 0 {
+			c.log.Info("safety brake settling: few enough hosts lost; releasing if that lasts", "lost_hosts", lost, "hosts", total, "settle", c.cfg.BrakeSettle)
+		}
+	}
+	if end := c.clearSince.Add(c.cfg.BrakeSettle); c.cfg.BrakeSettle > 0 && now.Before(end) {
+		st.wakeAt = earliest(st.wakeAt, end)
+		return true, true
+	}
+	c.brake, c.clearSince = false, time.Time{}
+	c.log.Info("safety brake released", "lost_hosts", lost, "hosts", total)
+	return false, false
 }
 
 // setCondition records host's condition if it changed, and logs the

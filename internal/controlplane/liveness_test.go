@@ -3,6 +3,8 @@ package controlplane_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,6 +115,9 @@ func TestLeaseLapsedButAlive(t *testing.T) {
 	if probes.Load() == 0 {
 		t.Fatal("LeaseLapsed without a probe")
 	}
+	if n := cp.Stats().Recreated; n != 0 {
+		t.Fatalf("%d instances re-created while the host answered", n)
+	}
 	// While the lease stays lapsed the host is asked again, and the loop
 	// runs a pass or two per probe, not in a busy loop meanwhile.
 	passes, asked := cp.Stats().Passes, probes.Load()
@@ -130,6 +135,9 @@ func TestLeaseLapsedButAlive(t *testing.T) {
 		t.Fatal("re-created instance kept its UID")
 	}
 	e.waitCondition("slow", api.HostLost)
+	if n := cp.Stats().Recreated; n != 1 {
+		t.Fatalf("Stats().Recreated = %d after one re-creation", n)
+	}
 }
 
 // TestSafetyBrake: when two of three hosts are lost at once, nothing is
@@ -155,7 +163,9 @@ func TestSafetyBrake(t *testing.T) {
 	e.killHost("b")
 	e.waitHost("a", api.HostNotReady)
 	e.waitHost("b", api.HostNotReady)
-	e.runCPWith("cp", func(*controlplane.Config) {})
+	// Released as soon as few enough hosts are lost: TestBrakeSettles
+	// covers the settle window.
+	e.runCPWith("cp", func(c *controlplane.Config) { c.BrakeSettle = -1 })
 	for _, h := range []string{"a", "b"} {
 		e.waitCondition(h, api.HostSafetyBrake)
 	}
@@ -214,5 +224,94 @@ func TestRecreateRateLimit(t *testing.T) {
 	e.waitCondition("a", "")
 	for _, n := range names[1:] {
 		e.kept(n, "a")
+	}
+}
+
+// fakeClock is a settable clock for Config.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// waitConditionMessage waits for host's condition with a message
+// containing part.
+func (e *env) waitConditionMessage(name, cond, part string) *api.Host {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
+	defer cancel()
+	for hosts := range e.st.WatchHosts(ctx) {
+		for i := range hosts {
+			if hosts[i].Name == name && hosts[i].Status.Condition == cond && strings.Contains(hosts[i].Status.ConditionMessage, part) {
+				return &hosts[i]
+			}
+		}
+	}
+	h, _ := e.st.GetHost(e.t.Context(), name)
+	e.t.Fatalf("host %s never got condition %q with %q: %+v", name, cond, part, h)
+	return nil
+}
+
+// TestBrakeSettles: after the safety brake trips, hosts coming back bring
+// the share of lost hosts under the threshold, but the brake holds until
+// that has lasted the settle window (on the control plane's clock, a fake
+// one here); only then are the remaining lost host's instances
+// re-created.
+func TestBrakeSettles(t *testing.T) {
+	e := newEnv(t)
+	for _, h := range []string{"a", "b", "c"} {
+		e.addHost(h, 4, nil)
+	}
+	e.running("on-a", "a", api.RestartAlways)
+	e.running("on-b", "b", api.RestartAlways)
+	e.killHost("a")
+	e.killHost("b")
+	e.waitHost("a", api.HostNotReady)
+	e.waitHost("b", api.HostNotReady)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	const settle = 30 * time.Second
+	cp := e.runCPWith("cp", func(c *controlplane.Config) { c.Now, c.BrakeSettle = clock.Now, settle })
+	e.waitConditionMessage("b", api.HostSafetyBrake, "at once")
+
+	// a returns: one of three lost is under the threshold, but the brake
+	// settles first. The condition is written in the pass that kept on-b,
+	// and no later pass re-creates it while the clock stands still.
+	e.addHost("a", 4, nil)
+	e.waitCondition("a", "")
+	e.waitConditionMessage("b", api.HostSafetyBrake, "holds until")
+	e.kept("on-b", "b")
+	e.kept("on-a", "a")
+	if n := cp.Stats().Recreated; n != 0 {
+		t.Fatalf("%d instances re-created while the brake settled", n)
+	}
+
+	// Half the window later, still held: a new instance wakes the loop.
+	clock.advance(settle / 2)
+	e.create("poke-1", "1", api.RestartNever)
+	e.wait("poke-1", "placed", placed)
+	e.kept("on-b", "b")
+
+	// Past the window: released, and on-b is re-created elsewhere.
+	clock.advance(settle/2 + time.Second)
+	e.create("poke-2", "1", api.RestartNever)
+	on := e.wait("on-b", "re-created", func(i *api.Instance) bool { return i.UID != "uid-on-b" })
+	if on.Status.Host == "b" {
+		t.Fatalf("on-b re-created on the lost host: %+v", on.Status)
+	}
+	e.waitCondition("b", api.HostLost)
+	e.kept("on-a", "a")
+	if n := cp.Stats().Recreated; n != 1 {
+		t.Fatalf("Stats().Recreated = %d, want 1", n)
 	}
 }

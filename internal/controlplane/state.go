@@ -79,10 +79,8 @@ type state struct {
 	probed chan probeResult
 	wakeAt time.Time
 	// conds are the host conditions this leader recorded, so that each
-	// is written and logged once; brake is whether the safety brake
-	// holds.
+	// is written and logged once.
 	conds map[string]string
-	brake bool
 }
 
 func newState(now time.Time) *state {

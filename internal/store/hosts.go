@@ -129,12 +129,15 @@ func (s *Store) RegisterHost(ctx context.Context, h *api.Host) error {
 // Ending ctx does not revoke the lease: when a host's connection moves to
 // another control-plane replica, the new KeepHostAlive takes the key over
 // before the old lease runs out, so the host never flaps to NotReady.
+//
+// Everything here goes over the control connection (Store.ctl), so that
+// the keep-alives never queue behind instance writes.
 func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duration) error {
 	if err := checkHostName(name); err != nil {
 		return err
 	}
 	secs := max(int64(math.Ceil(ttl.Seconds())), 1)
-	lease, err := s.client.Grant(ctx, secs)
+	lease, err := s.ctl.Grant(ctx, secs)
 	if err != nil {
 		return s.etcdErr(ctx, "grant host lease", err)
 	}
@@ -151,7 +154,7 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 	// not turn into thousands of writes a second.
 	key := hostKey(name)
 	for {
-		resp, err := s.client.Get(ctx, key)
+		resp, err := s.ctl.Get(ctx, key)
 		if err != nil {
 			s.revoke(lease.ID)
 			return s.etcdErr(ctx, "get host", err)
@@ -171,7 +174,7 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 			s.revoke(lease.ID)
 			return err
 		}
-		tresp, err := s.client.Txn(ctx).
+		tresp, err := s.ctl.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
 			Then(clientv3.OpPut(hostLeaseKey(name), string(val), clientv3.WithLease(lease.ID)), clientv3.OpPut(key, string(rec)), epochPut()).
 			Commit()
@@ -184,7 +187,7 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 		}
 	}
 
-	ch, err := s.client.KeepAlive(ctx, lease.ID)
+	ch, err := s.ctl.KeepAlive(ctx, lease.ID)
 	if err != nil {
 		return s.etcdErr(ctx, "keep host lease alive", err)
 	}
@@ -193,16 +196,16 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if s.client.Ctx().Err() != nil {
+	if s.ctl.Ctx().Err() != nil {
 		return fmt.Errorf("store: keep host %q alive: the store is closed: %w", name, errdefs.ErrUnavailable)
 	}
 	return fmt.Errorf("store: the lease of host %q was lost (etcd unreachable for longer than %s?): %w", name, ttl, errdefs.ErrUnavailable)
 }
 
 func (s *Store) revoke(id clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(s.client.Ctx(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(s.ctl.Ctx(), 5*time.Second)
 	defer cancel()
-	_, _ = s.client.Revoke(ctx, id)
+	_, _ = s.ctl.Revoke(ctx, id)
 }
 
 // GetHost returns the named host with its phase.

@@ -19,11 +19,11 @@ import (
 // etcd, which applies them one at a time anyway, just as busy.
 const maxInFlight = 128
 
-// inFlightLimit is a unary client interceptor letting at most n calls
-// through at once. Streams (watches, lease keep-alives) are not counted:
-// they are few and long-lived.
-func inFlightLimit(n int) grpc.UnaryClientInterceptor {
-	sem := make(chan struct{}, n)
+// inFlightLimit is a unary client interceptor letting at most cap(sem)
+// calls through at once, each holding a slot of sem while it runs.
+// Streams (watches, lease keep-alives) are not counted: they are few and
+// long-lived.
+func inFlightLimit(sem chan struct{}) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		select {
 		case sem <- struct{}{}:

@@ -35,10 +35,12 @@ type Leader struct {
 
 // Campaign blocks until this replica leads the named election, or ctx
 // ends. The leadership lasts until Resign, ctx's end, or the loss of its
-// session (ttl without contact with etcd); Done is closed then.
+// session (ttl without contact with etcd); Done is closed then. The
+// session's keep-alives and the campaign use the control connection
+// (Store.ctl), the leader's fenced writes the ordinary one.
 func (s *Store) Campaign(ctx context.Context, name, id string, ttl time.Duration) (*Leader, error) {
 	secs := max(int(ttl.Seconds()), 1)
-	sess, err := concurrency.NewSession(s.client, concurrency.WithTTL(secs), concurrency.WithContext(ctx))
+	sess, err := concurrency.NewSession(s.ctl, concurrency.WithTTL(secs), concurrency.WithContext(ctx))
 	if err != nil {
 		return nil, s.etcdErr(ctx, "start election session", err)
 	}

@@ -54,6 +54,16 @@ type Config struct {
 // Store is Kanga's state store. It is safe for concurrent use.
 type Store struct {
 	client *clientv3.Client
+	// ctl is a second connection to etcd for the control path only: the
+	// host leases and the control-plane election (their keep-alives,
+	// grants and campaigns). gRPC multiplexes every call of a client on
+	// one connection, with one flow-control window and one in-flight
+	// limit (inFlightLimit); a burst of instance writes queued there
+	// would delay a keep-alive past the lease's TTL and turn an
+	// overloaded host into a lost one (issue 22). Nothing else uses ctl.
+	ctl *clientv3.Client
+	// slots are client's in-flight slots (inFlightLimit).
+	slots  chan struct{}
 	server *embed.Etcd // nil with an external cluster
 	lock   *os.File    // the data directory's lock, with server
 	logger *slog.Logger
@@ -112,7 +122,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		endpoints = []string{ep}
 	}
 
-	client, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: dialTimeout,
 		Logger:      zl,
@@ -120,9 +130,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// request times out; with it a broken watch is noticed and resumed.
 		DialKeepAliveTime:    30 * time.Second,
 		DialKeepAliveTimeout: 10 * time.Second,
-		DialOptions:          []grpc.DialOption{grpc.WithChainUnaryInterceptor(inFlightLimit(maxInFlight))},
-	})
+	}
+	// The control connection has no in-flight limit: its few calls must
+	// never wait behind the data path's.
+	ctl, err := clientv3.New(ccfg)
 	if err != nil {
+		s.closeServer()
+		return nil, fmt.Errorf("store: connect to etcd at %v: %v: %w", endpoints, err, errdefs.ErrUnavailable)
+	}
+	s.ctl = ctl
+	s.slots = make(chan struct{}, maxInFlight)
+	ccfg.DialOptions = []grpc.DialOption{grpc.WithChainUnaryInterceptor(inFlightLimit(s.slots))}
+	client, err := clientv3.New(ccfg)
+	if err != nil {
+		_ = ctl.Close()
 		s.closeServer()
 		return nil, fmt.Errorf("store: connect to etcd at %v: %v: %w", endpoints, err, errdefs.ErrUnavailable)
 	}
@@ -150,12 +171,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // Close closes the client and stops the embedded server, if any.
 func (s *Store) Close() error {
 	var err error
-	if s.client != nil {
-		err = s.client.Close()
+	for _, c := range []*clientv3.Client{s.client, s.ctl} {
+		if c == nil {
+			continue
+		}
 		// A client closed before its context is canceled reports
 		// context.Canceled; that is a clean close.
-		if errors.Is(err, context.Canceled) {
-			err = nil
+		if cerr := c.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) && err == nil {
+			err = cerr
 		}
 	}
 	s.closeServer()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,21 +46,52 @@ func kangaPatient(t *testing.T, p *platform, args ...string) result {
 
 var retriedRe = regexp.MustCompile(`the create was retried (\d+) times?`)
 
-// A burst of creates at concurrency 8 against a host with 2 start slots:
-// the API admits 2 creates in flight and refuses the rest with 429 and
-// Retry-After, the CLI retries them, and in the end every create is
-// Running and none failed (issue 22: a burst queues instead of starving
-// the control path).
+// overloadSafeguards reports whether TestOverloadBurstQueues runs with the
+// protections of issue 22 (the default) or, with
+// KANGA_OVERLOAD_SAFEGUARDS=off, without the failure detector's
+// safeguards, without weighting the instances below Kanga and without
+// raising Kanga's priority, to show what they prevent (bench/overload.md).
+// Admission and the control connection stay in both.
+func overloadSafeguards(t *testing.T) bool {
+	switch v := os.Getenv("KANGA_OVERLOAD_SAFEGUARDS"); v {
+	case "", "on":
+		return true
+	case "off":
+		return false
+	default:
+		t.Fatalf("KANGA_OVERLOAD_SAFEGUARDS=%q: on or off", v)
+		return false
+	}
+}
+
+// overloadHogs are the busy instances of TestOverloadBurstQueues: one per
+// core, each reserving (and capped at) one core, so that together they
+// take the host's whole CPU budget.
+func overloadHogs() int { return max(2, min(goruntime.NumCPU(), 4)) }
+
+// A burst of creates at concurrency 8 against a host whose CPU is taken by
+// busy loops inside instances, with 2 start slots: the API admits 2
+// creates in flight and refuses the rest with 429 and Retry-After, the
+// CLI retries them, and in the end every create is Running and none
+// failed; the busy instances were neither re-created nor restarted, the
+// host's lease was never lost and the control plane never changed leader
+// (issue 22: overload must not become an outage). Prints p50/p99 of the
+// creates (retries included), starts a minute and the retries.
 func TestOverloadBurstQueues(t *testing.T) {
 	const (
 		slots       = 2
 		concurrency = 8
 	)
 	n := overloadN(t)
+	safe := overloadSafeguards(t)
 	// No default type and no quota: the burst is about start slots, not
 	// about memory reservations or the default 100 instances.
-	p := startPlatformWith(t, "--pool-max", "0", "--start-slots", strconv.Itoa(slots),
-		"--default-type", "none", "--default-quota", "none")
+	args := []string{"--pool-max", "0", "--start-slots", strconv.Itoa(slots),
+		"--default-type", "none", "--default-quota", "none"}
+	if !safe {
+		args = append(args, "--failure-safeguards=false", "--instances-cpu-shares=-1", "--nice=0")
+	}
+	p := startPlatformWith(t, args...)
 	p.importImages()
 
 	// The host reports its slots.
@@ -67,11 +100,21 @@ func TestOverloadBurstQueues(t *testing.T) {
 		t.Fatalf("kanga host ls does not show %d start slots:\n%s", slots, hosts)
 	}
 
+	// The CPU budget taken by instances: busy loops, their CPU reserved.
+	hogs := overloadHogs()
+	hogUID := map[string]string{}
+	for i := range hogs {
+		name := fmt.Sprintf("hog-%d", i)
+		p.must("run", "-d", "--name", name, "--cpu", "1", "kanga.test/busybox:latest", "sh", "-c", "while :; do :; done")
+		hogUID[name] = p.inspect(name).UID
+	}
+
 	var (
-		mu       sync.Mutex
-		retries  int
-		retried  int
-		failures []string
+		mu        sync.Mutex
+		retries   int
+		retried   int
+		failures  []string
+		latencies []time.Duration
 	)
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -81,10 +124,14 @@ func TestOverloadBurstQueues(t *testing.T) {
 			defer wg.Done()
 			for i := range next {
 				name := fmt.Sprintf("ovl-%03d", i)
+				t0 := time.Now()
 				r := kangaPatient(t, p, "run", "-d", "--name", name, "kanga.test/busybox:latest", "sleep", "3600")
+				d := time.Since(t0)
 				mu.Lock()
 				if r.code != 0 || strings.TrimSpace(r.stdout) != name {
 					failures = append(failures, fmt.Sprintf("%s: exit %d: %s%s", name, r.code, r.stdout, r.stderr))
+				} else {
+					latencies = append(latencies, d)
 				}
 				if m := retriedRe.FindStringSubmatch(r.stderr); m != nil {
 					k, _ := strconv.Atoi(m[1])
@@ -101,30 +148,52 @@ func TestOverloadBurstQueues(t *testing.T) {
 	}
 	close(next)
 	wg.Wait()
-	t.Logf("%d creates at concurrency %d on %d start slots in %s: %d retried (%d retries in all), %d failed",
-		n, concurrency, slots, time.Since(start).Round(time.Second), retried, retries, len(failures))
+	elapsed := time.Since(start)
+	slices.Sort(latencies)
+	pct := func(q float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[min(len(latencies)-1, int(q*float64(len(latencies))))].Round(time.Millisecond)
+	}
+	log, err := os.ReadFile(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	losses := strings.Count(string(log), "host lease lost")
+	leaderEnds := strings.Count(string(log), "control-plane leadership ended")
+	recreations := strings.Count(string(log), "instances of lost hosts")
+	t.Logf("safeguards %v; %d busy instances; %d creates at concurrency %d on %d start slots in %s: p50 %s, p99 %s, %.1f starts/min; "+
+		"%d retried (%d retries in all), %d failed; lease losses %d, leadership ends %d, lost-host re-creation passes %d",
+		map[bool]string{true: "on", false: "off"}[safe], hogs, n, concurrency, slots, elapsed.Round(time.Second), pct(0.5), pct(0.99),
+		float64(len(latencies))/elapsed.Minutes(), retried, retries, len(failures), losses, leaderEnds, recreations)
+
 	if len(failures) > 0 {
 		hint := ""
 		if strings.Contains(strings.Join(failures, "\n"), "Lost: host") {
-			// Backpressure bounds Kanga's own load; a machine starved by
-			// other work can still delay etcd past the host's lease.
-			hint = " (the host was declared lost under load: the slow-is-not-dead half of issue 22)"
+			hint = " (the host was declared lost under load)"
 		}
-		t.Fatalf("%d of %d creates failed%s, first: %s", len(failures), n, hint, failures[0])
+		t.Errorf("%d of %d creates failed%s, first: %s", len(failures), n, hint, failures[0])
 	}
 	if retries == 0 {
 		t.Errorf("no create was refused and retried: with %d creates at concurrency %d over %d slots some must have been", n, concurrency, slots)
 	}
+	if losses > 0 || leaderEnds > 0 || recreations > 0 {
+		t.Errorf("under the burst the host lost its lease %d times, the control plane its leadership %d times, and %d passes re-created instances of lost hosts; want 0 each:\n%s",
+			losses, leaderEnds, recreations, harness.Tail(string(log), 3000))
+	}
 
-	// Every instance ran, each once: Running now, with no restart.
+	// Every instance ran, each once: Running now, with no restart; the
+	// busy ones are the instances they were (same UIDs).
 	var list api.InstanceList
 	out := p.must("ps", "-a", "-o", "json")
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("ps -a -o json: %v", err)
 	}
-	running := 0
+	running, hogsSeen := 0, 0
 	for _, inst := range list.Items {
-		if !strings.HasPrefix(inst.Name, "ovl-") {
+		uid, hog := hogUID[inst.Name]
+		if !hog && !strings.HasPrefix(inst.Name, "ovl-") {
 			continue
 		}
 		if inst.Status.Phase != api.PhaseRunning {
@@ -136,16 +205,19 @@ func TestOverloadBurstQueues(t *testing.T) {
 				t.Errorf("%s: container %s restarted %d times", inst.Name, c.Name, c.RestartCount)
 			}
 		}
+		if hog {
+			hogsSeen++
+			if inst.UID != uid {
+				t.Errorf("busy instance %s was re-created: UID %s, was %s", inst.Name, inst.UID, uid)
+			}
+			continue
+		}
 		running++
 	}
 	if running != n {
 		t.Errorf("%d of %d instances Running", running, n)
 	}
-	log, err := os.ReadFile(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(log), "instances of lost hosts") {
-		t.Errorf("kanga up re-created instances of a lost host during the burst:\n%s", harness.Tail(string(log), 3000))
+	if hogsSeen != hogs {
+		t.Errorf("%d of %d busy instances Running", hogsSeen, hogs)
 	}
 }

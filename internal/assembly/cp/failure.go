@@ -2,6 +2,7 @@ package cp
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/kanga-run/kanga/internal/controlplane"
 )
@@ -19,6 +20,9 @@ type FailureDetection struct {
 	// BrakeThreshold is the share of hosts lost at once that trips the
 	// safety brake (0: the default; negative: no brake).
 	BrakeThreshold float64
+	// BrakeSettle is how long the brake's condition must stay clear
+	// before the brake releases (0: the default; negative: at once).
+	BrakeSettle time.Duration
 }
 
 // Check validates f's values, naming the flags.
@@ -33,7 +37,7 @@ func (f FailureDetection) Check() error {
 // own process, and live the liveness probe of the other hosts.
 func (f FailureDetection) Apply(cfg *controlplane.Config, self string, live controlplane.Liveness) {
 	cfg.Self, cfg.Liveness = self, live
-	cfg.RecreateRate, cfg.BrakeThreshold = f.RecreateRate, f.BrakeThreshold
+	cfg.RecreateRate, cfg.BrakeThreshold, cfg.BrakeSettle = f.RecreateRate, f.BrakeThreshold, f.BrakeSettle
 	if f.NoSafeguards {
 		cfg.NoSafeguards()
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	// host's cores; see agent.Config.StartSlots); the host reports it to
 	// the control plane.
 	StartSlots int
+	// RootCPUShares weights the instances against Kanga's own threads
+	// (agent.Config.RootCPUShares).
+	RootCPUShares int
 }
 
 // Check validates what can be checked before anything is started, naming
@@ -182,6 +185,8 @@ func Start(ctx context.Context, c Config) (*Host, error) {
 		SnapshotDir: filepath.Join(dataDir, "containerd", "containerd", "root", "io.containerd.snapshotter.v1.overlayfs"),
 		CgroupRoot:  c.CgroupRoot,
 		StartSlots:  c.StartSlots,
+
+		RootCPUShares: c.RootCPUShares,
 	})
 	h.actx, h.stopAgent = context.WithCancel(context.WithoutCancel(ctx))
 	h.agentDone = make(chan error, 1)

@@ -81,6 +81,21 @@ type Server struct {
 	// watch): a host with one is connected (Connected).
 	linksMu sync.Mutex
 	links   map[string]int
+	// leaseLosses counts, per host, the leases this server held for it
+	// and lost (etcd unreachable past the TTL): 0 on a healthy platform,
+	// however loaded (issue 22). Under linksMu.
+	leaseLosses map[string]int
+}
+
+// countLeaseLoss counts a lost lease of host and returns its count.
+func (s *Server) countLeaseLoss(host string) int {
+	s.linksMu.Lock()
+	defer s.linksMu.Unlock()
+	if s.leaseLosses == nil {
+		s.leaseLosses = map[string]int{}
+	}
+	s.leaseLosses[host]++
+	return s.leaseLosses[host]
 }
 
 // linked counts one open long-lived request of host; the returned
@@ -368,7 +383,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 			return nil
 		case err := <-lost:
 			// The agent reconnects, which re-registers and takes a new lease.
-			s.Logger.Warn("hostlink: host lease ended", "host", host, "err", err)
+			if ctx.Err() != nil {
+				return nil // the request ended first
+			}
+			s.Logger.Warn("hostlink: host lease ended", "host", host, "err", err, "lease_losses", s.countLeaseLoss(host))
 			return nil
 		case <-t.C:
 		}
