@@ -26,7 +26,9 @@ cleanup() {
 	for p in $HOGPIDS; do wait "$p" 2>/dev/null || true; done
 	for d in "$CPU" "$ACCT"; do rmdir "$d/kanga" "$d/instances" "$d" 2>/dev/null || true; done
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir -p "$CPU/kanga" "$CPU/instances" "$ACCT/kanga" "$ACCT/instances"
 
 # join G: the shell command that moves the calling shell into group G.

@@ -16,7 +16,9 @@ IMG=kanga.test/busybox:latest
 mkdir -p "$OUT"
 . bench/lib.sh
 K=
-trap platform_down EXIT INT TERM
+trap platform_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 SOCK="$DATA/containerd/containerd.sock"
 ROUNDS=${ROUNDS:-2}
 for r in $(seq 1 "$ROUNDS"); do
