@@ -44,10 +44,6 @@ const maxObjectBody = 2 << 20
 // is audited and needs the secrets:reveal scope, which read-only tokens
 // do not get.
 
-func objectData(field string, data map[string][]byte) error {
-	return model.ValidateObjectData(field, data)
-}
-
 func (s *Server) createSecret(w http.ResponseWriter, r *http.Request) error {
 	var req api.CreateSecretRequest
 	if err := decodeJSONLimit(r, &req, maxObjectBody); err != nil {
@@ -57,7 +53,7 @@ func (s *Server) createSecret(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateObjectName("name", req.Name); err != nil {
 		return err
 	}
-	if err := objectData("data", req.Data); err != nil {
+	if err := model.ValidateObjectData("data", req.Data); err != nil {
 		return err
 	}
 	out, err := s.store.CreateSecret(r.Context(), req.Name, req.Data)
@@ -74,10 +70,11 @@ func (s *Server) updateSecret(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("name")
+	setAuditObject(r.Context(), "secrets/"+name)
 	if err := model.ValidateObjectName("name", name); err != nil {
 		return err
 	}
-	if err := objectData("data", req.Data); err != nil {
+	if err := model.ValidateObjectData("data", req.Data); err != nil {
 		return err
 	}
 	out, err := s.store.UpdateSecret(r.Context(), name, req.Data)
@@ -153,7 +150,7 @@ func (s *Server) createConfig(w http.ResponseWriter, r *http.Request) error {
 	if err := model.ValidateObjectName("name", req.Name); err != nil {
 		return err
 	}
-	if err := objectData("data", req.Data); err != nil {
+	if err := model.ValidateObjectData("data", req.Data); err != nil {
 		return err
 	}
 	out, err := s.store.CreateConfig(r.Context(), req.Name, req.Data)
@@ -170,10 +167,11 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("name")
+	setAuditObject(r.Context(), "configs/"+name)
 	if err := model.ValidateObjectName("name", name); err != nil {
 		return err
 	}
-	if err := objectData("data", req.Data); err != nil {
+	if err := model.ValidateObjectData("data", req.Data); err != nil {
 		return err
 	}
 	out, err := s.store.UpdateConfig(r.Context(), name, req.Data)
