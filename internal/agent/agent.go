@@ -118,6 +118,7 @@ type Agent struct {
 
 	cpus       *cpuAllocator // dedicated cores
 	histories  histories     // SLA samples of running instances
+	sampler    sampler       // takes them
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *warm.Pool    // nil when warm containers are off

@@ -16,11 +16,19 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/agent/network"
 )
 
 const (
-	// sampleInterval is how often a running instance's counters are read.
+	// sampleInterval is how often a running instance's counters are read
+	// while sampling costs little (see sampler).
 	sampleInterval = time.Second
+	// maxSampleInterval bounds how far a host with many instances, or a
+	// starved one, spaces its rounds of samples out.
+	maxSampleInterval = 15 * time.Second
+	// samplerBudget is the share of one core the sampler may take: a round
+	// that took d is followed by a pause of d/samplerBudget.
+	samplerBudget = 0.05
 	// historyLen bounds each instance's history: ten minutes at 1 s.
 	historyLen = 600
 	// unlimited memory reads as PAGE_COUNTER_MAX pages; anything this big
@@ -189,6 +197,13 @@ func readKeyValues(path string) (map[string]uint64, error) {
 
 // takeSample reads the instance's cgroup and network counters now.
 func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
+	return a.sampleWith(ctx, uid, nil)
+}
+
+// sampleWith reads the instance's cgroup counters now; its network
+// counters come from nc, a reading of the whole host's taken for a round
+// of samples, or are read alone when nc is nil.
+func (a *Agent) sampleWith(ctx context.Context, uid string, nc *network.Counters) (sample, error) {
 	cg := a.instanceCgroup(uid)
 	st, err := readCgroupStats(cgroupV1Root, cg)
 	if err != nil {
@@ -196,7 +211,13 @@ func (a *Agent) takeSample(ctx context.Context, uid string) (sample, error) {
 	}
 	st.Time = time.Now().UTC()
 	s := sample{InstanceStats: st}
-	if ns, err := a.cfg.Network.Stats(ctx, a.netID(uid)); err == nil {
+	var ns network.Stats
+	if b, ok := a.cfg.Network.(counterReader); ok && nc != nil {
+		ns, err = b.StatsFrom(nc, a.netID(uid))
+	} else {
+		ns, err = a.cfg.Network.Stats(ctx, a.netID(uid))
+	}
+	if err == nil {
 		s.NetRxBytes, s.NetTxBytes = ns.RxBytes, ns.TxBytes
 		s.IngressOverlimits, s.EgressOverlimits = ns.IngressOverlimits, ns.EgressOverlimits
 	} else {
@@ -271,45 +292,6 @@ func (hs *histories) get(uid string) *history {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.m[uid]
-}
-
-// startSampling samples the instance every second until stop is called;
-// stop returns once sampling has ended and drops the history.
-func (a *Agent) startSampling(ctx context.Context, uid string) (stop func()) {
-	h := &history{}
-	a.histories.mu.Lock()
-	if a.histories.m == nil {
-		a.histories.m = map[string]*history{}
-	}
-	a.histories.m[uid] = h
-	a.histories.mu.Unlock()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(sampleInterval)
-		defer t.Stop()
-		for {
-			if s, err := a.takeSample(ctx, uid); err == nil {
-				h.add(s)
-				a.meter.observe(uid, s)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		<-done
-		a.histories.mu.Lock()
-		if a.histories.m[uid] == h {
-			delete(a.histories.m, uid)
-		}
-		a.histories.mu.Unlock()
-	}
 }
 
 // Stats returns a fresh sample of the instance's counters.

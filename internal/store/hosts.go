@@ -191,7 +191,17 @@ func (s *Store) KeepHostAlive(ctx context.Context, name string, ttl time.Duratio
 	if err != nil {
 		return s.etcdErr(ctx, "keep host lease alive", err)
 	}
+	// A keep-alive answered late is the first sign of a starved etcd;
+	// the lease is lost when none is answered for ttl. Each answer later
+	// than half the TTL is logged with its gap, so that a loss is never a
+	// surprise in the log.
+	last := time.Now()
 	for range ch {
+		now := time.Now()
+		if gap := now.Sub(last); gap > ttl/2 {
+			s.logger.Warn("host lease keep-alive answered late", "host", name, "gap", gap.Round(time.Millisecond), "ttl", ttl)
+		}
+		last = now
 	}
 	if err := ctx.Err(); err != nil {
 		return err

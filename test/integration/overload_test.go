@@ -91,6 +91,11 @@ func TestOverloadBurstQueues(t *testing.T) {
 	if !safe {
 		args = append(args, "--failure-safeguards=false", "--instances-cpu-shares=-1", "--nice=0")
 	}
+	// KANGA_OVERLOAD_PPROF=127.0.0.1:6061 serves kanga up's profiles, to
+	// see where the CPU goes during the burst.
+	if a := os.Getenv("KANGA_OVERLOAD_PPROF"); a != "" {
+		args = append(args, "--pprof-listen", a)
+	}
 	p := startPlatformWith(t, args...)
 	p.importImages()
 

@@ -2,17 +2,12 @@ package network
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
+	"time"
 
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
 
 	"github.com/kanga-run/kanga/errdefs"
 )
@@ -131,89 +126,129 @@ func hostLinks(res *types100.Result, bridge string) (veth, ifb string) {
 	return veth, ifb
 }
 
+// Counters is one reading of every interface and token-bucket shaper on
+// the host, taken with two netlink dumps. The kernel has no way to ask for
+// one device's qdiscs (a qdisc dump walks every device; `tc qdisc show dev`
+// filters afterwards), so reading instances one by one costs O(n) each and
+// O(n²) a round. Sampling reads the counters once per round and looks each
+// instance up in them (issue 22: per-instance `tc` processes were the
+// largest CPU cost of a host with a few hundred instances).
+type Counters struct {
+	// At is when the reading was taken.
+	At    time.Time
+	links map[string]linkCounters
+	// tbf sums the overlimits of the tbf qdiscs on each interface, by
+	// interface index.
+	tbf map[int]uint64
+}
+
+type linkCounters struct {
+	index   int
+	rx, tx  uint64
+	present bool
+}
+
+// ReadCounters reads the counters of every interface and shaper.
+func (m *Manager) ReadCounters() (*Counters, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("network: list interfaces: %w", err)
+	}
+	qdiscs, err := netlink.QdiscList(nil)
+	if err != nil {
+		return nil, fmt.Errorf("network: list qdiscs: %w", err)
+	}
+	c := &Counters{At: time.Now(), links: make(map[string]linkCounters, len(links)), tbf: map[int]uint64{}}
+	for _, l := range links {
+		a := l.Attrs()
+		lc := linkCounters{index: a.Index, present: true}
+		if st := a.Statistics; st != nil {
+			lc.rx, lc.tx = st.RxBytes, st.TxBytes
+		}
+		c.links[a.Name] = lc
+	}
+	for _, q := range qdiscs {
+		a := q.Attrs()
+		if q.Type() != "tbf" || a.Statistics == nil || a.Statistics.Queue == nil {
+			continue
+		}
+		c.tbf[a.LinkIndex] += uint64(a.Statistics.Queue.Overlimits)
+	}
+	return c, nil
+}
+
 // Stats reads the counters of instance id's interface and shapers.
 func (m *Manager) Stats(ctx context.Context, id string) (Stats, error) {
-	if err := checkID(id); err != nil {
+	c, err := m.ReadCounters()
+	if err != nil {
 		return Stats{}, err
 	}
-	unlock := m.mu.lock(id)
-	defer unlock()
-	r, err := m.cni.GetNetworkListCachedResult(m.list, m.runtimeConf(id, m.NetNSPath(id), nil, Limits{}))
+	return m.StatsFrom(c, id)
+}
+
+// StatsFrom looks instance id's interface and shapers up in c.
+func (m *Manager) StatsFrom(c *Counters, id string) (Stats, error) {
+	veth, ifb, err := m.hostLinksOf(id)
 	if err != nil {
-		return Stats{}, fmt.Errorf("network: stats of %s: %w", id, err)
+		return Stats{}, err
 	}
-	if r == nil {
-		return Stats{}, fmt.Errorf("network: %s has no attachment: %w", id, errdefs.ErrNotFound)
+	v := c.links[veth]
+	if !v.present {
+		return Stats{}, fmt.Errorf("network: interface %s of %s: %w", veth, id, errdefs.ErrNotFound)
 	}
-	res, err := types100.NewResultFromResult(r)
-	if err != nil {
-		return Stats{}, fmt.Errorf("network: stats of %s: convert CNI result: %w", id, err)
-	}
-	veth, ifb := hostLinks(res, m.cfg.Bridge)
-	if veth == "" {
-		return Stats{}, fmt.Errorf("network: CNI result of %s names no host veth: %w", id, errdefs.ErrNotFound)
-	}
-	var st Stats
 	// The host end sends what the instance receives and vice versa.
-	if st.RxBytes, err = linkCounter(veth, "tx_bytes"); err != nil {
-		return Stats{}, err
-	}
-	if st.TxBytes, err = linkCounter(veth, "rx_bytes"); err != nil {
-		return Stats{}, err
-	}
-	if st.IngressOverlimits, err = tbfOverlimits(ctx, veth); err != nil {
-		return Stats{}, err
-	}
+	st := Stats{RxBytes: v.tx, TxBytes: v.rx, IngressOverlimits: c.tbf[v.index]}
 	if ifb != "" {
-		if st.EgressOverlimits, err = tbfOverlimits(ctx, ifb); err != nil {
-			return Stats{}, err
+		if i := c.links[ifb]; i.present {
+			st.EgressOverlimits = c.tbf[i.index]
 		}
 	}
 	return st, nil
 }
 
-func linkCounter(link, name string) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join("/sys/class/net", link, "statistics", name))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("network: interface %s: %w", link, errdefs.ErrNotFound)
+// hostLinksOf returns the host-side interfaces of attachment id: its veth
+// and, with an egress limit, its ifb. They are read from libcni's cache
+// once and remembered until the attachment is set up again or torn down.
+func (m *Manager) hostLinksOf(id string) (veth, ifb string, err error) {
+	if err := checkID(id); err != nil {
+		return "", "", err
 	}
+	m.linksMu.Lock()
+	hl, ok := m.links[id]
+	m.linksMu.Unlock()
+	if ok {
+		return hl[0], hl[1], nil
+	}
+	unlock := m.mu.lock(id)
+	defer unlock()
+	r, err := m.cni.GetNetworkListCachedResult(m.list, m.runtimeConf(id, m.NetNSPath(id), nil, Limits{}))
 	if err != nil {
-		return 0, fmt.Errorf("network: read %s counter of %s: %w", name, link, err)
+		return "", "", fmt.Errorf("network: stats of %s: %w", id, err)
 	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if r == nil {
+		return "", "", fmt.Errorf("network: %s has no attachment: %w", id, errdefs.ErrNotFound)
+	}
+	res, err := types100.NewResultFromResult(r)
 	if err != nil {
-		return 0, fmt.Errorf("network: parse %s counter of %s: %w", name, link, err)
+		return "", "", fmt.Errorf("network: stats of %s: convert CNI result: %w", id, err)
 	}
-	return n, nil
+	veth, ifb = hostLinks(res, m.cfg.Bridge)
+	if veth == "" {
+		return "", "", fmt.Errorf("network: CNI result of %s names no host veth: %w", id, errdefs.ErrNotFound)
+	}
+	m.linksMu.Lock()
+	if m.links == nil {
+		m.links = map[string][2]string{}
+	}
+	m.links[id] = [2]string{veth, ifb}
+	m.linksMu.Unlock()
+	return veth, ifb, nil
 }
 
-// tbfOverlimits sums the overlimits of the token-bucket qdiscs on link;
-// a link without one has 0.
-func tbfOverlimits(ctx context.Context, link string) (uint64, error) {
-	out, err := exec.CommandContext(ctx, "tc", "-s", "-j", "qdisc", "show", "dev", link).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return 0, fmt.Errorf("network: tc qdisc show dev %s: %w: %s", link, err, ee.Stderr)
-		}
-		return 0, fmt.Errorf("network: tc qdisc show dev %s: %w", link, err)
-	}
-	return parseTBFOverlimits(out)
-}
-
-func parseTBFOverlimits(tcJSON []byte) (uint64, error) {
-	var qdiscs []struct {
-		Kind       string `json:"kind"`
-		Overlimits uint64 `json:"overlimits"`
-	}
-	if err := json.Unmarshal(tcJSON, &qdiscs); err != nil {
-		return 0, fmt.Errorf("network: parse tc output: %w", err)
-	}
-	var n uint64
-	for _, q := range qdiscs {
-		if q.Kind == "tbf" && n <= math.MaxUint64-q.Overlimits {
-			n += q.Overlimits
-		}
-	}
-	return n, nil
+// forgetLinks drops what hostLinksOf remembers of id; the caller holds
+// id's lock.
+func (m *Manager) forgetLinks(id string) {
+	m.linksMu.Lock()
+	delete(m.links, id)
+	m.linksMu.Unlock()
 }

@@ -117,6 +117,10 @@ type Manager struct {
 	savedView string
 
 	iso *isolation // nil without Config.Isolation
+
+	// links remembers each attachment's host interfaces (hostLinksOf).
+	linksMu sync.Mutex
+	links   map[string][2]string
 }
 
 // New validates cfg, fills defaults, writes the conflist to StateDir and
@@ -249,6 +253,7 @@ func (m *Manager) Setup(ctx context.Context, id string, ports []Port, limits Lim
 	}
 	unlock := m.mu.lock(id)
 	defer unlock()
+	m.forgetLinks(id)
 
 	nsPath := m.NetNSPath(id)
 	state, err := statNetNS(nsPath)
@@ -326,6 +331,7 @@ func (m *Manager) Teardown(ctx context.Context, id string, ports []Port) error {
 }
 
 func (m *Manager) teardown(ctx context.Context, id, nsPath string, pm []map[string]any) error {
+	m.forgetLinks(id)
 	state, err := statNetNS(nsPath)
 	if err != nil {
 		return err

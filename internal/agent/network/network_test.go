@@ -290,29 +290,6 @@ func TestHostLinks(t *testing.T) {
 	}
 }
 
-func TestParseTBFOverlimits(t *testing.T) {
-	tests := []struct {
-		name    string
-		in      string
-		want    uint64
-		wantErr bool
-	}{
-		{name: "tbf", in: `[{"kind":"tbf","handle":"1:","root":true,"bytes":10,"drops":2,"overlimits":42}]`, want: 42},
-		{name: "tbf and ingress", in: `[{"kind":"tbf","overlimits":5},{"kind":"ingress","overlimits":0}]`, want: 5},
-		{name: "no shaper", in: `[{"kind":"noqueue","handle":"0:","root":true,"overlimits":7}]`, want: 0},
-		{name: "empty", in: `[]`, want: 0},
-		{name: "garbage", in: `qdisc tbf 1: root`, wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseTBFOverlimits([]byte(tt.in))
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("got %d, %v; want %d, err=%v", got, err, tt.want, tt.wantErr)
-			}
-		})
-	}
-}
-
 // TestBuildPlainConfList: the list for attachments without ports or limits
 // is the full list's bridge alone, under the same name, so both share the
 // address leases.
