@@ -469,7 +469,24 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements hostcontract.Host.
 func (a *Agent) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots()}
+	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots(), Pods: a.instanceCapacity()}
+}
+
+// instanceCapacity is how many instances the host has addresses for: an
+// instance past it would be placed here and fail in CNI ADD ("no IP
+// addresses available"), where the scheduler could have said "too many
+// instances" and kept it Pending or placed it elsewhere. Idle sandboxes of
+// the pool hold addresses too. 0 (no limit) when the network does not say.
+func (a *Agent) instanceCapacity() int {
+	n, ok := a.cfg.Network.(interface{ Addresses() int })
+	if !ok {
+		return 0
+	}
+	pods := n.Addresses()
+	if a.cfg.Pool != nil {
+		pods -= a.cfg.Pool.MaxIdle()
+	}
+	return max(pods, 0)
 }
 
 // memTotal reads the host's memory from /proc/meminfo.

@@ -103,7 +103,7 @@ func runControlPlane(ctx context.Context, st *store.Store, ag *agent.Agent, host
 	h := &api.Host{
 		Name:           hostName,
 		Subnet:         subnet,
-		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots},
+		Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots, Pods: c.Pods},
 		RuntimeClasses: ag.RuntimeClasses(),
 		Version:        version,
 	}

@@ -33,6 +33,9 @@ type Capacity struct {
 	Memory int64
 	// StartSlots is how many instance starts the host runs at once.
 	StartSlots int
+	// Pods is the most instances the host can run at once (its subnet's
+	// addresses less those the sandbox pool may hold); 0 is no limit.
+	Pods int
 }
 
 // ImageConfig is the part of an image's configuration the API checks

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/testenv"
 	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
@@ -96,7 +97,11 @@ func TestOverloadBurstQueues(t *testing.T) {
 	if a := os.Getenv("KANGA_OVERLOAD_PPROF"); a != "" {
 		args = append(args, "--pprof-listen", a)
 	}
-	p := startPlatformWith(t, args...)
+	// A /22: the burst and the busy instances are more than the 253
+	// addresses of the other tests' /24.
+	testenv.RequireRoot(t)
+	testenv.RequireBinaries(t, "containerd", "runc")
+	p := startPlatformOn(t, platformNet{dirPrefix: "kanga-it-", bridgePrefix: "kangaovl", subnetPrefix: "10.219", prefixLen: 22}, args...)
 	p.importImages()
 
 	// The host reports its slots.

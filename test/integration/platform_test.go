@@ -74,6 +74,9 @@ type platformNet struct {
 	dirPrefix    string // "kanga-it-"
 	bridgePrefix string // "kangait": the bridge is kangaitN
 	subnetPrefix string // "10.214": the subnet is 10.214.N.0/24
+	// prefixLen is the subnet's length when not 24: 22 gives 10.214.4N.0/22,
+	// room for a thousand instances.
+	prefixLen int
 }
 
 // startPlatformOn starts kanga up on a bridge and subnet of n and removes
@@ -96,6 +99,9 @@ func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
 		subnet:  fmt.Sprintf("%s.%d.0/24", n.subnetPrefix, seq),
 		logPath: filepath.Join(dir, "kanga.log"),
 		upArgs:  upArgs,
+	}
+	if n.prefixLen == 22 {
+		p.subnet = fmt.Sprintf("%s.%d.0/22", n.subnetPrefix, (seq%64)*4)
 	}
 	p.start()
 	t.Cleanup(func() {

@@ -233,6 +233,26 @@ func checkID(id string) error {
 // Subnet is the instance subnet, masked (the default filled in).
 func (m *Manager) Subnet() string { return m.cfg.Subnet }
 
+// Addresses is how many attachments the subnet has addresses for:
+// host-local hands out every address but the network's, the broadcast
+// and the bridge's (the gateway).
+func (m *Manager) Addresses() int { return subnetAddresses(m.cfg.Subnet) }
+
+func subnetAddresses(subnet string) int {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil || !p.Addr().Is4() {
+		return 0
+	}
+	hostBits := 32 - p.Bits()
+	if hostBits < 2 {
+		return 0
+	}
+	if hostBits > 30 {
+		hostBits = 30 // no host holds a billion instances
+	}
+	return 1<<hostBits - 3
+}
+
 // NetNSPath is the namespace file of instance id.
 func (m *Manager) NetNSPath(id string) string { return filepath.Join(m.cfg.NetNSDir, id) }
 

@@ -346,3 +346,23 @@ func TestBuildConfListFor(t *testing.T) {
 		}
 	}
 }
+
+func TestSubnetAddresses(t *testing.T) {
+	for _, tt := range []struct {
+		subnet string
+		want   int
+	}{
+		{"10.88.0.0/24", 253},
+		{"10.88.0.0/22", 1021},
+		{"10.88.0.0/16", 65533},
+		{"10.88.0.0/30", 1},
+		{"10.88.0.0/31", 0},
+		{"10.0.0.0/1", 1<<30 - 3},
+		{"fd00::/64", 0},
+		{"not a subnet", 0},
+	} {
+		if got := subnetAddresses(tt.subnet); got != tt.want {
+			t.Errorf("subnetAddresses(%q) = %d, want %d", tt.subnet, got, tt.want)
+		}
+	}
+}

@@ -218,6 +218,9 @@ func (p *Pool) Forget(tenant string) {
 	p.filler.Poke()
 }
 
+// MaxIdle is the most sandboxes the pool holds unclaimed.
+func (p *Pool) MaxIdle() int { return p.cfg.Policy.Max }
+
 // Expect announces a burst: the pool fills to Policy.Max and stays there
 // for one Policy.Window (longer if creates keep coming), then sizes itself
 // from demand again.
