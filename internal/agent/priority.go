@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRootCPUShares is the cpu.shares of the cgroup root
@@ -63,4 +66,42 @@ func (a *Agent) prioritize() {
 		return
 	}
 	a.log.Info("instances weighted below the agent", "cgroup", a.cgRoot, "cpu_shares", shares)
+}
+
+// instanceNice is the CPU priority instances run at: the kernel's
+// default, whatever Kanga's own. containerd, its shims and so the
+// containers' processes inherit the daemon's nice (--nice, -5 by
+// default), and a tenant's processes must not get the control path's
+// priority (nor the I/O priority the kernel derives from it).
+const instanceNice = 0
+
+// resetNice sets every thread of the created (not yet started) task pid to
+// instanceNice, before the task executes the instance's process, which
+// then inherits it along with everything it forks. The OCI spec's
+// process.scheduler would say this at create time, but runc before 1.2
+// ignores it. Nothing is done when the daemon already runs at
+// instanceNice.
+func resetNice(pid uint32) error {
+	own, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		return err
+	}
+	// getpriority(2) returns 20-nice.
+	if 20-own == instanceNice {
+		return nil
+	}
+	tids, err := os.ReadDir(filepath.Join("/proc", strconv.FormatUint(uint64(pid), 10), "task"))
+	if err != nil {
+		return err
+	}
+	for _, t := range tids {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, instanceNice); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("set the nice of task %d of process %d: %w", tid, pid, err)
+		}
+	}
+	return nil
 }

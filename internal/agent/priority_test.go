@@ -3,8 +3,12 @@ package agent
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPrioritize weights a cgroup root of the test's own: the default, a
@@ -45,5 +49,47 @@ func TestPrioritize(t *testing.T) {
 				t.Errorf("cpu.shares of %s = %d, want %d", root, got, tc.want)
 			}
 		})
+	}
+}
+
+// A created task's threads go to instanceNice before it starts, and what
+// it then forks inherits that.
+func TestResetNice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("lowering a nice value needs root")
+	}
+	// The test's own thread pretends to be a daemon at nice -5 for the
+	// child it starts; the child inherits it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	old, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, -5); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Setpriority(unix.PRIO_PROCESS, 0, 20-old) }()
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	nice := func() int {
+		t.Helper()
+		p, err := unix.Getpriority(unix.PRIO_PROCESS, cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 20 - p
+	}
+	if n := nice(); n != -5 {
+		t.Fatalf("child starts at nice %d, want the parent's -5", n)
+	}
+	if err := resetNice(uint32(cmd.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	if n := nice(); n != instanceNice {
+		t.Fatalf("after resetNice the child is at nice %d, want %d", n, instanceNice)
 	}
 }

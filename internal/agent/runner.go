@@ -389,6 +389,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		return fmt.Errorf("creating task: %w", err)
 	}
 	r.mark("task-create")
+	if err := resetNice(task.Pid()); err != nil {
+		r.a.log.Warn("the instance's process keeps the daemon's CPU priority", "uid", r.uid, "container", c.spec.Name, "err", err)
+	}
 	statusC, err := task.Wait(ctx)
 	if err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)

@@ -257,6 +257,9 @@ func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 		return nil, fmt.Errorf("creating task: %w", err)
 	}
 	w.task = task
+	if err := resetNice(task.Pid()); err != nil {
+		a.log.Warn("the warm container keeps the daemon's CPU priority", "id", w.id, "err", err)
+	}
 	if err := task.Start(nctx); err != nil {
 		return nil, fmt.Errorf("starting task: %w", err)
 	}
