@@ -211,3 +211,38 @@ func TestSecretAndConfigFiles(t *testing.T) {
 		t.Errorf("kanga up's log holds a secret's value (or cannot be read: %v)", err)
 	}
 }
+
+// TestMultiHostSecretFiles is the same on a joined agent: it gets the
+// files and the env from secrets of its instance over the host link
+// (mTLS, answered only for instances placed on it), and follows a config
+// update from there.
+func TestMultiHostSecretFiles(t *testing.T) {
+	p := startPool(t, map[string]string{"mh-f": "f"})
+	p.importEverywhere()
+	const marker = "mh-file-secret-4e0d"
+	p.must("secret", "create", "db", "--from-literal", "password="+marker)
+	p.must("config", "create", "app", "--from-literal", "app.conf=level=one")
+	p.must("run", "-d", "--name", "mhfiles", "--secret", "db:/etc/db", "--config-mount", "app:/etc/app",
+		"--env-from-secret", "db", "kanga.test/busybox", "sleep", "3600")
+	p.eventually("mhfiles to run", 60*time.Second, func() bool { return p.inspect("mhfiles").Status.Phase == api.PhaseRunning })
+	inst := p.inspect("mhfiles")
+	if got := p.must("exec", "mhfiles", "sh", "-c", `cat /etc/db/password; echo " $password"; cat /etc/app/app.conf`); got != marker+" "+marker+"\nlevel=one" {
+		t.Errorf("files and env in the instance: %q", got)
+	}
+	dir := filesMount(p.agents["mh-f"].dataDir, inst)
+	if got := mountsAt(t, dir); len(got) != 1 || got[0] != "tmpfs" {
+		t.Fatalf("mounts at %s: %v, want one tmpfs", dir, got)
+	}
+	if found := filesOnDisk(t, p.dataDir, marker); len(found) > 0 {
+		t.Errorf("the secret's value is on the server's disk in the clear: %v", found)
+	}
+	p.must("config", "update", "app", "--from-literal", "app.conf=level=two")
+	p.eventually("the config update inside the instance", 30*time.Second, func() bool {
+		return p.kanga("exec", "mhfiles", "cat", "/etc/app/app.conf").stdout == "level=two"
+	})
+	p.must("rm", "-f", "mhfiles")
+	p.eventually("mhfiles to be removed", 60*time.Second, func() bool { return !strings.Contains(p.summary(), "mhfiles ") })
+	if got := mountsAt(t, dir); len(got) != 0 {
+		t.Errorf("after rm, mounts at %s: %v", dir, got)
+	}
+}
