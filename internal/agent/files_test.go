@@ -221,3 +221,28 @@ func TestFilesTmpfs(t *testing.T) {
 		t.Errorf("%s is still there: %v", dir, err)
 	}
 }
+
+// TestRemoveSandboxDirUnmountsFiles: the removal of a sandbox dir, on
+// teardown or as an orphan a restarted agent finds, takes the files'
+// tmpfs off first, so that neither the mount nor the dir is left.
+func TestRemoveSandboxDirUnmountsFiles(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	a := New(Config{HostName: "h", DataDir: t.TempDir()})
+	dir := a.filesDir("u1")
+	t.Cleanup(func() { _ = unmountFiles(dir) })
+	if _, err := mountFiles(dir, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeVolume(filepath.Join(dir, "v"), []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}}, -1); err != nil {
+		t.Fatal(err)
+	}
+	a.removeSandboxDir("u1")
+	if ok, _ := mountinfo.Mounted(dir); ok {
+		t.Error("the files' tmpfs is still mounted")
+	}
+	if _, err := os.Stat(a.sandboxDir("u1")); !os.IsNotExist(err) {
+		t.Errorf("the sandbox dir is still there: %v", err)
+	}
+}
