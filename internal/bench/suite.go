@@ -63,6 +63,10 @@ type Config struct {
 	// Security is the Kanga path's container security context (the
 	// baselines run containerd's default spec).
 	Security *api.SecurityContext
+	// ConfigMount, if set, names a config of the tenant: the Kanga path
+	// is then measured a second time, in the same run, with the config
+	// mounted as files (PathKangaConfig).
+	ConfigMount string
 	// API is the platform's API (a *client.Client).
 	API InstanceAPI
 	// Baseline also runs the containerd client and raw runtime paths,
@@ -98,6 +102,10 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		cc       *containerd.Client
 	)
 	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security})
+	if cfg.ConfigMount != "" {
+		starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
+			ConfigMount: cfg.ConfigMount})
+	}
 
 	if cfg.Baseline {
 		// The baselines look images up in Kanga's containerd namespace;
@@ -145,9 +153,13 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
+		p := prefix
+		if k, ok := s.(*KangaStarter); ok && k.ConfigMount != "" {
+			p += "c" // its own names: the plain path's may still be going
+		}
 		res, err := Run(ctx, s, Options{
 			N: cfg.N, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout,
-			Prefix: prefix, Logger: cfg.Logger,
+			Prefix: p, Logger: cfg.Logger,
 		})
 		results = append(results, res)
 		if err != nil {
