@@ -246,3 +246,42 @@ func TestMultiHostSecretFiles(t *testing.T) {
 		t.Errorf("after rm, mounts at %s: %v", dir, got)
 	}
 }
+
+// TestWarmSecretEnv: an instance with env from a secret starts in a warm
+// container with the secret's value in its env (the claim asks the
+// control plane as the files step does), also after a restart of its
+// process; one with a config volume does not take a warm container (its
+// mounts were fixed when the warm container started) and starts the usual
+// way with its files.
+func TestWarmSecretEnv(t *testing.T) {
+	p := startWarmPlatform(t, "--warm-max", "1")
+	p.importImages()
+	const marker = "warm-env-secret-2f6b"
+	p.must("secret", "create", "db", "--from-literal", "password="+marker)
+	p.must("config", "create", "app", "--from-literal", "app.conf=level=one")
+	p.must("run", "-d", "--name", "seed", "kanga.test/busybox", "sleep", "1000")
+	p.running("seed")
+
+	c := busybox("sh", "-c", "echo pw=$PW; sleep 1; exit 1")
+	c.Env = []api.EnvVar{{Name: "PW", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "db", Key: "password"}}}}
+	p.warmRun("w", api.InstanceSpec{Containers: []api.ContainerSpec{c}, RestartPolicy: api.RestartAlways})
+	p.eventually("w to restart", 60*time.Second, func() bool {
+		return p.inspect("w").Status.Containers[0].RestartCount >= 1
+	})
+	p.eventually("two runs of w in its log", 30*time.Second, func() bool {
+		return strings.Count(p.kanga("logs", "w").stdout, "pw="+marker+"\n") >= 2
+	})
+
+	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() > 0 })
+	f := busybox("sleep", "1000")
+	f.VolumeMounts = []api.VolumeMount{{Name: "app", MountPath: "/etc/app"}}
+	p.runSpec(api.CreateInstanceRequest{Name: "f", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{f},
+		Volumes: []api.Volume{{Name: "app", Config: &api.ObjectVolumeSource{Name: "app"}}}}})
+	inst := p.running("f")
+	if id := p.warmOf(inst.UID); id != "" {
+		t.Errorf("f, with a config volume, claimed warm container %s", id)
+	}
+	if got := p.must("exec", "f", "cat", "/etc/app/app.conf"); got != "level=one" {
+		t.Errorf("f's config file: %q", got)
+	}
+}
