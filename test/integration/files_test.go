@@ -285,3 +285,37 @@ func TestWarmSecretEnv(t *testing.T) {
 		t.Errorf("f's config file: %q", got)
 	}
 }
+
+// TestMultiHostFilesAfterAgentCrash: an agent killed with SIGKILL leaves
+// its instance's files tmpfs mounted; the instance is removed while the
+// agent is down, and the agent, started again, takes the tmpfs off (as
+// the teardown of a deletion it finds pending, or as an orphan's).
+func TestMultiHostFilesAfterAgentCrash(t *testing.T) {
+	p := startPool(t, map[string]string{"mh-g": "g"})
+	p.importEverywhere()
+	p.must("config", "create", "app", "--from-literal", "app.conf=level=one")
+	p.must("run", "-d", "--name", "gone", "--config-mount", "app:/etc/app", "kanga.test/busybox", "sleep", "3600")
+	p.eventually("gone to run", 60*time.Second, func() bool { return p.inspect("gone").Status.Phase == api.PhaseRunning })
+	a := p.agents["mh-g"]
+	dir := filesMount(a.dataDir, p.inspect("gone"))
+	if got := mountsAt(t, dir); len(got) != 1 {
+		t.Fatalf("mounts at %s: %v, want one tmpfs", dir, got)
+	}
+	p.crashAgent(a)
+	if got := mountsAt(t, dir); len(got) != 1 {
+		t.Fatalf("after the crash, mounts at %s: %v; the test needs the tmpfs left behind", dir, got)
+	}
+	// Removed while its host is down: the record goes now or when the
+	// host is back; either way the host has a tmpfs of an instance it no
+	// longer runs.
+	if r := p.kanga("rm", "-f", "gone"); r.code != 0 {
+		t.Logf("rm -f while the agent is down: %+v", r)
+	}
+	p.startAgent(a, "")
+	p.waitReady(a.name)
+	p.eventually("no instance left", 60*time.Second, func() bool { return !strings.Contains(p.summary(), "gone ") })
+	p.eventually("the returning agent to take the files' tmpfs off", 60*time.Second, func() bool { return len(mountsAt(t, dir)) == 0 })
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s is still there: %v", dir, err)
+	}
+}
