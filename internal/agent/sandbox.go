@@ -350,6 +350,9 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithEnv(env),
 		oci.WithHostname(inst.Name),
 	)
+	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
+		opts = append(opts, oci.WithMounts(ms))
+	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
