@@ -119,7 +119,7 @@ func (s *Server) volumeHost(ctx context.Context, vs VolumeStore, name string) (v
 		}
 		vh, ok := h.(volumeHostOf)
 		if !ok {
-			return nil, fmt.Errorf("host: %q does not keep persistent volumes (its agent serves them in-process only, kanga up): %w", name, errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("host: %q does not keep persistent volumes: %w", name, errdefs.ErrNotImplemented)
 		}
 		return vh, nil
 	}

@@ -422,6 +422,12 @@ func (v HostView) VolumeKey(ctx context.Context, id string) ([]byte, error) {
 	return nil, fmt.Errorf("volume %s: %w", id, errdefs.ErrNotFound)
 }
 
+// VolumeKeyFor is ForHost(host).VolumeKey(ctx, id): the key of an
+// encrypted volume, for its own host only.
+func (s *Store) VolumeKeyFor(ctx context.Context, host, id string) ([]byte, error) {
+	return s.ForHost(host).VolumeKey(ctx, id)
+}
+
 // resealVolumeKeys re-encrypts every volume key with ring key id (a
 // rotation) and returns how many it rewrote.
 func (s *Store) resealVolumeKeys(ctx context.Context, id string) (int, error) {
