@@ -27,6 +27,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/threadns"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/agent/warm/holder"
 	"github.com/kanga-run/kanga/internal/model"
@@ -552,24 +553,16 @@ func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
 	r.a.removeFiles(r.uid)
 }
 
-// setHostname sets the UTS hostname of the container whose init is pid:
-// from a thread that joins its UTS namespace and is then discarded (never
-// unlocked, so no other goroutine runs in that namespace).
+// setHostname sets the UTS hostname of the container whose init is pid,
+// from a thread that joins its UTS namespace and then returns to the
+// agent's.
 func setHostname(pid uint32, name string) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS); err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Sethostname([]byte(name))
+		errc <- threadns.Join(fmt.Sprintf("/proc/%d/ns/uts", pid), unix.CLONE_NEWUTS, func() error {
+			return unix.Sethostname([]byte(name))
+		})
 	}()
 	return <-errc
 }
