@@ -145,9 +145,11 @@ func (s *Store) CreateVolume(ctx context.Context, nv NewVolume) (Volume, error) 
 	return s.volumeOf(ctx, rec)
 }
 
-// holderLive says whether a claim still holds: its instance exists with
-// its UID, or it is pending and young.
-func (s *Store) holderLive(ctx context.Context, t string, h *volumeHolder) (bool, error) {
+// holderLive says whether a claim on volume id still holds: its
+// instance exists, with its UID or still bound to the volume (the control
+// plane re-creates an instance of a lost host under a new UID), or the
+// claim is pending and young.
+func (s *Store) holderLive(ctx context.Context, t, id string, h *volumeHolder) (bool, error) {
 	if h == nil {
 		return false, nil
 	}
@@ -163,6 +165,11 @@ func (s *Store) holderLive(ctx context.Context, t string, h *volumeHolder) (bool
 		if inst.UID == h.UID {
 			return true, nil
 		}
+		for _, b := range inst.PersistentVolumes {
+			if b.ID == id {
+				return true, nil
+			}
+		}
 	}
 	return h.Pending && time.Since(h.Since) < claimGrace, nil
 }
@@ -173,7 +180,7 @@ func (s *Store) volumeOf(ctx context.Context, rec *volumeRecord) (Volume, error)
 		Name: rec.Name, Tenant: rec.Tenant, Size: rec.Size, Encrypted: rec.Encrypted, Host: rec.Host,
 		CreatedAt: rec.CreatedAt, Status: api.PersistentVolumeStatus{Phase: rec.Phase, Message: rec.Message},
 	}}
-	live, err := s.holderLive(ctx, rec.Tenant, rec.Holder)
+	live, err := s.holderLive(ctx, rec.Tenant, rec.ID, rec.Holder)
 	if err != nil {
 		return Volume{}, err
 	}
@@ -301,7 +308,7 @@ func (s *Store) ClaimVolume(ctx context.Context, name, instance, uid string) (Vo
 			return fmt.Errorf("volume %q is %s: %w", name, r.Phase, errdefs.ErrFailedPrecondition)
 		}
 		if h := r.Holder; h != nil && h.UID != uid {
-			live, err := s.holderLive(ctx, r.Tenant, h)
+			live, err := s.holderLive(ctx, r.Tenant, r.ID, h)
 			if err != nil {
 				return err
 			}
@@ -354,7 +361,7 @@ func (s *Store) changeClaim(ctx context.Context, name, uid string, release bool)
 // instance holds it (ErrConflict naming it). It returns the volume.
 func (s *Store) BeginDeleteVolume(ctx context.Context, name string) (Volume, error) {
 	rec, err := s.updateVolume(ctx, name, func(r *volumeRecord) error {
-		live, err := s.holderLive(ctx, r.Tenant, r.Holder)
+		live, err := s.holderLive(ctx, r.Tenant, r.ID, r.Holder)
 		if err != nil {
 			return err
 		}

@@ -81,7 +81,8 @@ func TestVolumeClaims(t *testing.T) {
 	if _, err := s.ClaimVolume(ctx, "data", "a", "uid-a"); err != nil {
 		t.Fatal(err)
 	}
-	inst := &api.Instance{Name: "a", Tenant: "acme", UID: "uid-a", Status: api.InstanceStatus{Phase: api.PhasePending}}
+	inst := &api.Instance{Name: "a", Tenant: "acme", UID: "uid-a", Status: api.InstanceStatus{Phase: api.PhasePending},
+		PersistentVolumes: []api.BoundVolume{{Name: "data", ID: "pv-2", Host: "h1"}}}
 	if err := s.CreateInstance(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +94,13 @@ func TestVolumeClaims(t *testing.T) {
 	}
 	if _, err := s.ClaimVolume(ctx, "data", "b", "uid-b"); !errors.Is(err, errdefs.ErrConflict) || !bytes.Contains([]byte(err.Error()), []byte(`"a"`)) {
 		t.Fatalf("second claim: %v, want a conflict naming a", err)
+	}
+	// Re-created under a new UID (its host was lost), it still holds it.
+	if _, err := s.UpdateInstance(ctx, "a", func(in *api.Instance) error { in.UID = "uid-a2"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimVolume(ctx, "data", "b", "uid-b"); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("claim over a re-created holder: %v, want a conflict", err)
 	}
 	if _, err := s.BeginDeleteVolume(ctx, "data"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("delete of a held volume: %v, want a conflict", err)
