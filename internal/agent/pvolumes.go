@@ -30,7 +30,10 @@ import (
 // Compile-time check: the agent keeps volumes.
 var _ hostcontract.VolumeHost = (*Agent)(nil)
 
-// volumeManager is the host's volume.Manager, made on first use.
+// volumeManager is the host's volume.Manager, made on first use. (The
+// emptyDirs and writable-layer caps use one Manager on the same root: one
+// instance of it serves both, so that Cleanup's view of the root is
+// whole.)
 type volumeManager struct {
 	once sync.Once
 	m    *volume.Manager
@@ -257,8 +260,12 @@ func (a *Agent) pvSpecMounts(inst *api.Instance, c api.ContainerSpec) []specs.Mo
 			if vm.ReadOnly {
 				mode = "ro"
 			}
-			out = append(out, specs.Mount{Destination: vm.MountPath, Type: "bind",
-				Source: a.pvTarget(inst.UID, v.PersistentVolume.Name), Options: []string{"rbind", mode}})
+			out = append(out, specs.Mount{Destination: filepath.Clean(vm.MountPath), Type: "bind",
+				Source: a.pvTarget(inst.UID, v.PersistentVolume.Name),
+				// rprivate: a mount the tenant makes below the path stays
+				// in the container; nosuid, nodev: what the tenant writes
+				// there grants nothing when read back.
+				Options: []string{"rbind", "rprivate", "nosuid", "nodev", mode}})
 		}
 	}
 	return out

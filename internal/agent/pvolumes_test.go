@@ -29,13 +29,13 @@ func TestPersistentVolumeMounts(t *testing.T) {
 		}}
 	got := a.pvSpecMounts(inst, inst.Spec.Containers[0])
 	want := []specs.Mount{
-		{Destination: "/data", Type: "bind", Source: "/d/pvmounts/u1/data", Options: []string{"rbind", "rw"}},
-		{Destination: "/logs", Type: "bind", Source: "/d/pvmounts/u1/logs", Options: []string{"rbind", "ro"}},
+		{Destination: "/data", Type: "bind", Source: "/d/pvmounts/u1/data", Options: []string{"rbind", "rprivate", "nosuid", "nodev", "rw"}},
+		{Destination: "/logs", Type: "bind", Source: "/d/pvmounts/u1/logs", Options: []string{"rbind", "rprivate", "nosuid", "nodev", "ro"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("app's mounts = %+v, want %+v", got, want)
 	}
-	if got := a.pvSpecMounts(inst, inst.Spec.Containers[1]); len(got) != 2 || got[0].Options[1] != "ro" || got[0].Destination != "/in" {
+	if got := a.pvSpecMounts(inst, inst.Spec.Containers[1]); len(got) != 2 || got[0].Options[4] != "ro" || got[0].Destination != "/in" {
 		t.Errorf("side's mounts = %+v", got)
 	}
 	if readOnlyVolume(inst, "data") {
