@@ -128,3 +128,15 @@ func TestVolumesAPI(t *testing.T) {
 		t.Fatalf("list: %+v", list.Items)
 	}
 }
+
+// A tenant with volumes is not deleted: its data would stay on the host
+// with no record left to remove it by.
+func TestDeleteTenantWithVolumes(t *testing.T) {
+	e, admin := adminEnv(t)
+	e.server.hosts = singleHost{&fakeVolumeHost{fakeHost: e.host, vols: map[string]int{}}}
+	name, tok := newTenantWithToken(t, e, admin)
+	wantStatus(t, e.do(t, "POST", "/v1/volumes", tok, `{"name":"keep","size":"16Mi"}`), http.StatusCreated)
+	wantError(t, e.do(t, "DELETE", "/v1/tenants/"+name, admin, ""), http.StatusConflict, "Conflict", "1 persistent volumes", "volume rm")
+	wantStatus(t, e.do(t, "DELETE", "/v1/volumes/keep", tok, ""), http.StatusNoContent)
+	wantStatus(t, e.do(t, "DELETE", "/v1/tenants/"+name, admin, ""), http.StatusNoContent)
+}
