@@ -145,6 +145,17 @@ func TestPersistentVolumes(t *testing.T) {
 		t.Errorf("after restart, the encrypted volume read %q", out)
 	}
 
+	// The volume's host cordoned: an instance on the volume waits, and
+	// the reason names the host.
+	p.must("host", "cordon", "it-host")
+	p.kanga("run", "-d", "--name", "waiting", "-v", "data:/data", "kanga.test/busybox", "true")
+	if w := p.inspect("waiting"); w.Status.Phase != api.PhasePending || !strings.Contains(w.Status.Message, "volumes are on host it-host") ||
+		!strings.Contains(w.Status.Message, "cordoned") {
+		t.Errorf("instance on a cordoned volume host: %s %s %q", w.Status.Phase, w.Status.Reason, w.Status.Message)
+	}
+	p.must("rm", "-f", "waiting")
+	p.must("host", "uncordon", "it-host")
+
 	// Removal leaves no mount and no loop device behind.
 	for _, n := range []string{"data", "sec", "plain"} {
 		p.must("volume", "rm", n)
