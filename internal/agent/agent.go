@@ -146,6 +146,8 @@ type Agent struct {
 	remappedKeys sync.Map   // snapshot keys known to exist
 
 	starts startSlots // instance starts running now
+
+	vols volumeManager // persistent volumes (pvolumes.go)
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -234,6 +236,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.meter.run(ctx)
 	}()
 	a.cleanupOrphans(ctx, known)
+	// Before any instance is adopted: the volumes of instances gone are
+	// released, the others mounted again if a reboot took their mounts.
+	a.restoreVolumes(ctx, known)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

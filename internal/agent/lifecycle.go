@@ -32,6 +32,7 @@ func (r *runner) startSteps(inst *api.Instance) []steps.Step {
 		&filesStep{r: r, inst: inst},
 		// Volumes and devices go here: after the files, before the
 		// containers whose specs mount them.
+		&pvolumesStep{r: r, inst: inst},
 		&containersStep{r: r, inst: inst},
 		&tasksStep{r: r, inst: inst},
 	}

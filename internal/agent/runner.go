@@ -899,6 +899,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		// Keep the sandbox while containers may still use it.
 		return errors.Join(errs...)
 	}
+	// Once no container has them: the data stays on the volumes.
+	if err := r.releaseVolumes(ctx, &inst); err != nil {
+		return err
+	}
 	ip := r.ip
 	if ip == "" {
 		ip = inst.Status.IP

@@ -367,6 +367,9 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
 		opts = append(opts, oci.WithMounts(m))
 	}
+	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
+		opts = append(opts, oci.WithMounts(ms))
+	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}

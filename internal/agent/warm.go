@@ -312,7 +312,8 @@ func (a *Agent) destroyWarm(ctx context.Context, w *warmCtr) {
 // takeWarm hands the runner a warm container for inst, if inst is one a
 // warm container can serve and one is ready.
 func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
-	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
+	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] ||
+		len(inst.PersistentVolumes) > 0 { // a running container takes no new mounts
 		return nil
 	}
 	// A warm container has the default sandbox, and its mounts, fixed

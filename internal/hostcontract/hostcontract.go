@@ -7,7 +7,8 @@
 // (stats and SLA), which together make a Host. Capabilities a host may
 // lack are separate interfaces the caller discovers by type assertion, as
 // virtual-kubelet's node package does with its optional provider
-// interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker.
+// interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker,
+// VolumeHost.
 //
 // What a host needs of the control plane (its instances, its pending
 // purges, a place for its usage records) is described by the value types
@@ -131,6 +132,29 @@ type ImageRemover interface {
 // instances' ports are the API's business.
 type PortChecker interface {
 	CheckPorts(ctx context.Context, ports []api.PortMapping) error
+}
+
+// VolumeKeySize is the size of an encrypted persistent volume's key.
+const VolumeKeySize = 64
+
+// VolumeHost is a host that keeps persistent volumes: each a filesystem
+// of its own, named by id (unique on the platform), of size bytes that
+// the tenant can write. An encrypted volume is made with key, which the
+// host does not keep: when it mounts the volume for an instance it asks
+// the control plane for it again (VolumeKeySource).
+type VolumeHost interface {
+	CreateVolume(ctx context.Context, id string, size int64, encrypted bool, key []byte) error
+	// RemoveVolume deletes a volume and its data; a volume still mounted
+	// is errdefs.ErrConflict. Removing a volume the host does not have is
+	// not an error.
+	RemoveVolume(ctx context.Context, id string) error
+}
+
+// VolumeKeySource is what a host needs of the control plane to mount an
+// encrypted volume: its key, which the control plane hands only to the
+// volume's own host.
+type VolumeKeySource interface {
+	VolumeKey(ctx context.Context, id string) ([]byte, error)
 }
 
 // InstanceEvent is one change of the instances a host follows.

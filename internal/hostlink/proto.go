@@ -48,7 +48,25 @@ const (
 	// PathPing answers 204: the control plane asks whether a host whose
 	// lease lapsed still answers.
 	PathPing = "/host/v1/ping"
+	// PathVolumes: POST (a VolumeCreate) makes a persistent volume on
+	// the host, DELETE ?id= removes one (hostcontract.VolumeHost).
+	PathVolumes = "/host/v1/volumes"
 )
+
+// VolumeCreate is the body of POST PathVolumes. Key is an encrypted
+// volume's key, which only the control plane keeps; it travels over the
+// link's mutual TLS and the host does not store it.
+type VolumeCreate struct {
+	ID        string `json:"id"`
+	Size      int64  `json:"size"`
+	Encrypted bool   `json:"encrypted,omitempty"`
+	Key       []byte `json:"key,omitempty"`
+}
+
+// VolumeKey is the answer to an agent's GET of a volume's key.
+type VolumeKey struct {
+	Key []byte `json:"key"`
+}
 
 // Paths of the server side.
 const (

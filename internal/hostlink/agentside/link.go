@@ -387,3 +387,13 @@ func (l *Link) InstanceFiles(ctx context.Context, name, uid string) (hostcontrac
 	}
 	return out.ForHost(), nil
 }
+
+// VolumeKey implements hostcontract.VolumeKeySource: the control plane
+// answers only for volumes on this host.
+func (l *Link) VolumeKey(ctx context.Context, id string) ([]byte, error) {
+	var out hostlink.VolumeKey
+	if err := l.do(ctx, http.MethodGet, "/volumes/"+url.PathEscape(id)+"/key", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Key, nil
+}

@@ -181,6 +181,7 @@ func (s *Server) Handler() http.Handler {
 	handle("DELETE "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
 	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}/files", s.agentOnly(s.files))
 	handle("GET "+hostlink.PathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
+	handle("GET "+hostlink.PathHost+"{host}/volumes/{id}/key", s.agentOnly(s.volumeKey))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
@@ -631,5 +632,27 @@ func (s *Server) files(w http.ResponseWriter, r *http.Request, host string) erro
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	hostlink.WriteJSON(w, http.StatusOK, hostlink.WireInstanceFiles(f))
+	return nil
+}
+
+// VolumeKeys is a store that releases encrypted volumes' keys to their
+// hosts (*store.Store): an error for a volume not on host.
+type VolumeKeys interface {
+	VolumeKeyFor(ctx context.Context, host, id string) ([]byte, error)
+}
+
+// volumeKey hands an encrypted volume's key to the host the certificate
+// names, and only if the volume lives there (store.HostView.VolumeKey).
+func (s *Server) volumeKey(w http.ResponseWriter, r *http.Request, host string) error {
+	vk, ok := s.Store.(VolumeKeys)
+	if !ok {
+		return fmt.Errorf("this control plane keeps no volume keys: %w", errdefs.ErrNotImplemented)
+	}
+	key, err := vk.VolumeKeyFor(r.Context(), host, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.VolumeKey{Key: key})
 	return nil
 }
