@@ -117,6 +117,10 @@ type Resources struct {
 	// container's log takes at most LogSize x LogFiles on its host.
 	LogSize  string `json:"logSize,omitempty"`
 	LogFiles int    `json:"logFiles,omitempty"`
+	// Disk caps each container's writable layer (its root filesystem's
+	// changes to the image): "10Gi", 4Mi to 16Ti. A write past it fails
+	// with ENOSPC. Empty is no cap.
+	Disk string `json:"disk,omitempty"`
 }
 
 // PortMapping publishes a container port on a host address.

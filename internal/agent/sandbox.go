@@ -309,6 +309,12 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if err != nil {
 		return fmt.Errorf("creating container: %w", err)
 	}
+	if err := r.limitWritableLayer(ctx, &inst.Spec, c, img, id); err != nil {
+		if rerr := r.a.removeContainer(context.WithoutCancel(ctx), ctrd); rerr != nil {
+			r.log.Warn("removing the container of a failed start failed", "container", id, "err", rerr)
+		}
+		return err
+	}
 	c.c = ctrd
 	c.fresh = true
 	r.mark("new-container")
@@ -349,6 +355,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(inst.Name),
+		r.withVolumeMounts(c.spec),
 	)
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))

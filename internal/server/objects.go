@@ -281,6 +281,9 @@ func (s *Server) resolveObjectRefs(ctx context.Context, spec *api.InstanceSpec) 
 		return false, err
 	}
 	for i, v := range spec.Volumes {
+		if v.Secret == nil && v.Config == nil {
+			continue // an emptyDir: the host makes it
+		}
 		kind := "secret"
 		if v.Secret == nil {
 			kind = "config"

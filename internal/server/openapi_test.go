@@ -193,6 +193,7 @@ var schemaTypes = map[string]any{
 	"ConfigList":              api.ConfigList{},
 	"Volume":                  api.Volume{},
 	"ObjectVolumeSource":      api.ObjectVolumeSource{},
+	"EmptyDirVolumeSource":    api.EmptyDirVolumeSource{},
 	"KeyToPath":               api.KeyToPath{},
 	"VolumeMount":             api.VolumeMount{},
 	"EnvFromSource":           api.EnvFromSource{},
