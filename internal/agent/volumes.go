@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/oci"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/kanga-run/kanga/api"
@@ -18,6 +19,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/steps"
 	"github.com/kanga-run/kanga/internal/agent/volume"
 	"github.com/kanga-run/kanga/internal/model"
+	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // The instance's storage on the host (package volume): its emptyDirs,
@@ -216,4 +218,96 @@ func (a *Agent) cleanupVolumes(ctx context.Context, known map[string]bool) {
 // have: volumes (mounted at container creation) or a writable-layer cap.
 func hasStorage(spec api.InstanceSpec) bool {
 	return len(spec.Volumes) > 0 || spec.Resources.Disk != ""
+}
+
+// storageStats reads how full the instance's emptyDirs and capped
+// writable layers are (statfs of each filesystem); what is not there (not
+// started yet, or removed) is left out. For `kanga stats` and `kanga sla`,
+// never on the sampler's path.
+func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.StorageStats {
+	if a.volumes == nil {
+		return nil
+	}
+	var out []api.StorageStats
+	add := func(st api.StorageStats, path string) {
+		if ok, err := isMountPoint(path); err != nil || !ok {
+			return
+		}
+		u, err := volume.UsageOf(path)
+		if err != nil {
+			return
+		}
+		st.Size, st.Used = uint64(u.Used+u.Available), uint64(u.Used)
+		out = append(out, st)
+	}
+	for i, v := range inst.Spec.Volumes {
+		if v.EmptyDir == nil {
+			continue
+		}
+		size, err := model.EmptyDirSize(&inst.Spec, v.EmptyDir, fmt.Sprintf("spec.volumes[%d].emptyDir", i))
+		if err != nil {
+			continue
+		}
+		add(api.StorageStats{Name: v.Name, Kind: api.StorageEmptyDir, Medium: v.EmptyDir.Medium, Limit: uint64(size)},
+			a.volumes.EmptyDirPath(inst.UID, v.Name))
+	}
+	if inst.Spec.Resources.Disk == "" {
+		return out
+	}
+	limit, err := model.ParseMemory(inst.Spec.Resources.Disk)
+	if err != nil {
+		return out
+	}
+	nctx := tenant.WithName(a.ns(ctx), inst.Tenant)
+	for _, cs := range inst.Spec.Containers {
+		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Name))
+		if err != nil {
+			continue
+		}
+		info, err := c.Info(nctx, containerd.WithoutRefreshedMetadata)
+		if err != nil || info.SnapshotKey == "" {
+			continue
+		}
+		mounts, err := a.cfg.Client.SnapshotService(info.Snapshotter).Mounts(nctx, info.SnapshotKey)
+		if err != nil {
+			continue
+		}
+		if dir, err := snapshotDir(mounts); err == nil {
+			add(api.StorageStats{Name: cs.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
+		}
+	}
+	return out
+}
+
+// isMountPoint tells whether path is where a filesystem is mounted: the
+// statfs of a plain directory would be the host's disk.
+func isMountPoint(path string) (bool, error) { return mountinfo.Mounted(path) }
+
+// storageItems are the SLA items of the instance's size-limited
+// filesystems: the promise is the size; it is kept when the kernel's
+// filesystem holds no more than that (the format leaves it within a
+// fraction of a percent above: 1% is allowed), so a writer past the limit
+// gets ENOSPC.
+func storageItems(sts []api.StorageStats) []api.SLAItem {
+	items := make([]api.SLAItem, 0, len(sts))
+	for _, st := range sts {
+		item := api.SLAItem{
+			Resource:  "disk",
+			Promised:  fmt.Sprintf("at most %s in the writable layer of %s", bytesSize(float64(st.Limit)), st.Name),
+			Delivered: fmt.Sprintf("%s used, the filesystem holds %s", bytesSize(float64(st.Used)), bytesSize(float64(st.Size))),
+			Kept:      st.Size <= st.Limit+st.Limit/100 && st.Size+st.Limit/100 >= st.Limit,
+		}
+		if st.Kind == api.StorageEmptyDir {
+			item.Resource = "emptyDir"
+			item.Promised = fmt.Sprintf("at most %s in emptyDir %s", bytesSize(float64(st.Limit)), st.Name)
+			if st.Medium == api.MediumMemory {
+				item.Promised += " (memory)"
+			}
+		}
+		if !item.Kept {
+			item.Detail = fmt.Sprintf("the kernel's filesystem holds %s, not the promised %s", bytesSize(float64(st.Size)), bytesSize(float64(st.Limit)))
+		}
+		items = append(items, item)
+	}
+	return items
 }

@@ -194,6 +194,7 @@ var schemaTypes = map[string]any{
 	"Volume":                  api.Volume{},
 	"ObjectVolumeSource":      api.ObjectVolumeSource{},
 	"EmptyDirVolumeSource":    api.EmptyDirVolumeSource{},
+	"StorageStats":            api.StorageStats{},
 	"KeyToPath":               api.KeyToPath{},
 	"VolumeMount":             api.VolumeMount{},
 	"EnvFromSource":           api.EnvFromSource{},

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,37 @@ func TestEmptyDirsAndDiskLimit(t *testing.T) {
 		within(t, "bytes written into the 64Mi "+dir+" emptyDir", float64(written), 64*mib, 0.05)
 	}
 
+	// kanga stats reports each filesystem with its limit and use; kanga
+	// sla finds the kernel's sizes are the promised ones.
+	var st api.InstanceStats
+	if err := json.Unmarshal([]byte(p.must("stats", "shared", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Storage) != 2 {
+		t.Fatalf("stats storage = %+v, want the two emptyDirs", st.Storage)
+	}
+	for _, s := range st.Storage {
+		if s.Kind != api.StorageEmptyDir || s.Limit != 64*mib || s.Used < 60*mib {
+			t.Errorf("stats of emptyDir %s = %+v, want a full 64Mi", s.Name, s)
+		}
+	}
+	var rep api.SLAReport
+	if err := json.Unmarshal([]byte(p.must("sla", "shared", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, it := range rep.Items {
+		if it.Resource == "emptyDir" {
+			n++
+			if !it.Kept {
+				t.Errorf("sla: %+v", it)
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("sla has %d emptyDir items, want 2: %+v", n, rep.Items)
+	}
+
 	// --disk caps the root filesystem's writes; --tmpfs adds a memory
 	// emptyDir from the command line.
 	p.must("run", "-d", "--name", "rootcap", "--disk", "200Mi", "--tmpfs", "/scratch:size=16Mi",
@@ -69,6 +101,23 @@ func TestEmptyDirsAndDiskLimit(t *testing.T) {
 	within(t, "bytes written into the root fs with --disk 200Mi", float64(written), 200*mib, 0.05)
 	written = fillUntilFull(t, p, "rootcap", "", "/scratch/fill", 50)
 	within(t, "bytes written into --tmpfs /scratch:size=16Mi", float64(written), 16*mib, 0.05)
+	st = api.InstanceStats{}
+	if err := json.Unmarshal([]byte(p.must("stats", "rootcap", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range st.Storage {
+		if s.Kind == api.StorageWritableLayer {
+			found = true
+			if s.Limit != 200*mib || s.Used < 190*mib {
+				t.Errorf("stats of the writable layer = %+v, want a full 200Mi", s)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("stats storage = %+v: no writable layer", st.Storage)
+	}
+	t.Logf("kanga stats rootcap:\n%s", p.must("stats", "rootcap"))
 
 	// While they run, their filesystems are there; after rm, nothing is.
 	if n := len(storageMounts(t, p.dataDir)); n == 0 {

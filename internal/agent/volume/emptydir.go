@@ -33,6 +33,12 @@ func (m *Manager) instanceDir(instanceID string) string {
 	return filepath.Join(m.root, "empty", instanceID)
 }
 
+// EmptyDirPath is the host path of an instance's emptyDir (what EmptyDir
+// returns), to read its usage.
+func (m *Manager) EmptyDirPath(instanceID, name string) string {
+	return filepath.Join(m.instanceDir(instanceID), name, "dir")
+}
+
 // EmptyDir makes the emptyDir name of an instance and returns its host
 // path, to bind into each of the instance's containers, and a teardown
 // that unmounts and deletes it. A disk emptyDir is an ext4 filesystem of
