@@ -63,6 +63,9 @@ type Config struct {
 	// Security is the Kanga path's container security context (the
 	// baselines run containerd's default spec).
 	Security *api.SecurityContext
+	// Storage, if set, adds a second Kanga path whose instances have it
+	// (an emptyDir, a writable-layer cap), run right after the plain one.
+	Storage *Storage
 	// API is the platform's API (a *client.Client).
 	API InstanceAPI
 	// Baseline also runs the containerd client and raw runtime paths,
@@ -98,6 +101,10 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		cc       *containerd.Client
 	)
 	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security})
+	if cfg.Storage != nil {
+		starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
+			Storage: cfg.Storage, PathName: cfg.Storage.Name()})
+	}
 
 	if cfg.Baseline {
 		// The baselines look images up in Kanga's containerd namespace;
