@@ -262,3 +262,45 @@ func assertNoStorageLeft(t *testing.T, dataDir string) {
 
 // volumeRoot is where the agent of kanga up keeps volumes and emptyDirs.
 func volumeRoot(dataDir string) string { return filepath.Join(dataDir, "agent", "volumes") }
+
+// TestStorageRuntimes runs an instance of two containers, each with its
+// own capped writable layer and a shared disk emptyDir, in crun and
+// gVisor: the emptyDir is shared and the cap holds in each container, and
+// nothing is left after rm.
+func TestStorageRuntimes(t *testing.T) {
+	p := startPlatform(t)
+	p.importImages()
+	const mib = 1 << 20
+	for _, class := range []string{"crun", "gvisor"} {
+		t.Run(class, func(t *testing.T) {
+			if !p.offered()[class] {
+				t.Skipf("no host offers runtime class %s (gvisor needs scripts/install-runsc.sh)", class)
+			}
+			name := "st-" + class
+			p.runSpec(api.CreateInstanceRequest{Name: name, Spec: api.InstanceSpec{
+				Runtime:   class,
+				Resources: api.Resources{Disk: "64Mi"},
+				Volumes:   []api.Volume{{Name: "shared", EmptyDir: &api.EmptyDirVolumeSource{SizeLimit: "16Mi"}}},
+				Containers: []api.ContainerSpec{
+					{Name: "a", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"},
+						VolumeMounts: []api.VolumeMount{{Name: "shared", MountPath: "/shared"}}},
+					{Name: "b", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"},
+						VolumeMounts: []api.VolumeMount{{Name: "shared", MountPath: "/shared"}}},
+				},
+			}})
+			p.running(name)
+			defer p.kanga("rm", "-f", name)
+			p.must("exec", "-c", "a", name, "sh", "-c", "echo from-a > /shared/x")
+			if out := p.must("exec", "-c", "b", name, "cat", "/shared/x"); out != "from-a\n" {
+				t.Fatalf("container b reads %q from the shared emptyDir", out)
+			}
+			for _, c := range []string{"a", "b"} {
+				written := fillUntilFull(t, p, name, c, "/fill", 100)
+				t.Logf("%s, container %s, --disk 64Mi: ENOSPC after %d bytes (%.2f%%)", class, c, written, 100*float64(written)/(64*mib))
+				within(t, class+" container "+c+": bytes written into the root fs with disk 64Mi", float64(written), 64*mib, 0.05)
+			}
+			p.must("rm", "-f", name)
+			assertNoStorageLeft(t, p.dataDir)
+		})
+	}
+}
