@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kanga-run/kanga/api"
 )
@@ -134,6 +135,25 @@ func TestEmptyDirsAndDiskLimit(t *testing.T) {
 func TestStorageCleanupAfterCrash(t *testing.T) {
 	p := startPlatform(t)
 	p.importImages()
+
+	// A start that fails after the volumes step (the runtime cannot mount
+	// a directory over busybox's /bin/sh, a file) undoes it: the tasks,
+	// the containers with their writable-layer filesystems, the emptyDirs.
+	r := p.kanga("run", "-d", "--name", "doomed", "--tmpfs", "/bin/sh/x:size=8Mi", "--tmpfs", "/ok:size=8Mi", "--disk", "32Mi",
+		"kanga.test/busybox", "sleep", "3600")
+	if r.code == 0 || !strings.Contains(r.stderr, "tasks: container busybox") {
+		t.Fatalf("run with a mount over a file: exit %d, %s, want a failure of the tasks step", r.code, r.stderr)
+	}
+	p.eventually("doomed to fail", 60*time.Second, func() bool { return p.inspect("doomed").Status.Phase == api.PhaseFailed })
+	if m := storageMounts(t, p.dataDir); len(m) > 0 {
+		t.Errorf("mounts left by a failed start: %v", m)
+	}
+	if l := storageLoops(t, p.dataDir); len(l) > 0 {
+		t.Errorf("loop devices left by a failed start: %v", l)
+	}
+	p.must("rm", "-f", "doomed")
+	assertNoStorageLeft(t, p.dataDir)
+
 	spec := filepath.Join(t.TempDir(), "spec.json")
 	if err := os.WriteFile(spec, []byte(`{"name": "crashy", "spec": {
 		"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "32Mi"}}],
