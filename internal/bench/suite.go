@@ -100,10 +100,13 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 		starters []Starter
 		cc       *containerd.Client
 	)
-	starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security})
+	plain := &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security}
+	var withStorage *KangaStarter
 	if cfg.Storage != nil {
-		starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
-			Storage: cfg.Storage, PathName: cfg.Storage.Name()})
+		withStorage = &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
+			Storage: cfg.Storage, PathName: cfg.Storage.Name()}
+	} else {
+		starters = append(starters, plain)
 	}
 
 	if cfg.Baseline {
@@ -148,6 +151,23 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 	rep.IDPrefix = prefix
 	var results []Result
 	var errs []error
+	if withStorage != nil {
+		// The plain and the storage paths alternate in rounds, so that
+		// the load of a busy machine weighs on both alike.
+		ra, rb, err := runAlternating(ctx, plain, withStorage, storageRound, Options{
+			N: cfg.N, Concurrency: cfg.Concurrency, Timeout: cfg.Timeout, Prefix: prefix, Logger: cfg.Logger,
+		})
+		results = append(results, ra, rb)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if cc != nil {
+			if left := kangaLeftovers(ctx, cc, prefix); len(left) > 0 {
+				errs = append(errs, fmt.Errorf("%s: the deleted instances left %d containers in containerd namespace %s (%s...): the host did not tear them down: %w",
+					PathKanga, len(left), Namespace, left[0], errdefs.ErrFailedPrecondition))
+			}
+		}
+	}
 	for _, s := range starters {
 		if ctx.Err() != nil {
 			break
@@ -237,4 +257,36 @@ func baselineRecord(ctx context.Context, cc *containerd.Client, tenant, name str
 		return "", fmt.Errorf("no tenant holds image %s in containerd namespace %s: import it with `kanga image import`: %w", name, Namespace, errdefs.ErrNotFound)
 	}
 	return found, nil
+}
+
+// storageRound is how many starts each path makes in turn when the plain
+// and the storage paths alternate.
+const storageRound = 5
+
+// runAlternating runs a and b in turns of round starts each (a first)
+// until each has made o.N, and merges each one's results. Each turn is a
+// Run of its own (its workloads removed before the next turn), with ids
+// o.Prefix + "t<turn>a-" + i for a and "t<turn>b-" for b.
+func runAlternating(ctx context.Context, a, b Starter, round int, o Options) (Result, Result, error) {
+	ra, rb := Result{Path: a.Path()}, Result{Path: b.Path()}
+	var errs []error
+	for turn := 0; ra.N < o.N && ctx.Err() == nil; turn++ {
+		k := min(round, o.N-ra.N)
+		for j, x := range []struct {
+			s   Starter
+			res *Result
+		}{{a, &ra}, {b, &rb}} {
+			to := o
+			to.N, to.Prefix = k, fmt.Sprintf("%st%d%c-", o.Prefix, turn, 'a'+j)
+			res, err := Run(ctx, x.s, to)
+			x.res.N += res.N
+			x.res.Samples = append(x.res.Samples, res.Samples...)
+			x.res.Errors = append(x.res.Errors, res.Errors...)
+			x.res.Wall += res.Wall
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return ra, rb, errors.Join(errs...)
 }
