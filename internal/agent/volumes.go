@@ -15,7 +15,6 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/steps"
 	"github.com/kanga-run/kanga/internal/agent/volume"
 	"github.com/kanga-run/kanga/internal/model"
@@ -125,7 +124,11 @@ func (r *runner) withVolumeMounts(c api.ContainerSpec) oci.SpecOpts {
 // the writable layer of container c, just created with its snapshot: the
 // shim mounts the rootfs overlay when the task is created, and the
 // overlay's upper and work directories must then already be on it.
-func (r *runner) limitWritableLayer(ctx context.Context, spec *api.InstanceSpec, c *ctr, img image.Resolved, snapshotKey string) error {
+//
+// It is idempotent: for a container an earlier agent created (and may have
+// died before capping), it caps the layer if it is not yet, and fails if
+// the layer already holds files it would hide.
+func (r *runner) limitWritableLayer(ctx context.Context, spec *api.InstanceSpec, c *ctr, snapshotter, snapshotKey string) error {
 	if spec.Resources.Disk == "" {
 		return nil
 	}
@@ -136,7 +139,7 @@ func (r *runner) limitWritableLayer(ctx context.Context, spec *api.InstanceSpec,
 	if r.a.volumes == nil {
 		return fmt.Errorf("spec.resources.disk: host %s has no volume storage (see the agent's log): %w", r.a.cfg.HostName, errdefs.ErrUnavailable)
 	}
-	mounts, err := r.a.cfg.Client.SnapshotService(img.Snapshotter).Mounts(ctx, snapshotKey)
+	mounts, err := r.a.cfg.Client.SnapshotService(snapshotter).Mounts(ctx, snapshotKey)
 	if err != nil {
 		return fmt.Errorf("reading the mounts of snapshot %s: %w", snapshotKey, err)
 	}
@@ -171,6 +174,19 @@ func snapshotDir(mounts []mount.Mount) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("the snapshot has no writable overlay directory (snapshotter not overlayfs?): %w", errdefs.ErrFailedPrecondition)
+}
+
+// limitExistingLayer is limitWritableLayer for a container an earlier
+// agent created.
+func (r *runner) limitExistingLayer(ctx context.Context, spec *api.InstanceSpec, c *ctr, existing containerd.Container) error {
+	if spec.Resources.Disk == "" {
+		return nil
+	}
+	info, err := existing.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return err
+	}
+	return r.limitWritableLayer(ctx, spec, c, info.Snapshotter, info.SnapshotKey)
 }
 
 // removeWritableLayer unmounts and deletes the filesystem under the
