@@ -83,6 +83,10 @@ type Config struct {
 	Warm *WarmOptions
 	// Usage, if set, takes the host's usage records (see meter.go).
 	Usage UsageSink
+	// Files answers the files of an instance's secret and config volumes
+	// and its env from secrets (see files.go); without it such instances
+	// fail to start.
+	Files FileSource
 	// CgroupRoot is the parent of every cgroup the agent makes, in each
 	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
 	// machine (tests) need one each: tenant cgroups are per host.
@@ -419,7 +423,7 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
 	for _, e := range sandboxes {
 		if !known[e.Name()] {
-			_ = os.RemoveAll(a.sandboxDir(e.Name()))
+			a.removeSandboxDir(e.Name())
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logs"))

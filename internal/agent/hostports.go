@@ -7,6 +7,7 @@ import (
 	iofs "io/fs"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 
 	"github.com/prometheus/procfs"
@@ -97,7 +98,13 @@ func localAddress(ip string) (bool, error) {
 // IPv4-mapped address takes that address; other IPv6 sockets take no IPv4
 // traffic, the only family ports are published on.
 func hostListeners() ([]api.PortMapping, error) {
-	fs, err := procfs.NewFS("/proc")
+	// The calling thread's view, not the process's: /proc/net follows the
+	// thread group leader, which is not where the agent's sockets are if
+	// it ever joined another namespace. An unlocked goroutine's thread is
+	// in the agent's own.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fs, err := procfs.NewFS("/proc/thread-self")
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
+	"github.com/kanga-run/kanga/internal/agent/threadns"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/agent/warm/holder"
 	"github.com/kanga-run/kanga/internal/model"
@@ -314,8 +315,9 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
 		return nil
 	}
-	// A warm container has the default sandbox, fixed when it started.
-	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) {
+	// A warm container has the default sandbox, and its mounts, fixed
+	// when it started: an instance with volumes starts the usual way.
+	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) || len(inst.Spec.Volumes) > 0 {
 		return nil
 	}
 	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {
@@ -407,6 +409,10 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 		return fmt.Errorf("setting the hostname: %w", err)
 	}
 	r.mark("hostname")
+	// Env from secrets, from the control plane, as the files step gets it.
+	if err := r.ensureSecretEnv(ctx, inst); err != nil {
+		return err
+	}
 	spec, err := r.realSpec(nctx, inst, img, w, c)
 	if err != nil {
 		return err
@@ -515,6 +521,9 @@ func (r *runner) finishClaim(ctx context.Context, inst *api.Instance, c *ctr) er
 		if r.att != nil {
 			netns = r.att.NetNS
 		}
+		if err := r.ensureSecretEnv(ctx, inst); err != nil {
+			return err
+		}
 		opts, err := r.instanceSpecOpts(inst, img, netns, c, r.a.sandboxDir(r.uid))
 		if err != nil {
 			return err
@@ -551,24 +560,16 @@ func (r *runner) undoClaim(ctx context.Context, w *warmCtr) {
 	r.a.removeFiles(r.uid)
 }
 
-// setHostname sets the UTS hostname of the container whose init is pid:
-// from a thread that joins its UTS namespace and is then discarded (never
-// unlocked, so no other goroutine runs in that namespace).
+// setHostname sets the UTS hostname of the container whose init is pid,
+// from a thread that joins its UTS namespace and then returns to the
+// agent's.
 func setHostname(pid uint32, name string) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/uts", pid))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS); err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Sethostname([]byte(name))
+		errc <- threadns.Join(fmt.Sprintf("/proc/%d/ns/uts", pid), unix.CLONE_NEWUTS, func() error {
+			return unix.Sethostname([]byte(name))
+		})
 	}()
 	return <-errc
 }

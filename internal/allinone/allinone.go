@@ -62,7 +62,7 @@ func Run(ctx context.Context, o Options) error {
 	ho.HostName, ho.Ports = hostName, plane.Ports()
 	// The host follows the control plane's network view in-process, as
 	// `kanga agent` follows it over the link.
-	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: plane.DataDir(), Store: st.ForHost(hostName), Usage: st.ForHost(hostName),
+	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: plane.DataDir(), Store: st.ForHost(hostName), Usage: st.ForHost(hostName), Files: st.ForHost(hostName),
 		NetView: plane.NetView().Subscribe, Logger: log})
 	if err != nil {
 		return err

@@ -202,24 +202,3 @@ func (b *blockingStarter) Start(ctx context.Context, id string) (Sample, error) 
 	<-ctx.Done()
 	return Sample{}, fmt.Errorf("waiting: %w", ctx.Err())
 }
-
-func TestRunAlternating(t *testing.T) {
-	var order []string
-	a, b := &fakeStarter{}, &fakeStarter{fail: func(id string) bool { return id == "p-t1b-1" }}
-	a.onStart = func(id string) { order = append(order, id) }
-	b.onStart = func(id string) { order = append(order, id) }
-	ra, rb, err := runAlternating(context.Background(), a, b, 2, Options{N: 5, Concurrency: 1, Prefix: "p-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"p-t0a-0", "p-t0a-1", "p-t0b-0", "p-t0b-1", "p-t1a-0", "p-t1a-1", "p-t1b-0", "p-t1b-1", "p-t2a-0", "p-t2b-0"}
-	if !slices.Equal(order, want) {
-		t.Fatalf("starts in the order %q, want %q", order, want)
-	}
-	if ra.N != 5 || len(ra.Samples) != 5 || rb.N != 5 || len(rb.Samples) != 4 || len(rb.Errors) != 1 {
-		t.Fatalf("results: a %d tried, %d ok; b %d tried, %d ok, errors %q", ra.N, len(ra.Samples), rb.N, len(rb.Samples), rb.Errors)
-	}
-	if !slices.Equal(sorted(a.removed), sorted(a.started)) || !slices.Equal(sorted(b.removed), sorted(b.started)) {
-		t.Fatalf("removed %q and %q, want every start", a.removed, b.removed)
-	}
-}

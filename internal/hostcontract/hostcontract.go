@@ -167,6 +167,34 @@ type UsageRefusal struct {
 	Reason string
 }
 
+// InstanceFiles is what the host of an instance needs of the secrets and
+// configs the instance uses, and only that: the files of its secret and
+// config volumes and the env of the containers that take env from
+// secrets. The control plane answers it to the instance's own host, for
+// that host to keep in memory and on tmpfs; it is never part of the
+// instance record.
+type InstanceFiles struct {
+	Volumes []VolumeFiles
+	// Env is, by container name, the whole env of each container that
+	// takes env from secrets, references resolved.
+	Env map[string][]api.EnvVar
+}
+
+// VolumeFiles is one secret or config volume's files.
+type VolumeFiles struct {
+	Name   string
+	Secret bool
+	Files  []File
+}
+
+// File is one file of a volume: Path relative to the volume's root,
+// cleaned, without "..".
+type File struct {
+	Path string
+	Mode uint32
+	Data []byte
+}
+
 // NetTenant is a tenant's network policy as the network view carries it;
 // tenants without a policy are not listed.
 type NetTenant struct {

@@ -123,6 +123,28 @@ type Purge struct {
 	Generation int64     `json:"generation,omitempty"`
 }
 
+// InstanceFiles answers GET .../instances/{tenant}/{name}/files?uid=: the
+// files of the instance's secret and config volumes and the env of its
+// containers that take env from secrets (hostcontract.InstanceFiles).
+type InstanceFiles struct {
+	Volumes []VolumeFiles           `json:"volumes"`
+	Env     map[string][]api.EnvVar `json:"env,omitempty"`
+}
+
+// VolumeFiles is one volume of InstanceFiles.
+type VolumeFiles struct {
+	Name   string `json:"name"`
+	Secret bool   `json:"secret,omitempty"`
+	Files  []File `json:"files"`
+}
+
+// File is one file of a VolumeFiles.
+type File struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+	Data []byte `json:"data"`
+}
+
 // UsageRefusal names a usage record the server refused for good.
 type UsageRefusal struct {
 	Index  int    `json:"index"`

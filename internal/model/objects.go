@@ -197,8 +197,10 @@ func validateItemPath(field, p string) error {
 		return invalid("%s: %d bytes, at most %d", field, len(p), MaxPath)
 	case path.IsAbs(p):
 		return invalid("%s %q must be relative to the mount point", field, truncate(p))
-	case slices.Contains(strings.Split(p, "/"), ".."):
-		return invalid("%s %q contains '..'", field, truncate(p))
+	case slices.ContainsFunc(strings.Split(p, "/"), func(e string) bool { return strings.HasPrefix(e, "..") }):
+		// The host keeps each version of the volume in a "..<time>"
+		// directory and points "..data" at the current one.
+		return invalid("%s %q: no element of the path may start with '..'", field, truncate(p))
 	case strings.ContainsRune(p, 0):
 		return invalid("%s contains a NUL byte", field)
 	}

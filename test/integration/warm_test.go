@@ -235,6 +235,19 @@ func TestWarmContainer(t *testing.T) {
 			t.Errorf("cgroups of %s left: %v", uids[i], hs)
 		}
 	}
+	// The agent made network namespaces (the pool's, the cold instance's)
+	// and set warm containers' hostnames from threads that joined their
+	// namespaces; the process itself (its first thread, which /proc/PID/
+	// net follows and which Go never ends) must still be in the host's.
+	for _, ns := range []string{"net", "uts"} {
+		want, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", p.cmd.Process.Pid, ns)); err != nil || got != want {
+			t.Errorf("kanga up's %s namespace: %s %v; want the host's %s", ns, got, err, want)
+		}
+	}
 }
 
 // TestWarmTenants: warm containers are per tenant: another tenant's

@@ -16,15 +16,23 @@ const fillNice = 19
 // LowPriority runs fn on an OS thread of its own at nice fillNice. Child
 // processes inherit the nice value of the thread that forks them, and
 // os/exec forks from the calling goroutine's thread, which LockOSThread
-// pins. The thread is never unlocked: it exits with the goroutine, so its
-// priority never passes to other goroutines.
+// pins. The thread's priority is put back before it is released; if that
+// fails it stays locked and Go ends it with the goroutine (or, for the
+// process's first thread, parks it), so its priority never passes to other
+// goroutines.
 func LowPriority(fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
-		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), fillNice)
+		tid := unix.Gettid()
+		// getpriority(2) returns 20 - nice.
+		raw, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+		_ = unix.Setpriority(unix.PRIO_PROCESS, tid, fillNice)
 		fn()
+		if err == nil && unix.Setpriority(unix.PRIO_PROCESS, tid, 20-raw) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	<-done
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 
 	cnins "github.com/containernetworking/plugins/pkg/ns"
+	"github.com/kanga-run/kanga/internal/agent/threadns"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,14 +56,8 @@ func createNetNS(path string) error {
 
 	errc := make(chan error, 1)
 	go func() {
-		// The thread is never unlocked: it ends up in the new namespace, and
-		// Go kills a locked thread when its goroutine exits instead of
-		// handing it to other goroutines.
 		runtime.LockOSThread()
-		errc <- func() error {
-			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("unshare netns: %w", err)
-			}
+		errc <- threadns.New(unix.CLONE_NEWNET, func() error {
 			if err := loopbackUp(); err != nil {
 				return err
 			}
@@ -71,7 +66,7 @@ func createNetNS(path string) error {
 				return fmt.Errorf("bind mount netns on %s: %w", path, err)
 			}
 			return nil
-		}()
+		})
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)

@@ -372,3 +372,18 @@ func (l *Link) TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 	}
 	return &q, nil
 }
+
+// InstanceFiles implements agent.FileSource: the files of the secret and
+// config volumes of this host's instance name (tenant in ctx) with uid,
+// and its containers' env from secrets.
+func (l *Link) InstanceFiles(ctx context.Context, name, uid string) (hostcontract.InstanceFiles, error) {
+	u, err := l.instanceURL(ctx, name)
+	if err != nil {
+		return hostcontract.InstanceFiles{}, err
+	}
+	var out hostlink.InstanceFiles
+	if err := l.do(ctx, http.MethodGet, u+"/files?uid="+url.QueryEscape(uid), nil, &out); err != nil {
+		return hostcontract.InstanceFiles{}, err
+	}
+	return out.ForHost(), nil
+}

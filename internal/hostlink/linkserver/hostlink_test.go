@@ -14,6 +14,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -33,6 +34,10 @@ type fakeStore struct {
 
 func (f *fakeStore) TenantQuota(_ context.Context, name string) (*api.Quota, error) {
 	return f.quotas[name], nil
+}
+
+func (f *fakeStore) InstanceFiles(context.Context, string, string, string) (hostcontract.InstanceFiles, error) {
+	return hostcontract.InstanceFiles{}, errdefs.ErrNotFound
 }
 
 func (f *fakeStore) RegisterHost(context.Context, *api.Host) error                { return nil }

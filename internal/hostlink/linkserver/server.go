@@ -25,6 +25,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/errdefs/errhttp"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/netview"
@@ -51,6 +52,7 @@ type Store interface {
 	AckPurge(ctx context.Context, host string, p store.Purge) error
 	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
+	InstanceFiles(ctx context.Context, host, name, uid string) (hostcontract.InstanceFiles, error)
 }
 
 // Server is the control plane's end of the link.
@@ -177,6 +179,7 @@ func (s *Server) Handler() http.Handler {
 	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	handle("PUT "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	handle("DELETE "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}/files", s.agentOnly(s.files))
 	handle("GET "+hostlink.PathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
@@ -606,5 +609,27 @@ func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string
 		q = &api.Quota{}
 	}
 	hostlink.WriteJSON(w, http.StatusOK, q)
+	return nil
+}
+
+// files answers an agent the files of its instance's secret and config
+// volumes and its containers' env from secrets. The store answers only
+// for an instance placed on the host the certificate names (agentOnly)
+// and with the uid asked for; any other is a 404, whatever its tenant: an
+// agent gets the secrets of the instances it runs, and learns nothing of
+// the others'. The values are in this answer only, never in a log line.
+func (s *Server) files(w http.ResponseWriter, r *http.Request, host string) error {
+	server.RefuseBody(r)
+	uid := r.URL.Query().Get("uid")
+	if uid == "" {
+		return fmt.Errorf("uid: give the uid of the instance: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
+	f, err := s.Store.InstanceFiles(ctx, host, r.PathValue("name"), uid)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.WireInstanceFiles(f))
 	return nil
 }
