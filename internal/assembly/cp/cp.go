@@ -3,8 +3,8 @@
 // the hosts' isolation follows, the control-plane loop (scheduler and
 // failure detector), the public API and, for remote hosts, the cluster CA
 // and the agents' link. `kanga server` is a control plane alone (Run);
-// `kanga up` opens one, starts its own host on its store and serves the
-// API with that host (package allinone).
+// `kanga up` opens one and joins its own host to it over the link on
+// loopback (package allinone).
 package cp
 
 import (
@@ -17,10 +17,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/assembly"
@@ -46,8 +48,8 @@ type Options struct {
 	Listen   string
 	PlainAPI bool
 	// AgentListen is the agents' link: HTTPS with the cluster CA, client
-	// certificates required past the join. Empty: no link (kanga up's own
-	// host uses the store directly).
+	// certificates required past the join. kanga up's own host joins
+	// through it too, on loopback.
 	AgentListen string
 	// SANs are extra names and IPs for the serving certificate, besides
 	// 127.0.0.1, localhost and the hostname.
@@ -75,6 +77,9 @@ type Options struct {
 	Ready func(api, agents string)
 	// Failure tunes the failure detector.
 	Failure FailureDetection
+	// Self names the host that runs in this process (kanga up's), which
+	// the failure detector never treats as lost while the process lives.
+	Self string
 	Defaults
 }
 
@@ -274,9 +279,46 @@ func (p *Plane) StartLoop() {
 	if p.link != nil {
 		live = &hostclient.Prober{Link: p.link, TLS: p.clientTLS.Clone()}
 	}
-	p.o.Failure.Apply(&cfg, "", live)
+	p.o.Failure.Apply(&cfg, p.o.Self, live)
 	c := controlplane.New(cfg)
 	p.goBackground(func() { _ = c.Run(p.bg) })
+}
+
+// ClientConfig is what a client needs to reach the API as the admin.
+func (p *Plane) ClientConfig() client.Config {
+	if p.o.PlainAPI {
+		return client.Config{Addr: "http://" + p.ln.Addr().String(), Token: p.token}
+	}
+	return client.Config{Addr: "https://" + p.ln.Addr().String(), Token: p.token, CACert: string(p.ca.CertPEM)}
+}
+
+// AgentURL is the agents' link's URL ("" without a link).
+func (p *Plane) AgentURL() string {
+	if p.aln == nil {
+		return ""
+	}
+	return "https://" + p.aln.Addr().String()
+}
+
+// JoinToken is the cluster's join token ("" without a CA).
+func (p *Plane) JoinToken() string {
+	if p.ca == nil {
+		return ""
+	}
+	return p.joinTok.String()
+}
+
+// WaitHost waits until host is registered and Ready (it holds its lease),
+// or ctx ends.
+func (p *Plane) WaitHost(ctx context.Context, host string) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for hosts := range p.st.WatchHosts(wctx) {
+		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == host }); i >= 0 && hosts[i].Status.Phase == api.HostReady {
+			return nil
+		}
+	}
+	return fmt.Errorf("host %s did not become ready: %w", host, context.Cause(ctx))
 }
 
 func (p *Plane) goBackground(f func()) {
@@ -299,13 +341,11 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 	srv := server.New(p.st, host, apiOpts)
 	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, p.log)
 	serveErr := make(chan error, 2)
-	apiAddr := "http://" + p.ln.Addr().String()
-	cfg := client.Config{Addr: apiAddr, Token: p.token}
+	cfg := p.ClientConfig()
+	apiAddr := cfg.Addr
 	if p.o.PlainAPI {
 		go func() { serveErr <- hs.Serve(p.ln) }()
 	} else {
-		apiAddr = "https://" + p.ln.Addr().String()
-		cfg = client.Config{Addr: apiAddr, Token: p.token, CACert: string(p.ca.CertPEM)}
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS12}
 		go func() { serveErr <- hs.ServeTLS(p.ln, "", "") }()
 	}
@@ -335,7 +375,7 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		return err
 	}
 	defer removePID()
-	if p.link != nil {
+	if p.link != nil && p.o.Self == "" {
 		p.log.Info("kanga server is up", "api", apiAddr, "agents", agentAddr, "data_dir", p.dataDir, "replica", p.replica,
 			"join_token_file", filepath.Join(p.dataDir, JoinTokenFile))
 	}
