@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/assembly/host"
 	"github.com/kanga-run/kanga/internal/daemon"
@@ -45,79 +44,81 @@ func Run(ctx context.Context, o Options) error {
 	co.Logger, co.PlainAPI, co.ReplicaName, co.Self = log, true, hostName, hostName
 	// The link is for this process's own agent: loopback, any free port.
 	co.AgentListen = "127.0.0.1:0"
-	// The client config is written once the host is ready, so that a
-	// client that waits for it finds a platform that can run instances.
-	configPath := co.ConfigPath
-	co.ConfigPath = ""
+	co.Ready = func(addr, _ string) {
+		log.Info("kanga is up", "api", addr, "host", hostName, "config", co.ConfigPath)
+		if o.Ready != nil {
+			o.Ready(addr)
+		}
+	}
 	plane, err := cp.Open(ctx, co)
 	if err != nil {
 		return err
 	}
 	defer plane.Close()
-
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- plane.Serve(sctx, nil) }()
+	// The link first, the API once the host is ready: a client that waits
+	// for the API finds a platform that can run instances, never the
+	// record (and host API address) of this host's previous run.
+	plane.ServeLink()
 
 	ho := o.Host
 	ho.HostName, ho.Ports = hostName, plane.Ports()
+	actx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	hostAPI := make(chan string, 1)
 	agentErr := make(chan error, 1)
 	go func() {
-		agentErr <- daemon.RunAgent(sctx, daemon.AgentOptions{
+		agentErr <- daemon.RunAgent(actx, daemon.AgentOptions{
 			Join: plane.AgentURL(), Token: plane.JoinToken(), DataDir: plane.DataDir(),
 			Listen: "127.0.0.1:0", Version: co.Version, Logger: log, NoPIDFile: true, Options: ho,
+			Ready: func(u string) { hostAPI <- u },
 		})
 	}()
-	// Wait for both halves to end whatever happens next: the agent leaves
-	// its instances running, the API its port.
-	defer func() {
-		stop()
-		<-agentErr
-		<-serveErr
-	}()
+	// The agent leaves its instances running when it stops.
+	agentDone := func() error { stopAgent(); return <-agentErr }
 
 	// The host holds its lease before the control-plane loop starts, so
 	// that a restart after a long stop never finds its own host NotReady;
 	// and the loop never treats it as lost while this process lives
 	// (cp.Options.Self).
+	var addr string
+	select {
+	case addr = <-hostAPI:
+	case err := <-agentErr:
+		return fmt.Errorf("host %s: %w", hostName, orStopped(err))
+	case <-ctx.Done():
+		return agentDone()
+	}
 	ready := make(chan error, 1)
-	go func() { ready <- plane.WaitHost(sctx, hostName) }()
+	go func() { ready <- plane.WaitHost(actx, hostName, addr) }()
 	select {
 	case err := <-ready:
 		if ctx.Err() != nil {
-			return nil
+			return agentDone()
 		}
 		if err != nil {
+			_ = agentDone()
 			return err
 		}
 	case err := <-agentErr:
-		agentErr <- err // for the deferred wait
 		return fmt.Errorf("host %s: %w", hostName, orStopped(err))
-	case err := <-serveErr:
-		serveErr <- err
-		return orStopped(err)
 	}
 	plane.StartLoop()
-	cfg := plane.ClientConfig()
-	if configPath != "" {
-		if err := client.WriteConfig(configPath, cfg); err != nil {
-			return err
-		}
-	}
-	log.Info("kanga is up", "api", cfg.Addr, "host", hostName, "config", configPath)
-	if o.Ready != nil {
-		o.Ready(cfg.Addr)
-	}
+
+	sctx, stopServe := context.WithCancel(ctx)
+	defer stopServe()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- plane.Serve(sctx, nil) }()
 	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-agentErr:
-		agentErr <- err
-		return fmt.Errorf("host %s: %w", hostName, orStopped(err))
 	case err := <-serveErr:
-		serveErr <- err
-		return orStopped(err)
+		aerr := agentDone()
+		if ctx.Err() != nil {
+			return errors.Join(err, aerr)
+		}
+		return errors.Join(orStopped(err), aerr)
+	case err := <-agentErr:
+		stopServe()
+		<-serveErr
+		return fmt.Errorf("host %s: %w", hostName, orStopped(err))
 	}
 }
 

@@ -121,6 +121,9 @@ type Plane struct {
 	cert      tls.Certificate
 	clientTLS *tls.Config
 	link      *linkserver.Server
+	linkMu    sync.Mutex
+	as        *http.Server // the link's, once served
+	linkErr   chan error
 
 	nv *netview.View
 
@@ -171,7 +174,7 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
 		return nil, err
 	}
-	p := &Plane{o: o, log: log, dataDir: dataDir, apiOpts: apiOpts}
+	p := &Plane{o: o, log: log, dataDir: dataDir, apiOpts: apiOpts, linkErr: make(chan error, 1)}
 	p.bg, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
@@ -308,13 +311,15 @@ func (p *Plane) JoinToken() string {
 	return p.joinTok.String()
 }
 
-// WaitHost waits until host is registered and Ready (it holds its lease),
-// or ctx ends.
-func (p *Plane) WaitHost(ctx context.Context, host string) error {
+// WaitHost waits until host is registered at address (its host API's
+// URL) and Ready: it holds its lease. The address tells this run's agent
+// from a record its previous run left with a lease not yet run out.
+func (p *Plane) WaitHost(ctx context.Context, host, address string) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for hosts := range p.st.WatchHosts(wctx) {
-		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == host }); i >= 0 && hosts[i].Status.Phase == api.HostReady {
+		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == host }); i >= 0 &&
+			hosts[i].Status.Phase == api.HostReady && hosts[i].Address == address {
 			return nil
 		}
 	}
@@ -349,21 +354,8 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS12}
 		go func() { serveErr <- hs.ServeTLS(p.ln, "", "") }()
 	}
-	var as *http.Server
-	agentAddr := ""
-	if p.link != nil {
-		as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
-		as.TLSConfig = p.link.TLSConfig(p.cert)
-		// The lease is held while the agent's heartbeat request is open,
-		// and a hung agent, or one behind a partition that drops packets
-		// silently, keeps its connection open until TCP gives up minutes
-		// later: the server's writes still land in socket buffers. An
-		// HTTP/2 ping that goes unanswered closes the connection, and the
-		// lease then runs out as after a crash.
-		as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
-		go func() { serveErr <- as.ServeTLS(p.aln, "", "") }()
-		agentAddr = "https://" + p.aln.Addr().String()
-	}
+	p.ServeLink()
+	agentAddr := p.AgentURL()
 
 	if p.o.ConfigPath != "" {
 		if err := client.WriteConfig(p.o.ConfigPath, cfg); err != nil {
@@ -388,21 +380,55 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		if !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
 		}
+	case err := <-p.linkErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving the agents' link: %w", err)
+		}
 	}
 	p.log.Info("shutting down; instances keep running")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx)
-	if as != nil {
-		// The link's requests are long-lived streams: close, not drain.
-		_ = as.Close()
-	}
+	p.closeLink()
 	return nil
+}
+
+// ServeLink serves the agents' link in the background, until Serve ends or
+// Close; Serve calls it. kanga up calls it first, so that its own host
+// joins and holds its lease before the API is served.
+func (p *Plane) ServeLink() {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	if p.link == nil || p.as != nil {
+		return
+	}
+	p.as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
+	p.as.TLSConfig = p.link.TLSConfig(p.cert)
+	// The lease is held while the agent's heartbeat request is open,
+	// and a hung agent, or one behind a partition that drops packets
+	// silently, keeps its connection open until TCP gives up minutes
+	// later: the server's writes still land in socket buffers. An
+	// HTTP/2 ping that goes unanswered closes the connection, and the
+	// lease then runs out as after a crash.
+	p.as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
+	as := p.as
+	go func() { p.linkErr <- as.ServeTLS(p.aln, "", "") }()
+}
+
+// closeLink stops the agents' link. Its requests are long-lived streams:
+// close, not drain.
+func (p *Plane) closeLink() {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	if p.as != nil {
+		_ = p.as.Close()
+	}
 }
 
 // Close stops the loops in the background and closes the store and the
 // listeners.
 func (p *Plane) Close() {
+	p.closeLink()
 	p.cancel()
 	p.wg.Wait()
 	if p.st != nil {
