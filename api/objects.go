@@ -96,6 +96,8 @@ type Volume struct {
 	Secret *ObjectVolumeSource `json:"secret,omitempty"`
 	// Config makes each key of a config of the tenant a file.
 	Config *ObjectVolumeSource `json:"config,omitempty"`
+	// PersistentVolume mounts a persistent volume of the tenant.
+	PersistentVolume *PersistentVolumeSource `json:"persistentVolume,omitempty"`
 }
 
 // ObjectVolumeSource projects a secret or config into a directory, read

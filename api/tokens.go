@@ -24,6 +24,8 @@ const (
 	ScopeSecretsReveal  = "secrets:reveal"  // read secrets' values (inspect --reveal)
 	ScopeConfigsRead    = "configs:read"    // list and inspect configs, with their data
 	ScopeConfigsWrite   = "configs:write"   // create, update and remove configs
+	ScopeVolumesRead    = "volumes:read"    // list and inspect persistent volumes
+	ScopeVolumesWrite   = "volumes:write"   // create and remove persistent volumes
 
 	// Administrator scopes: only an administrator's token can hand them on.
 	ScopeTenantsAdmin = "tenants:admin" // manage tenants, act in and read any tenant
@@ -48,6 +50,7 @@ var TenantScopes = []string{
 	ScopeInstancesRead, ScopeInstancesWrite, ScopeExec, ScopeImagesRead, ScopeImagesWrite,
 	ScopeUsageRead, ScopeTokensRead, ScopeTokensWrite,
 	ScopeSecretsRead, ScopeSecretsWrite, ScopeSecretsReveal, ScopeConfigsRead, ScopeConfigsWrite,
+	ScopeVolumesRead, ScopeVolumesWrite,
 }
 
 // AdminScopes are the scopes only an administrator holds.

@@ -204,7 +204,10 @@ type Instance struct {
 	StopGraceSeconds *int `json:"stopGraceSeconds,omitempty"`
 	// DeletionRequested is set by `kanga rm`; the host tears the sandbox down
 	// and then removes the record.
-	DeletionRequested bool           `json:"deletionRequested,omitempty"`
+	DeletionRequested bool `json:"deletionRequested,omitempty"`
+	// PersistentVolumes are the persistent volumes of spec.volumes as
+	// the API bound them at create; the instance runs on their host.
+	PersistentVolumes []BoundVolume  `json:"persistentVolumes,omitempty"`
 	Spec              InstanceSpec   `json:"spec"`
 	Status            InstanceStatus `json:"status"`
 }

@@ -38,7 +38,8 @@ platform_netns_dir() {
 
 # platform_down: stops `kanga up` with every instance removed (and stops
 # there, leaving the data dir, when `kanga down` fails), then
-# removes whatever a stop cut short may have left: mounts under $DATA,
+# removes whatever a stop cut short may have left: containerd and the warm
+# containers' shims, mounts under $DATA, the instances' namespaces,
 # the bridge, the subnet's masquerade jump and chain, the bridge's tenant
 # isolation tables (with the nft tool, when installed), the empty
 # namespace directory, the empty cgroups under $CGROOT, the data dir and
@@ -50,8 +51,18 @@ platform_down() {
 		echo "kanga down failed (see $OUT/kanga-down.log); $DATA is left for inspection" >&2
 		return 1
 	fi
+	# kanga down leaves containerd and the warm containers' shims running
+	# for the next kanga up to adopt; a benchmark's platform has none.
+	pkill -f "containerd-shim-runc-v2 .*-address $DATA/" 2>/dev/null || true
+	pkill -f "containerd --config $DATA/" 2>/dev/null || true
+	sleep 1
 	grep " $DATA/" /proc/mounts | awk '{ print $2 }' | sort -r | while read -r m; do
 		umount "$m" || true
+	done
+	for _ns in "$(platform_netns_dir)"/*; do
+		[ -e "$_ns" ] || continue
+		umount "$_ns" 2>/dev/null || true
+		rm -f "$_ns"
 	done
 	iptables -t nat -S POSTROUTING 2>/dev/null | grep -- "-j KANGA-MASQ-$BRIDGE\$" | sed 's/^-A/-D/' |
 		while read -r rule; do eval "iptables -t nat $rule" || true; done

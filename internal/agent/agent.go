@@ -82,6 +82,10 @@ type Config struct {
 	Warm *WarmOptions
 	// Usage, if set, takes the host's usage records (see meter.go).
 	Usage UsageSink
+	// Files answers the files of an instance's secret and config volumes
+	// and its env from secrets (see files.go); without it such instances
+	// fail to start.
+	Files FileSource
 	// CgroupRoot is the parent of every cgroup the agent makes, in each
 	// v1 hierarchy (DefaultCgroupRoot when empty). Agents sharing a
 	// machine (tests) need one each: tenant cgroups are per host.
@@ -142,6 +146,8 @@ type Agent struct {
 	remappedKeys sync.Map   // snapshot keys known to exist
 
 	starts startSlots // instance starts running now
+
+	vols volumeManager // persistent volumes (pvolumes.go)
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -230,6 +236,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.meter.run(ctx)
 	}()
 	a.cleanupOrphans(ctx, known)
+	// Before any instance is adopted: the volumes of instances gone are
+	// released, the others mounted again if a reboot took their mounts.
+	a.restoreVolumes(ctx, known)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -405,7 +414,7 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
 	for _, e := range sandboxes {
 		if !known[e.Name()] {
-			_ = os.RemoveAll(a.sandboxDir(e.Name()))
+			a.removeSandboxDir(e.Name())
 		}
 	}
 	entries, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "logs"))

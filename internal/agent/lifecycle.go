@@ -32,6 +32,7 @@ func (r *runner) startSteps(inst *api.Instance) []steps.Step {
 		&filesStep{r: r, inst: inst},
 		// Volumes and devices go here: after the files, before the
 		// containers whose specs mount them.
+		&pvolumesStep{r: r, inst: inst},
 		&containersStep{r: r, inst: inst},
 		&tasksStep{r: r, inst: inst},
 	}
@@ -213,27 +214,47 @@ type filesStep struct {
 
 func (s *filesStep) Name() string { return "files" }
 
-func (s *filesStep) Do(context.Context) (steps.Undo, error) {
+func (s *filesStep) Do(ctx context.Context) (steps.Undo, error) {
 	r := s.r
 	dir := r.a.sandboxDir(r.uid)
 	if err := writeHosts(dir, s.inst.Name, r.ip); err != nil {
 		return nil, err
 	}
-	r.mark("files")
-	if !fresh(s.inst) {
-		return nil, nil
-	}
-	// Only the files: the sandbox dir also holds the records teardown
-	// reads (netns-id, ctr-*).
-	return func(context.Context) error {
-		var errs []error
-		for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
-			if err := os.Remove(filepath.Join(dir, f)); err != nil && !os.IsNotExist(err) {
-				errs = append(errs, err)
+	// The secret and config volumes (on a tmpfs of their own) and the env
+	// from secrets, from the control plane (files.go).
+	mountedFiles, err := r.setupFiles(ctx, s.inst)
+	if err != nil {
+		if fresh(s.inst) {
+			if rerr := s.removeEtc(dir); rerr != nil {
+				r.log.Warn("removing the /etc files of a failed start failed", "err", rerr)
 			}
 		}
-		return errors.Join(errs...)
+		return nil, err
+	}
+	r.mark("files")
+	if !fresh(s.inst) {
+		if mountedFiles {
+			// Mounted again for containers an earlier agent made (the host
+			// rebooted): not this run's to take apart on a failure.
+			r.log.Info("mounted the secret and config files again")
+		}
+		return nil, nil
+	}
+	return func(context.Context) error {
+		return errors.Join(unmountFiles(r.a.filesDir(r.uid)), s.removeEtc(dir))
 	}, nil
+}
+
+// removeEtc removes the /etc files. Only the files: the sandbox dir also
+// holds the records teardown reads (netns-id, ctr-*).
+func (s *filesStep) removeEtc(dir string) error {
+	var errs []error
+	for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // containersStep creates the instance's containerd containers, or loads

@@ -87,6 +87,13 @@ type runner struct {
 	att      *network.Attachment // once the sandbox is set up
 	prof     *startProfile       // set while start runs
 	pending  chan struct{}       // closed when an asynchronous status write ends
+	// secretEnv is, by container, the env of the containers that take env
+	// from secrets, as the control plane resolved it at start (files.go);
+	// never written to the record.
+	secretEnv map[string][]api.EnvVar
+	// stopFiles ends the refresh of the secret and config volumes.
+	stopFiles func()
+
 	// adopted is set when start found the instance's containers made by
 	// a previous run of the agent (metering then resumes).
 	adopted bool
@@ -249,6 +256,17 @@ func (r *runner) run(ctx context.Context) {
 	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
 	stopSampling := r.a.startSampling(ctx, r.uid)
 	defer stopSampling()
+	if objectVolumes(&inst.Spec) > 0 {
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.refreshFiles(fctx, &inst)
+		}()
+		// Stopped before teardown unmounts the files, and with the agent.
+		r.stopFiles = func() { cancel(); <-done }
+		defer r.stopFiles()
+	}
 	r.loop(ctx)
 }
 
@@ -830,6 +848,9 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 // trying until everything is gone (or the agent stops): the record is
 // removed last, so a failure never hides a leaked container.
 func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
+	if r.stopFiles != nil {
+		r.stopFiles()
+	}
 	// The run ends now, read while the cgroup is still there.
 	r.a.meter.end(ctx, r.uid, time.Now())
 	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
@@ -877,6 +898,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	if len(errs) > 0 {
 		// Keep the sandbox while containers may still use it.
 		return errors.Join(errs...)
+	}
+	// Once no container has them: the data stays on the volumes.
+	if err := r.releaseVolumes(ctx, &inst); err != nil {
+		return err
 	}
 	ip := r.ip
 	if ip == "" {

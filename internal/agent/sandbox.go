@@ -126,8 +126,18 @@ func (a *Agent) logPath(uid, container string) string {
 func (a *Agent) removeFiles(uid string) {
 	a.forgetLogs(a.logDir(uid))
 	_ = os.RemoveAll(a.logDir(uid))
-	_ = os.RemoveAll(a.sandboxDir(uid))
+	a.removeSandboxDir(uid)
 	_ = os.RemoveAll(a.logFIFODir(uid))
+}
+
+// removeSandboxDir removes the sandbox dir of uid, with the tmpfs of its
+// secret and config files taken off first (RemoveAll would empty it and
+// then fail on the mount point, leaving it mounted).
+func (a *Agent) removeSandboxDir(uid string) {
+	if err := unmountFiles(a.filesDir(uid)); err != nil {
+		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
+	}
+	_ = os.RemoveAll(a.sandboxDir(uid))
 }
 
 // applyCgroup creates or updates the instance cgroup in every hierarchy
@@ -339,9 +349,13 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	if len(args) == 0 {
 		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
 	}
-	env := make([]string, 0, len(c.spec.Env)+1)
+	vars, err := r.containerEnv(c)
+	if err != nil {
+		return nil, err
+	}
+	env := make([]string, 0, len(vars)+1)
 	env = append(env, "HOSTNAME="+inst.Name)
-	for _, e := range c.spec.Env {
+	for _, e := range vars {
 		env = append(env, e.Name+"="+e.Value)
 	}
 	opts := r.a.baseSpecOpts(img, netns, r.a.instanceCgroup(r.uid)+"/"+r.a.leafName(r.uid, c.spec.Name), dir)
@@ -350,6 +364,12 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithEnv(env),
 		oci.WithHostname(inst.Name),
 	)
+	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
+		opts = append(opts, oci.WithMounts(m))
+	}
+	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
+		opts = append(opts, oci.WithMounts(ms))
+	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}

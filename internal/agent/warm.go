@@ -312,11 +312,13 @@ func (a *Agent) destroyWarm(ctx context.Context, w *warmCtr) {
 // takeWarm hands the runner a warm container for inst, if inst is one a
 // warm container can serve and one is ready.
 func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
-	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] {
+	if r.a.warm == nil || inst.Status.Phase != api.PhasePending || len(inst.Spec.Containers) != 1 || !warmClasses[inst.Spec.Runtime] ||
+		len(inst.PersistentVolumes) > 0 { // a running container takes no new mounts
 		return nil
 	}
-	// A warm container has the default sandbox, fixed when it started.
-	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) {
+	// A warm container has the default sandbox, and its mounts, fixed
+	// when it started: an instance with volumes starts the usual way.
+	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) || len(inst.Spec.Volumes) > 0 {
 		return nil
 	}
 	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {
@@ -408,6 +410,10 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 		return fmt.Errorf("setting the hostname: %w", err)
 	}
 	r.mark("hostname")
+	// Env from secrets, from the control plane, as the files step gets it.
+	if err := r.ensureSecretEnv(ctx, inst); err != nil {
+		return err
+	}
 	spec, err := r.realSpec(nctx, inst, img, w, c)
 	if err != nil {
 		return err
@@ -515,6 +521,9 @@ func (r *runner) finishClaim(ctx context.Context, inst *api.Instance, c *ctr) er
 		netns := ""
 		if r.att != nil {
 			netns = r.att.NetNS
+		}
+		if err := r.ensureSecretEnv(ctx, inst); err != nil {
+			return err
 		}
 		opts, err := r.instanceSpecOpts(inst, img, netns, c, r.a.sandboxDir(r.uid))
 		if err != nil {

@@ -20,8 +20,15 @@ type InstanceAPI interface {
 	DeleteInstance(ctx context.Context, name string, force bool) error
 }
 
-// PathKanga names the path through Kanga's public API.
-const PathKanga = "kanga API"
+// PathKanga names the path through Kanga's public API; PathKangaConfig
+// the same with one config mounted as files (Config.ConfigMount).
+const (
+	PathKanga       = "kanga API"
+	PathKangaConfig = "kanga API, config file"
+)
+
+// ConfigMountPath is where the config-file path mounts its config.
+const ConfigMountPath = "/etc/bench"
 
 // KangaStarter starts instances through Kanga's public API, as a user
 // would: one create call, then a wait for Running.
@@ -34,13 +41,23 @@ type KangaStarter struct {
 	Command []string
 	// Security is the container's security context; nil is the default.
 	Security *api.SecurityContext
+	// ConfigMount, if set, names a config of the tenant that every
+	// instance mounts at ConfigMountPath (the path is then
+	// PathKangaConfig): what one config file costs a start.
+	ConfigMount string
 	// now is the clock; nil means time.Now.
 	now func() time.Time
 }
 
 var _ Starter = (*KangaStarter)(nil)
 
-func (k *KangaStarter) Path() string                  { return PathKanga }
+func (k *KangaStarter) Path() string {
+	if k.ConfigMount != "" {
+		return PathKangaConfig
+	}
+	return PathKanga
+}
+
 func (k *KangaStarter) Prepare(context.Context) error { return nil }
 func (k *KangaStarter) Close(context.Context) error   { return nil }
 
@@ -63,6 +80,10 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 			Containers: []api.ContainerSpec{{Name: "main", Image: k.Image, Command: k.Command, SecurityContext: k.Security}},
 			Runtime:    k.Runtime,
 		},
+	}
+	if k.ConfigMount != "" {
+		req.Spec.Volumes = []api.Volume{{Name: "config", Config: &api.ObjectVolumeSource{Name: k.ConfigMount}}}
+		req.Spec.Containers[0].VolumeMounts = []api.VolumeMount{{Name: "config", MountPath: ConfigMountPath}}
 	}
 	// The client retries a create the server refused as busy (429); the
 	// retries are counted, and timed as part of the start.

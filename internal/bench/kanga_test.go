@@ -170,3 +170,31 @@ func TestKangaStarterRemove(t *testing.T) {
 		})
 	}
 }
+
+// TestKangaStarterConfigMount: with a config named, each instance mounts
+// it as files, and the path is reported apart from the plain one.
+func TestKangaStarterConfigMount(t *testing.T) {
+	for _, tc := range []struct {
+		config   string
+		wantPath string
+		wantVols int
+	}{
+		{"", PathKanga, 0},
+		{"bench", PathKangaConfig, 1},
+	} {
+		f := &fakeInstanceAPI{waited: api.Instance{Status: api.InstanceStatus{Phase: api.PhaseRunning}}}
+		k := &KangaStarter{API: f, Image: "img", Runtime: "runc", Command: DefaultCommand, ConfigMount: tc.config}
+		if _, err := k.Start(t.Context(), "b-0"); err != nil {
+			t.Fatal(err)
+		}
+		spec := f.created[0].Spec
+		if k.Path() != tc.wantPath || len(spec.Volumes) != tc.wantVols || len(spec.Containers[0].VolumeMounts) != tc.wantVols {
+			t.Errorf("config %q: path %q, spec %+v", tc.config, k.Path(), spec)
+			continue
+		}
+		if tc.wantVols == 1 && (spec.Volumes[0].Config == nil || spec.Volumes[0].Config.Name != tc.config ||
+			spec.Containers[0].VolumeMounts[0].MountPath != ConfigMountPath) {
+			t.Errorf("config %q: volumes %+v, mounts %+v", tc.config, spec.Volumes, spec.Containers[0].VolumeMounts)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type benchStartFlags struct {
 	json        bool
 	verbose     bool
 	securityOpt []string
+	configMount string
 }
 
 func newBenchStartCommand(o *options) *cobra.Command {
@@ -53,6 +54,7 @@ The baselines need root and the socket of the containerd that kanga up runs
 the image (kanga image import). The ratios divide each path's p50 by the raw
 runtime's, measured minutes apart on the same machine.`,
 		Example: `  kanga bench start --runtime crun --n 20
+  kanga config create bench --from-literal app.conf=x && kanga bench start --n 20 --config-mount bench --baseline=false
   kanga bench start --n 40 --concurrency 4 --containerd /tmp/kd/containerd/containerd.sock --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,6 +71,7 @@ runtime's, measured minutes apart on the same machine.`,
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up on one start after this long")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress to stderr")
+	fl.StringVar(&f.configMount, "config-mount", "", "also measure the Kanga path, in the same run, with this config (kanga config create) mounted as files at "+bench.ConfigMountPath)
 	fl.StringArrayVar(&f.securityOpt, "security-opt", nil, "the instances' seccomp profile, as for kanga run: seccomp=unconfined measures the start without the default profile (the tenant must be allowed it)")
 	return cmd
 }
@@ -98,6 +101,7 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 		Runtime:     f.runtime,
 		Image:       f.image,
 		Security:    sc,
+		ConfigMount: f.configMount,
 		API:         c,
 		Baseline:    f.baseline,
 		Containerd:  f.containerd,

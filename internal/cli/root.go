@@ -129,6 +129,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newVirtualNodeCommand(o),
 		newTokenCommand(o),
 		newSecretCommand(o),
+		newVolumeCommand(o),
 		newConfigCommand(o),
 		newUsageCommand(o),
 		newAuditCommand(o),

@@ -59,6 +59,8 @@ type runFlags struct {
 	securityOpts     []string
 	// Secrets and configs as files and env (objects.go).
 	secrets, configs, envFromSecrets, envFromConfigs []string
+	// Volumes: -v NAME:/PATH[:ro] (volume.go).
+	volumes []string
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -132,6 +134,7 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.configs, "config-mount", nil, "mount a config read-only, each key a file: NAME:/DIR (repeatable)")
 	fl.StringArrayVar(&f.envFromSecrets, "env-from-secret", nil, "set a variable for every key of a secret (repeatable)")
 	fl.StringArrayVar(&f.envFromConfigs, "env-from-config", nil, "set a variable for every key of a config (repeatable; -e wins)")
+	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume: NAME:/PATH[:ro], NAME a volume of the -f spec or else a persistent volume (kanga volume create); repeatable")
 	return cmd, f
 }
 
@@ -437,6 +440,9 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		req.Spec.Ports = append(req.Spec.Ports, p)
 	}
 	if err := objectMounts(&req, f.secrets, f.configs, f.envFromSecrets, f.envFromConfigs); err != nil {
+		return req, err
+	}
+	if err := volumeMounts(&req, f.volumes); err != nil {
 		return req, err
 	}
 	return req, nil

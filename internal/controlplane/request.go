@@ -3,6 +3,7 @@ package controlplane
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,10 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		Selector:       inst.Spec.HostSelector,
 		Ports:          hostPortsOf(&inst.Spec),
 		Mode:           scheduler.Mode(inst.Spec.SchedulingPolicy),
+	}
+	if len(inst.PersistentVolumes) > 0 {
+		// bindVolumes put them all on one host.
+		req.Host = inst.PersistentVolumes[0].Host
 	}
 	for _, c := range inst.Spec.Containers {
 		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Image))
@@ -157,16 +162,19 @@ const (
 // unplacedStatus turns the scheduler's answer into a status reason and
 // message.
 func unplacedStatus(inst *api.Instance, u scheduler.Unplaced) (string, string) {
+	// The other hosts of an instance bound to its volumes' host say
+	// nothing of what it waits for.
+	filters := slices.DeleteFunc(slices.Clone(u.Filters), func(f string) bool { return f == scheduler.NotVolumeHost })
 	reason := ReasonInsufficientCPU
-	for _, f := range u.Filters {
+	for _, f := range filters {
 		if f != "insufficient cpu" && f != "insufficient dedicated cores" {
 			reason = ReasonUnschedulable
 		}
 	}
-	if len(u.Filters) == 0 {
+	if len(filters) == 0 {
 		reason = ReasonUnschedulable
 	}
-	if len(u.Filters) == 1 && u.Filters[0] == "not ready" {
+	if len(filters) == 1 && filters[0] == "not ready" {
 		reason = ReasonHostNotReady
 	}
 	msg := u.Reason

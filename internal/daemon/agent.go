@@ -110,7 +110,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}
 	assembly.ReserveEtcd(&ho.Ports, nil)
 
-	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: dataDir, Store: link, Usage: link,
+	h, err := host.Start(ctx, host.Config{Options: ho, DataDir: dataDir, Store: link, Usage: link, Files: link,
 		NetView: link.WatchNetView, Logger: log})
 	if err != nil {
 		return err

@@ -7,7 +7,8 @@
 // (stats and SLA), which together make a Host. Capabilities a host may
 // lack are separate interfaces the caller discovers by type assertion, as
 // virtual-kubelet's node package does with its optional provider
-// interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker.
+// interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker,
+// VolumeHost.
 //
 // What a host needs of the control plane (its instances, its pending
 // purges, a place for its usage records) is described by the value types
@@ -133,6 +134,29 @@ type PortChecker interface {
 	CheckPorts(ctx context.Context, ports []api.PortMapping) error
 }
 
+// VolumeKeySize is the size of an encrypted persistent volume's key.
+const VolumeKeySize = 64
+
+// VolumeHost is a host that keeps persistent volumes: each a filesystem
+// of its own, named by id (unique on the platform), of size bytes that
+// the tenant can write. An encrypted volume is made with key, which the
+// host does not keep: when it mounts the volume for an instance it asks
+// the control plane for it again (VolumeKeySource).
+type VolumeHost interface {
+	CreateVolume(ctx context.Context, id string, size int64, encrypted bool, key []byte) error
+	// RemoveVolume deletes a volume and its data; a volume still mounted
+	// is errdefs.ErrConflict. Removing a volume the host does not have is
+	// not an error.
+	RemoveVolume(ctx context.Context, id string) error
+}
+
+// VolumeKeySource is what a host needs of the control plane to mount an
+// encrypted volume: its key, which the control plane hands only to the
+// volume's own host.
+type VolumeKeySource interface {
+	VolumeKey(ctx context.Context, id string) ([]byte, error)
+}
+
 // InstanceEvent is one change of the instances a host follows.
 type InstanceEvent struct {
 	// Instance is the new version, or on deletion the last version known
@@ -165,6 +189,34 @@ type UsageRefusal struct {
 	// Index is the record's position in the batch sent.
 	Index  int
 	Reason string
+}
+
+// InstanceFiles is what the host of an instance needs of the secrets and
+// configs the instance uses, and only that: the files of its secret and
+// config volumes and the env of the containers that take env from
+// secrets. The control plane answers it to the instance's own host, for
+// that host to keep in memory and on tmpfs; it is never part of the
+// instance record.
+type InstanceFiles struct {
+	Volumes []VolumeFiles
+	// Env is, by container name, the whole env of each container that
+	// takes env from secrets, references resolved.
+	Env map[string][]api.EnvVar
+}
+
+// VolumeFiles is one secret or config volume's files.
+type VolumeFiles struct {
+	Name   string
+	Secret bool
+	Files  []File
+}
+
+// File is one file of a volume: Path relative to the volume's root,
+// cleaned, without "..".
+type File struct {
+	Path string
+	Mode uint32
+	Data []byte
 }
 
 // NetTenant is a tenant's network policy as the network view carries it;

@@ -63,3 +63,29 @@ func WireImageConfig(c hostcontract.ImageConfig) ImageConfig {
 func (c ImageConfig) ForHost() hostcontract.ImageConfig {
 	return hostcontract.ImageConfig{Entrypoint: c.Entrypoint, Cmd: c.Cmd}
 }
+
+// WireInstanceFiles is the server's answer for an instance's files.
+func WireInstanceFiles(f hostcontract.InstanceFiles) InstanceFiles {
+	out := InstanceFiles{Volumes: make([]VolumeFiles, len(f.Volumes)), Env: f.Env}
+	for i, v := range f.Volumes {
+		wv := VolumeFiles{Name: v.Name, Secret: v.Secret, Files: make([]File, len(v.Files))}
+		for j, fl := range v.Files {
+			wv.Files[j] = File{Path: fl.Path, Mode: fl.Mode, Data: fl.Data}
+		}
+		out.Volumes[i] = wv
+	}
+	return out
+}
+
+// ForHost is the instance's files as the agent takes them.
+func (f InstanceFiles) ForHost() hostcontract.InstanceFiles {
+	out := hostcontract.InstanceFiles{Env: f.Env}
+	for _, v := range f.Volumes {
+		hv := hostcontract.VolumeFiles{Name: v.Name, Secret: v.Secret, Files: make([]hostcontract.File, len(v.Files))}
+		for j, fl := range v.Files {
+			hv.Files[j] = hostcontract.File{Path: fl.Path, Mode: fl.Mode, Data: fl.Data}
+		}
+		out.Volumes = append(out.Volumes, hv)
+	}
+	return out
+}

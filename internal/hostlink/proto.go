@@ -48,7 +48,25 @@ const (
 	// PathPing answers 204: the control plane asks whether a host whose
 	// lease lapsed still answers.
 	PathPing = "/host/v1/ping"
+	// PathVolumes: POST (a VolumeCreate) makes a persistent volume on
+	// the host, DELETE ?id= removes one (hostcontract.VolumeHost).
+	PathVolumes = "/host/v1/volumes"
 )
+
+// VolumeCreate is the body of POST PathVolumes. Key is an encrypted
+// volume's key, which only the control plane keeps; it travels over the
+// link's mutual TLS and the host does not store it.
+type VolumeCreate struct {
+	ID        string `json:"id"`
+	Size      int64  `json:"size"`
+	Encrypted bool   `json:"encrypted,omitempty"`
+	Key       []byte `json:"key,omitempty"`
+}
+
+// VolumeKey is the answer to an agent's GET of a volume's key.
+type VolumeKey struct {
+	Key []byte `json:"key"`
+}
 
 // Paths of the server side.
 const (
@@ -121,6 +139,28 @@ type Purge struct {
 	Image      string    `json:"image,omitempty"`
 	At         time.Time `json:"at"`
 	Generation int64     `json:"generation,omitempty"`
+}
+
+// InstanceFiles answers GET .../instances/{tenant}/{name}/files?uid=: the
+// files of the instance's secret and config volumes and the env of its
+// containers that take env from secrets (hostcontract.InstanceFiles).
+type InstanceFiles struct {
+	Volumes []VolumeFiles           `json:"volumes"`
+	Env     map[string][]api.EnvVar `json:"env,omitempty"`
+}
+
+// VolumeFiles is one volume of InstanceFiles.
+type VolumeFiles struct {
+	Name   string `json:"name"`
+	Secret bool   `json:"secret,omitempty"`
+	Files  []File `json:"files"`
+}
+
+// File is one file of a VolumeFiles.
+type File struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+	Data []byte `json:"data"`
 }
 
 // UsageRefusal names a usage record the server refused for good.

@@ -58,3 +58,136 @@ func ProjectVolume(src *api.ObjectVolumeSource, data map[string][]byte) ([]Proje
 	slices.SortFunc(out, func(a, b ProjectedFile) int { return cmp.Compare(a.Path, b.Path) })
 	return out, nil
 }
+
+// ObjectData is the data of the secrets and configs an instance refers
+// to, by object name and then key.
+type ObjectData struct {
+	Secrets map[string]map[string][]byte
+	Configs map[string]map[string][]byte
+}
+
+// ProjectedVolume is the files of one secret or config volume.
+type ProjectedVolume struct {
+	Name   string
+	Secret bool
+	Files  []ProjectedFile
+}
+
+// EnvFromSecrets reports whether container c takes env from secrets. Such
+// a container's env is resolved on its host at start (ResolveEnv, from
+// what the control plane answers that host), never at create: the
+// instance record carries the spec to the host and sits in the store in
+// the clear.
+func EnvFromSecrets(c *api.ContainerSpec) bool {
+	for _, e := range c.EnvFrom {
+		if e.SecretRef != nil {
+			return true
+		}
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// ResolveEnv is container c's env with its references to secrets and
+// configs resolved from objs, as Kubernetes resolves it at container
+// start: the variables of envFrom in order (a later source wins over an
+// earlier one), then the container's own env, which wins over both. f
+// names the container in errors. An object or key missing from objs is a
+// FailedPrecondition (it was there when the instance was created); errors
+// name keys, never values.
+func ResolveEnv(f string, c *api.ContainerSpec, objs ObjectData) ([]api.EnvVar, error) {
+	var out []api.EnvVar
+	at := map[string]int{}
+	set := func(name, value string) {
+		if i, ok := at[name]; ok {
+			out[i].Value = value
+			return
+		}
+		at[name] = len(out)
+		out = append(out, api.EnvVar{Name: name, Value: value})
+	}
+	for j, e := range c.EnvFrom {
+		kind, name, all := "config", "", objs.Configs
+		if e.SecretRef != nil {
+			kind, name, all = "secret", e.SecretRef.Name, objs.Secrets
+		} else if e.ConfigMapRef != nil {
+			name = e.ConfigMapRef.Name
+		}
+		data, ok := all[name]
+		if !ok {
+			return nil, fmt.Errorf("%s.envFrom[%d]: %s %q is gone: %w", f, j, kind, name, errdefs.ErrFailedPrecondition)
+		}
+		for _, k := range slices.Sorted(maps.Keys(data)) {
+			n := e.Prefix + k
+			if err := ValidateEnvName(n); err != nil {
+				return nil, fmt.Errorf("%s.envFrom[%d]: key %q of %s %q: %w", f, j, k, kind, name, err)
+			}
+			set(n, string(data[k]))
+		}
+	}
+	for j, e := range c.Env {
+		if e.ValueFrom == nil {
+			set(e.Name, e.Value)
+			continue
+		}
+		kind, sel, all := "config", e.ValueFrom.ConfigMapKeyRef, objs.Configs
+		if e.ValueFrom.SecretKeyRef != nil {
+			kind, sel, all = "secret", e.ValueFrom.SecretKeyRef, objs.Secrets
+		}
+		if sel == nil {
+			return nil, fmt.Errorf("%s.env[%d].valueFrom has no source: %w", f, j, errdefs.ErrInvalidArgument)
+		}
+		v, ok := all[sel.Name][sel.Key]
+		if !ok {
+			return nil, fmt.Errorf("%s.env[%d].valueFrom: %s %q has no key %q any more: %w", f, j, kind, sel.Name, sel.Key, errdefs.ErrFailedPrecondition)
+		}
+		set(e.Name, string(v))
+	}
+	return out, nil
+}
+
+// ProjectInstance is what the host of an instance needs of its secrets
+// and configs: the files of every secret and config volume, in the
+// spec's order, and the resolved env of every container that takes env
+// from secrets (EnvFromSecrets), by container name.
+func ProjectInstance(spec *api.InstanceSpec, objs ObjectData) ([]ProjectedVolume, map[string][]api.EnvVar, error) {
+	var vols []ProjectedVolume
+	for i, v := range spec.Volumes {
+		src, data, secret := v.Config, objs.Configs, false
+		if v.Secret != nil {
+			src, data, secret = v.Secret, objs.Secrets, true
+		}
+		if src == nil {
+			continue // another kind of volume: not the objects'
+		}
+		d, ok := data[src.Name]
+		if !ok {
+			return nil, nil, fmt.Errorf("spec.volumes[%d]: %q is gone: %w", i, src.Name, errdefs.ErrFailedPrecondition)
+		}
+		files, err := ProjectVolume(src, d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("spec.volumes[%d]: %w", i, err)
+		}
+		vols = append(vols, ProjectedVolume{Name: v.Name, Secret: secret, Files: files})
+	}
+	var env map[string][]api.EnvVar
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if !EnvFromSecrets(c) {
+			continue
+		}
+		e, err := ResolveEnv(fmt.Sprintf("spec.containers[%d]", i), c, objs)
+		if err != nil {
+			return nil, nil, err
+		}
+		if env == nil {
+			env = map[string][]api.EnvVar{}
+		}
+		env[c.Name] = e
+	}
+	return vols, env, nil
+}

@@ -2,7 +2,9 @@ package model
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
@@ -39,5 +41,78 @@ func TestProjectVolume(t *testing.T) {
 				t.Errorf("ProjectVolume = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestResolveEnv(t *testing.T) {
+	objs := ObjectData{
+		Secrets: map[string]map[string][]byte{"db": {"PW": []byte("s3"), "USER": []byte("app")}},
+		Configs: map[string]map[string][]byte{"app": {"LEVEL": []byte("debug"), "PW": []byte("from-config")}},
+	}
+	sec := func(n string) *api.ObjectRef { return &api.ObjectRef{Name: n} }
+	for _, tc := range []struct {
+		name    string
+		c       api.ContainerSpec
+		want    []api.EnvVar
+		wantErr error
+	}{
+		{"later source wins, own env wins over both", api.ContainerSpec{
+			EnvFrom: []api.EnvFromSource{{ConfigMapRef: sec("app")}, {SecretRef: sec("db")}},
+			Env:     []api.EnvVar{{Name: "USER", Value: "me"}},
+		}, []api.EnvVar{{Name: "LEVEL", Value: "debug"}, {Name: "PW", Value: "s3"}, {Name: "USER", Value: "me"}}, nil},
+		{"prefix and key refs", api.ContainerSpec{
+			EnvFrom: []api.EnvFromSource{{Prefix: "DB_", SecretRef: sec("db")}},
+			Env: []api.EnvVar{{Name: "P", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "db", Key: "PW"}}},
+				{Name: "L", ValueFrom: &api.EnvVarSource{ConfigMapKeyRef: &api.KeySelector{Name: "app", Key: "LEVEL"}}}},
+		}, []api.EnvVar{{Name: "DB_PW", Value: "s3"}, {Name: "DB_USER", Value: "app"}, {Name: "P", Value: "s3"}, {Name: "L", Value: "debug"}}, nil},
+		{"secret gone", api.ContainerSpec{EnvFrom: []api.EnvFromSource{{SecretRef: sec("nope")}}}, nil, errdefs.ErrFailedPrecondition},
+		{"key gone", api.ContainerSpec{Env: []api.EnvVar{{Name: "P", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "db", Key: "NOPE"}}}}}, nil, errdefs.ErrFailedPrecondition},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ResolveEnv("c", &tc.c, objs)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || strings.Contains(fmt.Sprint(err), "s3") {
+					t.Fatalf("err = %v, want %v without the value", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("ResolveEnv = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestProjectInstance(t *testing.T) {
+	mode := int32(0o400)
+	spec := &api.InstanceSpec{
+		Containers: []api.ContainerSpec{
+			{Name: "plain", Env: []api.EnvVar{{Name: "A", Value: "1"}}},
+			{Name: "withsecret", EnvFrom: []api.EnvFromSource{{SecretRef: &api.ObjectRef{Name: "db"}}}},
+		},
+		Volumes: []api.Volume{
+			{Name: "s", Secret: &api.ObjectVolumeSource{Name: "db", Items: []api.KeyToPath{{Key: "PW", Path: "pw", Mode: &mode}}}},
+			{Name: "c", Config: &api.ObjectVolumeSource{Name: "app"}},
+		},
+	}
+	objs := ObjectData{
+		Secrets: map[string]map[string][]byte{"db": {"PW": []byte("s3")}},
+		Configs: map[string]map[string][]byte{"app": {"a.conf": []byte("x")}},
+	}
+	vols, env, err := ProjectInstance(spec, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVols := []ProjectedVolume{
+		{Name: "s", Secret: true, Files: []ProjectedFile{{"pw", 0o400, []byte("s3")}}},
+		{Name: "c", Files: []ProjectedFile{{"a.conf", 0o644, []byte("x")}}},
+	}
+	wantEnv := map[string][]api.EnvVar{"withsecret": {{Name: "PW", Value: "s3"}}}
+	if !reflect.DeepEqual(vols, wantVols) || !reflect.DeepEqual(env, wantEnv) {
+		t.Errorf("ProjectInstance = %+v, %+v; want %+v, %+v", vols, env, wantVols, wantEnv)
+	}
+	delete(objs.Configs, "app")
+	if _, _, err := ProjectInstance(spec, objs); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("with the config gone: %v, want FailedPrecondition", err)
 	}
 }

@@ -125,8 +125,10 @@ func validateItemPath(field, p string) error {
 		return invalid("%s: %d bytes, at most %d", field, len(p), MaxPath)
 	case path.IsAbs(p):
 		return invalid("%s %q must be relative to the mount point", field, truncate(p))
-	case slices.Contains(strings.Split(p, "/"), ".."):
-		return invalid("%s %q contains '..'", field, truncate(p))
+	case slices.ContainsFunc(strings.Split(p, "/"), func(e string) bool { return strings.HasPrefix(e, "..") }):
+		// The host keeps each version of the volume in a "..<time>"
+		// directory and points "..data" at the current one.
+		return invalid("%s %q: no element of the path may start with '..'", field, truncate(p))
 	case strings.ContainsRune(p, 0):
 		return invalid("%s contains a NUL byte", field)
 	}
@@ -149,6 +151,7 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 		return []error{invalid("spec.volumes has %d volumes, at most %d", n, MaxVolumes)}
 	}
 	vols := map[string]bool{}
+	pvs := map[string]int{} // persistent volume -> index in spec.volumes
 	for i, v := range spec.Volumes {
 		f := fmt.Sprintf("spec.volumes[%d]", i)
 		if err := ValidateName(f+".name", v.Name); err != nil {
@@ -157,6 +160,20 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 			errs = append(errs, invalid("%s.name %q names another volume too: volume names must be unique", f, v.Name))
 		}
 		vols[v.Name] = true
+		if pv := v.PersistentVolume; pv != nil {
+			if v.Secret != nil || v.Config != nil {
+				errs = append(errs, invalid("%s has persistentVolume and another source: give one source per volume", f))
+				continue
+			}
+			if err := ValidateVolumeName(f+".persistentVolume.name", pv.Name); err != nil {
+				errs = append(errs, err)
+			} else if j, dup := pvs[pv.Name]; dup {
+				errs = append(errs, invalid("%s.persistentVolume.name %q is also the volume of spec.volumes[%d]: mount one volume at several paths through one entry", f, pv.Name, j))
+			} else {
+				pvs[pv.Name] = i
+			}
+			continue
+		}
 		var src *api.ObjectVolumeSource
 		switch {
 		case v.Secret != nil && v.Config != nil:
@@ -167,7 +184,7 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 		case v.Config != nil:
 			src, f = v.Config, f+".config"
 		default:
-			errs = append(errs, invalid("%s has no source: give secret or config", f))
+			errs = append(errs, invalid("%s has no source: give secret, config or persistentVolume", f))
 			continue
 		}
 		if err := ValidateObjectName(f+".name", src.Name); err != nil {

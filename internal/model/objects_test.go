@@ -106,6 +106,7 @@ func TestValidateVolumes(t *testing.T) {
 		{"item key slash", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Key = "a/b" }, "spec.volumes[0].secret.items[0].key"},
 		{"item path absolute", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Path = "/pw" }, "spec.volumes[0].secret.items[0].path"},
 		{"item path dotdot", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Path = "../pw" }, "spec.volumes[0].secret.items[0].path"},
+		{"item path ..data", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Path = "sub/..data/pw" }, "spec.volumes[0].secret.items[0].path"},
 		{"item mode", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Mode = mode(0o1777) }, "spec.volumes[0].secret.items[0].mode"},
 		{"default mode", func(s *api.InstanceSpec) { s.Volumes[0].Secret.DefaultMode = mode(-1) }, "spec.volumes[0].secret.defaultMode"},
 		{"envFrom empty", func(s *api.InstanceSpec) { s.Containers[0].EnvFrom[0].SecretRef = nil }, "spec.containers[0].envFrom[0] has no source"},

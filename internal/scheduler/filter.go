@@ -12,6 +12,7 @@ type reason uint8
 
 const (
 	fits reason = iota
+	notVolumeHost
 	notReady
 	cordoned
 	runtimeClassNotOffered
@@ -31,6 +32,7 @@ const (
 // missing (runtime class, capability and host port), which unplacedReason
 // builds.
 var reasonText = [numReasons]string{
+	notVolumeHost:         NotVolumeHost,
 	notReady:              "not ready",
 	cordoned:              "cordoned",
 	selectorMismatch:      "selector mismatch",
@@ -41,6 +43,10 @@ var reasonText = [numReasons]string{
 	insufficientDedicated: "insufficient dedicated cores",
 	tooManyInstances:      "too many instances",
 }
+
+// NotVolumeHost is the filter a host fails when the request is bound to
+// another host (Request.Host).
+const NotVolumeHost = "not the host of the instance's volumes"
 
 // label is one selector term.
 type label struct{ key, value string }
@@ -79,6 +85,10 @@ func (s *state) compile(r *Request) need {
 // missing capability, or in r.Ports of the port in use.
 func (s *state) filter(i int, r *Request, need *need) (why reason, idx int) {
 	nd := &s.nodes[i]
+	// First, so that the volumes' host's own reason is the one reported.
+	if r.Host != "" && s.hosts[i].Name != r.Host {
+		return notVolumeHost, 0
+	}
 	if nd.unavailable != fits {
 		return nd.unavailable, 0
 	}
@@ -241,6 +251,16 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts, p
 	slices.SortStableFunc(merged, func(a, b item) int { return cmp.Compare(b.n, a.n) })
 
 	var sb strings.Builder
+	if r.Host != "" {
+		// Say where the instance must go, and, when that host is there,
+		// what keeps it from going: the counts below say which.
+		seen := counts[notVolumeHost] < total
+		if seen {
+			fmt.Fprintf(&sb, "the instance's volumes are on host %s, which cannot take it now; ", r.Host)
+		} else {
+			fmt.Fprintf(&sb, "the instance's volumes are on host %s, which is not a known host now (removed or never registered); ", r.Host)
+		}
+	}
 	fmt.Fprintf(&sb, "0/%d hosts available", total)
 	filters := make([]string, 0, len(merged))
 	for k, it := range merged {

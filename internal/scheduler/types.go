@@ -146,6 +146,9 @@ type Request struct {
 	// Mode overrides Policy.Mode for this request (a per-tenant or
 	// per-instance policy); empty means the policy's.
 	Mode Mode
+	// Host, when set, is the only host the instance may run on: the one
+	// that keeps its persistent volumes (local volumes).
+	Host string
 }
 
 // Placement puts an instance on a host.

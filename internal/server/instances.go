@@ -96,6 +96,10 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	bound, err := s.bindVolumes(ctx, &spec)
+	if err != nil {
+		return err
+	}
 	name := req.Name
 	if name == "" && len(spec.Containers) > 0 {
 		name = model.GenerateName(spec.Containers[0].Image)
@@ -123,6 +127,8 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		CreatedAt: now,
 		Spec:      spec,
 		Status:    api.InstanceStatus{Phase: api.PhasePending},
+		// The instance runs on its volumes' host (the scheduler reads it).
+		PersistentVolumes: bound,
 	}
 	// Stored Pending without a host: the control plane's scheduler loop
 	// places it (internal/controlplane). The watch for its decision starts
@@ -156,15 +162,24 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 		}
 		opts = append(opts, store.WithQuota(limits))
 	}
+	// One instance at a time on a volume: claimed before the instance is
+	// stored, so that of two creates on a free volume one gets a 409.
+	confirmVolumes, releaseVolumes, err := s.claimVolumes(ctx, inst)
+	if err != nil {
+		return err
+	}
 	unlock, err := s.admitPorts(ctx, t, &spec)
 	if err != nil {
+		releaseVolumes()
 		return err
 	}
 	err = s.store.CreateInstance(ctx, inst, opts...)
 	unlock()
 	if err != nil {
+		releaseVolumes()
 		return err
 	}
+	confirmVolumes()
 	recorded = true
 	go s.holdAdmission(ctx, name, inst.UID, release)
 	writeJSON(w, http.StatusCreated, scheduled(inst, decisions))

@@ -222,14 +222,17 @@ func (s *Server) deleteConfig(w http.ResponseWriter, r *http.Request) error {
 //
 //   - every referenced object (and key) must exist in the tenant: 400
 //     naming the field otherwise;
-//   - env from configs (envFrom configMapRef, valueFrom configMapKeyRef)
-//     is resolved here into plain env, a snapshot taken at create as
-//     Kubernetes takes it at container start: a config is stored in the
-//     clear anyway, so its values in the instance record reveal nothing;
-//   - env from secrets and every secret or config volume are refused with
-//     501: the instance record is how the spec reaches the host, so a
-//     secret resolved into it would sit in etcd in the clear, and mounting
-//     files needs the host's files step. Both come with it.
+//   - the env of a container that takes env from configs only is resolved
+//     here into plain env, a snapshot taken at create as Kubernetes takes
+//     it at container start: a config is stored in the clear anyway, so
+//     its values in the instance record reveal nothing;
+//   - the env of a container that takes env from a secret is left as
+//     references (configs' too, so that the order of its sources holds):
+//     its host resolves it at start from what the control plane answers
+//     that host alone (model.ProjectInstance), because the instance record
+//     is how the spec reaches the host and sits in etcd in the clear.
+//     Secret and config volumes likewise stay references; the host mounts
+//     their files (on tmpfs) and follows their updates.
 //
 // It reports whether it changed the spec.
 func (s *Server) resolveObjectRefs(ctx context.Context, spec *api.InstanceSpec) (bool, error) {
@@ -280,78 +283,26 @@ func (s *Server) resolveObjectRefs(ctx context.Context, spec *api.InstanceSpec) 
 	if err := errors.Join(errs...); err != nil {
 		return false, err
 	}
-	for i, v := range spec.Volumes {
-		kind := "secret"
-		if v.Secret == nil {
-			kind = "config"
-		}
-		return false, fmt.Errorf("spec.volumes[%d]: %s volumes are not yet supported by the hosts (files are mounted by a later version): for a config, use envFrom or valueFrom meanwhile: %w",
-			i, kind, errdefs.ErrNotImplemented)
-	}
-	for i, c := range spec.Containers {
-		for j, e := range c.EnvFrom {
-			if e.SecretRef != nil {
-				return false, fmt.Errorf("spec.containers[%d].envFrom[%d].secretRef: env from secrets is not yet supported: the instance record carries env to the host, and a secret's value must not be stored there in the clear: %w",
-					i, j, errdefs.ErrNotImplemented)
-			}
-		}
-		for j, e := range c.Env {
-			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-				return false, fmt.Errorf("spec.containers[%d].env[%d].valueFrom.secretKeyRef: env from secrets is not yet supported: the instance record carries env to the host, and a secret's value must not be stored there in the clear: %w",
-					i, j, errdefs.ErrNotImplemented)
-			}
-		}
-	}
+	changed := false
 	for i := range spec.Containers {
-		env, err := configEnv(fmt.Sprintf("spec.containers[%d]", i), &spec.Containers[i], configs)
+		c := &spec.Containers[i]
+		if model.EnvFromSecrets(c) || (len(c.EnvFrom) == 0 && !hasValueFrom(c.Env)) {
+			continue
+		}
+		env, err := model.ResolveEnv(fmt.Sprintf("spec.containers[%d]", i), c, model.ObjectData{Configs: configs})
 		if err != nil {
 			return false, err
 		}
-		spec.Containers[i].Env, spec.Containers[i].EnvFrom = env, nil
+		c.Env, c.EnvFrom, changed = env, nil, true
 	}
-	return true, nil
+	return changed, nil
 }
 
-// configEnv is a container's env with its config references resolved:
-// the variables of envFrom in order (a later source wins over an earlier
-// one), then the container's own env, which wins over both.
-func configEnv(f string, c *api.ContainerSpec, configs map[string]map[string][]byte) ([]api.EnvVar, error) {
-	var out []api.EnvVar
-	at := map[string]int{}
-	set := func(name, value string) {
-		if i, ok := at[name]; ok {
-			out[i].Value = value
-			return
-		}
-		at[name] = len(out)
-		out = append(out, api.EnvVar{Name: name, Value: value})
-	}
-	for j, e := range c.EnvFrom {
-		data := configs[e.ConfigMapRef.Name]
-		for _, k := range sortedKeys(data) {
-			name := e.Prefix + k
-			if err := model.ValidateEnvName(name); err != nil {
-				return nil, fmt.Errorf("%s.envFrom[%d]: key %q of config %q: %w", f, j, k, e.ConfigMapRef.Name, err)
-			}
-			set(name, string(data[k]))
-		}
-	}
-	for _, e := range c.Env {
-		v := e.Value
+func hasValueFrom(env []api.EnvVar) bool {
+	for _, e := range env {
 		if e.ValueFrom != nil {
-			ref := e.ValueFrom.ConfigMapKeyRef
-			v = string(configs[ref.Name][ref.Key])
+			return true
 		}
-		set(e.Name, v)
 	}
-	return out, nil
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
+	return false
 }

@@ -237,10 +237,6 @@ func TestInstanceObjectRefs(t *testing.T) {
 		{"missing volume object", `"volumeMounts":[{"name":"v","mountPath":"/etc/app"}]`, `"volumes":[{"name":"v","config":{"name":"gone"}}]`, 400, "InvalidArgument", `spec.volumes[0].config.name: config "gone"`},
 		{"mount over proc", `"volumeMounts":[{"name":"v","mountPath":"/proc/x"}]`, `"volumes":[{"name":"v","config":{"name":"app"}}]`, 400, "InvalidArgument", "spec.containers[0].volumeMounts[0].mountPath"},
 		{"two mounts one path", `"volumeMounts":[{"name":"v","mountPath":"/etc/app"},{"name":"w","mountPath":"/etc/app"}]`, `"volumes":[{"name":"v","config":{"name":"app"}},{"name":"w","secret":{"name":"db"}}]`, 400, "InvalidArgument", "spec.containers[0].volumeMounts[1].mountPath"},
-		{"secret env refused", `"envFrom":[{"secretRef":{"name":"db"}}]`, "", 501, "NotImplemented", "spec.containers[0].envFrom[0].secretRef: env from secrets is not yet supported"},
-		{"secret key env refused", `"env":[{"name":"PW","valueFrom":{"secretKeyRef":{"name":"db","key":"password"}}}]`, "", 501, "NotImplemented", "spec.containers[0].env[0].valueFrom.secretKeyRef"},
-		{"secret volume refused", `"volumeMounts":[{"name":"v","mountPath":"/etc/db"}]`, `"volumes":[{"name":"v","secret":{"name":"db"}}]`, 501, "NotImplemented", "spec.volumes[0]: secret volumes are not yet supported by the hosts"},
-		{"config volume refused", `"volumeMounts":[{"name":"v","mountPath":"/etc/app"}]`, `"volumes":[{"name":"v","config":{"name":"app"}}]`, 501, "NotImplemented", "spec.volumes[0]: config volumes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, "POST", "/v1/instances", a, instanceWith("refs-"+randomHex(t, 3), tc.ctr, tc.spec))
@@ -264,6 +260,23 @@ func TestInstanceObjectRefs(t *testing.T) {
 	want := []api.EnvVar{{Name: "LEVEL", Value: "debug"}, {Name: "MODE", Value: "slow"}, {Name: "APP_LEVEL", Value: "debug"}, {Name: "APP_MODE", Value: "fast"}, {Name: "L2", Value: "debug"}}
 	if len(got.EnvFrom) != 0 || fmt.Sprint(got.Env) != fmt.Sprint(want) {
 		t.Errorf("stored env = %+v, envFrom %+v; want %+v", got.Env, got.EnvFrom, want)
+	}
+
+	// Env from a secret, and secret and config volumes, stay references
+	// in the record: the host resolves them at start, from the control
+	// plane. The record never holds the secret's value.
+	ctr := `"envFrom":[{"configMapRef":{"name":"app"}},{"secretRef":{"name":"db"}}],` +
+		`"env":[{"name":"PW","valueFrom":{"secretKeyRef":{"name":"db","key":"password"}}}],` +
+		`"volumeMounts":[{"name":"s","mountPath":"/etc/db"},{"name":"c","mountPath":"/etc/app"}]`
+	vols := `"volumes":[{"name":"s","secret":{"name":"db","defaultMode":256}},{"name":"c","config":{"name":"app","items":[{"key":"LEVEL","path":"level"}]}}]`
+	wantStatus(t, e.do(t, "POST", "/v1/instances", a, instanceWith("secretrefs", ctr, vols)), http.StatusCreated)
+	stored := e.stored(t, e.a, "secretrefs")
+	sc := stored.Spec.Containers[0]
+	if len(sc.EnvFrom) != 2 || sc.EnvFrom[1].SecretRef == nil || len(sc.Env) != 1 || sc.Env[0].ValueFrom == nil || len(stored.Spec.Volumes) != 2 {
+		t.Errorf("stored spec = %+v; want the references as given", stored.Spec)
+	}
+	if b, _ := json.Marshal(stored); strings.Contains(string(b), secretMarker) || strings.Contains(string(b), b64(secretMarker)) {
+		t.Errorf("the instance record holds the secret's value: %s", b)
 	}
 }
 

@@ -43,7 +43,7 @@ func TestTokenScopes(t *testing.T) {
 	name, first := newTenantWithToken(t, e, admin)
 
 	ro := createToken(t, e, first, `{"name":"ro","scopes":["read-only"]}`)
-	if !slices.Equal(ro.Token.Scopes, []string{"configs:read", "images:read", "instances:read", "secrets:read", "tokens:read", "usage:read"}) || ro.Token.Tenant != name {
+	if !slices.Equal(ro.Token.Scopes, []string{"configs:read", "images:read", "instances:read", "secrets:read", "tokens:read", "usage:read", "volumes:read"}) || ro.Token.Tenant != name {
 		t.Fatalf("read-only token = %+v", ro.Token)
 	}
 	wantStatus(t, e.do(t, "GET", "/v1/instances", ro.Secret, ""), http.StatusOK)

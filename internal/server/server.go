@@ -64,6 +64,7 @@ type Server struct {
 	audit        AuditLog // nil: no audit log (a store without one)
 	auditor      *auditor
 	usage        UsageStore         // nil: no metering
+	volumes      VolumeStore        // nil: no persistent volumes
 	joins        JoinTokenAuthority // nil: no agent link (kanga up)
 	// defaultType fills in the resources instances leave empty, unless
 	// their tenant has its own; "none" is no default.
@@ -139,6 +140,9 @@ func New(store Store, host hostcontract.Host, opts Options) *Server {
 	}
 	if us, ok := store.(UsageStore); ok {
 		s.usage = us
+	}
+	if vs, ok := store.(VolumeStore); ok {
+		s.volumes = vs
 	}
 	if s.scheduleWait == 0 {
 		s.scheduleWait = 2 * time.Second
@@ -218,6 +222,10 @@ var Routes = []Route{
 	{"GET", "/v1/configs/{name}", false, (*Server).getConfig},
 	{"PUT", "/v1/configs/{name}", false, (*Server).updateConfig},
 	{"DELETE", "/v1/configs/{name}", false, (*Server).deleteConfig},
+	{"POST", "/v1/volumes", false, (*Server).createVolume},
+	{"GET", "/v1/volumes", false, (*Server).listVolumes},
+	{"GET", "/v1/volumes/{name}", false, (*Server).getVolume},
+	{"DELETE", "/v1/volumes/{name}", false, (*Server).deleteVolume},
 	{"GET", "/v1/usage", false, (*Server).getUsage},
 	{"GET", "/v1/audit", false, (*Server).listAudit},
 }

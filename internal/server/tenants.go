@@ -222,6 +222,18 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if self, _ := tenant.Name(ctx); self == name {
 		return fmt.Errorf("tenant %q is the one your token belongs to: use another administrator's token: %w", name, errdefs.ErrFailedPrecondition)
 	}
+	// A volume's data is the tenant's to remove: deleting the tenant
+	// would leave it on its host with no record to reach it by.
+	if s.volumes != nil {
+		vols, err := s.volumes.ListVolumes(tenant.WithName(ctx, name))
+		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		if len(vols) > 0 {
+			return fmt.Errorf("tenant %q has %d persistent volumes (%s, ...): remove them first (kanga --tenant %s volume rm NAME): %w",
+				name, len(vols), vols[0].Name, name, errdefs.ErrConflict)
+		}
+	}
 	if err := s.store.DeleteTenant(ctx, name); err != nil {
 		return err
 	}

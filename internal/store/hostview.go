@@ -104,3 +104,9 @@ func (p Purge) ForHost() hostcontract.Purge {
 func PurgeFromHost(p hostcontract.Purge) Purge {
 	return Purge{Tenant: p.Tenant, Image: p.Image, At: p.At, Generation: p.Generation}
 }
+
+// InstanceFiles answers what the host needs of the secrets and configs of
+// its instance name (tenant in ctx) with uid (Store.InstanceFiles).
+func (v HostView) InstanceFiles(ctx context.Context, name, uid string) (hostcontract.InstanceFiles, error) {
+	return v.s.InstanceFiles(ctx, v.host, name, uid)
+}

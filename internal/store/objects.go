@@ -468,13 +468,21 @@ func (s *Store) RotateSecretKey(ctx context.Context) (api.SecretKeyRotation, err
 		}
 		out.Reencrypted += n
 	}
+	// Volume keys are sealed with the same ring.
+	if _, err := s.resealVolumeKeys(ctx, id); err != nil {
+		return out, err
+	}
 	// Which keys are still in use: normally only the new one, unless a
 	// replica with an older key file wrote meanwhile.
 	resp, err = s.client.Get(ctx, secretsPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return out, s.etcdErr(ctx, "list secrets", err)
 	}
-	used := map[string]bool{id: true}
+	used, err := s.volumeKeyIDs(ctx)
+	if err != nil {
+		return out, err
+	}
+	used[id] = true
 	for _, kv := range resp.Kvs {
 		rec, err := decodeRecord(kv)
 		if err != nil {
@@ -540,11 +548,12 @@ func (s *Store) reseal(ctx context.Context, key string, kv *mvccpb.KeyValue, id 
 	}
 }
 
-// objectOps are the deletions of a tenant's secrets and configs, for
+// objectOps are the deletions of a tenant's secrets, configs and volumes, for
 // DeleteTenant.
 func objectOps(tenantName string) []clientv3.Op {
 	return []clientv3.Op{
 		clientv3.OpDelete(secretsPrefix+tenantName+"/", clientv3.WithPrefix()),
 		clientv3.OpDelete(configsPrefix+tenantName+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(volumesPrefix+tenantName+"/", clientv3.WithPrefix()),
 	}
 }

@@ -94,6 +94,9 @@ type Config struct {
 	Store agent.Store
 	// Usage takes the host's usage records: the store, or the link.
 	Usage agent.UsageSink
+	// Files answers the files of the instances' secret and config volumes
+	// and their env from secrets: the store's host view, or the link.
+	Files agent.FileSource
 	// NetView feeds the network isolation the rest of the platform
 	// (netview.View.Subscribe, or the agent link's stream).
 	NetView func(ctx context.Context) <-chan hostcontract.NetUpdate
@@ -177,6 +180,7 @@ func Start(ctx context.Context, c Config) (*Host, error) {
 		Pool:        warm,
 		Warm:        warmOptions(c.Options),
 		Usage:       c.Usage,
+		Files:       c.Files,
 		NetView:     c.NetView,
 		Ports:       c.Ports,
 		Security:    c.Security,

@@ -372,3 +372,28 @@ func (l *Link) TenantQuota(ctx context.Context, name string) (*api.Quota, error)
 	}
 	return &q, nil
 }
+
+// InstanceFiles implements agent.FileSource: the files of the secret and
+// config volumes of this host's instance name (tenant in ctx) with uid,
+// and its containers' env from secrets.
+func (l *Link) InstanceFiles(ctx context.Context, name, uid string) (hostcontract.InstanceFiles, error) {
+	u, err := l.instanceURL(ctx, name)
+	if err != nil {
+		return hostcontract.InstanceFiles{}, err
+	}
+	var out hostlink.InstanceFiles
+	if err := l.do(ctx, http.MethodGet, u+"/files?uid="+url.QueryEscape(uid), nil, &out); err != nil {
+		return hostcontract.InstanceFiles{}, err
+	}
+	return out.ForHost(), nil
+}
+
+// VolumeKey implements hostcontract.VolumeKeySource: the control plane
+// answers only for volumes on this host.
+func (l *Link) VolumeKey(ctx context.Context, id string) ([]byte, error) {
+	var out hostlink.VolumeKey
+	if err := l.do(ctx, http.MethodGet, "/volumes/"+url.PathEscape(id)+"/key", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Key, nil
+}

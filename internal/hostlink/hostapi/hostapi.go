@@ -87,6 +87,8 @@ var routes = []route{
 	{"DELETE", hostlink.PathImage, true, (*handler).removeImage},
 	{"DELETE", hostlink.PathTenant, true, (*handler).removeTenant},
 	{"POST", hostlink.PathCheckPorts, false, (*handler).checkPorts},
+	{"POST", hostlink.PathVolumes, false, (*handler).createVolume},
+	{"DELETE", hostlink.PathVolumes, false, (*handler).removeVolume},
 	{"GET", hostlink.PathPing, false, func(_ *handler, w http.ResponseWriter, _ *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -417,6 +419,45 @@ func (h *handler) checkPorts(w http.ResponseWriter, r *http.Request) error {
 		}
 		hostlink.WriteJSON(w, status, api.Error{Code: code, Message: msg})
 		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) volumeHost() (hostcontract.VolumeHost, error) {
+	vh, ok := h.host.(hostcontract.VolumeHost)
+	if !ok {
+		return nil, fmt.Errorf("host %s keeps no persistent volumes: %w", h.host.Name(), errdefs.ErrNotImplemented)
+	}
+	return vh, nil
+}
+
+// createVolume makes a persistent volume for the control plane.
+func (h *handler) createVolume(w http.ResponseWriter, r *http.Request) error {
+	vh, err := h.volumeHost()
+	if err != nil {
+		return err
+	}
+	var req hostlink.VolumeCreate
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
+		return fmt.Errorf("volume: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	defer clear(req.Key)
+	if err := vh.CreateVolume(r.Context(), req.ID, req.Size, req.Encrypted, req.Key); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// removeVolume deletes a persistent volume and its data.
+func (h *handler) removeVolume(w http.ResponseWriter, r *http.Request) error {
+	vh, err := h.volumeHost()
+	if err != nil {
+		return err
+	}
+	if err := vh.RemoveVolume(r.Context(), r.URL.Query().Get("id")); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

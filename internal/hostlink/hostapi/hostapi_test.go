@@ -32,6 +32,24 @@ type fakeHost struct {
 
 	mu      sync.Mutex
 	removed []string
+	volumes map[string]int // id -> key length (CreateVolume, RemoveVolume)
+}
+
+func (h *fakeHost) CreateVolume(_ context.Context, id string, _ int64, _ bool, key []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.volumes == nil {
+		h.volumes = map[string]int{}
+	}
+	h.volumes[id] = len(key)
+	return nil
+}
+
+func (h *fakeHost) RemoveVolume(_ context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.volumes, id)
+	return nil
 }
 
 func (h *fakeHost) Name() string { return h.name }
@@ -213,5 +231,34 @@ func TestRemoteHostNamesTheTenant(t *testing.T) {
 	hostTLS := r.otherHost.Transport.(*http.Transport).TLSClientConfig
 	if _, err := hostclient.NewRemoteHost(api.Host{Name: "h1", Address: r.url}, hostTLS).Stats(ctx, &api.Instance{Name: "web"}); !errors.Is(err, errdefs.ErrPermissionDenied) {
 		t.Fatalf("stats with a host's certificate: %v, want PermissionDenied", err)
+	}
+}
+
+// The control plane makes and removes volumes on a joined host, the key
+// in the body; another host's certificate cannot.
+func TestRemoteHostVolumes(t *testing.T) {
+	r := newRig(t)
+	rh := hostclient.NewRemoteHost(api.Host{Name: "h1", Address: r.url}, r.cpTLS)
+	if err := rh.CreateVolume(t.Context(), "pv-1", 1<<30, true, make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	r.host.mu.Lock()
+	n, ok := r.host.volumes["pv-1"]
+	r.host.mu.Unlock()
+	if !ok || n != 64 {
+		t.Fatalf("host has pv-1 %v with a %d-byte key, want a 64-byte one", ok, n)
+	}
+	hostTLS := r.otherHost.Transport.(*http.Transport).TLSClientConfig
+	if err := hostclient.NewRemoteHost(api.Host{Name: "h1", Address: r.url}, hostTLS).RemoveVolume(t.Context(), "pv-1"); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Fatalf("remove with a host's certificate: %v, want PermissionDenied", err)
+	}
+	if err := rh.RemoveVolume(t.Context(), "pv-1"); err != nil {
+		t.Fatal(err)
+	}
+	r.host.mu.Lock()
+	_, ok = r.host.volumes["pv-1"]
+	r.host.mu.Unlock()
+	if ok {
+		t.Fatal("pv-1 still on the host after RemoveVolume")
 	}
 }

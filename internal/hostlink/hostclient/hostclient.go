@@ -120,6 +120,26 @@ func (h *RemoteHost) RemoveTenant(ctx context.Context, name string) error {
 	return h.hostCall(ctx, http.MethodDelete, hostlink.PathTenant, name)
 }
 
+// CreateVolume implements hostcontract.VolumeHost.
+func (h *RemoteHost) CreateVolume(ctx context.Context, id string, size int64, encrypted bool, key []byte) error {
+	b, err := json.Marshal(hostlink.VolumeCreate{ID: id, Size: size, Encrypted: encrypted, Key: key})
+	if err != nil {
+		return err
+	}
+	defer clear(b)
+	req, err := h.newRequest(ctx, http.MethodPost, hostlink.PathVolumes, "", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return doJSON(h.hc, req, nil)
+}
+
+// RemoveVolume implements hostcontract.VolumeHost.
+func (h *RemoteHost) RemoveVolume(ctx context.Context, id string) error {
+	return h.hostCall(ctx, http.MethodDelete, hostlink.PathVolumes+"?id="+url.QueryEscape(id), "")
+}
+
 // hostCall sends a body-less request of the host API's own routes on
 // behalf of tenant t.
 func (h *RemoteHost) hostCall(ctx context.Context, method, path, t string) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -33,6 +34,10 @@ type fakeStore struct {
 
 func (f *fakeStore) TenantQuota(_ context.Context, name string) (*api.Quota, error) {
 	return f.quotas[name], nil
+}
+
+func (f *fakeStore) InstanceFiles(context.Context, string, string, string) (hostcontract.InstanceFiles, error) {
+	return hostcontract.InstanceFiles{}, errdefs.ErrNotFound
 }
 
 func (f *fakeStore) RegisterHost(context.Context, *api.Host) error                { return nil }
@@ -264,4 +269,42 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("reusing h4's data dir as h5: %v, want InvalidArgument naming %s", err, join.CertFile)
 		}
 	})
+}
+
+// volumeKeyStore is the fake store with one encrypted volume, pv-1 on h1,
+// answering as store.HostView.VolumeKey does.
+type volumeKeyStore struct{ fakeStore }
+
+func (f *volumeKeyStore) VolumeKeyFor(_ context.Context, host, id string) ([]byte, error) {
+	switch {
+	case id != "pv-1":
+		return nil, fmt.Errorf("volume %s: %w", id, errdefs.ErrNotFound)
+	case host != "h1":
+		return nil, fmt.Errorf("volume %s is on host h1, not on %s: %w", id, host, errdefs.ErrPermissionDenied)
+	}
+	return []byte("key-of-pv-1"), nil
+}
+
+// An agent gets the key of an encrypted volume on its own host; another
+// host's agent gets it neither as itself nor by naming the volume's host.
+func TestVolumeKeyOverTheLink(t *testing.T) {
+	c := newCluster(t, &volumeKeyStore{})
+	h1 := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	if k, err := h1.VolumeKey(t.Context(), "pv-1"); err != nil || string(k) != "key-of-pv-1" {
+		t.Fatalf("h1's key = %q, %v", k, err)
+	}
+	h2creds := c.join(t, "h2")
+	h2 := agentside.NewLink(c.url, "h2", h2creds, nil)
+	if _, err := h2.VolumeKey(t.Context(), "pv-1"); !errors.Is(err, errdefs.ErrPermissionDenied) {
+		t.Fatalf("h2 asking for h1's volume key: %v, want PermissionDenied", err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: h2creds.ClientTLS()}}
+	resp, err := hc.Get(c.url + "/hostlink/v1/hosts/h1/volumes/pv-1/key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("h2 posing as h1: %d, want 403", resp.StatusCode)
+	}
 }

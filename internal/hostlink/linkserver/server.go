@@ -25,6 +25,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/errdefs/errhttp"
+	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/netview"
@@ -51,6 +52,7 @@ type Store interface {
 	AckPurge(ctx context.Context, host string, p store.Purge) error
 	PutUsage(ctx context.Context, host string, recs []api.UsageRecord) ([]store.UsageRefusal, error)
 	TenantQuota(ctx context.Context, name string) (*api.Quota, error)
+	InstanceFiles(ctx context.Context, host, name, uid string) (hostcontract.InstanceFiles, error)
 }
 
 // Server is the control plane's end of the link.
@@ -177,7 +179,9 @@ func (s *Server) Handler() http.Handler {
 	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.get))
 	handle("PUT "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.putStatus))
 	handle("DELETE "+hostlink.PathHost+"{host}/instances/{tenant}/{name}", s.agentOnly(s.delete))
+	handle("GET "+hostlink.PathHost+"{host}/instances/{tenant}/{name}/files", s.agentOnly(s.files))
 	handle("GET "+hostlink.PathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
+	handle("GET "+hostlink.PathHost+"{host}/volumes/{id}/key", s.agentOnly(s.volumeKey))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		server.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
@@ -606,5 +610,49 @@ func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string
 		q = &api.Quota{}
 	}
 	hostlink.WriteJSON(w, http.StatusOK, q)
+	return nil
+}
+
+// files answers an agent the files of its instance's secret and config
+// volumes and its containers' env from secrets. The store answers only
+// for an instance placed on the host the certificate names (agentOnly)
+// and with the uid asked for; any other is a 404, whatever its tenant: an
+// agent gets the secrets of the instances it runs, and learns nothing of
+// the others'. The values are in this answer only, never in a log line.
+func (s *Server) files(w http.ResponseWriter, r *http.Request, host string) error {
+	server.RefuseBody(r)
+	uid := r.URL.Query().Get("uid")
+	if uid == "" {
+		return fmt.Errorf("uid: give the uid of the instance: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx := tenant.WithName(r.Context(), r.PathValue("tenant"))
+	f, err := s.Store.InstanceFiles(ctx, host, r.PathValue("name"), uid)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.WireInstanceFiles(f))
+	return nil
+}
+
+// VolumeKeys is a store that releases encrypted volumes' keys to their
+// hosts (*store.Store): an error for a volume not on host.
+type VolumeKeys interface {
+	VolumeKeyFor(ctx context.Context, host, id string) ([]byte, error)
+}
+
+// volumeKey hands an encrypted volume's key to the host the certificate
+// names, and only if the volume lives there (store.HostView.VolumeKey).
+func (s *Server) volumeKey(w http.ResponseWriter, r *http.Request, host string) error {
+	vk, ok := s.Store.(VolumeKeys)
+	if !ok {
+		return fmt.Errorf("this control plane keeps no volume keys: %w", errdefs.ErrNotImplemented)
+	}
+	key, err := vk.VolumeKeyFor(r.Context(), host, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	hostlink.WriteJSON(w, http.StatusOK, hostlink.VolumeKey{Key: key})
 	return nil
 }

@@ -3,7 +3,9 @@ package linkserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,5 +231,66 @@ func TestLinkMovesToTheNextReplica(t *testing.T) {
 	insts, _, err := l.ListAllInstances(t.Context())
 	if err != nil || len(insts) != 1 {
 		t.Fatalf("second list (next replica): %d instances, %v; want 1", len(insts), err)
+	}
+}
+
+// TestInstanceFiles: an agent gets the secret and config files (and the
+// env from secrets) of an instance placed on its own host, with the uid it
+// runs; for another host's instance, or a stale uid, a 404 whatever the
+// tenant, and the value never in the error.
+func TestInstanceFiles(t *testing.T) {
+	st, c := realCluster(t)
+	ctx := tenant.WithName(t.Context(), "default")
+	const value = "s3cr3t-value-of-the-test"
+	if err := st.EnsureTenant(ctx, &api.Tenant{Name: "default"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateSecret(ctx, "db", map[string][]byte{"password": []byte(value)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateConfig(ctx, "app", map[string][]byte{"app.conf": []byte("level=debug\n")}); err != nil {
+		t.Fatal(err)
+	}
+	mode := int32(0o400)
+	spec := api.InstanceSpec{
+		Containers: []api.ContainerSpec{{Name: "main", Image: "busybox",
+			Env: []api.EnvVar{{Name: "PW", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "db", Key: "password"}}}}}},
+		Volumes: []api.Volume{
+			{Name: "s", Secret: &api.ObjectVolumeSource{Name: "db", Items: []api.KeyToPath{{Key: "password", Path: "pw", Mode: &mode}}}},
+			{Name: "c", Config: &api.ObjectVolumeSource{Name: "app"}},
+		},
+	}
+	for _, in := range []*api.Instance{
+		{Name: "mine", Tenant: "default", UID: "mine-uid", Spec: spec, Status: api.InstanceStatus{Phase: api.PhasePending, Host: "h1"}},
+		{Name: "theirs", Tenant: "default", UID: "theirs-uid", Spec: spec, Status: api.InstanceStatus{Phase: api.PhasePending, Host: "h2"}},
+	} {
+		if err := st.CreateInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := agentside.NewLink(c.url, "h1", c.join(t, "h1"), nil)
+	got, err := l.InstanceFiles(ctx, "mine", "mine-uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := hostcontract.InstanceFiles{
+		Volumes: []hostcontract.VolumeFiles{
+			{Name: "s", Secret: true, Files: []hostcontract.File{{Path: "pw", Mode: 0o400, Data: []byte(value)}}},
+			{Name: "c", Files: []hostcontract.File{{Path: "app.conf", Mode: 0o644, Data: []byte("level=debug\n")}}},
+		},
+		Env: map[string][]api.EnvVar{"main": {{Name: "PW", Value: value}}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("InstanceFiles = %+v\nwant %+v", got, want)
+	}
+	for _, tc := range []struct{ tenant, name, uid string }{
+		{"default", "theirs", "theirs-uid"}, // placed on h2
+		{"default", "mine", "old-uid"},      // not the instance h1 runs
+		{"other", "mine", "mine-uid"},       // no such instance in that tenant
+	} {
+		_, err := l.InstanceFiles(tenant.WithName(t.Context(), tc.tenant), tc.name, tc.uid)
+		if !errors.Is(err, errdefs.ErrNotFound) || strings.Contains(fmt.Sprint(err), value) {
+			t.Errorf("InstanceFiles(%s/%s, %s) = %v; want NotFound", tc.tenant, tc.name, tc.uid, err)
+		}
 	}
 }
