@@ -98,6 +98,30 @@ type Volume struct {
 	Config *ObjectVolumeSource `json:"config,omitempty"`
 	// PersistentVolume mounts a persistent volume of the tenant.
 	PersistentVolume *PersistentVolumeSource `json:"persistentVolume,omitempty"`
+	// EmptyDir is scratch space of the instance, empty at its start,
+	// shared by the containers that mount it and removed with the
+	// instance.
+	EmptyDir *EmptyDirVolumeSource `json:"emptyDir,omitempty"`
+}
+
+// Media of an emptyDir.
+const (
+	// MediumDefault is a filesystem of its own on the host's disk.
+	MediumDefault = ""
+	// MediumMemory is a tmpfs, whose pages count against the instance's
+	// memory limit.
+	MediumMemory = "Memory"
+)
+
+// EmptyDirVolumeSource is an emptyDir, as in a Kubernetes pod. The kernel
+// enforces SizeLimit: a write past it fails with ENOSPC.
+type EmptyDirVolumeSource struct {
+	// Medium is "" (disk) or "Memory" (tmpfs).
+	Medium string `json:"medium,omitempty"`
+	// SizeLimit is a quantity ("64Mi", 4Mi to 16Ti). Left out, it is the
+	// instance's memory limit for a Memory emptyDir, and the instance's
+	// disk limit, or 1Gi without one, for a disk emptyDir.
+	SizeLimit string `json:"sizeLimit,omitempty"`
 }
 
 // ObjectVolumeSource projects a secret or config into a directory, read

@@ -117,6 +117,10 @@ type Resources struct {
 	// container's log takes at most LogSize x LogFiles on its host.
 	LogSize  string `json:"logSize,omitempty"`
 	LogFiles int    `json:"logFiles,omitempty"`
+	// Disk caps each container's writable layer (its root filesystem's
+	// changes to the image): "10Gi", 4Mi to 16Ti. A write past it fails
+	// with ENOSPC. Empty is no cap.
+	Disk string `json:"disk,omitempty"`
 }
 
 // PortMapping publishes a container port on a host address.
@@ -497,6 +501,31 @@ type InstanceStats struct {
 	DiskWriteOps   uint64 `json:"diskWriteOps"`
 	NetRxBytes     uint64 `json:"netRxBytes"`
 	NetTxBytes     uint64 `json:"netTxBytes"`
+	// Storage is how full each size-limited filesystem of the instance
+	// is: its emptyDirs and its containers' capped writable layers.
+	Storage []StorageStats `json:"storage,omitempty"`
+}
+
+// Kinds of StorageStats.
+const (
+	StorageEmptyDir      = "emptyDir"
+	StorageWritableLayer = "writableLayer"
+)
+
+// StorageStats is one size-limited filesystem of an instance, as the
+// kernel reports it (statfs).
+type StorageStats struct {
+	// Name is the emptyDir's volume name, or the container's name for a
+	// writable layer.
+	Name string `json:"name"`
+	// Kind is emptyDir or writableLayer.
+	Kind   string `json:"kind"`
+	Medium string `json:"medium,omitempty"`
+	// Limit is the size the spec asks for; Size is what the filesystem
+	// holds (used and available), which must be the limit.
+	Limit uint64 `json:"limit"`
+	Size  uint64 `json:"size"`
+	Used  uint64 `json:"used"`
 }
 
 // SLAItem says, for one promised resource, whether the promise was kept.

@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
+	"github.com/kanga-run/kanga/internal/agent/volume"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/model"
@@ -147,7 +148,10 @@ type Agent struct {
 
 	starts startSlots // instance starts running now
 
-	vols volumeManager // persistent volumes (pvolumes.go)
+	// volumes keeps the instances' emptyDirs, writable-layer caps and
+	// persistent volumes under <data-dir>/volumes; nil if that could not be set up (an
+	// instance that needs it then fails to start, saying so).
+	volumes *volume.Manager
 }
 
 // Compile-time check: the agent is the API's host in the all-in-one.
@@ -171,6 +175,11 @@ func New(cfg Config) *Agent {
 	}
 	if a.cgRoot == "" {
 		a.cgRoot = DefaultCgroupRoot
+	}
+	if vm, err := volume.New(filepath.Join(cfg.DataDir, "volumes"), a.log.With("component", "volume")); err != nil {
+		a.log.Error("volume storage is off: instances with emptyDirs or a disk limit will not start", "err", err)
+	} else {
+		a.volumes = vm
 	}
 	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
@@ -369,7 +378,7 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 		uid := labels[labelUID]
 		if isWarmLabelled(labels) && !claimed[c.ID()] {
 			a.log.Info("removing an unclaimed warm container", "container", c.ID())
-			if err := removeContainer(nctx, c); err != nil {
+			if err := a.removeContainer(nctx, c); err != nil {
 				a.log.Warn("removing an unclaimed warm container failed", "container", c.ID(), "err", err)
 			}
 			continue
@@ -378,7 +387,7 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 			continue
 		}
 		a.log.Info("removing orphaned container", "container", c.ID(), "uid", uid)
-		if err := removeContainer(nctx, c); err != nil {
+		if err := a.removeContainer(nctx, c); err != nil {
 			a.log.Warn("removing orphaned container failed", "container", c.ID(), "err", err)
 			known[uid] = true // keep its sandbox until a later cleanup succeeds
 		}
@@ -410,6 +419,9 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 			}
 		}
 	}
+	// The containers of gone instances are gone now, their tasks with
+	// them: nothing uses those instances' emptyDirs and writable layers.
+	a.cleanupVolumes(ctx, known)
 	a.cleanupCgroups(known, knownNet)
 	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
 	for _, e := range sandboxes {

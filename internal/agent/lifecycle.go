@@ -30,8 +30,9 @@ func (r *runner) startSteps(inst *api.Instance) []steps.Step {
 		&networkStep{r: r, inst: inst},
 		&cgroupStep{r: r, inst: inst},
 		&filesStep{r: r, inst: inst},
-		// Volumes and devices go here: after the files, before the
-		// containers whose specs mount them.
+		// Volumes (and devices) after the files, before the containers
+		// whose specs mount them: emptyDirs, then persistent volumes.
+		&volumesStep{r: r, inst: inst},
 		&pvolumesStep{r: r, inst: inst},
 		&containersStep{r: r, inst: inst},
 		&tasksStep{r: r, inst: inst},
@@ -274,7 +275,7 @@ func (s *containersStep) Do(ctx context.Context) (steps.Undo, error) {
 		var errs []error
 		for i := len(made) - 1; i >= 0; i-- {
 			c := made[i]
-			if err := removeContainer(r.tctx(ctx), c.c); err != nil {
+			if err := r.a.removeContainer(r.tctx(ctx), c.c); err != nil {
 				errs = append(errs, err)
 				continue
 			}

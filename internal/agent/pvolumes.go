@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -30,21 +29,14 @@ import (
 // Compile-time check: the agent keeps volumes.
 var _ hostcontract.VolumeHost = (*Agent)(nil)
 
-// volumeManager is the host's volume.Manager, made on first use. (The
-// emptyDirs and writable-layer caps use one Manager on the same root: one
-// instance of it serves both, so that Cleanup's view of the root is
-// whole.)
-type volumeManager struct {
-	once sync.Once
-	m    *volume.Manager
-	err  error
-}
-
+// volumeManager is the host's volume.Manager: the one the emptyDirs and
+// writable-layer caps use too, on the same root, so that Cleanup's view of
+// the root is whole.
 func (a *Agent) volumeManager() (*volume.Manager, error) {
-	a.vols.once.Do(func() {
-		a.vols.m, a.vols.err = volume.New(filepath.Join(a.cfg.DataDir, "volumes"), a.log.With("component", "volumes"))
-	})
-	return a.vols.m, a.vols.err
+	if a.volumes == nil {
+		return nil, fmt.Errorf("volume storage is off on host %s (its agent's log says why): %w", a.cfg.HostName, errdefs.ErrUnavailable)
+	}
+	return a.volumes, nil
 }
 
 // CreateVolume makes a persistent volume on this host.
@@ -82,9 +74,10 @@ func (a *Agent) pvTarget(uid, name string) string {
 	return filepath.Join(a.cfg.DataDir, "pvmounts", uid, name)
 }
 
-// restoreVolumes runs before any instance is adopted: volumes held by
-// instances no longer on this host are released (their data kept), and
-// those still held are mounted again where a reboot unmounted them.
+// restoreVolumes runs before any instance is adopted, after
+// cleanupVolumes released the volumes held by instances no longer on this
+// host (their data kept): those still held are mounted again where a
+// reboot unmounted them.
 func (a *Agent) restoreVolumes(ctx context.Context, live map[string]bool) {
 	if _, err := os.Stat(filepath.Join(a.cfg.DataDir, "volumes")); errors.Is(err, os.ErrNotExist) {
 		return // never used here
@@ -94,9 +87,8 @@ func (a *Agent) restoreVolumes(ctx context.Context, live map[string]bool) {
 		a.log.Error("opening the volume root failed", "err", err)
 		return
 	}
-	if err := m.Cleanup(ctx, func(holder string) bool { return live[holder] }); err != nil {
-		a.log.Warn("cleaning up volumes failed", "err", err)
-	}
+	// Cleanup ran with the orphans (cleanupVolumes): the volumes of
+	// instances gone are released already.
 	if err := m.Restore(ctx, func(id string) ([]byte, error) { return a.volumeKey(ctx, id) }); err != nil {
 		a.log.Warn("restoring volume mounts failed", "err", err)
 	}

@@ -103,6 +103,10 @@ type runner struct {
 	// host: admitted by admitStart, or found published by an earlier agent.
 	ports     []api.PortMapping
 	portsHeld bool
+
+	// volumePaths is the host path of each volume the volumes step made,
+	// by volume name, for the containers' bind mounts.
+	volumePaths map[string]string
 }
 
 // mark ends a profiled step of the start, if one is being profiled.
@@ -887,7 +891,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	for _, cs := range inst.Spec.Containers {
 		c, err := r.a.cfg.Client.LoadContainer(nctx, r.a.ctrID(r.uid, cs.Name))
 		if err == nil {
-			err = removeContainer(nctx, c)
+			err = r.a.removeContainer(nctx, c)
 		} else if cerrdefs.IsNotFound(err) {
 			err = nil
 		}
@@ -899,9 +903,13 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		// Keep the sandbox while containers may still use it.
 		return errors.Join(errs...)
 	}
-	// Once no container has them: the data stays on the volumes.
+	// Once no container has them: the data stays on the persistent
+	// volumes, the emptyDirs go.
 	if err := r.releaseVolumes(ctx, &inst); err != nil {
 		return err
+	}
+	if err := r.a.removeVolumes(ctx, r.uid); err != nil {
+		return fmt.Errorf("removing the emptyDirs: %w", err)
 	}
 	ip := r.ip
 	if ip == "" {
@@ -959,14 +967,17 @@ func (r *runner) recycleSandbox(inst api.Instance) bool {
 }
 
 // removeContainer kills a container's task and deletes it with its
-// snapshot.
-func removeContainer(ctx context.Context, c containerd.Container) error {
+// snapshot, and the filesystem under its writable layer in between.
+func (a *Agent) removeContainer(ctx context.Context, c containerd.Container) error {
 	if task, err := c.Task(ctx, nil); err == nil {
 		if err := deleteTask(ctx, task); err != nil {
 			return fmt.Errorf("deleting the task of %s: %w", c.ID(), err)
 		}
 	} else if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("loading the task of %s: %w", c.ID(), err)
+	}
+	if err := a.removeWritableLayer(ctx, c); err != nil {
+		return fmt.Errorf("removing the writable layer's filesystem of %s: %w", c.ID(), err)
 	}
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting container %s: %w", c.ID(), err)

@@ -261,7 +261,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if inst.Status.Phase != api.PhasePending {
 		if existing, err := r.a.cfg.Client.LoadContainer(ctx, r.a.ctrID(r.uid, c.spec.Name)); err == nil {
 			c.c = existing
-			return nil
+			return r.limitExistingLayer(ctx, &inst.Spec, c, existing)
 		} else if !cerrdefs.IsNotFound(err) {
 			return err
 		}
@@ -306,7 +306,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		// Made by an agent that died before it recorded Creating.
 		if existing, lerr := r.a.cfg.Client.LoadContainer(ctx, id); lerr == nil {
 			c.c = existing
-			return nil
+			return r.limitExistingLayer(ctx, &inst.Spec, c, existing)
 		}
 		// Only the snapshot exists: a leftover of a create cut short,
 		// which no container uses. Start over with a fresh one.
@@ -318,6 +318,12 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	}
 	if err != nil {
 		return fmt.Errorf("creating container: %w", err)
+	}
+	if err := r.limitWritableLayer(ctx, &inst.Spec, c, img.Snapshotter, id); err != nil {
+		if rerr := r.a.removeContainer(context.WithoutCancel(ctx), ctrd); rerr != nil {
+			r.log.Warn("removing the container of a failed start failed", "container", id, "err", rerr)
+		}
+		return err
 	}
 	c.c = ctrd
 	c.fresh = true
@@ -363,6 +369,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(inst.Name),
+		r.withVolumeMounts(c.spec),
 	)
 	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
 		opts = append(opts, oci.WithMounts(m))

@@ -306,6 +306,7 @@ func (a *Agent) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStat
 	if err != nil {
 		return api.InstanceStats{}, fmt.Errorf("reading the counters of instance %q: %w", inst.Name, err)
 	}
+	s.Storage = a.storageStats(ctx, inst)
 	return s.InstanceStats, nil
 }
 
@@ -327,6 +328,7 @@ func (a *Agent) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, err
 		}
 	}
 	rep := api.SLAReport{Instance: inst.Name, Items: evaluateSLA(inst.Spec.Resources, samples)}
+	rep.Items = append(rep.Items, storageItems(a.storageStats(ctx, inst))...)
 	if len(samples) > 0 {
 		rep.Since, rep.Until = samples[0].Time, samples[len(samples)-1].Time
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -57,7 +58,7 @@ func TestReadCgroupStats(t *testing.T) {
 		DiskReadBytes: 4196, DiskWriteBytes: 819200, // summed over devices
 		DiskReadOps: 1, DiskWriteOps: 200, // falls back to the non-recursive file
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %+v\nwant %+v", got, want)
 	}
 	if _, err := readCgroupStats(root, "nope"); !errors.Is(err, errNoCgroup) {

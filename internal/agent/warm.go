@@ -294,7 +294,7 @@ func (a *Agent) destroyWarm(ctx context.Context, w *warmCtr) {
 		w.ackRd.Close()
 	}
 	if w.c != nil {
-		if err := removeContainer(nctx, w.c); err != nil {
+		if err := a.removeContainer(nctx, w.c); err != nil {
 			a.log.Warn("removing a warm container failed", "id", w.id, "err", err)
 		}
 	}
@@ -325,7 +325,7 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 		return nil
 	}
 	limits, err := netLimits(inst.Spec.Resources)
-	if err != nil || !poolable(inst.Spec, limits) || hasDiskLimits(inst.Spec.Resources) {
+	if err != nil || !poolable(inst.Spec, limits) || hasDiskLimits(inst.Spec.Resources) || hasStorage(inst.Spec) {
 		return nil
 	}
 	// Dedicated cores would narrow the instance's cpuset below that of the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,10 @@ type KangaStarter struct {
 	Command []string
 	// Security is the container's security context; nil is the default.
 	Security *api.SecurityContext
+	// Storage, if set, gives each instance what it names (an emptyDir,
+	// a writable-layer cap), and PathName then tells the path apart.
+	Storage  *Storage
+	PathName string
 	// ConfigMount, if set, names a config of the tenant that every
 	// instance mounts at ConfigMountPath (the path is then
 	// PathKangaConfig): what one config file costs a start.
@@ -52,6 +57,9 @@ type KangaStarter struct {
 var _ Starter = (*KangaStarter)(nil)
 
 func (k *KangaStarter) Path() string {
+	if k.PathName != "" {
+		return k.PathName
+	}
 	if k.ConfigMount != "" {
 		return PathKangaConfig
 	}
@@ -81,6 +89,7 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 			Runtime:    k.Runtime,
 		},
 	}
+	k.Storage.apply(&req.Spec)
 	if k.ConfigMount != "" {
 		req.Spec.Volumes = []api.Volume{{Name: "config", Config: &api.ObjectVolumeSource{Name: k.ConfigMount}}}
 		req.Spec.Containers[0].VolumeMounts = []api.VolumeMount{{Name: "config", MountPath: ConfigMountPath}}
@@ -155,4 +164,44 @@ func (k *KangaStarter) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	return nil
+}
+
+// Storage is what a storage variant of the Kanga path adds to each
+// instance, to measure its cost against the plain path in the same run.
+type Storage struct {
+	// EmptyDir is the sizeLimit of an emptyDir mounted at /scratch ("" for
+	// none), of medium EmptyDirMedium ("" disk, "Memory" tmpfs).
+	EmptyDir       string
+	EmptyDirMedium string
+	// Disk caps the container's writable layer ("" for no cap).
+	Disk string
+}
+
+// Name describes the variant, for its path's name.
+func (s *Storage) Name() string {
+	var parts []string
+	if s.EmptyDir != "" {
+		m := "disk"
+		if s.EmptyDirMedium != "" {
+			m = strings.ToLower(s.EmptyDirMedium)
+		}
+		parts = append(parts, fmt.Sprintf("emptyDir %s %s", m, s.EmptyDir))
+	}
+	if s.Disk != "" {
+		parts = append(parts, "disk "+s.Disk)
+	}
+	return PathKanga + " + " + strings.Join(parts, " + ")
+}
+
+func (s *Storage) apply(spec *api.InstanceSpec) {
+	if s == nil {
+		return
+	}
+	if s.EmptyDir != "" {
+		spec.Volumes = append(spec.Volumes, api.Volume{Name: "scratch",
+			EmptyDir: &api.EmptyDirVolumeSource{Medium: s.EmptyDirMedium, SizeLimit: s.EmptyDir}})
+		c := &spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, api.VolumeMount{Name: "scratch", MountPath: "/scratch"})
+	}
+	spec.Resources.Disk = s.Disk
 }

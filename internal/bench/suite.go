@@ -67,6 +67,9 @@ type Config struct {
 	// is then measured a second time, in the same run, with the config
 	// mounted as files (PathKangaConfig).
 	ConfigMount string
+	// Storage, if set, adds a Kanga path whose instances have it (an
+	// emptyDir, a writable-layer cap), run interleaved with the plain one.
+	Storage *Storage
 	// API is the platform's API (a *client.Client).
 	API InstanceAPI
 	// Baseline also runs the containerd client and raw runtime paths,
@@ -105,6 +108,10 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.ConfigMount != "" {
 		starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
 			ConfigMount: cfg.ConfigMount})
+	}
+	if cfg.Storage != nil {
+		starters = append(starters, &KangaStarter{API: cfg.API, Image: cfg.Image, Runtime: cfg.Runtime, Command: args, Security: cfg.Security,
+			Storage: cfg.Storage, PathName: cfg.Storage.Name()})
 	}
 
 	if cfg.Baseline {
@@ -147,11 +154,15 @@ func RunSuite(ctx context.Context, cfg Config) (Report, error) {
 
 	prefix := "bench-" + randomHex(3) + "-"
 	rep.IDPrefix = prefix
-	// The Kanga paths come first; with a config mount there are two,
-	// run interleaved (runInterleaved), as one step of this loop.
+	// The Kanga paths come first; with a config mount or storage there
+	// are several, run interleaved (runInterleaved), as one step of this
+	// loop.
 	nKanga := 1
 	if cfg.ConfigMount != "" {
-		nKanga = 2
+		nKanga++
+	}
+	if cfg.Storage != nil {
+		nKanga++
 	}
 	steps := [][]Starter{starters[:nKanga]}
 	for _, s := range starters[nKanga:] {

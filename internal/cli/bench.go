@@ -35,7 +35,9 @@ type benchStartFlags struct {
 	json        bool
 	verbose     bool
 	securityOpt []string
-	configMount string
+	// A storage variant of the Kanga path (see bench.Storage).
+	emptyDir, emptyDirMedium, disk string
+	configMount                    string
 }
 
 func newBenchStartCommand(o *options) *cobra.Command {
@@ -73,6 +75,9 @@ runtime's, measured minutes apart on the same machine.`,
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress to stderr")
 	fl.StringVar(&f.configMount, "config-mount", "", "also measure the Kanga path, in the same run, with this config (kanga config create) mounted as files at "+bench.ConfigMountPath)
 	fl.StringArrayVar(&f.securityOpt, "security-opt", nil, "the instances' seccomp profile, as for kanga run: seccomp=unconfined measures the start without the default profile (the tenant must be allowed it)")
+	fl.StringVar(&f.emptyDir, "emptydir", "", `also measure instances with an emptyDir of this size at /scratch, e.g. "64Mi" (same run, a path of its own)`)
+	fl.StringVar(&f.emptyDirMedium, "emptydir-medium", "", `the --emptydir's medium: "" (disk) or Memory`)
+	fl.StringVar(&f.disk, "disk", "", `also measure instances whose writable layer is capped at this size, e.g. "1Gi" (with --emptydir: both in one path)`)
 	return cmd
 }
 
@@ -91,6 +96,12 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 	if err != nil {
 		return err
 	}
+	var storage *bench.Storage
+	if f.emptyDir != "" || f.disk != "" {
+		storage = &bench.Storage{EmptyDir: f.emptyDir, EmptyDirMedium: f.emptyDirMedium, Disk: f.disk}
+	} else if f.emptyDirMedium != "" {
+		return errors.New("--emptydir-medium needs --emptydir SIZE")
+	}
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelInfo
@@ -101,6 +112,7 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 		Runtime:     f.runtime,
 		Image:       f.image,
 		Security:    sc,
+		Storage:     storage,
 		ConfigMount: f.configMount,
 		API:         c,
 		Baseline:    f.baseline,

@@ -59,8 +59,9 @@ type runFlags struct {
 	securityOpts     []string
 	// Secrets and configs as files and env (objects.go).
 	secrets, configs, envFromSecrets, envFromConfigs []string
-	// Volumes: -v NAME:/PATH[:ro] (volume.go).
-	volumes []string
+	// Storage (volumes.go; -v of a persistent volume: volume.go).
+	tmpfs, volumes []string
+	disk           string
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -83,7 +84,8 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 --runtime, -p) override it.`,
 		Example: `  kanga run --rm busybox echo hello
   kanga run -d --name web -p 8080:80 --memory 128Mi busybox httpd -f -p 80
-  kanga run -f instance.json`,
+  kanga run -f instance.json
+  kanga run --tmpfs /scratch:size=64Mi --disk 1Gi busybox sh -c 'df -h /scratch /'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := runRun(cmd, o, f, args)
 			var ee *ExitError
@@ -134,7 +136,9 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.configs, "config-mount", nil, "mount a config read-only, each key a file: NAME:/DIR (repeatable)")
 	fl.StringArrayVar(&f.envFromSecrets, "env-from-secret", nil, "set a variable for every key of a secret (repeatable)")
 	fl.StringArrayVar(&f.envFromConfigs, "env-from-config", nil, "set a variable for every key of a config (repeatable; -e wins)")
-	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume: NAME:/PATH[:ro], NAME a volume of the -f spec or else a persistent volume (kanga volume create); repeatable")
+	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount scratch space in memory, counted against --memory: /DIR[:size=64Mi] (default size: the memory limit; repeatable)")
+	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume in every container: NAME:/PATH[:ro], NAME a volume the -f file declares (an emptyDir) or else a persistent volume (kanga volume create); repeatable")
+	fl.StringVar(&f.disk, "disk", "", `cap on each container's writable layer, e.g. "10Gi": writes past it fail with "No space left on device"`)
 	return cmd, f
 }
 
@@ -439,7 +443,13 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		}
 		req.Spec.Ports = append(req.Spec.Ports, p)
 	}
+	if changed("disk") {
+		res.Disk = f.disk
+	}
 	if err := objectMounts(&req, f.secrets, f.configs, f.envFromSecrets, f.envFromConfigs); err != nil {
+		return req, err
+	}
+	if err := storageFlags(&req, f.tmpfs); err != nil {
 		return req, err
 	}
 	if err := volumeMounts(&req, f.volumes); err != nil {

@@ -81,6 +81,21 @@ func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api
 		humanSize(int64(b.MemoryUsage)), humanSize(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
 		humanSize(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), humanSize(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
 		humanBits(rate(a.NetRxBytes, b.NetRxBytes)*8), humanBits(rate(a.NetTxBytes, b.NetTxBytes)*8))
+	if len(b.Storage) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "STORAGE	KIND	USED	LIMIT	USE%")
+		for _, st := range b.Storage {
+			kind := st.Kind
+			if st.Medium != "" {
+				kind += " (" + st.Medium + ")"
+			}
+			pct := 0.0
+			if st.Limit > 0 {
+				pct = 100 * float64(st.Used) / float64(st.Limit)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\n", st.Name, kind, humanSize(int64(st.Used)), humanSize(int64(st.Limit)), pct)
+		}
+	}
 	return tw.Flush()
 }
 

@@ -14,7 +14,9 @@ import (
 // reserves memory but no CPU: it caps CPU at one core (cpuLimit), so that
 // instances without flags stay as dense on a host as before while none
 // can take a whole host. It sets no bandwidth or disk throttles, which
-// would keep instances from the warm pools.
+// would keep instances from the warm pools, and no disk cap: a capped
+// writable layer is a filesystem made for the container at its start,
+// which a warm container, started before its instance, cannot have.
 const DefaultInstanceType = "k1.default"
 
 // Default log caps: each container's log is rotated at 10 MiB and two
@@ -33,14 +35,14 @@ const (
 var InstanceTypes = []api.InstanceType{
 	{Name: "k1.default", Description: "no reserved CPU, at most one core; 256 MiB, 1024 processes; the default of instances that ask for nothing",
 		Resources: api.Resources{CPULimit: "1", Memory: "256Mi", Pids: 1024, LogSize: DefaultLogSize, LogFiles: DefaultLogFiles}},
-	{Name: "k1.small", Description: "half a shared core, 256 MiB, 10 Mbit/s each way",
-		Resources: api.Resources{CPU: "0.5", Memory: "256Mi", Pids: 256, IngressBandwidth: "10M", EgressBandwidth: "10M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles}},
-	{Name: "k1.medium", Description: "one shared core, 1 GiB, 50 Mbit/s each way",
-		Resources: api.Resources{CPU: "1", Memory: "1Gi", Pids: 1024, IngressBandwidth: "50M", EgressBandwidth: "50M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles}},
-	{Name: "k1.large", Description: "one dedicated core, 2 GiB, 200 Mbit/s each way",
-		Resources: api.Resources{CPU: "1", CPUPolicy: "dedicated", Memory: "2Gi", Pids: 4096, IngressBandwidth: "200M", EgressBandwidth: "200M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles}},
-	{Name: "k1.io", Description: "one shared core, 1 GiB, disk 50 MiB/s and 2000 IOPS each way",
-		Resources: api.Resources{CPU: "1", Memory: "1Gi", Pids: 1024, DiskReadBPS: "50Mi", DiskWriteBPS: "50Mi", DiskReadIOPS: 2000, DiskWriteIOPS: 2000, LogSize: DefaultLogSize, LogFiles: DefaultLogFiles}},
+	{Name: "k1.small", Description: "half a shared core, 256 MiB, 10 Mbit/s each way, 10 GiB writable layer",
+		Resources: api.Resources{CPU: "0.5", Memory: "256Mi", Pids: 256, IngressBandwidth: "10M", EgressBandwidth: "10M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles, Disk: "10Gi"}},
+	{Name: "k1.medium", Description: "one shared core, 1 GiB, 50 Mbit/s each way, 20 GiB writable layer",
+		Resources: api.Resources{CPU: "1", Memory: "1Gi", Pids: 1024, IngressBandwidth: "50M", EgressBandwidth: "50M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles, Disk: "20Gi"}},
+	{Name: "k1.large", Description: "one dedicated core, 2 GiB, 200 Mbit/s each way, 40 GiB writable layer",
+		Resources: api.Resources{CPU: "1", CPUPolicy: "dedicated", Memory: "2Gi", Pids: 4096, IngressBandwidth: "200M", EgressBandwidth: "200M", LogSize: DefaultLogSize, LogFiles: DefaultLogFiles, Disk: "40Gi"}},
+	{Name: "k1.io", Description: "one shared core, 1 GiB, disk 50 MiB/s and 2000 IOPS each way, 40 GiB writable layer",
+		Resources: api.Resources{CPU: "1", Memory: "1Gi", Pids: 1024, DiskReadBPS: "50Mi", DiskWriteBPS: "50Mi", DiskReadIOPS: 2000, DiskWriteIOPS: 2000, LogSize: DefaultLogSize, LogFiles: DefaultLogFiles, Disk: "40Gi"}},
 }
 
 // CheckDefaultType checks the name of a default instance type given by an
@@ -115,6 +117,7 @@ func applyInstanceType(spec *api.InstanceSpec) {
 	}
 	fill(&r.CPU, d.CPU)
 	fill(&r.LogSize, d.LogSize)
+	fill(&r.Disk, d.Disk)
 	if r.LogFiles == 0 {
 		r.LogFiles = d.LogFiles
 	}

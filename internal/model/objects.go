@@ -116,6 +116,78 @@ func ValidateMountPath(field, p string) error {
 	return nil
 }
 
+// sourceNames are the sources a volume may have, one of them.
+var sourceNames = []string{"secret", "config", "emptyDir", "persistentVolume"}
+
+// volumeSources counts the sources v sets.
+func volumeSources(v api.Volume) int {
+	n := 0
+	for _, set := range []bool{v.Secret != nil, v.Config != nil, v.EmptyDir != nil, v.PersistentVolume != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// Bounds of an emptyDir's size and of resources.disk: a filesystem
+// smaller than 4Mi is mostly its own metadata; 16Ti is ext4's limit with
+// 4 KiB blocks.
+const (
+	MinScratchSize = 4 << 20
+	MaxScratchSize = 16 << 40
+)
+
+// DefaultEmptyDirSize is the size of a disk emptyDir that gives no
+// sizeLimit in an instance without a disk limit. The filesystem is a
+// sparse file: the host's disk gives it only what is written.
+const DefaultEmptyDirSize = 1 << 30
+
+// EmptyDirSize is the size, in bytes, of the filesystem of emptyDir e of
+// spec (after Defaults), which field names in errors: its sizeLimit, or
+// without one the instance's memory limit (medium Memory) or disk limit
+// (DefaultEmptyDirSize without either). A Memory emptyDir's pages count
+// against the instance's memory limit, as in Kubernetes, so one larger
+// than the limit is refused: the instance would be OOM-killed before its
+// tmpfs was full.
+func EmptyDirSize(spec *api.InstanceSpec, e *api.EmptyDirVolumeSource, field string) (int64, error) {
+	var limit int64
+	var limitField string
+	switch e.Medium {
+	case api.MediumDefault:
+		limitField = "disk"
+		if spec.Resources.Disk != "" {
+			limit, _ = ParseMemory(spec.Resources.Disk)
+		}
+	case api.MediumMemory:
+		limitField = "memory"
+		if spec.Resources.Memory != "" {
+			limit, _ = ParseMemory(spec.Resources.Memory)
+		}
+	default:
+		return 0, invalid("%s.medium %q is not \"\" (disk) or %q", field, truncate(e.Medium), api.MediumMemory)
+	}
+	if e.SizeLimit == "" {
+		switch {
+		case limit > 0:
+			return max(limit, MinScratchSize), nil
+		default:
+			return DefaultEmptyDirSize, nil
+		}
+	}
+	size, err := ParseMemory(e.SizeLimit)
+	if err != nil {
+		return 0, fmt.Errorf("%s.sizeLimit: %w", field, err)
+	}
+	if size < MinScratchSize || size > MaxScratchSize {
+		return 0, invalid("%s.sizeLimit %q is not between 4Mi and 16Ti", field, truncate(e.SizeLimit))
+	}
+	if e.Medium == api.MediumMemory && limit > 0 && size > limit {
+		return 0, invalid("%s.sizeLimit %q is above spec.resources.%s %q: a Memory emptyDir's files count against the instance's memory", field, e.SizeLimit, limitField, spec.Resources.Memory)
+	}
+	return size, nil
+}
+
 // validateItemPath checks a file path relative to a mount point.
 func validateItemPath(field, p string) error {
 	switch {
@@ -160,11 +232,18 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 			errs = append(errs, invalid("%s.name %q names another volume too: volume names must be unique", f, v.Name))
 		}
 		vols[v.Name] = true
-		if pv := v.PersistentVolume; pv != nil {
-			if v.Secret != nil || v.Config != nil {
-				errs = append(errs, invalid("%s has persistentVolume and another source: give one source per volume", f))
-				continue
+		var src *api.ObjectVolumeSource
+		if n := volumeSources(v); n != 1 {
+			if n == 0 {
+				errs = append(errs, invalid("%s has no source: give one of %s", f, strings.Join(sourceNames, ", ")))
+			} else {
+				errs = append(errs, invalid("%s has %d sources: give one source per volume", f, n))
 			}
+			continue
+		}
+		switch {
+		case v.PersistentVolume != nil:
+			pv := v.PersistentVolume
 			if err := ValidateVolumeName(f+".persistentVolume.name", pv.Name); err != nil {
 				errs = append(errs, err)
 			} else if j, dup := pvs[pv.Name]; dup {
@@ -173,18 +252,14 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 				pvs[pv.Name] = i
 			}
 			continue
-		}
-		var src *api.ObjectVolumeSource
-		switch {
-		case v.Secret != nil && v.Config != nil:
-			errs = append(errs, invalid("%s has both secret and config: give one source per volume", f))
-			continue
 		case v.Secret != nil:
 			src, f = v.Secret, f+".secret"
 		case v.Config != nil:
 			src, f = v.Config, f+".config"
-		default:
-			errs = append(errs, invalid("%s has no source: give secret, config or persistentVolume", f))
+		case v.EmptyDir != nil:
+			if _, err := EmptyDirSize(spec, v.EmptyDir, f+".emptyDir"); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		if err := ValidateObjectName(f+".name", src.Name); err != nil {
@@ -313,6 +388,9 @@ func ObjectRefs(spec *api.InstanceSpec) []ObjectRef {
 	var refs []ObjectRef
 	for i, v := range spec.Volumes {
 		f := fmt.Sprintf("spec.volumes[%d]", i)
+		if v.Secret == nil && v.Config == nil {
+			continue
+		}
 		kind, src := KindSecret, v.Secret
 		if src == nil {
 			kind, src, f = KindConfig, v.Config, f+".config"

@@ -79,7 +79,10 @@ func TestValidateVolumes(t *testing.T) {
 				{Name: "creds", Secret: &api.ObjectVolumeSource{Name: "db", DefaultMode: mode(0o400),
 					Items: []api.KeyToPath{{Key: "password", Path: "pw/file", Mode: mode(0o440)}}}},
 				{Name: "conf", Config: &api.ObjectVolumeSource{Name: "conf"}},
+				{Name: "scratch", EmptyDir: &api.EmptyDirVolumeSource{SizeLimit: "64Mi"}},
+				{Name: "mem", EmptyDir: &api.EmptyDirVolumeSource{Medium: api.MediumMemory, SizeLimit: "64Mi"}},
 			},
+			Resources:     api.Resources{Memory: "256Mi"},
 			RestartPolicy: api.RestartNever, Runtime: DefaultRuntimeClass,
 		}
 	}
@@ -101,7 +104,32 @@ func TestValidateVolumes(t *testing.T) {
 		{"unknown volume", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].Name = "nope" }, "spec.containers[0].volumeMounts[0].name"},
 		{"duplicate volume", func(s *api.InstanceSpec) { s.Volumes[1].Name = "creds" }, "spec.volumes[1].name"},
 		{"no source", func(s *api.InstanceSpec) { s.Volumes[1].Config = nil }, "spec.volumes[1] has no source"},
-		{"two sources", func(s *api.InstanceSpec) { s.Volumes[1].Secret = &api.ObjectVolumeSource{Name: "db"} }, "spec.volumes[1] has both"},
+		{"two sources", func(s *api.InstanceSpec) { s.Volumes[1].Secret = &api.ObjectVolumeSource{Name: "db"} }, "spec.volumes[1] has 2 sources"},
+		{"emptyDir and secret", func(s *api.InstanceSpec) { s.Volumes[2].Secret = &api.ObjectVolumeSource{Name: "db"} }, "spec.volumes[2] has 2 sources"},
+		{"emptyDir no sizeLimit", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "" }, ""},
+		{"memory emptyDir no sizeLimit", func(s *api.InstanceSpec) { s.Volumes[3].EmptyDir.SizeLimit = "" }, ""},
+		{"emptyDir bad medium", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.Medium = "memory" }, "spec.volumes[2].emptyDir.medium"},
+		{"emptyDir bad size", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "lots" }, "spec.volumes[2].emptyDir.sizeLimit"},
+		{"emptyDir negative size", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "-1Gi" }, "spec.volumes[2].emptyDir.sizeLimit"},
+		{"emptyDir too small", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "1Mi" }, "spec.volumes[2].emptyDir.sizeLimit \"1Mi\" is not between 4Mi and 16Ti"},
+		{"emptyDir too large", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "17Ti" }, "spec.volumes[2].emptyDir.sizeLimit \"17Ti\" is not between"},
+		{"emptyDir at the bounds", func(s *api.InstanceSpec) {
+			s.Volumes[2].EmptyDir.SizeLimit = "4Mi"
+			s.Volumes = append(s.Volumes, api.Volume{Name: "big", EmptyDir: &api.EmptyDirVolumeSource{SizeLimit: "16Ti"}})
+		}, ""},
+		{"memory emptyDir over the memory limit", func(s *api.InstanceSpec) { s.Volumes[3].EmptyDir.SizeLimit = "257Mi" }, "spec.volumes[3].emptyDir.sizeLimit \"257Mi\" is above spec.resources.memory"},
+		{"memory emptyDir at the memory limit", func(s *api.InstanceSpec) { s.Volumes[3].EmptyDir.SizeLimit = "256Mi" }, ""},
+		{"disk emptyDir over the memory limit", func(s *api.InstanceSpec) { s.Volumes[2].EmptyDir.SizeLimit = "1Gi" }, ""},
+		{"bad volume name", func(s *api.InstanceSpec) { s.Volumes[2].Name = "Scratch_1" }, "spec.volumes[2].name"},
+		{"emptyDir mount over proc", func(s *api.InstanceSpec) {
+			s.Containers[0].VolumeMounts = append(s.Containers[0].VolumeMounts, api.VolumeMount{Name: "scratch", MountPath: "/proc/x"})
+		}, "spec.containers[0].volumeMounts[2].mountPath"},
+		{"emptyDir and secret on one path", func(s *api.InstanceSpec) {
+			s.Containers[0].VolumeMounts = append(s.Containers[0].VolumeMounts, api.VolumeMount{Name: "scratch", MountPath: "/etc/creds"})
+		}, "spec.containers[0].volumeMounts[2].mountPath \"/etc/creds\" is also the path of"},
+		{"disk too small", func(s *api.InstanceSpec) { s.Resources.Disk = "1Mi" }, "spec.resources.disk \"1Mi\" is not between 4Mi and 16Ti"},
+		{"disk not a quantity", func(s *api.InstanceSpec) { s.Resources.Disk = "big" }, "spec.resources.disk"},
+		{"disk ok", func(s *api.InstanceSpec) { s.Resources.Disk = "200Mi" }, ""},
 		{"bad object name", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Name = "DB" }, "spec.volumes[0].secret.name"},
 		{"item key slash", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Key = "a/b" }, "spec.volumes[0].secret.items[0].key"},
 		{"item path absolute", func(s *api.InstanceSpec) { s.Volumes[0].Secret.Items[0].Path = "/pw" }, "spec.volumes[0].secret.items[0].path"},
@@ -154,5 +182,28 @@ func TestObjectRefs(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("ref %d = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+func TestEmptyDirSize(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		res  api.Resources
+		e    api.EmptyDirVolumeSource
+		want int64
+	}{
+		{"sizeLimit", api.Resources{Memory: "256Mi", Disk: "1Gi"}, api.EmptyDirVolumeSource{SizeLimit: "64Mi"}, 64 << 20},
+		{"disk: the disk limit", api.Resources{Memory: "256Mi", Disk: "200Mi"}, api.EmptyDirVolumeSource{}, 200 << 20},
+		{"disk: no disk limit", api.Resources{Memory: "256Mi"}, api.EmptyDirVolumeSource{}, DefaultEmptyDirSize},
+		{"memory: the memory limit", api.Resources{Memory: "256Mi", Disk: "1Gi"}, api.EmptyDirVolumeSource{Medium: api.MediumMemory}, 256 << 20},
+		{"memory: no memory limit", api.Resources{}, api.EmptyDirVolumeSource{Medium: api.MediumMemory}, DefaultEmptyDirSize},
+		{"memory: sizeLimit", api.Resources{Memory: "256Mi"}, api.EmptyDirVolumeSource{Medium: api.MediumMemory, SizeLimit: "16Mi"}, 16 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := EmptyDirSize(&api.InstanceSpec{Resources: tc.res}, &tc.e, "v")
+			if err != nil || got != tc.want {
+				t.Fatalf("EmptyDirSize = %d, %v; want %d", got, err, tc.want)
+			}
+		})
 	}
 }

@@ -28,7 +28,7 @@ func TestDefaultType(t *testing.T) {
 		{"explicit fields win", api.Resources{Memory: "1Gi", Pids: 50, LogFiles: 5}, "", DefaultInstanceType,
 			api.Resources{CPULimit: "1", Memory: "1Gi", Pids: 50, LogSize: "10Mi", LogFiles: 5}, DefaultInstanceType},
 		{"own type wins", api.Resources{}, "k1.small", DefaultInstanceType,
-			api.Resources{CPU: "0.5", Memory: "256Mi", Pids: 256, IngressBandwidth: "10M", EgressBandwidth: "10M", LogSize: "10Mi", LogFiles: 2}, "k1.small"},
+			api.Resources{CPU: "0.5", Memory: "256Mi", Pids: 256, IngressBandwidth: "10M", EgressBandwidth: "10M", LogSize: "10Mi", LogFiles: 2, Disk: "10Gi"}, "k1.small"},
 		{"no default", api.Resources{}, "", NoInstanceType, api.Resources{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,6 +37,8 @@ type Resources struct {
 	// LogSize is the size of one log file, in bytes.
 	LogSize  int64
 	LogFiles int
+	// Disk caps each container's writable layer, in bytes.
+	Disk int64
 }
 
 // ParseResources parses r. Its error names each field that does not parse
@@ -68,6 +70,7 @@ func parseResources(r api.Resources) (out Resources, errs []error, bad map[strin
 		{"ingressBandwidth", r.IngressBandwidth, ParseBandwidth, &out.IngressBPS},
 		{"egressBandwidth", r.EgressBandwidth, ParseBandwidth, &out.EgressBPS},
 		{"logSize", r.LogSize, ParseMemory, &out.LogSize},
+		{"disk", r.Disk, ParseMemory, &out.Disk},
 	} {
 		if f.v == "" {
 			continue

@@ -327,6 +327,9 @@ func validateLimits(res *api.Resources, parsed Resources, bad map[string]bool) [
 	if res.LogSize != "" && !bad["logSize"] && (parsed.LogSize < MinLogSize || parsed.LogSize > MaxLogSize) {
 		errs = append(errs, invalid("spec.resources.logSize %q is not between 64Ki and 100Mi", res.LogSize))
 	}
+	if res.Disk != "" && !bad["disk"] && (parsed.Disk < MinScratchSize || parsed.Disk > MaxScratchSize) {
+		errs = append(errs, invalid("spec.resources.disk %q is not between 4Mi and 16Ti", res.Disk))
+	}
 	if res.LogFiles < 0 || res.LogFiles > MaxLogFiles {
 		errs = append(errs, invalid("spec.resources.logFiles %d is not between 1 and %d (0 for the default of %d)", res.LogFiles, MaxLogFiles, DefaultLogFiles))
 	}

@@ -61,7 +61,7 @@ func TestPersistentVolumeSpec(t *testing.T) {
 		{"bad volume name", spec([]api.Volume{pv("data", "Data")}), "spec.volumes[0].persistentVolume.name"},
 		{"empty volume name", spec([]api.Volume{pv("data", "")}), "spec.volumes[0].persistentVolume.name is empty"},
 		{"one volume twice", spec([]api.Volume{pv("a", "data"), pv("b", "data")}), "spec.volumes[1].persistentVolume.name \"data\" is also the volume of spec.volumes[0]"},
-		{"two sources", spec([]api.Volume{{Name: "a", PersistentVolume: &api.PersistentVolumeSource{Name: "d"}, Config: &api.ObjectVolumeSource{Name: "c"}}}), "spec.volumes[0] has persistentVolume and another source"},
+		{"two sources", spec([]api.Volume{{Name: "a", PersistentVolume: &api.PersistentVolumeSource{Name: "d"}, Config: &api.ObjectVolumeSource{Name: "c"}}}), "spec.volumes[0] has 2 sources"},
 		{"mount over /proc", spec([]api.Volume{pv("data", "data")}, api.VolumeMount{Name: "data", MountPath: "/proc/x"}), "spec.containers[0].volumeMounts[0].mountPath"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

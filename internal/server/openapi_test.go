@@ -199,6 +199,8 @@ var schemaTypes = map[string]any{
 	"PersistentVolumeSource":  api.PersistentVolumeSource{},
 	"Volume":                  api.Volume{},
 	"ObjectVolumeSource":      api.ObjectVolumeSource{},
+	"EmptyDirVolumeSource":    api.EmptyDirVolumeSource{},
+	"StorageStats":            api.StorageStats{},
 	"KeyToPath":               api.KeyToPath{},
 	"VolumeMount":             api.VolumeMount{},
 	"EnvFromSource":           api.EnvFromSource{},

@@ -33,6 +33,12 @@ func (m *Manager) instanceDir(instanceID string) string {
 	return filepath.Join(m.root, "empty", instanceID)
 }
 
+// EmptyDirPath is the host path of an instance's emptyDir (what EmptyDir
+// returns), to read its usage.
+func (m *Manager) EmptyDirPath(instanceID, name string) string {
+	return filepath.Join(m.instanceDir(instanceID), name, "dir")
+}
+
 // EmptyDir makes the emptyDir name of an instance and returns its host
 // path, to bind into each of the instance's containers, and a teardown
 // that unmounts and deletes it. A disk emptyDir is an ext4 filesystem of
@@ -122,6 +128,52 @@ func (m *Manager) mountScratch(ctx context.Context, dir, path string, size int64
 // and must run before the snapshot is removed: the snapshotter deletes
 // the dir with os.RemoveAll, which fails on a mount point.
 func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, size int64) (func(context.Context) error, error) {
+	return m.writableLayer(ctx, instanceID, "", dir, size)
+}
+
+// ContainerWritableLayer is WritableLayer for one container of an
+// instance of several: each container has a writable layer, each gets a
+// filesystem of size bytes.
+func (m *Manager) ContainerWritableLayer(ctx context.Context, instanceID, container, dir string, size int64) (func(context.Context) error, error) {
+	if err := checkName("container", container); err != nil {
+		return nil, err
+	}
+	return m.writableLayer(ctx, instanceID, container, dir, size)
+}
+
+// layerDir is where the filesystem of a container's writable layer is
+// kept: among the instance's emptyDirs, so that RemoveEmptyDirs and
+// Cleanup find it.
+func (m *Manager) layerDir(instanceID, container string) string {
+	if container == "" {
+		return filepath.Join(m.instanceDir(instanceID), ".writable")
+	}
+	return filepath.Join(m.instanceDir(instanceID), ".writable-"+container)
+}
+
+// RemoveWritableLayer tears down the writable-layer filesystem of a
+// container from the records, as the teardown ContainerWritableLayer
+// returned does, for when that is lost (agent restart). It must run
+// after the container's task is deleted and before its snapshot is
+// removed. Nothing to do is not an error.
+func (m *Manager) RemoveWritableLayer(ctx context.Context, instanceID, container string) error {
+	if err := checkName("instance", instanceID); err != nil {
+		return err
+	}
+	if container != "" {
+		if err := checkName("container", container); err != nil {
+			return err
+		}
+	}
+	img := m.layerDir(instanceID, container)
+	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	defer m.locks.lock("instance/" + instanceID)()
+	return m.removeScratch(ctx, img)
+}
+
+func (m *Manager) writableLayer(ctx context.Context, instanceID, container, dir string, size int64) (func(context.Context) error, error) {
 	if err := checkName("instance", instanceID); err != nil {
 		return nil, err
 	}
@@ -136,7 +188,7 @@ func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, siz
 	if err != nil {
 		return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 	}
-	img := filepath.Join(m.instanceDir(instanceID), ".writable")
+	img := m.layerDir(instanceID, container)
 	lockKey := "instance/" + instanceID
 	teardown := func(ctx context.Context) error {
 		defer m.locks.lock(lockKey)()
@@ -210,6 +262,10 @@ func (m *Manager) removeScratch(_ context.Context, dir string) error {
 func (m *Manager) RemoveEmptyDirs(ctx context.Context, instanceID string) error {
 	if err := checkName("instance", instanceID); err != nil {
 		return err
+	}
+	// Most instances have none: no scan of the loop devices and mounts.
+	if _, err := os.Stat(m.instanceDir(instanceID)); errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
 	defer m.locks.lock("instance/" + instanceID)()
 	return m.removeScratch(ctx, m.instanceDir(instanceID))
