@@ -67,7 +67,7 @@ run() {
 	sed -n '3,5p' "$OUT/$name.txt"
 	grep -E 'busy|failed' "$OUT/$name.txt" || true
 	echo "lost-host re-creations: $(grep -c 'instances of lost hosts' "$OUT/$name-kanga-up.log" || true)," \
-		"lease losses: $(grep -c 'lease lost\|lease of host' "$OUT/$name-kanga-up.log" || true)," \
+		"lease losses: $(grep -c 'lease lost\|lease of host\|host lease ended' "$OUT/$name-kanga-up.log" || true)," \
 		"leadership ends: $(grep -c 'leadership ended' "$OUT/$name-kanga-up.log" || true)"
 	platform_down
 	cgroups_down

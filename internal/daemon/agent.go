@@ -45,6 +45,9 @@ type AgentOptions struct {
 	// Ready, if set, is called once the host API serves and the agent
 	// runs.
 	Ready func(hostAPI string)
+	// NoPIDFile leaves the data dir's pid file to another role in the same
+	// process (kanga up's control plane writes it).
+	NoPIDFile bool
 	// Options are the host's, as kanga up has them. The server's
 	// --insecure-registry list is added to InsecureRegistries when the
 	// agent registers; the agent's own ports are added to Ports'
@@ -158,11 +161,13 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	}()
 	defer func() { h.StopAgent(); <-linkDone }()
 
-	removePID, err := assembly.WritePIDFile(dataDir)
-	if err != nil {
-		return err
+	if !o.NoPIDFile {
+		removePID, err := assembly.WritePIDFile(dataDir)
+		if err != nil {
+			return err
+		}
+		defer removePID()
 	}
-	defer removePID()
 	log.Info("kanga agent is up", "host", hostName, "server", o.Join, "host_api", hostAPI, "data_dir", dataDir)
 	if o.Ready != nil {
 		o.Ready(hostAPI)

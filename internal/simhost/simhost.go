@@ -3,8 +3,9 @@
 // and images, keeps its lease, and acknowledges what the control plane
 // places on it as an agent would (Creating, then Running) without running
 // anything; an instance whose deletion was requested is removed. It
-// speaks to the store directly, as `kanga up`'s agent does (OnStore), or
-// over the agents' link, as `kanga agent` does (OnLink). APIHost stands
+// speaks to the store directly (OnStore), for benchmarks of the control
+// plane alone, or over the agents' link, as `kanga agent` and `kanga up`'s
+// own agent do (OnLink). APIHost stands
 // in for the host behind the API.
 package simhost
 

@@ -3,8 +3,8 @@
 // the hosts' isolation follows, the control-plane loop (scheduler and
 // failure detector), the public API and, for remote hosts, the cluster CA
 // and the agents' link. `kanga server` is a control plane alone (Run);
-// `kanga up` opens one, starts its own host on its store and serves the
-// API with that host (package allinone).
+// `kanga up` opens one and joins its own host to it over the link on
+// loopback (package allinone).
 package cp
 
 import (
@@ -17,10 +17,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/assembly"
@@ -46,8 +48,8 @@ type Options struct {
 	Listen   string
 	PlainAPI bool
 	// AgentListen is the agents' link: HTTPS with the cluster CA, client
-	// certificates required past the join. Empty: no link (kanga up's own
-	// host uses the store directly).
+	// certificates required past the join. kanga up's own host joins
+	// through it too, on loopback.
 	AgentListen string
 	// SANs are extra names and IPs for the serving certificate, besides
 	// 127.0.0.1, localhost and the hostname.
@@ -75,6 +77,9 @@ type Options struct {
 	Ready func(api, agents string)
 	// Failure tunes the failure detector.
 	Failure FailureDetection
+	// Self names the host that runs in this process (kanga up's), which
+	// the failure detector never treats as lost while the process lives.
+	Self string
 	Defaults
 }
 
@@ -116,6 +121,9 @@ type Plane struct {
 	cert      tls.Certificate
 	clientTLS *tls.Config
 	link      *linkserver.Server
+	linkMu    sync.Mutex
+	as        *http.Server // the link's, once served
+	linkErr   chan error
 
 	nv *netview.View
 
@@ -166,7 +174,7 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 	if _, err := image.ParseInsecureRegistries(o.InsecureRegistries); err != nil {
 		return nil, err
 	}
-	p := &Plane{o: o, log: log, dataDir: dataDir, apiOpts: apiOpts}
+	p := &Plane{o: o, log: log, dataDir: dataDir, apiOpts: apiOpts, linkErr: make(chan error, 1)}
 	p.bg, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
@@ -274,9 +282,48 @@ func (p *Plane) StartLoop() {
 	if p.link != nil {
 		live = &hostclient.Prober{Link: p.link, TLS: p.clientTLS.Clone()}
 	}
-	p.o.Failure.Apply(&cfg, "", live)
+	p.o.Failure.Apply(&cfg, p.o.Self, live)
 	c := controlplane.New(cfg)
 	p.goBackground(func() { _ = c.Run(p.bg) })
+}
+
+// ClientConfig is what a client needs to reach the API as the admin.
+func (p *Plane) ClientConfig() client.Config {
+	if p.o.PlainAPI {
+		return client.Config{Addr: "http://" + p.ln.Addr().String(), Token: p.token}
+	}
+	return client.Config{Addr: "https://" + p.ln.Addr().String(), Token: p.token, CACert: string(p.ca.CertPEM)}
+}
+
+// AgentURL is the agents' link's URL ("" without a link).
+func (p *Plane) AgentURL() string {
+	if p.aln == nil {
+		return ""
+	}
+	return "https://" + p.aln.Addr().String()
+}
+
+// JoinToken is the cluster's join token ("" without a CA).
+func (p *Plane) JoinToken() string {
+	if p.ca == nil {
+		return ""
+	}
+	return p.joinTok.String()
+}
+
+// WaitHost waits until host is registered at address (its host API's
+// URL) and Ready: it holds its lease. The address tells this run's agent
+// from a record its previous run left with a lease not yet run out.
+func (p *Plane) WaitHost(ctx context.Context, host, address string) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for hosts := range p.st.WatchHosts(wctx) {
+		if i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.Name == host }); i >= 0 &&
+			hosts[i].Status.Phase == api.HostReady && hosts[i].Address == address {
+			return nil
+		}
+	}
+	return fmt.Errorf("host %s did not become ready: %w", host, context.Cause(ctx))
 }
 
 func (p *Plane) goBackground(f func()) {
@@ -299,31 +346,16 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 	srv := server.New(p.st, host, apiOpts)
 	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, p.log)
 	serveErr := make(chan error, 2)
-	apiAddr := "http://" + p.ln.Addr().String()
-	cfg := client.Config{Addr: apiAddr, Token: p.token}
+	cfg := p.ClientConfig()
+	apiAddr := cfg.Addr
 	if p.o.PlainAPI {
 		go func() { serveErr <- hs.Serve(p.ln) }()
 	} else {
-		apiAddr = "https://" + p.ln.Addr().String()
-		cfg = client.Config{Addr: apiAddr, Token: p.token, CACert: string(p.ca.CertPEM)}
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{p.cert}, MinVersion: tls.VersionTLS12}
 		go func() { serveErr <- hs.ServeTLS(p.ln, "", "") }()
 	}
-	var as *http.Server
-	agentAddr := ""
-	if p.link != nil {
-		as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
-		as.TLSConfig = p.link.TLSConfig(p.cert)
-		// The lease is held while the agent's heartbeat request is open,
-		// and a hung agent, or one behind a partition that drops packets
-		// silently, keeps its connection open until TCP gives up minutes
-		// later: the server's writes still land in socket buffers. An
-		// HTTP/2 ping that goes unanswered closes the connection, and the
-		// lease then runs out as after a crash.
-		as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
-		go func() { serveErr <- as.ServeTLS(p.aln, "", "") }()
-		agentAddr = "https://" + p.aln.Addr().String()
-	}
+	p.ServeLink()
+	agentAddr := p.AgentURL()
 
 	if p.o.ConfigPath != "" {
 		if err := client.WriteConfig(p.o.ConfigPath, cfg); err != nil {
@@ -335,7 +367,7 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		return err
 	}
 	defer removePID()
-	if p.link != nil {
+	if p.link != nil && p.o.Self == "" {
 		p.log.Info("kanga server is up", "api", apiAddr, "agents", agentAddr, "data_dir", p.dataDir, "replica", p.replica,
 			"join_token_file", filepath.Join(p.dataDir, JoinTokenFile))
 	}
@@ -348,21 +380,55 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		if !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
 		}
+	case err := <-p.linkErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving the agents' link: %w", err)
+		}
 	}
 	p.log.Info("shutting down; instances keep running")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(sctx)
-	if as != nil {
-		// The link's requests are long-lived streams: close, not drain.
-		_ = as.Close()
-	}
+	p.closeLink()
 	return nil
+}
+
+// ServeLink serves the agents' link in the background, until Serve ends or
+// Close; Serve calls it. kanga up calls it first, so that its own host
+// joins and holds its lease before the API is served.
+func (p *Plane) ServeLink() {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	if p.link == nil || p.as != nil {
+		return
+	}
+	p.as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
+	p.as.TLSConfig = p.link.TLSConfig(p.cert)
+	// The lease is held while the agent's heartbeat request is open,
+	// and a hung agent, or one behind a partition that drops packets
+	// silently, keeps its connection open until TCP gives up minutes
+	// later: the server's writes still land in socket buffers. An
+	// HTTP/2 ping that goes unanswered closes the connection, and the
+	// lease then runs out as after a crash.
+	p.as.HTTP2 = &http.HTTP2Config{SendPingTimeout: linkPingIdle, PingTimeout: linkPingTimeout}
+	as := p.as
+	go func() { p.linkErr <- as.ServeTLS(p.aln, "", "") }()
+}
+
+// closeLink stops the agents' link. Its requests are long-lived streams:
+// close, not drain.
+func (p *Plane) closeLink() {
+	p.linkMu.Lock()
+	defer p.linkMu.Unlock()
+	if p.as != nil {
+		_ = p.as.Close()
+	}
 }
 
 // Close stops the loops in the background and closes the store and the
 // listeners.
 func (p *Plane) Close() {
+	p.closeLink()
 	p.cancel()
 	p.wg.Wait()
 	if p.st != nil {

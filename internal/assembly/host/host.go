@@ -2,9 +2,9 @@
 // supervises under its data dir, the instance network with its pool of
 // ready sandboxes, warm containers and the agent that runs what the control
 // plane places here. `kanga agent` runs one joined to a server over the
-// agents' link (package daemon); `kanga up` runs one beside its control
-// plane (package allinone). Both take the same Options, from the same
-// flags.
+// agents' link (package daemon), and so does `kanga up`, to the control
+// plane in its own process (package allinone). Both take the same
+// Options, from the same flags.
 package host
 
 import (
