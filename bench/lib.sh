@@ -53,6 +53,15 @@ platform_down() {
 	fi
 	# kanga down leaves containerd and the warm containers' shims running
 	# for the next kanga up to adopt; a benchmark's platform has none.
+	# Their processes first (thawed, if a freezer holds them), then the
+	# shims: a shim killed first leaves its container's processes behind.
+	case "$CGROOT" in /kanga-*)
+		for _f in $(find /sys/fs/cgroup/freezer/"$CGROOT" -name freezer.state 2>/dev/null); do
+			echo THAWED >"$_f" 2>/dev/null || true
+		done
+		find /sys/fs/cgroup/*/"$CGROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u |
+			while read -r _p; do kill -9 "$_p" 2>/dev/null || true; done ;;
+	esac
 	pkill -f "containerd-shim-runc-v2 .*-address $DATA/" 2>/dev/null || true
 	pkill -f "containerd --config $DATA/" 2>/dev/null || true
 	sleep 1
