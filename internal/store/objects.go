@@ -210,23 +210,37 @@ func (s *Store) createObject(ctx context.Context, k objectKind, name string, dat
 	if err != nil {
 		return object{}, err
 	}
+	exists, err := s.createInTenant(ctx, "create "+k.noun, t, key, val)
+	if err != nil {
+		return object{}, err
+	}
+	if exists {
+		return object{}, fmt.Errorf("%s %q already exists: change it with update, or remove it first: %w", k.noun, name, errdefs.ErrAlreadyExists)
+	}
+	return object{rec: rec, data: data}, nil
+}
+
+// createInTenant puts val at key if nothing is there yet and tenant t
+// exists (never into a tenant being deleted, or never created: that is
+// ErrNotFound). exists reports a key already taken; nothing is written
+// then.
+func (s *Store) createInTenant(ctx context.Context, op, t, key string, val []byte) (exists bool, err error) {
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-			// not into a tenant being deleted (or never created)
 			clientv3.Compare(clientv3.CreateRevision(tenantKey(t)), ">", 0)).
 		Then(clientv3.OpPut(key, string(val))).
 		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
 		Commit()
 	if err != nil {
-		return object{}, s.etcdErr(ctx, "create "+k.noun, err)
+		return false, s.etcdErr(ctx, op, err)
 	}
 	if !resp.Succeeded {
 		if resp.Responses[0].GetResponseRange().Count > 0 {
-			return object{}, fmt.Errorf("%s %q already exists: change it with update, or remove it first: %w", k.noun, name, errdefs.ErrAlreadyExists)
+			return true, nil
 		}
-		return object{}, fmt.Errorf("tenant %q not found: %w", t, errdefs.ErrNotFound)
+		return false, fmt.Errorf("tenant %q not found: %w", t, errdefs.ErrNotFound)
 	}
-	return object{rec: rec, data: data}, nil
+	return false, nil
 }
 
 func (s *Store) getObject(ctx context.Context, k objectKind, name string) (object, error) {

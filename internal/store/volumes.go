@@ -127,20 +127,12 @@ func (s *Store) CreateVolume(ctx context.Context, nv NewVolume) (Volume, error) 
 	if err != nil {
 		return Volume{}, err
 	}
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(tenantKey(t)), ">", 0)).
-		Then(clientv3.OpPut(key, string(val))).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
-		Commit()
+	exists, err := s.createInTenant(ctx, "create volume", t, key, val)
 	if err != nil {
-		return Volume{}, s.etcdErr(ctx, "create volume", err)
+		return Volume{}, err
 	}
-	if !resp.Succeeded {
-		if resp.Responses[0].GetResponseRange().Count > 0 {
-			return Volume{}, fmt.Errorf("volume %q already exists: %w", nv.Name, errdefs.ErrAlreadyExists)
-		}
-		return Volume{}, fmt.Errorf("tenant %q not found: %w", t, errdefs.ErrNotFound)
+	if exists {
+		return Volume{}, fmt.Errorf("volume %q already exists: %w", nv.Name, errdefs.ErrAlreadyExists)
 	}
 	return s.volumeOf(ctx, rec)
 }
