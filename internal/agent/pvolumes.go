@@ -79,13 +79,9 @@ func (a *Agent) pvTarget(uid, name string) string {
 // host (their data kept): those still held are mounted again where a
 // reboot unmounted them.
 func (a *Agent) restoreVolumes(ctx context.Context, live map[string]bool) {
-	if _, err := os.Stat(filepath.Join(a.cfg.DataDir, "volumes")); errors.Is(err, os.ErrNotExist) {
-		return // never used here
-	}
 	m, err := a.volumeManager()
 	if err != nil {
-		a.log.Error("opening the volume root failed", "err", err)
-		return
+		return // New logged why
 	}
 	// Cleanup ran with the orphans (cleanupVolumes): the volumes of
 	// instances gone are released already.
