@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +45,23 @@ const (
 // carries the instance-wide limits; each container gets a child of it.
 const DefaultCgroupRoot = "/kanga"
 
-func containerID(uid, name string) string { return uid + "-" + name }
+// maxContainerID is containerd's limit on identifiers.
+const maxContainerID = 76
+
+// containerID is the containerd id of container name of instance uid.
+// Kubernetes allows 63-character container names, which with the uid would
+// pass containerd's limit; those keep a prefix of the name and a hash of
+// all of it, so the id stays a function of (uid, name) that adoption finds
+// again.
+func containerID(uid, name string) string {
+	id := uid + "-" + name
+	if len(id) <= maxContainerID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := "-" + hex.EncodeToString(sum[:])[:12]
+	return id[:maxContainerID-len(suffix)] + suffix
+}
 
 // cgName names the cgroup of instance uid: its uid, or the id of the warm
 // container it claimed. A warm container's cgroups keep their names: the
