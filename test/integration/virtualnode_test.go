@@ -491,6 +491,12 @@ func TestVirtualNode(t *testing.T) {
 		}
 		return false
 	})
+	// Its restart policy is Always, yet it fails rather than waiting for
+	// ever, as a kubelet fails a pod it cannot admit.
+	waitFor(t, "the refused pod Failed", time.Minute, func() bool {
+		pod, err := pods.Get(ctx, "hostpath", metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodFailed && pod.Status.Reason == virtualnode.ReasonRefused && strings.Contains(pod.Status.Message, "hostPath")
+	})
 	if err := pods.Delete(ctx, "hostpath", *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
 	}
