@@ -69,9 +69,15 @@ func InstanceName(namespace, pod string) string {
 }
 
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
-// says why Kanga cannot run it. Env references to ConfigMaps and Secrets
-// are already resolved by virtual-kubelet's pod controller.
+// says why Kanga cannot run it. It resolves no env reference to a
+// ConfigMap or Secret (a Provider does).
 func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
+	return instanceSpec(pod, node, &envSources{})
+}
+
+// instanceSpec is InstanceSpec with the env of the containers resolved
+// from env (env.go).
+func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSpec, error) {
 	if err := checkSupported(pod); err != nil {
 		return api.InstanceSpec{}, err
 	}
@@ -91,24 +97,20 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
+		vars, command, args, err := env.containerEnv(pod, &c)
+		if err != nil {
+			return api.InstanceSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
+		}
 		cs := api.ContainerSpec{
 			Name:       c.Name,
 			Image:      c.Image,
-			Command:    c.Command,
-			Args:       c.Args,
+			Command:    command,
+			Args:       args,
+			Env:        vars,
 			WorkingDir: c.WorkingDir,
 			// Added capabilities and Unconfined go to Kanga's API, which
 			// allows them only as far as the tenant's policy does.
 			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
-		}
-		for _, e := range c.Env {
-			if e.ValueFrom != nil {
-				// The pod controller resolves ConfigMap, Secret and
-				// downward-API references before CreatePod; one left
-				// here is a field ref it could not resolve.
-				return api.InstanceSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
-			}
-			cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
 		}
 		cs.Env = append(cs.Env, marker...)
 		spec.Containers = append(spec.Containers, cs)

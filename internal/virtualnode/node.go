@@ -137,6 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if cfg.TenantPerNamespace {
 				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix), NamespaceNetworkPolicy(npc.policyFor))
 			}
+			opts = append(opts, EnvSources(pc.ConfigMaps, pc.Secrets, pc.Services, capacity))
 			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil
 		},
@@ -148,6 +149,8 @@ func Run(ctx context.Context, cfg Config) error {
 				nc.NumWorkers = cfg.Workers
 			}
 			nc.Handler = mux
+			// The provider resolves env itself (env.go).
+			nc.SkipDownwardAPIResolution = true
 			nc.TLSConfig = tlsCfg
 			spec := &nc.NodeSpec
 			spec.Labels["kubernetes.io/os"] = "linux"

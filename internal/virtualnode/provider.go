@@ -38,6 +38,7 @@ type Provider struct {
 	node     string
 	hostIP   string
 	pods     corev1listers.PodLister
+	env      envSources
 	interval time.Duration
 	log      *slog.Logger
 
@@ -79,6 +80,16 @@ func NamespaceNetworkPolicy(f func(namespace string) *api.TenantNetworkPolicy) P
 	return func(p *Provider) { p.tenants.policyFor = f }
 }
 
+// EnvSources gives the provider the listers it resolves the pods' env
+// references with (ConfigMaps, Secrets, Services) and the resources a
+// container without limits may use (resourceFieldRef). Without it, a pod
+// with such references is refused.
+func EnvSources(cms corev1listers.ConfigMapLister, secrets corev1listers.SecretLister, svcs corev1listers.ServiceLister, allocatable corev1.ResourceList) ProviderOption {
+	return func(p *Provider) {
+		p.env.configMaps, p.env.secrets, p.env.services, p.env.allocatable = cms, secrets, svcs, allocatable
+	}
+}
+
 // NewProvider returns a provider for node that creates instances with c
 // (and so in c's tenant, unless TenantPerNamespace says otherwise). pods
 // is the lister of the pods bound to node; hostIP is the address the pods
@@ -96,6 +107,7 @@ func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLi
 		sent:     map[string]corev1.PodStatus{},
 		cpu:      map[string]cpuSample{},
 	}
+	p.env.hostIP = hostIP
 	for _, o := range opts {
 		o(p)
 	}
@@ -122,7 +134,12 @@ func vkError(err error) error {
 // with the reason, which the pod controller records as an event and as the
 // pod's status message.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
-	spec, err := InstanceSpec(pod, p.node)
+	spec, err := instanceSpec(pod, p.node, &p.env)
+	if errors.Is(err, errEnvSource) {
+		// Retried by the pod controller, with an event: the ConfigMap or
+		// Secret may come.
+		return err
+	}
 	if err != nil {
 		return p.refuse(pod, err)
 	}
