@@ -208,6 +208,7 @@ var schemaTypes = map[string]any{
 	"EnvVarSource":            api.EnvVarSource{},
 	"KeySelector":             api.KeySelector{},
 	"FieldRef":                api.FieldRef{},
+	"ContainerStats":          api.ContainerStats{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
