@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
@@ -37,6 +38,29 @@ type envSources struct {
 	services    corev1listers.ServiceLister
 	hostIP      string
 	allocatable corev1.ResourceList
+	// recorder, if set, gets the events virtual-kubelet's resolver
+	// records (and its end-to-end suite waits for) on missing sources.
+	recorder record.EventRecorder
+}
+
+// Reasons of the events on missing env sources, as virtual-kubelet names
+// them.
+const (
+	reasonOptionalConfigMapNotFound     = "OptionalConfigMapNotFound"
+	reasonOptionalConfigMapKeyNotFound  = "OptionalConfigMapKeyNotFound"
+	reasonOptionalSecretNotFound        = "OptionalSecretNotFound"
+	reasonOptionalSecretKeyNotFound     = "OptionalSecretKeyNotFound"
+	reasonMandatoryConfigMapNotFound    = "MandatoryConfigMapNotFound"
+	reasonMandatoryConfigMapKeyNotFound = "MandatoryConfigMapKeyNotFound"
+	reasonMandatorySecretNotFound       = "MandatorySecretNotFound"
+	reasonMandatorySecretKeyNotFound    = "MandatorySecretKeyNotFound"
+)
+
+// warn records a Warning event on pod.
+func (s *envSources) warn(pod *corev1.Pod, reason, format string, args ...any) {
+	if s.recorder != nil {
+		s.recorder.Eventf(pod, corev1.EventTypeWarning, reason, format, args...)
+	}
 }
 
 // errEnvSource marks an env source that is missing for now (a ConfigMap
@@ -95,7 +119,7 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 
 	for i, from := range c.EnvFrom {
 		field := fmt.Sprintf("envFrom[%d]", i)
-		data, err := s.envFromData(pod.Namespace, from, field)
+		data, err := s.envFromData(pod, from, field)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -168,20 +192,20 @@ func podIPField(path string) bool {
 
 // envFromData is the data of an envFrom source; nothing for a missing
 // optional one.
-func (s *envSources) envFromData(ns string, from corev1.EnvFromSource, field string) (map[string]string, error) {
+func (s *envSources) envFromData(pod *corev1.Pod, from corev1.EnvFromSource, field string) (map[string]string, error) {
 	switch {
 	case (from.ConfigMapRef != nil && s.configMaps == nil) || (from.SecretRef != nil && s.secrets == nil):
 		return nil, fmt.Errorf("%s: this node cannot read ConfigMaps and Secrets: %w", field, errdefs.ErrInvalidArgument)
 	case from.ConfigMapRef != nil:
-		cm, err := s.configMaps.ConfigMaps(ns).Get(from.ConfigMapRef.Name)
+		cm, err := s.configMaps.ConfigMaps(pod.Namespace).Get(from.ConfigMapRef.Name)
 		if err != nil {
-			return nil, missing(err, field, "configmap", from.ConfigMapRef.Name, from.ConfigMapRef.Optional)
+			return nil, s.missing(pod, err, field, kindConfigMap, from.ConfigMapRef.Name, "", from.ConfigMapRef.Optional)
 		}
 		return cm.Data, nil
 	case from.SecretRef != nil:
-		sec, err := s.secrets.Secrets(ns).Get(from.SecretRef.Name)
+		sec, err := s.secrets.Secrets(pod.Namespace).Get(from.SecretRef.Name)
 		if err != nil {
-			return nil, missing(err, field, "secret", from.SecretRef.Name, from.SecretRef.Optional)
+			return nil, s.missing(pod, err, field, kindSecret, from.SecretRef.Name, "", from.SecretRef.Optional)
 		}
 		out := make(map[string]string, len(sec.Data))
 		for k, v := range sec.Data {
@@ -192,16 +216,47 @@ func (s *envSources) envFromData(ns string, from corev1.EnvFromSource, field str
 	return nil, nil
 }
 
-// missing turns a failed lookup of an env source into nil when the source
-// is optional, else into an error the pod controller retries.
-func missing(err error, field, kind, name string, optional *bool) error {
-	if apierrors.IsNotFound(err) {
-		if optional != nil && *optional {
-			return nil
-		}
-		return fmt.Errorf("%s: %s %q not found: %w", field, kind, name, errEnvSource)
+const (
+	kindConfigMap = "configmap"
+	kindSecret    = "secret"
+)
+
+// missing handles an env source (key, if not empty) that is not there: an
+// event, and nil when the source is optional, else an error the pod
+// controller retries.
+func (s *envSources) missing(pod *corev1.Pod, err error, field, kind, name, key string, optional *bool) error {
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s: %s %q: %w", field, kind, name, err)
 	}
-	return fmt.Errorf("%s: %s %q: %w", field, kind, name, err)
+	opt := optional != nil && *optional
+	var reason string
+	switch {
+	case kind == kindConfigMap && key == "" && opt:
+		reason = reasonOptionalConfigMapNotFound
+	case kind == kindConfigMap && key == "":
+		reason = reasonMandatoryConfigMapNotFound
+	case kind == kindConfigMap && opt:
+		reason = reasonOptionalConfigMapKeyNotFound
+	case kind == kindConfigMap:
+		reason = reasonMandatoryConfigMapKeyNotFound
+	case key == "" && opt:
+		reason = reasonOptionalSecretNotFound
+	case key == "":
+		reason = reasonMandatorySecretNotFound
+	case opt:
+		reason = reasonOptionalSecretKeyNotFound
+	default:
+		reason = reasonMandatorySecretKeyNotFound
+	}
+	what := fmt.Sprintf("%s %q", kind, name)
+	if key != "" {
+		what = fmt.Sprintf("key %q of %s %q", key, kind, name)
+	}
+	s.warn(pod, reason, "%s: %s not found", field, what)
+	if opt {
+		return nil
+	}
+	return fmt.Errorf("%s: %s not found: %w", field, what, errEnvSource)
 }
 
 // valueFrom resolves one env source; ok is false when an optional source
@@ -214,22 +269,22 @@ func (s *envSources) valueFrom(pod *corev1.Pod, c *corev1.Container, from *corev
 		ref := from.ConfigMapKeyRef
 		cm, err := s.configMaps.ConfigMaps(pod.Namespace).Get(ref.Name)
 		if err != nil {
-			return "", false, missing(err, field, "configmap", ref.Name, ref.Optional)
+			return "", false, s.missing(pod, err, field, kindConfigMap, ref.Name, "", ref.Optional)
 		}
 		v, ok := cm.Data[ref.Key]
 		if !ok {
-			return "", false, missingKey(field, "configmap", ref.Name, ref.Key, ref.Optional)
+			return "", false, s.missing(pod, nil, field, kindConfigMap, ref.Name, ref.Key, ref.Optional)
 		}
 		return v, true, nil
 	case from.SecretKeyRef != nil:
 		ref := from.SecretKeyRef
 		sec, err := s.secrets.Secrets(pod.Namespace).Get(ref.Name)
 		if err != nil {
-			return "", false, missing(err, field, "secret", ref.Name, ref.Optional)
+			return "", false, s.missing(pod, err, field, kindSecret, ref.Name, "", ref.Optional)
 		}
 		v, ok := sec.Data[ref.Key]
 		if !ok {
-			return "", false, missingKey(field, "secret", ref.Name, ref.Key, ref.Optional)
+			return "", false, s.missing(pod, nil, field, kindSecret, ref.Name, ref.Key, ref.Optional)
 		}
 		return string(v), true, nil
 	case from.FieldRef != nil:
@@ -246,13 +301,6 @@ func (s *envSources) valueFrom(pod *corev1.Pod, c *corev1.Container, from *corev
 		return v, true, nil
 	}
 	return "", false, fmt.Errorf("%s: valueFrom has no source: %w", field, errdefs.ErrInvalidArgument)
-}
-
-func missingKey(field, kind, name, key string, optional *bool) error {
-	if optional != nil && *optional {
-		return nil
-	}
-	return fmt.Errorf("%s: %s %q has no key %q: %w", field, kind, name, key, errEnvSource)
 }
 
 // fieldValue is the downward-API value of a pod field, as the kubelet

@@ -3,6 +3,7 @@ package virtualnode
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/model"
@@ -218,6 +220,50 @@ func TestContainerEnvErrors(t *testing.T) {
 		}
 		if errors.Is(err, errEnvSource) != tc.retryable {
 			t.Errorf("%s: %v: retryable %v, want %v", tc.name, err, !tc.retryable, tc.retryable)
+		}
+	}
+}
+
+// A missing source gets the event virtual-kubelet's resolver records
+// (its end-to-end suite waits for these reasons); an optional one is
+// left out of the env and the pod runs.
+func TestContainerEnvEvents(t *testing.T) {
+	s := testSources(t)
+	fake := record.NewFakeRecorder(10)
+	s.recorder = fake
+	yes := true
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+	ref := func(name string, optional *bool) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "k", Optional: optional}}
+	}
+	for _, tc := range []struct {
+		name   string
+		env    corev1.EnvVar
+		reason string
+		err    bool
+	}{
+		{"optional configmap", corev1.EnvVar{Name: "A", ValueFrom: ref("absent", &yes)}, reasonOptionalConfigMapNotFound, false},
+		{"mandatory configmap", corev1.EnvVar{Name: "A", ValueFrom: ref("absent", nil)}, reasonMandatoryConfigMapNotFound, true},
+		{"mandatory configmap key", corev1.EnvVar{Name: "A", ValueFrom: ref("cfg", nil)}, reasonMandatoryConfigMapKeyNotFound, true},
+		{"optional secret", corev1.EnvVar{Name: "A", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Key: "k", Optional: &yes}}}, reasonOptionalSecretNotFound, false},
+		{"mandatory secret", corev1.EnvVar{Name: "A", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Key: "k"}}}, reasonMandatorySecretNotFound, true},
+	} {
+		c := corev1.Container{Name: "c", Env: []corev1.EnvVar{tc.env}}
+		pod.Spec.Containers = []corev1.Container{c}
+		env, _, _, err := s.containerEnv(pod, &c)
+		if (err != nil) != tc.err {
+			t.Errorf("%s: err = %v, want error %v", tc.name, err, tc.err)
+		}
+		if err == nil && envMap(env)["A"] != "" {
+			t.Errorf("%s: A set to %q", tc.name, envMap(env)["A"])
+		}
+		select {
+		case ev := <-fake.Events:
+			if !strings.HasPrefix(ev, "Warning "+tc.reason+" ") {
+				t.Errorf("%s: event %q, want a Warning %s", tc.name, ev, tc.reason)
+			}
+		default:
+			t.Errorf("%s: no event", tc.name)
 		}
 	}
 }

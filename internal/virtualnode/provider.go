@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kanga-run/kanga/api"
@@ -88,6 +89,11 @@ func EnvSources(cms corev1listers.ConfigMapLister, secrets corev1listers.SecretL
 	return func(p *Provider) {
 		p.env.configMaps, p.env.secrets, p.env.services, p.env.allocatable = cms, secrets, svcs, allocatable
 	}
+}
+
+// Events gives the provider a recorder for the events it records on pods.
+func Events(r record.EventRecorder) ProviderOption {
+	return func(p *Provider) { p.env.recorder = r }
 }
 
 // NewProvider returns a provider for node that creates instances with c
