@@ -150,6 +150,10 @@ type InstanceSpec struct {
 	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
 	// Volumes are what the containers' VolumeMounts name.
 	Volumes []Volume `json:"volumes,omitempty"`
+	// ActiveDeadlineSeconds is how long the instance may run, from its
+	// start: then its containers are stopped and it fails with reason
+	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 }
 
 // ContainerState is the state of one container.

@@ -82,9 +82,12 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 		return api.InstanceSpec{}, err
 	}
 	spec := api.InstanceSpec{
-		RestartPolicy: restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:  pod.Annotations[AnnotationInstanceType],
-		Runtime:       pod.Annotations[AnnotationRuntime],
+		// Kanga instances are immutable: a deadline shortened on the
+		// running pod is not applied (see UpdatePod).
+		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
+		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:          pod.Annotations[AnnotationInstanceType],
+		Runtime:               pod.Annotations[AnnotationRuntime],
 	}
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName

@@ -166,6 +166,35 @@ func TestLifecycle(t *testing.T) {
 		p.must("rm", "-f", "pair")
 	})
 
+	t.Run("ActiveDeadline", func(t *testing.T) {
+		deadline := int64(2)
+		spec := api.CreateInstanceRequest{Name: "deadline", Spec: api.InstanceSpec{
+			Containers:            []api.ContainerSpec{{Name: "c", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+			RestartPolicy:         api.RestartAlways,
+			ActiveDeadlineSeconds: &deadline,
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		p.eventually("the instance to fail past its deadline", time.Minute, func() bool {
+			st := p.inspect("deadline").Status
+			return st.Phase == api.PhaseFailed && len(st.Containers) == 1 && st.Containers[0].State == api.ContainerTerminated
+		})
+		inst := p.inspect("deadline")
+		if inst.Status.Reason != "DeadlineExceeded" || inst.Status.Containers[0].RestartCount != 0 {
+			t.Errorf("status %s %q, restarts %d: want Failed DeadlineExceeded, no restart", inst.Status.Phase, inst.Status.Reason, inst.Status.Containers[0].RestartCount)
+		}
+		// A zero deadline is refused, naming the field.
+		zero := int64(0)
+		spec.Name, spec.Spec.ActiveDeadlineSeconds = "nodeadline", &zero
+		b, _ = json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.activeDeadlineSeconds") {
+			t.Errorf("activeDeadlineSeconds 0: exit %d, stderr %q; want a refusal naming the field", r.code, r.stderr)
+		}
+		p.must("rm", "-f", "deadline")
+	})
+
 	t.Run("PublishedPort", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
