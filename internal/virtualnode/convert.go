@@ -68,6 +68,22 @@ func InstanceName(namespace, pod string) string {
 	return base + "-" + suffix
 }
 
+// FromPod is the instance of a Kubernetes Pod manifest run without a
+// cluster (`kanga run -f pod.yaml`), through the mapping the virtual node
+// uses: ConfigMap and Secret references name the tenant's Kanga configs
+// and secrets of the same names, the node's fields are empty, and the
+// instance is named as the pod.
+func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
+	if pod.Name == "" {
+		return api.CreateInstanceRequest{}, fmt.Errorf("metadata.name: the pod has no name (generateName needs the API server): %w", errdefs.ErrInvalidArgument)
+	}
+	spec, err := instanceSpec(pod, "", &envSources{kangaObjects: true})
+	if err != nil {
+		return api.CreateInstanceRequest{}, err
+	}
+	return api.CreateInstanceRequest{Name: pod.Name, Spec: spec}, nil
+}
+
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
 // says why Kanga cannot run it. It resolves no env reference to a
 // ConfigMap or Secret (a Provider does).
@@ -100,7 +116,7 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
-		vars, command, args, err := env.containerEnv(pod, &c)
+		vars, envFrom, command, args, err := env.containerEnv(pod, &c)
 		if err != nil {
 			return api.InstanceSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
 		}
@@ -110,12 +126,15 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 			Command:    command,
 			Args:       args,
 			Env:        vars,
+			EnvFrom:    envFrom,
 			WorkingDir: c.WorkingDir,
 			// Added capabilities and Unconfined go to Kanga's API, which
 			// allows them only as far as the tenant's policy does.
 			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
 		}
-		cs.Env = append(cs.Env, marker...)
+		if node != "" {
+			cs.Env = append(cs.Env, marker...)
+		}
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
 		// limits, or their requests where no limit is set.

@@ -41,6 +41,10 @@ type envSources struct {
 	// recorder, if set, gets the events virtual-kubelet's resolver
 	// records (and its end-to-end suite waits for) on missing sources.
 	recorder record.EventRecorder
+	// kangaObjects maps ConfigMap and Secret references to the Kanga
+	// configs and secrets of the same names instead of resolving them:
+	// a pod manifest run with `kanga run -f`, outside any cluster.
+	kangaObjects bool
 }
 
 // Reasons of the events on missing env sources, as virtual-kubelet names
@@ -73,8 +77,9 @@ var errEnvSource = errors.New("env source not available")
 const masterService = "kubernetes"
 
 // containerEnv returns c's environment and its command and args with the
-// $(VAR) references expanded, as the kubelet makes them.
-func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []api.EnvVar, command, args []string, err error) {
+// $(VAR) references expanded, as the kubelet makes them; envFrom only with
+// kangaObjects.
+func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []api.EnvVar, envFrom []api.EnvFromSource, command, args []string, err error) {
 	// Variables from the pod's IP are resolved on the host: the rest of
 	// this resolution then leaves the references to them, and the $$
 	// escapes, for the host's pass (values are escaped for it too).
@@ -94,7 +99,7 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 
 	svc, err := s.serviceEnv(pod)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	var order []string
 	vals := map[string]string{}
@@ -106,8 +111,9 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 	}
 	// lookup is Kubernetes' mapping: variables defined so far, then the
 	// services'; the pod-IP variables wait for the host.
+	refs := map[string]*api.EnvVarSource{}
 	lookup := func(name string) (string, bool) {
-		if deferred[name] {
+		if deferred[name] || refs[name] != nil {
 			return "", false
 		}
 		if v, ok := vals[name]; ok {
@@ -117,11 +123,24 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 		return v, ok
 	}
 
+	// refs are Kanga's own references (kangaObjects), for the host to
+	// resolve.
 	for i, from := range c.EnvFrom {
 		field := fmt.Sprintf("envFrom[%d]", i)
+		if s.kangaObjects {
+			ef := api.EnvFromSource{Prefix: from.Prefix}
+			switch {
+			case from.ConfigMapRef != nil:
+				ef.ConfigMapRef = &api.ObjectRef{Name: from.ConfigMapRef.Name}
+			case from.SecretRef != nil:
+				ef.SecretRef = &api.ObjectRef{Name: from.SecretRef.Name}
+			}
+			envFrom = append(envFrom, ef)
+			continue
+		}
 		data, err := s.envFromData(pod, from, field)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		keys := make([]string, 0, len(data))
 		for k := range data {
@@ -144,10 +163,16 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 			set(e.Name, "")
 		case e.ValueFrom == nil:
 			set(e.Name, expand(e.Value, lookup))
+		case s.kangaObjects && e.ValueFrom.ConfigMapKeyRef != nil:
+			refs[e.Name] = &api.EnvVarSource{ConfigMapKeyRef: &api.KeySelector{Name: e.ValueFrom.ConfigMapKeyRef.Name, Key: e.ValueFrom.ConfigMapKeyRef.Key}}
+			set(e.Name, "")
+		case s.kangaObjects && e.ValueFrom.SecretKeyRef != nil:
+			refs[e.Name] = &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: e.ValueFrom.SecretKeyRef.Name, Key: e.ValueFrom.SecretKeyRef.Key}}
+			set(e.Name, "")
 		default:
 			v, ok, err := s.valueFrom(pod, c, e.ValueFrom, field)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, nil, nil, err
 			}
 			if ok {
 				set(e.Name, escape(v))
@@ -170,6 +195,10 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 			env = append(env, api.EnvVar{Name: name, ValueFrom: &api.EnvVarSource{FieldRef: &api.FieldRef{FieldPath: api.FieldPodIP}}})
 			continue
 		}
+		if ref := refs[name]; ref != nil {
+			env = append(env, api.EnvVar{Name: name, ValueFrom: ref})
+			continue
+		}
 		env = append(env, api.EnvVar{Name: name, Value: vals[name]})
 	}
 	// Command and args see every variable of the container.
@@ -183,7 +212,7 @@ func (s *envSources) containerEnv(pod *corev1.Pod, c *corev1.Container) (env []a
 		}
 		return out
 	}
-	return env, all(c.Command), all(c.Args), nil
+	return env, envFrom, all(c.Command), all(c.Args), nil
 }
 
 func podIPField(path string) bool {

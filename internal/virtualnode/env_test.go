@@ -96,7 +96,7 @@ func TestContainerEnv(t *testing.T) {
 	pod.Spec.Containers = []corev1.Container{c}
 	pod.Spec.EnableServiceLinks = nil
 
-	env, cmd, args, err := s.containerEnv(pod, &c)
+	env, _, cmd, args, err := s.containerEnv(pod, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestContainerEnv(t *testing.T) {
 
 	// enableServiceLinks: false keeps only the API server's variables.
 	pod.Spec.EnableServiceLinks = &no
-	env, _, _, err = s.containerEnv(pod, &c)
+	env, _, _, _, err = s.containerEnv(pod, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestContainerEnvPodIP(t *testing.T) {
 		},
 	}
 	pod.Spec.Containers = []corev1.Container{c}
-	env, cmd, args, err := s.containerEnv(pod, &c)
+	env, _, cmd, args, err := s.containerEnv(pod, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestContainerEnvErrors(t *testing.T) {
 	} {
 		c := corev1.Container{Name: "c", Env: []corev1.EnvVar{tc.env}}
 		pod.Spec.Containers = []corev1.Container{c}
-		_, _, _, err := s.containerEnv(pod, &c)
+		_, _, _, _, err := s.containerEnv(pod, &c)
 		if err == nil {
 			t.Errorf("%s: no error", tc.name)
 			continue
@@ -250,7 +250,7 @@ func TestContainerEnvEvents(t *testing.T) {
 	} {
 		c := corev1.Container{Name: "c", Env: []corev1.EnvVar{tc.env}}
 		pod.Spec.Containers = []corev1.Container{c}
-		env, _, _, err := s.containerEnv(pod, &c)
+		env, _, _, _, err := s.containerEnv(pod, &c)
 		if (err != nil) != tc.err {
 			t.Errorf("%s: err = %v, want error %v", tc.name, err, tc.err)
 		}
