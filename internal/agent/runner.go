@@ -618,7 +618,7 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 		return err
 	}
 	r.ip = att.IP
-	return writeHosts(r.a.sandboxDir(r.uid), inst.Name, att.IP)
+	return writeHosts(r.a.sandboxDir(r.uid), &inst.Spec, hostnameOf(&inst), att.IP)
 }
 
 func (r *runner) scheduleRestart(c *ctr) {

@@ -234,24 +234,56 @@ func readOOMKills(cgroup string) uint64 {
 	return kv["oom_kill"]
 }
 
+// hostnameOf is the hostname of inst's containers.
+func hostnameOf(inst *api.Instance) string {
+	if inst.Spec.Hostname != "" {
+		return inst.Spec.Hostname
+	}
+	return inst.Name
+}
+
 // writeHosts writes the /etc/hosts, /etc/hostname and /etc/resolv.conf
 // every container of the instance shares, so the instance resolves its own
-// name and, through the host's upstream nameservers, everything else.
-func writeHosts(dir, name, ip string) error {
+// name, its host aliases and, through the host's upstream nameservers (or
+// its own, spec's dnsConfig), everything else. spec is nil for a warm
+// container that no instance has claimed yet.
+func writeHosts(dir string, spec *api.InstanceSpec, name, ip string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	content := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	if ip != "" {
-		content += ip + "\t" + name + "\n"
+		b.WriteString(ip + "\t" + name + "\n")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644); err != nil {
+	var dns network.DNSSettings
+	if spec != nil {
+		if len(spec.HostAliases) > 0 {
+			b.WriteString("\n# Entries added by HostAliases.\n")
+			for _, a := range spec.HostAliases {
+				// Validated by the API: an address and DNS names.
+				b.WriteString(a.IP + "\t" + strings.Join(a.Hostnames, "\t") + "\n")
+			}
+		}
+		dns.Replace = spec.DNSPolicy == api.DNSNone
+		if c := spec.DNSConfig; c != nil {
+			dns.Nameservers, dns.Searches = c.Nameservers, c.Searches
+			for _, o := range c.Options {
+				if o.Value != nil {
+					dns.Options = append(dns.Options, o.Name+":"+*o.Value)
+				} else {
+					dns.Options = append(dns.Options, o.Name)
+				}
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(name+"\n"), 0o644); err != nil {
 		return err
 	}
-	resolv, err := network.ResolvConf(network.HostResolvConf)
+	resolv, err := network.ResolvConfWith(network.HostResolvConf, dns)
 	if err != nil {
 		return err
 	}
@@ -386,7 +418,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
 	}
 	env := make([]string, 0, len(vars)+1)
-	env = append(env, "HOSTNAME="+inst.Name)
+	env = append(env, "HOSTNAME="+hostnameOf(inst))
 	for _, e := range vars {
 		env = append(env, e.Name+"="+e.Value)
 	}
@@ -394,7 +426,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	opts = append(opts,
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
-		oci.WithHostname(inst.Name),
+		oci.WithHostname(hostnameOf(inst)),
 		r.withVolumeMounts(c.spec),
 	)
 	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {

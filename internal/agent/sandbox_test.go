@@ -34,7 +34,7 @@ func TestProcessArgs(t *testing.T) {
 
 func TestWriteHosts(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeHosts(dir, "web", "10.211.0.7"); err != nil {
+	if err := writeHosts(dir, nil, "web", "10.211.0.7"); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "hosts"))
@@ -44,6 +44,18 @@ func TestWriteHosts(t *testing.T) {
 	want := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb\n"
 	if string(b) != want {
 		t.Fatalf("hosts = %q, want %q", b, want)
+	}
+	spec := &api.InstanceSpec{HostAliases: []api.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"db", "db.local"}}}}
+	if err := writeHosts(dir, spec, "web-0", "10.211.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "hosts"))
+	want = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb-0\n\n# Entries added by HostAliases.\n10.1.2.3\tdb\tdb.local\n"
+	if string(b) != want {
+		t.Fatalf("hosts with aliases = %q, want %q", b, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "hostname")); string(b) != "web-0\n" {
+		t.Errorf("hostname = %q", b)
 	}
 }
 

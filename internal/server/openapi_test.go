@@ -209,6 +209,9 @@ var schemaTypes = map[string]any{
 	"KeySelector":             api.KeySelector{},
 	"FieldRef":                api.FieldRef{},
 	"ContainerStats":          api.ContainerStats{},
+	"HostAlias":               api.HostAlias{},
+	"DNSConfig":               api.DNSConfig{},
+	"DNSOption":               api.DNSOption{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -242,6 +245,12 @@ var fieldValues = map[string]any{
 	"HostStatus.Condition":                 api.HostLeaseLapsed,
 	"SeccompProfile.Type":                  api.SeccompUnconfined,
 	"FieldRef.FieldPath":                   api.FieldPodIP,
+	"InstanceSpec.DNSPolicy":               api.DNSNone,
+	"InstanceSpec.Hostname":                "web-0",
+	"HostAlias.IP":                         "10.0.0.1",
+	"HostAlias.Hostnames":                  []string{"db.local"},
+	"DNSConfig.Nameservers":                []string{"10.0.0.53"},
+	"DNSConfig.Searches":                   []string{"svc.local"},
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -477,6 +486,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"HostStatus", "condition", []string{api.HostLeaseLapsed, api.HostLost, api.HostSafetyBrake}},
 		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
 		{"FieldRef", "fieldPath", []string{api.FieldPodIP, api.FieldPodIPs}},
+		{"InstanceSpec", "dnsPolicy", []string{api.DNSDefault, api.DNSNone}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

@@ -105,6 +105,7 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 		InstanceType:          pod.Annotations[AnnotationInstanceType],
 		Runtime:               pod.Annotations[AnnotationRuntime],
 	}
+	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName
 	}
@@ -150,6 +151,42 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
 	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
 	return spec, nil
+}
+
+// mapDNS maps the pod's hostname, host aliases and resolver settings. The
+// hostname is the pod's (as the kubelet makes it), not the instance's
+// derived name. Kanga has no cluster DNS: ClusterFirst resolves through
+// the host's upstream resolvers, as Default does.
+func mapDNS(pod *corev1.Pod, spec *api.InstanceSpec) {
+	spec.Hostname = pod.Spec.Hostname
+	if spec.Hostname == "" && len(pod.Name) <= maxName && isDNSLabel(pod.Name) {
+		spec.Hostname = pod.Name
+	}
+	for _, a := range pod.Spec.HostAliases {
+		spec.HostAliases = append(spec.HostAliases, api.HostAlias{IP: a.IP, Hostnames: a.Hostnames})
+	}
+	if pod.Spec.DNSPolicy == corev1.DNSNone {
+		spec.DNSPolicy = api.DNSNone
+	}
+	if c := pod.Spec.DNSConfig; c != nil {
+		spec.DNSConfig = &api.DNSConfig{Nameservers: c.Nameservers, Searches: c.Searches}
+		for _, o := range c.Options {
+			spec.DNSConfig.Options = append(spec.DNSConfig.Options, api.DNSOption{Name: o.Name, Value: o.Value})
+		}
+	}
+}
+
+// isDNSLabel reports whether s is a DNS label (what a hostname may be).
+func isDNSLabel(s string) bool {
+	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func limitOrRequest(r corev1.ResourceRequirements, name corev1.ResourceName) resource.Quantity {

@@ -238,6 +238,44 @@ spec:
 		}
 	})
 
+	t.Run("HostnameAndDNS", func(t *testing.T) {
+		ndots := "3"
+		spec := api.CreateInstanceRequest{Name: "dnsinst", Spec: api.InstanceSpec{
+			Containers:  []api.ContainerSpec{{Name: "c", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+			Hostname:    "web-0",
+			HostAliases: []api.HostAlias{{IP: "10.9.8.7", Hostnames: []string{"db", "db.internal"}}},
+			DNSPolicy:   api.DNSNone,
+			DNSConfig:   &api.DNSConfig{Nameservers: []string{"10.9.8.53"}, Searches: []string{"svc.internal"}, Options: []api.DNSOption{{Name: "ndots", Value: &ndots}}},
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		defer p.must("rm", "-f", "dnsinst")
+		if out := p.must("exec", "dnsinst", "sh", "-c", "hostname; echo $HOSTNAME"); out != "web-0\nweb-0\n" {
+			t.Errorf("hostname and $HOSTNAME: %q, want web-0 twice", out)
+		}
+		hosts := p.must("exec", "dnsinst", "cat", "/etc/hosts")
+		ip := p.inspect("dnsinst").Status.IP
+		if !strings.Contains(hosts, ip+"\tweb-0\n") || !strings.Contains(hosts, "10.9.8.7\tdb\tdb.internal\n") {
+			t.Errorf("/etc/hosts:\n%s\nwant %s web-0 and the alias of 10.9.8.7", hosts, ip)
+		}
+		resolv := p.must("exec", "dnsinst", "cat", "/etc/resolv.conf")
+		if !strings.Contains(resolv, "nameserver 10.9.8.53\nsearch svc.internal\noptions ndots:3\n") || strings.Count(resolv, "nameserver") != 1 {
+			t.Errorf("/etc/resolv.conf with dnsPolicy None:\n%s", resolv)
+		}
+		// Bad input names the field; nothing is stored.
+		spec.Name = "baddns"
+		spec.Spec.HostAliases = []api.HostAlias{{IP: "10.9.8.7", Hostnames: []string{"db\nnameserver 1.1.1.1"}}}
+		b, _ = json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.hostAliases[0].hostnames[0]") {
+			t.Errorf("a host alias with a newline: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if strings.Contains(p.must("ps", "-aq"), "baddns") {
+			t.Error("a refused instance was stored")
+		}
+	})
+
 	t.Run("PublishedPort", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
