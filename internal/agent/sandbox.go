@@ -351,6 +351,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 			containerd.WithContainerLabels(map[string]string{
 				labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,
 			}),
+			withStopSignal(img),
 		)
 	}
 	ctrd, err := newContainer()
@@ -382,6 +383,23 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	r.mark("new-container")
 	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
 	return nil
+}
+
+// withStopSignal records the image's STOPSIGNAL on the container, where
+// containerd's GetStopSignal finds it (stop, also after an agent restart),
+// from the config the agent already read: no content read on the start
+// path.
+func withStopSignal(img image.Resolved) containerd.NewContainerOpts {
+	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+		if img.Config.StopSignal == "" {
+			return nil
+		}
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		c.Labels[containerd.StopSignalLabel] = img.Config.StopSignal
+		return nil
+	}
 }
 
 // baseSpecOpts are the spec options every container of Kanga gets, warm
