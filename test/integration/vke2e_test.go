@@ -79,17 +79,12 @@ func TestVirtualKubeletE2E(t *testing.T) {
 // retag writes the OCI archive src as dst with the image named ref.
 func retag(t *testing.T, src, dst, ref string) {
 	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
 	out, err := os.Create(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	if err := testimage.Retag(out, in, ref); err != nil {
+	if err := testimage.WithConfig(out, src, ref, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -467,59 +467,12 @@ func writeLayerBlob(tw *tar.Writer, l v1.Layer) error {
 	return err
 }
 
-// Retag copies the OCI archive src (as WriteOCIArchive writes it) to dst
-// with its image named ref instead: the same image under another name,
-// for tests that must start an image by a name they do not choose (an
-// upstream suite's "foo").
-func Retag(dst io.Writer, src io.Reader, ref string) error {
-	tr := tar.NewReader(src)
-	tw := tar.NewWriter(dst)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if h.Name != "index.json" {
-			if err := tw.WriteHeader(h); err != nil {
-				return err
-			}
-			if _, err := io.Copy(tw, tr); err != nil {
-				return err
-			}
-			continue
-		}
-		var index v1.IndexManifest
-		if err := json.NewDecoder(tr).Decode(&index); err != nil {
-			return fmt.Errorf("index.json: %w", err)
-		}
-		for i := range index.Manifests {
-			if index.Manifests[i].Annotations == nil {
-				index.Manifests[i].Annotations = map[string]string{}
-			}
-			index.Manifests[i].Annotations[AnnotationImageName] = ref
-			index.Manifests[i].Annotations["org.opencontainers.image.ref.name"] = ref
-		}
-		b, err := json.Marshal(index)
-		if err != nil {
-			return err
-		}
-		h.Size = int64(len(b))
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if _, err := tw.Write(b); err != nil {
-			return err
-		}
-	}
-	return tw.Close()
-}
-
 // WithConfig writes the image of the OCI archive at src (as WriteOCIArchive
 // writes it) to dst with its config changed by edit and named ref: a
-// variant of a test image (a STOPSIGNAL, another user) without a rebuild.
+// variant of a test image (a STOPSIGNAL, another user) without a rebuild,
+// or with a nil edit the same image under another name (for a test that
+// must run an image by a name it does not choose: an upstream suite's
+// "foo").
 func WithConfig(dst io.Writer, src, ref string, edit func(*v1.Config)) error {
 	dir, err := os.MkdirTemp("", "kanga-testimage-")
 	if err != nil {
@@ -574,6 +527,9 @@ func WithConfig(dst io.Writer, src, ref string, edit func(*v1.Config)) error {
 	img, err := idx.Image(im.Manifests[0].Digest)
 	if err != nil {
 		return err
+	}
+	if edit == nil {
+		return WriteOCIArchive(dst, img, ref)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
