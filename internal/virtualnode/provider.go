@@ -240,10 +240,26 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// DeletePod force-deletes the instance and reports every container
-// terminated, which lets the pod controller remove the pod at once.
+// DeletePod ends the pod as a kubelet would. A graceful deletion of a
+// running pod stops its instance with the pod's grace period (the stop
+// signal, SIGKILL after it) and keeps reporting its status: once every
+// container has ended, the pod controller removes the pod, and calls
+// DeletePod again. Otherwise it force-deletes the instance and reports
+// every container terminated, which lets the pod controller remove the
+// pod at once.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	name := InstanceName(pod.Namespace, pod.Name)
+	if g := pod.DeletionGracePeriodSeconds; g != nil && *g > 0 {
+		c := p.tenants.client(pod.Namespace)
+		inst, err := c.GetInstance(ctx, name)
+		if err == nil && !inst.Status.Phase.Terminal() && !inst.StopRequested && !inst.DeletionRequested && inst.Status.Phase != api.PhasePending {
+			if _, err := c.StopInstance(ctx, name, time.Duration(*g)*time.Second); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				return fmt.Errorf("stop instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
+			}
+			p.log.Info("stopping instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name, "grace", *g)
+			return nil
+		}
+	}
 	if err := p.tenants.client(pod.Namespace).DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("delete instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
 	}
@@ -323,7 +339,9 @@ func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
 	}
 	var pods []*corev1.Pod
 	for i := range insts {
-		if instanceEnv(&insts[i], EnvNode) != p.node {
+		// One being deleted is no longer the node's (its pod is gone or
+		// going): the kubelet's running pods leave it out too.
+		if instanceEnv(&insts[i], EnvNode) != p.node || insts[i].DeletionRequested {
 			continue
 		}
 		pods = append(pods, p.podOf(&insts[i]))

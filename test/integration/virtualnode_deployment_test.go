@@ -80,6 +80,9 @@ func kangaDeployment(name, node string, replicas int32) *appsv1.Deployment {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					NodeSelector: map[string]string{"kubernetes.io/hostname": node},
+					// Scale-down waits this long for sleep (PID 1, which
+					// ignores the stop signal), as on a kubelet.
+					TerminationGracePeriodSeconds: ptr(int64(2)),
 					Tolerations: []corev1.Toleration{{
 						Key: virtualnode.Taint.Key, Operator: corev1.TolerationOpEqual,
 						Value: virtualnode.Taint.Value, Effect: virtualnode.Taint.Effect,

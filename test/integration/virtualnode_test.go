@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -291,6 +292,9 @@ func webPod(name, node string) *corev1.Pod {
 			// runs no scheduler.
 			NodeName:    node,
 			Tolerations: []corev1.Toleration{{Key: virtualnode.Taint.Key, Operator: corev1.TolerationOpEqual, Value: virtualnode.Taint.Value, Effect: virtualnode.Taint.Effect}},
+			// A deletion waits this long for a process that ignores the
+			// stop signal (sleep as PID 1), as on a kubelet.
+			TerminationGracePeriodSeconds: ptr(int64(2)),
 			Containers: []corev1.Container{{
 				Name:    "web",
 				Image:   "kanga.test/busybox",
@@ -455,6 +459,48 @@ func TestVirtualNode(t *testing.T) {
 	}
 	if err := pods.Delete(ctx, "env-0", *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)
+	}
+
+	// A graceful delete stops the containers with the stop signal first,
+	// as a kubelet does: the trap runs and the container exits 0 before
+	// the pod goes.
+	graceful := webPod("graceful", node)
+	graceful.Labels = map[string]string{"app": "graceful"}
+	graceful.Spec.Containers[0].Command = []string{"sh", "-c", `trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.2; done`}
+	if _, err := pods.Create(ctx, graceful, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "graceful up", 2*time.Minute, func() bool {
+		b, err := pods.GetLogs("graceful", &corev1.PodLogOptions{}).DoRaw(ctx)
+		return err == nil && strings.Contains(string(b), "up")
+	})
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	w, err := pods.Watch(wctx, metav1.ListOptions{FieldSelector: "metadata.name=graceful"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Delete(ctx, "graceful", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var lastTerminated *corev1.ContainerStateTerminated
+	for ev := range w.ResultChan() {
+		if pod, ok := ev.Object.(*corev1.Pod); ok && len(pod.Status.ContainerStatuses) == 1 && pod.Status.ContainerStatuses[0].State.Terminated != nil {
+			lastTerminated = pod.Status.ContainerStatuses[0].State.Terminated
+		}
+		if ev.Type == watch.Deleted {
+			break
+		}
+	}
+	w.Stop()
+	if lastTerminated == nil || lastTerminated.ExitCode != 0 || lastTerminated.Reason == "KangaInstanceDeleted" {
+		var lines []string
+		for _, l := range strings.Split(vn.log(), "\n") {
+			if strings.Contains(l, "graceful") {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("graceful delete: last terminated state %+v, want the container's own exit 0 after the stop signal; virtual node:\n%s", lastTerminated, strings.Join(lines, "\n"))
 	}
 
 	// The kubelet stats endpoints, read as metrics-server does, straight
