@@ -53,6 +53,12 @@ type ContainerSpec struct {
 	// default: Docker's default capabilities without NET_RAW, Docker's
 	// default seccomp profile and no_new_privs.
 	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
+	// RestartPolicy is Kubernetes' per-container field, which makes an
+	// init container with Always a sidecar (Kubernetes 1.29). Kanga does
+	// not run sidecar init containers: the field is accepted only empty,
+	// so that a spec carrying it is refused by name rather than run
+	// differently.
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 }
 
 // SecurityContext is a container's sandbox settings, shaped as in a
@@ -150,6 +156,12 @@ type InstanceSpec struct {
 	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
 	// Volumes are what the containers' VolumeMounts name.
 	Volumes []Volume `json:"volumes,omitempty"`
+	// InitContainers run one after another, each to completion, in the
+	// instance's sandbox before any of Containers starts. One that fails
+	// is retried with backoff (restartPolicy OnFailure or Always) or fails
+	// the instance (Never) with reason Init:Error. Names are unique across
+	// InitContainers and Containers.
+	InitContainers []ContainerSpec `json:"initContainers,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -192,6 +204,9 @@ type InstanceStatus struct {
 	FinishedAt *time.Time        `json:"finishedAt,omitempty"`
 	Containers []ContainerStatus `json:"containers,omitempty"`
 	Events     []Event           `json:"events,omitempty"`
+
+	// InitContainers are the statuses of spec.initContainers, in order.
+	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
 }
 
 // Instance is a Pod-like group of containers sharing one sandbox.

@@ -21,6 +21,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // Progress writes newline-delimited api.Progress documents. The
@@ -105,19 +106,21 @@ func (p *Progress) Fail(err error) error {
 }
 
 // PickContainer resolves the container a request names, defaulting to the
-// only one, or the first, as kubectl does.
+// only app container, or the first, as kubectl does; an init container is
+// picked only by name.
 func PickContainer(inst *api.Instance, name string) (string, error) {
 	if name == "" {
 		return inst.Spec.Containers[0].Name, nil
 	}
-	for _, c := range inst.Spec.Containers {
-		if c.Name == name {
+	all := model.AllContainers(&inst.Spec)
+	for _, c := range all {
+		if c.Spec.Name == name {
 			return name, nil
 		}
 	}
-	names := make([]string, 0, len(inst.Spec.Containers))
-	for _, c := range inst.Spec.Containers {
-		names = append(names, c.Name)
+	names := make([]string, 0, len(all))
+	for _, c := range all {
+		names = append(names, c.Spec.Name)
 	}
 	return "", fmt.Errorf("instance %q has no container %q: it has %v: %w", inst.Name, name, names, errdefs.ErrNotFound)
 }

@@ -145,12 +145,12 @@ func CheckSecurity(spec *api.InstanceSpec, tenantName string, t *api.TenantSecur
 		t = &api.TenantSecurity{} // a tenant without a policy is allowed nothing more
 	}
 	var errs []error
-	for i, c := range spec.Containers {
-		sc := c.SecurityContext
+	for _, ct := range AllContainers(spec) {
+		sc := ct.Spec.SecurityContext
 		if sc == nil {
 			continue
 		}
-		f := fmt.Sprintf("spec.containers[%d].securityContext", i)
+		f := ct.Field + ".securityContext"
 		if sc.Capabilities != nil {
 			for j, n := range sc.Capabilities.Add {
 				cp, _ := NormalizeCapability(n)
