@@ -96,8 +96,8 @@ func needsFiles(spec *api.InstanceSpec) bool {
 	if objectVolumes(spec) > 0 {
 		return true
 	}
-	for i := range spec.Containers {
-		if model.EnvFromSecrets(&spec.Containers[i]) {
+	for _, c := range model.AllContainers(spec) {
+		if model.EnvFromSecrets(c.Spec) {
 			return true
 		}
 	}

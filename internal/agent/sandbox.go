@@ -286,7 +286,8 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	}
 	opts = append(opts, diskLimits)
 	opt := class.Options
-	if len(inst.Spec.Containers) > 1 && class.SharedNetnsOptions != nil {
+	// Init containers count: each is a sandbox of its own in the namespace.
+	if len(inst.Spec.Containers)+len(inst.Spec.InitContainers) > 1 && class.SharedNetnsOptions != nil {
 		opt = class.SharedNetnsOptions
 	}
 	r.mark("spec-opts")

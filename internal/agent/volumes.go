@@ -275,8 +275,8 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 		return out
 	}
 	nctx := tenant.WithName(a.ns(ctx), inst.Tenant)
-	for _, cs := range inst.Spec.Containers {
-		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Name))
+	for _, cs := range model.AllContainers(&inst.Spec) {
+		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Spec.Name))
 		if err != nil {
 			continue
 		}
@@ -289,7 +289,7 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 			continue
 		}
 		if dir, err := snapshotDir(mounts); err == nil {
-			add(api.StorageStats{Name: cs.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
+			add(api.StorageStats{Name: cs.Spec.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
 		}
 	}
 	return out
