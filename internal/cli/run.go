@@ -19,6 +19,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // runExitCode is docker's code for a failure of `run` itself, as opposed to
@@ -168,7 +169,7 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 		}
 		fmt.Fprintln(stdout, inst.Name)
 		if waiting(inst) {
-			fmt.Fprintf(stderr, "kanga: %s is Pending (%s): %s\n", inst.Name, inst.Status.Reason, inst.Status.Message)
+			fmt.Fprintf(stderr, "kanga: %s is %s (%s): %s\n", inst.Name, inst.Status.Phase, inst.Status.Reason, inst.Status.Message)
 			return nil
 		}
 		if _, ok := exitCode(inst.Status); inst.Status.Phase == api.PhaseFailed && !ok {
@@ -631,7 +632,9 @@ func parsePortNumber(s string) (int, error) {
 }
 
 // waiting reports an instance held Pending for resources (no host offers
-// its runtime class, or no dedicated core is free).
+// its runtime class, or no dedicated core is free), or held Creating by
+// an init container that fails and waits to be run again.
 func waiting(inst api.Instance) bool {
-	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU")
+	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU") ||
+		inst.Status.Reason == model.ReasonInitCrashLoop
 }
