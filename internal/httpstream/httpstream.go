@@ -125,6 +125,21 @@ func PickContainer(inst *api.Instance, name string) (string, error) {
 	return "", fmt.Errorf("instance %q has no container %q: it has %v: %w", inst.Name, name, names, errdefs.ErrNotFound)
 }
 
+// CheckExec refuses an exec into container of inst unless it runs: the
+// instance is Running, or it is still running the container as an init
+// container (kubectl exec reaches a running init container too).
+func CheckExec(inst *api.Instance, container string) error {
+	if inst.Status.Phase == api.PhaseRunning {
+		return nil
+	}
+	for _, c := range inst.Status.InitContainers {
+		if c.Name == container && c.State == api.ContainerRunning && !inst.Status.Phase.Terminal() {
+			return nil
+		}
+	}
+	return fmt.Errorf("instance %q is %s, not Running: exec needs a running container: %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
+}
+
 // BoolParam reads an optional boolean query parameter.
 func BoolParam(r *http.Request, name string) (bool, error) {
 	v := r.URL.Query().Get(name)
