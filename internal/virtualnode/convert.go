@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -91,31 +92,31 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
-		cs := api.ContainerSpec{
-			Name:       c.Name,
-			Image:      c.Image,
-			Command:    c.Command,
-			Args:       c.Args,
-			WorkingDir: c.WorkingDir,
-			// Added capabilities and Unconfined go to Kanga's API, which
-			// allows them only as far as the tenant's policy does.
-			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+		cs, err := containerSpec(c, pod, marker)
+		if err != nil {
+			return api.InstanceSpec{}, err
 		}
-		for _, e := range c.Env {
-			if e.ValueFrom != nil {
-				// The pod controller resolves ConfigMap, Secret and
-				// downward-API references before CreatePod; one left
-				// here is a field ref it could not resolve.
-				return api.InstanceSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
-			}
-			cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
-		}
-		cs.Env = append(cs.Env, marker...)
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
 		// limits, or their requests where no limit is set.
 		cpu.Add(limitOrRequest(c.Resources, corev1.ResourceCPU))
 		mem.Add(limitOrRequest(c.Resources, corev1.ResourceMemory))
+	}
+	// Init containers run one at a time, before the app containers: the
+	// pod needs the larger of their sum and the largest init container,
+	// as the scheduler counts a pod's effective request.
+	for _, c := range pod.Spec.InitContainers {
+		cs, err := containerSpec(c, pod, marker)
+		if err != nil {
+			return api.InstanceSpec{}, fmt.Errorf("init %w", err)
+		}
+		spec.InitContainers = append(spec.InitContainers, cs)
+		if q := limitOrRequest(c.Resources, corev1.ResourceCPU); q.Cmp(cpu) > 0 {
+			cpu = q
+		}
+		if q := limitOrRequest(c.Resources, corev1.ResourceMemory); q.Cmp(mem) > 0 {
+			mem = q
+		}
 	}
 	if !cpu.IsZero() {
 		spec.Resources.CPU = cpu.String()
@@ -126,6 +127,32 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
 	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
 	return spec, nil
+}
+
+// containerSpec maps one container of pod, app or init, with the marker
+// variables that tie the instance to the pod.
+func containerSpec(c corev1.Container, pod *corev1.Pod, marker []api.EnvVar) (api.ContainerSpec, error) {
+	cs := api.ContainerSpec{
+		Name:       c.Name,
+		Image:      c.Image,
+		Command:    c.Command,
+		Args:       c.Args,
+		WorkingDir: c.WorkingDir,
+		// Added capabilities and Unconfined go to Kanga's API, which
+		// allows them only as far as the tenant's policy does.
+		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil {
+			// The pod controller resolves ConfigMap, Secret and
+			// downward-API references before CreatePod; one left
+			// here is a field ref it could not resolve.
+			return api.ContainerSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
+		}
+		cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	cs.Env = append(cs.Env, marker...)
+	return cs, nil
 }
 
 func limitOrRequest(r corev1.ResourceRequirements, name corev1.ResourceName) resource.Quantity {
@@ -203,8 +230,12 @@ func checkSupported(pod *corev1.Pod) error {
 	if pod.Spec.HostIPC {
 		bad = append(bad, "hostIPC")
 	}
-	if len(pod.Spec.InitContainers) > 0 {
-		bad = append(bad, "initContainers")
+	for i, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			// A sidecar: started, not awaited, restarted for the pod's
+			// whole life. Kanga runs init containers to completion only.
+			bad = append(bad, fmt.Sprintf("spec.initContainers[%d].restartPolicy Always (init container %s as a sidecar)", i, c.Name))
+		}
 	}
 	if psc := pod.Spec.SecurityContext; psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
 		bad = append(bad, "seccompProfile Localhost")
@@ -220,7 +251,8 @@ func checkSupported(pod *corev1.Pod) error {
 			bad = append(bad, "volume "+v.Name+": volumes are not supported")
 		}
 	}
-	for _, c := range pod.Spec.Containers {
+	// Init containers run in the same sandbox: the same limits hold.
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
 		if sc := c.SecurityContext; sc != nil {
 			if sc.Privileged != nil && *sc.Privileged {
 				bad = append(bad, "container "+c.Name+": privileged")

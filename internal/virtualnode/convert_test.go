@@ -150,9 +150,13 @@ func TestInstanceSpecRefusesUnsupported(t *testing.T) {
 		{"hostPort", func(p *corev1.Pod) {
 			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
 		}, "hostPort 80"},
-		{"initContainers", func(p *corev1.Pod) {
-			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox"}}
-		}, "initContainers"},
+		{"sidecar init container", func(p *corev1.Pod) {
+			always := corev1.ContainerRestartPolicyAlways
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox", RestartPolicy: &always}}
+		}, "spec.initContainers[0].restartPolicy Always"},
+		{"privileged init container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}
+		}, "container i: privileged"},
 		{"emptyDir", func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		}, "volume e"},

@@ -283,6 +283,9 @@ func stubPod(inst *api.Instance, ns, name string) *corev1.Pod {
 	for _, c := range inst.Spec.Containers {
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
 	}
+	for _, c := range inst.Spec.InitContainers {
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
 	return pod
 }
 
