@@ -190,3 +190,35 @@ func TestInitContainers(t *testing.T) {
 		p.must("rm", "init-gate")
 	})
 }
+
+// TestWarmSkipsInitContainers: an instance with init containers never
+// claims a warm container (whose process would start before them): it
+// starts the usual way, init containers first, and the warm container
+// stays ready for the next plain instance.
+func TestWarmSkipsInitContainers(t *testing.T) {
+	p := startWarmPlatform(t, "--warm-max", "1")
+	p.importImages()
+	// The first create of the image teaches the pool the key.
+	p.must("run", "-d", "--name", "teach", "--runtime", "crun", "kanga.test/busybox", "sleep", "1000")
+	p.running("teach")
+	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() > 0 })
+
+	// The instance fits a warm container (one container, the image and
+	// class of the ready one, no volumes) but for its init container.
+	p.runSpec(api.CreateInstanceRequest{Name: "with-init", Spec: api.InstanceSpec{
+		Containers: []api.ContainerSpec{busybox("sleep", "1000")}, Runtime: "crun",
+		InitContainers: []api.ContainerSpec{{Name: "setup", Image: "kanga.test/busybox", Command: []string{"true"}}},
+	}})
+	inst := p.running("with-init")
+	if id := p.warmOf(inst.UID); id != "" {
+		t.Fatalf("an instance with an init container claimed warm container %s", id)
+	}
+	if c := inst.Status.InitContainers[0]; c.ExitCode == nil || *c.ExitCode != 0 {
+		t.Errorf("init container %+v, want completed", c)
+	}
+	if p.warmReady() == 0 {
+		t.Error("the warm container is gone though no instance claimed it")
+	}
+	// The warm container still serves a plain instance.
+	p.warmRun("plain", api.InstanceSpec{Containers: []api.ContainerSpec{busybox("sleep", "1000")}, Runtime: "crun"})
+}
