@@ -249,13 +249,21 @@ func attach(ctx context.Context, c *client.Client, name string, stdout, stderr i
 }
 
 // copyLogs copies the logs of every container to w, prefixing lines with
-// the container name when there is more than one.
+// the container name when there is more than one. The init containers'
+// output comes first, each line under its container's name: they have
+// ended (or wait to run again) once the instance runs.
 func copyLogs(ctx context.Context, c *client.Client, inst api.Instance, follow bool, w io.Writer) error {
+	var mu sync.Mutex
+	var initErrs []error
+	for _, ct := range inst.Spec.InitContainers {
+		pw := &prefixWriter{mu: &mu, w: w, prefix: ct.Name + " | "}
+		initErrs = append(initErrs, copyContainerLogs(ctx, c, inst.Name, ct.Name, false, pw))
+		pw.flush()
+	}
 	if len(inst.Spec.Containers) <= 1 {
-		return copyContainerLogs(ctx, c, inst.Name, "", follow, w)
+		return errors.Join(append(initErrs, copyContainerLogs(ctx, c, inst.Name, "", follow, w))...)
 	}
 	var (
-		mu   sync.Mutex
 		wg   sync.WaitGroup
 		errs = make([]error, len(inst.Spec.Containers))
 	)
@@ -269,7 +277,7 @@ func copyLogs(ctx context.Context, c *client.Client, inst api.Instance, follow b
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(initErrs, errs...)...)
 }
 
 func copyContainerLogs(ctx context.Context, c *client.Client, name, container string, follow bool, w io.Writer) error {

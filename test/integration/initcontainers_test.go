@@ -133,6 +133,21 @@ func TestInitContainers(t *testing.T) {
 		p.must("rm", "init-retry")
 	})
 
+	t.Run("RunAttached", func(t *testing.T) {
+		// kanga run -f, attached: the init containers' output first, under
+		// their names, then the app's; the app's exit code.
+		f := specFile("init-attached", api.RestartNever, sh("app", "cat /work/msg; exit 4"), sh("setup", "echo prepared | tee /work/msg"))
+		r := p.kanga("run", "--rm", "-f", f)
+		if r.code != 4 || r.stdout != "setup | prepared\nprepared\n" {
+			t.Errorf("run -f attached: exit %d, stdout %q, stderr %q; want 4 and the init container's line before the app's", r.code, r.stdout, r.stderr)
+		}
+		f = specFile("init-attached-fails", api.RestartNever, sh("app", "echo app-ran"), sh("setup", "echo cannot-prepare; exit 2"))
+		r = p.kanga("run", "--rm", "-f", f)
+		if r.code == 0 || r.stdout != "setup | cannot-prepare\n" || !strings.Contains(r.stderr, "Init:Error") {
+			t.Errorf("run -f attached, failing init container: exit %d, stdout %q, stderr %q; want a failure with its output and Init:Error", r.code, r.stdout, r.stderr)
+		}
+	})
+
 	t.Run("AgentRestartWhileInitializing", func(t *testing.T) {
 		// once completes at once; gate runs until the test lets it end.
 		f := specFile("init-gate", api.RestartNever, sh("app", "cat /work/once /work/gate"),
