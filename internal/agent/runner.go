@@ -701,6 +701,16 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 			}
 		}
 	}
+	if !r.initDone {
+		// Stopped while initialising: what has not run will not, and
+		// ends without having run, so the instance ends too.
+		for _, c := range r.all() {
+			if c.status.State == api.ContainerWaiting {
+				c.status.State = api.ContainerTerminated
+				c.status.Reason = "Stopped"
+			}
+		}
+	}
 	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
 	r.event("Normal", "Stopping", "sent SIGTERM; SIGKILL in %ds", grace)
 }

@@ -148,6 +148,29 @@ func TestInitContainers(t *testing.T) {
 		}
 	})
 
+	t.Run("StopWhileInitializing", func(t *testing.T) {
+		f := specFile("init-stop", api.RestartAlways, sh("app", "echo app-ran"),
+			// Ends with 0 on SIGTERM: the stop, not a failure, must end
+			// the instance, and next must not run.
+			sh("forever", "trap 'exit 0' TERM; echo waiting; sleep 1000 & wait"), sh("next", "true"))
+		go func() { _, _ = p.cli(3*time.Minute, nil, nil, "run", "-d", "-f", f) }()
+		p.eventually("the first init container to run", 90*time.Second, func() bool {
+			r := p.kanga("logs", "init-stop", "-c", "forever")
+			return r.code == 0 && r.stdout == "waiting\n"
+		})
+		p.must("stop", "-t", "1", "init-stop")
+		p.eventually("init-stop to end", 60*time.Second, func() bool { return p.inspect("init-stop").Status.Phase.Terminal() })
+		inst := p.inspect("init-stop")
+		if c := inst.Status.InitContainers[0]; c.ExitCode == nil || *c.ExitCode != 0 {
+			t.Errorf("the stopped init container %+v, want it to have ended with its trap's 0", c)
+		}
+		if inst.Status.Phase != api.PhaseFailed || inst.Status.Containers[0].StartedAt != nil || inst.Status.InitContainers[1].StartedAt != nil {
+			t.Errorf("stopped while initialising: %s, init %+v, app %+v; want Failed with nothing after the stopped init container started",
+				inst.Status.Phase, inst.Status.InitContainers, inst.Status.Containers)
+		}
+		p.must("rm", "init-stop")
+	})
+
 	t.Run("AgentRestartWhileInitializing", func(t *testing.T) {
 		// once completes at once; gate runs until the test lets it end.
 		f := specFile("init-gate", api.RestartNever, sh("app", "cat /work/once /work/gate"),
