@@ -2,6 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +85,47 @@ func TestInitContainers(t *testing.T) {
 			t.Errorf("completed init containers still have tasks:\n%s", tasks)
 		}
 		p.must("rm", "init-order")
+	})
+
+	t.Run("RuntimeClasses", func(t *testing.T) {
+		// Under every class the app container, started after an init
+		// container in the same network namespace, still has the
+		// instance's address (gVisor's netstack would take it with the
+		// first sandbox: init containers count as containers of a
+		// multi-container instance) and serves what the init container
+		// wrote.
+		offered := p.offered()
+		for _, class := range []string{"runc", "crun", "gvisor"} {
+			t.Run(class, func(t *testing.T) {
+				if !offered[class] {
+					t.Skipf("no host offers runtime class %s", class)
+				}
+				name := "init-" + class
+				req := api.CreateInstanceRequest{Name: name, Spec: api.InstanceSpec{
+					Runtime:        class,
+					Containers:     []api.ContainerSpec{sh("web", "exec httpd -f -p 8080 -h /work")},
+					InitContainers: []api.ContainerSpec{sh("page", "echo page-of-"+class+" > /work/index.html")},
+					Volumes:        []api.Volume{{Name: "work", EmptyDir: &api.EmptyDirVolumeSource{}}},
+				}}
+				p.runSpec(req)
+				inst := p.running(name)
+				var got string
+				p.eventually(name+" to serve", 60*time.Second, func() bool {
+					resp, err := http.Get("http://" + net.JoinHostPort(inst.Status.IP, "8080") + "/index.html")
+					if err != nil {
+						return false
+					}
+					defer resp.Body.Close()
+					b, _ := io.ReadAll(resp.Body)
+					got = strings.TrimSpace(string(b))
+					return resp.StatusCode == http.StatusOK
+				})
+				if got != "page-of-"+class {
+					t.Errorf("%s served %q, want the page its init container wrote", name, got)
+				}
+				p.must("rm", "-f", name)
+			})
+		}
 	})
 
 	t.Run("FailureUnderNever", func(t *testing.T) {
