@@ -85,6 +85,10 @@ func TestInitContainers(t *testing.T) {
 			t.Errorf("completed init containers still have tasks:\n%s", tasks)
 		}
 		p.must("rm", "init-order")
+		// Teardown takes the init containers with the others.
+		p.eventually("the containers of init-order to go", 60*time.Second, func() bool {
+			return !strings.Contains(p.ctr("containers", "ls", "-q"), inst.UID)
+		})
 	})
 
 	t.Run("RuntimeClasses", func(t *testing.T) {
