@@ -162,6 +162,49 @@ type InstanceSpec struct {
 	// the instance (Never) with reason Init:Error. Names are unique across
 	// InitContainers and Containers.
 	InitContainers []ContainerSpec `json:"initContainers,omitempty"`
+	// ActiveDeadlineSeconds is how long the instance may run, from its
+	// start: then its containers are stopped and it fails with reason
+	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+	// Hostname is the containers' hostname (and the name /etc/hosts
+	// gives the instance's address); the instance name if empty.
+	Hostname string `json:"hostname,omitempty"`
+	// HostAliases are extra /etc/hosts entries.
+	HostAliases []HostAlias `json:"hostAliases,omitempty"`
+	// DNSPolicy is Default (the host's upstream resolvers, with DNSConfig
+	// merged in; the default) or None (DNSConfig alone).
+	DNSPolicy string `json:"dnsPolicy,omitempty"`
+	// DNSConfig adds to (or with DNSPolicy None, makes) the instance's
+	// /etc/resolv.conf, as a Kubernetes pod's dnsConfig.
+	DNSConfig *DNSConfig `json:"dnsConfig,omitempty"`
+}
+
+// DNS policies.
+const (
+	DNSDefault = "Default"
+	DNSNone    = "None"
+)
+
+// HostAlias maps host names to an address in /etc/hosts.
+type HostAlias struct {
+	IP        string   `json:"ip"`
+	Hostnames []string `json:"hostnames"`
+}
+
+// DNSConfig is resolver configuration: nameservers (at most 3 with the
+// host's), search domains (at most 32) and options, merged into the
+// resolver configuration the policy gives (an option of the same name
+// replaces it).
+type DNSConfig struct {
+	Nameservers []string    `json:"nameservers,omitempty"`
+	Searches    []string    `json:"searches,omitempty"`
+	Options     []DNSOption `json:"options,omitempty"`
+}
+
+// DNSOption is one resolver option: "ndots" with value "2", "edns0".
+type DNSOption struct {
+	Name  string  `json:"name"`
+	Value *string `json:"value,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -519,6 +562,20 @@ type InstanceStats struct {
 	// Storage is how full each size-limited filesystem of the instance
 	// is: its emptyDirs and its containers' capped writable layers.
 	Storage []StorageStats `json:"storage,omitempty"`
+	// Containers are the figures of each running container; the
+	// instance's include them and its sandbox's.
+	Containers []ContainerStats `json:"containers,omitempty"`
+}
+
+// ContainerStats are one container's counters, from its own cgroup.
+type ContainerStats struct {
+	Name          string `json:"name"`
+	CPUUsageNanos uint64 `json:"cpuUsageNanos"`
+	MemoryUsage   uint64 `json:"memoryUsage"`
+	// MemoryWorkingSet is the usage less the inactive page cache, what
+	// the kubelet and cAdvisor call the working set (and what an OOM
+	// kill is judged by).
+	MemoryWorkingSet uint64 `json:"memoryWorkingSet"`
 }
 
 // Kinds of StorageStats.

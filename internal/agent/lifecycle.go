@@ -218,7 +218,7 @@ func (s *filesStep) Name() string { return "files" }
 func (s *filesStep) Do(ctx context.Context) (steps.Undo, error) {
 	r := s.r
 	dir := r.a.sandboxDir(r.uid)
-	if err := writeHosts(dir, s.inst.Name, r.ip); err != nil {
+	if err := writeHosts(dir, &s.inst.Spec, hostnameOf(s.inst), r.ip); err != nil {
 		return nil, err
 	}
 	// The secret and config volumes (on a tmpfs of their own) and the env

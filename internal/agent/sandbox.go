@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,10 +25,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/atomicfile"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // Labels on containerd objects tie them to their instance, so that a
@@ -43,7 +47,23 @@ const (
 // carries the instance-wide limits; each container gets a child of it.
 const DefaultCgroupRoot = "/kanga"
 
-func containerID(uid, name string) string { return uid + "-" + name }
+// maxContainerID is containerd's limit on identifiers.
+const maxContainerID = 76
+
+// containerID is the containerd id of container name of instance uid.
+// Kubernetes allows 63-character container names, which with the uid would
+// pass containerd's limit; those keep a prefix of the name and a hash of
+// all of it, so the id stays a function of (uid, name) that adoption finds
+// again.
+func containerID(uid, name string) string {
+	id := uid + "-" + name
+	if len(id) <= maxContainerID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := "-" + hex.EncodeToString(sum[:])[:12]
+	return id[:maxContainerID-len(suffix)] + suffix
+}
 
 // cgName names the cgroup of instance uid: its uid, or the id of the warm
 // container it claimed. A warm container's cgroups keep their names: the
@@ -214,24 +234,56 @@ func readOOMKills(cgroup string) uint64 {
 	return kv["oom_kill"]
 }
 
+// hostnameOf is the hostname of inst's containers.
+func hostnameOf(inst *api.Instance) string {
+	if inst.Spec.Hostname != "" {
+		return inst.Spec.Hostname
+	}
+	return inst.Name
+}
+
 // writeHosts writes the /etc/hosts, /etc/hostname and /etc/resolv.conf
 // every container of the instance shares, so the instance resolves its own
-// name and, through the host's upstream nameservers, everything else.
-func writeHosts(dir, name, ip string) error {
+// name, its host aliases and, through the host's upstream nameservers (or
+// its own, spec's dnsConfig), everything else. spec is nil for a warm
+// container that no instance has claimed yet.
+func writeHosts(dir string, spec *api.InstanceSpec, name, ip string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	content := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	var b strings.Builder
+	b.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 	if ip != "" {
-		content += ip + "\t" + name + "\n"
+		b.WriteString(ip + "\t" + name + "\n")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(content), 0o644); err != nil {
+	var dns network.DNSSettings
+	if spec != nil {
+		if len(spec.HostAliases) > 0 {
+			b.WriteString("\n# Entries added by HostAliases.\n")
+			for _, a := range spec.HostAliases {
+				// Validated by the API: an address and DNS names.
+				b.WriteString(a.IP + "\t" + strings.Join(a.Hostnames, "\t") + "\n")
+			}
+		}
+		dns.Replace = spec.DNSPolicy == api.DNSNone
+		if c := spec.DNSConfig; c != nil {
+			dns.Nameservers, dns.Searches = c.Nameservers, c.Searches
+			for _, o := range c.Options {
+				if o.Value != nil {
+					dns.Options = append(dns.Options, o.Name+":"+*o.Value)
+				} else {
+					dns.Options = append(dns.Options, o.Name)
+				}
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(name+"\n"), 0o644); err != nil {
 		return err
 	}
-	resolv, err := network.ResolvConf(network.HostResolvConf)
+	resolv, err := network.ResolvConfWith(network.HostResolvConf, dns)
 	if err != nil {
 		return err
 	}
@@ -352,16 +404,22 @@ func (a *Agent) baseSpecOpts(img image.Resolved, netns, cgroup, dir string) []oc
 // instanceSpecOpts are the spec options of container c of inst, with its
 // /etc files in dir; disk limits are added by the caller.
 func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns string, c *ctr, dir string) ([]oci.SpecOpts, error) {
-	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, c.spec)
-	if len(args) == 0 {
-		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
-	}
 	vars, err := r.containerEnv(c)
 	if err != nil {
 		return nil, err
 	}
+	// Env from the instance's fields (its IP), known only now.
+	if model.HasFieldRefs(vars) && r.ip == "" {
+		return nil, fmt.Errorf("container %s takes env from the instance's IP, which it has not got yet: %w", c.spec.Name, errdefs.ErrFailedPrecondition)
+	}
+	spec := c.spec
+	vars, spec.Command, spec.Args = model.ResolveFields(&c.spec, vars, model.InstanceFields{PodIP: r.ip})
+	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, spec)
+	if len(args) == 0 {
+		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
+	}
 	env := make([]string, 0, len(vars)+1)
-	env = append(env, "HOSTNAME="+inst.Name)
+	env = append(env, "HOSTNAME="+hostnameOf(inst))
 	for _, e := range vars {
 		env = append(env, e.Name+"="+e.Value)
 	}
@@ -369,7 +427,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	opts = append(opts,
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
-		oci.WithHostname(inst.Name),
+		oci.WithHostname(hostnameOf(inst)),
 		r.withVolumeMounts(c.spec),
 	)
 	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {

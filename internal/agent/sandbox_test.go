@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
@@ -33,7 +34,7 @@ func TestProcessArgs(t *testing.T) {
 
 func TestWriteHosts(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeHosts(dir, "web", "10.211.0.7"); err != nil {
+	if err := writeHosts(dir, nil, "web", "10.211.0.7"); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "hosts"))
@@ -43,6 +44,18 @@ func TestWriteHosts(t *testing.T) {
 	want := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb\n"
 	if string(b) != want {
 		t.Fatalf("hosts = %q, want %q", b, want)
+	}
+	spec := &api.InstanceSpec{HostAliases: []api.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"db", "db.local"}}}}
+	if err := writeHosts(dir, spec, "web-0", "10.211.0.7"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "hosts"))
+	want = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.211.0.7\tweb-0\n\n# Entries added by HostAliases.\n10.1.2.3\tdb\tdb.local\n"
+	if string(b) != want {
+		t.Fatalf("hosts with aliases = %q, want %q", b, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "hostname")); string(b) != "web-0\n" {
+		t.Errorf("hostname = %q", b)
 	}
 }
 
@@ -79,5 +92,38 @@ func TestNetID(t *testing.T) {
 	a.removeFiles("u1")
 	if got := a.readNetID("u1"); got != "" {
 		t.Errorf("after removeFiles the record is still there: %q", got)
+	}
+}
+
+func TestContainerIDFitsContainerd(t *testing.T) {
+	uid := "0123456789abcdef"
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		name string
+		want string // empty: only check the limits
+	}{
+		{name: "web", want: uid + "-web"},
+		{name: strings.Repeat("b", 59), want: uid + "-" + strings.Repeat("b", 59)},
+		{name: strings.Repeat("c", 60)},
+		{name: long},
+	}
+	for _, tt := range tests {
+		id := containerID(uid, tt.name)
+		if len(id) > maxContainerID {
+			t.Errorf("containerID(%d-char name) = %q: %d characters, containerd allows %d", len(tt.name), id, len(id), maxContainerID)
+		}
+		if tt.want != "" && id != tt.want {
+			t.Errorf("containerID(%q) = %q, want %q", tt.name, id, tt.want)
+		}
+		if !strings.HasPrefix(id, uid+"-") {
+			t.Errorf("containerID(%q) = %q does not start with the instance uid", tt.name, id)
+		}
+		if again := containerID(uid, tt.name); again != id {
+			t.Errorf("containerID is not stable: %q then %q", id, again)
+		}
+	}
+	// Two long names that share the kept prefix must not share an id.
+	if a, b := containerID(uid, long), containerID(uid, long[:62]+"b"); a == b {
+		t.Errorf("containerID gives %q to two names", a)
 	}
 }

@@ -172,7 +172,7 @@ func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	dir := a.sandboxDir(w.id)
-	if err := writeHosts(dir, "localhost", ""); err != nil {
+	if err := writeHosts(dir, nil, "localhost", ""); err != nil {
 		return nil, err
 	}
 	kdir := filepath.Join(dir, "kanga")
@@ -402,7 +402,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	}
 	r.mark("cgroup")
 	// In place: the container's /etc files are bind mounts of these inodes.
-	if err := writeHosts(dir, inst.Name, w.att.IP); err != nil {
+	if err := writeHosts(dir, &inst.Spec, hostnameOf(inst), w.att.IP); err != nil {
 		return err
 	}
 	// The agent's copier goes on writing the task's output there, under
@@ -412,7 +412,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	}
 	_ = os.Remove(r.a.logDir(w.id))
 	r.mark("files")
-	if err := setHostname(w.task.Pid(), inst.Name); err != nil {
+	if err := setHostname(w.task.Pid(), hostnameOf(inst)); err != nil {
 		return fmt.Errorf("setting the hostname: %w", err)
 	}
 	r.mark("hostname")

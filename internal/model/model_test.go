@@ -63,6 +63,31 @@ func TestValidate(t *testing.T) {
 		{"tiny memory", func(s *api.InstanceSpec) { s.Resources.Memory = "1Mi" }, "below the minimum"},
 		{"bad cpu", func(s *api.InstanceSpec) { s.Resources.CPU = "fast" }, "spec.resources.cpu"},
 		{"bad restart", func(s *api.InstanceSpec) { s.RestartPolicy = "sometimes" }, "spec.restartPolicy"},
+		{"zero deadline", func(s *api.InstanceSpec) { s.ActiveDeadlineSeconds = new(int64) }, "spec.activeDeadlineSeconds 0"},
+		{"hostname", func(s *api.InstanceSpec) { s.Hostname = "web-0" }, ""},
+		{"bad hostname", func(s *api.InstanceSpec) { s.Hostname = "Web_0" }, "spec.hostname"},
+		{"host alias", func(s *api.InstanceSpec) {
+			s.HostAliases = []api.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"db", "db.local"}}}
+		}, ""},
+		{"host alias bad ip", func(s *api.InstanceSpec) { s.HostAliases = []api.HostAlias{{IP: "10.1.2", Hostnames: []string{"db"}}} }, "spec.hostAliases[0].ip"},
+		{"host alias bad name", func(s *api.InstanceSpec) {
+			s.HostAliases = []api.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"ok", "bad name\nevil"}}}
+		}, "spec.hostAliases[0].hostnames[1]"},
+		{"host alias no names", func(s *api.InstanceSpec) { s.HostAliases = []api.HostAlias{{IP: "10.1.2.3"}} }, "spec.hostAliases[0].hostnames is empty"},
+		{"dns policy", func(s *api.InstanceSpec) { s.DNSPolicy = "ClusterFirst" }, "spec.dnsPolicy"},
+		{"dns none without servers", func(s *api.InstanceSpec) { s.DNSPolicy = api.DNSNone }, "spec.dnsPolicy None needs spec.dnsConfig.nameservers"},
+		{"dns none", func(s *api.InstanceSpec) {
+			s.DNSPolicy = api.DNSNone
+			s.DNSConfig = &api.DNSConfig{Nameservers: []string{"10.0.0.53"}, Searches: []string{"svc.local."}, Options: []api.DNSOption{{Name: "ndots", Value: ptrTo("2")}}}
+		}, ""},
+		{"dns bad server", func(s *api.InstanceSpec) { s.DNSConfig = &api.DNSConfig{Nameservers: []string{"dns.example"}} }, "spec.dnsConfig.nameservers[0]"},
+		{"dns too many servers", func(s *api.InstanceSpec) {
+			s.DNSConfig = &api.DNSConfig{Nameservers: []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}}
+		}, "spec.dnsConfig.nameservers has 4"},
+		{"dns bad search", func(s *api.InstanceSpec) { s.DNSConfig = &api.DNSConfig{Searches: []string{"a b"}} }, "spec.dnsConfig.searches[0]"},
+		{"dns option injection", func(s *api.InstanceSpec) {
+			s.DNSConfig = &api.DNSConfig{Options: []api.DNSOption{{Name: "ndots", Value: ptrTo("1\nnameserver 1.2.3.4")}}}
+		}, "spec.dnsConfig.options[0].value"},
 		{"bad runtime", func(s *api.InstanceSpec) { s.Runtime = "kata" }, "choose one of runc, crun, gvisor, enclave"},
 		{"dup container", func(s *api.InstanceSpec) { s.Containers = append(s.Containers, s.Containers[0]) }, "unique"},
 		{"bad env", func(s *api.InstanceSpec) { s.Containers[0].Env = []api.EnvVar{{Name: "1X"}} }, "env[0].name"},
@@ -219,3 +244,5 @@ func TestValidateResources(t *testing.T) {
 		t.Fatalf("type k1.small with memory override: %+v", s.Resources)
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

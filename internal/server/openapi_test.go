@@ -207,6 +207,11 @@ var schemaTypes = map[string]any{
 	"ObjectRef":               api.ObjectRef{},
 	"EnvVarSource":            api.EnvVarSource{},
 	"KeySelector":             api.KeySelector{},
+	"FieldRef":                api.FieldRef{},
+	"ContainerStats":          api.ContainerStats{},
+	"HostAlias":               api.HostAlias{},
+	"DNSConfig":               api.DNSConfig{},
+	"DNSOption":               api.DNSOption{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -239,6 +244,13 @@ var fieldValues = map[string]any{
 	"HostStatus.Phase":                     api.HostNotReady,
 	"HostStatus.Condition":                 api.HostLeaseLapsed,
 	"SeccompProfile.Type":                  api.SeccompUnconfined,
+	"FieldRef.FieldPath":                   api.FieldPodIP,
+	"InstanceSpec.DNSPolicy":               api.DNSNone,
+	"InstanceSpec.Hostname":                "web-0",
+	"HostAlias.IP":                         "10.0.0.1",
+	"HostAlias.Hostnames":                  []string{"db.local"},
+	"DNSConfig.Nameservers":                []string{"10.0.0.53"},
+	"DNSConfig.Searches":                   []string{"svc.local"},
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -473,6 +485,8 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"HostStatus", "phase", []string{api.HostReady, api.HostNotReady}},
 		{"HostStatus", "condition", []string{api.HostLeaseLapsed, api.HostLost, api.HostSafetyBrake}},
 		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
+		{"FieldRef", "fieldPath", []string{api.FieldPodIP, api.FieldPodIPs}},
+		{"InstanceSpec", "dnsPolicy", []string{api.DNSDefault, api.DNSNone}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

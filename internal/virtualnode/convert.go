@@ -69,18 +69,44 @@ func InstanceName(namespace, pod string) string {
 	return base + "-" + suffix
 }
 
+// FromPod is the instance of a Kubernetes Pod manifest run without a
+// cluster (`kanga run -f pod.yaml`), through the mapping the virtual node
+// uses: ConfigMap and Secret references name the tenant's Kanga configs
+// and secrets of the same names, the node's fields are empty, and the
+// instance is named as the pod.
+func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
+	if pod.Name == "" {
+		return api.CreateInstanceRequest{}, fmt.Errorf("metadata.name: the pod has no name (generateName needs the API server): %w", errdefs.ErrInvalidArgument)
+	}
+	spec, err := instanceSpec(pod, "", &envSources{kangaObjects: true})
+	if err != nil {
+		return api.CreateInstanceRequest{}, err
+	}
+	return api.CreateInstanceRequest{Name: pod.Name, Spec: spec}, nil
+}
+
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
-// says why Kanga cannot run it. Env references to ConfigMaps and Secrets
-// are already resolved by virtual-kubelet's pod controller.
+// says why Kanga cannot run it. It resolves no env reference to a
+// ConfigMap or Secret (a Provider does).
 func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
+	return instanceSpec(pod, node, &envSources{})
+}
+
+// instanceSpec is InstanceSpec with the env of the containers resolved
+// from env (env.go).
+func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSpec, error) {
 	if err := checkSupported(pod); err != nil {
 		return api.InstanceSpec{}, err
 	}
 	spec := api.InstanceSpec{
-		RestartPolicy: restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:  pod.Annotations[AnnotationInstanceType],
-		Runtime:       pod.Annotations[AnnotationRuntime],
+		// Kanga instances are immutable: a deadline shortened on the
+		// running pod is not applied (see UpdatePod).
+		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
+		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:          pod.Annotations[AnnotationInstanceType],
+		Runtime:               pod.Annotations[AnnotationRuntime],
 	}
+	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName
 	}
@@ -92,7 +118,7 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
-		cs, err := containerSpec(c, pod, marker)
+		cs, err := containerSpec(pod, &c, node, marker, env)
 		if err != nil {
 			return api.InstanceSpec{}, err
 		}
@@ -106,7 +132,7 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	// pod needs the larger of their sum and the largest init container,
 	// as the scheduler counts a pod's effective request.
 	for _, c := range pod.Spec.InitContainers {
-		cs, err := containerSpec(c, pod, marker)
+		cs, err := containerSpec(pod, &c, node, marker, env)
 		if err != nil {
 			return api.InstanceSpec{}, fmt.Errorf("init %w", err)
 		}
@@ -129,30 +155,66 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	return spec, nil
 }
 
-// containerSpec maps one container of pod, app or init, with the marker
-// variables that tie the instance to the pod.
-func containerSpec(c corev1.Container, pod *corev1.Pod, marker []api.EnvVar) (api.ContainerSpec, error) {
+// containerSpec maps container c of pod, app or init, with its env
+// resolved from env and, on a virtual node, the marker variables that tie
+// the instance to the pod.
+func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []api.EnvVar, env *envSources) (api.ContainerSpec, error) {
+	vars, envFrom, command, args, err := env.containerEnv(pod, c)
+	if err != nil {
+		return api.ContainerSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
+	}
 	cs := api.ContainerSpec{
 		Name:       c.Name,
 		Image:      c.Image,
-		Command:    c.Command,
-		Args:       c.Args,
+		Command:    command,
+		Args:       args,
+		Env:        vars,
+		EnvFrom:    envFrom,
 		WorkingDir: c.WorkingDir,
 		// Added capabilities and Unconfined go to Kanga's API, which
 		// allows them only as far as the tenant's policy does.
 		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
 	}
-	for _, e := range c.Env {
-		if e.ValueFrom != nil {
-			// The pod controller resolves ConfigMap, Secret and
-			// downward-API references before CreatePod; one left
-			// here is a field ref it could not resolve.
-			return api.ContainerSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
-		}
-		cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
+	if node != "" {
+		cs.Env = append(cs.Env, marker...)
 	}
-	cs.Env = append(cs.Env, marker...)
 	return cs, nil
+}
+
+// mapDNS maps the pod's hostname, host aliases and resolver settings. The
+// hostname is the pod's (as the kubelet makes it), not the instance's
+// derived name. Kanga has no cluster DNS: ClusterFirst resolves through
+// the host's upstream resolvers, as Default does.
+func mapDNS(pod *corev1.Pod, spec *api.InstanceSpec) {
+	spec.Hostname = pod.Spec.Hostname
+	if spec.Hostname == "" && len(pod.Name) <= maxName && isDNSLabel(pod.Name) {
+		spec.Hostname = pod.Name
+	}
+	for _, a := range pod.Spec.HostAliases {
+		spec.HostAliases = append(spec.HostAliases, api.HostAlias{IP: a.IP, Hostnames: a.Hostnames})
+	}
+	if pod.Spec.DNSPolicy == corev1.DNSNone {
+		spec.DNSPolicy = api.DNSNone
+	}
+	if c := pod.Spec.DNSConfig; c != nil {
+		spec.DNSConfig = &api.DNSConfig{Nameservers: c.Nameservers, Searches: c.Searches}
+		for _, o := range c.Options {
+			spec.DNSConfig.Options = append(spec.DNSConfig.Options, api.DNSOption{Name: o.Name, Value: o.Value})
+		}
+	}
+}
+
+// isDNSLabel reports whether s is a DNS label (what a hostname may be).
+func isDNSLabel(s string) bool {
+	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func limitOrRequest(r corev1.ResourceRequirements, name corev1.ResourceName) resource.Quantity {

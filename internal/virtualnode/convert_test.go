@@ -294,3 +294,36 @@ func TestTail(t *testing.T) {
 		}
 	}
 }
+
+func TestInstanceSpecDNS(t *testing.T) {
+	ndots := "2"
+	pod := &corev1.Pod{}
+	pod.Namespace, pod.Name = "default", "web-0"
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+	pod.Spec.HostAliases = []corev1.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"db", "db.local"}}}
+	pod.Spec.DNSPolicy = corev1.DNSNone
+	pod.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.53"}, Searches: []string{"svc.local"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &ndots}, {Name: "edns0"}}}
+	spec, err := InstanceSpec(pod, "vn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Hostname != "web-0" {
+		t.Errorf("hostname %q, want the pod's name", spec.Hostname)
+	}
+	if len(spec.HostAliases) != 1 || spec.HostAliases[0].IP != "10.1.2.3" || len(spec.HostAliases[0].Hostnames) != 2 {
+		t.Errorf("host aliases %+v", spec.HostAliases)
+	}
+	if spec.DNSPolicy != api.DNSNone || spec.DNSConfig == nil || spec.DNSConfig.Nameservers[0] != "10.0.0.53" ||
+		len(spec.DNSConfig.Options) != 2 || *spec.DNSConfig.Options[0].Value != "2" || spec.DNSConfig.Options[1].Value != nil {
+		t.Errorf("dns %q %+v", spec.DNSPolicy, spec.DNSConfig)
+	}
+	pod.Spec.Hostname = "custom"
+	pod.Spec.DNSPolicy = corev1.DNSClusterFirst
+	if spec, _ = InstanceSpec(pod, "vn"); spec.Hostname != "custom" || spec.DNSPolicy != "" {
+		t.Errorf("hostname %q policy %q, want custom and the default policy", spec.Hostname, spec.DNSPolicy)
+	}
+	pod.Spec.Hostname, pod.Name = "", "web.0"
+	if spec, _ = InstanceSpec(pod, "vn"); spec.Hostname != "" {
+		t.Errorf("a pod name that is no DNS label became the hostname %q", spec.Hostname)
+	}
+}

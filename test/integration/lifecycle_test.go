@@ -166,6 +166,116 @@ func TestLifecycle(t *testing.T) {
 		p.must("rm", "-f", "pair")
 	})
 
+	t.Run("ActiveDeadline", func(t *testing.T) {
+		deadline := int64(2)
+		spec := api.CreateInstanceRequest{Name: "deadline", Spec: api.InstanceSpec{
+			Containers:            []api.ContainerSpec{{Name: "c", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+			RestartPolicy:         api.RestartAlways,
+			ActiveDeadlineSeconds: &deadline,
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		p.eventually("the instance to fail past its deadline", time.Minute, func() bool {
+			st := p.inspect("deadline").Status
+			return st.Phase == api.PhaseFailed && len(st.Containers) == 1 && st.Containers[0].State == api.ContainerTerminated
+		})
+		inst := p.inspect("deadline")
+		if inst.Status.Reason != "DeadlineExceeded" || inst.Status.Containers[0].RestartCount != 0 {
+			t.Errorf("status %s %q, restarts %d: want Failed DeadlineExceeded, no restart", inst.Status.Phase, inst.Status.Reason, inst.Status.Containers[0].RestartCount)
+		}
+		// A zero deadline is refused, naming the field.
+		zero := int64(0)
+		spec.Name, spec.Spec.ActiveDeadlineSeconds = "nodeadline", &zero
+		b, _ = json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.activeDeadlineSeconds") {
+			t.Errorf("activeDeadlineSeconds 0: exit %d, stderr %q; want a refusal naming the field", r.code, r.stderr)
+		}
+		p.must("rm", "-f", "deadline")
+	})
+
+	t.Run("PodManifest", func(t *testing.T) {
+		// A Kubernetes pod, unchanged: its ConfigMap is the tenant's
+		// config of that name, its downward-API env resolved.
+		p.must("config", "create", "settings", "--from-literal", "greeting=hi")
+		defer p.must("config", "rm", "settings")
+		pod := `apiVersion: v1
+kind: Pod
+metadata: {name: podyaml}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: kanga.test/busybox
+    command: [sh, -c, 'echo "$GREETING $CFG_greeting $POD_NAME $(POD_IP) $URL"; exec sleep 1000']
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: URL, value: "http://$(POD_IP):80/"}
+    envFrom:
+    - {prefix: CFG_, configMapRef: {name: settings}}
+`
+		if r := p.kangaIn([]byte(pod), "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f pod.yaml: exit %d: %s", r.code, r.stderr)
+		}
+		defer p.must("rm", "-f", "podyaml")
+		var ip string
+		p.eventually("the pod's instance to run", time.Minute, func() bool {
+			st := p.inspect("podyaml").Status
+			ip = st.IP
+			return st.Phase == api.PhaseRunning && ip != ""
+		})
+		want := fmt.Sprintf("hi hi podyaml %s http://%s:80/", ip, ip)
+		p.eventually("its env in its log", 30*time.Second, func() bool {
+			return strings.Contains(p.must("logs", "podyaml"), want)
+		})
+		// Not a pod: refused before anything is created.
+		dep := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"
+		if r := p.kangaIn([]byte(dep), "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "Deployment") {
+			t.Errorf("run -f of a Deployment: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+
+	t.Run("HostnameAndDNS", func(t *testing.T) {
+		ndots := "3"
+		spec := api.CreateInstanceRequest{Name: "dnsinst", Spec: api.InstanceSpec{
+			Containers:  []api.ContainerSpec{{Name: "c", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+			Hostname:    "web-0",
+			HostAliases: []api.HostAlias{{IP: "10.9.8.7", Hostnames: []string{"db", "db.internal"}}},
+			DNSPolicy:   api.DNSNone,
+			DNSConfig:   &api.DNSConfig{Nameservers: []string{"10.9.8.53"}, Searches: []string{"svc.internal"}, Options: []api.DNSOption{{Name: "ndots", Value: &ndots}}},
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		defer p.must("rm", "-f", "dnsinst")
+		if out := p.must("exec", "dnsinst", "sh", "-c", "hostname; echo $HOSTNAME"); out != "web-0\nweb-0\n" {
+			t.Errorf("hostname and $HOSTNAME: %q, want web-0 twice", out)
+		}
+		hosts := p.must("exec", "dnsinst", "cat", "/etc/hosts")
+		ip := p.inspect("dnsinst").Status.IP
+		if !strings.Contains(hosts, ip+"\tweb-0\n") || !strings.Contains(hosts, "10.9.8.7\tdb\tdb.internal\n") {
+			t.Errorf("/etc/hosts:\n%s\nwant %s web-0 and the alias of 10.9.8.7", hosts, ip)
+		}
+		resolv := p.must("exec", "dnsinst", "cat", "/etc/resolv.conf")
+		if !strings.Contains(resolv, "nameserver 10.9.8.53\nsearch svc.internal\noptions ndots:3\n") || strings.Count(resolv, "nameserver") != 1 {
+			t.Errorf("/etc/resolv.conf with dnsPolicy None:\n%s", resolv)
+		}
+		// Bad input names the field; nothing is stored.
+		spec.Name = "baddns"
+		spec.Spec.HostAliases = []api.HostAlias{{IP: "10.9.8.7", Hostnames: []string{"db\nnameserver 1.1.1.1"}}}
+		b, _ = json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.hostAliases[0].hostnames[0]") {
+			t.Errorf("a host alias with a newline: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if strings.Contains(p.must("ps", "-aq"), "baddns") {
+			t.Error("a refused instance was stored")
+		}
+	})
+
 	t.Run("PublishedPort", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
