@@ -252,8 +252,12 @@ func (r *runner) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.event("Warning", "StartFailed", "%v", err)
-		r.fail(ctx, "StartFailed", err)
+		reason := "StartFailed"
+		if nr := (*errNonRoot)(nil); errors.As(err, &nr) {
+			reason = reasonConfigError
+		}
+		r.event("Warning", reason, "%v", err)
+		r.fail(ctx, reason, err)
 		r.waitForDelete(ctx)
 		return
 	}
