@@ -77,7 +77,7 @@ func decodeJSONLimit(r *http.Request, v any, limit int64) error {
 			if te.Value == "string" && (strings.HasSuffix(te.Field, "User") || strings.HasSuffix(te.Field, "Group") || strings.HasSuffix(te.Field, "Groups")) {
 				hint = " (names are not resolved: give the numeric id)"
 			}
-			return fmt.Errorf("%s: a JSON %s where a %s is expected%s: %w", te.Field, te.Value, te.Type, hint, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("request body is not valid JSON for this endpoint: %s: a JSON %s where a %s is expected%s: %w", te.Field, te.Value, te.Type, hint, errdefs.ErrInvalidArgument)
 		}
 		return fmt.Errorf("request body is not valid JSON for this endpoint: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
