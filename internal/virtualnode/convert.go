@@ -30,9 +30,10 @@ const (
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 )
 
-// Environment variables that tie an instance to its pod. Instances carry
-// no labels, so these are how a restarted virtual node finds the pods it
-// already created (and the ones deleted while it was down).
+// Environment variables that tie an instance to its pod. The instance's
+// labels are the pod's own (InstanceMetadata), so these are how a
+// restarted virtual node finds the pods it already created (and the ones
+// deleted while it was down).
 const (
 	EnvNamespace = "KANGA_POD_NAMESPACE"
 	EnvPodName   = "KANGA_POD_NAME"
