@@ -164,14 +164,13 @@ func TestWarmSecurityContext(t *testing.T) {
 
 	c := busybox("sleep", "600")
 	c.SecurityContext = &api.SecurityContext{RunAsUser: i64(1000), RunAsGroup: i64(1001), SupplementalGroups: []int64{3000}, RunAsNonRoot: ptr(true)}
-	inst := p.warmRun("wuser", api.InstanceSpec{Runtime: "crun", Containers: []api.ContainerSpec{c}})
+	p.warmRun("wuser", api.InstanceSpec{Runtime: "crun", Containers: []api.ContainerSpec{c}})
 	status := p.must("exec", "wuser", "cat", "/proc/1/status")
 	for _, want := range []string{"Uid:\t1000\t1000\t1000\t1000", "Gid:\t1001\t1001\t1001\t1001", "Groups:\t1001 3000", "NoNewPrivs:\t1"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("the warm container's process: /proc/1/status lacks %q:\n%s", want, status)
 		}
 	}
-	_ = inst
 
 	p.eventually("a warm container ready", 60*time.Second, func() bool { return p.warmReady() > 0 })
 	nr := busybox("sleep", "600")
@@ -181,7 +180,9 @@ func TestWarmSecurityContext(t *testing.T) {
 		t.Errorf("runAsNonRoot with a root image ran in a warm container: %s", r.stdout)
 	}
 	wroot := p.inspect("wroot")
-	if wroot.Status.Phase != api.PhaseFailed || wroot.Status.Reason != "CreateContainerConfigError" {
+	// Refused by the claim (the warm-claim step), not by a cold start.
+	if wroot.Status.Phase != api.PhaseFailed || wroot.Status.Reason != "CreateContainerConfigError" ||
+		!strings.HasPrefix(wroot.Status.Message, "warm-claim: ") {
 		t.Errorf("wroot: %s %s: %s", wroot.Status.Phase, wroot.Status.Reason, wroot.Status.Message)
 	}
 	if log, _ := os.ReadFile(p.logPath); strings.Contains(string(log), "claiming a warm container failed; starting the usual way") {
