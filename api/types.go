@@ -92,10 +92,11 @@ type SecurityContext struct {
 // InstanceSecurityContext holds the instance-wide security settings, as
 // a Kubernetes pod's securityContext does.
 type InstanceSecurityContext struct {
-	// FSGroup owns the instance's emptyDirs and persistent volumes (group
-	// ownership and the set-group-ID bit on directories, so new files get
-	// it too, as the kubelet does) and is added to every container's
-	// supplemental groups.
+	// FSGroup owns the instance's emptyDirs and writable persistent
+	// volumes (group ownership and the set-group-ID bit on directories, so
+	// new files get it too, as the kubelet does) and their secret and
+	// config files (readable by the group), and is added to every
+	// container's supplemental groups.
 	FSGroup *int64 `json:"fsGroup,omitempty"`
 }
 

@@ -43,14 +43,19 @@ func TestSecurityContextUser(t *testing.T) {
 		t.Errorf("without --user the process ran as uid %q, want the image's (0)", out)
 	}
 
+	p.must("secret", "create", "tight", "--from-literal", "key=secret-read")
 	script := `id; stat -c 'dir %g %A' /data; touch /data/f; stat -c 'file %g' /data/f; ` +
-		`touch /rootfile && echo root-writable; echo > /data/ok && echo data-writable`
+		`touch /rootfile && echo root-writable; echo > /data/ok && echo data-writable; cat /etc/tight/key`
 	r := p.runFile(api.CreateInstanceRequest{Name: "groups", Spec: api.InstanceSpec{
 		SecurityContext: &api.InstanceSecurityContext{FSGroup: i64(2000)},
-		Volumes:         []api.Volume{{Name: "data", EmptyDir: &api.EmptyDirVolumeSource{SizeLimit: "16Mi"}}},
+		Volumes: []api.Volume{
+			{Name: "data", EmptyDir: &api.EmptyDirVolumeSource{SizeLimit: "16Mi"}},
+			// 0400: only the fsGroup lets uid 1000 read it.
+			{Name: "tight", Secret: &api.ObjectVolumeSource{Name: "tight", DefaultMode: ptr(int32(0o400))}},
+		},
 		Containers: []api.ContainerSpec{{
 			Name: "main", Image: "kanga.test/busybox", Command: []string{"sh", "-c", script},
-			VolumeMounts: []api.VolumeMount{{Name: "data", MountPath: "/data"}},
+			VolumeMounts: []api.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "tight", MountPath: "/etc/tight", ReadOnly: true}},
 			SecurityContext: &api.SecurityContext{
 				RunAsUser: i64(1000), RunAsGroup: i64(1001), SupplementalGroups: []int64{3000},
 				RunAsNonRoot: ptr(true),
@@ -61,7 +66,7 @@ func TestSecurityContextUser(t *testing.T) {
 		t.Fatalf("groups: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("groups:\n%s", r.stdout)
-	for _, want := range []string{"uid=1000 gid=1001", "2000", "3000", "dir 2000 drwxrwsrwx", "file 2000", "data-writable"} {
+	for _, want := range []string{"uid=1000 gid=1001", "2000", "3000", "dir 2000 drwxrwsrwx", "file 2000", "data-writable", "secret-read"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
 		}
