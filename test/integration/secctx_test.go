@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -205,5 +206,34 @@ func TestWarmSecurityContext(t *testing.T) {
 	}
 	if r := p.kanga("exec", "wro", "touch", "/x"); r.code == 0 {
 		t.Errorf("wro: / is writable")
+	}
+}
+
+// TestPrivilegeEscalationPolicy: allowPrivilegeEscalation true is refused
+// until an administrator allows it within the operator's bound; then the
+// container runs without no_new_privs, and others keep it.
+func TestPrivilegeEscalationPolicy(t *testing.T) {
+	p := startPlatformWith(t, "--pool-max", "0", "--tenant-allow-privilege-escalation")
+	token := strings.TrimSpace(p.must("tenant", "create", "esc"))
+	if r := p.asTenant(token, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+		t.Fatalf("import as esc: %s", r.stderr)
+	}
+	defer p.purgeTenant(token)
+	c := api.ContainerSpec{Name: "main", Image: "kanga.test/busybox", Command: []string{"grep", "NoNewPrivs", "/proc/self/status"},
+		SecurityContext: &api.SecurityContext{AllowPrivilegeEscalation: ptr(true)}}
+	b, _ := json.Marshal(api.CreateInstanceRequest{Spec: api.InstanceSpec{Containers: []api.ContainerSpec{c}}})
+	file := filepath.Join(t.TempDir(), "esc.json")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.asTenant(token, "run", "--rm", "-f", file); r.code == 0 || !strings.Contains(r.stderr, "allowPrivilegeEscalation") {
+		t.Errorf("without the policy: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	p.must("tenant", "security", "esc", "--allow-privilege-escalation")
+	if r := p.asTenant(token, "run", "--rm", "-f", file); r.code != 0 || !strings.Contains(r.stdout, "NoNewPrivs:\t0") {
+		t.Errorf("allowed: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	if r := p.asTenant(token, "run", "--rm", "kanga.test/busybox", "grep", "NoNewPrivs", "/proc/self/status"); r.code != 0 || !strings.Contains(r.stdout, "NoNewPrivs:\t1") {
+		t.Errorf("default: exit %d %q %s", r.code, r.stdout, r.stderr)
 	}
 }
