@@ -253,7 +253,7 @@ func (r *runner) run(ctx context.Context) {
 			return
 		}
 		reason := "StartFailed"
-		if nr := (*errNonRoot)(nil); errors.As(err, &nr) {
+		if ce := (*errConfig)(nil); errors.As(err, &ce) {
 			reason = reasonConfigError
 		}
 		r.event("Warning", reason, "%v", err)

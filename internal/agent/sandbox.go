@@ -388,6 +388,12 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
 	if r.a.usesUserNS(inst.Spec.Runtime) {
+		i := slices.IndexFunc(inst.Spec.Containers, func(s api.ContainerSpec) bool { return s.Name == c.spec.Name })
+		if i >= 0 {
+			if err := checkUserNSIDs(&inst.Spec, i, r.a.cfg.HostName, inst.Spec.Runtime); err != nil {
+				return nil, err
+			}
+		}
 		opts = append(opts, userNSSpecOpts()...)
 	}
 	opts = append(opts, userSpecOpts(&inst.Spec, &c.spec)...)

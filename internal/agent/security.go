@@ -59,13 +59,38 @@ func sandboxSpecOpts(sc *api.SecurityContext) []oci.SpecOpts {
 	return opts
 }
 
-// errNonRoot is a container with runAsNonRoot whose user is root: the
-// instance fails with CreateContainerConfigError, as in Kubernetes, and
-// is not retried (nothing but a new spec or image changes it).
-type errNonRoot struct{ container, why string }
+// errConfig is a container spec the host cannot make from the instance's
+// spec and image (runAsNonRoot with a root user, an id outside the user
+// namespace): the instance fails with CreateContainerConfigError, as in
+// Kubernetes, and is not retried (nothing but a new spec or image
+// changes it).
+type errConfig struct{ msg string }
 
-func (e *errNonRoot) Error() string {
-	return fmt.Sprintf("container %s has runAsNonRoot and %s: set securityContext.runAsUser to a non-zero uid (kanga run --user UID), or use an image whose USER is not root", e.container, e.why)
+func (e *errConfig) Error() string { return e.msg }
+
+func nonRoot(container, why string) error {
+	return &errConfig{fmt.Sprintf("container %s has runAsNonRoot and %s: set securityContext.runAsUser to a non-zero uid (kanga run --user UID), or use an image whose USER is not root", container, why)}
+}
+
+// checkUserNSIDs refuses user and group ids a container in a user
+// namespace cannot take: only 0 to UserNSSize-1 are mapped.
+func checkUserNSIDs(spec *api.InstanceSpec, i int, host, class string) error {
+	c := spec.Containers[i]
+	ids := map[string]*int64{}
+	if sc := c.SecurityContext; sc != nil {
+		ids["securityContext.runAsUser"], ids["securityContext.runAsGroup"] = sc.RunAsUser, sc.RunAsGroup
+	}
+	for _, g := range model.ContainerGroups(spec, &c) {
+		if g >= UserNSSize {
+			return &errConfig{fmt.Sprintf("container %s: group %d: containers of runtime %s on host %s run in a user namespace of ids 0-%d", c.Name, g, class, host, UserNSSize-1)}
+		}
+	}
+	for f, id := range ids {
+		if id != nil && *id >= UserNSSize {
+			return &errConfig{fmt.Sprintf("container %s: %s %d: containers of runtime %s on host %s run in a user namespace of ids 0-%d", c.Name, f, *id, class, host, UserNSSize-1)}
+		}
+	}
+	return nil
 }
 
 // reasonConfigError is the reason of an instance whose container spec
@@ -121,7 +146,7 @@ func userSpecOpts(spec *api.InstanceSpec, c *api.ContainerSpec) []oci.SpecOpts {
 			if sc.RunAsUser != nil {
 				why = "runAsUser is 0"
 			}
-			return &errNonRoot{container: name, why: why}
+			return nonRoot(name, why)
 		})
 	}
 	return opts

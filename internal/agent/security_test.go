@@ -87,7 +87,7 @@ func allowed(s *oci.Spec, name string) bool {
 
 // TestUserSpec: the process's user and groups from the spec over the
 // image's, resolved against the image's /etc/passwd and /etc/group as
-// the CRI plugin does; runAsNonRoot refuses a root result with errNonRoot;
+// the CRI plugin does; runAsNonRoot refuses a root result with errConfig;
 // a read-only root and privilege escalation reach the spec.
 func TestUserSpec(t *testing.T) {
 	root := t.TempDir()
@@ -156,7 +156,7 @@ func TestUserSpec(t *testing.T) {
 		{RunAsNonRoot: &yes, RunAsGroup: i64(5), RunAsUser: i64(0)},
 	} {
 		_, err := gen(one(sc, nil))
-		var nr *errNonRoot
+		var nr *errConfig
 		if !errors.As(err, &nr) || !strings.Contains(err.Error(), "runAsNonRoot") {
 			t.Errorf("runAsNonRoot as root %+v: %v", sc, err)
 		}
@@ -170,5 +170,34 @@ func TestUserSpec(t *testing.T) {
 	}
 	if s, err = gen(one(nil, nil)); err != nil || s.Root.Readonly || !s.Process.NoNewPrivileges {
 		t.Errorf("default: read-only root %v, no_new_privs %v (%v): want false, true", s.Root.Readonly, s.Process.NoNewPrivileges, err)
+	}
+}
+
+func TestCheckUserNSIDs(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	for _, tc := range []struct {
+		sc      *api.SecurityContext
+		fsGroup *int64
+		want    string // empty: fits
+	}{
+		{nil, nil, ""},
+		{&api.SecurityContext{RunAsUser: i64(UserNSSize - 1), RunAsGroup: i64(0), SupplementalGroups: []int64{5}}, i64(7), ""},
+		{&api.SecurityContext{RunAsUser: i64(UserNSSize)}, nil, "securityContext.runAsUser 65536"},
+		{&api.SecurityContext{RunAsGroup: i64(70000)}, nil, "securityContext.runAsGroup 70000"},
+		{&api.SecurityContext{SupplementalGroups: []int64{1, 1 << 20}}, nil, "group 1048576"},
+		{nil, i64(1 << 17), "group 131072"},
+	} {
+		spec := &api.InstanceSpec{Containers: []api.ContainerSpec{{Name: "main", SecurityContext: tc.sc}}}
+		if tc.fsGroup != nil {
+			spec.SecurityContext = &api.InstanceSecurityContext{FSGroup: tc.fsGroup}
+		}
+		err := checkUserNSIDs(spec, 0, "h1", "crun")
+		var ce *errConfig
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: %v", tc.sc, err)
+		case tc.want != "" && (!errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "user namespace")):
+			t.Errorf("%+v, fsGroup %v: %v, want a config error with %q", tc.sc, tc.fsGroup, err, tc.want)
+		}
 	}
 }
