@@ -163,10 +163,30 @@ type ObjectRef struct {
 	Name string `json:"name"`
 }
 
-// EnvVarSource takes a variable's value from one key of a secret or config.
+// EnvVarSource takes a variable's value from one key of a secret or
+// config, or from a field of the instance that is known only at start.
 type EnvVarSource struct {
 	SecretKeyRef    *KeySelector `json:"secretKeyRef,omitempty"`
 	ConfigMapKeyRef *KeySelector `json:"configMapKeyRef,omitempty"`
+	// FieldRef is resolved by the host when it starts the container.
+	FieldRef *FieldRef `json:"fieldRef,omitempty"`
+}
+
+// Fields an env variable may take with FieldRef.
+const (
+	// FieldPodIP is the instance's IP address.
+	FieldPodIP = "status.podIP"
+	// FieldPodIPs is the same, as Kubernetes' dual-stack list (Kanga
+	// instances have one address).
+	FieldPodIPs = "status.podIPs"
+)
+
+// FieldRef names a field of the instance, as a Kubernetes downward-API
+// fieldRef does. A container with such a variable has $(NAME) references
+// to it in its env values, command and args replaced at start, as
+// Kubernetes does; $$ then stands for a literal $ in those.
+type FieldRef struct {
+	FieldPath string `json:"fieldPath"`
 }
 
 // KeySelector names one key of a secret or config.

@@ -188,6 +188,10 @@ type InstanceSpec struct {
 	Volumes []Volume `json:"volumes,omitempty"`
 	// SecurityContext holds the instance-wide security settings (fsGroup).
 	SecurityContext *InstanceSecurityContext `json:"securityContext,omitempty"`
+	// ActiveDeadlineSeconds is how long the instance may run, from its
+	// start: then its containers are stopped and it fails with reason
+	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 }
 
 // ContainerState is the state of one container.
@@ -555,6 +559,20 @@ type InstanceStats struct {
 	// Storage is how full each size-limited filesystem of the instance
 	// is: its emptyDirs and its containers' capped writable layers.
 	Storage []StorageStats `json:"storage,omitempty"`
+	// Containers are the figures of each running container; the
+	// instance's include them and its sandbox's.
+	Containers []ContainerStats `json:"containers,omitempty"`
+}
+
+// ContainerStats are one container's counters, from its own cgroup.
+type ContainerStats struct {
+	Name          string `json:"name"`
+	CPUUsageNanos uint64 `json:"cpuUsageNanos"`
+	MemoryUsage   uint64 `json:"memoryUsage"`
+	// MemoryWorkingSet is the usage less the inactive page cache, what
+	// the kubelet and cAdvisor call the working set (and what an OOM
+	// kill is judged by).
+	MemoryWorkingSet uint64 `json:"memoryWorkingSet"`
 }
 
 // Kinds of StorageStats.

@@ -82,6 +82,11 @@ type runner struct {
 	ip       string
 	stopping bool
 	killAt   time.Time
+	// deadline is when the instance's activeDeadlineSeconds runs out
+	// (zero: none, or already acted on); terminal, once set, is the phase
+	// every later status write has.
+	deadline time.Time
+	terminal api.Phase
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
 	att      *network.Attachment // once the sandbox is set up
@@ -260,6 +265,15 @@ func (r *runner) run(ctx context.Context) {
 		r.fail(ctx, reason, err)
 		r.waitForDelete(ctx)
 		return
+	}
+	if d := inst.Spec.ActiveDeadlineSeconds; d != nil {
+		// Counted from the instance's start, which an earlier agent may
+		// have recorded.
+		from := time.Now()
+		if cur, _ := r.snapshot(); cur.Status.StartedAt != nil {
+			from = *cur.Status.StartedAt
+		}
+		r.deadline = from.Add(time.Duration(*d) * time.Second)
 	}
 	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
 	stopSampling := r.a.startSampling(ctx, r.uid)
@@ -530,6 +544,7 @@ func (r *runner) nextDeadline() time.Time {
 		}
 	}
 	consider(r.killAt)
+	consider(r.deadline)
 	for _, c := range r.ctrs {
 		consider(c.restartAt)
 	}
@@ -539,6 +554,17 @@ func (r *runner) nextDeadline() time.Time {
 func (r *runner) handleDeadlines(ctx context.Context) {
 	now := time.Now()
 	nctx := r.tctx(ctx)
+	if !r.deadline.IsZero() && !now.Before(r.deadline) {
+		r.deadline = time.Time{}
+		inst, _ := r.snapshot()
+		msg := fmt.Sprintf("the instance ran longer than its activeDeadlineSeconds (%ds)", *inst.Spec.ActiveDeadlineSeconds)
+		r.event("Warning", "DeadlineExceeded", "%s: stopping it", msg)
+		r.failure = &api.InstanceStatus{Reason: "DeadlineExceeded", Message: msg}
+		r.terminal = api.PhaseFailed
+		if !r.stopping {
+			r.stop(ctx, inst.StopGraceSeconds)
+		}
+	}
 	if !r.killAt.IsZero() && !now.Before(r.killAt) {
 		r.killAt = time.Time{}
 		for _, c := range r.ctrs {
@@ -748,6 +774,9 @@ type statusUpdate struct {
 
 // statusWrite takes the runner's view (and its pending events) for a write.
 func (r *runner) statusWrite(force api.Phase) statusUpdate {
+	if force == "" {
+		force = r.terminal
+	}
 	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold}
 	r.events = nil
 	w.statuses = make([]api.ContainerStatus, len(r.ctrs))

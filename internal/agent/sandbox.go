@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,10 +25,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/warm"
 	"github.com/kanga-run/kanga/internal/atomicfile"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // Labels on containerd objects tie them to their instance, so that a
@@ -43,7 +47,23 @@ const (
 // carries the instance-wide limits; each container gets a child of it.
 const DefaultCgroupRoot = "/kanga"
 
-func containerID(uid, name string) string { return uid + "-" + name }
+// maxContainerID is containerd's limit on identifiers.
+const maxContainerID = 76
+
+// containerID is the containerd id of container name of instance uid.
+// Kubernetes allows 63-character container names, which with the uid would
+// pass containerd's limit; those keep a prefix of the name and a hash of
+// all of it, so the id stays a function of (uid, name) that adoption finds
+// again.
+func containerID(uid, name string) string {
+	id := uid + "-" + name
+	if len(id) <= maxContainerID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := "-" + hex.EncodeToString(sum[:])[:12]
+	return id[:maxContainerID-len(suffix)] + suffix
+}
 
 // cgName names the cgroup of instance uid: its uid, or the id of the warm
 // container it claimed. A warm container's cgroups keep their names: the
@@ -358,13 +378,19 @@ func (a *Agent) baseSpecOpts(img image.Resolved, netns, cgroup, dir string) []oc
 // instanceSpecOpts are the spec options of container c of inst, with its
 // /etc files in dir; disk limits are added by the caller.
 func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns string, c *ctr, dir string) ([]oci.SpecOpts, error) {
-	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, c.spec)
-	if len(args) == 0 {
-		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
-	}
 	vars, err := r.containerEnv(c)
 	if err != nil {
 		return nil, err
+	}
+	// Env from the instance's fields (its IP), known only now.
+	if model.HasFieldRefs(vars) && r.ip == "" {
+		return nil, fmt.Errorf("container %s takes env from the instance's IP, which it has not got yet: %w", c.spec.Name, errdefs.ErrFailedPrecondition)
+	}
+	spec := c.spec
+	vars, spec.Command, spec.Args = model.ResolveFields(&c.spec, vars, model.InstanceFields{PodIP: r.ip})
+	args := processArgs(img.Config.Entrypoint, img.Config.Cmd, spec)
+	if len(args) == 0 {
+		return nil, errors.New("nothing to run: the image has no entrypoint or cmd and the spec gives no command")
 	}
 	env := make([]string, 0, len(vars)+1)
 	env = append(env, "HOSTNAME="+inst.Name)

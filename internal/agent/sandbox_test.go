@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kanga-run/kanga/api"
@@ -79,5 +80,38 @@ func TestNetID(t *testing.T) {
 	a.removeFiles("u1")
 	if got := a.readNetID("u1"); got != "" {
 		t.Errorf("after removeFiles the record is still there: %q", got)
+	}
+}
+
+func TestContainerIDFitsContainerd(t *testing.T) {
+	uid := "0123456789abcdef"
+	long := strings.Repeat("a", 63)
+	tests := []struct {
+		name string
+		want string // empty: only check the limits
+	}{
+		{name: "web", want: uid + "-web"},
+		{name: strings.Repeat("b", 59), want: uid + "-" + strings.Repeat("b", 59)},
+		{name: strings.Repeat("c", 60)},
+		{name: long},
+	}
+	for _, tt := range tests {
+		id := containerID(uid, tt.name)
+		if len(id) > maxContainerID {
+			t.Errorf("containerID(%d-char name) = %q: %d characters, containerd allows %d", len(tt.name), id, len(id), maxContainerID)
+		}
+		if tt.want != "" && id != tt.want {
+			t.Errorf("containerID(%q) = %q, want %q", tt.name, id, tt.want)
+		}
+		if !strings.HasPrefix(id, uid+"-") {
+			t.Errorf("containerID(%q) = %q does not start with the instance uid", tt.name, id)
+		}
+		if again := containerID(uid, tt.name); again != id {
+			t.Errorf("containerID is not stable: %q then %q", id, again)
+		}
+	}
+	// Two long names that share the kept prefix must not share an id.
+	if a, b := containerID(uid, long), containerID(uid, long[:62]+"b"); a == b {
+		t.Errorf("containerID gives %q to two names", a)
 	}
 }

@@ -307,7 +307,46 @@ func (a *Agent) Stats(ctx context.Context, inst *api.Instance) (api.InstanceStat
 		return api.InstanceStats{}, fmt.Errorf("reading the counters of instance %q: %w", inst.Name, err)
 	}
 	s.Storage = a.storageStats(ctx, inst)
+	s.Containers = a.containerStats(inst)
 	return s.InstanceStats, nil
+}
+
+// containerStats reads each container's own cgroup. Only Stats asks for
+// them (the kubelet's stats endpoints of the virtual node), not the
+// sampler, which runs for every instance all the time.
+func (a *Agent) containerStats(inst *api.Instance) []api.ContainerStats {
+	parent := a.instanceCgroup(inst.UID)
+	var out []api.ContainerStats
+	for _, c := range inst.Spec.Containers {
+		cs, err := readContainerCgroup(cgroupV1Root, parent+"/"+a.leafName(inst.UID, c.Name))
+		if err != nil {
+			// Not running (or not created yet): no figures.
+			continue
+		}
+		cs.Name = c.Name
+		out = append(out, cs)
+	}
+	return out
+}
+
+// readContainerCgroup reads a container cgroup's CPU and memory.
+func readContainerCgroup(root, cg string) (api.ContainerStats, error) {
+	var cs api.ContainerStats
+	usage, err := readUint(filepath.Join(root, "cpuacct", cg, "cpuacct.usage"))
+	if err != nil {
+		return cs, err
+	}
+	cs.CPUUsageNanos = usage
+	cs.MemoryUsage, _ = readUint(filepath.Join(root, "memory", cg, "memory.usage_in_bytes"))
+	cs.MemoryWorkingSet = cs.MemoryUsage
+	if kv, err := readKeyValues(filepath.Join(root, "memory", cg, "memory.stat")); err == nil {
+		if inactive := kv["total_inactive_file"]; inactive < cs.MemoryWorkingSet {
+			cs.MemoryWorkingSet -= inactive
+		} else {
+			cs.MemoryWorkingSet = 0
+		}
+	}
+	return cs, nil
 }
 
 // SLA reports, for each resource the instance was promised, whether it got

@@ -26,6 +26,9 @@ func fakeCgroups(t *testing.T, uid string) string {
 		"memory/" + cg + "/memory.limit_in_bytes":                    "9223372036854771712\n",
 		"memory/" + cg + "/memory.oom_control":                       "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
 		"memory/" + cg + "/app/memory.oom_control":                   "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+		"memory/" + cg + "/app/memory.usage_in_bytes":                "819200\n",
+		"memory/" + cg + "/app/memory.stat":                          "cache 4096\ntotal_inactive_file 204800\ntotal_active_file 4096\n",
+		"cpuacct/" + cg + "/app/cpuacct.usage":                       "1200000000\n",
 		"pids/" + cg + "/pids.current":                               "7\n",
 		"pids/" + cg + "/pids.max":                                   "50\n",
 		"blkio/" + cg + "/blkio.throttle.io_service_bytes_recursive": "254:0 Read 4096\n254:0 Write 819200\n254:0 Sync 823296\n254:0 Async 0\n254:0 Discard 0\n254:0 Total 823296\n7:0 Read 100\nTotal 823396\n",
@@ -63,6 +66,21 @@ func TestReadCgroupStats(t *testing.T) {
 	}
 	if _, err := readCgroupStats(root, "nope"); !errors.Is(err, errNoCgroup) {
 		t.Fatalf("missing cgroup: %v, want errNoCgroup", err)
+	}
+}
+
+func TestReadContainerCgroup(t *testing.T) {
+	root := fakeCgroups(t, "u1")
+	got, err := readContainerCgroup(root, DefaultCgroupRoot+"/u1/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := api.ContainerStats{CPUUsageNanos: 1200000000, MemoryUsage: 819200, MemoryWorkingSet: 819200 - 204800}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if _, err := readContainerCgroup(root, DefaultCgroupRoot+"/u1/gone"); err == nil {
+		t.Error("a container without a cgroup gave figures")
 	}
 }
 

@@ -16,9 +16,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
 // runExitCode is docker's code for a failure of `run` itself, as opposed to
@@ -83,12 +86,15 @@ func runCommandWithFlags(o *options) (*cobra.Command, *runFlags) {
 
 Without -d, run streams the instance's logs until it ends and exits with the
 exit code of the first container that failed. With -f, the instance comes from
-an api.CreateInstanceRequest JSON file ("-" reads stdin), for multi-container
-instances; --name and the instance-wide flags (--cpu, --memory, --restart,
+a file ("-" reads stdin), JSON or YAML: an api.CreateInstanceRequest, for
+multi-container instances, or a Kubernetes v1 Pod manifest, mapped as the
+virtual node maps pods (ConfigMap and Secret references name your configs and
+secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 --runtime, -p) override it.`,
 		Example: `  kanga run --rm busybox echo hello
   kanga run -d --name web -p 8080:80 --memory 128Mi busybox httpd -f -p 80
   kanga run -f instance.json
+  kanga run -d -f pod.yaml
   kanga run --tmpfs /scratch:size=64Mi --disk 1Gi busybox sh -c 'df -h /scratch /'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := runRun(cmd, o, f, args)
@@ -131,7 +137,7 @@ instances; --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:PORT[/tcp|udp]")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the process")
 	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
-	fl.StringVarP(&f.file, "file", "f", "", `create the instance from a CreateInstanceRequest JSON file ("-" for stdin)`)
+	fl.StringVarP(&f.file, "file", "f", "", `create the instance from a CreateInstanceRequest or a Kubernetes Pod manifest, JSON or YAML ("-" for stdin)`)
 	fl.StringSliceVar(&f.capAdd, "cap-add", nil, "add Linux capabilities beyond the default set, e.g. NET_ADMIN (only those the tenant is allowed)")
 	fl.StringSliceVar(&f.capDrop, "cap-drop", nil, "drop Linux capabilities from the default set, or ALL")
 	fl.StringVarP(&f.user, "user", "u", "", "run the process as UID[:GID] (numeric; default: the image's USER)")
@@ -497,6 +503,18 @@ func readRequestFile(path string, stdin io.Reader) (api.CreateInstanceRequest, e
 	if err != nil {
 		return req, fmt.Errorf("reading the instance file: %w", err)
 	}
+	// YAML or JSON (which is YAML).
+	if b, err = yaml.YAMLToJSON(b); err != nil {
+		return req, fmt.Errorf("%s is neither JSON nor YAML: %w", path, err)
+	}
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	_ = json.Unmarshal(b, &head)
+	if head.Kind != "" {
+		return requestFromManifest(path, b, head.APIVersion, head.Kind)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	// Unknown fields are typos; say so rather than silently drop them.
 	dec.DisallowUnknownFields()
@@ -505,6 +523,26 @@ func readRequestFile(path string, stdin io.Reader) (api.CreateInstanceRequest, e
 	}
 	if len(req.Spec.Containers) == 0 {
 		return req, fmt.Errorf("%s has no containers: set spec.containers", path)
+	}
+	return req, nil
+}
+
+// requestFromManifest maps a Kubernetes Pod manifest onto an instance, as
+// the virtual node maps the pods bound to it, so that a pod moves between
+// Kubernetes and Kanga without being rewritten.
+func requestFromManifest(path string, b []byte, apiVersion, kind string) (api.CreateInstanceRequest, error) {
+	if kind != "Pod" || apiVersion != "v1" {
+		return api.CreateInstanceRequest{}, fmt.Errorf("%s is a %s (%s): -f takes a CreateInstanceRequest or a v1 Pod", path, kind, apiVersion)
+	}
+	var pod corev1.Pod
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&pod); err != nil {
+		return api.CreateInstanceRequest{}, fmt.Errorf("%s is not a valid Pod: %w", path, err)
+	}
+	req, err := virtualnode.FromPod(&pod)
+	if err != nil {
+		return req, fmt.Errorf("%s: %w", path, err)
 	}
 	return req, nil
 }

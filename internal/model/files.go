@@ -9,6 +9,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/expansion"
 )
 
 // DefaultFileMode is the mode of a secret's or config's files when the
@@ -129,9 +130,16 @@ func ResolveEnv(f string, c *api.ContainerSpec, objs ObjectData) ([]api.EnvVar, 
 			set(n, string(data[k]))
 		}
 	}
+	var fields []int
 	for j, e := range c.Env {
 		if e.ValueFrom == nil {
 			set(e.Name, e.Value)
+			continue
+		}
+		if e.ValueFrom.FieldRef != nil {
+			// The host resolves it at start (ResolveFields).
+			set(e.Name, "")
+			fields = append(fields, j)
 			continue
 		}
 		kind, sel, all := "config", e.ValueFrom.ConfigMapKeyRef, objs.Configs
@@ -147,7 +155,68 @@ func ResolveEnv(f string, c *api.ContainerSpec, objs ObjectData) ([]api.EnvVar, 
 		}
 		set(e.Name, string(v))
 	}
+	for _, j := range fields {
+		e := c.Env[j]
+		out[at[e.Name]] = api.EnvVar{Name: e.Name, ValueFrom: &api.EnvVarSource{FieldRef: e.ValueFrom.FieldRef}}
+	}
 	return out, nil
+}
+
+// HasFieldRefs reports whether env has variables from fields of the
+// instance, which its host resolves at start.
+func HasFieldRefs(env []api.EnvVar) bool {
+	for _, e := range env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// InstanceFields are the values of the fields a FieldRef may name.
+type InstanceFields struct {
+	PodIP string
+}
+
+// ResolveFields resolves the variables of env (container spec's env, with
+// its secrets and configs resolved) that take their value from a field of
+// the instance, then the $(NAME) references to those variables in the
+// literal values of the env (to variables defined before them, as
+// Kubernetes orders it), in spec's command and in its args, which it
+// returns. Values that came from secrets or configs are left as they are.
+func ResolveFields(spec *api.ContainerSpec, env []api.EnvVar, fields InstanceFields) (out []api.EnvVar, command, args []string) {
+	if !HasFieldRefs(env) {
+		return env, spec.Command, spec.Args
+	}
+	literal := map[string]bool{}
+	for _, e := range spec.Env {
+		literal[e.Name] = e.ValueFrom == nil
+	}
+	known := map[string]string{}
+	lookup := func(name string) (string, bool) { v, ok := known[name]; return v, ok }
+	out = make([]api.EnvVar, len(env))
+	for i, e := range env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			// Validated at create: status.podIP or status.podIPs.
+			e = api.EnvVar{Name: e.Name, Value: fields.PodIP}
+			known[e.Name] = e.Value
+		case literal[e.Name]:
+			e.Value = expansion.Expand(e.Value, lookup)
+		}
+		out[i] = e
+	}
+	expandAll := func(ss []string) []string {
+		if ss == nil {
+			return nil
+		}
+		r := make([]string, len(ss))
+		for i, s := range ss {
+			r[i] = expansion.Expand(s, lookup)
+		}
+		return r
+	}
+	return out, expandAll(spec.Command), expandAll(spec.Args)
 }
 
 // ProjectInstance is what the host of an instance needs of its secrets

@@ -116,3 +116,68 @@ func TestProjectInstance(t *testing.T) {
 		t.Errorf("with the config gone: %v, want FailedPrecondition", err)
 	}
 }
+
+func TestResolveFields(t *testing.T) {
+	ip := &api.EnvVarSource{FieldRef: &api.FieldRef{FieldPath: api.FieldPodIP}}
+	spec := api.ContainerSpec{
+		Command: []string{"serve", "--listen=$(MY_IP):80", "$$(MY_IP)"},
+		Args:    []string{"$(BEFORE)", "$(MY_IP)"},
+		Env: []api.EnvVar{
+			{Name: "BEFORE", Value: "early $(MY_IP)"},
+			{Name: "MY_IP", ValueFrom: ip},
+			{Name: "URL", Value: "http://$(MY_IP):80/$$x"},
+			{Name: "PW", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "s", Key: "pw"}}},
+		},
+	}
+	// As the host has it: secrets resolved, the field still a reference.
+	env := []api.EnvVar{
+		{Name: "FROM_CONFIG", Value: "$(MY_IP)"},
+		{Name: "BEFORE", Value: "early $(MY_IP)"},
+		{Name: "MY_IP", ValueFrom: ip},
+		{Name: "URL", Value: "http://$(MY_IP):80/$$x"},
+		{Name: "PW", Value: "pa$$(MY_IP)"},
+	}
+	got, cmd, args := ResolveFields(&spec, env, InstanceFields{PodIP: "10.1.2.3"})
+	want := []api.EnvVar{
+		{Name: "FROM_CONFIG", Value: "$(MY_IP)"}, // not a literal of the spec: left alone
+		{Name: "BEFORE", Value: "early $(MY_IP)"},
+		{Name: "MY_IP", Value: "10.1.2.3"},
+		{Name: "URL", Value: "http://10.1.2.3:80/$x"},
+		{Name: "PW", Value: "pa$$(MY_IP)"}, // a secret's value is never expanded
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("env:\n got %+v\nwant %+v", got, want)
+	}
+	if w := []string{"serve", "--listen=10.1.2.3:80", "$(MY_IP)"}; !reflect.DeepEqual(cmd, w) {
+		t.Errorf("command = %q, want %q", cmd, w)
+	}
+	if w := []string{"$(BEFORE)", "10.1.2.3"}; !reflect.DeepEqual(args, w) {
+		t.Errorf("args = %q, want %q", args, w)
+	}
+
+	// Without field references nothing changes, $$ included.
+	plain := api.ContainerSpec{Command: []string{"echo", "$$"}, Env: []api.EnvVar{{Name: "A", Value: "$$(B)"}}}
+	got, cmd, _ = ResolveFields(&plain, plain.Env, InstanceFields{PodIP: "10.1.2.3"})
+	if got[0].Value != "$$(B)" || cmd[1] != "$$" {
+		t.Errorf("a container without field references was expanded: env %+v, command %q", got, cmd)
+	}
+}
+
+// A field reference survives the create-time resolution of configs, for
+// the host to resolve at start.
+func TestResolveEnvKeepsFieldRefs(t *testing.T) {
+	c := api.ContainerSpec{Env: []api.EnvVar{
+		{Name: "IP", ValueFrom: &api.EnvVarSource{FieldRef: &api.FieldRef{FieldPath: api.FieldPodIP}}},
+		{Name: "MODE", ValueFrom: &api.EnvVarSource{ConfigMapKeyRef: &api.KeySelector{Name: "cfg", Key: "mode"}}},
+	}}
+	got, err := ResolveEnv("spec.containers[0]", &c, ObjectData{Configs: map[string]map[string][]byte{"cfg": {"mode": []byte("fast")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ValueFrom == nil || got[0].ValueFrom.FieldRef == nil || got[0].ValueFrom.FieldRef.FieldPath != api.FieldPodIP || got[1].Value != "fast" {
+		t.Errorf("ResolveEnv = %+v, want IP still a fieldRef and MODE=fast", got)
+	}
+	if !HasFieldRefs(got) {
+		t.Error("HasFieldRefs of the resolved env is false")
+	}
+}

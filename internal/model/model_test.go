@@ -63,6 +63,7 @@ func TestValidate(t *testing.T) {
 		{"tiny memory", func(s *api.InstanceSpec) { s.Resources.Memory = "1Mi" }, "below the minimum"},
 		{"bad cpu", func(s *api.InstanceSpec) { s.Resources.CPU = "fast" }, "spec.resources.cpu"},
 		{"bad restart", func(s *api.InstanceSpec) { s.RestartPolicy = "sometimes" }, "spec.restartPolicy"},
+		{"zero deadline", func(s *api.InstanceSpec) { s.ActiveDeadlineSeconds = new(int64) }, "spec.activeDeadlineSeconds 0"},
 		{"bad runtime", func(s *api.InstanceSpec) { s.Runtime = "kata" }, "choose one of runc, crun, gvisor, enclave"},
 		{"dup container", func(s *api.InstanceSpec) { s.Containers = append(s.Containers, s.Containers[0]) }, "unique"},
 		{"bad env", func(s *api.InstanceSpec) { s.Containers[0].Env = []api.EnvVar{{Name: "1X"}} }, "env[0].name"},

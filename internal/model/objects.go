@@ -341,16 +341,29 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 				errs = append(errs, invalid("%s.env[%d]: give a value or valueFrom, not both", f, j))
 			}
 			var sel *api.KeySelector
+			n := 0
+			for _, set := range []bool{e.ValueFrom.SecretKeyRef != nil, e.ValueFrom.ConfigMapKeyRef != nil, e.ValueFrom.FieldRef != nil} {
+				if set {
+					n++
+				}
+			}
 			switch {
-			case e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.ConfigMapKeyRef != nil:
-				errs = append(errs, invalid("%s has both secretKeyRef and configMapKeyRef: give one", vf))
+			case n > 1:
+				errs = append(errs, invalid("%s has more than one of secretKeyRef, configMapKeyRef and fieldRef: give one", vf))
+				continue
+			case e.ValueFrom.FieldRef != nil:
+				switch p := e.ValueFrom.FieldRef.FieldPath; p {
+				case api.FieldPodIP, api.FieldPodIPs:
+				default:
+					errs = append(errs, invalid("%s.fieldRef.fieldPath %q is not supported: use %s or %s", vf, p, api.FieldPodIP, api.FieldPodIPs))
+				}
 				continue
 			case e.ValueFrom.SecretKeyRef != nil:
 				sel, vf = e.ValueFrom.SecretKeyRef, vf+".secretKeyRef"
 			case e.ValueFrom.ConfigMapKeyRef != nil:
 				sel, vf = e.ValueFrom.ConfigMapKeyRef, vf+".configMapKeyRef"
 			default:
-				errs = append(errs, invalid("%s has no source: give secretKeyRef or configMapKeyRef", vf))
+				errs = append(errs, invalid("%s has no source: give secretKeyRef, configMapKeyRef or fieldRef", vf))
 				continue
 			}
 			if err := ValidateObjectName(vf+".name", sel.Name); err != nil {

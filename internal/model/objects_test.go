@@ -142,6 +142,15 @@ func TestValidateVolumes(t *testing.T) {
 		{"valueFrom and value", func(s *api.InstanceSpec) { s.Containers[0].Env[0].Value = "x" }, "spec.containers[0].env[0]: give a value or valueFrom"},
 		{"valueFrom key", func(s *api.InstanceSpec) { s.Containers[0].Env[0].ValueFrom.SecretKeyRef.Key = "../x" }, "spec.containers[0].env[0].valueFrom.secretKeyRef.key"},
 		{"valueFrom none", func(s *api.InstanceSpec) { s.Containers[0].Env[1].ValueFrom.ConfigMapKeyRef = nil }, "spec.containers[0].env[1].valueFrom has no source"},
+		{"fieldRef podIP", func(s *api.InstanceSpec) {
+			s.Containers[0].Env = append(s.Containers[0].Env, api.EnvVar{Name: "IP", ValueFrom: &api.EnvVarSource{FieldRef: &api.FieldRef{FieldPath: api.FieldPodIP}}})
+		}, ""},
+		{"fieldRef unsupported", func(s *api.InstanceSpec) {
+			s.Containers[0].Env = append(s.Containers[0].Env, api.EnvVar{Name: "N", ValueFrom: &api.EnvVarSource{FieldRef: &api.FieldRef{FieldPath: "metadata.name"}}})
+		}, "spec.containers[0].env[2].valueFrom.fieldRef.fieldPath \"metadata.name\" is not supported"},
+		{"fieldRef and secretKeyRef", func(s *api.InstanceSpec) {
+			s.Containers[0].Env[0].ValueFrom.FieldRef = &api.FieldRef{FieldPath: api.FieldPodIP}
+		}, "spec.containers[0].env[0].valueFrom has more than one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := base()

@@ -214,6 +214,9 @@ func Validate(spec *api.InstanceSpec) error {
 	default:
 		errs = append(errs, invalid("spec.restartPolicy %q is not one of Never, OnFailure, Always", spec.RestartPolicy))
 	}
+	if d := spec.ActiveDeadlineSeconds; d != nil && *d < 1 {
+		errs = append(errs, invalid("spec.activeDeadlineSeconds %d: give at least 1 second, or leave it out for no deadline", *d))
+	}
 	switch spec.SchedulingPolicy {
 	case "", "binpack", "spread":
 	default:

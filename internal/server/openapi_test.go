@@ -208,6 +208,8 @@ var schemaTypes = map[string]any{
 	"ObjectRef":               api.ObjectRef{},
 	"EnvVarSource":            api.EnvVarSource{},
 	"KeySelector":             api.KeySelector{},
+	"FieldRef":                api.FieldRef{},
+	"ContainerStats":          api.ContainerStats{},
 }
 
 var sampleTime = time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
@@ -240,6 +242,7 @@ var fieldValues = map[string]any{
 	"HostStatus.Phase":                     api.HostNotReady,
 	"HostStatus.Condition":                 api.HostLeaseLapsed,
 	"SeccompProfile.Type":                  api.SeccompUnconfined,
+	"FieldRef.FieldPath":                   api.FieldPodIP,
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -474,6 +477,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"HostStatus", "phase", []string{api.HostReady, api.HostNotReady}},
 		{"HostStatus", "condition", []string{api.HostLeaseLapsed, api.HostLost, api.HostSafetyBrake}},
 		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
+		{"FieldRef", "fieldPath", []string{api.FieldPodIP, api.FieldPodIPs}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

@@ -72,17 +72,43 @@ func InstanceName(namespace, pod string) string {
 	return base + "-" + suffix
 }
 
+// FromPod is the instance of a Kubernetes Pod manifest run without a
+// cluster (`kanga run -f pod.yaml`), through the mapping the virtual node
+// uses: ConfigMap and Secret references name the tenant's Kanga configs
+// and secrets of the same names, the node's fields are empty, and the
+// instance is named as the pod.
+func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
+	if pod.Name == "" {
+		return api.CreateInstanceRequest{}, fmt.Errorf("metadata.name: the pod has no name (generateName needs the API server): %w", errdefs.ErrInvalidArgument)
+	}
+	spec, err := instanceSpec(pod, "", &envSources{kangaObjects: true})
+	if err != nil {
+		return api.CreateInstanceRequest{}, err
+	}
+	labels, annotations := InstanceMetadata(pod)
+	return api.CreateInstanceRequest{Name: pod.Name, Labels: labels, Annotations: annotations, Spec: spec}, nil
+}
+
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
-// says why Kanga cannot run it. Env references to ConfigMaps and Secrets
-// are already resolved by virtual-kubelet's pod controller.
+// says why Kanga cannot run it. It resolves no env reference to a
+// ConfigMap or Secret (a Provider does).
 func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
+	return instanceSpec(pod, node, &envSources{})
+}
+
+// instanceSpec is InstanceSpec with the env of the containers resolved
+// from env (env.go).
+func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSpec, error) {
 	if err := checkSupported(pod); err != nil {
 		return api.InstanceSpec{}, err
 	}
 	spec := api.InstanceSpec{
-		RestartPolicy: restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:  pod.Annotations[AnnotationInstanceType],
-		Runtime:       pod.Annotations[AnnotationRuntime],
+		// Kanga instances are immutable: a deadline shortened on the
+		// running pod is not applied (see UpdatePod).
+		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
+		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:          pod.Annotations[AnnotationInstanceType],
+		Runtime:               pod.Annotations[AnnotationRuntime],
 	}
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName
@@ -98,26 +124,25 @@ func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
+		vars, envFrom, command, args, err := env.containerEnv(pod, &c)
+		if err != nil {
+			return api.InstanceSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
+		}
 		cs := api.ContainerSpec{
 			Name:       c.Name,
 			Image:      c.Image,
-			Command:    c.Command,
-			Args:       c.Args,
+			Command:    command,
+			Args:       args,
+			Env:        vars,
+			EnvFrom:    envFrom,
 			WorkingDir: c.WorkingDir,
 			// Added capabilities and Unconfined go to Kanga's API, which
 			// allows them only as far as the tenant's policy does.
 			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
 		}
-		for _, e := range c.Env {
-			if e.ValueFrom != nil {
-				// The pod controller resolves ConfigMap, Secret and
-				// downward-API references before CreatePod; one left
-				// here is a field ref it could not resolve.
-				return api.InstanceSpec{}, fmt.Errorf("container %s: env %s: unresolved valueFrom: %w", c.Name, e.Name, errdefs.ErrInvalidArgument)
-			}
-			cs.Env = append(cs.Env, api.EnvVar{Name: e.Name, Value: e.Value})
+		if node != "" {
+			cs.Env = append(cs.Env, marker...)
 		}
-		cs.Env = append(cs.Env, marker...)
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
 		// limits, or their requests where no limit is set.

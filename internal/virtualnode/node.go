@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"path"
 	"runtime"
 	"strconv"
 	"time"
@@ -22,7 +23,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
@@ -129,6 +133,13 @@ func Run(ctx context.Context, cfg Config) error {
 		go npc.Run(ctx)
 	}
 
+	// One event recorder for the pod controller and the provider (which
+	// records the events of env resolution, env.go).
+	eb := record.NewBroadcaster()
+	defer eb.Shutdown()
+	eb.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
+	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: path.Join(cfg.Name, "pod-controller")})
+
 	mux := http.NewServeMux()
 	var provider *Provider
 	n, err := nodeutil.NewNode(cfg.Name,
@@ -137,6 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if cfg.TenantPerNamespace {
 				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix), NamespaceNetworkPolicy(npc.policyFor))
 			}
+			opts = append(opts, EnvSources(pc.ConfigMaps, pc.Secrets, pc.Services, capacity), Events(recorder))
 			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil
 		},
@@ -148,6 +160,9 @@ func Run(ctx context.Context, cfg Config) error {
 				nc.NumWorkers = cfg.Workers
 			}
 			nc.Handler = mux
+			nc.EventRecorder = recorder
+			// The provider resolves env itself (env.go).
+			nc.SkipDownwardAPIResolution = true
 			nc.TLSConfig = tlsCfg
 			spec := &nc.NodeSpec
 			spec.Labels["kubernetes.io/os"] = "linux"

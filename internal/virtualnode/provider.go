@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/kanga-run/kanga/api"
@@ -38,6 +39,7 @@ type Provider struct {
 	node     string
 	hostIP   string
 	pods     corev1listers.PodLister
+	env      envSources
 	interval time.Duration
 	log      *slog.Logger
 
@@ -46,6 +48,9 @@ type Provider struct {
 	// handed them over (with env references resolved): GetPod must return
 	// them unchanged or the controller sees a spec change on every sync.
 	known map[string]*corev1.Pod
+	// refused holds the pods Kanga will never run, with their Failed
+	// status, until they are deleted (see refuse).
+	refused map[string]*corev1.Pod
 	// sent is the status last reported for each pod, so that a poll
 	// notifies only changes.
 	sent   map[string]corev1.PodStatus
@@ -76,6 +81,21 @@ func NamespaceNetworkPolicy(f func(namespace string) *api.TenantNetworkPolicy) P
 	return func(p *Provider) { p.tenants.policyFor = f }
 }
 
+// EnvSources gives the provider the listers it resolves the pods' env
+// references with (ConfigMaps, Secrets, Services) and the resources a
+// container without limits may use (resourceFieldRef). Without it, a pod
+// with such references is refused.
+func EnvSources(cms corev1listers.ConfigMapLister, secrets corev1listers.SecretLister, svcs corev1listers.ServiceLister, allocatable corev1.ResourceList) ProviderOption {
+	return func(p *Provider) {
+		p.env.configMaps, p.env.secrets, p.env.services, p.env.allocatable = cms, secrets, svcs, allocatable
+	}
+}
+
+// Events gives the provider a recorder for the events it records on pods.
+func Events(r record.EventRecorder) ProviderOption {
+	return func(p *Provider) { p.env.recorder = r }
+}
+
 // NewProvider returns a provider for node that creates instances with c
 // (and so in c's tenant, unless TenantPerNamespace says otherwise). pods
 // is the lister of the pods bound to node; hostIP is the address the pods
@@ -89,9 +109,11 @@ func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLi
 		interval: time.Second,
 		log:      log,
 		known:    map[string]*corev1.Pod{},
+		refused:  map[string]*corev1.Pod{},
 		sent:     map[string]corev1.PodStatus{},
 		cpu:      map[string]cpuSample{},
 	}
+	p.env.hostIP = hostIP
 	for _, o := range opts {
 		o(p)
 	}
@@ -118,9 +140,14 @@ func vkError(err error) error {
 // with the reason, which the pod controller records as an event and as the
 // pod's status message.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
-	spec, err := InstanceSpec(pod, p.node)
+	spec, err := instanceSpec(pod, p.node, &p.env)
+	if errors.Is(err, errEnvSource) {
+		// Retried by the pod controller, with an event: the ConfigMap or
+		// Secret may come.
+		return err
+	}
 	if err != nil {
-		return vkError(err)
+		return p.refuse(pod, err)
 	}
 	name := InstanceName(pod.Namespace, pod.Name)
 	kanga, err := p.tenants.ensure(ctx, pod.Namespace)
@@ -156,6 +183,9 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		err = nil
 	}
+	if errors.Is(err, errdefs.ErrInvalidArgument) {
+		return p.refuse(pod, fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
+	}
 	if err != nil {
 		return vkError(fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
 	}
@@ -165,6 +195,41 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Unlock()
 	return nil
 }
+
+// refuse records a pod that Kanga will never run as Failed, whatever its
+// restart policy, as a kubelet fails a pod it cannot admit: virtual-kubelet
+// alone would leave an Always or OnFailure pod Pending for ever, and its
+// clients waiting out their timeouts. The error still goes back to the pod
+// controller, which records it as a Warning event; GetPod then returns the
+// failed pod, so the controller does not create it again, and the poll
+// loop reports the Failed status until the API server has it.
+func (p *Provider) refuse(pod *corev1.Pod, err error) error {
+	failed := pod.DeepCopy()
+	failed.Status = corev1.PodStatus{
+		Phase:   corev1.PodFailed,
+		Reason:  ReasonRefused,
+		Message: err.Error(),
+		HostIP:  p.hostIP,
+	}
+	if !pod.CreationTimestamp.IsZero() {
+		failed.Status.StartTime = &pod.CreationTimestamp
+	}
+	for _, c := range pod.Spec.Containers {
+		failed.Status.ContainerStatuses = append(failed.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name:  c.Name,
+			Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: ReasonRefused, Message: err.Error()}},
+		})
+	}
+	p.mu.Lock()
+	p.refused[podKey(pod.Namespace, pod.Name)] = failed
+	p.mu.Unlock()
+	p.log.Info("refused pod", "pod", podKey(pod.Namespace, pod.Name), "err", err)
+	return vkError(err)
+}
+
+// ReasonRefused is the reason of a pod that Kanga cannot run.
+const ReasonRefused = "KangaRefused"
 
 // UpdatePod records the pod: Kanga instances are immutable and the fields
 // Kubernetes lets change on a running pod (labels, annotations, the
@@ -187,6 +252,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	key := podKey(pod.Namespace, pod.Name)
 	p.mu.Lock()
 	delete(p.known, key)
+	delete(p.refused, key)
 	delete(p.sent, key)
 	delete(p.cpu, name)
 	notify := p.notify
@@ -202,6 +268,9 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 // GetPod returns the pod with its status read from Kanga, or a NotFound
 // error when it has no instance.
 func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	if pod := p.refusedPod(namespace, name); pod != nil {
+		return pod, nil
+	}
 	inst, err := p.tenants.client(namespace).GetInstance(ctx, InstanceName(namespace, name))
 	if err != nil {
 		return nil, vkError(err)
@@ -214,6 +283,27 @@ func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.
 		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to an earlier pod", namespace, name, inst.Name)
 	}
 	return p.podOf(&inst), nil
+}
+
+// refusedPod returns the refused pod namespace/name if it is the pod the
+// API server has now (not an earlier pod of the same name).
+func (p *Provider) refusedPod(namespace, name string) *corev1.Pod {
+	key := podKey(namespace, name)
+	p.mu.Lock()
+	pod := p.refused[key]
+	p.mu.Unlock()
+	if pod == nil {
+		return nil
+	}
+	if lp, err := p.pods.Pods(namespace).Get(name); err == nil && lp.UID != pod.UID {
+		p.mu.Lock()
+		if p.refused[key] == pod {
+			delete(p.refused, key)
+		}
+		p.mu.Unlock()
+		return nil
+	}
+	return pod.DeepCopy()
 }
 
 // GetPodStatus returns the status part of GetPod.
@@ -347,6 +437,7 @@ func (p *Provider) poll(ctx context.Context) error {
 		byName[insts[i].Name] = &insts[i]
 	}
 
+	p.reportRefused()
 	for key, pod := range known {
 		var status corev1.PodStatus
 		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
@@ -374,6 +465,29 @@ func (p *Provider) poll(ctx context.Context) error {
 		notify(out)
 	}
 	return nil
+}
+
+// reportRefused notifies the Failed status of each refused pod whose
+// status in the API server is not Failed yet. It repeats on every poll
+// rather than once: the pod controller overwrites the status after a
+// failed create (Pending, ProviderFailed), possibly after this report.
+func (p *Provider) reportRefused() {
+	p.mu.Lock()
+	var out []*corev1.Pod
+	for _, pod := range p.refused {
+		out = append(out, pod)
+	}
+	notify := p.notify
+	p.mu.Unlock()
+	for _, pod := range out {
+		lp, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+		if err != nil || lp.UID != pod.UID || lp.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if notify != nil {
+			notify(pod.DeepCopy())
+		}
+	}
 }
 
 // GetContainerLogs returns a container's output. Kanga keeps one log per

@@ -165,3 +165,66 @@ func podIsReady(pod *corev1.Pod) bool {
 	}
 	return false
 }
+
+// A pod Kanga refuses goes Failed whatever its restart policy, and stays
+// so (GetPod returns it) until deleted; a new pod of the same name is not
+// the refused one.
+func TestProviderRefusedPodFails(t *testing.T) {
+	for _, policy := range []corev1.RestartPolicy{corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever} {
+		t.Run(string(policy), func(t *testing.T) {
+			pod := &corev1.Pod{}
+			pod.Namespace, pod.Name, pod.UID = "default", "bad", types.UID("uid-bad")
+			pod.Spec.RestartPolicy = policy
+			pod.Spec.HostNetwork = true
+			pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox"}}
+			pods := lister(t, pod)
+			p := NewProvider(fakeKanga(t, nil), "vn", "192.0.2.1", pods, slog.New(slog.DiscardHandler))
+			var mu sync.Mutex
+			var notified []*corev1.Pod
+			p.notify = func(pod *corev1.Pod) { mu.Lock(); notified = append(notified, pod); mu.Unlock() }
+
+			err := p.CreatePod(context.Background(), pod)
+			if !vkerrdefs.IsInvalidInput(err) || !strings.Contains(err.Error(), "hostNetwork") {
+				t.Fatalf("CreatePod: %v, want an invalid-input error naming hostNetwork", err)
+			}
+			got, err := p.GetPod(context.Background(), "default", "bad")
+			if err != nil {
+				t.Fatalf("GetPod of the refused pod: %v", err)
+			}
+			if got.Status.Phase != corev1.PodFailed || got.Status.Reason != ReasonRefused || !strings.Contains(got.Status.Message, "hostNetwork") {
+				t.Errorf("refused pod status: %s %s %q, want Failed %s naming hostNetwork", got.Status.Phase, got.Status.Reason, got.Status.Message, ReasonRefused)
+			}
+			if err := p.poll(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			n := len(notified)
+			mu.Unlock()
+			if n != 1 || notified[0].Status.Phase != corev1.PodFailed {
+				t.Errorf("poll notified %d pods, want the refused one, Failed", n)
+			}
+
+			// The API server has it Failed now: no more reports.
+			failed := pod.DeepCopy()
+			failed.Status.Phase = corev1.PodFailed
+			p.pods = lister(t, failed)
+			if err := p.poll(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			n = len(notified)
+			mu.Unlock()
+			if n != 1 {
+				t.Errorf("poll notified the refused pod again after the API server had it Failed (%d reports)", n)
+			}
+
+			// A new pod of the same name is a new pod.
+			reborn := pod.DeepCopy()
+			reborn.UID = "uid-reborn"
+			p.pods = lister(t, reborn)
+			if _, err := p.GetPod(context.Background(), "default", "bad"); !vkerrdefs.IsNotFound(err) {
+				t.Errorf("GetPod of a new pod of the refused one's name: %v, want not found", err)
+			}
+		})
+	}
+}

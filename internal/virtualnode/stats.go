@@ -59,8 +59,8 @@ func (p *Provider) nanoCores(instance string, st api.InstanceStats) *uint64 {
 }
 
 // GetStatsSummary is the kubelet's /stats/summary, from the instances'
-// cgroup and interface counters. Kanga samples per instance, so each pod
-// reports its counters at pod level only.
+// cgroup and interface counters: each pod's, and each of its running
+// containers' from the container's own cgroup.
 func (p *Provider) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	now := metav1.Now()
 	sum := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: p.node, StartTime: now}}
@@ -82,11 +82,21 @@ func (p *Provider) GetStatsSummary(ctx context.Context) (*statsv1alpha1.Summary,
 		}
 		nodeCPU += s.stats.CPUUsageNanos
 		nodeMem += s.stats.MemoryUsage
+		var ctrs []statsv1alpha1.ContainerStats
+		for _, c := range s.stats.Containers {
+			ctrs = append(ctrs, statsv1alpha1.ContainerStats{
+				Name:      c.Name,
+				StartTime: metav1.NewTime(s.created),
+				CPU:       &statsv1alpha1.CPUStats{Time: at, UsageCoreNanoSeconds: ptr.To(c.CPUUsageNanos)},
+				Memory:    &statsv1alpha1.MemoryStats{Time: at, UsageBytes: ptr.To(c.MemoryUsage), WorkingSetBytes: ptr.To(c.MemoryWorkingSet)},
+			})
+		}
 		sum.Pods = append(sum.Pods, statsv1alpha1.PodStats{
-			PodRef:    statsv1alpha1.PodReference{Name: s.name, Namespace: s.namespace, UID: s.uid},
-			StartTime: metav1.NewTime(s.created),
-			CPU:       cpu,
-			Memory:    mem,
+			Containers: ctrs,
+			PodRef:     statsv1alpha1.PodReference{Name: s.name, Namespace: s.namespace, UID: s.uid},
+			StartTime:  metav1.NewTime(s.created),
+			CPU:        cpu,
+			Memory:     mem,
 			Network: &statsv1alpha1.NetworkStats{
 				Time: at,
 				InterfaceStats: statsv1alpha1.InterfaceStats{
@@ -133,13 +143,11 @@ func (p *Provider) GetMetricsResource(ctx context.Context) ([]*dto.MetricFamily,
 		totalMem += mem
 		podCPU.Metric = append(podCPU.Metric, &dto.Metric{Label: label("namespace", s.namespace, "pod", s.name), Counter: &dto.Counter{Value: ptr.To(cpu)}, TimestampMs: ts})
 		podMem.Metric = append(podMem.Metric, &dto.Metric{Label: label("namespace", s.namespace, "pod", s.name), Gauge: &dto.Gauge{Value: ptr.To(mem)}, TimestampMs: ts})
-		// Kanga measures the instance as a whole; a single-container pod
-		// (the common case) gets exact container figures, others get the
-		// pod's figures on their first container.
-		if len(s.containers) > 0 {
-			l := label("container", s.containers[0], "namespace", s.namespace, "pod", s.name)
-			ctrCPU.Metric = append(ctrCPU.Metric, &dto.Metric{Label: l, Counter: &dto.Counter{Value: ptr.To(cpu)}, TimestampMs: ts})
-			ctrMem.Metric = append(ctrMem.Metric, &dto.Metric{Label: l, Gauge: &dto.Gauge{Value: ptr.To(mem)}, TimestampMs: ts})
+		// Each running container from its own cgroup.
+		for _, c := range s.stats.Containers {
+			l := label("container", c.Name, "namespace", s.namespace, "pod", s.name)
+			ctrCPU.Metric = append(ctrCPU.Metric, &dto.Metric{Label: l, Counter: &dto.Counter{Value: ptr.To(float64(c.CPUUsageNanos) / 1e9)}, TimestampMs: ts})
+			ctrMem.Metric = append(ctrMem.Metric, &dto.Metric{Label: l, Gauge: &dto.Gauge{Value: ptr.To(float64(c.MemoryWorkingSet))}, TimestampMs: ts})
 		}
 	}
 	ts := ptr.To(time.Now().UnixMilli())

@@ -166,6 +166,78 @@ func TestLifecycle(t *testing.T) {
 		p.must("rm", "-f", "pair")
 	})
 
+	t.Run("ActiveDeadline", func(t *testing.T) {
+		deadline := int64(2)
+		spec := api.CreateInstanceRequest{Name: "deadline", Spec: api.InstanceSpec{
+			Containers:            []api.ContainerSpec{{Name: "c", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+			RestartPolicy:         api.RestartAlways,
+			ActiveDeadlineSeconds: &deadline,
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		p.eventually("the instance to fail past its deadline", time.Minute, func() bool {
+			st := p.inspect("deadline").Status
+			return st.Phase == api.PhaseFailed && len(st.Containers) == 1 && st.Containers[0].State == api.ContainerTerminated
+		})
+		inst := p.inspect("deadline")
+		if inst.Status.Reason != "DeadlineExceeded" || inst.Status.Containers[0].RestartCount != 0 {
+			t.Errorf("status %s %q, restarts %d: want Failed DeadlineExceeded, no restart", inst.Status.Phase, inst.Status.Reason, inst.Status.Containers[0].RestartCount)
+		}
+		// A zero deadline is refused, naming the field.
+		zero := int64(0)
+		spec.Name, spec.Spec.ActiveDeadlineSeconds = "nodeadline", &zero
+		b, _ = json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.activeDeadlineSeconds") {
+			t.Errorf("activeDeadlineSeconds 0: exit %d, stderr %q; want a refusal naming the field", r.code, r.stderr)
+		}
+		p.must("rm", "-f", "deadline")
+	})
+
+	t.Run("PodManifest", func(t *testing.T) {
+		// A Kubernetes pod, unchanged: its ConfigMap is the tenant's
+		// config of that name, its downward-API env resolved.
+		p.must("config", "create", "settings", "--from-literal", "greeting=hi")
+		defer p.must("config", "rm", "settings")
+		pod := `apiVersion: v1
+kind: Pod
+metadata: {name: podyaml}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: kanga.test/busybox
+    command: [sh, -c, 'echo "$GREETING $CFG_greeting $POD_NAME $(POD_IP) $URL"; exec sleep 1000']
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: URL, value: "http://$(POD_IP):80/"}
+    envFrom:
+    - {prefix: CFG_, configMapRef: {name: settings}}
+`
+		if r := p.kangaIn([]byte(pod), "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f pod.yaml: exit %d: %s", r.code, r.stderr)
+		}
+		defer p.must("rm", "-f", "podyaml")
+		var ip string
+		p.eventually("the pod's instance to run", time.Minute, func() bool {
+			st := p.inspect("podyaml").Status
+			ip = st.IP
+			return st.Phase == api.PhaseRunning && ip != ""
+		})
+		want := fmt.Sprintf("hi hi podyaml %s http://%s:80/", ip, ip)
+		p.eventually("its env in its log", 30*time.Second, func() bool {
+			return strings.Contains(p.must("logs", "podyaml"), want)
+		})
+		// Not a pod: refused before anything is created.
+		dep := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"
+		if r := p.kangaIn([]byte(dep), "run", "-d", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "Deployment") {
+			t.Errorf("run -f of a Deployment: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+
 	t.Run("PublishedPort", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")

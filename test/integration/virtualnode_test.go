@@ -23,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -417,6 +418,45 @@ func TestVirtualNode(t *testing.T) {
 		return err == nil && strings.Contains(string(b), "hello from web-0")
 	})
 
+	// Env as the kubelet makes it: the pod's IP (known only on the host),
+	// the node's, a resource limit, a ConfigMap key, the services', and
+	// $(VAR) references to them in the command.
+	envPod := webPod("env-0", node)
+	envPod.Labels = map[string]string{"app": "env"}
+	envPod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}
+	envPod.Spec.Containers[0].Command = []string{"sh", "-c", `echo "ip=$(MY_IP) env=$MY_IP host=$HOST_IP mem=$MEM greeting=$(GREETING) svc=$KUBERNETES_SERVICE_HOST" 'literal=$$(MY_IP)'; exec sleep 3600`}
+	envPod.Spec.Containers[0].Env = append(envPod.Spec.Containers[0].Env,
+		corev1.EnvVar{Name: "MY_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+		corev1.EnvVar{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+		corev1.EnvVar{Name: "MEM", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}},
+	)
+	if _, err := pods.Create(ctx, envPod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var envPodIP string
+	waitFor(t, "env-0 Running with an IP", 2*time.Minute, func() bool {
+		pod, err := pods.Get(ctx, "env-0", metav1.GetOptions{})
+		envPodIP = pod.Status.PodIP
+		return err == nil && pod.Status.Phase == corev1.PodRunning && envPodIP != ""
+	})
+	svcHost := ""
+	if svc, err := kube.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err == nil {
+		svcHost = svc.Spec.ClusterIP
+	}
+	wantEnv := fmt.Sprintf("ip=%s env=%s host=127.0.0.1 mem=64 greeting=hi svc=%s literal=$(MY_IP)", envPodIP, envPodIP, svcHost)
+	var envLog string
+	waitFor(t, "env-0's env in its log", time.Minute, func() bool {
+		b, err := pods.GetLogs("env-0", &corev1.PodLogOptions{}).DoRaw(ctx)
+		envLog = string(b)
+		return err == nil && strings.Contains(envLog, "ip=")
+	})
+	if !strings.Contains(envLog, wantEnv) {
+		t.Errorf("env-0 log %q, want %q", envLog, wantEnv)
+	}
+	if err := pods.Delete(ctx, "env-0", *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
+	}
+
 	// The kubelet stats endpoints, read as metrics-server does, straight
 	// from the node's kubelet API (the API server's node proxy refuses
 	// loopback addresses). The node runs without --client-ca here.
@@ -439,12 +479,13 @@ func TestVirtualNode(t *testing.T) {
 	waitFor(t, "web-0 in the stats summary and resource metrics", time.Minute, func() bool {
 		sum := get("/stats/summary")
 		lastStats = sum
-		if !strings.Contains(sum, `"name":"web-0"`) || !strings.Contains(sum, "usageCoreNanoSeconds") {
+		if !strings.Contains(sum, `"name":"web-0"`) || !strings.Contains(sum, "usageCoreNanoSeconds") || !strings.Contains(sum, `"containers":[{"name":"web"`) {
 			return false
 		}
 		m := get("/metrics/resource")
 		lastStats = m
-		return strings.Contains(m, `pod_memory_working_set_bytes{namespace="default",pod="web-0"}`)
+		return strings.Contains(m, `pod_memory_working_set_bytes{namespace="default",pod="web-0"}`) &&
+			strings.Contains(m, `container_memory_working_set_bytes{container="web",namespace="default",pod="web-0"}`)
 	})
 
 	// kubectl exec, with an exit code.
@@ -490,6 +531,12 @@ func TestVirtualNode(t *testing.T) {
 			}
 		}
 		return false
+	})
+	// Its restart policy is Always, yet it fails rather than waiting for
+	// ever, as a kubelet fails a pod it cannot admit.
+	waitFor(t, "the refused pod Failed", time.Minute, func() bool {
+		pod, err := pods.Get(ctx, "hostpath", metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodFailed && pod.Status.Reason == virtualnode.ReasonRefused && strings.Contains(pod.Status.Message, "hostPath")
 	})
 	if err := pods.Delete(ctx, "hostpath", *metav1.NewDeleteOptions(0)); err != nil {
 		t.Fatal(err)

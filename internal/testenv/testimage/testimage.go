@@ -465,3 +465,53 @@ func writeLayerBlob(tw *tar.Writer, l v1.Layer) error {
 	_, err = io.Copy(tw, rc)
 	return err
 }
+
+// Retag copies the OCI archive src (as WriteOCIArchive writes it) to dst
+// with its image named ref instead: the same image under another name,
+// for tests that must start an image by a name they do not choose (an
+// upstream suite's "foo").
+func Retag(dst io.Writer, src io.Reader, ref string) error {
+	tr := tar.NewReader(src)
+	tw := tar.NewWriter(dst)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if h.Name != "index.json" {
+			if err := tw.WriteHeader(h); err != nil {
+				return err
+			}
+			if _, err := io.Copy(tw, tr); err != nil {
+				return err
+			}
+			continue
+		}
+		var index v1.IndexManifest
+		if err := json.NewDecoder(tr).Decode(&index); err != nil {
+			return fmt.Errorf("index.json: %w", err)
+		}
+		for i := range index.Manifests {
+			if index.Manifests[i].Annotations == nil {
+				index.Manifests[i].Annotations = map[string]string{}
+			}
+			index.Manifests[i].Annotations[AnnotationImageName] = ref
+			index.Manifests[i].Annotations["org.opencontainers.image.ref.name"] = ref
+		}
+		b, err := json.Marshal(index)
+		if err != nil {
+			return err
+		}
+		h.Size = int64(len(b))
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
