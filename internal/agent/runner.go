@@ -257,8 +257,12 @@ func (r *runner) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.event("Warning", "StartFailed", "%v", err)
-		r.fail(ctx, "StartFailed", err)
+		reason := "StartFailed"
+		if ce := (*errConfig)(nil); errors.As(err, &ce) {
+			reason = reasonConfigError
+		}
+		r.event("Warning", reason, "%v", err)
+		r.fail(ctx, reason, err)
 		r.waitForDelete(ctx)
 		return
 	}

@@ -176,6 +176,7 @@ func Validate(spec *api.InstanceSpec) error {
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
 	}
 	errs = append(errs, validateVolumes(spec)...)
+	errs = append(errs, validateInstanceSecurity(spec.SecurityContext)...)
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}
