@@ -230,6 +230,14 @@ func (a *Agent) checkSecurity(inst *api.Instance) error {
 				}
 			}
 		}
+		if model.PrivilegeEscalation(sc) && !model.PrivilegeEscalationAllowed(nil, a.cfg.Security) {
+			errs = append(errs, fmt.Errorf("%s.securityContext.allowPrivilegeEscalation: host %s does not run containers without no_new_privs: %w",
+				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			errs = append(errs, fmt.Errorf("%s.securityContext.privileged: host %s does not run privileged containers: %w",
+				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))
+		}
 		if model.Unconfined(sc) && !model.UnconfinedAllowed(nil, a.cfg.Security) {
 			errs = append(errs, fmt.Errorf("%s.securityContext.seccompProfile: host %s does not run containers without seccomp: %w",
 				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))

@@ -62,6 +62,9 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	prof.step("creating-status")
 	if w := r.takeWarm(r.tctx(ctx), inst); w != nil {
 		if err := r.stepRunner().Run(ctx, r.warmSteps(inst, w)...); err != nil {
+			if ce := (*errConfig)(nil); errors.As(err, &ce) {
+				return err // the usual way would make the same spec
+			}
 			r.log.Warn("claiming a warm container failed; starting the usual way", "err", err)
 		} else {
 			r.publish(ctx, "")

@@ -196,6 +196,10 @@ func (r *runner) mountVolume(ctx context.Context, m *volume.Manager, inst *api.I
 	deadline := time.Now().Add(conflictWait)
 	for {
 		err := m.Mount(ctx, b.ID, r.a.pvTarget(r.uid, b.Name), opts)
+		if err == nil && !opts.ReadOnly {
+			// A read-only volume keeps its owners: the bind is read-only.
+			return r.applyFSGroup(inst, r.a.pvTarget(r.uid, b.Name))
+		}
 		if err == nil || !errors.Is(err, errdefs.ErrConflict) || time.Now().After(deadline) {
 			return err
 		}

@@ -272,8 +272,12 @@ func (r *runner) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.event("Warning", "StartFailed", "%v", err)
-		r.fail(ctx, "StartFailed", err)
+		reason := "StartFailed"
+		if ce := (*errConfig)(nil); errors.As(err, &ce) {
+			reason = reasonConfigError
+		}
+		r.event("Warning", reason, "%v", err)
+		r.fail(ctx, reason, err)
 		r.waitForDelete(ctx)
 		return
 	}
@@ -711,7 +715,8 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	return nil
 }
 
-// stop sends SIGTERM to every running container and SIGKILL after grace.
+// stop sends each running container its image's stop signal (SIGTERM
+// unless the image's STOPSIGNAL says otherwise) and SIGKILL after grace.
 func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
 	nctx := r.tctx(ctx)
@@ -722,8 +727,14 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	for _, c := range r.all() {
 		c.restartAt = time.Time{}
 		if c.status.State == api.ContainerRunning && c.task != nil {
-			if err := c.task.Kill(nctx, syscall.SIGTERM); err != nil && !cerrdefs.IsNotFound(err) {
-				r.log.Warn("SIGTERM failed", "container", c.spec.Name, "err", err)
+			sig := syscall.SIGTERM
+			if c.c != nil {
+				if s, err := containerd.GetStopSignal(nctx, c.c, syscall.SIGTERM); err == nil {
+					sig = s
+				}
+			}
+			if err := c.task.Kill(nctx, sig); err != nil && !cerrdefs.IsNotFound(err) {
+				r.log.Warn("stop signal failed", "container", c.spec.Name, "signal", sig, "err", err)
 			}
 		}
 	}
@@ -738,7 +749,7 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 		}
 	}
 	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
-	r.event("Normal", "Stopping", "sent SIGTERM; SIGKILL in %ds", grace)
+	r.event("Normal", "Stopping", "sent the stop signal (SIGTERM unless the image says otherwise); SIGKILL in %ds", grace)
 }
 
 // fail records that the instance cannot run.

@@ -352,6 +352,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 			containerd.WithContainerLabels(map[string]string{
 				labelUID: r.uid, labelTenant: r.tenant, labelInstance: inst.Name, labelContainer: c.spec.Name,
 			}),
+			withStopSignal(img),
 		)
 	}
 	ctrd, err := newContainer()
@@ -370,6 +371,13 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		ctrd, err = newContainer()
 	}
 	if err != nil {
+		if !cerrdefs.IsAlreadyExists(err) {
+			// A spec option that failed (runAsNonRoot) leaves behind the
+			// snapshot made before it, which no container owns.
+			if rerr := r.a.cfg.Client.SnapshotService(img.Snapshotter).Remove(context.WithoutCancel(ctx), id); rerr != nil && !cerrdefs.IsNotFound(rerr) {
+				r.log.Warn("removing the snapshot of a failed create failed", "snapshot", id, "err", rerr)
+			}
+		}
 		return fmt.Errorf("creating container: %w", err)
 	}
 	if err := r.limitWritableLayer(ctx, &inst.Spec, c, img.Snapshotter, id); err != nil {
@@ -383,6 +391,23 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	r.mark("new-container")
 	r.event("Normal", "Created", "created container %s from %s (runtime %s)", c.spec.Name, c.spec.Image, inst.Spec.Runtime)
 	return nil
+}
+
+// withStopSignal records the image's STOPSIGNAL on the container, where
+// containerd's GetStopSignal finds it (stop, also after an agent restart),
+// from the config the agent already read: no content read on the start
+// path.
+func withStopSignal(img image.Resolved) containerd.NewContainerOpts {
+	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+		if img.Config.StopSignal == "" {
+			return nil
+		}
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		c.Labels[containerd.StopSignalLabel] = img.Config.StopSignal
+		return nil
+	}
 }
 
 // baseSpecOpts are the spec options every container of Kanga gets, warm
@@ -440,8 +465,15 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
 	if r.a.usesUserNS(inst.Spec.Runtime) {
+		i := slices.IndexFunc(inst.Spec.Containers, func(s api.ContainerSpec) bool { return s.Name == c.spec.Name })
+		if i >= 0 {
+			if err := checkUserNSIDs(&inst.Spec, i, r.a.cfg.HostName, inst.Spec.Runtime); err != nil {
+				return nil, err
+			}
+		}
 		opts = append(opts, userNSSpecOpts()...)
 	}
+	opts = append(opts, userSpecOpts(&inst.Spec, &c.spec)...)
 	return append(opts, sandboxSpecOpts(c.spec.SecurityContext)...), nil
 }
 

@@ -80,6 +80,9 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		paths[v.Name] = path
 		teardowns = append(teardowns, teardown)
+		if err := r.applyFSGroup(s.inst, path); err != nil {
+			return fail(fmt.Errorf("emptyDir %s: %w", v.Name, err))
+		}
 	}
 	r.volumePaths = paths
 	r.mark("volumes")
@@ -87,6 +90,29 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		return nil, nil
 	}
 	return undo, nil
+}
+
+// applyFSGroup gives a volume's files at host path dir to the
+// instance's fsGroup (spec.securityContext.fsGroup), if it has one: the
+// group as the containers see it, a host id of the user-namespace range
+// when they run in one.
+func (r *runner) applyFSGroup(inst *api.Instance, dir string) error {
+	sc := inst.Spec.SecurityContext
+	if sc == nil || sc.FSGroup == nil {
+		return nil
+	}
+	gid := *sc.FSGroup
+	if r.a.usesUserNS(inst.Spec.Runtime) {
+		if gid >= UserNSSize {
+			return fmt.Errorf("spec.securityContext.fsGroup %d: containers of runtime %s on host %s run in a user namespace of ids 0-%d: %w",
+				gid, inst.Spec.Runtime, r.a.cfg.HostName, UserNSSize-1, errdefs.ErrInvalidArgument)
+		}
+		gid += UserNSBase
+	}
+	if err := volume.SetGroupOwnership(dir, int(gid)); err != nil {
+		return fmt.Errorf("giving it to fsGroup %d: %w", *sc.FSGroup, err)
+	}
+	return nil
 }
 
 // volumeMounts are the OCI mounts of container c for the volumes with a

@@ -241,6 +241,7 @@ func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 		containerd.WithRuntime(class.Runtime, class.Options),
 		containerd.WithNewSpec(opts...),
 		containerd.WithContainerLabels(map[string]string{labelWarm: w.id, labelTenant: key.Tenant}),
+		withStopSignal(img),
 	)
 	if err != nil {
 		// A snapshot of a failed create is not tied to a container.

@@ -188,6 +188,7 @@ func Validate(spec *api.InstanceSpec) error {
 		}
 	}
 	errs = append(errs, validateVolumes(spec)...)
+	errs = append(errs, validateInstanceSecurity(spec.SecurityContext)...)
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}

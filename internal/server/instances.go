@@ -73,7 +73,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if spec.SchedulingPolicy == "" {
 		spec.SchedulingPolicy = policy.SchedulingPolicy
 	}
-	if err := model.Validate(&spec); err != nil {
+	if err := errors.Join(model.Validate(&spec),
+		model.ValidateLabels("labels", req.Labels),
+		model.ValidateAnnotations("annotations", req.Annotations)); err != nil {
 		return err
 	}
 	if err := s.checkFits(&spec); err != nil {
@@ -122,12 +124,14 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	}()
 	now := s.now().UTC()
 	inst := &api.Instance{
-		Name:      name,
-		Tenant:    t,
-		UID:       model.NewUID(),
-		CreatedAt: now,
-		Spec:      spec,
-		Status:    api.InstanceStatus{Phase: api.PhasePending},
+		Name:        name,
+		Tenant:      t,
+		UID:         model.NewUID(),
+		CreatedAt:   now,
+		Labels:      req.Labels,
+		Annotations: req.Annotations,
+		Spec:        spec,
+		Status:      api.InstanceStatus{Phase: api.PhasePending},
 		// The instance runs on its volumes' host (the scheduler reads it).
 		PersistentVolumes: bound,
 	}
@@ -225,12 +229,19 @@ func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
-	items, err := s.store.ListInstances(r.Context())
+	sel, err := model.ParseLabelSelector("labelSelector", r.URL.Query().Get("labelSelector"))
 	if err != nil {
 		return err
 	}
-	if items == nil {
-		items = []api.Instance{}
+	all, err := s.store.ListInstances(r.Context())
+	if err != nil {
+		return err
+	}
+	items := []api.Instance{}
+	for _, inst := range all {
+		if model.MatchLabels(sel, inst.Labels) {
+			items = append(items, inst)
+		}
 	}
 	writeJSON(w, http.StatusOK, api.InstanceList{Items: items})
 	return nil

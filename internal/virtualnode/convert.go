@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -28,9 +30,10 @@ const (
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 )
 
-// Environment variables that tie an instance to its pod. Instances carry
-// no labels, so these are how a restarted virtual node finds the pods it
-// already created (and the ones deleted while it was down).
+// Environment variables that tie an instance to its pod. The instance's
+// labels are the pod's own (InstanceMetadata), so these are how a
+// restarted virtual node finds the pods it already created (and the ones
+// deleted while it was down).
 const (
 	EnvNamespace = "KANGA_POD_NAMESPACE"
 	EnvPodName   = "KANGA_POD_NAME"
@@ -82,7 +85,8 @@ func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
 	if err != nil {
 		return api.CreateInstanceRequest{}, err
 	}
-	return api.CreateInstanceRequest{Name: pod.Name, Spec: spec}, nil
+	labels, annotations := InstanceMetadata(pod)
+	return api.CreateInstanceRequest{Name: pod.Name, Labels: labels, Annotations: annotations, Spec: spec}, nil
 }
 
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
@@ -109,6 +113,9 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName
+	}
+	if psc := pod.Spec.SecurityContext; psc != nil && psc.FSGroup != nil {
+		spec.SecurityContext = &api.InstanceSecurityContext{FSGroup: psc.FSGroup}
 	}
 	marker := []api.EnvVar{
 		{Name: EnvNamespace, Value: pod.Namespace},
@@ -243,18 +250,59 @@ func serviceAccountVolume(v corev1.Volume) bool {
 	return v.Projected != nil && strings.HasPrefix(v.Name, "kube-api-access-")
 }
 
-// securityContext maps a container's capabilities and its (or the pod's)
-// seccomp profile type; nil when they ask for nothing.
+// lastApplied is the annotation kubectl apply keeps a copy of the whole
+// manifest in: no use on the instance, and large.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// InstanceMetadata are the labels and annotations of a pod's instance:
+// the pod's, without kubectl's copy of the manifest.
+func InstanceMetadata(pod *corev1.Pod) (labels, annotations map[string]string) {
+	if len(pod.Labels) > 0 {
+		labels = maps.Clone(pod.Labels)
+	}
+	for k, v := range pod.Annotations {
+		if k == lastApplied {
+			continue
+		}
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[k] = v
+	}
+	return labels, annotations
+}
+
+// securityContext maps a container's security context over the pod's,
+// as the kubelet merges them (the container's fields win): user, group,
+// supplemental groups, runAsNonRoot, capabilities, seccomp profile type,
+// read-only root and privilege escalation. nil when they ask for nothing.
 func securityContext(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) *api.SecurityContext {
 	var out api.SecurityContext
 	seccomp := (*corev1.SeccompProfile)(nil)
 	if pod != nil {
 		seccomp = pod.SeccompProfile
+		out.RunAsUser, out.RunAsGroup, out.RunAsNonRoot = pod.RunAsUser, pod.RunAsGroup, pod.RunAsNonRoot
+		out.SupplementalGroups = slices.Clone(pod.SupplementalGroups)
 	}
 	if c != nil {
 		if c.SeccompProfile != nil {
 			seccomp = c.SeccompProfile
 		}
+		if c.RunAsUser != nil {
+			out.RunAsUser = c.RunAsUser
+		}
+		if c.RunAsGroup != nil {
+			out.RunAsGroup = c.RunAsGroup
+		}
+		if c.RunAsNonRoot != nil {
+			out.RunAsNonRoot = c.RunAsNonRoot
+		}
+		if c.ReadOnlyRootFilesystem != nil {
+			out.ReadOnlyRootFilesystem = *c.ReadOnlyRootFilesystem
+		}
+		// Unset is Kanga's default, no_new_privs; true asks the tenant's
+		// policy for more.
+		out.AllowPrivilegeEscalation = c.AllowPrivilegeEscalation
 		if cp := c.Capabilities; cp != nil && (len(cp.Add) > 0 || len(cp.Drop) > 0) {
 			out.Capabilities = &api.Capabilities{}
 			for _, a := range cp.Add {
@@ -273,7 +321,10 @@ func securityContext(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) 
 			out.SeccompProfile = &api.SeccompProfile{Type: api.SeccompRuntimeDefault}
 		}
 	}
-	if out.Capabilities == nil && out.SeccompProfile == nil {
+	if len(out.SupplementalGroups) == 0 {
+		out.SupplementalGroups = nil
+	}
+	if reflect.ValueOf(out).IsZero() {
 		return nil
 	}
 	return &out

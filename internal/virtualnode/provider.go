@@ -160,7 +160,8 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	cctx := client.WithRetryObserver(ctx, func(r client.Retry) {
 		p.log.Info("the server is busy; retrying the create", "pod", podKey(pod.Namespace, pod.Name), "attempt", r.Attempt, "wait", r.Wait)
 	})
-	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Spec: spec})
+	labels, annotations := InstanceMetadata(pod)
+	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Labels: labels, Annotations: annotations, Spec: spec})
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		// Created before a restart, or a retry after a lost answer: adopt
 		// it if it is this pod's, wait for it to go if it is a previous

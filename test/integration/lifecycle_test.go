@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/testenv"
 	"github.com/kanga-run/kanga/internal/testenv/harness"
+	"github.com/kanga-run/kanga/internal/testenv/testimage"
 )
 
 // TestLifecycle shares one platform across the foundation's scenarios;
@@ -273,6 +275,34 @@ spec:
 		}
 		if strings.Contains(p.must("ps", "-aq"), "baddns") {
 			t.Error("a refused instance was stored")
+		}
+	})
+
+	t.Run("ImageStopSignal", func(t *testing.T) {
+		// busybox with STOPSIGNAL SIGUSR1: stop sends it, not SIGTERM.
+		archive := filepath.Join(t.TempDir(), "usr1.tar")
+		f, err := os.Create(archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = testimage.WithConfig(f, p.imagePath(testimage.Busybox.File), "kanga.test/usr1:latest", func(c *v1.Config) { c.StopSignal = "SIGUSR1" })
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.must("image", "import", archive)
+		p.must("run", "-d", "--name", "usr1", "kanga.test/usr1", "sh", "-c",
+			`trap 'echo got USR1; exit 0' USR1; trap 'echo got TERM; exit 1' TERM; echo ready; while true; do sleep 0.1; done`)
+		defer p.must("rm", "-f", "usr1")
+		p.eventually("the trap to be set", 30*time.Second, func() bool { return strings.Contains(p.must("logs", "usr1"), "ready") })
+		p.must("stop", "-t", "30", "usr1")
+		p.eventually("the container to exit", time.Minute, func() bool {
+			st := p.inspect("usr1").Status
+			return len(st.Containers) == 1 && st.Containers[0].State == api.ContainerTerminated
+		})
+		c := p.inspect("usr1").Status.Containers[0]
+		if out := p.must("logs", "usr1"); !strings.Contains(out, "got USR1") || c.ExitCode == nil || *c.ExitCode != 0 {
+			t.Errorf("stop of an image with STOPSIGNAL SIGUSR1: log %q, exit %v; want the trap's USR1 and exit 0", out, c.ExitCode)
 		}
 	})
 

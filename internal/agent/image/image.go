@@ -123,6 +123,9 @@ type Config struct {
 	Env        []string
 	WorkingDir string
 	User       string
+	// StopSignal is the image's STOPSIGNAL ("SIGQUIT", "3"); empty is
+	// SIGTERM.
+	StopSignal string
 }
 
 // Normalize returns the canonical form of an image reference (see

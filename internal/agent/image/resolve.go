@@ -100,7 +100,7 @@ func (s *Service) resolve(ctx context.Context, tenant, ref string) (Resolved, er
 		c := spec.Config
 		rc = resolvedContent{
 			chainID: identity.ChainID(diffIDs).String(),
-			config:  Config{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User},
+			config:  Config{Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, StopSignal: c.StopSignal},
 		}
 		s.content.put(d, rc)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -514,4 +515,75 @@ func Retag(dst io.Writer, src io.Reader, ref string) error {
 		}
 	}
 	return tw.Close()
+}
+
+// WithConfig writes the image of the OCI archive at src (as WriteOCIArchive
+// writes it) to dst with its config changed by edit and named ref: a
+// variant of a test image (a STOPSIGNAL, another user) without a rebuild.
+func WithConfig(dst io.Writer, src, ref string, edit func(*v1.Config)) error {
+	dir, err := os.MkdirTemp("", "kanga-testimage-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(dir, filepath.Clean("/"+h.Name))
+		if h.Typeflag == tar.TypeDir {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		out, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, tr)
+		out.Close()
+		if err != nil {
+			return err
+		}
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	if len(im.Manifests) == 0 {
+		return fmt.Errorf("%s: no image", src)
+	}
+	img, err := idx.Image(im.Manifests[0].Digest)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	edit(&cf.Config)
+	changed, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		return err
+	}
+	return WriteOCIArchive(dst, changed, ref)
 }
