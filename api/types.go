@@ -53,6 +53,12 @@ type ContainerSpec struct {
 	// default: Docker's default capabilities without NET_RAW, Docker's
 	// default seccomp profile and no_new_privs.
 	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
+	// RestartPolicy is Kubernetes' per-container field, which makes an
+	// init container with Always a sidecar (Kubernetes 1.29). Kanga does
+	// not run sidecar init containers: the field is accepted only empty,
+	// so that a spec carrying it is refused by name rather than run
+	// differently.
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 }
 
 // SecurityContext is a container's sandbox settings, shaped as in a
@@ -62,6 +68,42 @@ type ContainerSpec struct {
 type SecurityContext struct {
 	Capabilities   *Capabilities   `json:"capabilities,omitempty"`
 	SeccompProfile *SeccompProfile `json:"seccompProfile,omitempty"`
+	// RunAsUser and RunAsGroup are the numeric user and group the
+	// container's process runs as; unset, the image's USER (and its
+	// group), or root. Names are not taken: the API has no way to resolve
+	// them against the image before it runs.
+	RunAsUser  *int64 `json:"runAsUser,omitempty"`
+	RunAsGroup *int64 `json:"runAsGroup,omitempty"`
+	// SupplementalGroups are added to the process's groups, after those
+	// the image's /etc/group gives its user (and the instance's fsGroup).
+	SupplementalGroups []int64 `json:"supplementalGroups,omitempty"`
+	// RunAsNonRoot refuses to start the container (reason
+	// CreateContainerConfigError) when its user, from RunAsUser or the
+	// image, is root (uid 0).
+	RunAsNonRoot *bool `json:"runAsNonRoot,omitempty"`
+	// ReadOnlyRootFilesystem mounts the root filesystem read-only; volume
+	// mounts, /dev/shm and the other runtime mounts stay writable.
+	ReadOnlyRootFilesystem bool `json:"readOnlyRootFilesystem,omitempty"`
+	// AllowPrivilegeEscalation true lets a process gain privileges
+	// through set-user-ID binaries and file capabilities (no
+	// no_new_privs): only where the tenant's policy allows it
+	// (TenantSecurity.AllowPrivilegeEscalation). Unset or false is the
+	// default: no_new_privs.
+	AllowPrivilegeEscalation *bool `json:"allowPrivilegeEscalation,omitempty"`
+	// Privileged is accepted only as false: Kanga never runs privileged
+	// containers.
+	Privileged *bool `json:"privileged,omitempty"`
+}
+
+// InstanceSecurityContext holds the instance-wide security settings, as
+// a Kubernetes pod's securityContext does.
+type InstanceSecurityContext struct {
+	// FSGroup owns the instance's emptyDirs and writable persistent
+	// volumes (group ownership and the set-group-ID bit on directories, so
+	// new files get it too, as the kubelet does) and their secret and
+	// config files (readable by the group), and is added to every
+	// container's supplemental groups.
+	FSGroup *int64 `json:"fsGroup,omitempty"`
 }
 
 // Capabilities adds to and drops from the default set. Names are those of
@@ -150,6 +192,14 @@ type InstanceSpec struct {
 	SchedulingPolicy string `json:"schedulingPolicy,omitempty"`
 	// Volumes are what the containers' VolumeMounts name.
 	Volumes []Volume `json:"volumes,omitempty"`
+	// InitContainers run one after another, each to completion, in the
+	// instance's sandbox before any of Containers starts. One that fails
+	// is retried with backoff (restartPolicy OnFailure or Always) or fails
+	// the instance (Never) with reason Init:Error. Names are unique across
+	// InitContainers and Containers.
+	InitContainers []ContainerSpec `json:"initContainers,omitempty"`
+	// SecurityContext holds the instance-wide security settings (fsGroup).
+	SecurityContext *InstanceSecurityContext `json:"securityContext,omitempty"`
 	// ActiveDeadlineSeconds is how long the instance may run, from its
 	// start: then its containers are stopped and it fails with reason
 	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
@@ -235,6 +285,9 @@ type InstanceStatus struct {
 	FinishedAt *time.Time        `json:"finishedAt,omitempty"`
 	Containers []ContainerStatus `json:"containers,omitempty"`
 	Events     []Event           `json:"events,omitempty"`
+
+	// InitContainers are the statuses of spec.initContainers, in order.
+	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
 }
 
 // Instance is a Pod-like group of containers sharing one sandbox.
@@ -243,6 +296,12 @@ type Instance struct {
 	Tenant    string    `json:"tenant"`
 	UID       string    `json:"uid"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Labels are key/value pairs to select instances by
+	// (GET /v1/instances?labelSelector=app=web); Annotations are
+	// key/value pairs for tools, not for selection. Keys and values follow
+	// Kubernetes' syntax and caps.
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 	// StopRequested is set by `kanga stop`: the host stops every container
 	// and does not restart them.
 	StopRequested bool `json:"stopRequested,omitempty"`
@@ -261,8 +320,11 @@ type Instance struct {
 
 // CreateInstanceRequest is the body of POST /v1/instances.
 type CreateInstanceRequest struct {
-	Name string       `json:"name,omitempty"`
-	Spec InstanceSpec `json:"spec"`
+	Name string `json:"name,omitempty"`
+	// Labels and Annotations are stored with the instance (see Instance).
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Spec        InstanceSpec      `json:"spec"`
 }
 
 // InstanceList is the body of GET /v1/instances.
@@ -418,6 +480,10 @@ type TenantSecurity struct {
 	AllowedCapabilities []string `json:"allowedCapabilities,omitempty"`
 	// AllowUnconfined lets the tenant's containers run without seccomp.
 	AllowUnconfined bool `json:"allowUnconfined,omitempty"`
+	// AllowPrivilegeEscalation lets the tenant's containers set
+	// securityContext.allowPrivilegeEscalation: run without
+	// no_new_privs, so set-user-ID binaries of their images work.
+	AllowPrivilegeEscalation bool `json:"allowPrivilegeEscalation,omitempty"`
 }
 
 // CreateTenantRequest is the body of POST /v1/tenants.

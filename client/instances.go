@@ -39,6 +39,21 @@ func (c *Client) ListInstances(ctx context.Context) ([]api.Instance, error) {
 	return list.Items, nil
 }
 
+// ListInstancesSelected returns the tenant's instances whose labels
+// match a Kubernetes label selector ("app=web,tier!=db", "env in (a,b)");
+// an empty selector returns them all.
+func (c *Client) ListInstancesSelected(ctx context.Context, selector string) ([]api.Instance, error) {
+	var q url.Values
+	if selector != "" {
+		q = url.Values{"labelSelector": {selector}}
+	}
+	var list api.InstanceList
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/instances", q, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
 // GetInstance returns one instance.
 func (c *Client) GetInstance(ctx context.Context, name string) (api.Instance, error) {
 	var inst api.Instance

@@ -96,8 +96,8 @@ func needsFiles(spec *api.InstanceSpec) bool {
 	if objectVolumes(spec) > 0 {
 		return true
 	}
-	for i := range spec.Containers {
-		if model.EnvFromSecrets(&spec.Containers[i]) {
+	for _, c := range model.AllContainers(spec) {
+		if model.EnvFromSecrets(c.Spec) {
 			return true
 		}
 	}
@@ -175,12 +175,9 @@ func (r *runner) setupFiles(ctx context.Context, inst *api.Instance) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	owner := -1
-	if r.a.usesUserNS(inst.Spec.Runtime) {
-		owner = UserNSBase
-	}
+	owner := r.filesOwner(inst)
 	for _, v := range f.Volumes {
-		if _, err := writeVolume(filepath.Join(dir, v.Name), v.Files, owner); err != nil {
+		if _, err := writeVolume(filepath.Join(dir, v.Name), owner.files(v.Files), owner); err != nil {
 			if made {
 				if uerr := unmountFiles(dir); uerr != nil {
 					r.log.Warn("removing the files of a failed start failed", "err", uerr)
@@ -198,10 +195,7 @@ func (r *runner) setupFiles(ctx context.Context, inst *api.Instance) (bool, erro
 // files as they are, as the kubelet does, and is logged when it changes.
 func (r *runner) refreshFiles(ctx context.Context, inst *api.Instance) {
 	dir := r.a.filesDir(r.uid)
-	owner := -1
-	if r.a.usesUserNS(inst.Spec.Runtime) {
-		owner = UserNSBase
-	}
+	owner := r.filesOwner(inst)
 	t := time.NewTicker(filesPoll)
 	defer t.Stop()
 	var last string
@@ -214,7 +208,7 @@ func (r *runner) refreshFiles(ctx context.Context, inst *api.Instance) {
 		f, err := r.instanceFiles(ctx, inst)
 		if err == nil {
 			for _, v := range f.Volumes {
-				changed, werr := writeVolume(filepath.Join(dir, v.Name), v.Files, owner)
+				changed, werr := writeVolume(filepath.Join(dir, v.Name), owner.files(v.Files), owner)
 				if werr != nil {
 					err = fmt.Errorf("volume %s: %w", v.Name, werr)
 					break
@@ -293,7 +287,7 @@ func unmountFiles(dir string) error {
 // links the new version needs, and then removes the links and the version
 // it no longer needs. owner, if not -1, owns the files (the container's
 // root in a user namespace). It reports whether it changed anything.
-func writeVolume(dir string, files []hostcontract.File, owner int) (bool, error) {
+func writeVolume(dir string, files []hostcontract.File, owner fileOwner) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, err
 	}
@@ -352,17 +346,17 @@ func writeVolume(dir string, files []hostcontract.File, owner int) (bool, error)
 }
 
 // writeVersion writes files under the new version's directory ts.
-func writeVersion(ts string, files []hostcontract.File, owner int) error {
+func writeVersion(ts string, files []hostcontract.File, owner fileOwner) error {
 	// MkdirTemp makes it 0700; the container's user, whoever it is,
 	// reads through it, as through the volume's other directories.
 	if err := os.Chmod(ts, 0o755); err != nil {
 		return err
 	}
 	chown := func(p string) error {
-		if owner < 0 {
+		if owner.uid < 0 && owner.gid < 0 {
 			return nil
 		}
-		return os.Lchown(p, owner, owner)
+		return os.Lchown(p, owner.uid, owner.gid)
 	}
 	if err := chown(ts); err != nil {
 		return err
@@ -396,6 +390,47 @@ func writeVersion(ts string, files []hostcontract.File, owner int) error {
 		}
 	}
 	return nil
+}
+
+// fileOwner owns the files of a secret or config volume: the container's
+// root in a user namespace (uid and gid UserNSBase), or the host's root;
+// the group is the instance's fsGroup when it has one. -1 leaves the id
+// as the agent's.
+type fileOwner struct {
+	uid, gid int
+	fsGroup  bool
+}
+
+// filesOwner is the owner of inst's secret and config files.
+func (r *runner) filesOwner(inst *api.Instance) fileOwner {
+	o := fileOwner{uid: -1, gid: -1}
+	if r.a.usesUserNS(inst.Spec.Runtime) {
+		o.uid, o.gid = UserNSBase, UserNSBase
+	}
+	if sc := inst.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		o.fsGroup = true
+		o.gid = int(*sc.FSGroup)
+		if r.a.usesUserNS(inst.Spec.Runtime) {
+			o.gid += UserNSBase // past the range, the container cannot take the group and does not start
+		}
+	}
+	return o
+}
+
+// files are the files as written for o: with an fsGroup, the group may
+// read each one (the kubelet adds 0440 to a secret's files for it), so a
+// container's non-root user in that group reads a file whose mode
+// (defaultMode 0400) would otherwise keep it to root.
+func (o fileOwner) files(fs []hostcontract.File) []hostcontract.File {
+	if !o.fsGroup {
+		return fs
+	}
+	out := make([]hostcontract.File, len(fs))
+	for i, f := range fs {
+		f.Mode |= 0o440
+		out[i] = f
+	}
+	return out
 }
 
 // sameVersion tells whether the version at ts holds exactly files, with

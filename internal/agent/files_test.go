@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
@@ -102,7 +103,7 @@ func TestWriteVolume(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "vol")
 			var old string
 			if tc.before != nil {
-				if changed, err := writeVolume(dir, tc.before, -1); err != nil || !changed {
+				if changed, err := writeVolume(dir, tc.before, fileOwner{uid: -1, gid: -1}); err != nil || !changed {
 					t.Fatalf("first write: changed %v, %v", changed, err)
 				}
 				old, _ = os.Readlink(filepath.Join(dir, dataLink))
@@ -112,7 +113,7 @@ func TestWriteVolume(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			changed, err := writeVolume(dir, tc.files, -1)
+			changed, err := writeVolume(dir, tc.files, fileOwner{uid: -1, gid: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +151,7 @@ func TestWriteVolume(t *testing.T) {
 func TestWriteVolumeRefusesPathsOutside(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "vol")
 	for _, p := range []string{"../escape", "/etc/passwd", "a/../../b"} {
-		if _, err := writeVolume(dir, []hostcontract.File{{Path: p, Mode: 0o644, Data: []byte("x")}}, -1); err == nil {
+		if _, err := writeVolume(dir, []hostcontract.File{{Path: p, Mode: 0o644, Data: []byte("x")}}, fileOwner{uid: -1, gid: -1}); err == nil {
 			t.Errorf("path %q: written, want an error", p)
 		}
 	}
@@ -206,7 +207,7 @@ func TestFilesTmpfs(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("mode of %s = %v, %v; want 0700", dir, fi.Mode(), err)
 	}
-	if _, err := writeVolume(filepath.Join(dir, "v"), []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}}, -1); err != nil {
+	if _, err := writeVolume(filepath.Join(dir, "v"), []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}}, fileOwner{uid: -1, gid: -1}); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -235,7 +236,7 @@ func TestRemoveSandboxDirUnmountsFiles(t *testing.T) {
 	if _, err := mountFiles(dir, 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeVolume(filepath.Join(dir, "v"), []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}}, -1); err != nil {
+	if _, err := writeVolume(filepath.Join(dir, "v"), []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}}, fileOwner{uid: -1, gid: -1}); err != nil {
 		t.Fatal(err)
 	}
 	a.removeSandboxDir("u1")
@@ -244,5 +245,35 @@ func TestRemoveSandboxDirUnmountsFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(a.sandboxDir("u1")); !os.IsNotExist(err) {
 		t.Errorf("the sandbox dir is still there: %v", err)
+	}
+}
+
+// TestWriteVolumeFSGroup: with an fsGroup the files belong to the group,
+// which may read them whatever their mode (defaultMode 0400 included), as
+// the kubelet does; writing the same files again changes nothing.
+func TestWriteVolumeFSGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another group")
+	}
+	dir := filepath.Join(t.TempDir(), "v")
+	o := fileOwner{uid: -1, gid: 4321, fsGroup: true}
+	files := []hostcontract.File{{Path: "k", Mode: 0o400, Data: []byte("x")}, {Path: "d/j", Mode: 0o600, Data: []byte("y")}}
+	if changed, err := writeVolume(dir, o.files(files), o); err != nil || !changed {
+		t.Fatalf("first write: %v, %v", changed, err)
+	}
+	for p, want := range map[string]os.FileMode{"k": 0o440, "d/j": 0o640} {
+		fi, err := os.Stat(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want || fi.Sys().(*syscall.Stat_t).Gid != 4321 {
+			t.Errorf("%s: mode %v group %d, want %v and 4321", p, fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, want)
+		}
+	}
+	if changed, err := writeVolume(dir, o.files(files), o); err != nil || changed {
+		t.Errorf("the same files again: changed %v, %v", changed, err)
+	}
+	if files[0].Mode != 0o400 {
+		t.Errorf("the caller's files were changed: mode %o", files[0].Mode)
 	}
 }

@@ -217,22 +217,30 @@ func (r *runner) admitStart(ctx context.Context, inst *api.Instance) (string, er
 // host's only guard.
 func (a *Agent) checkSecurity(inst *api.Instance) error {
 	var errs []error
-	for i, c := range inst.Spec.Containers {
-		sc := c.SecurityContext
+	for _, c := range model.AllContainers(&inst.Spec) {
+		sc := c.Spec.SecurityContext
 		if sc == nil {
 			continue
 		}
 		if sc.Capabilities != nil {
 			for j, n := range sc.Capabilities.Add {
 				if cp, ok := model.NormalizeCapability(n); !ok || !model.CapabilityAllowed(cp, nil, a.cfg.Security) {
-					errs = append(errs, fmt.Errorf("spec.containers[%d].securityContext.capabilities.add[%d]: host %s does not give containers %s: %w",
-						i, j, a.cfg.HostName, cp, errdefs.ErrPermissionDenied))
+					errs = append(errs, fmt.Errorf("%s.securityContext.capabilities.add[%d]: host %s does not give containers %s: %w",
+						c.Field, j, a.cfg.HostName, cp, errdefs.ErrPermissionDenied))
 				}
 			}
 		}
+		if model.PrivilegeEscalation(sc) && !model.PrivilegeEscalationAllowed(nil, a.cfg.Security) {
+			errs = append(errs, fmt.Errorf("%s.securityContext.allowPrivilegeEscalation: host %s does not run containers without no_new_privs: %w",
+				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			errs = append(errs, fmt.Errorf("%s.securityContext.privileged: host %s does not run privileged containers: %w",
+				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))
+		}
 		if model.Unconfined(sc) && !model.UnconfinedAllowed(nil, a.cfg.Security) {
-			errs = append(errs, fmt.Errorf("spec.containers[%d].securityContext.seccompProfile: host %s does not run containers without seccomp: %w",
-				i, a.cfg.HostName, errdefs.ErrPermissionDenied))
+			errs = append(errs, fmt.Errorf("%s.securityContext.seccompProfile: host %s does not run containers without seccomp: %w",
+				c.Field, a.cfg.HostName, errdefs.ErrPermissionDenied))
 		}
 	}
 	return errors.Join(errs...)

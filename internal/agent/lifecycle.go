@@ -62,6 +62,9 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	prof.step("creating-status")
 	if w := r.takeWarm(r.tctx(ctx), inst); w != nil {
 		if err := r.stepRunner().Run(ctx, r.warmSteps(inst, w)...); err != nil {
+			if ce := (*errConfig)(nil); errors.As(err, &ce) {
+				return err // the usual way would make the same spec
+			}
 			r.log.Warn("claiming a warm container failed; starting the usual way", "err", err)
 		} else {
 			r.publish(ctx, "")
@@ -283,7 +286,9 @@ func (s *containersStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		return errors.Join(errs...)
 	}
-	for _, c := range r.ctrs {
+	// Init containers are made with the others: they run in the same
+	// sandbox, and the app containers' start after them is then only a task.
+	for _, c := range r.all() {
 		if err := r.ensureContainer(nctx, s.inst, r.att.NetNS, c); err != nil {
 			if ctx.Err() == nil {
 				if uerr := undo(context.WithoutCancel(ctx)); uerr != nil {
@@ -304,7 +309,8 @@ func (s *containersStep) Do(ctx context.Context) (steps.Undo, error) {
 }
 
 // tasksStep starts a task in every container, or adopts the one an
-// earlier agent left running.
+// earlier agent left running; while init containers have not completed,
+// only in the first of those that has not (initcontainers.go).
 type tasksStep struct {
 	r    *runner
 	inst *api.Instance
@@ -325,19 +331,17 @@ func (s *tasksStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		return errors.Join(errs...)
 	}
-	for _, c := range r.ctrs {
-		ok, err := r.adoptOrStart(nctx, s.inst, c)
-		if err != nil {
-			if ctx.Err() == nil {
-				if uerr := undo(context.WithoutCancel(ctx)); uerr != nil {
-					r.log.Warn("stopping the tasks of a failed start failed", "err", uerr)
-				}
+	if !r.initDone && !fresh(s.inst) && r.appsStarted(nctx) {
+		r.initDone = true
+	}
+	started, err := r.startNext(nctx, s.inst)
+	if err != nil {
+		if ctx.Err() == nil {
+			if uerr := undo(context.WithoutCancel(ctx)); uerr != nil {
+				r.log.Warn("stopping the tasks of a failed start failed", "err", uerr)
 			}
-			return nil, fmt.Errorf("container %s: %w", c.spec.Name, err)
 		}
-		if ok {
-			started = append(started, c)
-		}
+		return nil, err
 	}
 	r.mark("tasks-rest")
 	if len(started) == 0 {

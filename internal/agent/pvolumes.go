@@ -15,6 +15,7 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/steps"
 	"github.com/kanga-run/kanga/internal/agent/volume"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -116,8 +117,8 @@ func readOnlyVolume(inst *api.Instance, name string) bool {
 		if v.PersistentVolume == nil || v.PersistentVolume.Name != name {
 			continue
 		}
-		for _, c := range inst.Spec.Containers {
-			for _, m := range c.VolumeMounts {
+		for _, c := range model.AllContainers(&inst.Spec) {
+			for _, m := range c.Spec.VolumeMounts {
 				if m.Name == v.Name {
 					mounted = true
 					ro = ro && m.ReadOnly
@@ -195,6 +196,10 @@ func (r *runner) mountVolume(ctx context.Context, m *volume.Manager, inst *api.I
 	deadline := time.Now().Add(conflictWait)
 	for {
 		err := m.Mount(ctx, b.ID, r.a.pvTarget(r.uid, b.Name), opts)
+		if err == nil && !opts.ReadOnly {
+			// A read-only volume keeps its owners: the bind is read-only.
+			return r.applyFSGroup(inst, r.a.pvTarget(r.uid, b.Name))
+		}
 		if err == nil || !errors.Is(err, errdefs.ErrConflict) || time.Now().After(deadline) {
 			return err
 		}

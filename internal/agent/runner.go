@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,6 +60,8 @@ type ctr struct {
 	// warmSpec is the real spec of a claimed warm container until it is
 	// recorded on the container (finishClaim).
 	warmSpec *oci.Spec
+	// init marks an init container.
+	init bool
 }
 
 // runner drives one instance through its lifecycle on this host. It owns
@@ -112,6 +115,13 @@ type runner struct {
 	// volumePaths is the host path of each volume the volumes step made,
 	// by volume name, for the containers' bind mounts.
 	volumePaths map[string]string
+
+	// inits are the init containers, in order (initcontainers.go);
+	// initDone is set once they all completed, or once the app containers
+	// were found started by an earlier agent. Until then no app container
+	// starts.
+	inits    []*ctr
+	initDone bool
 }
 
 // mark ends a profiled step of the start, if one is being profiled.
@@ -214,8 +224,12 @@ func (r *runner) run(ctx context.Context) {
 		r.teardown(ctx, !gone)
 		return
 	}
+	waiting := "ContainerCreating"
+	if len(inst.Spec.InitContainers) > 0 {
+		waiting = model.ReasonPodInitializing
+	}
 	for _, cs := range inst.Spec.Containers {
-		c := &ctr{spec: cs, status: api.ContainerStatus{Name: cs.Name, State: api.ContainerWaiting, Reason: "ContainerCreating"}}
+		c := &ctr{spec: cs, status: api.ContainerStatus{Name: cs.Name, State: api.ContainerWaiting, Reason: waiting}}
 		for _, old := range inst.Status.Containers {
 			if old.Name == cs.Name {
 				c.status = old
@@ -223,10 +237,11 @@ func (r *runner) run(ctx context.Context) {
 		}
 		r.ctrs = append(r.ctrs, c)
 	}
+	r.initContainers(&inst)
 	if inst.Status.Phase.Terminal() {
 		// Nothing will run again; only a delete can change this instance.
 		// A meter the previous run left ends when the run did.
-		r.a.meter.end(ctx, r.uid, lastExit(inst.Status.Containers, inst.Status.FinishedAt))
+		r.a.meter.end(ctx, r.uid, lastExit(append(slices.Clone(inst.Status.InitContainers), inst.Status.Containers...), inst.Status.FinishedAt))
 		r.setPhase(inst.Status.Phase)
 		r.waitForDelete(ctx)
 		return
@@ -257,8 +272,12 @@ func (r *runner) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.event("Warning", "StartFailed", "%v", err)
-		r.fail(ctx, "StartFailed", err)
+		reason := "StartFailed"
+		if ce := (*errConfig)(nil); errors.As(err, &ce) {
+			reason = reasonConfigError
+		}
+		r.event("Warning", reason, "%v", err)
+		r.fail(ctx, reason, err)
 		r.waitForDelete(ctx)
 		return
 	}
@@ -292,7 +311,7 @@ func (r *runner) run(ctx context.Context) {
 // container start.
 func (r *runner) runStart() time.Time {
 	var first time.Time
-	for _, c := range r.ctrs {
+	for _, c := range r.all() {
 		if c.status.StartedAt != nil && (first.IsZero() || c.status.StartedAt.Before(first)) {
 			first = *c.status.StartedAt
 		}
@@ -329,8 +348,9 @@ func (r *runner) meterRunEnd(ctx context.Context) {
 	for i, c := range r.ctrs {
 		statuses[i] = c.status
 	}
-	if model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, statuses).Terminal() {
-		r.a.meter.end(ctx, r.uid, lastExit(statuses, nil))
+	inits := r.initStatuses()
+	if model.DeriveInstancePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, inits, statuses).Terminal() {
+		r.a.meter.end(ctx, r.uid, lastExit(append(inits, statuses...), nil))
 	}
 }
 
@@ -509,7 +529,14 @@ func (r *runner) loop(ctx context.Context) {
 		case <-ctx.Done():
 			done = true
 		case ex := <-r.exits:
-			r.handleExit(ctx, ex)
+			if err := r.handleExit(ctx, ex); err != nil {
+				// The app containers did not start after the init
+				// containers: the instance fails as a start would.
+				r.event("Warning", "StartFailed", "%v", err)
+				r.fail(ctx, "StartFailed", err)
+				r.waitForDelete(ctx)
+				return
+			}
 			r.meterRunEnd(ctx)
 		case <-timer:
 			r.handleDeadlines(ctx)
@@ -541,7 +568,7 @@ func (r *runner) nextDeadline() time.Time {
 	}
 	consider(r.killAt)
 	consider(r.deadline)
-	for _, c := range r.ctrs {
+	for _, c := range r.all() {
 		consider(c.restartAt)
 	}
 	return next
@@ -563,14 +590,14 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 	}
 	if !r.killAt.IsZero() && !now.Before(r.killAt) {
 		r.killAt = time.Time{}
-		for _, c := range r.ctrs {
+		for _, c := range r.all() {
 			if c.status.State == api.ContainerRunning && c.task != nil {
 				r.event("Normal", "Killing", "container %s did not stop in time: sending SIGKILL", c.spec.Name)
 				_ = c.task.Kill(nctx, syscall.SIGKILL)
 			}
 		}
 	}
-	for _, c := range r.ctrs {
+	for _, c := range r.all() {
 		if c.restartAt.IsZero() || now.Before(c.restartAt) {
 			continue
 		}
@@ -597,7 +624,7 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 func (r *runner) renewNetwork(ctx context.Context) error {
 	inst, _ := r.snapshot()
 	class, ok := r.a.cfg.Classes[inst.Spec.Runtime]
-	if !ok || !class.ExclusiveNetns || len(inst.Spec.Containers) > 1 {
+	if !ok || !class.ExclusiveNetns || len(inst.Spec.Containers)+len(inst.Spec.InitContainers) > 1 {
 		return nil
 	}
 	// The same id again, pooled or not: a fresh attachment under the id
@@ -636,15 +663,18 @@ func (r *runner) scheduleRestart(c *ctr) {
 	c.status.State = api.ContainerTerminated
 }
 
-func (r *runner) handleExit(ctx context.Context, ex exit) {
+// handleExit records a container's exit and schedules its restart if the
+// restart policy asks for one; the exit of an init container that
+// completed starts what comes next, whose failure it returns.
+func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	var c *ctr
-	for _, cc := range r.ctrs {
+	for _, cc := range r.all() {
 		if cc.spec.Name == ex.container {
 			c = cc
 		}
 	}
 	if c == nil || ex.generation != c.generation {
-		return // a stale exit of a task already replaced
+		return nil // a stale exit of a task already replaced
 	}
 	inst, _ := r.snapshot()
 	code := ex.code
@@ -667,10 +697,22 @@ func (r *runner) handleExit(ctx context.Context, ex exit) {
 		c.status.Reason = "Error"
 	}
 	r.event("Normal", "Exited", "container %s exited with code %d (%s)", c.spec.Name, code, c.status.Reason)
-	if !r.stopping && !inst.StopRequested && model.WillRestart(inst.Spec.RestartPolicy, code) {
+	running := !r.stopping && !inst.StopRequested
+	// An init container that completed is done for good, whatever the
+	// policy: the next one (or the app containers) runs instead.
+	if c.init && code == 0 {
+		if !running {
+			return nil
+		}
+		return r.initCompleted(ctx, &inst, c)
+	}
+	if running && model.WillRestart(inst.Spec.RestartPolicy, code) {
 		r.scheduleRestart(c)
 		r.event("Normal", "BackOff", "restarting container %s in %s (restart policy %s)", c.spec.Name, c.backoff, inst.Spec.RestartPolicy)
+	} else if c.init && running {
+		r.event("Warning", "InitFailed", "init container %s failed with code %d: the app containers do not start (restart policy %s)", c.spec.Name, code, inst.Spec.RestartPolicy)
 	}
+	return nil
 }
 
 // stop sends each running container its image's stop signal (SIGTERM
@@ -682,7 +724,7 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	if gracePtr != nil {
 		grace = *gracePtr
 	}
-	for _, c := range r.ctrs {
+	for _, c := range r.all() {
 		c.restartAt = time.Time{}
 		if c.status.State == api.ContainerRunning && c.task != nil {
 			sig := syscall.SIGTERM
@@ -696,6 +738,16 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 			}
 		}
 	}
+	if !r.initDone {
+		// Stopped while initialising: what has not run will not, and
+		// ends without having run, so the instance ends too.
+		for _, c := range r.all() {
+			if c.status.State == api.ContainerWaiting {
+				c.status.State = api.ContainerTerminated
+				c.status.Reason = "Stopped"
+			}
+		}
+	}
 	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
 	r.event("Normal", "Stopping", "sent the stop signal (SIGTERM unless the image says otherwise); SIGKILL in %ds", grace)
 }
@@ -704,6 +756,12 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 func (r *runner) fail(ctx context.Context, reason string, err error) {
 	for _, c := range r.ctrs {
 		if c.status.State != api.ContainerRunning {
+			c.status.State = api.ContainerTerminated
+			c.status.Reason = reason
+		}
+	}
+	for _, c := range r.inits {
+		if c.status.State == api.ContainerWaiting { // a completed one stays so
 			c.status.State = api.ContainerTerminated
 			c.status.Reason = reason
 		}
@@ -729,13 +787,16 @@ func (r *runner) waitForDelete(ctx context.Context) {
 }
 
 // publish writes the runner's view into the store. force sets the phase
-// instead of deriving it.
-func (r *runner) publish(ctx context.Context, force api.Phase) {
+// instead of deriving it. It reports whether the write landed (or found
+// the record gone).
+func (r *runner) publish(ctx context.Context, force api.Phase) bool {
 	r.waitPublished()
 	w := r.statusWrite(force)
 	if !r.writeStatus(ctx, w) {
 		r.events = append(w.events, r.events...)
+		return false
 	}
+	return true
 }
 
 // publishAsync starts writing the runner's view, with the phase forced,
@@ -773,6 +834,7 @@ type statusUpdate struct {
 	stopping bool
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus
+	inits    []api.ContainerStatus
 }
 
 // statusWrite takes the runner's view (and its pending events) for a write.
@@ -786,6 +848,7 @@ func (r *runner) statusWrite(force api.Phase) statusUpdate {
 	for i, c := range r.ctrs {
 		w.statuses[i] = c.status
 	}
+	w.inits = r.initStatuses()
 	return w
 }
 
@@ -851,10 +914,12 @@ var errUnchanged = errors.New("status unchanged")
 func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 	st := &inst.Status
 	st.Containers = w.statuses
+	st.InitContainers = w.inits
 	st.IP = w.ip
+	stopped := inst.StopRequested || w.stopping
 	*phase = w.force
 	if *phase == "" {
-		*phase = model.DerivePhase(inst.Spec.RestartPolicy, inst.StopRequested || w.stopping, w.statuses)
+		*phase = model.DeriveInstancePhase(inst.Spec.RestartPolicy, stopped, w.inits, w.statuses)
 	}
 	now := time.Now().UTC()
 	if *phase == api.PhaseRunning && st.StartedAt == nil {
@@ -869,6 +934,8 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 		st.Reason, st.Message = w.failure.Reason, w.failure.Message
 	} else if w.hold != nil {
 		st.Reason, st.Message = w.hold.Reason, w.hold.Message
+	} else if reason, msg := model.InitReason(inst.Spec.RestartPolicy, stopped, w.inits); reason != "" {
+		st.Reason, st.Message = reason, msg
 	} else if *phase == api.PhaseFailed {
 		for _, c := range w.statuses {
 			if c.ExitCode != nil && *c.ExitCode != 0 {
@@ -924,8 +991,8 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 	inst, _ := r.snapshot()
 	netID := r.a.netID(r.uid)
 	var errs []error
-	for _, cs := range inst.Spec.Containers {
-		c, err := r.a.cfg.Client.LoadContainer(nctx, r.a.ctrID(r.uid, cs.Name))
+	for _, cs := range model.AllContainers(&inst.Spec) {
+		c, err := r.a.cfg.Client.LoadContainer(nctx, r.a.ctrID(r.uid, cs.Spec.Name))
 		if err == nil {
 			err = r.a.removeContainer(nctx, c)
 		} else if cerrdefs.IsNotFound(err) {

@@ -338,7 +338,8 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	}
 	opts = append(opts, diskLimits)
 	opt := class.Options
-	if len(inst.Spec.Containers) > 1 && class.SharedNetnsOptions != nil {
+	// Init containers count: each is a sandbox of its own in the namespace.
+	if len(inst.Spec.Containers)+len(inst.Spec.InitContainers) > 1 && class.SharedNetnsOptions != nil {
 		opt = class.SharedNetnsOptions
 	}
 	r.mark("spec-opts")
@@ -370,6 +371,13 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 		ctrd, err = newContainer()
 	}
 	if err != nil {
+		if !cerrdefs.IsAlreadyExists(err) {
+			// A spec option that failed (runAsNonRoot) leaves behind the
+			// snapshot made before it, which no container owns.
+			if rerr := r.a.cfg.Client.SnapshotService(img.Snapshotter).Remove(context.WithoutCancel(ctx), id); rerr != nil && !cerrdefs.IsNotFound(rerr) {
+				r.log.Warn("removing the snapshot of a failed create failed", "snapshot", id, "err", rerr)
+			}
+		}
 		return fmt.Errorf("creating container: %w", err)
 	}
 	if err := r.limitWritableLayer(ctx, &inst.Spec, c, img.Snapshotter, id); err != nil {
@@ -457,8 +465,15 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
 	}
 	if r.a.usesUserNS(inst.Spec.Runtime) {
+		i := slices.IndexFunc(inst.Spec.Containers, func(s api.ContainerSpec) bool { return s.Name == c.spec.Name })
+		if i >= 0 {
+			if err := checkUserNSIDs(&inst.Spec, i, r.a.cfg.HostName, inst.Spec.Runtime); err != nil {
+				return nil, err
+			}
+		}
 		opts = append(opts, userNSSpecOpts()...)
 	}
+	opts = append(opts, userSpecOpts(&inst.Spec, &c.spec)...)
 	return append(opts, sandboxSpecOpts(c.spec.SecurityContext)...), nil
 }
 

@@ -80,6 +80,9 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		paths[v.Name] = path
 		teardowns = append(teardowns, teardown)
+		if err := r.applyFSGroup(s.inst, path); err != nil {
+			return fail(fmt.Errorf("emptyDir %s: %w", v.Name, err))
+		}
 	}
 	r.volumePaths = paths
 	r.mark("volumes")
@@ -87,6 +90,29 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		return nil, nil
 	}
 	return undo, nil
+}
+
+// applyFSGroup gives a volume's files at host path dir to the
+// instance's fsGroup (spec.securityContext.fsGroup), if it has one: the
+// group as the containers see it, a host id of the user-namespace range
+// when they run in one.
+func (r *runner) applyFSGroup(inst *api.Instance, dir string) error {
+	sc := inst.Spec.SecurityContext
+	if sc == nil || sc.FSGroup == nil {
+		return nil
+	}
+	gid := *sc.FSGroup
+	if r.a.usesUserNS(inst.Spec.Runtime) {
+		if gid >= UserNSSize {
+			return fmt.Errorf("spec.securityContext.fsGroup %d: containers of runtime %s on host %s run in a user namespace of ids 0-%d: %w",
+				gid, inst.Spec.Runtime, r.a.cfg.HostName, UserNSSize-1, errdefs.ErrInvalidArgument)
+		}
+		gid += UserNSBase
+	}
+	if err := volume.SetGroupOwnership(dir, int(gid)); err != nil {
+		return fmt.Errorf("giving it to fsGroup %d: %w", *sc.FSGroup, err)
+	}
+	return nil
 }
 
 // volumeMounts are the OCI mounts of container c for the volumes with a
@@ -275,8 +301,8 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 		return out
 	}
 	nctx := tenant.WithName(a.ns(ctx), inst.Tenant)
-	for _, cs := range inst.Spec.Containers {
-		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Name))
+	for _, cs := range model.AllContainers(&inst.Spec) {
+		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Spec.Name))
 		if err != nil {
 			continue
 		}
@@ -289,7 +315,7 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 			continue
 		}
 		if dir, err := snapshotDir(mounts); err == nil {
-			add(api.StorageStats{Name: cs.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
+			add(api.StorageStats{Name: cs.Spec.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
 		}
 	}
 	return out

@@ -317,6 +317,12 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 		len(inst.PersistentVolumes) > 0 { // a running container takes no new mounts
 		return nil
 	}
+	// A warm container runs its process as soon as it is claimed: init
+	// containers would have to run before it, in the sandbox the claim
+	// brings, so an instance with them starts the usual way.
+	if len(inst.Spec.InitContainers) > 0 {
+		return nil
+	}
 	// A warm container has the default sandbox, and its mounts, fixed
 	// when it started: an instance with volumes starts the usual way.
 	if !model.DefaultSecurity(inst.Spec.Containers[0].SecurityContext) || len(inst.Spec.Volumes) > 0 {

@@ -110,6 +110,9 @@ func restarts(st api.InstanceStatus) int {
 	for _, c := range st.Containers {
 		n += c.RestartCount
 	}
+	for _, c := range st.InitContainers {
+		n += c.RestartCount
+	}
 	return n
 }
 
@@ -172,6 +175,10 @@ func statusText(inst api.Instance, now time.Time) string {
 		}
 	case st.Phase == "":
 		s = "Unknown"
+	case strings.HasPrefix(st.Reason, "Init:"):
+		// Init containers at work: Init:1/2, Init:CrashLoopBackOff, as
+		// kubectl shows a pod's.
+		s = st.Reason
 	default: // Pending, Creating
 		s = string(st.Phase)
 		if st.Reason != "" {

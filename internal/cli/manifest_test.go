@@ -17,6 +17,9 @@ func TestReadRequestFilePodManifest(t *testing.T) {
 	if req.Name != "web" || req.Spec.RestartPolicy != api.RestartOnFailure || req.Spec.ActiveDeadlineSeconds == nil || *req.Spec.ActiveDeadlineSeconds != 600 {
 		t.Errorf("request %+v: want name web, OnFailure, a 600 s deadline", req)
 	}
+	if req.Labels["app"] != "web" {
+		t.Errorf("labels %v, want the pod's (app=web)", req.Labels)
+	}
 	if req.Spec.Resources.CPU != "500m" || req.Spec.Resources.Memory != "128Mi" {
 		t.Errorf("resources %+v, want the pod's limits", req.Spec.Resources)
 	}

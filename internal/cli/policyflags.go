@@ -18,6 +18,7 @@ type policyFlags struct {
 	reserved   []int
 	caps       []string
 	unconfined bool
+	escalation bool
 }
 
 func (p *policyFlags) register(f *pflag.FlagSet) {
@@ -26,6 +27,7 @@ func (p *policyFlags) register(f *pflag.FlagSet) {
 	f.IntSliceVar(&p.reserved, "host-port-reserved", nil, "more host ports never published, on any address (the platform's own ports, etcd's 2379 and 2380 and every port a host process listens on are refused anyway)")
 	f.StringSliceVar(&p.caps, "tenant-allowed-caps", nil, "capabilities an administrator may allow a tenant's containers to add beyond the default set, e.g. NET_ADMIN (default: none)")
 	f.BoolVar(&p.unconfined, "tenant-allow-unconfined", false, "let an administrator allow a tenant's containers to run without seccomp")
+	f.BoolVar(&p.escalation, "tenant-allow-privilege-escalation", false, "let an administrator allow a tenant's containers to run without no_new_privs (allowPrivilegeEscalation)")
 }
 
 // policies returns the port policy and security bounds the flags give.
@@ -42,5 +44,5 @@ func (p *policyFlags) policies() (model.PortPolicy, model.SecurityBounds, error)
 	ports.Reserve("--host-port-reserved", p.reserved...)
 	caps, err := model.ParseCapabilities("--tenant-allowed-caps", p.caps)
 	errs = append(errs, err)
-	return ports, model.SecurityBounds{Capabilities: caps, Unconfined: p.unconfined}, errors.Join(errs...)
+	return ports, model.SecurityBounds{Capabilities: caps, Unconfined: p.unconfined, PrivilegeEscalation: p.escalation}, errors.Join(errs...)
 }

@@ -14,9 +14,10 @@ import (
 )
 
 type psFlags struct {
-	all    bool
-	quiet  bool
-	output string
+	all      bool
+	quiet    bool
+	output   string
+	selector string
 }
 
 func newPsCommand(o *options) *cobra.Command {
@@ -33,7 +34,7 @@ func newPsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			items, err := c.ListInstances(cmd.Context())
+			items, err := c.ListInstancesSelected(cmd.Context(), f.selector)
 			if err != nil {
 				return err
 			}
@@ -55,6 +56,7 @@ func newPsCommand(o *options) *cobra.Command {
 	cmd.Flags().BoolVarP(&f.all, "all", "a", false, "show all instances (default shows those not yet ended)")
 	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "only print names")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "", "output format: json or wide")
+	cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "only instances whose labels match, e.g. app=web,tier!=db or 'env in (a,b)'")
 	return cmd
 }
 

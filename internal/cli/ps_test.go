@@ -110,6 +110,17 @@ func TestStatusText(t *testing.T) {
 			i.Status.Containers = []api.ContainerStatus{{ExitCode: intp(0), FinishedAt: at(3 * time.Hour)}}
 		}, "Exited (0) 3 hours ago"},
 		{"failed without times", func(i *api.Instance) { i.Status.Phase = api.PhaseFailed }, "Failed"},
+		{"init containers running", func(i *api.Instance) { i.Status.Phase = api.PhaseCreating; i.Status.Reason = "Init:1/2" }, "Init:1/2"},
+		{"init container in backoff", func(i *api.Instance) {
+			i.Status.Phase = api.PhaseCreating
+			i.Status.Reason = "Init:CrashLoopBackOff"
+			i.Status.InitContainers = []api.ContainerStatus{{Name: "i", State: api.ContainerTerminated, ExitCode: intp(1), RestartCount: 2}}
+		}, "Init:CrashLoopBackOff, 2 restarts"},
+		{"init container failed", func(i *api.Instance) {
+			i.Status.Phase = api.PhaseFailed
+			i.Status.Reason = "Init:Error"
+			i.Status.InitContainers = []api.ContainerStatus{{Name: "i", State: api.ContainerTerminated, ExitCode: intp(3)}}
+		}, "Failed (Init:Error)"},
 	}
 	for _, tt := range tests {
 		inst := base

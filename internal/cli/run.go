@@ -21,6 +21,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -60,6 +61,10 @@ type runFlags struct {
 	capAdd           []string
 	capDrop          []string
 	securityOpts     []string
+	user             string
+	readOnly         bool
+	labels           []string
+	annotations      []string
 	// Secrets and configs as files and env (objects.go).
 	secrets, configs, envFromSecrets, envFromConfigs []string
 	// Storage (volumes.go; -v of a persistent volume: volume.go).
@@ -136,6 +141,10 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringVarP(&f.file, "file", "f", "", `create the instance from a CreateInstanceRequest or a Kubernetes Pod manifest, JSON or YAML ("-" for stdin)`)
 	fl.StringSliceVar(&f.capAdd, "cap-add", nil, "add Linux capabilities beyond the default set, e.g. NET_ADMIN (only those the tenant is allowed)")
 	fl.StringSliceVar(&f.capDrop, "cap-drop", nil, "drop Linux capabilities from the default set, or ALL")
+	fl.StringVarP(&f.user, "user", "u", "", "run the process as UID[:GID] (numeric; default: the image's USER)")
+	fl.BoolVar(&f.readOnly, "read-only", false, "mount the container's root filesystem read-only (volumes, --tmpfs and /dev/shm stay writable)")
+	fl.StringArrayVarP(&f.labels, "label", "l", nil, "set a label on the instance: KEY=VALUE (repeatable; select with kanga ps -l)")
+	fl.StringArrayVar(&f.annotations, "annotation", nil, "set an annotation on the instance: KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.securityOpts, "security-opt", nil, "seccomp=unconfined runs without seccomp (only if the tenant is allowed); seccomp=runtime/default is the default")
 	fl.StringArrayVar(&f.secrets, "secret", nil, "mount a secret read-only, each key a file: NAME:/DIR (repeatable)")
 	// Not --config: that is every verb's client config file.
@@ -174,7 +183,7 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 		}
 		fmt.Fprintln(stdout, inst.Name)
 		if waiting(inst) {
-			fmt.Fprintf(stderr, "kanga: %s is Pending (%s): %s\n", inst.Name, inst.Status.Reason, inst.Status.Message)
+			fmt.Fprintf(stderr, "kanga: %s is %s (%s): %s\n", inst.Name, inst.Status.Phase, inst.Status.Reason, inst.Status.Message)
 			return nil
 		}
 		if _, ok := exitCode(inst.Status); inst.Status.Phase == api.PhaseFailed && !ok {
@@ -254,13 +263,21 @@ func attach(ctx context.Context, c *client.Client, name string, stdout, stderr i
 }
 
 // copyLogs copies the logs of every container to w, prefixing lines with
-// the container name when there is more than one.
+// the container name when there is more than one. The init containers'
+// output comes first, each line under its container's name: they have
+// ended (or wait to run again) once the instance runs.
 func copyLogs(ctx context.Context, c *client.Client, inst api.Instance, follow bool, w io.Writer) error {
+	var mu sync.Mutex
+	var initErrs []error
+	for _, ct := range inst.Spec.InitContainers {
+		pw := &prefixWriter{mu: &mu, w: w, prefix: ct.Name + " | "}
+		initErrs = append(initErrs, copyContainerLogs(ctx, c, inst.Name, ct.Name, false, pw))
+		pw.flush()
+	}
 	if len(inst.Spec.Containers) <= 1 {
-		return copyContainerLogs(ctx, c, inst.Name, "", follow, w)
+		return errors.Join(append(initErrs, copyContainerLogs(ctx, c, inst.Name, "", follow, w))...)
 	}
 	var (
-		mu   sync.Mutex
 		wg   sync.WaitGroup
 		errs = make([]error, len(inst.Spec.Containers))
 	)
@@ -274,7 +291,7 @@ func copyLogs(ctx context.Context, c *client.Client, inst api.Instance, follow b
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(initErrs, errs...)...)
 }
 
 func copyContainerLogs(ctx context.Context, c *client.Client, name, container string, follow bool, w io.Writer) error {
@@ -332,7 +349,7 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) > 0 {
 			return req, fmt.Errorf("-f takes the whole instance from %s: give no IMAGE or COMMAND (got %q)", f.file, args)
 		}
-		for _, name := range []string{"env", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt"} {
+		for _, name := range []string{"env", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt", "user", "read-only"} {
 			if changed(name) {
 				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
 			}
@@ -366,12 +383,31 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if err != nil {
 			return req, err
 		}
+		if sc, err = userContext(sc, f.user, f.readOnly); err != nil {
+			return req, err
+		}
 		ct.SecurityContext = sc
 		req.Spec.Containers = []api.ContainerSpec{ct}
 	}
 
 	if f.name != "" {
 		req.Name = f.name
+	}
+	for _, l := range []struct {
+		flag string
+		vals []string
+		m    *map[string]string
+	}{{"--label", f.labels, &req.Labels}, {"--annotation", f.annotations, &req.Annotations}} {
+		for _, kv := range l.vals {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return req, fmt.Errorf("%s %q: give KEY=VALUE, e.g. app=web", l.flag, kv)
+			}
+			if *l.m == nil {
+				*l.m = map[string]string{}
+			}
+			(*l.m)[k] = v
+		}
 	}
 	if changed("cpu") {
 		req.Spec.Resources.CPU = f.cpu
@@ -608,6 +644,39 @@ func securityContext(add, drop, opts []string) (*api.SecurityContext, error) {
 	return &sc, nil
 }
 
+// userContext adds --user UID[:GID] and --read-only to a container's
+// security context (sc may be nil); nil when they change nothing.
+func userContext(sc *api.SecurityContext, user string, readOnly bool) (*api.SecurityContext, error) {
+	if user == "" && !readOnly {
+		return sc, nil
+	}
+	if sc == nil {
+		sc = &api.SecurityContext{}
+	}
+	sc.ReadOnlyRootFilesystem = readOnly
+	if user == "" {
+		return sc, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	parse := func(what, s string) (*int64, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 || n > 1<<31-1 {
+			return nil, fmt.Errorf("--user %q: the %s must be a number from 0 to 2147483647 (names are not resolved), e.g. --user 1000:1000", user, what)
+		}
+		return &n, nil
+	}
+	var err error
+	if sc.RunAsUser, err = parse("user", u); err != nil {
+		return nil, err
+	}
+	if hasGroup {
+		if sc.RunAsGroup, err = parse("group", g); err != nil {
+			return nil, err
+		}
+	}
+	return sc, nil
+}
+
 // parsePort parses -p [IP:]HOSTPORT:PORT[/PROTO]; IPv6 addresses go in
 // brackets.
 func parsePort(s string) (api.PortMapping, error) {
@@ -669,7 +738,9 @@ func parsePortNumber(s string) (int, error) {
 }
 
 // waiting reports an instance held Pending for resources (no host offers
-// its runtime class, or no dedicated core is free).
+// its runtime class, or no dedicated core is free), or held Creating by
+// an init container that fails and waits to be run again.
 func waiting(inst api.Instance) bool {
-	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU")
+	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU") ||
+		inst.Status.Reason == model.ReasonInitCrashLoop
 }

@@ -260,6 +260,7 @@ type tenantSecurityFlags struct {
 	hostPorts  string
 	caps       []string
 	unconfined bool
+	escalation bool
 }
 
 func (f *tenantSecurityFlags) register(cmd *cobra.Command) {
@@ -268,12 +269,13 @@ func (f *tenantSecurityFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.hostPorts, "host-ports", "", "host port range the tenant may publish, FROM-TO within the operator's (default: the operator's)")
 	fl.StringSliceVar(&f.caps, "allow-caps", nil, "capabilities the tenant's containers may add beyond the default set, among those the operator allows")
 	fl.BoolVar(&f.unconfined, "allow-unconfined", false, "let the tenant's containers run without seccomp, if the operator allows it")
+	fl.BoolVar(&f.escalation, "allow-privilege-escalation", false, "let the tenant's containers set allowPrivilegeEscalation (no no_new_privs), if the operator allows it")
 }
 
 // policy is the policy the flags give; nil when they give none.
 func (f *tenantSecurityFlags) policy() *api.TenantSecurity {
-	p := &api.TenantSecurity{HostIPs: f.hostIPs, HostPorts: f.hostPorts, AllowedCapabilities: f.caps, AllowUnconfined: f.unconfined}
-	if len(p.HostIPs) == 0 && p.HostPorts == "" && len(p.AllowedCapabilities) == 0 && !p.AllowUnconfined {
+	p := &api.TenantSecurity{HostIPs: f.hostIPs, HostPorts: f.hostPorts, AllowedCapabilities: f.caps, AllowUnconfined: f.unconfined, AllowPrivilegeEscalation: f.escalation}
+	if len(p.HostIPs) == 0 && p.HostPorts == "" && len(p.AllowedCapabilities) == 0 && !p.AllowUnconfined && !p.AllowPrivilegeEscalation {
 		return nil
 	}
 	return p

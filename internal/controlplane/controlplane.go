@@ -723,6 +723,7 @@ func (c *ControlPlane) detect(ctx context.Context, l *store.Leader, st *state) e
 			inst := *e.inst
 			inst.Status.Events = slices.Clone(inst.Status.Events)
 			inst.Status.Containers = slices.Clone(inst.Status.Containers)
+			inst.Status.InitContainers = slices.Clone(inst.Status.InitContainers)
 			w := write{key: key, inst: &inst, modRev: e.modRev}
 			if inst.DeletionRequested {
 				// Nobody is left to tear it down; the host removes what

@@ -65,8 +65,8 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		// bindVolumes put them all on one host.
 		req.Host = inst.PersistentVolumes[0].Host
 	}
-	for _, c := range inst.Spec.Containers {
-		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Image))
+	for _, c := range model.AllContainers(&inst.Spec) {
+		req.Images = append(req.Images, ImageKey(inst.Tenant, c.Spec.Image))
 	}
 	return req, nil
 }
@@ -207,6 +207,11 @@ func Recreate(inst *api.Instance, reason, msg string, now time.Time) {
 		c := &st.Containers[i]
 		*c = api.ContainerStatus{Name: c.Name, State: api.ContainerWaiting, Reason: reason, RestartCount: c.RestartCount}
 	}
+	// The new sandbox runs the init containers again, as a new pod would.
+	for i := range st.InitContainers {
+		c := &st.InitContainers[i]
+		*c = api.ContainerStatus{Name: c.Name, State: api.ContainerWaiting, Reason: reason, RestartCount: c.RestartCount}
+	}
 	st.Events = model.AppendEvent(st.Events, api.Event{Time: now, Type: "Warning", Reason: reason, Message: msg})
 }
 
@@ -221,11 +226,13 @@ func failLost(inst *api.Instance, msg string, now time.Time) {
 	if st.FinishedAt == nil {
 		st.FinishedAt = &now
 	}
-	for i := range st.Containers {
-		c := &st.Containers[i]
-		if c.State != api.ContainerTerminated {
-			c.State, c.Reason = api.ContainerTerminated, ReasonLost
-			c.FinishedAt = &now
+	for _, cs := range [][]api.ContainerStatus{st.InitContainers, st.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			if c.State != api.ContainerTerminated {
+				c.State, c.Reason = api.ContainerTerminated, ReasonLost
+				c.FinishedAt = &now
+			}
 		}
 	}
 	st.Events = model.AppendEvent(st.Events, api.Event{Time: now, Type: "Warning", Reason: ReasonLost, Message: msg})

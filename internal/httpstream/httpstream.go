@@ -21,6 +21,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // Progress writes newline-delimited api.Progress documents. The
@@ -105,21 +106,38 @@ func (p *Progress) Fail(err error) error {
 }
 
 // PickContainer resolves the container a request names, defaulting to the
-// only one, or the first, as kubectl does.
+// only app container, or the first, as kubectl does; an init container is
+// picked only by name.
 func PickContainer(inst *api.Instance, name string) (string, error) {
 	if name == "" {
 		return inst.Spec.Containers[0].Name, nil
 	}
-	for _, c := range inst.Spec.Containers {
-		if c.Name == name {
+	all := model.AllContainers(&inst.Spec)
+	for _, c := range all {
+		if c.Spec.Name == name {
 			return name, nil
 		}
 	}
-	names := make([]string, 0, len(inst.Spec.Containers))
-	for _, c := range inst.Spec.Containers {
-		names = append(names, c.Name)
+	names := make([]string, 0, len(all))
+	for _, c := range all {
+		names = append(names, c.Spec.Name)
 	}
 	return "", fmt.Errorf("instance %q has no container %q: it has %v: %w", inst.Name, name, names, errdefs.ErrNotFound)
+}
+
+// CheckExec refuses an exec into container of inst unless it runs: the
+// instance is Running, or it is still running the container as an init
+// container (kubectl exec reaches a running init container too).
+func CheckExec(inst *api.Instance, container string) error {
+	if inst.Status.Phase == api.PhaseRunning {
+		return nil
+	}
+	for _, c := range inst.Status.InitContainers {
+		if c.Name == container && c.State == api.ContainerRunning && !inst.Status.Phase.Terminal() {
+			return nil
+		}
+	}
+	return fmt.Errorf("instance %q is %s, not Running: exec needs a running container: %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
 }
 
 // BoolParam reads an optional boolean query parameter.

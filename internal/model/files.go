@@ -244,12 +244,12 @@ func ProjectInstance(spec *api.InstanceSpec, objs ObjectData) ([]ProjectedVolume
 		vols = append(vols, ProjectedVolume{Name: v.Name, Secret: secret, Files: files})
 	}
 	var env map[string][]api.EnvVar
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
+	for _, sc := range AllContainers(spec) {
+		c := sc.Spec
 		if !EnvFromSecrets(c) {
 			continue
 		}
-		e, err := ResolveEnv(fmt.Sprintf("spec.containers[%d]", i), c, objs)
+		e, err := ResolveEnv(sc.Field, c, objs)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -286,8 +286,8 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 			}
 		}
 	}
-	for i, c := range spec.Containers {
-		f := fmt.Sprintf("spec.containers[%d]", i)
+	for _, sc := range AllContainers(spec) {
+		f, c := sc.Field, *sc.Spec
 		if n := len(c.VolumeMounts); n > MaxVolumes {
 			errs = append(errs, invalid("%s.volumeMounts has %d mounts, at most %d", f, n, MaxVolumes))
 			continue
@@ -418,8 +418,8 @@ func ObjectRefs(spec *api.InstanceSpec) []ObjectRef {
 			refs = append(refs, ObjectRef{Field: fmt.Sprintf("%s.items[%d].key", f, j), Kind: kind, Name: src.Name, Key: it.Key})
 		}
 	}
-	for i, c := range spec.Containers {
-		f := fmt.Sprintf("spec.containers[%d]", i)
+	for _, sc := range AllContainers(spec) {
+		f, c := sc.Field, *sc.Spec
 		for j, e := range c.EnvFrom {
 			switch {
 			case e.SecretRef != nil:

@@ -70,6 +70,9 @@ type SecurityBounds struct {
 	Capabilities []string
 	// Unconfined may be granted: containers without seccomp.
 	Unconfined bool
+	// PrivilegeEscalation may be granted: containers without
+	// no_new_privs (--tenant-allow-privilege-escalation).
+	PrivilegeEscalation bool
 }
 
 // ValidateTenantSecurity checks a tenant's security policy against the
@@ -90,6 +93,9 @@ func ValidateTenantSecurity(t *api.TenantSecurity, ports PortPolicy, b SecurityB
 					i, c, listOrNone(b.Capabilities), errdefs.ErrPermissionDenied))
 			}
 		}
+	}
+	if t.AllowPrivilegeEscalation && !b.PrivilegeEscalation {
+		errs = append(errs, fmt.Errorf("security.allowPrivilegeEscalation: the operator does not let tenants run containers without no_new_privs (--tenant-allow-privilege-escalation): %w", errdefs.ErrPermissionDenied))
 	}
 	if t.AllowUnconfined && !b.Unconfined {
 		errs = append(errs, fmt.Errorf("security.allowUnconfined: the operator does not let tenants run containers without seccomp (--tenant-allow-unconfined): %w", errdefs.ErrPermissionDenied))
@@ -132,7 +138,86 @@ func validateSecurityContext(f string, sc *api.SecurityContext) []error {
 			errs = append(errs, invalid("%s.securityContext.seccompProfile.type %q is not RuntimeDefault or Unconfined", f, p.Type))
 		}
 	}
+	if sc.Privileged != nil && *sc.Privileged {
+		errs = append(errs, invalid("%s.securityContext.privileged: Kanga does not run privileged containers: add the capabilities the process needs (capabilities.add) instead", f))
+	}
+	errs = append(errs, checkID(f+".securityContext.runAsUser", sc.RunAsUser)...)
+	errs = append(errs, checkID(f+".securityContext.runAsGroup", sc.RunAsGroup)...)
+	if n := len(sc.SupplementalGroups); n > MaxSupplementalGroups {
+		errs = append(errs, invalid("%s.securityContext.supplementalGroups has %d groups, at most %d", f, n, MaxSupplementalGroups))
+	} else {
+		for j, g := range sc.SupplementalGroups {
+			errs = append(errs, checkID(fmt.Sprintf("%s.securityContext.supplementalGroups[%d]", f, j), &g)...)
+		}
+	}
+	if sc.RunAsNonRoot != nil && *sc.RunAsNonRoot && sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		errs = append(errs, invalid("%s.securityContext.runAsNonRoot is set and runAsUser is 0 (root): give a non-zero runAsUser", f))
+	}
 	return errs
+}
+
+// MaxID is the largest user or group id a container may run as, as in
+// Kubernetes: ids are 32-bit, and the top half is left to the host's
+// user-namespace ranges.
+const MaxID = 1<<31 - 1
+
+// MaxSupplementalGroups caps a container's supplementalGroups (the
+// kernel allows 65536; no workload needs more than a handful).
+const MaxSupplementalGroups = 32
+
+// checkID checks a user or group id field: unset, or 0 to MaxID.
+func checkID(field string, id *int64) []error {
+	if id == nil || (*id >= 0 && *id <= MaxID) {
+		return nil
+	}
+	return []error{invalid("%s %d is out of range 0-%d: give a numeric id (names are not resolved)", field, *id, MaxID)}
+}
+
+// validateInstanceSecurity checks spec.securityContext.
+func validateInstanceSecurity(sc *api.InstanceSecurityContext) []error {
+	if sc == nil {
+		return nil
+	}
+	return checkID("spec.securityContext.fsGroup", sc.FSGroup)
+}
+
+// ContainerGroups are the supplemental groups the spec gives container
+// c beyond its image's: the instance's fsGroup first, then its own
+// supplementalGroups, without repeats.
+func ContainerGroups(spec *api.InstanceSpec, c *api.ContainerSpec) []uint32 {
+	var out []uint32
+	add := func(g int64) {
+		if g >= 0 && g <= MaxID && !slices.Contains(out, uint32(g)) {
+			out = append(out, uint32(g))
+		}
+	}
+	if spec.SecurityContext != nil && spec.SecurityContext.FSGroup != nil {
+		add(*spec.SecurityContext.FSGroup)
+	}
+	if c.SecurityContext != nil {
+		for _, g := range c.SecurityContext.SupplementalGroups {
+			add(g)
+		}
+	}
+	return out
+}
+
+// PrivilegeEscalation reports whether a container asks to run without
+// no_new_privs.
+func PrivilegeEscalation(sc *api.SecurityContext) bool {
+	return sc != nil && sc.AllowPrivilegeEscalation != nil && *sc.AllowPrivilegeEscalation
+}
+
+// PrivilegeEscalationAllowed reports whether containers may run without
+// no_new_privs under tenant policy t and operator bounds b (t nil: the
+// host's view).
+func PrivilegeEscalationAllowed(t *api.TenantSecurity, b SecurityBounds) bool {
+	return b.PrivilegeEscalation && (t == nil || t.AllowPrivilegeEscalation)
+}
+
+// RunAsNonRoot reports whether a container must not run as root.
+func RunAsNonRoot(sc *api.SecurityContext) bool {
+	return sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot
 }
 
 // CheckSecurity checks that every container of a validated spec loosens
@@ -145,12 +230,12 @@ func CheckSecurity(spec *api.InstanceSpec, tenantName string, t *api.TenantSecur
 		t = &api.TenantSecurity{} // a tenant without a policy is allowed nothing more
 	}
 	var errs []error
-	for i, c := range spec.Containers {
-		sc := c.SecurityContext
+	for _, ct := range AllContainers(spec) {
+		sc := ct.Spec.SecurityContext
 		if sc == nil {
 			continue
 		}
-		f := fmt.Sprintf("spec.containers[%d].securityContext", i)
+		f := ct.Field + ".securityContext"
 		if sc.Capabilities != nil {
 			for j, n := range sc.Capabilities.Add {
 				cp, _ := NormalizeCapability(n)
@@ -159,6 +244,10 @@ func CheckSecurity(spec *api.InstanceSpec, tenantName string, t *api.TenantSecur
 						f, j, tenantName, cp, tenantName, strings.TrimPrefix(cp, "CAP_"), listOrNone(b.Capabilities), errdefs.ErrPermissionDenied))
 				}
 			}
+		}
+		if PrivilegeEscalation(sc) && !PrivilegeEscalationAllowed(t, b) {
+			errs = append(errs, fmt.Errorf("%s.allowPrivilegeEscalation: tenant %q may not run containers without no_new_privs: an administrator can allow it with kanga tenant security %s --allow-privilege-escalation, if the operator allows it (--tenant-allow-privilege-escalation): %w",
+				f, tenantName, tenantName, errdefs.ErrPermissionDenied))
 		}
 		if Unconfined(sc) && !UnconfinedAllowed(t, b) {
 			errs = append(errs, fmt.Errorf("%s.seccompProfile: tenant %q may not run containers without seccomp: an administrator can allow it with kanga tenant security %s --allow-unconfined, if the operator allows it (--tenant-allow-unconfined): %w",
@@ -199,7 +288,9 @@ func Unconfined(sc *api.SecurityContext) bool {
 }
 
 // DefaultSecurity reports whether a security context leaves the
-// platform's default sandbox as it is.
+// platform's default sandbox as it is: the capability set, seccomp,
+// no_new_privs and a writable root filesystem. The process's user and
+// groups are not part of it.
 func DefaultSecurity(sc *api.SecurityContext) bool {
 	if sc == nil {
 		return true
@@ -207,7 +298,7 @@ func DefaultSecurity(sc *api.SecurityContext) bool {
 	if c := sc.Capabilities; c != nil && (len(c.Add) > 0 || len(c.Drop) > 0) {
 		return false
 	}
-	return !Unconfined(sc)
+	return !Unconfined(sc) && !PrivilegeEscalation(sc) && !sc.ReadOnlyRootFilesystem
 }
 
 // ContainerCapabilities is a container's capability set: the default,

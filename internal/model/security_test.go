@@ -53,6 +53,13 @@ func TestValidateSecurityContext(t *testing.T) {
 		{api.SecurityContext{Capabilities: &api.Capabilities{Add: []string{"NET_FLY"}}}, `capabilities.add[0] "NET_FLY"`},
 		{api.SecurityContext{Capabilities: &api.Capabilities{Drop: []string{"chown", "x"}}}, `capabilities.drop[1] "x"`},
 		{api.SecurityContext{SeccompProfile: &api.SeccompProfile{Type: "Localhost"}}, `seccompProfile.type "Localhost"`},
+		{api.SecurityContext{Privileged: pt(true)}, "privileged: Kanga does not run privileged containers"},
+		{api.SecurityContext{RunAsUser: pt(int64(-1))}, "runAsUser -1 is out of range"},
+		{api.SecurityContext{RunAsUser: pt(int64(1 << 31))}, "runAsUser 2147483648 is out of range"},
+		{api.SecurityContext{RunAsGroup: pt(int64(-5))}, "runAsGroup -5 is out of range"},
+		{api.SecurityContext{SupplementalGroups: []int64{1, -2}}, "supplementalGroups[1] -2 is out of range"},
+		{api.SecurityContext{SupplementalGroups: make([]int64, MaxSupplementalGroups+1)}, "supplementalGroups has 33 groups"},
+		{api.SecurityContext{RunAsUser: pt(int64(0)), RunAsNonRoot: pt(true)}, "runAsNonRoot is set and runAsUser is 0"},
 	} {
 		s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox", SecurityContext: &tc.sc}}}
 		Defaults(&s, "runc")
@@ -73,6 +80,8 @@ func TestCheckSecurity(t *testing.T) {
 	unconfined := &api.SecurityContext{SeccompProfile: &api.SeccompProfile{Type: api.SeccompUnconfined}}
 	operator := SecurityBounds{Capabilities: []string{"CAP_NET_ADMIN", "CAP_NET_RAW"}, Unconfined: true}
 	granted := &api.TenantSecurity{AllowedCapabilities: []string{"CAP_NET_ADMIN"}, AllowUnconfined: true}
+	escalate := &api.SecurityContext{AllowPrivilegeEscalation: pt(true)}
+	escalating := SecurityBounds{PrivilegeEscalation: true}
 	for _, tc := range []struct {
 		name   string
 		sc     *api.SecurityContext
@@ -90,6 +99,11 @@ func TestCheckSecurity(t *testing.T) {
 		{"unconfined by default", unconfined, nil, operator, "without seccomp"},
 		{"unconfined granted", unconfined, granted, operator, ""},
 		{"unconfined, then the operator narrowed", unconfined, granted, SecurityBounds{}, "without seccomp"},
+		{"escalation by default", escalate, nil, escalating, "without no_new_privs"},
+		{"escalation granted", escalate, &api.TenantSecurity{AllowPrivilegeEscalation: true}, escalating, ""},
+		{"escalation granted, then the operator narrowed", escalate, &api.TenantSecurity{AllowPrivilegeEscalation: true}, operator, "without no_new_privs"},
+		{"escalation false is the default", &api.SecurityContext{AllowPrivilegeEscalation: pt(false)}, nil, SecurityBounds{}, ""},
+		{"user, groups, read-only root", &api.SecurityContext{RunAsUser: pt(int64(1000)), RunAsGroup: pt(int64(1000)), SupplementalGroups: []int64{5}, ReadOnlyRootFilesystem: true, RunAsNonRoot: pt(true)}, nil, SecurityBounds{}, ""},
 	} {
 		err := CheckSecurity(spec(tc.sc), "t1", tc.tenant, tc.bounds)
 		switch {
@@ -97,6 +111,52 @@ func TestCheckSecurity(t *testing.T) {
 			t.Errorf("%s: refused: %v", tc.name, err)
 		case tc.want != "" && (err == nil || !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: got %v; want permission denied with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func pt[T any](v T) *T { return &v }
+
+func TestValidateFSGroup(t *testing.T) {
+	for _, tc := range []struct {
+		fsGroup int64
+		ok      bool
+	}{{0, true}, {2000, true}, {MaxID, true}, {-1, false}, {MaxID + 1, false}} {
+		s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox"}},
+			SecurityContext: &api.InstanceSecurityContext{FSGroup: pt(tc.fsGroup)}}
+		Defaults(&s, "runc")
+		err := Validate(&s)
+		if tc.ok != (err == nil) || (err != nil && (!errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "spec.securityContext.fsGroup"))) {
+			t.Errorf("fsGroup %d: %v", tc.fsGroup, err)
+		}
+	}
+}
+
+func TestContainerGroups(t *testing.T) {
+	spec := &api.InstanceSpec{SecurityContext: &api.InstanceSecurityContext{FSGroup: pt(int64(2000))}}
+	c := &api.ContainerSpec{SecurityContext: &api.SecurityContext{SupplementalGroups: []int64{10, 2000, 11}}}
+	if got := ContainerGroups(spec, c); !slices.Equal(got, []uint32{2000, 10, 11}) {
+		t.Errorf("ContainerGroups = %v", got)
+	}
+	if got := ContainerGroups(&api.InstanceSpec{}, &api.ContainerSpec{}); got != nil {
+		t.Errorf("no groups: %v", got)
+	}
+}
+
+func TestDefaultSecurity(t *testing.T) {
+	for _, tc := range []struct {
+		sc   *api.SecurityContext
+		want bool
+	}{
+		{nil, true},
+		{&api.SecurityContext{RunAsUser: pt(int64(1000)), RunAsNonRoot: pt(true), SupplementalGroups: []int64{1}}, true},
+		{&api.SecurityContext{AllowPrivilegeEscalation: pt(false)}, true},
+		{&api.SecurityContext{ReadOnlyRootFilesystem: true}, false},
+		{&api.SecurityContext{AllowPrivilegeEscalation: pt(true)}, false},
+		{&api.SecurityContext{Capabilities: &api.Capabilities{Drop: []string{"ALL"}}}, false},
+	} {
+		if got := DefaultSecurity(tc.sc); got != tc.want {
+			t.Errorf("DefaultSecurity(%+v) = %v, want %v", tc.sc, got, tc.want)
 		}
 	}
 }

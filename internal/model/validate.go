@@ -133,6 +133,12 @@ func Defaults(spec *api.InstanceSpec, defaultRuntime string) {
 			}
 		}
 	}
+	for i := range spec.InitContainers {
+		c := &spec.InitContainers[i]
+		if c.Name == "" {
+			c.Name = fmt.Sprintf("init-%d", i)
+		}
+	}
 	for i := range spec.Ports {
 		if spec.Ports[i].Protocol == "" {
 			spec.Ports[i].Protocol = "tcp"
@@ -152,13 +158,16 @@ func Validate(spec *api.InstanceSpec) error {
 		// One error, not one per container: the rest would drown it.
 		return invalid("spec.containers has %d containers, at most %d: split the work over several instances", n, MaxContainers)
 	}
+	if err := checkInitCount(spec); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
-	for i, c := range spec.Containers {
-		f := fmt.Sprintf("spec.containers[%d]", i)
+	for _, sc := range AllContainers(spec) {
+		f, c := sc.Field, *sc.Spec
 		if err := ValidateName(f+".name", c.Name); err != nil {
 			errs = append(errs, err)
 		} else if seen[c.Name] {
-			errs = append(errs, invalid("%s.name %q is used by another container of this instance: container names must be unique", f, c.Name))
+			errs = append(errs, invalid("%s.name %q is used by another container of this instance: container names must be unique across initContainers and containers", f, c.Name))
 		}
 		seen[c.Name] = true
 		if strings.TrimSpace(c.Image) == "" {
@@ -174,8 +183,12 @@ func Validate(spec *api.InstanceSpec) error {
 			errs = append(errs, invalid("%s.workingDir: %d bytes, at most %d", f, len(c.WorkingDir), MaxPath))
 		}
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
+		if c.RestartPolicy != "" {
+			errs = append(errs, containerRestartPolicy(sc))
+		}
 	}
 	errs = append(errs, validateVolumes(spec)...)
+	errs = append(errs, validateInstanceSecurity(spec.SecurityContext)...)
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}

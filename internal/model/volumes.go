@@ -67,8 +67,8 @@ func PersistentVolumeRefs(spec *api.InstanceSpec) []VolumeRef {
 			continue
 		}
 		ro, mounted := true, false
-		for _, c := range spec.Containers {
-			for _, m := range c.VolumeMounts {
+		for _, c := range AllContainers(spec) {
+			for _, m := range c.Spec.VolumeMounts {
 				if m.Name == v.Name {
 					mounted = true
 					ro = ro && m.ReadOnly

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/httpstream"
 )
@@ -27,8 +25,8 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status.Phase != api.PhaseRunning {
-		return fmt.Errorf("instance %q is %s, not Running: exec needs a running container: %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
+	if err := httpstream.CheckExec(inst, container); err != nil {
+		return err
 	}
 	host, err := s.hostOf(inst)
 	if err != nil {

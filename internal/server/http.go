@@ -69,6 +69,16 @@ func decodeJSONLimit(r *http.Request, v any, limit int64) error {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("request body is empty: send a JSON document: %w", errdefs.ErrInvalidArgument)
 		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			// Name the field first, as every other 400 does.
+			hint := ""
+			// A user or group name (runAsUser: "nobody").
+			if te.Value == "string" && (strings.HasSuffix(te.Field, "User") || strings.HasSuffix(te.Field, "Group") || strings.HasSuffix(te.Field, "Groups")) {
+				hint = " (names are not resolved: give the numeric id)"
+			}
+			return fmt.Errorf("request body is not valid JSON for this endpoint: %s: a JSON %s where a %s is expected%s: %w", te.Field, te.Value, te.Type, hint, errdefs.ErrInvalidArgument)
+		}
 		return fmt.Errorf("request body is not valid JSON for this endpoint: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if dec.More() {

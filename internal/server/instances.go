@@ -57,8 +57,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	// Its result is only looked at after the input checks below, so
 	// errors come in the same order as when they ran one after the other.
 	images := make(chan error, 1)
-	ctrs := slices.Clone(spec.Containers) // model.Defaults below fills in spec.Containers
-	go func() { images <- s.checkImages(ctx, ctrs) }()
+	// model.Defaults below fills in the containers: check copies.
+	imgSpec := api.InstanceSpec{Containers: slices.Clone(spec.Containers), InitContainers: slices.Clone(spec.InitContainers)}
+	go func() { images <- s.checkImages(ctx, &imgSpec) }()
 	policy, err := s.tenantPolicy(ctx, t)
 	if err != nil {
 		return err
@@ -72,7 +73,9 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if spec.SchedulingPolicy == "" {
 		spec.SchedulingPolicy = policy.SchedulingPolicy
 	}
-	if err := model.Validate(&spec); err != nil {
+	if err := errors.Join(model.Validate(&spec),
+		model.ValidateLabels("labels", req.Labels),
+		model.ValidateAnnotations("annotations", req.Annotations)); err != nil {
 		return err
 	}
 	if err := s.checkFits(&spec); err != nil {
@@ -121,12 +124,14 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 	}()
 	now := s.now().UTC()
 	inst := &api.Instance{
-		Name:      name,
-		Tenant:    t,
-		UID:       model.NewUID(),
-		CreatedAt: now,
-		Spec:      spec,
-		Status:    api.InstanceStatus{Phase: api.PhasePending},
+		Name:        name,
+		Tenant:      t,
+		UID:         model.NewUID(),
+		CreatedAt:   now,
+		Labels:      req.Labels,
+		Annotations: req.Annotations,
+		Spec:        spec,
+		Status:      api.InstanceStatus{Phase: api.PhasePending},
 		// The instance runs on its volumes' host (the scheduler reads it).
 		PersistentVolumes: bound,
 	}
@@ -188,14 +193,15 @@ func (s *Server) createInstance(w http.ResponseWriter, r *http.Request) error {
 
 // checkImages makes sure every container's image is on a host (or can
 // be pulled by one) and gives the container something to run.
-func (s *Server) checkImages(ctx context.Context, ctrs []api.ContainerSpec) error {
-	for i, c := range ctrs {
+func (s *Server) checkImages(ctx context.Context, spec *api.InstanceSpec) error {
+	for _, sc := range model.AllContainers(spec) {
+		c := sc.Spec
 		cfg, err := s.imageConfig(ctx, c.Image)
 		if err != nil {
-			return fmt.Errorf("spec.containers[%d].image: %w", i, err)
+			return fmt.Errorf("%s.image: %w", sc.Field, err)
 		}
 		if len(c.Command) == 0 && len(c.Args) == 0 && len(cfg.Entrypoint) == 0 && len(cfg.Cmd) == 0 {
-			return fmt.Errorf("spec.containers[%d]: image %q has no entrypoint or cmd, so there is nothing to run: give a command, e.g. kanga run %s sh -c '...': %w", i, c.Image, c.Image, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("%s: image %q has no entrypoint or cmd, so there is nothing to run: give a command, e.g. kanga run %s sh -c '...': %w", sc.Field, c.Image, c.Image, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -223,12 +229,19 @@ func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance
 }
 
 func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
-	items, err := s.store.ListInstances(r.Context())
+	sel, err := model.ParseLabelSelector("labelSelector", r.URL.Query().Get("labelSelector"))
 	if err != nil {
 		return err
 	}
-	if items == nil {
-		items = []api.Instance{}
+	all, err := s.store.ListInstances(r.Context())
+	if err != nil {
+		return err
+	}
+	items := []api.Instance{}
+	for _, inst := range all {
+		if model.MatchLabels(sel, inst.Labels) {
+			items = append(items, inst)
+		}
 	}
 	writeJSON(w, http.StatusOK, api.InstanceList{Items: items})
 	return nil
@@ -361,9 +374,12 @@ func (s *Server) waitInstance(w http.ResponseWriter, r *http.Request) error {
 		cond = func(i *api.Instance) bool { return i.Status.Phase.Terminal() }
 	case "running":
 		// An instance no host can run will not get further until one
-		// can; waiting for it would only time out.
+		// can; waiting for it would only time out. Nor will one whose
+		// init container fails and waits to be run again, until it
+		// stops failing.
 		cond = func(i *api.Instance) bool {
-			return i.Status.Phase == api.PhaseRunning || i.Status.Phase.Terminal() || unschedulable(i)
+			return i.Status.Phase == api.PhaseRunning || i.Status.Phase.Terminal() || unschedulable(i) ||
+				i.Status.Reason == model.ReasonInitCrashLoop
 		}
 	default:
 		return fmt.Errorf("query parameter condition=%q is not one of running, terminal: %w", c, errdefs.ErrInvalidArgument)

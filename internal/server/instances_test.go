@@ -189,6 +189,16 @@ func TestCreateInstanceRejected(t *testing.T) {
 			400, "InvalidArgument", []string{"spec.runtime", "kata", "runc, crun"}},
 		{"bad restart policy", spec(`{"containers":[{` + busybox + `}],"restartPolicy":"Sometimes"}`),
 			400, "InvalidArgument", []string{"spec.restartPolicy", "Sometimes"}},
+		{"init container of an unknown image", spec(`{"containers":[{` + busybox + `}],"initContainers":[{"name":"setup","image":"kanga.test/nope:1"}]}`),
+			404, "NotFound", []string{"spec.initContainers[0].image", "kanga.test/nope:1"}},
+		{"init container with nothing to run", spec(`{"containers":[{` + busybox + `}],"initContainers":[{"name":"setup","image":"` + imgScratch + `"}]}`),
+			400, "InvalidArgument", []string{"spec.initContainers[0]", "no entrypoint or cmd"}},
+		{"init container named as an app container", spec(`{"containers":[{"name":"app",` + busybox + `}],"initContainers":[{"name":"app",` + busybox + `}]}`),
+			400, "InvalidArgument", []string{"spec.containers[0].name", "unique across initContainers and containers"}},
+		{"init container mounting no volume", spec(`{"containers":[{` + busybox + `}],"initContainers":[{"name":"setup",` + busybox + `,"volumeMounts":[{"name":"data","mountPath":"/data"}]}]}`),
+			400, "InvalidArgument", []string{"spec.initContainers[0].volumeMounts[0].name", "data"}},
+		{"sidecar init container", spec(`{"containers":[{` + busybox + `}],"initContainers":[{"name":"side",` + busybox + `,"restartPolicy":"Always"}]}`),
+			400, "InvalidArgument", []string{"spec.initContainers[0].restartPolicy", "sidecar"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

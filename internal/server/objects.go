@@ -284,12 +284,12 @@ func (s *Server) resolveObjectRefs(ctx context.Context, spec *api.InstanceSpec) 
 		return false, err
 	}
 	changed := false
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
+	for _, sc := range model.AllContainers(spec) {
+		c := sc.Spec
 		if model.EnvFromSecrets(c) || (len(c.EnvFrom) == 0 && !hasValueFrom(c.Env)) {
 			continue
 		}
-		env, err := model.ResolveEnv(fmt.Sprintf("spec.containers[%d]", i), c, model.ObjectData{Configs: configs})
+		env, err := model.ResolveEnv(sc.Field, c, model.ObjectData{Configs: configs})
 		if err != nil {
 			return false, err
 		}

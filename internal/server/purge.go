@@ -179,8 +179,8 @@ func (s *Server) checkImageUnused(ctx context.Context, name string) error {
 		if inst.Status.Phase.Terminal() {
 			continue
 		}
-		for _, c := range inst.Spec.Containers {
-			if n, err := model.NormalizeImage(c.Image); err == nil && n == name {
+		for _, c := range model.AllContainers(&inst.Spec) {
+			if n, err := model.NormalizeImage(c.Spec.Image); err == nil && n == name {
 				users = append(users, fmt.Sprintf("%q (%s)", inst.Name, inst.Status.Phase))
 				break
 			}

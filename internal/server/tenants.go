@@ -159,7 +159,7 @@ func (s *Server) setTenantSecurity(w http.ResponseWriter, r *http.Request) error
 	name := r.PathValue("name")
 	t, err := s.store.UpdateTenant(ctx, name, func(t *api.Tenant) error {
 		t.Security = &sec
-		if len(sec.HostIPs) == 0 && sec.HostPorts == "" && len(sec.AllowedCapabilities) == 0 && !sec.AllowUnconfined {
+		if len(sec.HostIPs) == 0 && sec.HostPorts == "" && len(sec.AllowedCapabilities) == 0 && !sec.AllowUnconfined && !sec.AllowPrivilegeEscalation {
 			t.Security = nil
 		}
 		return nil

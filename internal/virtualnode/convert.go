@@ -4,6 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,9 +30,10 @@ const (
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 )
 
-// Environment variables that tie an instance to its pod. Instances carry
-// no labels, so these are how a restarted virtual node finds the pods it
-// already created (and the ones deleted while it was down).
+// Environment variables that tie an instance to its pod. The instance's
+// labels are the pod's own (InstanceMetadata), so these are how a
+// restarted virtual node finds the pods it already created (and the ones
+// deleted while it was down).
 const (
 	EnvNamespace = "KANGA_POD_NAMESPACE"
 	EnvPodName   = "KANGA_POD_NAME"
@@ -81,7 +85,8 @@ func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
 	if err != nil {
 		return api.CreateInstanceRequest{}, err
 	}
-	return api.CreateInstanceRequest{Name: pod.Name, Spec: spec}, nil
+	labels, annotations := InstanceMetadata(pod)
+	return api.CreateInstanceRequest{Name: pod.Name, Labels: labels, Annotations: annotations, Spec: spec}, nil
 }
 
 // InstanceSpec translates a pod into the spec of its Kanga instance, or
@@ -109,6 +114,9 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
 		spec.Runtime = *pod.Spec.RuntimeClassName
 	}
+	if psc := pod.Spec.SecurityContext; psc != nil && psc.FSGroup != nil {
+		spec.SecurityContext = &api.InstanceSecurityContext{FSGroup: psc.FSGroup}
+	}
 	marker := []api.EnvVar{
 		{Name: EnvNamespace, Value: pod.Namespace},
 		{Name: EnvPodName, Value: pod.Name},
@@ -117,30 +125,31 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
-		vars, envFrom, command, args, err := env.containerEnv(pod, &c)
+		cs, err := containerSpec(pod, &c, node, marker, env)
 		if err != nil {
-			return api.InstanceSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
-		}
-		cs := api.ContainerSpec{
-			Name:       c.Name,
-			Image:      c.Image,
-			Command:    command,
-			Args:       args,
-			Env:        vars,
-			EnvFrom:    envFrom,
-			WorkingDir: c.WorkingDir,
-			// Added capabilities and Unconfined go to Kanga's API, which
-			// allows them only as far as the tenant's policy does.
-			SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
-		}
-		if node != "" {
-			cs.Env = append(cs.Env, marker...)
+			return api.InstanceSpec{}, err
 		}
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
 		// limits, or their requests where no limit is set.
 		cpu.Add(limitOrRequest(c.Resources, corev1.ResourceCPU))
 		mem.Add(limitOrRequest(c.Resources, corev1.ResourceMemory))
+	}
+	// Init containers run one at a time, before the app containers: the
+	// pod needs the larger of their sum and the largest init container,
+	// as the scheduler counts a pod's effective request.
+	for _, c := range pod.Spec.InitContainers {
+		cs, err := containerSpec(pod, &c, node, marker, env)
+		if err != nil {
+			return api.InstanceSpec{}, fmt.Errorf("init %w", err)
+		}
+		spec.InitContainers = append(spec.InitContainers, cs)
+		if q := limitOrRequest(c.Resources, corev1.ResourceCPU); q.Cmp(cpu) > 0 {
+			cpu = q
+		}
+		if q := limitOrRequest(c.Resources, corev1.ResourceMemory); q.Cmp(mem) > 0 {
+			mem = q
+		}
 	}
 	if !cpu.IsZero() {
 		spec.Resources.CPU = cpu.String()
@@ -151,6 +160,32 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
 	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
 	return spec, nil
+}
+
+// containerSpec maps container c of pod, app or init, with its env
+// resolved from env and, on a virtual node, the marker variables that tie
+// the instance to the pod.
+func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []api.EnvVar, env *envSources) (api.ContainerSpec, error) {
+	vars, envFrom, command, args, err := env.containerEnv(pod, c)
+	if err != nil {
+		return api.ContainerSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
+	}
+	cs := api.ContainerSpec{
+		Name:       c.Name,
+		Image:      c.Image,
+		Command:    command,
+		Args:       args,
+		Env:        vars,
+		EnvFrom:    envFrom,
+		WorkingDir: c.WorkingDir,
+		// Added capabilities and Unconfined go to Kanga's API, which
+		// allows them only as far as the tenant's policy does.
+		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+	}
+	if node != "" {
+		cs.Env = append(cs.Env, marker...)
+	}
+	return cs, nil
 }
 
 // mapDNS maps the pod's hostname, host aliases and resolver settings. The
@@ -215,18 +250,59 @@ func serviceAccountVolume(v corev1.Volume) bool {
 	return v.Projected != nil && strings.HasPrefix(v.Name, "kube-api-access-")
 }
 
-// securityContext maps a container's capabilities and its (or the pod's)
-// seccomp profile type; nil when they ask for nothing.
+// lastApplied is the annotation kubectl apply keeps a copy of the whole
+// manifest in: no use on the instance, and large.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// InstanceMetadata are the labels and annotations of a pod's instance:
+// the pod's, without kubectl's copy of the manifest.
+func InstanceMetadata(pod *corev1.Pod) (labels, annotations map[string]string) {
+	if len(pod.Labels) > 0 {
+		labels = maps.Clone(pod.Labels)
+	}
+	for k, v := range pod.Annotations {
+		if k == lastApplied {
+			continue
+		}
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[k] = v
+	}
+	return labels, annotations
+}
+
+// securityContext maps a container's security context over the pod's,
+// as the kubelet merges them (the container's fields win): user, group,
+// supplemental groups, runAsNonRoot, capabilities, seccomp profile type,
+// read-only root and privilege escalation. nil when they ask for nothing.
 func securityContext(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) *api.SecurityContext {
 	var out api.SecurityContext
 	seccomp := (*corev1.SeccompProfile)(nil)
 	if pod != nil {
 		seccomp = pod.SeccompProfile
+		out.RunAsUser, out.RunAsGroup, out.RunAsNonRoot = pod.RunAsUser, pod.RunAsGroup, pod.RunAsNonRoot
+		out.SupplementalGroups = slices.Clone(pod.SupplementalGroups)
 	}
 	if c != nil {
 		if c.SeccompProfile != nil {
 			seccomp = c.SeccompProfile
 		}
+		if c.RunAsUser != nil {
+			out.RunAsUser = c.RunAsUser
+		}
+		if c.RunAsGroup != nil {
+			out.RunAsGroup = c.RunAsGroup
+		}
+		if c.RunAsNonRoot != nil {
+			out.RunAsNonRoot = c.RunAsNonRoot
+		}
+		if c.ReadOnlyRootFilesystem != nil {
+			out.ReadOnlyRootFilesystem = *c.ReadOnlyRootFilesystem
+		}
+		// Unset is Kanga's default, no_new_privs; true asks the tenant's
+		// policy for more.
+		out.AllowPrivilegeEscalation = c.AllowPrivilegeEscalation
 		if cp := c.Capabilities; cp != nil && (len(cp.Add) > 0 || len(cp.Drop) > 0) {
 			out.Capabilities = &api.Capabilities{}
 			for _, a := range cp.Add {
@@ -245,7 +321,10 @@ func securityContext(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) 
 			out.SeccompProfile = &api.SeccompProfile{Type: api.SeccompRuntimeDefault}
 		}
 	}
-	if out.Capabilities == nil && out.SeccompProfile == nil {
+	if len(out.SupplementalGroups) == 0 {
+		out.SupplementalGroups = nil
+	}
+	if reflect.ValueOf(out).IsZero() {
 		return nil
 	}
 	return &out
@@ -264,8 +343,12 @@ func checkSupported(pod *corev1.Pod) error {
 	if pod.Spec.HostIPC {
 		bad = append(bad, "hostIPC")
 	}
-	if len(pod.Spec.InitContainers) > 0 {
-		bad = append(bad, "initContainers")
+	for i, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			// A sidecar: started, not awaited, restarted for the pod's
+			// whole life. Kanga runs init containers to completion only.
+			bad = append(bad, fmt.Sprintf("spec.initContainers[%d].restartPolicy Always (init container %s as a sidecar)", i, c.Name))
+		}
 	}
 	if psc := pod.Spec.SecurityContext; psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
 		bad = append(bad, "seccompProfile Localhost")
@@ -281,7 +364,8 @@ func checkSupported(pod *corev1.Pod) error {
 			bad = append(bad, "volume "+v.Name+": volumes are not supported")
 		}
 	}
-	for _, c := range pod.Spec.Containers {
+	// Init containers run in the same sandbox: the same limits hold.
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
 		if sc := c.SecurityContext; sc != nil {
 			if sc.Privileged != nil && *sc.Privileged {
 				bad = append(bad, "container "+c.Name+": privileged")

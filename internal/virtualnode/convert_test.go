@@ -2,6 +2,7 @@ package virtualnode
 
 import (
 	"errors"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -150,9 +151,13 @@ func TestInstanceSpecRefusesUnsupported(t *testing.T) {
 		{"hostPort", func(p *corev1.Pod) {
 			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
 		}, "hostPort 80"},
-		{"initContainers", func(p *corev1.Pod) {
-			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox"}}
-		}, "initContainers"},
+		{"sidecar init container", func(p *corev1.Pod) {
+			always := corev1.ContainerRestartPolicyAlways
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox", RestartPolicy: &always}}
+		}, "spec.initContainers[0].restartPolicy Always"},
+		{"privileged init container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}
+		}, "container i: privileged"},
 		{"emptyDir", func(p *corev1.Pod) {
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		}, "volume e"},
@@ -321,5 +326,66 @@ func TestInstanceSpecDNS(t *testing.T) {
 	pod.Spec.Hostname, pod.Name = "", "web.0"
 	if spec, _ = InstanceSpec(pod, "vn"); spec.Hostname != "" {
 		t.Errorf("a pod name that is no DNS label became the hostname %q", spec.Hostname)
+	}
+}
+
+// TestInstanceSpecUserAndRoot: the pod's user, groups and runAsNonRoot go
+// to every container, a container's own fields win, fsGroup goes to the
+// instance; readOnlyRootFilesystem and allowPrivilegeEscalation are the
+// container's.
+func TestInstanceSpecUserAndRoot(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	yes, no := true, false
+	pod := testPod()
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "side", Image: "kanga.test/busybox"})
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{
+		RunAsUser: i64(1000), RunAsGroup: i64(3000), RunAsNonRoot: &yes,
+		SupplementalGroups: []int64{4000}, FSGroup: i64(2000),
+	}
+	pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{
+		RunAsUser: i64(1001), ReadOnlyRootFilesystem: &yes, AllowPrivilegeEscalation: &no,
+	}
+	spec, err := InstanceSpec(pod, "vn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.SecurityContext == nil || spec.SecurityContext.FSGroup == nil || *spec.SecurityContext.FSGroup != 2000 {
+		t.Errorf("instance security context %+v", spec.SecurityContext)
+	}
+	a, b := spec.Containers[0].SecurityContext, spec.Containers[1].SecurityContext
+	if a == nil || *a.RunAsUser != 1001 || *a.RunAsGroup != 3000 || !*a.RunAsNonRoot || !a.ReadOnlyRootFilesystem ||
+		a.AllowPrivilegeEscalation == nil || *a.AllowPrivilegeEscalation || !slices.Equal(a.SupplementalGroups, []int64{4000}) {
+		t.Errorf("first container %+v", a)
+	}
+	if b == nil || *b.RunAsUser != 1000 || *b.RunAsGroup != 3000 || b.ReadOnlyRootFilesystem || b.AllowPrivilegeEscalation != nil {
+		t.Errorf("second container %+v", b)
+	}
+	// Nothing asked, nothing set: the image's user and the defaults.
+	pod = testPod()
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{}
+	if spec, err = InstanceSpec(pod, "vn"); err != nil {
+		t.Fatal(err)
+	}
+	if spec.Containers[0].SecurityContext != nil || spec.SecurityContext != nil {
+		t.Errorf("empty pod security context gave %+v, %+v", spec.Containers[0].SecurityContext, spec.SecurityContext)
+	}
+}
+
+func TestInstanceMetadata(t *testing.T) {
+	pod := testPod()
+	pod.Labels = map[string]string{"app": "web", "tier": "front"}
+	pod.Annotations = map[string]string{"note": "x", lastApplied: `{"kind":"Pod"}`, AnnotationRuntime: "crun"}
+	l, a := InstanceMetadata(pod)
+	if !maps.Equal(l, pod.Labels) {
+		t.Errorf("labels %v", l)
+	}
+	if !maps.Equal(a, map[string]string{"note": "x", AnnotationRuntime: "crun"}) {
+		t.Errorf("annotations %v", a)
+	}
+	bare := testPod()
+	bare.Annotations = nil
+	l, a = InstanceMetadata(bare)
+	if l != nil || a != nil {
+		t.Errorf("a pod without metadata gave %v, %v", l, a)
 	}
 }

@@ -160,7 +160,8 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	cctx := client.WithRetryObserver(ctx, func(r client.Retry) {
 		p.log.Info("the server is busy; retrying the create", "pod", podKey(pod.Namespace, pod.Name), "attempt", r.Attempt, "wait", r.Wait)
 	})
-	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Spec: spec})
+	labels, annotations := InstanceMetadata(pod)
+	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Labels: labels, Annotations: annotations, Spec: spec})
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		// Created before a restart, or a retry after a lost answer: adopt
 		// it if it is this pod's, wait for it to go if it is a previous
@@ -390,6 +391,9 @@ func stubPod(inst *api.Instance, ns, name string) *corev1.Pod {
 	}
 	for _, c := range inst.Spec.Containers {
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	for _, c := range inst.Spec.InitContainers {
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
 	}
 	return pod
 }

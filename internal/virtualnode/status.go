@@ -1,12 +1,15 @@
 package virtualnode
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // PodStatus is what the pod's status says about its Kanga instance. Ready
@@ -50,13 +53,65 @@ func PodStatus(pod *corev1.Pod, inst *api.Instance, hostIP string) corev1.PodSta
 	if inst.Status.StartedAt != nil {
 		since = metav1.NewTime(*inst.Status.StartedAt)
 	}
+	initialized := initStatuses(pod, inst, &st)
 	st.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: created},
-		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: created},
+		initialized,
 		{Type: corev1.ContainersReady, Status: readyStatus, LastTransitionTime: since},
 		{Type: corev1.PodReady, Status: readyStatus, LastTransitionTime: since},
 	}
 	return st
+}
+
+// initStatuses fills in the pod's initContainerStatuses as the kubelet
+// reports them, and returns its Initialized condition: false, naming the
+// init containers not yet completed, until they all completed. A failed
+// init container that waits to run again is Waiting CrashLoopBackOff with
+// its exit as the last state; kubectl derives Init:N/M, Init:Error and
+// Init:CrashLoopBackOff from these, so the pod's own reason stays empty,
+// as the kubelet leaves it.
+func initStatuses(pod *corev1.Pod, inst *api.Instance, st *corev1.PodStatus) corev1.PodCondition {
+	cond := corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(inst.CreatedAt)}
+	if len(pod.Spec.InitContainers) == 0 {
+		return cond
+	}
+	if strings.HasPrefix(st.Reason, "Init:") {
+		st.Reason, st.Message = "", ""
+	}
+	byName := make(map[string]api.ContainerStatus, len(inst.Status.InitContainers))
+	for _, c := range inst.Status.InitContainers {
+		byName[c.Name] = c
+	}
+	var incomplete []string
+	for _, c := range pod.Spec.InitContainers {
+		ic := byName[c.Name]
+		cs := containerStatus(c, ic, inst)
+		cs.Ready = false
+		switch {
+		case ic.State == api.ContainerTerminated && ic.ExitCode != nil && *ic.ExitCode == 0:
+			cs.Ready = true // the kubelet marks a completed init container ready
+		case ic.State == api.ContainerTerminated && inst.Status.Reason == model.ReasonInitCrashLoop:
+			cs.LastTerminationState.Terminated = cs.State.Terminated
+			cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
+				Reason:  "CrashLoopBackOff",
+				Message: inst.Status.Message,
+			}}
+			fallthrough
+		default:
+			incomplete = append(incomplete, c.Name)
+		}
+		if w := cs.State.Waiting; w != nil && ic.Reason == "" && w.Reason != "CrashLoopBackOff" {
+			// Not reported yet: not the instance's Init:N/M, the kubelet's.
+			w.Reason, w.Message = model.ReasonPodInitializing, ""
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+	if len(incomplete) > 0 {
+		cond.Status = corev1.ConditionFalse
+		cond.Reason = "ContainersNotInitialized"
+		cond.Message = fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(incomplete, " "))
+	}
+	return cond
 }
 
 func podPhase(p api.Phase) corev1.PodPhase {
@@ -104,6 +159,9 @@ func containerStatus(spec corev1.Container, c api.ContainerStatus, inst *api.Ins
 		}
 		if reason == "" {
 			reason = "ContainerCreating"
+		}
+		if strings.HasPrefix(reason, "Init:") {
+			reason = model.ReasonPodInitializing // the pod's Init:N/M is kubectl's
 		}
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: inst.Status.Message}
 	}

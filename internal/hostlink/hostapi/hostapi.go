@@ -249,8 +249,8 @@ func (h *handler) exec(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if inst.Status.Phase != api.PhaseRunning {
-		return fmt.Errorf("instance %q is %s, not Running: exec needs a running container: %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
+	if err := httpstream.CheckExec(inst, container); err != nil {
+		return err
 	}
 	return httpstream.ServeExec(w, e, container, func(req hostcontract.ExecRequest) (int, error) {
 		return h.host.Exec(ctx, inst, req)
