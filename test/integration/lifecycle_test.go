@@ -306,6 +306,26 @@ spec:
 		}
 	})
 
+	t.Run("LongContainerName", func(t *testing.T) {
+		// 63 characters, as Kubernetes allows: past containerd's id limit
+		// with the instance's uid in front.
+		name := strings.Repeat("c", 62) + "1"
+		spec := api.CreateInstanceRequest{Name: "longname", Spec: api.InstanceSpec{
+			Containers: []api.ContainerSpec{{Name: name, Image: "kanga.test/busybox", Command: []string{"sleep", "1000"}}},
+		}}
+		b, _ := json.Marshal(spec)
+		if r := p.kangaIn(b, "run", "-d", "-f", "-"); r.code != 0 {
+			t.Fatalf("run -f: exit %d: %s", r.code, r.stderr)
+		}
+		defer p.must("rm", "-f", "longname")
+		if st := p.inspect("longname").Status; st.Phase != api.PhaseRunning {
+			t.Fatalf("a 63-character container name: %s %s %s", st.Phase, st.Reason, st.Message)
+		}
+		if out := p.must("exec", "-c", name, "longname", "echo", "ok"); out != "ok\n" {
+			t.Errorf("exec in the container: %q", out)
+		}
+	})
+
 	t.Run("PublishedPort", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "web", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
