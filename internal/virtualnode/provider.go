@@ -51,6 +51,9 @@ type Provider struct {
 	// refused holds the pods Kanga will never run, with their Failed
 	// status, until they are deleted (see refuse).
 	refused map[string]*corev1.Pod
+	// stopping holds the pods whose graceful deletion stopped their
+	// instance: once it has ended, the poll deletes it (see DeletePod).
+	stopping map[string]bool
 	// sent is the status last reported for each pod, so that a poll
 	// notifies only changes.
 	sent   map[string]corev1.PodStatus
@@ -110,6 +113,7 @@ func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLi
 		log:      log,
 		known:    map[string]*corev1.Pod{},
 		refused:  map[string]*corev1.Pod{},
+		stopping: map[string]bool{},
 		sent:     map[string]corev1.PodStatus{},
 		cpu:      map[string]cpuSample{},
 	}
@@ -244,8 +248,8 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // DeletePod ends the pod as a kubelet would. A graceful deletion of a
 // running pod stops its instance with the pod's grace period (the stop
 // signal, SIGKILL after it) and keeps reporting its status: once every
-// container has ended, the pod controller removes the pod, and calls
-// DeletePod again. Otherwise it force-deletes the instance and reports
+// container has ended, the poll deletes the instance and reports the
+// final status, on which the pod controller removes the pod. Otherwise it force-deletes the instance and reports
 // every container terminated, which lets the pod controller remove the
 // pod at once.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
@@ -258,6 +262,9 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 				return fmt.Errorf("stop instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
 			}
 			p.log.Info("stopping instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name, "grace", *g)
+			p.mu.Lock()
+			p.stopping[podKey(pod.Namespace, pod.Name)] = true
+			p.mu.Unlock()
 			return nil
 		}
 	}
@@ -269,6 +276,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	delete(p.known, key)
 	delete(p.refused, key)
+	delete(p.stopping, key)
 	delete(p.sent, key)
 	delete(p.cpu, name)
 	notify := p.notify
@@ -463,6 +471,13 @@ func (p *Provider) poll(ctx context.Context) error {
 		var status corev1.PodStatus
 		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
 			status = PodStatus(pod, inst, p.hostIP)
+			p.mu.Lock()
+			stopped := p.stopping[key] && inst.Status.Phase.Terminal()
+			p.mu.Unlock()
+			if stopped {
+				p.finishDelete(ctx, pod, status)
+				continue
+			}
 		} else {
 			// Someone removed the instance behind the node's back: say so
 			// rather than leave the pod Running forever.
@@ -486,6 +501,29 @@ func (p *Provider) poll(ctx context.Context) error {
 		notify(out)
 	}
 	return nil
+}
+
+// finishDelete ends the graceful deletion of pod, whose instance has
+// stopped: it deletes the instance, then reports the pod's final status
+// (so that no list shows the instance once the pod is gone).
+func (p *Provider) finishDelete(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) {
+	name := InstanceName(pod.Namespace, pod.Name)
+	if err := p.tenants.client(pod.Namespace).DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		p.log.Warn("deleting a stopped instance failed; retried on the next poll", "instance", name, "err", err)
+		return
+	}
+	p.log.Info("deleted instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
+	key := podKey(pod.Namespace, pod.Name)
+	p.mu.Lock()
+	delete(p.known, key)
+	delete(p.sent, key)
+	delete(p.stopping, key)
+	delete(p.cpu, name)
+	notify := p.notify
+	p.mu.Unlock()
+	out := pod.DeepCopy()
+	out.Status = status
+	notify(out)
 }
 
 // reportRefused notifies the Failed status of each refused pod whose
