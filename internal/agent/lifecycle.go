@@ -359,10 +359,12 @@ func (r *runner) unstart(ctx context.Context, c *ctr) error {
 	if err := deleteTask(ctx, c.task); err != nil {
 		return fmt.Errorf("deleting the task of %s: %w", c.spec.Name, err)
 	}
+	r.stopProbes(c)
 	c.task = nil
 	c.generation++
 	c.status.State = api.ContainerWaiting
 	c.status.PID = 0
+	c.status.Ready = false
 	return nil
 }
 
