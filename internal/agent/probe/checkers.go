@@ -217,7 +217,7 @@ func (c *ExecChecker) Check(ctx context.Context) error {
 	id := fmt.Sprintf("probe-%d-%d", time.Now().UnixNano(), execSeq.Add(1))
 	proc, err := c.Task.Exec(ctx, id, &pspec, cio.NewCreator(cio.WithStreams(nil, out, out), cio.WithFIFODir(c.FIFODir)))
 	if err != nil {
-		return fmt.Errorf("exec %q: %w", c.Command[0], err)
+		return c.failed(ctx, err)
 	}
 	// The process record goes whatever happened, with a context of its
 	// own: the probe's may be over.
@@ -228,10 +228,10 @@ func (c *ExecChecker) Check(ctx context.Context) error {
 	}()
 	statusC, err := proc.Wait(ctx)
 	if err != nil {
-		return err
+		return c.failed(ctx, err)
 	}
 	if err := proc.Start(ctx); err != nil {
-		return fmt.Errorf("exec %q: %w", c.Command[0], err)
+		return c.failed(ctx, err)
 	}
 	select {
 	case st := <-statusC:
@@ -255,11 +255,18 @@ func (c *ExecChecker) Check(ctx context.Context) error {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = proc.Kill(kctx, syscall.SIGKILL)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("command %v timed out", c.Command)
-		}
-		return ctx.Err()
+		return c.failed(ctx, ctx.Err())
 	}
+}
+
+// failed is the error of a check that could not run the command or
+// wait for it: at the timeout (which counts the exec's own setup, as
+// the kubelet's does) it says so.
+func (c *ExecChecker) failed(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("command %v timed out", c.Command)
+	}
+	return fmt.Errorf("exec %q: %w", c.Command[0], err)
 }
 
 // capBuffer keeps the first max bytes written to it.
