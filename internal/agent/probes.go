@@ -217,6 +217,17 @@ func readyCondition(phase api.Phase, statuses []api.ContainerStatus, old []api.I
 	return append(out, cond)
 }
 
+// startAllProbes starts the probes of every running container once the
+// instance has started, before the status that says so is written: that
+// write then carries the readiness of containers without probes.
+// Adopted containers keep the readiness their record has; those started
+// now begin unready (startTask).
+func (r *runner) startAllProbes(ctx context.Context) {
+	for _, c := range r.ctrs {
+		r.startProbes(ctx, c, true)
+	}
+}
+
 // stopAllProbes ends the probes of every container.
 func (r *runner) stopAllProbes() {
 	for _, c := range r.ctrs {

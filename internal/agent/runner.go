@@ -302,11 +302,7 @@ func (r *runner) run(ctx context.Context) {
 		r.deadline = from.Add(time.Duration(*d) * time.Second)
 	}
 	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
-	for _, c := range r.ctrs {
-		// Adopted containers keep the readiness their record has; those
-		// started now begin unready (startTask).
-		r.startProbes(ctx, c, true)
-	}
+	// start started the probes (startAllProbes).
 	defer r.stopAllProbes()
 	stopSampling := r.a.startSampling(ctx, r.uid)
 	defer stopSampling()

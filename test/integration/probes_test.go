@@ -55,7 +55,16 @@ func TestProbes(t *testing.T) {
 			Name: "web", Image: "kanga.test/httpd",
 			ReadinessProbe: &api.Probe{HTTPGet: &api.HTTPGetAction{Path: "/", Port: 81}, PeriodSeconds: 1, FailureThreshold: 2},
 		}}}})
+		// Without probes, a running container is ready.
+		p.must("run", "-d", "--name", "plain", "kanga.test/busybox", "sleep", "1000")
 		var inst api.Instance
+		p.eventually("plain to be Ready", 60*time.Second, func() bool {
+			inst = p.inspect("plain")
+			return readyCond(inst).Status == api.ConditionTrue
+		})
+		if c := inst.Status.Containers[0]; !c.Ready {
+			t.Errorf("plain's container is not ready: %+v", c)
+		}
 		p.eventually("web-ready to be Ready", 60*time.Second, func() bool {
 			inst = p.inspect("web-ready")
 			return readyCond(inst).Status == api.ConditionTrue
@@ -77,7 +86,7 @@ func TestProbes(t *testing.T) {
 		if inst := p.inspect("web-ready"); inst.Status.Containers[0].RestartCount != 0 || hasEvent(inst, "Unhealthy") {
 			t.Errorf("web-ready was found unhealthy: %+v", inst.Status)
 		}
-		p.must("rm", "-f", "web-ready", "web-unready")
+		p.must("rm", "-f", "web-ready", "web-unready", "plain")
 	})
 
 	t.Run("ExecLivenessRestarts", func(t *testing.T) {
