@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd"
+
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/probe"
 	"github.com/kanga-run/kanga/internal/model"
@@ -158,7 +160,8 @@ func (r *runner) handleProbe(ctx context.Context, pr probeResult) {
 }
 
 // killUnhealthy stops a container that failed a liveness or startup
-// probe: SIGTERM, and SIGKILL after probeKillGrace.
+// probe: its stop signal (SIGTERM unless the image's STOPSIGNAL says
+// otherwise), and SIGKILL after probeKillGrace.
 func (r *runner) killUnhealthy(ctx context.Context, c *ctr, which string) {
 	r.stopProbes(c)
 	c.status.Ready = false
@@ -168,8 +171,16 @@ func (r *runner) killUnhealthy(ctx context.Context, c *ctr, which string) {
 		then = "will not be restarted (restart policy Never)"
 	}
 	r.event("Normal", "Killing", "container %s failed its %s probe, %s", c.spec.Name, which, then)
-	if err := c.task.Kill(r.tctx(ctx), syscall.SIGTERM); err != nil {
-		r.log.Warn("SIGTERM to an unhealthy container failed", "container", c.spec.Name, "err", err)
+	nctx := r.tctx(ctx)
+	// The image's stop signal, as a stop sends it.
+	sig := syscall.SIGTERM
+	if c.c != nil {
+		if s, err := containerd.GetStopSignal(nctx, c.c, syscall.SIGTERM); err == nil {
+			sig = s
+		}
+	}
+	if err := c.task.Kill(nctx, sig); err != nil {
+		r.log.Warn("the stop signal to an unhealthy container failed", "container", c.spec.Name, "signal", sig, "err", err)
 	}
 	c.killAt = time.Now().Add(probeKillGrace)
 }
