@@ -124,3 +124,16 @@ func TestValidateProbes(t *testing.T) {
 		})
 	}
 }
+
+func TestInitContainersHaveNoProbes(t *testing.T) {
+	s := api.InstanceSpec{
+		InitContainers: []api.ContainerSpec{{Name: "setup", Image: "kanga.test/busybox:latest",
+			ReadinessProbe: &api.Probe{Exec: &api.ExecAction{Command: []string{"true"}}}}},
+		Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest"}},
+	}
+	Defaults(&s, "runc")
+	err := Validate(&s)
+	if err == nil || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "spec.initContainers[0].readinessProbe") {
+		t.Fatalf("Validate = %v, want a 400 naming spec.initContainers[0].readinessProbe", err)
+	}
+}
