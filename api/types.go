@@ -59,6 +59,12 @@ type ContainerSpec struct {
 	// so that a spec carrying it is refused by name rather than run
 	// differently.
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
+	// LivenessProbe failing restarts the container (per the restart
+	// policy); ReadinessProbe decides whether it is ready; StartupProbe,
+	// until it passes, holds the other two back (see Probe).
+	LivenessProbe  *Probe `json:"livenessProbe,omitempty"`
+	ReadinessProbe *Probe `json:"readinessProbe,omitempty"`
+	StartupProbe   *Probe `json:"startupProbe,omitempty"`
 }
 
 // SecurityContext is a container's sandbox settings, shaped as in a
@@ -264,6 +270,9 @@ type ContainerStatus struct {
 	StartedAt    *time.Time     `json:"startedAt,omitempty"`
 	FinishedAt   *time.Time     `json:"finishedAt,omitempty"`
 	PID          int            `json:"pid,omitempty"`
+	// Ready is set while the container runs, has passed its startup
+	// probe and passes its readiness probe (those it has).
+	Ready bool `json:"ready"`
 }
 
 // Event is a notable moment in an instance's life.
@@ -288,6 +297,8 @@ type InstanceStatus struct {
 
 	// InitContainers are the statuses of spec.initContainers, in order.
 	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
+	// Conditions are Kubernetes-like conditions of the instance: Ready.
+	Conditions []InstanceCondition `json:"conditions,omitempty"`
 }
 
 // Instance is a Pod-like group of containers sharing one sandbox.

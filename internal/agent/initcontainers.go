@@ -140,6 +140,10 @@ func (r *runner) initCompleted(ctx context.Context, inst *api.Instance, c *ctr) 
 				r.log.Warn("stopping the tasks of a failed start failed", "err", uerr)
 			}
 		}
+		return err
 	}
-	return err
+	// The app containers started now (after the last init container)
+	// get their probes; none was running before.
+	r.startAllProbes(ctx)
+	return nil
 }

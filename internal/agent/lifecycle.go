@@ -67,6 +67,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 			}
 			r.log.Warn("claiming a warm container failed; starting the usual way", "err", err)
 		} else {
+			r.startAllProbes(ctx)
 			r.publish(ctx, "")
 			prof.step("running-status")
 			r.log.Info("instance started", append(prof.attrs(), "warm", w.id)...)
@@ -79,6 +80,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	if err := r.stepRunner().Run(ctx, r.startSteps(inst)...); err != nil {
 		return err
 	}
+	r.startAllProbes(ctx)
 	r.publish(ctx, "")
 	prof.step("running-status")
 	r.log.Info("instance started", prof.attrs()...)
@@ -359,10 +361,12 @@ func (r *runner) unstart(ctx context.Context, c *ctr) error {
 	if err := deleteTask(ctx, c.task); err != nil {
 		return fmt.Errorf("deleting the task of %s: %w", c.spec.Name, err)
 	}
+	r.stopProbes(c)
 	c.task = nil
 	c.generation++
 	c.status.State = api.ContainerWaiting
 	c.status.PID = 0
+	c.status.Ready = false
 	return nil
 }
 

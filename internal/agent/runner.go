@@ -62,6 +62,12 @@ type ctr struct {
 	warmSpec *oci.Spec
 	// init marks an init container.
 	init bool
+	// stopProbes ends the probes of the current run; started is set once
+	// its startup probe passed (or it has none); killAt is when a
+	// container killed for a failed probe gets SIGKILL (probes.go).
+	stopProbes func()
+	started    bool
+	killAt     time.Time
 }
 
 // runner drives one instance through its lifecycle on this host. It owns
@@ -73,18 +79,20 @@ type runner struct {
 	name   string
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	latest   *api.Instance
-	gone     bool // the record no longer exists (or belongs to a new UID)
-	notify   chan struct{}
-	phase    api.Phase
-	phaseCh  chan struct{} // closed and replaced whenever phase changes
-	ctrs     []*ctr
-	exits    chan exit
-	events   []api.Event
-	ip       string
-	stopping bool
-	killAt   time.Time
+	mu      sync.Mutex
+	latest  *api.Instance
+	gone    bool // the record no longer exists (or belongs to a new UID)
+	notify  chan struct{}
+	phase   api.Phase
+	phaseCh chan struct{} // closed and replaced whenever phase changes
+	ctrs    []*ctr
+	exits   chan exit
+	// probeResults carries the containers' probe transitions (probes.go).
+	probeResults chan probeResult
+	events       []api.Event
+	ip           string
+	stopping     bool
+	killAt       time.Time
 	// deadline is when the instance's activeDeadlineSeconds runs out
 	// (zero: none, or already acted on); terminal, once set, is the phase
 	// every later status write has.
@@ -140,7 +148,10 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		phase:   inst.Status.Phase,
 		phaseCh: make(chan struct{}),
 		exits:   make(chan exit, 16),
-		ports:   inst.Spec.Ports,
+		// probeResults is drained by the loop; a probe's send also ends
+		// with its run.
+		probeResults: make(chan probeResult, 16),
+		ports:        inst.Spec.Ports,
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
 	}
@@ -291,6 +302,8 @@ func (r *runner) run(ctx context.Context) {
 		r.deadline = from.Add(time.Duration(*d) * time.Second)
 	}
 	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
+	// start started the probes (startAllProbes).
+	defer r.stopAllProbes()
 	stopSampling := r.a.startSampling(ctx, r.uid)
 	defer stopSampling()
 	if objectVolumes(&inst.Spec) > 0 {
@@ -470,6 +483,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	c.status.StartedAt = &now
 	c.status.FinishedAt = nil
 	c.status.PID = int(task.Pid())
+	c.status.Ready = false // until startProbes says otherwise
 	r.event("Normal", "Started", "started container %s", c.spec.Name)
 	return nil
 }
@@ -538,6 +552,8 @@ func (r *runner) loop(ctx context.Context) {
 				return
 			}
 			r.meterRunEnd(ctx)
+		case pr := <-r.probeResults:
+			r.handleProbe(ctx, pr)
 		case <-timer:
 			r.handleDeadlines(ctx)
 		case <-r.notify:
@@ -570,6 +586,7 @@ func (r *runner) nextDeadline() time.Time {
 	consider(r.deadline)
 	for _, c := range r.all() {
 		consider(c.restartAt)
+		consider(c.killAt)
 	}
 	return next
 }
@@ -597,6 +614,15 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 			}
 		}
 	}
+	for _, c := range r.ctrs {
+		if !c.killAt.IsZero() && !now.Before(c.killAt) {
+			c.killAt = time.Time{}
+			if c.status.State == api.ContainerRunning && c.task != nil {
+				r.event("Normal", "Killing", "container %s did not stop in time after failing a probe: sending SIGKILL", c.spec.Name)
+				_ = c.task.Kill(nctx, syscall.SIGKILL)
+			}
+		}
+	}
 	for _, c := range r.all() {
 		if c.restartAt.IsZero() || now.Before(c.restartAt) {
 			continue
@@ -614,7 +640,9 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 		if err := r.restartTask(nctx, c); err != nil {
 			r.event("Warning", "RestartFailed", "restarting container %s: %v", c.spec.Name, err)
 			r.scheduleRestart(c)
+			continue
 		}
+		r.startProbes(ctx, c, false)
 	}
 }
 
@@ -682,6 +710,9 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	if at.IsZero() || at.Year() < 2000 {
 		at = time.Now().UTC()
 	}
+	r.stopProbes(c)
+	c.killAt = time.Time{}
+	c.status.Ready = false
 	c.status.State = api.ContainerTerminated
 	c.status.ExitCode = &code
 	c.status.FinishedAt = &at
@@ -726,6 +757,9 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	}
 	for _, c := range r.all() {
 		c.restartAt = time.Time{}
+		// A stopping container is not ready, and no probe kills it.
+		r.stopProbes(c)
+		c.status.Ready = false
 		if c.status.State == api.ContainerRunning && c.task != nil {
 			sig := syscall.SIGTERM
 			if c.c != nil {
@@ -758,6 +792,7 @@ func (r *runner) fail(ctx context.Context, reason string, err error) {
 		if c.status.State != api.ContainerRunning {
 			c.status.State = api.ContainerTerminated
 			c.status.Reason = reason
+			c.status.Ready = false
 		}
 	}
 	for _, c := range r.inits {
@@ -929,6 +964,7 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 		st.FinishedAt = &now
 	}
 	st.Phase = *phase
+	st.Conditions = readyCondition(*phase, w.statuses, st.Conditions, now)
 	st.Reason, st.Message = "", ""
 	if w.failure != nil {
 		st.Reason, st.Message = w.failure.Reason, w.failure.Message
@@ -955,6 +991,7 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 // trying until everything is gone (or the agent stops): the record is
 // removed last, so a failure never hides a leaked container.
 func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
+	r.stopAllProbes()
 	if r.stopFiles != nil {
 		r.stopFiles()
 	}

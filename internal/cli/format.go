@@ -161,6 +161,9 @@ func statusText(inst api.Instance, now time.Time) string {
 		if st.StartedAt != nil {
 			s += " " + humanDuration(now.Sub(*st.StartedAt))
 		}
+		if h := healthText(inst); h != "" {
+			s += " (" + h + ")"
+		}
 	case st.Phase.Terminal():
 		if code, ok := exitCode(st); ok {
 			s = fmt.Sprintf("Exited (%d)", code)

@@ -70,6 +70,8 @@ type runFlags struct {
 	// Storage (volumes.go; -v of a persistent volume: volume.go).
 	tmpfs, volumes []string
 	disk           string
+	// Docker's --health-* flags (health.go).
+	health healthFlags
 }
 
 func newRunCommand(o *options) *cobra.Command {
@@ -154,6 +156,7 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount scratch space in memory, counted against --memory: /DIR[:size=64Mi] (default size: the memory limit; repeatable)")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume in every container: NAME:/PATH[:ro], NAME a volume the -f file declares (an emptyDir) or else a persistent volume (kanga volume create); repeatable")
 	fl.StringVar(&f.disk, "disk", "", `cap on each container's writable layer, e.g. "10Gi": writes past it fail with "No space left on device"`)
+	f.health.register(fl)
 	return cmd, f
 }
 
@@ -354,6 +357,11 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
 			}
 		}
+		for _, name := range healthFlagNames {
+			if changed(name) {
+				return req, errHealthWithFile
+			}
+		}
 		var err error
 		if req, err = readRequestFile(f.file, stdin); err != nil {
 			return req, err
@@ -387,6 +395,9 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 			return req, err
 		}
 		ct.SecurityContext = sc
+		if err := f.health.apply(&ct, changed); err != nil {
+			return req, err
+		}
 		req.Spec.Containers = []api.ContainerSpec{ct}
 	}
 

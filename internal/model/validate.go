@@ -139,6 +139,7 @@ func Defaults(spec *api.InstanceSpec, defaultRuntime string) {
 			c.Name = fmt.Sprintf("init-%d", i)
 		}
 	}
+	DefaultProbes(spec)
 	for i := range spec.Ports {
 		if spec.Ports[i].Protocol == "" {
 			spec.Ports[i].Protocol = "tcp"
@@ -185,6 +186,17 @@ func Validate(spec *api.InstanceSpec) error {
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
 		if c.RestartPolicy != "" {
 			errs = append(errs, containerRestartPolicy(sc))
+		}
+		if sc.Init {
+			// As in Kubernetes: an init container runs to completion, so
+			// nothing would act on its probes.
+			for _, k := range probeKinds(sc.Spec) {
+				if k.p != nil {
+					errs = append(errs, invalid("%s.%s: init containers may not have probes", f, k.field))
+				}
+			}
+		} else {
+			errs = append(errs, validateProbes(f, sc.Spec)...)
 		}
 	}
 	errs = append(errs, validateVolumes(spec)...)

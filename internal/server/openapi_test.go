@@ -165,6 +165,13 @@ var schemaTypes = map[string]any{
 	"HostList":                api.HostList{},
 	"DrainReport":             api.DrainReport{},
 	"DrainRemaining":          api.DrainRemaining{},
+	"Probe":                   api.Probe{},
+	"ExecAction":              api.ExecAction{},
+	"HTTPGetAction":           api.HTTPGetAction{},
+	"HTTPHeader":              api.HTTPHeader{},
+	"TCPSocketAction":         api.TCPSocketAction{},
+	"GRPCAction":              api.GRPCAction{},
+	"InstanceCondition":       api.InstanceCondition{},
 
 	"Token":                   api.Token{},
 	"CreateTokenRequest":      api.CreateTokenRequest{},
@@ -252,6 +259,9 @@ var fieldValues = map[string]any{
 	"HostAlias.Hostnames":                  []string{"db.local"},
 	"DNSConfig.Nameservers":                []string{"10.0.0.53"},
 	"DNSConfig.Searches":                   []string{"svc.local"},
+	"HTTPGetAction.Scheme":                 api.URISchemeHTTPS,
+	"InstanceCondition.Type":               api.InstanceReady,
+	"InstanceCondition.Status":             api.ConditionFalse,
 }
 
 // fill sets every field reachable from v to a non-zero value: pointers are
@@ -488,6 +498,9 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"SeccompProfile", "type", []string{api.SeccompRuntimeDefault, api.SeccompUnconfined}},
 		{"FieldRef", "fieldPath", []string{api.FieldPodIP, api.FieldPodIPs}},
 		{"InstanceSpec", "dnsPolicy", []string{api.DNSDefault, api.DNSNone}},
+		{"HTTPGetAction", "scheme", []string{api.URISchemeHTTP, api.URISchemeHTTPS}},
+		{"InstanceCondition", "type", []string{api.InstanceReady}},
+		{"InstanceCondition", "status", []string{api.ConditionTrue, api.ConditionFalse}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema+"."+tt.prop, func(t *testing.T) {

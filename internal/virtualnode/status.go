@@ -54,6 +54,11 @@ func PodStatus(pod *corev1.Pod, inst *api.Instance, hostIP string) corev1.PodSta
 		since = metav1.NewTime(*inst.Status.StartedAt)
 	}
 	initialized := initStatuses(pod, inst, &st)
+	if c, ok := instanceReady(inst); ok && !c.LastTransitionTime.IsZero() {
+		// The host's own record of when readiness last changed: stable
+		// between polls, and moves with a probe's verdict.
+		since = metav1.NewTime(c.LastTransitionTime)
+	}
 	st.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: created},
 		initialized,
@@ -146,6 +151,12 @@ func containerStatus(spec corev1.Container, c api.ContainerStatus, inst *api.Ins
 		}
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: started}
 		cs.Ready = inst.Status.Phase == api.PhaseRunning && !inst.DeletionRequested
+		if _, ok := instanceReady(inst); ok {
+			// The host runs probes: ready is its verdict (started, and
+			// passing the readiness probe), so Services route only to
+			// ready pods.
+			cs.Ready = cs.Ready && c.Ready
+		}
 		t := true
 		cs.Started = &t
 	case api.ContainerTerminated:
@@ -225,4 +236,16 @@ func deletedStatus(pod *corev1.Pod, now time.Time) corev1.PodStatus {
 		}
 	}
 	return st
+}
+
+// instanceReady is the instance's Ready condition; ok is false for an
+// instance whose host's agent reports none (it predates probes): its
+// running containers are then taken as ready.
+func instanceReady(inst *api.Instance) (api.InstanceCondition, bool) {
+	for _, c := range inst.Status.Conditions {
+		if c.Type == api.InstanceReady {
+			return c, true
+		}
+	}
+	return api.InstanceCondition{}, false
 }
