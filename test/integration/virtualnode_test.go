@@ -470,9 +470,12 @@ func TestVirtualNode(t *testing.T) {
 	if _, err := pods.Create(ctx, graceful, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "graceful up", 2*time.Minute, func() bool {
+	// Ready in the API: virtual-kubelet deletes a pod that its status does
+	// not show running at once, without asking the node.
+	waitFor(t, "graceful up and Ready", 2*time.Minute, func() bool {
 		b, err := pods.GetLogs("graceful", &corev1.PodLogOptions{}).DoRaw(ctx)
-		return err == nil && strings.Contains(string(b), "up")
+		pod, perr := pods.Get(ctx, "graceful", metav1.GetOptions{})
+		return err == nil && strings.Contains(string(b), "up") && perr == nil && podReady(pod)
 	})
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer wcancel()
