@@ -258,13 +258,26 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		c := p.tenants.client(pod.Namespace)
 		inst, err := c.GetInstance(ctx, name)
 		if err == nil && !inst.Status.Phase.Terminal() && !inst.StopRequested && !inst.DeletionRequested && inst.Status.Phase != api.PhasePending {
-			if _, err := c.StopInstance(ctx, name, time.Duration(*g)*time.Second); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-				return fmt.Errorf("stop instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
-			}
-			p.log.Info("stopping instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name, "grace", *g)
+			// The stop call returns once the instance has stopped, which
+			// may take the whole grace period: it runs on its own rather
+			// than hold one of the pod controller's workers, and the pod
+			// is marked first, as the poll may see the instance stopped
+			// before the call returns. Should it fail, the pod controller
+			// force-deletes the pod after its grace period and DeletePod
+			// then deletes the instance.
+			key := podKey(pod.Namespace, pod.Name)
 			p.mu.Lock()
-			p.stopping[podKey(pod.Namespace, pod.Name)] = true
+			p.stopping[key] = true
 			p.mu.Unlock()
+			p.log.Info("stopping instance", "pod", key, "instance", name, "grace", *g)
+			grace := time.Duration(*g) * time.Second
+			go func() {
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+time.Minute)
+				defer cancel()
+				if _, err := c.StopInstance(sctx, name, grace); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+					p.log.Warn("stopping the instance of a deleted pod failed", "pod", key, "instance", name, "err", err)
+				}
+			}()
 			return nil
 		}
 	}
