@@ -319,7 +319,11 @@ func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.
 		// The instance is an earlier pod's of the same name.
 		return nil, vkerrdefs.NotFoundf("pod %s/%s: instance %s belongs to an earlier pod", namespace, name, inst.Name)
 	}
-	return p.podOf(&inst), nil
+	pod := p.podOf(&inst)
+	if p.stoppedAfterDelete(podKey(namespace, name), &inst) {
+		p.deleteStopped(ctx, namespace, name)
+	}
+	return pod, nil
 }
 
 // refusedPod returns the refused pod namespace/name if it is the pod the
@@ -361,9 +365,19 @@ func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
 	}
 	var pods []*corev1.Pod
 	for i := range insts {
-		// One being deleted is no longer the node's (its pod is gone or
-		// going): the kubelet's running pods leave it out too.
+		// One being deleted, or stopped for its pod's graceful deletion,
+		// is no longer the node's running pod (virtual-kubelet's suite
+		// wants it gone from the list within a second of the deletion,
+		// whatever the grace period). One stopped by an earlier run of
+		// the node is listed: the pod controller deletes it if its pod
+		// is gone.
 		if instanceEnv(&insts[i], EnvNode) != p.node || insts[i].DeletionRequested {
+			continue
+		}
+		p.mu.Lock()
+		stopping := p.stopping[podKey(instanceEnv(&insts[i], EnvNamespace), instanceEnv(&insts[i], EnvPodName))]
+		p.mu.Unlock()
+		if stopping {
 			continue
 		}
 		pods = append(pods, p.podOf(&insts[i]))
@@ -484,11 +498,15 @@ func (p *Provider) poll(ctx context.Context) error {
 		var status corev1.PodStatus
 		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
 			status = PodStatus(pod, inst, p.hostIP)
-			p.mu.Lock()
-			stopped := p.stopping[key] && inst.Status.Phase.Terminal()
-			p.mu.Unlock()
-			if stopped {
-				p.finishDelete(ctx, pod, status)
+			if p.stoppedAfterDelete(key, inst) {
+				if p.deleteStopped(ctx, pod.Namespace, pod.Name) {
+					p.mu.Lock()
+					notify := p.notify
+					p.mu.Unlock()
+					out := pod.DeepCopy()
+					out.Status = status
+					notify(out)
+				}
 				continue
 			}
 		} else {
@@ -516,27 +534,33 @@ func (p *Provider) poll(ctx context.Context) error {
 	return nil
 }
 
-// finishDelete ends the graceful deletion of pod, whose instance has
-// stopped: it deletes the instance, then reports the pod's final status
-// (so that no list shows the instance once the pod is gone).
-func (p *Provider) finishDelete(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) {
-	name := InstanceName(pod.Namespace, pod.Name)
-	if err := p.tenants.client(pod.Namespace).DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+// stoppedAfterDelete reports whether inst is the instance of a pod whose
+// graceful deletion stopped it (DeletePod), and it has stopped.
+func (p *Provider) stoppedAfterDelete(key string, inst *api.Instance) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping[key] && inst.Status.Phase.Terminal()
+}
+
+// deleteStopped ends the graceful deletion of pod namespace/name, whose
+// instance has stopped: it deletes the instance. Its callers then report
+// the pod's final status, so that no list shows the instance once the pod
+// is gone (whichever of the poll and GetPod saw it stopped first).
+func (p *Provider) deleteStopped(ctx context.Context, namespace, podName string) bool {
+	name := InstanceName(namespace, podName)
+	if err := p.tenants.client(namespace).DeleteInstance(ctx, name, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		p.log.Warn("deleting a stopped instance failed; retried on the next poll", "instance", name, "err", err)
-		return
+		return false
 	}
-	p.log.Info("deleted instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
-	key := podKey(pod.Namespace, pod.Name)
+	key := podKey(namespace, podName)
+	p.log.Info("deleted instance", "pod", key, "instance", name)
 	p.mu.Lock()
 	delete(p.known, key)
 	delete(p.sent, key)
 	delete(p.stopping, key)
 	delete(p.cpu, name)
-	notify := p.notify
 	p.mu.Unlock()
-	out := pod.DeepCopy()
-	out.Status = status
-	notify(out)
+	return true
 }
 
 // reportRefused notifies the Failed status of each refused pod whose
