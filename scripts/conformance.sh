@@ -69,7 +69,7 @@ DOC=${KANGA_CONFORMANCE_DOC:-docs/conformance.md}
 if [ "$DOC" != - ] && [ -s "$REPORT/report.json" ]; then
 	go run ./hack/conformance-report -report "$REPORT" \
 		-command "make conformance" -focus "${KANGA_CONFORMANCE_FOCUS:-\\[NodeConformance\\]}" \
-		-skip "${KANGA_CONFORMANCE_SKIP:-\\[Flaky\\]|\\[Disruptive\\]}" >"$DOC"
+		-skip "${KANGA_CONFORMANCE_SKIP:-\\[Flaky\\]|\\[Disruptive\\]|\\[Slow\\]}" >"$DOC"
 	echo "conformance: wrote $DOC" >&2
 fi
 exit $status

@@ -109,7 +109,7 @@ func main() {
 	causes := flag.String("causes", "", "classification rules (default causes.txt beside this command)")
 	command := flag.String("command", "make conformance", "the command that ran the suite, for the record")
 	focus := flag.String("focus", `\[NodeConformance\]`, "the run's ginkgo focus")
-	skip := flag.String("skip", `\[Flaky\]|\[Disruptive\]`, "the run's ginkgo skip")
+	skip := flag.String("skip", `\[Flaky\]|\[Disruptive\]|\[Slow\]`, "the run's ginkgo skip")
 	flag.Parse()
 	if err := run(os.Stdout, *dir, *causes, *command, *focus, *skip); err != nil {
 		fmt.Fprintf(os.Stderr, "conformance-report: %v\n", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,7 +79,7 @@ var e2eImages = []e2eImage{
 		build: func(l e2eLayers) (v1.Image, error) {
 			return testimage.Layered(v1.Config{Env: []string{e2ePath}, Cmd: []string{"sh"}, WorkingDir: "/"}, l.busybox)
 		}},
-	{ref: "e2e-test-images/agnhost:2.66.1", how: "agnhost from k8s.io/kubernetes v1.37.2 on busybox", build: agnhostImage},
+	{ref: "e2e-test-images/agnhost:2.66.1", how: "agnhost from k8s.io/kubernetes v1.37.2 on busybox, with Debian's curl", build: agnhostImage},
 	{ref: "e2e-test-images/agnhost:2.55", how: "agnhost from k8s.io/kubernetes v1.37.2 on busybox (the previous version's tag)", build: agnhostImage},
 	{ref: "k8s-authenticated-test/agnhost:2.6", how: "agnhost (the private registry's image; the local registry has no authentication)", build: agnhostImage},
 	{ref: "k8s/pause:3.10.2", how: "agnhost pause",
@@ -111,8 +112,8 @@ var e2eImages = []e2eImage{
 
 // e2eNotBuilt are the suite's images this machine cannot build, with why.
 var e2eNotBuilt = map[string]string{
-	"e2e-test-images/nginx:1.27.0-2": "nginx: no statically linked nginx (upstream's is Alpine's)",
-	"e2e-test-images/nginx:1.28.0-2": "nginx: no statically linked nginx (upstream's is Alpine's)",
+	"e2e-test-images/nginx:1.27.0-2": "nginx: not packed yet (upstream's is Alpine's; Debian's nginx-light could go in with its libraries, as curl does)",
+	"e2e-test-images/nginx:1.28.0-2": "nginx: not packed yet (upstream's is Alpine's; Debian's nginx-light could go in with its libraries, as curl does)",
 	"e2e-test-images/perl:5.26":      "perl: not packed",
 }
 
@@ -131,7 +132,13 @@ func agnhostImage(l e2eLayers) (v1.Image, error) {
 }
 
 func agnhostLayer(dir string) (v1.Layer, error) {
-	files := []testimage.File{}
+	// Upstream's image has Alpine's curl, which the suite's network
+	// tests run inside agnhost pods; busybox has none, so Debian's curl
+	// goes in with the shared libraries it loads.
+	files, err := hostBinaryFiles("/usr/bin/curl")
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []struct {
 		name, src string
 		mode      int64
@@ -153,6 +160,50 @@ func agnhostLayer(dir string) (v1.Layer, error) {
 			"group-defined-in-image:x:50000:user-defined-in-image\nnogroup:x:65534:\n")},
 	)
 	return testimage.FilesLayer(files)
+}
+
+// hostBinaryFiles are the files of the host's dynamically linked
+// programs bins and of every shared library ldd says they load, at the
+// same paths, with the directories above them.
+func hostBinaryFiles(bins ...string) ([]testimage.File, error) {
+	paths := slices.Clone(bins)
+	for _, bin := range bins {
+		out, err := exec.Command("ldd", bin).Output()
+		if err != nil {
+			return nil, fmt.Errorf("ldd %s: %w", bin, err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			for _, f := range strings.Fields(line) {
+				if strings.HasPrefix(f, "/") {
+					paths = append(paths, f)
+				}
+			}
+		}
+	}
+	slices.Sort(paths)
+	paths = slices.Compact(paths)
+	var files []testimage.File
+	dirs := map[string]bool{}
+	for _, p := range paths {
+		var parents []string
+		for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			if !dirs[d] {
+				dirs[d] = true
+				files = append(files, testimage.File{Name: strings.TrimPrefix(d, "/"), Mode: 0o755, Dir: true})
+			}
+		}
+		// Libraries are often symlinks to a versioned name: the file
+		// goes in under the name the loader looks for.
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, testimage.File{Name: strings.TrimPrefix(p, "/"), Mode: 0o755, Data: b})
+	}
+	return files, nil
 }
 
 // webImage is upstream's kitten or nautilus image: agnhost's
