@@ -121,7 +121,7 @@ func TestLifecycleHooks(t *testing.T) {
 		p.runSpec(api.CreateInstanceRequest{Name: "sleepy", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{
 			{
 				Name: "app", Image: "kanga.test/busybox",
-				Command: []string{"sh", "-c", `trap 'echo got-term; exit 0' TERM; while true; do sleep 0.2; done`},
+				Command:   []string{"sh", "-c", `trap 'echo got-term; exit 0' TERM; while true; do sleep 0.2; done`},
 				Lifecycle: &api.Lifecycle{PreStop: &api.LifecycleHandler{Sleep: &api.SleepAction{Seconds: 600}}},
 			},
 			{
