@@ -330,6 +330,19 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The commit the platform and the node are built from, for the
+	// table (bin/kanga is built from the working tree).
+	commit := "unknown"
+	if b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		commit = strings.TrimSpace(string(b))
+		if b, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(b) > 0 {
+			commit += " (with uncommitted changes)"
+		}
+	}
+	if err := os.WriteFile(filepath.Join(out, "commit.txt"), []byte(commit+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	bin := k8sBinaries(t, "kube-controller-manager", "kube-scheduler")
 	registry := testenv.StartRegistry(t)
 	// Loopback registries are refused unless the operator allows them.
