@@ -164,9 +164,15 @@ func run(w io.Writer, dir, causes, command, focus, skip string) error {
 		switch {
 		case s.State == "passed":
 		case s.State == "skipped" && skipRE.MatchString(n):
-			r.result, r.reason = "skipped", "excluded by the run's skip ("+skip+")"
+			r.result, r.reason = "not run", "excluded by the run's skip ("+skip+")"
+		case s.State == "skipped" && strings.TrimSpace(s.Failure.Message) == "":
+			// Ginkgo skips, without a word, every spec left when the
+			// suite is interrupted.
+			r.result, r.reason = "not run", "the suite's timeout ended the run first"
 		case s.State == "skipped":
 			r.reason = firstLine(s.Failure.Message)
+		case s.State == "interrupted":
+			r.result, r.reason = "not run", "running when the suite's timeout ended the run"
 		default:
 			r.result = "failed"
 			cause := ""
@@ -209,7 +215,10 @@ func run(w io.Writer, dir, causes, command, focus, skip string) error {
 	fmt.Fprintf(w, "| ginkgo focus / skip | `%s` / `%s` |\n", focus, skip)
 	fmt.Fprintf(w, "| suite run time | %s |\n", rep.RunTime.Round(time.Second))
 	total := len(rows)
-	fmt.Fprintf(w, "\n**%d tests: %d passed, %d failed, %d skipped.**\n\n", total, totals["passed"], totals["failed"], totals["skipped"])
+	fmt.Fprintf(w, "\n**%d tests: %d passed, %d failed, %d skipped by the suite, %d not run.**\n\n", total, totals["passed"], totals["failed"], totals["skipped"], totals["not run"])
+	if ran := totals["passed"] + totals["failed"]; ran > 0 {
+		fmt.Fprintf(w, "Of the %d that ran, %d passed (%d%%).\n\n", ran, totals["passed"], totals["passed"]*100/ran)
+	}
 
 	fmt.Fprintf(w, "## Images\n\nNo outside registry is reachable here: the suite's images are built locally and served\n")
 	fmt.Fprintf(w, "by a loopback registry that `KUBE_TEST_REPO_LIST` maps the framework's registries to.\n\n")
