@@ -1044,7 +1044,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	// Once no container has them: the data stays on the persistent
-	// volumes, the emptyDirs go.
+	// volumes, the emptyDirs go (the sub-path binds into them first).
+	if err := r.a.unmountSubPaths(r.uid); err != nil {
+		return fmt.Errorf("unmounting the sub-path binds: %w", err)
+	}
 	if err := r.releaseVolumes(ctx, &inst); err != nil {
 		return err
 	}

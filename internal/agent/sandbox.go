@@ -154,6 +154,9 @@ func (a *Agent) removeFiles(uid string) {
 // secret and config files taken off first (RemoveAll would empty it and
 // then fail on the mount point, leaving it mounted).
 func (a *Agent) removeSandboxDir(uid string) {
+	if err := a.unmountSubPaths(uid); err != nil {
+		a.log.Warn("unmounting the sub-path binds failed", "uid", uid, "err", err)
+	}
 	if err := unmountFiles(a.filesDir(uid)); err != nil {
 		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
 	}
@@ -453,13 +456,21 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(hostnameOf(inst)),
-		r.withVolumeMounts(c.spec),
 	)
-	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
-		opts = append(opts, oci.WithMounts(m))
+	mounts := volumeMounts(c.spec, r.volumePaths)
+	mounts = append(mounts, objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec)...)
+	mounts = append(mounts, r.a.pvSpecMounts(inst, c.spec)...)
+	// Secret and config volumes are the agent's own files: a missing
+	// sub-path there is an error, not a directory to make.
+	mounts, err = r.withSubPaths(c.spec, mounts, func(name string) bool {
+		i := slices.IndexFunc(inst.Spec.Volumes, func(v api.Volume) bool { return v.Name == name })
+		return i >= 0 && inst.Spec.Volumes[i].Secret == nil && inst.Spec.Volumes[i].Config == nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
-		opts = append(opts, oci.WithMounts(ms))
+	if len(mounts) > 0 {
+		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))

@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/mount"
-	"github.com/containerd/containerd/oci"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -139,11 +138,6 @@ func volumeMounts(c api.ContainerSpec, paths map[string]string) []specs.Mount {
 		})
 	}
 	return out
-}
-
-// withVolumeMounts adds c's volume mounts to its spec.
-func (r *runner) withVolumeMounts(c api.ContainerSpec) oci.SpecOpts {
-	return oci.WithMounts(volumeMounts(c, r.volumePaths))
 }
 
 // limitWritableLayer puts a filesystem of the instance's disk limit under
