@@ -47,7 +47,8 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 	paths := map[string]string{}
 	var teardowns []func(context.Context) error
 	undo := func(ctx context.Context) error {
-		var errs []error
+		// The sub-path binds into the emptyDirs (subpath.go) first.
+		errs := []error{r.a.unmountSubPaths(r.uid)}
 		for i := len(teardowns) - 1; i >= 0; i-- {
 			errs = append(errs, teardowns[i](ctx))
 		}
