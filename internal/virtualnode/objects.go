@@ -34,17 +34,32 @@ func objectSum(o volumeObject) [32]byte {
 	return sum
 }
 
-// writeObject creates or replaces o in the tenant of kanga.
-func writeObject(ctx context.Context, kanga *client.Client, o volumeObject) error {
+// writeObject creates or replaces o in the tenant of kanga: it creates
+// first, or, when update says the object should exist, replaces first.
+func writeObject(ctx context.Context, kanga *client.Client, o volumeObject, update bool) error {
+	create := func() error {
+		if o.secret {
+			_, err := kanga.CreateSecret(ctx, o.name, o.data)
+			return err
+		}
+		_, err := kanga.CreateConfig(ctx, o.name, o.data)
+		return err
+	}
+	replace := func() error {
+		if o.secret {
+			_, err := kanga.UpdateSecret(ctx, o.name, o.data)
+			return err
+		}
+		_, err := kanga.UpdateConfig(ctx, o.name, o.data)
+		return err
+	}
 	var err error
-	if o.secret {
-		if _, err = kanga.CreateSecret(ctx, o.name, o.data); errors.Is(err, errdefs.ErrAlreadyExists) {
-			_, err = kanga.UpdateSecret(ctx, o.name, o.data)
+	if update {
+		if err = replace(); errors.Is(err, errdefs.ErrNotFound) {
+			err = create()
 		}
-	} else {
-		if _, err = kanga.CreateConfig(ctx, o.name, o.data); errors.Is(err, errdefs.ErrAlreadyExists) {
-			_, err = kanga.UpdateConfig(ctx, o.name, o.data)
-		}
+	} else if err = create(); errors.Is(err, errdefs.ErrAlreadyExists) {
+		err = replace()
 	}
 	if err != nil {
 		kind := "config"
@@ -60,7 +75,7 @@ func writeObject(ctx context.Context, kanga *client.Client, o volumeObject) erro
 // is created.
 func (p *Provider) writeObjects(ctx context.Context, kanga *client.Client, objs []volumeObject) error {
 	for _, o := range objs {
-		if err := writeObject(ctx, kanga, o); err != nil {
+		if err := writeObject(ctx, kanga, o, false); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -133,7 +148,7 @@ func (p *Provider) syncObjects(ctx context.Context, known map[string]*corev1.Pod
 			if same {
 				continue
 			}
-			if err := writeObject(ctx, p.tenants.client(pod.Namespace), o); err != nil {
+			if err := writeObject(ctx, p.tenants.client(pod.Namespace), o, true); err != nil {
 				p.log.Warn("updating the object of a pod volume failed; retried on the next poll", "pod", podKey(pod.Namespace, pod.Name), "volume", o.volume, "err", err)
 				continue
 			}
