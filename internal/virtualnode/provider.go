@@ -177,6 +177,18 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	cctx := client.WithRetryObserver(ctx, func(r client.Retry) {
 		p.log.Info("the server is busy; retrying the create", "pod", podKey(pod.Namespace, pod.Name), "attempt", r.Attempt, "wait", r.Wait)
 	})
+	// A claim mapped to a Kanga volume that is not there (yet) keeps the
+	// pod waiting, as an unbound claim does, rather than refused.
+	for i, v := range spec.Volumes {
+		if v.PersistentVolume == nil {
+			continue
+		}
+		if _, err := kanga.GetVolume(ctx, v.PersistentVolume.Name); errors.Is(err, errdefs.ErrNotFound) {
+			p.env.warn(pod, reasonFailedMount, "spec.volumes[%d] %s: Kanga volume %q does not exist in the namespace's tenant: create it (kanga volume create %s --size ...)",
+				i, v.Name, v.PersistentVolume.Name, v.PersistentVolume.Name)
+			return fmt.Errorf("spec.volumes[%d] %s: Kanga volume %q not found: %w", i, v.Name, v.PersistentVolume.Name, errEnvSource)
+		}
+	}
 	// The objects of its volumes first: the API checks that they exist.
 	if err := p.writeObjects(ctx, kanga, objs); err != nil {
 		if errors.Is(err, errdefs.ErrInvalidArgument) {

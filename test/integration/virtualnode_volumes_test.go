@@ -219,6 +219,40 @@ func TestVirtualNodeVolumes(t *testing.T) {
 		t.Errorf("/late/k: %q %q", r.stdout, r.stderr)
 	}
 
+	// Claims that map to no Kanga volume: the pods wait, with events.
+	for _, c := range []struct{ claim, ann, msg string }{
+		{"unbound", "", `persistentvolumeclaim "unbound" is not bound to a Kanga volume`},
+		{"missing", "nosuch", `Kanga volume "nosuch" does not exist`},
+	} {
+		pvc := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: c.claim},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("32Mi")}}},
+		}
+		if c.ann != "" {
+			pvc.Annotations = map[string]string{virtualnode.AnnotationVolume: c.ann}
+		}
+		if _, err := kube.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		name := "claim-" + c.claim
+		if _, err := pods.Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{NodeName: node, Tolerations: tol, Containers: []corev1.Container{{Name: "main", Image: "kanga.test/busybox",
+				VolumeMounts: []corev1.VolumeMount{{Name: "d", MountPath: "/d"}}}},
+				Volumes: []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.claim}}}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitForEvent(t, kube.CoreV1().Events("default"), name, "FailedMount", c.msg)
+		if got, err := pods.Get(ctx, name, metav1.GetOptions{}); err != nil || got.Status.Phase != corev1.PodPending {
+			t.Errorf("pod %s: %v, phase %v; want Pending", name, err, got.Status.Phase)
+		}
+		if err := pods.Delete(ctx, name, *metav1.NewDeleteOptions(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// An unsupported volume type is refused, naming the volume and type.
 	nfs := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "nfs"},
