@@ -450,6 +450,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	}
 	r.mark("task-lookup")
 	inst, _ := r.snapshot()
+	if err := r.bindSubPaths(&inst, c.spec); err != nil {
+		return err
+	}
 	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
 	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
 	task, err := c.c.NewTask(ctx, logs)

@@ -457,19 +457,7 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithEnv(env),
 		oci.WithHostname(hostnameOf(inst)),
 	)
-	mounts := volumeMounts(c.spec, r.volumePaths)
-	mounts = append(mounts, objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec)...)
-	mounts = append(mounts, r.a.pvSpecMounts(inst, c.spec)...)
-	// Secret and config volumes are the agent's own files: a missing
-	// sub-path there is an error, not a directory to make.
-	mounts, err = r.withSubPaths(c.spec, mounts, func(name string) bool {
-		i := slices.IndexFunc(inst.Spec.Volumes, func(v api.Volume) bool { return v.Name == name })
-		return i >= 0 && inst.Spec.Volumes[i].Secret == nil && inst.Spec.Volumes[i].Config == nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(mounts) > 0 {
+	if mounts := r.withSubPaths(c.spec, r.mountsOf(inst, c.spec)); len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if c.spec.WorkingDir != "" {

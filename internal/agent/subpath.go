@@ -38,10 +38,45 @@ import (
 
 func (a *Agent) subPathDir(uid string) string { return filepath.Join(a.sandboxDir(uid), "subpaths") }
 
-// withSubPaths replaces the source of each of ms that c mounts with a
-// subPath by a bind of that path inside the source (see above). writable
-// tells the volumes whose missing sub-paths may be created.
-func (r *runner) withSubPaths(c api.ContainerSpec, ms []specs.Mount, writable func(volume string) bool) ([]specs.Mount, error) {
+// subPathTarget is the mount point of the i-th volume mount of container.
+func (a *Agent) subPathTarget(uid, container string, i int) string {
+	return filepath.Join(a.subPathDir(uid), container, strconv.Itoa(i))
+}
+
+// mountsOf are container c's volume mounts, each with its volume's host
+// directory as source.
+func (r *runner) mountsOf(inst *api.Instance, c api.ContainerSpec) []specs.Mount {
+	ms := volumeMounts(c, r.volumePaths)
+	ms = append(ms, objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c)...)
+	return append(ms, r.a.pvSpecMounts(inst, c)...)
+}
+
+// withSubPaths points the mounts of ms that c makes with a subPath at
+// their mount points under the sandbox, which bindSubPaths fills before
+// each task of c: the sub-path is resolved when the container starts,
+// after the init containers ran, as the kubelet resolves it.
+func (r *runner) withSubPaths(c api.ContainerSpec, ms []specs.Mount) []specs.Mount {
+	for i, vm := range c.VolumeMounts {
+		if vm.SubPath == "" {
+			continue
+		}
+		dest := filepath.Clean(vm.MountPath)
+		if j := slices.IndexFunc(ms, func(m specs.Mount) bool { return m.Destination == dest }); j >= 0 {
+			ms[j].Source = r.a.subPathTarget(r.uid, c.Name, i)
+		}
+	}
+	return ms
+}
+
+// bindSubPaths binds each sub-path container c mounts onto its mount
+// point (see above). A missing sub-path of an emptyDir or persistent
+// volume is made a directory; of a secret or config volume, the agent's
+// own files, it is an error.
+func (r *runner) bindSubPaths(inst *api.Instance, c api.ContainerSpec) error {
+	if !slices.ContainsFunc(c.VolumeMounts, func(vm api.VolumeMount) bool { return vm.SubPath != "" }) {
+		return nil
+	}
+	ms := r.mountsOf(inst, c)
 	for i, vm := range c.VolumeMounts {
 		if vm.SubPath == "" {
 			continue
@@ -51,13 +86,13 @@ func (r *runner) withSubPaths(c api.ContainerSpec, ms []specs.Mount, writable fu
 		if j < 0 {
 			continue
 		}
-		target := filepath.Join(r.a.subPathDir(r.uid), c.Name, strconv.Itoa(i))
-		if err := bindSubPath(ms[j].Source, vm.SubPath, target, writable(vm.Name)); err != nil {
-			return nil, fmt.Errorf("volumeMounts[%d] %s subPath %q: %w", i, vm.Name, vm.SubPath, err)
+		k := slices.IndexFunc(inst.Spec.Volumes, func(v api.Volume) bool { return v.Name == vm.Name })
+		create := k >= 0 && inst.Spec.Volumes[k].Secret == nil && inst.Spec.Volumes[k].Config == nil
+		if err := bindSubPath(ms[j].Source, vm.SubPath, r.a.subPathTarget(r.uid, c.Name, i), create); err != nil {
+			return fmt.Errorf("volumeMounts[%d] %s subPath %q: %w", i, vm.Name, vm.SubPath, err)
 		}
-		ms[j].Source = target
 	}
-	return ms, nil
+	return nil
 }
 
 // resolveInRoot is how a sub-path is opened under its volume's root.
