@@ -140,7 +140,7 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 			return api.InstanceSpec{}, nil, err
 		}
 		if err := lifecycle(c, &cs); err != nil {
-			return api.InstanceSpec{}, err
+			return api.InstanceSpec{}, nil, err
 		}
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
