@@ -285,9 +285,53 @@ func TestVirtualNodeVolumes(t *testing.T) {
 		r := p.kanga("ps", "-a", "-q")
 		return r.code == 0 && !strings.Contains(r.stdout, inst)
 	})
+	// The same volume through a static PersistentVolume of the Kanga CSI
+	// driver name, bound to a claim.
+	if _, err := kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "pv-static"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("32Mi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: virtualnode.CSIDriver, VolumeHandle: "pvdata"}},
+			ClaimRef:               &corev1.ObjectReference{Namespace: "default", Name: "static"},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "static"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, VolumeName: "pv-static",
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("32Mi")}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "static"},
+		Spec: corev1.PodSpec{NodeName: node, Tolerations: tol, Containers: []corev1.Container{{Name: "main", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "d", MountPath: "/data", ReadOnly: true}}}},
+			Volumes: []corev1.Volume{{Name: "d", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "static"}}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "pod static running", 3*time.Minute, func() bool {
+		got, err := pods.Get(ctx, "static", metav1.GetOptions{})
+		return err == nil && got.Status.Phase == corev1.PodRunning
+	})
+	static := virtualnode.InstanceName("default", "static")
+	if r := p.kanga("exec", static, "cat", "/data/m"); r.stdout != "pv-marker\n" {
+		t.Errorf("pod static read %q %q", r.stdout, r.stderr)
+	}
+	if err := pods.Delete(ctx, "static", *metav1.NewDeleteOptions(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "instance static removed", 2*time.Minute, func() bool {
+		r := p.kanga("ps", "-a", "-q")
+		return r.code == 0 && !strings.Contains(r.stdout, static)
+	})
+
 	// The volume is free again, its data kept.
 	if out := p.must("run", "--rm", "-v", "pvdata:/data", "kanga.test/busybox", "cat", "/data/m"); out != "pv-marker\n" {
-		t.Errorf("pvdata after the pod: %q", out)
+		t.Errorf("pvdata after the pods: %q", out)
 	}
 }
 
