@@ -23,11 +23,12 @@ import (
 // the kubelet lays them out, a ConfigMap update and a label change
 // reaching the files, subPath mounts that stay inside their volume
 // although an init container planted symlinks to /etc in it, a claim
-// mapped to a Kanga volume written earlier. The secret's value is not in
-// Kanga's etcd in the clear. A pod whose ConfigMap is missing waits with
-// a FailedMount event and starts once it exists; a pod with an nfs
-// volume is refused naming it; deleting the pods removes the Kanga
-// objects the node made for their volumes.
+// mapped to a Kanga volume written earlier (by annotation, and through a
+// static PersistentVolume). The secret's value is not in Kanga's etcd in
+// the clear. A pod whose ConfigMap is missing waits with a FailedMount
+// event and starts once it exists; so do pods whose claims map to no
+// Kanga volume; a pod with an nfs volume is refused naming it; deleting
+// the pods removes the Kanga objects the node made for their volumes.
 func TestVirtualNodeVolumes(t *testing.T) {
 	bin := k8sBinaries(t)
 	p := startPlatform(t)
