@@ -459,6 +459,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	}
 	r.mark("task-lookup")
 	inst, _ := r.snapshot()
+	if err := r.bindSubPaths(&inst, c.spec); err != nil {
+		return err
+	}
 	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
 	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
 	task, err := c.c.NewTask(ctx, logs)
@@ -1066,7 +1069,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	// Once no container has them: the data stays on the persistent
-	// volumes, the emptyDirs go.
+	// volumes, the emptyDirs go (the sub-path binds into them first).
+	if err := r.a.unmountSubPaths(r.uid); err != nil {
+		return fmt.Errorf("unmounting the sub-path binds: %w", err)
+	}
 	if err := r.releaseVolumes(ctx, &inst); err != nil {
 		return err
 	}

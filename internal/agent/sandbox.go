@@ -154,6 +154,9 @@ func (a *Agent) removeFiles(uid string) {
 // secret and config files taken off first (RemoveAll would empty it and
 // then fail on the mount point, leaving it mounted).
 func (a *Agent) removeSandboxDir(uid string) {
+	if err := a.unmountSubPaths(uid); err != nil {
+		a.log.Warn("unmounting the sub-path binds failed", "uid", uid, "err", err)
+	}
 	if err := unmountFiles(a.filesDir(uid)); err != nil {
 		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
 	}
@@ -453,13 +456,9 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(hostnameOf(inst)),
-		r.withVolumeMounts(c.spec),
 	)
-	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
-		opts = append(opts, oci.WithMounts(m))
-	}
-	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
-		opts = append(opts, oci.WithMounts(ms))
+	if mounts := r.withSubPaths(c.spec, r.mountsOf(inst, c.spec)); len(mounts) > 0 {
+		opts = append(opts, oci.WithMounts(mounts))
 	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))
