@@ -458,6 +458,11 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	r.mark("task-lookup")
+	if c.spec.TerminationMessagePath != "" {
+		if err := resetTerminationFile(r.a.terminationDir(r.uid), c.spec.Name); err != nil {
+			return err
+		}
+	}
 	inst, _ := r.snapshot()
 	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
 	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
@@ -489,6 +494,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	c.status.State = api.ContainerRunning
 	c.status.Reason = ""
 	c.status.ExitCode = nil
+	c.status.Message = ""
 	c.status.StartedAt = &now
 	c.status.FinishedAt = nil
 	c.status.PID = int(task.Pid())
@@ -747,6 +753,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	c.status.ExitCode = &code
 	c.status.FinishedAt = &at
 	c.status.PID = 0
+	c.status.Message = r.a.terminationMessage(r.uid, &c.spec, code)
 	switch {
 	case r.stopping:
 		c.status.Reason = "Stopped"

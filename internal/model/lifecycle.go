@@ -98,3 +98,31 @@ func HookDescription(h *api.LifecycleHandler) string {
 	}
 	return ""
 }
+
+// validateTermination checks a container's termination message file and
+// policy. The file may be under /dev, where Kubernetes puts it
+// (/dev/termination-log): it is bound over the container's own /dev
+// tmpfs, not the host's.
+func validateTermination(f string, c *api.ContainerSpec) []error {
+	var errs []error
+	if p := c.TerminationMessagePath; p != "" {
+		field := f + ".terminationMessagePath"
+		check := p
+		if rest, ok := strings.CutPrefix(p, "/dev/"); ok {
+			// The mount path rules, but for the /dev root.
+			check = "/termination-log-dir/" + rest
+			if strings.Trim(rest, "/.") == "" {
+				check = "/dev" // /dev itself
+			}
+		}
+		if err := ValidateMountPath(field, check); err != nil {
+			errs = append(errs, invalid("%s %q is not a file path the container may have: absolute, without '..', not the root nor under /proc, /sys or /.kanga", field, truncate(p)))
+		}
+	}
+	switch c.TerminationMessagePolicy {
+	case "", api.TerminationMessageReadFile, api.TerminationMessageFallbackToLogsOnError:
+	default:
+		errs = append(errs, invalid("%s.terminationMessagePolicy %q is not File or FallbackToLogsOnError", f, truncate(c.TerminationMessagePolicy)))
+	}
+	return errs
+}

@@ -184,6 +184,7 @@ func Validate(spec *api.InstanceSpec) error {
 			errs = append(errs, invalid("%s.workingDir: %d bytes, at most %d", f, len(c.WorkingDir), MaxPath))
 		}
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
+		errs = append(errs, validateTermination(f, &c)...)
 		if c.RestartPolicy != "" {
 			errs = append(errs, containerRestartPolicy(sc))
 		}

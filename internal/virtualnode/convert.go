@@ -187,6 +187,10 @@ func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []a
 		// Added capabilities and Unconfined go to Kanga's API, which
 		// allows them only as far as the tenant's policy does.
 		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+		// The API server defaults both; a pod read from a file may not
+		// have them, and then has no message file, as Kanga's API.
+		TerminationMessagePath:   c.TerminationMessagePath,
+		TerminationMessagePolicy: string(c.TerminationMessagePolicy),
 	}
 	if node != "" {
 		cs.Env = append(cs.Env, marker...)
