@@ -228,6 +228,13 @@ type InstanceSpec struct {
 	// start: then its containers are stopped and it fails with reason
 	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+	// TerminationGracePeriodSeconds is how long a container has between
+	// its stop signal (after its preStop hook) and SIGKILL when the
+	// platform stops it: a stop without a timeout, the deadline, a failed
+	// liveness or startup probe or postStart hook (0-3600; default 10). A
+	// stop with a timeout (kanga stop -t, a pod deletion's grace period)
+	// uses that instead.
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 	// Hostname is the containers' hostname (and the name /etc/hosts
 	// gives the instance's address); the instance name if empty.
 	Hostname string `json:"hostname,omitempty"`

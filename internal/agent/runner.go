@@ -788,7 +788,8 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 // otherwise), and SIGKILL after grace.
 func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
-	grace := 10
+	inst, _ := r.snapshot()
+	grace := model.StopGrace(&inst.Spec)
 	if gracePtr != nil {
 		grace = *gracePtr
 	}

@@ -8,6 +8,21 @@ import (
 	"github.com/kanga-run/kanga/api"
 )
 
+// Stop grace periods: the platform's default, and the longest a stop or
+// a spec may ask for.
+const (
+	DefaultStopGrace = 10
+	MaxStopGrace     = 3600
+)
+
+// StopGrace is the grace period of a stop of spec that gives none.
+func StopGrace(spec *api.InstanceSpec) int {
+	if g := spec.TerminationGracePeriodSeconds; g != nil {
+		return int(*g)
+	}
+	return DefaultStopGrace
+}
+
 // MaxHookSleep caps a sleep hook: a preStop is bounded by the stop's
 // grace period anyway, a postStart holds the container's readiness.
 const MaxHookSleep = 3600

@@ -124,3 +124,23 @@ func TestValidateTermination(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateTerminationGrace(t *testing.T) {
+	for _, tc := range []struct {
+		grace int64
+		ok    bool
+	}{{0, true}, {30, true}, {MaxStopGrace, true}, {-1, false}, {MaxStopGrace + 1, false}} {
+		s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest"}}, TerminationGracePeriodSeconds: &tc.grace}
+		Defaults(&s, "runc")
+		err := Validate(&s)
+		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "spec.terminationGracePeriodSeconds")) {
+			t.Errorf("grace %d: Validate = %v", tc.grace, err)
+		}
+		if tc.ok && StopGrace(&s) != int(tc.grace) {
+			t.Errorf("grace %d: StopGrace = %d", tc.grace, StopGrace(&s))
+		}
+	}
+	if g := StopGrace(&api.InstanceSpec{}); g != DefaultStopGrace {
+		t.Errorf("StopGrace of a spec without one = %d, want %d", g, DefaultStopGrace)
+	}
+}

@@ -247,6 +247,9 @@ func Validate(spec *api.InstanceSpec) error {
 	if d := spec.ActiveDeadlineSeconds; d != nil && *d < 1 {
 		errs = append(errs, invalid("spec.activeDeadlineSeconds %d: give at least 1 second, or leave it out for no deadline", *d))
 	}
+	if g := spec.TerminationGracePeriodSeconds; g != nil && (*g < 0 || *g > MaxStopGrace) {
+		errs = append(errs, invalid("spec.terminationGracePeriodSeconds %d is out of range 0-%d", *g, MaxStopGrace))
+	}
 	switch spec.SchedulingPolicy {
 	case "", "binpack", "spread":
 	default:

@@ -106,9 +106,12 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 		// Kanga instances are immutable: a deadline shortened on the
 		// running pod is not applied (see UpdatePod).
 		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
-		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:          pod.Annotations[AnnotationInstanceType],
-		Runtime:               pod.Annotations[AnnotationRuntime],
+		// The grace of the kills the node makes itself (probes, hooks);
+		// a deletion's comes with the deletion.
+		TerminationGracePeriodSeconds: pod.Spec.TerminationGracePeriodSeconds,
+		RestartPolicy:                 restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:                  pod.Annotations[AnnotationInstanceType],
+		Runtime:                       pod.Annotations[AnnotationRuntime],
 	}
 	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
