@@ -458,6 +458,11 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	r.mark("task-lookup")
+	if c.spec.TerminationMessagePath != "" {
+		if err := resetTerminationFile(r.a.terminationDir(r.uid), c.spec.Name); err != nil {
+			return err
+		}
+	}
 	inst, _ := r.snapshot()
 	if err := r.bindSubPaths(&inst, c.spec); err != nil {
 		return err
@@ -492,6 +497,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	c.status.State = api.ContainerRunning
 	c.status.Reason = ""
 	c.status.ExitCode = nil
+	c.status.Message = ""
 	c.status.StartedAt = &now
 	c.status.FinishedAt = nil
 	c.status.PID = int(task.Pid())
@@ -750,6 +756,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	c.status.ExitCode = &code
 	c.status.FinishedAt = &at
 	c.status.PID = 0
+	c.status.Message = r.a.terminationMessage(r.uid, &c.spec, code)
 	switch {
 	case r.stopping:
 		c.status.Reason = "Stopped"
@@ -784,7 +791,8 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 // otherwise), and SIGKILL after grace.
 func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
-	grace := 10
+	inst, _ := r.snapshot()
+	grace := model.StopGrace(&inst.Spec)
 	if gracePtr != nil {
 		grace = *gracePtr
 	}

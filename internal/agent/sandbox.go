@@ -160,6 +160,9 @@ func (a *Agent) removeSandboxDir(uid string) {
 	if err := unmountFiles(a.filesDir(uid)); err != nil {
 		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
 	}
+	if err := unmountFiles(a.terminationDir(uid)); err != nil {
+		a.log.Warn("unmounting the termination messages failed", "uid", uid, "err", err)
+	}
 	_ = os.RemoveAll(a.sandboxDir(uid))
 }
 
@@ -459,6 +462,9 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	)
 	if mounts := r.withSubPaths(c.spec, r.mountsOf(inst, c.spec)); len(mounts) > 0 {
 		opts = append(opts, oci.WithMounts(mounts))
+	}
+	if ms := terminationMount(r.a.terminationDir(r.uid), &c.spec); len(ms) > 0 {
+		opts = append(opts, oci.WithMounts(ms))
 	}
 	if c.spec.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.spec.WorkingDir))

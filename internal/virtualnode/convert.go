@@ -112,10 +112,13 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 		// Kanga instances are immutable: a deadline shortened on the
 		// running pod is not applied (see UpdatePod).
 		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
-		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:          pod.Annotations[AnnotationInstanceType],
-		Runtime:               pod.Annotations[AnnotationRuntime],
-		Volumes:               vols.volumes,
+		// The grace of the kills the node makes itself (probes, hooks);
+		// a deletion's comes with the deletion.
+		TerminationGracePeriodSeconds: pod.Spec.TerminationGracePeriodSeconds,
+		RestartPolicy:                 restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:                  pod.Annotations[AnnotationInstanceType],
+		Runtime:                       pod.Annotations[AnnotationRuntime],
+		Volumes:                       vols.volumes,
 	}
 	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
@@ -199,6 +202,10 @@ func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []a
 		// Added capabilities and Unconfined go to Kanga's API, which
 		// allows them only as far as the tenant's policy does.
 		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+		// The API server defaults both; a pod read from a file may not
+		// have them, and then has no message file, as Kanga's API.
+		TerminationMessagePath:   c.TerminationMessagePath,
+		TerminationMessagePolicy: string(c.TerminationMessagePolicy),
 	}
 	if node != "" {
 		cs.Env = append(cs.Env, marker...)
