@@ -34,6 +34,7 @@ import (
 //	KANGA_CONFORMANCE_SKIP    ginkgo skip (default `\[Flaky\]|\[Disruptive\]|\[Slow\]`)
 //	KANGA_CONFORMANCE_PROCS   ginkgo processes (default 2)
 //	KANGA_CONFORMANCE_TIMEOUT the suite's timeout (default 3h)
+//	KANGA_CONFORMANCE_NODE_ADDR the node's address (default 198.18.255.2)
 //
 // docs/conformance.md publishes the results.
 
@@ -352,7 +353,9 @@ func TestConformance(t *testing.T) {
 	cp := startControlPlaneRunning(t, bin, []string{"*"})
 	// The API server reaches the kubelet API (logs, exec, port-forward)
 	// on a non-loopback address (see TestVirtualKubeletE2E).
-	addr := nodeAddress(t, "kanga-conf", "198.18.255.2")
+	// KANGA_CONFORMANCE_NODE_ADDR lets two runs go side by side.
+	ip := envOr("KANGA_CONFORMANCE_NODE_ADDR", "198.18.255.2")
+	addr := nodeAddress(t, "kanga-conf"+ip[strings.LastIndex(ip, ".")+1:], ip)
 	const node = "kanga-conformance"
 	vn := &virtualNode{
 		t: t, p: p, logPath: filepath.Join(out, "virtual-node.log"),
