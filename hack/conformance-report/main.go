@@ -7,8 +7,8 @@
 //
 // Causes are classified by the rules of -causes (default causes.txt next
 // to this file): one per line, a Go regular expression, a tab, the cause;
-// the first rule matching a failure's message (else the test's name, else
-// the test's log) names its cause. Failures no rule matches are grouped under their message's
+// the first rule matching a failure's message, the test's name or the
+// test's log names its cause. Failures no rule matches are grouped under their message's
 // first line.
 package main
 
@@ -174,16 +174,18 @@ func run(w io.Writer, dir, causes, command, focus, skip, title, note string, how
 			r.result, r.reason = "not run", "the suite's timeout ended the run first"
 		case s.State == "skipped":
 			r.reason = firstLine(s.Failure.Message)
-		case s.State == "interrupted":
+		case s.State == "interrupted" || strings.Contains(s.Failure.Message, "A suite timeout occurred"):
 			r.result, r.reason = "not run", "running when the suite's timeout ended the run"
 		default:
 			r.result = "failed"
 			cause := ""
-			// The failure's message first, then the test's name, then
-			// its log (where a refused pod's reason is).
+			// Rules in order, each tried on the failure's message, the
+			// test's name and its log (where a refused pod's reason is):
+			// the node's own refusals, first in the file, win over
+			// guesses from a test's name.
 		match:
-			for _, text := range []string{s.Failure.Message, n, s.CapturedGinkgoWriterOutput} {
-				for _, ru := range rules {
+			for _, ru := range rules {
+				for _, text := range []string{s.Failure.Message, n, s.CapturedGinkgoWriterOutput} {
 					if ru.re.MatchString(text) {
 						cause = ru.cause
 						break match
