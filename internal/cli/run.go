@@ -34,6 +34,7 @@ type runFlags struct {
 	rm         bool
 	name       string
 	env        []string
+	envFiles   []string
 	cpu        string
 	memory     string
 	restart    string
@@ -118,6 +119,7 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
 	fl.StringVar(&f.name, "name", "", "instance name (default: chosen by the server)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable: KEY=VALUE, or KEY to copy it from your environment")
+	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines (# comments; KEY alone copies it from your environment; -e wins)")
 	fl.StringVar(&f.cpu, "cpu", "", `CPU limit, e.g. "0.5" or "500m"`)
 	fl.StringVar(&f.memory, "memory", "", `memory limit, e.g. "256Mi" or "1G"`)
 	fl.StringVar(&f.restart, "restart", "", "restart policy: no, on-failure or always (default no)")
@@ -352,7 +354,7 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) > 0 {
 			return req, fmt.Errorf("-f takes the whole instance from %s: give no IMAGE or COMMAND (got %q)", f.file, args)
 		}
-		for _, name := range []string{"env", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt", "user", "read-only"} {
+		for _, name := range []string{"env", "env-file", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt", "user", "read-only"} {
 			if changed(name) {
 				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
 			}
@@ -370,10 +372,15 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) == 0 {
 			return req, errors.New("run needs an IMAGE (or -f FILE)\nUsage: kanga run [OPTIONS] IMAGE [COMMAND] [ARG...]")
 		}
-		env, err := parseEnv(f.env, lookupEnv)
+		env, err := readEnvFiles(f.envFiles, lookupEnv)
 		if err != nil {
 			return req, err
 		}
+		flagEnv, err := parseEnv(f.env, lookupEnv)
+		if err != nil {
+			return req, err
+		}
+		env = mergeEnv(env, flagEnv)
 		image := args[0]
 		ct := api.ContainerSpec{
 			Name:       containerName(image),
