@@ -116,6 +116,8 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newExecCommand(o),
 		newStopCommand(o),
 		newRmCommand(o),
+		newWaitCommand(o),
+		newPortCommand(o),
 		newImageCommand(o),
 		newImagesCommand(o),
 		newVersionCommand(o),
