@@ -27,7 +27,7 @@ import (
 
 // runExitCode is docker's code for a failure of `run` itself, as opposed to
 // the container's own exit code.
-const runExitCode = 125
+const runExitCode = errorExitCode
 
 type runFlags struct {
 	detach     bool
