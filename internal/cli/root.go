@@ -121,6 +121,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newLogsCommand(o),
 		newExecCommand(o),
 		newStopCommand(o),
+		newKillCommand(o),
 		newRmCommand(o),
 		newWaitCommand(o),
 		newPortCommand(o),

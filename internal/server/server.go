@@ -178,6 +178,7 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}", false, (*Server).getInstance},
 	{"DELETE", "/v1/instances/{name}", false, (*Server).deleteInstance},
 	{"POST", "/v1/instances/{name}/stop", false, (*Server).stopInstance},
+	{"POST", "/v1/instances/{name}/kill", false, (*Server).kill},
 	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},

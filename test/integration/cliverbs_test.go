@@ -65,6 +65,51 @@ func TestCLIVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("Kill", func(t *testing.T) {
+		p.must("run", "-d", "--name", "k-hup", "kanga.test/busybox", "sh", "-c", "trap 'echo got-hup' HUP; echo ready; while :; do sleep 0.1; done")
+		defer p.kanga("rm", "-f", "k-hup")
+		p.eventually("the trap to be set", 30*time.Second, func() bool { return strings.Contains(p.must("logs", "k-hup"), "ready") })
+		// A caught signal leaves the container running.
+		if out := p.must("kill", "-s", "hup", "k-hup"); out != "k-hup\n" {
+			t.Errorf("kill printed %q", out)
+		}
+		p.eventually("the trap to run", 30*time.Second, func() bool { return strings.Contains(p.must("logs", "k-hup"), "got-hup") })
+		if ph := p.inspect("k-hup").Status.Phase; ph != "Running" {
+			t.Fatalf("after SIGHUP: %s, want Running", ph)
+		}
+		// The default is SIGKILL, docker's.
+		p.must("kill", "k-hup")
+		if out := p.must("wait", "k-hup"); out != "137\n" {
+			t.Errorf("wait after kill = %q, want 137", out)
+		}
+		if r := p.kanga("kill", "k-hup"); r.code != 125 || !strings.Contains(r.stderr, "not Running") {
+			t.Errorf("kill of an ended instance: exit %d, stderr %q", r.code, r.stderr)
+		}
+
+		// kill does not stop the restart policy: an Always instance's
+		// killed container comes back.
+		p.must("run", "-d", "--name", "k-always", "--restart", "always", "kanga.test/busybox", "sleep", "1000")
+		defer p.kanga("rm", "-f", "k-always")
+		p.must("kill", "-s", "9", "-c", "busybox", "k-always")
+		p.eventually("the killed container to restart", 60*time.Second, func() bool {
+			st := p.inspect("k-always").Status
+			return st.Phase == "Running" && len(st.Containers) == 1 && st.Containers[0].RestartCount >= 1 && st.Containers[0].State == "Running"
+		})
+		for _, tt := range []struct {
+			args []string
+			msg  string
+		}{
+			{[]string{"kill", "-s", "NOPE", "k-always"}, "signal: \"NOPE\" is not a signal"},
+			{[]string{"kill", "-s", "0", "k-always"}, "signal: 0 is not a signal number"},
+			{[]string{"kill", "-c", "other", "k-always"}, `container: instance "k-always" has no container "other"`},
+			{[]string{"kill", "ghost"}, `"ghost" not found`},
+		} {
+			if r := p.kanga(tt.args...); r.code != 125 || !strings.Contains(r.stderr, tt.msg) {
+				t.Errorf("kanga %s: exit %d, stderr %q; want 125 and %q", strings.Join(tt.args, " "), r.code, r.stderr, tt.msg)
+			}
+		}
+	})
+
 	t.Run("Port", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "pweb", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
