@@ -317,7 +317,6 @@ func TestRunFailures(t *testing.T) {
 	}{
 		{"image problem attached", []string{"run", "missing"}, `failed: ImageNotFound: image "missing" is not known`},
 		{"image problem detached", []string{"run", "-d", "missing"}, "ImageNotFound"},
-		{"detach and rm", []string{"run", "-d", "--rm", "busybox"}, "--rm cannot be combined with -d"},
 		{"bad port", []string{"run", "-p", "80", "busybox"}, "expected [IP:]HOSTPORT:PORT"},
 		{"bad env", []string{"run", "-e", "=1", "busybox"}, "expected KEY=VALUE"},
 		{"unknown flag", []string{"run", "--bogus", "busybox"}, "unknown flag: --bogus"},
@@ -376,5 +375,30 @@ func TestExecLogsImageVersion(t *testing.T) {
 	r = kanga(t, "", "ps")
 	if r.code != 125 || !strings.Contains(r.stderr, "Error: bad token") {
 		t.Errorf("ps with a wrong token = %+v", r)
+	}
+}
+
+// TestRunDetachedRm checks that -d --rm leaves the removal to the
+// platform (spec.autoRemove) and that --rm alone does not.
+func TestRunDetachedRm(t *testing.T) {
+	f := newFakeAPI(t)
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"run", "-d", "--rm", "--name", "gone-later", "busybox"}, true},
+		{[]string{"run", "-d", "--name", "kept", "busybox"}, false},
+	} {
+		r := kanga(t, "", tt.args...)
+		if r.code != 0 {
+			t.Fatalf("kanga %v = %+v", tt.args, r)
+		}
+		name := strings.TrimSpace(r.stdout)
+		f.mu.Lock()
+		inst, ok := f.instances[name]
+		f.mu.Unlock()
+		if !ok || inst.Spec.AutoRemove != tt.want {
+			t.Errorf("kanga %v: instance %q recorded %v, autoRemove want %v", tt.args, name, ok, tt.want)
+		}
 	}
 }

@@ -116,7 +116,7 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	})
 	fl := cmd.Flags()
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the instance name")
-	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
+	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends (with -d the platform removes it: spec.autoRemove)")
 	fl.StringVar(&f.name, "name", "", "instance name (default: chosen by the server)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable: KEY=VALUE, or KEY to copy it from your environment")
 	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines (# comments; KEY alone copies it from your environment; -e wins)")
@@ -163,12 +163,14 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 }
 
 func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
-	if f.detach && f.rm {
-		return errors.New("--rm cannot be combined with -d: the server does not remove instances on its own; run without -d, or remove it later with `kanga rm -f NAME`")
-	}
 	req, err := buildRunRequest(f, cmd.Flags().Changed, args, cmd.InOrStdin(), os.LookupEnv)
 	if err != nil {
 		return err
+	}
+	if f.detach && f.rm {
+		// Nobody stays to remove it: the platform does, when it ends.
+		// (Attached, the client removes it after reading its exit.)
+		req.Spec.AutoRemove = true
 	}
 	c, err := o.client()
 	if err != nil {

@@ -110,6 +110,28 @@ func TestCLIVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("DetachedRm", func(t *testing.T) {
+		// The platform removes the instance when it ends on its own...
+		p.must("run", "-d", "--rm", "--name", "rm-exits", "kanga.test/busybox", "sh", "-c", "sleep 1; exit 4")
+		// ...and when it is stopped.
+		p.must("run", "-d", "--rm", "--name", "rm-stopped", "kanga.test/busybox", "sleep", "1000")
+		uid := p.inspect("rm-stopped").UID
+		p.must("stop", "-t", "1", "rm-stopped")
+		for _, name := range []string{"rm-exits", "rm-stopped"} {
+			p.eventually(name+" to be removed", 60*time.Second, func() bool {
+				r := p.kanga("inspect", name)
+				return r.code == 125 && strings.Contains(r.stderr, "not found")
+			})
+		}
+		if strings.Contains(p.ctr("containers", "ls", "-q"), uid) {
+			t.Error("containerd still has the auto-removed instance's container")
+		}
+		r := p.kanga("run", "-d", "--rm", "--restart", "always", "kanga.test/busybox", "true")
+		if r.code != 125 || !strings.Contains(r.stderr, "spec.autoRemove cannot be combined with spec.restartPolicy") {
+			t.Errorf("run -d --rm --restart always: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+
 	t.Run("Port", func(t *testing.T) {
 		port := harness.FreePort(t)
 		p.must("run", "-d", "--name", "pweb", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "kanga.test/httpd")
