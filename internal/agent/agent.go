@@ -127,7 +127,7 @@ type Agent struct {
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *warm.Pool    // nil when warm containers are off
-	warmInit   string        // the holder binary
+	initPath   string        // bin/kanga-init: the warm holder and the launcher (launch.go)
 	meter      *meter
 
 	cgRoot     string
@@ -182,12 +182,20 @@ func New(cfg Config) *Agent {
 		a.volumes = vm
 	}
 	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
+	initPath := ""
+	if cfg.Warm != nil {
+		initPath = cfg.Warm.InitPath
+	}
+	path, initErr := findInit(initPath)
+	if initErr != nil {
+		a.log.Warn("kanga-init is missing (make build puts it next to kanga): containers with env from secrets will not start", "err", initErr)
+	} else {
+		a.initPath = path
+	}
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
-		path, err := findInit(w.InitPath)
-		if err != nil {
-			a.log.Warn("warm containers are off: the holder binary kanga-init is missing (make build puts it next to kanga)", "err", err)
+		if initErr != nil {
+			a.log.Warn("warm containers are off: the holder binary kanga-init is missing", "err", initErr)
 		} else {
-			a.warmInit = path
 			class := "crun"
 			if _, ok := cfg.Classes[class]; !ok {
 				class = "runc"
