@@ -165,9 +165,11 @@ type Resources struct {
 	// container's log takes at most LogSize x LogFiles on its host.
 	LogSize  string `json:"logSize,omitempty"`
 	LogFiles int    `json:"logFiles,omitempty"`
-	// Disk caps each container's writable layer (its root filesystem's
-	// changes to the image): "10Gi", 4Mi to 16Ti. A write past it fails
-	// with ENOSPC. Empty is no cap.
+	// Disk caps the instance's ephemeral storage: the writable layers of
+	// all its containers (their root filesystems' changes to the image)
+	// and its disk emptyDirs without a sizeLimit, together, on one
+	// filesystem: "10Gi", 4Mi to 16Ti. A write past it fails with ENOSPC.
+	// Empty is no cap.
 	Disk string `json:"disk,omitempty"`
 }
 
@@ -644,15 +646,20 @@ type ContainerStats struct {
 const (
 	StorageEmptyDir      = "emptyDir"
 	StorageWritableLayer = "writableLayer"
+	// StorageDisk is the instance's disk (resources.disk): the writable
+	// layers of all its containers and its disk emptyDirs without a
+	// sizeLimit, on one filesystem.
+	StorageDisk = "disk"
 )
 
 // StorageStats is one size-limited filesystem of an instance, as the
 // kernel reports it (statfs).
 type StorageStats struct {
-	// Name is the emptyDir's volume name, or the container's name for a
-	// writable layer.
+	// Name is the emptyDir's volume name, "disk" for the instance's disk,
+	// or (from an earlier agent) a container's name for its writable
+	// layer.
 	Name string `json:"name"`
-	// Kind is emptyDir or writableLayer.
+	// Kind is emptyDir, disk or writableLayer.
 	Kind   string `json:"kind"`
 	Medium string `json:"medium,omitempty"`
 	// Limit is the size the spec asks for; Size is what the filesystem
