@@ -531,6 +531,9 @@ type Quota struct {
 	Ports   *int64 `json:"ports,omitempty"`
 	Volumes *int64 `json:"volumes,omitempty"`
 	Devices *int64 `json:"devices,omitempty"`
+	// Disk counts the ephemeral storage instances reserve
+	// (resources.disk): an amount, "100Gi".
+	Disk string `json:"disk,omitempty"`
 }
 
 // Unlimited marks a resource without a limit in QuotaAmounts.
@@ -544,6 +547,7 @@ type QuotaAmounts struct {
 	Ports       int64 `json:"ports"`
 	Volumes     int64 `json:"volumes"`
 	Devices     int64 `json:"devices"`
+	DiskBytes   int64 `json:"diskBytes"`
 }
 
 // TenantQuota is the body of GET and PUT /v1/tenants/{name}/quota: the
@@ -749,6 +753,11 @@ type HostCapacity struct {
 	// Pids the processes; 0 means the host does not meter it.
 	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
 	Pids         int64 `json:"pids,omitempty"`
+	// DiskBytes is the ephemeral storage (resources.disk) the host can
+	// promise in total: what its volume storage's filesystem has free
+	// beyond what its instances' disks already take; 0 means the host
+	// does not meter it.
+	DiskBytes int64 `json:"diskBytes,omitempty"`
 	// StartSlots is how many instance starts the host's agent runs at
 	// once; more wait their turn. The API admits creates up to the ready
 	// hosts' slots. 0 (an older agent) counts as DefaultStartSlots(CPUs).

@@ -498,7 +498,22 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements hostcontract.Host.
 func (a *Agent) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots(), Pods: a.instanceCapacity()}
+	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots(), Pods: a.instanceCapacity(), Disk: a.diskCapacity()}
+}
+
+// diskCapacity is the ephemeral storage the host can promise: its volume
+// storage's free space (package volume); 0, not metered, without volume
+// storage (an instance with a disk limit fails to start there, saying so).
+func (a *Agent) diskCapacity() int64 {
+	if a.volumes == nil {
+		return 0
+	}
+	n, err := a.volumes.DiskCapacity()
+	if err != nil {
+		a.log.Warn("reading the volume storage's free space failed; disk is not metered", "err", err)
+		return 0
+	}
+	return max(n, 1) // 0 would read as not metered
 }
 
 // instanceCapacity is how many instances the host has addresses for: an

@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 
 	"github.com/kanga-run/kanga/errdefs"
 )
@@ -155,4 +156,28 @@ func bindsOf(devs []string, root string) ([]string, error) {
 	}
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 	return dirs, nil
+}
+
+// DiskCapacity is the ephemeral storage the host can promise its
+// instances in all: what the filesystem under the root has free, plus
+// what the disks of the instances on it already take (their sparse files
+// are charged to the scheduler at their full size, so what they hold must
+// not count twice).
+func (m *Manager) DiskCapacity() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.root, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", m.root, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	imgs, err := filepath.Glob(filepath.Join(m.root, "empty", "*", ".disk", "disk.img"))
+	if err != nil {
+		return 0, err
+	}
+	for _, img := range imgs {
+		var s unix.Stat_t
+		if err := unix.Stat(img, &s); err == nil {
+			free += s.Blocks * 512
+		}
+	}
+	return free, nil
 }
