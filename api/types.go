@@ -166,8 +166,8 @@ type Resources struct {
 	LogSize  string `json:"logSize,omitempty"`
 	LogFiles int    `json:"logFiles,omitempty"`
 	// Disk caps the instance's ephemeral storage: the writable layers of
-	// all its containers (their root filesystems' changes to the image)
-	// and its disk emptyDirs without a sizeLimit, together, on one
+	// all its containers (their root filesystems' changes to the image),
+	// its disk emptyDirs without a sizeLimit and its logs, together, on one
 	// filesystem: "10Gi", 4Mi to 16Ti. A write past it fails with ENOSPC.
 	// Empty is no cap.
 	Disk string `json:"disk,omitempty"`

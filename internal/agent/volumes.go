@@ -25,7 +25,7 @@ import (
 // containers that mount them; each container's writable layer is a
 // directory of the disk, bound under the container's snapshot between
 // its creation and its task's. The disk holds the writable layers of all
-// the containers and the disk emptyDirs without a sizeLimit: one
+// the containers, the disk emptyDirs without a sizeLimit and the logs: one
 // kernel-enforced filesystem, so that together they stop at the limit
 // with ENOSPC. A memory emptyDir, or a disk one with a sizeLimit, is a
 // filesystem of its own of that size.
@@ -80,7 +80,16 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		if err != nil {
 			return fail(fmt.Errorf("spec.resources.disk: %w", err))
 		}
-		teardowns = append(teardowns, teardown)
+		teardowns = append(teardowns, func(ctx context.Context) error {
+			r.a.forgetLogs(r.a.logDir(r.uid)) // open log files would keep the disk busy
+			return teardown(ctx)
+		})
+		// The logs count in the disk too (the log caps still apply).
+		if err := r.a.volumes.DiskLogs(ctx, r.uid, r.a.logDir(r.uid)); errors.Is(err, errdefs.ErrFailedPrecondition) {
+			r.log.Warn("the instance's logs stay outside its disk", "err", err)
+		} else if err != nil {
+			return fail(fmt.Errorf("spec.resources.disk: putting the logs on the disk: %w", err))
+		}
 	}
 	for i, v := range spec.Volumes {
 		if v.EmptyDir == nil {
@@ -287,6 +296,9 @@ func (a *Agent) removeVolumes(ctx context.Context, uid string) error {
 	if a.volumes == nil {
 		return nil
 	}
+	// The logs of an instance with a disk are on it: their open files
+	// would keep it busy.
+	a.forgetLogs(a.logDir(uid))
 	return a.volumes.RemoveEmptyDirs(ctx, uid)
 }
 

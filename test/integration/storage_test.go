@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,8 +181,8 @@ func TestStorageCleanupAfterCrash(t *testing.T) {
 }
 
 // TestDiskOnePromise: --disk 200Mi caps an instance's ephemeral storage
-// as one: two containers' writable layers and a disk emptyDir without a
-// sizeLimit share one filesystem, and a writer gets ENOSPC when together
+// as one: two containers' writable layers, a disk emptyDir without a
+// sizeLimit and the instance's logs share one filesystem, and a writer gets ENOSPC when together
 // they reach the limit (±5%); kanga stats and kanga sla report the one
 // disk; after kill -9 of kanga up the instance is adopted with its files,
 // and its removal leaves no mount or loop device.
@@ -194,11 +195,25 @@ func TestDiskOnePromise(t *testing.T) {
 		Resources: api.Resources{Disk: "200Mi"},
 		Volumes:   []api.Volume{{Name: "scratch", EmptyDir: &api.EmptyDirVolumeSource{}}},
 		Containers: []api.ContainerSpec{
-			{Name: "a", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"}, VolumeMounts: mounts},
+			{Name: "a", Image: "kanga.test/busybox", Command: []string{"sh", "-c", "echo hello-log; exec sleep 3600"}, VolumeMounts: mounts},
 			{Name: "b", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"}, VolumeMounts: mounts},
 		},
 	}})
-	p.running("onedisk")
+	inst := p.running("onedisk")
+	// The logs are on the disk too.
+	p.eventually("a's log line", 30*time.Second, func() bool {
+		return strings.Contains(p.kanga("logs", "-c", "a", "onedisk").stdout, "hello-log")
+	})
+	var logSt, diskSt syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(p.dataDir, "agent", "logs", inst.UID, "a.log"), &logSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Join(volumeRoot(p.dataDir), "empty", inst.UID, ".disk", "fs"), &diskSt); err != nil {
+		t.Fatal(err)
+	}
+	if logSt.Dev != diskSt.Dev {
+		t.Errorf("a's log is on device %d, the instance's disk is %d", logSt.Dev, diskSt.Dev)
+	}
 	for _, c := range []string{"a", "b"} {
 		p.must("exec", "-c", c, "onedisk", "dd", "if=/dev/zero", "of=/layer", "bs=1M", "count=60", "conv=fsync")
 	}

@@ -16,9 +16,10 @@ import (
 
 // An instance's disk: its ephemeral storage (resources.disk) as one
 // promise. One filesystem of the instance's disk size (sparse file, loop
-// device, ext4, as an emptyDir's) holds every container's writable layer
-// and the disk emptyDirs without a sizeLimit of their own, so that
-// together they stop at the size with ENOSPC, whichever container writes:
+// device, ext4, as an emptyDir's) holds every container's writable layer,
+// the disk emptyDirs without a sizeLimit of their own and the instance's
+// logs, so that together they stop at the size with ENOSPC, whichever
+// container writes:
 //
 //	empty/<instance>/.disk/disk.img
 //	empty/<instance>/.disk/fs/                          the filesystem
@@ -26,6 +27,7 @@ import (
 //	                             bound over the container's snapshot dir
 //	empty/<instance>/.disk/fs/empty/<name>/   a disk emptyDir, bound into
 //	                                          the containers that mount it
+//	empty/<instance>/.disk/fs/logs/           bound at the instance's log dir
 //
 // It lives among the instance's emptyDirs: RemoveEmptyDirs and Cleanup
 // take it down with them, every bind of it included (the binds show the
@@ -180,4 +182,45 @@ func (m *Manager) DiskCapacity() (int64, error) {
 		}
 	}
 	return free, nil
+}
+
+// DiskLogs binds the directory logs of the instance's disk (which must be
+// mounted: InstanceDisk) at target, the instance's log directory, so that
+// its logs count in its disk too. A target already bound is kept; one
+// that holds files (an earlier agent's, without the bind) is left alone,
+// with ErrFailedPrecondition: the bind would hide them. The disk's
+// teardown takes the bind with it; the caller closes its log files
+// before, or the unmount finds the filesystem busy.
+func (m *Manager) DiskLogs(ctx context.Context, instanceID, target string) error {
+	if err := checkName("instance", instanceID); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(target) {
+		return fmt.Errorf("log dir %q: must be absolute: %w", target, errdefs.ErrInvalidArgument)
+	}
+	defer m.locks.lock("instance/" + instanceID)()
+	fs := m.DiskPath(instanceID)
+	if ok, err := mounted(fs); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("the instance's disk is not mounted: %w", errdefs.ErrFailedPrecondition)
+		}
+		return err
+	}
+	if ok, err := mounted(target); err != nil || ok {
+		return err
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if ents, err := readDirN(target, 1); err != nil || len(ents) > 0 {
+		if err == nil {
+			err = fmt.Errorf("log dir %s already holds files: %w", target, errdefs.ErrFailedPrecondition)
+		}
+		return err
+	}
+	src := filepath.Join(fs, "logs")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	return bindMount(src, target, false)
 }

@@ -658,6 +658,30 @@ func TestInstanceDiskShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The instance's log dir, bound from the disk: a log is on it.
+	logs := filepath.Join(dir, "logs", "inst-s")
+	if err := m.DiskLogs(ctx, "inst-s", logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DiskLogs(ctx, "inst-s", logs); err != nil {
+		t.Fatalf("DiskLogs again: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(logs, "a.log"), []byte("line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(m.DiskPath("inst-s"), "logs", "a.log")); err != nil || string(b) != "line\n" {
+		t.Errorf("the log on the disk: %q, %v", b, err)
+	}
+	used := filepath.Join(dir, "logs", "used")
+	if err := os.MkdirAll(used, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(used, "old.log"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DiskLogs(ctx, "inst-s", used); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("DiskLogs over a log dir with files: %v, want ErrFailedPrecondition", err)
+	}
 	// A third of the limit each, the rest until ENOSPC into the emptyDir.
 	var total int64
 	for _, d := range merged {
