@@ -38,8 +38,10 @@ type HTTPGetAction struct {
 	// Path defaults to "/".
 	Path string `json:"path,omitempty"`
 	Port int    `json:"port"`
-	// Host is refused: a probe only ever reaches its own instance (set a
-	// Host header in HTTPHeaders for virtual hosting).
+	// Host is refused in a probe, which only ever reaches its own
+	// instance (set a Host header in HTTPHeaders for virtual hosting). In
+	// a lifecycle hook it may be an IP address, dialled from inside the
+	// instance's network: the hook reaches what the instance could.
 	Host string `json:"host,omitempty"`
 	// Scheme is HTTP (the default) or HTTPS; HTTPS does not verify the
 	// certificate, as in Kubernetes.
@@ -67,6 +69,36 @@ type GRPCAction struct {
 	Port int `json:"port"`
 	// Service is the service name sent in the check (default "").
 	Service *string `json:"service,omitempty"`
+}
+
+// Lifecycle are a container's hooks, as in Kubernetes. PostStart runs
+// right after the container's process started: the container is not
+// ready, and its probes wait, until it completes; if it fails the
+// container is stopped (event FailedPostStartHook) and restarted per the
+// restart policy. PreStop runs when the container is stopped (a stop or
+// delete, the instance's deadline, a failed liveness or startup probe),
+// before its stop signal, within the stop's grace period; its failure is
+// an event (FailedPreStopHook) and the stop goes on. Hooks run in the
+// container (exec) or from inside the instance's network (httpGet).
+type Lifecycle struct {
+	PostStart *LifecycleHandler `json:"postStart,omitempty"`
+	PreStop   *LifecycleHandler `json:"preStop,omitempty"`
+}
+
+// LifecycleHandler is one hook: exactly one of Exec, HTTPGet and Sleep.
+// An exec hook's exit status 0 and an HTTP status from 200 to 399 are
+// success.
+type LifecycleHandler struct {
+	Exec    *ExecAction    `json:"exec,omitempty"`
+	HTTPGet *HTTPGetAction `json:"httpGet,omitempty"`
+	Sleep   *SleepAction   `json:"sleep,omitempty"`
+}
+
+// SleepAction waits, e.g. for load balancers to take a stopping
+// instance out before it gets its stop signal.
+type SleepAction struct {
+	// Seconds is 0 to 3600.
+	Seconds int64 `json:"seconds"`
 }
 
 // Probe schemes.

@@ -65,6 +65,9 @@ type ContainerSpec struct {
 	LivenessProbe  *Probe `json:"livenessProbe,omitempty"`
 	ReadinessProbe *Probe `json:"readinessProbe,omitempty"`
 	StartupProbe   *Probe `json:"startupProbe,omitempty"`
+	// Lifecycle holds actions run right after the container starts and
+	// before it is stopped, as Kubernetes' lifecycle hooks.
+	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
 }
 
 // SecurityContext is a container's sandbox settings, shaped as in a

@@ -4,14 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
-
-	"github.com/containerd/containerd"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/agent/probe"
-	"github.com/kanga-run/kanga/internal/model"
 )
 
 // probeKillGrace is how long a container that failed its liveness or
@@ -39,6 +35,14 @@ func hasProbes(s api.ContainerSpec) bool {
 func (r *runner) startProbes(ctx context.Context, c *ctr, adopted bool) {
 	r.stopProbes(c)
 	if c.status.State != api.ContainerRunning || c.task == nil {
+		return
+	}
+	if c.postStartDue {
+		// Neither ready nor probed until the hook has run (handleHook).
+		c.status.Ready = false
+		if c.hookRunning != postStart {
+			r.runHook(ctx, c, postStart, time.Time{})
+		}
 		return
 	}
 	if !hasProbes(c.spec) {
@@ -95,18 +99,11 @@ func (r *runner) probeTargets(ctx context.Context, c *ctr) (map[probe.Kind]*prob
 		var ch probe.Checker
 		switch {
 		case p.Exec != nil:
-			spec := c.warmSpec
-			if spec == nil {
-				s, err := c.c.Spec(r.tctx(ctx))
-				if err != nil {
-					return nil, fmt.Errorf("reading the container's spec: %w", err)
-				}
-				spec = s
+			ec, err := r.execChecker(ctx, c, p.Exec.Command)
+			if err != nil {
+				return nil, err
 			}
-			if spec.Process == nil {
-				return nil, fmt.Errorf("the container's spec has no process")
-			}
-			ch = &probe.ExecChecker{Task: c.task, Process: spec.Process, Command: p.Exec.Command, FIFODir: r.a.fifoDir()}
+			ch = ec
 		default:
 			if r.att == nil || r.att.NetNS == "" || r.ip == "" {
 				return nil, fmt.Errorf("the instance has no network namespace to probe from")
@@ -132,6 +129,22 @@ func (r *runner) probeTargets(ctx context.Context, c *ctr) (map[probe.Kind]*prob
 	return targets, nil
 }
 
+// execChecker runs command in c's task as the container's process.
+func (r *runner) execChecker(ctx context.Context, c *ctr, command []string) (*probe.ExecChecker, error) {
+	spec := c.warmSpec
+	if spec == nil {
+		s, err := c.c.Spec(r.tctx(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading the container's spec: %w", err)
+		}
+		spec = s
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("the container's spec has no process")
+	}
+	return &probe.ExecChecker{Task: c.task, Process: spec.Process, Command: command, FIFODir: r.a.fifoDir()}, nil
+}
+
 // handleProbe acts on a probe transition: a failed liveness or startup
 // probe kills the container (its restart policy decides the rest), a
 // readiness result sets its ready.
@@ -151,38 +164,12 @@ func (r *runner) handleProbe(ctx context.Context, pr probeResult) {
 			c.status.Ready = c.spec.ReadinessProbe == nil
 			return
 		}
-		r.killUnhealthy(ctx, c, "startup")
+		r.killContainer(ctx, c, "failed its startup probe", probeKillGrace)
 	case probe.Liveness:
-		r.killUnhealthy(ctx, c, "liveness")
+		r.killContainer(ctx, c, "failed its liveness probe", probeKillGrace)
 	case probe.Readiness:
 		c.status.Ready = pr.Healthy && c.started
 	}
-}
-
-// killUnhealthy stops a container that failed a liveness or startup
-// probe: its stop signal (SIGTERM unless the image's STOPSIGNAL says
-// otherwise), and SIGKILL after probeKillGrace.
-func (r *runner) killUnhealthy(ctx context.Context, c *ctr, which string) {
-	r.stopProbes(c)
-	c.status.Ready = false
-	inst, _ := r.snapshot()
-	then := "will be restarted"
-	if !model.WillRestart(inst.Spec.RestartPolicy, 128+int(syscall.SIGTERM)) {
-		then = "will not be restarted (restart policy Never)"
-	}
-	r.event("Normal", "Killing", "container %s failed its %s probe, %s", c.spec.Name, which, then)
-	nctx := r.tctx(ctx)
-	// The image's stop signal, as a stop sends it.
-	sig := syscall.SIGTERM
-	if c.c != nil {
-		if s, err := containerd.GetStopSignal(nctx, c.c, syscall.SIGTERM); err == nil {
-			sig = s
-		}
-	}
-	if err := c.task.Kill(nctx, sig); err != nil {
-		r.log.Warn("the stop signal to an unhealthy container failed", "container", c.spec.Name, "signal", sig, "err", err)
-	}
-	c.killAt = time.Now().Add(probeKillGrace)
 }
 
 // ctr returns the runner's container of that name, or nil.

@@ -71,6 +71,12 @@ type ctr struct {
 	stopProbes func()
 	started    bool
 	killAt     time.Time
+	// postStartDue is set when this run of the container started here
+	// (not adopted) and its postStart hook has not ended; hookRunning is
+	// the hook in flight, ended by cancelHook (hooks.go).
+	postStartDue bool
+	hookRunning  hookKind
+	cancelHook   func()
 }
 
 // runner drives one instance through its lifecycle on this host. It owns
@@ -92,10 +98,12 @@ type runner struct {
 	exits   chan exit
 	// probeResults carries the containers' probe transitions (probes.go).
 	probeResults chan probeResult
-	events       []api.Event
-	ip           string
-	stopping     bool
-	killAt       time.Time
+	// hookResults carries the ends of the containers' hooks (hooks.go).
+	hookResults chan hookResult
+	events      []api.Event
+	ip          string
+	stopping    bool
+	killAt      time.Time
 	// deadline is when the instance's activeDeadlineSeconds runs out
 	// (zero: none, or already acted on); terminal, once set, is the phase
 	// every later status write has.
@@ -154,6 +162,7 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		// probeResults is drained by the loop; a probe's send also ends
 		// with its run.
 		probeResults: make(chan probeResult, 16),
+		hookResults:  make(chan hookResult, 16),
 		ports:        inst.Spec.Ports,
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
@@ -502,6 +511,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	c.status.FinishedAt = nil
 	c.status.PID = int(task.Pid())
 	c.status.Ready = false // until startProbes says otherwise
+	c.postStartDue = hook(c, postStart) != nil
 	r.event("Normal", "Started", "started container %s", c.spec.Name)
 	return nil
 }
@@ -572,6 +582,8 @@ func (r *runner) loop(ctx context.Context) {
 			r.meterRunEnd(ctx)
 		case pr := <-r.probeResults:
 			r.handleProbe(ctx, pr)
+		case hr := <-r.hookResults:
+			r.handleHook(ctx, hr)
 		case <-timer:
 			r.handleDeadlines(ctx)
 		case <-r.notify:
@@ -626,9 +638,10 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 	if !r.killAt.IsZero() && !now.Before(r.killAt) {
 		r.killAt = time.Time{}
 		for _, c := range r.all() {
-			if c.status.State == api.ContainerRunning && c.task != nil {
-				r.event("Normal", "Killing", "container %s did not stop in time: sending SIGKILL", c.spec.Name)
-				_ = c.task.Kill(nctx, syscall.SIGKILL)
+			// A container whose preStop hook just ended keeps its last
+			// moment (c.killAt, handleHook).
+			if c.status.State == api.ContainerRunning && c.task != nil && !c.killAt.After(now) {
+				r.killNow(ctx, c, "did not stop in time")
 			}
 		}
 	}
@@ -636,8 +649,7 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 		if !c.killAt.IsZero() && !now.Before(c.killAt) {
 			c.killAt = time.Time{}
 			if c.status.State == api.ContainerRunning && c.task != nil {
-				r.event("Normal", "Killing", "container %s did not stop in time after failing a probe: sending SIGKILL", c.spec.Name)
-				_ = c.task.Kill(nctx, syscall.SIGKILL)
+				r.killNow(ctx, c, "did not stop in time after it was killed")
 			}
 		}
 	}
@@ -662,6 +674,22 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 		}
 		r.startProbes(ctx, c, false)
 	}
+}
+
+// killNow sends c SIGKILL at the end of its grace period, unless its
+// preStop hook is still running: that hook is cut short, and the
+// container gets its stop signal and a last preStopMinGrace, as from
+// the kubelet.
+func (r *runner) killNow(ctx context.Context, c *ctr, why string) {
+	if c.hookRunning == preStop {
+		r.event("Warning", "FailedPreStopHook", "PreStop hook %s of container %s did not end within the grace period", model.HookDescription(hook(c, preStop)), c.spec.Name)
+		r.cancelHook(c)
+		r.signalStop(ctx, c)
+		c.killAt = time.Now().Add(preStopMinGrace)
+		return
+	}
+	r.event("Normal", "Killing", "container %s %s: sending SIGKILL", c.spec.Name, why)
+	_ = c.task.Kill(r.tctx(ctx), syscall.SIGKILL)
 }
 
 // renewNetwork sets the sandbox's network up again before a restart, for
@@ -729,6 +757,8 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 		at = time.Now().UTC()
 	}
 	r.stopProbes(c)
+	r.cancelHook(c)
+	c.postStartDue = false
 	c.killAt = time.Time{}
 	c.status.Ready = false
 	c.status.State = api.ContainerTerminated
@@ -764,11 +794,11 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	return nil
 }
 
-// stop sends each running container its image's stop signal (SIGTERM
-// unless the image's STOPSIGNAL says otherwise) and SIGKILL after grace.
+// stop runs each running container's preStop hook, then sends it its
+// image's stop signal (SIGTERM unless the image's STOPSIGNAL says
+// otherwise), and SIGKILL after grace.
 func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
-	nctx := r.tctx(ctx)
 	grace := 10
 	if gracePtr != nil {
 		grace = *gracePtr
@@ -779,15 +809,7 @@ func (r *runner) stop(ctx context.Context, gracePtr *int) {
 		r.stopProbes(c)
 		c.status.Ready = false
 		if c.status.State == api.ContainerRunning && c.task != nil {
-			sig := syscall.SIGTERM
-			if c.c != nil {
-				if s, err := containerd.GetStopSignal(nctx, c.c, syscall.SIGTERM); err == nil {
-					sig = s
-				}
-			}
-			if err := c.task.Kill(nctx, sig); err != nil && !cerrdefs.IsNotFound(err) {
-				r.log.Warn("stop signal failed", "container", c.spec.Name, "signal", sig, "err", err)
-			}
+			r.stopContainer(ctx, c, time.Duration(grace)*time.Second)
 		}
 	}
 	if !r.initDone {

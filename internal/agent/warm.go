@@ -445,6 +445,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	go r.waitTask(ctx, name, c.generation, w.task, statusC)
 	now := time.Now().UTC()
 	c.status.State = api.ContainerRunning
+	c.postStartDue = hook(c, postStart) != nil
 	c.status.Reason = ""
 	c.status.ExitCode = nil
 	c.status.StartedAt = &now

@@ -69,7 +69,46 @@ func DefaultProbes(spec *api.InstanceSpec) {
 		defaultProbe(c.LivenessProbe)
 		defaultProbe(c.ReadinessProbe)
 		defaultProbe(c.StartupProbe)
+		if l := c.Lifecycle; l != nil {
+			defaultHandler(l.PostStart)
+			defaultHandler(l.PreStop)
+		}
 	}
+}
+
+// validateExec checks the exec action at f.
+func validateExec(f string, e *api.ExecAction) []error {
+	errs := validateArgs(f, e.Command, nil)
+	if len(e.Command) == 0 || e.Command[0] == "" {
+		errs = append(errs, invalid("%s.command is empty: give the program to run, e.g. [\"cat\", \"/tmp/healthy\"]", f))
+	}
+	return errs
+}
+
+// validateHTTPGet checks the HTTP GET action at f, but for its host,
+// which probes and hooks allow differently.
+func validateHTTPGet(f string, h *api.HTTPGetAction) []error {
+	errs := validateProbePort(f, h.Port)
+	switch h.Scheme {
+	case api.URISchemeHTTP, api.URISchemeHTTPS:
+	default:
+		errs = append(errs, invalid("%s.scheme %q is not HTTP or HTTPS", f, truncate(h.Scheme)))
+	}
+	if !strings.HasPrefix(h.Path, "/") || len(h.Path) > MaxPath || strings.ContainsFunc(h.Path, isCtlOrSpace) {
+		errs = append(errs, invalid("%s.path %q must start with / and hold no spaces or control characters (at most %d bytes)", f, truncate(h.Path), MaxPath))
+	}
+	if len(h.HTTPHeaders) > MaxProbeHeaders {
+		errs = append(errs, invalid("%s.httpHeaders has %d headers, at most %d", f, len(h.HTTPHeaders), MaxProbeHeaders))
+	}
+	for i, hd := range h.HTTPHeaders {
+		if hd.Name == "" || strings.ContainsFunc(hd.Name, notToken) {
+			errs = append(errs, invalid("%s.httpHeaders[%d].name %q is not a header name", f, i, truncate(hd.Name)))
+		}
+		if len(hd.Value) > MaxProbeHeader || strings.ContainsAny(hd.Value, "\r\n\x00") {
+			errs = append(errs, invalid("%s.httpHeaders[%d].value: at most %d bytes, without CR, LF or NUL", f, i, MaxProbeHeader))
+		}
+	}
+	return errs
 }
 
 // validateProbes checks the probes of container f (after defaults).
@@ -88,36 +127,14 @@ func validateProbe(f string, oneSuccess bool, p *api.Probe) []error {
 	var handlers []string
 	if p.Exec != nil {
 		handlers = append(handlers, "exec")
-		errs = append(errs, validateArgs(f+".exec", p.Exec.Command, nil)...)
-		if len(p.Exec.Command) == 0 || p.Exec.Command[0] == "" {
-			errs = append(errs, invalid("%s.exec.command is empty: give the program to run, e.g. [\"cat\", \"/tmp/healthy\"]", f))
-		}
+		errs = append(errs, validateExec(f+".exec", p.Exec)...)
 	}
 	if h := p.HTTPGet; h != nil {
 		handlers = append(handlers, "httpGet")
-		errs = append(errs, validateProbePort(f+".httpGet", h.Port)...)
 		if h.Host != "" {
 			errs = append(errs, invalid("%s.httpGet.host %q is not allowed: a probe only reaches its own instance (send a Host header in httpHeaders instead)", f, truncate(h.Host)))
 		}
-		switch h.Scheme {
-		case api.URISchemeHTTP, api.URISchemeHTTPS:
-		default:
-			errs = append(errs, invalid("%s.httpGet.scheme %q is not HTTP or HTTPS", f, truncate(h.Scheme)))
-		}
-		if !strings.HasPrefix(h.Path, "/") || len(h.Path) > MaxPath || strings.ContainsFunc(h.Path, isCtlOrSpace) {
-			errs = append(errs, invalid("%s.httpGet.path %q must start with / and hold no spaces or control characters (at most %d bytes)", f, truncate(h.Path), MaxPath))
-		}
-		if len(h.HTTPHeaders) > MaxProbeHeaders {
-			errs = append(errs, invalid("%s.httpGet.httpHeaders has %d headers, at most %d", f, len(h.HTTPHeaders), MaxProbeHeaders))
-		}
-		for i, hd := range h.HTTPHeaders {
-			if hd.Name == "" || strings.ContainsFunc(hd.Name, notToken) {
-				errs = append(errs, invalid("%s.httpGet.httpHeaders[%d].name %q is not a header name", f, i, truncate(hd.Name)))
-			}
-			if len(hd.Value) > MaxProbeHeader || strings.ContainsAny(hd.Value, "\r\n\x00") {
-				errs = append(errs, invalid("%s.httpGet.httpHeaders[%d].value: at most %d bytes, without CR, LF or NUL", f, i, MaxProbeHeader))
-			}
-		}
+		errs = append(errs, validateHTTPGet(f+".httpGet", h)...)
 	}
 	if t := p.TCPSocket; t != nil {
 		handlers = append(handlers, "tcpSocket")

@@ -195,8 +195,12 @@ func Validate(spec *api.InstanceSpec) error {
 					errs = append(errs, invalid("%s.%s: init containers may not have probes", f, k.field))
 				}
 			}
+			if c.Lifecycle != nil {
+				errs = append(errs, invalid("%s.lifecycle: init containers may not have lifecycle hooks", f))
+			}
 		} else {
 			errs = append(errs, validateProbes(f, sc.Spec)...)
+			errs = append(errs, validateLifecycle(f, c.Lifecycle)...)
 		}
 	}
 	errs = append(errs, validateVolumes(spec)...)

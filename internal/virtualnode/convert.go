@@ -132,6 +132,9 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 		if err := probes(c, &cs); err != nil {
 			return api.InstanceSpec{}, err
 		}
+		if err := lifecycle(c, &cs); err != nil {
+			return api.InstanceSpec{}, err
+		}
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
 		// limits, or their requests where no limit is set.

@@ -90,3 +90,49 @@ func probePort(c corev1.Container, p intstr.IntOrString) (int, error) {
 	}
 	return 0, fmt.Errorf("port %q is not the name of a TCP port of the container: %w", p.StrVal, errdefs.ErrInvalidArgument)
 }
+
+// lifecycle maps a container's hooks. An httpGet hook's host must be an
+// IP address: Kanga dials it from inside the pod's network, never
+// resolving a name on the host. tcpSocket, which the kubelet keeps only
+// for compatibility and never runs, is refused rather than dropped.
+func lifecycle(c corev1.Container, cs *api.ContainerSpec) error {
+	l := c.Lifecycle
+	if l == nil || (l.PostStart == nil && l.PreStop == nil) {
+		return nil
+	}
+	cs.Lifecycle = &api.Lifecycle{}
+	for _, h := range []struct {
+		field string
+		in    *corev1.LifecycleHandler
+		out   **api.LifecycleHandler
+	}{
+		{"postStart", l.PostStart, &cs.Lifecycle.PostStart},
+		{"preStop", l.PreStop, &cs.Lifecycle.PreStop},
+	} {
+		if h.in == nil {
+			continue
+		}
+		out := &api.LifecycleHandler{}
+		switch in := h.in; {
+		case in.Exec != nil:
+			out.Exec = &api.ExecAction{Command: in.Exec.Command}
+		case in.HTTPGet != nil:
+			g := in.HTTPGet
+			port, err := probePort(c, g.Port)
+			if err != nil {
+				return fmt.Errorf("container %s: lifecycle.%s: %w", c.Name, h.field, err)
+			}
+			a := &api.HTTPGetAction{Host: g.Host, Path: g.Path, Port: port, Scheme: string(g.Scheme)}
+			for _, hd := range g.HTTPHeaders {
+				a.HTTPHeaders = append(a.HTTPHeaders, api.HTTPHeader{Name: hd.Name, Value: hd.Value})
+			}
+			out.HTTPGet = a
+		case in.Sleep != nil:
+			out.Sleep = &api.SleepAction{Seconds: in.Sleep.Seconds}
+		default:
+			return fmt.Errorf("container %s: lifecycle.%s: only exec, httpGet and sleep hooks run: %w", c.Name, h.field, errdefs.ErrInvalidArgument)
+		}
+		*h.out = out
+	}
+	return nil
+}

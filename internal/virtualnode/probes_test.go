@@ -96,3 +96,47 @@ func TestPodStatusReadiness(t *testing.T) {
 		t.Errorf("Ready = %+v once every container is ready", c)
 	}
 }
+
+func TestInstanceSpecLifecycle(t *testing.T) {
+	pod := testPod()
+	c := &pod.Spec.Containers[0]
+	c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}
+	c.Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Host: "10.0.0.9", Path: "/echo?msg=poststart", Port: intstr.FromString("http"),
+			HTTPHeaders: []corev1.HTTPHeader{{Name: "X-A", Value: "b"}}}},
+		PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "sleep 1"}}},
+	}
+	pod.Spec.Containers[1].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
+	spec, err := InstanceSpec(pod, "vn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := spec.Containers[0].Lifecycle, spec.Containers[1].Lifecycle
+	if a == nil || a.PostStart == nil || a.PostStart.HTTPGet == nil {
+		t.Fatalf("a's lifecycle %+v", a)
+	}
+	if g := a.PostStart.HTTPGet; g.Host != "10.0.0.9" || g.Port != 8080 || g.Path != "/echo?msg=poststart" || len(g.HTTPHeaders) != 1 {
+		t.Errorf("a's postStart httpGet %+v", g)
+	}
+	if p := a.PreStop; p == nil || p.Exec == nil || p.Exec.Command[2] != "sleep 1" {
+		t.Errorf("a's preStop %+v", p)
+	}
+	if b == nil || b.PostStart != nil || b.PreStop == nil || b.PreStop.Sleep == nil || b.PreStop.Sleep.Seconds != 5 {
+		t.Errorf("b's lifecycle %+v", b)
+	}
+
+	for name, mod := range map[string]func(*corev1.Container){
+		"tcpSocket hook": func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}}}
+		},
+		"unknown port name": func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("nope")}}}
+		},
+	} {
+		pod := testPod()
+		mod(&pod.Spec.Containers[0])
+		if _, err := InstanceSpec(pod, "vn"); err == nil || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "container a: lifecycle") {
+			t.Errorf("%s: err = %v, want an invalid argument naming the container's hook", name, err)
+		}
+	}
+}

@@ -90,6 +90,12 @@ func (c *TCPChecker) Check(ctx context.Context) error {
 type HTTPChecker struct {
 	Dial   DialFunc
 	Action *api.HTTPGetAction
+	// Host is the URL's host, and so the Host header unless the action
+	// sets one ("instance" if empty; Dial decides where it connects).
+	Host string
+	// AnyStatus takes any response as success, as the kubelet does for a
+	// lifecycle hook.
+	AnyStatus bool
 
 	once   sync.Once
 	client *http.Client
@@ -106,7 +112,11 @@ func (c *HTTPChecker) init() {
 	if path == "" {
 		path = "/"
 	}
-	host := net.JoinHostPort("instance", strconv.Itoa(a.Port))
+	h := c.Host
+	if h == "" {
+		h = "instance"
+	}
+	host := net.JoinHostPort(h, strconv.Itoa(a.Port))
 	c.url = scheme + "://" + host + path
 	c.client = &http.Client{
 		Transport: &http.Transport{
@@ -151,7 +161,7 @@ func (c *HTTPChecker) Check(ctx context.Context) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxOutput))
-	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+	if !c.AnyStatus && (resp.StatusCode < 200 || resp.StatusCode >= 400) {
 		return fmt.Errorf("HTTP probe failed with statuscode: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil

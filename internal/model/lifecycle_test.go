@@ -1,0 +1,96 @@
+package model
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/errdefs"
+)
+
+func TestValidateLifecycle(t *testing.T) {
+	exec := &api.ExecAction{Command: []string{"sh", "-c", "echo hi"}}
+	for _, tc := range []struct {
+		name string
+		l    *api.Lifecycle
+		want string // substring of the error; empty for valid
+	}{
+		{"exec postStart, sleep preStop", &api.Lifecycle{
+			PostStart: &api.LifecycleHandler{Exec: exec},
+			PreStop:   &api.LifecycleHandler{Sleep: &api.SleepAction{Seconds: 5}},
+		}, ""},
+		{"http to another address", &api.Lifecycle{
+			PostStart: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Host: "10.88.0.7", Port: 8080, Path: "/echo?msg=poststart"}},
+		}, ""},
+		{"http to an IPv6 address", &api.Lifecycle{
+			PreStop: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Host: "fd00::7", Port: 80}},
+		}, ""},
+		{"sleep zero", &api.Lifecycle{PreStop: &api.LifecycleHandler{Sleep: &api.SleepAction{}}}, ""},
+		{"http to a name", &api.Lifecycle{
+			PostStart: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Host: "metadata.internal", Port: 80}},
+		}, `spec.containers[0].lifecycle.postStart.httpGet.host "metadata.internal" is not an IP address`},
+		{"http with a zone", &api.Lifecycle{
+			PreStop: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Host: "fe80::1%eth0", Port: 80}},
+		}, "lifecycle.preStop.httpGet.host"},
+		{"http port", &api.Lifecycle{
+			PreStop: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Port: 0}},
+		}, "spec.containers[0].lifecycle.preStop.httpGet.port 0 is out of range"},
+		{"http path with CRLF", &api.Lifecycle{
+			PreStop: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Port: 80, Path: "/a\r\nX: 1"}},
+		}, "lifecycle.preStop.httpGet.path"},
+		{"no handler", &api.Lifecycle{PreStop: &api.LifecycleHandler{}},
+			"spec.containers[0].lifecycle.preStop has no handler"},
+		{"two handlers", &api.Lifecycle{PostStart: &api.LifecycleHandler{Exec: exec, Sleep: &api.SleepAction{Seconds: 1}}},
+			"spec.containers[0].lifecycle.postStart has exec and sleep"},
+		{"empty exec", &api.Lifecycle{PostStart: &api.LifecycleHandler{Exec: &api.ExecAction{}}},
+			"spec.containers[0].lifecycle.postStart.exec.command is empty"},
+		{"negative sleep", &api.Lifecycle{PreStop: &api.LifecycleHandler{Sleep: &api.SleepAction{Seconds: -1}}},
+			"spec.containers[0].lifecycle.preStop.sleep.seconds -1 is out of range"},
+		{"long sleep", &api.Lifecycle{PreStop: &api.LifecycleHandler{Sleep: &api.SleepAction{Seconds: MaxHookSleep + 1}}},
+			"lifecycle.preStop.sleep.seconds 3601"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest", Lifecycle: tc.l}}}
+			Defaults(&s, "runc")
+			err := Validate(&s)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("Validate accepted the spec, want an error with %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("Validate = %v, want it to contain %q", err, tc.want)
+			case err != nil && !errors.Is(err, errdefs.ErrInvalidArgument):
+				t.Fatalf("Validate = %v, not an ErrInvalidArgument", err)
+			}
+		})
+	}
+}
+
+func TestLifecycleDefaults(t *testing.T) {
+	s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/httpd:latest", Lifecycle: &api.Lifecycle{
+		PreStop: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{Port: 80}},
+	}}}}
+	Defaults(&s, "runc")
+	g := s.Containers[0].Lifecycle.PreStop.HTTPGet
+	if g.Path != "/" || g.Scheme != api.URISchemeHTTP {
+		t.Errorf("httpGet = %+v, want path / and scheme HTTP", g)
+	}
+	if got, want := HookDescription(s.Containers[0].Lifecycle.PreStop), "http-get http://:80/"; got != want {
+		t.Errorf("HookDescription = %q, want %q", got, want)
+	}
+}
+
+func TestInitContainersHaveNoHooks(t *testing.T) {
+	s := api.InstanceSpec{
+		InitContainers: []api.ContainerSpec{{Name: "setup", Image: "kanga.test/busybox:latest",
+			Lifecycle: &api.Lifecycle{PostStart: &api.LifecycleHandler{Sleep: &api.SleepAction{Seconds: 1}}}}},
+		Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest"}},
+	}
+	Defaults(&s, "runc")
+	err := Validate(&s)
+	if err == nil || !strings.Contains(err.Error(), "spec.initContainers[0].lifecycle: init containers may not have lifecycle hooks") {
+		t.Fatalf("Validate = %v, want the init container's hooks refused", err)
+	}
+}
