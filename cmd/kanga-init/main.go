@@ -11,6 +11,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == holder.ExecArg {
+		err := holder.ExecWithEnv(os.Args[2:], os.Environ(), holder.OS{})
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(127)
+	}
 	if len(os.Args) == 2 && os.Args[1] == holder.LaunchArg {
 		err := holder.Launch(holder.EnvPath, holder.OS{})
 		os.Stderr.WriteString(err.Error() + "\n")

@@ -40,10 +40,11 @@ import (
 //
 // A warm container's holder takes the process over its stdin FIFO, held
 // in memory; the spec recorded after its claim is the launcher's, for
-// its restarts. A process started by exec (kanga exec) gets the spec's
-// env, so without the values from secrets: its spec passes through
-// containerd's state directory too. It can read them from /proc/1/environ
-// where the container's user may.
+// its restarts. A process started by exec (kanga exec, exec probes and
+// hooks) runs through the launcher too, /.kanga/init --exec [NAME=VALUE...]
+// -- CMD..., whose spec passes through containerd's state directory
+// without a secret: the launcher gives CMD the env of the container's
+// process (/proc/1/environ), the exec's own variables over it.
 
 // launch is what the launcher of container c execs, and who owns its
 // file on the host.
@@ -192,6 +193,21 @@ func (r *runner) clearLaunch(c *ctr) {
 	if err := os.Truncate(r.a.launchFile(r.uid, c.spec.Name), 0); err != nil && !os.IsNotExist(err) {
 		r.log.Warn("emptying the launcher's file failed", "container", c.spec.Name, "err", err)
 	}
+}
+
+// launcherSpec tells whether p is the launcher's process (launcherOpts).
+func launcherSpec(p *specs.Process) bool {
+	return p != nil && len(p.Args) == 2 && p.Args[0] == holder.Path && p.Args[1] == holder.LaunchArg
+}
+
+// withExecEnv is the args of an exec of cmd in a container started by the
+// launcher, with the exec's own env vars extra over the container's.
+func withExecEnv(cmd, extra []string) []string {
+	args := make([]string, 0, 3+len(extra)+len(cmd))
+	args = append(args, holder.Path, holder.ExecArg)
+	args = append(args, extra...)
+	args = append(args, "--")
+	return append(args, cmd...)
 }
 
 // launchProcess is what the holder of a warm container execs: the spec's

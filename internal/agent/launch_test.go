@@ -131,3 +131,15 @@ func TestWriteLaunch(t *testing.T) {
 		t.Error("the launch tmpfs is still mounted")
 	}
 }
+
+func TestExecThroughLauncher(t *testing.T) {
+	if !launcherSpec(&specs.Process{Args: []string{holder.Path, holder.LaunchArg}}) || launcherSpec(&specs.Process{Args: []string{"sh"}}) ||
+		launcherSpec(&specs.Process{Args: []string{holder.Path}}) || launcherSpec(nil) {
+		t.Error("launcherSpec tells the launcher's process wrong")
+	}
+	got := withExecEnv([]string{"sh", "-c", "echo $PW"}, []string{"TERM=xterm"})
+	want := []string{holder.Path, holder.ExecArg, "TERM=xterm", "--", "sh", "-c", "echo $PW"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withExecEnv = %q, want %q", got, want)
+	}
+}

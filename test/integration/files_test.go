@@ -147,13 +147,13 @@ func TestSecretAndConfigFiles(t *testing.T) {
 		}
 	}
 	// Env from the secret, resolved at start, in the env of the
-	// container's process; an exec'd process gets the spec's env, without
-	// it (see internal/agent/launch.go).
+	// container's process and, through the launcher, of an exec'd one
+	// (see internal/agent/launch.go).
 	if got := exec(pid1Env + ` | grep -E '^(PW|E_token|E_user)='`); got != "E_token="+envMarker+"\nE_user=env-user\nPW="+envMarker+"\n" {
 		t.Errorf("env from the secret: %q", got)
 	}
-	if got := exec(`echo "[$PW]"`); got != "[]\n" {
-		t.Errorf("an exec'd process has the env from the secret: %q", got)
+	if got := exec(`echo "$PW $E_token $E_user"`); got != envMarker+" "+envMarker+" env-user\n" {
+		t.Errorf("env from the secret in an exec'd process: %q", got)
 	}
 
 	// The host's side: a tmpfs of mode 0700 owned by root; the secret
@@ -351,7 +351,8 @@ func TestMultiHostFilesAfterAgentCrash(t *testing.T) {
 // runtimes' state; the agent's records and logs), not under
 // /var/lib/containerd or /run/containerd, not in kanga up's log, nor in
 // inspect or ps. The container's process has the argv of a start without
-// the launcher, and the launcher's file is empty once it ran.
+// the launcher, and the launcher's file is empty once it ran; an exec'd
+// process and an exec probe have the env too.
 func TestSecretEnvNotOnDisk(t *testing.T) {
 	p := startPlatform(t)
 	p.importImages()
@@ -394,7 +395,9 @@ func TestSecretEnvNotOnDisk(t *testing.T) {
 				r := p.kanga("exec", name, "sh", "-c", pid1Env+` | grep '^PW='`)
 				return r.code == 0 && r.stdout == "PW="+marker+"\n"
 			})
-			if got := p.must("exec", name, "sh", "-c", `tr '\0' ' ' </proc/1/cmdline; echo; echo "[$PW]"; wc -c </.kanga/env; id -u`); got != "sh -c "+script+" \n[]\n0\n"+fmt.Sprint(ptrOr(tc.user, 0))+"\n" {
+			// The exec'd process has the container's env (the launcher
+			// reads pid 1's), its own -e over it.
+			if got := p.must("exec", "-e", "EXTRA=x", name, "sh", "-c", `tr '\0' ' ' </proc/1/cmdline; echo; echo "[$PW] [$EXTRA]"; wc -c </.kanga/env; id -u`); got != "sh -c "+script+" \n["+marker+"] [x]\n0\n"+fmt.Sprint(ptrOr(tc.user, 0))+"\n" {
 				t.Errorf("argv of pid 1, env of an exec'd process, size of the launcher's file, uid:\n%s", got)
 			}
 			// Every run, restarts included, has the value.
@@ -413,6 +416,16 @@ func TestSecretEnvNotOnDisk(t *testing.T) {
 			}
 		})
 	}
+	// An exec probe sees the env of the container too.
+	pr := busybox("sleep", "3600")
+	pr.Env = []api.EnvVar{{Name: "PW", ValueFrom: &api.EnvVarSource{SecretKeyRef: &api.KeySelector{Name: "envsec", Key: "token"}}}}
+	pr.ReadinessProbe = &api.Probe{Exec: &api.ExecAction{Command: []string{"sh", "-c", `test -n "$PW"`}}, PeriodSeconds: 1}
+	p.runSpec(api.CreateInstanceRequest{Name: "env-probe", Spec: api.InstanceSpec{Containers: []api.ContainerSpec{pr}}})
+	p.eventually("env-probe to be ready by a probe reading the env", 60*time.Second, func() bool {
+		cs := p.inspect("env-probe").Status.Containers
+		return len(cs) == 1 && cs[0].Ready
+	})
+	p.must("rm", "-f", "env-probe")
 	for _, root := range []string{p.dataDir, "/var/lib/containerd", "/run/containerd"} {
 		if _, err := os.Stat(root); err != nil {
 			continue

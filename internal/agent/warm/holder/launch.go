@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -64,6 +66,8 @@ func Launch(path string, sys Launcher) error {
 type Launcher interface {
 	// Take reads the file at path and truncates it to nothing.
 	Take(path string) ([]byte, error)
+	// ReadEnviron reads a process's environ file.
+	ReadEnviron(path string) ([]byte, error)
 	Stat(path string) (os.FileInfo, error)
 	Exec(path string, args, env []string) error
 }
@@ -87,4 +91,72 @@ func (OS) Take(path string) ([]byte, error) {
 		return nil, fmt.Errorf("emptying it: %w", err)
 	}
 	return b, nil
+}
+
+// ExecArg starts the launcher in exec mode: /.kanga/init --exec
+// [NAME=VALUE...] -- ARGS... runs ARGS (a kanga exec, an exec probe or
+// hook) with the env of the container's process, read from
+// /proc/1/environ (the container has its own pid namespace; pid 1 is the
+// process the launcher started), the NAME=VALUE pairs (what the exec adds)
+// over it. The exec's own spec then needs no value from a secret: it
+// passes through containerd's state directory, on disk. Where pid 1's env
+// cannot be read (a process of another user, or one made non-dumpable),
+// the exec's own env is used.
+const ExecArg = "--exec"
+
+// pid1Environ is where the env of the container's process is read.
+const pid1Environ = "/proc/1/environ"
+
+// ExecWithEnv is the launcher in exec mode: args are what follows ExecArg,
+// env the launcher's own environment. It returns only on failure.
+func ExecWithEnv(args, env []string, sys Launcher) error {
+	var extra []string
+	for len(args) > 0 && args[0] != "--" {
+		if !strings.Contains(args[0], "=") {
+			return fmt.Errorf("kanga-init: %s: %q is not NAME=VALUE (or -- before the command)", ExecArg, args[0])
+		}
+		extra = append(extra, args[0])
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		return fmt.Errorf("kanga-init: %s: no command after --", ExecArg)
+	}
+	args = args[1:]
+	base := env
+	if b, err := sys.ReadEnviron(pid1Environ); err == nil {
+		base = nil
+		for _, kv := range strings.Split(string(b), "\x00") {
+			if kv != "" {
+				base = append(base, kv)
+			}
+		}
+	}
+	env = mergeEnv(base, extra)
+	exe, err := LookPath(args[0], env, sys.Stat)
+	if err != nil {
+		return err
+	}
+	err = sys.Exec(exe, args, env)
+	return fmt.Errorf("kanga-init: exec %s: %w", exe, err)
+}
+
+// mergeEnv is base with each NAME=VALUE of over replacing base's NAME or
+// added at the end, as runc and containerd merge env.
+func mergeEnv(base, over []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range over {
+		name, _, _ := strings.Cut(kv, "=")
+		i := slices.IndexFunc(out, func(e string) bool { n, _, _ := strings.Cut(e, "="); return n == name })
+		if i >= 0 {
+			out[i] = kv
+		} else {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// ReadEnviron reads a process's environ file.
+func (OS) ReadEnviron(path string) ([]byte, error) {
+	return os.ReadFile(path)
 }

@@ -14,8 +14,12 @@ type fakeLauncher struct {
 	files   fakeFS
 	data    []byte
 	takeErr error
+	environ []byte
+	envErr  error
 	exec    string
 }
+
+func (l *fakeLauncher) ReadEnviron(string) ([]byte, error) { return l.environ, l.envErr }
 
 func (l *fakeLauncher) Take(string) ([]byte, error)        { return l.data, l.takeErr }
 func (l *fakeLauncher) Stat(p string) (os.FileInfo, error) { return l.files.stat(p) }
@@ -79,5 +83,37 @@ func TestTake(t *testing.T) {
 	}
 	if _, err := (OS{}).Take(p); err == nil {
 		t.Fatal("Take of a file past MaxLaunchBytes succeeded")
+	}
+}
+
+func TestExecWithEnv(t *testing.T) {
+	pid1 := []byte("PATH=/bin\x00PW=s3cr3t\x00HOSTNAME=i\x00")
+	own := []string{"PATH=/usr/bin:/bin", "HOSTNAME=i"}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		envErr error
+		exec   string
+		err    string
+	}{
+		{name: "pid 1's env, the exec's additions over it", args: []string{"TERM=xterm", "PW=mine", "--", "sleep", "1"},
+			exec: "/bin/sleep sleep 1 | PATH=/bin PW=mine HOSTNAME=i TERM=xterm", err: "fake exec returned"},
+		{name: "no additions", args: []string{"--", "sleep"},
+			exec: "/bin/sleep sleep | PATH=/bin PW=s3cr3t HOSTNAME=i", err: "fake exec returned"},
+		{name: "pid 1 unreadable: the own env", args: []string{"--", "sleep"}, envErr: os.ErrPermission,
+			exec: "/bin/sleep sleep | PATH=/usr/bin:/bin HOSTNAME=i", err: "fake exec returned"},
+		{name: "no --", args: []string{"sleep"}, err: `"sleep" is not NAME=VALUE`},
+		{name: "no command", args: []string{"A=b", "--"}, err: "no command after --"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &fakeLauncher{files: fakeFS{"/bin/sleep": 0o755}, environ: pid1, envErr: tc.envErr}
+			err := ExecWithEnv(tc.args, own, l)
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("ExecWithEnv: %v, want an error with %q", err, tc.err)
+			}
+			if l.exec != tc.exec {
+				t.Errorf("exec = %q, want %q", l.exec, tc.exec)
+			}
+		})
 	}
 }
