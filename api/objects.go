@@ -148,6 +148,12 @@ type VolumeMount struct {
 	Name      string `json:"name"`
 	MountPath string `json:"mountPath"`
 	ReadOnly  bool   `json:"readOnly,omitempty"`
+	// SubPath mounts this path inside the volume instead of its root: a
+	// relative, clean path without "..", resolved on the host inside the
+	// volume (a symlink in it cannot lead out) and made a directory when
+	// missing. A file of a secret or config volume mounted by SubPath
+	// keeps the content it had at start, as in Kubernetes.
+	SubPath string `json:"subPath,omitempty"`
 }
 
 // EnvFromSource sets a variable for every key of a secret or config, named

@@ -68,7 +68,22 @@ type ContainerSpec struct {
 	// Lifecycle holds actions run right after the container starts and
 	// before it is stopped, as Kubernetes' lifecycle hooks.
 	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
+	// TerminationMessagePath is a file in the container (Kubernetes'
+	// default is /dev/termination-log; unset, none) whose first 4 KiB,
+	// when the container ends, are its status' message.
+	TerminationMessagePath string `json:"terminationMessagePath,omitempty"`
+	// TerminationMessagePolicy File (the default) takes the message from
+	// the file only; FallbackToLogsOnError takes the end of the run's log
+	// (80 lines, 2 KiB at most) when the file is empty and the container
+	// failed.
+	TerminationMessagePolicy string `json:"terminationMessagePolicy,omitempty"`
 }
+
+// Termination message policies.
+const (
+	TerminationMessageReadFile              = "File"
+	TerminationMessageFallbackToLogsOnError = "FallbackToLogsOnError"
+)
 
 // SecurityContext is a container's sandbox settings, shaped as in a
 // Kubernetes container. Dropping is always allowed; adding a capability
@@ -215,6 +230,13 @@ type InstanceSpec struct {
 	// start: then its containers are stopped and it fails with reason
 	// DeadlineExceeded, as a Kubernetes pod's activeDeadlineSeconds.
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
+	// TerminationGracePeriodSeconds is how long a container has between
+	// its stop signal (after its preStop hook) and SIGKILL when the
+	// platform stops it: a stop without a timeout, the deadline, a failed
+	// liveness or startup probe or postStart hook (0-3600; default 10). A
+	// stop with a timeout (kanga stop -t, a pod deletion's grace period)
+	// uses that instead.
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 	// Hostname is the containers' hostname (and the name /etc/hosts
 	// gives the instance's address); the instance name if empty.
 	Hostname string `json:"hostname,omitempty"`
@@ -278,6 +300,9 @@ type ContainerStatus struct {
 	// Ready is set while the container runs, has passed its startup
 	// probe and passes its readiness probe (those it has).
 	Ready bool `json:"ready"`
+	// Message is the termination message of the run that ended (see
+	// ContainerSpec.TerminationMessagePath).
+	Message string `json:"message,omitempty"`
 }
 
 // Event is a notable moment in an instance's life.

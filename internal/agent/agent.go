@@ -428,10 +428,18 @@ func (a *Agent) cleanupOrphans(ctx context.Context, known map[string]bool) {
 		}
 	}
 	// The containers of gone instances are gone now, their tasks with
-	// them: nothing uses those instances' emptyDirs and writable layers.
+	// them: nothing uses those instances' emptyDirs and writable layers
+	// but the sub-path binds into them, which go first.
+	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
+	for _, e := range sandboxes {
+		if !known[e.Name()] {
+			if err := a.unmountSubPaths(e.Name()); err != nil {
+				a.log.Warn("unmounting the sub-path binds of a gone instance failed", "uid", e.Name(), "err", err)
+			}
+		}
+	}
 	a.cleanupVolumes(ctx, known)
 	a.cleanupCgroups(known, knownNet)
-	sandboxes, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "sandboxes"))
 	for _, e := range sandboxes {
 		if !known[e.Name()] {
 			a.removeSandboxDir(e.Name())

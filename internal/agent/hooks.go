@@ -155,7 +155,7 @@ func (r *runner) handleHook(ctx context.Context, hr hookResult) {
 		}
 		if hr.err != nil {
 			r.event("Warning", "FailedPostStartHook", "PostStart hook %s of container %s failed: %v", desc, c.spec.Name, hr.err)
-			r.killContainer(ctx, c, "failed its postStart hook", probeKillGrace)
+			r.killContainer(ctx, c, "failed its postStart hook", r.killGrace())
 			return
 		}
 		r.startProbes(ctx, c, false)
@@ -221,7 +221,15 @@ func (r *runner) killContainer(ctx context.Context, c *ctr, why string, grace ti
 	if !model.WillRestart(inst.Spec.RestartPolicy, 128+int(syscall.SIGTERM)) {
 		then = "will not be restarted (restart policy Never)"
 	}
-	r.event("Normal", "Killing", "container %s %s, %s", c.spec.Name, why, then)
+	r.event("Normal", "Killing", "container %s %s, %s; SIGKILL in %s", c.spec.Name, why, then, grace)
 	c.killAt = time.Now().Add(grace)
 	r.stopContainer(ctx, c, grace)
+}
+
+// killGrace is how long a container the platform kills for a failed
+// probe or hook has between its stop signal and SIGKILL: the spec's
+// terminationGracePeriodSeconds, as the kubelet's.
+func (r *runner) killGrace() time.Duration {
+	inst, _ := r.snapshot()
+	return time.Duration(model.StopGrace(&inst.Spec)) * time.Second
 }

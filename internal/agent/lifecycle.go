@@ -237,6 +237,16 @@ func (s *filesStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		return nil, err
 	}
+	termDir := r.a.terminationDir(r.uid)
+	if _, err := setupTermination(termDir, terminationContainers(&s.inst.Spec)); err != nil {
+		if fresh(s.inst) {
+			_ = unmountFiles(r.a.filesDir(r.uid))
+			if rerr := s.removeEtc(dir); rerr != nil {
+				r.log.Warn("removing the /etc files of a failed start failed", "err", rerr)
+			}
+		}
+		return nil, err
+	}
 	r.mark("files")
 	if !fresh(s.inst) {
 		if mountedFiles {
@@ -247,7 +257,7 @@ func (s *filesStep) Do(ctx context.Context) (steps.Undo, error) {
 		return nil, nil
 	}
 	return func(context.Context) error {
-		return errors.Join(unmountFiles(r.a.filesDir(r.uid)), s.removeEtc(dir))
+		return errors.Join(unmountFiles(r.a.filesDir(r.uid)), unmountFiles(termDir), s.removeEtc(dir))
 	}, nil
 }
 

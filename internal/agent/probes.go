@@ -10,10 +10,6 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/probe"
 )
 
-// probeKillGrace is how long a container that failed its liveness or
-// startup probe has between SIGTERM and SIGKILL.
-const probeKillGrace = 10 * time.Second
-
 // probeResult is a probe transition of one run (generation) of a
 // container.
 type probeResult struct {
@@ -167,9 +163,9 @@ func (r *runner) handleProbe(ctx context.Context, pr probeResult) {
 			c.status.Ready = c.spec.ReadinessProbe == nil
 			return
 		}
-		r.killContainer(ctx, c, "failed its startup probe", probeKillGrace)
+		r.killContainer(ctx, c, "failed its startup probe", r.killGrace())
 	case probe.Liveness:
-		r.killContainer(ctx, c, "failed its liveness probe", probeKillGrace)
+		r.killContainer(ctx, c, "failed its liveness probe", r.killGrace())
 	case probe.Readiness:
 		c.status.Ready = pr.Healthy && c.started
 	}

@@ -152,7 +152,8 @@ func (s *pvolumesStep) Do(ctx context.Context) (steps.Undo, error) {
 	}
 	var mounted []string
 	undo := func(ctx context.Context) error {
-		var errs []error
+		// The sub-path binds into the volumes (subpath.go) first.
+		errs := []error{r.a.unmountSubPaths(r.uid)}
 		for _, id := range mounted {
 			if err := m.Unmount(ctx, id, r.uid); err != nil {
 				errs = append(errs, err)

@@ -461,6 +461,11 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	r.mark("task-lookup")
+	if c.spec.TerminationMessagePath != "" {
+		if err := resetTerminationFile(r.a.terminationDir(r.uid), c.spec.Name); err != nil {
+			return err
+		}
+	}
 	inst, _ := r.snapshot()
 	if launched(&c.spec) {
 		if err := r.ensureLaunch(ctx, &inst, c); err != nil {
@@ -470,6 +475,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 			return fmt.Errorf("writing the process for the launcher: %w", err)
 		}
 		r.mark("launch")
+	}
+	if err := r.bindSubPaths(&inst, c.spec); err != nil {
+		return err
 	}
 	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
 	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
@@ -507,6 +515,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	c.status.State = api.ContainerRunning
 	c.status.Reason = ""
 	c.status.ExitCode = nil
+	c.status.Message = ""
 	c.status.StartedAt = &now
 	c.status.FinishedAt = nil
 	c.status.PID = int(task.Pid())
@@ -765,6 +774,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	c.status.ExitCode = &code
 	c.status.FinishedAt = &at
 	c.status.PID = 0
+	c.status.Message = r.a.terminationMessage(r.uid, &c.spec, code)
 	switch {
 	case r.stopping:
 		c.status.Reason = "Stopped"
@@ -799,7 +809,8 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 // otherwise), and SIGKILL after grace.
 func (r *runner) stop(ctx context.Context, gracePtr *int) {
 	r.stopping = true
-	grace := 10
+	inst, _ := r.snapshot()
+	grace := model.StopGrace(&inst.Spec)
 	if gracePtr != nil {
 		grace = *gracePtr
 	}
@@ -1084,7 +1095,10 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	// Once no container has them: the data stays on the persistent
-	// volumes, the emptyDirs go.
+	// volumes, the emptyDirs go (the sub-path binds into them first).
+	if err := r.a.unmountSubPaths(r.uid); err != nil {
+		return fmt.Errorf("unmounting the sub-path binds: %w", err)
+	}
 	if err := r.releaseVolumes(ctx, &inst); err != nil {
 		return err
 	}

@@ -154,11 +154,17 @@ func (a *Agent) removeFiles(uid string) {
 // secret and config files taken off first (RemoveAll would empty it and
 // then fail on the mount point, leaving it mounted).
 func (a *Agent) removeSandboxDir(uid string) {
+	if err := a.unmountSubPaths(uid); err != nil {
+		a.log.Warn("unmounting the sub-path binds failed", "uid", uid, "err", err)
+	}
 	if err := unmountFiles(a.filesDir(uid)); err != nil {
 		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
 	}
 	if err := unmountFiles(a.launchDir(uid)); err != nil {
 		a.log.Warn("unmounting the launcher's files failed", "uid", uid, "err", err)
+	}
+	if err := unmountFiles(a.terminationDir(uid)); err != nil {
+		a.log.Warn("unmounting the termination messages failed", "uid", uid, "err", err)
 	}
 	_ = os.RemoveAll(a.sandboxDir(uid))
 }
@@ -470,12 +476,11 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
 		oci.WithHostname(hostnameOf(inst)),
-		r.withVolumeMounts(c.spec),
 	)
-	if m := objectMounts(r.a.filesDir(r.uid), &inst.Spec, &c.spec); len(m) > 0 {
-		opts = append(opts, oci.WithMounts(m))
+	if mounts := r.withSubPaths(c.spec, r.mountsOf(inst, c.spec)); len(mounts) > 0 {
+		opts = append(opts, oci.WithMounts(mounts))
 	}
-	if ms := r.a.pvSpecMounts(inst, c.spec); len(ms) > 0 {
+	if ms := terminationMount(r.a.terminationDir(r.uid), &c.spec); len(ms) > 0 {
 		opts = append(opts, oci.WithMounts(ms))
 	}
 	if c.spec.WorkingDir != "" {

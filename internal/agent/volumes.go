@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/mount"
-	"github.com/containerd/containerd/oci"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -50,7 +49,8 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 	paths := map[string]string{}
 	var teardowns []func(context.Context) error
 	undo := func(ctx context.Context) error {
-		var errs []error
+		// The sub-path binds into the emptyDirs (subpath.go) first.
+		errs := []error{r.a.unmountSubPaths(r.uid)}
 		for i := len(teardowns) - 1; i >= 0; i-- {
 			errs = append(errs, teardowns[i](ctx))
 		}
@@ -194,11 +194,6 @@ func volumeMounts(c api.ContainerSpec, paths map[string]string) []specs.Mount {
 		})
 	}
 	return out
-}
-
-// withVolumeMounts adds c's volume mounts to its spec.
-func (r *runner) withVolumeMounts(c api.ContainerSpec) oci.SpecOpts {
-	return oci.WithMounts(volumeMounts(c, r.volumePaths))
 }
 
 // limitWritableLayer puts a filesystem of the instance's disk limit under

@@ -336,6 +336,11 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if err != nil || !poolable(inst.Spec, limits) || hasDiskLimits(inst.Spec.Resources) || hasStorage(inst.Spec) {
 		return nil
 	}
+	// A warm container was made without the bind of a termination
+	// message file, and mounts are fixed at creation.
+	if len(terminationContainers(&inst.Spec)) > 0 {
+		return nil
+	}
 	// Dedicated cores would narrow the instance's cpuset below that of the
 	// warm leaf cgroup, which cgroup v1 refuses: they start the usual way.
 	if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {

@@ -8,6 +8,21 @@ import (
 	"github.com/kanga-run/kanga/api"
 )
 
+// Stop grace periods: the platform's default, and the longest a stop or
+// a spec may ask for.
+const (
+	DefaultStopGrace = 10
+	MaxStopGrace     = 3600
+)
+
+// StopGrace is the grace period of a stop of spec that gives none.
+func StopGrace(spec *api.InstanceSpec) int {
+	if g := spec.TerminationGracePeriodSeconds; g != nil {
+		return int(*g)
+	}
+	return DefaultStopGrace
+}
+
 // MaxHookSleep caps a sleep hook: a preStop is bounded by the stop's
 // grace period anyway, a postStart holds the container's readiness.
 const MaxHookSleep = 3600
@@ -97,4 +112,32 @@ func HookDescription(h *api.LifecycleHandler) string {
 		return "sleep " + strconv.FormatInt(h.Sleep.Seconds, 10) + "s"
 	}
 	return ""
+}
+
+// validateTermination checks a container's termination message file and
+// policy. The file may be under /dev, where Kubernetes puts it
+// (/dev/termination-log): it is bound over the container's own /dev
+// tmpfs, not the host's.
+func validateTermination(f string, c *api.ContainerSpec) []error {
+	var errs []error
+	if p := c.TerminationMessagePath; p != "" {
+		field := f + ".terminationMessagePath"
+		check := p
+		if rest, ok := strings.CutPrefix(p, "/dev/"); ok {
+			// The mount path rules, but for the /dev root.
+			check = "/termination-log-dir/" + rest
+			if strings.Trim(rest, "/.") == "" {
+				check = "/dev" // /dev itself
+			}
+		}
+		if err := ValidateMountPath(field, check); err != nil {
+			errs = append(errs, invalid("%s %q is not a file path the container may have: absolute, without '..', not the root nor under /proc, /sys or /.kanga", field, truncate(p)))
+		}
+	}
+	switch c.TerminationMessagePolicy {
+	case "", api.TerminationMessageReadFile, api.TerminationMessageFallbackToLogsOnError:
+	default:
+		errs = append(errs, invalid("%s.terminationMessagePolicy %q is not File or FallbackToLogsOnError", f, truncate(c.TerminationMessagePolicy)))
+	}
+	return errs
 }

@@ -94,3 +94,53 @@ func TestInitContainersHaveNoHooks(t *testing.T) {
 		t.Fatalf("Validate = %v, want the init container's hooks refused", err)
 	}
 }
+
+func TestValidateTermination(t *testing.T) {
+	for _, tc := range []struct {
+		path, policy string
+		want         string // substring of the error; empty for valid
+	}{
+		{"/dev/termination-log", "", ""},
+		{"/dev/termination-custom-log", api.TerminationMessageFallbackToLogsOnError, ""},
+		{"/tmp/msg", api.TerminationMessageReadFile, ""},
+		{"", api.TerminationMessageFallbackToLogsOnError, ""},
+		{"relative", "", `spec.containers[0].terminationMessagePath "relative" is not a file path`},
+		{"/dev/../proc/self/x", "", "terminationMessagePath"},
+		{"/dev/", "", "terminationMessagePath"},
+		{"/proc/1/x", "", "terminationMessagePath"},
+		{"/.kanga/init", "", "terminationMessagePath"},
+		{"/", "", "terminationMessagePath"},
+		{"/tmp/msg", "Always", `spec.containers[0].terminationMessagePolicy "Always" is not File or FallbackToLogsOnError`},
+	} {
+		s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest",
+			TerminationMessagePath: tc.path, TerminationMessagePolicy: tc.policy}}}
+		Defaults(&s, "runc")
+		err := Validate(&s)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%q %q: Validate: %v", tc.path, tc.policy, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, errdefs.ErrInvalidArgument)):
+			t.Errorf("%q %q: Validate = %v, want an invalid argument with %q", tc.path, tc.policy, err, tc.want)
+		}
+	}
+}
+
+func TestValidateTerminationGrace(t *testing.T) {
+	for _, tc := range []struct {
+		grace int64
+		ok    bool
+	}{{0, true}, {30, true}, {MaxStopGrace, true}, {-1, false}, {MaxStopGrace + 1, false}} {
+		s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest"}}, TerminationGracePeriodSeconds: &tc.grace}
+		Defaults(&s, "runc")
+		err := Validate(&s)
+		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), "spec.terminationGracePeriodSeconds")) {
+			t.Errorf("grace %d: Validate = %v", tc.grace, err)
+		}
+		if tc.ok && StopGrace(&s) != int(tc.grace) {
+			t.Errorf("grace %d: StopGrace = %d", tc.grace, StopGrace(&s))
+		}
+	}
+	if g := StopGrace(&api.InstanceSpec{}); g != DefaultStopGrace {
+		t.Errorf("StopGrace of a spec without one = %d, want %d", g, DefaultStopGrace)
+	}
+}

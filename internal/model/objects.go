@@ -116,6 +116,26 @@ func ValidateMountPath(field, p string) error {
 	return nil
 }
 
+// ValidateSubPath checks a volume mount's subPath: a path inside the
+// volume, relative and clean, so that what the host resolves is what the
+// tenant wrote (the host still resolves it inside the volume, against
+// symlinks the containers plant).
+func ValidateSubPath(field, p string) error {
+	switch {
+	case len(p) > MaxPath:
+		return invalid("%s: %d bytes, at most %d", field, len(p), MaxPath)
+	case strings.ContainsRune(p, 0):
+		return invalid("%s contains a NUL byte", field)
+	case path.IsAbs(p):
+		return invalid("%s %q must be relative to the volume's root", field, truncate(p))
+	case slices.Contains(strings.Split(p, "/"), ".."):
+		return invalid("%s %q contains '..': a subPath stays inside its volume", field, truncate(p))
+	case path.Clean(p) != p || p == ".":
+		return invalid("%s %q is not a clean path: write it as %q, without '.', '//' or a trailing '/'", field, truncate(p), path.Clean(p))
+	}
+	return nil
+}
+
 // sourceNames are the sources a volume may have, one of them.
 var sourceNames = []string{"secret", "config", "emptyDir", "persistentVolume"}
 
@@ -301,6 +321,11 @@ func validateVolumes(spec *api.InstanceSpec) []error {
 			if err := ValidateMountPath(mf+".mountPath", m.MountPath); err != nil {
 				errs = append(errs, err)
 				continue
+			}
+			if m.SubPath != "" {
+				if err := ValidateSubPath(mf+".subPath", m.SubPath); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			p := path.Clean(m.MountPath)
 			if k, dup := at[p]; dup {

@@ -92,9 +92,14 @@ func TestValidateVolumes(t *testing.T) {
 		field string // "" when valid
 	}{
 		{"valid", func(*api.InstanceSpec) {}, ""},
+		{"subPath", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[1].SubPath = "conf.d/app.conf" }, ""},
 		{"relative mount", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "etc/creds" }, "spec.containers[0].volumeMounts[0].mountPath"},
 		{"dotdot mount", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "/etc/../proc" }, "spec.containers[0].volumeMounts[0].mountPath"},
 		{"proc", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "/proc" }, "spec.containers[0].volumeMounts[0].mountPath"},
+		{"absolute subPath", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].SubPath = "/etc" }, "spec.containers[0].volumeMounts[0].subPath \"/etc\" must be relative"},
+		{"dotdot subPath", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].SubPath = "a/../../etc" }, "spec.containers[0].volumeMounts[0].subPath \"a/../../etc\" contains '..'"},
+		{"unclean subPath", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].SubPath = "a//b/" }, "spec.containers[0].volumeMounts[0].subPath \"a//b/\" is not a clean path"},
+		{"dot subPath", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].SubPath = "." }, "spec.containers[0].volumeMounts[0].subPath \".\" is not a clean path"},
 		{"under sys", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "/sys/fs/x" }, "under /sys"},
 		{"dev", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "/dev/" }, "under /dev"},
 		{"kanga", func(s *api.InstanceSpec) { s.Containers[0].VolumeMounts[0].MountPath = "/.kanga/x" }, "under /.kanga"},

@@ -184,6 +184,7 @@ func Validate(spec *api.InstanceSpec) error {
 			errs = append(errs, invalid("%s.workingDir: %d bytes, at most %d", f, len(c.WorkingDir), MaxPath))
 		}
 		errs = append(errs, validateSecurityContext(f, c.SecurityContext)...)
+		errs = append(errs, validateTermination(f, &c)...)
 		if c.RestartPolicy != "" {
 			errs = append(errs, containerRestartPolicy(sc))
 		}
@@ -245,6 +246,9 @@ func Validate(spec *api.InstanceSpec) error {
 	errs = append(errs, validateDNS(spec)...)
 	if d := spec.ActiveDeadlineSeconds; d != nil && *d < 1 {
 		errs = append(errs, invalid("spec.activeDeadlineSeconds %d: give at least 1 second, or leave it out for no deadline", *d))
+	}
+	if g := spec.TerminationGracePeriodSeconds; g != nil && (*g < 0 || *g > MaxStopGrace) {
+		errs = append(errs, invalid("spec.terminationGracePeriodSeconds %d is out of range 0-%d", *g, MaxStopGrace))
 	}
 	switch spec.SchedulingPolicy {
 	case "", "binpack", "spread":

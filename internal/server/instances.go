@@ -311,17 +311,20 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	name := r.PathValue("name")
-	grace := 10
+	grace := -1 // the spec's
 	if v := r.URL.Query().Get("timeout"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 3600 {
-			return fmt.Errorf("query parameter timeout=%q must be a number of seconds between 0 and 3600: %w", v, errdefs.ErrInvalidArgument)
+		if err != nil || n < 0 || n > model.MaxStopGrace {
+			return fmt.Errorf("query parameter timeout=%q must be a number of seconds between 0 and %d: %w", v, model.MaxStopGrace, errdefs.ErrInvalidArgument)
 		}
 		grace = n
 	}
 	inst, err := s.store.UpdateInstance(ctx, name, func(inst *api.Instance) error {
 		if inst.Status.Phase.Terminal() {
 			return nil
+		}
+		if grace < 0 {
+			grace = model.StopGrace(&inst.Spec)
 		}
 		inst.StopRequested = true
 		inst.Status.Events = model.AppendEvent(inst.Status.Events, api.Event{Time: s.now().UTC(), Type: "Normal", Reason: "Stopping",

@@ -81,7 +81,7 @@ func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
 	if pod.Name == "" {
 		return api.CreateInstanceRequest{}, fmt.Errorf("metadata.name: the pod has no name (generateName needs the API server): %w", errdefs.ErrInvalidArgument)
 	}
-	spec, err := instanceSpec(pod, "", &envSources{kangaObjects: true})
+	spec, _, err := instanceSpec(pod, "", &envSources{kangaObjects: true})
 	if err != nil {
 		return api.CreateInstanceRequest{}, err
 	}
@@ -93,22 +93,32 @@ func FromPod(pod *corev1.Pod) (api.CreateInstanceRequest, error) {
 // says why Kanga cannot run it. It resolves no env reference to a
 // ConfigMap or Secret (a Provider does).
 func InstanceSpec(pod *corev1.Pod, node string) (api.InstanceSpec, error) {
-	return instanceSpec(pod, node, &envSources{})
+	spec, _, err := instanceSpec(pod, node, &envSources{})
+	return spec, err
 }
 
-// instanceSpec is InstanceSpec with the env of the containers resolved
-// from env (env.go).
-func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSpec, error) {
+// instanceSpec is InstanceSpec with the env of the containers and the
+// volumes resolved from env (env.go, volumes.go), and the objects of the
+// volumes to write before the instance is created.
+func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSpec, []volumeObject, error) {
 	if err := checkSupported(pod); err != nil {
-		return api.InstanceSpec{}, err
+		return api.InstanceSpec{}, nil, err
+	}
+	vols, err := env.podVolumes(pod, node)
+	if err != nil {
+		return api.InstanceSpec{}, nil, err
 	}
 	spec := api.InstanceSpec{
 		// Kanga instances are immutable: a deadline shortened on the
 		// running pod is not applied (see UpdatePod).
 		ActiveDeadlineSeconds: pod.Spec.ActiveDeadlineSeconds,
-		RestartPolicy:         restartPolicy(pod.Spec.RestartPolicy),
-		InstanceType:          pod.Annotations[AnnotationInstanceType],
-		Runtime:               pod.Annotations[AnnotationRuntime],
+		// The grace of the kills the node makes itself (probes, hooks);
+		// a deletion's comes with the deletion.
+		TerminationGracePeriodSeconds: pod.Spec.TerminationGracePeriodSeconds,
+		RestartPolicy:                 restartPolicy(pod.Spec.RestartPolicy),
+		InstanceType:                  pod.Annotations[AnnotationInstanceType],
+		Runtime:                       pod.Annotations[AnnotationRuntime],
+		Volumes:                       vols.volumes,
 	}
 	mapDNS(pod, &spec)
 	if spec.Runtime == "" && pod.Spec.RuntimeClassName != nil {
@@ -125,15 +135,15 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	}
 	var cpu, mem resource.Quantity
 	for _, c := range pod.Spec.Containers {
-		cs, err := containerSpec(pod, &c, node, marker, env)
+		cs, err := containerSpec(pod, &c, node, marker, env, &vols)
 		if err != nil {
-			return api.InstanceSpec{}, err
+			return api.InstanceSpec{}, nil, err
 		}
 		if err := probes(c, &cs); err != nil {
-			return api.InstanceSpec{}, err
+			return api.InstanceSpec{}, nil, err
 		}
 		if err := lifecycle(c, &cs); err != nil {
-			return api.InstanceSpec{}, err
+			return api.InstanceSpec{}, nil, err
 		}
 		spec.Containers = append(spec.Containers, cs)
 		// Kanga's resources are instance-wide: the sum of the containers'
@@ -145,9 +155,9 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	// pod needs the larger of their sum and the largest init container,
 	// as the scheduler counts a pod's effective request.
 	for _, c := range pod.Spec.InitContainers {
-		cs, err := containerSpec(pod, &c, node, marker, env)
+		cs, err := containerSpec(pod, &c, node, marker, env, &vols)
 		if err != nil {
-			return api.InstanceSpec{}, fmt.Errorf("init %w", err)
+			return api.InstanceSpec{}, nil, fmt.Errorf("init %w", err)
 		}
 		spec.InitContainers = append(spec.InitContainers, cs)
 		if q := limitOrRequest(c.Resources, corev1.ResourceCPU); q.Cmp(cpu) > 0 {
@@ -165,28 +175,37 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	}
 	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
 	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
-	return spec, nil
+	return spec, vols.objects, nil
 }
 
 // containerSpec maps container c of pod, app or init, with its env
 // resolved from env and, on a virtual node, the marker variables that tie
 // the instance to the pod.
-func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []api.EnvVar, env *envSources) (api.ContainerSpec, error) {
+func containerSpec(pod *corev1.Pod, c *corev1.Container, node string, marker []api.EnvVar, env *envSources, vols *podVolumes) (api.ContainerSpec, error) {
 	vars, envFrom, command, args, err := env.containerEnv(pod, c)
 	if err != nil {
 		return api.ContainerSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
 	}
+	mounts, err := volumeMounts(c, vars, vols)
+	if err != nil {
+		return api.ContainerSpec{}, fmt.Errorf("container %s: %w", c.Name, err)
+	}
 	cs := api.ContainerSpec{
-		Name:       c.Name,
-		Image:      c.Image,
-		Command:    command,
-		Args:       args,
-		Env:        vars,
-		EnvFrom:    envFrom,
-		WorkingDir: c.WorkingDir,
+		Name:         c.Name,
+		Image:        c.Image,
+		Command:      command,
+		Args:         args,
+		Env:          vars,
+		EnvFrom:      envFrom,
+		WorkingDir:   c.WorkingDir,
+		VolumeMounts: mounts,
 		// Added capabilities and Unconfined go to Kanga's API, which
 		// allows them only as far as the tenant's policy does.
 		SecurityContext: securityContext(pod.Spec.SecurityContext, c.SecurityContext),
+		// The API server defaults both; a pod read from a file may not
+		// have them, and then has no message file, as Kanga's API.
+		TerminationMessagePath:   c.TerminationMessagePath,
+		TerminationMessagePolicy: string(c.TerminationMessagePolicy),
 	}
 	if node != "" {
 		cs.Env = append(cs.Env, marker...)
@@ -359,15 +378,9 @@ func checkSupported(pod *corev1.Pod) error {
 	if psc := pod.Spec.SecurityContext; psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
 		bad = append(bad, "seccompProfile Localhost")
 	}
-	skip := map[string]bool{}
 	for _, v := range pod.Spec.Volumes {
-		switch {
-		case serviceAccountVolume(v):
-			skip[v.Name] = true
-		case v.HostPath != nil:
-			bad = append(bad, "volume "+v.Name+": hostPath")
-		default:
-			bad = append(bad, "volume "+v.Name+": volumes are not supported")
+		if !supportedVolume(v) {
+			bad = append(bad, "volume "+v.Name+" of type "+volumeType(v))
 		}
 	}
 	// Init containers run in the same sandbox: the same limits hold.
@@ -386,8 +399,8 @@ func checkSupported(pod *corev1.Pod) error {
 			}
 		}
 		for _, m := range c.VolumeMounts {
-			if !skip[m.Name] {
-				bad = append(bad, "container "+c.Name+": volumeMount "+m.Name)
+			if m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
+				bad = append(bad, "container "+c.Name+": volumeMount "+m.Name+" mountPropagation Bidirectional")
 			}
 		}
 		if c.Stdin || c.TTY {

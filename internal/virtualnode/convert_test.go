@@ -158,9 +158,23 @@ func TestInstanceSpecRefusesUnsupported(t *testing.T) {
 		{"privileged init container", func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "i", Image: "busybox", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}
 		}, "container i: privileged"},
-		{"emptyDir", func(p *corev1.Pod) {
+		{"nfs", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "share", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "nas", Path: "/x"}}})
+		}, "volume share of type nfs"},
+		{"iscsi", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "lun", VolumeSource: corev1.VolumeSource{ISCSI: &corev1.ISCSIVolumeSource{}}})
+		}, "volume lun of type iscsi"},
+		{"hugepages emptyDir", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumHugePages}}})
+		}, "spec.volumes[1] e: emptyDir medium HugePages"},
+		{"bidirectional propagation", func(p *corev1.Pod) {
+			b := corev1.MountPropagationBidirectional
 			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
-		}, "volume e"},
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "e", MountPath: "/e", MountPropagation: &b}}
+		}, "volumeMount e mountPropagation Bidirectional"},
+		{"configMap without a cluster's listers", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "c", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "x"}}}})
+		}, "this node cannot read ConfigMaps"},
 		{"seccomp profile file", func(p *corev1.Pod) {
 			p.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost}}
 		}, "seccompProfile Localhost"},

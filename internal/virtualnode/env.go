@@ -33,9 +33,13 @@ import (
 // references that the instance's host resolves at start, together with
 // the $(VAR) references to them (see package expansion).
 type envSources struct {
-	configMaps  corev1listers.ConfigMapLister
-	secrets     corev1listers.SecretLister
-	services    corev1listers.ServiceLister
+	configMaps corev1listers.ConfigMapLister
+	secrets    corev1listers.SecretLister
+	services   corev1listers.ServiceLister
+	// claims and volumes are the PersistentVolumeClaims and
+	// PersistentVolumes a claim volume maps through (volumes.go).
+	claims      corev1listers.PersistentVolumeClaimLister
+	volumes     corev1listers.PersistentVolumeLister
 	hostIP      string
 	allocatable corev1.ResourceList
 	// recorder, if set, gets the events virtual-kubelet's resolver

@@ -22,6 +22,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -140,6 +141,19 @@ func Run(ctx context.Context, cfg Config) error {
 	eb.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
 	recorder := eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: path.Join(cfg.Name, "pod-controller")})
 
+	// The claims of pods' volumes and the PersistentVolumes they are bound
+	// to (volumes.go).
+	claimInformers := informers.NewSharedInformerFactory(kube, 0)
+	claims := claimInformers.Core().V1().PersistentVolumeClaims().Lister()
+	pvs := claimInformers.Core().V1().PersistentVolumes().Lister()
+	claimInformers.Start(ctx.Done())
+	defer claimInformers.Shutdown()
+	for typ, ok := range claimInformers.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("virtual node %s: syncing the %v informer failed", cfg.Name, typ)
+		}
+	}
+
 	mux := http.NewServeMux()
 	var provider *Provider
 	n, err := nodeutil.NewNode(cfg.Name,
@@ -148,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if cfg.TenantPerNamespace {
 				opts = append(opts, TenantPerNamespace(cfg.TenantPrefix), NamespaceNetworkPolicy(npc.policyFor))
 			}
-			opts = append(opts, EnvSources(pc.ConfigMaps, pc.Secrets, pc.Services, capacity), Events(recorder))
+			opts = append(opts, EnvSources(pc.ConfigMaps, pc.Secrets, pc.Services, capacity), Claims(claims, pvs), Events(recorder))
 			provider = NewProvider(cfg.Kanga, cfg.Name, cfg.Addr, pc.Pods, cfg.Log, opts...)
 			return provider, nil, nil
 		},

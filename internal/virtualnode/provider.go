@@ -61,6 +61,11 @@ type Provider struct {
 	// cpu keeps the previous CPU sample of each instance for the usage
 	// rate of the stats summary.
 	cpu map[string]cpuSample
+	// written is the content last written to each object of a pod
+	// volume (objects.go).
+	written map[string][32]byte
+	// polls counts the polls, which collect leftover objects now and then.
+	polls int
 }
 
 type cpuSample struct {
@@ -94,6 +99,13 @@ func EnvSources(cms corev1listers.ConfigMapLister, secrets corev1listers.SecretL
 	}
 }
 
+// Claims gives the provider the listers a persistentVolumeClaim volume
+// maps to a Kanga volume through (volumes.go). Without it, a pod with such
+// a volume is refused.
+func Claims(claims corev1listers.PersistentVolumeClaimLister, volumes corev1listers.PersistentVolumeLister) ProviderOption {
+	return func(p *Provider) { p.env.claims, p.env.volumes = claims, volumes }
+}
+
 // Events gives the provider a recorder for the events it records on pods.
 func Events(r record.EventRecorder) ProviderOption {
 	return func(p *Provider) { p.env.recorder = r }
@@ -116,6 +128,7 @@ func NewProvider(c *client.Client, node, hostIP string, pods corev1listers.PodLi
 		stopping: map[string]bool{},
 		sent:     map[string]corev1.PodStatus{},
 		cpu:      map[string]cpuSample{},
+		written:  map[string][32]byte{},
 	}
 	p.env.hostIP = hostIP
 	for _, o := range opts {
@@ -144,14 +157,14 @@ func vkError(err error) error {
 // with the reason, which the pod controller records as an event and as the
 // pod's status message.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
-	spec, err := instanceSpec(pod, p.node, &p.env)
+	spec, objs, err := instanceSpec(pod, p.node, &p.env)
 	if errors.Is(err, errEnvSource) {
-		// Retried by the pod controller, with an event: the ConfigMap or
-		// Secret may come.
+		// Retried by the pod controller, with an event: the ConfigMap,
+		// Secret or claim may come.
 		return err
 	}
 	if err != nil {
-		return p.refuse(pod, err)
+		return p.refuse(ctx, pod, err)
 	}
 	name := InstanceName(pod.Namespace, pod.Name)
 	kanga, err := p.tenants.ensure(ctx, pod.Namespace)
@@ -164,6 +177,25 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	cctx := client.WithRetryObserver(ctx, func(r client.Retry) {
 		p.log.Info("the server is busy; retrying the create", "pod", podKey(pod.Namespace, pod.Name), "attempt", r.Attempt, "wait", r.Wait)
 	})
+	// A claim mapped to a Kanga volume that is not there (yet) keeps the
+	// pod waiting, as an unbound claim does, rather than refused.
+	for i, v := range spec.Volumes {
+		if v.PersistentVolume == nil {
+			continue
+		}
+		if _, err := kanga.GetVolume(ctx, v.PersistentVolume.Name); errors.Is(err, errdefs.ErrNotFound) {
+			p.env.warn(pod, reasonFailedMount, "spec.volumes[%d] %s: Kanga volume %q does not exist in the namespace's tenant: create it (kanga volume create %s --size ...)",
+				i, v.Name, v.PersistentVolume.Name, v.PersistentVolume.Name)
+			return fmt.Errorf("spec.volumes[%d] %s: Kanga volume %q not found: %w", i, v.Name, v.PersistentVolume.Name, errEnvSource)
+		}
+	}
+	// The objects of its volumes first: the API checks that they exist.
+	if err := p.writeObjects(ctx, kanga, objs); err != nil {
+		if errors.Is(err, errdefs.ErrInvalidArgument) {
+			return p.refuse(ctx, pod, err)
+		}
+		return vkError(err)
+	}
 	labels, annotations := InstanceMetadata(pod)
 	_, err = kanga.CreateInstance(cctx, api.CreateInstanceRequest{Name: name, Labels: labels, Annotations: annotations, Spec: spec})
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
@@ -188,7 +220,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		err = nil
 	}
 	if errors.Is(err, errdefs.ErrInvalidArgument) {
-		return p.refuse(pod, fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
+		return p.refuse(ctx, pod, fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
 	}
 	if err != nil {
 		return vkError(fmt.Errorf("create instance %s for pod %s/%s: %w", name, pod.Namespace, pod.Name, err))
@@ -207,7 +239,10 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 // controller, which records it as a Warning event; GetPod then returns the
 // failed pod, so the controller does not create it again, and the poll
 // loop reports the Failed status until the API server has it.
-func (p *Provider) refuse(pod *corev1.Pod, err error) error {
+func (p *Provider) refuse(ctx context.Context, pod *corev1.Pod, err error) error {
+	if derr := p.deleteObjects(ctx, pod); derr != nil {
+		p.log.Warn("deleting the volume objects of a refused pod failed; collected later", "pod", podKey(pod.Namespace, pod.Name), "err", derr)
+	}
 	failed := pod.DeepCopy()
 	failed.Status = corev1.PodStatus{
 		Phase:   corev1.PodFailed,
@@ -285,6 +320,9 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("delete instance %s of pod %s/%s: %w", name, pod.Namespace, pod.Name, err)
 	}
 	p.log.Info("deleted instance", "pod", podKey(pod.Namespace, pod.Name), "instance", name)
+	if err := p.deleteObjects(ctx, pod); err != nil {
+		p.log.Warn("deleting the volume objects of a deleted pod failed; collected later", "pod", podKey(pod.Namespace, pod.Name), "err", err)
+	}
 	key := podKey(pod.Namespace, pod.Name)
 	p.mu.Lock()
 	delete(p.known, key)
@@ -472,6 +510,10 @@ func (p *Provider) pollLoop(ctx context.Context) {
 	}
 }
 
+// collectEvery is how many polls apart leftover volume objects are
+// collected (the first poll collects too).
+const collectEvery = 300
+
 // poll reads every instance once and notifies the pods whose status
 // changed since the last report.
 func (p *Provider) poll(ctx context.Context) error {
@@ -494,6 +536,16 @@ func (p *Provider) poll(ctx context.Context) error {
 	}
 
 	p.reportRefused()
+	p.syncObjects(ctx, known, byName)
+	p.mu.Lock()
+	p.polls++
+	collect := p.polls%collectEvery == 1
+	p.mu.Unlock()
+	if collect {
+		if err := p.collectObjects(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("collecting the objects of gone pods' volumes failed", "err", err)
+		}
+	}
 	for key, pod := range known {
 		var status corev1.PodStatus
 		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
@@ -554,6 +606,14 @@ func (p *Provider) deleteStopped(ctx context.Context, namespace, podName string)
 	}
 	key := podKey(namespace, podName)
 	p.log.Info("deleted instance", "pod", key, "instance", name)
+	p.mu.Lock()
+	pod := p.known[key]
+	p.mu.Unlock()
+	if pod != nil {
+		if err := p.deleteObjects(ctx, pod); err != nil {
+			p.log.Warn("deleting the volume objects of a deleted pod failed; collected later", "pod", key, "err", err)
+		}
+	}
 	p.mu.Lock()
 	delete(p.known, key)
 	delete(p.sent, key)

@@ -180,7 +180,7 @@ func containerStatus(spec corev1.Container, c api.ContainerStatus, inst *api.Ins
 }
 
 func terminated(c api.ContainerStatus) *corev1.ContainerStateTerminated {
-	t := &corev1.ContainerStateTerminated{Reason: c.Reason}
+	t := &corev1.ContainerStateTerminated{Reason: c.Reason, Message: c.Message}
 	if c.ExitCode != nil {
 		t.ExitCode = int32(*c.ExitCode)
 	}

@@ -66,8 +66,10 @@ func TestLifecycleHooks(t *testing.T) {
 	})
 
 	t.Run("FailedPostStart", func(t *testing.T) {
+		grace := int64(1)
 		p.runSpec(api.CreateInstanceRequest{Name: "badhook", Spec: api.InstanceSpec{
-			RestartPolicy: api.RestartNever,
+			RestartPolicy:                 api.RestartNever,
+			TerminationGracePeriodSeconds: &grace,
 			Containers: []api.ContainerSpec{{
 				Name: "app", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"},
 				Lifecycle: &api.Lifecycle{PostStart: &api.LifecycleHandler{Exec: &api.ExecAction{
@@ -86,7 +88,8 @@ func TestLifecycleHooks(t *testing.T) {
 		if !hasEvent(inst, "FailedPostStartHook", "exited with code 3", "no-config") {
 			t.Errorf("no FailedPostStartHook event with the hook's exit and output: %+v", inst.Status.Events)
 		}
-		if !hasEvent(inst, "Killing", "postStart") {
+		// sleep, PID 1, ignores SIGTERM: SIGKILL after the spec's grace.
+		if !hasEvent(inst, "Killing", "postStart", "SIGKILL in 1s") {
 			t.Errorf("no Killing event: %+v", inst.Status.Events)
 		}
 		p.must("rm", "-f", "badhook")

@@ -159,21 +159,25 @@ func TestStorageCleanupAfterCrash(t *testing.T) {
 	spec := filepath.Join(t.TempDir(), "spec.json")
 	if err := os.WriteFile(spec, []byte(`{"name": "crashy", "spec": {
 		"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "32Mi"}}],
-		"containers": [{"name": "app", "image": "kanga.test/busybox", "command": ["sleep", "3600"]}]}}`), 0o644); err != nil {
+		"containers": [{"name": "app", "image": "kanga.test/busybox", "command": ["sleep", "3600"],
+			"volumeMounts": [{"name": "scratch", "mountPath": "/sub", "subPath": "deep/dir"}]}]}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p.must("run", "-d", "-f", spec, "-v", "scratch:/scratch", "--tmpfs", "/mem:size=8Mi", "--disk", "64Mi")
 	p.running("crashy")
-	p.must("exec", "crashy", "sh", "-c", "echo before > /scratch/f && echo before > /mem/f && echo before > /f")
-	if n := len(storageMounts(t, p.dataDir)); n < 3 {
-		t.Fatalf("%d mounts under the volumes dir, want the two emptyDirs and the writable layer", n)
+	p.must("exec", "crashy", "sh", "-c", "echo before > /scratch/f && echo before > /mem/f && echo before > /f && echo sub > /sub/g")
+	if out := p.must("exec", "crashy", "cat", "/scratch/deep/dir/g"); out != "sub\n" {
+		t.Fatalf("the subPath mount wrote %q into its emptyDir's deep/dir", out)
+	}
+	if n := len(storageMounts(t, p.dataDir)); n < 4 {
+		t.Fatalf("%d mounts under the volumes dir, want the two emptyDirs, the writable layer and the sub-path bind", n)
 	}
 
 	p.crash()
 	p.start()
 	p.running("crashy")
 	// Adopted as it was: the files are still there.
-	if out := p.must("exec", "crashy", "cat", "/scratch/f", "/mem/f", "/f"); out != "before\nbefore\nbefore\n" {
+	if out := p.must("exec", "crashy", "cat", "/scratch/f", "/mem/f", "/f", "/sub/g"); out != "before\nbefore\nbefore\nsub\n" {
 		t.Fatalf("after the restart the instance reads %q", out)
 	}
 	p.must("rm", "-f", "crashy")
@@ -257,6 +261,48 @@ func TestDiskOnePromise(t *testing.T) {
 		t.Errorf("after kill -9 and restart, b sees sizes %q", out)
 	}
 	p.must("rm", "-f", "onedisk")
+	assertNoStorageLeft(t, p.dataDir)
+}
+
+// TestSubPathEscape: an init container plants symlinks to the host's /etc
+// in an emptyDir; the app container's subPath mounts through them resolve
+// inside the volume: a link to a directory the volume does not have
+// fails the start naming the subPath, one whose target the volume has
+// shows the volume's own content, never the host's.
+func TestSubPathEscape(t *testing.T) {
+	p := startPlatform(t)
+	p.importImages()
+	run := func(name, sub string) result {
+		spec := filepath.Join(t.TempDir(), name+".json")
+		if err := os.WriteFile(spec, []byte(`{"name": "`+name+`", "spec": {"restartPolicy": "Never",
+			"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "32Mi"}}],
+			"initContainers": [{"name": "plant", "image": "kanga.test/busybox", "command": ["sh", "-c",
+				"mkdir -p /scratch/own/etc && echo own > /scratch/own/etc/marker && ln -s /etc /scratch/escape && ln -s /etc/passwd /scratch/pw && ln -s ../../../../../.. /scratch/own/up"],
+				"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+			"containers": [{"name": "app", "image": "kanga.test/busybox", "command": ["sleep", "3600"],
+				"volumeMounts": [{"name": "scratch", "mountPath": "/sub", "subPath": "`+sub+`"}]}]}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p.kanga("run", "-d", "-f", spec)
+	}
+	for _, sub := range []string{"escape", "pw"} {
+		name := "esc-" + sub
+		r := run(name, sub)
+		if want := `container app: volumeMounts[0] scratch subPath "` + sub + `": no such file or directory in the volume`; r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("subPath %s: exit %d, %q; want a failed start saying %q", sub, r.code, r.stderr, want)
+		}
+		p.must("rm", "-f", name)
+	}
+	// "own/up" is ../../../../../.. of own/: the volume's root, whose own
+	// etc is not the host's.
+	if r := run("esc-up", "own/up/own/etc"); r.code != 0 {
+		t.Fatalf("subPath own/up/own/etc: %+v", r)
+	}
+	p.running("esc-up")
+	if out := p.must("exec", "esc-up", "sh", "-c", "cat /sub/marker; ls /sub"); out != "own\nmarker\n" {
+		t.Errorf("subPath through a link up and out: %q, want the volume's own/etc", out)
+	}
+	p.must("rm", "-f", "esc-up")
 	assertNoStorageLeft(t, p.dataDir)
 }
 

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kanga-run/kanga/internal/testenv/harness"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -28,18 +26,7 @@ func TestVirtualNodeInitContainers(t *testing.T) {
 	ctx := context.Background()
 	pods := cp.client.CoreV1().Pods("default")
 	const node = "kanga-vn-init"
-	vn := &virtualNode{
-		t: t, p: p, logPath: filepath.Join(t.TempDir(), "virtual-node.log"),
-		args: []string{"virtual-node", "--kubeconfig", cp.kubeconfig, "--name", node,
-			"--addr", "127.0.0.1", "--port", strconv.Itoa(harness.FreePort(t)), "--cpu", "8", "--memory", "16Gi", "--pods", "100"},
-	}
-	vn.start()
-	t.Cleanup(func() {
-		vn.kill()
-		if t.Failed() {
-			t.Logf("virtual-node log:\n%s", harness.Tail(vn.log(), 6000))
-		}
-	})
+	startVirtualNode(t, p, cp, node)
 
 	pod := func(name string, policy corev1.RestartPolicy, app string, inits ...string) *corev1.Pod {
 		p := &corev1.Pod{

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kanga-run/kanga/internal/testenv/harness"
 	"github.com/kanga-run/kanga/internal/virtualnode"
 )
 
@@ -30,18 +27,7 @@ func TestVirtualNodeSecurityContext(t *testing.T) {
 	ctx := context.Background()
 	pods := cp.client.CoreV1().Pods("default")
 	const node = "kanga-vn-sec"
-	vn := &virtualNode{
-		t: t, p: p, logPath: filepath.Join(t.TempDir(), "virtual-node.log"),
-		args: []string{"virtual-node", "--kubeconfig", cp.kubeconfig, "--name", node,
-			"--addr", "127.0.0.1", "--port", strconv.Itoa(harness.FreePort(t)), "--cpu", "4", "--memory", "8Gi", "--pods", "10"},
-	}
-	vn.start()
-	t.Cleanup(func() {
-		vn.kill()
-		if t.Failed() {
-			t.Logf("virtual-node log:\n%s", harness.Tail(vn.log(), 6000))
-		}
-	})
+	startVirtualNode(t, p, cp, node)
 	i64 := func(v int64) *int64 { return &v }
 	yes := true
 	pod := func(name string) *corev1.Pod {
