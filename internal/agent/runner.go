@@ -60,6 +60,9 @@ type ctr struct {
 	// warmSpec is the real spec of a claimed warm container until it is
 	// recorded on the container (finishClaim).
 	warmSpec *oci.Spec
+	// launch is what the launcher execs, for a container that takes env
+	// from secrets (launch.go); in memory only.
+	launch *launch
 	// init marks an init container.
 	init bool
 	// stopProbes ends the probes of the current run; started is set once
@@ -464,6 +467,15 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	inst, _ := r.snapshot()
+	if launched(&c.spec) {
+		if err := r.ensureLaunch(ctx, &inst, c); err != nil {
+			return fmt.Errorf("preparing the env from secrets: %w", err)
+		}
+		if err := r.writeLaunch(&inst, c); err != nil {
+			return fmt.Errorf("writing the process for the launcher: %w", err)
+		}
+		r.mark("launch")
+	}
 	if err := r.bindSubPaths(&inst, c.spec); err != nil {
 		return err
 	}
@@ -472,6 +484,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	task, err := c.c.NewTask(ctx, logs)
 	created()
 	if err != nil {
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("creating task: %w", err)
 	}
 	r.mark("task-create")
@@ -486,6 +501,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	r.mark("task-wait")
 	if err := task.Start(ctx); err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("starting task: %w", err)
 	}
 	r.mark("task-start")
