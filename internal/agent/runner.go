@@ -903,6 +903,32 @@ func (r *runner) publishAsync(ctx context.Context, force api.Phase) {
 	}()
 }
 
+// setWritten makes the version this runner just wrote its latest, under
+// r.mu. The write's answer may come after the watch delivered a newer
+// version (the stream and the write are separate requests, over the host
+// link separate connections): a stop or delete asked meanwhile must not be
+// lost under the written version, or the runner would never act on it.
+// Those requests only ever turn on, so they are carried over; it reports
+// whether it carried one, so that the loop looks again.
+func (r *runner) setWritten(written *api.Instance) bool {
+	cur := r.latest
+	w := *written
+	carried := false
+	if cur != nil && cur.UID == w.UID {
+		if cur.DeletionRequested && !w.DeletionRequested {
+			w.DeletionRequested, carried = true, true
+		}
+		if cur.StopRequested && !w.StopRequested {
+			w.StopRequested, carried = true, true
+		}
+		if g := cur.StopGraceSeconds; g != nil && (w.StopGraceSeconds == nil || *g < *w.StopGraceSeconds) {
+			w.StopGraceSeconds, carried = g, true
+		}
+	}
+	r.latest = &w
+	return carried
+}
+
 // waitPublished waits for an asynchronous status write to finish.
 func (r *runner) waitPublished() {
 	if r.pending != nil {
@@ -971,10 +997,17 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 		// No notify: this is the runner's own view; a change anyone else
 		// made meanwhile (stop, delete) arrives through the watch.
 		r.mu.Lock()
+		renotify := false
 		if !r.gone {
-			r.latest = updated
+			renotify = r.setWritten(updated)
 		}
 		r.mu.Unlock()
+		if renotify {
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
 		r.setPhase(phase)
 	case errors.Is(err, errInstanceGone), errors.Is(err, errdefs.ErrNotFound):
 		r.mu.Lock()
