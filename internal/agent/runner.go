@@ -60,6 +60,9 @@ type ctr struct {
 	// warmSpec is the real spec of a claimed warm container until it is
 	// recorded on the container (finishClaim).
 	warmSpec *oci.Spec
+	// launch is what the launcher execs, for a container that takes env
+	// from secrets (launch.go); in memory only.
+	launch *launch
 	// init marks an init container.
 	init bool
 	// stopProbes ends the probes of the current run; started is set once
@@ -464,6 +467,15 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	inst, _ := r.snapshot()
+	if launched(&c.spec) {
+		if err := r.ensureLaunch(ctx, &inst, c); err != nil {
+			return fmt.Errorf("preparing the env from secrets: %w", err)
+		}
+		if err := r.writeLaunch(&inst, c); err != nil {
+			return fmt.Errorf("writing the process for the launcher: %w", err)
+		}
+		r.mark("launch")
+	}
 	if err := r.bindSubPaths(&inst, c.spec); err != nil {
 		return err
 	}
@@ -472,6 +484,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	task, err := c.c.NewTask(ctx, logs)
 	created()
 	if err != nil {
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("creating task: %w", err)
 	}
 	r.mark("task-create")
@@ -486,6 +501,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	r.mark("task-wait")
 	if err := task.Start(ctx); err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("starting task: %w", err)
 	}
 	r.mark("task-start")
@@ -897,6 +915,32 @@ func (r *runner) publishAsync(ctx context.Context, force api.Phase) {
 	}()
 }
 
+// setWritten makes the version this runner just wrote its latest, under
+// r.mu. The write's answer may come after the watch delivered a newer
+// version (the stream and the write are separate requests, over the host
+// link separate connections): a stop or delete asked meanwhile must not be
+// lost under the written version, or the runner would never act on it.
+// Those requests only ever turn on, so they are carried over; it reports
+// whether it carried one, so that the loop looks again.
+func (r *runner) setWritten(written *api.Instance) bool {
+	cur := r.latest
+	w := *written
+	carried := false
+	if cur != nil && cur.UID == w.UID {
+		if cur.DeletionRequested && !w.DeletionRequested {
+			w.DeletionRequested, carried = true, true
+		}
+		if cur.StopRequested && !w.StopRequested {
+			w.StopRequested, carried = true, true
+		}
+		if g := cur.StopGraceSeconds; g != nil && (w.StopGraceSeconds == nil || *g < *w.StopGraceSeconds) {
+			w.StopGraceSeconds, carried = g, true
+		}
+	}
+	r.latest = &w
+	return carried
+}
+
 // waitPublished waits for an asynchronous status write to finish.
 func (r *runner) waitPublished() {
 	if r.pending != nil {
@@ -970,10 +1014,17 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 		// No notify: this is the runner's own view; a change anyone else
 		// made meanwhile (stop, delete) arrives through the watch.
 		r.mu.Lock()
+		renotify := false
 		if !r.gone {
-			r.latest = updated
+			renotify = r.setWritten(updated)
 		}
 		r.mu.Unlock()
+		if renotify {
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
 		r.setPhase(phase)
 		if autoRemoveDue(updated) {
 			// This write ended an autoRemove instance: remove it without

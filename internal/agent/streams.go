@@ -229,6 +229,11 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req hostcontract.E
 	if req.TTY && req.Size != nil {
 		pspec.ConsoleSize = &specs.Box{Width: uint(req.Size.Width), Height: uint(req.Size.Height)}
 	}
+	if launcherSpec(spec.Process) {
+		// The env from secrets is in the container's process only: the
+		// launcher gives the command that env, this exec's own over it.
+		pspec.Args = withExecEnv(req.Cmd, pspec.Env[len(spec.Process.Env):])
+	}
 	// The shim holds the process's stdin open until told otherwise, so
 	// the end of the client's input must be passed on with CloseIO.
 	procReady := make(chan containerd.Process, 1)

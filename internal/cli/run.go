@@ -157,7 +157,7 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.envFromConfigs, "env-from-config", nil, "set a variable for every key of a config (repeatable; -e wins)")
 	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount scratch space in memory, counted against --memory: /DIR[:size=64Mi] (default size: the memory limit; repeatable)")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume in every container: NAME:/PATH[:ro], NAME a volume the -f file declares (an emptyDir) or else a persistent volume (kanga volume create); repeatable")
-	fl.StringVar(&f.disk, "disk", "", `cap on each container's writable layer, e.g. "10Gi": writes past it fail with "No space left on device"`)
+	fl.StringVar(&f.disk, "disk", "", `the instance's ephemeral storage, e.g. "10Gi": its containers' writable layers and disk emptyDirs without a sizeLimit together; writes past it fail with "No space left on device"`)
 	f.health.register(fl)
 	return cmd, f
 }

@@ -38,6 +38,9 @@ type Capacity struct {
 	// Pods is the most instances the host can run at once (its subnet's
 	// addresses less those the sandbox pool may hold); 0 is no limit.
 	Pods int
+	// Disk is the ephemeral storage (resources.disk) the host can promise
+	// in all, in bytes; 0 is not metered.
+	Disk int64
 }
 
 // ImageConfig is the part of an image's configuration the API checks

@@ -91,7 +91,7 @@ func (h *RemoteHost) RuntimeClasses() []string { return h.rec.RuntimeClasses }
 
 // Capacity implements hostcontract.Host.
 func (h *RemoteHost) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes, StartSlots: h.rec.Capacity.StartSlots, Pods: h.rec.Capacity.Pods}
+	return hostcontract.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes, StartSlots: h.rec.Capacity.StartSlots, Pods: h.rec.Capacity.Pods, Disk: h.rec.Capacity.DiskBytes}
 }
 
 // ImageConfig implements hostcontract.Host.
