@@ -205,6 +205,10 @@ type InstanceSpec struct {
 	Resources     Resources       `json:"resources,omitempty"`
 	RestartPolicy RestartPolicy   `json:"restartPolicy,omitempty"`
 	Ports         []PortMapping   `json:"ports,omitempty"`
+	// AutoRemove removes the instance once it ends (docker run --rm): the
+	// host that ran it asks for its deletion in the same write that
+	// records the terminal phase. Only with restart policy Never.
+	AutoRemove bool `json:"autoRemove,omitempty"`
 	// Runtime is the runtime class (see GET /v1/runtimes).
 	Runtime string `json:"runtime,omitempty"`
 	// InstanceType names a catalog entry (see GET /v1/types) whose

@@ -243,7 +243,7 @@ func netLimits(res api.Resources) (network.Limits, error) {
 // next agent to adopt.
 func (r *runner) run(ctx context.Context) {
 	inst, gone := r.snapshot()
-	if gone || inst.DeletionRequested {
+	if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 		r.teardown(ctx, !gone)
 		return
 	}
@@ -597,7 +597,7 @@ func (r *runner) loop(ctx context.Context) {
 			r.handleDeadlines(ctx)
 		case <-r.notify:
 			inst, gone := r.snapshot()
-			if gone || inst.DeletionRequested {
+			if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 				r.teardown(ctx, !gone)
 				done = true
 			} else if inst.StopRequested && !r.stopping {
@@ -858,18 +858,30 @@ func (r *runner) fail(ctx context.Context, reason string, err error) {
 
 // waitForDelete parks a finished runner until the instance is deleted.
 func (r *runner) waitForDelete(ctx context.Context) {
+	r.waitPublished()
+	if inst, gone := r.snapshot(); !gone && autoRemoveDue(&inst) {
+		r.teardown(ctx, true)
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.notify:
 			inst, gone := r.snapshot()
-			if gone || inst.DeletionRequested {
+			if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 				r.teardown(ctx, !gone)
 				return
 			}
 		}
 	}
+}
+
+// autoRemoveDue reports an instance that ended and asked to be removed
+// then (docker run --rm). The host removes it as it does a deleted one:
+// the API records no deletion request, which hosts may not write.
+func autoRemoveDue(inst *api.Instance) bool {
+	return inst.Spec.AutoRemove && inst.Status.Phase.Terminal()
 }
 
 // publish writes the runner's view into the store. force sets the phase
@@ -978,7 +990,12 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 			return errInstanceGone
 		}
 		before, _ := json.Marshal(inst.Status)
+		wasTerminal := inst.Status.Phase.Terminal()
 		w.apply(inst, &phase)
+		if phase.Terminal() && !wasTerminal && inst.Spec.AutoRemove {
+			inst.Status.Events = model.AppendEvent(inst.Status.Events, api.Event{Time: time.Now().UTC(), Type: "Normal",
+				Reason: "AutoRemove", Message: "the instance ended and autoRemove is set: removing it"})
+		}
 		// Writing the record as it is would only wake every watcher, this
 		// runner included (its own write comes back as a watch event and
 		// a notify, after which the loop publishes again): each running
@@ -1009,6 +1026,14 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 			}
 		}
 		r.setPhase(phase)
+		if autoRemoveDue(updated) {
+			// This write ended an autoRemove instance: remove it without
+			// waiting for the watch to bring the write back.
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
 	case errors.Is(err, errInstanceGone), errors.Is(err, errdefs.ErrNotFound):
 		r.mu.Lock()
 		r.gone = true

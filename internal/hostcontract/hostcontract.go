@@ -23,6 +23,7 @@ package hostcontract
 import (
 	"context"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -255,4 +256,13 @@ func ApplyNetUpdate(addrs map[string]string, u NetUpdate) map[string]string {
 		delete(addrs, a)
 	}
 	return addrs
+}
+
+// Killer is a host that can send a signal to the running containers of an
+// instance (kanga kill). A signal ends a container's process as any other
+// exit does: the restart policy applies.
+type Killer interface {
+	// Kill signals container, or every running container when container
+	// is empty.
+	Kill(ctx context.Context, inst *api.Instance, container string, sig syscall.Signal) error
 }
