@@ -183,9 +183,11 @@ type Resources struct {
 	// container's log takes at most LogSize x LogFiles on its host.
 	LogSize  string `json:"logSize,omitempty"`
 	LogFiles int    `json:"logFiles,omitempty"`
-	// Disk caps each container's writable layer (its root filesystem's
-	// changes to the image): "10Gi", 4Mi to 16Ti. A write past it fails
-	// with ENOSPC. Empty is no cap.
+	// Disk caps the instance's ephemeral storage: the writable layers of
+	// all its containers (their root filesystems' changes to the image),
+	// its disk emptyDirs without a sizeLimit and its logs, together, on one
+	// filesystem: "10Gi", 4Mi to 16Ti. A write past it fails with ENOSPC.
+	// Empty is no cap.
 	Disk string `json:"disk,omitempty"`
 }
 
@@ -203,6 +205,10 @@ type InstanceSpec struct {
 	Resources     Resources       `json:"resources,omitempty"`
 	RestartPolicy RestartPolicy   `json:"restartPolicy,omitempty"`
 	Ports         []PortMapping   `json:"ports,omitempty"`
+	// AutoRemove removes the instance once it ends (docker run --rm): the
+	// host that ran it asks for its deletion in the same write that
+	// records the terminal phase. Only with restart policy Never.
+	AutoRemove bool `json:"autoRemove,omitempty"`
 	// Runtime is the runtime class (see GET /v1/runtimes).
 	Runtime string `json:"runtime,omitempty"`
 	// InstanceType names a catalog entry (see GET /v1/types) whose
@@ -557,6 +563,9 @@ type Quota struct {
 	Ports   *int64 `json:"ports,omitempty"`
 	Volumes *int64 `json:"volumes,omitempty"`
 	Devices *int64 `json:"devices,omitempty"`
+	// Disk counts the ephemeral storage instances reserve
+	// (resources.disk): an amount, "100Gi".
+	Disk string `json:"disk,omitempty"`
 }
 
 // Unlimited marks a resource without a limit in QuotaAmounts.
@@ -570,6 +579,7 @@ type QuotaAmounts struct {
 	Ports       int64 `json:"ports"`
 	Volumes     int64 `json:"volumes"`
 	Devices     int64 `json:"devices"`
+	DiskBytes   int64 `json:"diskBytes"`
 }
 
 // TenantQuota is the body of GET and PUT /v1/tenants/{name}/quota: the
@@ -672,15 +682,20 @@ type ContainerStats struct {
 const (
 	StorageEmptyDir      = "emptyDir"
 	StorageWritableLayer = "writableLayer"
+	// StorageDisk is the instance's disk (resources.disk): the writable
+	// layers of all its containers and its disk emptyDirs without a
+	// sizeLimit, on one filesystem.
+	StorageDisk = "disk"
 )
 
 // StorageStats is one size-limited filesystem of an instance, as the
 // kernel reports it (statfs).
 type StorageStats struct {
-	// Name is the emptyDir's volume name, or the container's name for a
-	// writable layer.
+	// Name is the emptyDir's volume name, "disk" for the instance's disk,
+	// or (from an earlier agent) a container's name for its writable
+	// layer.
 	Name string `json:"name"`
-	// Kind is emptyDir or writableLayer.
+	// Kind is emptyDir, disk or writableLayer.
 	Kind   string `json:"kind"`
 	Medium string `json:"medium,omitempty"`
 	// Limit is the size the spec asks for; Size is what the filesystem
@@ -770,6 +785,11 @@ type HostCapacity struct {
 	// Pids the processes; 0 means the host does not meter it.
 	BandwidthBPS int64 `json:"bandwidthBps,omitempty"`
 	Pids         int64 `json:"pids,omitempty"`
+	// DiskBytes is the ephemeral storage (resources.disk) the host can
+	// promise in total: what its volume storage's filesystem has free
+	// beyond what its instances' disks already take; 0 means the host
+	// does not meter it.
+	DiskBytes int64 `json:"diskBytes,omitempty"`
 	// StartSlots is how many instance starts the host's agent runs at
 	// once; more wait their turn. The API admits creates up to the ready
 	// hosts' slots. 0 (an older agent) counts as DefaultStartSlots(CPUs).

@@ -88,6 +88,28 @@ func (c *Client) StopInstance(ctx context.Context, name string, timeout time.Dur
 	return inst, err
 }
 
+// KillOptions says which signal KillInstance sends, and to which container.
+type KillOptions struct {
+	// Signal is a name ("KILL", "SIGTERM") or a number; empty is SIGKILL.
+	Signal string
+	// Container is one container; empty means every running one.
+	Container string
+}
+
+// KillInstance sends a signal to the running containers of an instance,
+// as docker kill does. It does not stop the instance: a container that
+// exits is restarted if the restart policy says so.
+func (c *Client) KillInstance(ctx context.Context, name string, opts KillOptions) error {
+	q := url.Values{}
+	if opts.Signal != "" {
+		q.Set("signal", opts.Signal)
+	}
+	if opts.Container != "" {
+		q.Set("container", opts.Container)
+	}
+	return c.doJSON(ctx, http.MethodPost, instancePath(name, "kill"), q, nil, nil)
+}
+
 // WaitCondition is what WaitInstance waits for.
 type WaitCondition string
 

@@ -127,7 +127,7 @@ type Agent struct {
 	netIDs     sync.Map      // instance UID -> network attachment id, once known
 	imageSpecs imageSpecs    // what each image's config makes of a spec
 	warm       *warm.Pool    // nil when warm containers are off
-	warmInit   string        // the holder binary
+	initPath   string        // bin/kanga-init: the warm holder and the launcher (launch.go)
 	meter      *meter
 
 	cgRoot     string
@@ -182,12 +182,20 @@ func New(cfg Config) *Agent {
 		a.volumes = vm
 	}
 	a.meter = newMeter(cfg.HostName, filepath.Join(cfg.DataDir, "meter.json"), cfg.Usage, a.takeSample, a.log.With("component", "meter"))
+	initPath := ""
+	if cfg.Warm != nil {
+		initPath = cfg.Warm.InitPath
+	}
+	path, initErr := findInit(initPath)
+	if initErr != nil {
+		a.log.Warn("kanga-init is missing (make build puts it next to kanga): containers with env from secrets will not start", "err", initErr)
+	} else {
+		a.initPath = path
+	}
 	if w := cfg.Warm; w != nil && w.Policy.Max != 0 {
-		path, err := findInit(w.InitPath)
-		if err != nil {
-			a.log.Warn("warm containers are off: the holder binary kanga-init is missing (make build puts it next to kanga)", "err", err)
+		if initErr != nil {
+			a.log.Warn("warm containers are off: the holder binary kanga-init is missing", "err", initErr)
 		} else {
-			a.warmInit = path
 			class := "crun"
 			if _, ok := cfg.Classes[class]; !ok {
 				class = "runc"
@@ -498,7 +506,22 @@ func (a *Agent) RuntimeClasses() []string {
 
 // Capacity implements hostcontract.Host.
 func (a *Agent) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots(), Pods: a.instanceCapacity()}
+	return hostcontract.Capacity{CPUs: runtime.NumCPU(), Memory: memTotal(), StartSlots: a.StartSlots(), Pods: a.instanceCapacity(), Disk: a.diskCapacity()}
+}
+
+// diskCapacity is the ephemeral storage the host can promise: its volume
+// storage's free space (package volume); 0, not metered, without volume
+// storage (an instance with a disk limit fails to start there, saying so).
+func (a *Agent) diskCapacity() int64 {
+	if a.volumes == nil {
+		return 0
+	}
+	n, err := a.volumes.DiskCapacity()
+	if err != nil {
+		a.log.Warn("reading the volume storage's free space failed; disk is not metered", "err", err)
+		return 0
+	}
+	return max(n, 1) // 0 would read as not metered
 }
 
 // instanceCapacity is how many instances the host has addresses for: an

@@ -49,9 +49,8 @@ import (
 // directory is bound read-only into each container that mounts it
 // (objectMounts).
 //
-// What is not on tmpfs: the env from secrets becomes part of the
-// container's OCI spec, which containerd keeps in its metadata under the
-// data dir, as it does for a Kubernetes pod's env.
+// The env from secrets is kept off the containers' OCI specs, which
+// containerd keeps on disk: see launch.go.
 
 // FileSource answers what the agent needs of the secrets and configs of
 // an instance placed on its host (name of the tenant in ctx, and uid):
@@ -243,18 +242,29 @@ func mounted(dir string) (bool, error) {
 // volumes at dir, unless it is there (an earlier agent's); it reports
 // whether it mounted it.
 func mountFiles(dir string, n int) (bool, error) {
+	made, err := mountTmpfs(dir, "kanga-files", n*filesPerVolume, n*filesInodesPerVolume)
+	if err != nil {
+		return false, fmt.Errorf("mounting the tmpfs of the secret and config files: %w", err)
+	}
+	return made, nil
+}
+
+// mountTmpfs mounts a tmpfs named source of size bytes and inodes files,
+// root's alone (mode 0700), at dir, unless one is there; it reports
+// whether it mounted it.
+func mountTmpfs(dir, source string, size, inodes int) (bool, error) {
 	if ok, err := mounted(dir); err != nil || ok {
 		return false, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	m := mount.Mount{Type: "tmpfs", Source: "kanga-files", Options: []string{
+	m := mount.Mount{Type: "tmpfs", Source: source, Options: []string{
 		"mode=0700", "uid=0", "gid=0", "nodev", "nosuid",
-		fmt.Sprintf("size=%d", n*filesPerVolume), fmt.Sprintf("nr_inodes=%d", n*filesInodesPerVolume),
+		fmt.Sprintf("size=%d", size), fmt.Sprintf("nr_inodes=%d", inodes),
 	}}
 	if err := m.Mount(dir); err != nil {
-		return false, fmt.Errorf("mounting the tmpfs of the secret and config files: %w", err)
+		return false, err
 	}
 	return true, nil
 }

@@ -138,6 +138,9 @@ func (r *runner) execChecker(ctx context.Context, c *ctr, command []string) (*pr
 	if spec.Process == nil {
 		return nil, fmt.Errorf("the container's spec has no process")
 	}
+	if launcherSpec(spec.Process) {
+		command = withExecEnv(command, nil)
+	}
 	return &probe.ExecChecker{Task: c.task, Process: spec.Process, Command: command, FIFODir: r.a.fifoDir()}, nil
 }
 

@@ -92,3 +92,55 @@ func TestPublishSkipsUnchanged(t *testing.T) {
 		t.Errorf("a new event: %d writes, events %+v; want 3 writes ending with Probe", writes, got.Status.Events)
 	}
 }
+
+// hookStore is a memStore that runs a hook after an update is stored and
+// before its answer returns: what another writer does meanwhile.
+type hookStore struct {
+	*memStore
+	after func()
+}
+
+func (h *hookStore) UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error) {
+	out, err := h.memStore.UpdateInstance(ctx, name, fn)
+	if h.after != nil {
+		h.after()
+		h.after = nil
+	}
+	return out, err
+}
+
+// TestPublishKeepsDeletionFromWatch: a deletion the watch delivers while
+// the runner's own status write is in flight survives that write's
+// answer, and the loop is told to look again. Without it the runner sat
+// on a Removing instance until the next event of it.
+func TestPublishKeepsDeletionFromWatch(t *testing.T) {
+	inst := api.Instance{Name: "web", Tenant: "t1", UID: "u1", Spec: api.InstanceSpec{RestartPolicy: api.RestartAlways}}
+	inst.Status.Phase = api.PhaseCreating
+	st := &hookStore{memStore: &memStore{inst: inst}}
+	a := New(Config{Store: st})
+	r := newRunner(a, &inst)
+	now := time.Now().UTC()
+	r.ctrs = []*ctr{{spec: api.ContainerSpec{Name: "main"}, status: api.ContainerStatus{Name: "main", State: api.ContainerRunning, StartedAt: &now}}}
+	grace := 3
+	st.after = func() {
+		// The control plane deletes the instance; the watch delivers it
+		// before the write's answer is back.
+		deleted, _ := st.state()
+		deleted.DeletionRequested, deleted.StopRequested, deleted.StopGraceSeconds = true, true, &grace
+		r.update(&deleted, false)
+		<-r.notify // the loop takes the event's notify, before the write ends
+	}
+	r.publish(context.Background(), "")
+	latest, gone := r.snapshot()
+	if gone || !latest.DeletionRequested || !latest.StopRequested || latest.StopGraceSeconds == nil || *latest.StopGraceSeconds != 3 {
+		t.Errorf("after the write: deletion %v, stop %v, grace %v; want the deletion the watch delivered kept", latest.DeletionRequested, latest.StopRequested, latest.StopGraceSeconds)
+	}
+	if latest.Status.Phase != api.PhaseRunning {
+		t.Errorf("phase %s, want the written Running", latest.Status.Phase)
+	}
+	select {
+	case <-r.notify:
+	default:
+		t.Error("the loop was not told to look again")
+	}
+}

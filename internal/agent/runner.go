@@ -60,6 +60,9 @@ type ctr struct {
 	// warmSpec is the real spec of a claimed warm container until it is
 	// recorded on the container (finishClaim).
 	warmSpec *oci.Spec
+	// launch is what the launcher execs, for a container that takes env
+	// from secrets (launch.go); in memory only.
+	launch *launch
 	// init marks an init container.
 	init bool
 	// stopProbes ends the probes of the current run; started is set once
@@ -240,7 +243,7 @@ func netLimits(res api.Resources) (network.Limits, error) {
 // next agent to adopt.
 func (r *runner) run(ctx context.Context) {
 	inst, gone := r.snapshot()
-	if gone || inst.DeletionRequested {
+	if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 		r.teardown(ctx, !gone)
 		return
 	}
@@ -464,6 +467,15 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 		}
 	}
 	inst, _ := r.snapshot()
+	if launched(&c.spec) {
+		if err := r.ensureLaunch(ctx, &inst, c); err != nil {
+			return fmt.Errorf("preparing the env from secrets: %w", err)
+		}
+		if err := r.writeLaunch(&inst, c); err != nil {
+			return fmt.Errorf("writing the process for the launcher: %w", err)
+		}
+		r.mark("launch")
+	}
 	if err := r.bindSubPaths(&inst, c.spec); err != nil {
 		return err
 	}
@@ -472,6 +484,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	task, err := c.c.NewTask(ctx, logs)
 	created()
 	if err != nil {
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("creating task: %w", err)
 	}
 	r.mark("task-create")
@@ -486,6 +501,9 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	r.mark("task-wait")
 	if err := task.Start(ctx); err != nil {
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		if launched(&c.spec) {
+			r.clearLaunch(c)
+		}
 		return fmt.Errorf("starting task: %w", err)
 	}
 	r.mark("task-start")
@@ -579,7 +597,7 @@ func (r *runner) loop(ctx context.Context) {
 			r.handleDeadlines(ctx)
 		case <-r.notify:
 			inst, gone := r.snapshot()
-			if gone || inst.DeletionRequested {
+			if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 				r.teardown(ctx, !gone)
 				done = true
 			} else if inst.StopRequested && !r.stopping {
@@ -840,18 +858,30 @@ func (r *runner) fail(ctx context.Context, reason string, err error) {
 
 // waitForDelete parks a finished runner until the instance is deleted.
 func (r *runner) waitForDelete(ctx context.Context) {
+	r.waitPublished()
+	if inst, gone := r.snapshot(); !gone && autoRemoveDue(&inst) {
+		r.teardown(ctx, true)
+		return
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.notify:
 			inst, gone := r.snapshot()
-			if gone || inst.DeletionRequested {
+			if gone || inst.DeletionRequested || autoRemoveDue(&inst) {
 				r.teardown(ctx, !gone)
 				return
 			}
 		}
 	}
+}
+
+// autoRemoveDue reports an instance that ended and asked to be removed
+// then (docker run --rm). The host removes it as it does a deleted one:
+// the API records no deletion request, which hosts may not write.
+func autoRemoveDue(inst *api.Instance) bool {
+	return inst.Spec.AutoRemove && inst.Status.Phase.Terminal()
 }
 
 // publish writes the runner's view into the store. force sets the phase
@@ -883,6 +913,32 @@ func (r *runner) publishAsync(ctx context.Context, force api.Phase) {
 			r.log.Warn("events lost with a failed status write", "events", len(w.events))
 		}
 	}()
+}
+
+// setWritten makes the version this runner just wrote its latest, under
+// r.mu. The write's answer may come after the watch delivered a newer
+// version (the stream and the write are separate requests, over the host
+// link separate connections): a stop or delete asked meanwhile must not be
+// lost under the written version, or the runner would never act on it.
+// Those requests only ever turn on, so they are carried over; it reports
+// whether it carried one, so that the loop looks again.
+func (r *runner) setWritten(written *api.Instance) bool {
+	cur := r.latest
+	w := *written
+	carried := false
+	if cur != nil && cur.UID == w.UID {
+		if cur.DeletionRequested && !w.DeletionRequested {
+			w.DeletionRequested, carried = true, true
+		}
+		if cur.StopRequested && !w.StopRequested {
+			w.StopRequested, carried = true, true
+		}
+		if g := cur.StopGraceSeconds; g != nil && (w.StopGraceSeconds == nil || *g < *w.StopGraceSeconds) {
+			w.StopGraceSeconds, carried = g, true
+		}
+	}
+	r.latest = &w
+	return carried
 }
 
 // waitPublished waits for an asynchronous status write to finish.
@@ -934,7 +990,12 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 			return errInstanceGone
 		}
 		before, _ := json.Marshal(inst.Status)
+		wasTerminal := inst.Status.Phase.Terminal()
 		w.apply(inst, &phase)
+		if phase.Terminal() && !wasTerminal && inst.Spec.AutoRemove {
+			inst.Status.Events = model.AppendEvent(inst.Status.Events, api.Event{Time: time.Now().UTC(), Type: "Normal",
+				Reason: "AutoRemove", Message: "the instance ended and autoRemove is set: removing it"})
+		}
 		// Writing the record as it is would only wake every watcher, this
 		// runner included (its own write comes back as a watch event and
 		// a notify, after which the loop publishes again): each running
@@ -953,11 +1014,26 @@ func (r *runner) writeStatus(ctx context.Context, w statusUpdate) bool {
 		// No notify: this is the runner's own view; a change anyone else
 		// made meanwhile (stop, delete) arrives through the watch.
 		r.mu.Lock()
+		renotify := false
 		if !r.gone {
-			r.latest = updated
+			renotify = r.setWritten(updated)
 		}
 		r.mu.Unlock()
+		if renotify {
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
 		r.setPhase(phase)
+		if autoRemoveDue(updated) {
+			// This write ended an autoRemove instance: remove it without
+			// waiting for the watch to bring the write back.
+			select {
+			case r.notify <- struct{}{}:
+			default:
+			}
+		}
 	case errors.Is(err, errInstanceGone), errors.Is(err, errdefs.ErrNotFound):
 		r.mu.Lock()
 		r.gone = true

@@ -160,6 +160,9 @@ func (a *Agent) removeSandboxDir(uid string) {
 	if err := unmountFiles(a.filesDir(uid)); err != nil {
 		a.log.Warn("unmounting the secret and config files failed", "uid", uid, "err", err)
 	}
+	if err := unmountFiles(a.launchDir(uid)); err != nil {
+		a.log.Warn("unmounting the launcher's files failed", "uid", uid, "err", err)
+	}
 	if err := unmountFiles(a.terminationDir(uid)); err != nil {
 		a.log.Warn("unmounting the termination messages failed", "uid", uid, "err", err)
 	}
@@ -439,6 +442,11 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	if err != nil {
 		return nil, err
 	}
+	launcher := launched(&c.spec)
+	if launcher && r.a.initPath == "" {
+		return nil, fmt.Errorf("container %s takes env from secrets, which host %s starts through kanga-init, missing there (see the agent's log): %w",
+			c.spec.Name, r.a.cfg.HostName, errdefs.ErrUnavailable)
+	}
 	// Env from the instance's fields (its IP), known only now.
 	if model.HasFieldRefs(vars) && r.ip == "" {
 		return nil, fmt.Errorf("container %s takes env from the instance's IP, which it has not got yet: %w", c.spec.Name, errdefs.ErrFailedPrecondition)
@@ -455,6 +463,15 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		env = append(env, e.Name+"="+e.Value)
 	}
 	opts := r.a.baseSpecOpts(img, netns, r.a.instanceCgroup(r.uid)+"/"+r.a.leafName(r.uid, c.spec.Name), dir)
+	var base []string // the image's env, for the launcher's spec
+	if launcher {
+		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			if s.Process != nil {
+				base = slices.Clone(s.Process.Env)
+			}
+			return nil
+		})
+	}
 	opts = append(opts,
 		oci.WithProcessArgs(args...),
 		oci.WithEnv(env),
@@ -479,7 +496,11 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 		opts = append(opts, userNSSpecOpts()...)
 	}
 	opts = append(opts, userSpecOpts(&inst.Spec, &c.spec)...)
-	return append(opts, sandboxSpecOpts(c.spec.SecurityContext)...), nil
+	opts = append(opts, sandboxSpecOpts(c.spec.SecurityContext)...)
+	if launcher {
+		opts = append(opts, r.launcherOpts(c, &base, "HOSTNAME="+hostnameOf(inst)))
+	}
+	return opts, nil
 }
 
 // withNewSnapshot prepares the container's writable snapshot on top of the

@@ -229,6 +229,11 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req hostcontract.E
 	if req.TTY && req.Size != nil {
 		pspec.ConsoleSize = &specs.Box{Width: uint(req.Size.Width), Height: uint(req.Size.Height)}
 	}
+	if launcherSpec(spec.Process) {
+		// The env from secrets is in the container's process only: the
+		// launcher gives the command that env, this exec's own over it.
+		pspec.Args = withExecEnv(req.Cmd, pspec.Env[len(spec.Process.Env):])
+	}
 	// The shim holds the process's stdin open until told otherwise, so
 	// the end of the client's input must be passed on with CloseIO.
 	procReady := make(chan containerd.Process, 1)
@@ -265,9 +270,19 @@ func (a *Agent) Exec(ctx context.Context, inst *api.Instance, req hostcontract.E
 	}
 	procReady <- proc
 	if err := proc.Start(nctx); err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file") {
-			return 0, fmt.Errorf("exec %q in container %s: %s: %w", req.Cmd[0], req.Container, msg, errdefs.ErrInvalidArgument)
+		// As a shell and docker do, a command that cannot be run is an
+		// exit status (127 missing, 126 not executable) with the reason
+		// on stderr, so that scripts can tell it from the command's own
+		// failure and from the platform's.
+		if code, ok := execStartExitCode(err); ok {
+			w := req.Stderr
+			if w == nil || req.TTY {
+				w = req.Stdout
+			}
+			if w != nil {
+				fmt.Fprintf(w, "kanga: exec %q in container %s: %v\n", req.Cmd[0], req.Container, err)
+			}
+			return code, nil
 		}
 		return 0, fmt.Errorf("exec in container %s: %w", req.Container, err)
 	}
@@ -340,4 +355,21 @@ func (e *eofNotifier) Read(p []byte) (int, error) {
 		e.once.Do(func() { go e.fn() })
 	}
 	return n, err
+}
+
+// execStartExitCode maps a runtime's refusal to start an exec'd process
+// to the exit status a shell gives: 127 when the program is missing, 126
+// when it exists but cannot be executed; ok is false for other failures.
+func execStartExitCode(err error) (code int, ok bool) {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "chdir to cwd"):
+		// A missing working directory: the program may well exist.
+		return 126, true
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return 127, true
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "is a directory"), strings.Contains(msg, "exec format error"):
+		return 126, true
+	}
+	return 0, false
 }

@@ -17,15 +17,17 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/steps"
 	"github.com/kanga-run/kanga/internal/agent/volume"
 	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/tenant"
 )
 
-// The instance's storage on the host (package volume): its emptyDirs,
-// made by the volumes step before the containers that mount them, and the
-// cap on each container's writable layer (resources.disk), put under the
-// container's snapshot between its creation and its task's. Both are
-// kernel-enforced filesystems of their own: a write past the size fails
-// with ENOSPC.
+// The instance's storage on the host (package volume): its disk
+// (resources.disk) and emptyDirs, made by the volumes step before the
+// containers that mount them; each container's writable layer is a
+// directory of the disk, bound under the container's snapshot between
+// its creation and its task's. The disk holds the writable layers of all
+// the containers, the disk emptyDirs without a sizeLimit and the logs: one
+// kernel-enforced filesystem, so that together they stop at the limit
+// with ENOSPC. A memory emptyDir, or a disk one with a sizeLimit, is a
+// filesystem of its own of that size.
 //
 // Warm containers have neither: their mounts and rootfs are fixed before
 // the instance exists, so an instance with volumes or a disk cap starts
@@ -63,6 +65,32 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		}
 		return nil, err
 	}
+	// The instance's disk first: its writable layers (containers step)
+	// and its disk emptyDirs without a sizeLimit go on it, and its
+	// teardown, last in the undo, takes them all down.
+	disk, err := diskSize(spec)
+	if err != nil {
+		return fail(err)
+	}
+	if disk > 0 {
+		if r.a.volumes == nil {
+			return fail(fmt.Errorf("spec.resources.disk: host %s has no volume storage (see the agent's log): %w", r.a.cfg.HostName, errdefs.ErrUnavailable))
+		}
+		teardown, err := r.a.volumes.InstanceDisk(ctx, r.uid, disk)
+		if err != nil {
+			return fail(fmt.Errorf("spec.resources.disk: %w", err))
+		}
+		teardowns = append(teardowns, func(ctx context.Context) error {
+			r.a.forgetLogs(r.a.logDir(r.uid)) // open log files would keep the disk busy
+			return teardown(ctx)
+		})
+		// The logs count in the disk too (the log caps still apply).
+		if err := r.a.volumes.DiskLogs(ctx, r.uid, r.a.logDir(r.uid)); errors.Is(err, errdefs.ErrFailedPrecondition) {
+			r.log.Warn("the instance's logs stay outside its disk", "err", err)
+		} else if err != nil {
+			return fail(fmt.Errorf("spec.resources.disk: putting the logs on the disk: %w", err))
+		}
+	}
 	for i, v := range spec.Volumes {
 		if v.EmptyDir == nil {
 			continue
@@ -74,7 +102,13 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		if err != nil {
 			return fail(err)
 		}
-		path, teardown, err := r.a.volumes.EmptyDir(ctx, r.uid, v.Name, volume.Medium(v.EmptyDir.Medium), size)
+		var path string
+		var teardown func(context.Context) error
+		if onDisk(spec, v.EmptyDir) {
+			path, teardown, err = r.a.volumes.DiskEmptyDir(ctx, r.uid, v.Name, disk)
+		} else {
+			path, teardown, err = r.a.volumes.EmptyDir(ctx, r.uid, v.Name, volume.Medium(v.EmptyDir.Medium), size)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("emptyDir %s: %w", v.Name, err))
 		}
@@ -90,6 +124,27 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		return nil, nil
 	}
 	return undo, nil
+}
+
+// diskSize is the instance's disk limit in bytes (spec.resources.disk),
+// 0 without one.
+func diskSize(spec *api.InstanceSpec) (int64, error) {
+	if spec.Resources.Disk == "" {
+		return 0, nil
+	}
+	size, err := model.ParseMemory(spec.Resources.Disk)
+	if err != nil {
+		return 0, fmt.Errorf("spec.resources.disk: %w", err)
+	}
+	return size, nil
+}
+
+// onDisk tells whether emptyDir e of spec is a directory of the
+// instance's disk, counted in its disk limit: a disk emptyDir without a
+// sizeLimit of its own in an instance with a disk limit. One with a
+// sizeLimit keeps a filesystem of that size.
+func onDisk(spec *api.InstanceSpec, e *api.EmptyDirVolumeSource) bool {
+	return spec.Resources.Disk != "" && e.Medium == api.MediumDefault && e.SizeLimit == ""
 }
 
 // applyFSGroup gives a volume's files at host path dir to the
@@ -236,6 +291,9 @@ func (a *Agent) removeVolumes(ctx context.Context, uid string) error {
 	if a.volumes == nil {
 		return nil
 	}
+	// The logs of an instance with a disk are on it: their open files
+	// would keep it busy.
+	a.forgetLogs(a.logDir(uid))
 	return a.volumes.RemoveEmptyDirs(ctx, uid)
 }
 
@@ -288,30 +346,8 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 		add(api.StorageStats{Name: v.Name, Kind: api.StorageEmptyDir, Medium: v.EmptyDir.Medium, Limit: uint64(size)},
 			a.volumes.EmptyDirPath(inst.UID, v.Name))
 	}
-	if inst.Spec.Resources.Disk == "" {
-		return out
-	}
-	limit, err := model.ParseMemory(inst.Spec.Resources.Disk)
-	if err != nil {
-		return out
-	}
-	nctx := tenant.WithName(a.ns(ctx), inst.Tenant)
-	for _, cs := range model.AllContainers(&inst.Spec) {
-		c, err := a.cfg.Client.LoadContainer(nctx, a.ctrID(inst.UID, cs.Spec.Name))
-		if err != nil {
-			continue
-		}
-		info, err := c.Info(nctx, containerd.WithoutRefreshedMetadata)
-		if err != nil || info.SnapshotKey == "" {
-			continue
-		}
-		mounts, err := a.cfg.Client.SnapshotService(info.Snapshotter).Mounts(nctx, info.SnapshotKey)
-		if err != nil {
-			continue
-		}
-		if dir, err := snapshotDir(mounts); err == nil {
-			add(api.StorageStats{Name: cs.Spec.Name, Kind: api.StorageWritableLayer, Limit: uint64(limit)}, dir)
-		}
+	if limit, err := diskSize(&inst.Spec); err == nil && limit > 0 {
+		add(api.StorageStats{Name: "disk", Kind: api.StorageDisk, Limit: uint64(limit)}, a.volumes.DiskPath(inst.UID))
 	}
 	return out
 }
@@ -333,6 +369,9 @@ func storageItems(sts []api.StorageStats) []api.SLAItem {
 			Promised:  fmt.Sprintf("at most %s in the writable layer of %s", bytesSize(float64(st.Limit)), st.Name),
 			Delivered: fmt.Sprintf("%s used, the filesystem holds %s", bytesSize(float64(st.Used)), bytesSize(float64(st.Size))),
 			Kept:      st.Size <= st.Limit+st.Limit/100 && st.Size+st.Limit/100 >= st.Limit,
+		}
+		if st.Kind == api.StorageDisk {
+			item.Promised = fmt.Sprintf("at most %s of ephemeral storage: the writable layers and the disk emptyDirs without a sizeLimit", bytesSize(float64(st.Limit)))
 		}
 		if st.Kind == api.StorageEmptyDir {
 			item.Resource = "emptyDir"

@@ -64,8 +64,9 @@ func TestStorageItems(t *testing.T) {
 		// No filesystem of its own: statfs saw the host's disk.
 		{Name: "scratch", Kind: api.StorageEmptyDir, Limit: 64 * mi, Size: 40 << 30, Used: 1 << 30},
 		{Name: "small", Kind: api.StorageEmptyDir, Limit: 64 * mi, Size: 32 * mi},
+		{Name: "disk", Kind: api.StorageDisk, Limit: 200 * mi, Size: 200*mi + 80<<10, Used: 199 * mi},
 	})
-	wantKept := []bool{true, true, false, false}
+	wantKept := []bool{true, true, false, false, true}
 	for i, it := range items {
 		if it.Kept != wantKept[i] {
 			t.Errorf("item %d %+v: kept %v, want %v", i, it, it.Kept, wantKept[i])
@@ -74,7 +75,8 @@ func TestStorageItems(t *testing.T) {
 			t.Errorf("item %d detail %q", i, it.Detail)
 		}
 	}
-	if items[0].Resource != "disk" || items[1].Resource != "emptyDir" || !strings.Contains(items[1].Promised, "(memory)") {
+	if items[0].Resource != "disk" || items[1].Resource != "emptyDir" || !strings.Contains(items[1].Promised, "(memory)") ||
+		items[4].Resource != "disk" || !strings.Contains(items[4].Promised, "at most 200.0Mi of ephemeral storage") {
 		t.Errorf("items: %+v", items)
 	}
 }

@@ -72,7 +72,8 @@ var warmClasses = map[string]bool{"runc": true, "crun": true}
 
 // WarmOptions turns warm containers on.
 type WarmOptions struct {
-	// InitPath is the holder binary (bin/kanga-init).
+	// InitPath is the holder binary (bin/kanga-init), also the launcher
+	// of containers with env from secrets (launch.go).
 	InitPath string
 	Policy   fill.Policy // per key; see warm.Pool
 	Total    int
@@ -224,7 +225,7 @@ func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 		},
 		oci.WithMounts([]specs.Mount{
 			{Destination: holder.Dir, Type: "bind", Source: kdir, Options: []string{"rbind", "ro"}},
-			{Destination: holder.Path, Type: "bind", Source: a.warmInit, Options: []string{"bind", "ro"}},
+			{Destination: holder.Path, Type: "bind", Source: a.initPath, Options: []string{"bind", "ro"}},
 		}),
 	)
 	// The default sandbox: the holder and what it execs keep it (seccomp
@@ -436,7 +437,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 		return err
 	}
 	r.mark("task-wait")
-	if err := handOver(w, spec.Process); err != nil {
+	if err := handOver(w, launchProcess(c, spec.Process)); err != nil {
 		return err
 	}
 	r.mark("exec")
@@ -467,11 +468,8 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 
 // handOver gives the holder the process and waits until it has exec'd it
 // (or failed to).
-func handOver(w *warmCtr, p *specs.Process) error {
-	b, err := json.Marshal(holder.Process{
-		Args: p.Args, Env: p.Env, Cwd: p.Cwd,
-		UID: p.User.UID, GID: p.User.GID, AdditionalGids: p.User.AdditionalGids,
-	})
+func handOver(w *warmCtr, p holder.Process) error {
+	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
@@ -527,26 +525,8 @@ func (r *runner) finishClaim(ctx context.Context, inst *api.Instance, c *ctr) er
 		}
 	}
 	if spec == nil {
-		img, err := r.a.cfg.Images.Resolve(ctx, r.tenant, c.spec.Image)
-		if err != nil {
-			return err
-		}
-		netns := ""
-		if r.att != nil {
-			netns = r.att.NetNS
-		}
-		if err := r.ensureSecretEnv(ctx, inst); err != nil {
-			return err
-		}
-		opts, err := r.instanceSpecOpts(inst, img, netns, c, r.a.sandboxDir(r.uid))
-		if err != nil {
-			return err
-		}
-		info, err := c.c.Info(ctx, containerd.WithoutRefreshedMetadata)
-		if err != nil {
-			return err
-		}
-		if spec, err = oci.GenerateSpec(ctx, r.a.cfg.Client, &info, opts...); err != nil {
+		var err error
+		if spec, err = r.generateSpec(ctx, inst, c); err != nil {
 			return err
 		}
 	}

@@ -175,6 +175,10 @@ type Storage struct {
 	EmptyDirMedium string
 	// Disk caps the container's writable layer ("" for no cap).
 	Disk string
+	// Config names a config of the tenant mounted as files at
+	// ConfigMountPath ("" for none): with an emptyDir, the issue's "one
+	// config file and one emptyDir" against none.
+	Config string
 }
 
 // Name describes the variant, for its path's name.
@@ -190,6 +194,9 @@ func (s *Storage) Name() string {
 	if s.Disk != "" {
 		parts = append(parts, "disk "+s.Disk)
 	}
+	if s.Config != "" {
+		parts = append(parts, "config file")
+	}
 	return PathKanga + " + " + strings.Join(parts, " + ")
 }
 
@@ -204,4 +211,9 @@ func (s *Storage) apply(spec *api.InstanceSpec) {
 		c.VolumeMounts = append(c.VolumeMounts, api.VolumeMount{Name: "scratch", MountPath: "/scratch"})
 	}
 	spec.Resources.Disk = s.Disk
+	if s.Config != "" {
+		spec.Volumes = append(spec.Volumes, api.Volume{Name: "config", Config: &api.ObjectVolumeSource{Name: s.Config}})
+		c := &spec.Containers[0]
+		c.VolumeMounts = append(c.VolumeMounts, api.VolumeMount{Name: "config", MountPath: ConfigMountPath})
+	}
 }

@@ -73,7 +73,7 @@ runtime's, measured minutes apart on the same machine.`,
 	fl.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up on one start after this long")
 	fl.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress to stderr")
-	fl.StringVar(&f.configMount, "config-mount", "", "also measure the Kanga path, in the same run, with this config (kanga config create) mounted as files at "+bench.ConfigMountPath)
+	fl.StringVar(&f.configMount, "config-mount", "", "also measure the Kanga path, in the same run, with this config (kanga config create) mounted as files at "+bench.ConfigMountPath+" (with --emptydir or --disk, their path mounts it too)")
 	fl.StringArrayVar(&f.securityOpt, "security-opt", nil, "the instances' seccomp profile, as for kanga run: seccomp=unconfined measures the start without the default profile (the tenant must be allowed it)")
 	fl.StringVar(&f.emptyDir, "emptydir", "", `also measure instances with an emptyDir of this size at /scratch, e.g. "64Mi" (same run, a path of its own)`)
 	fl.StringVar(&f.emptyDirMedium, "emptydir-medium", "", `the --emptydir's medium: "" (disk) or Memory`)
@@ -98,7 +98,9 @@ func runBenchStart(cmd *cobra.Command, o *options, f *benchStartFlags) error {
 	}
 	var storage *bench.Storage
 	if f.emptyDir != "" || f.disk != "" {
-		storage = &bench.Storage{EmptyDir: f.emptyDir, EmptyDirMedium: f.emptyDirMedium, Disk: f.disk}
+		// The storage path mounts the --config-mount config too: one
+		// config file and one emptyDir against the plain path.
+		storage = &bench.Storage{EmptyDir: f.emptyDir, EmptyDirMedium: f.emptyDirMedium, Disk: f.disk, Config: f.configMount}
 	} else if f.emptyDirMedium != "" {
 		return errors.New("--emptydir-medium needs --emptydir SIZE")
 	}

@@ -262,12 +262,12 @@ func TestRunDetachedPsRm(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &insts); err != nil || len(insts) != 1 || insts[0].Name != "web" {
 		t.Errorf("inspect stdout = %q (%v)", r.stdout, err)
 	}
-	if r.code != 1 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
+	if r.code != 125 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
 		t.Errorf("inspect of a missing instance = %+v", r)
 	}
 
 	r = kanga(t, "", "rm", "web")
-	if r.code != 1 || !strings.Contains(r.stderr, "stop it first or use force") {
+	if r.code != 125 || !strings.Contains(r.stderr, "stop it first or use force") {
 		t.Errorf("rm of a running instance = %+v", r)
 	}
 	r = kanga(t, "", "stop", "-t", "1", "inst-2")
@@ -275,7 +275,7 @@ func TestRunDetachedPsRm(t *testing.T) {
 		t.Errorf("stop = %+v", r)
 	}
 	r = kanga(t, "", "rm", "-f", "web", "inst-2", "ghost")
-	if r.code != 1 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 125 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("rm -f = %+v", r)
 	}
 
@@ -317,7 +317,6 @@ func TestRunFailures(t *testing.T) {
 	}{
 		{"image problem attached", []string{"run", "missing"}, `failed: ImageNotFound: image "missing" is not known`},
 		{"image problem detached", []string{"run", "-d", "missing"}, "ImageNotFound"},
-		{"detach and rm", []string{"run", "-d", "--rm", "busybox"}, "--rm cannot be combined with -d"},
 		{"bad port", []string{"run", "-p", "80", "busybox"}, "expected [IP:]HOSTPORT:PORT"},
 		{"bad env", []string{"run", "-e", "=1", "busybox"}, "expected KEY=VALUE"},
 		{"unknown flag", []string{"run", "--bogus", "busybox"}, "unknown flag: --bogus"},
@@ -349,7 +348,7 @@ func TestExecLogsImageVersion(t *testing.T) {
 		t.Errorf("exec without -i = %+v; want no stdin forwarded and exit code 1", r)
 	}
 	r = kanga(t, "", "exec", "ghost", "true")
-	if r.code != 1 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 125 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("exec in a missing instance = %+v", r)
 	}
 
@@ -374,7 +373,32 @@ func TestExecLogsImageVersion(t *testing.T) {
 
 	t.Setenv("KANGA_TOKEN", "wrong")
 	r = kanga(t, "", "ps")
-	if r.code != 1 || !strings.Contains(r.stderr, "Error: bad token") {
+	if r.code != 125 || !strings.Contains(r.stderr, "Error: bad token") {
 		t.Errorf("ps with a wrong token = %+v", r)
+	}
+}
+
+// TestRunDetachedRm checks that -d --rm leaves the removal to the
+// platform (spec.autoRemove) and that --rm alone does not.
+func TestRunDetachedRm(t *testing.T) {
+	f := newFakeAPI(t)
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"run", "-d", "--rm", "--name", "gone-later", "busybox"}, true},
+		{[]string{"run", "-d", "--name", "kept", "busybox"}, false},
+	} {
+		r := kanga(t, "", tt.args...)
+		if r.code != 0 {
+			t.Fatalf("kanga %v = %+v", tt.args, r)
+		}
+		name := strings.TrimSpace(r.stdout)
+		f.mu.Lock()
+		inst, ok := f.instances[name]
+		f.mu.Unlock()
+		if !ok || inst.Spec.AutoRemove != tt.want {
+			t.Errorf("kanga %v: instance %q recorded %v, autoRemove want %v", tt.args, name, ok, tt.want)
+		}
 	}
 }

@@ -34,8 +34,14 @@ func (e *ExitError) Error() string {
 
 func (e *ExitError) Unwrap() error { return e.Err }
 
+// errorExitCode is docker's exit code for a failure of the tool itself (a
+// refused request, an unreachable server, a bad flag), as opposed to a
+// container's or command's own exit code.
+const errorExitCode = 125
+
 // ExitCode reports err on w as "Error: ..." where needed and returns the
-// code the process should exit with: 0 for nil, ExitError's code, else 1.
+// code the process should exit with: 0 for nil, ExitError's code, else
+// 125.
 func ExitCode(w io.Writer, err error) int {
 	if err == nil {
 		return 0
@@ -48,7 +54,7 @@ func ExitCode(w io.Writer, err error) int {
 		return ee.Code
 	}
 	printError(w, err)
-	return 1
+	return errorExitCode
 }
 
 func printError(w io.Writer, err error) {
@@ -115,7 +121,10 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newLogsCommand(o),
 		newExecCommand(o),
 		newStopCommand(o),
+		newKillCommand(o),
 		newRmCommand(o),
+		newWaitCommand(o),
+		newPortCommand(o),
 		newImageCommand(o),
 		newImagesCommand(o),
 		newVersionCommand(o),
@@ -149,7 +158,8 @@ func disableFlagsInUseLine(c *cobra.Command) {
 }
 
 // forEachName runs fn for each name, reports each failure on w and returns
-// a silent ExitError{1} if any failed, as docker does for stop and rm.
+// a silent ExitError{125} if any failed: like docker's stop and rm it goes
+// on with the rest, and the code says that Kanga refused one.
 func forEachName(w io.Writer, names []string, fn func(name string) error) error {
 	failed := false
 	for _, n := range names {
@@ -159,7 +169,7 @@ func forEachName(w io.Writer, names []string, fn func(name string) error) error 
 		}
 	}
 	if failed {
-		return &ExitError{Code: 1}
+		return &ExitError{Code: errorExitCode}
 	}
 	return nil
 }

@@ -27,13 +27,14 @@ import (
 
 // runExitCode is docker's code for a failure of `run` itself, as opposed to
 // the container's own exit code.
-const runExitCode = 125
+const runExitCode = errorExitCode
 
 type runFlags struct {
 	detach     bool
 	rm         bool
 	name       string
 	env        []string
+	envFiles   []string
 	cpu        string
 	memory     string
 	restart    string
@@ -115,9 +116,10 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	})
 	fl := cmd.Flags()
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the instance name")
-	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends")
+	fl.BoolVar(&f.rm, "rm", false, "remove the instance when it ends (with -d the platform removes it: spec.autoRemove)")
 	fl.StringVar(&f.name, "name", "", "instance name (default: chosen by the server)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable: KEY=VALUE, or KEY to copy it from your environment")
+	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines (# comments; KEY alone copies it from your environment; -e wins)")
 	fl.StringVar(&f.cpu, "cpu", "", `CPU limit, e.g. "0.5" or "500m"`)
 	fl.StringVar(&f.memory, "memory", "", `memory limit, e.g. "256Mi" or "1G"`)
 	fl.StringVar(&f.restart, "restart", "", "restart policy: no, on-failure or always (default no)")
@@ -155,18 +157,20 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.envFromConfigs, "env-from-config", nil, "set a variable for every key of a config (repeatable; -e wins)")
 	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount scratch space in memory, counted against --memory: /DIR[:size=64Mi] (default size: the memory limit; repeatable)")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume in every container: NAME:/PATH[:ro], NAME a volume the -f file declares (an emptyDir) or else a persistent volume (kanga volume create); repeatable")
-	fl.StringVar(&f.disk, "disk", "", `cap on each container's writable layer, e.g. "10Gi": writes past it fail with "No space left on device"`)
+	fl.StringVar(&f.disk, "disk", "", `the instance's ephemeral storage, e.g. "10Gi": its containers' writable layers and disk emptyDirs without a sizeLimit together; writes past it fail with "No space left on device"`)
 	f.health.register(fl)
 	return cmd, f
 }
 
 func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
-	if f.detach && f.rm {
-		return errors.New("--rm cannot be combined with -d: the server does not remove instances on its own; run without -d, or remove it later with `kanga rm -f NAME`")
-	}
 	req, err := buildRunRequest(f, cmd.Flags().Changed, args, cmd.InOrStdin(), os.LookupEnv)
 	if err != nil {
 		return err
+	}
+	if f.detach && f.rm {
+		// Nobody stays to remove it: the platform does, when it ends.
+		// (Attached, the client removes it after reading its exit.)
+		req.Spec.AutoRemove = true
 	}
 	c, err := o.client()
 	if err != nil {
@@ -352,7 +356,7 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) > 0 {
 			return req, fmt.Errorf("-f takes the whole instance from %s: give no IMAGE or COMMAND (got %q)", f.file, args)
 		}
-		for _, name := range []string{"env", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt", "user", "read-only"} {
+		for _, name := range []string{"env", "env-file", "workdir", "entrypoint", "cap-add", "cap-drop", "security-opt", "user", "read-only"} {
 			if changed(name) {
 				return req, fmt.Errorf("--%s sets a field of one container and cannot be combined with -f: set it in %s", name, f.file)
 			}
@@ -370,10 +374,15 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 		if len(args) == 0 {
 			return req, errors.New("run needs an IMAGE (or -f FILE)\nUsage: kanga run [OPTIONS] IMAGE [COMMAND] [ARG...]")
 		}
-		env, err := parseEnv(f.env, lookupEnv)
+		env, err := readEnvFiles(f.envFiles, lookupEnv)
 		if err != nil {
 			return req, err
 		}
+		flagEnv, err := parseEnv(f.env, lookupEnv)
+		if err != nil {
+			return req, err
+		}
+		env = mergeEnv(env, flagEnv)
 		image := args[0]
 		ct := api.ContainerSpec{
 			Name:       containerName(image),

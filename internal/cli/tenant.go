@@ -314,16 +314,16 @@ func newRuntimesCommand(o *options) *cobra.Command {
 }
 
 func newTenantQuotaCommand(o *options) *cobra.Command {
-	var instances, cpu, memory, ports, volumes, devices string
+	var instances, cpu, memory, ports, volumes, devices, disk string
 	cmd := &cobra.Command{
 		Use:   "quota NAME",
 		Short: "Set a tenant's quota (administrators) and show its usage",
 		Long: `Set what a tenant's instances may hold at once across the pool; the flags given
 change the quota, the others keep their value, "none" removes a limit. cpu and
 memory count what instances reserve (--cpu, --memory) and may be a share of the
-pool ("50%"). Instances count from their creation until they are removed, finished
+pool ("50%"); disk counts their ephemeral storage (--disk), an amount. Instances count from their creation until they are removed, finished
 ones included. A quota below what the tenant uses stops new instances only.`,
-		Example: `  kanga tenant quota a --instances 10 --cpu 8 --memory 16Gi
+		Example: `  kanga tenant quota a --instances 10 --cpu 8 --memory 16Gi --disk 200Gi
   kanga tenant quota a --cpu none`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -359,7 +359,7 @@ ones included. A quota below what the tenant uses stops new instances only.`,
 				name string
 				val  string
 				dst  *string
-			}{{"cpu", cpu, &q.CPU}, {"memory", memory, &q.Memory}} {
+			}{{"cpu", cpu, &q.CPU}, {"memory", memory, &q.Memory}, {"disk", disk, &q.Disk}} {
 				if changed(f.name) {
 					*f.dst = f.val
 					if f.val == "none" {
@@ -381,6 +381,7 @@ ones included. A quota below what the tenant uses stops new instances only.`,
 	f.StringVar(&ports, "ports", "", "published host ports")
 	f.StringVar(&volumes, "volumes", "", "volumes (once instances can have them)")
 	f.StringVar(&devices, "devices", "", "devices (once instances can have them)")
+	f.StringVar(&disk, "disk", "", `ephemeral storage the instances reserve (--disk): "200Gi"`)
 	return cmd
 }
 
@@ -462,5 +463,6 @@ func printQuota(w io.Writer, q api.TenantQuota) error {
 	row("ports", q.Used.Ports, q.Limits.Ports, count(q.Quota.Ports), n)
 	row("volumes", q.Used.Volumes, q.Limits.Volumes, count(q.Quota.Volumes), n)
 	row("devices", q.Used.Devices, q.Limits.Devices, count(q.Quota.Devices), n)
+	row("disk", q.Used.DiskBytes, q.Limits.DiskBytes, q.Quota.Disk, model.FormatBytes)
 	return tw.Flush()
 }

@@ -116,7 +116,7 @@ func addDefaultsFlags(f *pflag.FlagSet, d *cp.Defaults) {
 	f.StringVar(&d.DefaultType, "default-type", model.DefaultInstanceType,
 		"instance type whose CPU, memory, pids and log limits fill in what an instance leaves empty (see kanga types; a tenant may have its own); none: instances without flags get no limits")
 	f.StringVar(&d.DefaultQuota, "default-quota", model.DefaultQuota,
-		`quota of new tenants: instances, cpu and memory (amounts, or shares of the pool such as 50%), ports, volumes, devices; none: no quota`)
+		`quota of new tenants: instances, cpu and memory (amounts, or shares of the pool such as 50%), ports, volumes, devices, disk (an amount); none: no quota`)
 	f.IntVar(&d.MaxInflightCreates, "max-inflight-creates", -1,
 		"most instance creates in flight (recorded, not yet Running or Failed) the API admits; past it a create gets 429 with Retry-After, which clients retry. -1: the ready hosts' start slots (--start-slots); 0: no bound")
 }

@@ -66,8 +66,12 @@ func (e *env) runCP(id string) (*controlplane.ControlPlane, func()) {
 // addHost registers a host and keeps it alive with a 1 s lease.
 func (e *env) addHost(name string, cpus int, labels map[string]string) {
 	e.t.Helper()
-	h := api.Host{Name: name, Labels: labels, RuntimeClasses: []string{"runc", "crun"},
-		Capacity: api.HostCapacity{CPUs: cpus, MemoryBytes: 8 << 30, Pods: 100}}
+	e.addHostCap(name, api.HostCapacity{CPUs: cpus, MemoryBytes: 8 << 30, Pods: 100}, labels)
+}
+
+func (e *env) addHostCap(name string, c api.HostCapacity, labels map[string]string) {
+	e.t.Helper()
+	h := api.Host{Name: name, Labels: labels, RuntimeClasses: []string{"runc", "crun"}, Capacity: c}
 	ctx, cancel := context.WithCancel(context.Background())
 	held, err := e.st.HoldHost(ctx, h, time.Second, store.HoldOptions{Backoff: 10 * time.Millisecond})
 	if err != nil {
@@ -137,6 +141,33 @@ func (e *env) wait(name string, what string, cond func(*api.Instance) bool) *api
 func placed(i *api.Instance) bool { return i.Status.Host != "" }
 
 func decided(i *api.Instance) bool { return i.Status.Host != "" || i.Status.Reason != "" }
+
+// TestPlacementCountsDisk: a host's disk capacity (its volume storage's
+// free space) is charged with each placed instance's resources.disk; one
+// past it waits Pending with the reason naming disk, and is placed once
+// an instance frees its disk.
+func TestPlacementCountsDisk(t *testing.T) {
+	e := newEnv(t)
+	e.addHostCap("h", api.HostCapacity{CPUs: 8, MemoryBytes: 8 << 30, Pods: 100, DiskBytes: 1 << 30}, nil)
+	e.runCP("cp1")
+	withDisk := func(d string) func(*api.Instance) {
+		return func(i *api.Instance) { i.Spec.Resources.Disk = d }
+	}
+	e.create("d0", "1", api.RestartNever, withDisk("600Mi"))
+	e.wait("d0", "placed", placed)
+	e.create("d1", "1", api.RestartNever, withDisk("600Mi"))
+	got := e.wait("d1", "decided", decided)
+	if got.Status.Host != "" || got.Status.Message != "0/1 hosts available: 1 insufficient disk." {
+		t.Fatalf("d1: host %q reason %q message %q", got.Status.Host, got.Status.Reason, got.Status.Message)
+	}
+	// Without a disk limit it asks for none and fits.
+	e.create("d2", "1", api.RestartNever)
+	e.wait("d2", "placed", placed)
+	if err := e.st.DeleteInstance(e.ctx, "d0"); err != nil {
+		t.Fatal(err)
+	}
+	e.wait("d1", "placed", placed)
+}
 
 func TestPlacementRespectsCapacity(t *testing.T) {
 	e := newEnv(t)

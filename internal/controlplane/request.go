@@ -42,6 +42,11 @@ func demandOf(spec *api.InstanceSpec) (demand, error) {
 	// Bandwidth is promised per direction on a full-duplex link: the
 	// larger direction is what the host must have.
 	d.res.BandwidthBPS = max(r.IngressBPS, r.EgressBPS)
+	if spec.Resources.Disk != "" {
+		if d.res.Disk, err = model.ParseMemory(spec.Resources.Disk); err != nil {
+			return d, fmt.Errorf("spec.resources.disk: %w", err)
+		}
+	}
 	return d, nil
 }
 
@@ -109,6 +114,7 @@ func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Hos
 			Memory:       c.MemoryBytes,
 			Pids:         c.Pids,
 			BandwidthBPS: c.BandwidthBPS,
+			Disk:         c.DiskBytes,
 			Instances:    int64(c.Pods),
 		},
 		DedicatedFree:  c.CPUs,
@@ -121,6 +127,9 @@ func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Hos
 	}
 	if sh.Capacity.BandwidthBPS == 0 {
 		sh.Capacity.BandwidthBPS = unmetered
+	}
+	if sh.Capacity.Disk == 0 {
+		sh.Capacity.Disk = unmetered
 	}
 	if sh.Capacity.Instances == 0 {
 		sh.Capacity.Instances = unmetered

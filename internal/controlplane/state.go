@@ -228,7 +228,7 @@ func (s *state) uncharge(k string, e *entry) {
 		a.res = a.res.Add(scheduler.Resources{
 			MilliCPU: -e.charged.res.MilliCPU, Memory: -e.charged.res.Memory,
 			Pids: -e.charged.res.Pids, BandwidthBPS: -e.charged.res.BandwidthBPS,
-			Instances: -e.charged.res.Instances,
+			Disk: -e.charged.res.Disk, Instances: -e.charged.res.Instances,
 		})
 		a.dedicated -= e.charged.dedicated
 		s.touch(e.host)

@@ -153,7 +153,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 				Subnet:         h.Subnet(),
 				Address:        hostAPI,
 				Labels:         o.Labels,
-				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots, Pods: c.Pods},
+				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots, Pods: c.Pods, DiskBytes: c.Disk},
 				RuntimeClasses: ag.RuntimeClasses(),
 				Version:        o.Version,
 			}

@@ -23,6 +23,7 @@ package hostcontract
 import (
 	"context"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -37,6 +38,9 @@ type Capacity struct {
 	// Pods is the most instances the host can run at once (its subnet's
 	// addresses less those the sandbox pool may hold); 0 is no limit.
 	Pods int
+	// Disk is the ephemeral storage (resources.disk) the host can promise
+	// in all, in bytes; 0 is not metered.
+	Disk int64
 }
 
 // ImageConfig is the part of an image's configuration the API checks
@@ -252,4 +256,13 @@ func ApplyNetUpdate(addrs map[string]string, u NetUpdate) map[string]string {
 		delete(addrs, a)
 	}
 	return addrs
+}
+
+// Killer is a host that can send a signal to the running containers of an
+// instance (kanga kill). A signal ends a container's process as any other
+// exit does: the restart policy applies.
+type Killer interface {
+	// Kill signals container, or every running container when container
+	// is empty.
+	Kill(ctx context.Context, inst *api.Instance, container string, sig syscall.Signal) error
 }

@@ -27,7 +27,11 @@ const DefaultQuota = "instances=100,cpu=50%,memory=50%,ports=20"
 func QuotaCharge(spec *api.InstanceSpec) api.QuotaAmounts {
 	// A field that does not parse (no validated spec has one) charges 0.
 	r, _ := ParseResources(spec.Resources)
-	return api.QuotaAmounts{Instances: 1, Ports: int64(len(spec.Ports)), MilliCPU: r.MilliCPU, MemoryBytes: r.Memory}
+	var disk int64
+	if spec.Resources.Disk != "" {
+		disk, _ = ParseMemory(spec.Resources.Disk)
+	}
+	return api.QuotaAmounts{Instances: 1, Ports: int64(len(spec.Ports)), MilliCPU: r.MilliCPU, MemoryBytes: r.Memory, DiskBytes: disk}
 }
 
 // Add returns a+b field by field.
@@ -35,6 +39,7 @@ func Add(a, b api.QuotaAmounts) api.QuotaAmounts {
 	return api.QuotaAmounts{
 		Instances: a.Instances + b.Instances, MilliCPU: a.MilliCPU + b.MilliCPU, MemoryBytes: a.MemoryBytes + b.MemoryBytes,
 		Ports: a.Ports + b.Ports, Volumes: a.Volumes + b.Volumes, Devices: a.Devices + b.Devices,
+		DiskBytes: a.DiskBytes + b.DiskBytes,
 	}
 }
 
@@ -42,14 +47,14 @@ func Add(a, b api.QuotaAmounts) api.QuotaAmounts {
 func Sub(a, b api.QuotaAmounts) api.QuotaAmounts {
 	return Add(a, api.QuotaAmounts{
 		Instances: -b.Instances, MilliCPU: -b.MilliCPU, MemoryBytes: -b.MemoryBytes,
-		Ports: -b.Ports, Volumes: -b.Volumes, Devices: -b.Devices,
+		Ports: -b.Ports, Volumes: -b.Volumes, Devices: -b.Devices, DiskBytes: -b.DiskBytes,
 	})
 }
 
 // NoLimits are limits that allow everything.
 var NoLimits = api.QuotaAmounts{
 	Instances: api.Unlimited, MilliCPU: api.Unlimited, MemoryBytes: api.Unlimited,
-	Ports: api.Unlimited, Volumes: api.Unlimited, Devices: api.Unlimited,
+	Ports: api.Unlimited, Volumes: api.Unlimited, Devices: api.Unlimited, DiskBytes: api.Unlimited,
 }
 
 // Share reports whether a quota amount is a share of the pool ("50%") and
@@ -100,6 +105,11 @@ func ValidateQuota(q *api.Quota) error {
 	if _, err := quotaAmount(q.Memory, 1<<30, ParseMemory); err != nil {
 		errs = append(errs, fmt.Errorf("quota.memory: %w", err))
 	}
+	if _, share, _ := Share(q.Disk); share {
+		errs = append(errs, invalid("quota.disk %q: give an amount (\"100Gi\"), not a share of the pool", truncate(q.Disk)))
+	} else if _, err := quotaAmount(q.Disk, 0, ParseMemory); err != nil {
+		errs = append(errs, fmt.Errorf("quota.disk: %w", err))
+	}
 	for _, f := range []struct {
 		name string
 		v    *int64
@@ -123,9 +133,10 @@ func ResolveQuota(q *api.Quota, poolMilliCPU, poolMemory int64) (api.QuotaAmount
 	}
 	cpu, _ := quotaAmount(q.CPU, poolMilliCPU, ParseCPU)
 	mem, _ := quotaAmount(q.Memory, poolMemory, ParseMemory)
+	disk, _ := quotaAmount(q.Disk, 0, ParseMemory)
 	return api.QuotaAmounts{
 		Instances: count(q.Instances), MilliCPU: cpu, MemoryBytes: mem,
-		Ports: count(q.Ports), Volumes: count(q.Volumes), Devices: count(q.Devices),
+		Ports: count(q.Ports), Volumes: count(q.Volumes), Devices: count(q.Devices), DiskBytes: disk,
 	}, nil
 }
 
@@ -157,12 +168,15 @@ func MergeQuota(base, over *api.Quota) *api.Quota {
 		if q.Devices != nil {
 			out.Devices = q.Devices
 		}
+		if q.Disk != "" {
+			out.Disk = q.Disk
+		}
 	}
 	return &out
 }
 
 // ParseQuota parses the operator's notation of a quota,
-// "instances=100,cpu=50%,memory=16Gi,ports=20,volumes=N,devices=N";
+// "instances=100,cpu=50%,memory=16Gi,ports=20,volumes=N,devices=N,disk=100Gi";
 // "none" or "" is no quota (nil).
 func ParseQuota(s string) (*api.Quota, error) {
 	s = strings.TrimSpace(s)
@@ -173,7 +187,7 @@ func ParseQuota(s string) (*api.Quota, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || v == "" {
-			return nil, invalid("quota %q: %q is not NAME=VALUE (names: instances, cpu, memory, ports, volumes, devices)", s, kv)
+			return nil, invalid("quota %q: %q is not NAME=VALUE (names: instances, cpu, memory, ports, volumes, devices, disk)", s, kv)
 		}
 		n := func() (*int64, error) {
 			i, err := strconv.ParseInt(v, 10, 64)
@@ -196,8 +210,10 @@ func ParseQuota(s string) (*api.Quota, error) {
 			q.CPU = v
 		case "memory":
 			q.Memory = v
+		case "disk":
+			q.Disk = v
 		default:
-			err = invalid("quota %q: unknown resource %q (names: instances, cpu, memory, ports, volumes, devices)", s, k)
+			err = invalid("quota %q: unknown resource %q (names: instances, cpu, memory, ports, volumes, devices, disk)", s, k)
 		}
 		if err != nil {
 			return nil, err
@@ -223,6 +239,7 @@ func CheckQuota(tenant string, used, charge, limits api.QuotaAmounts) error {
 		{"ports", "--ports N", used.Ports, charge.Ports, limits.Ports, formatCount},
 		{"volumes", "--volumes N", used.Volumes, charge.Volumes, limits.Volumes, formatCount},
 		{"devices", "--devices N", used.Devices, charge.Devices, limits.Devices, formatCount},
+		{"disk", "--disk N", used.DiskBytes, charge.DiskBytes, limits.DiskBytes, FormatBytes},
 	} {
 		if r.limit == api.Unlimited || r.want <= 0 || r.used+r.want <= r.limit {
 			continue

@@ -139,11 +139,11 @@ func TestQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := api.QuotaAmounts{Instances: 100, MilliCPU: 2000, MemoryBytes: 4 << 30, Ports: 20, Volumes: api.Unlimited, Devices: api.Unlimited}
+	want := api.QuotaAmounts{Instances: 100, MilliCPU: 2000, MemoryBytes: 4 << 30, Ports: 20, Volumes: api.Unlimited, Devices: api.Unlimited, DiskBytes: api.Unlimited}
 	if lim != want {
 		t.Fatalf("resolved %+v, want %+v", lim, want)
 	}
-	for _, bad := range []string{"cpu=150%", "instances=-1", "memory=lots", "gpus=1", "cpu"} {
+	for _, bad := range []string{"cpu=150%", "instances=-1", "memory=lots", "gpus=1", "cpu", "disk=50%", "disk=lots"} {
 		if _, err := ParseQuota(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("ParseQuota(%q) = %v, want InvalidArgument", bad, err)
 		}
@@ -177,6 +177,27 @@ func TestQuota(t *testing.T) {
 	// A CPU cap alone reserves nothing, so it fits a full CPU quota.
 	if err := CheckQuota("a", api.QuotaAmounts{MilliCPU: 2000}, QuotaCharge(&api.InstanceSpec{Resources: api.Resources{CPULimit: "1"}}), limits); err != nil {
 		t.Fatalf("cpu cap against a full cpu quota: %v", err)
+	}
+	// Disk: the instance's resources.disk against an amount.
+	dq, err := ParseQuota("disk=1Gi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := ResolveQuota(dq, 4000, 8<<30)
+	if err != nil || dl.DiskBytes != 1<<30 || dl.MilliCPU != api.Unlimited {
+		t.Fatalf("disk quota resolved %+v, %v", dl, err)
+	}
+	dc := QuotaCharge(&api.InstanceSpec{Resources: api.Resources{Disk: "600Mi"}})
+	if dc.DiskBytes != 600<<20 {
+		t.Fatalf("disk charge %+v", dc)
+	}
+	if err := CheckQuota("a", api.QuotaAmounts{}, dc, dl); err != nil {
+		t.Fatalf("disk fits: %v", err)
+	}
+	err = CheckQuota("a", dc, dc, dl)
+	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "quota disk 600Mi/1Gi in use, this instance asks for 600Mi") ||
+		!strings.Contains(err.Error(), "--disk N") {
+		t.Fatalf("disk over quota: %v", err)
 	}
 	if got := FormatBytes(3 << 29); got != "1.5Gi" {
 		t.Errorf("FormatBytes = %q", got)

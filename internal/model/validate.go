@@ -243,6 +243,11 @@ func Validate(spec *api.InstanceSpec) error {
 	default:
 		errs = append(errs, invalid("spec.restartPolicy %q is not one of Never, OnFailure, Always", spec.RestartPolicy))
 	}
+	if spec.AutoRemove && spec.RestartPolicy != api.RestartNever {
+		// As docker refuses --rm with --restart: a restarted instance
+		// never ends on its own, and removing it on a stop is rm's job.
+		errs = append(errs, invalid("spec.autoRemove cannot be combined with spec.restartPolicy %q: it needs Never", spec.RestartPolicy))
+	}
 	errs = append(errs, validateDNS(spec)...)
 	if d := spec.ActiveDeadlineSeconds; d != nil && *d < 1 {
 		errs = append(errs, invalid("spec.activeDeadlineSeconds %d: give at least 1 second, or leave it out for no deadline", *d))

@@ -23,6 +23,7 @@ const (
 	insufficientMemory
 	insufficientPids
 	insufficientBandwidth
+	insufficientDisk
 	insufficientDedicated
 	tooManyInstances
 	numReasons
@@ -40,6 +41,7 @@ var reasonText = [numReasons]string{
 	insufficientMemory:    "insufficient memory",
 	insufficientPids:      "insufficient pids",
 	insufficientBandwidth: "insufficient bandwidth",
+	insufficientDisk:      "insufficient disk",
 	insufficientDedicated: "insufficient dedicated cores",
 	tooManyInstances:      "too many instances",
 }
@@ -123,6 +125,8 @@ func (s *state) filter(i int, r *Request, need *need) (why reason, idx int) {
 		return insufficientPids, 0
 	case want.BandwidthBPS > 0 && want.BandwidthBPS > free.BandwidthBPS:
 		return insufficientBandwidth, 0
+	case want.Disk > 0 && want.Disk > free.Disk:
+		return insufficientDisk, 0
 	case r.DedicatedCores > 0 && r.DedicatedCores > nd.dedicatedFree:
 		return insufficientDedicated, 0
 	case want.Instances > 0 && want.Instances > free.Instances:

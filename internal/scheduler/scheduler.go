@@ -157,6 +157,7 @@ func newState(snap Snapshot, pending []Request) *state {
 			Memory:       h.Capacity.Memory - h.Allocated.Memory,
 			Pids:         h.Capacity.Pids - h.Allocated.Pids,
 			BandwidthBPS: h.Capacity.BandwidthBPS - h.Allocated.BandwidthBPS,
+			Disk:         h.Capacity.Disk - h.Allocated.Disk,
 			Instances:    h.Capacity.Instances - h.Allocated.Instances,
 		}
 		nd.dedicatedFree = h.DedicatedFree
@@ -397,6 +398,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		Memory:       nd.free.Memory - r.Resources.Memory,
 		Pids:         nd.free.Pids - r.Resources.Pids,
 		BandwidthBPS: nd.free.BandwidthBPS - r.Resources.BandwidthBPS,
+		Disk:         nd.free.Disk - r.Resources.Disk,
 		Instances:    nd.free.Instances - r.Resources.Instances,
 	}
 	nd.dedicatedFree -= r.DedicatedCores
@@ -429,6 +431,8 @@ func validate(r *Request) string {
 		return "negative pids"
 	case r.Resources.BandwidthBPS < 0:
 		return "negative bandwidth"
+	case r.Resources.Disk < 0:
+		return "negative disk"
 	case r.Resources.Instances < 0:
 		return "negative instance count"
 	case r.DedicatedCores < 0:

@@ -13,7 +13,7 @@
 //  1. filters out the hosts that cannot run it, counting one reason per
 //     host, the first filter it fails, in this order: not ready, cordoned,
 //     runtime class, capabilities, selector, host ports, cpu, memory, pids,
-//     bandwidth, dedicated cores, instance count;
+//     bandwidth, disk, dedicated cores, instance count;
 //  2. scores the hosts left (see the weights in score.go) and picks the
 //     highest, the smallest host name winning ties (Policy.MaxCandidates
 //     can stop the search early on large clusters);
@@ -41,6 +41,8 @@ type Resources struct {
 	Pids int64
 	// BandwidthBPS is network bandwidth in bit/s.
 	BandwidthBPS int64
+	// Disk is ephemeral storage in bytes (resources.disk).
+	Disk int64
 	// Instances counts instances, against a host's limit of how many it
 	// runs at once (each request asks for 1 when its host has a limit).
 	Instances int64
@@ -53,6 +55,7 @@ func (r Resources) Add(o Resources) Resources {
 		Memory:       r.Memory + o.Memory,
 		Pids:         r.Pids + o.Pids,
 		BandwidthBPS: r.BandwidthBPS + o.BandwidthBPS,
+		Disk:         r.Disk + o.Disk,
 		Instances:    r.Instances + o.Instances,
 	}
 }

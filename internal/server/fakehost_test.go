@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -38,6 +39,16 @@ type fakeHost struct {
 	removed    []string // tenant/image of RemoveImage, tenant/* of RemoveTenant
 	// removeErr, if set, fails RemoveImage and RemoveTenant.
 	removeErr error
+	// kills records Kill's calls as "instance/container/signal".
+	kills []string
+}
+
+// Kill implements hostcontract.Killer by recording the call.
+func (h *fakeHost) Kill(_ context.Context, inst *api.Instance, container string, sig syscall.Signal) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.kills = append(h.kills, fmt.Sprintf("%s/%s/%d", inst.Name, container, sig))
+	return nil
 }
 
 type logCall struct {

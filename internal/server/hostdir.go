@@ -172,6 +172,7 @@ func (s *Server) largest() hostcontract.Capacity {
 		hc := h.Capacity()
 		c.CPUs = max(c.CPUs, hc.CPUs)
 		c.Memory = max(c.Memory, hc.Memory)
+		c.Disk = max(c.Disk, hc.Disk)
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,6 +178,7 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}", false, (*Server).getInstance},
 	{"DELETE", "/v1/instances/{name}", false, (*Server).deleteInstance},
 	{"POST", "/v1/instances/{name}/stop", false, (*Server).stopInstance},
+	{"POST", "/v1/instances/{name}/kill", false, (*Server).kill},
 	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
@@ -253,11 +255,19 @@ func (s *Server) Handler() http.Handler {
 		} else if l, ok := largeBodies[r.Method+" "+r.Pattern]; ok {
 			limit = l
 		}
+		// An instance's routes take its UID or a unique prefix of it too.
+		instanceRef := strings.HasPrefix(r.Pattern, "/v1/instances/{name}")
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if limit > 0 {
 				// On a copy: net/http looks at the original's body.
 				req = req.WithContext(req.Context())
 				req.Body = http.MaxBytesReader(w, req.Body, limit)
+			}
+			if instanceRef {
+				if err := s.resolveInstanceRef(req); err != nil {
+					s.writeError(w, req, err)
+					return
+				}
 			}
 			if err := h(s, w, req); err != nil {
 				s.writeError(w, req, err)

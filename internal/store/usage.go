@@ -71,7 +71,7 @@ func decodeUsage(kv *mvccpb.KeyValue) (usageRecord, error) {
 func putUsage(t string, used api.QuotaAmounts) clientv3.Op {
 	// Counts never go negative, even if a record was wrong: the next
 	// reconcile sets it right.
-	for _, p := range []*int64{&used.Instances, &used.MilliCPU, &used.MemoryBytes, &used.Ports, &used.Volumes, &used.Devices} {
+	for _, p := range []*int64{&used.Instances, &used.MilliCPU, &used.MemoryBytes, &used.Ports, &used.Volumes, &used.Devices, &used.DiskBytes} {
 		*p = max(*p, 0)
 	}
 	b, _ := json.Marshal(used)

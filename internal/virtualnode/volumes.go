@@ -98,6 +98,9 @@ func volumeObjectName(node string, pod *corev1.Pod, volume string) string {
 	return objectPrefix(node) + InstanceName(pod.Namespace, pod.Name) + "." + volume + "." + shortHash(string(pod.UID)+"/"+volume)
 }
 
+// reasonVolumeDropped is the event of a pod volume left out on purpose.
+const reasonVolumeDropped = "KangaVolumeNotMounted"
+
 // objectVolume reports whether v is made of a Kanga object the node
 // writes (in cluster mode), and whether that object is a secret.
 func objectVolume(v corev1.Volume) (object, secret bool) {
@@ -148,6 +151,11 @@ func (s *envSources) podVolumes(pod *corev1.Pod, node string) (podVolumes, error
 		switch {
 		case serviceAccountVolume(v):
 			out.dropped[v.Name] = true
+			// Said, not silent: a pod that does call the API finds out why.
+			if s.recorder != nil {
+				s.recorder.Eventf(pod, corev1.EventTypeNormal, reasonVolumeDropped,
+					"volume %s (the service account token) is not mounted: Kanga instances cannot reach the cluster's API server", v.Name)
+			}
 			continue
 		case v.EmptyDir != nil:
 			ed := &api.EmptyDirVolumeSource{}

@@ -379,3 +379,27 @@ func TestVolumeObjectNames(t *testing.T) {
 		keys[k] = true
 	}
 }
+
+// TestServiceAccountVolumeSaid: the service account token volume is left
+// out with an event saying so, not silently.
+func TestServiceAccountVolumeSaid(t *testing.T) {
+	s := volumeSources(t)
+	rec := record.NewFakeRecorder(10)
+	s.recorder = rec
+	pod := volumePod(corev1.Volume{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{}}})
+	vols, err := s.podVolumes(pod, "vn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols.volumes) != 0 || !vols.dropped["kube-api-access-x7k2p"] {
+		t.Fatalf("volumes %+v, dropped %v; want it dropped", vols.volumes, vols.dropped)
+	}
+	select {
+	case e := <-rec.Events:
+		if want := "Normal KangaVolumeNotMounted volume kube-api-access-x7k2p"; !strings.HasPrefix(e, want) {
+			t.Errorf("event %q, want %q...", e, want)
+		}
+	default:
+		t.Error("no event for the dropped volume")
+	}
+}

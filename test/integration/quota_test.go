@@ -336,3 +336,51 @@ func TestTenantCPUCap(t *testing.T) {
 		t.Fatalf("the hogs hardly ran (%.3f cores): the measurement shows nothing", cores)
 	}
 }
+
+// TestDiskCapacityAndQuota: disk counts where capacity is decided. The
+// host reports its volume storage's free space as its disk capacity; a
+// disk past it is a 400 naming spec.resources.disk; two instances whose
+// disks fit the host one at a time run one at a time, the second Pending
+// with "insufficient disk" until the first is removed; a tenant's disk
+// quota refuses an instance past it with a 403 naming the quota.
+func TestDiskCapacityAndQuota(t *testing.T) {
+	p := startQuotaPlatform(t)
+	var hosts api.HostList
+	if err := json.Unmarshal([]byte(p.must("host", "ls", "-o", "json")), &hosts); err != nil || len(hosts.Items) != 1 {
+		t.Fatalf("host ls: %v, %+v", err, hosts)
+	}
+	capacity := hosts.Items[0].Capacity.DiskBytes
+	if capacity < 1<<30 {
+		t.Fatalf("host disk capacity %d: want the volume storage's free space", capacity)
+	}
+	mi := func(n int64) string { return fmt.Sprintf("%dMi", n>>20) }
+	if r := p.kanga("run", "-d", "--name", "huge", "--disk", mi(2*capacity), "kanga.test/busybox", "true"); r.code == 0 ||
+		!strings.Contains(r.stderr, "spec.resources.disk "+mi(2*capacity)+" is more than any host can give") {
+		t.Fatalf("a disk twice the host's: exit %d, %s", r.code, r.stderr)
+	}
+	// Sparse: the host gives these only what is written.
+	most := mi(capacity * 6 / 10)
+	p.must("run", "-d", "--name", "d1", "--disk", most, "kanga.test/busybox", "sleep", "600")
+	p.running("d1")
+	p.must("run", "-d", "--name", "d2", "--disk", most, "kanga.test/busybox", "sleep", "600")
+	p.eventually("d2 to wait for disk", 30*time.Second, func() bool {
+		st := p.inspect("d2").Status
+		return st.Phase == api.PhasePending && st.Message == "0/1 hosts available: 1 insufficient disk."
+	})
+	p.must("rm", "-f", "d1")
+	p.running("d2")
+	p.must("rm", "-f", "d2")
+
+	token := p.newTenant("disky", "--quota", "disk=300Mi")
+	if r := p.asTenant(token, "run", "-d", "--name", "a", "--disk", "200Mi", "kanga.test/busybox", "sleep", "600"); r.code != 0 {
+		t.Fatalf("200Mi of a 300Mi disk quota: exit %d: %s", r.code, r.stderr)
+	}
+	r := p.asTenant(token, "run", "-d", "--name", "b", "--disk", "200Mi", "kanga.test/busybox", "sleep", "600")
+	if r.code == 0 || !strings.Contains(r.stderr, "tenant disky: quota disk 200Mi/300Mi in use, this instance asks for 200Mi") ||
+		!strings.Contains(r.stderr, "--disk N") {
+		t.Fatalf("past the disk quota: exit %d: %s", r.code, r.stderr)
+	}
+	if out := p.must("tenant", "inspect", "disky"); !strings.Contains(out, "disk ") || !strings.Contains(out, "300Mi") {
+		t.Errorf("tenant inspect shows no disk quota:\n%s", out)
+	}
+}

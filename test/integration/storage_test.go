@@ -3,11 +3,13 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,15 +110,15 @@ func TestEmptyDirsAndDiskLimit(t *testing.T) {
 	}
 	found := false
 	for _, s := range st.Storage {
-		if s.Kind == api.StorageWritableLayer {
+		if s.Kind == api.StorageDisk {
 			found = true
 			if s.Limit != 200*mib || s.Used < 190*mib {
-				t.Errorf("stats of the writable layer = %+v, want a full 200Mi", s)
+				t.Errorf("stats of the instance's disk = %+v, want a full 200Mi", s)
 			}
 		}
 	}
 	if !found {
-		t.Errorf("stats storage = %+v: no writable layer", st.Storage)
+		t.Errorf("stats storage = %+v: no disk", st.Storage)
 	}
 	t.Logf("kanga stats rootcap:\n%s", p.must("stats", "rootcap"))
 
@@ -179,6 +181,86 @@ func TestStorageCleanupAfterCrash(t *testing.T) {
 		t.Fatalf("after the restart the instance reads %q", out)
 	}
 	p.must("rm", "-f", "crashy")
+	assertNoStorageLeft(t, p.dataDir)
+}
+
+// TestDiskOnePromise: --disk 200Mi caps an instance's ephemeral storage
+// as one: two containers' writable layers, a disk emptyDir without a
+// sizeLimit and the instance's logs share one filesystem, and a writer gets ENOSPC when together
+// they reach the limit (±5%); kanga stats and kanga sla report the one
+// disk; after kill -9 of kanga up the instance is adopted with its files,
+// and its removal leaves no mount or loop device.
+func TestDiskOnePromise(t *testing.T) {
+	p := startPlatform(t)
+	p.importImages()
+	const mib = 1 << 20
+	mounts := []api.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}
+	p.runSpec(api.CreateInstanceRequest{Name: "onedisk", Spec: api.InstanceSpec{
+		Resources: api.Resources{Disk: "200Mi"},
+		Volumes:   []api.Volume{{Name: "scratch", EmptyDir: &api.EmptyDirVolumeSource{}}},
+		Containers: []api.ContainerSpec{
+			{Name: "a", Image: "kanga.test/busybox", Command: []string{"sh", "-c", "echo hello-log; exec sleep 3600"}, VolumeMounts: mounts},
+			{Name: "b", Image: "kanga.test/busybox", Command: []string{"sleep", "3600"}, VolumeMounts: mounts},
+		},
+	}})
+	inst := p.running("onedisk")
+	// The logs are on the disk too.
+	p.eventually("a's log line", 30*time.Second, func() bool {
+		return strings.Contains(p.kanga("logs", "-c", "a", "onedisk").stdout, "hello-log")
+	})
+	var logSt, diskSt syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(p.dataDir, "agent", "logs", inst.UID, "a.log"), &logSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Join(volumeRoot(p.dataDir), "empty", inst.UID, ".disk", "fs"), &diskSt); err != nil {
+		t.Fatal(err)
+	}
+	if logSt.Dev != diskSt.Dev {
+		t.Errorf("a's log is on device %d, the instance's disk is %d", logSt.Dev, diskSt.Dev)
+	}
+	for _, c := range []string{"a", "b"} {
+		p.must("exec", "-c", c, "onedisk", "dd", "if=/dev/zero", "of=/layer", "bs=1M", "count=60", "conv=fsync")
+	}
+	n := fillUntilFull(t, p, "onedisk", "a", "/scratch/fill", 300)
+	total := 120*mib + n
+	t.Logf("--disk 200Mi: 60Mi in each writable layer, then ENOSPC after %d bytes in the emptyDir: %d in all (%.2f%%)", n, total, 100*float64(total)/(200*mib))
+	within(t, "bytes written into two writable layers and an emptyDir with --disk 200Mi", float64(total), 200*mib, 0.05)
+	// Full for every container now.
+	if r := p.kanga("exec", "-c", "b", "onedisk", "sh", "-c", "dd if=/dev/zero of=/more bs=1M count=8 conv=fsync"); r.code == 0 || !strings.Contains(r.stdout+r.stderr, "No space left on device") {
+		t.Errorf("b writing into a full disk: exit %d, %s%s", r.code, r.stdout, r.stderr)
+	}
+
+	var st api.InstanceStats
+	if err := json.Unmarshal([]byte(p.must("stats", "onedisk", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Storage) != 1 || st.Storage[0].Kind != api.StorageDisk || st.Storage[0].Limit != 200*mib || st.Storage[0].Used < 190*mib {
+		t.Errorf("stats storage = %+v, want the one full 200Mi disk", st.Storage)
+	}
+	var rep api.SLAReport
+	if err := json.Unmarshal([]byte(p.must("sla", "onedisk", "--json")), &rep); err != nil {
+		t.Fatal(err)
+	}
+	disk := 0
+	for _, it := range rep.Items {
+		if it.Resource == "disk" {
+			disk++
+			if !it.Kept || !strings.Contains(it.Promised, "200.0Mi of ephemeral storage") {
+				t.Errorf("sla: %+v", it)
+			}
+		}
+	}
+	if disk != 1 {
+		t.Errorf("sla has %d disk items, want 1: %+v", disk, rep.Items)
+	}
+
+	p.crash()
+	p.start()
+	p.running("onedisk")
+	if out := p.must("exec", "-c", "b", "onedisk", "sh", "-c", "stat -c %s /layer /scratch/fill"); out != fmt.Sprintf("%d\n%d\n", 60*mib, n) {
+		t.Errorf("after kill -9 and restart, b sees sizes %q", out)
+	}
+	p.must("rm", "-f", "onedisk")
 	assertNoStorageLeft(t, p.dataDir)
 }
 
@@ -329,10 +411,10 @@ func assertNoStorageLeft(t *testing.T, dataDir string) {
 // volumeRoot is where the agent of kanga up keeps volumes and emptyDirs.
 func volumeRoot(dataDir string) string { return filepath.Join(dataDir, "agent", "volumes") }
 
-// TestStorageRuntimes runs an instance of two containers, each with its
-// own capped writable layer and a shared disk emptyDir, in crun and
-// gVisor: the emptyDir is shared and the cap holds in each container, and
-// nothing is left after rm.
+// TestStorageRuntimes runs an instance of two containers with --disk and
+// a shared disk emptyDir, in crun and gVisor: the emptyDir is shared, the
+// disk holds both containers' writable layers and stops them together at
+// the limit, and nothing is left after rm.
 func TestStorageRuntimes(t *testing.T) {
 	p := startPlatform(t)
 	p.importImages()
@@ -360,11 +442,10 @@ func TestStorageRuntimes(t *testing.T) {
 			if out := p.must("exec", "-c", "b", name, "cat", "/shared/x"); out != "from-a\n" {
 				t.Fatalf("container b reads %q from the shared emptyDir", out)
 			}
-			for _, c := range []string{"a", "b"} {
-				written := fillUntilFull(t, p, name, c, "/fill", 100)
-				t.Logf("%s, container %s, --disk 64Mi: ENOSPC after %d bytes (%.2f%%)", class, c, written, 100*float64(written)/(64*mib))
-				within(t, class+" container "+c+": bytes written into the root fs with disk 64Mi", float64(written), 64*mib, 0.05)
-			}
+			a := fillUntilFull(t, p, name, "a", "/fill", 100)
+			b := fillUntilFull(t, p, name, "b", "/fill", 100)
+			t.Logf("%s, --disk 64Mi: ENOSPC after %d bytes from a, then %d from b (%.2f%% in all)", class, a, b, 100*float64(a+b)/(64*mib))
+			within(t, class+": bytes written into the root filesystems of a and b with disk 64Mi", float64(a+b), 64*mib, 0.05)
 			p.must("rm", "-f", name)
 			assertNoStorageLeft(t, p.dataDir)
 		})

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,31 +17,15 @@ import (
 	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
-var (
-	initOnce sync.Once
-	initErr  error
-)
-
 // startWarmPlatform starts `kanga up` with warm containers on (and the
 // network pool off, so every warm container's network is its own), on a
 // bridge kangawmN and subnet 10.241.N.0/24 of its own. The holder binary
-// is built next to the test's kanga binary, where the agent looks for it.
+// is built next to the test's kanga binary (binary), where the agent
+// looks for it.
 func startWarmPlatform(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "crun")
-	bin := binary(t)
-	initOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-ldflags", "-s -w", "-o", filepath.Join(filepath.Dir(bin), "kanga-init"), "./cmd/kanga-init")
-		cmd.Dir = testenv.RepoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			initErr = fmt.Errorf("building kanga-init: %v\n%s", err, out)
-		}
-	})
-	if initErr != nil {
-		t.Fatal(initErr)
-	}
 	return startPlatformOn(t, platformNet{dirPrefix: "kanga-wm-", bridgePrefix: "kangawm", subnetPrefix: "10.241"},
 		append([]string{"--pool-max", "0", "--debug"}, upArgs...)...)
 }

@@ -30,12 +30,16 @@
 //     file, present in an unencrypted control's. The key lives in the
 //     filesystem's keyring, which goes when the filesystem is unmounted.
 //   - A memory emptyDir is a tmpfs with size=; ENOSPC at exactly the size.
-//   - The writable layer: containerd's overlay snapshotter keeps an
+//   - The writable layers: containerd's overlay snapshotter keeps an
 //     active snapshot's upperdir and workdir in <root>/snapshots/<n>/{fs,
-//     work}, one directory per container. A sized ext4 mounted over
+//     work}, one directory per container. A directory of the instance's
+//     disk (one sized ext4 per instance, see disk.go) bound over
 //     snapshots/<n> before the container's rootfs is mounted makes the
-//     overlay's writes stop with ENOSPC at the size (TestWritableLayerENOSPC,
-//     200 MiB: ENOSPC at 100.04%).
+//     overlay's writes stop with ENOSPC when the disk is full
+//     (TestWritableLayerENOSPC, 200 MiB: ENOSPC at 100.04%); the disk
+//     emptyDirs without a sizeLimit are directories of the same disk, so
+//     the layers of all containers and those emptyDirs share the limit
+//     (TestInstanceDiskShared: 100.10% of 64 MiB).
 //
 // # Layout under the root (normally <data-dir>/volumes)
 //
@@ -45,7 +49,8 @@
 //	volumes/<name>/fs           where the filesystem is mounted; fs/data is
 //	                            what the holder sees (bound at its target)
 //	empty/<instance>/<name>/    an emptyDir: disk.img and dir, its mount
-//	empty/<instance>/.writable/ the writable layer's disk.img
+//	empty/<instance>/.disk/     the instance's disk: disk.img, and fs with
+//	                            layers/<container>/{fs,work} and empty/<name>
 //	templates/scratch-<size>.img formatted images copied for emptyDirs
 //
 // # Using it from the agent
@@ -65,7 +70,9 @@
 //     {Holder: id, ReadOnly, Key}) and the same bind into the containers;
 //     ErrConflict (in use by another instance) goes to the API as 409;
 //     Unmount(name, id) when the instance stops;
-//   - --disk: after the snapshotter's Prepare, WritableLayer(id,
+//   - --disk: InstanceDisk(id, size) in the volumes step, DiskEmptyDir
+//     for a disk emptyDir without a sizeLimit; after the snapshotter's
+//     Prepare, ContainerWritableLayer(id, container,
 //     filepath.Dir(upperdir), size), upperdir taken from the options of
 //     the mounts Prepare returns, and before the task (whose shim mounts
 //     the rootfs) is created; its teardown after the task is deleted and

@@ -118,22 +118,23 @@ func (m *Manager) mountScratch(ctx context.Context, dir, path string, size int64
 	return os.Chmod(path, 0o777)
 }
 
-// WritableLayer puts a filesystem of size bytes under an instance's
-// writable layer, so that the layer, with the instance's writes, cannot
-// grow past size (ENOSPC). dir is the overlay snapshot's directory
-// (containerd's <root>/snapshots/<n>, which holds fs, the upperdir, and
-// work, the workdir: the two must be on one filesystem). It must be
-// empty but for those two, that is freshly prepared; the filesystem is
-// mounted over it with fs and work made anew. The teardown unmounts it
-// and must run before the snapshot is removed: the snapshotter deletes
-// the dir with os.RemoveAll, which fails on a mount point.
+// WritableLayer puts an instance's writable layer on its disk (see
+// InstanceDisk, made here if it is not there), so that the layer, with
+// the instance's other ephemeral storage, cannot grow past size (ENOSPC).
+// dir is the overlay snapshot's directory (containerd's
+// <root>/snapshots/<n>, which holds fs, the upperdir, and work, the
+// workdir: the two must be on one filesystem). It must be empty but for
+// those two, that is freshly prepared; a directory of the disk is bound
+// over it with fs and work made anew. The teardown unbinds it and must
+// run before the snapshot is removed: the snapshotter deletes the dir
+// with os.RemoveAll, which fails on a mount point.
 func (m *Manager) WritableLayer(ctx context.Context, instanceID, dir string, size int64) (func(context.Context) error, error) {
 	return m.writableLayer(ctx, instanceID, "", dir, size)
 }
 
 // ContainerWritableLayer is WritableLayer for one container of an
-// instance of several: each container has a writable layer, each gets a
-// filesystem of size bytes.
+// instance of several: every container's layer is a directory of the one
+// disk of the instance.
 func (m *Manager) ContainerWritableLayer(ctx context.Context, instanceID, container, dir string, size int64) (func(context.Context) error, error) {
 	if err := checkName("container", container); err != nil {
 		return nil, err
@@ -141,9 +142,9 @@ func (m *Manager) ContainerWritableLayer(ctx context.Context, instanceID, contai
 	return m.writableLayer(ctx, instanceID, container, dir, size)
 }
 
-// layerDir is where the filesystem of a container's writable layer is
-// kept: among the instance's emptyDirs, so that RemoveEmptyDirs and
-// Cleanup find it.
+// layerDir is where an earlier agent kept the filesystem of a container's
+// writable layer when each had one of its own: among the instance's
+// emptyDirs, so that RemoveEmptyDirs and Cleanup find it.
 func (m *Manager) layerDir(instanceID, container string) string {
 	if container == "" {
 		return filepath.Join(m.instanceDir(instanceID), ".writable")
@@ -151,11 +152,21 @@ func (m *Manager) layerDir(instanceID, container string) string {
 	return filepath.Join(m.instanceDir(instanceID), ".writable-"+container)
 }
 
-// RemoveWritableLayer tears down the writable-layer filesystem of a
-// container from the records, as the teardown ContainerWritableLayer
-// returned does, for when that is lost (agent restart). It must run
-// after the container's task is deleted and before its snapshot is
-// removed. Nothing to do is not an error.
+// layerName is the directory of a container's writable layer on the
+// instance's disk, relative to its root; "" is WritableLayer's.
+func layerName(container string) string {
+	if container == "" {
+		return "layers/.instance"
+	}
+	return "layers/" + container
+}
+
+// RemoveWritableLayer unbinds the writable layer of a container from its
+// snapshot dir and deletes it from the instance's disk, as the teardown
+// ContainerWritableLayer returned does, for when that is lost (agent
+// restart): the bind is found by the disk's loop device and the
+// directory it shows. It must run after the container's task is deleted
+// and before its snapshot is removed. Nothing to do is not an error.
 func (m *Manager) RemoveWritableLayer(ctx context.Context, instanceID, container string) error {
 	if err := checkName("instance", instanceID); err != nil {
 		return err
@@ -165,12 +176,37 @@ func (m *Manager) RemoveWritableLayer(ctx context.Context, instanceID, container
 			return err
 		}
 	}
-	img := m.layerDir(instanceID, container)
-	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(m.instanceDir(instanceID)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	defer m.locks.lock("instance/" + instanceID)()
-	return m.removeScratch(ctx, img)
+	// A filesystem of the container's own, made by an earlier agent.
+	if img := m.layerDir(instanceID, container); exists(img) {
+		return m.removeScratch(ctx, img)
+	}
+	devs, err := loopsBackedUnder(m.diskDir(instanceID))
+	if err != nil {
+		return err
+	}
+	name := layerName(container)
+	targets, err := bindsOf(devs, "/"+name)
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		if err := unmountAll(t, false); err != nil {
+			return err
+		}
+	}
+	if ok, err := mounted(m.DiskPath(instanceID)); err != nil || !ok {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(m.DiskPath(instanceID), name))
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 func (m *Manager) writableLayer(ctx context.Context, instanceID, container, dir string, size int64) (func(context.Context) error, error) {
@@ -188,38 +224,36 @@ func (m *Manager) writableLayer(ctx context.Context, instanceID, container, dir 
 	if err != nil {
 		return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 	}
-	img := m.layerDir(instanceID, container)
 	lockKey := "instance/" + instanceID
+	layer := filepath.Join(m.DiskPath(instanceID), layerName(container))
 	teardown := func(ctx context.Context) error {
 		defer m.locks.lock(lockKey)()
 		if err := unmountAll(dir, false); err != nil {
 			return err
 		}
-		return m.removeScratch(ctx, img)
+		if ok, err := mounted(m.DiskPath(instanceID)); err != nil || !ok {
+			return err
+		}
+		return os.RemoveAll(layer)
 	}
 	defer m.locks.lock(lockKey)()
 	if ok, err := mounted(dir); err != nil || ok {
 		return teardown, err
 	}
-	// The filesystem would hide what the layer holds already.
+	// The bind would hide what the layer holds already.
 	if ents, err := readDirN(upper, 1); err != nil || len(ents) > 0 {
 		if err == nil {
 			err = fmt.Errorf("writable layer %s already holds files: %w", upper, errdefs.ErrFailedPrecondition)
 		}
 		return nil, err
 	}
-	if err := os.RemoveAll(img); err != nil {
+	if _, err := m.instanceDisk(ctx, instanceID, size); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(img, 0o700); err != nil {
+	if err := os.RemoveAll(layer); err != nil {
 		return nil, err
 	}
-	if err := m.formatScratch(ctx, filepath.Join(img, "disk.img"), size); err != nil {
-		_ = os.RemoveAll(img)
-		return nil, err
-	}
-	if err := mountImage(filepath.Join(img, "disk.img"), dir); err != nil {
-		_ = os.RemoveAll(img)
+	if err := os.MkdirAll(layer, 0o700); err != nil {
 		return nil, err
 	}
 	// fs and work as the snapshotter made them: same mode and owner (a
@@ -229,7 +263,7 @@ func (m *Manager) writableLayer(ctx context.Context, instanceID, container, dir 
 		uid, gid = int(sys.Uid), int(sys.Gid)
 	}
 	for _, d := range []string{"fs", "work"} {
-		p := filepath.Join(dir, d)
+		p := filepath.Join(layer, d)
 		err := os.Mkdir(p, st.Mode().Perm())
 		if err == nil {
 			err = os.Chmod(p, st.Mode().Perm()) // past the umask
@@ -238,12 +272,14 @@ func (m *Manager) writableLayer(ctx context.Context, instanceID, container, dir 
 			err = os.Lchown(p, uid, gid)
 		}
 		if err != nil {
-			_ = unmountAll(dir, true)
-			_ = os.RemoveAll(img)
+			_ = os.RemoveAll(layer)
 			return nil, err
 		}
 	}
-	_ = os.Remove(filepath.Join(dir, "lost+found"))
+	if err := bindMount(layer, dir, false); err != nil {
+		_ = os.RemoveAll(layer)
+		return nil, err
+	}
 	return teardown, nil
 }
 

@@ -603,13 +603,136 @@ func TestWritableLayerENOSPC(t *testing.T) {
 		t.Fatalf("image file through the overlay: %q, %v", b, err)
 	}
 	assertENOSPCNear(t, merged, limit)
-	if a := allocated(t, filepath.Join(m.Root(), "empty", "inst-a", ".writable", "disk.img")); float64(a) > 1.1*limit {
+	if a := allocated(t, filepath.Join(m.Root(), "empty", "inst-a", ".disk", "disk.img")); float64(a) > 1.1*limit {
 		t.Errorf("a full %d-byte writable layer takes %d bytes of host disk", int64(limit), a)
 	}
 	if err := unmountAll(merged, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := mounted(snap); ok {
+		t.Error("the snapshot dir is still bound after the teardown")
+	}
+	// The disk goes with the instance's emptyDirs.
+	if err := m.RemoveEmptyDirs(ctx, "inst-a"); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, m.Root(), dir)
+}
+
+// TestInstanceDiskShared is --disk as one promise: the writable layers of
+// two containers and a disk emptyDir are directories of one filesystem of
+// the instance's disk, so that together they stop at the limit with
+// ENOSPC; removing one container's layer frees its space and leaves the
+// other's in place.
+func TestInstanceDiskShared(t *testing.T) {
+	m := newManager(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	const limit = 64 << 20
+	if _, err := m.InstanceDisk(ctx, "inst-s", limit); err != nil {
+		t.Fatal(err)
+	}
+	var merged []string
+	for _, c := range []string{"a", "b"} {
+		snap, lower, mnt := filepath.Join(dir, "snapshots", c), filepath.Join(dir, "lower-"+c), filepath.Join(dir, "merged-"+c)
+		for _, d := range []string{filepath.Join(snap, "fs"), filepath.Join(snap, "work"), lower, mnt} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := m.ContainerWritableLayer(ctx, "inst-s", c, snap, limit); err != nil {
+			t.Fatal(err)
+		}
+		ovl := mount.Mount{Type: "overlay", Source: "overlay", Options: []string{
+			"lowerdir=" + lower, "upperdir=" + filepath.Join(snap, "fs"), "workdir=" + filepath.Join(snap, "work")}}
+		if err := ovl.Mount(mnt); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = unmountAll(mnt, true) }()
+		merged = append(merged, mnt)
+	}
+	scratch, _, err := m.DiskEmptyDir(ctx, "inst-s", "scratch", limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The instance's log dir, bound from the disk: a log is on it.
+	logs := filepath.Join(dir, "logs", "inst-s")
+	if err := m.DiskLogs(ctx, "inst-s", logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DiskLogs(ctx, "inst-s", logs); err != nil {
+		t.Fatalf("DiskLogs again: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(logs, "a.log"), []byte("line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(m.DiskPath("inst-s"), "logs", "a.log")); err != nil || string(b) != "line\n" {
+		t.Errorf("the log on the disk: %q, %v", b, err)
+	}
+	used := filepath.Join(dir, "logs", "used")
+	if err := os.MkdirAll(used, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(used, "old.log"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DiskLogs(ctx, "inst-s", used); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("DiskLogs over a log dir with files: %v, want ErrFailedPrecondition", err)
+	}
+	// A third of the limit each, the rest until ENOSPC into the emptyDir.
+	var total int64
+	for _, d := range merged {
+		f, err := os.Create(filepath.Join(d, "third"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		for range limit / 3 >> 20 {
+			if _, err := f.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			total += int64(len(buf))
+		}
+		if err := errors.Join(f.Sync(), f.Close()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := fill(t, scratch)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing past the limit: %v after %d bytes, want ENOSPC", err, n)
+	}
+	total += n
+	t.Logf("two layers and an emptyDir: ENOSPC after %d bytes of a %d-byte disk (%.2f%%)", total, int64(limit), 100*float64(total)/limit)
+	if r := float64(total) / limit; r < 0.95 || r > 1.05 {
+		t.Errorf("wrote %d bytes in all before ENOSPC, want %d ±5%%", total, int64(limit))
+	}
+	// Container a goes: its layer's bind and files with it (found from
+	// the mount table, as after an agent restart); b's stays.
+	if err := unmountAll(merged[0], false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RemoveWritableLayer(ctx, "inst-s", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := mounted(filepath.Join(dir, "snapshots", "a")); ok {
+		t.Error("a's snapshot dir is still bound")
+	}
+	if ok, _ := mounted(filepath.Join(dir, "snapshots", "b")); !ok {
+		t.Error("b's snapshot dir lost its bind")
+	}
+	if _, err := os.Stat(filepath.Join(m.DiskPath("inst-s"), "layers", "a")); !os.IsNotExist(err) {
+		t.Errorf("a's layer is still on the disk: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(merged[1], "third")); err != nil {
+		t.Errorf("b's file: %v", err)
+	}
+	if err := unmountAll(merged[1], false); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RemoveEmptyDirs(ctx, "inst-s"); err != nil {
 		t.Fatal(err)
 	}
 	assertNothingLeft(t, m.Root(), dir)

@@ -25,7 +25,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
@@ -78,6 +80,7 @@ var routes = []route{
 	{"GET", "/v1/instances/{name}/logs", true, (*handler).logs},
 	{"POST", "/v1/instances/{name}/exec", true, (*handler).exec},
 	{"GET", "/v1/instances/{name}/stats", true, (*handler).stats},
+	{"POST", "/v1/instances/{name}/kill", true, (*handler).kill},
 	{"GET", "/v1/instances/{name}/sla", true, (*handler).sla},
 	{"GET", "/v1/images", true, (*handler).listImages},
 	{"POST", "/v1/images/import", true, (*handler).importImage},
@@ -267,6 +270,28 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	hostlink.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// kill signals the instance's containers; the server has checked the
+// signal and the container.
+func (h *handler) kill(w http.ResponseWriter, r *http.Request) error {
+	k, ok := h.host.(hostcontract.Killer)
+	if !ok {
+		return fmt.Errorf("this host cannot signal containers: %w", errdefs.ErrNotImplemented)
+	}
+	inst, err := h.instance(r)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(r.URL.Query().Get("signal"))
+	if err != nil || n < 1 || n > 64 {
+		return fmt.Errorf("signal: %q is not a signal number: %w", r.URL.Query().Get("signal"), errdefs.ErrInvalidArgument)
+	}
+	if err := k.Kill(r.Context(), inst, r.URL.Query().Get("container"), syscall.Signal(n)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -16,8 +16,10 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kanga-run/kanga/api"
@@ -48,6 +50,7 @@ var (
 	_ hostcontract.PreviousLogger = (*RemoteHost)(nil)
 	_ hostcontract.ImagePrewarmer = (*RemoteHost)(nil)
 	_ hostcontract.ImageRemover   = (*RemoteHost)(nil)
+	_ hostcontract.Killer         = (*RemoteHost)(nil)
 	_ hostcontract.PortChecker    = (*RemoteHost)(nil)
 )
 
@@ -88,7 +91,7 @@ func (h *RemoteHost) RuntimeClasses() []string { return h.rec.RuntimeClasses }
 
 // Capacity implements hostcontract.Host.
 func (h *RemoteHost) Capacity() hostcontract.Capacity {
-	return hostcontract.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes, StartSlots: h.rec.Capacity.StartSlots, Pods: h.rec.Capacity.Pods}
+	return hostcontract.Capacity{CPUs: h.rec.Capacity.CPUs, Memory: h.rec.Capacity.MemoryBytes, StartSlots: h.rec.Capacity.StartSlots, Pods: h.rec.Capacity.Pods, Disk: h.rec.Capacity.DiskBytes}
 }
 
 // ImageConfig implements hostcontract.Host.
@@ -273,6 +276,15 @@ func (h *RemoteHost) Stats(ctx context.Context, inst *api.Instance) (api.Instanc
 		return api.InstanceStats{}, err
 	}
 	return c.Stats(ctx, inst.Name)
+}
+
+// Kill implements hostcontract.Killer.
+func (h *RemoteHost) Kill(ctx context.Context, inst *api.Instance, container string, sig syscall.Signal) error {
+	c, err := h.client(ctx)
+	if err != nil {
+		return err
+	}
+	return c.KillInstance(ctx, inst.Name, client.KillOptions{Signal: strconv.Itoa(int(sig)), Container: container})
 }
 
 // SLA implements hostcontract.Host.

@@ -570,8 +570,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, host string) err
 		return err
 	}
 	// The agent removes only records whose deletion was asked for, after
-	// it tore the instance down.
-	if !in.DeletionRequested {
+	// it tore the instance down: by a DELETE, or by the tenant's
+	// spec.autoRemove once the instance ended (docker run --rm).
+	if !in.DeletionRequested && !(in.Spec.AutoRemove && in.Status.Phase.Terminal()) {
 		return fmt.Errorf("instance %q: deletion was not requested: %w", in.Name, errdefs.ErrFailedPrecondition)
 	}
 	if err := s.Store.DeleteInstance(ctx, in.Name); err != nil {

@@ -171,6 +171,23 @@ func TestStatusWrites(t *testing.T) {
 	if _, err := st.GetInstance(ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("after delete: %v, want NotFound", err)
 	}
+
+	// An autoRemove instance (docker run --rm) is the host's to delete
+	// once it ended, and not before.
+	auto := &api.Instance{Name: "auto", Tenant: "default", UID: "u-auto", Spec: api.InstanceSpec{AutoRemove: true, Containers: []api.ContainerSpec{{Name: "c", Image: "busybox"}}},
+		Status: api.InstanceStatus{Phase: api.PhaseRunning, Host: "h1"}}
+	if err := st.CreateInstance(ctx, auto); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteInstance(ctx, "auto"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("deleting a running autoRemove instance: %v, want FailedPrecondition", err)
+	}
+	if _, err := l.UpdateInstance(ctx, "auto", func(in *api.Instance) error { in.Status.Phase = api.PhaseSucceeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteInstance(ctx, "auto"); err != nil {
+		t.Fatalf("deleting an ended autoRemove instance: %v", err)
+	}
 }
 
 func TestHeartbeatHoldsTheLease(t *testing.T) {

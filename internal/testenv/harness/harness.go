@@ -35,8 +35,9 @@ var (
 	buildErr  error
 )
 
-// Binary builds bin/kanga once per test binary, into a temp dir that
-// RemoveBinary removes (call it from TestMain).
+// Binary builds bin/kanga (and bin/kanga-init next to it) once per test
+// binary, into a temp dir that RemoveBinary removes (call it from
+// TestMain).
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -49,6 +50,16 @@ func Binary(t testing.TB) string {
 		cmd.Dir = testenv.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		// kanga-init next to it, where the agent looks for it: the warm
+		// containers' holder and the launcher of containers with env
+		// from secrets.
+		cmd = exec.Command("go", "build", "-ldflags", "-s -w", "-o", filepath.Join(binDir, "kanga-init"), "./cmd/kanga-init")
+		cmd.Dir = testenv.RepoRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building kanga-init: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
