@@ -8,7 +8,7 @@ IMAGES    := testdata/images
 # /run/containerd), so packages run one at a time.
 GOFLAGS_TEST ?= -count=1 -p 1 -timeout 60m
 
-.PHONY: all build deps images k8s vet test demo clean
+.PHONY: all build deps images k8s vet test conformance demo clean
 
 all: build
 
@@ -37,6 +37,14 @@ vet:
 test: deps images k8s vet
 	@if [ "$$(id -u)" -ne 0 ]; then echo "make test: run as root for the integration tests" >&2; exit 1; fi
 	$(GO) test $(GOFLAGS_TEST) ./...
+
+# Kubernetes' node conformance tests against the virtual node: builds the
+# e2e binary and the suite's images (cached under /var/cache/kanga/conformance),
+# runs them (an hour or more on two cores) and rewrites docs/conformance.md.
+# Not part of `make test`: too long.
+conformance: deps images k8s
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make conformance: run as root" >&2; exit 1; fi
+	./scripts/conformance.sh
 
 demo: deps build images
 	./scripts/demo.sh

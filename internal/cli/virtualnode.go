@@ -58,6 +58,7 @@ it made.`,
 	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")
 	fl.StringVar(&cfg.TLSKey, "tls-key", "", "kubelet API serving key")
 	fl.StringVar(&cfg.ClientCA, "client-ca", "", "accept only kubelet API clients with a certificate from this CA (the API server's --kubelet-client-certificate)")
+	fl.BoolVar(&cfg.DisableTaint, "disable-taint", false, "register the node without the taint virtual-kubelet.io/provider=kanga:NoSchedule, for a cluster whose only worker is Kanga")
 	fl.IntVar(&cfg.Workers, "workers", 16, "pods created, updated or deleted at once (a burst is bound by this over the Kanga API's create latency)")
 	fl.Float32Var(&cfg.KubeQPS, "kube-api-qps", 50, "requests per second to the Kubernetes API server (client-go's default of 5 throttles pod status updates in a burst)")
 	fl.IntVar(&cfg.KubeBurst, "kube-api-burst", 100, "burst of requests to the Kubernetes API server")

@@ -67,6 +67,10 @@ type Config struct {
 	// ClientCA, if set, makes the kubelet API accept only clients with a
 	// certificate it signed (the API server's --kubelet-client-certificate).
 	ClientCA string
+	// DisableTaint registers the node without Taint, for a cluster whose
+	// pods all belong on Kanga (its only worker is this node): pods then
+	// need no toleration. virtual-kubelet's own CLI has the same switch.
+	DisableTaint bool
 	// Workers is the number of pods the node creates, updates and
 	// deletes at once (virtual-kubelet's default is one per CPU). Each
 	// create is one Kanga API call that waits for the instance to be
@@ -182,7 +186,9 @@ func Run(ctx context.Context, cfg Config) error {
 			spec.Labels["kubernetes.io/os"] = "linux"
 			spec.Labels["kubernetes.io/arch"] = runtime.GOARCH
 			spec.Labels["node.kubernetes.io/instance-type"] = "kanga"
-			spec.Spec.Taints = []corev1.Taint{Taint}
+			if !cfg.DisableTaint {
+				spec.Spec.Taints = []corev1.Taint{Taint}
+			}
 			spec.Status.Capacity = capacity
 			spec.Status.Allocatable = capacity.DeepCopy()
 			spec.Status.Addresses = []corev1.NodeAddress{

@@ -449,8 +449,24 @@ func (p *Provider) podOf(inst *api.Instance) *corev1.Pod {
 			pod = stubPod(inst, ns, name)
 		}
 	}
-	pod.Status = PodStatus(pod, inst, p.hostIP)
+	pod.Status = p.status(pod, inst)
 	return pod
+}
+
+// status is the pod's status from its instance, with its readiness gates'
+// conditions as the API server has them (their controllers set them; the
+// node's status update writes the whole status, so it carries them over).
+func (p *Provider) status(pod *corev1.Pod, inst *api.Instance) corev1.PodStatus {
+	st := PodStatus(pod, inst, p.hostIP)
+	if len(pod.Spec.ReadinessGates) == 0 {
+		return st
+	}
+	var live []corev1.PodCondition
+	if lp, err := p.pods.Pods(pod.Namespace).Get(pod.Name); err == nil && lp.UID == pod.UID {
+		live = lp.Status.Conditions
+	}
+	ApplyReadinessGates(&st, pod, live)
+	return st
 }
 
 func stubPod(inst *api.Instance, ns, name string) *corev1.Pod {
@@ -549,7 +565,7 @@ func (p *Provider) poll(ctx context.Context) error {
 	for key, pod := range known {
 		var status corev1.PodStatus
 		if inst, ok := byName[InstanceName(pod.Namespace, pod.Name)]; ok {
-			status = PodStatus(pod, inst, p.hostIP)
+			status = p.status(pod, inst)
 			if p.stoppedAfterDelete(key, inst) {
 				if p.deleteStopped(ctx, pod.Namespace, pod.Name) {
 					p.mu.Lock()

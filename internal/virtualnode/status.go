@@ -68,6 +68,41 @@ func PodStatus(pod *corev1.Pod, inst *api.Instance, hostIP string) corev1.PodSta
 	return st
 }
 
+// ApplyReadinessGates folds the pod's readiness gates into its status as
+// the kubelet does: each gate's condition is carried over from live (the
+// conditions the API server has, which the gate's controller sets), and
+// the pod is Ready only when its containers are and every gate's
+// condition is True.
+func ApplyReadinessGates(st *corev1.PodStatus, pod *corev1.Pod, live []corev1.PodCondition) {
+	if len(pod.Spec.ReadinessGates) == 0 {
+		return
+	}
+	byType := make(map[corev1.PodConditionType]corev1.PodCondition, len(live))
+	for _, c := range live {
+		byType[c.Type] = c
+	}
+	var missing []string
+	for _, g := range pod.Spec.ReadinessGates {
+		c, ok := byType[g.ConditionType]
+		if ok {
+			st.Conditions = append(st.Conditions, c)
+		}
+		if !ok || c.Status != corev1.ConditionTrue {
+			missing = append(missing, string(g.ConditionType))
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	for i := range st.Conditions {
+		if c := &st.Conditions[i]; c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			c.Status = corev1.ConditionFalse
+			c.Reason = "ReadinessGatesNotReady"
+			c.Message = "the status of pod readiness gates is not True: " + strings.Join(missing, ", ")
+		}
+	}
+}
+
 // initStatuses fills in the pod's initContainerStatuses as the kubelet
 // reports them, and returns its Initialized condition: false, naming the
 // init containers not yet completed, until they all completed. A failed

@@ -94,6 +94,18 @@ func startControlPlane(t *testing.T, bin string) *controlPlane {
 // kube-controller-manager and kube-scheduler when withControllers is set.
 func startControlPlaneWith(t *testing.T, bin string, withControllers bool) *controlPlane {
 	t.Helper()
+	if !withControllers {
+		return startControlPlaneRunning(t, bin, nil)
+	}
+	return startControlPlaneRunning(t, bin, controllers)
+}
+
+// startControlPlaneRunning starts the control plane with a
+// kube-controller-manager running ctrls ("*" for its defaults) and a
+// kube-scheduler, or neither when ctrls is empty.
+func startControlPlaneRunning(t *testing.T, bin string, ctrls []string) *controlPlane {
+	t.Helper()
+	withControllers := len(ctrls) > 0
 	dir := t.TempDir()
 	etcdPort, peerPort, apiPort := harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
@@ -172,7 +184,7 @@ current-context: test
 			"--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
 			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(harness.FreePort(t)),
 			"--leader-elect=false",
-			"--controllers", strings.Join(controllers, ","),
+			"--controllers", strings.Join(ctrls, ","),
 			"--service-account-private-key-file", filepath.Join(dir, "sa.key"),
 			"--use-service-account-credentials=false",
 			"--root-ca-file", filepath.Join(dir, "certs", "apiserver.crt"))

@@ -223,15 +223,32 @@ func UpToDate(dir string, opts Options) (bool, error) {
 }
 
 func image(layer v1.Layer, cfg v1.Config) (v1.Image, error) {
-	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
-	img, err := mutate.Append(base, mutate.Addendum{
+	return layered(cfg, mutate.Addendum{
 		Layer: layer,
 		History: v1.History{
 			Created:   v1.Time{Time: epoch},
 			CreatedBy: "kanga testimage: busybox-static rootfs",
 		},
 	})
+}
+
+// Layered is the OCI image of layers, bottom first, with the runtime
+// configuration cfg; its timestamps are fixed, as in every test image.
+func Layered(cfg v1.Config, layers ...v1.Layer) (v1.Image, error) {
+	adds := make([]mutate.Addendum, 0, len(layers))
+	for _, l := range layers {
+		adds = append(adds, mutate.Addendum{
+			Layer:   l,
+			History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "kanga testimage"},
+		})
+	}
+	return layered(cfg, adds...)
+}
+
+func layered(cfg v1.Config, adds ...mutate.Addendum) (v1.Image, error) {
+	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
+	img, err := mutate.Append(base, adds...)
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +262,53 @@ func image(layer v1.Layer, cfg v1.Config) (v1.Image, error) {
 	cf.Created = v1.Time{Time: epoch}
 	cf.Config = *cfg.DeepCopy()
 	return mutate.ConfigFile(img, cf)
+}
+
+// BusyboxLayer is the layer every test image is made of (see
+// rootfsLayer), for images that add their own layers on top of it.
+func BusyboxLayer(ctx context.Context, busybox string) (v1.Layer, error) {
+	if busybox == "" {
+		busybox = DefaultBusybox
+	}
+	return rootfsLayer(ctx, busybox)
+}
+
+// File is one entry of a layer FilesLayer builds: a regular file with
+// Data, a directory when Dir is set, or a symlink to Link.
+type File struct {
+	Name string
+	Mode int64
+	Data []byte
+	Dir  bool
+	Link string
+}
+
+// FilesLayer is a layer holding files, in order, owned by root, with the
+// fixed timestamp of every test image.
+func FilesLayer(files []File) (v1.Layer, error) {
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	for _, f := range files {
+		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: epoch}
+		switch {
+		case f.Dir:
+			h = &tar.Header{Typeflag: tar.TypeDir, Name: f.Name + "/", Mode: f.Mode, ModTime: epoch}
+		case f.Link != "":
+			h = &tar.Header{Typeflag: tar.TypeSymlink, Name: f.Name, Linkname: f.Link, Mode: 0o777, ModTime: epoch}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, fmt.Errorf("layer entry %s: %w", f.Name, err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(f.Data); err != nil {
+				return nil, fmt.Errorf("layer entry %s: %w", f.Name, err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return gzipLayer(raw.Bytes())
 }
 
 // rootfsLayer builds the one layer all images share: /bin/busybox with a
@@ -312,6 +376,11 @@ func rootfsLayer(ctx context.Context, busybox string) (v1.Layer, error) {
 		}
 	}
 
+	return gzipLayer(raw.Bytes())
+}
+
+// gzipLayer is the layer of the uncompressed tar raw.
+func gzipLayer(raw []byte) (v1.Layer, error) {
 	// Compress here with a fixed header and level rather than letting ggcr do
 	// it, so the blob (and thus every digest) is reproducible.
 	var gz bytes.Buffer
@@ -319,7 +388,7 @@ func rootfsLayer(ctx context.Context, busybox string) (v1.Layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	if _, err := zw.Write(raw); err != nil {
 		return nil, fmt.Errorf("compress rootfs layer: %w", err)
 	}
 	if err := zw.Close(); err != nil {
