@@ -378,6 +378,14 @@ func checkSupported(pod *corev1.Pod) error {
 	if psc := pod.Spec.SecurityContext; psc != nil && psc.SeccompProfile != nil && psc.SeccompProfile.Type == corev1.SeccompProfileTypeLocalhost {
 		bad = append(bad, "seccompProfile Localhost")
 	}
+	if psc := pod.Spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
+		// Kanga sets no sysctls in an instance's namespaces: refused
+		// rather than run without them.
+		bad = append(bad, fmt.Sprintf("securityContext.sysctls (%s)", psc.Sysctls[0].Name))
+	}
+	if pod.Spec.OS != nil && pod.Spec.OS.Name != corev1.Linux {
+		bad = append(bad, "os "+string(pod.Spec.OS.Name))
+	}
 	for _, v := range pod.Spec.Volumes {
 		if !supportedVolume(v) {
 			bad = append(bad, "volume "+v.Name+" of type "+volumeType(v))
