@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -139,25 +138,7 @@ func (m *Manager) DiskEmptyDir(ctx context.Context, instanceID, name string, siz
 // and which show directory root of that filesystem (a bind of it),
 // deepest first.
 func bindsOf(devs []string, root string) ([]string, error) {
-	if len(devs) == 0 {
-		return nil, nil
-	}
-	want := map[string]bool{}
-	for _, d := range devs {
-		want[d] = true
-	}
-	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
-		return !want[i.Source] || i.Root != root, false
-	})
-	if err != nil {
-		return nil, err
-	}
-	var dirs []string
-	for _, i := range infos {
-		dirs = append(dirs, i.Mountpoint)
-	}
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	return dirs, nil
+	return mountsWhere(devs, func(i *mountinfo.Info) bool { return i.Root == root })
 }
 
 // DiskCapacity is the ephemeral storage the host can promise its

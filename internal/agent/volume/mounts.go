@@ -150,6 +150,12 @@ func detachLoop(dev string) error {
 // first: a filesystem on a loop device shows the device as the source of
 // every mount of it, bind mounts included.
 func mountsOf(devs []string) ([]string, error) {
+	return mountsWhere(devs, func(*mountinfo.Info) bool { return true })
+}
+
+// mountsWhere lists the mount points whose source is one of devs and
+// that keep says to keep, deepest first.
+func mountsWhere(devs []string, keep func(*mountinfo.Info) bool) ([]string, error) {
 	if len(devs) == 0 {
 		return nil, nil
 	}
@@ -158,7 +164,7 @@ func mountsOf(devs []string) ([]string, error) {
 		want[d] = true
 	}
 	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
-		return !want[i.Source], false
+		return !want[i.Source] || !keep(i), false
 	})
 	if err != nil {
 		return nil, err
