@@ -40,19 +40,18 @@ func markRun(path string, off int64) error {
 	return f.Close()
 }
 
-// previousRun returns where the run before the current one lies in the
-// log at path, [start, end); ok is false when the container has not
-// restarted.
-func previousRun(path string) (start, end int64, ok bool, err error) {
+// runOffsets reads where each run of the log at path begins: 0 for the
+// first, then one recorded offset per restart.
+func runOffsets(path string) ([]int64, error) {
+	offsets := []int64{0}
 	f, err := os.Open(runsPath(path))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, 0, false, nil
+		return offsets, nil
 	}
 	if err != nil {
-		return 0, 0, false, err
+		return nil, err
 	}
 	defer f.Close()
-	offsets := []int64{0}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -61,15 +60,23 @@ func previousRun(path string) (start, end int64, ok bool, err error) {
 		}
 		off, err := strconv.ParseInt(line, 10, 64)
 		if err != nil || off < offsets[len(offsets)-1] {
-			return 0, 0, false, fmt.Errorf("%s: bad run offset %q", runsPath(path), line)
+			return nil, fmt.Errorf("%s: bad run offset %q", runsPath(path), line)
 		}
 		offsets = append(offsets, off)
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, false, err
+		return nil, err
 	}
-	if len(offsets) < 2 {
-		return 0, 0, false, nil
+	return offsets, nil
+}
+
+// previousRun returns where the run before the current one lies in the
+// log at path, [start, end); ok is false when the container has not
+// restarted.
+func previousRun(path string) (start, end int64, ok bool, err error) {
+	offsets, err := runOffsets(path)
+	if err != nil || len(offsets) < 2 {
+		return 0, 0, false, err
 	}
 	n := len(offsets)
 	return offsets[n-2], offsets[n-1], true, nil

@@ -1,14 +1,11 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/containerd/containerd/mount"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -160,19 +157,12 @@ func (a *Agent) logTail(path string) string {
 	return string(bytes.Join(lines, nil))
 }
 
-// lastRunStart is where the current run begins in the log at path.
+// lastRunStart is where the current run begins in the log at path (0
+// when the runs file cannot be read: the whole log's tail then).
 func lastRunStart(path string) int64 {
-	f, err := os.Open(runsPath(path))
+	offsets, err := runOffsets(path)
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
-	var last int64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if off, err := strconv.ParseInt(strings.TrimSpace(sc.Text()), 10, 64); err == nil {
-			last = off
-		}
-	}
-	return last
+	return offsets[len(offsets)-1]
 }
