@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +155,51 @@ func TestLifecycleHooks(t *testing.T) {
 			return strings.Contains(p.must("logs", "hook-target"), "url:/echo-prestop")
 		})
 		p.must("rm", "-f", "sleepy")
+	})
+
+	// A hook is sent from inside the instance's network: it reaches what
+	// the instance could, so never another tenant's instance.
+	t.Run("NoCrossTenantHook", func(t *testing.T) {
+		tok := strings.TrimSpace(p.must("tenant", "create", "hook-other"))
+		defer p.kanga("tenant", "rm", "hook-other")
+		if r := p.asTenant(tok, "image", "import", p.imagePath("busybox.tar")); r.code != 0 {
+			t.Fatalf("import: %s", r.stderr)
+		}
+		if r := p.asTenant(tok, "run", "-d", "--name", "victim", "kanga.test/busybox", "httpd", "-f", "-vv", "-p", "8080", "-h", "/tmp"); r.code != 0 {
+			t.Fatalf("run victim: %s", r.stderr)
+		}
+		defer p.asTenant(tok, "rm", "-f", "victim")
+		var victimIP string
+		p.eventually("the other tenant's instance to run", 60*time.Second, func() bool {
+			r := p.asTenant(tok, "inspect", "victim")
+			var insts []api.Instance
+			if r.code != 0 || json.Unmarshal([]byte(r.stdout), &insts) != nil || len(insts) != 1 {
+				return false
+			}
+			victimIP = insts[0].Status.IP
+			return insts[0].Status.Phase == api.PhaseRunning && victimIP != ""
+		})
+		p.runSpec(api.CreateInstanceRequest{Name: "crosser", Spec: api.InstanceSpec{
+			RestartPolicy: api.RestartNever,
+			Containers: []api.ContainerSpec{{
+				Name: "app", Image: "kanga.test/busybox", Command: []string{"sleep", "1000"},
+				Lifecycle: &api.Lifecycle{PostStart: &api.LifecycleHandler{HTTPGet: &api.HTTPGetAction{
+					Host: victimIP, Port: 8080, Path: "/cross-tenant",
+				}}},
+			}},
+		}})
+		var inst api.Instance
+		p.eventually("the cross-tenant hook to fail", 4*time.Minute, func() bool {
+			inst = p.inspect("crosser")
+			return hasEvent(inst, "FailedPostStartHook")
+		})
+		if readyCond(inst).Status == api.ConditionTrue {
+			t.Errorf("crosser is Ready after its hook failed")
+		}
+		if r := p.asTenant(tok, "logs", "victim"); strings.Contains(r.stdout+r.stderr, "url:/cross-tenant") {
+			t.Errorf("the other tenant's instance got the hook's request:\n%s", r.stdout+r.stderr)
+		}
+		p.must("rm", "-f", "crosser")
 	})
 
 	t.Run("BadHooksRefused", func(t *testing.T) {
