@@ -9,6 +9,22 @@ import (
 	"github.com/kanga-run/kanga/errdefs"
 )
 
+// checkValidate fails t unless err is what Validate should return: nil
+// for want "", else an ErrInvalidArgument containing want.
+func checkValidate(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("Validate: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("Validate accepted the spec, want an error with %q", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("Validate = %v, want it to contain %q", err, want)
+	case err != nil && !errors.Is(err, errdefs.ErrInvalidArgument):
+		t.Fatalf("Validate = %v, not an ErrInvalidArgument", err)
+	}
+}
+
 func TestValidateLifecycle(t *testing.T) {
 	exec := &api.ExecAction{Command: []string{"sh", "-c", "echo hi"}}
 	for _, tc := range []struct {
@@ -54,16 +70,7 @@ func TestValidateLifecycle(t *testing.T) {
 			s := api.InstanceSpec{Containers: []api.ContainerSpec{{Image: "kanga.test/busybox:latest", Lifecycle: tc.l}}}
 			Defaults(&s, "runc")
 			err := Validate(&s)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
-			case tc.want != "" && err == nil:
-				t.Fatalf("Validate accepted the spec, want an error with %q", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Fatalf("Validate = %v, want it to contain %q", err, tc.want)
-			case err != nil && !errors.Is(err, errdefs.ErrInvalidArgument):
-				t.Fatalf("Validate = %v, not an ErrInvalidArgument", err)
-			}
+			checkValidate(t, err, tc.want)
 		})
 	}
 }
