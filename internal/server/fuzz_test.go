@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -83,7 +84,7 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScheduleWait: -1,
 	})
 	logs := &syncBuffer{}
-	ts := httptest.NewUnstartedServer(LimitBodies(srv.Handler(), DefaultLimits))
+	ts := httptest.NewUnstartedServer(httpserver.LimitBodies(srv.Handler(), httpserver.DefaultLimits))
 	ts.Config.ErrorLog = log.New(logs, "", 0)
 	ts.Start()
 	f.Cleanup(ts.Close)

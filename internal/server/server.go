@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -246,7 +247,7 @@ var largeBodies = map[string]int64{
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	methods := NewMethods()
+	methods := httpserver.NewMethods()
 	for _, r := range Routes {
 		h := r.handler
 		limit := int64(maxBody)
@@ -280,7 +281,7 @@ func (s *Server) Handler() http.Handler {
 		methods.Add(r.Method, r.Pattern)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		RefuseBody(req)
+		httpserver.RefuseBody(req)
 		if err := methods.NotAllowed(w, req); err != nil {
 			s.writeError(w, req, err)
 			return

@@ -31,6 +31,7 @@ import (
 	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -344,7 +345,7 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		apiOpts.JoinTokens = &join.Authority{Store: p.st, CA: p.ca}
 	}
 	srv := server.New(p.st, host, apiOpts)
-	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, p.log)
+	hs := httpserver.New(srv.Handler(), httpserver.DefaultLimits, p.log)
 	serveErr := make(chan error, 2)
 	cfg := p.ClientConfig()
 	apiAddr := cfg.Addr
@@ -402,7 +403,7 @@ func (p *Plane) ServeLink() {
 	if p.link == nil || p.as != nil {
 		return
 	}
-	p.as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
+	p.as = httpserver.New(p.link.Handler(), httpserver.DefaultLimits, p.log)
 	p.as.TLSConfig = p.link.TLSConfig(p.cert)
 	// The lease is held while the agent's heartbeat request is open,
 	// and a hung agent, or one behind a partition that drops packets
