@@ -124,7 +124,7 @@ func newControlPathEnv(b testing.TB) *controlPathEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: server.New(st, simhost.NewAPIHost(sim), server.Options{Logger: log}).Handler()}
+	srv := &http.Server{Handler: server.New(st, server.Options{Hosts: simhost.Directory{simhost.NewAPIHost(sim)}, Logger: log}).Handler()}
 	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { srv.Close() })
 	c, err := client.New("http://"+ln.Addr().String(), token)

@@ -130,7 +130,7 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	apiSrv := &http.Server{Handler: server.New(st, simhost.NewAPIHost(simhost.Config{Name: "bench"}), server.Options{Logger: log, ScheduleWait: -1}).Handler()}
+	apiSrv := &http.Server{Handler: server.New(st, server.Options{Hosts: simhost.Directory{simhost.NewAPIHost(simhost.Config{Name: "bench"})}, Logger: log, ScheduleWait: -1}).Handler()}
 	go func() { _ = apiSrv.Serve(apiLn) }()
 	defer apiSrv.Close()
 

@@ -80,7 +80,8 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv := New(e.store, &archiveHost{fakeHost: newFakeHost(), store: cs}, Options{
+	srv := New(e.store, Options{
+		Hosts:  fakeDirectory{&archiveHost{fakeHost: newFakeHost(), store: cs}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScheduleWait: -1,
 	})
 	logs := &syncBuffer{}

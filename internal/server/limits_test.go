@@ -322,8 +322,8 @@ func (h quietLogsHost) Logs(ctx context.Context, inst *api.Instance, container s
 func TestQuietStreamOverHTTP2(t *testing.T) {
 	e := newEnv(t, 0)
 	e.mustCreate(t, e.a, "quiet")
-	srv := New(e.store, quietLogsHost{fakeHost: newFakeHost(), quiet: 2 * testLimits.WriteTimeout},
-		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := New(e.store, Options{Hosts: fakeDirectory{quietLogsHost{fakeHost: newFakeHost(), quiet: 2 * testLimits.WriteTimeout}},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ts := httptest.NewUnstartedServer(httpserver.LimitBodies(srv.Handler(), testLimits))
 	ts.EnableHTTP2 = true
 	ts.StartTLS()

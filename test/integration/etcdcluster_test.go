@@ -350,7 +350,7 @@ func startReplica(t *testing.T, endpoints []string, id string) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { defer close(r.done); _ = r.cp.Run(ctx) }()
-	r.hs = httptest.NewServer(server.New(st, simhost.NewAPIHost(simHostConfig(8)), server.Options{Logger: quiet, Version: "it"}).Handler())
+	r.hs = httptest.NewServer(server.New(st, server.Options{Hosts: simhost.Directory{simhost.NewAPIHost(simHostConfig(8))}, Logger: quiet, Version: "it"}).Handler())
 	r.url = r.hs.URL
 	t.Cleanup(r.crash)
 	return r

@@ -27,7 +27,6 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/assembly"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
@@ -81,6 +80,10 @@ type Options struct {
 	// Self names the host that runs in this process (kanga up's), which
 	// the failure detector never treats as lost while the process lives.
 	Self string
+	// Hosts, if set, is the API's host directory in place of the link's
+	// (hostclient.Directory, which calls each Ready host's host API):
+	// for simulated hosts, which have none (simhost.Directory).
+	Hosts server.Hosts
 	Defaults
 }
 
@@ -146,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer p.Close()
 	p.StartLoop()
-	return p.Serve(ctx, nil)
+	return p.Serve(ctx)
 }
 
 // Open checks o, listens on the API's (and the link's) address, opens the
@@ -332,11 +335,11 @@ func (p *Plane) goBackground(f func()) {
 	go func() { defer p.wg.Done(); f() }()
 }
 
-// Serve serves the API (and the agents' link) until ctx ends; host is the
-// API's own host (kanga up's agent), nil when hosts are reached through
-// the link's directory. Once serving it writes the client config and the
-// pid file and calls Options.Ready.
-func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
+// Serve serves the API (and the agents' link) until ctx ends. The API
+// reaches the hosts through the link's directory (or Options.Hosts).
+// Once serving it writes the client config and the pid file and calls
+// Options.Ready.
+func (p *Plane) Serve(ctx context.Context) error {
 	apiOpts := p.apiOpts
 	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = p.log, p.o.Version, p.replica
 	apiOpts.Ports, apiOpts.Security = p.ports, p.o.Security
@@ -344,7 +347,10 @@ func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
 		apiOpts.Hosts = hostclient.NewDirectory(p.bg, p.st, p.clientTLS)
 		apiOpts.JoinTokens = &join.Authority{Store: p.st, CA: p.ca}
 	}
-	srv := server.New(p.st, host, apiOpts)
+	if p.o.Hosts != nil {
+		apiOpts.Hosts = p.o.Hosts
+	}
+	srv := server.New(p.st, apiOpts)
 	hs := httpserver.New(srv.Handler(), httpserver.DefaultLimits, p.log)
 	serveErr := make(chan error, 2)
 	cfg := p.ClientConfig()
