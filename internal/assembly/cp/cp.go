@@ -80,6 +80,17 @@ type Options struct {
 	// Self names the host that runs in this process (kanga up's), which
 	// the failure detector never treats as lost while the process lives.
 	Self string
+	// AgentListener, if set, is the agents' link's listener in place of
+	// one on AgentListen; the plane closes it. `kanga bench schedule`
+	// joins thousands of simulated hosts over in-memory pipes.
+	AgentListener net.Listener
+	// HostLeaseTTL is how long a host stays Ready after its agent's
+	// heartbeat request breaks (default 5 s).
+	HostLeaseTTL time.Duration
+	// ScheduleWait bounds how long a create waits for the scheduler's
+	// placement (server.Options.ScheduleWait: 0 is its default, negative
+	// not at all).
+	ScheduleWait time.Duration
 	// Hosts, if set, is the API's host directory in place of the link's
 	// (hostclient.Directory, which calls each Ready host's host API):
 	// for simulated hosts, which have none (simhost.Directory).
@@ -190,7 +201,9 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 	if p.ln, err = net.Listen("tcp", o.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
 	}
-	if o.AgentListen != "" {
+	if o.AgentListener != nil {
+		p.aln = o.AgentListener
+	} else if o.AgentListen != "" {
 		if p.aln, err = net.Listen("tcp", o.AgentListen); err != nil {
 			return nil, fmt.Errorf("listening on %s: %w (choose another address with --agent-listen)", o.AgentListen, err)
 		}
@@ -223,7 +236,11 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 	p.nv = netview.New(p.st, log)
 	p.goBackground(func() { p.nv.Run(p.bg) })
 	if p.aln != nil {
-		p.link = &linkserver.Server{Store: p.st, CA: p.ca, Token: p.joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+		ttl := o.HostLeaseTTL
+		if ttl <= 0 {
+			ttl = hostLeaseTTL
+		}
+		p.link = &linkserver.Server{Store: p.st, CA: p.ca, Token: p.joinTok, Logger: log, LeaseTTL: ttl,
 			InsecureRegistries: o.InsecureRegistries, NetView: p.nv}
 	}
 	return p, nil
@@ -265,6 +282,9 @@ func (p *Plane) openCA(ctx context.Context, hostname string) error {
 
 // Store is the control plane's store.
 func (p *Plane) Store() *store.Store { return p.st }
+
+// CA is the cluster CA (nil without a link or an HTTPS API).
+func (p *Plane) CA() *pki.CA { return p.ca }
 
 // DataDir is the absolute data dir.
 func (p *Plane) DataDir() string { return p.dataDir }
@@ -343,6 +363,7 @@ func (p *Plane) Serve(ctx context.Context) error {
 	apiOpts := p.apiOpts
 	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = p.log, p.o.Version, p.replica
 	apiOpts.Ports, apiOpts.Security = p.ports, p.o.Security
+	apiOpts.ScheduleWait = p.o.ScheduleWait
 	if p.link != nil {
 		apiOpts.Hosts = hostclient.NewDirectory(p.bg, p.st, p.clientTLS)
 		apiOpts.JoinTokens = &join.Authority{Store: p.st, CA: p.ca}
