@@ -87,6 +87,10 @@ type Options struct {
 	// HostLeaseTTL is how long a host stays Ready after its agent's
 	// heartbeat request breaks (default 5 s).
 	HostLeaseTTL time.Duration
+	// LeaderTTL is how long a leading replica that stopped answering
+	// keeps the leadership (controlplane.Config.LeaderTTL; 0 is its
+	// default).
+	LeaderTTL time.Duration
 	// ScheduleWait bounds how long a create waits for the scheduler's
 	// placement (server.Options.ScheduleWait: 0 is its default, negative
 	// not at all).
@@ -140,7 +144,8 @@ type Plane struct {
 	as        *http.Server // the link's, once served
 	linkErr   chan error
 
-	nv *netview.View
+	nv   *netview.View
+	loop *controlplane.ControlPlane // once StartLoop ran
 
 	// bg lives until Close: the loops in the background.
 	bg     context.Context
@@ -301,15 +306,20 @@ func (p *Plane) NetView() *netview.View { return p.nv }
 // link and its host API whether it still runs before its instances are
 // re-created elsewhere.
 func (p *Plane) StartLoop() {
-	cfg := controlplane.Config{Store: p.st, ID: p.replica, Logger: p.log, Policy: controlplane.DefaultPolicy}
+	cfg := controlplane.Config{Store: p.st, ID: p.replica, Logger: p.log, Policy: controlplane.DefaultPolicy, LeaderTTL: p.o.LeaderTTL}
 	var live controlplane.Liveness
 	if p.link != nil {
 		live = &hostclient.Prober{Link: p.link, TLS: p.clientTLS.Clone()}
 	}
 	p.o.Failure.Apply(&cfg, p.o.Self, live)
 	c := controlplane.New(cfg)
+	p.loop = c
 	p.goBackground(func() { _ = c.Run(p.bg) })
 }
+
+// Leading reports whether this replica's loop leads the control plane
+// now (false before StartLoop).
+func (p *Plane) Leading() bool { return p.loop != nil && p.loop.Leading() }
 
 // ClientConfig is what a client needs to reach the API as the admin.
 func (p *Plane) ClientConfig() client.Config {
