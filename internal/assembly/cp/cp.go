@@ -201,14 +201,15 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 			p.Close()
 		}
 	}()
+	// A given agents' listener is the plane's from here on, closed with
+	// it even if Open fails.
+	p.aln = o.AgentListener
 	// Listen first: a busy port is the most likely mistake and should fail
 	// before anything is started.
 	if p.ln, err = net.Listen("tcp", o.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
 	}
-	if o.AgentListener != nil {
-		p.aln = o.AgentListener
-	} else if o.AgentListen != "" {
+	if p.aln == nil && o.AgentListen != "" {
 		if p.aln, err = net.Listen("tcp", o.AgentListen); err != nil {
 			return nil, fmt.Errorf("listening on %s: %w (choose another address with --agent-listen)", o.AgentListen, err)
 		}
