@@ -262,3 +262,23 @@ func (h *fakeHost) lastExecRequestID() string {
 	defer h.mu.Unlock()
 	return h.lastExecID
 }
+
+// fakeDirectory is the API's host directory in the handler tests, in
+// place of hostclient.Directory: its one fake host, which the harness
+// registers and holds the lease of, so that the scheduler places every
+// instance there.
+type fakeDirectory struct{ h hostcontract.Host }
+
+func (d fakeDirectory) Host(name string) (hostcontract.Host, bool) {
+	if d.h == nil || name != d.h.Name() {
+		return nil, false
+	}
+	return d.h, true
+}
+
+func (d fakeDirectory) All() []hostcontract.Host {
+	if d.h == nil {
+		return nil
+	}
+	return []hostcontract.Host{d.h}
+}
