@@ -200,35 +200,31 @@ fast as the others. Prints the hosts that have it ready.`,
 }
 
 func newImageLsCommand(o *options, use string) *cobra.Command {
-	var quiet bool
 	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: []string{"list"},
 		Short:   "List images",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			images, err := c.ListImages(cmd.Context())
-			if err != nil {
-				return err
-			}
-			sort.Slice(images, func(i, j int) bool { return images[i].Name < images[j].Name })
-			if quiet {
-				for _, img := range images {
-					fmt.Fprintln(cmd.OutOrStdout(), img.Name)
-				}
-				return nil
-			}
-			return writeImages(cmd.OutOrStdout(), images, o.now())
-		},
+	}
+	out := addOutputFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		images, err := c.ListImages(cmd.Context())
+		if err != nil {
+			return err
+		}
+		sort.Slice(images, func(i, j int) bool { return images[i].Name < images[j].Name })
+		now := o.now()
+		return out.print(cmd.OutOrStdout(), listView(api.ImageList{Items: images}, images,
+			func(img api.Image) string { return img.Name },
+			func(w io.Writer, _ bool) error { return writeImages(w, images, now) }))
 	}
 	if use == "images" {
 		cmd.Aliases = nil
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print names")
 	return cmd
 }
 
