@@ -262,7 +262,7 @@ func TestRunDetachedPsRm(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &insts); err != nil || len(insts) != 1 || insts[0].Name != "web" {
 		t.Errorf("inspect stdout = %q (%v)", r.stdout, err)
 	}
-	if r.code != 125 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
 		t.Errorf("inspect of a missing instance = %+v", r)
 	}
 
@@ -275,7 +275,7 @@ func TestRunDetachedPsRm(t *testing.T) {
 		t.Errorf("stop = %+v", r)
 	}
 	r = kanga(t, "", "rm", "-f", "web", "inst-2", "ghost")
-	if r.code != 125 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 1 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("rm -f = %+v", r)
 	}
 
@@ -348,7 +348,7 @@ func TestExecLogsImageVersion(t *testing.T) {
 		t.Errorf("exec without -i = %+v; want no stdin forwarded and exit code 1", r)
 	}
 	r = kanga(t, "", "exec", "ghost", "true")
-	if r.code != 125 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("exec in a missing instance = %+v", r)
 	}
 
