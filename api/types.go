@@ -395,6 +395,32 @@ type ImageList struct {
 	Items []Image `json:"items"`
 }
 
+// ImageDetail is the body of GET /v1/images/{ref}: one of the tenant's
+// images, the command it runs by default and the hosts that hold it.
+type ImageDetail struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	// CreatedAt is the image's creation time, from its configuration.
+	CreatedAt time.Time `json:"createdAt"`
+	// Entrypoint and Cmd are what a container of the image runs when its
+	// spec names no command (the spec's command replaces Entrypoint, its
+	// args Cmd).
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	// Hosts are the hosts that hold the image for the tenant, by name.
+	Hosts []ImageHost `json:"hosts"`
+}
+
+// ImageHost is an image on one host. Digest differs from the image's
+// when the host holds another version under the same name.
+type ImageHost struct {
+	Host       string     `json:"host"`
+	Digest     string     `json:"digest"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	Starts     int64      `json:"starts,omitempty"`
+}
+
 // PullRequest is the body of POST /v1/images/pull.
 type PullRequest struct {
 	Ref string `json:"ref"`

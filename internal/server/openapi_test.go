@@ -133,6 +133,8 @@ var schemaTypes = map[string]any{
 	"CreateInstanceRequest":   api.CreateInstanceRequest{},
 	"Image":                   api.Image{},
 	"ImageList":               api.ImageList{},
+	"ImageDetail":             api.ImageDetail{},
+	"ImageHost":               api.ImageHost{},
 	"PullRequest":             api.PullRequest{},
 	"PrewarmRequest":          api.PrewarmRequest{},
 	"PrewarmResult":           api.PrewarmResult{},

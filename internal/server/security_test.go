@@ -305,6 +305,7 @@ func TestRouteScopes(t *testing.T) {
 		"DELETE /v1/instances/{name}":    api.ScopeInstancesWrite,
 		"POST /v1/instances/{name}/exec": api.ScopeExec,
 		"POST /v1/images/pull":           api.ScopeImagesWrite,
+		"GET /v1/images/{ref}":           api.ScopeImagesRead,
 		"GET /v1/tenants":                api.ScopeTenantsAdmin,
 		"GET /v1/tenants/{name}":         "",
 		"DELETE /v1/tenants/{name}":      api.ScopeTenantsAdmin,

@@ -196,6 +196,7 @@ var Routes = []Route{
 	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"PUT", "/v1/tenants/{name}/security", false, (*Server).setTenantSecurity},
 	{"GET", "/v1/images", false, (*Server).listImages},
+	{"GET", "/v1/images/{ref}", false, (*Server).getImage},
 	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
