@@ -33,7 +33,14 @@ func addOutputFlags(cmd *cobra.Command, list bool) *outputFlags {
 	f := &outputFlags{}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.output, "output", "o", "", "output format: json, yaml, wide (the table with more columns, where there are more) or name (names only)")
-	fl.StringVar(&f.format, "format", "", "print with a Go template, as docker does, e.g. '{{.Name}}' or 'table {{.Name}}\\t{{.Status}}'; {{json .}} prints an item as JSON")
+	usage := "print with a Go template, as docker does, e.g. '{{.Name}}' or 'table {{.Name}}\\t{{.Status}}'; {{json .}} prints an item as JSON"
+	if list {
+		// docker's list verbs have no -f (ps -f is --filter).
+		fl.StringVar(&f.format, "format", "", usage)
+	} else {
+		// docker inspect -f '{{...}}' is what scripts type.
+		fl.StringVarP(&f.format, "format", "f", "", usage)
+	}
 	if list {
 		fl.BoolVarP(&f.quiet, "quiet", "q", false, "only print names (what the other verbs take)")
 	}
