@@ -661,6 +661,35 @@ type InstanceTypeList struct {
 	Items []InstanceType `json:"items"`
 }
 
+// Process is a process of an instance, as GET /v1/instances/{name}/top
+// lists it: read by the host from /proc, so it needs nothing (no ps) in
+// the image. IDs are as the instance sees them.
+type Process struct {
+	// Container is the container the process runs in.
+	Container string `json:"container"`
+	// PID and PPID are in the instance's PID namespace; PPID is 0 for a
+	// container's first process, whose parent is outside.
+	PID  int `json:"pid"`
+	PPID int `json:"ppid"`
+	// UID is the effective user ID, in the container's user namespace.
+	UID uint32 `json:"uid"`
+	// State is the kernel's one-letter state: R running, S sleeping, D
+	// waiting on I/O, Z zombie, T stopped, I idle.
+	State string `json:"state"`
+	// CPUMillis is the CPU time used, user and system, in milliseconds.
+	CPUMillis int64 `json:"cpuMillis"`
+	// RSSBytes is the resident memory.
+	RSSBytes int64 `json:"rssBytes"`
+	// Command is the process's argv; [name] for one with no argv (a
+	// zombie).
+	Command []string `json:"command"`
+}
+
+// ProcessList is the body of GET /v1/instances/{name}/top.
+type ProcessList struct {
+	Items []Process `json:"items"`
+}
+
 // InstanceStats is one sample of an instance's counters, read from its
 // cgroups and network interface. Counters are cumulative since the
 // sandbox was created.

@@ -140,6 +140,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newRmCommand(o),
 		newWaitCommand(o),
 		newPortCommand(o),
+		newTopCommand(o),
 		newImageCommand(o),
 		newImagesCommand(o),
 		newVersionCommand(o),

@@ -134,6 +134,8 @@ var schemaTypes = map[string]any{
 	"Image":                   api.Image{},
 	"ImageList":               api.ImageList{},
 	"ImageDetail":             api.ImageDetail{},
+	"Process":                 api.Process{},
+	"ProcessList":             api.ProcessList{},
 	"ImageHost":               api.ImageHost{},
 	"PullRequest":             api.PullRequest{},
 	"PrewarmRequest":          api.PrewarmRequest{},

@@ -301,6 +301,7 @@ func TestRouteScopes(t *testing.T) {
 	want := map[string]string{
 		"GET /v1/instances":              api.ScopeInstancesRead,
 		"GET /v1/instances/{name}/logs":  api.ScopeInstancesRead,
+		"GET /v1/instances/{name}/top":   api.ScopeInstancesRead,
 		"POST /v1/instances":             api.ScopeInstancesWrite,
 		"DELETE /v1/instances/{name}":    api.ScopeInstancesWrite,
 		"POST /v1/instances/{name}/exec": api.ScopeExec,

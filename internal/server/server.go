@@ -183,6 +183,7 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
 	{"GET", "/v1/instances/{name}/stats", false, (*Server).stats},
+	{"GET", "/v1/instances/{name}/top", false, (*Server).top},
 	{"GET", "/v1/instances/{name}/sla", false, (*Server).sla},
 	{"GET", "/v1/runtimes", false, (*Server).listRuntimes},
 	{"GET", "/v1/types", false, (*Server).listTypes},

@@ -338,6 +338,62 @@ func TestCLIVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("Top", func(t *testing.T) {
+		p.must("run", "-d", "--name", "top-web", "-u", "1000:1000", "kanga.test/busybox", "sh", "-c", "sleep 1000 & sleep 2000 & wait")
+		defer p.kanga("rm", "-f", "top-web")
+		inst := p.running("top-web")
+		container := inst.Spec.Containers[0].Name
+		var (
+			procs []api.Process
+			cmds  map[string]api.Process
+		)
+		// The shell forks, then each child execs its sleep.
+		p.eventually("the shell and its two sleeps", 30*time.Second, func() bool {
+			var list api.ProcessList
+			out := p.must("top", "-o", "json", "top-web")
+			if err := json.Unmarshal([]byte(out), &list); err != nil {
+				t.Fatalf("top -o json: %v\n%s", err, out)
+			}
+			procs, cmds = list.Items, map[string]api.Process{}
+			for _, pr := range procs {
+				cmds[strings.Join(pr.Command, " ")] = pr
+			}
+			_, one := cmds["sleep 1000"]
+			_, two := cmds["sleep 2000"]
+			return len(procs) == 3 && one && two
+		})
+		for _, pr := range procs {
+			// As the instance sees them: its user, its PID namespace.
+			if pr.Container != container || pr.UID != 1000 || pr.PID < 1 || pr.PID > 100 || pr.State == "" {
+				t.Errorf("process %+v: want container %s, uid 1000 and a PID of the instance's namespace", pr, container)
+			}
+		}
+		sh, ok := cmds["sh -c sleep 1000 & sleep 2000 & wait"]
+		if !ok || sh.PID != 1 || sh.PPID != 0 {
+			t.Fatalf("top lacks the shell as PID 1 with parent 0: %+v", procs)
+		}
+		for _, c := range []string{"sleep 1000", "sleep 2000"} {
+			if pr, ok := cmds[c]; !ok || pr.PPID != 1 || pr.RSSBytes == 0 {
+				t.Errorf("top lacks %q, a child of PID 1 with memory: %+v", c, procs)
+			}
+		}
+		if out := p.must("top", "top-web"); !strings.HasPrefix(out, "CONTAINER   PID") || !strings.Contains(out, "sleep 2000") {
+			t.Errorf("top table:\n%s", out)
+		}
+		if out := p.must("top", "--format", "{{.PID}}:{{.PPID}}:{{index .Command 0}}", "top-web"); !strings.Contains(out, "1:0:sh\n") {
+			t.Errorf("top --format = %q", out)
+		}
+		// A missing instance exits 1; one that does not run is Kanga's
+		// refusal, 125.
+		if r := p.kanga("top", "ghost"); r.code != 1 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+			t.Errorf("top ghost: exit %d, stderr %q", r.code, r.stderr)
+		}
+		p.must("stop", "-t", "1", "top-web")
+		if r := p.kanga("top", "top-web"); r.code != 125 || !strings.Contains(r.stderr, "not Running") {
+			t.Errorf("top of a stopped instance: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+
 	t.Run("UIDPrefix", func(t *testing.T) {
 		p.must("run", "-d", "--name", "byuid", "kanga.test/busybox", "sh", "-c", "echo logged; sleep 1000")
 		defer p.kanga("rm", "-f", "byuid")
