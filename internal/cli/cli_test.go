@@ -88,6 +88,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		enc.Encode(api.Progress{Status: "unpacking", Current: n, Total: n})
 		enc.Encode(api.Progress{Status: "imported", Done: true, Images: []api.Image{{Name: "busybox:latest"}}})
 	})
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		writeTestJSON(w, 200, api.ImageList{Items: []api.Image{{Name: "kanga.test/busybox:latest"}, {Name: "other.test/app:v1"}}})
+	})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
 			writeTestError(w, 401, "Unauthenticated", "bad token")

@@ -161,6 +161,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)
+	addCompletions(root, o)
 	return root
 }
 

@@ -293,6 +293,14 @@ func TestCLIVerbs(t *testing.T) {
 			t.Errorf("image inspect = %s", out)
 		}
 
+		// Shell completion asks the server for names.
+		if out := p.must("__complete", "inspect", "out-"); !strings.HasPrefix(out, "out-web\n") {
+			t.Errorf("completion of an instance name: %q", out)
+		}
+		if out := p.must("__complete", "run", "kanga.test/bu"); !strings.HasPrefix(out, "kanga.test/busybox:latest\n") {
+			t.Errorf("completion of an image name: %q", out)
+		}
+
 		// A bad output flag is refused before anything is asked: 125.
 		for _, tt := range []struct {
 			args []string
