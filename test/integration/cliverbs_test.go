@@ -402,6 +402,19 @@ func TestCLIVerbs(t *testing.T) {
 		}
 	})
 
+	t.Run("RestartingStatus", func(t *testing.T) {
+		p.must("run", "-d", "--name", "crashy", "-l", "suite=crashy", "--restart", "always", "kanga.test/busybox", "sh", "-c", "sleep 1; exit 3")
+		defer p.kanga("rm", "-f", "crashy")
+		// Between an exit and its restart (a backoff of 1 s, then 2, 4,
+		// ...), ps says so in docker's words.
+		var last string
+		p.eventually("ps to show the restart backoff", 90*time.Second, func() bool {
+			last = p.must("ps", "-l", "suite=crashy", "--format", "{{.Status}}")
+			return strings.HasPrefix(last, "Restarting (3) ") && strings.Contains(last, " ago")
+		})
+		t.Logf("ps: %s", last)
+	})
+
 	t.Run("UIDPrefix", func(t *testing.T) {
 		p.must("run", "-d", "--name", "byuid", "kanga.test/busybox", "sh", "-c", "echo logged; sleep 1000")
 		defer p.kanga("rm", "-f", "byuid")
