@@ -6,8 +6,11 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kanga-run/kanga/api"
 )
 
 type printed struct {
@@ -117,5 +120,24 @@ func TestVerbOutputs(t *testing.T) {
 	r = kanga(t, "", "ps", "-o", "xml")
 	if r.code != 125 || !strings.Contains(r.stderr, `invalid -o value "xml"`) {
 		t.Errorf("ps -o xml = %+v", r)
+	}
+}
+
+func TestWriteStatsUnits(t *testing.T) {
+	a := api.InstanceStats{Time: testNow}
+	b := api.InstanceStats{Time: testNow.Add(time.Second), MemoryUsage: 10<<20 + 512<<10, MemoryPeak: 12 << 20, MemoryLimit: 512 << 20, Pids: 2,
+		Storage: []api.StorageStats{{Name: "scratch", Kind: "emptyDir", Used: 100, Limit: 64 << 20}}}
+	var out strings.Builder
+	if err := writeStats(&out, "web", a, b); err != nil {
+		t.Fatal(err)
+	}
+	// The limit reads as the spec gave it (512Mi), not as 537MB.
+	for _, want := range []string{"10.5Mi", "12Mi", "512Mi", "100B", "64Mi"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("stats lack %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "MB") {
+		t.Errorf("stats print decimal units:\n%s", out.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 func newStatsCommand(o *options) *cobra.Command {
@@ -67,7 +68,7 @@ func writeStats(w io.Writer, name string, a, b api.InstanceStats) error {
 	fmt.Fprintln(tw, "NAME\tCPU\tTHROTTLED\tMEM\tPEAK\tLIMIT\tOOM\tPIDS\tDISK R/W\tNET RX/TX")
 	limit := "-"
 	if b.MemoryLimit > 0 {
-		limit = humanSize(int64(b.MemoryLimit))
+		limit = binaryBytes(int64(b.MemoryLimit))
 	}
 	pids := fmt.Sprint(b.Pids)
 	if b.PidsLimit > 0 {
@@ -79,8 +80,8 @@ func writeStats(w io.Writer, name string, a, b api.InstanceStats) error {
 	}
 	fmt.Fprintf(tw, "%s\t%.2f cores\t%s\t%s\t%s\t%s\t%d\t%s\t%s/s %s/s\t%s/s %s/s\n",
 		name, rate(a.CPUUsageNanos, b.CPUUsageNanos)/1e9, throttled,
-		humanSize(int64(b.MemoryUsage)), humanSize(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
-		humanSize(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), humanSize(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
+		binaryBytes(int64(b.MemoryUsage)), binaryBytes(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
+		binaryBytes(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), binaryBytes(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
 		humanBits(rate(a.NetRxBytes, b.NetRxBytes)*8), humanBits(rate(a.NetTxBytes, b.NetTxBytes)*8))
 	if len(b.Storage) > 0 {
 		fmt.Fprintln(tw)
@@ -94,10 +95,20 @@ func writeStats(w io.Writer, name string, a, b api.InstanceStats) error {
 			if st.Limit > 0 {
 				pct = 100 * float64(st.Used) / float64(st.Limit)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\n", st.Name, kind, humanSize(int64(st.Used)), humanSize(int64(st.Limit)), pct)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\n", st.Name, kind, binaryBytes(int64(st.Used)), binaryBytes(int64(st.Limit)), pct)
 		}
 	}
 	return tw.Flush()
+}
+
+// binaryBytes renders memory and disk sizes in the binary units specs
+// are written in ("512Mi", "10.5Mi"), so that a limit reads as it was
+// given; under 1Ki, in bytes.
+func binaryBytes(n int64) string {
+	if n < 1<<10 {
+		return fmt.Sprintf("%dB", n)
+	}
+	return model.FormatBytes(n)
 }
 
 func humanBits(bps float64) string {
