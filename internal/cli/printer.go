@@ -104,8 +104,8 @@ type view struct {
 	// data is what -o json and -o yaml print: the object, or the list
 	// document, as the API returns it.
 	data any
-	// items are what --format runs on, one execution each; nil runs it
-	// once on data.
+	// items are what --format runs on, one execution each; nil (a
+	// single object, not an empty list) runs it once on data.
 	items []any
 	// names are what -o name and -q print.
 	names []string

@@ -84,6 +84,12 @@ func TestPrinterRefuses(t *testing.T) {
 // TestVerbOutputs runs verbs of the fake API with each output form.
 func TestVerbOutputs(t *testing.T) {
 	newFakeAPI(t)
+	// An empty list prints nothing, with a template too.
+	for _, args := range [][]string{{"ps", "--format", "{{.Name}}"}, {"ps", "-q"}, {"ps", "-o", "name"}} {
+		if r := kanga(t, "", args...); r.code != 0 || r.stdout != "" {
+			t.Errorf("kanga %s of no instances = %+v", strings.Join(args, " "), r)
+		}
+	}
 	if r := kanga(t, "", "run", "-d", "--name", "web", "busybox", "httpd"); r.code != 0 {
 		t.Fatalf("run = %+v", r)
 	}

@@ -42,7 +42,9 @@ the API returns them.`,
 		items = filterInstances(items, all)
 		now := o.now()
 		v := view{
-			data:  api.InstanceList{Items: items},
+			data: api.InstanceList{Items: items},
+			// Not nil: an empty list runs --format on nothing.
+			items: make([]any, 0, len(items)),
 			table: func(w io.Writer, wide bool) error { return writePS(w, items, now, wide) },
 		}
 		for _, inst := range items {
