@@ -51,6 +51,16 @@ func (h *fakeHost) Kill(_ context.Context, inst *api.Instance, container string,
 	return nil
 }
 
+// Top implements hostcontract.ProcessLister with one process a
+// container, named after it.
+func (h *fakeHost) Top(_ context.Context, inst *api.Instance) ([]api.Process, error) {
+	var out []api.Process
+	for i, c := range inst.Spec.Containers {
+		out = append(out, api.Process{Container: c.Name, PID: i + 1, State: "S", Command: []string{"/bin/" + c.Name}})
+	}
+	return out, nil
+}
+
 type logCall struct {
 	instance, container string
 	follow              bool

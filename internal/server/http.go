@@ -32,7 +32,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.logger(r.Context()).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	setRetryAfter(w, err, status)
-	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: err.Error()}})
+	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: errdefs.Message(err)}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -81,6 +81,7 @@ var routes = []route{
 	{"POST", "/v1/instances/{name}/exec", true, (*handler).exec},
 	{"GET", "/v1/instances/{name}/stats", true, (*handler).stats},
 	{"POST", "/v1/instances/{name}/kill", true, (*handler).kill},
+	{"GET", "/v1/instances/{name}/top", true, (*handler).top},
 	{"GET", "/v1/instances/{name}/sla", true, (*handler).sla},
 	{"GET", "/v1/images", true, (*handler).listImages},
 	{"POST", "/v1/images/import", true, (*handler).importImage},
@@ -270,6 +271,24 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	hostlink.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// top lists the processes of the instance's containers.
+func (h *handler) top(w http.ResponseWriter, r *http.Request) error {
+	pl, ok := h.host.(hostcontract.ProcessLister)
+	if !ok {
+		return fmt.Errorf("this host cannot list processes: %w", errdefs.ErrNotImplemented)
+	}
+	inst, err := h.instance(r)
+	if err != nil {
+		return err
+	}
+	procs, err := pl.Top(r.Context(), inst)
+	if err != nil {
+		return err
+	}
+	hostlink.WriteJSON(w, http.StatusOK, api.ProcessList{Items: procs})
 	return nil
 }
 
