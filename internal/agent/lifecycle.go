@@ -71,6 +71,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 			r.publish(ctx, "")
 			prof.step("running-status")
 			r.log.Info("instance started", append(prof.attrs(), "warm", w.id)...)
+			r.observeStart(prof, true)
 			if err := r.finishClaim(r.tctx(ctx), inst, r.ctrs[0]); err != nil {
 				r.log.Warn("recording the spec of the claimed warm container failed; retried before a restart", "err", err)
 			}
@@ -84,6 +85,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	r.publish(ctx, "")
 	prof.step("running-status")
 	r.log.Info("instance started", prof.attrs()...)
+	r.observeStart(prof, false)
 	return nil
 }
 

@@ -93,6 +93,7 @@ var routes = []route{
 	{"POST", hostlink.PathCheckPorts, false, (*handler).checkPorts},
 	{"POST", hostlink.PathVolumes, false, (*handler).createVolume},
 	{"DELETE", hostlink.PathVolumes, false, (*handler).removeVolume},
+	{"GET", hostlink.PathMetrics, false, (*handler).metrics},
 	{"GET", hostlink.PathPing, false, func(_ *handler, w http.ResponseWriter, _ *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
