@@ -24,7 +24,9 @@ func withDevices(id string, ds ...DeviceRequest) Request {
 
 func TestDevices(t *testing.T) {
 	gpus := func(n int) DeviceRequest { return DeviceRequest{Kind: "nvidia.com/gpu", Count: n} }
-	named := func(n string) DeviceRequest { return DeviceRequest{Kind: "nvidia.com/gpu", Name: "nvidia.com/gpu=" + n, Count: 1} }
+	named := func(n string) DeviceRequest {
+		return DeviceRequest{Kind: "nvidia.com/gpu", Name: "nvidia.com/gpu=" + n, Count: 1}
+	}
 	mock := DeviceRequest{Kind: "kanga.dev/mock", Count: 1}
 	for _, tc := range []struct {
 		name    string

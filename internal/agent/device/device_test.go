@@ -33,7 +33,9 @@ func TestDevices(t *testing.T) {
 
 func TestAllocate(t *testing.T) {
 	mock := func(n int) api.DeviceRequest { return api.DeviceRequest{Kind: "kanga.dev/mock", Count: n} }
-	named := func(n string) api.DeviceRequest { return api.DeviceRequest{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=" + n} }
+	named := func(n string) api.DeviceRequest {
+		return api.DeviceRequest{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=" + n}
+	}
 	none := func(string) bool { return false }
 	type step struct {
 		uid   string
