@@ -111,6 +111,7 @@ type runner struct {
 	terminal api.Phase
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
+	devices  []string            // the CDI devices it holds (see devices.go)
 	att      *network.Attachment // once the sandbox is set up
 	prof     *startProfile       // set while start runs
 	pending  chan struct{}       // closed when an asynchronous status write ends
@@ -959,6 +960,7 @@ type statusUpdate struct {
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus
 	inits    []api.ContainerStatus
+	devices  []string
 }
 
 // statusWrite takes the runner's view (and its pending events) for a write.
@@ -966,7 +968,7 @@ func (r *runner) statusWrite(force api.Phase) statusUpdate {
 	if force == "" {
 		force = r.terminal
 	}
-	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold}
+	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold, devices: r.devices}
 	r.events = nil
 	w.statuses = make([]api.ContainerStatus, len(r.ctrs))
 	for i, c := range r.ctrs {
@@ -1060,6 +1062,7 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 	st.Containers = w.statuses
 	st.InitContainers = w.inits
 	st.IP = w.ip
+	st.Devices = w.devices
 	stopped := inst.StopRequested || w.stopping
 	*phase = w.force
 	if *phase == "" {
@@ -1183,6 +1186,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}
 	r.a.cpus.release(r.uid)
+	r.a.releaseDevices(r.uid)
 	r.a.removeFiles(r.uid)
 	return nil
 }

@@ -1,0 +1,131 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanga-run/kanga/api"
+)
+
+// mockCDISpec describes kanga.dev/mock: m0 is the host's /dev/full (a
+// write fails with ENOSPC, which tells it from any other file), m1 its
+// /dev/zero, and shared, a shareable /dev/null.
+const mockCDISpec = `cdiVersion: "0.6.0"
+kind: kanga.dev/mock
+devices:
+  - name: m0
+    containerEdits:
+      deviceNodes:
+        - path: /dev/kanga-mock
+          hostPath: /dev/full
+      env:
+        - KANGA_MOCK=m0
+  - name: m1
+    containerEdits:
+      deviceNodes:
+        - path: /dev/kanga-mock
+          hostPath: /dev/zero
+      env:
+        - KANGA_MOCK=m1
+  - name: shared
+    annotations:
+      kanga.run/shareable: "true"
+    containerEdits:
+      deviceNodes:
+        - path: /dev/kanga-shared
+          hostPath: /dev/null
+`
+
+// TestDevices runs instances with CDI devices on kanga up: the host
+// advertises the spec's devices, an instance gets its device node (and
+// the cgroup rule that lets it open it) and environment, the scheduler
+// keeps a third instance Pending while the two exclusive devices are
+// held and places it once one is freed, holdings survive a restart of
+// kanga up, and bad requests are 400s naming the field.
+func TestDevices(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "mock.yaml"), []byte(mockCDISpec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startPlatformWith(t, "--pool-max", "0", "--cdi-spec-dir", dir)
+	p.importImages()
+
+	out := p.must("host", "ls", "-o", "json")
+	for _, d := range []string{"kanga.dev/mock=m0", "kanga.dev/mock=m1", "kanga.dev/mock=shared"} {
+		if !strings.Contains(out, d) {
+			t.Fatalf("host ls does not list device %s:\n%s", d, out)
+		}
+	}
+
+	run := func(name string, args ...string) {
+		p.must(append([]string{"run", "-d", "--name", name}, append(args, "kanga.test/busybox", "sleep", "1000")...)...)
+		p.eventually(name+" running", time.Minute, func() bool { return p.inspect(name).Status.Phase == api.PhaseRunning })
+	}
+	run("plain")
+	run("named", "--device", "kanga.dev/mock=m0", "--device", "kanga.dev/mock=shared")
+	run("counted", "--device", "kanga.dev/mock")
+
+	if got := p.inspect("named").Status.Devices; !slices.Equal(got, []string{"kanga.dev/mock=m0", "kanga.dev/mock=shared"}) {
+		t.Fatalf("named holds %q", got)
+	}
+	if got := p.inspect("counted").Status.Devices; !slices.Equal(got, []string{"kanga.dev/mock=m1"}) {
+		t.Fatalf("counted holds %q, want the device named left free: m1", got)
+	}
+	// The device is the host's /dev/full: a write fails with ENOSPC.
+	if r := p.kanga("exec", "named", "sh", "-c", "echo $KANGA_MOCK; echo x > /dev/kanga-mock"); r.code == 0 ||
+		!strings.Contains(r.stdout, "m0") || !strings.Contains(r.stderr, "No space left on device") {
+		t.Fatalf("writing m0 in named: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
+	}
+	if out := p.must("exec", "counted", "sh", "-c", "echo $KANGA_MOCK; head -c 4 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "m1") || !strings.Contains(out, "00 00 00 00") {
+		t.Fatalf("reading m1 in counted: %q", out)
+	}
+	if r := p.kanga("exec", "plain", "sh", "-c", "ls /dev/kanga-mock /dev/kanga-shared"); r.code == 0 {
+		t.Fatalf("an instance without devices sees them: %s", r.stdout)
+	}
+
+	// Both exclusive devices are held: a third waits, and runs once one
+	// is freed.
+	p.must("run", "-d", "--name", "third", "--device", "kanga.dev/mock=1", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("third pending for the device", time.Minute, func() bool {
+		st := p.inspect("third").Status
+		return st.Phase == api.PhasePending && strings.Contains(st.Message, "insufficient kanga.dev/mock")
+	})
+
+	// A restart of kanga up keeps what the instances hold.
+	p.stop()
+	p.start()
+	p.eventually("named running after the restart", 2*time.Minute, func() bool { return p.inspect("named").Status.Phase == api.PhaseRunning })
+	if got := p.inspect("named").Status.Devices; !slices.Equal(got, []string{"kanga.dev/mock=m0", "kanga.dev/mock=shared"}) {
+		t.Fatalf("after the restart named holds %q", got)
+	}
+	if st := p.inspect("third").Status; st.Phase != api.PhasePending {
+		t.Fatalf("third is %s after the restart, want Pending: the devices are still held", st.Phase)
+	}
+
+	p.must("rm", "-f", "named")
+	p.eventually("third running on the freed device", 2*time.Minute, func() bool {
+		in := p.inspect("third")
+		return in.Status.Phase == api.PhaseRunning && slices.Equal(in.Status.Devices, []string{"kanga.dev/mock=m0"})
+	})
+	if r := p.kanga("exec", "third", "sh", "-c", "echo x > /dev/kanga-mock"); r.code == 0 || !strings.Contains(r.stderr, "No space left on device") {
+		t.Fatalf("writing m0 in third: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--device", "kanga.dev/mock=0"}, "spec.devices[0].count 0"},
+		{[]string{"--device", "mock"}, `spec.devices[0].kind "mock" is not a CDI kind`},
+		{[]string{"--runtime", "gvisor", "--device", "kanga.dev/mock"}, "runtime class gvisor cannot use host devices"},
+	} {
+		r := p.kanga(append(append([]string{"run", "-d"}, tc.args...), "kanga.test/busybox", "true")...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("run %v: exit %d, stderr %q; want an error with %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}
