@@ -100,10 +100,12 @@ type runner struct {
 	probeResults chan probeResult
 	// hookResults carries the ends of the containers' hooks (hooks.go).
 	hookResults chan hookResult
-	events      []api.Event
-	ip          string
-	stopping    bool
-	killAt      time.Time
+	// deviceOps are attaches and detaches of devices (devicelive.go).
+	deviceOps chan deviceOp
+	events    []api.Event
+	ip        string
+	stopping  bool
+	killAt    time.Time
 	// deadline is when the instance's activeDeadlineSeconds runs out
 	// (zero: none, or already acted on); terminal, once set, is the phase
 	// every later status write has.
@@ -164,6 +166,7 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		// with its run.
 		probeResults: make(chan probeResult, 16),
 		hookResults:  make(chan hookResult, 16),
+		deviceOps:    make(chan deviceOp),
 		ports:        inst.Spec.Ports,
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
@@ -594,6 +597,8 @@ func (r *runner) loop(ctx context.Context) {
 			r.handleProbe(ctx, pr)
 		case hr := <-r.hookResults:
 			r.handleHook(ctx, hr)
+		case op := <-r.deviceOps:
+			r.handleDeviceOp(op)
 		case <-timer:
 			r.handleDeadlines(ctx)
 		case <-r.notify:

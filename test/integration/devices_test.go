@@ -45,7 +45,8 @@ devices:
 // the cgroup rule that lets it open it) and environment, the scheduler
 // keeps a third instance Pending while the two exclusive devices are
 // held and places it once one is freed, holdings survive a restart of
-// kanga up, and bad requests are 400s naming the field.
+// kanga up, devices are attached to and detached from running
+// instances, and bad requests are 400s naming the field.
 func TestDevices(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "mock.yaml"), []byte(mockCDISpec), 0o644); err != nil {
@@ -113,6 +114,69 @@ func TestDevices(t *testing.T) {
 	})
 	if r := p.kanga("exec", "third", "sh", "-c", "echo x > /dev/kanga-mock"); r.code == 0 || !strings.Contains(r.stderr, "No space left on device") {
 		t.Fatalf("writing m0 in third: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Attach and detach while running. Both exclusive devices are held
+	// (counted: m1, third: m0): an attach of the kind is refused.
+	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock"); r.code == 0 || !strings.Contains(r.stderr, "0 of 1 kanga.dev/mock devices free") {
+		t.Fatalf("attach with none free: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock=m1"); r.code == 0 || !strings.Contains(r.stderr, "held by instance") {
+		t.Fatalf("attach of another instance's device: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// holder opens the device as soon as it appears and keeps it open.
+	p.must("run", "-d", "--name", "holder", "kanga.test/busybox", "sh", "-c",
+		"while [ ! -e /dev/kanga-mock ]; do sleep 0.1; done; exec 3</dev/kanga-mock; echo opened; sleep 1000")
+	p.eventually("holder running", time.Minute, func() bool { return p.inspect("holder").Status.Phase == api.PhaseRunning })
+	if out := p.must("device", "detach", "counted", "kanga.dev/mock=m1"); out != "kanga.dev/mock=m1\n" {
+		t.Fatalf("detach printed %q", out)
+	}
+	if r := p.kanga("exec", "counted", "sh", "-c", "head -c 1 /dev/kanga-mock"); r.code == 0 {
+		t.Fatalf("counted still opens the detached device: %q", r.stdout)
+	}
+	if in := p.inspect("counted"); len(in.Spec.Devices) != 0 {
+		t.Fatalf("counted's spec still asks for %+v after the detach", in.Spec.Devices)
+	}
+	if out := p.must("device", "attach", "holder", "kanga.dev/mock=1"); out != "kanga.dev/mock=m1\n" {
+		t.Fatalf("attach printed %q, want the freed m1", out)
+	}
+	p.eventually("holder opening the attached device", time.Minute, func() bool {
+		return strings.Contains(p.kanga("logs", "holder").stdout, "opened")
+	})
+	if out := p.must("exec", "holder", "sh", "-c", "head -c 2 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "00 00") {
+		t.Fatalf("reading the attached m1: %q", out)
+	}
+	// An agent restart keeps the attached device.
+	p.stop()
+	p.start()
+	p.eventually("holder running after the restart", 2*time.Minute, func() bool {
+		in := p.inspect("holder")
+		return in.Status.Phase == api.PhaseRunning && slices.Equal(in.Status.Devices, []string{"kanga.dev/mock=m1"})
+	})
+	if out := p.must("exec", "holder", "sh", "-c", "head -c 2 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "00 00") {
+		t.Fatalf("reading the attached m1 after the restart: %q", out)
+	}
+	p.must("device", "detach", "holder", "kanga.dev/mock=m1")
+	if r := p.kanga("exec", "holder", "sh", "-c", "head -c 1 /dev/kanga-mock"); r.code == 0 {
+		t.Fatal("holder opens the device after the detach")
+	}
+	// The node is gone and the cgroup denies the device: one the tenant
+	// makes itself does not open.
+	if r := p.kanga("exec", "holder", "sh", "-c", "mknod /tmp/again c 1 5 && head -c 1 /tmp/again"); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Fatalf("a node made in the container after the detach: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// The process that opened it before keeps its descriptor: the event
+	// says so.
+	p.eventually("the detach event naming the holder", time.Minute, func() bool {
+		for _, ev := range p.inspect("holder").Status.Events {
+			if ev.Reason == "DeviceDetached" && strings.Contains(ev.Message, "still open in pid") && strings.Contains(ev.Message, "(sleep)") {
+				return true
+			}
+		}
+		return false
+	})
+	if r := p.kanga("device", "detach", "holder", "kanga.dev/mock=m1"); r.code == 0 || !strings.Contains(r.stderr, "holds no device") {
+		t.Fatalf("detaching twice: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	for _, tc := range []struct {

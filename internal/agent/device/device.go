@@ -119,8 +119,51 @@ func (r *Registry) Allocate(uid string, reqs []api.DeviceRequest, avoid func(nam
 	if names, ok := r.held[uid]; ok {
 		return slices.Clone(names), nil
 	}
+	got, err := r.pick(nil, reqs, avoid)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.record(uid, got); err != nil {
+		return nil, err
+	}
+	return slices.Clone(got), nil
+}
+
+// Attach gives instance uid, which may hold devices already, the devices
+// req asks for besides, and returns those.
+func (r *Registry) Attach(uid string, req api.DeviceRequest, avoid func(name string) bool) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	have := r.held[uid]
+	if req.Name != "" && slices.Contains(have, req.Name) {
+		return nil, fmt.Errorf("the instance holds device %s already: %w", req.Name, errdefs.ErrConflict)
+	}
+	got, err := r.pick(have, []api.DeviceRequest{req}, avoid)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.record(uid, append(slices.Clone(have), got[len(have):]...)); err != nil {
+		return nil, err
+	}
+	return slices.Clone(got[len(have):]), nil
+}
+
+// Detach takes device name from instance uid.
+func (r *Registry) Detach(uid, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	have := r.held[uid]
+	i := slices.Index(have, name)
+	if i < 0 {
+		return fmt.Errorf("the instance holds no device %s: %w", name, errdefs.ErrNotFound)
+	}
+	return r.record(uid, slices.Delete(slices.Clone(have), i, i+1))
+}
+
+// pick chooses devices for reqs beyond got (which it extends); r.mu held.
+func (r *Registry) pick(got []string, reqs []api.DeviceRequest, avoid func(name string) bool) ([]string, error) {
 	devs := r.Devices()
-	var got []string
+	got = slices.Clone(got)
 	taken := func(d api.HostDevice) bool {
 		if slices.Contains(got, d.Name) {
 			return true
@@ -162,15 +205,33 @@ func (r *Registry) Allocate(uid string, reqs []api.DeviceRequest, avoid func(nam
 			return nil, fmt.Errorf("spec.devices[%d]: %d of %d %s devices free on this host: %w", i, n, req.Count, req.Kind, errdefs.ErrFailedPrecondition)
 		}
 	}
-	b, err := json.Marshal(got)
+	return got, nil
+}
+
+// record writes what uid holds; r.mu held.
+func (r *Registry) record(uid string, names []string) error {
+	b, err := json.Marshal(names)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := atomicfile.Write(filepath.Join(r.state, uid), b, 0o600); err != nil {
+		return err
+	}
+	r.held[uid] = names
+	return nil
+}
+
+// Nodes are the device nodes device's CDI spec gives a container, with
+// their numbers filled in from the host's nodes.
+func (r *Registry) Nodes(device string) ([]oci.LinuxDevice, error) {
+	var spec oci.Spec
+	if err := r.Inject(&spec, []string{device}); err != nil {
 		return nil, err
 	}
-	r.held[uid] = got
-	return slices.Clone(got), nil
+	if spec.Linux == nil {
+		return nil, nil
+	}
+	return spec.Linux.Devices, nil
 }
 
 // Release frees what instance uid holds.

@@ -131,3 +131,38 @@ func TestInject(t *testing.T) {
 		t.Fatal("an unknown device was injected")
 	}
 }
+
+func TestAttachDetach(t *testing.T) {
+	state := t.TempDir()
+	r := open(t, state)
+	if _, err := r.Allocate("a", []api.DeviceRequest{{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=shared"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Attach("a", api.DeviceRequest{Kind: "kanga.dev/mock", Count: 1}, func(n string) bool { return n == "kanga.dev/mock=m0" })
+	if err != nil || !reflect.DeepEqual(got, []string{"kanga.dev/mock=m1"}) {
+		t.Fatalf("Attach = %q, %v; want m1 (m0 is named by another instance)", got, err)
+	}
+	if _, err := r.Attach("a", api.DeviceRequest{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=m1"}, nil); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("attaching a held device again: %v, want a conflict", err)
+	}
+	if _, err := r.Attach("b", api.DeviceRequest{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=m1"}, nil); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("attaching another instance's device: %v, want a conflict", err)
+	}
+	if err := r.Detach("a", "kanga.dev/mock=m0"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("detaching a device not held: %v, want not found", err)
+	}
+	if err := r.Detach("a", "kanga.dev/mock=m1"); err != nil {
+		t.Fatal(err)
+	}
+	r = open(t, state)
+	if got := r.Held("a"); !reflect.DeepEqual(got, []string{"kanga.dev/mock=shared"}) {
+		t.Fatalf("after detach and reopening, a holds %q", got)
+	}
+	if got, err := r.Attach("b", api.DeviceRequest{Kind: "kanga.dev/mock", Name: "kanga.dev/mock=m1"}, nil); err != nil || len(got) != 1 {
+		t.Fatalf("attaching the detached device elsewhere: %q, %v", got, err)
+	}
+	nodes, err := r.Nodes("kanga.dev/mock=m1")
+	if err != nil || len(nodes) != 1 || nodes[0].Path != "/dev/kanga-mock1" || nodes[0].Major != 1 || nodes[0].Minor != 5 || nodes[0].Type != "c" {
+		t.Fatalf("Nodes = %+v, %v; want /dev/kanga-mock1 as c 1:5 (/dev/zero)", nodes, err)
+	}
+}
