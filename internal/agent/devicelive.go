@@ -250,10 +250,14 @@ func addDeviceIn(pid int, d specs.LinuxDevice) error {
 }
 
 // removeDeviceIn denies device d in pid's devices cgroup and removes its
-// node from pid's /dev.
+// node from pid's /dev. A device every container may use (/dev/null and
+// the rest of the runtimes' defaults) is not denied: its node goes, the
+// container's right to make and open one stays.
 func removeDeviceIn(pid int, d specs.LinuxDevice) error {
-	if err := deviceRule(pid, "devices.deny", d); err != nil {
-		return err
+	if !runtimeDefault(d) {
+		if err := deviceRule(pid, "devices.deny", d); err != nil {
+			return err
+		}
 	}
 	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -289,6 +293,23 @@ func removeDeviceIn(pid int, d specs.LinuxDevice) error {
 		}
 	}
 	return nil
+}
+
+// runtimeDefaults are the character devices runc and crun allow every
+// container (their default device rules): null, zero, full, random,
+// urandom, tty, console, ptmx and tun; minor -1 is any (the pts).
+var runtimeDefaults = [][2]int64{{1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {10, 200}, {136, -1}}
+
+func runtimeDefault(d specs.LinuxDevice) bool {
+	if d.Type == "b" {
+		return false
+	}
+	for _, n := range runtimeDefaults {
+		if n[0] == d.Major && (n[1] == -1 || n[1] == d.Minor) {
+			return true
+		}
+	}
+	return false
 }
 
 func isDevice(st unix.Stat_t, d specs.LinuxDevice) bool {

@@ -1,34 +1,40 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kanga-run/kanga/api"
 )
 
-// mockCDISpec describes kanga.dev/mock: m0 is the host's /dev/full (a
-// write fails with ENOSPC, which tells it from any other file), m1 its
-// /dev/zero, and shared, a shareable /dev/null.
-const mockCDISpec = `cdiVersion: "0.6.0"
+// mockCDISpec describes kanga.dev/mock over real devices whose numbers
+// no container may use by default: m0 is the host's /dev/fuse (c 10:229,
+// which opens read-write without a mount), m1 the loop device loop (over
+// a file that starts with "kanga-m1"), and shared a shareable /dev/null.
+func mockCDISpec(loop string) string {
+	return `cdiVersion: "0.6.0"
 kind: kanga.dev/mock
 devices:
   - name: m0
     containerEdits:
       deviceNodes:
         - path: /dev/kanga-mock
-          hostPath: /dev/full
+          hostPath: /dev/fuse
       env:
         - KANGA_MOCK=m0
   - name: m1
     containerEdits:
       deviceNodes:
         - path: /dev/kanga-mock
-          hostPath: /dev/zero
+          hostPath: ` + loop + `
       env:
         - KANGA_MOCK=m1
   - name: shared
@@ -39,6 +45,38 @@ devices:
         - path: /dev/kanga-shared
           hostPath: /dev/null
 `
+}
+
+// mockDevices writes the mock kind's CDI spec into a directory of its
+// own, with a loop device over a marked file that the test's end detaches,
+// and returns the directory and the loop device's numbers ("7 N").
+func mockDevices(t testing.TB) (dir, loopNumbers string) {
+	dir = t.TempDir()
+	backing := filepath.Join(dir, "m1.img")
+	img := make([]byte, 1<<20)
+	copy(img, "kanga-m1")
+	if err := os.WriteFile(backing, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mock.yaml"), []byte(mockCDISpec(loop)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, fmt.Sprintf("%d %d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+}
 
 // TestDevices runs instances with CDI devices on kanga up: the host
 // advertises the spec's devices, an instance gets its device node (and
@@ -48,10 +86,7 @@ devices:
 // kanga up, devices are attached to and detached from running
 // instances, and bad requests are 400s naming the field.
 func TestDevices(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "mock.yaml"), []byte(mockCDISpec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, loopNum := mockDevices(t)
 	p := startPlatformWith(t, "--pool-max", "0", "--cdi-spec-dir", dir)
 	p.importImages()
 
@@ -76,16 +111,20 @@ func TestDevices(t *testing.T) {
 	if got := p.inspect("counted").Status.Devices; !slices.Equal(got, []string{"kanga.dev/mock=m1"}) {
 		t.Fatalf("counted holds %q, want the device named left free: m1", got)
 	}
-	// The device is the host's /dev/full: a write fails with ENOSPC.
-	if r := p.kanga("exec", "named", "sh", "-c", "echo $KANGA_MOCK; echo x > /dev/kanga-mock"); r.code == 0 ||
-		!strings.Contains(r.stdout, "m0") || !strings.Contains(r.stderr, "No space left on device") {
-		t.Fatalf("writing m0 in named: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
+	// m0 is the host's /dev/fuse, which opens read-write; m1 the loop
+	// device, which reads the marked file.
+	if out := p.must("exec", "named", "sh", "-c", "echo $KANGA_MOCK; exec 3<>/dev/kanga-mock && echo opened"); out != "m0\nopened\n" {
+		t.Fatalf("opening m0 in named: %q", out)
 	}
-	if out := p.must("exec", "counted", "sh", "-c", "echo $KANGA_MOCK; head -c 4 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "m1") || !strings.Contains(out, "00 00 00 00") {
+	if out := p.must("exec", "counted", "sh", "-c", "echo $KANGA_MOCK; head -c 8 /dev/kanga-mock"); out != "m1\nkanga-m1" {
 		t.Fatalf("reading m1 in counted: %q", out)
 	}
 	if r := p.kanga("exec", "plain", "sh", "-c", "ls /dev/kanga-mock /dev/kanga-shared"); r.code == 0 {
 		t.Fatalf("an instance without devices sees them: %s", r.stdout)
+	}
+	// Nor may it make the node itself: its devices cgroup denies it.
+	if r := p.kanga("exec", "plain", "sh", "-c", "mknod /tmp/fuse c 10 229 && exec 3<>/tmp/fuse"); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Fatalf("a fuse node made in an instance without the device: exit %d, stderr %q", r.code, r.stderr)
 	}
 
 	// Both exclusive devices are held: a third waits, and runs once one
@@ -112,8 +151,8 @@ func TestDevices(t *testing.T) {
 		in := p.inspect("third")
 		return in.Status.Phase == api.PhaseRunning && slices.Equal(in.Status.Devices, []string{"kanga.dev/mock=m0"})
 	})
-	if r := p.kanga("exec", "third", "sh", "-c", "echo x > /dev/kanga-mock"); r.code == 0 || !strings.Contains(r.stderr, "No space left on device") {
-		t.Fatalf("writing m0 in third: exit %d, stderr %q", r.code, r.stderr)
+	if out := p.must("exec", "third", "sh", "-c", "exec 3<>/dev/kanga-mock && echo opened"); out != "opened\n" {
+		t.Fatalf("opening m0 in third: %q", out)
 	}
 
 	// Attach and detach while running. Both exclusive devices are held
@@ -134,6 +173,9 @@ func TestDevices(t *testing.T) {
 	if r := p.kanga("exec", "counted", "sh", "-c", "head -c 1 /dev/kanga-mock"); r.code == 0 {
 		t.Fatalf("counted still opens the detached device: %q", r.stdout)
 	}
+	if r := p.kanga("exec", "counted", "sh", "-c", "mknod /tmp/loop b "+loopNum+" && head -c 1 /tmp/loop"); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+		t.Fatalf("a node of the detached device made in counted: exit %d, stderr %q", r.code, r.stderr)
+	}
 	if in := p.inspect("counted"); len(in.Spec.Devices) != 0 {
 		t.Fatalf("counted's spec still asks for %+v after the detach", in.Spec.Devices)
 	}
@@ -143,7 +185,7 @@ func TestDevices(t *testing.T) {
 	p.eventually("holder opening the attached device", time.Minute, func() bool {
 		return strings.Contains(p.kanga("logs", "holder").stdout, "opened")
 	})
-	if out := p.must("exec", "holder", "sh", "-c", "head -c 2 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "00 00") {
+	if out := p.must("exec", "holder", "sh", "-c", "head -c 8 /dev/kanga-mock"); out != "kanga-m1" {
 		t.Fatalf("reading the attached m1: %q", out)
 	}
 	// An agent restart keeps the attached device.
@@ -153,7 +195,7 @@ func TestDevices(t *testing.T) {
 		in := p.inspect("holder")
 		return in.Status.Phase == api.PhaseRunning && slices.Equal(in.Status.Devices, []string{"kanga.dev/mock=m1"})
 	})
-	if out := p.must("exec", "holder", "sh", "-c", "head -c 2 /dev/kanga-mock | od -An -tx1"); !strings.Contains(out, "00 00") {
+	if out := p.must("exec", "holder", "sh", "-c", "head -c 8 /dev/kanga-mock"); out != "kanga-m1" {
 		t.Fatalf("reading the attached m1 after the restart: %q", out)
 	}
 	p.must("device", "detach", "holder", "kanga.dev/mock=m1")
@@ -162,7 +204,7 @@ func TestDevices(t *testing.T) {
 	}
 	// The node is gone and the cgroup denies the device: one the tenant
 	// makes itself does not open.
-	if r := p.kanga("exec", "holder", "sh", "-c", "mknod /tmp/again c 1 5 && head -c 1 /tmp/again"); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
+	if r := p.kanga("exec", "holder", "sh", "-c", "mknod /tmp/again b "+loopNum+" && head -c 1 /tmp/again"); r.code == 0 || !strings.Contains(r.stderr, "not permitted") {
 		t.Fatalf("a node made in the container after the detach: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// The process that opened it before keeps its descriptor: the event
