@@ -160,6 +160,9 @@ func TestDevices(t *testing.T) {
 	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock"); r.code == 0 || !strings.Contains(r.stderr, "0 of 1 kanga.dev/mock devices free") {
 		t.Fatalf("attach with none free: exit %d, stderr %q", r.code, r.stderr)
 	}
+	if r := p.kanga("device", "attach", "plain", "kanga.dev/nosuch"); r.code == 0 || !strings.Contains(r.stderr, "has no kanga.dev/nosuch devices") {
+		t.Fatalf("attach of an unknown kind: exit %d, stderr %q", r.code, r.stderr)
+	}
 	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock=m1"); r.code == 0 || !strings.Contains(r.stderr, "held by instance") {
 		t.Fatalf("attach of another instance's device: exit %d, stderr %q", r.code, r.stderr)
 	}

@@ -188,6 +188,9 @@ func (r *Registry) pick(got []string, reqs []api.DeviceRequest, avoid func(name 
 			continue
 		}
 		kind := func(d api.HostDevice) bool { return strings.HasPrefix(d.Name, req.Kind+"=") }
+		if !slices.ContainsFunc(devs, kind) {
+			return nil, fmt.Errorf("spec.devices[%d]: this host has no %s devices: %w", i, req.Kind, errdefs.ErrNotFound)
+		}
 		exclusive := slices.ContainsFunc(devs, func(d api.HostDevice) bool { return kind(d) && !d.Shareable })
 		n := 0
 		for _, d := range devs {
@@ -202,7 +205,7 @@ func (r *Registry) pick(got []string, reqs []api.DeviceRequest, avoid func(name 
 			n++
 		}
 		if n < req.Count {
-			return nil, fmt.Errorf("spec.devices[%d]: %d of %d %s devices free on this host: %w", i, n, req.Count, req.Kind, errdefs.ErrFailedPrecondition)
+			return nil, fmt.Errorf("spec.devices[%d]: %d of %d %s devices free on this host, the others are held: %w", i, n, req.Count, req.Kind, errdefs.ErrConflict)
 		}
 	}
 	return got, nil

@@ -51,7 +51,8 @@ func TestAllocate(t *testing.T) {
 		{"counts take exclusive devices in order", []step{
 			{"a", []api.DeviceRequest{mock(1)}, none, []string{"kanga.dev/mock=m0"}, nil},
 			{"b", []api.DeviceRequest{mock(1)}, none, []string{"kanga.dev/mock=m1"}, nil},
-			{"c", []api.DeviceRequest{mock(1)}, none, nil, errdefs.ErrFailedPrecondition},
+			{"c", []api.DeviceRequest{mock(1)}, none, nil, errdefs.ErrConflict},
+			{"d", []api.DeviceRequest{{Kind: "kanga.dev/nosuch", Count: 1}}, none, nil, errdefs.ErrNotFound},
 		}},
 		{"a count avoids a device another instance names", []step{
 			{"a", []api.DeviceRequest{mock(1)}, func(n string) bool { return n == "kanga.dev/mock=m0" }, []string{"kanga.dev/mock=m1"}, nil},
