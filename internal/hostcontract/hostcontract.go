@@ -8,7 +8,7 @@
 // lack are separate interfaces the caller discovers by type assertion, as
 // virtual-kubelet's node package does with its optional provider
 // interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker,
-// VolumeHost, Killer, DeviceAttacher.
+// VolumeHost, Killer, DeviceAttacher, ProcessLister.
 //
 // What a host needs of the control plane (its instances, its pending
 // purges, a place for its usage records) is described by the value types
@@ -266,6 +266,12 @@ type DeviceAttacher interface {
 	AttachDevice(ctx context.Context, inst *api.Instance, req api.DeviceRequest) ([]string, error)
 	// DetachDevice takes device (a qualified name) away.
 	DetachDevice(ctx context.Context, inst *api.Instance, device string) error
+}
+
+// ProcessLister is a host that can list the processes of an instance's
+// containers (kanga top), from the host's /proc: images need no ps.
+type ProcessLister interface {
+	Top(ctx context.Context, inst *api.Instance) ([]api.Process, error)
 }
 
 // Killer is a host that can send a signal to the running containers of an
