@@ -196,21 +196,7 @@ func addDeviceIn(pid int, d specs.LinuxDevice) error {
 	if err := deviceRule(pid, "devices.allow", d); err != nil {
 		return err
 	}
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(root)
-	p := strings.TrimPrefix(path.Clean(d.Path), "/")
-	dir, base := path.Split(p)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	if err := mkdirInRoot(root, dir); err != nil {
-		return err
-	}
-	parent, err := openInRoot(root, dir, unix.O_PATH|unix.O_DIRECTORY)
+	parent, base, err := nodeParent(pid, d.Path, true)
 	if err != nil {
 		return err
 	}
@@ -249,6 +235,29 @@ func addDeviceIn(pid int, d specs.LinuxDevice) error {
 	return unix.Fchownat(parent, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// nodeParent opens the directory of node path p in the root of process
+// pid, resolved inside that root, making it first with create; it returns
+// the directory and the node's name in it.
+func nodeParent(pid int, p string, create bool) (int, string, error) {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	defer unix.Close(root)
+	dir, base := path.Split(strings.TrimPrefix(path.Clean(p), "/"))
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	if create {
+		if err := mkdirInRoot(root, dir); err != nil {
+			return -1, "", err
+		}
+	}
+	parent, err := openInRoot(root, dir, unix.O_PATH|unix.O_DIRECTORY)
+	return parent, base, err
+}
+
 // removeDeviceIn denies device d in pid's devices cgroup and removes its
 // node from pid's /dev. A device every container may use (/dev/null and
 // the rest of the runtimes' defaults) is not denied: its node goes, the
@@ -259,18 +268,7 @@ func removeDeviceIn(pid int, d specs.LinuxDevice) error {
 			return err
 		}
 	}
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(root)
-	p := strings.TrimPrefix(path.Clean(d.Path), "/")
-	dir, base := path.Split(p)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	parent, err := openInRoot(root, dir, unix.O_PATH|unix.O_DIRECTORY)
+	parent, base, err := nodeParent(pid, d.Path, false)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
