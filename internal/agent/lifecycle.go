@@ -34,6 +34,7 @@ func (r *runner) startSteps(inst *api.Instance) []steps.Step {
 		// whose specs mount them: emptyDirs, then persistent volumes.
 		&volumesStep{r: r, inst: inst},
 		&pvolumesStep{r: r, inst: inst},
+		&devicesStep{r: r, inst: inst},
 		&containersStep{r: r, inst: inst},
 		&tasksStep{r: r, inst: inst},
 	}

@@ -100,10 +100,12 @@ type runner struct {
 	probeResults chan probeResult
 	// hookResults carries the ends of the containers' hooks (hooks.go).
 	hookResults chan hookResult
-	events      []api.Event
-	ip          string
-	stopping    bool
-	killAt      time.Time
+	// deviceOps are attaches and detaches of devices (devicelive.go).
+	deviceOps chan deviceOp
+	events    []api.Event
+	ip        string
+	stopping  bool
+	killAt    time.Time
 	// deadline is when the instance's activeDeadlineSeconds runs out
 	// (zero: none, or already acted on); terminal, once set, is the phase
 	// every later status write has.
@@ -111,6 +113,7 @@ type runner struct {
 	terminal api.Phase
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus // why the instance waits in Pending, while it does
+	devices  []string            // the CDI devices it holds (see devices.go)
 	att      *network.Attachment // once the sandbox is set up
 	prof     *startProfile       // set while start runs
 	pending  chan struct{}       // closed when an asynchronous status write ends
@@ -163,6 +166,7 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		// with its run.
 		probeResults: make(chan probeResult, 16),
 		hookResults:  make(chan hookResult, 16),
+		deviceOps:    make(chan deviceOp),
 		ports:        inst.Spec.Ports,
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
@@ -593,6 +597,8 @@ func (r *runner) loop(ctx context.Context) {
 			r.handleProbe(ctx, pr)
 		case hr := <-r.hookResults:
 			r.handleHook(ctx, hr)
+		case op := <-r.deviceOps:
+			r.handleDeviceOp(op)
 		case <-timer:
 			r.handleDeadlines(ctx)
 		case <-r.notify:
@@ -959,6 +965,7 @@ type statusUpdate struct {
 	failure  *api.InstanceStatus
 	hold     *api.InstanceStatus
 	inits    []api.ContainerStatus
+	devices  []string
 }
 
 // statusWrite takes the runner's view (and its pending events) for a write.
@@ -966,7 +973,7 @@ func (r *runner) statusWrite(force api.Phase) statusUpdate {
 	if force == "" {
 		force = r.terminal
 	}
-	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold}
+	w := statusUpdate{force: force, events: r.events, ip: r.ip, stopping: r.stopping, failure: r.failure, hold: r.hold, devices: r.devices}
 	r.events = nil
 	w.statuses = make([]api.ContainerStatus, len(r.ctrs))
 	for i, c := range r.ctrs {
@@ -1060,6 +1067,7 @@ func (w statusUpdate) apply(inst *api.Instance, phase *api.Phase) {
 	st.Containers = w.statuses
 	st.InitContainers = w.inits
 	st.IP = w.ip
+	st.Devices = w.devices
 	stopped := inst.StopRequested || w.stopping
 	*phase = w.force
 	if *phase == "" {
@@ -1183,6 +1191,7 @@ func (r *runner) teardownOnce(ctx context.Context) error {
 		_ = os.RemoveAll(r.a.logFIFODir(netID))
 	}
 	r.a.cpus.release(r.uid)
+	r.a.releaseDevices(r.uid)
 	r.a.removeFiles(r.uid)
 	return nil
 }

@@ -341,6 +341,10 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if len(terminationContainers(&inst.Spec)) > 0 {
 		return nil
 	}
+	// Device nodes and their cgroup rules are fixed at creation too.
+	if len(inst.Spec.Devices) > 0 {
+		return nil
+	}
 	// Dedicated cores would narrow the instance's cpuset below that of the
 	// warm leaf cgroup, which cgroup v1 refuses: they start the usual way.
 	if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {
