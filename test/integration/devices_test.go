@@ -238,3 +238,40 @@ func TestDevices(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiHostDevices schedules by device counts on a server and three
+// agents, each offering the mock kind's two exclusive devices: six
+// instances asking for one each take them all, a seventh waits Pending
+// with the scheduler's reason, and runs on the host where one is freed.
+func TestMultiHostDevices(t *testing.T) {
+	dir, _ := mockDevices(t)
+	p := startPoolWith(t, map[string]string{"dv-a": "a", "dv-b": "b", "dv-c": "c"}, nil, func(p *hostPool) {
+		p.agentArgs = []string{"--cdi-spec-dir", dir}
+	})
+	p.importEverywhere()
+	perHost := map[string]int{}
+	for i := range 6 {
+		name := fmt.Sprintf("dv-%d", i)
+		p.must("run", "-d", "--name", name, "--device", "kanga.dev/mock", "kanga.test/busybox", "sleep", "1000")
+		p.eventually(name+" running", 2*time.Minute, func() bool { return p.get(name).Status.Phase == api.PhaseRunning })
+		in := p.get(name)
+		if len(in.Status.Devices) != 1 {
+			t.Fatalf("%s holds %q, want one device", name, in.Status.Devices)
+		}
+		perHost[in.Status.Host]++
+	}
+	if len(perHost) != 3 || perHost["dv-a"] != 2 || perHost["dv-b"] != 2 || perHost["dv-c"] != 2 {
+		t.Fatalf("instances per host %v, want two on each of three", perHost)
+	}
+	p.must("run", "-d", "--name", "dv-late", "--device", "kanga.dev/mock", "kanga.test/busybox", "sleep", "1000")
+	p.eventually("dv-late Pending for the devices", time.Minute, func() bool {
+		st := p.get("dv-late").Status
+		return st.Phase == api.PhasePending && strings.Contains(st.Message, "0/3 hosts available: 3 insufficient kanga.dev/mock")
+	})
+	freed := p.get("dv-4").Status.Host
+	p.must("rm", "-f", "dv-4")
+	p.eventually("dv-late running where a device was freed", 2*time.Minute, func() bool {
+		st := p.get("dv-late").Status
+		return st.Phase == api.PhaseRunning && st.Host == freed && len(st.Devices) == 1
+	})
+}
