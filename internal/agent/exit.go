@@ -80,10 +80,7 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	}
 	inst, _ := r.snapshot()
 	code := ex.code
-	at := ex.at.UTC()
-	if at.IsZero() || at.Year() < 2000 {
-		at = time.Now().UTC()
-	}
+	at := exitTime(ex.at, time.Now())
 	r.stopProbes(c)
 	r.cancelHook(c)
 	c.postStartDue = false
@@ -94,16 +91,9 @@ func (r *runner) handleExit(ctx context.Context, ex exit) error {
 	c.status.FinishedAt = &at
 	c.status.PID = 0
 	c.status.Message = r.a.terminationMessage(r.uid, &c.spec, code)
-	switch {
-	case r.stopping:
-		c.status.Reason = "Stopped"
-	case code == 137 && r.a.oomKills(r.uid, c.spec.Name) > c.oomKills:
-		c.status.Reason = "OOMKilled"
-	case code == 0:
-		c.status.Reason = "Completed"
-	default:
-		c.status.Reason = "Error"
-	}
+	// The OOM count is read only for an exit that looks like a kill.
+	oomKilled := !r.stopping && code == 137 && r.a.oomKills(r.uid, c.spec.Name) > c.oomKills
+	c.status.Reason = exitReason(r.stopping, code, oomKilled)
 	r.event("Normal", "Exited", "container %s exited with code %d (%s)", c.spec.Name, code, c.status.Reason)
 	running := !r.stopping && !inst.StopRequested
 	// An init container that completed is done for good, whatever the
@@ -152,5 +142,32 @@ func (r *runner) meterRunEnd(ctx context.Context) {
 	inits := r.initStatuses()
 	if model.DeriveInstancePhase(inst.Spec.RestartPolicy, inst.StopRequested || r.stopping, inits, statuses).Terminal() {
 		r.a.meter.end(ctx, r.uid, lastExit(append(inits, statuses...), nil))
+	}
+}
+
+// exitTime is when a task exited, in UTC: the time containerd reports,
+// or now when it reports none (a zero time, or the epoch of a shim that
+// lost it).
+func exitTime(at, now time.Time) time.Time {
+	if at.IsZero() || at.Year() < 2000 {
+		return now.UTC()
+	}
+	return at.UTC()
+}
+
+// exitReason is the reason a container's status gives for an exit with
+// code: Stopped when the instance is stopping, OOMKilled when the kernel
+// killed it for its memory limit (oomKilled: a 137 with a new OOM kill in
+// its cgroup), Completed for 0, Error otherwise.
+func exitReason(stopping bool, code int, oomKilled bool) string {
+	switch {
+	case stopping:
+		return "Stopped"
+	case code == 137 && oomKilled:
+		return "OOMKilled"
+	case code == 0:
+		return "Completed"
+	default:
+		return "Error"
 	}
 }

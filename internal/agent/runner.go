@@ -405,9 +405,11 @@ func (r *runner) nextDeadline() time.Time {
 	return next
 }
 
+// handleDeadlines acts on what the loop's timer was set for
+// (nextDeadline): the instance's activeDeadlineSeconds, kills due after a
+// grace period, restarts due after their backoff.
 func (r *runner) handleDeadlines(ctx context.Context) {
 	now := time.Now()
-	nctx := r.tctx(ctx)
 	if !r.deadline.IsZero() && !now.Before(r.deadline) {
 		r.deadline = time.Time{}
 		inst, _ := r.snapshot()
@@ -419,43 +421,6 @@ func (r *runner) handleDeadlines(ctx context.Context) {
 			r.stop(ctx, inst.StopGraceSeconds)
 		}
 	}
-	if !r.killAt.IsZero() && !now.Before(r.killAt) {
-		r.killAt = time.Time{}
-		for _, c := range r.all() {
-			// A container whose preStop hook just ended keeps its last
-			// moment (c.killAt, handleHook).
-			if c.status.State == api.ContainerRunning && c.task != nil && !c.killAt.After(now) {
-				r.killNow(ctx, c, "did not stop in time")
-			}
-		}
-	}
-	for _, c := range r.ctrs {
-		if !c.killAt.IsZero() && !now.Before(c.killAt) {
-			c.killAt = time.Time{}
-			if c.status.State == api.ContainerRunning && c.task != nil {
-				r.killNow(ctx, c, "did not stop in time after it was killed")
-			}
-		}
-	}
-	for _, c := range r.all() {
-		if c.restartAt.IsZero() || now.Before(c.restartAt) {
-			continue
-		}
-		c.restartAt = time.Time{}
-		if r.stopping {
-			continue
-		}
-		c.status.RestartCount++
-		if err := r.renewNetwork(ctx); err != nil {
-			r.event("Warning", "RestartFailed", "renewing the network of container %s: %v", c.spec.Name, err)
-			r.scheduleRestart(c)
-			continue
-		}
-		if err := r.restartTask(nctx, c); err != nil {
-			r.event("Warning", "RestartFailed", "restarting container %s: %v", c.spec.Name, err)
-			r.scheduleRestart(c)
-			continue
-		}
-		r.startProbes(ctx, c, false)
-	}
+	r.killDue(ctx, now)
+	r.restartDue(ctx, now)
 }

@@ -105,6 +105,10 @@ func autoRemoveDue(inst *api.Instance) bool {
 	return inst.Spec.AutoRemove && inst.Status.Phase.Terminal()
 }
 
+// teardownBackoff spaces the attempts of a teardown that did not remove
+// everything: 0.5s, 1s, 2s ... up to 30s.
+var teardownBackoff = backoffPolicy{min: 500 * time.Millisecond, max: 30 * time.Second}
+
 // teardown kills and removes everything of the instance on this host;
 // with deleteRecord it then removes the instance from the store. It keeps
 // trying until everything is gone (or the agent stops): the record is
@@ -116,7 +120,7 @@ func (r *runner) teardown(ctx context.Context, deleteRecord bool) {
 	}
 	// The run ends now, read while the cgroup is still there.
 	r.a.meter.end(ctx, r.uid, time.Now())
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 30*time.Second) {
+	for delay := teardownBackoff.next(0, 0); ; delay = teardownBackoff.next(delay, 0) {
 		err := r.teardownOnce(ctx)
 		if err == nil {
 			break
@@ -277,4 +281,28 @@ func deleteTask(ctx context.Context, task containerd.Task) error {
 		}
 	}
 	return nil
+}
+
+// killDue sends SIGKILL to what did not stop by its last moment: the
+// whole instance's (r.killAt, after stop's grace period) and a single
+// container's (c.killAt, after a probe or a preStop hook killed it).
+func (r *runner) killDue(ctx context.Context, now time.Time) {
+	if !r.killAt.IsZero() && !now.Before(r.killAt) {
+		r.killAt = time.Time{}
+		for _, c := range r.all() {
+			// A container whose preStop hook just ended keeps its last
+			// moment (c.killAt, handleHook).
+			if c.status.State == api.ContainerRunning && c.task != nil && !c.killAt.After(now) {
+				r.killNow(ctx, c, "did not stop in time")
+			}
+		}
+	}
+	for _, c := range r.ctrs {
+		if !c.killAt.IsZero() && !now.Before(c.killAt) {
+			c.killAt = time.Time{}
+			if c.status.State == api.ContainerRunning && c.task != nil {
+				r.killNow(ctx, c, "did not stop in time after it was killed")
+			}
+		}
+	}
 }
