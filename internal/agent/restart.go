@@ -62,11 +62,7 @@ func (r *runner) renewNetwork(ctx context.Context) error {
 	if err := r.a.cfg.Network.Teardown(ctx, id, ports(inst.Spec)); err != nil {
 		return err
 	}
-	limits, err := netLimits(inst.Spec.Resources)
-	if err != nil {
-		return err
-	}
-	att, err := r.a.cfg.Network.Setup(ctx, id, ports(inst.Spec), limits)
+	att, err := r.a.cfg.Network.Setup(ctx, id, ports(inst.Spec), netLimits(r.res))
 	if err != nil {
 		return err
 	}

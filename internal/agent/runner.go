@@ -83,6 +83,15 @@ type runner struct {
 	// a previous run of the agent (metering then resumes).
 	adopted bool
 
+	// res are the instance's resources, parsed once when the runner is
+	// made (a spec does not change): every reader on this host (cgroups,
+	// cpuset, network limits, logs, meter, SLA, the tenant's cgroup) takes
+	// these. resErr is the parse's error, naming each field; an instance
+	// with one fails before anything is made for it (run), and res keeps
+	// the fields that parsed.
+	res    model.Resources
+	resErr error
+
 	// ports are the host ports the instance publishes (a spec does not
 	// change); portsHeld, guarded by a.mu, is set once they are its on this
 	// host: admitted by admitStart, or found published by an earlier agent.
@@ -144,7 +153,9 @@ func (r *runner) mark(step string) {
 }
 
 func newRunner(a *Agent, inst *api.Instance) *runner {
+	res, resErr := model.ParseResources(inst.Spec.Resources)
 	return &runner{
+		res: res, resErr: resErr,
 		a: a, uid: inst.UID, tenant: inst.Tenant, name: inst.Name,
 		log:     a.log.With("instance", inst.Name, "tenant", inst.Tenant, "uid", inst.UID),
 		latest:  inst,
@@ -160,6 +171,13 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
 	}
+}
+
+// shared reports an instance of the shared CPU policy, whose resources
+// parsed: the ones that live under their tenant's cgroup and count
+// towards its use on this host.
+func (r *runner) shared() bool {
+	return r.resErr == nil && r.res.DedicatedCores == 0
 }
 
 // update gives the runner a newer version of its instance.
@@ -222,13 +240,9 @@ func ports(spec api.InstanceSpec) []network.Port {
 	return ps
 }
 
-// netLimits are the bandwidth limits of the spec; unset is unlimited.
-func netLimits(res api.Resources) (network.Limits, error) {
-	r, err := model.ParseResources(res)
-	if err != nil {
-		return network.Limits{}, err
-	}
-	return network.Limits{IngressBPS: r.IngressBPS, EgressBPS: r.EgressBPS}, nil
+// netLimits are the bandwidth limits of r; unset is unlimited.
+func netLimits(r model.Resources) network.Limits {
+	return network.Limits{IngressBPS: r.IngressBPS, EgressBPS: r.EgressBPS}
 }
 
 // run is the lifecycle. It returns when the instance is deleted, or when
@@ -259,6 +273,15 @@ func (r *runner) run(ctx context.Context) {
 		// A meter the previous run left ends when the run did.
 		r.a.meter.end(ctx, r.uid, lastExit(append(slices.Clone(inst.Status.InitContainers), inst.Status.Containers...), inst.Status.FinishedAt))
 		r.setPhase(inst.Status.Phase)
+		r.waitForDelete(ctx)
+		return
+	}
+	if r.resErr != nil {
+		// The API refuses such a spec: a record that has one anyway
+		// (written around it, or by an older version) never starts.
+		err := fmt.Errorf("the instance's resources do not parse: %w", r.resErr)
+		r.event("Warning", reasonConfigError, "%v", err)
+		r.fail(ctx, reasonConfigError, err)
 		r.waitForDelete(ctx)
 		return
 	}
@@ -306,7 +329,7 @@ func (r *runner) run(ctx context.Context) {
 		}
 		r.deadline = from.Add(time.Duration(*d) * time.Second)
 	}
-	r.a.meter.begin(ctx, &inst, r.runStart(), !r.adopted)
+	r.a.meter.begin(ctx, &inst, r.res, r.runStart(), !r.adopted)
 	// start started the probes (startAllProbes).
 	defer r.stopAllProbes()
 	stopSampling := r.a.startSampling(ctx, r.uid)

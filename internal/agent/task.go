@@ -27,7 +27,7 @@ func (r *runner) adoptOrStart(ctx context.Context, inst *api.Instance, c *ctr) (
 	}
 	// A running task's output goes on into the log from where the shim
 	// kept it waiting.
-	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(r.res))
 	task, err := c.c.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) { return r.a.attachLogIO(fifos, lw) })
 	if err == nil {
 		st, err := task.Status(ctx)
@@ -118,7 +118,7 @@ func (r *runner) startTask(ctx context.Context, c *ctr) error {
 	if err := r.bindSubPaths(&inst, c.spec); err != nil {
 		return err
 	}
-	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(inst.Spec.Resources))
+	lw := r.a.logWriterFor(r.a.logPath(r.uid, c.spec.Name), logLimitsOf(r.res))
 	logs, created := r.a.logCreator(r.uid, c.spec.Name, lw, "")
 	task, err := c.c.NewTask(ctx, logs)
 	created()

@@ -218,7 +218,7 @@ func (r *runner) recycleSandbox(inst api.Instance) bool {
 	if class, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok || class.ExclusiveNetns {
 		return false
 	}
-	if limits, err := netLimits(inst.Spec.Resources); err != nil || !poolable(inst.Spec, limits) {
+	if r.resErr != nil || !poolable(inst.Spec, netLimits(r.res)) {
 		return false
 	}
 	if err := os.Remove(r.a.netIDFile(r.uid)); err != nil && !os.IsNotExist(err) {
