@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -76,5 +77,88 @@ func TestLastExit(t *testing.T) {
 	before := time.Now()
 	if got := lastExit(nil, nil); got.Before(before) || got.After(time.Now()) {
 		t.Errorf("lastExit(nil, nil) = %s, want now", got)
+	}
+}
+
+// TestHandleExit: what an exit does to the container's status and to its
+// restart, by restart policy and the runner's state. No containerd: the
+// exits are the messages waitTask sends.
+func TestHandleExit(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	exitAt := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name        string
+		policy      api.RestartPolicy
+		stopping    bool // the runner is stopping the instance
+		stopReq     bool // the record asks for a stop
+		init        bool
+		generation  int // the exit's; the container is at 1
+		code        int
+		wantState   api.ContainerState
+		wantReason  string
+		wantRestart bool
+		wantEvent   string // reason of the last event
+	}{
+		{name: "a stale exit is ignored", policy: api.RestartAlways, generation: 0, code: 1,
+			wantState: api.ContainerRunning, wantEvent: ""},
+		{name: "Always restarts a clean exit", policy: api.RestartAlways, generation: 1, code: 0,
+			wantState: api.ContainerTerminated, wantReason: "Completed", wantRestart: true, wantEvent: "BackOff"},
+		{name: "OnFailure restarts a failure", policy: api.RestartOnFailure, generation: 1, code: 2,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantRestart: true, wantEvent: "BackOff"},
+		{name: "OnFailure leaves a clean exit", policy: api.RestartOnFailure, generation: 1, code: 0,
+			wantState: api.ContainerTerminated, wantReason: "Completed", wantEvent: "Exited"},
+		{name: "Never leaves a failure", policy: api.RestartNever, generation: 1, code: 1,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantEvent: "Exited"},
+		{name: "a kill with no OOM kill counted is an error", policy: api.RestartNever, generation: 1, code: 137,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantEvent: "Exited"},
+		{name: "no restart while stopping", policy: api.RestartAlways, stopping: true, generation: 1, code: 143,
+			wantState: api.ContainerTerminated, wantReason: "Stopped", wantEvent: "Exited"},
+		{name: "no restart once a stop is asked", policy: api.RestartAlways, stopReq: true, generation: 1, code: 1,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantEvent: "Exited"},
+		{name: "a failed init container under Never", policy: api.RestartNever, init: true, generation: 1, code: 1,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantEvent: "InitFailed"},
+		{name: "a failed init container restarts under OnFailure", policy: api.RestartOnFailure, init: true, generation: 1, code: 1,
+			wantState: api.ContainerTerminated, wantReason: "Error", wantRestart: true, wantEvent: "BackOff"},
+		{name: "a completed init container while stopping starts nothing", policy: api.RestartAlways, init: true, stopping: true, generation: 1, code: 0,
+			wantState: api.ContainerTerminated, wantReason: "Stopped", wantEvent: "Exited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inst := &api.Instance{Name: "web", Tenant: "t1", UID: "u1", StopRequested: tc.stopReq,
+				Spec: api.InstanceSpec{RestartPolicy: tc.policy}}
+			r := newRunner(New(Config{CgroupRoot: "kanga-test-none"}), inst)
+			r.stopping = tc.stopping
+			c := &ctr{spec: api.ContainerSpec{Name: "main"}, init: tc.init, generation: 1, status: api.ContainerStatus{
+				Name: "main", State: api.ContainerRunning, StartedAt: &t0, PID: 42, Ready: true}}
+			if tc.init {
+				r.inits = []*ctr{c}
+			} else {
+				r.ctrs = []*ctr{c}
+			}
+			if err := r.handleExit(context.Background(), exit{container: "main", generation: tc.generation, code: tc.code, at: exitAt}); err != nil {
+				t.Fatal(err)
+			}
+			if c.status.State != tc.wantState {
+				t.Errorf("state = %s, want %s", c.status.State, tc.wantState)
+			}
+			if tc.wantState == api.ContainerRunning {
+				if c.status.PID != 42 || len(r.events) != 0 {
+					t.Errorf("a stale exit changed the container: %+v, events %+v", c.status, r.events)
+				}
+				return
+			}
+			if c.status.Reason != tc.wantReason || c.status.ExitCode == nil || *c.status.ExitCode != tc.code ||
+				c.status.FinishedAt == nil || !c.status.FinishedAt.Equal(exitAt) || c.status.PID != 0 || c.status.Ready {
+				t.Errorf("status = %+v (reason %q), want %s, code %d, finished at %s, no pid, not ready", c.status, c.status.Reason, tc.wantReason, tc.code, exitAt)
+			}
+			if got := !c.restartAt.IsZero(); got != tc.wantRestart {
+				t.Errorf("restart scheduled = %v, want %v", got, tc.wantRestart)
+			}
+			if tc.wantRestart && c.backoff != restartBackoff.min {
+				t.Errorf("backoff = %s, want the first %s", c.backoff, restartBackoff.min)
+			}
+			if len(r.events) == 0 || r.events[len(r.events)-1].Reason != tc.wantEvent {
+				t.Errorf("events = %+v, want the last %s", r.events, tc.wantEvent)
+			}
+		})
 	}
 }
