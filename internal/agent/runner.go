@@ -155,7 +155,6 @@ func (r *runner) mark(step string) {
 func newRunner(a *Agent, inst *api.Instance) *runner {
 	res, resErr := model.ParseResources(inst.Spec.Resources)
 	return &runner{
-		res: res, resErr: resErr,
 		a: a, uid: inst.UID, tenant: inst.Tenant, name: inst.Name,
 		log:     a.log.With("instance", inst.Name, "tenant", inst.Tenant, "uid", inst.UID),
 		latest:  inst,
@@ -167,6 +166,8 @@ func newRunner(a *Agent, inst *api.Instance) *runner {
 		// with its run.
 		probeResults: make(chan probeResult, 16),
 		hookResults:  make(chan hookResult, 16),
+		res:          res,
+		resErr:       resErr,
 		ports:        inst.Spec.Ports,
 		// Past Pending, an earlier agent set the sandbox (and its ports) up.
 		portsHeld: len(inst.Spec.Ports) > 0 && inst.Status.Phase != api.PhasePending,
