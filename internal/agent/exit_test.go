@@ -2,8 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd"
+	cerrdefs "github.com/containerd/containerd/errdefs"
 
 	"github.com/kanga-run/kanga/api"
 )
@@ -160,5 +165,96 @@ func TestHandleExit(t *testing.T) {
 				t.Errorf("events = %+v, want the last %s", r.events, tc.wantEvent)
 			}
 		})
+	}
+}
+
+// fakeWaitTask is a fake containerd.Task that answers only Wait, with
+// the channels (or errors) in waits, one per call.
+type fakeWaitTask struct {
+	containerd.Task
+	mu    sync.Mutex
+	waits []fakeWait
+	calls int
+}
+
+type fakeWait struct {
+	ch  <-chan containerd.ExitStatus
+	err error
+}
+
+func (f *fakeWaitTask) Wait(context.Context) (<-chan containerd.ExitStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.waits[min(f.calls, len(f.waits)-1)]
+	f.calls++
+	return w.ch, w.err
+}
+
+func exitChan(code uint32, at time.Time, err error) <-chan containerd.ExitStatus {
+	ch := make(chan containerd.ExitStatus, 1)
+	ch <- *containerd.NewExitStatus(code, at, err)
+	return ch
+}
+
+// TestWaitTask: waitTask forwards a task's exit to the runner's loop
+// with the container's name and generation; a wait that containerd
+// loses (it was restarted) is set up again, and a task that is gone by
+// then counts as exited with 255.
+func TestWaitTask(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		first    <-chan containerd.ExitStatus
+		again    []fakeWait
+		wantCode int
+		wantAt   bool // the exit carries at
+		waits    int  // Wait calls after the first
+	}{
+		{name: "an exit", first: exitChan(3, at, nil), wantCode: 3, wantAt: true},
+		{name: "a lost wait, set up again", first: exitChan(0, time.Time{}, errors.New("containerd went away")),
+			again: []fakeWait{{ch: exitChan(7, at, nil)}}, wantCode: 7, wantAt: true, waits: 1},
+		{name: "a task gone meanwhile", first: exitChan(0, time.Time{}, errors.New("containerd went away")),
+			again: []fakeWait{{err: cerrdefs.ErrNotFound}}, wantCode: 255, waits: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRunner(New(Config{}), &api.Instance{UID: "u1", Name: "web", Tenant: "t1"})
+			task := &fakeWaitTask{waits: tc.again}
+			if len(task.waits) == 0 {
+				task.waits = []fakeWait{{err: errors.New("unexpected Wait")}}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r.waitTask(ctx, "main", 4, task, tc.first)
+			}()
+			ex := <-r.exits
+			<-done
+			if ex.container != "main" || ex.generation != 4 || ex.code != tc.wantCode {
+				t.Errorf("exit = %+v, want main, generation 4, code %d", ex, tc.wantCode)
+			}
+			if tc.wantAt && !ex.at.Equal(at) {
+				t.Errorf("exit at %s, want %s", ex.at, at)
+			}
+			if task.calls != tc.waits {
+				t.Errorf("%d waits set up again, want %d", task.calls, tc.waits)
+			}
+		})
+	}
+}
+
+// TestWaitTaskEndsWithContext: a runner that stops (the agent is
+// stopping) stops waiting, and reports no exit: the task runs on for the
+// next agent to adopt.
+func TestWaitTaskEndsWithContext(t *testing.T) {
+	r := newRunner(New(Config{}), &api.Instance{UID: "u1", Name: "web", Tenant: "t1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r.waitTask(ctx, "main", 1, &fakeWaitTask{}, make(chan containerd.ExitStatus))
+	select {
+	case ex := <-r.exits:
+		t.Errorf("exit %+v reported after the context ended", ex)
+	default:
 	}
 }
