@@ -14,7 +14,7 @@ const (
 	ScopeInstancesRead  = "instances:read"  // list, inspect, wait, logs, stats, SLA
 	ScopeInstancesWrite = "instances:write" // run, stop, rm
 	ScopeExec           = "exec"            // exec into instances
-	ScopeImagesRead     = "images:read"     // image ls
+	ScopeImagesRead     = "images:read"     // image ls, image inspect
 	ScopeImagesWrite    = "images:write"    // import, pull, prewarm, rm
 	ScopeUsageRead      = "usage:read"      // the tenant's metered usage
 	ScopeTokensRead     = "tokens:read"     // list the tenant's tokens

@@ -395,6 +395,32 @@ type ImageList struct {
 	Items []Image `json:"items"`
 }
 
+// ImageDetail is the body of GET /v1/images/{ref}: one of the tenant's
+// images, the command it runs by default and the hosts that hold it.
+type ImageDetail struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	// CreatedAt is the image's creation time, from its configuration.
+	CreatedAt time.Time `json:"createdAt"`
+	// Entrypoint and Cmd are what a container of the image runs when its
+	// spec names no command (the spec's command replaces Entrypoint, its
+	// args Cmd).
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	// Hosts are the hosts that hold the image for the tenant, by name.
+	Hosts []ImageHost `json:"hosts"`
+}
+
+// ImageHost is an image on one host. Digest differs from the image's
+// when the host holds another version under the same name.
+type ImageHost struct {
+	Host       string     `json:"host"`
+	Digest     string     `json:"digest"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	Starts     int64      `json:"starts,omitempty"`
+}
+
 // PullRequest is the body of POST /v1/images/pull.
 type PullRequest struct {
 	Ref string `json:"ref"`
@@ -633,6 +659,35 @@ type InstanceType struct {
 // InstanceTypeList is the body of GET /v1/types.
 type InstanceTypeList struct {
 	Items []InstanceType `json:"items"`
+}
+
+// Process is a process of an instance, as GET /v1/instances/{name}/top
+// lists it: read by the host from /proc, so it needs nothing (no ps) in
+// the image. IDs are as the instance sees them.
+type Process struct {
+	// Container is the container the process runs in.
+	Container string `json:"container"`
+	// PID and PPID are in the instance's PID namespace; PPID is 0 for a
+	// container's first process, whose parent is outside.
+	PID  int `json:"pid"`
+	PPID int `json:"ppid"`
+	// UID is the effective user ID, in the container's user namespace.
+	UID uint32 `json:"uid"`
+	// State is the kernel's one-letter state: R running, S sleeping, D
+	// waiting on I/O, Z zombie, T stopped, I idle.
+	State string `json:"state"`
+	// CPUMillis is the CPU time used, user and system, in milliseconds.
+	CPUMillis int64 `json:"cpuMillis"`
+	// RSSBytes is the resident memory.
+	RSSBytes int64 `json:"rssBytes"`
+	// Command is the process's argv; [name] for one with no argv (a
+	// zombie).
+	Command []string `json:"command"`
+}
+
+// ProcessList is the body of GET /v1/instances/{name}/top.
+type ProcessList struct {
+	Items []Process `json:"items"`
 }
 
 // InstanceStats is one sample of an instance's counters, read from its

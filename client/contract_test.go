@@ -98,8 +98,10 @@ func (s *fakeStore) CreateInstance(ctx context.Context, inst *api.Instance, _ ..
 	if _, ok := s.instances[inst.Name]; ok {
 		return fmt.Errorf("instance %q already exists: %w", inst.Name, errdefs.ErrAlreadyExists)
 	}
+	// Placed and started at once, on the one host (fakeHost, host-1).
 	c := *inst
 	c.Status.Phase = api.PhaseRunning
+	c.Status.Host = fakeHost{}.Name()
 	c.Status.IP = "10.211.0.2"
 	s.instances[c.Name] = &c
 	s.notify()
@@ -297,6 +299,15 @@ func (s *fakeStore) TenantPurgePending(ctx context.Context, name string) ([]stri
 	return nil, nil
 }
 
+// fakeDirectory is the API's host directory, in place of
+// hostclient.Directory: the one fakeHost.
+type fakeDirectory struct{}
+
+func (fakeDirectory) Host(name string) (hostcontract.Host, bool) {
+	return fakeHost{}, name == fakeHost{}.Name()
+}
+func (fakeDirectory) All() []hostcontract.Host { return []hostcontract.Host{fakeHost{}} }
+
 // fakeHost knows the image "busybox"; its exec echoes stdin and exits 7.
 type fakeHost struct{}
 
@@ -353,7 +364,7 @@ func (fakeHost) Exec(ctx context.Context, inst *api.Instance, req hostcontract.E
 
 func TestHostsAgainstServer(t *testing.T) {
 	fs := newFakeStore()
-	srv := httptest.NewServer(server.New(fs, fakeHost{}, server.Options{Version: "test"}).Handler())
+	srv := httptest.NewServer(server.New(fs, server.Options{Version: "test", Hosts: fakeDirectory{}}).Handler())
 	defer srv.Close()
 	ctx := context.Background()
 	tenantClient, _ := client.New(srv.URL, "good")
@@ -390,7 +401,7 @@ func TestHostsAgainstServer(t *testing.T) {
 }
 
 func TestAgainstServer(t *testing.T) {
-	srv := httptest.NewServer(server.New(newFakeStore(), fakeHost{}, server.Options{Version: "test"}).Handler())
+	srv := httptest.NewServer(server.New(newFakeStore(), server.Options{Version: "test", Hosts: fakeDirectory{}}).Handler())
 	defer srv.Close()
 	c, err := client.New(srv.URL, "good")
 	if err != nil {

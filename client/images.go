@@ -23,6 +23,15 @@ func (c *Client) ListImages(ctx context.Context) ([]api.Image, error) {
 	return list.Items, nil
 }
 
+// GetImage returns one of the tenant's images: its default command and
+// the hosts that hold it. It fails with errdefs.ErrNotFound when no host
+// holds it; it never pulls.
+func (c *Client) GetImage(ctx context.Context, ref string) (api.ImageDetail, error) {
+	var d api.ImageDetail
+	err := c.doJSON(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(ref), nil, nil, &d)
+	return d, err
+}
+
 // RemoveImage takes ref away from the tenant on every host. Without
 // force it fails with errdefs.ErrConflict while an instance of the
 // tenant that is not terminal uses the image.

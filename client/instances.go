@@ -195,6 +195,16 @@ func (c *Client) Stats(ctx context.Context, name string) (api.InstanceStats, err
 	return st, err
 }
 
+// Top lists the processes of an instance's containers, as docker top
+// does, read by the host from /proc (the image needs no ps).
+func (c *Client) Top(ctx context.Context, name string) ([]api.Process, error) {
+	var list api.ProcessList
+	if err := c.doJSON(ctx, http.MethodGet, instancePath(name, "top"), nil, nil, &list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
 // SLA returns the instance's report of promised against delivered
 // resources.
 func (c *Client) SLA(ctx context.Context, name string) (api.SLAReport, error) {

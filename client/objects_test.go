@@ -182,7 +182,7 @@ func (s *fakeStore) DeleteConfig(ctx context.Context, name string) error {
 }
 
 func TestObjectsAgainstServer(t *testing.T) {
-	srv := httptest.NewServer(server.New(newFakeStore(), fakeHost{}, server.Options{Version: "test"}).Handler())
+	srv := httptest.NewServer(server.New(newFakeStore(), server.Options{Version: "test", Hosts: fakeDirectory{}}).Handler())
 	defer srv.Close()
 	c, _ := client.New(srv.URL, "good")
 	ctx := context.Background()

@@ -13,6 +13,7 @@ package errdefs
 import (
 	"context"
 	"errors"
+	"strings"
 )
 
 var (
@@ -94,6 +95,32 @@ func FromCode(code string) error {
 		}
 	}
 	return nil
+}
+
+// Message is err's text for a reader told its class apart (an API error's
+// code, the CLI's exit code), without the trailing ": not found" that
+// wrapping the sentinel adds when the text already says it: `instance "x"
+// not found: not found` becomes `instance "x" not found`. A text that says
+// the class only in the suffix (`volume "x": already exists`) keeps it.
+func Message(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	class := Class(err)
+	if class == nil {
+		return msg
+	}
+	word := class.Error()
+	suffix := ": " + word
+	for strings.HasSuffix(msg, suffix) {
+		rest := strings.TrimSuffix(msg, suffix)
+		if !strings.Contains(strings.ToLower(rest), word) {
+			break
+		}
+		msg = rest
+	}
+	return msg
 }
 
 func IsInvalidArgument(err error) bool    { return errors.Is(err, ErrInvalidArgument) }

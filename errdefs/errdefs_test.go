@@ -106,3 +106,24 @@ func TestNoTransport(t *testing.T) {
 		t.Fatal("no source files parsed")
 	}
 }
+
+func TestMessage(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("instance %q not found: %w", "x", ErrNotFound), `instance "x" not found`},
+		// Said twice by two wrappings, as a forwarded error can be.
+		{fmt.Errorf("%w: %w", fmt.Errorf("image y not found: %w", ErrNotFound), ErrNotFound), "image y not found"},
+		// The suffix is the only place the class is said: kept.
+		{fmt.Errorf("volume %q: %w", "x", ErrAlreadyExists), `volume "x": already exists`},
+		{fmt.Errorf("is in use: conflict with z: %w", ErrConflict), "is in use: conflict with z"},
+		{ErrNotFound, "not found"},
+		{errors.New("boom: not found"), "boom: not found"},
+		{nil, ""},
+	} {
+		if got := Message(tc.err); got != tc.want {
+			t.Errorf("Message(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}

@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 	sctx, stopServe := context.WithCancel(ctx)
 	defer stopServe()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- plane.Serve(sctx, nil) }()
+	go func() { serveErr <- plane.Serve(sctx) }()
 	select {
 	case err := <-serveErr:
 		aerr := agentDone()

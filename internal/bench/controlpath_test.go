@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,19 +13,16 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
-	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/model"
-	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/simhost"
-	"github.com/kanga-run/kanga/internal/store"
-	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // BenchmarkControlPath measures Kanga's part of a start with nothing to
 // start: the Go SDK's CreateInstance and WaitInstance(running) over HTTP
 // on loopback, the API (auth, tenant policy, image check against a
 // stand-in host, Pending write, wait for the placement), the embedded
-// etcd, the control-plane loop (fenced placement write) and an in-process
+// etcd, the control-plane loop (fenced placement write), all assembled as
+// kanga server's control plane is (package cp), and an in-process
 // simulated host (package simhost) that does what `kanga up`'s agent does
 // with the store around a start: it follows the instances through the
 // store's watch and writes Creating, then Running, with UpdateInstance. The container start
@@ -98,36 +93,21 @@ func newControlPathEnv(b testing.TB) *controlPathEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(ctx, store.Config{DataDir: b.TempDir(), Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	const token = "bench-admin-token"
-	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
-		b.Fatal(err)
-	}
-	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
-		b.Fatal(err)
-	}
 	sim := simhost.Config{Name: "sim-host", CPUs: 1 << 20, Memory: 1 << 50, Pods: 1 << 30}
-	if _, err := simhost.OnStore(ctx, st, sim, time.Minute); err != nil {
-		b.Fatal(err)
-	}
-	if err := waitReady(ctx, st, 1, func(string, ...any) {}); err != nil {
-		b.Fatal(err)
-	}
-	cp := controlplane.New(controlplane.Config{Store: st, ID: "bench", Logger: log, Policy: controlplane.DefaultPolicy})
-	go func() { _ = cp.Run(ctx) }()
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	plane, err := servePlane(ctx, cp.Options{DataDir: b.TempDir(), Logger: log,
+		Hosts: simhost.Directory{simhost.NewAPIHost(sim)}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: server.New(st, simhost.NewAPIHost(sim), server.Options{Logger: log}).Handler()}
-	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() { srv.Close() })
-	c, err := client.New("http://"+ln.Addr().String(), token)
+	b.Cleanup(plane.stop)
+	if _, err := simhost.OnStore(ctx, plane.Store(), sim, time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	if err := waitReady(ctx, plane.Store(), 1, func(string, ...any) {}); err != nil {
+		b.Fatal(err)
+	}
+	cfg := plane.ClientConfig()
+	c, err := client.New(cfg.Addr, cfg.Token)
 	if err != nil {
 		b.Fatal(err)
 	}

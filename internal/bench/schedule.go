@@ -18,16 +18,12 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
-	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
-	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
-	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/pki"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/simhost"
 	"github.com/kanga-run/kanga/internal/store"
-	"github.com/kanga-run/kanga/internal/tenant"
 )
 
 // ScheduleConfig sizes `kanga bench schedule`.
@@ -92,50 +88,19 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	st, err := store.Open(ctx, store.Config{DataDir: dir, Logger: log})
-	if err != nil {
-		return rep, err
-	}
-	defer st.Close()
-	const token = "bench-admin-token"
-	if err := st.PutAdminToken(ctx, token, tenant.Default); err != nil {
-		return rep, err
-	}
-	if err := st.EnsureTenant(ctx, &api.Tenant{Name: tenant.Default, DefaultRuntime: model.DefaultRuntimeClass, CreatedAt: time.Now().UTC()}); err != nil {
-		return rep, err
-	}
-
-	// The link, as kanga server serves it, on an in-memory listener.
-	caPEM, keyPEM, err := pki.NewCA("bench")
-	if err != nil {
-		return rep, err
-	}
-	ca, err := pki.LoadCA(caPEM, keyPEM)
-	if err != nil {
-		return rep, err
-	}
-	link := &linkserver.Server{Store: st, CA: ca, Token: pki.NewToken(ca), Logger: log, LeaseTTL: cfg.LeaseTTL}
-	serving, err := ca.ServingCert("bench", pki.Servers, []string{"127.0.0.1"})
-	if err != nil {
-		return rep, err
-	}
+	// The control plane as kanga server assembles it, its link on an
+	// in-memory listener; its API on TCP as users reach it, whose host
+	// for image checks is a stand-in (no host here has images).
 	pl := newPipeListener()
-	linkSrv := &http.Server{Handler: link.Handler(), TLSConfig: link.TLSConfig(serving), ErrorLog: nil}
-	go func() { _ = linkSrv.ServeTLS(pl, "", "") }()
-	defer linkSrv.Close()
-
-	// The API, on TCP as users reach it; its host for image checks is a
-	// stand-in (no host here has images).
-	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
+	plane, err := servePlane(ctx, cp.Options{DataDir: dir, Logger: log, AgentListener: pl, HostLeaseTTL: cfg.LeaseTTL,
+		ReplicaName: "bench", Hosts: simhost.Directory{simhost.NewAPIHost(simhost.Config{Name: "bench"})},
+		// Creates answer at once: placement is measured on the store.
+		ScheduleWait: -1})
 	if err != nil {
 		return rep, err
 	}
-	apiSrv := &http.Server{Handler: server.New(st, simhost.NewAPIHost(simhost.Config{Name: "bench"}), server.Options{Logger: log, ScheduleWait: -1}).Handler()}
-	go func() { _ = apiSrv.Serve(apiLn) }()
-	defer apiSrv.Close()
-
-	cp := controlplane.New(controlplane.Config{Store: st, ID: "bench", Logger: log, Policy: controlplane.DefaultPolicy})
-	go func() { _ = cp.Run(ctx) }()
+	defer plane.stop()
+	st, ca := plane.Store(), plane.CA()
 
 	// Hosts: credentials minted directly (a join per host would measure
 	// 10,000 key generations, not the control plane).
@@ -207,7 +172,8 @@ func Schedule(ctx context.Context, cfg ScheduleConfig) (ScheduleReport, error) {
 		}
 	}()
 
-	c, err := client.New("http://"+apiLn.Addr().String(), token, client.WithHTTPClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency}}))
+	cc := plane.ClientConfig()
+	c, err := client.New(cc.Addr, cc.Token, client.WithHTTPClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency}}))
 	if err != nil {
 		return rep, err
 	}

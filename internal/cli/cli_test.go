@@ -88,6 +88,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		enc.Encode(api.Progress{Status: "unpacking", Current: n, Total: n})
 		enc.Encode(api.Progress{Status: "imported", Done: true, Images: []api.Image{{Name: "busybox:latest"}}})
 	})
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		writeTestJSON(w, 200, api.ImageList{Items: []api.Image{{Name: "kanga.test/busybox:latest"}, {Name: "other.test/app:v1"}}})
+	})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
 			writeTestError(w, 401, "Unauthenticated", "bad token")
@@ -262,7 +265,7 @@ func TestRunDetachedPsRm(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &insts); err != nil || len(insts) != 1 || insts[0].Name != "web" {
 		t.Errorf("inspect stdout = %q (%v)", r.stdout, err)
 	}
-	if r.code != 125 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `Error: instance "nope" not found`) {
 		t.Errorf("inspect of a missing instance = %+v", r)
 	}
 
@@ -275,7 +278,7 @@ func TestRunDetachedPsRm(t *testing.T) {
 		t.Errorf("stop = %+v", r)
 	}
 	r = kanga(t, "", "rm", "-f", "web", "inst-2", "ghost")
-	if r.code != 125 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 1 || r.stdout != "web\ninst-2\n" || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("rm -f = %+v", r)
 	}
 
@@ -348,7 +351,7 @@ func TestExecLogsImageVersion(t *testing.T) {
 		t.Errorf("exec without -i = %+v; want no stdin forwarded and exit code 1", r)
 	}
 	r = kanga(t, "", "exec", "ghost", "true")
-	if r.code != 125 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `instance "ghost" not found`) {
 		t.Errorf("exec in a missing instance = %+v", r)
 	}
 

@@ -38,6 +38,7 @@ func newExecCommand(o *options) *cobra.Command {
 	fl.StringVarP(&f.container, "container", "c", "", "container name (default: the first)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable: KEY=VALUE, or KEY to copy it from your environment")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory of the command")
+	refuseFlags(cmd, refusedExecFlags)
 	return cmd
 }
 

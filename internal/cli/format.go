@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 // humanDuration renders d as docker does ("5 seconds", "About an hour").
@@ -148,6 +149,18 @@ func finishedAt(st api.InstanceStatus) time.Time {
 }
 
 // statusText is the STATUS column of ps.
+// restarting returns an app container of a running instance that ended
+// and that the restart policy restarts: one in its restart backoff.
+func restarting(inst api.Instance) *api.ContainerStatus {
+	for i, c := range inst.Status.Containers {
+		if c.State == api.ContainerTerminated && c.ExitCode != nil && c.FinishedAt != nil &&
+			model.WillRestart(inst.Spec.RestartPolicy, *c.ExitCode) {
+			return &inst.Status.Containers[i]
+		}
+	}
+	return nil
+}
+
 func statusText(inst api.Instance, now time.Time) string {
 	st := inst.Status
 	var s string
@@ -156,6 +169,10 @@ func statusText(inst api.Instance, now time.Time) string {
 		s = "Removing"
 	case st.Phase == api.PhaseRunning && inst.StopRequested:
 		s = "Stopping"
+	case st.Phase == api.PhaseRunning && restarting(inst) != nil:
+		// A container waits out its restart backoff: docker's wording.
+		c := restarting(inst)
+		s = fmt.Sprintf("Restarting (%d) %s", *c.ExitCode, ago(now, *c.FinishedAt))
 	case st.Phase == api.PhaseRunning:
 		s = "Up"
 		if st.StartedAt != nil {

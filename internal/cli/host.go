@@ -19,7 +19,6 @@ func newHostCommand(o *options) *cobra.Command {
 		Use:   "host",
 		Short: "List, cordon and drain the hosts of the pool (administrators)",
 	}
-	var output string
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -28,25 +27,21 @@ func newHostCommand(o *options) *cobra.Command {
 the images the host reported holding (for all tenants) and, in brackets, the
 hot ones (started from since its agent started); -o json lists them.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "" && output != "json" {
-				return fmt.Errorf("invalid -o value %q: expected json", output)
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			hosts, err := c.ListHosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSONIndent(cmd.OutOrStdout(), api.HostList{Items: hosts})
-			}
-			return writeHosts(cmd.OutOrStdout(), hosts)
-		},
 	}
-	ls.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	out := addOutputFlags(ls, true)
+	ls.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		hosts, err := c.ListHosts(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return out.print(cmd.OutOrStdout(), listView(api.HostList{Items: hosts}, hosts,
+			func(h api.Host) string { return h.Name },
+			func(w io.Writer, _ bool) error { return writeHosts(w, hosts) }))
+	}
 	cordon := o.hostStateCommand("cordon HOST...", "Place no new instances on hosts; what runs there keeps running",
 		"cordoned", (*client.Client).CordonHost)
 	uncordon := o.hostStateCommand("uncordon HOST...", "Let the scheduler place instances on hosts again",

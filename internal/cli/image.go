@@ -23,7 +23,7 @@ func newImageCommand(o *options) *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"), newImageRmCommand(o), newImagePrewarmCommand(o))
+	cmd.AddCommand(newImageImportCommand(o), newImagePullCommand(o), newImageLsCommand(o, "ls"), newImageRmCommand(o), newImageInspectCommand(o), newImagePrewarmCommand(o))
 	return cmd
 }
 
@@ -199,36 +199,66 @@ fast as the others. Prints the hosts that have it ready.`,
 	return cmd
 }
 
+func newImageInspectCommand(o *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inspect IMAGE [IMAGE...]",
+		Short: "Show images as JSON: digest, size, default command and the hosts that hold them",
+		Long: `Show images as JSON: a JSON array of the images found, with their digest,
+size, default command (entrypoint and cmd) and the hosts that hold them.
+Inspecting never pulls. Like docker image inspect, what is found is printed
+and each image that is not is reported; the exit code is then 1.`,
+		Example: `  kanga image inspect kanga.test/busybox --format '{{.Digest}} {{join .Cmd " "}}'`,
+		Args:    cobra.MinimumNArgs(1),
+	}
+	out := addOutputFlags(cmd, false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		var found []api.ImageDetail
+		err = forEachName(cmd.ErrOrStderr(), args, func(ref string) error {
+			d, err := c.GetImage(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			found = append(found, d)
+			return nil
+		})
+		if werr := printFound(cmd, out, found, func(d api.ImageDetail) string { return d.Name }); werr != nil {
+			return werr
+		}
+		return err
+	}
+	return cmd
+}
+
 func newImageLsCommand(o *options, use string) *cobra.Command {
-	var quiet bool
 	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: []string{"list"},
 		Short:   "List images",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			images, err := c.ListImages(cmd.Context())
-			if err != nil {
-				return err
-			}
-			sort.Slice(images, func(i, j int) bool { return images[i].Name < images[j].Name })
-			if quiet {
-				for _, img := range images {
-					fmt.Fprintln(cmd.OutOrStdout(), img.Name)
-				}
-				return nil
-			}
-			return writeImages(cmd.OutOrStdout(), images, o.now())
-		},
+	}
+	out := addOutputFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		images, err := c.ListImages(cmd.Context())
+		if err != nil {
+			return err
+		}
+		sort.Slice(images, func(i, j int) bool { return images[i].Name < images[j].Name })
+		now := o.now()
+		return out.print(cmd.OutOrStdout(), listView(api.ImageList{Items: images}, images,
+			func(img api.Image) string { return img.Name },
+			func(w io.Writer, _ bool) error { return writeImages(w, images, now) }))
 	}
 	if use == "images" {
 		cmd.Aliases = nil
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print names")
 	return cmd
 }
 

@@ -21,9 +21,16 @@ type objectVerbs struct {
 	noun   string // secret or config
 	create func(c *client.Client, cmd *cobra.Command, name string, data map[string][]byte) (int, error)
 	update func(c *client.Client, cmd *cobra.Command, name string, data map[string][]byte) (int, error)
-	list   func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, error)
+	// list returns the table's rows, the list document and its items.
+	list   func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, []any, error)
 	get    func(c *client.Client, cmd *cobra.Command, name string) (any, error)
 	remove func(c *client.Client, cmd *cobra.Command, name string) error
+}
+
+// namedObject is a secret or config inspect found.
+type namedObject struct {
+	name string
+	obj  any
 }
 
 type objectRow struct {
@@ -43,13 +50,13 @@ func newSecretCommand(o *options) *cobra.Command {
 			s, err := c.UpdateSecret(cmd.Context(), name, data)
 			return len(s.Keys), err
 		},
-		list: func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, error) {
+		list: func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, []any, error) {
 			items, err := c.ListSecrets(cmd.Context())
 			var rows []objectRow
 			for _, s := range items {
 				rows = append(rows, objectRow{s.Name, s.Keys, s.UpdatedAt})
 			}
-			return rows, api.SecretList{Items: items}, err
+			return rows, api.SecretList{Items: items}, itemsOf(items), err
 		},
 		remove: func(c *client.Client, cmd *cobra.Command, name string) error {
 			return c.DeleteSecret(cmd.Context(), name)
@@ -109,13 +116,13 @@ func newConfigCommand(o *options) *cobra.Command {
 			s, err := c.UpdateConfig(cmd.Context(), name, data)
 			return len(s.Keys), err
 		},
-		list: func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, error) {
+		list: func(c *client.Client, cmd *cobra.Command) ([]objectRow, any, []any, error) {
 			items, err := c.ListConfigs(cmd.Context())
 			var rows []objectRow
 			for _, s := range items {
 				rows = append(rows, objectRow{s.Name, s.Keys, s.UpdatedAt})
 			}
-			return rows, api.ConfigList{Items: items}, err
+			return rows, api.ConfigList{Items: items}, itemsOf(items), err
 		},
 		get: func(c *client.Client, cmd *cobra.Command, name string) (any, error) {
 			return c.GetConfig(cmd.Context(), name)
@@ -181,54 +188,60 @@ func objectCommand(o *options, v objectVerbs, long string) *cobra.Command {
 	}
 	dataFlags(update)
 
-	var output string
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List " + v.noun + "s with their keys (never values)",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "" && output != "json" {
-				return fmt.Errorf("invalid -o value %q: expected json", output)
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			rows, list, err := v.list(c, cmd)
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSONIndent(cmd.OutOrStdout(), list)
-			}
-			return writeObjects(cmd.OutOrStdout(), rows, o.now())
-		},
 	}
-	ls.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	lsOut := addOutputFlags(ls, true)
+	ls.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		rows, list, items, err := v.list(c, cmd)
+		if err != nil {
+			return err
+		}
+		now := o.now()
+		lv := view{data: list, items: items, table: func(w io.Writer, _ bool) error { return writeObjects(w, rows, now) }}
+		for _, r := range rows {
+			lv.names = append(lv.names, r.name)
+		}
+		return lsOut.print(cmd.OutOrStdout(), lv)
+	}
 	inspect := &cobra.Command{
 		Use:   "inspect NAME [NAME...]",
 		Short: "Show " + v.noun + "s as JSON",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+	}
+	inOut := addOutputFlags(inspect, false)
+	inspect.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		var found []namedObject
+		err = forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+			obj, err := v.get(c, cmd, name)
 			if err != nil {
 				return err
 			}
-			found := []any{}
-			err = forEachName(cmd.ErrOrStderr(), args, func(name string) error {
-				obj, err := v.get(c, cmd, name)
-				if err != nil {
-					return err
-				}
-				found = append(found, obj)
-				return nil
-			})
-			if werr := writeJSONIndent(cmd.OutOrStdout(), found); werr != nil {
+			found = append(found, namedObject{name, obj})
+			return nil
+		})
+		if len(found) > 0 {
+			objs := make([]any, len(found))
+			names := make([]string, len(found))
+			for i, f := range found {
+				objs[i], names[i] = f.obj, f.name
+			}
+			if werr := inOut.print(cmd.OutOrStdout(), view{data: objs, items: objs, names: names}); werr != nil {
 				return werr
 			}
-			return err
-		},
+		}
+		return err
 	}
 	rm := &cobra.Command{
 		Use:     "rm NAME...",

@@ -154,7 +154,7 @@ func TestSecretCommands(t *testing.T) {
 		t.Fatalf("secret inspect --reveal = %+v (asked %s)", r, route)
 	}
 	r = kanga(t, "", "secret", "inspect", "db", "gone")
-	if r.code != 125 || !strings.Contains(r.stderr, `secret "gone" not found`) || !strings.Contains(r.stdout, `"name": "db"`) {
+	if r.code != 1 || !strings.Contains(r.stderr, `secret "gone" not found`) || !strings.Contains(r.stdout, `"name": "db"`) {
 		t.Fatalf("secret inspect of one missing = %+v", r)
 	}
 	r = kanga(t, "", "secret", "update", "db", "--from-literal", "user=other")

@@ -13,51 +13,80 @@ import (
 	"github.com/kanga-run/kanga/api"
 )
 
-type psFlags struct {
-	all      bool
-	quiet    bool
-	output   string
-	selector string
-}
-
 func newPsCommand(o *options) *cobra.Command {
-	f := &psFlags{}
+	var all bool
+	var selector string
 	cmd := &cobra.Command{
 		Use:   "ps [OPTIONS]",
 		Short: "List instances",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.output != "" && f.output != "json" && f.output != "wide" {
-				return fmt.Errorf("invalid -o value %q: expected json or wide", f.output)
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			items, err := c.ListInstancesSelected(cmd.Context(), f.selector)
-			if err != nil {
-				return err
-			}
-			items = filterInstances(items, f.all)
-			w := cmd.OutOrStdout()
-			switch {
-			case f.quiet:
-				for _, inst := range items {
-					fmt.Fprintln(w, inst.Name)
-				}
-				return nil
-			case f.output == "json":
-				return writeJSONIndent(w, api.InstanceList{Items: items})
-			default:
-				return writePS(w, items, o.now(), f.output == "wide")
-			}
-		},
+		Long: `List instances, newest first. --format runs a Go template on each row, whose
+fields are those of psRow: .ID (the UID), .Name, .Image, .Status ("Up 5
+seconds"), .State (the phase), .IP, .Ports, .CreatedAt, .RunningFor, .Host,
+.Runtime, .Restarts, .Tenant and .Labels; -o json|yaml print the instances as
+the API returns them.`,
+		Example: `  kanga ps -a --format '{{.Name}} {{.Status}}'
+  kanga ps --format 'table {{.ID}}\t{{.Name}}\t{{.State}}'
+  kanga ps -o yaml -l app=web`,
+		Args: cobra.NoArgs,
 	}
-	cmd.Flags().BoolVarP(&f.all, "all", "a", false, "show all instances (default shows those not yet ended)")
-	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "only print names")
-	cmd.Flags().StringVarP(&f.output, "output", "o", "", "output format: json or wide")
-	cmd.Flags().StringVarP(&f.selector, "selector", "l", "", "only instances whose labels match, e.g. app=web,tier!=db or 'env in (a,b)'")
+	out := addOutputFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		items, err := c.ListInstancesSelected(cmd.Context(), selector)
+		if err != nil {
+			return err
+		}
+		items = filterInstances(items, all)
+		now := o.now()
+		v := view{
+			data: api.InstanceList{Items: items},
+			// Not nil: an empty list runs --format on nothing.
+			items: make([]any, 0, len(items)),
+			table: func(w io.Writer, wide bool) error { return writePS(w, items, now, wide) },
+		}
+		for _, inst := range items {
+			v.names = append(v.names, inst.Name)
+			v.items = append(v.items, newPSRow(inst, now))
+		}
+		return out.print(cmd.OutOrStdout(), v)
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "show all instances (default shows those not yet ended)")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only instances whose labels match, e.g. app=web,tier!=db or 'env in (a,b)'")
 	return cmd
+}
+
+// psRow is an instance as ps --format sees it: the table's columns by
+// docker's names, so that docker's templates mostly work.
+type psRow struct {
+	ID         string
+	Name       string
+	Names      string
+	Image      string
+	Status     string
+	State      string
+	IP         string
+	Ports      string
+	CreatedAt  string
+	RunningFor string
+	Host       string
+	Runtime    string
+	Restarts   int
+	Tenant     string
+	Labels     map[string]string
+}
+
+func newPSRow(inst api.Instance, now time.Time) psRow {
+	return psRow{
+		ID: inst.UID, Name: inst.Name, Names: inst.Name,
+		Image: imageSummary(inst.Spec), Status: statusText(inst, now), State: string(inst.Status.Phase),
+		IP: inst.Status.IP, Ports: formatPorts(inst.Spec.Ports),
+		CreatedAt: inst.CreatedAt.Format(time.RFC3339), RunningFor: humanDuration(now.Sub(inst.CreatedAt)),
+		Host: inst.Status.Host, Runtime: inst.Spec.Runtime, Restarts: restarts(inst.Status),
+		Tenant: inst.Tenant, Labels: inst.Labels,
+	}
 }
 
 // filterInstances drops ended instances unless all, and orders the rest

@@ -109,6 +109,17 @@ func TestStatusText(t *testing.T) {
 			i.Status.Phase = api.PhaseSucceeded
 			i.Status.Containers = []api.ContainerStatus{{ExitCode: intp(0), FinishedAt: at(3 * time.Hour)}}
 		}, "Exited (0) 3 hours ago"},
+		{"in restart backoff", func(i *api.Instance) {
+			i.Status.Phase = api.PhaseRunning
+			i.Spec.RestartPolicy = api.RestartAlways
+			i.Status.StartedAt = at(time.Minute)
+			i.Status.Containers = []api.ContainerStatus{{State: api.ContainerTerminated, ExitCode: intp(1), FinishedAt: at(4 * time.Second), RestartCount: 3}}
+		}, "Restarting (1) 4 seconds ago, 3 restarts"},
+		{"one container done, the policy keeps it so", func(i *api.Instance) {
+			i.Status.Phase = api.PhaseRunning
+			i.Spec.RestartPolicy = api.RestartOnFailure
+			i.Status.Containers = []api.ContainerStatus{{State: api.ContainerTerminated, ExitCode: intp(0), FinishedAt: at(4 * time.Second)}, {State: api.ContainerRunning}}
+		}, "Up"},
 		{"failed without times", func(i *api.Instance) { i.Status.Phase = api.PhaseFailed }, "Failed"},
 		{"init containers running", func(i *api.Instance) { i.Status.Phase = api.PhaseCreating; i.Status.Reason = "Init:1/2" }, "Init:1/2"},
 		{"init container in backoff", func(i *api.Instance) {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/client"
+	"github.com/kanga-run/kanga/errdefs"
 )
 
 // Version is the version of the kanga binary, set at build time with
@@ -39,9 +40,15 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // container's or command's own exit code.
 const errorExitCode = 125
 
+// noSuchObjectExitCode is the code of a verb whose object does not exist:
+// docker's inspect, rm, stop, logs and exec exit 1 for "No such object",
+// and scripts test for it (`kanga inspect x >/dev/null || kanga run ...`).
+// run keeps 125 for everything, as docker run does.
+const noSuchObjectExitCode = 1
+
 // ExitCode reports err on w as "Error: ..." where needed and returns the
-// code the process should exit with: 0 for nil, ExitError's code, else
-// 125.
+// code the process should exit with: 0 for nil, ExitError's code, 1 for
+// an object that does not exist, else 125.
 func ExitCode(w io.Writer, err error) int {
 	if err == nil {
 		return 0
@@ -54,6 +61,14 @@ func ExitCode(w io.Writer, err error) int {
 		return ee.Code
 	}
 	printError(w, err)
+	return failureCode(err)
+}
+
+// failureCode is the exit code of a verb's own failure.
+func failureCode(err error) int {
+	if errdefs.IsNotFound(err) {
+		return noSuchObjectExitCode
+	}
 	return errorExitCode
 }
 
@@ -125,6 +140,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newRmCommand(o),
 		newWaitCommand(o),
 		newPortCommand(o),
+		newTopCommand(o),
 		newImageCommand(o),
 		newImagesCommand(o),
 		newVersionCommand(o),
@@ -145,6 +161,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)
+	addCompletions(root, o)
 	return root
 }
 
@@ -158,18 +175,19 @@ func disableFlagsInUseLine(c *cobra.Command) {
 }
 
 // forEachName runs fn for each name, reports each failure on w and returns
-// a silent ExitError{125} if any failed: like docker's stop and rm it goes
-// on with the rest, and the code says that Kanga refused one.
+// a silent ExitError if any failed: like docker's stop and rm it goes on
+// with the rest. The code is 1 when every failure was a missing object,
+// else 125: that Kanga refused one.
 func forEachName(w io.Writer, names []string, fn func(name string) error) error {
-	failed := false
+	code := 0
 	for _, n := range names {
 		if err := fn(n); err != nil {
 			printError(w, err)
-			failed = true
+			code = max(code, failureCode(err))
 		}
 	}
-	if failed {
-		return &ExitError{Code: errorExitCode}
+	if code != 0 {
+		return &ExitError{Code: code}
 	}
 	return nil
 }

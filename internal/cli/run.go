@@ -111,6 +111,9 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	}
 	// Everything after IMAGE belongs to the container's command.
 	cmd.Flags().SetInterspersed(false)
+	// Deferred: registered after all of run's own flags, so that a clash
+	// with one of them panics at once.
+	defer refuseFlags(cmd, refusedRunFlags)
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: runExitCode, Err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})

@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -10,31 +10,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 func newStatsCommand(o *options) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "stats NAME",
 		Short: "Show an instance's resource use: CPU, memory, pids, disk and network counters",
 		Long: `Show an instance's resource use. Two samples a second apart give the rates
-(CPU cores in use, disk and network per second); --json prints one raw sample.`,
+(CPU cores in use, disk and network per second); -o json|yaml and --format
+print one raw sample (--json is -o json).`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			a, err := c.Stats(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(a)
-			}
+	}
+	out := addOutputFlags(cmd, false)
+	out.addJSONAlias(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		ctx := cmd.Context()
+		a, err := c.Stats(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		v := view{data: a, names: []string{args[0]}}
+		if out.output == "" || out.output == "table" || out.wide() {
+			// Only the table shows rates, which need a second sample.
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -44,14 +46,14 @@ func newStatsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeStats(cmd.OutOrStdout(), args[0], a, b)
-		},
+			v.table = func(w io.Writer, _ bool) error { return writeStats(w, args[0], a, b) }
+		}
+		return out.print(cmd.OutOrStdout(), v)
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one sample as JSON")
 	return cmd
 }
 
-func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api.InstanceStats) error {
+func writeStats(w io.Writer, name string, a, b api.InstanceStats) error {
 	dt := b.Time.Sub(a.Time).Seconds()
 	if dt <= 0 {
 		dt = 1
@@ -66,7 +68,7 @@ func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api
 	fmt.Fprintln(tw, "NAME\tCPU\tTHROTTLED\tMEM\tPEAK\tLIMIT\tOOM\tPIDS\tDISK R/W\tNET RX/TX")
 	limit := "-"
 	if b.MemoryLimit > 0 {
-		limit = humanSize(int64(b.MemoryLimit))
+		limit = binaryBytes(int64(b.MemoryLimit))
 	}
 	pids := fmt.Sprint(b.Pids)
 	if b.PidsLimit > 0 {
@@ -78,8 +80,8 @@ func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api
 	}
 	fmt.Fprintf(tw, "%s\t%.2f cores\t%s\t%s\t%s\t%s\t%d\t%s\t%s/s %s/s\t%s/s %s/s\n",
 		name, rate(a.CPUUsageNanos, b.CPUUsageNanos)/1e9, throttled,
-		humanSize(int64(b.MemoryUsage)), humanSize(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
-		humanSize(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), humanSize(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
+		binaryBytes(int64(b.MemoryUsage)), binaryBytes(int64(b.MemoryPeak)), limit, b.OOMKills, pids,
+		binaryBytes(int64(rate(a.DiskReadBytes, b.DiskReadBytes))), binaryBytes(int64(rate(a.DiskWriteBytes, b.DiskWriteBytes))),
 		humanBits(rate(a.NetRxBytes, b.NetRxBytes)*8), humanBits(rate(a.NetTxBytes, b.NetTxBytes)*8))
 	if len(b.Storage) > 0 {
 		fmt.Fprintln(tw)
@@ -93,10 +95,20 @@ func writeStats(w interface{ Write([]byte) (int, error) }, name string, a, b api
 			if st.Limit > 0 {
 				pct = 100 * float64(st.Used) / float64(st.Limit)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\n", st.Name, kind, humanSize(int64(st.Used)), humanSize(int64(st.Limit)), pct)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f%%\n", st.Name, kind, binaryBytes(int64(st.Used)), binaryBytes(int64(st.Limit)), pct)
 		}
 	}
 	return tw.Flush()
+}
+
+// binaryBytes renders memory and disk sizes in the binary units specs
+// are written in ("512Mi", "10.5Mi"), so that a limit reads as it was
+// given; under 1Ki, in bytes.
+func binaryBytes(n int64) string {
+	if n < 1<<10 {
+		return fmt.Sprintf("%dB", n)
+	}
+	return model.FormatBytes(n)
 }
 
 func humanBits(bps float64) string {
@@ -112,26 +124,24 @@ func humanBits(bps float64) string {
 }
 
 func newSLACommand(o *options) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "sla NAME",
 		Short: "Show, for each promised resource, whether the instance got what it was promised",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			r, err := c.SLA(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+	}
+	out := addOutputFlags(cmd, false)
+	out.addJSONAlias(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		r, err := c.SLA(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return out.print(cmd.OutOrStdout(), view{data: r, names: []string{args[0]}, table: func(w io.Writer, _ bool) error {
+			tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 			fmt.Fprintf(tw, "RESOURCE\tPROMISED\tDELIVERED\tKEPT\tDETAIL\n")
 			for _, it := range r.Items {
 				kept := "yes"
@@ -144,54 +154,61 @@ func newSLACommand(o *options) *cobra.Command {
 				fmt.Fprintln(tw, "(no resource promises in this instance's spec)")
 			}
 			return tw.Flush()
-		},
+		}})
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
 
 func newTypesCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "types",
 		Short: "List the instance types (named bundles of resources for --type)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ts, err := c.ListTypes(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "TYPE\tCPU\tMEMORY\tPIDS\tBANDWIDTH IN/OUT\tDISK\tLOGS\tDESCRIPTION")
-			for _, t := range ts {
-				r := t.Resources
-				cpu := r.CPU
-				switch {
-				case r.CPUPolicy == "dedicated":
-					cpu += " dedicated"
-				case cpu == "" && r.CPULimit != "":
-					cpu = "0-" + r.CPULimit // nothing reserved, capped
-				}
-				logs := "-"
-				if r.LogSize != "" {
-					logs = fmt.Sprintf("%s x %d", r.LogSize, r.LogFiles)
-				}
-				var disk []string
-				if r.DiskReadBPS != "" || r.DiskWriteBPS != "" {
-					disk = append(disk, fmt.Sprintf("%s/%s per s", orDash(r.DiskReadBPS), orDash(r.DiskWriteBPS)))
-				}
-				if r.DiskReadIOPS > 0 || r.DiskWriteIOPS > 0 {
-					disk = append(disk, fmt.Sprintf("%d/%d iops", r.DiskReadIOPS, r.DiskWriteIOPS))
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", t.Name, cpu, r.Memory, r.Pids,
-					orDash(r.IngressBandwidth), orDash(r.EgressBandwidth), orDash(strings.Join(disk, ", ")), logs, t.Description)
-			}
-			return tw.Flush()
-		},
 	}
+	out := addOutputFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		ts, err := c.ListTypes(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return out.print(cmd.OutOrStdout(), listView(api.InstanceTypeList{Items: ts}, ts,
+			func(t api.InstanceType) string { return t.Name },
+			func(w io.Writer, _ bool) error { return writeTypes(w, ts) }))
+	}
+	return cmd
+}
+
+func writeTypes(w io.Writer, ts []api.InstanceType) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "TYPE\tCPU\tMEMORY\tPIDS\tBANDWIDTH IN/OUT\tDISK\tLOGS\tDESCRIPTION")
+	for _, t := range ts {
+		r := t.Resources
+		cpu := r.CPU
+		switch {
+		case r.CPUPolicy == "dedicated":
+			cpu += " dedicated"
+		case cpu == "" && r.CPULimit != "":
+			cpu = "0-" + r.CPULimit // nothing reserved, capped
+		}
+		logs := "-"
+		if r.LogSize != "" {
+			logs = fmt.Sprintf("%s x %d", r.LogSize, r.LogFiles)
+		}
+		var disk []string
+		if r.DiskReadBPS != "" || r.DiskWriteBPS != "" {
+			disk = append(disk, fmt.Sprintf("%s/%s per s", orDash(r.DiskReadBPS), orDash(r.DiskWriteBPS)))
+		}
+		if r.DiskReadIOPS > 0 || r.DiskWriteIOPS > 0 {
+			disk = append(disk, fmt.Sprintf("%d/%d iops", r.DiskReadIOPS, r.DiskWriteIOPS))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s/%s\t%s\t%s\t%s\n", t.Name, cpu, r.Memory, r.Pids,
+			orDash(r.IngressBandwidth), orDash(r.EgressBandwidth), orDash(strings.Join(disk, ", ")), logs, t.Description)
+	}
+	return tw.Flush()
 }
 
 func orDash(s string) string {

@@ -103,26 +103,31 @@ were admitted with.`,
 		Aliases: []string{"list"},
 		Short:   "List tenants",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			ts, err := c.ListTenants(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDEFAULT RUNTIME\tALLOWED RUNTIMES")
-			for _, t := range ts {
-				allowed := strings.Join(t.AllowedRuntimes, ",")
-				if allowed == "" {
-					allowed = "all"
+	}
+	lsOut := addOutputFlags(ls, true)
+	ls.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		ts, err := c.ListTenants(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return lsOut.print(cmd.OutOrStdout(), listView(api.TenantList{Items: ts}, ts,
+			func(t api.Tenant) string { return t.Name },
+			func(w io.Writer, _ bool) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tDEFAULT RUNTIME\tALLOWED RUNTIMES")
+				for _, t := range ts {
+					allowed := strings.Join(t.AllowedRuntimes, ",")
+					if allowed == "" {
+						allowed = "all"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.DefaultRuntime, allowed)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.Name, t.DefaultRuntime, allowed)
-			}
-			return tw.Flush()
-		},
+				return tw.Flush()
+			}))
 	}
 	rm := &cobra.Command{
 		Use:   "rm NAME...",
@@ -282,35 +287,41 @@ func (f *tenantSecurityFlags) policy() *api.TenantSecurity {
 }
 
 func newRuntimesCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "runtimes",
 		Short: "List runtime classes, the hosts that run them and whether you may use them",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			rs, err := c.ListRuntimes(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "CLASS\tHOSTS\tALLOWED\tDESCRIPTION")
-			for _, r := range rs {
-				name := r.Name
-				if r.Default {
-					name += " (default)"
-				}
-				allowed := "no"
-				if r.Allowed {
-					allowed = "yes"
-				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", name, len(r.Hosts), allowed, r.Description)
-			}
-			return tw.Flush()
-		},
 	}
+	out := addOutputFlags(cmd, true)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		rs, err := c.ListRuntimes(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return out.print(cmd.OutOrStdout(), listView(api.RuntimeClassList{Items: rs}, rs,
+			func(r api.RuntimeClass) string { return r.Name },
+			func(w io.Writer, wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+				fmt.Fprintln(tw, "CLASS\tHOSTS\tALLOWED\tDESCRIPTION")
+				for _, r := range rs {
+					name := r.Name
+					if r.Default {
+						name += " (default)"
+					}
+					allowed := "no"
+					if r.Allowed {
+						allowed = "yes"
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", name, len(r.Hosts), allowed, r.Description)
+				}
+				return tw.Flush()
+			}))
+	}
+	return cmd
 }
 
 func newTenantQuotaCommand(o *options) *cobra.Command {
@@ -392,46 +403,43 @@ type tenantInspected struct {
 }
 
 func newTenantInspectCommand(o *options) *cobra.Command {
-	var output string
 	cmd := &cobra.Command{
 		Use:   "inspect NAME",
 		Short: "Show a tenant's policy and its usage against its quota",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.GetTenant(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			q, err := c.GetTenantQuota(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				return writeJSONIndent(w, tenantInspected{Tenant: t, Usage: q})
-			case "", "table":
-			default:
-				return fmt.Errorf("-o %q: use table or json", output)
-			}
-			allowed := strings.Join(t.AllowedRuntimes, ",")
-			if allowed == "" {
-				allowed = "all"
-			}
-			typ := t.DefaultInstanceType
-			if typ == "" {
-				typ = "the platform's"
-			}
-			fmt.Fprintf(w, "Name:              %s\nDefault runtime:   %s\nAllowed runtimes:  %s\nDefault type:      %s\n\n",
-				t.Name, t.DefaultRuntime, allowed, typ)
-			return printQuota(w, q)
-		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	out := addOutputFlags(cmd, false)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		t, err := c.GetTenant(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		q, err := c.GetTenantQuota(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return out.print(cmd.OutOrStdout(), view{
+			data:  tenantInspected{Tenant: t, Usage: q},
+			names: []string{t.Name},
+			table: func(w io.Writer, _ bool) error {
+				allowed := strings.Join(t.AllowedRuntimes, ",")
+				if allowed == "" {
+					allowed = "all"
+				}
+				typ := t.DefaultInstanceType
+				if typ == "" {
+					typ = "the platform's"
+				}
+				fmt.Fprintf(w, "Name:              %s\nDefault runtime:   %s\nAllowed runtimes:  %s\nDefault type:      %s\n\n",
+					t.Name, t.DefaultRuntime, allowed, typ)
+				return printQuota(w, q)
+			},
+		})
+	}
 	return cmd
 }
 

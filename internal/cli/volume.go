@@ -50,54 +50,51 @@ control plane keeps encrypted and hands only to the volume's host.`,
 	create.Flags().StringVar(&req.Host, "host", "", "host to keep the volume on (default: chosen by the platform)")
 	_ = create.MarkFlagRequired("size")
 
-	var output string
 	ls := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List persistent volumes",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "" && output != "json" {
-				return fmt.Errorf("invalid -o value %q: expected json", output)
-			}
-			c, err := o.client()
-			if err != nil {
-				return err
-			}
-			items, err := c.ListVolumes(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return writeJSONIndent(cmd.OutOrStdout(), api.PersistentVolumeList{Items: items})
-			}
-			return writeVolumes(cmd.OutOrStdout(), items, o.now())
-		},
 	}
-	ls.Flags().StringVarP(&output, "output", "o", "", "output format: json")
+	lsOut := addOutputFlags(ls, true)
+	ls.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		items, err := c.ListVolumes(cmd.Context())
+		if err != nil {
+			return err
+		}
+		now := o.now()
+		return lsOut.print(cmd.OutOrStdout(), listView(api.PersistentVolumeList{Items: items}, items,
+			func(v api.PersistentVolume) string { return v.Name },
+			func(w io.Writer, _ bool) error { return writeVolumes(w, items, now) }))
+	}
 	inspect := &cobra.Command{
 		Use:   "inspect NAME [NAME...]",
 		Short: "Show persistent volumes as JSON",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client()
+	}
+	inOut := addOutputFlags(inspect, false)
+	inspect.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := o.client()
+		if err != nil {
+			return err
+		}
+		var found []api.PersistentVolume
+		err = forEachName(cmd.ErrOrStderr(), args, func(name string) error {
+			v, err := c.GetVolume(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
-			found := []api.PersistentVolume{}
-			err = forEachName(cmd.ErrOrStderr(), args, func(name string) error {
-				v, err := c.GetVolume(cmd.Context(), name)
-				if err != nil {
-					return err
-				}
-				found = append(found, v)
-				return nil
-			})
-			if werr := writeJSONIndent(cmd.OutOrStdout(), found); werr != nil {
-				return werr
-			}
-			return err
-		},
+			found = append(found, v)
+			return nil
+		})
+		if werr := printFound(cmd, inOut, found, func(v api.PersistentVolume) string { return v.Name }); werr != nil {
+			return werr
+		}
+		return err
 	}
 	rm := &cobra.Command{
 		Use:     "rm NAME...",

@@ -23,7 +23,7 @@ import (
 	"github.com/kanga-run/kanga/internal/hostlink/agentside"
 	"github.com/kanga-run/kanga/internal/hostlink/hostapi"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
-	"github.com/kanga-run/kanga/internal/server"
+	"github.com/kanga-run/kanga/internal/httpserver"
 )
 
 // AgentOptions configure `kanga agent`.
@@ -126,7 +126,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
 	go ag.RunPurges(h.Context(), link, purgeInterval)
 
-	hs := server.NewHTTPServer(hostapi.Handler(ag, link, log), server.DefaultLimits, log)
+	hs := httpserver.New(hostapi.Handler(ag, link, log), httpserver.DefaultLimits, log)
 	hs.TLSConfig = hostapi.TLS(creds)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()

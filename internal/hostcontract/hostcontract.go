@@ -258,6 +258,12 @@ func ApplyNetUpdate(addrs map[string]string, u NetUpdate) map[string]string {
 	return addrs
 }
 
+// ProcessLister is a host that can list the processes of an instance's
+// containers (kanga top), from the host's /proc: images need no ps.
+type ProcessLister interface {
+	Top(ctx context.Context, inst *api.Instance) ([]api.Process, error)
+}
+
 // Killer is a host that can send a signal to the running containers of an
 // instance (kanga kill). A signal ends a container's process as any other
 // exit does: the restart policy applies.

@@ -101,7 +101,7 @@ func (p *Progress) Fail(err error) error {
 		return err
 	}
 	code := errdefs.Code(err)
-	p.Done(api.Progress{Error: &api.Error{Code: code, Message: err.Error()}})
+	p.Done(api.Progress{Error: &api.Error{Code: code, Message: errdefs.Message(err)}})
 	return nil
 }
 
@@ -290,7 +290,7 @@ func ServeExec(w http.ResponseWriter, e Exec, container string, run func(hostcon
 	stdinR.Close()
 	if err != nil {
 		c := errdefs.Code(err)
-		_ = out.WriteJSON(api.StreamError, api.Error{Code: c, Message: err.Error()})
+		_ = out.WriteJSON(api.StreamError, api.Error{Code: c, Message: errdefs.Message(err)})
 		return nil
 	}
 	_ = out.WriteJSON(api.StreamExit, api.ExitStatus{ExitCode: code})

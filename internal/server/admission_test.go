@@ -153,7 +153,7 @@ func TestInFlightDone(t *testing.T) {
 // The refusal reaches the client as 429 with its class and a Retry-After
 // in whole seconds.
 func TestTooManyRequestsAtTheEdge(t *testing.T) {
-	s := New(nil, nil, Options{})
+	s := New(nil, Options{})
 	for _, tc := range []struct {
 		err   error
 		after string

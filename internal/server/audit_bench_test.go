@@ -25,7 +25,7 @@ func BenchmarkAuditedCreate(b *testing.B) {
 			name = "audit=on"
 		}
 		b.Run(name, func(b *testing.B) {
-			srv := New(st, newFakeHost(), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScheduleWait: -1})
+			srv := New(st, Options{Hosts: fakeDirectory{newFakeHost()}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScheduleWait: -1})
 			if !audited {
 				srv.audit, srv.auditor = nil, nil
 			}

@@ -51,6 +51,16 @@ func (h *fakeHost) Kill(_ context.Context, inst *api.Instance, container string,
 	return nil
 }
 
+// Top implements hostcontract.ProcessLister with one process a
+// container, named after it.
+func (h *fakeHost) Top(_ context.Context, inst *api.Instance) ([]api.Process, error) {
+	var out []api.Process
+	for i, c := range inst.Spec.Containers {
+		out = append(out, api.Process{Container: c.Name, PID: i + 1, State: "S", Command: []string{"/bin/" + c.Name}})
+	}
+	return out, nil
+}
+
 type logCall struct {
 	instance, container string
 	follow              bool
@@ -261,4 +271,24 @@ func (h *fakeHost) lastExecRequestID() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lastExecID
+}
+
+// fakeDirectory is the API's host directory in the handler tests, in
+// place of hostclient.Directory: its one fake host, which the harness
+// registers and holds the lease of, so that the scheduler places every
+// instance there.
+type fakeDirectory struct{ h hostcontract.Host }
+
+func (d fakeDirectory) Host(name string) (hostcontract.Host, bool) {
+	if d.h == nil || name != d.h.Name() {
+		return nil, false
+	}
+	return d.h, true
+}
+
+func (d fakeDirectory) All() []hostcontract.Host {
+	if d.h == nil {
+		return nil
+	}
+	return []hostcontract.Host{d.h}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/image"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/store"
 )
 
@@ -79,11 +80,12 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv := New(e.store, &archiveHost{fakeHost: newFakeHost(), store: cs}, Options{
+	srv := New(e.store, Options{
+		Hosts:  fakeDirectory{&archiveHost{fakeHost: newFakeHost(), store: cs}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ScheduleWait: -1,
 	})
 	logs := &syncBuffer{}
-	ts := httptest.NewUnstartedServer(LimitBodies(srv.Handler(), DefaultLimits))
+	ts := httptest.NewUnstartedServer(httpserver.LimitBodies(srv.Handler(), httpserver.DefaultLimits))
 	ts.Config.ErrorLog = log.New(logs, "", 0)
 	ts.Start()
 	f.Cleanup(ts.Close)

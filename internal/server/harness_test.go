@@ -155,7 +155,8 @@ func newEnvWith(t *testing.T, waitTimeout time.Duration, opts Options) *testEnv 
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	opts.Version = "v0.0.0-test"
 	opts.Now = func() time.Time { return testNow }
-	srv := New(st, host, opts)
+	opts.Hosts = fakeDirectory{host}
+	srv := New(st, opts)
 	// Set before the server starts: the handlers read it concurrently.
 	if waitTimeout > 0 {
 		srv.waitTimeout = waitTimeout

@@ -13,9 +13,10 @@ import (
 	"github.com/kanga-run/kanga/internal/httpstream"
 )
 
-// Hosts finds the host agents the API talks to for what only a host can
-// do (logs, exec, stats, images). The all-in-one has one, its own agent;
-// `kanga server` has one remote host per connected agent.
+// Hosts finds the hosts the API talks to for what only a host can do
+// (logs, exec, stats, images): one per Ready host, reached over its host
+// API (hostclient.Directory). kanga up's own host is one of them, joined
+// like any other.
 type Hosts interface {
 	// Host returns the named host, or false if it is not connected.
 	Host(name string) (hostcontract.Host, bool)
@@ -23,24 +24,15 @@ type Hosts interface {
 	All() []hostcontract.Host
 }
 
-// singleHost is the directory of the all-in-one: every instance is on its
-// one host.
-type singleHost struct{ h hostcontract.Host }
+// noHosts is the directory of a control plane without an agents' link:
+// it reaches no host.
+type noHosts struct{}
 
-func (s singleHost) Host(string) (hostcontract.Host, bool) { return s.h, s.h != nil }
-func (s singleHost) All() []hostcontract.Host {
-	if s.h == nil {
-		return nil
-	}
-	return []hostcontract.Host{s.h}
-}
+func (noHosts) Host(string) (hostcontract.Host, bool) { return nil, false }
+func (noHosts) All() []hostcontract.Host              { return nil }
 
 // hostOf returns the host an instance is placed on.
 func (s *Server) hostOf(inst *api.Instance) (hostcontract.Host, error) {
-	if sh, ok := s.hosts.(singleHost); ok && sh.h != nil {
-		// The all-in-one's host answers for every instance, placed or not.
-		return sh.h, nil
-	}
 	if inst.Status.Host == "" {
 		return nil, fmt.Errorf("instance %q is not placed on a host yet (%s): %w", inst.Name, inst.Status.Phase, errdefs.ErrFailedPrecondition)
 	}

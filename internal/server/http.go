@@ -14,6 +14,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/errdefs/errhttp"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -31,7 +32,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.logger(r.Context()).Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	setRetryAfter(w, err, status)
-	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: err.Error()}})
+	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: errdefs.Message(err)}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -55,14 +56,14 @@ func decodeJSONLimit(r *http.Request, v any, limit int64) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, limit+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if tl := tooLarge(err); tl != nil {
+		if tl := httpserver.TooLarge(err); tl != nil {
 			return tl
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			RefuseBody(r)
+			httpserver.RefuseBody(r)
 			timeout := ""
-			if c := connOf(r); c != nil {
-				timeout = " within " + c.limits.BodyTimeout.String()
+			if l, ok := httpserver.LimitsOf(r); ok {
+				timeout = " within " + l.BodyTimeout.String()
 			}
 			return fmt.Errorf("request body did not arrive%s of its headers: send the whole document at once: %w", timeout, errdefs.ErrInvalidArgument)
 		}
@@ -97,7 +98,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			token = h[7:]
 		}
 		if !ok || strings.TrimSpace(token) == "" {
-			RefuseBody(r)
+			httpserver.RefuseBody(r)
 			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
 			return
 		}
@@ -105,7 +106,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if err != nil {
 			if errors.Is(err, store.ErrUnknownToken) || errors.Is(err, errdefs.ErrNotFound) {
 				err = fmt.Errorf("the bearer token is not valid (unknown, revoked, or deleted with its tenant): check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)
-				RefuseBody(r)
+				httpserver.RefuseBody(r)
 			}
 			s.writeError(w, r, err)
 			return
@@ -186,7 +187,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 
 // flushWriter flushes after every write so streamed output (logs,
 // progress) reaches the client as it happens. Each write has
-// Limits.WriteTimeout: a client that stops reading a stream it asked for
+// httpserver.Limits.WriteTimeout: a client that stops reading a stream it asked for
 // does not hold the handler for ever.
 type flushWriter struct {
 	w       io.Writer
@@ -196,8 +197,8 @@ type flushWriter struct {
 
 func newFlushWriter(w http.ResponseWriter, r *http.Request) *flushWriter {
 	f := &flushWriter{w: w, rc: http.NewResponseController(w)}
-	if c := connOf(r); c != nil {
-		f.timeout = c.limits.WriteTimeout
+	if l, ok := httpserver.LimitsOf(r); ok {
+		f.timeout = l.WriteTimeout
 	}
 	return f
 }

@@ -177,3 +177,44 @@ func TestPullImage(t *testing.T) {
 		}
 	})
 }
+
+func TestGetImage(t *testing.T) {
+	e := newEnv(t, 0)
+	want := api.ImageDetail{
+		Name: imgBusybox, Digest: fakeImage(imgBusybox).Digest, Size: 1234, CreatedAt: fakeImageTime,
+		Cmd:   []string{"sh"},
+		Hosts: []api.ImageHost{{Host: "fake-host", Digest: fakeImage(imgBusybox).Digest}},
+	}
+	// The reference is normalized as docker does: the tag defaults to
+	// latest, and a slash travels escaped in one path segment.
+	for _, ref := range []string{"kanga.test%2Fbusybox", "kanga.test%2Fbusybox:latest"} {
+		r := e.do(t, "GET", "/v1/images/"+ref, e.a.token, "")
+		wantStatus(t, r, http.StatusOK)
+		var d api.ImageDetail
+		decode(t, r, &d)
+		if !reflect.DeepEqual(d, want) {
+			t.Errorf("GET /v1/images/%s = %+v, want %+v", ref, d, want)
+		}
+	}
+	d, err := e.client(e.a).GetImage(t.Context(), "kanga.test/busybox")
+	if err != nil || !reflect.DeepEqual(d, want) {
+		t.Errorf("SDK GetImage = %+v, %v", d, err)
+	}
+	// An image no host holds is 404, said once, and is not pulled.
+	r := e.do(t, "GET", "/v1/images/kanga.test%2Fnosuch", e.a.token, "")
+	wantError(t, r, http.StatusNotFound, "NotFound", "image kanga.test/nosuch:latest not found: kanga image ls lists your images")
+	var er api.ErrorResponse
+	decode(t, r, &er)
+	if strings.HasSuffix(er.Error.Message, ": not found") {
+		t.Errorf("message %q says not found twice", er.Error.Message)
+	}
+	if _, err := e.client(e.a).GetImage(t.Context(), "kanga.test/nosuch"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("SDK GetImage of a missing image = %v, want NotFound", err)
+	}
+	// A reference that is no reference names the field.
+	r = e.do(t, "GET", "/v1/images/UPPER%20case", e.a.token, "")
+	wantError(t, r, http.StatusBadRequest, "InvalidArgument")
+	// Without a token: 401.
+	r = e.do(t, "GET", "/v1/images/kanga.test%2Fbusybox", "", "")
+	wantStatus(t, r, http.StatusUnauthorized)
+}

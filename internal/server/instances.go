@@ -14,6 +14,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
@@ -470,10 +471,10 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) error {
 	// full duplex net/http discards or closes the unread body at the first
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	StreamBody(r)
+	httpserver.StreamBody(r)
 	ps := httpstream.NewProgress(w, newFlushWriter(w, r))
 	imgs, err := s.importAll(r.Context(), r.Body, ps.Send)
-	FinishBody(r)
+	httpserver.FinishBody(r)
 	if err != nil {
 		return ps.Fail(err)
 	}

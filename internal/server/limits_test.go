@@ -19,11 +19,12 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/httpserver"
 )
 
-// testLimits are DefaultLimits scaled down so that the tests wait
+// testLimits are httpserver.DefaultLimits scaled down so that the tests wait
 // seconds, not minutes.
-var testLimits = Limits{
+var testLimits = httpserver.Limits{
 	ReadHeaderTimeout: time.Second,
 	BodyTimeout:       time.Second,
 	StreamWindow:      time.Second,
@@ -51,17 +52,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// served is the API of a testEnv behind NewHTTPServer on a real TCP
+// served is the API of a testEnv behind httpserver.New on a real TCP
 // listener, as kanga up serves it; log holds what net/http logged.
 type served struct {
 	addr string
 	log  *syncBuffer
 }
 
-func serveWithLimits(t *testing.T, e *testEnv, l Limits) served {
+func serveWithLimits(t *testing.T, e *testEnv, l httpserver.Limits) served {
 	t.Helper()
 	log := &syncBuffer{}
-	hs := NewHTTPServer(e.server.Handler(), l, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	hs := httpserver.New(e.server.Handler(), l, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +211,7 @@ func TestStreamsOutlastBodyTimeout(t *testing.T) {
 
 	// A handler that answers long after it read its body keeps the
 	// connection (the deadline is lifted at the body's end).
-	slow := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	slow := httpserver.New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		time.Sleep(3 * testLimits.BodyTimeout)
 		if r.Context().Err() != nil {
@@ -267,7 +268,7 @@ func TestOversizedBodies(t *testing.T) {
 // net/http logs no "invalid concurrent Body.Read call" panic.
 func TestImportFailureKeepsConnection(t *testing.T) {
 	e := newEnv(t, 0)
-	s := serveWithLimits(t, e, DefaultLimits)
+	s := serveWithLimits(t, e, httpserver.DefaultLimits)
 	c, err := net.Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -321,9 +322,9 @@ func (h quietLogsHost) Logs(ctx context.Context, inst *api.Instance, container s
 func TestQuietStreamOverHTTP2(t *testing.T) {
 	e := newEnv(t, 0)
 	e.mustCreate(t, e.a, "quiet")
-	srv := New(e.store, quietLogsHost{fakeHost: newFakeHost(), quiet: 2 * testLimits.WriteTimeout},
-		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	ts := httptest.NewUnstartedServer(LimitBodies(srv.Handler(), testLimits))
+	srv := New(e.store, Options{Hosts: fakeDirectory{quietLogsHost{fakeHost: newFakeHost(), quiet: 2 * testLimits.WriteTimeout}},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ts := httptest.NewUnstartedServer(httpserver.LimitBodies(srv.Handler(), testLimits))
 	ts.EnableHTTP2 = true
 	ts.StartTLS()
 	defer ts.Close()
@@ -343,47 +344,5 @@ func TestQuietStreamOverHTTP2(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || string(body) != "first\nsecond\n" {
 		t.Errorf("logs -f quiet for twice the write timeout = %q, %v; want both lines", body, err)
-	}
-}
-
-// BenchmarkLimits compares a 1 KiB JSON POST over a kept-alive loopback
-// connection through a bare http.Server and through NewHTTPServer (the
-// body deadline, its lifting at EOF, MaxBytesReader), to show what the
-// limits cost per request.
-func BenchmarkLimits(b *testing.B) {
-	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBody))
-		fmt.Fprint(w, n)
-	})
-	body := bytes.Repeat([]byte("k"), 1<<10)
-	for _, tc := range []struct {
-		name string
-		srv  func() *http.Server
-	}{
-		{"bare", func() *http.Server { return &http.Server{Handler: echo} }},
-		{"limits", func() *http.Server {
-			return NewHTTPServer(echo, DefaultLimits, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		}},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := tc.srv()
-			go func() { _ = srv.Serve(ln) }()
-			defer srv.Close()
-			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			url := "http://" + ln.Addr().String() + "/"
-			b.ResetTimer()
-			for range b.N {
-				resp, err := hc.Post(url, "application/json", bytes.NewReader(body))
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 )
 
@@ -90,7 +91,7 @@ func (s *Server) getSecret(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) revealSecret(w http.ResponseWriter, r *http.Request) error {
-	RefuseBody(r)
+	httpserver.RefuseBody(r)
 	return s.readSecret(w, r, true)
 }
 
@@ -129,7 +130,7 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) rotateSecretKey(w http.ResponseWriter, r *http.Request) error {
-	RefuseBody(r)
+	httpserver.RefuseBody(r)
 	if err := requireAdmin(r.Context()); err != nil {
 		return fmt.Errorf("rotating the secret key: %w", err)
 	}

@@ -82,7 +82,7 @@ func TestPreviousLogs(t *testing.T) {
 
 func TestPreviousLogsNotKept(t *testing.T) {
 	e := newEnv(t, 0)
-	e.server.hosts = singleHost{oneLogHost{e.host}} // before any request: handlers read it
+	e.server.hosts = fakeDirectory{oneLogHost{e.host}} // before any request: handlers read it
 	r := e.do(t, "POST", "/v1/instances", e.a.token,
 		`{"name":"web","spec":{"containers":[{"name":"app","image":"`+imgBusybox+`"}]}}`)
 	wantStatus(t, r, http.StatusCreated)

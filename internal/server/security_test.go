@@ -301,10 +301,12 @@ func TestRouteScopes(t *testing.T) {
 	want := map[string]string{
 		"GET /v1/instances":              api.ScopeInstancesRead,
 		"GET /v1/instances/{name}/logs":  api.ScopeInstancesRead,
+		"GET /v1/instances/{name}/top":   api.ScopeInstancesRead,
 		"POST /v1/instances":             api.ScopeInstancesWrite,
 		"DELETE /v1/instances/{name}":    api.ScopeInstancesWrite,
 		"POST /v1/instances/{name}/exec": api.ScopeExec,
 		"POST /v1/images/pull":           api.ScopeImagesWrite,
+		"GET /v1/images/{ref}":           api.ScopeImagesRead,
 		"GET /v1/tenants":                api.ScopeTenantsAdmin,
 		"GET /v1/tenants/{name}":         "",
 		"DELETE /v1/tenants/{name}":      api.ScopeTenantsAdmin,

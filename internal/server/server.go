@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kanga-run/kanga/api"
-	"github.com/kanga-run/kanga/internal/hostcontract"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
 )
@@ -50,8 +50,7 @@ type Store interface {
 // Server serves the public API.
 type Server struct {
 	store   Store
-	host    hostcontract.Host // the all-in-one's own host; nil for kanga server
-	hosts   Hosts             // where instances run
+	hosts   Hosts // where instances run
 	log     *slog.Logger
 	now     func() time.Time
 	version string
@@ -92,8 +91,8 @@ type Options struct {
 	// scheduler to place the new instance (default 2 s; negative: not at
 	// all).
 	ScheduleWait time.Duration
-	// Hosts, if set, finds the hosts instances run on (kanga server);
-	// otherwise every instance is on the host given to New.
+	// Hosts finds the hosts instances run on (hostclient.Directory over
+	// the agents' link); nil reaches none.
 	Hosts Hosts
 	// Replica names this control-plane replica in the audit log.
 	Replica string
@@ -120,8 +119,8 @@ type Options struct {
 }
 
 // New returns a Server.
-func New(store Store, host hostcontract.Host, opts Options) *Server {
-	s := &Server{store: store, host: host, log: opts.Logger, now: opts.Now, version: opts.Version,
+func New(store Store, opts Options) *Server {
+	s := &Server{store: store, log: opts.Logger, now: opts.Now, version: opts.Version,
 		waitTimeout: 60 * time.Second, scheduleWait: opts.ScheduleWait, hosts: opts.Hosts,
 		defaultType: opts.DefaultType, defaultQuota: opts.DefaultQuota,
 		ports: opts.Ports, security: opts.Security}
@@ -132,7 +131,7 @@ func New(store Store, host hostcontract.Host, opts Options) *Server {
 		s.ports.Range = model.DefaultPortRange
 	}
 	if s.hosts == nil {
-		s.hosts = singleHost{host}
+		s.hosts = noHosts{}
 	}
 	s.replica, s.joins = opts.Replica, opts.JoinTokens
 	if al, ok := store.(AuditLog); ok {
@@ -183,6 +182,7 @@ var Routes = []Route{
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},
 	{"GET", "/v1/instances/{name}/stats", false, (*Server).stats},
+	{"GET", "/v1/instances/{name}/top", false, (*Server).top},
 	{"GET", "/v1/instances/{name}/sla", false, (*Server).sla},
 	{"GET", "/v1/runtimes", false, (*Server).listRuntimes},
 	{"GET", "/v1/types", false, (*Server).listTypes},
@@ -196,6 +196,7 @@ var Routes = []Route{
 	{"PUT", "/v1/tenants/{name}/network", false, (*Server).putTenantNetwork},
 	{"PUT", "/v1/tenants/{name}/security", false, (*Server).setTenantSecurity},
 	{"GET", "/v1/images", false, (*Server).listImages},
+	{"GET", "/v1/images/{ref}", false, (*Server).getImage},
 	{"DELETE", "/v1/images/{ref}", false, (*Server).removeImage},
 	{"POST", "/v1/images/import", false, (*Server).importImage},
 	{"POST", "/v1/images/pull", false, (*Server).pullImage},
@@ -246,7 +247,7 @@ var largeBodies = map[string]int64{
 // Handler returns the HTTP handler for the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	methods := NewMethods()
+	methods := httpserver.NewMethods()
 	for _, r := range Routes {
 		h := r.handler
 		limit := int64(maxBody)
@@ -280,7 +281,7 @@ func (s *Server) Handler() http.Handler {
 		methods.Add(r.Method, r.Pattern)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		RefuseBody(req)
+		httpserver.RefuseBody(req)
 		if err := methods.NotAllowed(w, req); err != nil {
 			s.writeError(w, req, err)
 			return

@@ -41,8 +41,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// The Ready hosts of the pool that offer each class; before any host
-	// registered, the API's own host.
+	// The Ready hosts of the pool that offer each class.
 	offering := map[string][]string{}
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
@@ -54,11 +53,6 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request) error {
 		}
 		for _, c := range h.RuntimeClasses {
 			offering[c] = append(offering[c], h.Name)
-		}
-	}
-	if len(hosts) == 0 && s.host != nil {
-		for _, c := range s.host.RuntimeClasses() {
-			offering[c] = []string{s.host.Name()}
 		}
 	}
 	out := api.RuntimeClassList{Items: []api.RuntimeClass{}}

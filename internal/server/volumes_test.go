@@ -61,7 +61,7 @@ func TestVolumesAPI(t *testing.T) {
 	wantError(t, e.do(t, "POST", "/v1/volumes", e.a.token, `{"name":"data","size":"1Gi"}`), http.StatusServiceUnavailable, "Unavailable", "no ready host keeps persistent volumes")
 
 	vh := &fakeVolumeHost{fakeHost: e.host, vols: map[string]int{}}
-	e.server.hosts = singleHost{vh} // before the requests below: handlers read it
+	e.server.hosts = fakeDirectory{vh} // before the requests below: handlers read it
 
 	for _, tt := range []struct{ body, field string }{
 		{`{"name":"","size":"1Gi"}`, "name is empty"},
@@ -133,7 +133,7 @@ func TestVolumesAPI(t *testing.T) {
 // with no record left to remove it by.
 func TestDeleteTenantWithVolumes(t *testing.T) {
 	e, admin := adminEnv(t)
-	e.server.hosts = singleHost{&fakeVolumeHost{fakeHost: e.host, vols: map[string]int{}}}
+	e.server.hosts = fakeDirectory{&fakeVolumeHost{fakeHost: e.host, vols: map[string]int{}}}
 	name, tok := newTenantWithToken(t, e, admin)
 	wantStatus(t, e.do(t, "POST", "/v1/volumes", tok, `{"name":"keep","size":"16Mi"}`), http.StatusCreated)
 	wantError(t, e.do(t, "DELETE", "/v1/tenants/"+name, admin, ""), http.StatusConflict, "Conflict", "1 persistent volumes", "volume rm")

@@ -20,6 +20,30 @@ func NewAPIHost(c Config) APIHost { return APIHost{c: c} }
 
 var _ hostcontract.Host = APIHost{}
 
+// Directory is the API's host directory (server.Hosts) over stand-ins, in
+// place of the link's hostclient.Directory: simulated hosts have no host
+// API to call.
+type Directory []APIHost
+
+// Host returns the stand-in of that name.
+func (d Directory) Host(name string) (hostcontract.Host, bool) {
+	for _, h := range d {
+		if h.Name() == name {
+			return h, true
+		}
+	}
+	return nil, false
+}
+
+// All returns the stand-ins.
+func (d Directory) All() []hostcontract.Host {
+	out := make([]hostcontract.Host, len(d))
+	for i, h := range d {
+		out[i] = h
+	}
+	return out
+}
+
 func (a APIHost) Name() string             { return a.c.Name }
 func (a APIHost) RuntimeClasses() []string { return a.c.Record().RuntimeClasses }
 func (a APIHost) Capacity() hostcontract.Capacity {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +23,8 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/controlplane"
+	"github.com/kanga-run/kanga/internal/assembly/cp"
 	"github.com/kanga-run/kanga/internal/hostcontract"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/simhost"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
@@ -63,7 +61,7 @@ func TestEtcdClusterFailover(t *testing.T) {
 	r1 := startReplica(t, endpoints, "replica-1")
 	r2 := startReplica(t, endpoints, "replica-2")
 	replicas := []*replica{r1, r2}
-	waitFor(t, "a leader among the replicas", 30*time.Second, func() bool { return r1.cp.Leading() || r2.cp.Leading() })
+	waitFor(t, "a leader among the replicas", 30*time.Second, func() bool { return r1.leading() || r2.leading() })
 
 	// The request stream: two workers, each creating instances and
 	// removing its oldest once it has six, alternating between replicas.
@@ -156,7 +154,7 @@ func TestEtcdClusterFailover(t *testing.T) {
 
 	time.Sleep(2 * time.Second)
 	leader, survivor := r1, r2
-	if r2.cp.Leading() {
+	if r2.leading() {
 		leader, survivor = r2, r1
 	}
 	t.Logf("killing the leading replica %s", leader.id)
@@ -170,7 +168,7 @@ func TestEtcdClusterFailover(t *testing.T) {
 	wg.Wait()
 
 	// The survivor leads and keeps scheduling.
-	waitFor(t, "the surviving replica to lead", 30*time.Second, survivor.cp.Leading)
+	waitFor(t, "the surviving replica to lead", 30*time.Second, survivor.leading)
 	c, err := client.New(survivor.url, token)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +205,7 @@ func TestEtcdClusterFailover(t *testing.T) {
 	}
 	var insts []api.Instance
 	waitFor(t, "every instance to run on the host", 60*time.Second, func() bool {
-		insts, err = survivor.st.ListInstances(check)
+		insts, err = survivor.store().ListInstances(check)
 		if err != nil {
 			return false
 		}
@@ -323,49 +321,52 @@ func openStore(t *testing.T, endpoints []string) *store.Store {
 	return st
 }
 
-// replica is one control-plane replica: its own store client, API server,
-// scheduler loop and failure detector, as a kanga server process has.
+// replica is one control-plane replica, assembled as a kanga server
+// process's (cp.Open: its own store client, API server, scheduler loop and
+// failure detector), its API in plain HTTP on loopback.
 type replica struct {
 	id        string
 	url       string
-	st        *store.Store
-	cp        *controlplane.ControlPlane
-	hs        *httptest.Server
+	plane     *cp.Plane
 	cancel    context.CancelFunc
-	done      chan struct{}
+	served    chan struct{}
 	crashedAt time.Time
 	once      sync.Once
 }
 
 func startReplica(t *testing.T, endpoints []string, id string) *replica {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Config{Endpoints: endpoints})
+	plane, err := cp.Open(context.Background(), cp.Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0", PlainAPI: true,
+		EtcdEndpoints: endpoints, ReplicaName: id, Version: "it", LeaderTTL: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Hosts:  simhost.Directory{simhost.NewAPIHost(simHostConfig(8))}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := &replica{id: id, st: st, done: make(chan struct{})}
-	r.cp = controlplane.New(controlplane.Config{Store: st, ID: id, Logger: quiet,
-		Policy: controlplane.DefaultPolicy, LeaderTTL: 2 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { defer close(r.done); _ = r.cp.Run(ctx) }()
-	r.hs = httptest.NewServer(server.New(st, simhost.NewAPIHost(simHostConfig(8)), server.Options{Logger: quiet, Version: "it"}).Handler())
-	r.url = r.hs.URL
+	r := &replica{id: id, url: plane.ClientConfig().Addr, plane: plane, cancel: cancel, served: make(chan struct{})}
+	plane.StartLoop()
+	go func() { defer close(r.served); _ = plane.Serve(ctx) }()
 	t.Cleanup(r.crash)
 	return r
 }
 
-// crash stops the replica as a kill would: the store connection goes
-// first, so the leadership is not handed over but expires with its lease.
+// leading reports whether the replica leads the control plane.
+func (r *replica) leading() bool { return r.plane.Leading() }
+
+// store is the replica's store client.
+func (r *replica) store() *store.Store { return r.plane.Store() }
+
+// crash stops the replica as a kill would: the API and then the store
+// connection go first, so the leadership is not handed over but expires
+// with its lease; then the loop ends.
 func (r *replica) crash() {
 	r.once.Do(func() {
 		r.crashedAt = time.Now()
-		r.hs.CloseClientConnections()
-		r.hs.Close()
-		_ = r.st.Close()
 		r.cancel()
-		<-r.done
+		<-r.served
+		_ = r.plane.Store().Close()
+		r.plane.Close()
 	})
 }
 

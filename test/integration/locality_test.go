@@ -146,7 +146,7 @@ func TestImageLocality(t *testing.T) {
 func TestImageLocalityUp(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
-	p := startPlatformOn(t, platformNet{dirPrefix: "kanga-lc-", bridgePrefix: "kangalc", subnetPrefix: "10.243"}, "--pool-max", "0")
+	p := startPlatformOn(t, harness.Net{DirPrefix: "kanga-lc-", BridgePrefix: "kangalc", SubnetPrefix: "10.243"}, "--pool-max", "0")
 	const ref = "kanga.test/busybox:latest"
 	images := func() []api.HostImage {
 		out := p.must("host", "ls", "-o", "json")

@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -31,9 +29,8 @@ import (
 // inspect, eventually) drives the server's API.
 type hostPool struct {
 	*platform
-	srv      *exec.Cmd
-	srvDone  chan struct{}
-	srvArgs  []string // extra flags of kanga server
+	srv      *harness.Process // kanga server
+	srvArgs  []string         // extra flags of kanga server
 	agentURL string
 	joinURL  string // what agents --join (default agentURL)
 	// agentArgs are extra flags of kanga agent (set by beforeAgents).
@@ -45,8 +42,7 @@ type hostPool struct {
 type hostAgent struct {
 	name, dataDir, bridge, subnet, listen, logPath string
 	labels                                         []string
-	cmd                                            *exec.Cmd
-	done                                           chan struct{}
+	proc                                           *harness.Process
 }
 
 var mhSeq = 0
@@ -89,12 +85,7 @@ func startPoolWith(t *testing.T, zones map[string]string, srvArgs []string, befo
 			}
 		}
 		for _, a := range p.agents {
-			harness.UnmountUnder(a.dataDir)
-			harness.RemoveCgroupTree(harness.CgroupRootFor(a.dataDir))
-			harness.DropMasquerade(t, a.bridge, a.subnet)
-			_ = exec.Command("ip", "link", "del", a.bridge).Run()
-			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
-			_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
+			harness.RemoveHostLeftovers(t, a.dataDir, a.bridge, a.subnet)
 		}
 		os.RemoveAll(dir)
 	})
@@ -131,23 +122,15 @@ func (p *hostPool) agentLogs() []string {
 func (p *hostPool) startServer() {
 	t := p.t
 	t.Helper()
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	srv, err := harness.StartProcess(p.bin, p.logPath, nil, append([]string{"server", "--data-dir", p.dataDir, "--listen", p.listen,
+		"--agent-listen", strings.TrimPrefix(p.agentURL, "https://"), "--write-config", p.config}, p.srvArgs...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
-	cmd := exec.Command(p.bin, append([]string{"server", "--data-dir", p.dataDir, "--listen", p.listen,
-		"--agent-listen", strings.TrimPrefix(p.agentURL, "https://"), "--write-config", p.config}, p.srvArgs...)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p.srv, p.srvDone = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(p.srvDone) }()
+	p.srv = srv
 	p.eventually("kanga server to serve", 60*time.Second, func() bool {
 		select {
-		case <-p.srvDone:
+		case <-srv.Done():
 			b, _ := os.ReadFile(p.logPath)
 			t.Fatalf("kanga server exited early:\n%s", harness.Tail(string(b), 4000))
 		default:
@@ -167,7 +150,9 @@ func (p *hostPool) joinToken() string {
 	return strings.TrimSpace(string(b))
 }
 
-func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
+// agentFlags are the flags of kanga agent a, joining with token ("": the
+// credentials of its data dir).
+func (p *hostPool) agentFlags(a *hostAgent, token string) []string {
 	args := []string{"agent", "--join", p.joinURL, "--data-dir", a.dataDir, "--host-name", a.name,
 		"--listen", a.listen, "--bridge", a.bridge, "--subnet", a.subnet, "--pool-max", "0",
 		"--cgroup-root", harness.CgroupRootFor(a.dataDir)}
@@ -177,28 +162,23 @@ func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
 	for _, l := range a.labels {
 		args = append(args, "--labels", l)
 	}
-	args = append(args, p.agentArgs...)
-	cmd := exec.Command(p.bin, args...)
+	return append(args, p.agentArgs...)
+}
+
+// agentCmd is kanga agent a as a command to run to its end.
+func (p *hostPool) agentCmd(a *hostAgent, token string) *exec.Cmd {
+	cmd := exec.Command(p.bin, p.agentFlags(a, token)...)
 	cmd.Env = p.env()
 	return cmd
 }
 
 func (p *hostPool) startAgent(a *hostAgent, token string) {
-	t := p.t
-	t.Helper()
-	logf, err := os.OpenFile(a.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	p.t.Helper()
+	proc, err := harness.StartProcess(p.bin, a.logPath, p.env(), p.agentFlags(a, token)...)
 	if err != nil {
-		t.Fatal(err)
+		p.t.Fatal(err)
 	}
-	defer logf.Close()
-	cmd := p.agentCmd(a, token)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(a.done) }()
+	a.proc = proc
 }
 
 // sdk returns an API client from the config the server wrote.
@@ -249,7 +229,7 @@ func (p *hostPool) waitReady(names ...string) {
 	p.eventually("hosts "+strings.Join(names, ",")+" to be Ready", 90*time.Second, func() bool {
 		for _, a := range p.agents {
 			select {
-			case <-a.done:
+			case <-a.proc.Done():
 				b, _ := os.ReadFile(a.logPath)
 				p.t.Fatalf("kanga agent %s exited:\n%s", a.name, harness.Tail(string(b), 4000))
 			default:
@@ -269,63 +249,26 @@ func (p *hostPool) waitReady(names ...string) {
 // and so the instances, keep running: the host is cut off, as behind a
 // network partition.
 func (p *hostPool) crashAgent(a *hostAgent) (containerdPID int) {
-	containerdPID = agentContainerdPID(a)
-	_ = a.cmd.Process.Kill()
-	<-a.done
-	a.cmd = nil
+	containerdPID = harness.ContainerdPID(a.dataDir)
+	a.proc.Kill()
 	if containerdPID > 0 {
 		_ = syscall.Kill(containerdPID, syscall.SIGKILL)
 	}
 	return containerdPID
 }
 
-func agentContainerdPID(a *hostAgent) int {
-	b, err := os.ReadFile(filepath.Join(a.dataDir, "containerd", "containerd", "containerd.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || syscall.Kill(pid, 0) != nil {
-		return 0
-	}
-	return pid
-}
-
 func (p *hostPool) stopAgent(a *hostAgent) {
-	if a.cmd != nil {
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.done:
-		case <-time.After(30 * time.Second):
-			_ = a.cmd.Process.Kill()
-			<-a.done
-		}
-		a.cmd = nil
-	}
-	if pid := agentContainerdPID(a); pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
+	a.proc.Stop()
+	harness.KillContainerd(a.dataDir)
 }
 
-func (p *hostPool) stopServer() {
-	if p.srv == nil {
-		return
-	}
-	_ = p.srv.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.srvDone:
-	case <-time.After(30 * time.Second):
-		_ = p.srv.Process.Kill()
-		<-p.srvDone
-	}
-	p.srv = nil
-}
+func (p *hostPool) stopServer() { p.srv.Stop() }
 
 // purgeAll removes every instance through the API while the agents run,
 // then kills whatever task is left in any agent's containerd (a crashed
 // host's leftovers), so that nothing outlives the test.
 func (p *hostPool) purgeAll() {
-	if p.srv != nil {
+	if p.srv.Running() {
 		for _, name := range strings.Fields(p.kanga("ps", "-aq").stdout) {
 			p.kanga("rm", "-f", name)
 		}
@@ -335,11 +278,10 @@ func (p *hostPool) purgeAll() {
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		busy := false
 		for _, a := range p.agents {
-			if a.cmd == nil {
+			if !a.proc.Running() {
 				continue
 			}
-			sum := sha256.Sum256([]byte(filepath.Join(a.dataDir, "network")))
-			netns, _ := os.ReadDir(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
+			netns, _ := os.ReadDir(harness.NetnsDir(a.dataDir))
 			if len(netns) > 0 || len(strings.Split(strings.TrimSpace(a.ctrOut("tasks", "ls")), "\n")) > 1 {
 				busy = true
 			}
@@ -349,7 +291,7 @@ func (p *hostPool) purgeAll() {
 		}
 	}
 	for _, a := range p.agents {
-		if a.cmd == nil {
+		if !a.proc.Running() {
 			continue
 		}
 		for _, line := range strings.Split(a.ctrOut("tasks", "ls"), "\n")[1:] {
@@ -725,9 +667,7 @@ func TestMultiHostServerRestart(t *testing.T) {
 		before[name] = p.inspect(name)
 	}
 
-	_ = p.srv.Process.Kill()
-	<-p.srvDone
-	p.srv = nil
+	p.srv.Kill()
 	p.startServer()
 	p.waitReady("mh-a", "mh-b")
 	// Longer than the lease and the new leader's startup grace together:
@@ -774,14 +714,14 @@ func TestMultiHostAgentFrozen(t *testing.T) {
 	p.must("host", "cordon", "mh-a")
 	p.must("host", "uncordon", "mh-b")
 
-	if err := syscall.Kill(frozen.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(frozen.proc.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	thawed := false
 	thaw := func() {
 		if !thawed {
 			thawed = true
-			_ = syscall.Kill(frozen.cmd.Process.Pid, syscall.SIGCONT)
+			_ = syscall.Kill(frozen.proc.Pid(), syscall.SIGCONT)
 		}
 	}
 	defer thaw()
@@ -840,11 +780,10 @@ func TestMultiHostReplicas(t *testing.T) {
 	p.eventually("web to run", 60*time.Second, func() bool { return p.get("web").Status.Phase == api.PhaseRunning })
 	before := p.get("web")
 
-	_ = p.srv.Process.Kill()
-	<-p.srvDone
+	p.srv.Kill()
 	// From here the pool is driven (and cleaned up) through the second
 	// replica.
-	p.srv, p.srvDone, p.platform, second.srv = second.srv, second.srvDone, second.platform, nil
+	p.srv, p.platform, second.srv = second.srv, second.platform, nil
 	p.waitReady("mh-a")
 	// Longer than the lease and a new leader's startup grace together.
 	time.Sleep(12 * time.Second)

@@ -101,7 +101,7 @@ func TestOverloadBurstQueues(t *testing.T) {
 	// addresses of the other tests' /24.
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
-	p := startPlatformOn(t, platformNet{dirPrefix: "kanga-it-", bridgePrefix: "kangaovl", subnetPrefix: "10.219", prefixLen: 22}, args...)
+	p := startPlatformOn(t, harness.Net{DirPrefix: "kanga-it-", BridgePrefix: "kangaovl", SubnetPrefix: "10.219", PrefixLen: 22}, args...)
 	p.importImages()
 
 	// The host reports its slots.

@@ -4,16 +4,12 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,8 +28,12 @@ func TestMain(m *testing.M) {
 // binary builds bin/kanga once per test run, into a temp dir.
 func binary(t *testing.T) string { return harness.Binary(t) }
 
-// platform is one `kanga up` under test.
+// platform is one `kanga up` under test (harness.Up), with the CLI
+// helpers these tests share. The lower-case fields are the Up's, named as
+// the tests use them. A hostPool's platform has no Up: it is the CLI half
+// only, against kanga server.
 type platform struct {
+	*harness.Up
 	t       *testing.T
 	bin     string
 	dataDir string
@@ -42,12 +42,7 @@ type platform struct {
 	bridge  string
 	subnet  string
 	logPath string
-	upArgs  []string // extra flags of kanga up
-	cmd     *exec.Cmd
-	done    chan struct{}
 }
-
-var netSeq = 0
 
 // startPlatform starts `kanga up` in a fresh data dir with its own bridge
 // and subnet, and tears everything down (instances included) at the end.
@@ -64,161 +59,25 @@ func startPlatformWith(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc")
-	return startPlatformOn(t, platformNet{dirPrefix: "kanga-it-", bridgePrefix: "kangait", subnetPrefix: "10.214"}, upArgs...)
+	return startPlatformOn(t, harness.Net{DirPrefix: "kanga-it-", BridgePrefix: "kangait", SubnetPrefix: "10.214"}, upArgs...)
 }
 
-// platformNet is a kind of test's own data dir prefix, bridge prefix and
-// /16, so that tests of one kind never collide with another kind running
-// at the same time (go test runs packages side by side).
-type platformNet struct {
-	dirPrefix    string // "kanga-it-"
-	bridgePrefix string // "kangait": the bridge is kangaitN
-	subnetPrefix string // "10.214": the subnet is 10.214.N.0/24
-	// prefixLen is the subnet's length when not 24: 22 gives 10.214.4N.0/22,
-	// room for a thousand instances.
-	prefixLen int
-}
-
-// startPlatformOn starts kanga up on a bridge and subnet of n and removes
-// everything it made when the test ends.
-func startPlatformOn(t *testing.T, n platformNet, upArgs ...string) *platform {
+// startPlatformOn starts kanga up, host it-host unless upArgs name
+// another, on a bridge and subnet of n and removes everything it made
+// when the test ends.
+func startPlatformOn(t *testing.T, n harness.Net, upArgs ...string) *platform {
 	t.Helper()
-	netSeq++
-	seq := (os.Getpid()*7+netSeq)%250 + 1
-	dir, err := os.MkdirTemp("", n.dirPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &platform{
-		t:       t,
-		bin:     binary(t),
-		dataDir: dir,
-		config:  filepath.Join(dir, "client.json"),
-		listen:  "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)),
-		bridge:  fmt.Sprintf("%s%d", n.bridgePrefix, seq),
-		subnet:  fmt.Sprintf("%s.%d.0/24", n.subnetPrefix, seq),
-		logPath: filepath.Join(dir, "kanga.log"),
-		upArgs:  upArgs,
-	}
-	if n.prefixLen == 22 {
-		p.subnet = fmt.Sprintf("%s.%d.0/22", n.subnetPrefix, (seq%64)*4)
-	}
-	p.start()
-	t.Cleanup(func() {
-		p.purge()
-		p.stop()
-		if t.Failed() {
-			if b, err := os.ReadFile(p.logPath); err == nil {
-				t.Logf("kanga up log:\n%s", harness.Tail(string(b), 6000))
-			}
-		}
-		// Snapshots are unmounted by containerd on delete; anything left
-		// mounted under the data dir would make RemoveAll fail loudly.
-		harness.UnmountUnder(dir)
-		harness.RemoveCgroupTree(harness.CgroupRootFor(dir))
-		harness.DropMasquerade(t, p.bridge, p.subnet)
-		_ = exec.Command("ip", "link", "del", p.bridge).Run()
-		os.RemoveAll(dir)
-		// The netns directory of this data dir outlives its last
-		// namespace; remove it if empty (Remove fails otherwise). Its name
-		// is derived from the network state dir, as the agent does.
-		sum := sha256.Sum256([]byte(filepath.Join(dir, "network")))
-		_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
-	})
-	return p
+	up := harness.StartUp(t, n, "it-host", upArgs...)
+	return &platform{Up: up, t: t, bin: up.Bin, dataDir: up.DataDir, config: up.Config, listen: up.Listen,
+		bridge: up.Bridge, subnet: up.Subnet, logPath: up.LogPath}
 }
 
-func (p *platform) start() {
-	p.t.Helper()
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	args := append([]string{"up", "--data-dir", p.dataDir, "--listen", p.listen,
-		"--write-config", p.config, "--bridge", p.bridge, "--subnet", p.subnet, "--host-name", "it-host",
-		"--cgroup-root", harness.CgroupRootFor(p.dataDir)}, p.upArgs...)
-	cmd := exec.Command(p.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	logf.Close()
-	p.cmd = cmd
-	p.done = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			b, _ := os.ReadFile(p.logPath)
-			p.t.Fatalf("kanga up exited early:\n%s", harness.Tail(string(b), 4000))
-		default:
-		}
-		if _, err := os.Stat(p.config); err == nil {
-			if r := p.kanga("version"); r.code == 0 {
-				return
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	b, _ := os.ReadFile(p.logPath)
-	p.t.Fatalf("kanga up did not become ready:\n%s", harness.Tail(string(b), 4000))
-}
-
-// stop ends kanga up gracefully; instances keep running.
-func (p *platform) stop() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
-	p.killContainerd()
-}
-
-// crash kills kanga up with SIGKILL, as a power cut of the process would.
-func (p *platform) crash() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	p.cmd = nil
-}
-
-// containerdPID reads the pid of the containerd the agent supervises.
-func (p *platform) containerdPID() int {
-	b, err := os.ReadFile(filepath.Join(p.dataDir, "containerd", "containerd", "containerd.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || syscall.Kill(pid, 0) != nil {
-		return 0
-	}
-	return pid
-}
-
-func (p *platform) killContainerd() {
-	if pid := p.containerdPID(); pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
-
-// purge removes every instance, so that no container, netns or rule
-// outlives the test.
-func (p *platform) purge() {
-	if p.cmd == nil {
-		return
-	}
-	r := p.kanga("ps", "-aq")
-	for _, name := range strings.Fields(r.stdout) {
-		p.kanga("rm", "-f", name)
-	}
-}
+func (p *platform) start()             { p.Start() }
+func (p *platform) stop()              { p.Stop() }
+func (p *platform) crash()             { p.Crash() }
+func (p *platform) containerdPID() int { return p.ContainerdPID() }
+func (p *platform) killContainerd()    { p.KillContainerd() }
+func (p *platform) purge()             { p.Purge() }
 
 type result struct {
 	stdout, stderr string

@@ -33,7 +33,7 @@ func statNice(t *testing.T, stat string) int {
 func TestInstanceRunsAtDefaultNice(t *testing.T) {
 	p := startPlatform(t)
 	p.importImages()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/stat")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid()) + "/stat")
 	if err != nil {
 		t.Fatal(err)
 	}

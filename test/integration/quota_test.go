@@ -17,6 +17,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
 // Finding 5 of issue 12: no default limits, no quotas, unbounded logs and
@@ -25,7 +26,7 @@ import (
 
 func startQuotaPlatform(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
-	p := startPlatformOn(t, platformNet{dirPrefix: "kanga-qt-", bridgePrefix: "kangaqt", subnetPrefix: "10.247"},
+	p := startPlatformOn(t, harness.Net{DirPrefix: "kanga-qt-", BridgePrefix: "kangaqt", SubnetPrefix: "10.247"},
 		append([]string{"--pool-max", "0"}, upArgs...)...)
 	p.must("image", "import", p.imagePath("busybox.tar"))
 	return p
@@ -41,7 +42,7 @@ func (p *platform) newTenant(name string, args ...string) string {
 		p.t.Fatalf("import as %s: %s", name, r.stderr)
 	}
 	p.t.Cleanup(func() {
-		if p.cmd == nil {
+		if !p.Running() {
 			return
 		}
 		for _, n := range strings.Fields(p.asTenant(token, "ps", "-aq").stdout) {

@@ -139,9 +139,7 @@ func TestUsageAcrossUpCrash(t *testing.T) {
 
 // crashServer kills kanga server with SIGKILL (its embedded etcd with it).
 func (p *hostPool) crashServer() {
-	_ = p.srv.Process.Kill()
-	<-p.srvDone
-	p.srv = nil
+	p.srv.Kill()
 }
 
 // TestClusterUsageAndJoinTokens: the cluster form. An agent's usage

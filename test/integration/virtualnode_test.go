@@ -253,37 +253,26 @@ type virtualNode struct {
 	p       *platform
 	args    []string
 	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	proc    *harness.Process
 }
 
 func (v *virtualNode) start() {
 	v.t.Helper()
-	logf, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	// A marker for log: what this run printed.
+	if f, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+		fmt.Fprintf(f, "--- start %s\n", time.Now().Format(time.RFC3339Nano))
+		f.Close()
+	}
+	proc, err := harness.StartProcess(v.p.bin, v.logPath, v.p.env(), v.args...)
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "--- start %s\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(v.p.bin, v.args...)
-	cmd.Env = v.p.env()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		v.t.Fatal(err)
-	}
-	v.cmd = cmd
-	v.done = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(v.done) }()
+	v.proc = proc
 }
 
 func (v *virtualNode) kill() {
-	if v.cmd == nil {
-		return
-	}
-	_ = v.cmd.Process.Kill()
-	<-v.done
-	v.cmd = nil
+	v.proc.Kill()
+	v.proc = nil
 }
 
 // log is what the process printed since its last start.

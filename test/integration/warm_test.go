@@ -26,7 +26,7 @@ func startWarmPlatform(t *testing.T, upArgs ...string) *platform {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "crun")
-	return startPlatformOn(t, platformNet{dirPrefix: "kanga-wm-", bridgePrefix: "kangawm", subnetPrefix: "10.241"},
+	return startPlatformOn(t, harness.Net{DirPrefix: "kanga-wm-", BridgePrefix: "kangawm", SubnetPrefix: "10.241"},
 		append([]string{"--pool-max", "0", "--debug"}, upArgs...)...)
 }
 
@@ -227,7 +227,7 @@ func TestWarmContainer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", p.cmd.Process.Pid, ns)); err != nil || got != want {
+		if got, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", p.Pid(), ns)); err != nil || got != want {
 			t.Errorf("kanga up's %s namespace: %s %v; want the host's %s", ns, got, err, want)
 		}
 	}

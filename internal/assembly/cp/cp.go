@@ -27,10 +27,10 @@ import (
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/assembly"
 	"github.com/kanga-run/kanga/internal/controlplane"
-	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink/hostclient"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
 	"github.com/kanga-run/kanga/internal/hostlink/linkserver"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
@@ -80,6 +80,25 @@ type Options struct {
 	// Self names the host that runs in this process (kanga up's), which
 	// the failure detector never treats as lost while the process lives.
 	Self string
+	// AgentListener, if set, is the agents' link's listener in place of
+	// one on AgentListen; the plane closes it. `kanga bench schedule`
+	// joins thousands of simulated hosts over in-memory pipes.
+	AgentListener net.Listener
+	// HostLeaseTTL is how long a host stays Ready after its agent's
+	// heartbeat request breaks (default 5 s).
+	HostLeaseTTL time.Duration
+	// LeaderTTL is how long a leading replica that stopped answering
+	// keeps the leadership (controlplane.Config.LeaderTTL; 0 is its
+	// default).
+	LeaderTTL time.Duration
+	// ScheduleWait bounds how long a create waits for the scheduler's
+	// placement (server.Options.ScheduleWait: 0 is its default, negative
+	// not at all).
+	ScheduleWait time.Duration
+	// Hosts, if set, is the API's host directory in place of the link's
+	// (hostclient.Directory, which calls each Ready host's host API):
+	// for simulated hosts, which have none (simhost.Directory).
+	Hosts server.Hosts
 	Defaults
 }
 
@@ -125,7 +144,8 @@ type Plane struct {
 	as        *http.Server // the link's, once served
 	linkErr   chan error
 
-	nv *netview.View
+	nv   *netview.View
+	loop *controlplane.ControlPlane // once StartLoop ran
 
 	// bg lives until Close: the loops in the background.
 	bg     context.Context
@@ -145,7 +165,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer p.Close()
 	p.StartLoop()
-	return p.Serve(ctx, nil)
+	return p.Serve(ctx)
 }
 
 // Open checks o, listens on the API's (and the link's) address, opens the
@@ -181,12 +201,15 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 			p.Close()
 		}
 	}()
+	// A given agents' listener is the plane's from here on, closed with
+	// it even if Open fails.
+	p.aln = o.AgentListener
 	// Listen first: a busy port is the most likely mistake and should fail
 	// before anything is started.
 	if p.ln, err = net.Listen("tcp", o.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w (choose another address with --listen)", o.Listen, err)
 	}
-	if o.AgentListen != "" {
+	if p.aln == nil && o.AgentListen != "" {
 		if p.aln, err = net.Listen("tcp", o.AgentListen); err != nil {
 			return nil, fmt.Errorf("listening on %s: %w (choose another address with --agent-listen)", o.AgentListen, err)
 		}
@@ -219,7 +242,11 @@ func Open(ctx context.Context, o Options) (_ *Plane, err error) {
 	p.nv = netview.New(p.st, log)
 	p.goBackground(func() { p.nv.Run(p.bg) })
 	if p.aln != nil {
-		p.link = &linkserver.Server{Store: p.st, CA: p.ca, Token: p.joinTok, Logger: log, LeaseTTL: hostLeaseTTL,
+		ttl := o.HostLeaseTTL
+		if ttl <= 0 {
+			ttl = hostLeaseTTL
+		}
+		p.link = &linkserver.Server{Store: p.st, CA: p.ca, Token: p.joinTok, Logger: log, LeaseTTL: ttl,
 			InsecureRegistries: o.InsecureRegistries, NetView: p.nv}
 	}
 	return p, nil
@@ -262,6 +289,9 @@ func (p *Plane) openCA(ctx context.Context, hostname string) error {
 // Store is the control plane's store.
 func (p *Plane) Store() *store.Store { return p.st }
 
+// CA is the cluster CA (nil without a link or an HTTPS API).
+func (p *Plane) CA() *pki.CA { return p.ca }
+
 // DataDir is the absolute data dir.
 func (p *Plane) DataDir() string { return p.dataDir }
 
@@ -277,15 +307,20 @@ func (p *Plane) NetView() *netview.View { return p.nv }
 // link and its host API whether it still runs before its instances are
 // re-created elsewhere.
 func (p *Plane) StartLoop() {
-	cfg := controlplane.Config{Store: p.st, ID: p.replica, Logger: p.log, Policy: controlplane.DefaultPolicy}
+	cfg := controlplane.Config{Store: p.st, ID: p.replica, Logger: p.log, Policy: controlplane.DefaultPolicy, LeaderTTL: p.o.LeaderTTL}
 	var live controlplane.Liveness
 	if p.link != nil {
 		live = &hostclient.Prober{Link: p.link, TLS: p.clientTLS.Clone()}
 	}
 	p.o.Failure.Apply(&cfg, p.o.Self, live)
 	c := controlplane.New(cfg)
+	p.loop = c
 	p.goBackground(func() { _ = c.Run(p.bg) })
 }
+
+// Leading reports whether this replica's loop leads the control plane
+// now (false before StartLoop).
+func (p *Plane) Leading() bool { return p.loop != nil && p.loop.Leading() }
 
 // ClientConfig is what a client needs to reach the API as the admin.
 func (p *Plane) ClientConfig() client.Config {
@@ -331,20 +366,24 @@ func (p *Plane) goBackground(f func()) {
 	go func() { defer p.wg.Done(); f() }()
 }
 
-// Serve serves the API (and the agents' link) until ctx ends; host is the
-// API's own host (kanga up's agent), nil when hosts are reached through
-// the link's directory. Once serving it writes the client config and the
-// pid file and calls Options.Ready.
-func (p *Plane) Serve(ctx context.Context, host hostcontract.Host) error {
+// Serve serves the API (and the agents' link) until ctx ends. The API
+// reaches the hosts through the link's directory (or Options.Hosts).
+// Once serving it writes the client config and the pid file and calls
+// Options.Ready.
+func (p *Plane) Serve(ctx context.Context) error {
 	apiOpts := p.apiOpts
 	apiOpts.Logger, apiOpts.Version, apiOpts.Replica = p.log, p.o.Version, p.replica
 	apiOpts.Ports, apiOpts.Security = p.ports, p.o.Security
+	apiOpts.ScheduleWait = p.o.ScheduleWait
 	if p.link != nil {
 		apiOpts.Hosts = hostclient.NewDirectory(p.bg, p.st, p.clientTLS)
 		apiOpts.JoinTokens = &join.Authority{Store: p.st, CA: p.ca}
 	}
-	srv := server.New(p.st, host, apiOpts)
-	hs := server.NewHTTPServer(srv.Handler(), server.DefaultLimits, p.log)
+	if p.o.Hosts != nil {
+		apiOpts.Hosts = p.o.Hosts
+	}
+	srv := server.New(p.st, apiOpts)
+	hs := httpserver.New(srv.Handler(), httpserver.DefaultLimits, p.log)
 	serveErr := make(chan error, 2)
 	cfg := p.ClientConfig()
 	apiAddr := cfg.Addr
@@ -402,7 +441,7 @@ func (p *Plane) ServeLink() {
 	if p.link == nil || p.as != nil {
 		return
 	}
-	p.as = server.NewHTTPServer(p.link.Handler(), server.DefaultLimits, p.log)
+	p.as = httpserver.New(p.link.Handler(), httpserver.DefaultLimits, p.log)
 	p.as.TLSConfig = p.link.TLSConfig(p.cert)
 	// The lease is held while the agent's heartbeat request is open,
 	// and a hung agent, or one behind a partition that drops packets

@@ -35,10 +35,10 @@ import (
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/httpstream"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
 
@@ -81,6 +81,7 @@ var routes = []route{
 	{"POST", "/v1/instances/{name}/exec", true, (*handler).exec},
 	{"GET", "/v1/instances/{name}/stats", true, (*handler).stats},
 	{"POST", "/v1/instances/{name}/kill", true, (*handler).kill},
+	{"GET", "/v1/instances/{name}/top", true, (*handler).top},
 	{"GET", "/v1/instances/{name}/sla", true, (*handler).sla},
 	{"GET", "/v1/images", true, (*handler).listImages},
 	{"POST", "/v1/images/import", true, (*handler).importImage},
@@ -105,14 +106,14 @@ func Handler(host hostcontract.Host, insts InstanceGetter, log *slog.Logger) htt
 	}
 	h := &handler{host: host, insts: insts, log: log.With("component", "hostapi")}
 	mux := http.NewServeMux()
-	methods := server.NewMethods()
+	methods := httpserver.NewMethods()
 	for _, rt := range routes {
 		rt := rt
 		mux.HandleFunc(rt.method+" "+rt.pattern, func(w http.ResponseWriter, r *http.Request) {
 			if rt.tenant {
 				t, err := tenantOf(r)
 				if err != nil {
-					server.RefuseBody(r)
+					httpserver.RefuseBody(r)
 					hostlink.WriteError(w, err)
 					return
 				}
@@ -125,7 +126,7 @@ func Handler(host hostcontract.Host, insts InstanceGetter, log *slog.Logger) htt
 		methods.Add(rt.method, rt.pattern)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		server.RefuseBody(r)
+		httpserver.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
 			hostlink.WriteError(w, err)
 			return
@@ -134,7 +135,7 @@ func Handler(host hostcontract.Host, insts InstanceGetter, log *slog.Logger) htt
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := Authorize(r.TLS); err != nil {
-			server.RefuseBody(r)
+			httpserver.RefuseBody(r)
 			hostlink.WriteError(w, err)
 			return
 		}
@@ -273,6 +274,24 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// top lists the processes of the instance's containers.
+func (h *handler) top(w http.ResponseWriter, r *http.Request) error {
+	pl, ok := h.host.(hostcontract.ProcessLister)
+	if !ok {
+		return fmt.Errorf("this host cannot list processes: %w", errdefs.ErrNotImplemented)
+	}
+	inst, err := h.instance(r)
+	if err != nil {
+		return err
+	}
+	procs, err := pl.Top(r.Context(), inst)
+	if err != nil {
+		return err
+	}
+	hostlink.WriteJSON(w, http.StatusOK, api.ProcessList{Items: procs})
+	return nil
+}
+
 // kill signals the instance's containers; the server has checked the
 // signal and the container.
 func (h *handler) kill(w http.ResponseWriter, r *http.Request) error {
@@ -325,10 +344,10 @@ func (h *handler) importImage(w http.ResponseWriter, r *http.Request) error {
 	// full duplex net/http discards or closes the unread body at the first
 	// write.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	server.StreamBody(r)
+	httpserver.StreamBody(r)
 	ps := httpstream.NewProgress(w, httpstream.NewFlushWriter(w))
 	imgs, err := h.host.ImportImage(r.Context(), r.Body, httpstream.NotDone(ps.Send))
-	server.FinishBody(r)
+	httpserver.FinishBody(r)
 	if err != nil {
 		return ps.Fail(err)
 	}

@@ -51,6 +51,7 @@ var (
 	_ hostcontract.ImagePrewarmer = (*RemoteHost)(nil)
 	_ hostcontract.ImageRemover   = (*RemoteHost)(nil)
 	_ hostcontract.Killer         = (*RemoteHost)(nil)
+	_ hostcontract.ProcessLister  = (*RemoteHost)(nil)
 	_ hostcontract.PortChecker    = (*RemoteHost)(nil)
 )
 
@@ -276,6 +277,15 @@ func (h *RemoteHost) Stats(ctx context.Context, inst *api.Instance) (api.Instanc
 		return api.InstanceStats{}, err
 	}
 	return c.Stats(ctx, inst.Name)
+}
+
+// Top implements hostcontract.ProcessLister.
+func (h *RemoteHost) Top(ctx context.Context, inst *api.Instance) ([]api.Process, error) {
+	c, err := h.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Top(ctx, inst.Name)
 }
 
 // Kill implements hostcontract.Killer.

@@ -28,10 +28,10 @@ import (
 	"github.com/kanga-run/kanga/internal/hostcontract"
 	"github.com/kanga-run/kanga/internal/hostlink"
 	"github.com/kanga-run/kanga/internal/hostlink/join"
+	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/netview"
 	"github.com/kanga-run/kanga/internal/pki"
 	"github.com/kanga-run/kanga/internal/requestid"
-	"github.com/kanga-run/kanga/internal/server"
 	"github.com/kanga-run/kanga/internal/store"
 	"github.com/kanga-run/kanga/internal/tenant"
 )
@@ -160,7 +160,7 @@ func (s *Server) Handler() http.Handler {
 		go s.owners.follow(context.Background())
 	}
 	mux := http.NewServeMux()
-	methods := server.NewMethods()
+	methods := httpserver.NewMethods()
 	handle := func(pattern string, h http.Handler) {
 		mux.Handle(pattern, h)
 		method, path, _ := strings.Cut(pattern, " ")
@@ -183,7 +183,7 @@ func (s *Server) Handler() http.Handler {
 	handle("GET "+hostlink.PathHost+"{host}/tenants/{tenant}/quota", s.agentOnly(s.tenantQuota))
 	handle("GET "+hostlink.PathHost+"{host}/volumes/{id}/key", s.agentOnly(s.volumeKey))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		server.RefuseBody(r)
+		httpserver.RefuseBody(r)
 		if err := methods.NotAllowed(w, r); err != nil {
 			hostlink.WriteError(w, err)
 			return
@@ -215,7 +215,7 @@ func (s *Server) agentOnly(h func(http.ResponseWriter, *http.Request, string) er
 		}
 		if err != nil {
 			s.Logger.Warn("hostlink: refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			server.RefuseBody(r)
+			httpserver.RefuseBody(r)
 			hostlink.WriteError(w, err)
 			return
 		}
@@ -621,7 +621,7 @@ func (s *Server) tenantQuota(w http.ResponseWriter, r *http.Request, host string
 // agent gets the secrets of the instances it runs, and learns nothing of
 // the others'. The values are in this answer only, never in a log line.
 func (s *Server) files(w http.ResponseWriter, r *http.Request, host string) error {
-	server.RefuseBody(r)
+	httpserver.RefuseBody(r)
 	uid := r.URL.Query().Get("uid")
 	if uid == "" {
 		return fmt.Errorf("uid: give the uid of the instance: %w", errdefs.ErrInvalidArgument)

@@ -82,6 +82,9 @@ type Net struct {
 	DirPrefix    string // "kanga-it-"
 	BridgePrefix string // "kangait": the bridge is kangaitN
 	SubnetPrefix string // "10.214": the subnet is 10.214.N.0/24
+	// PrefixLen is the subnet's length when not 24: 22 gives
+	// 10.214.4N.0/22, room for a thousand instances.
+	PrefixLen int
 }
 
 var (
@@ -95,6 +98,9 @@ func (n Net) next() (bridge, subnet string) {
 	netSeq++
 	seq := (os.Getpid()*7+netSeq)%250 + 1
 	seqMu.Unlock()
+	if n.PrefixLen == 22 {
+		return fmt.Sprintf("%s%d", n.BridgePrefix, seq), fmt.Sprintf("%s.%d.0/22", n.SubnetPrefix, (seq%64)*4)
+	}
 	return fmt.Sprintf("%s%d", n.BridgePrefix, seq), fmt.Sprintf("%s.%d.0/24", n.SubnetPrefix, seq)
 }
 
@@ -113,8 +119,7 @@ type Up struct {
 	// Args are extra flags of kanga up.
 	Args []string
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *Process
 }
 
 // StartUp starts kanga up on a fresh data dir with a bridge and subnet of
@@ -152,45 +157,26 @@ func (p *Up) cleanup() {
 			p.T.Logf("kanga up log:\n%s", Tail(string(b), 6000))
 		}
 	}
-	// Snapshots are unmounted by containerd on delete; anything left
-	// mounted under the data dir would make RemoveAll fail loudly.
-	UnmountUnder(p.DataDir)
-	RemoveCgroupTree(CgroupRootFor(p.DataDir))
-	DropMasquerade(p.T, p.Bridge, p.Subnet)
-	_ = exec.Command("ip", "link", "del", p.Bridge).Run()
+	RemoveHostLeftovers(p.T, p.DataDir, p.Bridge, p.Subnet)
 	_ = os.RemoveAll(p.DataDir)
-	// The netns directory of this data dir outlives its last namespace;
-	// remove it if empty (Remove fails otherwise). Its name is derived
-	// from the network state dir, as the agent does.
-	sum := sha256.Sum256([]byte(filepath.Join(p.DataDir, "network")))
-	_ = os.Remove(filepath.Join("/run/kanga/netns", hex.EncodeToString(sum[:])[:12]))
 }
 
 // Start starts kanga up (again) on its data dir and waits until the CLI
 // reaches it.
 func (p *Up) Start() {
 	p.T.Helper()
-	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		p.T.Fatal(err)
-	}
 	args := append([]string{"up", "--data-dir", p.DataDir, "--listen", p.Listen,
 		"--write-config", p.Config, "--bridge", p.Bridge, "--subnet", p.Subnet, "--host-name", p.HostName,
 		"--cgroup-root", CgroupRootFor(p.DataDir)}, p.Args...)
-	cmd := exec.Command(p.Bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	proc, err := StartProcess(p.Bin, p.LogPath, nil, args...)
+	if err != nil {
 		p.T.Fatal(err)
 	}
-	logf.Close()
-	p.cmd = cmd
-	p.done = make(chan struct{})
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p.proc = proc
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
-		case <-p.done:
+		case <-proc.Done():
 			b, _ := os.ReadFile(p.LogPath)
 			p.T.Fatalf("kanga up exited early:\n%s", Tail(string(b), 4000))
 		default:
@@ -207,30 +193,26 @@ func (p *Up) Start() {
 }
 
 // Running reports whether kanga up runs (started, not stopped or killed).
-func (p *Up) Running() bool { return p.cmd != nil }
+func (p *Up) Running() bool { return p.proc != nil }
+
+// Pid is the kanga up process's pid (0: it never ran).
+func (p *Up) Pid() int { return p.proc.Pid() }
 
 // Stop ends kanga up gracefully and kills the containerd it leaves
 // running for adoption; instances keep running.
 func (p *Up) Stop() {
-	if p.cmd == nil {
+	if p.proc == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.cmd = nil
+	p.proc.Stop()
+	p.proc = nil
 	p.KillContainerd()
 }
 
 // Crash kills kanga up with SIGKILL, as a power cut of the process would.
 func (p *Up) Crash() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	p.cmd = nil
+	p.proc.Kill()
+	p.proc = nil
 }
 
 // Socket is the address of the containerd the agent supervises.
@@ -238,29 +220,15 @@ func (p *Up) Socket() string { return filepath.Join(p.DataDir, "containerd", "co
 
 // ContainerdPID reads the pid of the containerd the agent supervises (0:
 // none runs).
-func (p *Up) ContainerdPID() int {
-	b, err := os.ReadFile(filepath.Join(p.DataDir, "containerd", "containerd", "containerd.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || syscall.Kill(pid, 0) != nil {
-		return 0
-	}
-	return pid
-}
+func (p *Up) ContainerdPID() int { return ContainerdPID(p.DataDir) }
 
 // KillContainerd kills the containerd the agent supervised.
-func (p *Up) KillContainerd() {
-	if pid := p.ContainerdPID(); pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
+func (p *Up) KillContainerd() { KillContainerd(p.DataDir) }
 
 // Purge removes every instance, so that no container, netns or rule
 // outlives the test.
 func (p *Up) Purge() {
-	if p.cmd == nil {
+	if !p.Running() {
 		return
 	}
 	r, err := p.CLI(2*time.Minute, nil, nil, "ps", "-aq")

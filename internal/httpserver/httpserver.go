@@ -1,4 +1,10 @@
-package server
+// Package httpserver is what every Kanga listener (the public API, the
+// agents' link, an agent's host API) shares below its handlers: the
+// http.Server with its limits on slow and large clients, what a handler
+// may do to its request's body and connection (RefuseBody, StreamBody,
+// FinishBody), and the index of methods behind 405 answers. The API and
+// the host link both use it, so it depends on neither.
+package httpserver
 
 import (
 	"context"
@@ -16,8 +22,8 @@ import (
 
 // Limits bound what a client can hold of a Kanga listener (the API, the
 // agents' link, an agent's host API) before it has proven who it is and
-// while it sends or reads slowly. Every listener serves through
-// NewHTTPServer, so that one set of limits applies to all of them.
+// while it sends or reads slowly. Every listener serves through New, so
+// that one set of limits applies to all of them.
 type Limits struct {
 	// ReadHeaderTimeout is how long a client may take to send the request
 	// line and headers.
@@ -39,8 +45,8 @@ type Limits struct {
 	MaxHeaderBytes int
 }
 
-// DefaultLimits are the limits of every Kanga listener. A JSON body is at
-// most 1 MiB (maxBody), so 30 s asks no more than 35 KB/s of a client; an
+// DefaultLimits are the limits of every Kanga listener. A JSON body of the
+// API is at most 1 MiB, so 30 s asks no more than 35 KB/s of a client; an
 // image archive must arrive at 1 KiB/s or faster, measured over 30 s.
 var DefaultLimits = Limits{
 	ReadHeaderTimeout: 10 * time.Second,
@@ -54,10 +60,10 @@ var DefaultLimits = Limits{
 	MaxHeaderBytes: 256 << 10,
 }
 
-// NewHTTPServer returns an http.Server for h with the limits l; the
-// caller sets the TLS configuration and serves. Errors net/http logs
-// itself (TLS handshakes, timeouts) go to log at debug level.
-func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
+// New returns an http.Server for h with the limits l; the caller sets the
+// TLS configuration and serves. Errors net/http logs itself (TLS
+// handshakes, timeouts) go to log at debug level.
+func New(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -88,8 +94,8 @@ type conn struct {
 // LimitBodies gives every request body BodyTimeout to arrive. The
 // deadline is lifted once the body is read to its end, so that a handler
 // that waits long after (a stop with a grace period) keeps its
-// connection. Handlers reach the connection through RefuseBody and
-// streamBody.
+// connection. Handlers reach the connection through RefuseBody,
+// StreamBody and FinishBody.
 func LimitBodies(h http.Handler, l Limits) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
@@ -135,6 +141,16 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 func connOf(r *http.Request) *conn {
 	c, _ := r.Context().Value(connKey{}).(*conn)
 	return c
+}
+
+// LimitsOf returns the limits of the listener r came through; false for a
+// request that did not come through LimitBodies (a handler called
+// directly, as in a unit test).
+func LimitsOf(r *http.Request) (Limits, bool) {
+	if c := connOf(r); c != nil {
+		return c.limits, true
+	}
+	return Limits{}, false
 }
 
 // RefuseBody is for a request answered without reading its body (no or a
@@ -234,9 +250,10 @@ func bodyFailed(body io.Reader) bool {
 	return false
 }
 
-// tooLarge turns the error of a body read past its limit into one the
-// client can act on.
-func tooLarge(err error) error {
+// TooLarge turns the error of a body read past its limit
+// (http.MaxBytesReader's) into one the client can act on; nil for any
+// other error.
+func TooLarge(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return fmt.Errorf("request body is larger than %d bytes, the most this endpoint accepts: send a smaller document: %w", mbe.Limit, errdefs.ErrTooLarge)
