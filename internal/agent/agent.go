@@ -312,7 +312,7 @@ func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) 
 			return
 		}
 		r = newRunner(a, inst)
-		a.placeCgroup(inst)
+		a.placeCgroup(inst, r.res)
 		a.holdTenant(inst.Tenant)
 		a.runners[inst.UID] = r
 		a.wg.Add(1)
@@ -355,6 +355,18 @@ func (a *Agent) relinquish(inst *api.Instance) {
 		r.log.Info("instance assigned to another host; removing it here", "host", inst.Status.Host)
 		r.update(inst, true)
 	}
+}
+
+// resourcesOf is inst's resources, parsed: its runner's when it has one
+// (parsed when the runner was made), else parsed here, leniently (what
+// does not parse is left zero, so not promised), for a record no runner
+// holds (one the host API asks about before or after its runner).
+func (a *Agent) resourcesOf(inst *api.Instance) model.Resources {
+	if r := a.runner(inst.UID); r != nil {
+		return r.res
+	}
+	res, _ := model.ParseResources(inst.Spec.Resources)
+	return res
 }
 
 func (a *Agent) runner(uid string) *runner {

@@ -341,7 +341,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if err != nil {
 		return err
 	}
-	diskLimits, err := r.a.withDiskLimits(inst.Spec.Resources)
+	diskLimits, err := r.a.withDiskLimits(r.res)
 	if err != nil {
 		return err
 	}

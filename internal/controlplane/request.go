@@ -46,11 +46,7 @@ func demandOf(spec *api.InstanceSpec) (demand, error) {
 	// Bandwidth is promised per direction on a full-duplex link: the
 	// larger direction is what the host must have.
 	d.res.BandwidthBPS = max(r.IngressBPS, r.EgressBPS)
-	if spec.Resources.Disk != "" {
-		if d.res.Disk, err = model.ParseMemory(spec.Resources.Disk); err != nil {
-			return d, fmt.Errorf("spec.resources.disk: %w", err)
-		}
-	}
+	d.res.Disk = r.Disk
 	return d, nil
 }
 
