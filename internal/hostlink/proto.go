@@ -55,6 +55,11 @@ const (
 	// process registry), to the control plane's certificate like every
 	// other route.
 	PathMetrics = "/metrics"
+	// PathDevices: POST (an api.DeviceRequest; answers the qualified
+	// names attached) and DELETE ?name= attach devices to the tenant's
+	// running instance {name} and detach them
+	// (hostcontract.DeviceAttacher).
+	PathDevices = "/host/v1/instances/{name}/devices"
 )
 
 // VolumeCreate is the body of POST PathVolumes. Key is an encrypted
