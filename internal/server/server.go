@@ -240,6 +240,7 @@ var Routes = []Route{
 	{"DELETE", "/v1/volumes/{name}", false, (*Server).deleteVolume},
 	{"GET", "/v1/usage", false, (*Server).getUsage},
 	{"GET", "/v1/audit", false, (*Server).listAudit},
+	{"GET", "/v1/events", false, (*Server).events},
 	{"GET", "/metrics", false, (*Server).metrics},
 }
 
