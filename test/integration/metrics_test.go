@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,15 +16,17 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/client"
 )
 
-// TestMetrics scrapes the API's /metrics of a kanga up around starts and
-// a removal: the start histogram counts the starts, the request counter
-// the creates, a running instance has its per-instance series and loses
-// them when removed, and a tenant's token, even with every tenant scope,
-// is refused.
-func TestMetrics(t *testing.T) {
+// TestObservability scrapes the API's /metrics of a kanga up around
+// starts and a removal: the start histogram counts the starts, the request
+// counter the creates, a running instance has its per-instance series and
+// loses them when removed, and a tenant's token, even with every tenant
+// scope, is refused. Then kanga events shows, filters and follows the
+// instances' events, and only the tenant's own.
+func TestObservability(t *testing.T) {
 	p := startPlatform(t)
 	cfg, err := client.LoadConfig(p.config)
 	if err != nil {
@@ -105,6 +111,74 @@ func TestMetrics(t *testing.T) {
 		}
 		if code, _ := get(t, cfg.Addr+"/metrics", ""); code != http.StatusUnauthorized {
 			t.Errorf("GET /metrics without a token: %d, want 401", code)
+		}
+	})
+
+	t.Run("events", func(t *testing.T) {
+		events := func(token string, args ...string) []api.EventRecord {
+			t.Helper()
+			out := p.mustAs(token, append([]string{"events", "-o", "json"}, args...)...)
+			var recs []api.EventRecord
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				if l == "" {
+					continue
+				}
+				var r api.EventRecord
+				if err := json.Unmarshal([]byte(l), &r); err != nil {
+					t.Fatalf("kanga events line %q: %v", l, err)
+				}
+				recs = append(recs, r)
+			}
+			return recs
+		}
+		has := func(recs []api.EventRecord, inst, reason string) bool {
+			return slices.ContainsFunc(recs, func(r api.EventRecord) bool { return r.Instance == inst && r.Reason == reason })
+		}
+		all := events(tok)
+		if !has(all, "met-2", "Scheduled") {
+			t.Errorf("kanga events lacks met-2's Scheduled event: %+v", all)
+		}
+		for _, r := range events(tok, "--type", "Warning") {
+			if r.Type != api.EventWarning {
+				t.Errorf("--type Warning printed %+v", r)
+			}
+		}
+		other := p.newTenant("met-b")
+		if recs := events(other); len(recs) != 0 {
+			t.Errorf("another tenant sees events: %+v", recs)
+		}
+
+		// -f: an instance started while following shows up.
+		cmd := exec.Command(p.bin, "events", "-f", "-o", "json")
+		cmd.Env = append(p.env(), "KANGA_TOKEN="+tok)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		found := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				var r api.EventRecord
+				if json.Unmarshal(sc.Bytes(), &r) == nil && r.Instance == "met-3" && r.Reason == "Scheduled" {
+					found <- true
+					return
+				}
+			}
+			found <- false
+		}()
+		p.mustAs(tok, "run", "-d", "--name", "met-3", "kanga.test/busybox", "sleep", "1000")
+		select {
+		case ok := <-found:
+			if !ok {
+				t.Error("kanga events -f ended before met-3's Scheduled event")
+			}
+		case <-time.After(60 * time.Second):
+			t.Error("kanga events -f did not print met-3's Scheduled event within 60 s")
 		}
 	})
 }
