@@ -80,6 +80,18 @@ func TestMetricsScope(t *testing.T) {
 			t.Errorf("GET /metrics lacks %q", want)
 		}
 	}
+	// Kanga's own series follow Prometheus's conventions (names, units,
+	// _total on counters), what promtool check metrics checks; the
+	// embedded etcd's, registered in the same process, are etcd's.
+	problems, err := testutil.GatherAndLint(e.server.gatherer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "kanga_") {
+			t.Errorf("lint of /metrics: %s: %s", p.Metric, p.Text)
+		}
+	}
 	// A token given only metrics:read reads it (a Prometheus's token).
 	name, first := newTenantWithToken(t, e, admin)
 	wantError(t, e.do(t, "GET", "/metrics", first, ""), http.StatusForbidden, "PermissionDenied", "metrics:read")
