@@ -149,7 +149,9 @@ func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.
 		return nw.Setup(ctx, id, ports(inst.Spec), limits)
 	}
 	if p := r.a.cfg.Pool; p != nil && poolable(inst.Spec, limits) {
-		if sb, ok := p.Take(r.tenant); ok {
+		sb, ok := p.Take(r.tenant)
+		countTake(poolTakes, ok)
+		if ok {
 			// Recorded before use, so that teardown (by this agent or the
 			// next) destroys this sandbox; if the agent dies before the
 			// record exists, the orphan cleanup destroys it as unclaimed.

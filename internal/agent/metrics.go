@@ -31,8 +31,30 @@ var (
 	}, []string{"step"})
 )
 
+// Hits and misses of the warm containers and the sandbox pool, counted
+// for the starts that could use them (an instance with dedicated cores,
+// devices or disk limits never asks the warm pool).
+var (
+	warmTakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "kanga", Subsystem: "warm", Name: "takes_total",
+		Help: "Starts that asked for a warm container of their tenant, image and runtime, by result (hit, miss).",
+	}, []string{"result"})
+	poolTakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "kanga", Subsystem: "pool", Name: "takes_total",
+		Help: "Starts that asked the pool for a ready network sandbox, by result (hit, miss).",
+	}, []string{"result"})
+)
+
+func countTake(c *prometheus.CounterVec, hit bool) {
+	if hit {
+		c.WithLabelValues("hit").Inc()
+		return
+	}
+	c.WithLabelValues("miss").Inc()
+}
+
 func init() {
-	prometheus.MustRegister(startDuration, stepDuration)
+	prometheus.MustRegister(startDuration, stepDuration, warmTakes, poolTakes)
 }
 
 // observe records a finished start in the histograms. Starts that adopt

@@ -177,3 +177,18 @@ func BenchmarkStartObserve(b *testing.B) {
 		p.observe(startPathCold)
 	}
 }
+
+func TestCountTake(t *testing.T) {
+	for _, c := range []*prometheus.CounterVec{warmTakes, poolTakes} {
+		hit, miss := testutil.ToFloat64(c.WithLabelValues("hit")), testutil.ToFloat64(c.WithLabelValues("miss"))
+		countTake(c, true)
+		countTake(c, false)
+		countTake(c, false)
+		if d := testutil.ToFloat64(c.WithLabelValues("hit")) - hit; d != 1 {
+			t.Errorf("hits moved by %v, want 1", d)
+		}
+		if d := testutil.ToFloat64(c.WithLabelValues("miss")) - miss; d != 2 {
+			t.Errorf("misses moved by %v, want 2", d)
+		}
+	}
+}
