@@ -229,25 +229,6 @@ func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance
 	return inst
 }
 
-func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
-	sel, err := model.ParseLabelSelector("labelSelector", r.URL.Query().Get("labelSelector"))
-	if err != nil {
-		return err
-	}
-	all, err := s.store.ListInstances(r.Context())
-	if err != nil {
-		return err
-	}
-	items := []api.Instance{}
-	for _, inst := range all {
-		if model.MatchLabels(sel, inst.Labels) {
-			items = append(items, inst)
-		}
-	}
-	writeJSON(w, http.StatusOK, api.InstanceList{Items: items})
-	return nil
-}
-
 func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) error {
 	inst, err := s.store.GetInstance(r.Context(), r.PathValue("name"))
 	if err != nil {
