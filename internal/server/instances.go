@@ -332,11 +332,11 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// unschedulable reports an instance that waits for resources: no host
-// offers its class (Unschedulable) or its host has no free dedicated core
-// (InsufficientCPU). It stays Pending, with the reason, until that changes.
+// unschedulable reports an instance that waits for resources
+// (Unschedulable, Insufficient<Resource>: api.WaitsForResources). It
+// stays Pending, with the reason, until that changes.
 func unschedulable(i *api.Instance) bool {
-	return i.Status.Phase == api.PhasePending && (i.Status.Reason == "Unschedulable" || i.Status.Reason == "InsufficientCPU")
+	return i.Status.Phase == api.PhasePending && api.WaitsForResources(i.Status.Reason)
 }
 
 // waitError explains a wait that ran out of time; the request's own
