@@ -252,6 +252,21 @@ type InstanceSpec struct {
 	// DNSConfig adds to (or with DNSPolicy None, makes) the instance's
 	// /etc/resolv.conf, as a Kubernetes pod's dnsConfig.
 	DNSConfig *DNSConfig `json:"dnsConfig,omitempty"`
+	// Devices are host devices the containers get, by Container Device
+	// Interface kind (see DeviceRequest).
+	Devices []DeviceRequest `json:"devices,omitempty"`
+}
+
+// DeviceRequest asks for host devices of one CDI kind
+// (vendor.com/class): Count of any of the kind's devices, or, with Name,
+// the one device of that fully qualified CDI name (vendor.com/class=name;
+// Kind may then be left out). The host's agent picks the devices of a
+// count and records them in status.devices; each container gets them
+// (device nodes, mounts and environment from the device's CDI spec).
+type DeviceRequest struct {
+	Kind  string `json:"kind,omitempty"`
+	Name  string `json:"name,omitempty"`
+	Count int    `json:"count,omitempty"`
 }
 
 // DNS policies.
@@ -333,6 +348,9 @@ type InstanceStatus struct {
 	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
 	// Conditions are Kubernetes-like conditions of the instance: Ready.
 	Conditions []InstanceCondition `json:"conditions,omitempty"`
+	// Devices are the fully qualified CDI names of the host devices the
+	// instance holds (see spec.devices), set by its host.
+	Devices []string `json:"devices,omitempty"`
 }
 
 // Instance is a Pod-like group of containers sharing one sandbox.
@@ -810,6 +828,18 @@ type Host struct {
 	// Subnet is the IPv4 network the host's instances get addresses
 	// from; the hosts' agents use it to tell instances from the outside.
 	Subnet string `json:"subnet,omitempty"`
+	// Devices are the devices the host offers, from its CDI specs.
+	Devices []HostDevice `json:"devices,omitempty"`
+}
+
+// HostDevice is a device a host offers to instances.
+type HostDevice struct {
+	// Name is the device's fully qualified CDI name, vendor.com/class=name.
+	Name string `json:"name"`
+	// Shareable devices may be held by any number of instances at once
+	// (the CDI spec's annotation kanga.run/shareable: "true"); the others
+	// by one at a time.
+	Shareable bool `json:"shareable,omitempty"`
 }
 
 // MaxHostImages caps the images one host reports: a host record is read

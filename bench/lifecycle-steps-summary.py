@@ -27,7 +27,13 @@ for f in glob.glob(out+'/*-kanga-up.log'):
 print()
 for k,v in sorted(ag.items()):
     print(k,'n=%d'%len(v),'agent-total p50=%.1f ms'%statistics.median(v))
+builds=sorted({b for (_,_,b) in ag if b!='before'})
 for mode in ['warm','nowarm']:
   for kind in ['warm-claim','cold']:
-    a=ag.get((mode,kind,'after')); b=ag.get((mode,kind,'before'))
-    if a and b: print(mode,kind,'ratio after/before p50 = %.2f'%(statistics.median(a)/statistics.median(b)))
+    for after in builds:
+      a=ag.get((mode,kind,after)); b=ag.get((mode,kind,'before'))
+      if a and b: print(mode,kind,'ratio %s/before p50 = %.2f'%(after,statistics.median(a)/statistics.median(b)))
+for mode in ['warm','nowarm']:
+  for after in sorted({b for (_,b) in rows if b!='before'}):
+    a=rows.get((mode,after)); b=rows.get((mode,'before'))
+    if a and b: print(mode,'API p50 median of sessions %s/before = %.2f'%(after,statistics.median([x for _,x,_ in a])/statistics.median([x for _,x,_ in b])))

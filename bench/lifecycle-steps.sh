@@ -1,7 +1,10 @@
 #!/bin/sh
-# Alternates main's binary (before) and r-lifecycle's (after): kanga bench
-# start, crun, with warm containers (after kanga image prewarm: every
-# start claims one) and without (--warm-max 0).
+# Alternates builds (BINS/<variant>/kanga): kanga bench start, crun, with
+# warm containers (after kanga image prewarm: every start claims one) and
+# without (--warm-max 0). VARIANTS (default "before after") are run in
+# turn, the order rotated every round; a variant named <build>flat runs
+# BINS/<build>/kanga with the kernel's CPU weights (--instances-cpu-shares
+# -1 --nice 0) instead of Kanga's priorities.
 set -u
 cd "$(dirname "$0")/.."
 DATA=/tmp/rlcb
@@ -22,21 +25,30 @@ trap 'exit 143' TERM
 SOCK="$DATA/containerd/containerd.sock"
 ROUNDS=${ROUNDS:-2}
 for r in $(seq 1 "$ROUNDS"); do
-	order="before after"
-	[ $((r % 2)) -eq 0 ] && order="after before"
+	set -- ${VARIANTS:-before after}
+	i=1
+	while [ $i -lt "$r" ]; do
+		v=$1
+		shift
+		set -- "$@" "$v"
+		i=$((i + 1))
+	done
+	order="$*"
 	for mode in warm nowarm; do
 		for b in $order; do
-			K=$BINS/$b/kanga
+			K=$BINS/${b%flat}/kanga
+			prio=""
+			[ "${b%flat}" != "$b" ] && prio="--instances-cpu-shares -1 --nice 0"
 			name=$b-$mode-r$r
 			if [ $mode = warm ]; then
-				platform_up "$name" --warm-max 10 --warm-total 10
+				platform_up "$name" --warm-max 10 --warm-total 10 $prio
 				sleep 3
 				$K image prewarm "$IMG" >/dev/null
 				sleep 6
 				$K bench start --runtime crun --n 10 --baseline=false --json --containerd "$SOCK" >"$OUT/$name.json" 2>"$OUT/$name.err"
 				cat "$DATA/agent/warm.json" >"$OUT/$name.warm.json" 2>/dev/null
 			else
-				platform_up "$name" --warm-max 0
+				platform_up "$name" --warm-max 0 $prio
 				sleep 3
 				$K bench start --runtime crun --n 20 --baseline=false --json --containerd "$SOCK" >"$OUT/$name.json" 2>"$OUT/$name.err"
 			fi

@@ -252,3 +252,21 @@ func (c *Client) SLA(ctx context.Context, name string) (api.SLAReport, error) {
 	err := c.doJSON(ctx, http.MethodGet, instancePath(name, "sla"), nil, nil, &r)
 	return r, err
 }
+
+// AttachDevice gives a running instance devices (kanga device attach):
+// Count of a CDI kind, or the one named. It returns the instance with the
+// devices in its spec (by name); status.devices follows when its host
+// next reports.
+func (c *Client) AttachDevice(ctx context.Context, name string, req api.DeviceRequest) (api.Instance, error) {
+	var out api.Instance
+	err := c.doJSON(ctx, http.MethodPost, instancePath(name, "devices"), nil, req, &out)
+	return out, err
+}
+
+// DetachDevice takes device (a qualified CDI name) from a running
+// instance.
+func (c *Client) DetachDevice(ctx context.Context, name, device string) (api.Instance, error) {
+	var out api.Instance
+	err := c.doJSON(ctx, http.MethodDelete, instancePath(name, "devices"), url.Values{"name": {device}}, nil, &out)
+	return out, err
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/device"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
 	"github.com/kanga-run/kanga/internal/agent/pool"
@@ -106,6 +107,9 @@ type Config struct {
 	// StartSlots bounds the instance starts run at once (see
 	// startslots.go); 0 is api.DefaultStartSlots of the host's cores.
 	StartSlots int
+	// Devices, if set, are the host's CDI devices (see devices.go);
+	// without it instances asking for devices fail to start here.
+	Devices *device.Registry
 	// RootCPUShares is the cpu.shares of CgroupRoot: the weight of all
 	// instances together against each of the agent's threads (1024); 0
 	// is DefaultRootCPUShares, negative leaves the kernel's default.
@@ -279,6 +283,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// Adopted instances keep their cores before any new one asks.
 	a.restoreCPUs(insts)
+	a.restoreDevices(insts)
 	for i := range insts {
 		a.dispatch(ctx, &insts[i], false)
 	}
@@ -307,7 +312,7 @@ func (a *Agent) dispatch(ctx context.Context, inst *api.Instance, deleted bool) 
 			return
 		}
 		r = newRunner(a, inst)
-		a.placeCgroup(inst)
+		a.placeCgroup(inst, r.res)
 		a.holdTenant(inst.Tenant)
 		a.runners[inst.UID] = r
 		a.wg.Add(1)
@@ -350,6 +355,18 @@ func (a *Agent) relinquish(inst *api.Instance) {
 		r.log.Info("instance assigned to another host; removing it here", "host", inst.Status.Host)
 		r.update(inst, true)
 	}
+}
+
+// resourcesOf is inst's resources, parsed: its runner's when it has one
+// (parsed when the runner was made), else parsed here, leniently (what
+// does not parse is left zero, so not promised), for a record no runner
+// holds (one the host API asks about before or after its runner).
+func (a *Agent) resourcesOf(inst *api.Instance) model.Resources {
+	if r := a.runner(inst.UID); r != nil {
+		return r.res
+	}
+	res, _ := model.ParseResources(inst.Spec.Resources)
+	return res
 }
 
 func (a *Agent) runner(uid string) *runner {

@@ -28,13 +28,9 @@ const dedicatedShares = 262144
 // cfsPeriod is the CFS period of every quota Kanga sets, in microseconds.
 const cfsPeriod = 100000
 
-// cgroupResources turns an instance's spec into the limits of its
+// cgroupResources turns an instance's resources into the limits of its
 // cgroup. cores are the dedicated cores it holds (none for shared).
-func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.LinuxResources, error) {
-	r, err := model.ParseResources(res)
-	if err != nil {
-		return nil, err
-	}
+func cgroupResources(r model.Resources, cores []int, disk *blockDevice) (*specs.LinuxResources, error) {
 	lr := &specs.LinuxResources{}
 	switch {
 	case len(cores) > 0:
@@ -53,10 +49,10 @@ func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.
 	if r.Memory > 0 {
 		lr.Memory = &specs.LinuxMemory{Limit: &r.Memory}
 	}
-	if res.Pids > 0 {
-		lr.Pids = &specs.LinuxPids{Limit: res.Pids}
+	if r.Pids > 0 {
+		lr.Pids = &specs.LinuxPids{Limit: r.Pids}
 	}
-	bio, err := blockIOLimits(res, disk)
+	bio, err := blockIOLimits(r, disk)
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +68,8 @@ func cgroupResources(res api.Resources, cores []int, disk *blockDevice) (*specs.
 // container gets these limits through its OCI spec (withDiskLimits); the
 // instance cgroup carries them too, where the stats and an operator look.
 // An instance of several containers thus gets the promise per container.
-func blockIOLimits(res api.Resources, disk *blockDevice) (*specs.LinuxBlockIO, error) {
-	if !hasDiskLimits(res) {
+func blockIOLimits(r model.Resources, disk *blockDevice) (*specs.LinuxBlockIO, error) {
+	if !hasDiskLimits(r) {
 		return nil, nil
 	}
 	if disk == nil {
@@ -83,10 +79,6 @@ func blockIOLimits(res api.Resources, disk *blockDevice) (*specs.LinuxBlockIO, e
 	dev := func(rate uint64) []specs.LinuxThrottleDevice {
 		return []specs.LinuxThrottleDevice{{LinuxBlockIODevice: specs.LinuxBlockIODevice{Major: disk.major, Minor: disk.minor}, Rate: rate}}
 	}
-	r, err := model.ParseResources(res)
-	if err != nil {
-		return nil, err
-	}
 	for _, t := range []struct {
 		bps  int64
 		into *[]specs.LinuxThrottleDevice
@@ -95,17 +87,18 @@ func blockIOLimits(res api.Resources, disk *blockDevice) (*specs.LinuxBlockIO, e
 			*t.into = dev(uint64(t.bps))
 		}
 	}
-	if res.DiskReadIOPS > 0 {
-		bio.ThrottleReadIOPSDevice = dev(uint64(res.DiskReadIOPS))
+	if r.DiskReadIOPS > 0 {
+		bio.ThrottleReadIOPSDevice = dev(uint64(r.DiskReadIOPS))
 	}
-	if res.DiskWriteIOPS > 0 {
-		bio.ThrottleWriteIOPSDevice = dev(uint64(res.DiskWriteIOPS))
+	if r.DiskWriteIOPS > 0 {
+		bio.ThrottleWriteIOPSDevice = dev(uint64(r.DiskWriteIOPS))
 	}
 	return bio, nil
 }
 
-func hasDiskLimits(res api.Resources) bool {
-	return res.DiskReadBPS != "" || res.DiskWriteBPS != "" || res.DiskReadIOPS > 0 || res.DiskWriteIOPS > 0
+// hasDiskLimits reports whether r throttles disk I/O at all.
+func hasDiskLimits(r model.Resources) bool {
+	return r.DiskReadBPS > 0 || r.DiskWriteBPS > 0 || r.DiskReadIOPS > 0 || r.DiskWriteIOPS > 0
 }
 
 // blockDevice is a whole disk as blkio names it.
@@ -169,11 +162,9 @@ func parseDevNumber(s string) (blockDevice, error) {
 // its tenant's cgroup (created or updated first, see tenantcg.go) unless
 // it is dedicated. It is idempotent, so an adopting agent may call it
 // again; a dedicated instance must hold its cores (reserveCPUs) first.
-func (a *Agent) createCgroup(ctx context.Context, tenantName, uid string, res api.Resources) error {
+func (a *Agent) createCgroup(ctx context.Context, tenantName, uid string, res model.Resources) error {
 	var cores []int
-	if n, err := dedicatedCores(res); err != nil {
-		return err
-	} else if n > 0 {
+	if res.DedicatedCores > 0 {
 		var ok bool
 		if cores, ok = a.cpus.heldBy(uid); !ok {
 			return fmt.Errorf("instance %s holds no dedicated cores: %w", uid, errdefs.ErrFailedPrecondition)
@@ -203,7 +194,7 @@ func (a *Agent) createCgroup(ctx context.Context, tenantName, uid string, res ap
 
 // diskOf is the disk that holds the writable layers, if res limits disk
 // I/O.
-func (a *Agent) diskOf(res api.Resources) (*blockDevice, error) {
+func (a *Agent) diskOf(res model.Resources) (*blockDevice, error) {
 	if !hasDiskLimits(res) {
 		return nil, nil
 	}
@@ -219,7 +210,7 @@ func (a *Agent) diskOf(res api.Resources) (*blockDevice, error) {
 
 // withDiskLimits puts the instance's disk throttles on a container's own
 // cgroup, where its tasks are (see blockIOLimits).
-func (a *Agent) withDiskLimits(res api.Resources) (oci.SpecOpts, error) {
+func (a *Agent) withDiskLimits(res model.Resources) (oci.SpecOpts, error) {
 	disk, err := a.diskOf(res)
 	if err != nil {
 		return nil, err
@@ -249,10 +240,11 @@ func (a *Agent) withDiskLimits(res api.Resources) (oci.SpecOpts, error) {
 // its context ended, the instance was deleted while waiting (it is then
 // torn down) or can never get its cores (it is then failed).
 func (r *runner) reserveCPUs(ctx context.Context, inst *api.Instance) bool {
-	n, err := dedicatedCores(inst.Spec.Resources)
-	if err == nil && n == 0 {
+	n := r.res.DedicatedCores
+	if n == 0 {
 		return true
 	}
+	var err error
 	announced := false
 	for err == nil {
 		wake := r.a.cpus.waitCh()
@@ -311,7 +303,8 @@ func (a *Agent) restoreCPUs(insts []api.Instance) {
 		if inst.Status.Host != a.cfg.HostName {
 			continue
 		}
-		if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n == 0 {
+		// Read before any runner exists: resourcesOf parses the record.
+		if a.resourcesOf(inst).DedicatedCores == 0 {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(cgroupV1Root, "cpuset", a.legacyCgroup(inst.UID), "cpuset.cpus"))

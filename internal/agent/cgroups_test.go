@@ -12,6 +12,7 @@ import (
 
 	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
+	"github.com/kanga-run/kanga/internal/model"
 )
 
 func TestCgroupResources(t *testing.T) {
@@ -78,14 +79,9 @@ func TestCgroupResources(t *testing.T) {
 			res:     api.Resources{DiskWriteIOPS: 200},
 			wantErr: errdefs.ErrFailedPrecondition,
 		},
-		{
-			name:    "bad cpu",
-			res:     api.Resources{CPU: "lots"},
-			wantErr: errdefs.ErrInvalidArgument,
-		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := cgroupResources(tc.res, tc.cores, tc.disk)
+			got, err := cgroupResources(parsed(t, tc.res), tc.cores, tc.disk)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -190,7 +186,7 @@ func TestWithDiskLimits(t *testing.T) {
 		{"limits reach the container's cgroup", api.Resources{DiskWriteIOPS: 200}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opt, err := a.withDiskLimits(tc.res)
+			opt, err := a.withDiskLimits(parsed(t, tc.res))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +203,7 @@ func TestWithDiskLimits(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{}).withDiskLimits(api.Resources{DiskWriteIOPS: 1}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := New(Config{}).withDiskLimits(model.Resources{DiskWriteIOPS: 1}); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("no snapshot dir: %v, want failed precondition", err)
 	}
 }

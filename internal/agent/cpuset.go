@@ -10,20 +10,12 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
-	"github.com/kanga-run/kanga/internal/model"
 )
 
 // cgroupV1Root is where the v1 hierarchies are mounted, one per
 // controller (cgroupfs driver; there is no systemd here).
 const cgroupV1Root = "/sys/fs/cgroup"
-
-// CPU policies of api.Resources.CPUPolicy.
-const (
-	cpuPolicyShared    = "shared"
-	cpuPolicyDedicated = "dedicated"
-)
 
 // ReasonInsufficientCPU is the status reason of an instance that waits,
 // Pending, for dedicated cores that other instances hold.
@@ -53,19 +45,6 @@ func hostCPUList() []int {
 		cpus[i] = i
 	}
 	return cpus
-}
-
-// dedicatedCores returns how many whole cores res dedicates, 0 for the
-// shared policy.
-func dedicatedCores(res api.Resources) (int, error) {
-	if res.CPUPolicy != cpuPolicyDedicated {
-		return 0, nil
-	}
-	r, err := model.ParseResources(res)
-	if err != nil {
-		return 0, err
-	}
-	return r.DedicatedCores, nil
 }
 
 // cpuAllocator hands out whole cores to dedicated instances so that no

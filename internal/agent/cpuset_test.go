@@ -5,7 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/errdefs"
 )
 
@@ -37,26 +36,6 @@ func TestParseFormatCPUList(t *testing.T) {
 		}
 		if f := formatCPUList(got); f != tc.format {
 			t.Errorf("formatCPUList(%v) = %q, want %q", got, f, tc.format)
-		}
-	}
-}
-
-func TestDedicatedCores(t *testing.T) {
-	for _, tc := range []struct {
-		res     api.Resources
-		want    int
-		wantErr bool
-	}{
-		{res: api.Resources{CPU: "0.5"}, want: 0},
-		{res: api.Resources{CPU: "2", CPUPolicy: "shared"}, want: 0},
-		{res: api.Resources{CPU: "2", CPUPolicy: "dedicated"}, want: 2},
-		{res: api.Resources{CPU: "1000m", CPUPolicy: "dedicated"}, want: 1},
-		{res: api.Resources{CPUPolicy: "dedicated"}, want: 1},
-		{res: api.Resources{CPU: "1.5", CPUPolicy: "dedicated"}, wantErr: true},
-	} {
-		got, err := dedicatedCores(tc.res)
-		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("dedicatedCores(%+v) = %d, %v; want %d, error %v", tc.res, got, err, tc.want, tc.wantErr)
 		}
 	}
 }

@@ -34,6 +34,7 @@ func (r *runner) startSteps(inst *api.Instance) []steps.Step {
 		// whose specs mount them: emptyDirs, then persistent volumes.
 		&volumesStep{r: r, inst: inst},
 		&pvolumesStep{r: r, inst: inst},
+		&devicesStep{r: r, inst: inst},
 		&containersStep{r: r, inst: inst},
 		&tasksStep{r: r, inst: inst},
 	}
@@ -104,11 +105,7 @@ func (s *networkStep) Name() string { return "network" }
 
 func (s *networkStep) Do(ctx context.Context) (steps.Undo, error) {
 	r, inst := s.r, s.inst
-	limits, err := netLimits(inst.Spec.Resources)
-	if err != nil {
-		return nil, err
-	}
-	att, err := r.attach(ctx, inst, limits)
+	att, err := r.attach(ctx, inst, netLimits(r.res))
 	if err != nil {
 		return nil, fmt.Errorf("setting up the network sandbox: %w", err)
 	}
@@ -199,7 +196,7 @@ func (s *cgroupStep) Name() string { return "cgroup" }
 
 func (s *cgroupStep) Do(ctx context.Context) (steps.Undo, error) {
 	r := s.r
-	if err := r.a.createCgroup(ctx, r.tenant, r.uid, s.inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, r.res); err != nil {
 		return nil, fmt.Errorf("creating the instance cgroup: %w", err)
 	}
 	r.mark("cgroup")

@@ -90,7 +90,7 @@ func TestStartStepsInOrder(t *testing.T) {
 		}
 		return n
 	}
-	if got, want := names(r.startSteps(&inst)), []string{"network", "cgroup", "files", "volumes", "pvolumes", "containers", "tasks"}; !slices.Equal(got, want) {
+	if got, want := names(r.startSteps(&inst)), []string{"network", "cgroup", "files", "volumes", "pvolumes", "devices", "containers", "tasks"}; !slices.Equal(got, want) {
 		t.Errorf("startSteps = %q, want %q", got, want)
 	}
 	if got, want := names(r.warmSteps(&inst, &warmCtr{})), []string{"warm-claim"}; !slices.Equal(got, want) {

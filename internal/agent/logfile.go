@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/kanga-run/kanga/api"
 	"github.com/kanga-run/kanga/internal/atomicfile"
 	"github.com/kanga-run/kanga/internal/model"
 )
@@ -36,12 +35,11 @@ type logLimits struct {
 	files int
 }
 
-// logLimitsOf returns the log caps of res, with the platform's default
+// logLimitsOf returns the log caps of r, with the platform's default
 // for what it leaves out: every log is capped, also that of an instance
 // created without a type, or before logs were capped.
-func logLimitsOf(res api.Resources) logLimits {
-	r, _ := model.ParseResources(res)
-	l := logLimits{size: r.LogSize, files: res.LogFiles}
+func logLimitsOf(r model.Resources) logLimits {
+	l := logLimits{size: r.LogSize, files: r.LogFiles}
 	if l.size <= 0 {
 		l.size, _ = model.ParseMemory(model.DefaultLogSize)
 	}

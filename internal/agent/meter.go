@@ -154,10 +154,8 @@ func (m *meter) load() error {
 	return nil
 }
 
-// promised reads the resources an instance was promised.
-func promised(res api.Resources) (cpuMilli, memBytes int64) {
-	// Lenient: what does not parse (no validated spec) is not promised.
-	r, _ := model.ParseResources(res)
+// promised is what an instance with resources r was promised.
+func promised(r model.Resources) (cpuMilli, memBytes int64) {
 	if r.DedicatedCores > 0 {
 		return int64(r.DedicatedCores) * 1000, r.Memory
 	}
@@ -170,14 +168,14 @@ func promised(res api.Resources) (cpuMilli, memBytes int64) {
 // or a warm container brings counts of its own); an instance adopted
 // without a meter (the agent died before it first wrote one) counts its
 // cgroup's whole history, which is exactly its run.
-func (m *meter) begin(ctx context.Context, inst *api.Instance, startedAt time.Time, fresh bool) {
+func (m *meter) begin(ctx context.Context, inst *api.Instance, res model.Resources, startedAt time.Time, fresh bool) {
 	m.mu.Lock()
 	if _, ok := m.insts[inst.UID]; ok {
 		m.mu.Unlock()
 		return
 	}
 	m.mu.Unlock()
-	cpu, mem := promised(inst.Spec.Resources)
+	cpu, mem := promised(res)
 	mi := &meterInstance{Tenant: inst.Tenant, Instance: inst.Name, UID: inst.UID, CPUMilli: cpu, MemoryBytes: mem,
 		Cut: meterCut{At: ms(startedAt)}}
 	if fresh {

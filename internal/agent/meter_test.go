@@ -135,7 +135,7 @@ func TestMeterRunTime(t *testing.T) {
 	c := &fakeCounters{start: meterT0}
 	m := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
 	c.set(meterT0)
-	m.begin(ctx, meterInst(), meterT0, true)
+	m.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), meterT0, true)
 	exit := meterT0.Add(20300 * time.Millisecond)
 	for i := 1; i <= 21; i++ {
 		now := meterT0.Add(time.Duration(i)*time.Second + 7*time.Millisecond)
@@ -176,7 +176,7 @@ func TestMeterCrashes(t *testing.T) {
 			c := &fakeCounters{start: meterT0}
 			m := testMeter(t, path, sink, c)
 			c.set(meterT0)
-			m.begin(ctx, meterInst(), meterT0, true)
+			m.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), meterT0, true)
 			sec := func(i int) time.Time { return meterT0.Add(time.Duration(i) * time.Second) }
 			for i := 1; i <= 8; i++ {
 				m.observe("uid-1", c.at(sec(i)))
@@ -210,7 +210,7 @@ func TestMeterCrashes(t *testing.T) {
 			// the next agent starts at 19 s and adopts them.
 			c.set(sec(19))
 			m2 := testMeter(t, path, sink, c)
-			m2.begin(ctx, meterInst(), time.Time{}, false)
+			m2.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), time.Time{}, false)
 			for i := 20; i <= 25; i++ {
 				m2.observe("uid-1", c.at(sec(i)))
 			}
@@ -234,7 +234,7 @@ func TestMeterBacklog(t *testing.T) {
 	sink := &fakeSink{fail: true}
 	c := &fakeCounters{start: meterT0}
 	m := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
-	m.begin(ctx, meterInst(), meterT0, true)
+	m.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), meterT0, true)
 	n := 3 * meterMaxPoints
 	for i := 1; i <= n; i++ {
 		m.observe("uid-1", c.at(meterT0.Add(time.Duration(i)*time.Second)))
@@ -284,7 +284,7 @@ func TestMeterEndWhileDown(t *testing.T) {
 	sink := &fakeSink{}
 	c := &fakeCounters{start: meterT0}
 	m := testMeter(t, path, sink, c)
-	m.begin(ctx, meterInst(), meterT0, true)
+	m.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), meterT0, true)
 	for i := 1; i <= 12; i++ {
 		m.observe("uid-1", c.at(meterT0.Add(time.Duration(i)*time.Second)))
 	}
@@ -305,7 +305,7 @@ func TestMeterEndWhileDown(t *testing.T) {
 	m3 := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
 	inst := meterInst()
 	inst.UID = "uid-2"
-	m3.begin(ctx, inst, meterT0, true)
+	m3.begin(ctx, inst, parsed(t, inst.Spec.Resources), meterT0, true)
 	m3.forget(ctx, map[string]bool{})
 	if err := m3.flush(ctx, meterT0); err != nil {
 		t.Fatal(err)
@@ -322,7 +322,7 @@ func TestMeterSendsOnlyDurableRecords(t *testing.T) {
 	sink := &fakeSink{}
 	c := &fakeCounters{start: meterT0}
 	m := testMeter(t, filepath.Join(t.TempDir(), "meter.json"), sink, c)
-	m.begin(ctx, meterInst(), meterT0, true)
+	m.begin(ctx, meterInst(), parsed(t, meterInst().Spec.Resources), meterT0, true)
 	for i := 1; i <= 5; i++ {
 		m.observe("uid-1", c.at(meterT0.Add(time.Duration(i)*time.Second)))
 	}
@@ -350,7 +350,7 @@ func TestMeterConcurrent(t *testing.T) {
 	for u := range 4 {
 		inst := meterInst()
 		inst.UID = fmt.Sprintf("uid-%d", u)
-		m.begin(ctx, inst, meterT0, true)
+		m.begin(ctx, inst, parsed(t, inst.Spec.Resources), meterT0, true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -341,7 +341,7 @@ func (r *runner) ensureContainer(ctx context.Context, inst *api.Instance, netns 
 	if err != nil {
 		return err
 	}
-	diskLimits, err := r.a.withDiskLimits(inst.Spec.Resources)
+	diskLimits, err := r.a.withDiskLimits(r.res)
 	if err != nil {
 		return err
 	}
@@ -497,6 +497,9 @@ func (r *runner) instanceSpecOpts(inst *api.Instance, img image.Resolved, netns 
 	}
 	opts = append(opts, userSpecOpts(&inst.Spec, &c.spec)...)
 	opts = append(opts, sandboxSpecOpts(c.spec.SecurityContext)...)
+	if len(r.devices) > 0 {
+		opts = append(opts, r.deviceOpts())
+	}
 	if launcher {
 		opts = append(opts, r.launcherOpts(c, &base, "HOSTNAME="+hostnameOf(inst)))
 	}

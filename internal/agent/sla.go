@@ -55,19 +55,17 @@ func intervals(samples []sample) []interval {
 
 // evaluateSLA is the SLA report over an instance's samples, oldest first:
 // one item per promised resource, none for what was not promised.
-func evaluateSLA(res api.Resources, samples []sample) []api.SLAItem {
+func evaluateSLA(r model.Resources, samples []sample) []api.SLAItem {
 	items := []api.SLAItem{}
 	ivs := intervals(samples)
-	// Lenient: what does not parse (no validated spec) is not promised.
-	r, _ := model.ParseResources(res)
-	if item, ok := cpuItem(res, samples, ivs); ok {
+	if item, ok := cpuItem(r, samples, ivs); ok {
 		items = append(items, item)
 	}
-	if item, ok := memoryItem(res, samples); ok {
+	if item, ok := memoryItem(r, samples); ok {
 		items = append(items, item)
 	}
-	if res.Pids > 0 {
-		items = append(items, pidsItem(res.Pids, samples))
+	if r.Pids > 0 {
+		items = append(items, pidsItem(r.Pids, samples))
 	}
 	for _, d := range []struct {
 		resource string
@@ -109,11 +107,10 @@ const notEnough = "not enough samples yet"
 // host) must have got about its quota then; a
 // dedicated one must never be throttled and never share a core with
 // another dedicated instance.
-func cpuItem(res api.Resources, samples []sample, ivs []interval) (api.SLAItem, bool) {
-	if n, err := dedicatedCores(res); err == nil && n > 0 {
+func cpuItem(r model.Resources, samples []sample, ivs []interval) (api.SLAItem, bool) {
+	if n := r.DedicatedCores; n > 0 {
 		return dedicatedCPUItem(n, samples, ivs), true
 	}
-	r, _ := model.ParseResources(res)
 	if r.MilliCPU <= 0 {
 		return api.SLAItem{}, false
 	}
@@ -193,8 +190,7 @@ func dedicatedCPUItem(n int, samples []sample, ivs []interval) api.SLAItem {
 
 // memoryItem: the limit holds, and an OOM kill is only kept within the
 // promise when the instance itself reached its limit.
-func memoryItem(res api.Resources, samples []sample) (api.SLAItem, bool) {
-	r, _ := model.ParseResources(res)
+func memoryItem(r model.Resources, samples []sample) (api.SLAItem, bool) {
 	limit := r.Memory
 	if limit <= 0 {
 		return api.SLAItem{}, false

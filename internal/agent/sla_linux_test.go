@@ -39,7 +39,7 @@ func TestSamplingRealCgroup(t *testing.T) {
 	uid := fmt.Sprintf("kangatest%d", os.Getpid())
 	res := api.Resources{CPU: "0.5", Memory: "64Mi", Pids: 20}
 	a := New(Config{HostName: "h", Network: fakeNet{}})
-	if err := a.createCgroup(context.Background(), "t1", uid, res); err != nil {
+	if err := a.createCgroup(context.Background(), "t1", uid, parsed(t, res)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { removeCgroup(a.instanceCgroup(uid)) })

@@ -100,7 +100,7 @@ func TestEvaluateSLA(t *testing.T) {
 		{name: "ingress: counted on rx", res: api.Resources{IngressBandwidth: "8Mbit"}, samples: series(repeat(4, step{rxBytes: 1e6, ingressOver: 5, txBytes: 1})...), resource: "ingress-bandwidth", kept: true, contains: "8.00 Mbit/s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			items := evaluateSLA(tc.res, tc.samples)
+			items := evaluateSLA(parsed(t, tc.res), tc.samples)
 			if tc.resource == "" {
 				if len(items) != 0 {
 					t.Fatalf("items %+v, want none", items)
@@ -129,7 +129,7 @@ func TestEvaluateSLA(t *testing.T) {
 func TestEvaluateSLAOneItemPerPromise(t *testing.T) {
 	res := api.Resources{CPU: "1", Memory: "1Gi", Pids: 10, DiskReadBPS: "1M", DiskWriteBPS: "1M", DiskReadIOPS: 5, DiskWriteIOPS: 5, IngressBandwidth: "1M", EgressBandwidth: "1M"}
 	var got []string
-	for _, it := range evaluateSLA(res, series(step{})) {
+	for _, it := range evaluateSLA(parsed(t, res), series(step{})) {
 		got = append(got, it.Resource)
 	}
 	want := "cpu memory pids disk-read-bps disk-write-bps disk-read-iops disk-write-iops ingress-bandwidth egress-bandwidth"
@@ -150,12 +150,12 @@ func TestIntervalsSkipCountersGoingBack(t *testing.T) {
 // throttled by its quota, yet it wanted more and did not get it.
 func TestSLACPUStarvedByHost(t *testing.T) {
 	res := api.Resources{CPU: "0.5"}
-	starved := evaluateSLA(res, series(repeat(5, step{cpuNanos: 3e8, periods: 10, runDelay: 6e8})...))
+	starved := evaluateSLA(parsed(t, res), series(repeat(5, step{cpuNanos: 3e8, periods: 10, runDelay: 6e8})...))
 	if len(starved) != 1 || starved[0].Kept || !strings.Contains(starved[0].Delivered, "0.30 CPU while it wanted more") {
 		t.Fatalf("starved instance: %+v", starved)
 	}
 	// Waiting briefly, as any task does now and then, is not wanting more.
-	idle := evaluateSLA(res, series(repeat(5, step{cpuNanos: 1e8, periods: 10, runDelay: 1e7})...))
+	idle := evaluateSLA(parsed(t, res), series(repeat(5, step{cpuNanos: 1e8, periods: 10, runDelay: 1e7})...))
 	if len(idle) != 1 || !idle[0].Kept || !strings.Contains(idle[0].Delivered, "never wanted more") {
 		t.Fatalf("mostly idle instance: %+v", idle)
 	}

@@ -366,7 +366,7 @@ func (a *Agent) SLA(ctx context.Context, inst *api.Instance) (api.SLAReport, err
 			samples = []sample{s}
 		}
 	}
-	rep := api.SLAReport{Instance: inst.Name, Items: evaluateSLA(inst.Spec.Resources, samples)}
+	rep := api.SLAReport{Instance: inst.Name, Items: evaluateSLA(a.resourcesOf(inst), samples)}
 	rep.Items = append(rep.Items, storageItems(a.storageStats(ctx, inst))...)
 	if len(samples) > 0 {
 		rep.Since, rep.Until = samples[0].Time, samples[len(samples)-1].Time

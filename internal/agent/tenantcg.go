@@ -66,9 +66,9 @@ func (a *Agent) instanceCgroup(uid string) string {
 // placeCgroup decides where instance inst's cgroup lives, before anything
 // reads or creates it: dedicated instances and those an older agent
 // started under the root stay there, the others go under their tenant.
-func (a *Agent) placeCgroup(inst *api.Instance) {
+func (a *Agent) placeCgroup(inst *api.Instance, res model.Resources) {
 	parent := a.tenantCgroup(inst.Tenant)
-	if n, err := dedicatedCores(inst.Spec.Resources); err == nil && n > 0 {
+	if res.DedicatedCores > 0 {
 		parent = a.cgRoot
 	} else if _, err := os.Stat(filepath.Join(cgroupV1Root, "memory", a.legacyCgroup(a.cgName(inst.UID)))); err == nil {
 		parent = a.cgRoot
@@ -76,11 +76,10 @@ func (a *Agent) placeCgroup(inst *api.Instance) {
 	a.cgParents.Store(inst.UID, parent)
 }
 
-// ownCPUQuota is the cfs quota (µs per cfsPeriod) res asks for: its CPU
+// ownCPUQuota is the cfs quota (µs per cfsPeriod) r asks for: its CPU
 // cap, else its reservation; -1 for none.
-func ownCPUQuota(res api.Resources) int64 {
-	r, err := model.ParseResources(res)
-	if err != nil || r.CPUQuotaMilli() == 0 {
+func ownCPUQuota(r model.Resources) int64 {
+	if r.CPUQuotaMilli() == 0 {
 		return -1
 	}
 	return r.CPUQuotaMilli() * cfsPeriod / 1000
@@ -192,11 +191,11 @@ func (a *Agent) tenantUse(t string) (milliCPU, memory int64, n int) {
 		if r.tenant != t {
 			continue
 		}
-		inst, _ := r.snapshot()
-		if k, err := dedicatedCores(inst.Spec.Resources); err != nil || k > 0 {
+		if !r.shared() {
 			continue
 		}
-		c := model.QuotaCharge(&inst.Spec)
+		inst, _ := r.snapshot()
+		c := model.ChargeOf(r.res, len(inst.Spec.Ports))
 		milliCPU += c.MilliCPU
 		memory += c.MemoryBytes
 		n++
@@ -296,15 +295,15 @@ func (a *Agent) tenantRunners(t string) []*runner {
 // this host (rs, its runners) to its own, held under parent.
 func (a *Agent) clampInstances(rs []*runner, t string, parent int64) {
 	for _, r := range rs {
-		inst, _ := r.snapshot()
-		if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {
+		if !r.shared() {
 			continue
 		}
+		inst, _ := r.snapshot()
 		path := a.instanceCgroup(r.uid)
 		if !strings.HasPrefix(path, a.tenantCgroup(t)+"/") {
 			continue
 		}
-		want := clampQuota(ownCPUQuota(inst.Spec.Resources), parent)
+		want := clampQuota(ownCPUQuota(r.res), parent)
 		if readQuota(path) == want {
 			continue
 		}

@@ -24,10 +24,10 @@ func TestClampQuota(t *testing.T) {
 			t.Errorf("clampQuota(%d, %d) = %d, want %d", tc.own, tc.parent, got, tc.want)
 		}
 	}
-	if q := ownCPUQuota(api.Resources{CPU: "0.5", CPULimit: "2"}); q != 200000 {
+	if q := ownCPUQuota(parsed(t, api.Resources{CPU: "0.5", CPULimit: "2"})); q != 200000 {
 		t.Errorf("own quota of a capped reservation = %d", q)
 	}
-	if q := ownCPUQuota(api.Resources{}); q != -1 {
+	if q := ownCPUQuota(parsed(t, api.Resources{})); q != -1 {
 		t.Errorf("own quota of nothing = %d", q)
 	}
 }
@@ -96,9 +96,9 @@ func TestTenantCgroup(t *testing.T) {
 	a.mu.Lock()
 	a.runners[inst.UID] = r
 	a.mu.Unlock()
-	a.placeCgroup(inst)
+	a.placeCgroup(inst, r.res)
 	a.holdTenant("t1")
-	if err := a.createCgroup(ctx, "t1", inst.UID, inst.Spec.Resources); err != nil {
+	if err := a.createCgroup(ctx, "t1", inst.UID, r.res); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { removeCgroup(a.instanceCgroup("u1")) })

@@ -68,10 +68,7 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 	// The instance's disk first: its writable layers (containers step)
 	// and its disk emptyDirs without a sizeLimit go on it, and its
 	// teardown, last in the undo, takes them all down.
-	disk, err := diskSize(spec)
-	if err != nil {
-		return fail(err)
-	}
+	disk := r.res.Disk
 	if disk > 0 {
 		if r.a.volumes == nil {
 			return fail(fmt.Errorf("spec.resources.disk: host %s has no volume storage (see the agent's log): %w", r.a.cfg.HostName, errdefs.ErrUnavailable))
@@ -124,19 +121,6 @@ func (s *volumesStep) Do(ctx context.Context) (steps.Undo, error) {
 		return nil, nil
 	}
 	return undo, nil
-}
-
-// diskSize is the instance's disk limit in bytes (spec.resources.disk),
-// 0 without one.
-func diskSize(spec *api.InstanceSpec) (int64, error) {
-	if spec.Resources.Disk == "" {
-		return 0, nil
-	}
-	size, err := model.ParseMemory(spec.Resources.Disk)
-	if err != nil {
-		return 0, fmt.Errorf("spec.resources.disk: %w", err)
-	}
-	return size, nil
 }
 
 // onDisk tells whether emptyDir e of spec is a directory of the
@@ -205,12 +189,9 @@ func volumeMounts(c api.ContainerSpec, paths map[string]string) []specs.Mount {
 // died before capping), it caps the layer if it is not yet, and fails if
 // the layer already holds files it would hide.
 func (r *runner) limitWritableLayer(ctx context.Context, spec *api.InstanceSpec, c *ctr, snapshotter, snapshotKey string) error {
+	size := r.res.Disk
 	if spec.Resources.Disk == "" {
 		return nil
-	}
-	size, err := model.ParseMemory(spec.Resources.Disk)
-	if err != nil {
-		return fmt.Errorf("spec.resources.disk: %w", err)
 	}
 	if r.a.volumes == nil {
 		return fmt.Errorf("spec.resources.disk: host %s has no volume storage (see the agent's log): %w", r.a.cfg.HostName, errdefs.ErrUnavailable)
@@ -346,7 +327,7 @@ func (a *Agent) storageStats(ctx context.Context, inst *api.Instance) []api.Stor
 		add(api.StorageStats{Name: v.Name, Kind: api.StorageEmptyDir, Medium: v.EmptyDir.Medium, Limit: uint64(size)},
 			a.volumes.EmptyDirPath(inst.UID, v.Name))
 	}
-	if limit, err := diskSize(&inst.Spec); err == nil && limit > 0 {
+	if limit := a.resourcesOf(inst).Disk; limit > 0 {
 		add(api.StorageStats{Name: "disk", Kind: api.StorageDisk, Limit: uint64(limit)}, a.volumes.DiskPath(inst.UID))
 	}
 	return out

@@ -252,7 +252,7 @@ func (a *Agent) makeWarm(ctx context.Context, key warm.Key) (*warmCtr, error) {
 	w.c = c
 	// The holder's output (none, normally) and then the instance's go to
 	// the warm log, which the claim moves to the instance's name.
-	lw := a.logWriterFor(a.logPath(w.id, "warm"), logLimitsOf(api.Resources{}))
+	lw := a.logWriterFor(a.logPath(w.id, "warm"), logLimitsOf(model.Resources{}))
 	logs, created := a.logCreator(w.id, "warm", lw, stdinPath)
 	task, err := c.NewTask(nctx, logs)
 	created()
@@ -332,8 +332,7 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if _, ok := r.a.cfg.Classes[inst.Spec.Runtime]; !ok {
 		return nil
 	}
-	limits, err := netLimits(inst.Spec.Resources)
-	if err != nil || !poolable(inst.Spec, limits) || hasDiskLimits(inst.Spec.Resources) || hasStorage(inst.Spec) {
+	if !poolable(inst.Spec, netLimits(r.res)) || hasDiskLimits(r.res) || hasStorage(inst.Spec) {
 		return nil
 	}
 	// A warm container was made without the bind of a termination
@@ -341,9 +340,13 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 	if len(terminationContainers(&inst.Spec)) > 0 {
 		return nil
 	}
+	// Device nodes and their cgroup rules are fixed at creation too.
+	if len(inst.Spec.Devices) > 0 {
+		return nil
+	}
 	// Dedicated cores would narrow the instance's cpuset below that of the
 	// warm leaf cgroup, which cgroup v1 refuses: they start the usual way.
-	if n, err := dedicatedCores(inst.Spec.Resources); err != nil || n > 0 {
+	if r.res.DedicatedCores > 0 {
 		return nil
 	}
 	if r.a.readNetID(r.uid) != "" {
@@ -404,7 +407,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	}
 	// The warm container's cgroups keep their names (see cgName); the
 	// instance's limits go on its parent, as on any instance cgroup.
-	if err := r.a.createCgroup(ctx, r.tenant, r.uid, inst.Spec.Resources); err != nil {
+	if err := r.a.createCgroup(ctx, r.tenant, r.uid, r.res); err != nil {
 		return fmt.Errorf("limiting the instance cgroup: %w", err)
 	}
 	r.mark("cgroup")
@@ -414,7 +417,7 @@ func (r *runner) claimWarm(ctx context.Context, inst *api.Instance, c *ctr, w *w
 	}
 	// The agent's copier goes on writing the task's output there, under
 	// the instance's log caps.
-	if err := r.a.moveLog(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name), logLimitsOf(inst.Spec.Resources)); err != nil {
+	if err := r.a.moveLog(r.a.logPath(w.id, "warm"), r.a.logPath(r.uid, name), logLimitsOf(r.res)); err != nil {
 		return err
 	}
 	_ = os.Remove(r.a.logDir(w.id))

@@ -26,5 +26,6 @@ func addHostFlags(f *pflag.FlagSet, o *host.Options) {
 	f.StringVar(&o.CgroupRoot, "cgroup-root", agent.DefaultCgroupRoot, "parent of the instances' cgroups in each cgroup v1 hierarchy (tenant cgroups below it); agents sharing one machine need one each")
 	f.IntVar(&o.StartSlots, "start-slots", 0, "most instance starts the host runs at once; more wait their turn, Pending. The host reports it (kanga host ls) and the API admits creates up to the ready hosts' sum. 0: twice the host's cores")
 	f.IntVar(&o.RootCPUShares, "instances-cpu-shares", agent.DefaultRootCPUShares, "cpu.shares of the instances' cgroup root (--cgroup-root): the weight of all instances together against each Kanga thread (1024), so that busy instances cannot starve the API, etcd and the lease keep-alives; idle CPU still goes to the instances. -1: the kernel's default (1024)")
+	f.StringArrayVar(&o.CDISpecDirs, "cdi-spec-dir", nil, "a directory of Container Device Interface specs describing the devices this host offers to instances (--device); repeat for more. Default /etc/cdi and /var/run/cdi")
 	f.BoolVar(&o.UserNS, "userns", false, "run crun containers in a user namespace: container root is an unprivileged host id (runc 1.1 cannot exec into them; see bench/sandbox-hardening.md)")
 }

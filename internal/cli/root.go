@@ -137,6 +137,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newExecCommand(o),
 		newStopCommand(o),
 		newKillCommand(o),
+		newDeviceCommand(o),
 		newRmCommand(o),
 		newWaitCommand(o),
 		newPortCommand(o),

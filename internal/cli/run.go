@@ -71,6 +71,8 @@ type runFlags struct {
 	// Storage (volumes.go; -v of a persistent volume: volume.go).
 	tmpfs, volumes []string
 	disk           string
+	// Host devices by CDI kind or name (devices.go).
+	devices []string
 	// Docker's --health-* flags (health.go).
 	health healthFlags
 }
@@ -161,6 +163,7 @@ secrets); --name and the instance-wide flags (--cpu, --memory, --restart,
 	fl.StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount scratch space in memory, counted against --memory: /DIR[:size=64Mi] (default size: the memory limit; repeatable)")
 	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "mount a volume in every container: NAME:/PATH[:ro], NAME a volume the -f file declares (an emptyDir) or else a persistent volume (kanga volume create); repeatable")
 	fl.StringVar(&f.disk, "disk", "", `the instance's ephemeral storage, e.g. "10Gi": its containers' writable layers and disk emptyDirs without a sizeLimit together; writes past it fail with "No space left on device"`)
+	fl.StringArrayVar(&f.devices, "device", nil, "host devices by Container Device Interface kind: KIND (one of the kind), KIND=N (N of the kind, e.g. nvidia.com/gpu=2) or KIND=NAME (that device, e.g. kanga.dev/mock=m0); repeatable. See kanga host inspect for a host's devices")
 	f.health.register(fl)
 	return cmd, f
 }
@@ -522,6 +525,13 @@ func buildRunRequest(f *runFlags, changed func(string) bool, args []string, stdi
 	}
 	if err := volumeMounts(&req, f.volumes); err != nil {
 		return req, err
+	}
+	for _, s := range f.devices {
+		d, err := parseDevice(s)
+		if err != nil {
+			return req, err
+		}
+		req.Spec.Devices = append(req.Spec.Devices, d)
 	}
 	return req, nil
 }

@@ -53,6 +53,7 @@ it made.`,
 	fl.StringVar(&cfg.CPU, "cpu", "64", "CPU capacity the node advertises")
 	fl.StringVar(&cfg.Memory, "memory", "256Gi", "memory capacity the node advertises")
 	fl.IntVar(&cfg.Pods, "pods", 1000, "number of pods the node accepts")
+	fl.StringToIntVar(&cfg.Devices, "device", nil, "extended resources the node advertises, by CDI kind: KIND=N (e.g. nvidia.com/gpu=8); a pod's limit of one runs as a Kanga device request (kanga run --device). Repeatable")
 	fl.StringVar(&cfg.Addr, "addr", "", "address of the node's kubelet API, as the API server reaches it (default: the host's first non-loopback IPv4 address)")
 	fl.IntVar(&cfg.Port, "port", 10250, "port of the node's kubelet API")
 	fl.StringVar(&cfg.TLSCert, "tls-cert", "", "kubelet API serving certificate (default: self-signed)")

@@ -23,6 +23,7 @@ const unmetered = math.MaxInt64 / 4
 type demand struct {
 	res       scheduler.Resources
 	dedicated int
+	devices   []scheduler.DeviceRequest
 }
 
 // demandOf computes an instance's demand from its (validated) spec.
@@ -39,14 +40,13 @@ func demandOf(spec *api.InstanceSpec) (demand, error) {
 	}
 	d.res.Memory = r.Memory
 	d.res.Pids = r.Pids
+	for _, dr := range spec.Devices {
+		d.devices = append(d.devices, scheduler.DeviceRequest{Kind: dr.Kind, Name: dr.Name, Count: model.DeviceCount(dr)})
+	}
 	// Bandwidth is promised per direction on a full-duplex link: the
 	// larger direction is what the host must have.
 	d.res.BandwidthBPS = max(r.IngressBPS, r.EgressBPS)
-	if spec.Resources.Disk != "" {
-		if d.res.Disk, err = model.ParseMemory(spec.Resources.Disk); err != nil {
-			return d, fmt.Errorf("spec.resources.disk: %w", err)
-		}
-	}
+	d.res.Disk = r.Disk
 	return d, nil
 }
 
@@ -61,6 +61,7 @@ func requestOf(id string, inst *api.Instance) (scheduler.Request, error) {
 		Tenant:         inst.Tenant,
 		Resources:      d.res,
 		DedicatedCores: d.dedicated,
+		Devices:        d.devices,
 		RuntimeClass:   inst.Spec.Runtime,
 		Selector:       inst.Spec.HostSelector,
 		Ports:          hostPortsOf(&inst.Spec),
@@ -134,6 +135,7 @@ func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Hos
 	if sh.Capacity.Instances == 0 {
 		sh.Capacity.Instances = unmetered
 	}
+	sh.Devices = devicesOf(h.Devices, alloc)
 	if alloc != nil {
 		sh.Allocated = alloc.res
 		sh.DedicatedFree -= alloc.dedicated
@@ -144,6 +146,54 @@ func hostOfImages(h *api.Host, alloc *allocation, images []string) scheduler.Hos
 		}
 	}
 	return sh
+}
+
+// devicesOf is the scheduler's view of a host's devices: per kind, the
+// exclusive devices no instance placed there takes. Instances hold named
+// devices by name and take counts from the kind's exclusive devices, or
+// from none when all of the kind's devices are shareable (as the agent
+// serves them).
+func devicesOf(devs []api.HostDevice, alloc *allocation) []scheduler.DeviceFree {
+	if len(devs) == 0 {
+		return nil
+	}
+	var out []scheduler.DeviceFree
+	idx := map[string]int{}
+	for _, d := range devs {
+		kind, _, ok := strings.Cut(d.Name, "=")
+		if !ok {
+			continue
+		}
+		i, seen := idx[kind]
+		if !seen {
+			i = len(out)
+			idx[kind] = i
+			out = append(out, scheduler.DeviceFree{Kind: kind})
+		}
+		f := &out[i]
+		f.Names = append(f.Names, d.Name)
+		if d.Shareable {
+			f.Shareable = append(f.Shareable, d.Name)
+		} else {
+			f.Free++
+		}
+	}
+	if alloc == nil {
+		return out
+	}
+	for i := range out {
+		f := &out[i]
+		if len(f.Shareable) < len(f.Names) {
+			f.Free -= alloc.deviceCounts[f.Kind]
+		}
+		for _, n := range f.Names {
+			if alloc.devicesNamed[n] > 0 && !slices.Contains(f.Shareable, n) {
+				f.Held = append(f.Held, n)
+				f.Free--
+			}
+		}
+	}
+	return out
 }
 
 // Status reasons the control plane sets on instances.

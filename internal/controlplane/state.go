@@ -32,6 +32,27 @@ type allocation struct {
 	// ports counts the instances publishing each host port (one, unless
 	// placements raced past the scheduler).
 	ports map[scheduler.HostPort]int
+	// deviceCounts are the devices instances ask for by count, per kind;
+	// devicesNamed the instances naming each device.
+	deviceCounts map[string]int
+	devicesNamed map[string]int
+}
+
+// chargeDevices adds (sign 1) or removes (-1) what devices ask for.
+func (a *allocation) chargeDevices(devs []scheduler.DeviceRequest, sign int) {
+	for _, d := range devs {
+		if d.Name != "" {
+			if a.devicesNamed == nil {
+				a.devicesNamed = map[string]int{}
+			}
+			a.devicesNamed[d.Name] += sign
+			continue
+		}
+		if a.deviceCounts == nil {
+			a.deviceCounts = map[string]int{}
+		}
+		a.deviceCounts[d.Kind] += sign * d.Count
+	}
 }
 
 // state is the leader's snapshot, kept current from the watches. Only the
@@ -179,6 +200,7 @@ func (s *state) apply(ev *store.InstanceEvent) {
 		a := s.allocFor(e.host)
 		a.res = a.res.Add(d.res)
 		a.dedicated += d.dedicated
+		a.chargeDevices(d.devices, 1)
 		s.touch(e.host)
 		hk := s.byHost[e.host]
 		if hk == nil {
@@ -231,6 +253,7 @@ func (s *state) uncharge(k string, e *entry) {
 			Disk: -e.charged.res.Disk, Instances: -e.charged.res.Instances,
 		})
 		a.dedicated -= e.charged.dedicated
+		a.chargeDevices(e.charged.devices, -1)
 		s.touch(e.host)
 	}
 	if hk := s.byHost[e.host]; hk != nil {

@@ -155,6 +155,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 				Labels:         o.Labels,
 				Capacity:       api.HostCapacity{CPUs: c.CPUs, MemoryBytes: c.Memory, StartSlots: c.StartSlots, Pods: c.Pods, DiskBytes: c.Disk},
 				RuntimeClasses: ag.RuntimeClasses(),
+				Devices:        ag.Devices(),
 				Version:        o.Version,
 			}
 		})

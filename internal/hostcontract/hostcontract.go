@@ -8,7 +8,7 @@
 // lack are separate interfaces the caller discovers by type assertion, as
 // virtual-kubelet's node package does with its optional provider
 // interfaces: PreviousLogger, ImagePrewarmer, ImageRemover, PortChecker,
-// VolumeHost.
+// VolumeHost, Killer, DeviceAttacher, ProcessLister.
 //
 // What a host needs of the control plane (its instances, its pending
 // purges, a place for its usage records) is described by the value types
@@ -256,6 +256,16 @@ func ApplyNetUpdate(addrs map[string]string, u NetUpdate) map[string]string {
 		delete(addrs, a)
 	}
 	return addrs
+}
+
+// DeviceAttacher is a host that can give a running instance devices and
+// take them back, without a restart.
+type DeviceAttacher interface {
+	// AttachDevice gives the instance the devices req asks for and
+	// returns their qualified names.
+	AttachDevice(ctx context.Context, inst *api.Instance, req api.DeviceRequest) ([]string, error)
+	// DetachDevice takes device (a qualified name) away.
+	DetachDevice(ctx context.Context, inst *api.Instance, device string) error
 }
 
 // ProcessLister is a host that can list the processes of an instance's

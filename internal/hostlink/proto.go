@@ -51,6 +51,11 @@ const (
 	// PathVolumes: POST (a VolumeCreate) makes a persistent volume on
 	// the host, DELETE ?id= removes one (hostcontract.VolumeHost).
 	PathVolumes = "/host/v1/volumes"
+	// PathDevices: POST (an api.DeviceRequest; answers the qualified
+	// names attached) and DELETE ?name= attach devices to the tenant's
+	// running instance {name} and detach them
+	// (hostcontract.DeviceAttacher).
+	PathDevices = "/host/v1/instances/{name}/devices"
 )
 
 // VolumeCreate is the body of POST PathVolumes. Key is an encrypted

@@ -27,11 +27,13 @@ const DefaultQuota = "instances=100,cpu=50%,memory=50%,ports=20"
 func QuotaCharge(spec *api.InstanceSpec) api.QuotaAmounts {
 	// A field that does not parse (no validated spec has one) charges 0.
 	r, _ := ParseResources(spec.Resources)
-	var disk int64
-	if spec.Resources.Disk != "" {
-		disk, _ = ParseMemory(spec.Resources.Disk)
-	}
-	return api.QuotaAmounts{Instances: 1, Ports: int64(len(spec.Ports)), MilliCPU: r.MilliCPU, MemoryBytes: r.Memory, DiskBytes: disk}
+	return ChargeOf(r, len(spec.Ports))
+}
+
+// ChargeOf is QuotaCharge of an instance whose resources are already
+// parsed (r) and which publishes ports host ports.
+func ChargeOf(r Resources, ports int) api.QuotaAmounts {
+	return api.QuotaAmounts{Instances: 1, Ports: int64(ports), MilliCPU: r.MilliCPU, MemoryBytes: r.Memory, DiskBytes: r.Disk}
 }
 
 // Add returns a+b field by field.

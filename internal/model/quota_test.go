@@ -203,3 +203,32 @@ func TestQuota(t *testing.T) {
 		t.Errorf("FormatBytes = %q", got)
 	}
 }
+
+// TestChargeOf: the charge of parsed resources is QuotaCharge's of the
+// spec they came from; a field that does not parse charges nothing.
+func TestChargeOf(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec api.InstanceSpec
+		want api.QuotaAmounts
+	}{
+		{"empty", api.InstanceSpec{}, api.QuotaAmounts{Instances: 1}},
+		{"reservation, disk and ports", api.InstanceSpec{Resources: api.Resources{CPU: "500m", CPULimit: "2", Memory: "64Mi", Disk: "1Gi"},
+			Ports: []api.PortMapping{{HostPort: 80}, {HostPort: 443}}},
+			api.QuotaAmounts{Instances: 1, MilliCPU: 500, MemoryBytes: 64 << 20, DiskBytes: 1 << 30, Ports: 2}},
+		{"a cap alone reserves nothing", api.InstanceSpec{Resources: api.Resources{CPULimit: "1"}}, api.QuotaAmounts{Instances: 1}},
+		{"what does not parse charges 0", api.InstanceSpec{Resources: api.Resources{CPU: "lots", Memory: "1Gi", Disk: "big"}},
+			api.QuotaAmounts{Instances: 1, MemoryBytes: 1 << 30}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := ParseResources(tc.spec.Resources)
+			got := ChargeOf(r, len(tc.spec.Ports))
+			if got != tc.want {
+				t.Errorf("ChargeOf = %+v, want %+v", got, tc.want)
+			}
+			if q := QuotaCharge(&tc.spec); q != got {
+				t.Errorf("QuotaCharge = %+v, ChargeOf = %+v: want the same", q, got)
+			}
+		})
+	}
+}

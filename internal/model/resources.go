@@ -15,9 +15,13 @@ const (
 
 // Resources are an instance's api.Resources parsed: quantities as
 // numbers, zero where the spec leaves a field out. The records (API,
-// store, host link) keep the strings the tenant wrote; every reader of
-// them that needs a number goes through ParseResources, so a quantity has
-// one meaning everywhere (the API's validation, quota, scheduler, agent).
+// store, host link) keep the strings the tenant wrote; each role parses
+// them once, where a record comes in, and hands these inward, so a
+// quantity has one meaning everywhere: the API's validation (Validate),
+// the quota charge (QuotaCharge; ChargeOf for parsed ones), the control
+// plane's scheduling request, and the agent, whose runner parses its
+// instance's when it is made and gives them to cgroups, cpusets, network
+// limits, logs, the meter and the SLA report.
 type Resources struct {
 	// MilliCPU is the reservation (cpu), in millicores.
 	MilliCPU int64

@@ -140,6 +140,7 @@ func Defaults(spec *api.InstanceSpec, defaultRuntime string) {
 		}
 	}
 	DefaultProbes(spec)
+	defaultDevices(spec)
 	for i := range spec.Ports {
 		if spec.Ports[i].Protocol == "" {
 			spec.Ports[i].Protocol = "tcp"
@@ -206,6 +207,7 @@ func Validate(spec *api.InstanceSpec) error {
 	}
 	errs = append(errs, validateVolumes(spec)...)
 	errs = append(errs, validateInstanceSecurity(spec.SecurityContext)...)
+	errs = append(errs, validateDevices(spec)...)
 	if err := checkInstanceType(spec.InstanceType); err != nil {
 		errs = append(errs, err)
 	}

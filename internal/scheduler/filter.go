@@ -25,6 +25,7 @@ const (
 	insufficientBandwidth
 	insufficientDisk
 	insufficientDedicated
+	insufficientDevice
 	tooManyInstances
 	numReasons
 )
@@ -129,7 +130,13 @@ func (s *state) filter(i int, r *Request, need *need) (why reason, idx int) {
 		return insufficientDisk, 0
 	case r.DedicatedCores > 0 && r.DedicatedCores > nd.dedicatedFree:
 		return insufficientDedicated, 0
-	case want.Instances > 0 && want.Instances > free.Instances:
+	}
+	if len(r.Devices) > 0 {
+		if j, _ := s.devicesFit(i, r); j >= 0 {
+			return insufficientDevice, j
+		}
+	}
+	if want.Instances > 0 && want.Instances > free.Instances {
 		return tooManyInstances, 0
 	}
 	return fits, 0
@@ -212,7 +219,7 @@ func (s *state) usePorts(i int32, ports []HostPort) {
 // "0/5 hosts available: 3 insufficient memory, 2 runtime class gvisor not
 // offered." Counts are sorted by count, largest first, then by text, so the
 // message is stable.
-func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts, portCounts []int) (string, []string) {
+func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts, portCounts, devCounts []int) (string, []string) {
 	type item struct {
 		n    int
 		text string
@@ -235,6 +242,12 @@ func unplacedReason(total int, r *Request, counts *[numReasons]int, capCounts, p
 			for j, m := range portCounts {
 				if m > 0 {
 					items = append(items, item{m, "host port " + r.Ports[j].String() + " in use"})
+				}
+			}
+		case insufficientDevice:
+			for j, m := range devCounts {
+				if m > 0 {
+					items = append(items, item{m, deviceText(r.Devices[j])})
 				}
 			}
 		default:

@@ -49,6 +49,7 @@ type node struct {
 	// negative on an over-committed host.
 	free          Resources
 	dedicatedFree int
+	dev           *devState
 	// 1/capacity of CPU and memory, 0 for none: the resource score
 	// multiplies rather than divides.
 	invCPU, invMemory float64
@@ -161,6 +162,7 @@ func newState(snap Snapshot, pending []Request) *state {
 			Instances:    h.Capacity.Instances - h.Allocated.Instances,
 		}
 		nd.dedicatedFree = h.DedicatedFree
+		nd.dev = newDevState(h.Devices)
 		if h.Capacity.MilliCPU > 0 {
 			nd.invCPU = 1 / float64(h.Capacity.MilliCPU)
 		}
@@ -321,12 +323,15 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 	}
 
 	var fails [numReasons]int
-	var capFails, portFails []int
+	var capFails, portFails, devFails []int
 	if len(r.Requires) > 0 {
 		capFails = make([]int, len(r.Requires))
 	}
 	if len(r.Ports) > 0 {
 		portFails = make([]int, len(r.Ports))
+	}
+	if len(r.Devices) > 0 {
+		devFails = make([]int, len(r.Devices))
 	}
 	s.cand = s.cand[:0]
 	var minHost, maxHost, minZone, maxZone int32
@@ -350,6 +355,8 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 				capFails[idx]++
 			case hostPortInUse:
 				portFails[idx]++
+			case insufficientDevice:
+				devFails[idx]++
 			}
 			continue
 		}
@@ -374,7 +381,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		s.cand = append(s.cand, c)
 	}
 	if len(s.cand) == 0 {
-		why, filters := unplacedReason(len(s.hosts), r, &fails, capFails, portFails)
+		why, filters := unplacedReason(len(s.hosts), r, &fails, capFails, portFails, devFails)
 		return -1, why, filters
 	}
 
@@ -402,6 +409,7 @@ func (s *state) place(r *Request, policy Policy) (int, string, []string) {
 		Instances:    nd.free.Instances - r.Resources.Instances,
 	}
 	nd.dedicatedFree -= r.DedicatedCores
+	s.useDevices(best, r)
 	s.usePorts(int32(best), r.Ports)
 	// The deferred clean-up reads s.onHost[key]; counting first makes it
 	// also clear the entry this placement may have added.
@@ -437,6 +445,11 @@ func validate(r *Request) string {
 		return "negative instance count"
 	case r.DedicatedCores < 0:
 		return "negative dedicated cores"
+	}
+	for _, d := range r.Devices {
+		if d.Kind == "" || (d.Name == "" && d.Count < 1) {
+			return "device request without a kind or count"
+		}
 	}
 	return ""
 }

@@ -13,7 +13,7 @@
 //  1. filters out the hosts that cannot run it, counting one reason per
 //     host, the first filter it fails, in this order: not ready, cordoned,
 //     runtime class, capabilities, selector, host ports, cpu, memory, pids,
-//     bandwidth, disk, dedicated cores, instance count;
+//     bandwidth, disk, dedicated cores, devices, instance count;
 //  2. scores the hosts left (see the weights in score.go) and picks the
 //     highest, the smallest host name winning ties (Policy.MaxCandidates
 //     can stop the search early on large clusters);
@@ -87,6 +87,9 @@ type Host struct {
 	// Ports are the host ports the instances on it publish: a per-host
 	// resource, as kube-scheduler's NodePorts filter treats hostPort.
 	Ports []HostPort
+	// Devices are the host's devices by kind, with what is left of each
+	// (see DeviceFree); empty on a host without devices.
+	Devices []DeviceFree
 	// Images are keys of the images already present on the host; a
 	// request's Images are matched against them as strings, so the caller
 	// keys both sides alike (the control plane uses tenant/normalized ref,
@@ -152,6 +155,8 @@ type Request struct {
 	// Host, when set, is the only host the instance may run on: the one
 	// that keeps its persistent volumes (local volumes).
 	Host string
+	// Devices are the devices the instance needs (see DeviceRequest).
+	Devices []DeviceRequest
 }
 
 // Placement puts an instance on a host.

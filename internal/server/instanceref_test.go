@@ -11,8 +11,11 @@ import (
 // TestInstanceRef checks that an instance's routes take a name, a UID or
 // a unique UID prefix, as docker's container references do.
 func TestInstanceRef(t *testing.T) {
-	// The fake host never confirms a teardown: deletes answer 202 at once.
-	e := newEnv(t, time.Millisecond)
+	// The fake host never confirms a teardown: the delete below answers
+	// 202 once the wait runs out. Long enough for the wait for an
+	// instance already terminal to read it on a loaded machine (1 ms
+	// was not: 504 about one run in four at load 7).
+	e := newEnv(t, 2*time.Second)
 	// UIDs are random: give the instances known ones, two sharing "abc1",
 	// and one whose name is itself a UID prefix of another instance.
 	for name, uid := range map[string]string{"one": "abc1000000000001", "two": "abc1000000000002", "abc2": "ffff000000000000"} {

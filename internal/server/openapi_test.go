@@ -115,6 +115,8 @@ func TestOpenAPIRoutes(t *testing.T) {
 
 // schemaTypes maps every component schema to the Go type it describes.
 var schemaTypes = map[string]any{
+	"DeviceRequest":           api.DeviceRequest{},
+	"HostDevice":              api.HostDevice{},
 	"Instance":                api.Instance{},
 	"InstanceSpec":            api.InstanceSpec{},
 	"ContainerSpec":           api.ContainerSpec{},

@@ -184,6 +184,8 @@ var Routes = []Route{
 	{"DELETE", "/v1/instances/{name}", false, (*Server).deleteInstance},
 	{"POST", "/v1/instances/{name}/stop", false, (*Server).stopInstance},
 	{"POST", "/v1/instances/{name}/kill", false, (*Server).kill},
+	{"POST", "/v1/instances/{name}/devices", false, (*Server).attachDevice},
+	{"DELETE", "/v1/instances/{name}/devices", false, (*Server).detachDevice},
 	{"GET", "/v1/instances/{name}/wait", false, (*Server).waitInstance},
 	{"GET", "/v1/instances/{name}/logs", false, (*Server).logs},
 	{"POST", "/v1/instances/{name}/exec", false, (*Server).exec},

@@ -256,7 +256,7 @@ func (s *Server) checkFits(spec *api.InstanceSpec) error {
 		return fmt.Errorf("spec.resources.memory %s is more than any host has (the largest has %d MiB): %w",
 			res.Memory, c.Memory>>20, errdefs.ErrInvalidArgument)
 	}
-	if disk, err := model.ParseMemory(res.Disk); err == nil && res.Disk != "" && c.Disk > 0 && disk > c.Disk {
+	if c.Disk > 0 && r.Disk > c.Disk {
 		return fmt.Errorf("spec.resources.disk %s is more than any host can give (the most free is %d MiB): %w",
 			res.Disk, c.Disk>>20, errdefs.ErrInvalidArgument)
 	}

@@ -173,6 +173,11 @@ func instanceSpec(pod *corev1.Pod, node string, env *envSources) (api.InstanceSp
 	if !mem.IsZero() {
 		spec.Resources.Memory = mem.String()
 	}
+	devs, err := devicesOf(pod)
+	if err != nil {
+		return api.InstanceSpec{}, nil, err
+	}
+	spec.Devices = devs
 	spec.Resources.IngressBandwidth = pod.Annotations[AnnotationIngressBandwidth]
 	spec.Resources.EgressBandwidth = pod.Annotations[AnnotationEgressBandwidth]
 	return spec, vols.objects, nil

@@ -16,6 +16,7 @@ import (
 	"path"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -55,6 +56,11 @@ type Config struct {
 	// the cluster may schedule onto it.
 	CPU, Memory string
 	Pods        int
+	// Devices are extended resources the node advertises, by CDI kind
+	// (nvidia.com/gpu): the devices of Kanga's hosts the cluster may
+	// schedule onto it. A pod's limit of one becomes a device request
+	// (see devicesOf).
+	Devices map[string]int
 	// Addr is the address pods report as their host's and where the API
 	// server reaches the node's kubelet API (logs, exec, port-forward).
 	Addr string
@@ -110,6 +116,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("virtual node capacity %s %q: %v: %w", name, v, err, errdefs.ErrInvalidArgument)
 		}
 		capacity[name] = q
+	}
+	for kind, n := range cfg.Devices {
+		if !strings.Contains(kind, "/") || strings.HasPrefix(kind, "kubernetes.io/") || n < 0 {
+			return fmt.Errorf("virtual node device capacity %s=%d: want a CDI kind (vendor.com/class) and a count: %w", kind, n, errdefs.ErrInvalidArgument)
+		}
+		capacity[corev1.ResourceName(kind)] = *resource.NewQuantity(int64(n), resource.DecimalSI)
 	}
 	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {

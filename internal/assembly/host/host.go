@@ -9,6 +9,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kanga-run/kanga/internal/agent"
 	"github.com/kanga-run/kanga/internal/agent/containerdrt"
+	"github.com/kanga-run/kanga/internal/agent/device"
 	"github.com/kanga-run/kanga/internal/agent/fill"
 	"github.com/kanga-run/kanga/internal/agent/image"
 	"github.com/kanga-run/kanga/internal/agent/network"
@@ -62,6 +64,9 @@ type Options struct {
 	// RootCPUShares weights the instances against Kanga's own threads
 	// (agent.Config.RootCPUShares).
 	RootCPUShares int
+	// CDISpecDirs are where the host's CDI device specs are read from
+	// (device.DefaultSpecDirs when empty).
+	CDISpecDirs []string
 }
 
 // Check validates what can be checked before anything is started, naming
@@ -169,7 +174,20 @@ func Start(ctx context.Context, c Config) (*Host, error) {
 		})
 	}
 	h.Images = images
+	cdiDirs := c.CDISpecDirs
+	if len(cdiDirs) == 0 {
+		cdiDirs = device.DefaultSpecDirs
+	}
+	devices, err := device.Open(cdiDirs, filepath.Join(dataDir, "agent", "devices"))
+	if err != nil {
+		h.stopContainerd()
+		return nil, fmt.Errorf("reading the host's devices: %w", err)
+	}
+	for path, errs := range devices.Errors() {
+		log.Warn("a CDI spec is unusable; its devices are left out", "path", path, "err", errors.Join(errs...))
+	}
 	h.Agent = agent.New(agent.Config{
+		Devices:     devices,
 		HostName:    c.Name(),
 		DataDir:     filepath.Join(dataDir, "agent"),
 		Store:       c.Store,

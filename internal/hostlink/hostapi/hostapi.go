@@ -91,6 +91,8 @@ var routes = []route{
 	{"DELETE", hostlink.PathImage, true, (*handler).removeImage},
 	{"DELETE", hostlink.PathTenant, true, (*handler).removeTenant},
 	{"POST", hostlink.PathCheckPorts, false, (*handler).checkPorts},
+	{"POST", hostlink.PathDevices, true, (*handler).attachDevice},
+	{"DELETE", hostlink.PathDevices, true, (*handler).detachDevice},
 	{"POST", hostlink.PathVolumes, false, (*handler).createVolume},
 	{"DELETE", hostlink.PathVolumes, false, (*handler).removeVolume},
 	{"GET", hostlink.PathPing, false, func(_ *handler, w http.ResponseWriter, _ *http.Request) error {
@@ -436,6 +438,45 @@ func (h *handler) removeTenant(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := rm.RemoveTenant(r.Context(), t); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// attachDevice answers hostcontract.DeviceAttacher's attach.
+func (h *handler) attachDevice(w http.ResponseWriter, r *http.Request) error {
+	da, ok := h.host.(hostcontract.DeviceAttacher)
+	if !ok {
+		return fmt.Errorf("this host cannot attach devices: %w", errdefs.ErrNotImplemented)
+	}
+	var req api.DeviceRequest
+	if err := hostlink.DecodeBody(w, r, maxBody, &req, "device request"); err != nil {
+		return err
+	}
+	inst, err := h.instance(r)
+	if err != nil {
+		return err
+	}
+	names, err := da.AttachDevice(r.Context(), inst, req)
+	if err != nil {
+		return err
+	}
+	hostlink.WriteJSON(w, http.StatusOK, names)
+	return nil
+}
+
+// detachDevice answers hostcontract.DeviceAttacher's detach.
+func (h *handler) detachDevice(w http.ResponseWriter, r *http.Request) error {
+	da, ok := h.host.(hostcontract.DeviceAttacher)
+	if !ok {
+		return fmt.Errorf("this host cannot detach devices: %w", errdefs.ErrNotImplemented)
+	}
+	inst, err := h.instance(r)
+	if err != nil {
+		return err
+	}
+	if err := da.DetachDevice(r.Context(), inst, r.URL.Query().Get("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

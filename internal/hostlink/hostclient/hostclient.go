@@ -170,6 +170,34 @@ func (h *RemoteHost) newRequest(ctx context.Context, method, path, t string, bod
 	return req, nil
 }
 
+// devicesPath is PathDevices for instance name.
+func devicesPath(name string) string {
+	return strings.Replace(hostlink.PathDevices, "{name}", url.PathEscape(name), 1)
+}
+
+// AttachDevice implements hostcontract.DeviceAttacher.
+func (h *RemoteHost) AttachDevice(ctx context.Context, inst *api.Instance, dr api.DeviceRequest) ([]string, error) {
+	b, err := json.Marshal(dr)
+	if err != nil {
+		return nil, err
+	}
+	req, err := h.newRequest(ctx, http.MethodPost, devicesPath(inst.Name), inst.Tenant, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var names []string
+	if err := doJSON(h.hc, req, &names); err != nil {
+		return nil, err
+	}
+	return names, nil
+}
+
+// DetachDevice implements hostcontract.DeviceAttacher.
+func (h *RemoteHost) DetachDevice(ctx context.Context, inst *api.Instance, device string) error {
+	return h.hostCall(ctx, http.MethodDelete, devicesPath(inst.Name)+"?name="+url.QueryEscape(device), inst.Tenant)
+}
+
 // CheckPorts implements hostcontract.PortChecker: the agent answers for its host.
 func (h *RemoteHost) CheckPorts(ctx context.Context, ports []api.PortMapping) error {
 	b, err := json.Marshal(ports)
