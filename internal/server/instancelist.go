@@ -244,7 +244,9 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
 		last := items[limit-1].inst
 		cont = listContinue{V: 1, Tenant: tn, Selector: selector, Rev: read, Created: last.CreatedAt, Name: last.Name}.encode()
 	}
-	body := encodeList(items, cont)
+	b := listBuffers.Get().(*bytes.Buffer)
+	defer listBuffers.Put(b)
+	body := encodeList(b, items, cont)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
@@ -252,14 +254,20 @@ func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// encodeList writes an api.InstanceList of items exactly as writeJSON
-// would, from the items' cached encodings.
-func encodeList(items []*listedInstance, cont string) []byte {
+// listBuffers hold list documents while they are written: a fresh 100 KB
+// buffer per request was a tenth of a concurrent list's CPU, with the
+// garbage collection it caused.
+var listBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encodeList writes an api.InstanceList of items into b (reset first)
+// exactly as writeJSON would, from the items' cached encodings, and
+// returns b's bytes.
+func encodeList(b *bytes.Buffer, items []*listedInstance, cont string) []byte {
 	n := 64 + len(cont)
 	for _, e := range items {
 		n += len(e.item) + 6
 	}
-	var b bytes.Buffer
+	b.Reset()
 	b.Grow(n)
 	if len(items) == 0 {
 		b.WriteString("{\n  \"items\": []")

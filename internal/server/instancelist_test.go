@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -50,7 +51,7 @@ func TestEncodeListIsWriteJSON(t *testing.T) {
 				items = []api.Instance{}
 			}
 			writeJSON(rec, http.StatusOK, api.InstanceList{Items: items, Continue: tt.cont})
-			if got, want := string(encodeList(listed, tt.cont)), rec.Body.String(); got != want {
+			if got, want := string(encodeList(new(bytes.Buffer), listed, tt.cont)), rec.Body.String(); got != want {
 				t.Errorf("encodeList =\n%s\nwriteJSON =\n%s", got, want)
 			}
 		})
