@@ -101,19 +101,40 @@ func (r *runner) handleDeviceOp(op deviceOp) {
 	op.reply <- rep
 }
 
-// runningPIDs are the pids of the instance's running containers.
-func (r *runner) runningPIDs() []int {
-	var pids []int
+// proc is a running container's first process and its devices cgroup.
+type proc struct {
+	pid    int
+	cgroup string
+}
+
+// runningProcs are the instance's running containers' processes. Each
+// one's cgroup must be under the instance's: a pid whose process ended and
+// was reused since containerd reported it belongs to someone else.
+func (r *runner) runningProcs() ([]proc, error) {
+	var out []proc
+	own := r.a.instanceCgroup(r.uid) + "/"
 	for _, c := range r.ctrs {
-		if c.task != nil && c.status.State == api.ContainerRunning {
-			pids = append(pids, int(c.task.Pid()))
+		if c.task == nil || c.status.State != api.ContainerRunning {
+			continue
 		}
+		pid := int(c.task.Pid())
+		cg, err := devicesCgroup(pid)
+		if err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(cg, own) {
+			return nil, fmt.Errorf("process %d of container %s is in cgroup %s, not the instance's: it ended meanwhile: %w", pid, c.spec.Name, cg, errdefs.ErrConflict)
+		}
+		out = append(out, proc{pid: pid, cgroup: cg})
 	}
-	return pids
+	return out, nil
 }
 
 func (r *runner) attachDevice(req api.DeviceRequest) ([]string, error) {
-	pids := r.runningPIDs()
+	pids, err := r.runningProcs()
+	if err != nil {
+		return nil, err
+	}
 	if len(pids) == 0 {
 		return nil, fmt.Errorf("instance %q has no running container: %w", r.name, errdefs.ErrConflict)
 	}
@@ -123,7 +144,7 @@ func (r *runner) attachDevice(req api.DeviceRequest) ([]string, error) {
 		return nil, err
 	}
 	var done []specs.LinuxDevice
-	var donePIDs []int
+	var donePIDs []proc
 	undo := func() {
 		for _, pid := range donePIDs {
 			for _, d := range done {
@@ -169,8 +190,12 @@ func (r *runner) detachDevice(name string) error {
 	if err != nil {
 		return err
 	}
+	procs, err := r.runningProcs()
+	if err != nil {
+		return err
+	}
 	var holders []string
-	for _, pid := range r.runningPIDs() {
+	for _, pid := range procs {
 		for _, d := range nodes {
 			if err := removeDeviceIn(pid, d); err != nil {
 				return fmt.Errorf("detaching %s: %w", d.Path, err)
@@ -192,7 +217,7 @@ func (r *runner) detachDevice(name string) error {
 
 // addDeviceIn makes device node d in the mount namespace of process pid
 // and allows it in pid's devices cgroup.
-func addDeviceIn(pid int, d specs.LinuxDevice) error {
+func addDeviceIn(pid proc, d specs.LinuxDevice) error {
 	if err := deviceRule(pid, "devices.allow", d); err != nil {
 		return err
 	}
@@ -238,12 +263,18 @@ func addDeviceIn(pid int, d specs.LinuxDevice) error {
 // nodeParent opens the directory of node path p in the root of process
 // pid, resolved inside that root, making it first with create; it returns
 // the directory and the node's name in it.
-func nodeParent(pid int, p string, create bool) (int, string, error) {
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func nodeParent(pid proc, p string, create bool) (int, string, error) {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, "", err
 	}
 	defer unix.Close(root)
+	// Still the container's process once its root is open: if the pid
+	// was reused before the open, the new process is in another cgroup;
+	// if after, the open root is the container's.
+	if cg, err := devicesCgroup(pid.pid); err != nil || cg != pid.cgroup {
+		return -1, "", fmt.Errorf("process %d left the container: %w", pid.pid, errdefs.ErrConflict)
+	}
 	dir, base := path.Split(strings.TrimPrefix(path.Clean(p), "/"))
 	dir = strings.TrimSuffix(dir, "/")
 	if dir == "" {
@@ -262,7 +293,7 @@ func nodeParent(pid int, p string, create bool) (int, string, error) {
 // node from pid's /dev. A device every container may use (/dev/null and
 // the rest of the runtimes' defaults) is not denied: its node goes, the
 // container's right to make and open one stays.
-func removeDeviceIn(pid int, d specs.LinuxDevice) error {
+func removeDeviceIn(pid proc, d specs.LinuxDevice) error {
 	if !runtimeDefault(d) {
 		if err := deviceRule(pid, "devices.deny", d); err != nil {
 			return err
@@ -321,17 +352,13 @@ func isDevice(st unix.Stat_t, d specs.LinuxDevice) bool {
 
 // deviceRule writes d's rule into file (devices.allow or devices.deny)
 // of the devices cgroup of process pid.
-func deviceRule(pid int, file string, d specs.LinuxDevice) error {
-	cg, err := devicesCgroup(pid)
-	if err != nil {
-		return err
-	}
+func deviceRule(pid proc, file string, d specs.LinuxDevice) error {
 	typ := d.Type
 	if typ == "" || typ == "u" {
 		typ = "c"
 	}
 	rule := fmt.Sprintf("%s %d:%d rwm", typ, d.Major, d.Minor)
-	return os.WriteFile(filepath.Join(cgroupV1Root, "devices", cg, file), []byte(rule), 0)
+	return os.WriteFile(filepath.Join(cgroupV1Root, "devices", pid.cgroup, file), []byte(rule), 0)
 }
 
 // devicesCgroup is the devices cgroup of process pid, from /proc.
@@ -356,12 +383,8 @@ func devicesCgroup(pid int) (string, error) {
 
 // openers lists the processes of pid's cgroup with device d open, as
 // "pid N (comm)".
-func openers(pid int, d specs.LinuxDevice) []string {
-	cg, err := devicesCgroup(pid)
-	if err != nil {
-		return nil
-	}
-	b, err := os.ReadFile(filepath.Join(cgroupV1Root, "devices", cg, "cgroup.procs"))
+func openers(pid proc, d specs.LinuxDevice) []string {
+	b, err := os.ReadFile(filepath.Join(cgroupV1Root, "devices", pid.cgroup, "cgroup.procs"))
 	if err != nil {
 		return nil
 	}
