@@ -37,7 +37,9 @@ const coalescedReadTimeout = 30 * time.Second
 
 // do returns the result of fn, run for a batch of callers of key that
 // arrived before it started. fn runs with ctx's values (the tenant) but
-// not its cancellation: other callers wait for the same read.
+// not its cancellation: other callers wait for the same read. A batch
+// may run with another caller's fn and ctx, so what fn reads must depend
+// on key alone (and on what ctx holds that key determines).
 func (c *coalescer[T]) do(ctx context.Context, key string, fn func(context.Context) (T, error)) (T, error) {
 	c.mu.Lock()
 	if c.keys == nil {
