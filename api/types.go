@@ -393,6 +393,9 @@ type CreateInstanceRequest struct {
 // InstanceList is the body of GET /v1/instances.
 type InstanceList struct {
 	Items []Instance `json:"items"`
+	// Continue, when set, fetches the next page of a list asked for with
+	// a limit: pass it back as the continue query parameter.
+	Continue string `json:"continue,omitempty"`
 }
 
 // Image is an image known to the platform.

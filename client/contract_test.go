@@ -6,8 +6,10 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -117,6 +119,27 @@ func (s *fakeStore) GetInstance(ctx context.Context, name string) (*api.Instance
 	}
 	c := *inst
 	return &c, nil
+}
+
+// ListInstanceRecords has no revisions: every read is of the current
+// state, and a record's revision is a hash of its JSON, which changes when
+// the instance does.
+func (s *fakeStore) ListInstanceRecords(ctx context.Context, rev int64) ([]store.InstanceRecord, int64, error) {
+	list, err := s.ListInstances(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []store.InstanceRecord
+	for _, inst := range list {
+		b, err := json.Marshal(inst)
+		if err != nil {
+			return nil, 0, err
+		}
+		h := fnv.New64a()
+		_, _ = h.Write(b)
+		out = append(out, store.InstanceRecord{Name: inst.Name, ModRevision: int64(h.Sum64() >> 1), Value: b})
+	}
+	return out, 1, nil
 }
 
 func (s *fakeStore) ListInstances(ctx context.Context) ([]api.Instance, error) {

@@ -30,28 +30,68 @@ func (c *Client) CreateInstance(ctx context.Context, req api.CreateInstanceReque
 	return inst, err
 }
 
-// ListInstances returns all of the tenant's instances, in any phase.
+// ListInstances returns all of the tenant's instances, in any phase,
+// oldest first.
 func (c *Client) ListInstances(ctx context.Context) ([]api.Instance, error) {
-	var list api.InstanceList
-	if err := c.doJSON(ctx, http.MethodGet, "/v1/instances", nil, nil, &list); err != nil {
-		return nil, err
-	}
-	return list.Items, nil
+	return c.ListInstancesSelected(ctx, "")
 }
 
 // ListInstancesSelected returns the tenant's instances whose labels
 // match a Kubernetes label selector ("app=web,tier!=db", "env in (a,b)");
-// an empty selector returns them all.
+// an empty selector returns them all. It reads the list in pages of
+// ListPageSize, all of one snapshot.
 func (c *Client) ListInstancesSelected(ctx context.Context, selector string) ([]api.Instance, error) {
-	var q url.Values
-	if selector != "" {
-		q = url.Values{"labelSelector": {selector}}
+	var out []api.Instance
+	opts := ListOptions{LabelSelector: selector, Limit: ListPageSize}
+	for {
+		page, err := c.ListInstancesPage(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Items...)
+		if page.Continue == "" {
+			if out == nil {
+				out = []api.Instance{}
+			}
+			return out, nil
+		}
+		opts.Continue = page.Continue
+	}
+}
+
+// ListPageSize is how many instances ListInstances asks for at a time.
+const ListPageSize = 500
+
+// ListOptions page and filter a list, as Kubernetes does.
+type ListOptions struct {
+	// LabelSelector keeps the instances whose labels match it.
+	LabelSelector string
+	// Limit is the most items a page holds; 0 is all of them.
+	Limit int
+	// Continue is the previous page's Continue: the next page, of the
+	// same snapshot. A listing whose snapshot etcd has compacted since
+	// fails with errdefs.ErrConflict: list again from the start.
+	Continue string
+}
+
+// ListInstancesPage returns one page of the tenant's instances, oldest
+// first; its Continue, when set, fetches the next one.
+func (c *Client) ListInstancesPage(ctx context.Context, opts ListOptions) (api.InstanceList, error) {
+	q := url.Values{}
+	if opts.LabelSelector != "" {
+		q.Set("labelSelector", opts.LabelSelector)
+	}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if opts.Continue != "" {
+		q.Set("continue", opts.Continue)
 	}
 	var list api.InstanceList
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/instances", q, nil, &list); err != nil {
-		return nil, err
+		return api.InstanceList{}, err
 	}
-	return list.Items, nil
+	return list, nil
 }
 
 // GetInstance returns one instance.

@@ -105,7 +105,7 @@ func (k *KangaStarter) Start(ctx context.Context, id string) (Sample, error) {
 	}
 	// Without a host for the runtime class the instance stays Pending:
 	// waiting for Running would only burn the timeout.
-	if created.Status.Reason == "Unschedulable" {
+	if r := created.Status.Reason; api.WaitsForResources(r) && r != api.ReasonInsufficientCPU {
 		return Sample{}, fmt.Errorf("unschedulable: %s: %w", created.Status.Message, errdefs.ErrFailedPrecondition)
 	}
 	t1 := k.clock()

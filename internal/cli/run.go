@@ -205,7 +205,10 @@ func runRun(cmd *cobra.Command, o *options, f *runFlags, args []string) error {
 		return nil
 	}
 
-	if inst.Status.Reason == "Unschedulable" && inst.Status.Phase == api.PhasePending {
+	// A shortage of cores passes as instances end (and dedicated cores
+	// free up): run waits for it. Any other reason to stay Pending is the
+	// user's to resolve.
+	if inst.Status.Phase == api.PhasePending && api.WaitsForResources(inst.Status.Reason) && inst.Status.Reason != api.ReasonInsufficientCPU {
 		return &ExitError{Code: runExitCode, Err: fmt.Errorf("%s cannot start: %s; it stays Pending until a host can run it (remove it with kanga rm %s)",
 			inst.Name, inst.Status.Message, inst.Name)}
 	}
@@ -774,6 +777,6 @@ func parsePortNumber(s string) (int, error) {
 // its runtime class, or no dedicated core is free), or held Creating by
 // an init container that fails and waits to be run again.
 func waiting(inst api.Instance) bool {
-	return inst.Status.Phase == api.PhasePending && (inst.Status.Reason == "Unschedulable" || inst.Status.Reason == "InsufficientCPU") ||
+	return inst.Status.Phase == api.PhasePending && api.WaitsForResources(inst.Status.Reason) ||
 		inst.Status.Reason == model.ReasonInitCrashLoop
 }

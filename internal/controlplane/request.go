@@ -198,12 +198,13 @@ func devicesOf(devs []api.HostDevice, alloc *allocation) []scheduler.DeviceFree 
 
 // Status reasons the control plane sets on instances.
 const (
-	// ReasonUnschedulable: no host can take the instance now.
-	ReasonUnschedulable = "Unschedulable"
+	// ReasonUnschedulable: no host can take the instance now, and not
+	// for want of one resource (see api.WaitsForResources).
+	ReasonUnschedulable = api.ReasonUnschedulable
 	// ReasonInsufficientCPU: hosts of the right kind exist but their
 	// cores are taken; the agent uses the same reason for an instance
 	// waiting for dedicated cores.
-	ReasonInsufficientCPU = "InsufficientCPU"
+	ReasonInsufficientCPU = api.ReasonInsufficientCPU
 	// ReasonLost: the instance's host stopped answering (its lease
 	// expired). A restartable instance is re-created elsewhere and waits,
 	// Pending with this reason, to be placed; any other is Failed.
@@ -224,13 +225,18 @@ func unplacedStatus(inst *api.Instance, u scheduler.Unplaced) (string, string) {
 	// The other hosts of an instance bound to its volumes' host say
 	// nothing of what it waits for.
 	filters := slices.DeleteFunc(slices.Clone(u.Filters), func(f string) bool { return f == scheduler.NotVolumeHost })
-	reason := ReasonInsufficientCPU
+	// One vocabulary: Insufficient<Resource> when every host that could
+	// run the instance lacks the same resource, Unschedulable otherwise.
+	reason := ""
 	for _, f := range filters {
-		if f != "insufficient cpu" && f != "insufficient dedicated cores" {
+		r := shortage(f)
+		if r == "" || (reason != "" && r != reason) {
 			reason = ReasonUnschedulable
+			break
 		}
+		reason = r
 	}
-	if len(filters) == 0 {
+	if reason == "" {
 		reason = ReasonUnschedulable
 	}
 	if len(filters) == 1 && filters[0] == "not ready" {
@@ -242,6 +248,31 @@ func unplacedStatus(inst *api.Instance, u scheduler.Unplaced) (string, string) {
 		msg += fmt.Sprintf(" Runtime class %s needs host capability %s.", c.Name, strings.Join(c.Requires, ", "))
 	}
 	return reason, msg
+}
+
+// shortage is the Insufficient<Resource> reason of a scheduler filter that
+// is a resource shortage, or "".
+func shortage(filter string) string {
+	switch filter {
+	case "insufficient cpu", "insufficient dedicated cores":
+		return api.ReasonInsufficientCPU
+	case "insufficient memory":
+		return api.ReasonInsufficientMemory
+	case "insufficient pids":
+		return api.ReasonInsufficientPids
+	case "insufficient bandwidth":
+		return api.ReasonInsufficientBandwidth
+	case "insufficient disk":
+		return api.ReasonInsufficientDisk
+	case "too many instances":
+		return api.ReasonInsufficientInstances
+	}
+	// The scheduler names a device kind it lacks: "insufficient
+	// nvidia.com/gpu".
+	if strings.HasPrefix(filter, "insufficient ") {
+		return api.ReasonInsufficientDevices
+	}
+	return ""
 }
 
 // restartable reports whether an instance whose host is gone should run

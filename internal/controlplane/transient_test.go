@@ -21,6 +21,18 @@ func TestUnplacedStatusTransient(t *testing.T) {
 		{"not ready and full", []string{"not ready", "insufficient memory"}, ReasonUnschedulable},
 		{"cordoned", []string{"cordoned"}, ReasonUnschedulable},
 		{"cores taken", []string{"insufficient cpu"}, ReasonInsufficientCPU},
+		{"dedicated cores taken", []string{"insufficient dedicated cores"}, ReasonInsufficientCPU},
+		{"cores taken everywhere, some dedicated", []string{"insufficient cpu", "insufficient dedicated cores"}, ReasonInsufficientCPU},
+		{"memory short", []string{"insufficient memory"}, api.ReasonInsufficientMemory},
+		{"pids short", []string{"insufficient pids"}, api.ReasonInsufficientPids},
+		{"bandwidth short", []string{"insufficient bandwidth"}, api.ReasonInsufficientBandwidth},
+		{"disk short", []string{"insufficient disk"}, api.ReasonInsufficientDisk},
+		{"devices short", []string{"insufficient nvidia.com/gpu"}, api.ReasonInsufficientDevices},
+		{"hosts full of instances", []string{"too many instances"}, api.ReasonInsufficientInstances},
+		{"memory short, other host volumes' elsewhere", []string{scheduler.NotVolumeHost, "insufficient memory"}, api.ReasonInsufficientMemory},
+		{"different resources short", []string{"insufficient cpu", "insufficient memory"}, ReasonUnschedulable},
+		{"short and cordoned", []string{"insufficient memory", "cordoned"}, ReasonUnschedulable},
+		{"selector mismatch", []string{"selector mismatch"}, ReasonUnschedulable},
 		{"no hosts", nil, ReasonUnschedulable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

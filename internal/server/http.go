@@ -102,7 +102,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.writeError(w, r, fmt.Errorf("missing bearer token: send 'Authorization: Bearer TOKEN' (the CLI reads KANGA_TOKEN or the config that kanga up writes): %w", errdefs.ErrUnauthenticated))
 			return
 		}
-		p, err := s.store.LookupPrincipal(r.Context(), strings.TrimSpace(token))
+		token = strings.TrimSpace(token)
+		p, err := s.principals.do(r.Context(), token, func(ctx context.Context) (store.Principal, error) {
+			return s.store.LookupPrincipal(ctx, token)
+		})
 		if err != nil {
 			if errors.Is(err, store.ErrUnknownToken) || errors.Is(err, errdefs.ErrNotFound) {
 				err = fmt.Errorf("the bearer token is not valid (unknown, revoked, or deleted with its tenant): check KANGA_TOKEN or the config that kanga up wrote: %w", errdefs.ErrUnauthenticated)

@@ -229,25 +229,6 @@ func scheduled(inst *api.Instance, decisions <-chan *api.Instance) *api.Instance
 	return inst
 }
 
-func (s *Server) listInstances(w http.ResponseWriter, r *http.Request) error {
-	sel, err := model.ParseLabelSelector("labelSelector", r.URL.Query().Get("labelSelector"))
-	if err != nil {
-		return err
-	}
-	all, err := s.store.ListInstances(r.Context())
-	if err != nil {
-		return err
-	}
-	items := []api.Instance{}
-	for _, inst := range all {
-		if model.MatchLabels(sel, inst.Labels) {
-			items = append(items, inst)
-		}
-	}
-	writeJSON(w, http.StatusOK, api.InstanceList{Items: items})
-	return nil
-}
-
 func (s *Server) getInstance(w http.ResponseWriter, r *http.Request) error {
 	inst, err := s.store.GetInstance(r.Context(), r.PathValue("name"))
 	if err != nil {
@@ -351,11 +332,11 @@ func (s *Server) stopInstance(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// unschedulable reports an instance that waits for resources: no host
-// offers its class (Unschedulable) or its host has no free dedicated core
-// (InsufficientCPU). It stays Pending, with the reason, until that changes.
+// unschedulable reports an instance that waits for resources
+// (Unschedulable, Insufficient<Resource>: api.WaitsForResources). It
+// stays Pending, with the reason, until that changes.
 func unschedulable(i *api.Instance) bool {
-	return i.Status.Phase == api.PhasePending && (i.Status.Reason == "Unschedulable" || i.Status.Reason == "InsufficientCPU")
+	return i.Status.Phase == api.PhasePending && api.WaitsForResources(i.Status.Reason)
 }
 
 // waitError explains a wait that ran out of time; the request's own

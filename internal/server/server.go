@@ -25,6 +25,9 @@ type Store interface {
 	CreateInstance(ctx context.Context, inst *api.Instance, opts ...store.CreateOption) error
 	GetInstance(ctx context.Context, name string) (*api.Instance, error)
 	ListInstances(ctx context.Context) ([]api.Instance, error)
+	// ListInstanceRecords is the tenant's instances as stored at a
+	// revision (0: the current one), and the revision read.
+	ListInstanceRecords(ctx context.Context, rev int64) ([]store.InstanceRecord, int64, error)
 	UpdateInstance(ctx context.Context, name string, fn func(*api.Instance) error) (*api.Instance, error)
 	WaitInstance(ctx context.Context, name string, cond func(*api.Instance) bool) (*api.Instance, error)
 	WaitInstanceGone(ctx context.Context, name string) error
@@ -64,6 +67,9 @@ type Server struct {
 	replica      string
 	audit        AuditLog // nil: no audit log (a store without one)
 	auditor      *auditor
+	lists        listCache
+	listReads    coalescer[listRead]
+	principals   coalescer[store.Principal]
 	usage        UsageStore         // nil: no metering
 	volumes      VolumeStore        // nil: no persistent volumes
 	joins        JoinTokenAuthority // nil: no agent link (kanga up)

@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kanga-run/kanga/api"
@@ -403,4 +405,45 @@ func (s *Store) WatchInstance(ctx context.Context, name string) (<-chan *api.Ins
 		}
 	}()
 	return out, nil
+}
+
+// InstanceRecord is an instance as stored: its JSON and the revision that
+// last wrote it, so that a reader can keep what it derived from the JSON
+// until the revision changes.
+type InstanceRecord struct {
+	Name        string
+	ModRevision int64
+	Value       []byte
+}
+
+// ListInstanceRecords returns the caller's instances as stored at
+// revision rev (0: the current one), in key order, and the revision read.
+// Reading at the revision of an earlier call gives the same snapshot until
+// etcd compacts it; then the error is ErrFailedPrecondition.
+func (s *Store) ListInstanceRecords(ctx context.Context, rev int64) ([]InstanceRecord, int64, error) {
+	t, err := tenant.Name(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	prefix := tenantPrefix(t)
+	resp, err := s.client.Get(ctx, prefix, opts...)
+	if errors.Is(err, rpctypes.ErrCompacted) || errors.Is(err, rpctypes.ErrFutureRev) {
+		return nil, 0, fmt.Errorf("revision %d is no longer (or not yet) readable: %w", rev, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return nil, 0, s.etcdErr(ctx, "list instances", err)
+	}
+	out := make([]InstanceRecord, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, InstanceRecord{Name: strings.TrimPrefix(string(kv.Key), prefix), ModRevision: kv.ModRevision, Value: kv.Value})
+	}
+	read := resp.Header.Revision
+	if rev > 0 {
+		read = rev
+	}
+	return out, read, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kanga-run/kanga/api"
+	"github.com/kanga-run/kanga/client"
 	"github.com/kanga-run/kanga/internal/testenv/harness"
 )
 
@@ -413,6 +415,49 @@ func TestCLIVerbs(t *testing.T) {
 			return strings.HasPrefix(last, "Restarting (3) ") && strings.Contains(last, " ago")
 		})
 		t.Logf("ps: %s", last)
+	})
+
+	t.Run("ListPages", func(t *testing.T) {
+		// Lists page as Kubernetes lists do; ps and the SDK's
+		// ListInstances read whole lists through the pages.
+		var names []string
+		for i := range 5 {
+			name := fmt.Sprintf("pg-%d", i)
+			p.must("run", "-d", "--name", name, "-l", "suite=pages", "kanga.test/busybox", "sleep", "1000")
+			defer p.kanga("rm", "-f", name)
+			names = append(names, name)
+		}
+		c := sdkOf(t, p.config)
+		var paged []string
+		opts := client.ListOptions{LabelSelector: "suite=pages", Limit: 2}
+		pages := 0
+		for {
+			page, err := c.ListInstancesPage(t.Context(), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, inst := range page.Items {
+				paged = append(paged, inst.Name)
+			}
+			if page.Continue == "" {
+				break
+			}
+			opts.Continue = page.Continue
+		}
+		if pages != 3 || !reflect.DeepEqual(paged, names) {
+			t.Fatalf("pages of 2: %d pages holding %v, want 3 holding %v", pages, paged, names)
+		}
+		// ps lists newest first.
+		ps := strings.Fields(p.must("ps", "-a", "-l", "suite=pages", "--format", "{{.Name}}"))
+		slices.Reverse(ps)
+		if !reflect.DeepEqual(ps, names) {
+			t.Fatalf("ps = %v, want %v newest first", ps, names)
+		}
+		r := p.kanga("ps", "-l", "suite=pages", "-q")
+		if r.code != 0 || len(strings.Fields(r.stdout)) != 5 {
+			t.Fatalf("ps -q: exit %d, stdout %q", r.code, r.stdout)
+		}
 	})
 
 	t.Run("UIDPrefix", func(t *testing.T) {
