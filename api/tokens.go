@@ -32,6 +32,9 @@ const (
 	ScopeHostsRead    = "hosts:read"    // list and inspect hosts
 	ScopeHostsWrite   = "hosts:write"   // cordon, drain, join tokens, revoke hosts
 	ScopeAuditRead    = "audit:read"    // read and verify the audit log
+	// ScopeMetricsRead reads /metrics: platform-wide figures that name
+	// every tenant's instances, so never a tenant's.
+	ScopeMetricsRead = "metrics:read"
 
 	// ScopeAll is every scope a tenant can hold (none of the
 	// administrator's), including those added in later versions: a
@@ -54,7 +57,7 @@ var TenantScopes = []string{
 }
 
 // AdminScopes are the scopes only an administrator holds.
-var AdminScopes = []string{ScopeTenantsAdmin, ScopeHostsRead, ScopeHostsWrite, ScopeAuditRead}
+var AdminScopes = []string{ScopeTenantsAdmin, ScopeHostsRead, ScopeHostsWrite, ScopeAuditRead, ScopeMetricsRead}
 
 // Token describes a bearer token; its secret is shown once, at creation,
 // and stored only as a hash.

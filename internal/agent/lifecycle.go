@@ -72,6 +72,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 			r.publish(ctx, "")
 			prof.step("running-status")
 			r.log.Info("instance started", append(prof.attrs(), "warm", w.id)...)
+			r.observeStart(prof, true)
 			if err := r.finishClaim(r.tctx(ctx), inst, r.ctrs[0]); err != nil {
 				r.log.Warn("recording the spec of the claimed warm container failed; retried before a restart", "err", err)
 			}
@@ -85,6 +86,7 @@ func (r *runner) start(ctx context.Context, inst *api.Instance) error {
 	r.publish(ctx, "")
 	prof.step("running-status")
 	r.log.Info("instance started", prof.attrs()...)
+	r.observeStart(prof, false)
 	return nil
 }
 
@@ -147,7 +149,9 @@ func (r *runner) attach(ctx context.Context, inst *api.Instance, limits network.
 		return nw.Setup(ctx, id, ports(inst.Spec), limits)
 	}
 	if p := r.a.cfg.Pool; p != nil && poolable(inst.Spec, limits) {
-		if sb, ok := p.Take(r.tenant); ok {
+		sb, ok := p.Take(r.tenant)
+		countTake(poolTakes, ok)
+		if ok {
 			// Recorded before use, so that teardown (by this agent or the
 			// next) destroys this sandbox; if the agent dies before the
 			// record exists, the orphan cleanup destroys it as unclaimed.

@@ -357,6 +357,7 @@ func (r *runner) takeWarm(ctx context.Context, inst *api.Instance) *warmCtr {
 		return nil // the usual path reports it
 	}
 	v, ok := r.a.warm.Take(warm.Key{Tenant: r.tenant, Image: img.Name, Class: inst.Spec.Runtime})
+	countTake(warmTakes, ok)
 	if !ok {
 		return nil
 	}

@@ -159,6 +159,7 @@ unset, they come from the config file (--config, $KANGA_CONFIG or
 		newConfigCommand(o),
 		newUsageCommand(o),
 		newAuditCommand(o),
+		newEventsCommand(o),
 	)
 	root.AddCommand(daemonCommands()...)
 	disableFlagsInUseLine(root)

@@ -22,7 +22,7 @@ of any tenant, with --tenant).
 Scopes: instances:read, instances:write, exec, images:read, images:write,
 usage:read, tokens:read, tokens:write, secrets:read, secrets:write,
 secrets:reveal, configs:read, configs:write; an administrator's also tenants:admin,
-hosts:read, hosts:write and audit:read. "all" stands for every tenant scope,
+hosts:read, hosts:write, audit:read and metrics:read. "all" stands for every tenant scope,
 "read-only" for every :read scope you hold. A token never gets a scope the
 token that creates it lacks, and never outlives it.`,
 	}

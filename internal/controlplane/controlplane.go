@@ -265,6 +265,7 @@ func (c *ControlPlane) setLeading(v bool) {
 	c.mu.Lock()
 	c.leading = v
 	c.mu.Unlock()
+	observeLeading(v)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -413,6 +414,7 @@ func (c *ControlPlane) pass(ctx context.Context, l *store.Leader, st *state) err
 	c.placed += int64(n)
 	c.lastPass = time.Since(start)
 	c.mu.Unlock()
+	observePass(time.Since(start), len(st.pending))
 	return errors.Join(errs...)
 }
 
@@ -610,6 +612,7 @@ func (c *ControlPlane) apply(ctx context.Context, l *store.Leader, st *state, wr
 			}
 			if r.w.inst.Status.Host != "" && st.instances[r.w.key].inst.Status.Host == "" {
 				placed++
+				observePlaced(r.w.inst, c.cfg.Now())
 			}
 			st.apply(&store.InstanceEvent{Instance: r.w.inst, Tenant: r.w.inst.Tenant, Name: r.w.inst.Name, ModRevision: r.modRev})
 			if _, wrote := st.unplaced[r.w.key]; wrote && isPending(r.w.inst) {

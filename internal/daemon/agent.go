@@ -126,6 +126,7 @@ func RunAgent(ctx context.Context, o AgentOptions) error {
 	link.Prepare = func(ctx context.Context) error { return ag.ApplyPurges(ctx, link) }
 	go ag.RunPurges(h.Context(), link, purgeInterval)
 
+	defer registerInstanceMetrics(ag, log)()
 	hs := httpserver.New(hostapi.Handler(ag, link, log), httpserver.DefaultLimits, log)
 	hs.TLSConfig = hostapi.TLS(creds)
 	serveErr := make(chan error, 1)

@@ -51,6 +51,10 @@ const (
 	// PathVolumes: POST (a VolumeCreate) makes a persistent volume on
 	// the host, DELETE ?id= removes one (hostcontract.VolumeHost).
 	PathVolumes = "/host/v1/volumes"
+	// PathMetrics serves the host's Prometheus metrics (the agent's
+	// process registry), to the control plane's certificate like every
+	// other route.
+	PathMetrics = "/metrics"
 	// PathDevices: POST (an api.DeviceRequest; answers the qualified
 	// names attached) and DELETE ?name= attach devices to the tenant's
 	// running instance {name} and detach them

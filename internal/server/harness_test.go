@@ -474,9 +474,17 @@ func (v *responseValidator) validate(req *http.Request, resp *http.Response, bod
 		return err
 	}
 	if ct == "application/x-ndjson" && resp.StatusCode == http.StatusOK {
+		// Each line is a document of the schema the operation names for
+		// its NDJSON (Progress for image transfers).
+		schema := "Progress"
+		if r := route.Operation.Responses.Value("200"); r != nil && r.Value != nil {
+			if mt := r.Value.Content.Get(ct); mt != nil && mt.Schema != nil && mt.Schema.Ref != "" {
+				schema = mt.Schema.Ref[strings.LastIndex(mt.Schema.Ref, "/")+1:]
+			}
+		}
 		sc := bufio.NewScanner(bytes.NewReader(body))
 		for sc.Scan() {
-			if err := v.visit("Progress", sc.Bytes()); err != nil {
+			if err := v.visit(schema, sc.Bytes()); err != nil {
 				return fmt.Errorf("progress line %s: %w", sc.Bytes(), err)
 			}
 		}

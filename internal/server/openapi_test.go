@@ -131,6 +131,7 @@ var schemaTypes = map[string]any{
 	"InstanceStatus":          api.InstanceStatus{},
 	"ContainerStatus":         api.ContainerStatus{},
 	"Event":                   api.Event{},
+	"EventRecord":             api.EventRecord{},
 	"InstanceList":            api.InstanceList{},
 	"CreateInstanceRequest":   api.CreateInstanceRequest{},
 	"Image":                   api.Image{},

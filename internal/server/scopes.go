@@ -30,6 +30,9 @@ var scopeOverrides = map[string]string{
 	// inspect secrets without it.
 	"POST /v1/secrets/{name}/reveal": api.ScopeSecretsReveal,
 	"POST /v1/secret-keys/rotate":    api.ScopeTenantsAdmin,
+	"GET /metrics":                   api.ScopeMetricsRead,
+	// Events are the instances' (their status's events).
+	"GET /v1/events": api.ScopeInstancesRead,
 }
 
 // requiredScope returns the scope a route (net/http pattern with method)

@@ -29,9 +29,9 @@ func newTenantWithToken(t *testing.T, e *testEnv, admin string) (string, string)
 	return name, created.Token
 }
 
-func createToken(t *testing.T, e *testEnv, token, body string) api.CreateTokenResponse {
+func createToken(t *testing.T, e *testEnv, token, body string, hdr ...string) api.CreateTokenResponse {
 	t.Helper()
-	r := e.do(t, "POST", "/v1/tokens", token, body)
+	r := e.do(t, "POST", "/v1/tokens", token, body, hdr...)
 	wantStatus(t, r, http.StatusCreated)
 	var out api.CreateTokenResponse
 	decode(t, r, &out)

@@ -14,6 +14,7 @@ import (
 	"github.com/kanga-run/kanga/internal/httpserver"
 	"github.com/kanga-run/kanga/internal/model"
 	"github.com/kanga-run/kanga/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Store is the state the API reads and writes. Every method takes the
@@ -86,6 +87,8 @@ type Server struct {
 	portsMu sync.Mutex
 	// admission bounds the creates in flight (admission.go).
 	admission *admission
+	// gatherer is what GET /metrics serves.
+	gatherer prometheus.Gatherer
 }
 
 // Options configure a Server.
@@ -122,6 +125,9 @@ type Options struct {
 	// past it a create is refused with 429 and Retry-After (admission.go).
 	// Negative: the ready hosts' start slots; 0: no bound.
 	MaxInflightCreates int
+	// Metrics is what GET /metrics serves; nil is the process's default
+	// registry, where every package registers its metrics.
+	Metrics prometheus.Gatherer
 }
 
 // New returns a Server.
@@ -159,6 +165,7 @@ func New(store Store, opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.gatherer = newGatherer(opts.Metrics, store)
 	s.admission = &admission{max: opts.MaxInflightCreates, hosts: store, now: s.now}
 	return s
 }
@@ -239,6 +246,8 @@ var Routes = []Route{
 	{"DELETE", "/v1/volumes/{name}", false, (*Server).deleteVolume},
 	{"GET", "/v1/usage", false, (*Server).getUsage},
 	{"GET", "/v1/audit", false, (*Server).listAudit},
+	{"GET", "/v1/events", false, (*Server).events},
+	{"GET", "/metrics", false, (*Server).metrics},
 }
 
 // streamedBodies are the routes whose body is a stream (an image
@@ -296,5 +305,5 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.writeError(w, req, errNoRoute(req))
 	})
-	return s.traced(s.logRequests(mux))
+	return s.traced(s.logRequests(instrumented(mux)))
 }

@@ -95,6 +95,7 @@ var routes = []route{
 	{"DELETE", hostlink.PathDevices, true, (*handler).detachDevice},
 	{"POST", hostlink.PathVolumes, false, (*handler).createVolume},
 	{"DELETE", hostlink.PathVolumes, false, (*handler).removeVolume},
+	{"GET", hostlink.PathMetrics, false, (*handler).metrics},
 	{"GET", hostlink.PathPing, false, func(_ *handler, w http.ResponseWriter, _ *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil

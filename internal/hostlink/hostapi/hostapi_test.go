@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -175,6 +176,8 @@ func TestHostAPIAuthorization(t *testing.T) {
 		{"control plane, another tenant's instance", r.controlPlane, "/v1/instances/db/stats", "acme", http.StatusNotFound},
 		{"control plane, instance of another host", r.controlPlane, "/v1/instances/away/stats", "acme", http.StatusNotFound},
 		{"control plane, ping", r.controlPlane, hostlink.PathPing, "", http.StatusNoContent},
+		{"control plane, metrics", r.controlPlane, hostlink.PathMetrics, "", http.StatusOK},
+		{"another host's certificate, metrics", r.otherHost, hostlink.PathMetrics, "", http.StatusForbidden},
 		{"control plane, no such route", r.controlPlane, "/v1/tenants", "acme", http.StatusNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,5 +263,24 @@ func TestRemoteHostVolumes(t *testing.T) {
 	r.host.mu.Unlock()
 	if ok {
 		t.Fatal("pv-1 still on the host after RemoveVolume")
+	}
+}
+
+// TestHostAPIMetrics: the control plane reads the process's registry, in
+// Prometheus's text format.
+func TestHostAPIMetrics(t *testing.T) {
+	r := newRig(t)
+	resp, err := r.controlPlane.Get(r.url + hostlink.PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") ||
+		!strings.Contains(string(b), "# TYPE go_goroutines gauge") {
+		t.Fatalf("GET /metrics: %d %s\n%.300s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 }
