@@ -163,7 +163,7 @@ func TestDevices(t *testing.T) {
 	if r := p.kanga("device", "attach", "plain", "kanga.dev/nosuch"); r.code == 0 || !strings.Contains(r.stderr, "has no kanga.dev/nosuch devices") {
 		t.Fatalf("attach of an unknown kind: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock=m1"); r.code == 0 || !strings.Contains(r.stderr, "held by instance") {
+	if r := p.kanga("device", "attach", "plain", "kanga.dev/mock=m1"); r.code == 0 || !strings.Contains(r.stderr, "held by another instance") || strings.Contains(r.stderr, p.inspect("counted").UID) {
 		t.Fatalf("attach of another instance's device: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// holder opens the device as soon as it appears and keeps it open.

@@ -181,8 +181,8 @@ func (r *Registry) pick(got []string, reqs []api.DeviceRequest, avoid func(name 
 				return nil, fmt.Errorf("spec.devices[%d]: this host has no device %s: %w", i, req.Name, errdefs.ErrNotFound)
 			}
 			if taken(devs[k]) {
-				uid, _ := r.holder(req.Name)
-				return nil, fmt.Errorf("spec.devices[%d]: device %s is held by instance %s: %w", i, req.Name, uid, errdefs.ErrConflict)
+				// Not which instance: it may be another tenant's.
+				return nil, fmt.Errorf("spec.devices[%d]: device %s is held by another instance: %w", i, req.Name, errdefs.ErrConflict)
 			}
 			got = append(got, req.Name)
 			continue
