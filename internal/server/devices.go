@@ -107,23 +107,10 @@ func (s *Server) detachDevice(w http.ResponseWriter, r *http.Request) error {
 // deviceHost reads the instance of a device route and its host, which
 // must be able to attach devices to it now.
 func (s *Server) deviceHost(r *http.Request) (*api.Instance, hostcontract.DeviceAttacher, error) {
-	inst, err := s.store.GetInstance(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return nil, nil, err
-	}
-	if inst.Spec.Runtime == "gvisor" {
-		return nil, nil, fmt.Errorf("instance %q runs in gVisor, whose kernel does not pass host devices through: %w", inst.Name, errdefs.ErrInvalidArgument)
-	}
-	if inst.Status.Phase != api.PhaseRunning {
-		return nil, nil, fmt.Errorf("instance %q is %s, not Running: %w", inst.Name, inst.Status.Phase, errdefs.ErrConflict)
-	}
-	host, err := s.hostOf(inst)
-	if err != nil {
-		return nil, nil, err
-	}
-	da, ok := host.(hostcontract.DeviceAttacher)
-	if !ok {
-		return nil, nil, fmt.Errorf("the host of instance %q cannot attach devices: %w", inst.Name, errdefs.ErrNotImplemented)
-	}
-	return inst, da, nil
+	return runningOn[hostcontract.DeviceAttacher](s, r, "attach devices", func(inst *api.Instance) error {
+		if inst.Spec.Runtime == "gvisor" {
+			return fmt.Errorf("instance %q runs in gVisor, whose kernel does not pass host devices through: %w", inst.Name, errdefs.ErrInvalidArgument)
+		}
+		return nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	"github.com/kanga-run/kanga/api"
@@ -30,6 +31,35 @@ type noHosts struct{}
 
 func (noHosts) Host(string) (hostcontract.Host, bool) { return nil, false }
 func (noHosts) All() []hostcontract.Host              { return nil }
+
+// runningOn reads the instance a route names, checks it with check (if
+// any), and returns it with its host's T, an optional part of the host
+// contract: the instance must be Running (409), its host must offer T
+// (501, saying the host cannot do what).
+func runningOn[T any](s *Server, r *http.Request, what string, check func(*api.Instance) error) (*api.Instance, T, error) {
+	var none T
+	inst, err := s.store.GetInstance(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return nil, none, err
+	}
+	if check != nil {
+		if err := check(inst); err != nil {
+			return nil, none, err
+		}
+	}
+	if inst.Status.Phase != api.PhaseRunning {
+		return nil, none, fmt.Errorf("instance %q is %s, not Running: %w", inst.Name, inst.Status.Phase, errdefs.ErrConflict)
+	}
+	host, err := s.hostOf(inst)
+	if err != nil {
+		return nil, none, err
+	}
+	t, ok := host.(T)
+	if !ok {
+		return nil, none, fmt.Errorf("the host of instance %q cannot %s: %w", inst.Name, what, errdefs.ErrNotImplemented)
+	}
+	return inst, t, nil
+}
 
 // hostOf returns the host an instance is placed on.
 func (s *Server) hostOf(inst *api.Instance) (hostcontract.Host, error) {

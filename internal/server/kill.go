@@ -24,24 +24,15 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	inst, err := s.store.GetInstance(ctx, r.PathValue("name"))
-	if err != nil {
-		return err
-	}
 	container := q.Get("container")
-	if container != "" && !hasContainer(inst, container) {
-		return fmt.Errorf("container: instance %q has no container %q: %w", inst.Name, container, errdefs.ErrInvalidArgument)
-	}
-	if inst.Status.Phase != api.PhaseRunning {
-		return fmt.Errorf("instance %q is %s, not Running: %w", inst.Name, inst.Status.Phase, errdefs.ErrConflict)
-	}
-	host, err := s.hostOf(inst)
+	inst, k, err := runningOn[hostcontract.Killer](s, r, "signal containers", func(inst *api.Instance) error {
+		if container != "" && !hasContainer(inst, container) {
+			return fmt.Errorf("container: instance %q has no container %q: %w", inst.Name, container, errdefs.ErrInvalidArgument)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	k, ok := host.(hostcontract.Killer)
-	if !ok {
-		return fmt.Errorf("the host of instance %q cannot signal containers: %w", inst.Name, errdefs.ErrNotImplemented)
 	}
 	setAuditDetail(ctx, fmt.Sprintf("signal=%s container=%s", unix.SignalName(sig), container))
 	if err := k.Kill(ctx, inst, container, sig); err != nil {
