@@ -234,12 +234,13 @@ func addDeviceIn(pid proc, d specs.LinuxDevice) error {
 	if d.Type == "b" {
 		typ = unix.S_IFBLK
 	}
-	err = unix.Mknodat(parent, base, typ|mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
+	dev := int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))
+	err = unix.Mknodat(parent, base, typ|mode, dev)
 	if errors.Is(err, unix.EEXIST) {
 		// A node the container made itself, or an earlier attach's: it
 		// is replaced, so the path opens the device asked for.
 		if err = unix.Unlinkat(parent, base, 0); err == nil {
-			err = unix.Mknodat(parent, base, typ|mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
+			err = unix.Mknodat(parent, base, typ|mode, dev)
 		}
 	}
 	if err != nil {
